@@ -1,0 +1,58 @@
+# The two commands: `make run` and `make test`. Everything else is a step they share.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+WEB_DIST := src/openova_sandbox/web/dist
+WEB_STAMP := $(WEB_DIST)/.build-stamp
+WEB_SOURCES := $(shell [ -d web ] && find web -path web/node_modules -prune -o -type f -print 2>/dev/null)
+HOST ?= 127.0.0.1
+PORT ?= 8080
+
+.PHONY: run test setup web lint typecheck importlint pytest webtest bench clean
+
+setup: $(STAMP) web
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+# Console assets: rebuilt (npm ci + vite) when missing or older than any source file.
+web: $(STAMP)
+	@if [ -f web/package.json ]; then $(MAKE) --no-print-directory $(WEB_STAMP); fi
+
+$(WEB_STAMP): $(WEB_SOURCES)
+	cd web && npm ci --no-audit --no-fund --loglevel=error && npm run build
+	touch $@
+
+run: setup
+	$(BIN)/sandbox serve --host $(HOST) --port $(PORT)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+importlint: $(STAMP)
+	$(BIN)/lint-imports
+
+webtest: web
+	@if [ -f web/package.json ]; then cd web && npm run --silent typecheck && npm test --silent; fi
+
+# pytest's exit code 5 (no test collected) is a failure here, never a silent pass.
+pytest: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+
+test: setup lint typecheck importlint webtest pytest
+
+bench: setup
+	$(BIN)/python bench/terminal.py
+
+clean:
+	rm -rf $(VENV) $(WEB_DIST) web/node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,161 @@
+"""The one Settings object, read from the environment at entry points and passed down.
+
+Names follow the specs: ``SANDBOX_*`` for this project's own settings, plus the names the
+existing deployment already uses (``CATALYST_SANDBOX_DEFAULT_NAMESPACE``,
+``OPENOVA_SANDBOX_AGENTS_PATH``). An invalid value fails at start with a message naming
+the variable (see :func:`load_settings`).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .domain.errors import Invalid
+
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti)?$")
+_CPU = re.compile(r"^[0-9]+(\.[0-9]+)?m?$")
+RING_MAX = 16 * 1024 * 1024
+RING_DEFAULT = 1024 * 1024
+PLACEHOLDER_CLIENT_ID = "REPLACE_ME"
+
+
+def clamp_ring_bytes(value: int | None, default: int = RING_DEFAULT) -> int:
+    """Replay budget rule: invalid/≤0 keeps the default, above 16 MiB is clamped."""
+    if value is None or value <= 0:
+        return default
+    return min(value, RING_MAX)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SANDBOX_", extra="ignore", frozen=True, populate_by_name=True
+    )
+
+    # --- storage --------------------------------------------------------------------
+    data_dir: Path = Path(".sandbox")
+    database_url: str = ""  # empty: SQLite file in data_dir
+    store: Literal["sql", "memory", "kube"] = "sql"
+
+    # --- tenancy and quota defaults ---------------------------------------------------
+    default_namespace: str = Field(
+        "", validation_alias=AliasChoices("CATALYST_SANDBOX_DEFAULT_NAMESPACE")
+    )
+    default_quota_cpu: str = "4"
+    default_quota_memory: str = "8Gi"
+    default_quota_storage: str = "50Gi"
+    default_quota_sessions: int = Field(3, ge=1, le=10)
+
+    # --- agents -----------------------------------------------------------------------
+    agents_path: str = Field(
+        "/etc/openova/sandbox-agents.json",
+        validation_alias=AliasChoices("OPENOVA_SANDBOX_AGENTS_PATH"),
+    )
+    ring_buffer_bytes: int = RING_DEFAULT
+    git_base_url: str = ""
+    llm_gateway_url: str = Field("", validation_alias=AliasChoices("LLM_GATEWAY_URL"))
+    openai_base_url: str = Field("", validation_alias=AliasChoices("OPENAI_BASE_URL"))
+    openai_api_key: str = Field("", validation_alias=AliasChoices("OPENAI_API_KEY"), repr=False)
+
+    # --- auth -------------------------------------------------------------------------
+    oidc_issuer: str = ""
+    oidc_audience: str = ""
+    jwks_url: str = ""
+    cookie_secret: str = Field("", repr=False)
+    public_url: str = ""  # how browsers reach us; WebSocket Origin is checked against it
+
+    # --- BYOS (Claude Code) -------------------------------------------------------------
+    byos_claude_code_enabled: str = ""
+    byos_claude_code_client_id: str = ""
+    byos_claude_code_authz_url: str = ""
+    byos_claude_code_token_url: str = ""
+    byos_claude_code_callback_path: str = "/api/v1/sandbox/byos/claude-code/callback"
+    byos_claude_code_scopes: Annotated[tuple[str, ...], NoDecode] = (
+        "read:user",
+        "write:claude-code",
+    )
+
+    # --- logging ----------------------------------------------------------------------
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_json: bool | None = None  # None: JSON when stderr is not a TTY
+
+    @field_validator("default_quota_cpu")
+    @classmethod
+    def _cpu(cls, value: str) -> str:
+        if not _CPU.match(value):
+            raise ValueError(f"{value!r} is not a CPU quantity like 4, 0.5 or 500m")
+        return value
+
+    @field_validator("default_quota_memory", "default_quota_storage")
+    @classmethod
+    def _quantity(cls, value: str) -> str:
+        if not _QUANTITY.match(value):
+            raise ValueError(f"{value!r} is not a quantity like 8Gi or 512Mi")
+        return value
+
+    @field_validator("ring_buffer_bytes", mode="before")
+    @classmethod
+    def _ring(cls, value: Any) -> int:
+        try:
+            return clamp_ring_bytes(int(value))
+        except (TypeError, ValueError):
+            return RING_DEFAULT
+
+    @field_validator("byos_claude_code_scopes", mode="before")
+    @classmethod
+    def _scopes(cls, value: Any) -> tuple[str, ...]:
+        if isinstance(value, str):
+            return tuple(s.strip() for s in value.split(",") if s.strip())
+        return tuple(value)
+
+    @property
+    def byos_enabled(self) -> bool:
+        raw = self.byos_claude_code_enabled.strip().lower()
+        return raw == "" or raw in {"true", "1"}
+
+    @property
+    def byos_client_id_configured(self) -> bool:
+        cid = self.byos_claude_code_client_id.strip()
+        return bool(cid) and cid != PLACEHOLDER_CLIENT_ID
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'sandbox.db').resolve()}"
+
+    @property
+    def quota_dict(self) -> dict[str, Any]:
+        return {
+            "cpu": self.default_quota_cpu,
+            "memory": self.default_quota_memory,
+            "storage": self.default_quota_storage,
+            "concurrentSessions": self.default_quota_sessions,
+        }
+
+
+def _env_name(field_name: str) -> str:
+    info = Settings.model_fields.get(field_name)
+    alias = info.validation_alias if info else None
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return f"SANDBOX_{field_name.upper()}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings from the environment (plus explicit overrides from CLI flags).
+
+    Raises :class:`Invalid` naming the environment variable on a bad value.
+    """
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = str(err["loc"][0]) if err["loc"] else "?"
+            problems.append(f"{_env_name(loc)}: {err['msg']}")
+        raise Invalid("invalid settings: " + "; ".join(problems), code="invalid-settings") from exc

@@ -1,0 +1,77 @@
+"""Names derived from requests and claims: object id, namespace, org slug, owner-uid.
+
+All rules are from sessions-api.md / sandbox-resource.md and are deterministic on
+purpose (a second unnamed create of the same agent by the same user conflicts).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+DEFAULT_NAMESPACE = "catalyst-system"
+MAX_NAME = 63
+MAX_OWNER_UID = 200
+
+_SLUG_RE = re.compile(r"^[a-z][a-z0-9-]{2,31}$")
+_INVALID_RUN = re.compile(r"[^a-z0-9-]+")
+REPO_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*/[A-Za-z0-9._-]+$")
+SESSION_ID_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def object_name(*, agent: str, sub: str, name: str | None) -> str:
+    """The Sandbox id: from ``name`` when given, else ``<agent>-<sub[:8]>``."""
+    source = name if name is not None and name.strip() else f"{agent}-{sub[:8]}"
+    text = _INVALID_RUN.sub("-", source.strip().lower()).strip("-")
+    if not text:
+        return f"sandbox-{agent}"
+    if len(text) > MAX_NAME:
+        text = text[:MAX_NAME].rstrip("-")
+    return text
+
+
+def display_name(name: str | None) -> str:
+    return name.strip() if name else ""
+
+
+def namespace_for(org: str, default_namespace: str | None) -> str:
+    """The caller's org verbatim (trimmed), else the configured default, else catalyst-system."""
+    org = org.strip()
+    if org:
+        return org
+    if default_namespace and default_namespace.strip():
+        return default_namespace.strip()
+    return DEFAULT_NAMESPACE
+
+
+def org_slug(org: str) -> str:
+    candidate = org.strip().lower()
+    return candidate if _SLUG_RE.match(candidate) else "default"
+
+
+def is_valid_slug(value: str) -> bool:
+    return bool(_SLUG_RE.match(value))
+
+
+def owner_uid(email: str) -> str:
+    """``dev@acme.com`` → ``dev-at-acme-com``."""
+    text = email.strip().lower()
+    for old, new in (("@", "-at-"), (".", "-"), ("+", "-plus-"), ("_", "-")):
+        text = text.replace(old, new)
+    return text[:MAX_OWNER_UID].strip("-")
+
+
+def short_hash(*parts: str, length: int = 8) -> str:
+    return hashlib.sha256("/".join(parts).encode()).hexdigest()[:length]
+
+
+def is_valid_repo(repo: str) -> bool:
+    return bool(REPO_RE.match(repo))
+
+
+def repo_org(repo: str) -> str:
+    return repo.split("/", 1)[0]
+
+
+def repo_name(repo: str) -> str:
+    return repo.split("/", 1)[1]

@@ -1,0 +1,65 @@
+"""The authenticated caller, derived from token claims."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+ORG_ADMIN_ROLE = "org-admin"
+_TIER_RANK = {"free": 0, "user": 0, "pro": 1, "team": 2, "admin": 3, "owner": 4, "superadmin": 5}
+
+
+@dataclass(frozen=True)
+class Principal:
+    sub: str
+    email: str = ""
+    org: str = ""
+    roles: frozenset[str] = field(default_factory=frozenset)
+    tier: str = ""
+    username: str = ""
+    scopes: tuple[str, ...] = ()
+    capabilities: tuple[str, ...] = ()
+
+    @property
+    def is_org_admin(self) -> bool:
+        """Realm role ``org-admin`` or a tier at or above ``admin``."""
+        if ORG_ADMIN_ROLE in self.roles:
+            return True
+        return _TIER_RANK.get(self.tier.strip().lower(), -1) >= _TIER_RANK["admin"]
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    if isinstance(value, list | tuple):
+        return tuple(v for v in value if isinstance(v, str))
+    return ()
+
+
+def principal_from_claims(claims: Mapping[str, Any]) -> Principal | None:
+    """Build a Principal from validated claims; ``None`` when ``sub`` is missing."""
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub.strip():
+        return None
+    org = claims.get("org_id")
+    if not isinstance(org, str) or not org.strip():
+        org = claims.get("org")
+    realm = claims.get("realm_access")
+    roles = set(_strings(claims.get("groups")))
+    if isinstance(realm, Mapping):
+        roles.update(_strings(realm.get("roles")))
+    roles.update(_strings(claims.get("roles")))
+
+    def text(key: str) -> str:
+        value = claims.get(key)
+        return value if isinstance(value, str) else ""
+
+    return Principal(
+        sub=sub,
+        email=text("email").strip(),
+        org=org.strip() if isinstance(org, str) else "",
+        roles=frozenset(roles),
+        tier=text("tier"),
+        username=text("preferred_username"),
+        scopes=_strings(claims.get("openova_scopes")),
+        capabilities=_strings(claims.get("capabilities")),
+    )

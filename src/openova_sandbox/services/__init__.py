@@ -1,0 +1,1 @@
+"""Use cases between the API and the runtime parts: sessions, terminals, BYOS."""

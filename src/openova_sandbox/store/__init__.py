@@ -1,0 +1,1 @@
+"""Sandbox stores: one Protocol (``base``), several backends, one contract suite."""
