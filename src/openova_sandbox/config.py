@@ -61,6 +61,23 @@ class Settings(BaseSettings):
     openai_base_url: str = Field("", validation_alias=AliasChoices("OPENAI_BASE_URL"))
     openai_api_key: str = Field("", validation_alias=AliasChoices("OPENAI_API_KEY"), repr=False)
 
+    # --- terminal server (standalone `sandbox pty-server`: one per Sandbox in Kubernetes) ---
+    pty_sandbox_id: str = Field("", validation_alias=AliasChoices("SANDBOX_ID", "pty_sandbox_id"))
+    pty_namespace: str = Field(
+        "", validation_alias=AliasChoices("SANDBOX_NAMESPACE", "pty_namespace")
+    )
+    pty_owner_email: str = Field(
+        "", validation_alias=AliasChoices("SANDBOX_OWNER_EMAIL", "pty_owner_email")
+    )
+    pty_org_id: str = Field("", validation_alias=AliasChoices("SANDBOX_ORG_ID", "pty_org_id"))
+    pty_default_agent: str = Field(
+        "", validation_alias=AliasChoices("SANDBOX_DEFAULT_AGENT", "pty_default_agent")
+    )
+    pty_session_limit: int = Field(
+        3, ge=1, le=10, validation_alias=AliasChoices("SANDBOX_SESSION_LIMIT", "pty_session_limit")
+    )
+    pty_workdir: str = Field("", validation_alias=AliasChoices("SANDBOX_WORKDIR", "pty_workdir"))
+
     # --- auth -------------------------------------------------------------------------
     oidc_issuer: str = ""
     oidc_audience: str = ""
