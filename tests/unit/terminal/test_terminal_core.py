@@ -42,7 +42,8 @@ def test_empty_feed_produces_nothing() -> None:
     core = SessionCore(ring_bytes=10)
     core.attach("a")
     result = core.feed(b"")
-    assert result.frames == [] and result.resynced == []
+    assert result.frames == []
+    assert result.resynced == []
     assert core.ring.end == 0
 
 

@@ -137,7 +137,15 @@ def _screen(data: bytes, *, cols: int = 40, rows: int = 8) -> list[str]:
 
 _text = st.lists(
     st.sampled_from(
-        [b"hello", b" ", b"\r\n", b"\x1b[2J\x1b[H", b"\x1b[1;31mred\x1b[0m", b"\x1b[3;5H*", b"x" * 17]
+        [
+            b"hello",
+            b" ",
+            b"\r\n",
+            b"\x1b[2J\x1b[H",
+            b"\x1b[1;31mred\x1b[0m",
+            b"\x1b[3;5H*",
+            b"x" * 17,
+        ]
     ),
     max_size=40,
 )
