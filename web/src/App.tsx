@@ -1,0 +1,86 @@
+/** The shell: header, sign-in gate (any 401 shows it), and the three routes. */
+import { useCallback, useEffect, useMemo, useState } from "react";
+import { createApi, type Api, type WhoAmI } from "./api/client";
+import { ApiContext } from "./api/context";
+import { Landing } from "./pages/Landing";
+import { SessionPage } from "./pages/SessionPage";
+import { Settings } from "./pages/Settings";
+import { SignIn } from "./pages/SignIn";
+import { Link, parseRoute, useLocationPath } from "./router";
+
+type Auth = { state: "checking" } | { state: "in"; who: WhoAmI | null } | { state: "out" };
+
+export function App({ api: injected }: { api?: Api }) {
+  const [auth, setAuth] = useState<Auth>({ state: "checking" });
+  const api = useMemo(
+    () => injected ?? createApi({ onUnauthenticated: () => setAuth({ state: "out" }) }),
+    [injected],
+  );
+  const path = useLocationPath();
+  const route = parseRoute(path);
+
+  const check = useCallback(() => {
+    api.whoami().then(
+      (who) => setAuth({ state: "in", who }),
+      (err: unknown) => {
+        const status = (err as { status?: number }).status;
+        // Anything but 401 (e.g. an older server without whoami) still lets the console try.
+        setAuth(status === 401 ? { state: "out" } : { state: "in", who: null });
+      },
+    );
+  }, [api]);
+  useEffect(check, [check]);
+
+  let page: React.ReactNode = null;
+  if (auth.state === "out") page = <SignIn onRetry={check} />;
+  else if (auth.state === "in") {
+    if (route.name === "landing") page = <Landing />;
+    else if (route.name === "settings") page = <Settings />;
+    else if (route.name === "session") page = <SessionPage key={route.id} id={route.id} />;
+    else
+      page = (
+        <div className="page narrow">
+          <h1 className="page-title">Page not found</h1>
+          <Link href="/sandbox">Back to sessions</Link>
+        </div>
+      );
+  }
+
+  return (
+    <ApiContext.Provider value={api}>
+      <a className="skip-link" href="#main">
+        Skip to content
+      </a>
+      <header className="app-header">
+        <Link href="/sandbox" className="brand" aria-label="OpenOva Sandbox, sessions">
+          <span className="brand-mark" aria-hidden>
+            ▚
+          </span>
+          <span className="brand-name">OpenOva Sandbox</span>
+        </Link>
+        <nav aria-label="Main" className="app-nav">
+          <Link
+            href="/sandbox"
+            aria-current={route.name === "landing" ? "page" : undefined}
+          >
+            Sessions
+          </Link>
+          <Link
+            href="/sandbox/settings"
+            aria-current={route.name === "settings" ? "page" : undefined}
+          >
+            Settings
+          </Link>
+        </nav>
+        {auth.state === "in" && auth.who?.email && (
+          <span className="who" title={auth.who.org ? `org ${auth.who.org}` : undefined} data-testid="whoami-email">
+            {auth.who.email}
+          </span>
+        )}
+      </header>
+      <main id="main" tabIndex={-1}>
+        {page}
+      </main>
+    </ApiContext.Provider>
+  );
+}

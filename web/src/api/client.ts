@@ -1,0 +1,130 @@
+/**
+ * The console's only door to the REST API. Every call goes through openapi-fetch typed by
+ * `schema.d.ts`, which is generated from `openapi.json` (the server's own document), so a
+ * renamed field or path on the server breaks `npm run typecheck` instead of the browser.
+ */
+import createClient from "openapi-fetch";
+import type { components, paths } from "./schema";
+
+type Schemas = components["schemas"];
+export type SandboxItem = Schemas["SandboxItem"];
+export type Condition = Schemas["Condition"];
+export type Agent = Schemas["Agent"];
+export type WhoAmI = Schemas["WhoAmI"];
+export type AuthConfig = Schemas["AuthConfig"];
+export type ByosConfig = Schemas["ByosConfig"];
+export type ByosStatus = Schemas["ByosStatus"];
+export type TerminalItem = Schemas["TerminalItem"];
+export type CreateSessionRequest = Schemas["CreateSessionRequest"];
+
+/** A non-2xx answer; `message` is what the console shows the user. */
+export class ApiError extends Error {
+  readonly status: number;
+  readonly code: string | undefined;
+
+  constructor(status: number, body: unknown) {
+    super(errorMessage(status, body));
+    this.name = "ApiError";
+    this.status = status;
+    this.code = isRecord(body) && typeof body.error === "string" ? body.error : undefined;
+  }
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null;
+}
+
+function nonBlank(value: unknown): value is string {
+  return typeof value === "string" && value.trim() !== "";
+}
+
+/** The error envelope rule: `detail`, else `error`, else `HTTP <code>`. */
+export function errorMessage(status: number, body: unknown): string {
+  if (isRecord(body)) {
+    if (nonBlank(body.detail)) return body.detail;
+    if (nonBlank(body.error)) return body.error;
+  }
+  return `HTTP ${status}`;
+}
+
+export interface ApiOptions {
+  /** Defaults to the page origin; tests pass their own. */
+  baseUrl?: string;
+  fetch?: (input: Request) => Promise<Response>;
+  /** Called on any 401 so the app can show the sign-in page. */
+  onUnauthenticated?: () => void;
+}
+
+interface Outcome<T> {
+  data?: T;
+  error?: unknown;
+  response: Response;
+}
+
+export type Api = ReturnType<typeof createApi>;
+
+export function createApi(options: ApiOptions = {}) {
+  const baseUrl = options.baseUrl ?? window.location.origin;
+  const client = createClient<paths>({
+    baseUrl,
+    credentials: "same-origin",
+    ...(options.fetch ? { fetch: options.fetch } : {}),
+  });
+
+  function settle<T>(outcome: Outcome<T>): T {
+    const { response } = outcome;
+    if (!response.ok) {
+      if (response.status === 401) options.onUnauthenticated?.();
+      throw new ApiError(response.status, outcome.error);
+    }
+    return outcome.data as T;
+  }
+
+  function settleEmpty(outcome: Outcome<unknown>): void {
+    settle(outcome);
+  }
+
+  const sid = (id: string) => ({ params: { path: { id } } });
+
+  return {
+    listSessions: async () =>
+      settle(await client.GET("/api/v1/sandbox/sessions")).sandboxes,
+    createSession: async (body: CreateSessionRequest) =>
+      settle(await client.POST("/api/v1/sandbox/sessions", { body })),
+    getSession: async (id: string) =>
+      settle(await client.GET("/api/v1/sandbox/sessions/{id}", sid(id))),
+    deleteSession: async (id: string) =>
+      settleEmpty(await client.DELETE("/api/v1/sandbox/sessions/{id}", sid(id))),
+    resizeSession: async (id: string, size: { rows: number; cols: number }) =>
+      settleEmpty(
+        await client.POST("/api/v1/sandbox/sessions/{id}/resize", { ...sid(id), body: size }),
+      ),
+    createTerminal: async (id: string, agent: string) =>
+      settle(
+        await client.POST("/api/v1/sandbox/sessions/{id}/terminals", {
+          ...sid(id),
+          body: { agent },
+        }),
+      ),
+    resizeTerminal: async (id: string, tid: string, size: { rows: number; cols: number }) =>
+      settleEmpty(
+        await client.POST("/api/v1/sandbox/sessions/{id}/terminals/{tid}/resize", {
+          params: { path: { id, tid } },
+          body: size,
+        }),
+      ),
+    listAgents: async () => settle(await client.GET("/api/v1/sandbox/agents")).agents,
+    whoami: async () => settle(await client.GET("/api/v1/sandbox/whoami")),
+    authConfig: async () => settle(await client.GET("/api/v1/sandbox/auth/config")),
+    byosConfig: async () => settle(await client.GET("/api/v1/sandbox/byos/claude-code/config")),
+    byosStatus: async () => settle(await client.GET("/api/v1/sandbox/byos/claude-code/status")),
+    byosStart: async (postConnectRedirect: string) =>
+      settle(
+        await client.POST("/api/v1/sandbox/byos/claude-code/start", {
+          body: { post_connect_redirect: postConnectRedirect },
+        }),
+      ),
+    byosDisconnect: async () =>
+      settleEmpty(await client.DELETE("/api/v1/sandbox/byos/claude-code")),
+  };
+}

@@ -1,0 +1,84 @@
+/** The "Start session" form: optional name and repository, the server's message on error. */
+import { useState, type FormEvent } from "react";
+import type { Agent, SandboxItem } from "../api/client";
+import { useApi } from "../api/context";
+import { Modal } from "./Modal";
+
+interface StartDialogProps {
+  agent: Agent;
+  onClose: () => void;
+  onStarted: (item: SandboxItem) => void;
+}
+
+export function StartDialog({ agent, onClose, onStarted }: StartDialogProps) {
+  const api = useApi();
+  const [name, setName] = useState("");
+  const [repo, setRepo] = useState("");
+  const [pending, setPending] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+
+  const submit = async (ev: FormEvent) => {
+    ev.preventDefault();
+    setPending(true);
+    setError(null);
+    try {
+      const body: { agent: string; name?: string; repo?: string } = { agent: agent.id };
+      if (name.trim()) body.name = name.trim();
+      if (repo.trim()) body.repo = repo.trim();
+      const item = await api.createSession(body);
+      onStarted(item);
+    } catch (err) {
+      setError(err instanceof Error ? err.message : String(err));
+      setPending(false);
+    }
+  };
+
+  return (
+    <Modal title={`Start ${agent.label}`} titleId="start-title" onClose={onClose}>
+      <form onSubmit={(ev) => void submit(ev)} className="form" noValidate>
+        <div className="field">
+          <label htmlFor="start-name">Session name (optional)</label>
+          <input
+            id="start-name"
+            name="name"
+            autoComplete="off"
+            value={name}
+            onChange={(ev) => setName(ev.target.value)}
+            data-autofocus
+            aria-describedby={error ? "start-error" : undefined}
+          />
+        </div>
+        <div className="field">
+          <label htmlFor="start-repo">Repository (optional)</label>
+          <input
+            id="start-repo"
+            name="repo"
+            autoComplete="off"
+            autoCapitalize="off"
+            spellCheck={false}
+            placeholder="org/site"
+            value={repo}
+            onChange={(ev) => setRepo(ev.target.value)}
+            aria-describedby="start-repo-hint"
+          />
+          <p id="start-repo-hint" className="hint">
+            Cloned into /workspace/&lt;name&gt; at start
+          </p>
+        </div>
+        {error && (
+          <p id="start-error" className="form-error" role="alert">
+            {error}
+          </p>
+        )}
+        <div className="modal-actions">
+          <button type="button" className="btn" onClick={onClose}>
+            Cancel
+          </button>
+          <button type="submit" className="btn btn-primary" disabled={pending}>
+            {pending ? "Starting…" : "Start session"}
+          </button>
+        </div>
+      </form>
+    </Modal>
+  );
+}

@@ -1,0 +1,391 @@
+/**
+ * `/sandbox/<id>`: the provisioning waterfall until the sandbox is Ready (or Failed), then
+ * its terminals. Polling stops once the outcome is known, so the terminal view never
+ * re-renders on a timer.
+ */
+import { Suspense, lazy, useCallback, useRef, useState } from "react";
+import { ApiError, type Condition, type SandboxItem } from "../api/client";
+import { useApi } from "../api/context";
+import { ConfirmDialog } from "../components/ConfirmDialog";
+import { usePolling, usePrefs } from "../hooks";
+import { Link, navigate, sessionPath } from "../router";
+import type { ConnectionState } from "../terminal/connection";
+
+const TerminalView = lazy(() => import("../terminal/TerminalView"));
+
+export const CONDITION_ORDER = [
+  "NamespaceReady",
+  "RBACReady",
+  "PVCsReady",
+  "PtyReady",
+  "McpReady",
+  "TokenReady",
+] as const;
+
+const CONDITION_LABELS: Record<string, string> = {
+  NamespaceReady: "Workspace",
+  RBACReady: "Access rules",
+  PVCsReady: "Volumes and repositories",
+  PtyReady: "Terminal server",
+  McpReady: "Tool servers",
+  TokenReady: "Credentials",
+};
+
+export const POLL_MS = 2000;
+const RETRY_CREATE_ATTEMPTS = 30;
+const RESCUE_AGENT = "sovereign-shell";
+
+export function isAttachable(item: SandboxItem): boolean {
+  return item.status === "running" || item.status === "stopped";
+}
+
+export function isFailed(item: SandboxItem): boolean {
+  return item.status === "failed";
+}
+
+/** The condition that explains a failure: the first False one with a reason, Ready last. */
+export function failureCondition(item: SandboxItem): Condition | undefined {
+  const falses = item.conditions.filter((c) => c.status === "False");
+  return (
+    falses.find((c) => c.type !== "Ready" && (c.reason || c.message)) ??
+    falses.find((c) => c.reason || c.message) ??
+    falses[0]
+  );
+}
+
+type StepState = "done" | "active" | "waiting" | "failed";
+
+function stepStates(item: SandboxItem): { type: string; state: StepState; condition?: Condition }[] {
+  const failed = isFailed(item);
+  let activeTaken = false;
+  return CONDITION_ORDER.map((type) => {
+    const condition = item.conditions.find((c) => c.type === type);
+    if (condition?.status === "True") return { type, state: "done", condition };
+    if (!activeTaken) {
+      activeTaken = true;
+      return { type, state: failed ? "failed" : "active", condition };
+    }
+    return { type, state: "waiting", condition };
+  });
+}
+
+const STEP_WORD: Record<StepState, string> = {
+  done: "done",
+  active: "in progress",
+  waiting: "waiting",
+  failed: "failed",
+};
+
+function Waterfall({ item }: { item: SandboxItem }) {
+  return (
+    <ol className="waterfall" aria-label="Provisioning steps">
+      {stepStates(item).map(({ type, state, condition }) => (
+        <li
+          key={type}
+          className={`step step-${state}`}
+          data-testid={`condition-${type}`}
+          data-state={state}
+        >
+          <span className="step-icon" aria-hidden>
+            {state === "done" ? "✓" : state === "failed" ? "✕" : state === "active" ? "" : "•"}
+          </span>
+          <span className="step-text">
+            <span className="step-title">
+              {CONDITION_LABELS[type]} <code className="step-type">{type}</code>
+            </span>
+            <span className="step-detail">
+              <span className="visually-hidden">{STEP_WORD[state]}. </span>
+              {condition?.message || condition?.reason || "\u00a0"}
+            </span>
+          </span>
+        </li>
+      ))}
+    </ol>
+  );
+}
+
+interface TerminalTab {
+  key: string;
+  label: string;
+  attachUrl: string;
+  terminalId?: string;
+}
+
+function SessionHeader({
+  item,
+  children,
+}: {
+  item: SandboxItem;
+  children?: React.ReactNode;
+}) {
+  const meta = [item.agent, item.repo, item.status.toUpperCase()].filter(Boolean).join(" · ");
+  return (
+    <div className="session-head">
+      <div className="session-head-text">
+        <Link href="/sandbox" className="back-link">
+          ← Sessions
+        </Link>
+        <h1 className="session-title">{item.name}</h1>
+        <p className={`session-meta status-${item.status}`}>{meta}</p>
+      </div>
+      <div className="session-actions">{children}</div>
+    </div>
+  );
+}
+
+export function SessionPage({ id }: { id: string }) {
+  const api = useApi();
+  const [item, setItem] = useState<SandboxItem | null>(null);
+  const [gone, setGone] = useState(false);
+  const [pollError, setPollError] = useState<string | null>(null);
+  const [confirmDelete, setConfirmDelete] = useState(false);
+  const [retrying, setRetrying] = useState<string | null>(null);
+  const [retryError, setRetryError] = useState<string | null>(null);
+  const [tabs, setTabs] = useState<TerminalTab[]>([]);
+  const [activeTab, setActiveTab] = useState("primary");
+  const [rescueBusy, setRescueBusy] = useState(false);
+  const [rescueError, setRescueError] = useState<string | null>(null);
+  const [prefs, setPrefs] = usePrefs();
+  const checking = useRef(false);
+
+  const settled = item !== null && (isAttachable(item) || isFailed(item));
+  const poll = useCallback(async () => {
+    try {
+      const next = await api.getSession(id);
+      setItem(next);
+      setPollError(null);
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 404) setGone(true);
+      else setPollError(err instanceof Error ? err.message : String(err));
+    }
+  }, [api, id]);
+  usePolling(poll, POLL_MS, !gone && !settled && retrying === null);
+
+  // When a terminal loses its socket, find out whether the session itself is gone.
+  const onConnectionState = useCallback(
+    (state: ConnectionState) => {
+      if (state !== "reconnecting" || checking.current) return;
+      checking.current = true;
+      api
+        .getSession(id)
+        .catch((err: unknown) => {
+          if (err instanceof ApiError && err.status === 404) setGone(true);
+        })
+        .finally(() => {
+          checking.current = false;
+        });
+    },
+    [api, id],
+  );
+
+  const deleteAndRetry = async (failed: SandboxItem) => {
+    setRetryError(null);
+    setRetrying("Deleting…");
+    try {
+      await api.deleteSession(failed.id);
+      const body: { agent: string; name: string; repo?: string } = {
+        agent: failed.agent,
+        name: failed.name,
+      };
+      if (failed.repo) body.repo = failed.repo;
+      setRetrying("Starting again…");
+      for (let attempt = 0; ; attempt += 1) {
+        try {
+          const created = await api.createSession(body);
+          setItem(created);
+          setRetrying(null);
+          if (created.id !== id) navigate(sessionPath(created.id), { replace: true });
+          return;
+        } catch (err) {
+          // The old sandbox is released asynchronously; its name frees up shortly.
+          const busy = err instanceof ApiError && err.status === 409;
+          if (!busy || attempt >= RETRY_CREATE_ATTEMPTS) throw err;
+          setRetrying("Waiting for the old session to be cleaned up…");
+          await new Promise((resolve) => window.setTimeout(resolve, 1000));
+        }
+      }
+    } catch (err) {
+      setRetryError(err instanceof Error ? err.message : String(err));
+      setRetrying(null);
+    }
+  };
+
+  const openRescue = async () => {
+    setRescueBusy(true);
+    setRescueError(null);
+    try {
+      const terminal = await api.createTerminal(id, RESCUE_AGENT);
+      const count = tabs.length + 1;
+      setTabs((old) => [
+        ...old,
+        {
+          key: terminal.id,
+          label: count > 1 ? `Rescue shell ${count}` : "Rescue shell",
+          attachUrl: terminal.attachUrl,
+          terminalId: terminal.id,
+        },
+      ]);
+      setActiveTab(terminal.id);
+    } catch (err) {
+      setRescueError(err instanceof Error ? err.message : String(err));
+    } finally {
+      setRescueBusy(false);
+    }
+  };
+
+  const deleteButton = (
+    <button type="button" className="btn btn-danger-outline" onClick={() => setConfirmDelete(true)}>
+      Delete
+    </button>
+  );
+  const confirmDialog = confirmDelete && item && (
+    <ConfirmDialog
+      title="Delete this session?"
+      message={`“${item.name}” stops its terminals and removes its workspace. This cannot be undone.`}
+      confirmLabel="Delete session"
+      busyLabel="Deleting…"
+      onCancel={() => setConfirmDelete(false)}
+      onConfirm={async () => {
+        await api.deleteSession(item.id);
+        navigate("/sandbox");
+      }}
+    />
+  );
+
+  if (gone) {
+    return (
+      <div className="page narrow">
+        <div className="card notice" role="alert">
+          <h1 className="page-title">Session no longer exists</h1>
+          <p>
+            <code>{id}</code> was deleted or never existed. Sessions you own are listed on the
+            sessions page.
+          </p>
+          <Link href="/sandbox" className="btn btn-primary">
+            Back to sessions
+          </Link>
+        </div>
+      </div>
+    );
+  }
+
+  if (item === null) {
+    return (
+      <div className="page narrow" aria-busy="true">
+        <p className="muted">{pollError ? `Cannot reach the server: ${pollError}` : "Loading session…"}</p>
+      </div>
+    );
+  }
+
+  if (isFailed(item) && retrying === null) {
+    const cause = failureCondition(item);
+    return (
+      <div className="page narrow">
+        <SessionHeader item={item}>{deleteButton}</SessionHeader>
+        <div className="card notice notice-error" role="alert">
+          <h2>Provisioning failed</h2>
+          <p className="failure-reason">
+            <strong>{cause?.reason || "Unknown reason"}</strong>
+            {cause?.message ? ` — ${cause.message}` : ""}
+          </p>
+          {retryError && <p className="form-error">{retryError}</p>}
+          <button type="button" className="btn btn-primary" onClick={() => void deleteAndRetry(item)}>
+            Delete + retry
+          </button>
+        </div>
+        <Waterfall item={item} />
+        {confirmDialog}
+      </div>
+    );
+  }
+
+  if (!isAttachable(item) || retrying !== null) {
+    return (
+      <div className="page narrow">
+        <SessionHeader item={item}>{deleteButton}</SessionHeader>
+        <section className="card provisioning" aria-labelledby="prov-title" aria-busy="true">
+          <h2 id="prov-title">Provisioning</h2>
+          <p className="muted" role="status">
+            {retrying ?? "Preparing the sandbox; this page updates by itself."}
+          </p>
+          <Waterfall item={item} />
+          <p className="poll-error" aria-live="polite">
+            {pollError ? `Server not answering (${pollError}); still trying.` : "\u00a0"}
+          </p>
+        </section>
+        {confirmDialog}
+      </div>
+    );
+  }
+
+  const allTabs: TerminalTab[] = [
+    { key: "primary", label: item.agent || "Terminal", attachUrl: item.attachUrl },
+    ...tabs,
+  ];
+
+  return (
+    <div className="page session-live">
+      <SessionHeader item={item}>
+        <button
+          type="button"
+          className="btn"
+          onClick={() => void openRescue()}
+          disabled={rescueBusy}
+        >
+          {rescueBusy ? "Opening…" : "Rescue shell"}
+        </button>
+        {deleteButton}
+      </SessionHeader>
+      {rescueError && (
+        <p className="form-error" role="alert">
+          Could not open the rescue shell: {rescueError}
+        </p>
+      )}
+      {allTabs.length > 1 && (
+        <div className="tabs" role="tablist" aria-label="Terminals">
+          {allTabs.map((tab) => (
+            <button
+              key={tab.key}
+              type="button"
+              role="tab"
+              id={`tab-${tab.key}`}
+              aria-selected={activeTab === tab.key}
+              aria-controls={`panel-${tab.key}`}
+              className="tab"
+              onClick={() => setActiveTab(tab.key)}
+            >
+              {tab.label}
+            </button>
+          ))}
+        </div>
+      )}
+      <Suspense fallback={<p className="muted">Loading terminal…</p>}>
+        {allTabs.map((tab) => (
+          <div
+            key={tab.key}
+            id={`panel-${tab.key}`}
+            role={allTabs.length > 1 ? "tabpanel" : undefined}
+            aria-labelledby={allTabs.length > 1 ? `tab-${tab.key}` : undefined}
+            className="terminal-panel"
+            hidden={activeTab !== tab.key}
+          >
+            <TerminalView
+              label={tab.label}
+              attachUrl={tab.attachUrl}
+              active={activeTab === tab.key}
+              prefs={prefs}
+              onPrefs={setPrefs}
+              onConnectionState={tab.terminalId ? undefined : onConnectionState}
+              onResize={(size) =>
+                tab.terminalId
+                  ? api.resizeTerminal(id, tab.terminalId, size)
+                  : api.resizeSession(id, size)
+              }
+            />
+          </div>
+        ))}
+      </Suspense>
+      {confirmDialog}
+    </div>
+  );
+}

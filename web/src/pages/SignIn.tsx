@@ -1,0 +1,44 @@
+/** Shown on any 401: explains where the login link comes from. */
+import { useEffect, useState } from "react";
+import type { AuthConfig } from "../api/client";
+import { useApi } from "../api/context";
+
+export function SignIn({ onRetry }: { onRetry: () => void }) {
+  const api = useApi();
+  const [config, setConfig] = useState<AuthConfig | null>(null);
+  useEffect(() => {
+    api.authConfig().then(setConfig, () => setConfig(null));
+  }, [api]);
+  return (
+    <div className="page narrow">
+      <section className="card signin" aria-labelledby="signin-title">
+        <h1 id="signin-title" className="page-title">
+          Sign in to OpenOva Sandbox
+        </h1>
+        <p>
+          This console signs you in with a login link. The terminal running{" "}
+          <code>sandbox serve</code> printed it when the server started: a line containing{" "}
+          <code>/login?token=…</code>. Open that link in this browser.
+        </p>
+        <p>
+          Lost it? On the server, run <code>sandbox token</code> and open{" "}
+          <code>{window.location.origin}/login?token=&lt;token&gt;</code>.
+        </p>
+        {config?.oidcConfigured && (
+          <div className="oidc">
+            <button type="button" className="btn btn-primary" disabled aria-describedby="oidc-note">
+              Sign in
+            </button>
+            <p id="oidc-note" className="hint">
+              Single sign-on with {config.issuer || "your identity provider"} is not available in
+              the console yet; use the login link for now.
+            </p>
+          </div>
+        )}
+        <button type="button" className="btn" onClick={onRetry}>
+          I have signed in — try again
+        </button>
+      </section>
+    </div>
+  );
+}

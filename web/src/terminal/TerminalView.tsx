@@ -1,0 +1,399 @@
+/**
+ * One xterm.js terminal bound to one attach socket. Output arrives as binary frames (the
+ * first one of each connection is the replay, which replaces the screen), input leaves as
+ * text frames, and the fitted size is posted to the server so the PTY matches the screen.
+ */
+import { useCallback, useEffect, useRef, useState } from "react";
+import { Terminal, type ITheme } from "@xterm/xterm";
+import { FitAddon } from "@xterm/addon-fit";
+import "@xterm/xterm/css/xterm.css";
+import { attachSocketUrl } from "./backoff";
+import { AttachConnection, type ConnectionState } from "./connection";
+import { applyCtrl, rowKeySequence, type RowKey } from "./keys";
+import { FONT_MAX, FONT_MIN, type TerminalPrefs } from "../hooks";
+
+export interface TerminalSize {
+  rows: number;
+  cols: number;
+}
+
+interface TerminalViewProps {
+  label: string;
+  attachUrl: string;
+  active: boolean;
+  prefs: TerminalPrefs;
+  onPrefs: (patch: Partial<TerminalPrefs>) => void;
+  onResize: (size: TerminalSize) => Promise<void>;
+  onConnectionState?: (state: ConnectionState) => void;
+}
+
+const LIGHT: ITheme = {
+  background: "#fbfbfc",
+  foreground: "#1f2328",
+  cursor: "#1f2328",
+  cursorAccent: "#fbfbfc",
+  selectionBackground: "#b6d3ff",
+  black: "#24292f",
+  red: "#cf222e",
+  green: "#116329",
+  yellow: "#8a6100",
+  blue: "#0550ae",
+  magenta: "#8250df",
+  cyan: "#1b7c83",
+  white: "#6e7781",
+  brightBlack: "#57606a",
+  brightRed: "#a40e26",
+  brightGreen: "#1a7f37",
+  brightYellow: "#7d4e00",
+  brightBlue: "#0969da",
+  brightMagenta: "#a475f9",
+  brightCyan: "#3192aa",
+  brightWhite: "#8c959f",
+};
+
+const DARK: ITheme = {
+  background: "#0f1419",
+  foreground: "#e6e8eb",
+  cursor: "#e6e8eb",
+  cursorAccent: "#0f1419",
+  selectionBackground: "#264f78",
+  black: "#484f58",
+  red: "#ff7b72",
+  green: "#3fb950",
+  yellow: "#d29922",
+  blue: "#58a6ff",
+  magenta: "#bc8cff",
+  cyan: "#39c5cf",
+  white: "#b1bac4",
+  brightBlack: "#6e7681",
+  brightRed: "#ffa198",
+  brightGreen: "#56d364",
+  brightYellow: "#e3b341",
+  brightBlue: "#79c0ff",
+  brightMagenta: "#d2a8ff",
+  brightCyan: "#56d4dd",
+  brightWhite: "#f0f6fc",
+};
+
+function prefersDark(): boolean {
+  return window.matchMedia?.("(prefers-color-scheme: dark)").matches ?? false;
+}
+
+const ROW_KEYS: { key: RowKey; label: string; aria: string }[] = [
+  { key: "Esc", label: "Esc", aria: "Escape" },
+  { key: "Tab", label: "Tab", aria: "Tab" },
+  { key: "Left", label: "←", aria: "Arrow left" },
+  { key: "Up", label: "↑", aria: "Arrow up" },
+  { key: "Down", label: "↓", aria: "Arrow down" },
+  { key: "Right", label: "→", aria: "Arrow right" },
+];
+
+const RESIZE_DEBOUNCE_MS = 150;
+
+function describe(state: ConnectionState, retryInSeconds: number): string {
+  switch (state) {
+    case "connecting":
+      return "Connecting…";
+    case "open":
+      return "Connected";
+    case "reconnecting":
+      return retryInSeconds > 0 ? `Reconnecting… (retry in ${retryInSeconds} s)` : "Reconnecting…";
+    case "ended":
+      return "Process ended";
+  }
+}
+
+export default function TerminalView({
+  label,
+  attachUrl,
+  active,
+  prefs,
+  onPrefs,
+  onResize,
+  onConnectionState,
+}: TerminalViewProps) {
+  const hostRef = useRef<HTMLDivElement>(null);
+  const termRef = useRef<Terminal | null>(null);
+  const fitRef = useRef<FitAddon | null>(null);
+  const connRef = useRef<AttachConnection | null>(null);
+  const ctrlRef = useRef(false);
+  const resizeRef = useRef(onResize);
+  resizeRef.current = onResize;
+  const stateCbRef = useRef(onConnectionState);
+  stateCbRef.current = onConnectionState;
+  const [ctrl, setCtrl] = useState(false);
+  const [state, setState] = useState<ConnectionState>("connecting");
+  const [retryIn, setRetryIn] = useState(0);
+
+  const sendSize = useCallback(() => {
+    const term = termRef.current;
+    if (!term || !connRef.current?.isOpen) return;
+    resizeRef.current({ rows: term.rows, cols: term.cols }).catch(() => {
+      // the next resize or reconnect sends it again
+    });
+  }, []);
+
+  const fit = useCallback(() => {
+    const host = hostRef.current;
+    if (!host || host.clientWidth === 0 || host.clientHeight === 0) return;
+    try {
+      fitRef.current?.fit();
+    } catch {
+      // not rendered yet
+    }
+  }, []);
+
+  // Create the terminal and its socket once per attach URL.
+  useEffect(() => {
+    const host = hostRef.current;
+    if (!host) return;
+    const term = new Terminal({
+      fontFamily:
+        'ui-monospace, "SFMono-Regular", "JetBrains Mono", Menlo, Consolas, "Liberation Mono", monospace',
+      fontSize: prefs.fontSize,
+      cursorBlink: true,
+      scrollback: 5000,
+      theme: prefersDark() ? DARK : LIGHT,
+      allowProposedApi: false,
+    });
+    const fitAddon = new FitAddon();
+    term.loadAddon(fitAddon);
+    term.open(host);
+    termRef.current = term;
+    fitRef.current = fitAddon;
+
+    let resizeTimer: number | undefined;
+    const resizeSub = term.onResize(() => {
+      window.clearTimeout(resizeTimer);
+      resizeTimer = window.setTimeout(sendSize, RESIZE_DEBOUNCE_MS);
+    });
+
+    const send = (data: string) => {
+      let out = data;
+      if (ctrlRef.current) {
+        out = applyCtrl(data);
+        ctrlRef.current = false;
+        setCtrl(false);
+      }
+      connRef.current?.send(out);
+    };
+    const dataSub = term.onData(send);
+    const binarySub = term.onBinary((data) => {
+      const bytes = new Uint8Array(data.length);
+      for (let i = 0; i < data.length; i += 1) bytes[i] = data.charCodeAt(i) & 0xff;
+      connRef.current?.send(bytes);
+    });
+
+    let countdown: number | undefined;
+    const conn = new AttachConnection({
+      url: attachSocketUrl(attachUrl, window.location),
+      handlers: {
+        onOutput: (data, isReplay) => {
+          if (isReplay) term.reset();
+          term.write(data);
+        },
+        onState: (next, detail) => {
+          setState(next);
+          stateCbRef.current?.(next);
+          window.clearInterval(countdown);
+          if (next === "reconnecting" && detail.delayMs > 0) {
+            let left = Math.round(detail.delayMs / 1000);
+            setRetryIn(left);
+            countdown = window.setInterval(() => {
+              left -= 1;
+              setRetryIn(Math.max(0, left));
+              if (left <= 0) window.clearInterval(countdown);
+            }, 1000);
+          } else {
+            setRetryIn(0);
+          }
+          if (next === "open") {
+            fit();
+            sendSize();
+          }
+        },
+      },
+    });
+    connRef.current = conn;
+    fit();
+    conn.start();
+
+    const media = window.matchMedia?.("(prefers-color-scheme: dark)");
+    const onScheme = () => {
+      term.options.theme = prefersDark() ? DARK : LIGHT;
+    };
+    media?.addEventListener?.("change", onScheme);
+
+    const observer =
+      typeof ResizeObserver === "undefined" ? null : new ResizeObserver(() => fit());
+    observer?.observe(host);
+
+    return () => {
+      observer?.disconnect();
+      media?.removeEventListener?.("change", onScheme);
+      window.clearTimeout(resizeTimer);
+      window.clearInterval(countdown);
+      resizeSub.dispose();
+      dataSub.dispose();
+      binarySub.dispose();
+      conn.dispose();
+      connRef.current = null;
+      term.dispose();
+      termRef.current = null;
+      fitRef.current = null;
+    };
+    // prefs.fontSize is applied by the effect below; the terminal is not rebuilt for it
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [attachUrl, fit, sendSize]);
+
+  useEffect(() => {
+    const term = termRef.current;
+    if (!term) return;
+    term.options.fontSize = prefs.fontSize;
+    fit();
+  }, [prefs.fontSize, fit]);
+
+  // The WebGL renderer is opt-in (Settings); the DOM renderer is the default.
+  useEffect(() => {
+    const term = termRef.current;
+    if (!term || !prefs.webgl) return;
+    let disposed = false;
+    let addon: { dispose(): void } | null = null;
+    import("@xterm/addon-webgl")
+      .then(({ WebglAddon }) => {
+        if (disposed) return;
+        const webgl = new WebglAddon();
+        webgl.onContextLoss(() => webgl.dispose());
+        term.loadAddon(webgl);
+        addon = webgl;
+      })
+      .catch(() => {
+        // no WebGL here: the DOM renderer stays
+      });
+    return () => {
+      disposed = true;
+      addon?.dispose();
+    };
+  }, [prefs.webgl, attachUrl]);
+
+  // A hidden tab has no size; fit and focus it when it becomes visible.
+  useEffect(() => {
+    if (!active) return;
+    fit();
+    termRef.current?.focus();
+  }, [active, fit]);
+
+  const pressRowKey = (key: RowKey) => {
+    const term = termRef.current;
+    if (!term) return;
+    const seq = rowKeySequence(key, term.modes.applicationCursorKeysMode);
+    ctrlRef.current = false;
+    setCtrl(false);
+    connRef.current?.send(seq);
+    term.focus();
+  };
+
+  const toggleCtrl = () => {
+    ctrlRef.current = !ctrlRef.current;
+    setCtrl(ctrlRef.current);
+    termRef.current?.focus();
+  };
+
+  // Keep the on-screen keyboard open: row buttons must not take focus from the terminal.
+  const keepFocus = (ev: React.MouseEvent) => ev.preventDefault();
+
+  return (
+    <div className="terminal-pane" hidden={!active} data-connection={state}>
+      <div className="terminal-frame">
+        <div
+          className="terminal-host"
+          ref={hostRef}
+          role="region"
+          aria-label={`${label} terminal`}
+          data-testid="sandbox-terminal"
+        />
+        {state !== "open" && (
+          <div
+            className={`terminal-status terminal-status-${state}`}
+            role="status"
+            aria-live="polite"
+          >
+            <span>{describe(state, retryIn)}</span>
+            {(state === "ended" || state === "reconnecting") && (
+              <button
+                type="button"
+                className="btn btn-small"
+                onClick={() => connRef.current?.reconnectNow()}
+              >
+                Reconnect now
+              </button>
+            )}
+          </div>
+        )}
+      </div>
+      <div className="key-row" role="toolbar" aria-label="Terminal keys">
+        <div className="key-row-keys">
+          {ROW_KEYS.slice(0, 2).map((k) => (
+            <button
+              key={k.key}
+              type="button"
+              className="key"
+              aria-label={k.aria}
+              onMouseDown={keepFocus}
+              onClick={() => pressRowKey(k.key)}
+            >
+              {k.label}
+            </button>
+          ))}
+          <button
+            type="button"
+            className="key"
+            aria-pressed={ctrl}
+            aria-label="Control (applies to the next key)"
+            onMouseDown={keepFocus}
+            onClick={toggleCtrl}
+          >
+            Ctrl
+          </button>
+          {ROW_KEYS.slice(2).map((k) => (
+            <button
+              key={k.key}
+              type="button"
+              className="key"
+              aria-label={k.aria}
+              onMouseDown={keepFocus}
+              onClick={() => pressRowKey(k.key)}
+            >
+              {k.label}
+            </button>
+          ))}
+        </div>
+        <div className="font-controls" role="group" aria-label="Font size">
+          <button
+            type="button"
+            className="key"
+            aria-label="Smaller text"
+            disabled={prefs.fontSize <= FONT_MIN}
+            onMouseDown={keepFocus}
+            onClick={() => onPrefs({ fontSize: prefs.fontSize - 1 })}
+          >
+            A−
+          </button>
+          <span className="font-size" aria-live="polite">
+            {prefs.fontSize}px
+          </span>
+          <button
+            type="button"
+            className="key"
+            aria-label="Larger text"
+            disabled={prefs.fontSize >= FONT_MAX}
+            onMouseDown={keepFocus}
+            onClick={() => onPrefs({ fontSize: prefs.fontSize + 1 })}
+          >
+            A+
+          </button>
+        </div>
+      </div>
+    </div>
+  );
+}
