@@ -1,0 +1,44 @@
+"""What the app is made of, assembled by an entry point and hung on ``app.state.deps``."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry
+
+from ..config import Settings
+from ..events.bus import EventBus
+from ..services.logins import LoginService
+from ..services.sessions import SessionsService
+from ..store.base import Store
+from .security import Authenticator
+
+
+class Lifecycle(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+class JwksPublisher(Protocol):
+    def jwks(self) -> dict[str, Any]: ...
+    def openid_configuration(self, *, base_url: str | None = None) -> dict[str, Any]: ...
+
+
+@dataclass
+class AppDeps:
+    settings: Settings
+    store: Store
+    sessions: SessionsService
+    authenticator: Authenticator
+    logins: LoginService
+    cookie_secret: str
+    bus: EventBus
+    metrics_registry: CollectorRegistry
+    issuer: JwksPublisher | None = None
+    byos: Any = None
+    terminals: Any = None
+    # started in order after the store, stopped in reverse before it
+    background: list[Lifecycle] = field(default_factory=list)
+    on_started: list[Callable[[], Awaitable[None]]] = field(default_factory=list)

@@ -1,0 +1,46 @@
+"""Request authentication: find the token, validate it, yield the Principal.
+
+Token sources and validation live in ``auth``; this module is the HTTP glue. The source
+of the token is remembered on ``request.state`` so a bad cookie can be cleared.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from fastapi import Request
+from starlette.requests import HTTPConnection
+
+from ..auth.sources import CookieRejected, extract_token
+from ..domain.errors import Unauthenticated
+from ..domain.principal import Principal
+from .errors import COOKIE_NAME
+
+
+class Authenticator(Protocol):
+    async def authenticate(self, token: str) -> Principal: ...
+
+
+async def principal_from(conn: HTTPConnection) -> Principal:
+    """Authenticate an HTTP request or a WebSocket handshake; raise ``Unauthenticated``."""
+    deps = conn.app.state.deps
+    try:
+        found = extract_token(
+            authorization=conn.headers.get("authorization"),
+            query_token=conn.query_params.get("access_token"),
+            cookie=conn.cookies.get(COOKIE_NAME),
+            cookie_secret=deps.cookie_secret,
+        )
+    except CookieRejected:
+        conn.state.token_source = "cookie"
+        raise
+    if found is None:
+        raise Unauthenticated("no token")
+    conn.state.token_source = found.source
+    principal: Principal = await deps.authenticator.authenticate(found.token)
+    conn.state.principal = principal
+    return principal
+
+
+async def require_principal(request: Request) -> Principal:
+    return await principal_from(request)

@@ -1,0 +1,46 @@
+"""The CLI's HTTP client for a running server: one place for the base URL, the token
+and turning error envelopes into readable messages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(f"{detail or code} (HTTP {status}{', ' + code if code else ''})")
+        self.status, self.code, self.detail = status, code, detail
+
+
+@dataclass(frozen=True)
+class ApiClient:
+    server: str
+    token: str
+    timeout: float = 15.0
+
+    def request(self, method: str, path: str, *, json: Any = None) -> httpx.Response:
+        url = self.server.rstrip("/") + path
+        try:
+            response = httpx.request(
+                method,
+                url,
+                json=json,
+                headers={"Authorization": f"Bearer {self.token}"},
+                timeout=self.timeout,
+            )
+        except httpx.HTTPError as exc:
+            raise ApiError(0, "unreachable", f"cannot reach {self.server}: {exc}") from exc
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = {}
+            code = str(body.get("error", "")) if isinstance(body, dict) else ""
+            detail = str(body.get("detail", "")) if isinstance(body, dict) else ""
+            if response.status_code == 401 and not detail:
+                detail = "the server did not accept the token (expired, or another data dir?)"
+            raise ApiError(response.status_code, code, detail)
+        return response

@@ -1,0 +1,304 @@
+"""The `sandbox` command.
+
+`serve` runs the embedded all-in-one server; `token` mints a token from a data dir's
+embedded issuer; `ls`/`create`/`get`/`rm`/`attach` talk to a running server. Every
+failure prints a message on stderr and exits non-zero (1 for API/usage errors, 2 for
+bad invocations as typer does).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import re
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .. import __version__
+from ..config import Settings, load_settings
+from ..domain.errors import SandboxError
+from .client import ApiClient, ApiError
+
+app = typer.Typer(
+    name="sandbox",
+    help="OpenOva Sandbox: long-lived coding-agent sessions in a browser terminal.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+out = Console()
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Data folder (default $SANDBOX_DATA_DIR or .sandbox)"),
+]
+Server = Annotated[
+    str, typer.Option("--server", envvar="SANDBOX_SERVER", help="Base URL of a running server")
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")]
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    raise typer.Exit(code)
+
+
+def settings_or_exit(**overrides: Any) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except SandboxError as exc:
+        fail(exc.detail)
+
+
+def local_identity() -> dict[str, Any]:
+    """Who the embedded server's login link and the CLI's minted tokens speak for."""
+    user = re.sub(r"[^a-z0-9-]+", "-", getpass.getuser().lower()).strip("-") or "user"
+    return {
+        "sub": f"local-{user}",
+        "email": f"{user}@localhost",
+        "org": "local",
+        "roles": ["org-admin"],
+    }
+
+
+def parse_ttl(text: str) -> timedelta:
+    match = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text)
+    if not match or int(match.group(1)) <= 0:
+        fail(f"--ttl {text!r}: use a positive number with s, m, h or d (e.g. 90m, 1h)")
+    unit = match.group(2) or "s"
+    return timedelta(
+        **{{"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[unit]: int(match.group(1))}
+    )
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        out.print(f"sandbox {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=version_callback, is_eager=True)
+    ] = False,
+) -> None:
+    """OpenOva Sandbox."""
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8080,
+    data_dir: DataDir = None,
+) -> None:
+    """Run the embedded all-in-one server (API, console, controller, terminals)."""
+    import uvicorn
+
+    from ..api.app import create_app
+    from ..api.composition import build_embedded
+    from ..logs import configure
+
+    settings = settings_or_exit(data_dir=data_dir)
+    configure(level=settings.log_level, json=settings.log_json)
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    base = settings.public_url.rstrip("/") or f"http://{shown_host}:{port}"
+    try:
+        deps = build_embedded(settings, public_url=base)
+    except SandboxError as exc:
+        fail(exc.detail)
+
+    async def announce() -> None:
+        ident = local_identity()
+        token = deps.logins.login_link_token(
+            sub=ident["sub"], email=ident["email"], org=ident["org"], roles=ident["roles"]
+        )
+        out.print(f"OpenOva Sandbox {__version__} serving on {base}", highlight=False)
+        out.print(f"Console:     {base}/sandbox", highlight=False)
+        out.print(
+            f"Login (one-time, 1 h): {base}/login?token={token}", highlight=False, soft_wrap=True
+        )
+        sys.stdout.flush()
+
+    deps.on_started.append(announce)
+    config = uvicorn.Config(
+        create_app(deps),
+        host=host,
+        port=port,
+        access_log=False,
+        log_config=None,
+        ws_ping_interval=20,
+        ws_ping_timeout=20,
+        timeout_graceful_shutdown=10,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        fail(f"could not start on {host}:{port} (see the log above)")
+
+
+@app.command()
+def token(
+    sub: Annotated[str, typer.Option(help="Subject (user id)")],
+    email: Annotated[str, typer.Option(help="Email claim (owner of created sandboxes)")],
+    org: Annotated[str, typer.Option(help="Organization (org_id claim)")],
+    role: Annotated[list[str] | None, typer.Option(help="Realm role; repeatable")] = None,
+    ttl: Annotated[str, typer.Option(help="Lifetime, e.g. 30m, 1h, 7d")] = "1h",
+    data_dir: DataDir = None,
+) -> None:
+    """Print a JWT signed by the data dir's embedded issuer."""
+    from ..auth.issuer import EmbeddedIssuer
+
+    settings = settings_or_exit(data_dir=data_dir)
+    lifetime = parse_ttl(ttl)
+    try:
+        issuer = EmbeddedIssuer.load(Path(settings.data_dir))
+        jwt = issuer.mint(
+            sub=sub,
+            email=email,
+            org=org,
+            roles=role or [],
+            ttl=lifetime,
+            audience=settings.oidc_audience,
+        )
+    except SandboxError as exc:
+        fail(exc.detail)
+    typer.echo(jwt)
+
+
+def client_for(server: str, data_dir: Path | None) -> ApiClient:
+    env_token = os.environ.get("SANDBOX_TOKEN", "").strip()
+    if env_token:
+        return ApiClient(server, env_token)
+    from ..auth.issuer import EmbeddedIssuer
+
+    settings = settings_or_exit(data_dir=data_dir)
+    try:
+        issuer = EmbeddedIssuer.load(Path(settings.data_dir))
+    except SandboxError as exc:
+        fail(f"no SANDBOX_TOKEN set and {exc.detail}")
+    ident = local_identity()
+    minted = issuer.mint(
+        sub=ident["sub"],
+        email=ident["email"],
+        org=ident["org"],
+        roles=ident["roles"],
+        ttl=timedelta(minutes=10),
+        audience=settings.oidc_audience,
+    )
+    return ApiClient(server, minted)
+
+
+def call(client: ApiClient, method: str, path: str, body: Any = None) -> Any:
+    try:
+        response = client.request(method, path, json=body)
+    except ApiError as exc:
+        fail(str(exc))
+    return response.json() if response.content else None
+
+
+def print_items(items: list[dict[str, Any]]) -> None:
+    table = Table(box=None, header_style="bold")
+    for column in ("ID", "NAME", "AGENT", "STATUS", "REPO", "SESSIONS", "CREATED"):
+        table.add_column(column)
+    for item in items:
+        table.add_row(
+            item["id"],
+            item["name"],
+            item["agent"],
+            item["status"],
+            item["repo"] or "-",
+            str(item["sessions"]),
+            item["createdAt"],
+        )
+    out.print(table)
+
+
+DEFAULT_SERVER = "http://127.0.0.1:8080"
+
+
+@app.command("ls")
+def list_cmd(
+    server: Server = DEFAULT_SERVER,
+    data_dir: DataDir = None,
+    org: Annotated[bool, typer.Option("--org", help="Every sandbox of the org (admins)")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """List your sandboxes."""
+    body = call(
+        client_for(server, data_dir),
+        "GET",
+        "/api/v1/sandbox/sessions" + ("?scope=org" if org else ""),
+    )
+    if as_json:
+        typer.echo(json.dumps(body, indent=2))
+    elif not body["sandboxes"]:
+        out.print("No sandboxes yet. Create one with: sandbox create --agent <agent>")
+    else:
+        print_items(body["sandboxes"])
+
+
+@app.command()
+def create(
+    agent: Annotated[str, typer.Option(help="Agent id, e.g. claude-code or aider")],
+    name: Annotated[str | None, typer.Option(help="Sandbox name")] = None,
+    repo: Annotated[str | None, typer.Option(help="Repository to clone, org/repo")] = None,
+    server: Server = DEFAULT_SERVER,
+    data_dir: DataDir = None,
+    as_json: AsJson = False,
+) -> None:
+    """Create a sandbox."""
+    payload: dict[str, Any] = {"agent": agent}
+    if name is not None:
+        payload["name"] = name
+    if repo is not None:
+        payload["repo"] = repo
+    item = call(client_for(server, data_dir), "POST", "/api/v1/sandbox/sessions", payload)
+    if as_json:
+        typer.echo(json.dumps(item, indent=2))
+    else:
+        print_items([item])
+
+
+@app.command()
+def get(
+    sandbox_id: Annotated[str, typer.Argument(metavar="ID")],
+    server: Server = DEFAULT_SERVER,
+    data_dir: DataDir = None,
+    as_json: AsJson = False,
+) -> None:
+    """Show one sandbox."""
+    item = call(client_for(server, data_dir), "GET", f"/api/v1/sandbox/sessions/{sandbox_id}")
+    if as_json:
+        typer.echo(json.dumps(item, indent=2))
+        return
+    print_items([item])
+    for cond in item["conditions"]:
+        out.print(
+            f"  {cond['type']:<16} {cond['status']:<8} {cond.get('reason', '')}"
+            f" {cond.get('message', '')}",
+            highlight=False,
+        )
+
+
+@app.command()
+def rm(
+    sandbox_id: Annotated[str, typer.Argument(metavar="ID")],
+    server: Server = DEFAULT_SERVER,
+    data_dir: DataDir = None,
+) -> None:
+    """Delete a sandbox (its terminals stop, its workspace is removed)."""
+    call(client_for(server, data_dir), "DELETE", f"/api/v1/sandbox/sessions/{sandbox_id}")
+    out.print(f"deleted {sandbox_id}")
+
+
+def main() -> None:
+    app()

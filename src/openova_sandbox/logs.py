@@ -1,0 +1,88 @@
+"""Structured logging for every entry point: JSON off a TTY, console lines on one.
+
+A redaction processor runs last before rendering: values under secret-looking keys are
+replaced, and anything shaped like a JWT or a credentialed URL is masked wherever it
+appears, so a token can't reach the log even through an exception message. uvicorn's
+own access log is turned off by the CLI (it prints query strings, which may carry
+``access_token``); the app logs requests itself with the route template only.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+_SECRET_KEYS = re.compile(
+    r"(token|secret|password|passwd|authorization|cookie|api[_-]?key|credential)", re.I
+)
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)?")
+_URL_CREDS = re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/\s:@]+(:[^/\s@]*)?@", re.I)
+_QUERY_TOKEN = re.compile(r"((?:access_token|token|code|state)=)[^&\s]+", re.I)
+REDACTED = "[redacted]"
+
+
+def scrub(text: str) -> str:
+    text = _JWT.sub(REDACTED, text)
+    text = _URL_CREDS.sub(r"\1***@", text)
+    return _QUERY_TOKEN.sub(r"\1" + REDACTED, text)
+
+
+def _redact_value(key: str, value: Any) -> Any:
+    if _SECRET_KEYS.search(key) and key not in {"token_source"}:
+        return REDACTED
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {k: _redact_value(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_value(key, v) for v in value]
+    return value
+
+
+def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key in list(event_dict):
+        event_dict[key] = _redact_value(key, event_dict[key])
+    return event_dict
+
+
+def configure(*, level: str = "info", json: bool | None = None) -> None:
+    """Route structlog and stdlib logging (uvicorn, alembic) through one pipeline."""
+    use_json = (not sys.stderr.isatty()) if json is None else json
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        redact,
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=shared,
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+    logging.getLogger("uvicorn.access").disabled = True

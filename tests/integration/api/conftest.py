@@ -1,0 +1,72 @@
+"""A real embedded app (memory or SQLite store) under uvicorn, and tokens from its issuer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from openova_sandbox.api.app import create_app
+from openova_sandbox.api.composition import build_embedded
+from openova_sandbox.api.deps import AppDeps
+from openova_sandbox.auth.issuer import EmbeddedIssuer
+from openova_sandbox.config import load_settings
+from openova_sandbox.testing.server import RunningServer, serve_in_thread
+
+
+class Api:
+    """An HTTP client bound to the running server, with a token minter."""
+
+    def __init__(self, server: RunningServer, data_dir: Path, deps: AppDeps) -> None:
+        self.server = server
+        self.url = server.url
+        self.deps = deps
+        self.issuer = EmbeddedIssuer.load(data_dir)
+        self.http = httpx.Client(base_url=server.url, timeout=10)
+
+    def token(
+        self,
+        sub: str = "user-sub-abcdef12",
+        email: str = "dev@acme.com",
+        org: str = "acme",
+        roles: tuple[str, ...] = (),
+        ttl: timedelta = timedelta(minutes=5),
+        **extra: Any,
+    ) -> str:
+        return self.issuer.mint(sub=sub, email=email, org=org, roles=roles, ttl=ttl, extra=extra)
+
+    def auth(self, **kw: Any) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(**kw)}"}
+
+
+@pytest.fixture
+def make_api(tmp_path: Path) -> Iterator[Callable[..., Api]]:
+    stack: list[Any] = []
+
+    def start(**overrides: Any) -> Api:
+        settings = load_settings(
+            data_dir=tmp_path / "data", agents_path=str(tmp_path / "agents.json"), **overrides
+        )
+        deps = build_embedded(settings)
+        ctx = serve_in_thread(create_app(deps))
+        server = ctx.__enter__()
+        stack.append(ctx)
+        api = Api(server, tmp_path / "data", deps)
+        stack.append(api.http)
+        return api
+
+    yield start
+    for item in reversed(stack):
+        if isinstance(item, httpx.Client):
+            item.close()
+        else:
+            item.__exit__(None, None, None)
+
+
+@pytest.fixture
+def api(make_api: Callable[..., Api]) -> Api:
+    return make_api(store="memory")

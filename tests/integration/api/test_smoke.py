@@ -1,0 +1,2 @@
+def test_healthz(api):
+    assert api.http.get("/healthz").text == "ok"
