@@ -1,0 +1,16 @@
+"""Real keys for the auth tests, generated once per session."""
+
+from __future__ import annotations
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+
+@pytest.fixture(scope="session")
+def rsa_keys() -> list[rsa.RSAPrivateKey]:
+    return [rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2)]
+
+
+@pytest.fixture(scope="session")
+def ec_keys() -> list[ec.EllipticCurvePrivateKey]:
+    return [ec.generate_private_key(ec.SECP256R1()) for _ in range(2)]
