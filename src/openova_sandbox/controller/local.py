@@ -1,0 +1,278 @@
+"""The embedded runtime: what a plan's actions mean on one machine.
+
+A sandbox's workspace is a folder ``<data_dir>/workspaces/<namespace>/<name>`` (mode
+0700: the server's user owns every workspace, other local users see none), its repos are
+``git clone``\\ s inside it, and its terminals live in the in-process terminal server,
+reached through :class:`~.ports.TerminalHost`.
+
+Decisions:
+- git runs as a real subprocess (``asyncio``), non-interactive (no terminal prompt, no
+  askpass, stdin closed, batch-mode ssh), in its own process group so a timeout or a
+  cancellation kills the whole tree (git forks remote helpers).
+- A clone goes into a hidden sibling ``.clone-<repo>-<random>`` and is renamed into place
+  only when git succeeded, so ``<repo>/.git`` existing means "cloned" and a crash never
+  leaves a half repository where a finished one is expected. Leftovers of an interrupted
+  attempt are removed before the next one.
+- A failed clone is remembered for the sandbox's current generation only: the reconciler
+  turns it into ``Failed``/``CloneFailed``; a spec change (new generation) tries again.
+- Every message that leaves this module is scrubbed of credentials: the configured git
+  base URL may carry a token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from ..domain.errors import Invalid
+from ..domain.model import Sandbox
+from ..domain.naming import repo_name
+from .ports import TerminalHost
+from .reconcile import (
+    CloneRepo,
+    EnsureWorkspace,
+    Observed,
+    RemoveWorkspace,
+    StopTerminals,
+    safe_component,
+    unique_repos,
+)
+from .scrub import clean_message, scrub_credentials
+
+log = structlog.get_logger(__name__)
+
+RuntimeAction = EnsureWorkspace | CloneRepo | StopTerminals | RemoveWorkspace
+Key = tuple[str, str]
+
+WORKSPACE_MODE = 0o700
+PARTIAL_PREFIX = ".clone-"
+DEFAULT_CLONE_TIMEOUT = 300.0
+
+
+def workspace_path(data_dir: Path, namespace: str, name: str) -> Path:
+    """``<data_dir>/workspaces/<namespace>/<name>``; refuses names that would escape it."""
+    for value in (namespace, name):
+        if not safe_component(value):
+            raise Invalid(f"{value!r} cannot name a workspace folder", code="invalid-name")
+    return data_dir / "workspaces" / namespace / name
+
+
+def clone_url(base_url: str, repo: str) -> str:
+    return f"{base_url.rstrip('/')}/{repo}.git"
+
+
+@dataclass(frozen=True)
+class _CloneError:
+    generation: int
+    message: str
+
+
+class LocalRuntime:
+    """Observes and changes one machine's workspaces; holds no sandbox state but errors."""
+
+    def __init__(
+        self,
+        terminals: TerminalHost,
+        *,
+        data_dir: Path,
+        git_base_url: str,
+        clone_timeout: float = DEFAULT_CLONE_TIMEOUT,
+        max_concurrent_clones: int = 4,
+        git_binary: str = "git",
+    ) -> None:
+        self._terminals = terminals
+        self._data_dir = data_dir
+        self._git_base_url = git_base_url
+        self._clone_timeout = clone_timeout
+        self._git = git_binary
+        self._clone_slots = asyncio.Semaphore(max_concurrent_clones)
+        self._clone_errors: dict[Key, dict[str, _CloneError]] = {}
+
+    # ----------------------------------------------------------------- observation
+
+    def workspace(self, namespace: str, name: str) -> Path:
+        return workspace_path(self._data_dir, namespace, name)
+
+    def observe(self, sandbox: Sandbox) -> Observed:
+        ns, name = sandbox.key
+        terminals = self._observe_terminals(ns, name)
+        if not (safe_component(ns) and safe_component(name)):
+            return terminals
+        ws = self.workspace(ns, name)
+        generation = sandbox.metadata.generation
+        cloned: set[str] = set()
+        for repo in unique_repos(sandbox):
+            folder = repo_name(repo) if "/" in repo else ""
+            if safe_component(folder) and (ws / folder / ".git").exists():
+                cloned.add(repo)
+        errors = {
+            repo: err.message
+            for repo, err in self._clone_errors.get((ns, name), {}).items()
+            if err.generation == generation
+        }
+        return Observed(
+            workspace_exists=ws.is_dir(),
+            cloned=frozenset(cloned),
+            clone_errors=errors,
+            terminal_serving=terminals.terminal_serving,
+            sessions=terminals.sessions,
+            last_activity=terminals.last_activity,
+        )
+
+    def observe_orphan(self, namespace: str, name: str) -> Observed:
+        """For a sandbox gone from the store: only its folder and its terminals matter."""
+        terminals = self._observe_terminals(namespace, name)
+        if not (safe_component(namespace) and safe_component(name)):
+            return terminals
+        exists = self.workspace(namespace, name).is_dir()
+        return Observed(
+            workspace_exists=exists,
+            terminal_serving=terminals.terminal_serving,
+            sessions=terminals.sessions,
+            last_activity=terminals.last_activity,
+        )
+
+    def _observe_terminals(self, namespace: str, name: str) -> Observed:
+        return Observed(
+            terminal_serving=self._terminals.serving(),
+            sessions=self._terminals.sessions(namespace, name),
+            last_activity=self._terminals.last_activity(namespace, name),
+        )
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._clone_errors.pop((namespace, name), None)
+
+    # ----------------------------------------------------------------- actions
+
+    async def execute(self, sandbox: Sandbox, action: RuntimeAction) -> bool:
+        """Carry out one action; ``False`` when it failed in a way observation reports."""
+        ns, name = sandbox.key
+        match action:
+            case EnsureWorkspace():
+                await asyncio.to_thread(self._make_workspace, ns, name)
+                return True
+            case CloneRepo(repo=repo):
+                return await self.clone(sandbox, repo)
+            case StopTerminals():
+                await self.stop_terminals(ns, name)
+                return True
+            case RemoveWorkspace():
+                await self.remove_workspace(ns, name)
+                return True
+
+    def _make_workspace(self, namespace: str, name: str) -> None:
+        ws = self.workspace(namespace, name)
+        for folder in (ws.parent.parent, ws.parent, ws):
+            try:
+                folder.mkdir(mode=WORKSPACE_MODE, parents=True)
+            except FileExistsError:
+                continue
+            folder.chmod(WORKSPACE_MODE)  # mkdir's mode is filtered by the umask
+        if not ws.is_dir():
+            raise NotADirectoryError(f"workspace {ws} exists and is not a folder")
+        log.info("workspace created", namespace=namespace, sandbox=name, path=str(ws))
+
+    async def stop_terminals(self, namespace: str, name: str) -> None:
+        await self._terminals.stop_sandbox(namespace, name)
+        log.info("terminals stopped", namespace=namespace, sandbox=name)
+
+    async def remove_workspace(self, namespace: str, name: str) -> None:
+        ws = self.workspace(namespace, name)
+        if ws.exists():
+            await asyncio.to_thread(shutil.rmtree, ws)
+            log.info("workspace removed", namespace=namespace, sandbox=name)
+        with contextlib.suppress(OSError):
+            ws.parent.rmdir()  # the namespace folder, when this was its last workspace
+        self.forget(namespace, name)
+
+    async def clone(self, sandbox: Sandbox, repo: str) -> bool:
+        ns, name = sandbox.key
+        ws = self.workspace(ns, name)
+        folder = repo_name(repo)
+        dest = ws / folder
+        if (dest / ".git").exists():
+            return True
+        if not self._git_base_url:
+            return self._fail(sandbox, repo, "no git base URL is configured (SANDBOX_GIT_BASE_URL)")
+        async with self._clone_slots:
+            await asyncio.to_thread(self._remove_partials, ws, folder)
+            if dest.exists():
+                if dest.is_dir() and not any(dest.iterdir()):
+                    dest.rmdir()
+                else:
+                    return self._fail(
+                        sandbox,
+                        repo,
+                        f"{folder} already exists in the workspace and is not a clone",
+                    )
+            partial = ws / f"{PARTIAL_PREFIX}{folder}-{secrets.token_hex(4)}"
+            url = clone_url(self._git_base_url, repo)
+            log.info(
+                "clone started", namespace=ns, sandbox=name, repo=repo, url=scrub_credentials(url)
+            )
+            try:
+                code, stderr = await self._run_git("clone", "--quiet", "--", url, str(partial))
+            except TimeoutError:
+                await asyncio.to_thread(shutil.rmtree, partial, True)
+                return self._fail(
+                    sandbox, repo, f"git clone timed out after {self._clone_timeout:g}s"
+                )
+            except BaseException:
+                await asyncio.shield(asyncio.to_thread(shutil.rmtree, partial, True))
+                raise
+            if code != 0:
+                await asyncio.to_thread(shutil.rmtree, partial, True)
+                return self._fail(sandbox, repo, stderr or f"git clone exited with {code}")
+            partial.rename(dest)
+        log.info("clone finished", namespace=ns, sandbox=name, repo=repo)
+        return True
+
+    def _fail(self, sandbox: Sandbox, repo: str, message: str) -> bool:
+        ns, name = sandbox.key
+        text = clean_message(message)
+        self._clone_errors.setdefault((ns, name), {})[repo] = _CloneError(
+            sandbox.metadata.generation, text
+        )
+        log.warning("clone failed", namespace=ns, sandbox=name, repo=repo, error=text)
+        return False
+
+    @staticmethod
+    def _remove_partials(ws: Path, folder: str) -> None:
+        if not ws.is_dir():
+            return
+        for leftover in ws.glob(f"{PARTIAL_PREFIX}{folder}-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+    async def _run_git(self, *args: str) -> tuple[int, str]:
+        """Run git non-interactively; kill its process group on timeout or cancellation."""
+        env = dict(os.environ)
+        for var in ("GIT_ASKPASS", "SSH_ASKPASS"):
+            env.pop(var, None)
+        env["GIT_TERMINAL_PROMPT"] = "0"
+        env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
+        proc = await asyncio.create_subprocess_exec(
+            self._git,
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+        )
+        try:
+            _, stderr = await asyncio.wait_for(proc.communicate(), self._clone_timeout)
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await asyncio.shield(proc.wait())
+            raise
+        assert proc.returncode is not None
+        return proc.returncode, stderr.decode(errors="replace")

@@ -1,0 +1,403 @@
+"""Reconcile is a pure function: (Sandbox, what the runtime observed, now) -> Plan.
+
+No I/O, no clock, no asyncio: the runner observes, calls :func:`reconcile`, executes the
+plan's actions and writes its status; this module only decides. That keeps every rule of
+the lifecycle (docs/lifecycle.md) testable by table and by property, and the same plan
+shape can drive another runtime later.
+
+Decisions:
+- The finalizer is the first write; a plan that adds it carries no side-effecting action
+  and writes phase ``Pending`` ("seen, nothing done").
+- Invalid specs fail permanently for their generation: no finalizer is added for them
+  (there is nothing to clean up) and nothing is retried until the spec changes.
+- ``AgentNotInstalled`` and ``QuotaExceeded`` are not provisioning failures here: in
+  embedded mode the API reports them when a terminal is opened or a sandbox created.
+- A condition keeps its ``lastTransitionTime`` while its status is unchanged, and the
+  plan writes status only when something differs, so an up-to-date sandbox gets an
+  empty plan and the store sees no write.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from ..domain.errors import IllegalTransition
+from ..domain.model import FINALIZER, READY, Condition, Sandbox, SandboxStatus
+from ..domain.naming import is_valid_repo, is_valid_slug, repo_name, repo_org
+from ..domain.status import FAILED, PENDING, PROVISIONING, TRANSITIONS, check_transition
+from ..domain.status import READY as PHASE_READY
+from .scrub import clean_message
+
+# lastActivityAt is advanced only when the terminals report activity at least this much
+# newer than the stored value: activity is continuous while someone types, writes are not.
+ACTIVITY_RESOLUTION = timedelta(seconds=30)
+# While waiting for something the runtime does not announce (the terminal server coming
+# up), look again after this many seconds.
+WAIT_POLL_SECONDS = 2.0
+
+TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
+
+# Failure reasons (sandbox-resource.md).
+OWNER_EMAIL_MISSING = "OwnerEmailMissing"
+OWNER_EMAIL_INVALID = "OwnerEmailInvalid"
+OWNER_ORG_REF_MISSING = "OwnerOrgRefMissing"
+CROSS_ORG_REPO = "CrossOrgRepo"
+CLONE_FAILED = "CloneFailed"
+MANIFEST_RENDER_FAILED = "ManifestRenderFailed"
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_UNSAFE_COMPONENT = re.compile(r"[/\\\x00-\x1f\x7f]")
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the runtime saw for one sandbox, just before reconciling it."""
+
+    workspace_exists: bool = False
+    cloned: frozenset[str] = frozenset()  # repos (``org/name``) present in the workspace
+    clone_errors: Mapping[str, str] = field(default_factory=dict)  # repo -> git's message
+    terminal_serving: bool = False
+    sessions: int = 0
+    last_activity: datetime | None = None
+
+
+# --------------------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True)
+class AddFinalizer:
+    pass
+
+
+@dataclass(frozen=True)
+class EnsureWorkspace:
+    pass
+
+
+@dataclass(frozen=True)
+class CloneRepo:
+    repo: str  # ``org/name``
+
+
+@dataclass(frozen=True)
+class StopTerminals:
+    pass
+
+
+@dataclass(frozen=True)
+class RemoveWorkspace:
+    pass
+
+
+@dataclass(frozen=True)
+class RemoveFinalizer:
+    pass
+
+
+Action = (
+    AddFinalizer | EnsureWorkspace | CloneRepo | StopTerminals | RemoveWorkspace | RemoveFinalizer
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Ordered actions, the status to write (``None``: unchanged) and when to look again.
+
+    Order is part of the contract: ``AddFinalizer`` always comes first and
+    ``RemoveFinalizer`` last; the status is written after any finalizer addition and
+    before the first action with an effect outside the store.
+    """
+
+    actions: tuple[Action, ...] = ()
+    status: SandboxStatus | None = None
+    requeue_after: float | None = None  # seconds; 0 means "reconcile again right away"
+
+    @property
+    def empty(self) -> bool:
+        return not self.actions and self.status is None
+
+
+@dataclass(frozen=True)
+class Failure:
+    reason: str
+    message: str
+    condition: str  # the provisioning condition it belongs to, or READY
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def safe_component(value: str) -> bool:
+    """Whether ``value`` can be one folder name under the data directory."""
+    return (
+        bool(value)
+        and value not in {".", ".."}
+        and len(value.encode()) <= 255
+        and not _UNSAFE_COMPONENT.search(value)
+    )
+
+
+def unique_repos(sandbox: Sandbox) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(sandbox.spec.repos))
+
+
+def validate(sandbox: Sandbox) -> Failure | None:
+    """The first rule the spec breaks, in the order a reader would check them."""
+    meta, spec = sandbox.metadata, sandbox.spec
+    for label, value in (("namespace", meta.namespace), ("name", meta.name)):
+        if not safe_component(value):
+            return Failure(
+                MANIFEST_RENDER_FAILED,
+                f"metadata.{label} {value!r} cannot name a workspace folder",
+                "NamespaceReady",
+            )
+    email = spec.owner_email.strip()
+    if not email:
+        return Failure(OWNER_EMAIL_MISSING, "spec.owner.email is required", READY)
+    if not _EMAIL.match(email):
+        return Failure(
+            OWNER_EMAIL_INVALID, f"spec.owner.email {email!r} is not an email address", READY
+        )
+    slug = spec.org_slug
+    if not slug.strip():
+        return Failure(OWNER_ORG_REF_MISSING, "spec.owner.orgRef.slug is required", READY)
+    if not is_valid_slug(slug):
+        return Failure(
+            OWNER_ORG_REF_MISSING,
+            f"spec.owner.orgRef.slug {slug!r} is not a valid slug "
+            "(lowercase letter, then 2-31 lowercase letters, digits or '-')",
+            READY,
+        )
+    for repo in unique_repos(sandbox):
+        if not is_valid_repo(repo) or repo_name(repo) in {".", ".."}:
+            return Failure(
+                MANIFEST_RENDER_FAILED,
+                f"repo {repo!r} is not of the form <org>/<name>",
+                "PVCsReady",
+            )
+        if repo_org(repo) != slug:
+            return Failure(
+                CROSS_ORG_REPO,
+                f"repo {repo!r} belongs to org {repo_org(repo)!r}, not to the owner's org {slug!r}",
+                "PVCsReady",
+            )
+    return None
+
+
+# --------------------------------------------------------------------------- reconcile
+
+
+def reconcile(sandbox: Sandbox, observed: Observed, now: datetime) -> Plan:
+    """Decide what to do next for ``sandbox``; pure and idempotent."""
+    now = now.replace(microsecond=0)
+    meta, status = sandbox.metadata, sandbox.status
+    has_finalizer = FINALIZER in meta.finalizers
+
+    if sandbox.deleting:
+        return _finalize(has_finalizer=has_finalizer, observed=observed)
+
+    if status.phase == FAILED and status.observed_generation == meta.generation:
+        # Permanent for this generation: only the live counters move.
+        return _plan(status, _with_activity(status, observed))
+
+    failure = validate(sandbox)
+    if failure is not None:
+        conditions = _conditions(sandbox, observed, failure)
+        new = _next_status(sandbox, observed, conditions, phase=FAILED, now=now, failure=failure)
+        return _plan(status, new)
+
+    if not has_finalizer:
+        conditions = _conditions(sandbox, observed, None)
+        target = _step(status.phase, PENDING)
+        new = _next_status(sandbox, observed, conditions, phase=target, now=now)
+        return _plan(status, new, actions=(AddFinalizer(),), requeue_after=0.0)
+
+    failure = _clone_failure(sandbox, observed)
+    conditions = _conditions(sandbox, observed, failure)
+    if failure is not None:
+        new = _next_status(sandbox, observed, conditions, phase=FAILED, now=now, failure=failure)
+        return _plan(status, new)
+
+    actions: list[Action] = []
+    if not observed.workspace_exists:
+        actions.append(EnsureWorkspace())
+    actions.extend(CloneRepo(r) for r in unique_repos(sandbox) if r not in observed.cloned)
+
+    all_true = all(c[1] == TRUE for c in conditions)
+    target = PHASE_READY if all_true else PROVISIONING
+    phase = _step(status.phase, target)
+    new = _next_status(sandbox, observed, conditions, phase=phase, now=now)
+    requeue: float | None = None
+    if phase != target:
+        requeue = 0.0
+    elif not all_true and not actions:
+        requeue = WAIT_POLL_SECONDS
+    return _plan(status, new, actions=tuple(actions), requeue_after=requeue)
+
+
+def reconcile_orphan(observed: Observed) -> Plan:
+    """Clean up after a sandbox that is gone from the store without our finalizer's help."""
+    actions: list[Action] = []
+    if observed.sessions > 0:
+        actions.append(StopTerminals())
+    if observed.workspace_exists:
+        actions.append(RemoveWorkspace())
+    return Plan(actions=tuple(actions))
+
+
+def _finalize(*, has_finalizer: bool, observed: Observed) -> Plan:
+    if not has_finalizer:
+        return Plan()
+    actions: list[Action] = [StopTerminals()]
+    if observed.workspace_exists:
+        actions.append(RemoveWorkspace())
+    actions.append(RemoveFinalizer())
+    return Plan(actions=tuple(actions))
+
+
+def _plan(
+    old: SandboxStatus,
+    new: SandboxStatus,
+    *,
+    actions: tuple[Action, ...] = (),
+    requeue_after: float | None = None,
+) -> Plan:
+    return Plan(actions=actions, status=None if new == old else new, requeue_after=requeue_after)
+
+
+def _step(current: str, target: str) -> str:
+    """``target`` if the phase table allows it, else the one legal stop on the way."""
+    if current not in TRANSITIONS:
+        current = ""
+    try:
+        check_transition(current, target)
+    except IllegalTransition:
+        check_transition(current, PROVISIONING)
+        return PROVISIONING
+    return target
+
+
+def _clone_failure(sandbox: Sandbox, observed: Observed) -> Failure | None:
+    for repo in unique_repos(sandbox):
+        if repo in observed.cloned:
+            continue
+        error = observed.clone_errors.get(repo)
+        if error is not None:
+            detail = clean_message(error) or "git exited with an error"
+            return Failure(CLONE_FAILED, f"cloning {repo} failed: {detail}", "PVCsReady")
+    return None
+
+
+# --------------------------------------------------------------------------- status
+
+_Desired = tuple[str, str, str, str]  # type, status, reason, message
+
+
+def _conditions(sandbox: Sandbox, observed: Observed, failure: Failure | None) -> list[_Desired]:
+    """The provisioning conditions, in order, without the summary ``Ready``."""
+    blocked = f"not attempted: {failure.reason}" if failure else ""
+    ns, name = sandbox.namespace, sandbox.name
+    out: list[_Desired] = []
+
+    if failure is not None and failure.condition == "NamespaceReady":
+        out.append(("NamespaceReady", FALSE, failure.reason, failure.message))
+    elif observed.workspace_exists:
+        out.append(("NamespaceReady", TRUE, "WorkspaceCreated", f"workspace {ns}/{name} exists"))
+    else:
+        out.append(
+            (
+                "NamespaceReady",
+                UNKNOWN,
+                "NotAttempted" if blocked else "Creating",
+                blocked or f"creating workspace {ns}/{name}",
+            )
+        )
+
+    out.append(
+        ("RBACReady", TRUE, "LocalUser", "embedded mode: processes run as the server's user")
+    )
+
+    repos = unique_repos(sandbox)
+    missing = [r for r in repos if r not in observed.cloned]
+    if failure is not None and failure.condition == "PVCsReady":
+        out.append(("PVCsReady", FALSE, failure.reason, failure.message))
+    elif not repos:
+        out.append(("PVCsReady", TRUE, "NoRepos", "no repos to clone"))
+    elif not missing:
+        out.append(("PVCsReady", TRUE, "ReposCloned", f"{len(repos)} repo(s) cloned"))
+    else:
+        out.append(
+            (
+                "PVCsReady",
+                UNKNOWN,
+                "NotAttempted" if blocked else "Cloning",
+                blocked or "cloning " + ", ".join(missing),
+            )
+        )
+
+    if observed.terminal_serving:
+        out.append(("PtyReady", TRUE, "Serving", "the terminal server is serving"))
+    else:
+        out.append(("PtyReady", UNKNOWN, "Waiting", "the terminal server is not serving yet"))
+
+    out.append(("McpReady", TRUE, "NotApplicable", "embedded mode: no per-sandbox MCP server"))
+    out.append(("TokenReady", TRUE, "NotApplicable", "embedded mode: no sandbox token"))
+    return out
+
+
+def _summary(conditions: list[_Desired], failure: Failure | None) -> _Desired:
+    if failure is not None:
+        return (READY, FALSE, failure.reason, failure.message)
+    waiting = [c[0] for c in conditions if c[1] != TRUE]
+    if waiting:
+        return (READY, UNKNOWN, "Provisioning", "waiting for " + ", ".join(waiting))
+    return (READY, TRUE, "Ready", "all conditions are met")
+
+
+def _next_status(
+    sandbox: Sandbox,
+    observed: Observed,
+    desired: list[_Desired],
+    *,
+    phase: str,
+    now: datetime,
+    failure: Failure | None = None,
+) -> SandboxStatus:
+    rows = [*desired, _summary(desired, failure)]
+    conditions = _merge(sandbox.status.conditions, rows, now)
+    return replace(
+        _with_activity(sandbox.status, observed),
+        phase=phase,
+        conditions=conditions,
+        observed_generation=sandbox.metadata.generation,
+    )
+
+
+def _merge(
+    old: tuple[Condition, ...], rows: list[_Desired], now: datetime
+) -> tuple[Condition, ...]:
+    by_type = {c.type: c for c in old}
+    ours = {row[0] for row in rows}
+    merged: list[Condition] = []
+    for type_, status, reason, message in rows:
+        before = by_type.get(type_)
+        keep = before is not None and before.status == status and before.last_transition_time
+        when = before.last_transition_time if keep and before is not None else now
+        merged.append(Condition(type_, status, reason, message, when))
+    # Conditions other writers added (or a later version knows) are kept, after ours.
+    merged.extend(c for c in old if c.type not in ours)
+    return tuple(merged)
+
+
+def _with_activity(status: SandboxStatus, observed: Observed) -> SandboxStatus:
+    last = status.last_activity_at
+    seen = observed.last_activity
+    if seen is not None and (last is None or seen - last >= ACTIVITY_RESOLUTION):
+        last = seen
+    return replace(status, sessions=max(0, observed.sessions), last_activity_at=last)

@@ -1,0 +1,288 @@
+"""The embedded controller: watch the store, reconcile each Sandbox, execute its plan.
+
+One supervisor task owns a task group holding the watch loop, the activity sweep and one
+short-lived worker per busy Sandbox (see :mod:`.workqueue`); ``stop()`` cancels the
+supervisor and with it everything, including running ``git`` processes.
+
+Each pass of a worker reads the object fresh from the store, observes the machine,
+calls the pure :func:`.reconcile.reconcile` and executes the plan in its order: the
+finalizer first (a store write), then the status, then the runtime actions, then the
+finalizer's release. Writes use the object's resourceVersion; a ``Conflict`` means
+someone else wrote first, so the worker re-reads and reconciles again. The watch only
+says *which* keys to look at, never *what* they contain, so a missed or stale event costs
+at most an extra pass.
+
+The sweep re-queues every known Sandbox every few seconds. That is how ``status.sessions``
+and ``status.lastActivityAt`` stay current and how ``PtyReady`` follows the terminal
+server, which announce nothing; the reconciler writes only when a value changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+import structlog
+
+from ..domain.errors import Conflict, NotFound
+from ..domain.model import FINALIZER, Sandbox, SandboxStatus, utcnow
+from .local import DEFAULT_CLONE_TIMEOUT, LocalRuntime, RuntimeAction
+from .ports import SandboxStore, TerminalHost
+from .reconcile import (
+    AddFinalizer,
+    CloneRepo,
+    Plan,
+    RemoveFinalizer,
+    RemoveWorkspace,
+    StopTerminals,
+    reconcile,
+    reconcile_orphan,
+)
+from .workqueue import Key, WorkQueue, backoff_delay
+
+log = structlog.get_logger(__name__)
+
+TOO_OLD = "resource-version-too-old"
+# A worker re-reconciles in place while plans keep making progress, up to this many passes.
+MAX_PASSES = 16
+STALL_DELAY = 1.0
+
+
+class EmbeddedController:
+    """Reconciles every Sandbox of ``store`` into workspaces on this machine."""
+
+    def __init__(
+        self,
+        store: SandboxStore,
+        terminals: TerminalHost,
+        *,
+        data_dir: Path,
+        git_base_url: str,
+        clock: Callable[[], datetime] = utcnow,
+        sweep_interval: float = 3.0,
+        clone_timeout: float = DEFAULT_CLONE_TIMEOUT,
+        max_concurrent_clones: int = 4,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._sweep_interval = sweep_interval
+        self._runtime = LocalRuntime(
+            terminals,
+            data_dir=data_dir,
+            git_base_url=git_base_url,
+            clone_timeout=clone_timeout,
+            max_concurrent_clones=max_concurrent_clones,
+        )
+        self._known: set[Key] = set()
+        self._synced = asyncio.Event()
+        self._supervisor: asyncio.Task[None] | None = None
+        self._group: asyncio.TaskGroup | None = None
+        self._queue: WorkQueue | None = None
+        self._clone_tasks: dict[Key, asyncio.Task[bool]] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def runtime(self) -> LocalRuntime:
+        return self._runtime
+
+    async def start(self) -> None:
+        """Start watching; returns at once (idempotent)."""
+        if self._supervisor is not None and not self._supervisor.done():
+            return
+        self._synced.clear()
+        ready = asyncio.Event()
+        self._supervisor = asyncio.create_task(self._supervise(ready), name="sandbox-controller")
+        await ready.wait()
+
+    async def stop(self) -> None:
+        """Cancel every worker, clone and loop, and wait for them to end."""
+        task, self._supervisor = self._supervisor, None
+        if task is None:
+            return
+        if self._queue is not None:
+            self._queue.close()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        log.info("controller stopped")
+
+    async def wait_idle(self) -> None:
+        """Until the first listing is processed and no Sandbox is being reconciled."""
+        await self._synced.wait()
+        if self._queue is not None:
+            await self._queue.wait_idle()
+
+    async def _supervise(self, ready: asyncio.Event) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                self._queue = WorkQueue(self._reconcile_key, group.create_task)
+                group.create_task(self._watch_loop(), name="sandbox-controller-watch")
+                group.create_task(self._sweep_loop(), name="sandbox-controller-sweep")
+                log.info("controller started")
+                ready.set()
+        except* Exception as group_error:  # a bug: say so rather than stop silently
+            for exc in group_error.exceptions:
+                log.error("controller crashed", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            ready.set()
+            if self._queue is not None:
+                self._queue.close()
+            self._group = None
+
+    # ------------------------------------------------------------------ watching
+
+    async def _watch_loop(self) -> None:
+        since: str | None = None
+        failures = 0
+        while True:
+            try:
+                if since is None:
+                    await self._relist()
+                async for event in self._store.watch(since):
+                    since = event.resource_version
+                    failures = 0
+                    key = event.object.key
+                    if event.type == "DELETED":
+                        self._known.discard(key)
+                    else:
+                        self._known.add(key)
+                        if event.object.deleting:
+                            self._preempt(key)
+                    self._enqueue(key)
+            except Exception as exc:
+                if isinstance(exc, Conflict) and exc.code == TOO_OLD:
+                    log.info("watch expired; listing again", since=since)
+                    since = None
+                    continue
+                failures += 1
+                delay = backoff_delay(failures)
+                log.warning("watch failed; resuming", since=since, retry_in=delay, error=str(exc))
+                await asyncio.sleep(delay)
+            else:
+                await asyncio.sleep(backoff_delay(1))  # the stream ended: resume from `since`
+
+    async def _relist(self) -> None:
+        objects = await self._store.list()
+        listed = {sb.key for sb in objects}
+        # Keys we knew that vanished while we were not watching: their worker finds them
+        # gone and cleans up after them.
+        vanished = self._known - listed
+        self._known = set(listed)
+        for key in (*listed, *vanished):
+            self._enqueue(key)
+        self._synced.set()
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._sweep_interval)
+            for key in tuple(self._known):
+                self._enqueue(key)
+
+    def _enqueue(self, key: Key) -> None:
+        if self._queue is not None:
+            self._queue.add(key)
+
+    def _preempt(self, key: Key) -> None:
+        """A deleted Sandbox should not wait for its clone to finish: cancel the clone."""
+        task = self._clone_tasks.get(key)
+        if task is not None and not task.done():
+            log.info("cancelling clone of a deleted sandbox", namespace=key[0], sandbox=key[1])
+            task.cancel()
+
+    # ------------------------------------------------------------------ reconciling
+
+    async def _reconcile_key(self, key: Key) -> float | None:
+        for _ in range(MAX_PASSES):
+            try:
+                sandbox = await self._store.get(*key)
+            except NotFound:
+                await self._clean_up_orphan(key)
+                return None
+            observed = self._runtime.observe(sandbox)
+            plan = reconcile(sandbox, observed, self._clock())
+            if plan.empty:
+                return plan.requeue_after
+            try:
+                await self._execute(sandbox, plan)
+            except Conflict:
+                log.debug("write conflict; reading again", namespace=key[0], sandbox=key[1])
+                continue
+            # After actions, look again at once: the next pass records their outcome.
+            if not plan.actions and plan.requeue_after != 0:
+                return plan.requeue_after
+        return STALL_DELAY  # still moving after many passes: let other triggers in first
+
+    async def _execute(self, sandbox: Sandbox, plan: Plan) -> None:
+        """Apply ``plan`` in order; stop at the first runtime action that failed."""
+        current: Sandbox | None = sandbox
+        status = plan.status
+        for action in plan.actions:
+            if current is None:
+                return  # the object is gone
+            if isinstance(action, AddFinalizer):
+                current = await self._set_finalizer(current, present=True)
+                continue
+            if status is not None:
+                current, status = await self._write_status(current, status), None
+            if isinstance(action, RemoveFinalizer):
+                current = await self._set_finalizer(current, present=False)
+            elif not await self._run(current, action):
+                return
+        if status is not None and current is not None:
+            await self._write_status(current, status)
+
+    async def _run(self, sandbox: Sandbox, action: RuntimeAction) -> bool:
+        if not isinstance(action, CloneRepo):
+            return await self._runtime.execute(sandbox, action)
+        # Clones run in a child task so a deletion can cancel just the clone (_preempt).
+        task = asyncio.create_task(self._runtime.execute(sandbox, action))
+        self._clone_tasks[sandbox.key] = task
+        try:
+            return await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if task.cancelled() and current is not None and not current.cancelling():
+                return False  # preempted by a deletion; the next pass finalizes
+            raise
+        finally:
+            self._clone_tasks.pop(sandbox.key, None)
+
+    async def _set_finalizer(self, sandbox: Sandbox, *, present: bool) -> Sandbox | None:
+        others = tuple(f for f in sandbox.metadata.finalizers if f != FINALIZER)
+        finalizers = (*others, FINALIZER) if present else others
+        updated = await self._store.update(sandbox.with_meta(finalizers=finalizers))
+        ns, name = sandbox.key
+        log.info("finalizer added" if present else "finalizer released", namespace=ns, sandbox=name)
+        if updated is None:
+            self._runtime.forget(ns, name)
+        return updated
+
+    async def _write_status(self, sandbox: Sandbox, status: SandboxStatus) -> Sandbox:
+        written = await self._store.update_status(sandbox.with_status(status))
+        if status.phase != sandbox.status.phase:
+            ns, name = sandbox.key
+            ready = status.condition("Ready")
+            log.info(
+                "phase changed",
+                namespace=ns,
+                sandbox=name,
+                phase=status.phase,
+                previous=sandbox.status.phase or None,
+                reason=ready.reason if ready else None,
+            )
+        return written
+
+    async def _clean_up_orphan(self, key: Key) -> None:
+        self._known.discard(key)
+        plan = reconcile_orphan(self._runtime.observe_orphan(*key))
+        for action in plan.actions:
+            if isinstance(action, StopTerminals):
+                await self._runtime.stop_terminals(*key)
+            elif isinstance(action, RemoveWorkspace):
+                await self._runtime.remove_workspace(*key)
+        self._runtime.forget(*key)
