@@ -10,7 +10,11 @@ function formatWhen(value: string | undefined): string {
   return Number.isNaN(when.getTime()) ? value : when.toLocaleString();
 }
 
-export function ClaudeCodeCard() {
+export function ClaudeCodeCard({
+  redirect = (url: string) => window.location.assign(url),
+}: {
+  redirect?: (url: string) => void;
+}) {
   const api = useApi();
   const [config, setConfig] = useState<ByosConfig | null>(null);
   const [status, setStatus] = useState<ByosStatus | null>(null);
@@ -38,7 +42,7 @@ export function ClaudeCodeCard() {
     setActionError(null);
     try {
       const started = await api.byosStart("/sandbox/settings");
-      window.location.assign(started.authorizeUrl || started.authorization_url);
+      redirect(started.authorizeUrl || started.authorization_url);
     } catch (err) {
       setActionError(err instanceof Error ? err.message : String(err));
       setBusy(false);

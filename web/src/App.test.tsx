@@ -1,0 +1,38 @@
+import { render, screen } from "@testing-library/react";
+import { describe, expect, it } from "vitest";
+import { App } from "./App";
+import { FakeServer } from "./test/fakeServer";
+
+describe("App sign-in gate", () => {
+  it("shows the sign-in page on 401 with where the login link comes from", async () => {
+    window.history.replaceState(null, "", "/sandbox");
+    const s = new FakeServer()
+      .on("GET", "/api/v1/sandbox/whoami", { status: 401, body: { error: "unauthenticated" } })
+      .on("GET", "/api/v1/sandbox/auth/config", {
+        status: 200,
+        body: { oidcConfigured: true, issuer: "https://id.acme.test" },
+      });
+    render(<App api={s.api()} />);
+    expect(await screen.findByRole("heading", { name: "Sign in to OpenOva Sandbox" })).toBeInTheDocument();
+    expect(screen.getByText(/printed it when the server started/)).toBeInTheDocument();
+    expect(screen.getByText("sandbox token")).toBeInTheDocument();
+    const signIn = await screen.findByRole("button", { name: "Sign in" });
+    expect(signIn).toBeDisabled();
+    expect(signIn).toHaveAccessibleDescription(/https:\/\/id.acme.test/);
+  });
+
+  it("shows the caller's email in the header when signed in", async () => {
+    window.history.replaceState(null, "", "/sandbox/settings");
+    const s = new FakeServer()
+      .on("GET", "/api/v1/sandbox/whoami", {
+        status: 200,
+        body: { sub: "u1", email: "dev@acme.test", org: "acme", orgAdmin: false },
+      })
+      .on("GET", "/api/v1/sandbox/byos/claude-code/config", { status: 200, body: { clientIdConfigured: false } })
+      .on("GET", "/api/v1/sandbox/byos/claude-code/status", { status: 200, body: { connected: false } });
+    render(<App api={s.api()} />);
+    expect(await screen.findByTestId("whoami-email")).toHaveTextContent("dev@acme.test");
+    expect(screen.getByRole("heading", { name: "Settings" })).toBeInTheDocument();
+    expect(screen.getByRole("link", { name: "Settings" })).toHaveAttribute("aria-current", "page");
+  });
+});

@@ -1,0 +1,95 @@
+import { describe, expect, it } from "vitest";
+import { ApiError, errorMessage } from "./client";
+import { FakeServer } from "../test/fakeServer";
+
+describe("errorMessage", () => {
+  it("prefers detail, then error, then the status code", () => {
+    expect(errorMessage(409, { error: "sandbox-already-exists", detail: "sandbox \"x\" already exists" })).toBe(
+      'sandbox "x" already exists',
+    );
+    expect(errorMessage(401, { error: "unauthenticated" })).toBe("unauthenticated");
+    expect(errorMessage(502, "<html>bad gateway</html>")).toBe("HTTP 502");
+    expect(errorMessage(500, { error: "", detail: "  " })).toBe("HTTP 500");
+    expect(errorMessage(503, null)).toBe("HTTP 503");
+  });
+});
+
+describe("typed client", () => {
+  it("sends the create body and returns the item", async () => {
+    const server = new FakeServer().on("POST", "/api/v1/sandbox/sessions", ({ body }) => ({
+      status: 201,
+      body: { ...(body as object), id: "my-box", status: "pending" },
+    }));
+    const item = await server.api().createSession({ agent: "aider", name: "My Box", repo: "acme/site" });
+    expect(item.id).toBe("my-box");
+    expect(server.calls).toEqual([
+      {
+        method: "POST",
+        path: "/api/v1/sandbox/sessions",
+        body: { agent: "aider", name: "My Box", repo: "acme/site" },
+      },
+    ]);
+  });
+
+  it("throws ApiError with the server's detail and code", async () => {
+    const server = new FakeServer().on("POST", "/api/v1/sandbox/sessions", {
+      status: 409,
+      body: { error: "sandbox-already-exists", detail: 'sandbox "aider-u" already exists in namespace "acme"' },
+    });
+    const err = await server.api().createSession({ agent: "aider" }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ApiError);
+    expect((err as ApiError).status).toBe(409);
+    expect((err as ApiError).code).toBe("sandbox-already-exists");
+    expect((err as ApiError).message).toBe('sandbox "aider-u" already exists in namespace "acme"');
+  });
+
+  it("reports a 401 to the app and unwraps list envelopes", async () => {
+    const server = new FakeServer()
+      .on("GET", "/api/v1/sandbox/sessions", { status: 401, body: { error: "unauthenticated" } })
+      .on("GET", "/api/v1/sandbox/agents", {
+        status: 200,
+        body: { agents: [{ id: "aider", label: "Aider", blurb: "b", installed: true, installHint: "", byos: false }] },
+      });
+    const api = server.api();
+    await expect(api.listSessions()).rejects.toMatchObject({ status: 401, message: "unauthenticated" });
+    expect(server.unauthenticated).toBe(1);
+    expect((await api.listAgents()).map((a) => a.id)).toEqual(["aider"]);
+  });
+
+  it("uses the exact paths for resize, rescue terminals and BYOS", async () => {
+    const server = new FakeServer()
+      .on("POST", "/api/v1/sandbox/sessions/box-1/resize", { status: 204 })
+      .on("POST", "/api/v1/sandbox/sessions/box-1/terminals", {
+        status: 201,
+        body: { id: "ab12", agent: "sovereign-shell", attachUrl: "/api/v1/sandbox/sessions/box-1/terminals/ab12/attach" },
+      })
+      .on("POST", "/api/v1/sandbox/sessions/box-1/terminals/ab12/resize", { status: 204 })
+      .on("POST", "/api/v1/sandbox/byos/claude-code/start", {
+        status: 200,
+        body: { authorization_url: "https://idp/a", authorizeUrl: "https://idp/a", state: "s" },
+      })
+      .on("DELETE", "/api/v1/sandbox/byos/claude-code", { status: 204 })
+      .on("DELETE", "/api/v1/sandbox/sessions/box-1", { status: 204 });
+    const api = server.api();
+    await api.resizeSession("box-1", { rows: 30, cols: 100 });
+    const term = await api.createTerminal("box-1", "sovereign-shell");
+    await api.resizeTerminal("box-1", term.id, { rows: 10, cols: 40 });
+    expect((await api.byosStart("/sandbox/settings")).authorizeUrl).toBe("https://idp/a");
+    await api.byosDisconnect();
+    await api.deleteSession("box-1");
+    expect(server.calls.map((c) => [c.method, c.path, c.body])).toEqual([
+      ["POST", "/api/v1/sandbox/sessions/box-1/resize", { rows: 30, cols: 100 }],
+      ["POST", "/api/v1/sandbox/sessions/box-1/terminals", { agent: "sovereign-shell" }],
+      ["POST", "/api/v1/sandbox/sessions/box-1/terminals/ab12/resize", { rows: 10, cols: 40 }],
+      ["POST", "/api/v1/sandbox/byos/claude-code/start", { post_connect_redirect: "/sandbox/settings" }],
+      ["DELETE", "/api/v1/sandbox/byos/claude-code", undefined],
+      ["DELETE", "/api/v1/sandbox/sessions/box-1", undefined],
+    ]);
+  });
+
+  it("escapes ids in paths", async () => {
+    const server = new FakeServer();
+    await server.api().getSession("a/b").catch(() => undefined);
+    expect(server.calls[0]?.path).toBe("/api/v1/sandbox/sessions/a%2Fb");
+  });
+});
