@@ -1,0 +1,347 @@
+"""The terminal sessions of one or more sandboxes: create, find, lazily spawn, stop.
+
+The registry is the only place that turns a request ("agent X with these args") into a
+process spec: it resolves the agent from the catalogue, builds a *clean* environment
+(never the server's own), checks the agent's required variables and the per-sandbox
+session limit, and starts the PTY. Sessions are addressed by ``(sandbox_id,
+session_id)`` so several sandboxes can share one registry in embedded mode while the
+primary terminal of sandbox ``X`` keeps the id ``X``.
+
+Spawning is synchronous (fork + exec), so "is there a session with this id?" and
+"register it" happen without an ``await`` in between: two viewers attaching to the same
+unknown id at once get the same new session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import structlog
+
+from ..config import RING_DEFAULT, clamp_ring_bytes
+from ..domain.catalogue import AgentSpec, Catalogue
+from ..domain.errors import AlreadyExists, Conflict, Invalid, NotFound, SessionLimit, SpawnFailed
+from .core import DEFAULT_VIEWER_QUEUE_BYTES
+from .pty import TERM_GRACE, PtyProcess, SpawnSpec
+from .session import TerminalCounters, TerminalSession
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_CWD = "/workspace"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+EXITED_KEPT = 16
+BUSY_WINDOW = 5.0
+_SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_INHERITED = ("USER", "LOGNAME", "SHELL", "TZ")
+
+
+@dataclass(frozen=True)
+class SandboxContext:
+    """What the terminals of one sandbox inherit. ``env`` (model gateway etc.) may hold
+    secrets: it is passed to processes and never logged."""
+
+    sandbox_id: str
+    namespace: str = ""
+    org_id: str = ""
+    owner: str = ""
+    default_agent: str = ""
+    workdir: str = ""
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    session_limit: int = 3
+    ring_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class SessionRequest:
+    """One terminal to start: an agent (default: the sandbox's) or an explicit command."""
+
+    agent: str | None = None
+    extra_args: tuple[str, ...] = ()
+    command: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    cwd: str | None = None
+    rows: int = 24
+    cols: int = 80
+    ring_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class IdleInfo:
+    last_activity_at: datetime
+    active_sessions: int
+    attached_viewers: int
+    agent_busy: bool
+
+
+@dataclass
+class _Sandbox:
+    context: SandboxContext
+    sessions: dict[str, TerminalSession] = field(default_factory=dict)
+    since: float = field(default_factory=time.time)
+
+
+def new_session_id() -> str:
+    """24 lowercase hex characters (12 random bytes)."""
+    return secrets.token_hex(12)
+
+
+class TerminalRegistry:
+    """Holds every terminal session of the sandboxes registered with it."""
+
+    def __init__(
+        self,
+        *,
+        catalogue: Catalogue,
+        ring_bytes: int = RING_DEFAULT,
+        viewer_queue_bytes: int = DEFAULT_VIEWER_QUEUE_BYTES,
+        path: str | None = None,
+        base_env: Mapping[str, str] | None = None,
+        term_grace: float = TERM_GRACE,
+    ) -> None:
+        self.catalogue = catalogue
+        self.ring_bytes = clamp_ring_bytes(ring_bytes)
+        self.viewer_queue_bytes = viewer_queue_bytes
+        self.path = path if path is not None else os.environ.get("PATH", DEFAULT_PATH)
+        self._base_env = dict(base_env) if base_env is not None else None
+        self.term_grace = term_grace
+        self.counters = TerminalCounters()
+        self._sandboxes: dict[str, _Sandbox] = {}
+        self._closing = False
+
+    # ------------------------------------------------------------------ sandboxes
+    def add_sandbox(self, context: SandboxContext) -> None:
+        """Register (or update the context of) a sandbox; its sessions are kept."""
+        entry = self._sandboxes.get(context.sandbox_id)
+        if entry is None:
+            self._sandboxes[context.sandbox_id] = _Sandbox(context)
+        else:
+            entry.context = context
+
+    async def remove_sandbox(self, sandbox_id: str) -> None:
+        await self.stop_all(sandbox_id)
+        self._sandboxes.pop(sandbox_id, None)
+
+    def context(self, sandbox_id: str) -> SandboxContext:
+        return self._entry(sandbox_id).context
+
+    def _entry(self, sandbox_id: str) -> _Sandbox:
+        entry = self._sandboxes.get(sandbox_id)
+        if entry is None:
+            raise NotFound(f"sandbox {sandbox_id!r} has no terminals here")
+        return entry
+
+    # ------------------------------------------------------------------ sessions
+    def get(self, sandbox_id: str, session_id: str) -> TerminalSession:
+        session = self._entry(sandbox_id).sessions.get(session_id)
+        if session is None:
+            raise NotFound(f"terminal session {session_id!r} not found")
+        return session
+
+    def list(self, sandbox_id: str) -> list[TerminalSession]:
+        return list(self._entry(sandbox_id).sessions.values())
+
+    def live_count(self, sandbox_id: str) -> int:
+        entry = self._sandboxes.get(sandbox_id)
+        if entry is None:
+            return 0
+        return sum(1 for s in entry.sessions.values() if not s.exited)
+
+    def total_live(self) -> int:
+        return sum(self.live_count(sid) for sid in self._sandboxes)
+
+    def last_activity_at(self, sandbox_id: str) -> datetime:
+        """The newest input/output/attach of any session (registration time if none)."""
+        entry = self._entry(sandbox_id)
+        stamps = [s.last_activity_ts for s in entry.sessions.values()]
+        return datetime.fromtimestamp(max([entry.since, *stamps]), UTC)
+
+    def idle(self, sandbox_id: str) -> IdleInfo:
+        entry = self._entry(sandbox_id)
+        live = [s for s in entry.sessions.values() if not s.exited]
+        now = time.time()
+        return IdleInfo(
+            last_activity_at=self.last_activity_at(sandbox_id),
+            active_sessions=len(live),
+            attached_viewers=sum(s.viewers for s in live),
+            agent_busy=any(now - s.last_output_ts < BUSY_WINDOW for s in live),
+        )
+
+    def create(
+        self,
+        sandbox_id: str,
+        request: SessionRequest | None = None,
+        *,
+        session_id: str | None = None,
+    ) -> TerminalSession:
+        """Start a terminal now. Raises Invalid, SessionLimit, SpawnFailed, AlreadyExists."""
+        entry = self._entry(sandbox_id)
+        req = request or SessionRequest()
+        if self._closing:
+            raise SpawnFailed("the terminal server is shutting down")
+        sid = session_id if session_id is not None else new_session_id()
+        if not _SESSION_ID.match(sid):
+            raise Invalid(f"session id {sid!r} is not a valid id", code="invalid-id")
+        if sid in entry.sessions:
+            raise AlreadyExists(f"terminal session {sid!r} already exists")
+        limit = entry.context.session_limit
+        if self.live_count(sandbox_id) >= limit:
+            raise SessionLimit(
+                f"sandbox {sandbox_id!r} already has {limit} live terminal sessions (the limit)"
+            )
+        if not (1 <= req.rows <= 1000 and 1 <= req.cols <= 1000):
+            raise Invalid("rows and cols must be between 1 and 1000", code="invalid-size")
+        slug, spec = self._spawn_spec(entry.context, req)
+        process = PtyProcess.spawn(spec)
+        ring = clamp_ring_bytes(req.ring_bytes or entry.context.ring_bytes, self.ring_bytes)
+        session = TerminalSession(
+            session_id=sid,
+            sandbox_id=sandbox_id,
+            agent=slug,
+            process=process,
+            rows=req.rows,
+            cols=req.cols,
+            ring_bytes=ring,
+            viewer_queue_bytes=self.viewer_queue_bytes,
+            counters=self.counters,
+            term_grace=self.term_grace,
+        )
+        entry.sessions[sid] = session
+        self._forget_old_exited(entry)
+        log.info("terminal.created", sandbox=sandbox_id, session=sid, agent=slug, pid=session.pid)
+        return session
+
+    def open(
+        self, sandbox_id: str, session_id: str, *, agent: str | None = None
+    ) -> TerminalSession:
+        """The session with this id, spawned lazily (``agent`` or the sandbox default)."""
+        entry = self._entry(sandbox_id)
+        existing = entry.sessions.get(session_id)
+        if existing is not None:
+            return existing
+        return self.create(sandbox_id, SessionRequest(agent=agent), session_id=session_id)
+
+    def forget(self, sandbox_id: str, session_id: str) -> None:
+        """Drop the record of an exited session (so its id can be spawned again)."""
+        session = self.get(sandbox_id, session_id)
+        if not session.exited:
+            raise Conflict(f"terminal session {session_id!r} is still running; delete it")
+        self._entry(sandbox_id).sessions.pop(session_id, None)
+
+    async def delete(self, sandbox_id: str, session_id: str) -> None:
+        """Terminate the session's processes and forget it; returns once they are gone."""
+        session = self.get(sandbox_id, session_id)
+        await session.terminate()
+        self._entry(sandbox_id).sessions.pop(session_id, None)
+        log.info("terminal.deleted", sandbox=sandbox_id, session=session_id)
+
+    async def stop_all(self, sandbox_id: str) -> None:
+        """Terminate every terminal of a sandbox (concurrently, bounded)."""
+        entry = self._sandboxes.get(sandbox_id)
+        if entry is None:
+            return
+        sessions = list(entry.sessions.values())
+        for session in sessions:
+            session.kick_viewers()
+        await asyncio.gather(*(s.terminate() for s in sessions))
+        for session in sessions:
+            entry.sessions.pop(session.id, None)
+
+    async def close(self) -> None:
+        """Two-stage shutdown: refuse new sessions and detach viewers, then end processes."""
+        self._closing = True
+        sessions = [s for e in self._sandboxes.values() for s in e.sessions.values()]
+        for session in sessions:
+            session.kick_viewers()
+        await asyncio.sleep(0)  # let the pumps see their close before processes go
+        await asyncio.gather(*(s.terminate() for s in sessions))
+        for entry in self._sandboxes.values():
+            entry.sessions.clear()
+
+    def _forget_old_exited(self, entry: _Sandbox) -> None:
+        exited = [s for s in entry.sessions.values() if s.exited]
+        for session in exited[: max(0, len(exited) - EXITED_KEPT)]:
+            entry.sessions.pop(session.id, None)
+
+    # ------------------------------------------------------------------ spawning
+    def base_env(self, context: SandboxContext) -> dict[str, str]:
+        """A clean environment: basics, then the sandbox's identity, then its env."""
+        if self._base_env is not None:
+            env = dict(self._base_env)
+        else:
+            env = {k: os.environ[k] for k in _INHERITED if os.environ.get(k)}
+            env["HOME"] = os.environ.get("HOME") or context.workdir or "/"
+            env["LANG"] = os.environ.get("LANG") or "C.UTF-8"
+        env.setdefault("PATH", self.path)
+        env.setdefault("LANG", "C.UTF-8")
+        env["TERM"] = "xterm-256color"
+        env["COLORTERM"] = "truecolor"
+        env["SANDBOX_ID"] = context.sandbox_id
+        env["SANDBOX_NAMESPACE"] = context.namespace
+        env["SANDBOX_ORG_ID"] = context.org_id
+        env["SANDBOX_OWNER"] = context.owner
+        env.update(context.env)
+        return env
+
+    def _spawn_spec(self, context: SandboxContext, req: SessionRequest) -> tuple[str, SpawnSpec]:
+        if req.agent and req.command:
+            raise Invalid("give either an agent or a command, not both", code="ambiguous-request")
+        for name in req.env:
+            if not _ENV_NAME.match(name):
+                raise Invalid(
+                    f"{name!r} is not a valid environment variable name", code="invalid-env"
+                )
+        env = self.base_env(context)
+        env.update(req.env)
+        path = env.get("PATH", self.path)
+        agent: AgentSpec | None = None
+        if req.command:
+            binary = _which(req.command[0], path)
+            if binary is None:
+                raise SpawnFailed(f"cannot start {req.command[0]!r}: not found on PATH")
+            argv = (binary, *req.command[1:])
+            slug = ""
+        else:
+            slug = req.agent or context.default_agent
+            if not slug:
+                raise Invalid(
+                    "no agent or command given and the sandbox has no default agent",
+                    code="missing-spec",
+                )
+            agent = self.catalogue.get(slug)
+            if agent is None:
+                known = ", ".join(sorted(a.slug for a in self.catalogue))
+                raise Invalid(
+                    f"unknown agent {slug!r}; known agents: {known}", code="invalid-agent"
+                )
+            missing = agent.missing_env(env)
+            if missing:
+                raise Invalid(
+                    f"agent {slug!r} needs {', '.join(missing)} set in its environment",
+                    code="missing-env",
+                )
+            binary = agent.resolve_binary(path)
+            if binary is None:
+                hint = f"; install it with: {agent.install_hint}" if agent.install_hint else ""
+                raise SpawnFailed(
+                    f"agent {slug!r} is not installed: {agent.binary!r} not found on PATH{hint}"
+                )
+            argv = (binary, *agent.default_args, *req.extra_args)
+        cwd = req.cwd or (agent.default_cwd if agent else "") or context.workdir or DEFAULT_CWD
+        if not os.path.isdir(cwd):
+            raise SpawnFailed(f"working directory {cwd!r} does not exist")
+        return slug, SpawnSpec(argv=argv, cwd=cwd, env=env, rows=req.rows, cols=req.cols)
+
+
+def _which(program: str, path: str) -> str | None:
+    if os.path.isabs(program) or os.sep in program:
+        return program if os.access(program, os.X_OK) else None
+    return shutil.which(program, path=path)

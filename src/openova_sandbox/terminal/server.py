@@ -1,0 +1,336 @@
+"""The terminal server's HTTP and WebSocket routes (terminal-protocol.md, exactly).
+
+``create_pty_app`` serves the sessions of one sandbox from a :class:`TerminalRegistry`.
+Authentication is injected (``authenticate`` turns a token into a Principal,
+``authorize`` decides whether that caller may use this sandbox) so this package stays
+independent of the auth package; token extraction follows the sessions API (Bearer
+header, ``?access_token=``, ``catalyst_session`` cookie) and may be replaced by the
+caller's own (e.g. one that verifies signed cookies).
+
+Bodies are validated with pydantic at this edge: every malformed body is a 400 with a
+detail naming the field, never a 500. WebSocket refusals follow the spec: bad or
+missing token, or a foreign ``Origin``, close with 1008 after the upgrade.
+
+TCP_NODELAY: uvicorn serves through asyncio/uvloop transports, and both set
+``TCP_NODELAY`` on every accepted TCP socket, so keystrokes are not held by Nagle's
+algorithm (checked by an integration test).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.applications import Starlette
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from ..config import clamp_ring_bytes
+from ..domain.errors import (
+    AlreadyExists,
+    Forbidden,
+    Invalid,
+    NotFound,
+    SandboxError,
+    SessionLimit,
+    SpawnFailed,
+    Unauthenticated,
+)
+from ..domain.principal import Principal
+from .metrics import CONTENT_TYPE_LATEST, TerminalMetrics
+from .registry import SessionRequest, TerminalRegistry
+from .session import rfc3339
+from .ws import CLOSE_INTERNAL, CLOSE_POLICY, CLOSE_TRY_LATER, close_with_message, serve_attach
+
+log = structlog.get_logger(__name__)
+_M = TypeVar("_M", bound=BaseModel)
+
+COOKIE_NAME = "catalyst_session"
+SIGNALS = {
+    "INT": signal.SIGINT,
+    "QUIT": signal.SIGQUIT,
+    "TERM": signal.SIGTERM,
+    "HUP": signal.SIGHUP,
+}
+
+TokenExtractor = Callable[..., str | None]
+"""``(*, authorization, query_token, cookie) -> token | None``; may raise Unauthenticated."""
+
+
+def extract_request_token(
+    *, authorization: str | None, query_token: str | None, cookie: str | None
+) -> str | None:
+    """Bearer header, then ``?access_token=``, then the ``catalyst_session`` cookie."""
+    if authorization:
+        scheme, _, credentials = authorization.strip().partition(" ")
+        if scheme.lower() == "bearer" and credentials.strip():
+            return credentials.strip()
+    if query_token and query_token.strip():
+        return query_token.strip()
+    value = (cookie or "").strip().strip('"').strip()
+    return value or None
+
+
+_STATUS = (
+    (Unauthenticated, 401),
+    (Forbidden, 403),
+    (NotFound, 404),
+    (AlreadyExists, 409),
+    (SessionLimit, 429),
+    (Invalid, 400),
+    (SpawnFailed, 500),
+)
+
+
+def error_response(exc: SandboxError) -> JSONResponse:
+    status = next((code for kind, code in _STATUS if isinstance(exc, kind)), 500)
+    return JSONResponse({"error": exc.code, "detail": exc.detail or exc.code}, status_code=status)
+
+
+def _bad(detail: str, code: str = "invalid-request") -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail}, status_code=400)
+
+
+class _CreateBody(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    agent: str | None = None
+    extra_args: list[str] = Field(default_factory=list, alias="extraArgs")
+    env_map: dict[str, str] = Field(default_factory=dict, alias="envMap")
+    command: list[str] = Field(default_factory=list)
+    env: list[str] = Field(default_factory=list)
+    cwd: str | None = None
+    rows: int = Field(24, ge=1, le=1000)
+    cols: int = Field(80, ge=1, le=1000)
+    ring_bytes: int | None = Field(None, alias="ringBytes")
+
+
+class _ResizeBody(BaseModel):
+    rows: int = Field(ge=1, le=1000)
+    cols: int = Field(ge=1, le=1000)
+
+
+class _SignalBody(BaseModel):
+    signal: str
+
+
+def _validation_detail(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+async def _json(request: Request) -> Any:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Invalid(f"body is not valid JSON: {exc}", code="invalid-request") from exc
+
+
+def _parse(model: type[_M], payload: Any) -> _M:
+    if not isinstance(payload, dict):
+        raise Invalid("body must be a JSON object", code="invalid-request")
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        raise Invalid(_validation_detail(exc), code="invalid-request") from exc
+
+
+def _request_from(body: _CreateBody, default_ring: int) -> SessionRequest:
+    env: dict[str, str] = {}
+    for item in body.env:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise Invalid(f"env entry {item!r} is not of the form K=V", code="invalid-env")
+        env[name] = value
+    env.update(body.env_map)
+    if body.agent is not None and not body.agent.strip():
+        raise Invalid("agent must not be empty", code="invalid-agent")
+    return SessionRequest(
+        agent=body.agent.strip() if body.agent else None,
+        extra_args=tuple(body.extra_args),
+        command=tuple(body.command),
+        env=env,
+        cwd=body.cwd or None,
+        rows=body.rows,
+        cols=body.cols,
+        ring_bytes=clamp_ring_bytes(body.ring_bytes, default_ring)
+        if body.ring_bytes is not None
+        else None,
+    )
+
+
+def origin_of_url(url: str) -> str:
+    """``https://Host:8443/some/path`` → ``https://host:8443`` (what browsers send)."""
+    parts = urlsplit(url.strip())
+    if not parts.scheme or not parts.netloc:
+        return url.strip().rstrip("/").lower()
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def _origin_of(conn: HTTPConnection) -> str:
+    scheme = {"ws": "http", "wss": "https"}.get(conn.url.scheme, conn.url.scheme)
+    host = conn.headers.get("host") or conn.url.netloc
+    return f"{scheme}://{host}".lower()
+
+
+def create_pty_app(
+    *,
+    registry: TerminalRegistry,
+    sandbox_id: str,
+    authenticate: Callable[[str], Awaitable[Principal]],
+    authorize: Callable[[Principal], bool],
+    public_origin: str | None = None,
+    extract_token: TokenExtractor = extract_request_token,
+    close_registry_on_shutdown: bool = True,
+) -> Starlette:
+    """The pty-server ASGI app for the sessions of ``sandbox_id`` in ``registry``."""
+    metrics = TerminalMetrics(registry, sandbox_id=sandbox_id)
+    allowed_origin = origin_of_url(public_origin) if public_origin else None
+
+    async def principal_of(conn: HTTPConnection) -> Principal:
+        token = extract_token(
+            authorization=conn.headers.get("authorization"),
+            query_token=conn.query_params.get("access_token"),
+            cookie=conn.cookies.get(COOKIE_NAME),
+        )
+        if not token:
+            raise Unauthenticated("a bearer token, access_token or session cookie is required")
+        principal = await authenticate(token)
+        if not authorize(principal):
+            raise Forbidden("the caller neither owns this sandbox nor administers its org")
+        return principal
+
+    def guarded(
+        handler: Callable[[Request], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                await principal_of(request)
+                return await handler(request)
+            except SandboxError as exc:
+                return error_response(exc)
+
+        return endpoint
+
+    async def healthz(_: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def metrics_route(_: Request) -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    async def idle(_: Request) -> Response:
+        info = registry.idle(sandbox_id)
+        return JSONResponse(
+            {
+                "lastActivityAt": rfc3339(info.last_activity_at),
+                "activeSessions": info.active_sessions,
+                "attachedViewers": info.attached_viewers,
+                "agentBusy": info.agent_busy,
+            }
+        )
+
+    async def create(request: Request) -> Response:
+        body = _parse(_CreateBody, await _json(request))
+        session = registry.create(sandbox_id, _request_from(body, registry.ring_bytes))
+        return JSONResponse(
+            {"id": session.id, "createdAt": rfc3339(session.created_at)}, status_code=201
+        )
+
+    async def list_sessions(_: Request) -> Response:
+        return JSONResponse({"sessions": [s.id for s in registry.list(sandbox_id)]})
+
+    async def get_session(request: Request) -> Response:
+        session = registry.get(sandbox_id, request.path_params["id"])
+        return JSONResponse(session.info())
+
+    async def delete_session(request: Request) -> Response:
+        await registry.delete(sandbox_id, request.path_params["id"])
+        return Response(status_code=204)
+
+    async def resize(request: Request) -> Response:
+        session = registry.get(sandbox_id, request.path_params["id"])
+        body = _parse(_ResizeBody, await _json(request))
+        session.resize(body.rows, body.cols)
+        return Response(status_code=204)
+
+    async def send_signal(request: Request) -> Response:
+        session = registry.get(sandbox_id, request.path_params["id"])
+        body = _parse(_SignalBody, await _json(request))
+        sig = SIGNALS.get(body.signal.strip().upper().removeprefix("SIG"))
+        if sig is None:
+            raise Invalid(
+                f"unsupported signal {body.signal!r}: use INT, QUIT, TERM or HUP",
+                code="unsupported-signal",
+            )
+        session.signal(sig)
+        return Response(status_code=204)
+
+    async def attach(websocket: WebSocket) -> None:
+        origin = websocket.headers.get("origin")
+        if origin is not None:
+            expected = allowed_origin or _origin_of(websocket)
+            if origin.rstrip("/").lower() != expected:
+                log.info("terminal.attach.refused", reason="origin")
+                await close_with_message(websocket, code=CLOSE_POLICY, message="origin not allowed")
+                return
+        try:
+            await principal_of(websocket)
+        except SandboxError as exc:
+            log.info("terminal.attach.refused", reason=exc.code)
+            await close_with_message(websocket, code=CLOSE_POLICY, message=exc.code)
+            return
+        session_id = websocket.path_params["id"]
+        agent = websocket.query_params.get("agent") or None
+        try:
+            session = registry.open(sandbox_id, session_id, agent=agent)
+        except Invalid as exc:
+            if exc.code == "missing-spec" and "websocket.http.response" in websocket.scope.get(
+                "extensions", {}
+            ):
+                await websocket.send_denial_response(error_response(NotFound(exc.detail)))
+                return
+            await close_with_message(websocket, code=CLOSE_POLICY, message=exc.detail)
+            return
+        except SessionLimit as exc:
+            await close_with_message(websocket, code=CLOSE_TRY_LATER, message=exc.detail)
+            return
+        except SandboxError as exc:
+            await close_with_message(websocket, code=CLOSE_INTERNAL, message=exc.detail)
+            return
+        await serve_attach(websocket, session, metrics=metrics)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
+        if close_registry_on_shutdown:
+            await registry.close()
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]),
+        Route("/metrics", metrics_route, methods=["GET"]),
+        Route("/idle", guarded(idle), methods=["GET"]),
+        Route("/sessions", guarded(create), methods=["POST"]),
+        Route("/sessions", guarded(list_sessions), methods=["GET"]),
+        Route("/sessions/{id}", guarded(get_session), methods=["GET"]),
+        Route("/sessions/{id}", guarded(delete_session), methods=["DELETE"]),
+        Route("/sessions/{id}/resize", guarded(resize), methods=["POST"]),
+        Route("/sessions/{id}/signal", guarded(send_signal), methods=["POST"]),
+        WebSocketRoute("/sessions/{id}/attach", attach),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.terminal_metrics = metrics
+    return app

@@ -1,0 +1,87 @@
+"""The standalone terminal server (``sandbox pty-server``): one sandbox, from Settings.
+
+In Kubernetes each Sandbox gets a pty-server pod whose environment names the sandbox
+(``SANDBOX_ID``, ``SANDBOX_NAMESPACE``, ``SANDBOX_OWNER_EMAIL``, ``SANDBOX_ORG_ID``,
+``SANDBOX_DEFAULT_AGENT``, ``SANDBOX_SESSION_LIMIT``, ``SANDBOX_WORKDIR``). This module
+turns those settings into a registry with that one sandbox and the routes over it.
+
+Authorization rule: the caller owns the sandbox (email equal, case-insensitive) or is
+an org admin of the sandbox's org.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+
+from starlette.applications import Starlette
+
+from ..config import Settings
+from ..domain.catalogue import load_catalogue
+from ..domain.principal import Principal
+from .registry import DEFAULT_CWD, SandboxContext, TerminalRegistry
+from .server import TokenExtractor, create_pty_app, extract_request_token
+
+
+def owner_or_org_admin(*, owner_email: str, org_id: str) -> Callable[[Principal], bool]:
+    """The rule "caller owns the sandbox or administers its org", as a predicate."""
+    owner = owner_email.strip().lower()
+    org = org_id.strip()
+
+    def allowed(principal: Principal) -> bool:
+        if owner and principal.email.strip().lower() == owner:
+            return True
+        return bool(org) and principal.is_org_admin and principal.org == org
+
+    return allowed
+
+
+def gateway_env(settings: Settings) -> dict[str, str]:
+    """Model-gateway variables from the settings, set only when configured."""
+    pairs = {
+        "LLM_GATEWAY_URL": settings.llm_gateway_url,
+        "OPENAI_BASE_URL": settings.openai_base_url,
+        "OPENAI_API_KEY": settings.openai_api_key,
+    }
+    return {k: v for k, v in pairs.items() if v}
+
+
+def build_standalone_app(
+    settings: Settings,
+    *,
+    authenticate: Callable[[str], Awaitable[Principal]],
+    extract_token: TokenExtractor = extract_request_token,
+    extra_env: Mapping[str, str] | None = None,
+    public_origin: str | None = None,
+    registry: TerminalRegistry | None = None,
+) -> Starlette:
+    """The pty-server app for the sandbox described by ``settings``."""
+    sandbox_id = settings.pty_sandbox_id or "sandbox"
+    terminals = registry or TerminalRegistry(
+        catalogue=load_catalogue(settings.agents_path),
+        ring_bytes=settings.ring_buffer_bytes,
+    )
+    env = gateway_env(settings)
+    env.update(extra_env or {})
+    terminals.add_sandbox(
+        SandboxContext(
+            sandbox_id=sandbox_id,
+            namespace=settings.pty_namespace,
+            org_id=settings.pty_org_id,
+            owner=settings.pty_owner_email,
+            default_agent=settings.pty_default_agent,
+            workdir=settings.pty_workdir or DEFAULT_CWD,
+            env=env,
+            session_limit=settings.pty_session_limit,
+            ring_bytes=settings.ring_buffer_bytes,
+        )
+    )
+    return create_pty_app(
+        registry=terminals,
+        sandbox_id=sandbox_id,
+        authenticate=authenticate,
+        authorize=owner_or_org_admin(
+            owner_email=settings.pty_owner_email, org_id=settings.pty_org_id
+        ),
+        public_origin=public_origin or settings.public_url or None,
+        extract_token=extract_token,
+    )
