@@ -1,0 +1,1 @@
+"""Real collaborators for tests (servers, stores) - started and stopped by fixtures."""
