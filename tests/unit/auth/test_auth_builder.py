@@ -12,9 +12,8 @@ from openova_sandbox.config import Settings
 from openova_sandbox.domain.errors import Invalid, Unauthenticated
 
 
-def settings(**auth: str) -> Settings:
-    values = {"oidc_issuer": "", "jwks_url": "", "oidc_audience": "", **auth}
-    return Settings(**values)
+def settings(*, oidc_issuer: str = "", jwks_url: str = "", oidc_audience: str = "") -> Settings:
+    return Settings(oidc_issuer=oidc_issuer, jwks_url=jwks_url, oidc_audience=oidc_audience)
 
 
 async def test_embedded_mode_trusts_the_embedded_issuer_and_checks_its_iss() -> None:

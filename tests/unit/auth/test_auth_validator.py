@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 import pytest
-from auth_keyring import claims, jwks_of, sign
+from auth_keyring import PrivateKey, claims, jwks_of, sign
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -212,7 +212,8 @@ async def test_token_without_kid_is_tried_against_every_key(
             jwks_of((rsa_keys[0], "a"), (rsa_keys[1], "b"), (ec_keys[0], "c"), (ec_keys[1], None))
         )
     )
-    for key in (*rsa_keys, *ec_keys):
+    every: list[PrivateKey] = [*rsa_keys, *ec_keys]
+    for key in every:
         assert (await validator.validate(sign(key, claims(sub="anyone"))))["sub"] == "anyone"
     stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     with pytest.raises(Unauthenticated, match="2 RS256 key"):
