@@ -4,18 +4,36 @@
  * renamed field or path on the server breaks `npm run typecheck` instead of the browser.
  */
 import createClient from "openapi-fetch";
-import type { components, paths } from "./schema";
+import type { paths } from "./schema";
 
-type Schemas = components["schemas"];
-export type SandboxItem = Schemas["SandboxItem"];
-export type Condition = Schemas["Condition"];
-export type Agent = Schemas["Agent"];
-export type WhoAmI = Schemas["WhoAmI"];
-export type AuthConfig = Schemas["AuthConfig"];
-export type ByosConfig = Schemas["ByosConfig"];
-export type ByosStatus = Schemas["ByosStatus"];
-export type TerminalItem = Schemas["TerminalItem"];
-export type CreateSessionRequest = Schemas["CreateSessionRequest"];
+/**
+ * Types come from the paths (not from schema names), so they hold whatever the server's
+ * generator calls its models: `JsonOf<path, method, status>` is that answer's JSON body.
+ */
+type JsonOf<
+  P extends keyof paths,
+  M extends keyof paths[P],
+  S extends number,
+> = paths[P][M] extends { responses: infer R }
+  ? S extends keyof R
+    ? R[S] extends { content: { "application/json": infer T } }
+      ? T
+      : never
+    : never
+  : never;
+
+const V1 = "/api/v1/sandbox";
+type V1<S extends string> = `${typeof V1}${S}` & keyof paths;
+
+export type SandboxItem = JsonOf<V1<"/sessions/{id}">, "get", 200>;
+export type Condition = SandboxItem["conditions"][number];
+export type Agent = JsonOf<V1<"/agents">, "get", 200>["agents"][number];
+export type WhoAmI = JsonOf<V1<"/whoami">, "get", 200>;
+export type AuthConfig = JsonOf<V1<"/auth/config">, "get", 200>;
+export type ByosConfig = JsonOf<V1<"/byos/claude-code/config">, "get", 200>;
+export type ByosStatus = JsonOf<V1<"/byos/claude-code/status">, "get", 200>;
+export type TerminalItem = JsonOf<V1<"/sessions/{id}/terminals">, "post", 201>;
+export type CreateSessionRequest = { agent: string; name?: string; repo?: string };
 
 /** A non-2xx answer; `message` is what the console shows the user. */
 export class ApiError extends Error {
