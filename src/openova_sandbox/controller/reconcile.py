@@ -351,12 +351,14 @@ def _conditions(sandbox: Sandbox, observed: Observed, failure: Failure | None) -
     return out
 
 
-def _summary(conditions: list[_Desired], failure: Failure | None) -> _Desired:
+def _summary(conditions: list[_Desired], failure: Failure | None, phase: str) -> _Desired:
     if failure is not None:
         return (READY, FALSE, failure.reason, failure.message)
     waiting = [c[0] for c in conditions if c[1] != TRUE]
     if waiting:
-        return (READY, UNKNOWN, "Provisioning", "waiting for " + ", ".join(waiting))
+        return (READY, UNKNOWN, phase or PENDING, "waiting for " + ", ".join(waiting))
+    if phase != PHASE_READY:  # everything is up, but the phase has one more step to take
+        return (READY, UNKNOWN, phase or PENDING, f"all conditions are met; phase is {phase}")
     return (READY, TRUE, "Ready", "all conditions are met")
 
 
@@ -369,7 +371,7 @@ def _next_status(
     now: datetime,
     failure: Failure | None = None,
 ) -> SandboxStatus:
-    rows = [*desired, _summary(desired, failure)]
+    rows = [*desired, _summary(desired, failure, phase)]
     conditions = _merge(sandbox.status.conditions, rows, now)
     return replace(
         _with_activity(sandbox.status, observed),
