@@ -1,0 +1,325 @@
+"""Claude Code bring-your-own-subscription: connect a user's Claude account by OAuth.
+
+The flow is authorization code + PKCE (S256). ``start`` remembers a flow under a random
+state for the authenticated user and hands back the provider's authorization URL; the
+provider sends the browser back to the callback, where ``finish`` exchanges the code and
+stores the tokens encrypted for the user the state was issued to. The callback is
+authenticated by that state, not by the session cookie: the cookie is ``SameSite=Strict``
+and a browser does not send it on the provider's cross-site redirect (see docs/byos.md).
+
+Spawners call ``credentials_for(sub)`` to get the environment a ``claude-code`` session
+needs; the token never reaches a log line or the workspace.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import httpx
+import structlog
+
+from ..config import Settings
+from ..domain.errors import BackendUnavailable, Forbidden, Invalid
+from .byos_flow import FlowStates, PendingFlow, challenge_for, check_redirect, new_verifier
+from .byos_vault import StoredTokens, TokenVault
+
+log = structlog.get_logger(__name__)
+
+DISABLED_ERROR = "byos disabled by operator policy"
+SETUP_PENDING_ERROR = "byos-operator-setup-pending"
+TOKEN_ENV = "CLAUDE_CODE_OAUTH_TOKEN"
+EXCHANGE_TIMEOUT_SECONDS = 10.0
+ERROR_REDIRECT = "/sandbox?byos=error&reason="
+MAX_REASON_LENGTH = 200
+MAX_REMEMBERED_ERRORS = 10_000
+_PROVIDER_ERROR_CODE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class ExchangeFailed(Exception):
+    """The provider did not give us tokens; ``reason`` goes to the browser."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def error_location(reason: str) -> str:
+    return ERROR_REDIRECT + quote(reason[:MAX_REASON_LENGTH], safe="")
+
+
+def _account_email(body: dict[str, Any]) -> str:
+    account = body.get("account")
+    candidates = []
+    if isinstance(account, dict):
+        candidates += [account.get("email_address"), account.get("email")]
+    candidates.append(body.get("email"))
+    for value in candidates:
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return ""
+
+
+class ByosService:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        http: httpx.AsyncClient | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._http = http
+        self._clock = clock
+        self._flows = FlowStates(clock=clock)
+        self._vault = TokenVault(Path(settings.data_dir) / "byos")
+        # the last failed connection per user, so the console can show "error"
+        self._errors: OrderedDict[str, str] = OrderedDict()
+
+    # --- policy ---------------------------------------------------------------------
+
+    @property
+    def enabled(self) -> bool:
+        return self._settings.byos_enabled
+
+    @property
+    def client_id_configured(self) -> bool:
+        return self._settings.byos_client_id_configured
+
+    def missing_setup(self) -> list[str]:
+        """The settings an operator still has to provide (empty when ready)."""
+        s = self._settings
+        missing = []
+        if not s.byos_client_id_configured:
+            missing.append("SANDBOX_BYOS_CLAUDE_CODE_CLIENT_ID")
+        if not s.byos_claude_code_authz_url.strip():
+            missing.append("SANDBOX_BYOS_CLAUDE_CODE_AUTHZ_URL")
+        if not s.byos_claude_code_token_url.strip():
+            missing.append("SANDBOX_BYOS_CLAUDE_CODE_TOKEN_URL")
+        return missing
+
+    @property
+    def ready(self) -> bool:
+        return not self.missing_setup()
+
+    def ensure_usable(self) -> None:
+        """Raise the spec's 403 when disabled and its 503 while the operator's setup is
+        incomplete."""
+        if not self.enabled:
+            raise Forbidden(code=DISABLED_ERROR)
+        missing = self.missing_setup()
+        if missing:
+            raise BackendUnavailable(
+                "Claude Code connections are not set up on this server yet; the operator "
+                "must set " + ", ".join(missing),
+                code=SETUP_PENDING_ERROR,
+            )
+
+    # --- read side --------------------------------------------------------------------
+
+    def config(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"clientIdConfigured": self.client_id_configured}
+        url = self._settings.byos_claude_code_authz_url.strip()
+        if self.client_id_configured and url:
+            body["oauthAuthorizeURL"] = url
+        return body
+
+    def disabled_status(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"connected": False, "disabled": True}
+        if not self.ready:
+            body["client_id_pending"] = True
+        return body
+
+    def status(self, sub: str) -> dict[str, Any]:
+        tokens = self._vault.get(sub)
+        body: dict[str, Any] = {"connected": tokens is not None}
+        if not self.ready:
+            body["client_id_pending"] = True
+        if tokens is not None:
+            when = rfc3339(tokens.connected_at)
+            if tokens.account_email:
+                body["anthropic_account_email"] = tokens.account_email
+            body["connected_at"] = when
+            body["status"] = "connected"
+            body["accountLabel"] = tokens.account_email or "Claude account"
+            body["connectedAt"] = when
+        elif not self.ready:
+            body["status"] = "pending"
+        elif sub in self._errors:
+            body["status"] = "error"
+        else:
+            body["status"] = "disconnected"
+        return body
+
+    def credentials_for(self, sub: str) -> dict[str, str]:
+        """Environment to add to a ``claude-code`` session of ``sub``; empty when the user
+        is not connected, the token has expired or BYOS is disabled.
+
+        Claude Code reads a subscription token from ``CLAUDE_CODE_OAUTH_TOKEN``. A spawner
+        injecting it should also drop any ``ANTHROPIC_API_KEY`` from the session's
+        environment: Claude Code prefers an API key and would bill that instead.
+        """
+        if not self.enabled:
+            return {}
+        tokens = self._vault.get(sub)
+        if tokens is None:
+            return {}
+        if tokens.expires_at is not None and tokens.expires_at <= self._clock():
+            log.info("byos token expired; not injected", sub=sub)
+            return {}
+        return {TOKEN_ENV: tokens.access_token}
+
+    # --- the flow ---------------------------------------------------------------------
+
+    def start(self, *, sub: str, base_url: str, post_connect_redirect: object) -> dict[str, str]:
+        """Begin a connection for ``sub``; ``base_url`` is how the browser reaches us."""
+        self.ensure_usable()
+        target = check_redirect(post_connect_redirect)
+        s = self._settings
+        base = (s.public_url or base_url).rstrip("/")
+        redirect_uri = base + s.byos_claude_code_callback_path
+        verifier = new_verifier()
+        state = self._flows.issue(
+            sub=sub, verifier=verifier, redirect_uri=redirect_uri, post_connect_redirect=target
+        )
+        query = urlencode(
+            {
+                "response_type": "code",
+                "client_id": s.byos_claude_code_client_id.strip(),
+                "redirect_uri": redirect_uri,
+                "scope": " ".join(s.byos_claude_code_scopes),
+                "state": state,
+                "code_challenge": challenge_for(verifier),
+                "code_challenge_method": "S256",
+            }
+        )
+        authz = s.byos_claude_code_authz_url.strip()
+        url = f"{authz}{'&' if '?' in authz else '?'}{query}"
+        log.info("byos connection started", sub=sub)
+        return {"authorization_url": url, "authorizeUrl": url, "state": state}
+
+    async def finish(
+        self,
+        *,
+        code: str | None,
+        state: str | None,
+        error: str | None,
+        caller_sub: str | None = None,
+    ) -> str:
+        """Complete the callback; return where to send the browser.
+
+        ``caller_sub`` is the signed-in user when the request happens to carry
+        credentials; a state issued to someone else is then refused.
+        """
+        self.ensure_usable()
+        if error is not None:
+            flow = self._flows.take(state) if state else None
+            if flow is not None:
+                self._remember_error(flow.sub, error)
+            log.info("byos provider returned an error", error_code=error[:64])
+            return error_location(error or "provider-error")
+        if not code:
+            raise Invalid("the callback needs a code parameter", code="missing-code")
+        if not state:
+            raise Invalid("the callback needs a state parameter", code="missing-state")
+        flow = self._flows.take(state)
+        if flow is None:
+            raise Invalid(
+                "unknown or expired state; start the connection again from the console",
+                code="invalid-state",
+            )
+        if caller_sub is not None and caller_sub != flow.sub:
+            raise Forbidden(
+                "this connection was started by another user", code="byos-state-user-mismatch"
+            )
+        try:
+            tokens = await self._exchange(flow, code)
+        except ExchangeFailed as exc:
+            self._remember_error(flow.sub, exc.reason)
+            return error_location(exc.reason)
+        self._vault.put(flow.sub, tokens)
+        self._errors.pop(flow.sub, None)
+        log.info("byos connected", sub=flow.sub, email_known=bool(tokens.account_email))
+        return flow.post_connect_redirect
+
+    async def disconnect(self, sub: str) -> None:
+        """Forget the user's tokens (and any connection in flight). Idempotent.
+
+        The provider's token is not revoked: no revocation endpoint is configured (see
+        docs/byos.md); the user can revoke the grant in their Claude account settings.
+        """
+        if not self.enabled:
+            raise Forbidden(code=DISABLED_ERROR)
+        self._flows.drop_user(sub)
+        self._errors.pop(sub, None)
+        if self._vault.delete(sub):
+            log.info("byos disconnected", sub=sub)
+
+    # --- internals --------------------------------------------------------------------
+
+    def _remember_error(self, sub: str, reason: str) -> None:
+        self._errors[sub] = reason[:MAX_REASON_LENGTH]
+        self._errors.move_to_end(sub)
+        while len(self._errors) > MAX_REMEMBERED_ERRORS:
+            self._errors.popitem(last=False)
+
+    async def _exchange(self, flow: PendingFlow, code: str) -> StoredTokens:
+        s = self._settings
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": flow.redirect_uri,
+            "client_id": s.byos_claude_code_client_id.strip(),
+            "code_verifier": flow.verifier,
+        }
+        url = s.byos_claude_code_token_url.strip()
+        headers = {"Accept": "application/json"}
+        try:
+            if self._http is not None:
+                response = await self._http.post(
+                    url, data=form, headers=headers, timeout=EXCHANGE_TIMEOUT_SECONDS
+                )
+            else:
+                async with httpx.AsyncClient(timeout=EXCHANGE_TIMEOUT_SECONDS) as client:
+                    response = await client.post(url, data=form, headers=headers)
+        except httpx.HTTPError as exc:
+            log.warning("byos token endpoint unreachable", error=type(exc).__name__)
+            raise ExchangeFailed("provider-unreachable") from exc
+        try:
+            body: Any = response.json()
+        except ValueError:
+            body = None
+        if not response.is_success:
+            provider_code = body.get("error") if isinstance(body, dict) else None
+            log.warning("byos code exchange refused", status=response.status_code)
+            if isinstance(provider_code, str) and _PROVIDER_ERROR_CODE.match(provider_code):
+                raise ExchangeFailed(provider_code)
+            raise ExchangeFailed("token-exchange-failed")
+        access = body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(body, dict) or not isinstance(access, str) or not access:
+            log.warning("byos token response has no access_token", status=response.status_code)
+            raise ExchangeFailed("invalid-token-response")
+        now = self._clock()
+        expires_in = body.get("expires_in")
+        refresh = body.get("refresh_token")
+        return StoredTokens(
+            access_token=access,
+            refresh_token=refresh if isinstance(refresh, str) else "",
+            token_type=str(body.get("token_type") or "Bearer"),
+            scope=str(body.get("scope") or ""),
+            expires_at=now + float(expires_in)
+            if isinstance(expires_in, int | float) and not isinstance(expires_in, bool)
+            else None,
+            account_email=_account_email(body),
+            connected_at=now,
+        )
