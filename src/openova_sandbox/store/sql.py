@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TypeVar
 
@@ -36,6 +37,21 @@ T = TypeVar("T")
 UNAVAILABLE = "sandbox backend temporarily unavailable"
 # A write's work: the value to return, and whether anything changed (else: roll back).
 Work = Callable[[AsyncConnection], Awaitable[tuple[T, bool]]]
+
+# Alembic keeps its running environment in module globals, so two migrations must not
+# interleave inside one process (one lock per event loop; other processes are kept
+# apart by the database: an advisory lock on PostgreSQL, BEGIN IMMEDIATE on SQLite).
+_MIGRATION_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _migration_lock() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    lock = _MIGRATION_LOCKS.get(loop)
+    if lock is None:
+        lock = _MIGRATION_LOCKS[loop] = asyncio.Lock()
+    return lock
 
 
 class SqlStore:
@@ -242,7 +258,7 @@ class SqlStore:
     # --- internals --------------------------------------------------------------------
 
     async def _migrate(self, engine: AsyncEngine) -> None:
-        async with engine.connect() as connection:
+        async with _migration_lock(), engine.connect() as connection:
             connection = await connection.execution_options(sqlite_begin="immediate")
             await connection.run_sync(migrate)
             await connection.commit()
