@@ -1,0 +1,466 @@
+"""The Kubernetes reconcile: (Sandbox, what the cluster holds, now) -> KubePlan. Pure.
+
+The glue (``handlers.py``) observes the workspace namespace and its children, calls
+:func:`reconcile`, then applies the plan: finalizer first, objects in order, deletions,
+status last. Validation rules are shared with the embedded controller
+(``controller.reconcile.validate``), so a spec fails the same way in both modes.
+
+Decisions:
+- The workspace namespace is chosen once and recorded in ``status.workspaceNamespace``
+  (a preserved unknown field): ``sandbox-<owner-uid>`` unless another sandbox already
+  holds it (its ``openova.io/sandbox-key`` annotation names the holder), else
+  ``sandbox-<owner-uid>-<hash>``. Nothing is written into a namespace this sandbox does
+  not hold, so two sandboxes racing for the plain name cannot share it: the loser sees
+  the holder and moves to its hashed name.
+- Children are applied only when missing or different from what is rendered (desired
+  fields must match; fields the server adds are ignored), so a settled sandbox yields an
+  empty plan and no writes.
+- ``PVCsReady`` means the claims exist; binding is proven by the pod becoming ready
+  (``PtyReady``), since WaitForFirstConsumer storage keeps claims Pending until then.
+- Idle scaling: ``Ready`` with no viewer attached and no activity for
+  ``idleScaling.timeoutMinutes`` → replicas 0, ``Suspended``; an attach request (the API
+  sets ``openova.io/wake-requested``) → replicas 1 and back through readiness.
+- Deletion deletes the workspace namespace and releases the finalizer only when the
+  namespace is gone (everything in it went with it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from ...domain.errors import IllegalTransition
+from ...domain.model import FINALIZER, READY, Condition, Sandbox, SandboxStatus, parse_time
+from ...domain.status import FAILED, PENDING, PROVISIONING, SUSPENDED, TRANSITIONS, check_transition
+from ...domain.status import READY as PHASE_READY
+from ..reconcile import MANIFEST_RENDER_FAILED, Failure, validate
+from .names import hashed_namespace, plain_namespace, repo_pvc, sandbox_key
+from .render import (
+    ANNOTATION_HOLDER,
+    GIT_SECRET,
+    HOME_PVC,
+    LABEL_MANAGED_BY,
+    LABEL_SANDBOX,
+    LABEL_SANDBOX_NAMESPACE,
+    MANAGED_BY,
+    MCP_CONFIGMAP,
+    PTY_NAME,
+    QUOTA_NAME,
+    SERVICE_ACCOUNT,
+    ChildRef,
+    RenderConfig,
+    RenderError,
+    ref,
+    render_children,
+    render_namespace,
+)
+
+JSON = dict[str, Any]
+TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
+STATUS_NAMESPACE = "workspaceNamespace"
+ANNOTATION_WAKE = "openova.io/wake-requested"
+WAIT_SECONDS = 5.0
+DELETE_POLL_SECONDS = 2.0
+DEFAULT_IDLE_MINUTES = 30
+
+ChildKey = tuple[str, str]  # (kind, name)
+
+
+@dataclass(frozen=True)
+class KubeObserved:
+    """What the cluster holds for one sandbox, read just before reconciling it.
+
+    ``namespaces`` maps a candidate workspace namespace name (plain and hashed) to the
+    object when it exists; ``children`` are the objects found in the chosen namespace.
+    """
+
+    namespaces: Mapping[str, JSON] = field(default_factory=dict)
+    children: Mapping[ChildKey, JSON] = field(default_factory=dict)
+    viewers_attached: bool = False
+    sessions: int = 0
+    last_activity: datetime | None = None
+
+
+@dataclass(frozen=True)
+class KubePlan:
+    add_finalizer: bool = False
+    apply: tuple[JSON, ...] = ()  # create when missing, else update to this
+    delete: tuple[ChildRef, ...] = ()
+    status: SandboxStatus | None = None  # None: unchanged
+    remove_finalizer: bool = False
+    requeue_after: float | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.add_finalizer
+            or self.apply
+            or self.delete
+            or self.status is not None
+            or self.remove_finalizer
+        )
+
+
+def candidate_namespaces(sandbox: Sandbox) -> tuple[str, ...]:
+    """The namespaces the glue must look up before calling :func:`reconcile`."""
+    recorded = sandbox.status.extra.get(STATUS_NAMESPACE)
+    names = [plain_namespace(sandbox), hashed_namespace(sandbox)]
+    if isinstance(recorded, str) and recorded and recorded not in names:
+        names.insert(0, recorded)
+    return tuple(names)
+
+
+def holder(namespace: Mapping[str, Any]) -> str:
+    annotations = (namespace.get("metadata") or {}).get("annotations") or {}
+    return str(annotations.get(ANNOTATION_HOLDER, ""))
+
+
+def choose_namespace(sandbox: Sandbox, observed: KubeObserved) -> str:
+    """The workspace namespace this sandbox holds or may take."""
+    me = sandbox_key(sandbox)
+    recorded = sandbox.status.extra.get(STATUS_NAMESPACE)
+    if isinstance(recorded, str) and recorded:
+        existing = observed.namespaces.get(recorded)
+        if existing is None or holder(existing) == me:
+            return recorded
+    plain = plain_namespace(sandbox)
+    existing = observed.namespaces.get(plain)
+    if existing is None or holder(existing) == me:
+        return plain
+    return hashed_namespace(sandbox)
+
+
+def contains(actual: Any, desired: Any) -> bool:
+    """Whether ``actual`` has every field ``desired`` sets, with equal values."""
+    if isinstance(desired, dict):
+        return isinstance(actual, dict) and all(
+            k in actual and contains(actual[k], v) for k, v in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(actual, list)
+            and len(actual) == len(desired)
+            and all(contains(a, d) for a, d in zip(actual, desired, strict=True))
+        )
+    return bool(actual == desired)
+
+
+def reconcile(
+    sandbox: Sandbox, observed: KubeObserved, now: datetime, config: RenderConfig
+) -> KubePlan:
+    now = now.replace(microsecond=0)
+    meta, status = sandbox.metadata, sandbox.status
+    has_finalizer = FINALIZER in meta.finalizers
+
+    if sandbox.deleting:
+        return _finalize(sandbox, observed, has_finalizer=has_finalizer)
+
+    if status.phase == FAILED and status.observed_generation == meta.generation:
+        return KubePlan()  # permanent for this generation
+
+    failure = validate(sandbox)
+    namespace = choose_namespace(sandbox, observed)
+    children: list[JSON] = []
+    if failure is None:
+        try:
+            children = render_children(
+                sandbox, namespace, config, replicas=_replicas(sandbox, observed, now)
+            )
+        except RenderError as exc:
+            failure = Failure(MANIFEST_RENDER_FAILED, str(exc), "PVCsReady")
+    if failure is not None:
+        rows = _conditions(sandbox, observed, namespace, failure=failure)
+        new = _status(sandbox, rows, phase=FAILED, now=now, namespace=None, failure=failure)
+        return _plan(status, new)
+
+    if not has_finalizer:
+        rows = _conditions(sandbox, observed, namespace, failure=None)
+        new = _status(sandbox, rows, phase=PENDING, now=now, namespace=namespace)
+        return KubePlan(add_finalizer=True, status=_changed(status, new), requeue_after=0.0)
+
+    ns_obj = observed.namespaces.get(namespace)
+    rows = _conditions(sandbox, observed, namespace, failure=None)
+    if ns_obj is None:
+        new = _status(sandbox, rows, phase=PROVISIONING, now=now, namespace=namespace)
+        return KubePlan(
+            apply=(render_namespace(sandbox, namespace),),
+            status=_changed(status, new),
+            requeue_after=0.0,
+        )
+    if (ns_obj.get("metadata") or {}).get("deletionTimestamp"):
+        new = _status(sandbox, rows, phase=PROVISIONING, now=now, namespace=namespace)
+        return KubePlan(status=_changed(status, new), requeue_after=WAIT_SECONDS)
+
+    apply: list[JSON] = []
+    wanted_ns = render_namespace(sandbox, namespace)
+    if not contains(ns_obj, wanted_ns):
+        apply.append(wanted_ns)
+    wanted_keys = set()
+    for child in children:
+        key = (child["kind"], child["metadata"]["name"])
+        wanted_keys.add(key)
+        if not contains(observed.children.get(key), child):
+            apply.append(child)
+    stale = [
+        ref(obj)
+        for key, obj in sorted(observed.children.items())
+        if key not in wanted_keys and key[0] == "PersistentVolumeClaim" and _ours(sandbox, obj)
+    ]
+
+    suspended = _replicas(sandbox, observed, now) == 0
+    if suspended:
+        phase = SUSPENDED
+    elif all(row[1] == TRUE for row in rows):
+        phase = PHASE_READY
+    else:
+        phase = PROVISIONING
+    new = _status(sandbox, rows, phase=phase, now=now, namespace=namespace)
+    requeue: float | None = None
+    if apply or stale:
+        requeue = 0.0
+    elif phase == PROVISIONING:
+        requeue = WAIT_SECONDS
+    elif phase == PHASE_READY and _idle_enabled(sandbox):
+        requeue = 60.0  # look again for idleness
+    return KubePlan(
+        apply=tuple(apply), delete=tuple(stale), status=_changed(status, new), requeue_after=requeue
+    )
+
+
+def _ours(sandbox: Sandbox, obj: Mapping[str, Any]) -> bool:
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return (
+        labels.get(LABEL_MANAGED_BY) == MANAGED_BY
+        and labels.get(LABEL_SANDBOX) == sandbox.name
+        and labels.get(LABEL_SANDBOX_NAMESPACE) == sandbox.namespace
+    )
+
+
+def _finalize(sandbox: Sandbox, observed: KubeObserved, *, has_finalizer: bool) -> KubePlan:
+    if not has_finalizer:
+        return KubePlan()
+    me = sandbox_key(sandbox)
+    mine = [(name, obj) for name, obj in sorted(observed.namespaces.items()) if holder(obj) == me]
+    if not mine:
+        return KubePlan(remove_finalizer=True)
+    deletes = tuple(
+        ChildRef(apiVersion="v1", kind="Namespace", namespace="", name=name)
+        for name, obj in mine
+        if not (obj.get("metadata") or {}).get("deletionTimestamp")
+    )
+    return KubePlan(delete=deletes, requeue_after=DELETE_POLL_SECONDS)
+
+
+def _idle_enabled(sandbox: Sandbox) -> bool:
+    idle = sandbox.spec.extra.get("idleScaling") or {}
+    return not (isinstance(idle, dict) and idle.get("enabled") is False)
+
+
+def _idle_timeout(sandbox: Sandbox) -> timedelta:
+    idle = sandbox.spec.extra.get("idleScaling") or {}
+    minutes = idle.get("timeoutMinutes") if isinstance(idle, dict) else None
+    if not isinstance(minutes, int) or minutes < 1:
+        minutes = DEFAULT_IDLE_MINUTES
+    return timedelta(minutes=minutes)
+
+
+def _replicas(sandbox: Sandbox, observed: KubeObserved, now: datetime) -> int:
+    """1, or 0 when the sandbox is (or is becoming) suspended for idleness."""
+    status = sandbox.status
+    if sandbox.metadata.annotations.get(ANNOTATION_WAKE) or observed.viewers_attached:
+        return 1
+    if not _idle_enabled(sandbox):
+        return 1
+    if status.phase == SUSPENDED:
+        return 0
+    if status.phase != PHASE_READY:
+        return 1
+    last = _latest(status.last_activity_at, observed.last_activity)
+    if last is None:
+        ready = status.condition(READY)
+        last = ready.last_transition_time if ready else None
+    if last is None or (observed.sessions > 0 and observed.last_activity is None):
+        return 1
+    return 0 if now - last >= _idle_timeout(sandbox) else 1
+
+
+def _latest(a: datetime | None, b: datetime | None) -> datetime | None:
+    if a is None or b is None:
+        return a or b
+    return max(a, b)
+
+
+Row = tuple[str, str, str, str]  # type, status, reason, message
+
+
+def _conditions(
+    sandbox: Sandbox, observed: KubeObserved, namespace: str, *, failure: Failure | None
+) -> list[Row]:
+    kids = observed.children
+    blocked = f"not attempted: {failure.reason}" if failure else ""
+
+    def row(type_: str, ok: bool, reason: str, message: str, waiting: str) -> Row:
+        if failure is not None and failure.condition == type_:
+            return (type_, FALSE, failure.reason, failure.message)
+        if ok and failure is None:
+            return (type_, TRUE, reason, message)
+        return (
+            type_,
+            UNKNOWN,
+            "NotAttempted" if blocked else "Creating",
+            blocked or waiting,
+        )
+
+    ns_obj = observed.namespaces.get(namespace)
+    ns_ok = ns_obj is not None and not (ns_obj.get("metadata") or {}).get("deletionTimestamp")
+    rbac = [("ResourceQuota", QUOTA_NAME)] + [
+        (kind, SERVICE_ACCOUNT) for kind in ("ServiceAccount", "Role", "RoleBinding")
+    ]
+    wanted_pvcs = {("PersistentVolumeClaim", HOME_PVC)} | {
+        ("PersistentVolumeClaim", repo_pvc(r)) for r in dict.fromkeys(sandbox.spec.repos)
+    }
+    sts = kids.get(("StatefulSet", PTY_NAME)) or {}
+    ready = int((sts.get("status") or {}).get("readyReplicas") or 0)
+    suspended = (
+        sandbox.status.phase == SUSPENDED and int((sts.get("spec") or {}).get("replicas", 1)) == 0
+    )
+    out = [
+        row(
+            "NamespaceReady",
+            ns_ok,
+            "Created",
+            f"namespace {namespace} is active",
+            f"creating namespace {namespace}",
+        ),
+        row(
+            "RBACReady",
+            all(k in kids for k in rbac),
+            "Created",
+            "quota, service account, role and binding exist",
+            "creating access rules",
+        ),
+        row(
+            "PVCsReady",
+            all(k in kids for k in wanted_pvcs),
+            "ClaimsCreated",
+            f"{len(wanted_pvcs)} volume claim(s) exist",
+            "creating volume claims",
+        ),
+    ]
+    if suspended and failure is None:
+        out.append(("PtyReady", FALSE, "Suspended", "scaled to zero while idle"))
+    else:
+        out.append(
+            row(
+                "PtyReady",
+                ready >= 1,
+                "Ready",
+                "the terminal server is ready",
+                "waiting for the terminal server to become ready",
+            )
+        )
+    out.append(
+        row(
+            "McpReady",
+            ("ConfigMap", MCP_CONFIGMAP) in kids,
+            "Configured",
+            "MCP client configuration exists",
+            "writing MCP client configuration",
+        )
+    )
+    has_token = ("Secret", GIT_SECRET) in kids
+    if not sandbox.spec.repos:
+        token = ("TokenReady", TRUE, "NotRequired", "no repos to clone")
+    elif has_token:
+        token = ("TokenReady", TRUE, "CredentialPresent", f"secret {GIT_SECRET} exists")
+    else:
+        token = (
+            "TokenReady",
+            TRUE,
+            "Anonymous",
+            f"no secret {GIT_SECRET}: repos are cloned without credentials",
+        )
+    out.append(token if failure is None else row("TokenReady", False, "", "", ""))
+    return out
+
+
+def _summary(rows: Sequence[Row], failure: Failure | None, phase: str) -> Row:
+    if failure is not None:
+        return (READY, FALSE, failure.reason, failure.message)
+    if phase == SUSPENDED:
+        return (READY, FALSE, "Suspended", "idle: scaled to zero until the next attach")
+    waiting = [r[0] for r in rows if r[1] != TRUE]
+    if waiting:
+        return (READY, UNKNOWN, "Provisioning", "waiting for " + ", ".join(waiting))
+    return (READY, TRUE, "Ready", "all conditions are met")
+
+
+def _status(
+    sandbox: Sandbox,
+    rows: list[Row],
+    *,
+    phase: str,
+    now: datetime,
+    namespace: str | None,
+    failure: Failure | None = None,
+) -> SandboxStatus:
+    old = sandbox.status
+    phase = _step(old.phase, phase)
+    all_rows = [*rows, _summary(rows, failure, phase)]
+    by_type = {c.type: c for c in old.conditions}
+    conditions: list[Condition] = []
+    for type_, value, reason, message in all_rows:
+        before = by_type.get(type_)
+        when = (
+            before.last_transition_time
+            if before is not None and before.status == value and before.last_transition_time
+            else now
+        )
+        conditions.append(Condition(type_, value, reason, message, when))
+    ours = {r[0] for r in all_rows}
+    conditions.extend(c for c in old.conditions if c.type not in ours)
+    extra = dict(old.extra)
+    if namespace is not None:
+        extra[STATUS_NAMESPACE] = namespace
+    return replace(
+        old,
+        phase=phase,
+        conditions=tuple(conditions),
+        observed_generation=sandbox.metadata.generation,
+        extra=extra,
+    )
+
+
+def _step(current: str, target: str) -> str:
+    """``target`` when the phase table allows it, else ``Provisioning`` (always legal
+    from where a reconcile can stand)."""
+    if current not in TRANSITIONS:
+        current = ""
+    try:
+        check_transition(current, target)
+    except IllegalTransition:
+        return PROVISIONING
+    return target
+
+
+def _changed(old: SandboxStatus, new: SandboxStatus) -> SandboxStatus | None:
+    return None if new == old else new
+
+
+def _plan(old: SandboxStatus, new: SandboxStatus) -> KubePlan:
+    return KubePlan(status=_changed(old, new))
+
+
+__all__ = [
+    "ANNOTATION_WAKE",
+    "STATUS_NAMESPACE",
+    "KubeObserved",
+    "KubePlan",
+    "candidate_namespaces",
+    "choose_namespace",
+    "contains",
+    "parse_time",
+    "reconcile",
+]

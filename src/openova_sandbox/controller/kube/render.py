@@ -1,0 +1,477 @@
+"""Render the Kubernetes objects of one Sandbox (sandbox-resource.md, "What the
+Kubernetes controller creates"). Pure: plain dicts in Kubernetes JSON shape, no client.
+
+Decisions:
+- Everything namespaced lives in the sandbox's own workspace namespace, so deleting that
+  namespace removes it all; nothing carries an ownerReference (a cluster-scoped
+  Namespace cannot be owned by a namespaced Sandbox, and children live in another
+  namespace than their Sandbox).
+- Volumes are standalone PVCs (``repo-<slug>`` and ``home``), not volumeClaimTemplates:
+  the spec names them, and they outlive a StatefulSet that is recreated.
+- The StatefulSet's replicas are 1, or 0 while suspended; ``concurrentSessions`` never
+  scales it (it is the terminal server's session limit instead).
+- The pod's container requests and limits equal the quota: the agents run as children
+  of the terminal server, so the sandbox's CPU and memory are that container's.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+from ...domain.model import Sandbox
+from ...domain.naming import repo_name
+from .names import owner_label, repo_pvc, sandbox_key
+
+JSON = dict[str, Any]
+
+MANAGED_BY = "openova-sandbox"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_SANDBOX = "openova.io/sandbox"
+LABEL_ORG = "openova.io/organization"
+LABEL_OWNER = "openova.io/sandbox-owner"
+LABEL_SANDBOX_NAMESPACE = "openova.io/sandbox-namespace"
+ANNOTATION_HOLDER = "openova.io/sandbox-key"
+
+PTY_NAME = "pty-server"
+PTY_PORT = 7681
+SERVICE_ACCOUNT = "sandbox"
+QUOTA_NAME = "sandbox-quota"
+MCP_CONFIGMAP = "sandbox-mcp-config"
+HOME_PVC = "home"
+NETWORK_POLICY = "sandbox-ingress"
+GIT_SECRET = "sandbox-git-credentials"
+WORKSPACE = "/workspace"
+HOME = "/home/sandbox"
+TMP = "/tmp"  # noqa: S108 - an emptyDir inside the pod, not the host's /tmp
+RUN_AS = 1000
+
+
+class RenderError(ValueError):
+    """The spec cannot be turned into valid objects (condition ``ManifestRenderFailed``)."""
+
+
+class ChildRef(TypedDict):
+    apiVersion: str
+    kind: str
+    namespace: str  # "" for cluster-scoped
+    name: str
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """Cluster-specific choices; defaults suit a plain cluster with a Gateway API gateway."""
+
+    image: str = "ghcr.io/openova/sandbox:latest"
+    git_image: str = "alpine/git:2.45.2"
+    image_pull_policy: str = "IfNotPresent"
+    repo_storage: str = "5Gi"
+    home_storage: str = "5Gi"
+    storage_class: str = ""
+    git_base_url: str = ""  # e.g. https://gitea.example.com (repos are <base>/<org>/<name>.git)
+    gateway_name: str = "catalyst-gateway"
+    gateway_namespace: str = "catalyst-system"
+    control_plane_namespace: str = "catalyst-system"
+    sandbox_host: str = ""  # HTTPRoute hostname; empty: the gateway's listeners decide
+    oidc_issuer: str = ""
+    jwks_url: str = ""
+    ring_buffer_bytes: int = 2 * 1024 * 1024
+    mcp_url: str = ""  # the agents' MCP server; empty: none configured
+    mcp_needs_token: bool = False  # mount the ServiceAccount token for the MCP server
+
+
+def labels(sandbox: Sandbox) -> dict[str, str]:
+    return {
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_SANDBOX: sandbox.name,
+        LABEL_ORG: sandbox.spec.org_slug,
+        LABEL_OWNER: owner_label(sandbox),
+        LABEL_SANDBOX_NAMESPACE: sandbox.namespace,
+    }
+
+
+def selector_labels(sandbox: Sandbox) -> dict[str, str]:
+    return {"app.kubernetes.io/name": PTY_NAME, LABEL_SANDBOX: sandbox.name}
+
+
+def ref(obj: Mapping[str, Any]) -> ChildRef:
+    meta = obj["metadata"]
+    return ChildRef(
+        apiVersion=obj["apiVersion"],
+        kind=obj["kind"],
+        namespace=meta.get("namespace", ""),
+        name=meta["name"],
+    )
+
+
+def _meta(sandbox: Sandbox, name: str, namespace: str | None) -> JSON:
+    meta: JSON = {"name": name, "labels": labels(sandbox)}
+    if namespace is not None:
+        meta["namespace"] = namespace
+    return meta
+
+
+def render_namespace(sandbox: Sandbox, namespace: str) -> JSON:
+    meta = _meta(sandbox, namespace, None)
+    meta["annotations"] = {ANNOTATION_HOLDER: sandbox_key(sandbox)}
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
+
+
+def _repos(sandbox: Sandbox) -> list[str]:
+    repos = list(dict.fromkeys(sandbox.spec.repos))
+    seen: dict[str, str] = {}
+    for repo in repos:
+        for key, what in ((repo_pvc(repo), "volume"), (repo_name(repo), "folder")):
+            other = seen.get(f"{what}:{key}")
+            if other is not None:
+                raise RenderError(
+                    f"repos {other!r} and {repo!r} would share the {what} {key!r}; "
+                    "give them distinct names"
+                )
+            seen[f"{what}:{key}"] = repo
+    return repos
+
+
+def render_children(
+    sandbox: Sandbox, namespace: str, config: RenderConfig, *, replicas: int = 1
+) -> list[JSON]:
+    """Every namespaced child, in creation order (access rules before the workload)."""
+    repos = _repos(sandbox)
+    return [
+        _quota(sandbox, namespace),
+        _service_account(sandbox, namespace, config),
+        _role(sandbox, namespace),
+        _role_binding(sandbox, namespace),
+        *[_pvc(sandbox, namespace, repo_pvc(r), config.repo_storage, config) for r in repos],
+        _pvc(sandbox, namespace, HOME_PVC, config.home_storage, config),
+        _mcp_config(sandbox, namespace, config),
+        _service(sandbox, namespace),
+        _statefulset(sandbox, namespace, config, repos=repos, replicas=replicas),
+        _http_route(sandbox, namespace, config),
+        _network_policy(sandbox, namespace, config),
+    ]
+
+
+def _quota(sandbox: Sandbox, ns: str) -> JSON:
+    q = sandbox.spec.quota
+    return {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": _meta(sandbox, QUOTA_NAME, ns),
+        "spec": {
+            "hard": {
+                "requests.cpu": q.cpu,
+                "limits.cpu": q.cpu,
+                "requests.memory": q.memory,
+                "limits.memory": q.memory,
+                "requests.storage": q.storage,
+            }
+        },
+    }
+
+
+def _service_account(sandbox: Sandbox, ns: str, config: RenderConfig) -> JSON:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _meta(sandbox, SERVICE_ACCOUNT, ns),
+        "automountServiceAccountToken": config.mcp_needs_token,
+    }
+
+
+_ALL_VERBS = ["get", "list", "watch", "create", "update", "patch", "delete"]
+
+
+def _role(sandbox: Sandbox, ns: str) -> JSON:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _meta(sandbox, SERVICE_ACCOUNT, ns),
+        "rules": [
+            {
+                "apiGroups": [""],
+                "resources": [
+                    "pods",
+                    "pods/log",
+                    "services",
+                    "configmaps",
+                    "secrets",
+                    "persistentvolumeclaims",
+                    "events",
+                ],
+                "verbs": _ALL_VERBS,
+            },
+            {
+                "apiGroups": ["apps"],
+                "resources": ["deployments", "statefulsets"],
+                "verbs": _ALL_VERBS,
+            },
+            {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": _ALL_VERBS},
+        ],
+    }
+
+
+def _role_binding(sandbox: Sandbox, ns: str) -> JSON:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _meta(sandbox, SERVICE_ACCOUNT, ns),
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": SERVICE_ACCOUNT,
+        },
+        "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": ns}],
+    }
+
+
+def _pvc(sandbox: Sandbox, ns: str, name: str, size: str, config: RenderConfig) -> JSON:
+    spec: JSON = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": size}},
+    }
+    if config.storage_class:
+        spec["storageClassName"] = config.storage_class
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": _meta(sandbox, name, ns),
+        "spec": spec,
+    }
+
+
+def mcp_client_config(sandbox: Sandbox, config: RenderConfig) -> JSON:
+    """The agents' MCP client configuration (what ``mcp.json`` in the ConfigMap holds)."""
+    servers: JSON = {}
+    if config.mcp_url:
+        servers["openova-sandbox"] = {"type": "http", "url": config.mcp_url}
+    capabilities = sandbox.spec.extra.get("capabilities") or []
+    return {
+        "sandbox": sandbox.name,
+        "agents": list(sandbox.spec.agent_catalogue),
+        "capabilities": [str(c) for c in capabilities],
+        "mcpServers": servers,
+    }
+
+
+def _mcp_config(sandbox: Sandbox, ns: str, config: RenderConfig) -> JSON:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(sandbox, MCP_CONFIGMAP, ns),
+        "data": {"mcp.json": json.dumps(mcp_client_config(sandbox, config), sort_keys=True)},
+    }
+
+
+def _service(sandbox: Sandbox, ns: str) -> JSON:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(sandbox, PTY_NAME, ns),
+        "spec": {
+            "selector": selector_labels(sandbox),
+            "ports": [
+                {"name": "http", "port": PTY_PORT, "targetPort": PTY_PORT, "protocol": "TCP"}
+            ],
+        },
+    }
+
+
+_HARDENED = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "runAsUser": RUN_AS,
+    "runAsGroup": RUN_AS,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+# Clones each repo once: a checkout with a commit (a restarted pod) is left alone, a
+# half-done one is retried, and a volume's lost+found does not get in the way. The token
+# comes from an optional secret and reaches git through a credential helper, never
+# through the URL or argv.
+CLONE_SCRIPT = r"""set -eu
+helper='!f() { test -z "$GIT_TOKEN" || printf "username=sandbox\npassword=%s\n" "$GIT_TOKEN"; }; f'
+while read -r dir url; do
+  [ -n "$dir" ] || continue
+  if git -C "$dir" rev-parse -q --verify HEAD >/dev/null 2>&1; then
+    echo "keep $dir"; continue
+  fi
+  git -c init.defaultBranch=main init -q "$dir"
+  git -C "$dir" remote remove origin 2>/dev/null || true
+  git -C "$dir" remote add origin "$url"
+  git -C "$dir" -c credential.helper="$helper" fetch -q --depth 1 origin HEAD
+  git -C "$dir" checkout -q FETCH_HEAD
+  echo "cloned $dir"
+done <<REPOS_END
+$REPOS
+REPOS_END
+"""
+
+
+def _clone_url(repo: str, config: RenderConfig) -> str:
+    base = config.git_base_url.rstrip("/")
+    return f"{base}/{repo}.git" if base else f"{repo}.git"
+
+
+def _statefulset(
+    sandbox: Sandbox, ns: str, config: RenderConfig, *, repos: list[str], replicas: int
+) -> JSON:
+    spec = sandbox.spec
+    repo_mounts = [{"name": repo_pvc(r), "mountPath": f"{WORKSPACE}/{repo_name(r)}"} for r in repos]
+    volumes: list[JSON] = [
+        {"name": repo_pvc(r), "persistentVolumeClaim": {"claimName": repo_pvc(r)}} for r in repos
+    ]
+    volumes += [
+        {"name": HOME_PVC, "persistentVolumeClaim": {"claimName": HOME_PVC}},
+        {"name": "mcp-config", "configMap": {"name": MCP_CONFIGMAP}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    env = [
+        {"name": "SANDBOX_ID", "value": sandbox.name},
+        {"name": "SANDBOX_NAMESPACE", "value": sandbox.namespace},
+        {"name": "SANDBOX_OWNER_EMAIL", "value": spec.owner_email},
+        {"name": "SANDBOX_ORG_ID", "value": spec.org_slug},
+        {"name": "SANDBOX_DEFAULT_AGENT", "value": spec.default_agent},
+        {"name": "SANDBOX_SESSION_LIMIT", "value": str(spec.quota.concurrent_sessions)},
+        {"name": "SANDBOX_RING_BUFFER_BYTES", "value": str(config.ring_buffer_bytes)},
+        {"name": "SANDBOX_OIDC_ISSUER", "value": config.oidc_issuer},
+        {"name": "SANDBOX_JWKS_URL", "value": config.jwks_url},
+        {"name": "SANDBOX_WORKDIR", "value": WORKSPACE},
+        {"name": "SANDBOX_MCP_CONFIG", "value": "/etc/openova/mcp/mcp.json"},
+        {"name": "HOME", "value": HOME},
+    ]
+    probe = {"httpGet": {"path": "/healthz", "port": PTY_PORT}, "periodSeconds": 10}
+    main: JSON = {
+        "name": PTY_NAME,
+        "image": config.image,
+        "imagePullPolicy": config.image_pull_policy,
+        "args": ["sandbox", "pty-server"],
+        "ports": [{"name": "http", "containerPort": PTY_PORT, "protocol": "TCP"}],
+        "env": env,
+        "resources": {
+            "requests": {"cpu": spec.quota.cpu, "memory": spec.quota.memory},
+            "limits": {"cpu": spec.quota.cpu, "memory": spec.quota.memory},
+        },
+        "readinessProbe": {**probe, "initialDelaySeconds": 1},
+        "livenessProbe": {**probe, "initialDelaySeconds": 10, "failureThreshold": 6},
+        "securityContext": dict(_HARDENED),
+        "volumeMounts": [
+            *repo_mounts,
+            {"name": HOME_PVC, "mountPath": HOME},
+            {"name": "mcp-config", "mountPath": "/etc/openova/mcp", "readOnly": True},
+            {"name": "tmp", "mountPath": TMP},
+        ],
+    }
+    pod_spec: JSON = {
+        "serviceAccountName": SERVICE_ACCOUNT,
+        "automountServiceAccountToken": config.mcp_needs_token,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS,
+            "runAsGroup": RUN_AS,
+            "fsGroup": RUN_AS,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [main],
+        "volumes": volumes,
+    }
+    if repos:
+        listing = "\n".join(f"{WORKSPACE}/{repo_name(r)} {_clone_url(r, config)}" for r in repos)
+        pod_spec["initContainers"] = [
+            {
+                "name": "git-clone",
+                "image": config.git_image,
+                "imagePullPolicy": config.image_pull_policy,
+                "command": ["/bin/sh", "-c", CLONE_SCRIPT],
+                "env": [
+                    {"name": "REPOS", "value": listing},
+                    {"name": "HOME", "value": TMP},
+                    {
+                        "name": "GIT_TOKEN",
+                        "valueFrom": {
+                            "secretKeyRef": {"name": GIT_SECRET, "key": "token", "optional": True}
+                        },
+                    },
+                ],
+                "resources": {
+                    "requests": {"cpu": "100m", "memory": "128Mi"},
+                    "limits": {"cpu": "500m", "memory": "256Mi"},
+                },
+                "securityContext": dict(_HARDENED),
+                "volumeMounts": [*repo_mounts, {"name": "tmp", "mountPath": TMP}],
+            }
+        ]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": _meta(sandbox, PTY_NAME, ns),
+        "spec": {
+            "replicas": replicas,
+            "serviceName": PTY_NAME,
+            "selector": {"matchLabels": selector_labels(sandbox)},
+            "template": {
+                "metadata": {"labels": {**labels(sandbox), **selector_labels(sandbox)}},
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def session_path(sandbox: Sandbox) -> str:
+    return f"/sessions/{sandbox.name}"
+
+
+def _http_route(sandbox: Sandbox, ns: str, config: RenderConfig) -> JSON:
+    spec: JSON = {
+        "parentRefs": [{"name": config.gateway_name, "namespace": config.gateway_namespace}],
+        "rules": [
+            {
+                "matches": [{"path": {"type": "PathPrefix", "value": session_path(sandbox)}}],
+                "backendRefs": [{"name": PTY_NAME, "port": PTY_PORT}],
+            }
+        ],
+    }
+    if config.sandbox_host:
+        spec["hostnames"] = [config.sandbox_host]
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": _meta(sandbox, PTY_NAME, ns),
+        "spec": spec,
+    }
+
+
+def _network_policy(sandbox: Sandbox, ns: str, config: RenderConfig) -> JSON:
+    allowed = sorted({config.gateway_namespace, config.control_plane_namespace})
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(sandbox, NETWORK_POLICY, ns),
+        "spec": {
+            "podSelector": {},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [
+                        {
+                            "namespaceSelector": {
+                                "matchExpressions": [
+                                    {
+                                        "key": "kubernetes.io/metadata.name",
+                                        "operator": "In",
+                                        "values": allowed,
+                                    }
+                                ]
+                            }
+                        }
+                    ],
+                    "ports": [{"protocol": "TCP", "port": PTY_PORT}],
+                }
+            ],
+        },
+    }

@@ -1,0 +1,339 @@
+"""The rendered objects: what the spec lists, valid against the Kubernetes schemas.
+
+Built-in kinds are validated offline with ``kubernetes-validate`` (it ships the
+Kubernetes OpenAPI schemas, strict mode: unknown fields are errors). The HTTPRoute is a
+Gateway API custom resource no PyPI package ships a schema for; its shape is checked
+field by field instead.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from openova_sandbox.controller.kube.names import (
+    dns_label,
+    hashed_namespace,
+    plain_namespace,
+    repo_pvc,
+)
+from openova_sandbox.controller.kube.render import (
+    CLONE_SCRIPT,
+    RenderConfig,
+    RenderError,
+    render_children,
+    render_namespace,
+)
+
+from .samples import sandbox
+
+K8S_VERSION = "1.30.0"
+CONFIG = RenderConfig(
+    git_base_url="https://gitea.example.com",
+    sandbox_host="sandbox.example.com",
+    oidc_issuer="https://id.example.com/realms/openova",
+    jwks_url="https://id.example.com/realms/openova/protocol/openid-connect/certs",
+)
+MANAGED = {
+    "app.kubernetes.io/managed-by": "openova-sandbox",
+    "openova.io/sandbox": "claude-code-1234abcd",
+    "openova.io/organization": "acme",
+    "openova.io/sandbox-owner": "dev-at-acme-com",
+}
+
+
+def by_kind(objs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(o["kind"], o["metadata"]["name"]): o for o in objs}
+
+
+@pytest.fixture
+def rendered() -> list[dict[str, Any]]:
+    sb = sandbox(repos=("acme/web-app", "acme/API.Server"))
+    return [
+        render_namespace(sb, "sandbox-dev-at-acme-com"),
+        *render_children(sb, "sandbox-dev-at-acme-com", CONFIG),
+    ]
+
+
+def test_everything_the_spec_lists_is_rendered(rendered: list[dict[str, Any]]) -> None:
+    assert sorted(by_kind(rendered)) == sorted(
+        [
+            ("Namespace", "sandbox-dev-at-acme-com"),
+            ("ResourceQuota", "sandbox-quota"),
+            ("ServiceAccount", "sandbox"),
+            ("Role", "sandbox"),
+            ("RoleBinding", "sandbox"),
+            ("PersistentVolumeClaim", "repo-web-app"),
+            ("PersistentVolumeClaim", "repo-api-server"),
+            ("PersistentVolumeClaim", "home"),
+            ("ConfigMap", "sandbox-mcp-config"),
+            ("Service", "pty-server"),
+            ("StatefulSet", "pty-server"),
+            ("HTTPRoute", "pty-server"),
+            ("NetworkPolicy", "sandbox-ingress"),
+        ]
+    )
+
+
+def test_all_labelled_and_namespaced_in_the_workspace(rendered: list[dict[str, Any]]) -> None:
+    for obj in rendered:
+        assert MANAGED.items() <= obj["metadata"]["labels"].items(), obj["kind"]
+        if obj["kind"] != "Namespace":
+            assert obj["metadata"]["namespace"] == "sandbox-dev-at-acme-com"
+
+
+BUILTIN_KINDS = [
+    "Namespace",
+    "ResourceQuota",
+    "ServiceAccount",
+    "Role",
+    "RoleBinding",
+    "PersistentVolumeClaim",
+    "ConfigMap",
+    "Service",
+    "StatefulSet",
+    "NetworkPolicy",
+]
+
+
+@pytest.mark.parametrize("kind", BUILTIN_KINDS)
+def test_builtin_kinds_validate_against_kubernetes_schemas(
+    rendered: list[dict[str, Any]], kind: str
+) -> None:
+    objs = [o for o in rendered if o["kind"] == kind]
+    assert objs
+    for obj in objs:
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+def test_validation_is_not_vacuous(rendered: list[dict[str, Any]]) -> None:
+    sts = by_kind(rendered)[("StatefulSet", "pty-server")]
+    sts["spec"]["replicas"] = "one"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(sts, K8S_VERSION, strict=True)
+
+
+def test_http_route_publishes_the_session_path(rendered: list[dict[str, Any]]) -> None:
+    route = by_kind(rendered)[("HTTPRoute", "pty-server")]
+    assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
+    assert route["spec"]["hostnames"] == ["sandbox.example.com"]
+    assert route["spec"]["parentRefs"] == [
+        {"name": "catalyst-gateway", "namespace": "catalyst-system"}
+    ]
+    (rule,) = route["spec"]["rules"]
+    assert rule["matches"] == [
+        {"path": {"type": "PathPrefix", "value": "/sessions/claude-code-1234abcd"}}
+    ]
+    assert rule["backendRefs"] == [{"name": "pty-server", "port": 7681}]
+
+
+def test_quota_mirrors_the_spec(rendered: list[dict[str, Any]]) -> None:
+    quota = by_kind(rendered)[("ResourceQuota", "sandbox-quota")]
+    assert quota["spec"]["hard"] == {
+        "requests.cpu": "4",
+        "limits.cpu": "4",
+        "requests.memory": "8Gi",
+        "limits.memory": "8Gi",
+        "requests.storage": "50Gi",
+    }
+
+
+def test_role_is_namespace_scoped_with_the_listed_resources(
+    rendered: list[dict[str, Any]],
+) -> None:
+    role = by_kind(rendered)[("Role", "sandbox")]
+    resources = {
+        (g, r) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+    }
+    assert resources == {
+        ("", "pods"),
+        ("", "pods/log"),
+        ("", "services"),
+        ("", "configmaps"),
+        ("", "secrets"),
+        ("", "persistentvolumeclaims"),
+        ("", "events"),
+        ("apps", "deployments"),
+        ("apps", "statefulsets"),
+        ("batch", "jobs"),
+    }
+    binding = by_kind(rendered)[("RoleBinding", "sandbox")]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "sandbox", "namespace": "sandbox-dev-at-acme-com"}
+    ]
+    assert by_kind(rendered)[("ServiceAccount", "sandbox")]["automountServiceAccountToken"] is False
+
+
+def test_statefulset_is_one_hardened_replica(rendered: list[dict[str, Any]]) -> None:
+    sts = by_kind(rendered)[("StatefulSet", "pty-server")]
+    assert sts["spec"]["replicas"] == 1
+    pod = sts["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for container in pod["containers"] + pod["initContainers"]:
+        sc = container["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert sc["runAsNonRoot"] is True
+    (main,) = pod["containers"]
+    assert main["ports"][0]["containerPort"] == 7681
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert main[probe]["httpGet"] == {"path": "/healthz", "port": 7681}
+    env = {e["name"]: e.get("value") for e in main["env"]}
+    assert env["SANDBOX_ID"] == "claude-code-1234abcd"
+    assert env["SANDBOX_NAMESPACE"] == "acme"
+    assert env["SANDBOX_OWNER_EMAIL"] == "dev@acme.com"
+    assert env["SANDBOX_ORG_ID"] == "acme"
+    assert env["SANDBOX_DEFAULT_AGENT"] == "claude-code"
+    assert env["SANDBOX_SESSION_LIMIT"] == "3"
+    assert env["SANDBOX_RING_BUFFER_BYTES"] == str(CONFIG.ring_buffer_bytes)
+    assert env["SANDBOX_OIDC_ISSUER"] == CONFIG.oidc_issuer
+    assert env["SANDBOX_JWKS_URL"] == CONFIG.jwks_url
+    mounts = {m["mountPath"]: m["name"] for m in main["volumeMounts"]}
+    assert mounts["/workspace/web-app"] == "repo-web-app"
+    assert mounts["/workspace/API.Server"] == "repo-api-server"
+    assert mounts["/home/sandbox"] == "home"
+
+
+def test_concurrent_sessions_never_scale_the_statefulset() -> None:
+    sb = sandbox(
+        extra_spec={
+            "quota": {"cpu": "1", "memory": "1Gi", "storage": "5Gi", "concurrentSessions": 10}
+        }
+    )
+    sts = by_kind(render_children(sb, "ns-x", CONFIG))[("StatefulSet", "pty-server")]
+    assert sts["spec"]["replicas"] == 1
+    suspended = by_kind(render_children(sb, "ns-x", CONFIG, replicas=0))
+    assert suspended[("StatefulSet", "pty-server")]["spec"]["replicas"] == 0
+
+
+def test_network_policy_admits_only_gateway_and_control_plane(
+    rendered: list[dict[str, Any]],
+) -> None:
+    policy = by_kind(rendered)[("NetworkPolicy", "sandbox-ingress")]
+    assert policy["spec"]["podSelector"] == {}
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    (peer,) = rule["from"]
+    (expr,) = peer["namespaceSelector"]["matchExpressions"]
+    assert expr == {
+        "key": "kubernetes.io/metadata.name",
+        "operator": "In",
+        "values": ["catalyst-system"],
+    }
+
+
+def test_mcp_config_lists_agents_and_capabilities() -> None:
+    sb = sandbox(extra_spec={"capabilities": ["git.*"]})
+    config = RenderConfig(mcp_url="http://mcp.catalyst-system:8080/mcp")
+    cm = by_kind(render_children(sb, "ns-x", config))[("ConfigMap", "sandbox-mcp-config")]
+    data = json.loads(cm["data"]["mcp.json"])
+    assert data["agents"] == ["claude-code"]
+    assert data["capabilities"] == ["git.*"]
+    assert data["mcpServers"]["openova-sandbox"]["url"] == config.mcp_url
+
+
+def test_repos_that_collide_are_a_render_failure() -> None:
+    with pytest.raises(RenderError, match="repo-web"):
+        render_children(sandbox(repos=("acme/Web", "acme/web")), "ns-x", CONFIG)
+
+
+def test_no_repos_means_no_clone_container() -> None:
+    sts = by_kind(render_children(sandbox(repos=()), "ns", CONFIG))[("StatefulSet", "pty-server")]
+    assert "initContainers" not in sts["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize(
+    ("email", "expected"),
+    [
+        ("dev@acme.com", "sandbox-dev-at-acme-com"),
+        ("First.Last+tag@Example.org", "sandbox-first-last-plus-tag-at-example-org"),
+    ],
+)
+def test_plain_namespace_names(email: str, expected: str) -> None:
+    assert plain_namespace(sandbox(email=email)) == expected
+
+
+def test_long_or_odd_owners_still_make_valid_distinct_names() -> None:
+    long_a = sandbox(email="a" * 120 + "@acme.com")
+    long_b = sandbox(email="a" * 121 + "@acme.com")
+    odd = sandbox(email="o'brien@acme.com")
+    names = [plain_namespace(long_a), plain_namespace(long_b), plain_namespace(odd)]
+    for name in names:
+        assert len(name) <= 63
+        kubernetes_validate.validate(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+            K8S_VERSION,
+            strict=True,
+        )
+    assert len(set(names)) == 3
+    assert hashed_namespace(long_a) != plain_namespace(long_a)
+    assert len(hashed_namespace(long_a)) <= 63
+    for obj in render_children(long_a, names[0], CONFIG):
+        assert len(obj["metadata"]["labels"]["openova.io/sandbox-owner"]) <= 63
+
+
+def test_hashed_namespace_differs_per_sandbox() -> None:
+    one, two = sandbox(name="one"), sandbox(name="two")
+    assert hashed_namespace(one) != hashed_namespace(two)
+    assert hashed_namespace(one).startswith("sandbox-dev-at-acme-com-")
+
+
+def test_dns_label_keeps_valid_names_and_repairs_others() -> None:
+    assert dns_label("web-app") == "web-app"
+    assert repo_pvc("acme/API.Server") == "repo-api-server"
+    repaired = dns_label("-Weird_Name-")
+    assert repaired.startswith("weird-name-") and len(repaired) <= 63
+
+
+def _git(*args: str, cwd: Path) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout
+
+
+def test_clone_script_clones_once_with_real_git(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    _git("init", "-q", "-b", "main", cwd=source)
+    (source / "README").write_text("hello\n")
+    _git("add", "README", cwd=source)
+    _git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init", cwd=source)
+    workspace = tmp_path / "workspace"
+    (workspace / "web").mkdir(parents=True)
+    (workspace / "web" / "lost+found").mkdir()  # what a fresh ext4 volume holds
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "GIT_TOKEN": "",
+        "REPOS": f"{workspace / 'web'} file://{source}",
+    }
+    first = subprocess.run(
+        ["sh", "-c", CLONE_SCRIPT], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert first.returncode == 0, first.stderr
+    assert (workspace / "web" / "README").read_text() == "hello\n"
+    assert "cloned" in first.stdout
+    (workspace / "web" / "local-change").write_text("mine")
+    second = subprocess.run(
+        ["sh", "-c", CLONE_SCRIPT], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert second.returncode == 0 and "keep" in second.stdout
+    assert (workspace / "web" / "local-change").exists()
+
+
+def test_clone_script_fails_loudly_on_a_bad_repo(tmp_path: Path) -> None:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "REPOS": f"{tmp_path / 'w'} file://{tmp_path / 'missing'}",
+    }
+    result = subprocess.run(
+        ["sh", "-c", CLONE_SCRIPT], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
