@@ -63,6 +63,7 @@ STATUS_NAMESPACE = "workspaceNamespace"
 ANNOTATION_WAKE = "openova.io/wake-requested"
 WAIT_SECONDS = 5.0
 DELETE_POLL_SECONDS = 2.0
+IDLE_CHECK_SECONDS = 60.0
 DEFAULT_IDLE_MINUTES = 30
 
 ChildKey = tuple[str, str]  # (kind, name)
@@ -162,26 +163,25 @@ def reconcile(
 
     failure = validate(sandbox)
     namespace = choose_namespace(sandbox, observed)
+    replicas = _replicas(sandbox, observed, now)
     children: list[JSON] = []
     if failure is None:
         try:
-            children = render_children(
-                sandbox, namespace, config, replicas=_replicas(sandbox, observed, now)
-            )
+            children = render_children(sandbox, namespace, config, replicas=replicas)
         except RenderError as exc:
             failure = Failure(MANIFEST_RENDER_FAILED, str(exc), "PVCsReady")
     if failure is not None:
-        rows = _conditions(sandbox, observed, namespace, failure=failure)
+        rows = _conditions(sandbox, observed, namespace, replicas=replicas, failure=failure)
         new = _status(sandbox, rows, phase=FAILED, now=now, namespace=None, failure=failure)
         return _plan(status, new)
 
     if not has_finalizer:
-        rows = _conditions(sandbox, observed, namespace, failure=None)
+        rows = _conditions(sandbox, observed, namespace, replicas=replicas, failure=None)
         new = _status(sandbox, rows, phase=PENDING, now=now, namespace=namespace)
         return KubePlan(add_finalizer=True, status=_changed(status, new), requeue_after=0.0)
 
     ns_obj = observed.namespaces.get(namespace)
-    rows = _conditions(sandbox, observed, namespace, failure=None)
+    rows = _conditions(sandbox, observed, namespace, replicas=replicas, failure=None)
     if ns_obj is None:
         new = _status(sandbox, rows, phase=PROVISIONING, now=now, namespace=namespace)
         return KubePlan(
@@ -209,21 +209,21 @@ def reconcile(
         if key not in wanted_keys and key[0] == "PersistentVolumeClaim" and _ours(sandbox, obj)
     ]
 
-    suspended = _replicas(sandbox, observed, now) == 0
-    if suspended:
-        phase = SUSPENDED
+    if replicas == 0:
+        target = SUSPENDED
     elif all(row[1] == TRUE for row in rows):
-        phase = PHASE_READY
+        target = PHASE_READY
     else:
-        phase = PROVISIONING
+        target = PROVISIONING
+    phase = _step(status.phase, target)
     new = _status(sandbox, rows, phase=phase, now=now, namespace=namespace)
     requeue: float | None = None
-    if apply or stale:
+    if apply or stale or phase != target:
         requeue = 0.0
     elif phase == PROVISIONING:
         requeue = WAIT_SECONDS
     elif phase == PHASE_READY and _idle_enabled(sandbox):
-        requeue = 60.0  # look again for idleness
+        requeue = IDLE_CHECK_SECONDS
     return KubePlan(
         apply=tuple(apply), delete=tuple(stale), status=_changed(status, new), requeue_after=requeue
     )
@@ -296,7 +296,12 @@ Row = tuple[str, str, str, str]  # type, status, reason, message
 
 
 def _conditions(
-    sandbox: Sandbox, observed: KubeObserved, namespace: str, *, failure: Failure | None
+    sandbox: Sandbox,
+    observed: KubeObserved,
+    namespace: str,
+    *,
+    replicas: int,
+    failure: Failure | None,
 ) -> list[Row]:
     kids = observed.children
     blocked = f"not attempted: {failure.reason}" if failure else ""
@@ -323,9 +328,7 @@ def _conditions(
     }
     sts = kids.get(("StatefulSet", PTY_NAME)) or {}
     ready = int((sts.get("status") or {}).get("readyReplicas") or 0)
-    suspended = (
-        sandbox.status.phase == SUSPENDED and int((sts.get("spec") or {}).get("replicas", 1)) == 0
-    )
+    suspended = replicas == 0
     out = [
         row(
             "NamespaceReady",
