@@ -8,6 +8,7 @@ runs the reverse, so no request is served by a half-built app.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,10 +16,11 @@ import structlog
 from fastapi import FastAPI
 
 from .. import __version__
+from ..domain.errors import BackendUnavailable
 from . import errors
 from .deps import AppDeps
 from .metrics import HttpMetrics, ObservabilityMiddleware
-from .routes import console, identity, sessions, system
+from .routes import byos, console, identity, sessions, system, terminals
 
 log = structlog.get_logger(__name__)
 
@@ -26,7 +28,7 @@ log = structlog.get_logger(__name__)
 def create_app(deps: AppDeps) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await deps.store.start()
+        retry = await _start_store(deps)
         started = []
         try:
             for part in deps.background:
@@ -41,6 +43,8 @@ def create_app(deps: AppDeps) -> FastAPI:
                     await part.stop()
                 except Exception:
                     log.exception("background part failed to stop", part=type(part).__name__)
+            if retry is not None:
+                retry.cancel()
             await deps.store.close()
 
     app = FastAPI(
@@ -58,5 +62,32 @@ def create_app(deps: AppDeps) -> FastAPI:
     app.include_router(system.router)
     app.include_router(identity.router)
     app.include_router(sessions.router)
+    app.include_router(byos.router)
+    app.include_router(terminals.router)
     app.include_router(console.router)
     return app
+
+
+STORE_RETRY_SECONDS = 2.0
+
+
+async def _start_store(deps: AppDeps) -> asyncio.Task[None] | None:
+    """Open the store; when it is unreachable, serve anyway (routes answer 503 with
+    Retry-After, /readyz is 503) and keep retrying in the background."""
+    try:
+        await deps.store.start()
+        return None
+    except BackendUnavailable as exc:
+        log.warning("store unreachable at start; retrying in the background", error=exc.detail)
+
+    async def retry() -> None:
+        while True:
+            await asyncio.sleep(STORE_RETRY_SECONDS)
+            try:
+                await deps.store.start()
+            except BackendUnavailable:
+                continue
+            log.info("store reachable again")
+            return
+
+    return asyncio.create_task(retry(), name="store-start-retry")

@@ -12,36 +12,37 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
+from ..auth.authenticator import build_authenticator
 from ..auth.issuer import EmbeddedIssuer
-from ..auth.keys import StaticKeySource
-from ..auth.oidc import RemoteJwks
-from ..auth.validator import TokenValidator
 from ..config import Settings
+from ..controller.runner import EmbeddedController
 from ..domain.catalogue import load_catalogue
-from ..domain.errors import Unauthenticated
 from ..domain.model import Quota
-from ..domain.principal import Principal, principal_from_claims
 from ..events.bus import InProcessBus
+from ..services.byos import ByosService
 from ..services.logins import LoginService
 from ..services.sessions import SessionsPolicy, SessionsService
+from ..services.terminals import TerminalHostAdapter, TerminalsService
 from ..store.base import Store
 from ..store.factory import make_store
+from ..terminal.metrics import TerminalMetrics
+from ..terminal.registry import TerminalRegistry
 from .deps import AppDeps
 
 COOKIE_SECRET_FILE = "cookie-secret"
 
 
-class ClaimsAuthenticator:
-    """Validated claims → Principal; ``sub`` is required."""
+class RegistryLifecycle:
+    """Stops every terminal (viewers first, then processes) when the server stops."""
 
-    def __init__(self, validator: TokenValidator) -> None:
-        self.validator = validator
+    def __init__(self, registry: TerminalRegistry) -> None:
+        self._registry = registry
 
-    async def authenticate(self, token: str) -> Principal:
-        principal = principal_from_claims(await self.validator.validate(token))
-        if principal is None:
-            raise Unauthenticated("token has no sub")
-        return principal
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        await self._registry.close()
 
 
 def cookie_secret(settings: Settings) -> str:
@@ -58,23 +59,12 @@ def cookie_secret(settings: Settings) -> str:
     return path.read_text().strip()
 
 
-def build_validator(settings: Settings, issuer: EmbeddedIssuer | None) -> TokenValidator:
-    if settings.oidc_issuer or settings.jwks_url:
-        remote = RemoteJwks(issuer=settings.oidc_issuer, jwks_url=settings.jwks_url)
-        return TokenValidator(remote, issuer=settings.oidc_issuer, audience=settings.oidc_audience)
-    if issuer is None:
-        raise Unauthenticated("no token issuer configured")
-    return TokenValidator(
-        StaticKeySource(issuer.jwks()), issuer=issuer.issuer, audience=settings.oidc_audience
-    )
-
-
 def build_embedded(
     settings: Settings, *, store: Store | None = None, public_url: str = ""
 ) -> AppDeps:
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     issuer = EmbeddedIssuer.load_or_create(Path(settings.data_dir), issuer_url=public_url)
-    validator = build_validator(settings, issuer)
+    authenticator = build_authenticator(settings, issuer=issuer)
     store = store if store is not None else make_store(settings)
     bus = InProcessBus()
     sessions = SessionsService(
@@ -87,14 +77,35 @@ def build_embedded(
         bus=bus,
     )
     uses_embedded = not (settings.oidc_issuer or settings.jwks_url)
+    byos = ByosService(settings=settings)
+    registry = TerminalRegistry(catalogue=sessions.catalogue, ring_bytes=settings.ring_buffer_bytes)
+    metrics_registry = CollectorRegistry()
+    terminal_metrics = TerminalMetrics(registry)
+    metrics_registry.register(terminal_metrics)
+    terminals = TerminalsService(
+        registry=registry,
+        sessions=sessions,
+        settings=settings,
+        credentials=byos,
+        metrics=terminal_metrics,
+    )
+    controller = EmbeddedController(
+        store,
+        TerminalHostAdapter(registry),
+        data_dir=Path(settings.data_dir),
+        git_base_url=settings.git_base_url,
+    )
     return AppDeps(
         settings=settings,
         store=store,
         sessions=sessions,
-        authenticator=ClaimsAuthenticator(validator),
-        logins=LoginService(validate=validator.validate, minter=issuer),
+        authenticator=authenticator,
+        logins=LoginService(validate=authenticator.validator.validate, minter=issuer),
         cookie_secret=cookie_secret(settings),
         bus=bus,
-        metrics_registry=CollectorRegistry(),
+        metrics_registry=metrics_registry,
         issuer=issuer if uses_embedded else None,
+        byos=byos,
+        terminals=terminals,
+        background=[controller, RegistryLifecycle(registry)],
     )

@@ -44,3 +44,21 @@ async def principal_from(conn: HTTPConnection) -> Principal:
 
 async def require_principal(request: Request) -> Principal:
     return await principal_from(request)
+
+
+def origin_allowed(conn: HTTPConnection, public_url: str) -> bool:
+    """Cross-site WebSocket hijacking guard.
+
+    No ``Origin`` (CLI clients) is fine. A browser's ``Origin`` must be this server as the
+    browser reached it (same scheme-less host:port as the ``Host`` header) or the
+    configured public URL.
+    """
+    origin = conn.headers.get("origin")
+    if not origin:
+        return True
+    origin = origin.strip().rstrip("/").lower()
+    host = (conn.headers.get("host") or "").strip().lower()
+    _, _, origin_host = origin.partition("://")
+    if host and origin_host == host:
+        return True
+    return bool(public_url) and origin == public_url.strip().rstrip("/").lower()

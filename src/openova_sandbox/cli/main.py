@@ -300,5 +300,81 @@ def rm(
     out.print(f"deleted {sandbox_id}")
 
 
+@app.command("attach")
+def attach_cmd(
+    sandbox_id: Annotated[str, typer.Argument(metavar="ID")],
+    server: Server = DEFAULT_SERVER,
+    data_dir: DataDir = None,
+) -> None:
+    """Attach this terminal to a sandbox's agent (Ctrl-] detaches; the agent keeps running)."""
+    import asyncio
+
+    import websockets
+
+    from .attach import attach
+
+    client = client_for(server, data_dir)
+    call(client, "GET", f"/api/v1/sandbox/sessions/{sandbox_id}")  # clear 404/401 first
+    try:
+        why = asyncio.run(attach(client, sandbox_id))
+    except (OSError, websockets.WebSocketException) as exc:
+        fail(f"attach failed: {exc}")
+    except ApiError as exc:
+        fail(str(exc))
+    err.print(f"\r\n[sandbox] {why}", highlight=False)
+
+
+@app.command("pty-server")
+def pty_server(
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "0.0.0.0",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 7681,
+) -> None:
+    """Run the terminal server of one sandbox (the per-sandbox pod in Kubernetes),
+    configured by SANDBOX_ID, SANDBOX_NAMESPACE, SANDBOX_OWNER_EMAIL, SANDBOX_ORG_ID,
+    SANDBOX_DEFAULT_AGENT, SANDBOX_SESSION_LIMIT and SANDBOX_OIDC_ISSUER/SANDBOX_JWKS_URL."""
+    import uvicorn
+
+    from ..auth.authenticator import build_authenticator
+    from ..auth.issuer import EmbeddedIssuer
+    from ..logs import configure
+    from ..terminal.standalone import build_standalone_app
+
+    settings = settings_or_exit()
+    configure(level=settings.log_level, json=settings.log_json)
+    if not settings.pty_sandbox_id:
+        fail("SANDBOX_ID is required: the sandbox whose terminals this server runs")
+    issuer = None
+    if not (settings.oidc_issuer or settings.jwks_url):
+        try:
+            issuer = EmbeddedIssuer.load(Path(settings.data_dir))
+        except SandboxError as exc:
+            fail(f"no SANDBOX_OIDC_ISSUER or SANDBOX_JWKS_URL set, and {exc.detail}")
+    authenticator = build_authenticator(settings, issuer=issuer)
+    app_ = build_standalone_app(
+        settings,
+        authenticate=authenticator.authenticate,
+        public_origin=settings.public_url or None,
+    )
+    uvicorn.run(app_, host=host, port=port, access_log=False, log_config=None)
+
+
+@app.command()
+def openapi() -> None:
+    """Print the API's OpenAPI document (the console's client is generated from it)."""
+    typer.echo(json.dumps(openapi_document(), indent=2, sort_keys=True))
+
+
+def openapi_document() -> dict[str, Any]:
+    import tempfile
+
+    from ..api.app import create_app
+    from ..api.composition import build_embedded
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = settings_or_exit(data_dir=Path(tmp), store="memory")
+        document: dict[str, Any] = create_app(build_embedded(settings)).openapi()
+    return document
+
+
 def main() -> None:
     app()

@@ -1,0 +1,246 @@
+"""Terminal endpoints of the control plane: attach (WebSocket), resize, signal, and
+extra terminals. Same auth and ownership rules as the REST routes.
+
+Attaching before the sandbox is Ready waits (up to ``READY_WAIT`` seconds) and then
+closes with 1013 "try again later"; a Failed sandbox closes with 1011 and the reason
+written into the terminal. A bad token or a foreign ``Origin`` closes with 1008.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal as signals
+import time
+from typing import Annotated, Any
+
+import structlog
+from fastapi import APIRouter, Depends, Request, Response, WebSocket
+from fastapi.responses import JSONResponse
+
+from ...domain.errors import Invalid, NotFound, SandboxError
+from ...domain.model import Sandbox
+from ...domain.principal import Principal
+from ...domain.status import FAILED, READY
+from ...terminal.ws import close_with_message, serve_attach
+from .. import schemas
+from ..security import origin_allowed, principal_from, require_principal
+
+log = structlog.get_logger(__name__)
+router = APIRouter(prefix="/api/v1/sandbox/sessions", tags=["terminals"])
+Caller = Annotated[Principal, Depends(require_principal)]
+
+READY_WAIT = 30.0
+POLL = 0.2
+CLOSE_POLICY, CLOSE_INTERNAL, CLOSE_TRY_LATER = 1008, 1011, 1013
+SIGNALS = {
+    "INT": signals.SIGINT,
+    "QUIT": signals.SIGQUIT,
+    "TERM": signals.SIGTERM,
+    "HUP": signals.SIGHUP,
+}
+
+_E = schemas.ErrorBody
+_COMMON: dict[int | str, dict[str, Any]] = {
+    400: {"model": _E},
+    401: {"model": schemas.Unauthenticated},
+    404: {"model": _E},
+    500: {"model": _E},
+    503: {"model": _E},
+}
+
+
+def _body(raw: bytes) -> dict[str, Any]:
+    if not raw:
+        raise Invalid("request body required", code="empty-body")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Invalid(str(exc), code="invalid-json") from exc
+    if not isinstance(body, dict):
+        raise Invalid("request body must be a JSON object", code="invalid-json")
+    return body
+
+
+def _size(body: dict[str, Any]) -> tuple[int, int]:
+    rows, cols = body.get("rows"), body.get("cols")
+    for label, value in (("rows", rows), ("cols", cols)):
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 1000:
+            raise Invalid(f"{label} must be an integer from 1 to 1000", code="invalid-size")
+    return int(rows), int(cols)  # type: ignore[arg-type]
+
+
+def _signal(body: dict[str, Any]) -> int:
+    name = body.get("signal")
+    if not isinstance(name, str) or name.strip().upper() not in SIGNALS:
+        raise Invalid("unsupported signal (use INT, QUIT, TERM or HUP)", code="unsupported-signal")
+    return SIGNALS[name.strip().upper()]
+
+
+# ------------------------------------------------------------------ REST
+@router.post("/{id}/resize", status_code=204, response_class=Response, responses=_COMMON)
+async def resize(id: str, request: Request, caller: Caller) -> Response:
+    rows, cols = _size(_body(await request.body()))
+    terminals = request.app.state.deps.terminals
+    sandbox = await terminals.sandbox_for(caller, id)
+    terminals.terminal(sandbox, sandbox.name).resize(rows, cols)
+    return Response(status_code=204)
+
+
+@router.post("/{id}/signal", status_code=204, response_class=Response, responses=_COMMON)
+async def send_signal(id: str, request: Request, caller: Caller) -> Response:
+    sig = _signal(_body(await request.body()))
+    terminals = request.app.state.deps.terminals
+    sandbox = await terminals.sandbox_for(caller, id)
+    terminals.terminal(sandbox, sandbox.name).signal(sig)
+    return Response(status_code=204)
+
+
+@router.get("/{id}/terminals", responses=_COMMON)
+async def list_terminals(id: str, request: Request, caller: Caller) -> JSONResponse:
+    terminals = request.app.state.deps.terminals
+    sandbox = await terminals.sandbox_for(caller, id)
+    return JSONResponse({"terminals": terminals.list_terminals(sandbox)})
+
+
+@router.post(
+    "/{id}/terminals",
+    status_code=201,
+    response_model=schemas.TerminalOut,
+    responses={**_COMMON, 409: {"model": _E}, 429: {"model": _E, "description": "session-limit"}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": schemas.TerminalCreate.model_json_schema()}},
+        }
+    },
+)
+async def open_terminal(id: str, request: Request, caller: Caller) -> JSONResponse:
+    body = _body(await request.body())
+    agent = body.get("agent")
+    if not isinstance(agent, str) or not agent.strip():
+        raise Invalid("agent is required", code="missing-agent")
+    terminals = request.app.state.deps.terminals
+    sandbox = await terminals.sandbox_for(caller, id)
+    _require_ready(sandbox)
+    return JSONResponse(terminals.open_extra(sandbox, agent), status_code=201)
+
+
+@router.post(
+    "/{id}/terminals/{tid}/resize", status_code=204, response_class=Response, responses=_COMMON
+)
+async def resize_terminal(id: str, tid: str, request: Request, caller: Caller) -> Response:
+    rows, cols = _size(_body(await request.body()))
+    terminals = request.app.state.deps.terminals
+    sandbox = await terminals.sandbox_for(caller, id)
+    terminals.terminal(sandbox, tid).resize(rows, cols)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/{id}/terminals/{tid}/signal", status_code=204, response_class=Response, responses=_COMMON
+)
+async def signal_terminal(id: str, tid: str, request: Request, caller: Caller) -> Response:
+    sig = _signal(_body(await request.body()))
+    terminals = request.app.state.deps.terminals
+    sandbox = await terminals.sandbox_for(caller, id)
+    terminals.terminal(sandbox, tid).signal(sig)
+    return Response(status_code=204)
+
+
+@router.delete("/{id}/terminals/{tid}", status_code=204, response_class=Response, responses=_COMMON)
+async def close_terminal(id: str, tid: str, request: Request, caller: Caller) -> Response:
+    terminals = request.app.state.deps.terminals
+    sandbox = await terminals.sandbox_for(caller, id)
+    terminals.terminal(sandbox, tid)  # 404 when unknown
+    from ...services.terminals import registry_key
+
+    await terminals.registry.delete(registry_key(sandbox.namespace, sandbox.name), tid)
+    return Response(status_code=204)
+
+
+def _require_ready(sandbox: Sandbox) -> None:
+    if sandbox.status.phase != READY:
+        raise Invalid(
+            f'sandbox "{sandbox.name}" is not ready (phase {sandbox.status.phase or "Pending"})',
+            code="sandbox-not-ready",
+        )
+
+
+# ------------------------------------------------------------------ WebSocket
+async def _authorized(websocket: WebSocket) -> Principal | None:
+    """Accept, then check: a refusal is a close frame with 1008 the client can read,
+    not a bare HTTP 403 on the handshake."""
+    deps = websocket.app.state.deps
+    await websocket.accept()
+    if not origin_allowed(websocket, deps.settings.public_url):
+        await websocket.close(CLOSE_POLICY, "origin not allowed")
+        return None
+    try:
+        return await principal_from(websocket)
+    except SandboxError:
+        await websocket.close(CLOSE_POLICY, "unauthenticated")
+        return None
+
+
+async def _wait_ready(websocket: WebSocket, caller: Principal, sandbox_id: str) -> Sandbox | None:
+    terminals = websocket.app.state.deps.terminals
+    deadline = time.monotonic() + READY_WAIT
+    while True:
+        try:
+            sandbox: Sandbox = await terminals.sandbox_for(caller, sandbox_id)
+        except NotFound:
+            await websocket.close(CLOSE_POLICY, "sandbox not found")
+            return None
+        except SandboxError:
+            sandbox = None  # type: ignore[assignment]
+        if sandbox is not None:
+            if sandbox.status.phase == READY and not sandbox.deleting:
+                return sandbox
+            if sandbox.status.phase == FAILED:
+                ready = sandbox.status.condition("Ready")
+                reason = ready.message or ready.reason if ready else "provisioning failed"
+                await close_with_message(
+                    websocket, code=CLOSE_INTERNAL, message=f"provisioning failed: {reason}"
+                )
+                return None
+        if time.monotonic() >= deadline:
+            await websocket.close(CLOSE_TRY_LATER, "sandbox not ready yet")
+            return None
+        await asyncio.sleep(POLL)
+
+
+@router.websocket("/{id}/attach")
+async def attach(websocket: WebSocket, id: str) -> None:
+    caller = await _authorized(websocket)
+    if caller is None:
+        return
+    sandbox = await _wait_ready(websocket, caller, id)
+    if sandbox is None:
+        return
+    terminals = websocket.app.state.deps.terminals
+    try:
+        session = terminals.primary(sandbox)
+    except SandboxError as exc:
+        await close_with_message(
+            websocket, code=CLOSE_INTERNAL, message=f"cannot start the agent: {exc.detail}"
+        )
+        return
+    await serve_attach(websocket, session, metrics=terminals.metrics)
+
+
+@router.websocket("/{id}/terminals/{tid}/attach")
+async def attach_terminal(websocket: WebSocket, id: str, tid: str) -> None:
+    caller = await _authorized(websocket)
+    if caller is None:
+        return
+    sandbox = await _wait_ready(websocket, caller, id)
+    if sandbox is None:
+        return
+    terminals = websocket.app.state.deps.terminals
+    try:
+        session = terminals.terminal(sandbox, tid)
+    except NotFound:
+        await websocket.close(CLOSE_POLICY, "terminal not found")
+        return
+    await serve_attach(websocket, session, metrics=terminals.metrics)

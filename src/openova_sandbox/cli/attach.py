@@ -1,0 +1,116 @@
+"""`sandbox attach`: the local terminal as a viewer of a sandbox's primary terminal.
+
+Raw mode in, bytes out; the window size is sent on start and on every SIGWINCH; Ctrl-]
+detaches (like telnet) and leaves the agent running. The token rides in the
+``access_token`` query parameter, as for any WebSocket client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import termios
+import tty
+from collections.abc import Iterator
+from urllib.parse import quote
+
+import websockets
+
+from .client import ApiClient
+
+DETACH = b"\x1d"  # Ctrl-]
+
+
+@contextlib.contextmanager
+def raw_terminal(fd: int) -> Iterator[None]:
+    if not os.isatty(fd):
+        yield
+        return
+    saved = termios.tcgetattr(fd)
+    try:
+        tty.setraw(fd)
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def ws_url(server: str, sandbox_id: str, token: str) -> str:
+    base = server.rstrip("/").replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+    return f"{base}/api/v1/sandbox/sessions/{quote(sandbox_id)}/attach?access_token={token}"
+
+
+async def _send_size(client: ApiClient, sandbox_id: str) -> None:
+    size = shutil.get_terminal_size()
+    await asyncio.to_thread(
+        client.request,
+        "POST",
+        f"/api/v1/sandbox/sessions/{quote(sandbox_id)}/resize",
+        json={"rows": size.lines, "cols": size.columns},
+    )
+
+
+async def attach(client: ApiClient, sandbox_id: str) -> str:
+    """Run until detach or close; returns why it ended (for the CLI's last line)."""
+    loop = asyncio.get_running_loop()
+    stdin, stdout = sys.stdin.fileno(), sys.stdout.buffer
+    keys: asyncio.Queue[bytes] = asyncio.Queue()
+    async with websockets.connect(
+        ws_url(client.server, sandbox_id, client.token), max_size=None
+    ) as ws:
+        await _send_size(client, sandbox_id)
+
+        resizes: set[asyncio.Task[None]] = set()
+
+        def on_winch() -> None:
+            task = loop.create_task(_send_size(client, sandbox_id))
+            resizes.add(task)
+            task.add_done_callback(resizes.discard)
+
+        def on_key() -> None:
+            data = os.read(stdin, 4096)
+            keys.put_nowait(data)
+
+        with raw_terminal(stdin):
+            loop.add_signal_handler(signal.SIGWINCH, on_winch)
+            loop.add_reader(stdin, on_key)
+            try:
+                return await _pump(ws, keys, stdout)
+            finally:
+                loop.remove_reader(stdin)
+                loop.remove_signal_handler(signal.SIGWINCH)
+
+
+async def _pump(ws: websockets.ClientConnection, keys: asyncio.Queue[bytes], stdout: object) -> str:
+    async def outbound() -> str:
+        while True:
+            data = await keys.get()
+            if not data:
+                return "input closed"
+            if DETACH in data:
+                before = data.split(DETACH, 1)[0]
+                if before:
+                    await ws.send(before)
+                return "detached; the agent keeps running"
+            await ws.send(data)
+
+    async def inbound() -> str:
+        try:
+            async for frame in ws:
+                chunk = frame if isinstance(frame, bytes) else frame.encode()
+                stdout.write(chunk)  # type: ignore[attr-defined]
+                stdout.flush()  # type: ignore[attr-defined]
+        except websockets.ConnectionClosed:
+            pass
+        code = ws.close_code
+        reason = ws.close_reason or ""
+        return f"connection closed ({code}{': ' + reason if reason else ''})"
+
+    tasks = [asyncio.create_task(outbound()), asyncio.create_task(inbound())]
+    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    return next(iter(done)).result()

@@ -1,0 +1,189 @@
+"""Terminals of a Sandbox, as the control plane offers them to browsers and the CLI.
+
+Bridges three parts: the sessions service (who may see which sandbox), the in-process
+terminal registry (the PTYs), and the controller (which asks, through the
+``TerminalHost`` port, whether terminals are serving and stops them on delete).
+
+Registry keys are ``<namespace>/<name>`` because two orgs may each have a sandbox of
+the same name; the processes still see ``SANDBOX_ID=<name>``. The primary terminal of
+a sandbox is the session named after it, spawned lazily with its default agent. When it
+is spawned for a sandbox that had terminal activity before (the server restarted), a
+banner line tells the viewer the agent was restarted.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+
+from ..config import Settings
+from ..controller.local import workspace_path
+from ..domain.catalogue import RESCUE_SHELL
+from ..domain.errors import Invalid, NotFound
+from ..domain.model import Sandbox
+from ..domain.principal import Principal
+from ..domain.status import attach_path
+from ..terminal.registry import SandboxContext, SessionRequest, TerminalRegistry
+from ..terminal.session import TerminalSession
+from ..terminal.standalone import gateway_env
+from ..terminal.ws import AttachMetrics
+from .sessions import SessionsService
+
+log = structlog.get_logger(__name__)
+
+RESTART_BANNER = (
+    b"\r\n\x1b[33m[sandbox] the server restarted: this agent was started again in the same "
+    b"workspace; earlier screen output is gone.\x1b[0m\r\n"
+)
+
+
+class CredentialSource(Protocol):
+    def credentials_for(self, sub: str) -> dict[str, str]: ...
+
+
+def registry_key(namespace: str, name: str) -> str:
+    return f"{namespace}/{name}"
+
+
+def terminal_attach_path(sandbox_id: str, terminal_id: str) -> str:
+    return f"/api/v1/sandbox/sessions/{sandbox_id}/terminals/{terminal_id}/attach"
+
+
+class TerminalsService:
+    def __init__(
+        self,
+        *,
+        registry: TerminalRegistry,
+        sessions: SessionsService,
+        settings: Settings,
+        credentials: CredentialSource | None = None,
+        metrics: AttachMetrics | None = None,
+    ) -> None:
+        self.metrics = metrics
+        self.registry = registry
+        self._sessions = sessions
+        self._data_dir = Path(settings.data_dir)
+        self._ring_bytes = settings.ring_buffer_bytes
+        self._gateway_env = gateway_env(settings)
+        self._credentials = credentials
+
+    # ----------------------------------------------------------- registry context
+    def _context(self, sandbox: Sandbox, owner_sub: str) -> SandboxContext:
+        env: dict[str, str] = {**self._gateway_env, "SANDBOX_ID": sandbox.name}
+        if self._credentials is not None and owner_sub:
+            env.update(self._credentials.credentials_for(owner_sub))
+        return SandboxContext(
+            sandbox_id=registry_key(sandbox.namespace, sandbox.name),
+            namespace=sandbox.namespace,
+            org_id=sandbox.spec.org_slug,
+            owner=sandbox.spec.owner_email,
+            default_agent=sandbox.spec.default_agent,
+            workdir=str(workspace_path(self._data_dir, sandbox.namespace, sandbox.name)),
+            env=env,
+            session_limit=sandbox.spec.quota.concurrent_sessions,
+            ring_bytes=self._ring_bytes,
+        )
+
+    def _register(self, sandbox: Sandbox) -> str:
+        owner_sub = sandbox.metadata.annotations.get("openova.io/owner-sub", "")
+        context = self._context(sandbox, owner_sub)
+        self.registry.add_sandbox(context)
+        return context.sandbox_id
+
+    async def sandbox_for(self, principal: Principal, sandbox_id: str) -> Sandbox:
+        return await self._sessions.get(principal, sandbox_id)
+
+    # ----------------------------------------------------------- terminals
+    def primary(self, sandbox: Sandbox) -> TerminalSession:
+        """The sandbox's primary terminal, spawned lazily with its default agent."""
+        key = self._register(sandbox)
+        banner = b""
+        try:
+            existing = self.registry.get(key, sandbox.name)
+        except NotFound:
+            existing = None
+            if sandbox.status.last_activity_at is not None:
+                banner = RESTART_BANNER
+        if existing is not None and not existing.exited:
+            return existing
+        if existing is not None:
+            code = existing.exit_code
+            banner = (
+                f"\r\n\x1b[33m[sandbox] the agent exited (code {code}); "
+                "started it again.\x1b[0m\r\n"
+            ).encode()
+            self.registry.forget(key, sandbox.name)
+        session = self.registry.open(key, sandbox.name)
+        if banner:
+            session.announce(banner)
+            log.info("terminal.respawned", sandbox=sandbox.name, namespace=sandbox.namespace)
+        return session
+
+    def open_extra(self, sandbox: Sandbox, agent: str) -> dict[str, Any]:
+        catalogue = self._sessions.catalogue
+        if agent != RESCUE_SHELL and agent not in catalogue.api_slugs:
+            known = ", ".join([RESCUE_SHELL, *catalogue.api_slugs])
+            raise Invalid(f'agent "{agent}" not in catalogue {{{known}}}', code="invalid-agent")
+        key = self._register(sandbox)
+        session = self.registry.create(key, SessionRequest(agent=agent))
+        return {
+            "id": session.id,
+            "agent": agent,
+            "attachUrl": terminal_attach_path(sandbox.name, session.id),
+        }
+
+    def terminal(self, sandbox: Sandbox, terminal_id: str) -> TerminalSession:
+        key = self._register(sandbox)
+        try:
+            return self.registry.get(key, terminal_id)
+        except NotFound as exc:
+            raise NotFound(
+                f'terminal "{terminal_id}" not found in sandbox "{sandbox.name}"',
+                code="terminal-not-found",
+            ) from exc
+
+    def list_terminals(self, sandbox: Sandbox) -> list[dict[str, Any]]:
+        key = self._register(sandbox)
+        out = []
+        for session in self.registry.list(key):
+            if session.exited:
+                continue
+            url = (
+                attach_path(sandbox.name)
+                if session.id == sandbox.name
+                else terminal_attach_path(sandbox.name, session.id)
+            )
+            out.append({"id": session.id, "agent": session.agent, "attachUrl": url})
+        return out
+
+
+class TerminalHostAdapter:
+    """The controller's ``TerminalHost`` port over the in-process registry."""
+
+    def __init__(self, registry: TerminalRegistry) -> None:
+        self._registry = registry
+
+    def serving(self) -> bool:
+        """In-process: the terminal server lives and dies with this process."""
+        return True
+
+    async def stop_sandbox(self, namespace: str, name: str) -> None:
+        await self._registry.remove_sandbox(registry_key(namespace, name))
+
+    def sessions(self, namespace: str, name: str) -> int:
+        try:
+            return self._registry.live_count(registry_key(namespace, name))
+        except NotFound:
+            return 0
+
+    def last_activity(self, namespace: str, name: str) -> datetime | None:
+        key = registry_key(namespace, name)
+        try:
+            if not self._registry.list(key):
+                return None
+            return self._registry.last_activity_at(key)
+        except NotFound:
+            return None

@@ -1,0 +1,217 @@
+"""Control-plane terminals over real WebSockets: the browser's path to the agent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import websockets
+
+SESSIONS = "/api/v1/sandbox/sessions"
+FAKE_AGENTS = [
+    {"slug": "aider", "binary": "/bin/sh", "defaultArgs": ["-i"], "requiredEnv": []},
+    {"slug": "opencode", "binary": "/bin/cat", "defaultArgs": [], "requiredEnv": []},
+    {"slug": "qwen-code", "binary": "/nonexistent/qwen", "defaultArgs": [], "requiredEnv": []},
+]
+
+
+@pytest.fixture
+def tapi(make_api, tmp_path):
+    (tmp_path / "agents.json").write_text(json.dumps(FAKE_AGENTS))
+    return make_api(store="memory")
+
+
+def wait_ready(api, headers, sandbox_id, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        item = api.http.get(f"{SESSIONS}/{sandbox_id}", headers=headers).json()
+        if item.get("phase") in ("Ready", "Failed"):
+            return item
+        time.sleep(0.05)
+    raise AssertionError(f"{sandbox_id} not ready: {item}")
+
+
+def ws_url(api, sandbox_id, token, suffix="attach"):
+    return f"{api.server.ws_url}{SESSIONS}/{sandbox_id}/{suffix}?access_token={token}"
+
+
+async def read_until(ws, needle: bytes, timeout=10.0) -> bytes:
+    seen = b""
+    async with asyncio.timeout(timeout):
+        while needle not in seen:
+            frame = await ws.recv()
+            seen += frame if isinstance(frame, bytes) else frame.encode()
+    return seen
+
+
+def test_created_sandbox_becomes_ready_with_every_condition(tapi):
+    h = tapi.auth()
+    started = time.monotonic()
+    tapi.http.post(SESSIONS, headers=h, json={"agent": "aider", "name": "box"})
+    item = wait_ready(tapi, h, "box")
+    assert time.monotonic() - started < 2.0
+    assert item["status"] == "running"
+    types = [c["type"] for c in item["conditions"]]
+    assert types == [
+        "NamespaceReady",
+        "RBACReady",
+        "PVCsReady",
+        "PtyReady",
+        "McpReady",
+        "TokenReady",
+        "Ready",
+    ]
+    assert all(c["status"] == "True" for c in item["conditions"])
+    workspace = Path(tapi.deps.settings.data_dir) / "workspaces" / "acme" / "box"
+    assert workspace.is_dir()
+
+
+def test_attach_type_replay_second_viewer_resize_signal_delete(tapi):
+    h = tapi.auth()
+    token = tapi.token()
+    tapi.http.post(SESSIONS, headers=h, json={"agent": "aider", "name": "box"})
+    wait_ready(tapi, h, "box")
+
+    async def scenario():
+        async with websockets.connect(ws_url(tapi, "box", token)) as one:
+            await one.send("echo hello-$((40+2))\n")
+            await read_until(one, b"hello-42")
+            async with websockets.connect(ws_url(tapi, "box", token)) as two:
+                replay = await two.recv()
+                assert b"hello-42" in replay  # the second viewer gets the screen so far
+                await two.send("echo from-two-$((1+1))\n")
+                await read_until(one, b"from-two-2")
+                await read_until(two, b"from-two-2")
+        # reconnect: the replay holds everything, then live output follows
+        async with websockets.connect(ws_url(tapi, "box", token)) as again:
+            replay = await again.recv()
+            assert b"hello-42" in replay
+            assert b"from-two-2" in replay
+            resize = tapi.http.post(
+                f"{SESSIONS}/box/resize", headers=h, json={"rows": 33, "cols": 101}
+            )
+            assert resize.status_code == 204
+            await again.send("stty size\n")
+            await read_until(again, b"33 101")
+            await again.send("sleep 30; echo not-interrupted\n")
+            await asyncio.sleep(0.3)
+            sig = tapi.http.post(f"{SESSIONS}/box/signal", headers=h, json={"signal": "int"})
+            assert sig.status_code == 204
+            await again.send("echo after-$((2*3))\n")
+            seen = await read_until(again, b"after-6", timeout=5)
+            assert b"\r\nnot-interrupted" not in seen  # only the echo of the typed line
+
+    asyncio.run(scenario())
+    item = tapi.http.get(f"{SESSIONS}/box", headers=h).json()
+    pids = [s.pid for s in tapi.deps.terminals.registry.list("acme/box")]
+    assert pids
+    assert tapi.http.delete(f"{SESSIONS}/box", headers=h).status_code == 204
+    deadline = time.monotonic() + 10
+    while tapi.http.get(f"{SESSIONS}/box", headers=h).status_code != 404:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert not (Path(tapi.deps.settings.data_dir) / "workspaces" / "acme" / "box").exists()
+    del item
+
+
+def test_attach_is_refused_to_strangers_and_foreign_origins(tapi):
+    h = tapi.auth()
+    tapi.http.post(SESSIONS, headers=h, json={"agent": "aider", "name": "box"})
+    wait_ready(tapi, h, "box")
+    bob = tapi.token(sub="bob-sub-12", email="bob@acme.com")
+    eve = tapi.token(sub="eve-sub-12", email="eve@evil.io", org="evil")
+
+    async def closed_with(url, **kw):
+        async with websockets.connect(url, **kw) as ws:
+            with pytest.raises(websockets.ConnectionClosed) as info:
+                await asyncio.wait_for(ws.recv(), 5)
+            return info.value.rcvd.code
+
+    async def scenario():
+        assert await closed_with(ws_url(tapi, "box", "garbage")) == 1008
+        assert await closed_with(ws_url(tapi, "box", bob)) == 1008
+        assert await closed_with(ws_url(tapi, "box", eve)) == 1008
+        evil_origin = {"origin": "http://evil.example"}
+        assert (
+            await closed_with(ws_url(tapi, "box", tapi.token()), additional_headers=evil_origin)
+            == 1008
+        )
+        # the browser's own origin is fine
+        own = {"origin": tapi.url}
+        async with websockets.connect(
+            ws_url(tapi, "box", tapi.token()), additional_headers=own
+        ) as ws:
+            assert isinstance(await asyncio.wait_for(ws.recv(), 5), bytes)
+
+    asyncio.run(scenario())
+
+
+def test_extra_terminals_and_session_limit(make_api, tmp_path):
+    (tmp_path / "agents.json").write_text(json.dumps(FAKE_AGENTS))
+    api = make_api(store="memory", default_quota_sessions=2)
+    h = api.auth()
+    api.http.post(SESSIONS, headers=h, json={"agent": "opencode", "name": "box"})
+    wait_ready(api, h, "box")
+    shell = api.http.post(f"{SESSIONS}/box/terminals", headers=h, json={"agent": "sovereign-shell"})
+    assert shell.status_code == 201
+    body = shell.json()
+    assert len(body["id"]) == 24
+    assert body["attachUrl"] == f"{SESSIONS}/box/terminals/{body['id']}/attach"
+    second = api.http.post(
+        f"{SESSIONS}/box/terminals", headers=h, json={"agent": "sovereign-shell"}
+    )
+    assert second.status_code == 201
+    third = api.http.post(f"{SESSIONS}/box/terminals", headers=h, json={"agent": "sovereign-shell"})
+    assert third.status_code == 429
+    assert third.json()["error"] == "session-limit"
+    bad = api.http.post(f"{SESSIONS}/box/terminals", headers=h, json={"agent": "vim"})
+    assert bad.status_code == 400
+
+    async def scenario():
+        url = f"{api.server.ws_url}{body['attachUrl']}?access_token={api.token()}"
+        async with websockets.connect(url) as ws:
+            await ws.send("echo rescue-$((3*3))\n")
+            await read_until(ws, b"rescue-9")
+
+    asyncio.run(scenario())
+
+
+def test_agent_that_cannot_spawn_explains_itself(tapi):
+    h = tapi.auth()
+    tapi.http.post(SESSIONS, headers=h, json={"agent": "qwen-code", "name": "broken"})
+    wait_ready(tapi, h, "broken")
+
+    async def scenario():
+        async with websockets.connect(ws_url(tapi, "broken", tapi.token())) as ws:
+            text = b""
+            async for frame in ws:  # ends when the server closes
+                text += frame
+            assert ws.close_code == 1011
+            assert b"not installed" in text
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("resize", {"rows": 0, "cols": 80}),
+        ("resize", {"rows": "x", "cols": 80}),
+        ("resize", {"rows": 24, "cols": 1001}),
+        ("signal", {"signal": "KILL"}),
+        ("signal", {}),
+    ],
+)
+def test_bad_terminal_requests(tapi, path, body):
+    h = tapi.auth()
+    tapi.http.post(SESSIONS, headers=h, json={"agent": "aider", "name": "box"})
+    resp = tapi.http.post(f"{SESSIONS}/box/{path}", headers=h, json=body)
+    assert resp.status_code == 400
+    assert resp.json()["detail"]
