@@ -17,10 +17,18 @@ function AgentCard({ agent, onStart }: { agent: Agent; onStart: (agent: Agent) =
         <h3 className="agent-label">{agent.label}</h3>
         <code className="agent-id">{agent.id}</code>
       </div>
-      <p className="agent-blurb">{agent.blurb}</p>
+      <p className="agent-blurb" title={agent.blurb}>
+        {agent.blurb}
+      </p>
       {!agent.installed && (
-        <p id={hintId} className="hint install-hint">
-          Not installed on this server. {agent.installHint}
+        <p id={hintId} className="hint">
+          Not installed on this server.
+          {agent.installHint && (
+            <>
+              {" "}
+              Install: <code className="install-hint">{agent.installHint}</code>
+            </>
+          )}
         </p>
       )}
       <div className="agent-card-actions">
