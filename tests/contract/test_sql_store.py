@@ -140,6 +140,17 @@ async def test_sqlite_file_settings(tmp_path: Path, make_sandbox: MakeSandbox) -
     store = SqlStore(f"sqlite:///{path}", retain_events=3)  # plain spelling is accepted
     await store.start()
     try:
+        async with store._engine.connect() as connection:  # type: ignore[union-attr]
+            pragmas = {
+                name: (await connection.exec_driver_sql(f"PRAGMA {name}")).scalar()
+                for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")
+            }
+        assert pragmas == {
+            "journal_mode": "wal",
+            "synchronous": 2,  # FULL
+            "foreign_keys": 1,
+            "busy_timeout": 4000,
+        }
         current = await store.create(make_sandbox("alpha"))
         for i in range(6):
             updated = await store.update(current.with_meta(labels={"i": str(i)}))

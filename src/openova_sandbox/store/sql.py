@@ -8,14 +8,13 @@ a second process sharing the database is seen without a notification channel.
 
 Every call runs under a time budget (5 s by default) and is retried once, on freshly
 opened connections, when its failure is transient; what still fails becomes
-``BackendUnavailable`` (mapping: ``sql_errors``). Migrations run in ``start``.
+``BackendUnavailable`` (``sql_retry``, ``sql_errors``). Migrations run in ``start``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TypeVar
 
@@ -23,35 +22,19 @@ import structlog
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ..domain.errors import BackendUnavailable, SandboxError
+from ..domain.errors import BackendUnavailable
 from ..domain.model import JSON, Sandbox
 from . import semantics as rules
 from . import sql_queries as q
 from .base import EventType, WatchEvent
-from .sql_engine import create_engine, migrate, parse_url, safe_url
-from .sql_errors import describe, is_database_error, is_transient
+from .sql_engine import create_engine, migrate, migration_lock, parse_url, safe_url
+from .sql_retry import UNAVAILABLE, run_with_retry
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
-UNAVAILABLE = "sandbox backend temporarily unavailable"
 # A write's work: the value to return, and whether anything changed (else: roll back).
 Work = Callable[[AsyncConnection], Awaitable[tuple[T, bool]]]
-
-# Alembic keeps its running environment in module globals, so two migrations must not
-# interleave inside one process (one lock per event loop; other processes are kept
-# apart by the database: an advisory lock on PostgreSQL, BEGIN IMMEDIATE on SQLite).
-_MIGRATION_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _migration_lock() -> asyncio.Lock:
-    loop = asyncio.get_running_loop()
-    lock = _MIGRATION_LOCKS.get(loop)
-    if lock is None:
-        lock = _MIGRATION_LOCKS[loop] = asyncio.Lock()
-    return lock
 
 
 class SqlStore:
@@ -258,7 +241,7 @@ class SqlStore:
     # --- internals --------------------------------------------------------------------
 
     async def _migrate(self, engine: AsyncEngine) -> None:
-        async with _migration_lock(), engine.connect() as connection:
+        async with migration_lock(), engine.connect() as connection:
             connection = await connection.execution_options(sqlite_begin="immediate")
             await connection.run_sync(migrate)
             await connection.commit()
@@ -331,35 +314,9 @@ class SqlStore:
     async def _attempts(
         self, action: str, engine: AsyncEngine, work: Callable[[AsyncEngine], Awaitable[T]]
     ) -> T:
-        """Run ``work`` within the budget; once more on fresh connections if transient."""
-        for attempt in (1, 2):
-            try:
-                async with asyncio.timeout(self._budget):
-                    return await work(engine)
-            except SandboxError:
-                raise
-            except Exception as exc:
-                if not is_database_error(exc):
-                    raise
-                transient = is_transient(exc)
-                if attempt == 1 and transient and not self._closed:
-                    log.warning("store.retrying", action=action, error=describe(exc))
-                    await self._recycle(engine)
-                    continue
-                log.error(
-                    "store.unavailable", action=action, error=describe(exc), transient=transient
-                )
-                raise BackendUnavailable(UNAVAILABLE) from exc
-        raise AssertionError("unreachable")
-
-    async def _recycle(self, engine: AsyncEngine) -> None:
-        """Drop pooled connections so the retry opens new ones."""
-        try:
-            async with asyncio.timeout(1.0):
-                await engine.dispose()
-        except Exception as exc:  # a dead server can make closing hang or fail
-            log.warning("store.recycle_failed", error=describe(exc))
-            await engine.dispose(close=False)
+        return await run_with_retry(
+            action, engine, work, budget=self._budget, retry=lambda: not self._closed
+        )
 
     def _notify(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()

@@ -13,6 +13,8 @@ server restarted is noticed at checkout.
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +109,22 @@ def _sqlite_engine(url: URL, *, echo: bool, connect_timeout: float) -> AsyncEngi
         connection.exec_driver_sql("BEGIN IMMEDIATE" if mode == "immediate" else "BEGIN")
 
     return engine
+
+
+# Alembic keeps its running environment in module globals, so two migrations must not
+# interleave inside one process (one lock per event loop; other processes are kept
+# apart by the database: an advisory lock on PostgreSQL, BEGIN IMMEDIATE on SQLite).
+_MIGRATION_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def migration_lock() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    lock = _MIGRATION_LOCKS.get(loop)
+    if lock is None:
+        lock = _MIGRATION_LOCKS[loop] = asyncio.Lock()
+    return lock
 
 
 def migrate(connection: Connection) -> None:
