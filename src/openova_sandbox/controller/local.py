@@ -89,7 +89,7 @@ class LocalRuntime:
         git_binary: str = "git",
     ) -> None:
         self._terminals = terminals
-        self._data_dir = data_dir
+        self._data_dir = data_dir.absolute()  # git and terminals must not depend on the cwd
         self._git_base_url = git_base_url
         self._clone_timeout = clone_timeout
         self._git = git_binary
@@ -178,17 +178,17 @@ class LocalRuntime:
             folder.chmod(WORKSPACE_MODE)  # mkdir's mode is filtered by the umask
         if not ws.is_dir():
             raise NotADirectoryError(f"workspace {ws} exists and is not a folder")
-        log.info("workspace created", namespace=namespace, sandbox=name, path=str(ws))
+        log.info("controller.workspace.created", namespace=namespace, sandbox=name, path=str(ws))
 
     async def stop_terminals(self, namespace: str, name: str) -> None:
         await self._terminals.stop_sandbox(namespace, name)
-        log.info("terminals stopped", namespace=namespace, sandbox=name)
+        log.info("controller.terminals.stopped", namespace=namespace, sandbox=name)
 
     async def remove_workspace(self, namespace: str, name: str) -> None:
         ws = self.workspace(namespace, name)
         if ws.exists():
             await asyncio.to_thread(shutil.rmtree, ws)
-            log.info("workspace removed", namespace=namespace, sandbox=name)
+            log.info("controller.workspace.removed", namespace=namespace, sandbox=name)
         with contextlib.suppress(OSError):
             ws.parent.rmdir()  # the namespace folder, when this was its last workspace
         self.forget(namespace, name)
@@ -216,7 +216,11 @@ class LocalRuntime:
             partial = ws / f"{PARTIAL_PREFIX}{folder}-{secrets.token_hex(4)}"
             url = clone_url(self._git_base_url, repo)
             log.info(
-                "clone started", namespace=ns, sandbox=name, repo=repo, url=scrub_credentials(url)
+                "controller.clone.started",
+                namespace=ns,
+                sandbox=name,
+                repo=repo,
+                url=scrub_credentials(url),
             )
             try:
                 code, stderr = await self._run_git("clone", "--quiet", "--", url, str(partial))
@@ -232,7 +236,7 @@ class LocalRuntime:
                 await asyncio.to_thread(shutil.rmtree, partial, True)
                 return self._fail(sandbox, repo, stderr or f"git clone exited with {code}")
             partial.rename(dest)
-        log.info("clone finished", namespace=ns, sandbox=name, repo=repo)
+        log.info("controller.clone.finished", namespace=ns, sandbox=name, repo=repo)
         return True
 
     def _fail(self, sandbox: Sandbox, repo: str, message: str) -> bool:
@@ -241,7 +245,7 @@ class LocalRuntime:
         self._clone_errors.setdefault((ns, name), {})[repo] = _CloneError(
             sandbox.metadata.generation, text
         )
-        log.warning("clone failed", namespace=ns, sandbox=name, repo=repo, error=text)
+        log.warning("controller.clone.failed", namespace=ns, sandbox=name, repo=repo, error=text)
         return False
 
     @staticmethod

@@ -108,7 +108,7 @@ class EmbeddedController:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        log.info("controller stopped")
+        log.info("controller.stopped")
 
     async def wait_idle(self) -> None:
         """Until the first listing is processed and no Sandbox is being reconciled."""
@@ -123,11 +123,11 @@ class EmbeddedController:
                 self._queue = WorkQueue(self._reconcile_key, group.create_task)
                 group.create_task(self._watch_loop(), name="sandbox-controller-watch")
                 group.create_task(self._sweep_loop(), name="sandbox-controller-sweep")
-                log.info("controller started")
+                log.info("controller.started")
                 ready.set()
         except* Exception as group_error:  # a bug: say so rather than stop silently
             for exc in group_error.exceptions:
-                log.error("controller crashed", error=f"{type(exc).__name__}: {exc}")
+                log.error("controller.crashed", error=f"{type(exc).__name__}: {exc}")
         finally:
             ready.set()
             if self._queue is not None:
@@ -156,12 +156,12 @@ class EmbeddedController:
                     self._enqueue(key)
             except Exception as exc:
                 if isinstance(exc, Conflict) and exc.code == TOO_OLD:
-                    log.info("watch expired; listing again", since=since)
+                    log.info("controller.watch.expired", since=since)
                     since = None
                     continue
                 failures += 1
                 delay = backoff_delay(failures)
-                log.warning("watch failed; resuming", since=since, retry_in=delay, error=str(exc))
+                log.warning("controller.watch.failed", since=since, retry_in=delay, error=str(exc))
                 await asyncio.sleep(delay)
             else:
                 await asyncio.sleep(backoff_delay(1))  # the stream ended: resume from `since`
@@ -191,7 +191,7 @@ class EmbeddedController:
         """A deleted Sandbox should not wait for its clone to finish: cancel the clone."""
         task = self._clone_tasks.get(key)
         if task is not None and not task.done():
-            log.info("cancelling clone of a deleted sandbox", namespace=key[0], sandbox=key[1])
+            log.info("controller.clone.preempted", namespace=key[0], sandbox=key[1])
             task.cancel()
 
     # ------------------------------------------------------------------ reconciling
@@ -210,7 +210,7 @@ class EmbeddedController:
             try:
                 await self._execute(sandbox, plan)
             except Conflict:
-                log.debug("write conflict; reading again", namespace=key[0], sandbox=key[1])
+                log.debug("controller.write.conflict", namespace=key[0], sandbox=key[1])
                 continue
             # After actions, look again at once: the next pass records their outcome.
             if not plan.actions and plan.requeue_after != 0:
@@ -257,7 +257,11 @@ class EmbeddedController:
         finalizers = (*others, FINALIZER) if present else others
         updated = await self._store.update(sandbox.with_meta(finalizers=finalizers))
         ns, name = sandbox.key
-        log.info("finalizer added" if present else "finalizer released", namespace=ns, sandbox=name)
+        log.info(
+            "controller.finalizer.added" if present else "controller.finalizer.released",
+            namespace=ns,
+            sandbox=name,
+        )
         if updated is None:
             self._runtime.forget(ns, name)
         return updated
@@ -268,7 +272,7 @@ class EmbeddedController:
             ns, name = sandbox.key
             ready = status.condition("Ready")
             log.info(
-                "phase changed",
+                "controller.phase.changed",
                 namespace=ns,
                 sandbox=name,
                 phase=status.phase,

@@ -100,7 +100,7 @@ class WorkQueue:
                     self._failures[key] = failures
                     delay = backoff_delay(failures)
                     log.warning(
-                        "reconcile failed; retrying",
+                        "controller.reconcile.retry",
                         namespace=key[0],
                         sandbox=key[1],
                         attempt=failures,
