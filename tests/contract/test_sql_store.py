@@ -14,13 +14,16 @@ import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from conftest import StoreFactory
 from openova_sandbox.domain.errors import BackendUnavailable
 from openova_sandbox.domain.model import Sandbox, SandboxStatus
 from openova_sandbox.store.sql import SqlStore
+
+if TYPE_CHECKING:
+    from conftest import StoreFactory
 from support.postgres import PostgresServer, PostgresUnavailable, free_port, skip_or_fail
 
 MakeSandbox = Callable[..., Sandbox]

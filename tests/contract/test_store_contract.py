@@ -11,13 +11,16 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import pytest
 
-from conftest import StoreFactory
 from openova_sandbox.domain.errors import AlreadyExists, Conflict, Invalid, NotFound
 from openova_sandbox.domain.model import Condition, Sandbox, SandboxStatus
 from openova_sandbox.store.base import Store, WatchEvent
+
+if TYPE_CHECKING:
+    from conftest import StoreFactory
 
 MakeSandbox = Callable[..., Sandbox]
 
