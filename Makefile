@@ -32,8 +32,8 @@ run: setup
 	$(BIN)/sandbox serve --host $(HOST) --port $(PORT)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests $(wildcard bench)
+	$(BIN)/ruff format --check src tests $(wildcard bench)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -42,7 +42,7 @@ importlint: $(STAMP)
 	$(BIN)/lint-imports
 
 webtest: web
-	@if [ -f web/package.json ]; then cd web && npm run --silent typecheck && npm test --silent; fi
+	@if [ -f web/package.json ]; then cd web && npm run --silent gen:api && npm run --silent typecheck && npm test --silent; fi
 
 # pytest's exit code 5 (no test collected) is a failure here, never a silent pass.
 pytest: setup

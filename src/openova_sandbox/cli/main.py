@@ -92,6 +92,10 @@ def main_options(
     ] = False,
 ) -> None:
     """OpenOva Sandbox."""
+    from ..logs import configure
+
+    # client commands log warnings only, on stderr; serve/pty-server reconfigure
+    configure(level="warning")
 
 
 @app.command()

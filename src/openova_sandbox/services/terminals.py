@@ -145,6 +145,11 @@ class TerminalsService:
                 code="terminal-not-found",
             ) from exc
 
+    async def close(self, sandbox: Sandbox, terminal_id: str) -> None:
+        """End one terminal (404 when unknown); returns once its processes are gone."""
+        self.terminal(sandbox, terminal_id)
+        await self.registry.delete(registry_key(sandbox.namespace, sandbox.name), terminal_id)
+
     def list_terminals(self, sandbox: Sandbox) -> list[dict[str, Any]]:
         key = self._register(sandbox)
         out = []

@@ -88,7 +88,7 @@ export function ClaudeCodeCard({
     );
   } else if (status.connected) {
     const account = status.accountLabel || status.anthropic_account_email || "your Claude account";
-    const since = formatWhen(status.connectedAt || status.connected_at);
+    const since = formatWhen(status.connectedAt || status.connected_at || undefined);
     body = (
       <>
         <p>

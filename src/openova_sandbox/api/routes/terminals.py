@@ -50,6 +50,15 @@ _COMMON: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _json_body(model: type[Any]) -> dict[str, Any]:
+    schema = model.model_json_schema()
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+_RESIZE = _json_body(schemas.ResizeBody)
+_SIGNAL = _json_body(schemas.SignalBody)
+
+
 def _body(raw: bytes) -> dict[str, Any]:
     if not raw:
         raise Invalid("request body required", code="empty-body")
@@ -78,7 +87,13 @@ def _signal(body: dict[str, Any]) -> int:
 
 
 # ------------------------------------------------------------------ REST
-@router.post("/{id}/resize", status_code=204, response_class=Response, responses=_COMMON)
+@router.post(
+    "/{id}/resize",
+    status_code=204,
+    response_class=Response,
+    responses=_COMMON,
+    openapi_extra=_RESIZE,
+)
 async def resize(id: str, request: Request, caller: Caller) -> Response:
     rows, cols = _size(_body(await request.body()))
     terminals = request.app.state.deps.terminals
@@ -87,7 +102,13 @@ async def resize(id: str, request: Request, caller: Caller) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/{id}/signal", status_code=204, response_class=Response, responses=_COMMON)
+@router.post(
+    "/{id}/signal",
+    status_code=204,
+    response_class=Response,
+    responses=_COMMON,
+    openapi_extra=_SIGNAL,
+)
 async def send_signal(id: str, request: Request, caller: Caller) -> Response:
     sig = _signal(_body(await request.body()))
     terminals = request.app.state.deps.terminals
@@ -127,7 +148,11 @@ async def open_terminal(id: str, request: Request, caller: Caller) -> JSONRespon
 
 
 @router.post(
-    "/{id}/terminals/{tid}/resize", status_code=204, response_class=Response, responses=_COMMON
+    "/{id}/terminals/{tid}/resize",
+    status_code=204,
+    response_class=Response,
+    responses=_COMMON,
+    openapi_extra=_RESIZE,
 )
 async def resize_terminal(id: str, tid: str, request: Request, caller: Caller) -> Response:
     rows, cols = _size(_body(await request.body()))
@@ -138,7 +163,11 @@ async def resize_terminal(id: str, tid: str, request: Request, caller: Caller) -
 
 
 @router.post(
-    "/{id}/terminals/{tid}/signal", status_code=204, response_class=Response, responses=_COMMON
+    "/{id}/terminals/{tid}/signal",
+    status_code=204,
+    response_class=Response,
+    responses=_COMMON,
+    openapi_extra=_SIGNAL,
 )
 async def signal_terminal(id: str, tid: str, request: Request, caller: Caller) -> Response:
     sig = _signal(_body(await request.body()))
@@ -152,10 +181,7 @@ async def signal_terminal(id: str, tid: str, request: Request, caller: Caller) -
 async def close_terminal(id: str, tid: str, request: Request, caller: Caller) -> Response:
     terminals = request.app.state.deps.terminals
     sandbox = await terminals.sandbox_for(caller, id)
-    terminals.terminal(sandbox, tid)  # 404 when unknown
-    from ...services.terminals import registry_key
-
-    await terminals.registry.delete(registry_key(sandbox.namespace, sandbox.name), tid)
+    await terminals.close(sandbox, tid)
     return Response(status_code=204)
 
 
