@@ -229,6 +229,9 @@ class LocalRuntime:
                 return self._fail(
                     sandbox, repo, f"git clone timed out after {self._clone_timeout:g}s"
                 )
+            except OSError as exc:  # git missing or not executable: no retry will help
+                await asyncio.to_thread(shutil.rmtree, partial, True)
+                return self._fail(sandbox, repo, f"cannot run {self._git}: {exc.strerror or exc}")
             except BaseException:
                 await asyncio.shield(asyncio.to_thread(shutil.rmtree, partial, True))
                 raise

@@ -41,6 +41,7 @@ from .reconcile import (
     reconcile,
     reconcile_orphan,
 )
+from .scrub import scrub_credentials
 from .workqueue import Key, WorkQueue, backoff_delay
 
 log = structlog.get_logger(__name__)
@@ -79,7 +80,6 @@ class EmbeddedController:
         self._known: set[Key] = set()
         self._synced = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
-        self._group: asyncio.TaskGroup | None = None
         self._queue: WorkQueue | None = None
         self._clone_tasks: dict[Key, asyncio.Task[bool]] = {}
 
@@ -119,7 +119,6 @@ class EmbeddedController:
     async def _supervise(self, ready: asyncio.Event) -> None:
         try:
             async with asyncio.TaskGroup() as group:
-                self._group = group
                 self._queue = WorkQueue(self._reconcile_key, group.create_task)
                 group.create_task(self._watch_loop(), name="sandbox-controller-watch")
                 group.create_task(self._sweep_loop(), name="sandbox-controller-sweep")
@@ -127,12 +126,13 @@ class EmbeddedController:
                 ready.set()
         except* Exception as group_error:  # a bug: say so rather than stop silently
             for exc in group_error.exceptions:
-                log.error("controller.crashed", error=f"{type(exc).__name__}: {exc}")
+                log.error(
+                    "controller.crashed", error=scrub_credentials(f"{type(exc).__name__}: {exc}")
+                )
         finally:
             ready.set()
             if self._queue is not None:
                 self._queue.close()
-            self._group = None
 
     # ------------------------------------------------------------------ watching
 
@@ -161,7 +161,12 @@ class EmbeddedController:
                     continue
                 failures += 1
                 delay = backoff_delay(failures)
-                log.warning("controller.watch.failed", since=since, retry_in=delay, error=str(exc))
+                log.warning(
+                    "controller.watch.failed",
+                    since=since,
+                    retry_in=delay,
+                    error=scrub_credentials(str(exc)),
+                )
                 await asyncio.sleep(delay)
             else:
                 await asyncio.sleep(backoff_delay(1))  # the stream ended: resume from `since`

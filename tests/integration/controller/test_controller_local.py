@@ -1,0 +1,114 @@
+"""The local runtime on its own: folders, modes, clones and their failure modes."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+from controller_support import RecordingTerminals, new_sandbox
+
+from openova_sandbox.controller.local import LocalRuntime, workspace_path
+from openova_sandbox.controller.reconcile import (
+    CloneRepo,
+    EnsureWorkspace,
+    RemoveWorkspace,
+    StopTerminals,
+)
+from openova_sandbox.domain.errors import Invalid
+
+
+def runtime(data_dir: Path, base: str, **options: object) -> LocalRuntime:
+    return LocalRuntime(RecordingTerminals(), data_dir=data_dir, git_base_url=base, **options)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", ["..", ".", "", "a/b", "a\\b", "x\x00y"])
+def test_workspace_path_refuses_names_that_escape(tmp_path: Path, bad: str) -> None:
+    with pytest.raises(Invalid):
+        workspace_path(tmp_path, bad, "box")
+    with pytest.raises(Invalid):
+        workspace_path(tmp_path, "acme", bad)
+
+
+async def test_workspace_folders_are_private_and_removed_with_their_namespace(
+    data_dir: Path, git_base: Path
+) -> None:
+    rt = runtime(data_dir, git_base.as_uri())
+    sb = new_sandbox("box")
+    assert await rt.execute(sb, EnsureWorkspace())
+    ws = workspace_path(data_dir.absolute(), "acme", "box")
+    for folder in (ws, ws.parent, ws.parent.parent):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+    assert rt.observe(sb).workspace_exists
+    assert await rt.execute(sb, EnsureWorkspace())  # idempotent
+    assert await rt.execute(sb, RemoveWorkspace())
+    assert not ws.exists() and not ws.parent.exists()
+    assert (data_dir / "workspaces").is_dir()
+    assert await rt.execute(sb, RemoveWorkspace())  # idempotent
+
+
+async def test_a_clone_replaces_leftovers_of_an_interrupted_attempt(
+    data_dir: Path, git_base: Path
+) -> None:
+    rt = runtime(data_dir, git_base.as_uri() + "/")
+    sb = new_sandbox("box", repos=("acme/app",))
+    await rt.execute(sb, EnsureWorkspace())
+    ws = workspace_path(data_dir, "acme", "box")
+    leftover = ws / ".clone-app-deadbeef"
+    (leftover / "objects").mkdir(parents=True)
+    (ws / "app").mkdir()  # an empty folder where the clone goes is fine
+    assert await rt.execute(sb, CloneRepo("acme/app"))
+    assert not leftover.exists()
+    assert (ws / "app" / "README.md").read_text() == "hello from acme/app\n"
+    assert rt.observe(sb).cloned == frozenset({"acme/app"})
+
+
+async def test_a_folder_in_the_way_is_reported_not_overwritten(
+    data_dir: Path, git_base: Path
+) -> None:
+    rt = runtime(data_dir, git_base.as_uri())
+    sb = new_sandbox("box", repos=("acme/app",))
+    await rt.execute(sb, EnsureWorkspace())
+    mine = workspace_path(data_dir, "acme", "box") / "app" / "notes.txt"
+    mine.parent.mkdir()
+    mine.write_text("keep me")
+    assert not await rt.execute(sb, CloneRepo("acme/app"))
+    assert mine.read_text() == "keep me"
+    assert "already exists" in rt.observe(sb).clone_errors["acme/app"]
+
+
+async def test_a_missing_git_binary_is_a_clone_failure(data_dir: Path, git_base: Path) -> None:
+    rt = runtime(data_dir, git_base.as_uri(), git_binary=str(data_dir / "no-such-git"))
+    sb = new_sandbox("box", repos=("acme/app",))
+    await rt.execute(sb, EnsureWorkspace())
+    assert not await rt.execute(sb, CloneRepo("acme/app"))
+    assert "cannot run" in rt.observe(sb).clone_errors["acme/app"]
+    assert list(workspace_path(data_dir, "acme", "box").iterdir()) == []
+
+
+async def test_no_git_base_url_is_a_clone_failure(data_dir: Path) -> None:
+    rt = runtime(data_dir, "")
+    sb = new_sandbox("box", repos=("acme/app",))
+    await rt.execute(sb, EnsureWorkspace())
+    assert not await rt.execute(sb, CloneRepo("acme/app"))
+    assert "SANDBOX_GIT_BASE_URL" in rt.observe(sb).clone_errors["acme/app"]
+
+
+async def test_clone_errors_belong_to_one_generation(data_dir: Path) -> None:
+    rt = runtime(data_dir, "")
+    sb = new_sandbox("box", repos=("acme/app",)).with_meta(generation=1)
+    await rt.execute(sb, EnsureWorkspace())
+    await rt.execute(sb, CloneRepo("acme/app"))
+    assert rt.observe(sb).clone_errors
+    assert rt.observe(sb.with_meta(generation=2)).clone_errors == {}
+
+
+async def test_stop_terminals_goes_to_the_terminal_host(data_dir: Path) -> None:
+    host = RecordingTerminals()
+    host.live[("acme", "box")] = 3
+    rt = LocalRuntime(host, data_dir=data_dir, git_base_url="")
+    sb = new_sandbox("box")
+    assert rt.observe(sb).sessions == 3
+    assert await rt.execute(sb, StopTerminals())
+    assert host.stopped == [("acme", "box")]
+    assert rt.observe(sb).sessions == 0
