@@ -370,6 +370,14 @@ class FakeKube:
 
         self.call(run)
 
+    def set_history(self, events: int) -> None:
+        """Keep only the last ``events`` changes for watches (older ones get 410)."""
+
+        async def run(state: Storage) -> None:
+            state.set_history(events)
+
+        self.call(run)
+
     @property
     def requests(self) -> list[tuple[str, str]]:
         with self.fake._lock:

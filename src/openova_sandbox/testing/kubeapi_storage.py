@@ -210,6 +210,10 @@ class Storage:
                     f'metadata.labels: Invalid value: "{value}": must be 63 characters or less '
                     "and consist of alphanumerics, '-', '_' or '.'"
                 )
+        for index, owner in enumerate(meta.get("ownerReferences") or []):
+            for required in ("apiVersion", "kind", "name", "uid"):
+                if not isinstance(owner, dict) or not owner.get(required):
+                    causes.append(f"metadata.ownerReferences[{index}].{required}: Required value")
         if rt.schema is not None:
             causes.extend(_schema_errors(rt.schema, obj))
         if causes:
@@ -577,6 +581,12 @@ class Storage:
         self.closing = True
         async with self.changed:
             self.changed.notify_all()
+
+    def set_history(self, events: int) -> None:
+        dropped = len(self.events) - events
+        if dropped > 0:
+            self.compacted_rv = max(self.compacted_rv, self.events[dropped - 1].rv)
+        self.events = deque(self.events, maxlen=events)
 
     def compact(self) -> None:
         """Forget watch history: a watch from any older resourceVersion gets 410 Expired."""

@@ -1,0 +1,81 @@
+"""The shared Store contract (tests/contract) run against the Kubernetes store.
+
+The contract's tests are imported unchanged; only the fixtures differ: ``store_factory``
+here opens ``KubeStore`` clients on one fake API server (with the Sandbox CRD and the
+namespaces the contract uses), so every handle sees the same cluster, as two replicas
+of the service would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+
+from contract.conftest import build_sandbox
+from contract.test_store_contract import *  # noqa: F403
+from openova_sandbox.domain.model import Sandbox
+from openova_sandbox.store.kube import KubeStore
+from openova_sandbox.testing.kubeapi import FakeKube, run_fake_kube
+
+from .conftest import CRD_PATH
+
+
+class KubeStoreFactory:
+    """Opens ``KubeStore`` handles on one fake cluster."""
+
+    is_sql = False
+
+    def __init__(self, kube: FakeKube) -> None:
+        self.kube = kube
+        self._opened: list[KubeStore] = []
+
+    async def open(self, *, start: bool = True, **options: Any) -> KubeStore:
+        retain = options.pop("retain_events", None)
+        if retain is not None:
+            self.kube.set_history(int(retain))
+        store = KubeStore(kubeconfig_path=str(self.kube.kubeconfig_path), **options)
+        self._opened.append(store)
+        if start:
+            await store.start()
+        return store
+
+    async def close_all(self) -> None:
+        for store in reversed(self._opened):
+            await store.close()
+
+
+@pytest.fixture
+def contract_kube() -> Iterator[FakeKube]:
+    with run_fake_kube(crds=[CRD_PATH], namespaces=("default", "team-a", "team-b")) as server:
+        yield server
+
+
+@pytest.fixture
+async def store_factory(contract_kube: FakeKube) -> AsyncIterator[KubeStoreFactory]:
+    factory = KubeStoreFactory(contract_kube)
+    yield factory
+    await factory.close_all()
+
+
+@pytest.fixture
+async def store(store_factory: KubeStoreFactory) -> KubeStore:
+    return await store_factory.open()
+
+
+@pytest.fixture
+def make_sandbox() -> Callable[..., Sandbox]:
+    return build_sandbox
+
+
+_contract_unknown_fields = test_unknown_fields_round_trip  # noqa: F405
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the contract's sample ownerReference lacks apiVersion, which Kubernetes "
+    "requires (422 Invalid); passes once the sample is a valid ownerReference",
+)
+async def test_unknown_fields_round_trip(store: KubeStore) -> None:
+    await _contract_unknown_fields(store)
