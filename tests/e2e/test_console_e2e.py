@@ -22,6 +22,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(240)]
 CONDITIONS = ["NamespaceReady", "RBACReady", "PVCsReady", "PtyReady", "McpReady", "TokenReady"]
 READY_TIMEOUT_MS = 90_000
 OUTPUT_TIMEOUT_MS = 20_000
+PROMPT = re.compile(r"[$#] ?")
 
 
 def visible_rows(page: Any) -> Any:
@@ -40,8 +41,8 @@ def wait_for_terminal(page: Any) -> None:
 
     pane = page.locator(".terminal-panel:not([hidden]) .terminal-pane")
     expect(pane).to_have_attribute("data-connection", "open", timeout=READY_TIMEOUT_MS)
-    # the shell's first prompt arrives once the PTY is attached
-    expect(visible_rows(page)).to_contain_text("$", timeout=OUTPUT_TIMEOUT_MS)
+    # the shell's first prompt ("$ ", or "# " as root) arrives once the PTY is attached
+    expect(visible_rows(page)).to_contain_text(PROMPT, timeout=OUTPUT_TIMEOUT_MS)
 
 
 def new_page(browser: Any, serve: ServeProcess, state: dict[str, Any], **options: Any) -> Any:

@@ -25,8 +25,8 @@ function AgentCard({ agent, onStart }: { agent: Agent; onStart: (agent: Agent) =
           Not installed on this server.
           {agent.installHint && (
             <>
-              {" "}
-              Install: <code className="install-hint">{agent.installHint}</code>
+              <br />
+              <code className="install-hint">{agent.installHint}</code>
             </>
           )}
         </p>
@@ -154,6 +154,11 @@ export function Landing() {
           )}
         </div>
         <p className="hint">Sessions keep running when you close the tab; attach again any time.</p>
+        {sessions === null && listFailed !== null && (
+          <p className="empty">
+            The sessions API is not answering ({listFailed}); this list retries by itself.
+          </p>
+        )}
         {sessions !== null && sessions.length === 0 && (
           <p className="empty">No sandbox sessions yet. Pick an agent above to start one.</p>
         )}
