@@ -1,0 +1,104 @@
+"""Login link, issuer documents, health/readiness/metrics, and a store that is down."""
+
+from __future__ import annotations
+
+import httpx
+
+from openova_sandbox.testing.server import free_port
+
+SESSIONS = "/api/v1/sandbox/sessions"
+
+
+def test_login_link_sets_the_cookie_once(api):
+    link_token = api.deps.logins.login_link_token(
+        sub="local-dev", email="dev@localhost", org="local", roles=["org-admin"]
+    )
+    with httpx.Client(base_url=api.url) as browser:
+        resp = browser.get("/login", params={"token": link_token})
+        assert resp.status_code == 303
+        assert resp.headers["location"] == "/sandbox"
+        cookie = resp.headers["set-cookie"]
+        assert cookie.startswith("catalyst_session=")
+        for attribute in ("HttpOnly", "SameSite=strict", "Max-Age=14400", "Path=/"):
+            assert attribute.lower() in cookie.lower()
+        # the cookie holds a fresh session token (signed), not the link's token
+        assert link_token not in cookie
+        who = browser.get("/api/v1/sandbox/whoami")
+        assert who.json() == {
+            "sub": "local-dev",
+            "email": "dev@localhost",
+            "org": "local",
+            "orgAdmin": True,
+        }
+    # a second use of the same link is refused
+    with httpx.Client(base_url=api.url) as other:
+        again = other.get("/login", params={"token": link_token})
+        assert again.status_code == 401
+        assert "catalyst_session" not in again.headers.get("set-cookie", "")
+        assert other.get("/login", params={"token": "nonsense"}).status_code == 401
+
+
+def test_plain_tokens_also_log_in(api):
+    with httpx.Client(base_url=api.url) as browser:
+        assert browser.get("/login", params={"token": api.token()}).status_code == 303
+        assert browser.get(SESSIONS).status_code == 200
+
+
+def test_issuer_documents(api):
+    config = api.http.get("/.well-known/openid-configuration").json()
+    assert config["issuer"] == api.issuer.issuer
+    assert config["jwks_uri"] == f"{api.url}/.well-known/jwks.json"
+    keys = api.http.get("/.well-known/jwks.json").json()["keys"]
+    assert [k["kid"] for k in keys] == [api.issuer.kid]
+    assert all("d" not in k for k in keys)  # never the private part
+
+
+def test_health_readiness_metrics(api):
+    assert api.http.get("/healthz").text == "ok"
+    assert api.http.get("/readyz").status_code == 200
+    api.http.get(SESSIONS, headers=api.auth())
+    api.http.get(SESSIONS)
+    text = api.http.get("/metrics").text
+    assert (
+        'sandbox_http_requests_total{method="GET",route="/api/v1/sandbox/sessions",status="200"} 1.0'
+        in text
+    )
+    assert 'route="/api/v1/sandbox/sessions",status="401"' in text
+    assert "sandbox_http_request_duration_seconds_bucket" in text
+    assert "pty_server_sessions" in text
+
+
+def test_request_ids(api):
+    resp = api.http.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert resp.headers["x-request-id"] == "abc-123"
+    assert len(api.http.get("/healthz").headers["x-request-id"]) == 32
+
+
+def test_unreachable_store_answers_503(make_api):
+    dead = f"postgresql+asyncpg://nobody:x@127.0.0.1:{free_port()}/nothing"
+    api = make_api(database_url=dead)
+    h = api.auth()
+    for method, path, body in (
+        ("GET", SESSIONS, None),
+        ("POST", SESSIONS, {"agent": "aider"}),
+        ("GET", f"{SESSIONS}/x", None),
+        ("DELETE", f"{SESSIONS}/x", None),
+    ):
+        resp = api.http.request(method, path, headers=h, json=body)
+        assert resp.status_code == 503, (method, path, resp.text)
+        assert resp.headers["retry-after"] == "30"
+        assert resp.json()["error"] == "sandbox-backend-unavailable"
+        assert resp.json()["detail"]
+    ready = api.http.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.headers["retry-after"] == "30"
+    assert api.http.get("/healthz").status_code == 200
+
+
+def test_console_is_served_or_explains_itself(api):
+    root = api.http.get("/", follow_redirects=False)
+    assert root.status_code == 307
+    assert root.headers["location"] == "/sandbox"
+    page = api.http.get("/sandbox/some-session-id")
+    assert page.status_code in (200, 503)
+    assert "<html" in page.text.lower() or "<!doctype html>" in page.text.lower()

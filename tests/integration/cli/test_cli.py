@@ -1,0 +1,194 @@
+"""The `sandbox` command as a user runs it: a real `sandbox serve` process and the
+client commands against it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from openova_sandbox.testing.server import free_port
+
+SANDBOX = str(Path(sys.executable).parent / "sandbox")
+
+
+def run(*args: str, env: dict[str, str] | None = None, timeout: float = 30):
+    return subprocess.run(
+        [SANDBOX, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+class Serve:
+    def __init__(self, data_dir: Path, port: int, env: dict[str, str] | None = None) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self.process = subprocess.Popen(
+            [SANDBOX, "serve", "--port", str(port), "--data-dir", str(data_dir)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "SANDBOX_LOG_JSON": "true", **(env or {})},
+        )
+        self.lines: list[str] = []
+        deadline = time.monotonic() + 30
+        while not any("/login?token=" in line for line in self.lines):
+            line = self.process.stdout.readline()
+            if not line:
+                raise AssertionError("serve exited: " + self.process.stderr.read())
+            self.lines.append(line)
+            assert time.monotonic() < deadline
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=20)
+
+
+@pytest.fixture
+def serve(tmp_path):
+    started: list[Serve] = []
+
+    def start(**env: str) -> Serve:
+        s = Serve(tmp_path / "data", free_port(), env)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        if s.process.poll() is None:
+            s.stop()
+
+
+def test_version():
+    out = run("--version")
+    assert out.returncode == 0
+    assert re.fullmatch(r"sandbox \d+\.\d+\.\d+\n", out.stdout)
+
+
+def test_token_refuses_without_an_issuer_key(tmp_path):
+    out = run("token", "--sub", "u", "--email", "u@x.io", "--org", "x", "--data-dir", str(tmp_path))
+    assert out.returncode == 1
+    assert "no issuer key" in out.stderr
+
+
+def test_invalid_settings_name_the_variable(tmp_path):
+    out = run("serve", "--data-dir", str(tmp_path), env={"SANDBOX_DEFAULT_QUOTA_MEMORY": "lots"})
+    assert out.returncode == 1
+    assert "SANDBOX_DEFAULT_QUOTA_MEMORY" in out.stderr
+
+
+def test_serve_then_client_commands(serve, tmp_path):
+    s = serve()
+    assert any(line.startswith("Console:") and "/sandbox" in line for line in s.lines)
+    assert httpx.get(f"{s.url}/healthz").text == "ok"
+    data = ["--server", s.url, "--data-dir", str(tmp_path / "data")]
+
+    token = run(
+        "token",
+        "--sub",
+        "u-1",
+        "--email",
+        "dev@acme.com",
+        "--org",
+        "acme",
+        "--role",
+        "org-admin",
+        "--ttl",
+        "10m",
+        "--data-dir",
+        str(tmp_path / "data"),
+    )
+    assert token.returncode == 0, token.stderr
+    jwt = token.stdout.strip()
+    assert jwt.count(".") == 2
+    resp = httpx.get(f"{s.url}/api/v1/sandbox/sessions", headers={"Authorization": f"Bearer {jwt}"})
+    assert resp.json() == {"sandboxes": []}
+    assert (
+        run(
+            "token",
+            "--sub",
+            "u",
+            "--email",
+            "e@x.io",
+            "--org",
+            "x",
+            "--ttl",
+            "soon",
+            "--data-dir",
+            str(tmp_path / "data"),
+        ).returncode
+        != 0
+    )
+
+    empty = run("ls", *data)
+    assert empty.returncode == 0
+    assert "No sandboxes yet" in empty.stdout
+    created = run("create", "--agent", "aider", "--name", "cli-box", "--json", *data)
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout)["id"] == "cli-box"
+    dup = run("create", "--agent", "aider", "--name", "cli-box", *data)
+    assert dup.returncode == 1
+    assert "already exists" in dup.stderr
+    listed = run("ls", "--json", *data)
+    assert [i["id"] for i in json.loads(listed.stdout)["sandboxes"]] == ["cli-box"]
+    table = run("ls", *data)
+    assert "cli-box" in table.stdout
+    got = run("get", "cli-box", *data)
+    assert got.returncode == 0
+    assert "cli-box" in got.stdout
+    assert run("get", "nope", *data).returncode == 1
+    bad_agent = run("create", "--agent", "vim", *data)
+    assert bad_agent.returncode == 1
+    assert "not in catalogue" in bad_agent.stderr
+
+    # env token wins over the data dir; a bad one is a clear 401
+    denied = run("ls", *data, env={"SANDBOX_TOKEN": "garbage"})
+    assert denied.returncode == 1
+    assert "HTTP 401" in denied.stderr
+
+    # restart: the sandbox is still there
+    s.stop()
+    s2 = serve()
+    data2 = ["--server", s2.url, "--data-dir", str(tmp_path / "data")]
+    again = run("ls", "--json", *data2)
+    assert [i["id"] for i in json.loads(again.stdout)["sandboxes"]] == ["cli-box"]
+    assert run("rm", "cli-box", *data2).returncode == 0
+
+
+def test_unreachable_server_is_a_clear_error(tmp_path):
+    out = run("ls", "--server", f"http://127.0.0.1:{free_port()}", env={"SANDBOX_TOKEN": "x"})
+    assert out.returncode == 1
+    assert "cannot reach" in out.stderr
+
+
+def test_logs_never_contain_tokens(serve, tmp_path):
+    s = serve()
+    jwt = run(
+        "token",
+        "--sub",
+        "u-1",
+        "--email",
+        "dev@acme.com",
+        "--org",
+        "acme",
+        "--data-dir",
+        str(tmp_path / "data"),
+    ).stdout.strip()
+    httpx.get(f"{s.url}/api/v1/sandbox/sessions", params={"access_token": jwt})
+    httpx.get(f"{s.url}/api/v1/sandbox/sessions", headers={"Authorization": f"Bearer {jwt}"})
+    httpx.get(f"{s.url}/api/v1/sandbox/sessions", params={"access_token": "eyJhbGciOi.bad.sig"})
+    s.stop()
+    logs = s.process.stderr.read()
+    assert '"route": "/api/v1/sandbox/sessions"' in logs
+    assert jwt not in logs
+    assert jwt.split(".")[2] not in logs
+    assert "access_token=ey" not in logs
