@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+import structlog
 from byos_provider import BYOS, CALLBACK, CLIENT_ID, query_of, s256
 
 from openova_sandbox.services.byos import ByosService
@@ -298,15 +299,15 @@ def test_disconnect_forgets_flows_in_flight(byos_api, provider):
     assert answer.json()["error"] == "invalid-state"
 
 
-def test_tokens_never_reach_the_log(capfd, byos_api, provider):
-    # capfd first: set up before the server and torn down after it
-    browser_callback(byos_api, provider, start(byos_api))
-    byos_api.deps.byos.credentials_for("user-sub-abcdef12")
+def test_tokens_never_reach_the_log(byos_api, provider):
+    # captured before rendering and redaction: the token must not even be handed to a logger
+    with structlog.testing.capture_logs() as entries:
+        browser_callback(byos_api, provider, start(byos_api))
+        byos_api.deps.byos.credentials_for("user-sub-abcdef12")
     (token,) = provider.issued_tokens
-    out = capfd.readouterr()
-    logged = out.out + out.err
-    assert "byos connected" in logged  # the log was captured at all
-    assert token not in logged
+    assert any(e["event"] == "byos connected" for e in entries)  # logging was captured
+    assert token not in repr(entries)
+    assert provider.token_requests[0]["form"]["code_verifier"] not in repr(entries)
 
 
 def test_public_url_is_the_redirect_base(make_api, provider):
