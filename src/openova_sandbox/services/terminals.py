@@ -23,7 +23,7 @@ from ..config import Settings
 from ..controller.local import workspace_path
 from ..domain.catalogue import RESCUE_SHELL
 from ..domain.errors import Invalid, NotFound
-from ..domain.model import Sandbox
+from ..domain.model import ANNOTATION_SUB, Sandbox
 from ..domain.principal import Principal
 from ..domain.status import attach_path
 from ..terminal.registry import SandboxContext, SessionRequest, TerminalRegistry
@@ -33,6 +33,8 @@ from ..terminal.ws import AttachMetrics
 from .sessions import SessionsService
 
 log = structlog.get_logger(__name__)
+
+BYOS_AGENT = "claude-code"
 
 RESTART_BANNER = (
     b"\r\n\x1b[33m[sandbox] the server restarted: this agent was started again in the same "
@@ -71,10 +73,8 @@ class TerminalsService:
         self._credentials = credentials
 
     # ----------------------------------------------------------- registry context
-    def _context(self, sandbox: Sandbox, owner_sub: str) -> SandboxContext:
+    def _context(self, sandbox: Sandbox) -> SandboxContext:
         env: dict[str, str] = {**self._gateway_env, "SANDBOX_ID": sandbox.name}
-        if self._credentials is not None and owner_sub:
-            env.update(self._credentials.credentials_for(owner_sub))
         return SandboxContext(
             sandbox_id=registry_key(sandbox.namespace, sandbox.name),
             namespace=sandbox.namespace,
@@ -88,10 +88,20 @@ class TerminalsService:
         )
 
     def _register(self, sandbox: Sandbox) -> str:
-        owner_sub = sandbox.metadata.annotations.get("openova.io/owner-sub", "")
-        context = self._context(sandbox, owner_sub)
+        context = self._context(sandbox)
         self.registry.add_sandbox(context)
         return context.sandbox_id
+
+    def spawn_request(self, sandbox: Sandbox, agent: str) -> SessionRequest:
+        """The spawn request; a connected owner's Claude subscription goes to claude-code
+        sessions only, with any API key blanked so the subscription is what is billed."""
+        env: dict[str, str] = {}
+        owner_sub = sandbox.metadata.annotations.get(ANNOTATION_SUB, "")
+        if agent == BYOS_AGENT and self._credentials is not None and owner_sub:
+            creds = self._credentials.credentials_for(owner_sub)
+            if creds:
+                env = {**creds, "ANTHROPIC_API_KEY": ""}
+        return SessionRequest(agent=agent, env=env)
 
     async def sandbox_for(self, principal: Principal, sandbox_id: str) -> Sandbox:
         return await self._sessions.get(principal, sandbox_id)
@@ -116,7 +126,9 @@ class TerminalsService:
                 "started it again.\x1b[0m\r\n"
             ).encode()
             self.registry.forget(key, sandbox.name)
-        session = self.registry.open(key, sandbox.name)
+        session = self.registry.create(
+            key, self.spawn_request(sandbox, sandbox.spec.default_agent), session_id=sandbox.name
+        )
         if banner:
             session.announce(banner)
             log.info("terminal.respawned", sandbox=sandbox.name, namespace=sandbox.namespace)
@@ -128,7 +140,7 @@ class TerminalsService:
             known = ", ".join([RESCUE_SHELL, *catalogue.api_slugs])
             raise Invalid(f'agent "{agent}" not in catalogue {{{known}}}', code="invalid-agent")
         key = self._register(sandbox)
-        session = self.registry.create(key, SessionRequest(agent=agent))
+        session = self.registry.create(key, self.spawn_request(sandbox, agent))
         return {
             "id": session.id,
             "agent": agent,

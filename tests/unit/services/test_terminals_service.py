@@ -1,0 +1,59 @@
+"""Which terminal gets a connected owner's Claude subscription."""
+
+from __future__ import annotations
+
+from openova_sandbox.config import load_settings
+from openova_sandbox.domain.catalogue import load_catalogue
+from openova_sandbox.domain.model import ObjectMeta, Quota, Sandbox, SandboxSpec
+from openova_sandbox.events.bus import InProcessBus
+from openova_sandbox.services.sessions import SessionsPolicy, SessionsService
+from openova_sandbox.services.terminals import TerminalsService, registry_key
+from openova_sandbox.store.memory import MemoryStore
+from openova_sandbox.terminal.registry import TerminalRegistry
+
+
+class Connected:
+    """A credential source with one connected user (the BYOS vault's role)."""
+
+    def credentials_for(self, sub: str) -> dict[str, str]:
+        return {"CLAUDE_CODE_OAUTH_TOKEN": "tok-123"} if sub == "alice" else {}
+
+
+def service(tmp_path) -> TerminalsService:
+    settings = load_settings(data_dir=tmp_path, store="memory", openai_api_key="sk-1")
+    catalogue = load_catalogue(None)
+    sessions = SessionsService(
+        store=MemoryStore(),
+        catalogue=catalogue,
+        policy=SessionsPolicy(default_namespace="", quota=Quota()),
+        bus=InProcessBus(),
+    )
+    return TerminalsService(
+        registry=TerminalRegistry(catalogue=catalogue),
+        sessions=sessions,
+        settings=settings,
+        credentials=Connected(),
+    )
+
+
+def sandbox(owner_sub: str) -> Sandbox:
+    return Sandbox(
+        metadata=ObjectMeta(
+            name="box", namespace="acme", annotations={"openova.io/owner-sub": owner_sub}
+        ),
+        spec=SandboxSpec(
+            owner_email="a@acme.com", org_slug="acme", agent_catalogue=("claude-code",)
+        ),
+    )
+
+
+def test_subscription_goes_to_claude_code_only(tmp_path):
+    svc = service(tmp_path)
+    claude = svc.spawn_request(sandbox("alice"), "claude-code")
+    assert claude.env == {"CLAUDE_CODE_OAUTH_TOKEN": "tok-123", "ANTHROPIC_API_KEY": ""}
+    assert svc.spawn_request(sandbox("alice"), "aider").env == {}
+    assert svc.spawn_request(sandbox("bob"), "claude-code").env == {}
+
+
+def test_terminals_are_keyed_by_namespace_and_name():
+    assert registry_key("acme", "box") != registry_key("evil", "box")
