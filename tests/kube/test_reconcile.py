@@ -274,3 +274,9 @@ def test_status_keeps_unknown_fields() -> None:
     plan = reconcile(sb, cluster(sb, ready=1), NOW, CONFIG)
     assert plan.status is not None and plan.status.extra["future"] == {"x": 1}
     assert isinstance(plan.status, SandboxStatus)
+
+
+def test_no_reported_activity_never_suspends() -> None:
+    sb, observed = _ready_sandbox()
+    unknown = sb.with_status(replace(sb.status, last_activity_at=None))
+    assert reconcile(unknown, observed, NOW + timedelta(days=3), CONFIG).apply == ()

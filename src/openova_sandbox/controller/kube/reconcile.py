@@ -18,7 +18,9 @@ Decisions:
 - ``PVCsReady`` means the claims exist; binding is proven by the pod becoming ready
   (``PtyReady``), since WaitForFirstConsumer storage keeps claims Pending until then.
 - Idle scaling: ``Ready`` with no viewer attached and no activity for
-  ``idleScaling.timeoutMinutes`` → replicas 0, ``Suspended``; an attach request (the API
+  ``idleScaling.timeoutMinutes`` → replicas 0, ``Suspended``. Activity is what the
+  terminal server reports (``status.lastActivityAt``); a sandbox that never reported any
+  is never suspended, since its idleness cannot be known; an attach request (the API
   sets ``openova.io/wake-requested``) → replicas 1 and back through readiness.
 - Deletion deletes the workspace namespace and releases the finalizer only when the
   namespace is gone (everything in it went with it).
@@ -279,9 +281,8 @@ def _replicas(sandbox: Sandbox, observed: KubeObserved, now: datetime) -> int:
         return 1
     last = _latest(status.last_activity_at, observed.last_activity)
     if last is None:
-        ready = status.condition(READY)
-        last = ready.last_transition_time if ready else None
-    if last is None or (observed.sessions > 0 and observed.last_activity is None):
+        return 1  # no activity ever reported: never guess a sandbox idle
+    if observed.sessions > 0 and observed.last_activity is None:
         return 1
     return 0 if now - last >= _idle_timeout(sandbox) else 1
 

@@ -1,0 +1,318 @@
+"""kopf glue around the pure reconcile: observe, decide, act. No rules live here.
+
+Why ``kopf.on.event`` and not kopf's create/update/delete handlers: those keep kopf's own
+finalizer and progress annotations on every Sandbox, while the spec names one finalizer
+(``sandbox.openova.io/finalizer``) that our reconcile adds and releases itself. So kopf
+is used for what it is best at (discovery, watching, reconnecting, per-object
+serialisation) and every event, plus a timer when a plan asks to look again, runs the
+same loop: read the Sandbox fresh, observe its workspace, ``reconcile``, execute.
+
+Execution order follows the plan's contract: finalizer first, then status (so the chosen
+workspace namespace is recorded before anything is created in it), then objects in
+order, then deletions, then the finalizer release. A 409 anywhere means someone else
+wrote first: the loop simply runs again on fresh state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+import kopf
+import structlog
+from lightkube import AsyncClient
+from lightkube.core.exceptions import ApiError
+from lightkube.core.resource_registry import resource_registry
+from lightkube.generic_resource import create_namespaced_resource
+from lightkube.types import PatchType
+
+from ...domain.model import API_GROUP, FINALIZER, KIND, Sandbox, utcnow
+from .names import sandbox_key
+from .reconcile import (
+    KubeObserved,
+    KubePlan,
+    candidate_namespaces,
+    choose_namespace,
+    holder,
+    reconcile,
+)
+from .render import (
+    GIT_SECRET,
+    LABEL_SANDBOX,
+    LABEL_SANDBOX_NAMESPACE,
+    ChildRef,
+    RenderConfig,
+)
+
+log = structlog.get_logger(__name__)
+
+JSON = dict[str, Any]
+SandboxResource = create_namespaced_resource(API_GROUP, "v1", KIND, "sandboxes")
+NamespaceResource: Any = resource_registry.load("v1", "Namespace")
+
+# kind -> (group, version, plural) of every namespaced child the renderer makes
+CHILD_KINDS: dict[str, tuple[str, str, str]] = {
+    "ResourceQuota": ("", "v1", "resourcequotas"),
+    "ServiceAccount": ("", "v1", "serviceaccounts"),
+    "Role": ("rbac.authorization.k8s.io", "v1", "roles"),
+    "RoleBinding": ("rbac.authorization.k8s.io", "v1", "rolebindings"),
+    "PersistentVolumeClaim": ("", "v1", "persistentvolumeclaims"),
+    "ConfigMap": ("", "v1", "configmaps"),
+    "Service": ("", "v1", "services"),
+    "StatefulSet": ("apps", "v1", "statefulsets"),
+    "HTTPRoute": ("gateway.networking.k8s.io", "v1", "httproutes"),
+    "NetworkPolicy": ("networking.k8s.io", "v1", "networkpolicies"),
+    "Secret": ("", "v1", "secrets"),
+}
+# Claims are created once: their spec is immutable apart from growing, so never patched.
+CREATE_ONLY = {"PersistentVolumeClaim"}
+
+
+def _resource(kind: str) -> Any:
+    """lightkube's class for ``kind``: its typed model for Kubernetes kinds, a generic
+    one for the Gateway API (lightkube allows one class per kind)."""
+    group, version, plural = CHILD_KINDS[kind]
+    if kind == "HTTPRoute":
+        return create_namespaced_resource(group, version, kind, plural)
+    return resource_registry.load(f"{group}/{version}" if group else version, kind)
+
+
+def _plain(obj: Any) -> JSON:
+    return cast(JSON, obj.to_dict())
+
+
+def _code(exc: ApiError) -> int:
+    return int(exc.status.code or 0)
+
+
+@dataclass
+class OperatorOptions:
+    render: RenderConfig
+    # upper bound for a plan's "look again in N seconds" (tests make it short)
+    max_requeue: float = 60.0
+
+
+class SandboxOperator:
+    """One reconcile loop per Sandbox key, serialised by a per-key lock."""
+
+    def __init__(
+        self, options: OperatorOptions, *, client_factory: Callable[[], AsyncClient]
+    ) -> None:
+        self.options = options
+        self._client_factory = client_factory
+        self._client: AsyncClient | None = None
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._timers: dict[tuple[str, str], asyncio.Task[None]] = {}
+
+    @property
+    def client(self) -> AsyncClient:
+        if self._client is None:
+            self._client = self._client_factory()
+        return self._client
+
+    async def close(self) -> None:
+        for task in self._timers.values():
+            task.cancel()
+        self._timers.clear()
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    # ----- the loop -------------------------------------------------------------------
+    async def run(self, namespace: str, name: str) -> KubePlan | None:
+        key = (namespace, name)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            try:
+                raw = _plain(await self.client.get(SandboxResource, name, namespace=namespace))
+            except ApiError as exc:
+                if _code(exc) == 404:
+                    self._cancel(key)
+                    return None
+                raise
+            sandbox = Sandbox.from_dict(raw)
+            observed = await self.observe(sandbox)
+            plan = reconcile(sandbox, observed, utcnow(), self.options.render)
+            delay = plan.requeue_after
+            try:
+                await self.execute(sandbox, plan)
+            except ApiError as exc:
+                if _code(exc) != 409:
+                    raise
+                log.info("sandbox_write_conflict", namespace=namespace, name=name)
+                delay = 0.0
+            if delay is not None:
+                self._schedule(key, min(delay, self.options.max_requeue))
+            return plan
+
+    def _schedule(self, key: tuple[str, str], delay: float) -> None:
+        self._cancel(key)
+
+        async def later() -> None:
+            await asyncio.sleep(delay)
+            self._timers.pop(key, None)
+            try:
+                await self.run(*key)
+            except Exception:
+                log.exception("sandbox_requeue_failed", namespace=key[0], name=key[1])
+                self._schedule(key, self.options.max_requeue)
+
+        self._timers[key] = asyncio.create_task(later())
+
+    def _cancel(self, key: tuple[str, str]) -> None:
+        task = self._timers.pop(key, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    # ----- observe --------------------------------------------------------------------
+    async def _get_namespace(self, name: str) -> JSON | None:
+        try:
+            return _plain(await self.client.get(NamespaceResource, name))
+        except ApiError as exc:
+            if _code(exc) == 404:
+                return None
+            raise
+
+    async def observe(self, sandbox: Sandbox) -> KubeObserved:
+        namespaces: dict[str, JSON] = {}
+        for name in candidate_namespaces(sandbox):
+            found = await self._get_namespace(name)
+            if found is not None:
+                namespaces[name] = found
+        chosen = choose_namespace(sandbox, KubeObserved(namespaces=namespaces))
+        children: dict[tuple[str, str], JSON] = {}
+        ns_obj = namespaces.get(chosen)
+        if ns_obj is not None and holder(ns_obj) == sandbox_key(sandbox):
+            selector: dict[str, Any] = {
+                LABEL_SANDBOX: sandbox.name,
+                LABEL_SANDBOX_NAMESPACE: sandbox.namespace,
+            }
+            for kind in CHILD_KINDS:
+                if kind == "Secret":
+                    continue
+                async for item in self.client.list(
+                    _resource(kind), namespace=chosen, labels=selector
+                ):
+                    obj = _plain(item)
+                    obj.setdefault("kind", kind)
+                    children[(kind, obj["metadata"]["name"])] = obj
+            with contextlib.suppress(ApiError):
+                secret = await self.client.get(_resource("Secret"), GIT_SECRET, namespace=chosen)
+                children[("Secret", GIT_SECRET)] = _plain(secret)
+        return KubeObserved(namespaces=namespaces, children=children)
+
+    # ----- execute --------------------------------------------------------------------
+    async def execute(self, sandbox: Sandbox, plan: KubePlan) -> None:
+        current = sandbox
+        if plan.add_finalizer:
+            current = await self._set_finalizers(current, (*current.metadata.finalizers, FINALIZER))
+        if plan.status is not None:
+            body = current.with_status(plan.status).to_dict()
+            written = await self.client.replace(
+                SandboxResource.Status.from_dict(body), current.name, namespace=current.namespace
+            )
+            current = Sandbox.from_dict(_plain(written))
+        for obj in plan.apply:
+            await self._apply(obj)
+        for ref in plan.delete:
+            await self._delete(ref)
+        if plan.remove_finalizer:
+            kept = tuple(f for f in current.metadata.finalizers if f != FINALIZER)
+            await self._set_finalizers(current, kept)
+
+    async def _set_finalizers(self, sandbox: Sandbox, finalizers: tuple[str, ...]) -> Sandbox:
+        patch = {
+            "metadata": {
+                "finalizers": list(finalizers) or None,
+                "resourceVersion": sandbox.metadata.resource_version,
+            }
+        }
+        result = await self.client.patch(
+            SandboxResource,
+            sandbox.name,
+            patch,
+            namespace=sandbox.namespace,
+            patch_type=PatchType.MERGE,
+        )
+        return Sandbox.from_dict(_plain(result))
+
+    async def _apply(self, obj: Mapping[str, Any]) -> None:
+        kind = obj["kind"]
+        meta = obj["metadata"]
+        if kind == "Namespace":
+            res, namespace = NamespaceResource, None
+        else:
+            res, namespace = _resource(kind), meta["namespace"]
+        try:
+            await self.client.create(res.from_dict(dict(obj)))
+            log.info("sandbox_child_created", kind=kind, name=meta["name"], namespace=namespace)
+            return
+        except ApiError as exc:
+            if _code(exc) != 409 or kind in CREATE_ONLY:
+                if _code(exc) == 409:
+                    return
+                raise
+        if kind == "Namespace":
+            existing = await self._get_namespace(meta["name"])
+            if existing is None or holder(existing) != holder(obj):
+                return  # someone else's: the next reconcile moves to another name
+            patch: JSON = {
+                "metadata": {"labels": meta.get("labels"), "annotations": meta.get("annotations")}
+            }
+        else:
+            patch = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
+        client: Any = self.client  # one call for both scopes; lightkube types them apart
+        await client.patch(
+            res, meta["name"], patch, namespace=namespace, patch_type=PatchType.MERGE
+        )
+        log.info("sandbox_child_updated", kind=kind, name=meta["name"], namespace=namespace)
+
+    async def _delete(self, ref: ChildRef) -> None:
+        try:
+            if ref["kind"] == "Namespace":
+                await self.client.delete(NamespaceResource, ref["name"])
+            else:
+                await self.client.delete(
+                    _resource(ref["kind"]), ref["name"], namespace=ref["namespace"]
+                )
+            log.info("sandbox_child_deleted", kind=ref["kind"], name=ref["name"])
+        except ApiError as exc:
+            if _code(exc) != 404:
+                raise
+
+
+def build_registry(
+    options: OperatorOptions,
+    *,
+    client_factory: Callable[[], AsyncClient] | None = None,
+) -> kopf.OperatorRegistry:
+    """A kopf registry with the Sandbox operator's handlers (nothing at import time)."""
+    registry = kopf.OperatorRegistry()
+    operator = SandboxOperator(options, client_factory=client_factory or AsyncClient)
+
+    @kopf.on.login(registry=registry)
+    def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # In a pod: the service account; elsewhere: $KUBECONFIG (kopf's own readers).
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+    @kopf.on.startup(registry=registry)
+    async def _configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.posting.level = logging.WARNING
+        settings.watching.server_timeout = 300
+
+    @kopf.on.cleanup(registry=registry)
+    async def _close(**_: Any) -> None:
+        await operator.close()
+
+    @kopf.on.event(API_GROUP, "v1", "sandboxes", registry=registry)
+    async def _on_sandbox(event: Mapping[str, Any], **_: Any) -> None:
+        meta = (event.get("object") or {}).get("metadata") or {}
+        if event.get("type") == "DELETED":
+            return
+        await operator.run(str(meta.get("namespace", "")), str(meta.get("name", "")))
+
+    return registry
