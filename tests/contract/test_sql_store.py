@@ -190,6 +190,9 @@ async def test_unopenable_sqlite_is_backend_unavailable(tmp_path: Path) -> None:
         await store.get("team-a", "alpha")
     assert_unavailable(caught.value)
     await store.close()
+    # aiosqlite stops the worker thread of a failed connect without awaiting it; give the
+    # thread its moment so it does not post to a closed event loop after the test.
+    await asyncio.sleep(0.2)
 
 
 @pytest.fixture
