@@ -136,3 +136,39 @@ def test_invalid_sandbox_fails_without_creating_anything(
         assert "globex" in ready["message"]
         assert http.get(f"/api/v1/namespaces/{NS}").status_code == 404
         assert http.get(f"{SB}/cross").json()["metadata"].get("finalizers") is None
+
+
+def test_run_operator_logs_in_from_kubeconfig_and_stops_on_the_flag(
+    kube: FakeKube, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+    import threading
+
+    from openova_sandbox.config import load_settings
+    from openova_sandbox.controller.kube.operator import run_operator
+
+    monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig_path))
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(run_operator(load_settings(), stop_flag=stop))
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    try:
+        with httpx.Client(base_url=kube.url, timeout=5) as http:
+            assert http.post(SB, json=sandbox_body("beta")).status_code == 201
+            wait_for(lambda: http.get(f"/api/v1/namespaces/{NS}").status_code == 200)
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert errors == []
