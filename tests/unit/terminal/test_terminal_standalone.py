@@ -1,0 +1,75 @@
+"""The standalone pty-server: authorization rule, settings → registry, Origin parsing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from openova_sandbox.config import load_settings
+from openova_sandbox.domain.catalogue import load_catalogue
+from openova_sandbox.domain.errors import Unauthenticated
+from openova_sandbox.domain.principal import Principal
+from openova_sandbox.terminal.registry import TerminalRegistry
+from openova_sandbox.terminal.server import extract_request_token, origin_of_url
+from openova_sandbox.terminal.standalone import (
+    build_standalone_app,
+    gateway_env,
+    owner_or_org_admin,
+)
+
+
+def test_owner_matches_case_insensitively_and_org_admin_only_of_that_org() -> None:
+    allowed = owner_or_org_admin(owner_email="Dev@Acme.com ", org_id="acme")
+    assert allowed(Principal(sub="1", email="dev@acme.COM"))
+    assert not allowed(Principal(sub="2", email="other@acme.com", org="acme"))
+    assert allowed(Principal(sub="3", org="acme", roles=frozenset({"org-admin"})))
+    assert allowed(Principal(sub="4", org="acme", tier="admin"))
+    assert not allowed(Principal(sub="5", org="evil", roles=frozenset({"org-admin"})))
+
+
+def test_no_owner_and_no_org_admits_nobody() -> None:
+    allowed = owner_or_org_admin(owner_email="", org_id="")
+    assert not allowed(Principal(sub="1", email=""))
+    assert not allowed(Principal(sub="1", org="", roles=frozenset({"org-admin"})))
+
+
+def test_token_sources_in_the_sessions_api_order() -> None:
+    assert extract_request_token(authorization="Bearer a", query_token="b", cookie="c") == "a"
+    assert extract_request_token(authorization="Basic xyz", query_token="b", cookie="c") == "b"
+    assert extract_request_token(authorization=None, query_token=" ", cookie='"c"') == "c"
+    assert extract_request_token(authorization="bearer ", query_token=None, cookie=None) is None
+
+
+def test_origin_of_a_public_url_drops_path_and_case() -> None:
+    assert origin_of_url("https://Sandbox.Example.com:8443/console/") == (
+        "https://sandbox.example.com:8443"
+    )
+    assert origin_of_url("http://localhost:8000") == "http://localhost:8000"
+
+
+async def _deny(token: str) -> Principal:
+    raise Unauthenticated("no")
+
+
+async def test_settings_become_the_one_sandbox_of_the_registry(tmp_path: Path) -> None:
+    settings = load_settings(
+        pty_sandbox_id="my-box",
+        pty_namespace="acme",
+        pty_owner_email="dev@acme.com",
+        pty_org_id="acme",
+        pty_default_agent="sovereign-shell",
+        pty_session_limit=2,
+        pty_workdir=str(tmp_path),
+        ring_buffer_bytes=64 * 1024 * 1024,
+        openai_api_key="sk-x",
+        agents_path=str(tmp_path / "none.json"),
+    )
+    registry = TerminalRegistry(catalogue=load_catalogue(None))
+    app = build_standalone_app(settings, authenticate=_deny, registry=registry)
+    assert app is not None
+    context = registry.context("my-box")
+    assert (context.namespace, context.org_id, context.owner) == ("acme", "acme", "dev@acme.com")
+    assert (context.default_agent, context.session_limit) == ("sovereign-shell", 2)
+    assert context.workdir == str(tmp_path)
+    assert context.ring_bytes == 16 * 1024 * 1024  # clamped by the settings
+    assert context.env == {"OPENAI_API_KEY": "sk-x"}
+    assert gateway_env(settings) == {"OPENAI_API_KEY": "sk-x"}
