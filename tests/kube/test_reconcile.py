@@ -280,3 +280,20 @@ def test_no_reported_activity_never_suspends() -> None:
     sb, observed = _ready_sandbox()
     unknown = sb.with_status(replace(sb.status, last_activity_at=None))
     assert reconcile(unknown, observed, NOW + timedelta(days=3), CONFIG).apply == ()
+
+
+def test_a_stale_wake_request_does_not_wake_and_a_fresh_one_counts_as_activity() -> None:
+    sb, observed = _ready_sandbox()
+    late = NOW + timedelta(minutes=31)
+    plan = reconcile(sb, observed, late, CONFIG)
+    assert plan.status is not None and plan.status.phase == "Suspended"
+    stale = sb.with_status(plan.status).with_meta(
+        annotations={ANNOTATION_WAKE: "2026-01-01T12:10:00Z"}  # before the suspension
+    )
+    (sts,) = reconcile(stale, observed, late, CONFIG).apply
+    assert sts["spec"]["replicas"] == 0
+    # Ready again after a wake at 13:00: idle only 30 minutes after the wake
+    woken = sb.with_meta(annotations={ANNOTATION_WAKE: "2026-01-01T13:00:00Z"})
+    assert reconcile(woken, observed, NOW + timedelta(minutes=80), CONFIG).apply == ()
+    (sts,) = reconcile(woken, observed, NOW + timedelta(minutes=91), CONFIG).apply
+    assert sts["spec"]["replicas"] == 0

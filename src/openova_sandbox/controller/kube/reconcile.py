@@ -21,7 +21,8 @@ Decisions:
   ``idleScaling.timeoutMinutes`` → replicas 0, ``Suspended``. Activity is what the
   terminal server reports (``status.lastActivityAt``); a sandbox that never reported any
   is never suspended, since its idleness cannot be known; an attach request (the API
-  sets ``openova.io/wake-requested``) → replicas 1 and back through readiness.
+  sets ``openova.io/wake-requested`` to the attach time) → replicas 1 and back through
+  readiness.
 - Deletion deletes the workspace namespace and releases the finalizer only when the
   namespace is gone (everything in it went with it).
 """
@@ -269,17 +270,24 @@ def _idle_timeout(sandbox: Sandbox) -> timedelta:
 
 
 def _replicas(sandbox: Sandbox, observed: KubeObserved, now: datetime) -> int:
-    """1, or 0 when the sandbox is (or is becoming) suspended for idleness."""
+    """1, or 0 when the sandbox is (or is becoming) suspended for idleness.
+
+    The wake annotation holds the time of the attach that asked for it: it wakes a
+    sandbox suspended before that time and counts as activity afterwards, so it never
+    needs clearing and a stale one wakes nothing.
+    """
     status = sandbox.status
-    if sandbox.metadata.annotations.get(ANNOTATION_WAKE) or observed.viewers_attached:
+    if observed.viewers_attached or not _idle_enabled(sandbox):
         return 1
-    if not _idle_enabled(sandbox):
-        return 1
+    wake_at = parse_time(sandbox.metadata.annotations.get(ANNOTATION_WAKE))
     if status.phase == SUSPENDED:
-        return 0
+        pty = status.condition("PtyReady")
+        since = pty.last_transition_time if pty is not None else None
+        woken = wake_at is not None and (since is None or wake_at > since)
+        return 1 if woken else 0
     if status.phase != PHASE_READY:
         return 1
-    last = _latest(status.last_activity_at, observed.last_activity)
+    last = _latest(_latest(status.last_activity_at, observed.last_activity), wake_at)
     if last is None:
         return 1  # no activity ever reported: never guess a sandbox idle
     if observed.sessions > 0 and observed.last_activity is None:
