@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from .git_server import GitServer
 from .serve_process import (
     ARTIFACTS,
     CHROMIUM,
@@ -32,10 +33,23 @@ def chromium_available() -> None:
 
 
 @pytest.fixture(scope="module")
+def git_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitServer]:
+    server = GitServer(tmp_path_factory.mktemp("git")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
 def serve(
-    chromium_available: None, tmp_path_factory: pytest.TempPathFactory
+    chromium_available: None, git_server: GitServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServeProcess]:
-    server = start_serve(tmp_path_factory.mktemp("serve"))
+    """Repositories are cloned from the slow local git server."""
+    server = start_serve(
+        tmp_path_factory.mktemp("serve"),
+        extra_env={"SANDBOX_GIT_BASE_URL": git_server.base_url},
+    )
     try:
         yield server
     finally:

@@ -10,12 +10,14 @@ when the store is down, the 409 message, and a phone-sized viewport.
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .serve_process import ServeProcess, free_port, start_serve
+from .git_server import GitServer
+from .serve_process import ServeProcess, free_port, skip_or_fail, start_serve
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -104,7 +106,7 @@ def test_session_lifecycle(
     ).first
     first_view.wait_for(timeout=READY_TIMEOUT_MS)
     if page.get_by_test_id("condition-NamespaceReady").is_visible():
-        page.screenshot(path=str(artifacts / "provisioning.png"), full_page=True)
+        page.screenshot(path=str(artifacts / "provisioning-no-repo.png"), full_page=True)
     wait_for_terminal(page)
     item = page.request.get("/api/v1/sandbox/sessions/e2e-flow").json()
     states = {c["type"]: c["status"] for c in item["conditions"]}
@@ -261,6 +263,56 @@ def test_phone_viewport(
     page.screenshot(path=str(artifacts / "terminal-375.png"))
     page.emulate_media(color_scheme="dark")
     page.screenshot(path=str(artifacts / "terminal-375-dark.png"))
+
+    page.get_by_role("button", name="Delete", exact=True).click()
+    page.get_by_role("dialog").get_by_role("button", name="Delete session").click()
+    page.wait_for_url(re.compile(r".*/sandbox$"))
+    page.context.close()
+
+
+def test_repository_clone_provisioning_failure_and_retry(
+    serve: ServeProcess,
+    git_server: GitServer,
+    browser: Any,
+    signed_in_state: dict[str, Any],
+    artifacts: Path,
+) -> None:
+    """A repository that does not exist yet fails provisioning with the reason shown;
+    once it exists, Delete + retry provisions again (the clone is visibly in progress)
+    and the terminal opens in a workspace holding the clone."""
+    from playwright.sync_api import expect
+
+    if shutil.which("git") is None:
+        skip_or_fail("git is not installed")
+    page = new_page(browser, serve, signed_in_state, viewport={"width": 1280, "height": 800})
+    page.goto("/sandbox")
+    org = page.request.get("/api/v1/sandbox/whoami").json()["org"]
+    repo = f"{org.strip().lower()}/site"
+
+    card = page.get_by_test_id("sandbox-agent-card-aider")
+    card.get_by_role("button", name="Start session").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label("Session name (optional)").fill("with-repo")
+    dialog.get_by_label("Repository (optional)").fill(repo)
+    dialog.get_by_role("button", name="Start session").click()
+    page.wait_for_url("**/sandbox/with-repo")
+
+    failed = page.get_by_role("alert").filter(has_text="Provisioning failed")
+    expect(failed).to_be_visible(timeout=READY_TIMEOUT_MS)
+    expect(failed).to_contain_text(repo)
+    expect(page.get_by_test_id("condition-PVCsReady")).to_have_attribute("data-state", "failed")
+    page.screenshot(path=str(artifacts / "provisioning-failed.png"), full_page=True)
+
+    git_server.publish(repo, readme="hello-from-the-clone")
+    failed.get_by_role("button", name="Delete + retry").click()
+    # The clone is held by the git server for a few seconds: provisioning is on screen.
+    provisioning = page.get_by_role("heading", name="Provisioning", exact=True)
+    expect(provisioning).to_be_visible(timeout=READY_TIMEOUT_MS)
+    expect(page.get_by_test_id("condition-TokenReady")).not_to_have_attribute("data-state", "done")
+    page.screenshot(path=str(artifacts / "provisioning.png"), full_page=True)
+    wait_for_terminal(page)
+    run_in_terminal(page, "cat site/README")
+    expect(visible_rows(page)).to_contain_text("hello-from-the-clone", timeout=OUTPUT_TIMEOUT_MS)
 
     page.get_by_role("button", name="Delete", exact=True).click()
     page.get_by_role("dialog").get_by_role("button", name="Delete session").click()
