@@ -457,3 +457,11 @@ def test_fault_injection_hang_outlives_a_client_timeout(kube: FakeKube) -> None:
 def test_kubeconfig_points_at_the_server(kube: FakeKube) -> None:
     config = yaml.safe_load(kube.kubeconfig_path.read_text())
     assert config["clusters"][0]["cluster"]["server"] == kube.url
+
+
+def test_crd_defaults_are_applied(http: httpx.Client) -> None:
+    body = sandbox()
+    body["spec"]["idleScaling"] = {}
+    made = http.post(SB, json=body).json()
+    assert made["spec"]["idleScaling"] == {"enabled": True, "timeoutMinutes": 30}
+    assert "idleScaling" not in http.post(SB, json=sandbox("plain")).json()["spec"]

@@ -215,6 +215,7 @@ class Storage:
                 if not isinstance(owner, dict) or not owner.get(required):
                     causes.append(f"metadata.ownerReferences[{index}].{required}: Required value")
         if rt.schema is not None:
+            apply_defaults(rt.schema, obj)
             causes.extend(_schema_errors(rt.schema, obj))
         if causes:
             raise invalid(rt, name, causes)
@@ -650,6 +651,22 @@ class Storage:
             self.dirty.clear()
             await asyncio.sleep(0.01)  # let the caller's response go first, like real GC
             await self.settle()
+
+
+def apply_defaults(schema: Mapping[str, Any], value: Any) -> None:
+    """Fill ``default:`` values of a structural schema into ``value`` in place, the way
+    the API server does: only inside objects that are present, never creating parents."""
+    if isinstance(value, dict):
+        for key, prop in (schema.get("properties") or {}).items():
+            if not isinstance(prop, Mapping):
+                continue
+            if key not in value and "default" in prop:
+                value[key] = copy.deepcopy(prop["default"])
+            if key in value:
+                apply_defaults(prop, value[key])
+    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        for item in value:
+            apply_defaults(schema["items"], item)
 
 
 def _schema_errors(schema: Mapping[str, Any], obj: JSON) -> list[str]:
