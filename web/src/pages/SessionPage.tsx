@@ -164,7 +164,7 @@ export function SessionPage({ id }: { id: string }) {
   // When a terminal loses its socket, find out whether the session itself is gone.
   const onConnectionState = useCallback(
     (state: ConnectionState) => {
-      if (state !== "reconnecting" || checking.current) return;
+      if ((state !== "reconnecting" && state !== "ended") || checking.current) return;
       checking.current = true;
       api
         .getSession(id)
