@@ -67,4 +67,3 @@ async def store(store_factory: KubeStoreFactory) -> KubeStore:
 @pytest.fixture
 def make_sandbox() -> Callable[..., Sandbox]:
     return build_sandbox
-

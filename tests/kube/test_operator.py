@@ -114,6 +114,35 @@ def test_operator_provisions_reports_ready_and_cleans_up(
         ]
         assert all(c["status"] == "True" for c in conditions)
 
+        # a spec change reaches the workspace: a new repo gets its volume and mount
+        merge = {"Content-Type": "application/merge-patch+json"}
+        http.patch(
+            f"{SB}/alpha",
+            headers=merge,
+            json={"spec": {"repos": [{"giteaRepo": "acme/web"}, {"giteaRepo": "acme/api"}]}},
+        )
+        wait_for(
+            lambda: (
+                http.get(f"/api/v1/namespaces/{NS}/persistentvolumeclaims/repo-api").status_code
+                == 200
+            )
+        )
+        mounts = wait_for(
+            lambda: (
+                [
+                    m["mountPath"]
+                    for m in (sts() or {})["spec"]["template"]["spec"]["containers"][0][
+                        "volumeMounts"
+                    ]
+                    if m["mountPath"].startswith("/workspace/")
+                ]
+                if len((sts() or {})["spec"]["template"]["spec"]["volumes"]) == 5
+                else None
+            )
+        )
+        assert mounts == ["/workspace/web", "/workspace/api"]
+        wait_for(lambda: http.get(f"{SB}/alpha").json()["status"].get("observedGeneration") == 2)
+
         http.delete(f"{SB}/alpha")
         wait_for(lambda: http.get(f"{SB}/alpha").status_code == 404)
         assert http.get(f"/api/v1/namespaces/{NS}").status_code == 404
