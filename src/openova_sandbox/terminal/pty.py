@@ -59,13 +59,25 @@ def _winsize(rows: int, cols: int) -> bytes:
     return struct.pack("HHHH", rows, cols, 0, 0)
 
 
-def _session_members(sid: int) -> list[int]:
-    """Live (non-zombie) processes whose session id is ``sid``, from /proc."""
-    members: list[int] = []
+_SCAN_TTL = 0.02
+_scan_cache: tuple[float, dict[int, list[int]]] = (0.0, {})
+
+
+def _scan_sessions() -> dict[int, list[int]]:
+    """Live (non-zombie) processes by session id, from /proc.
+
+    Shared by every terminating session and cached for a few milliseconds, so stopping a
+    thousand terminals at once costs a few scans, not a thousand per polling round.
+    """
+    global _scan_cache
+    now = time.monotonic()
+    if now - _scan_cache[0] < _SCAN_TTL:
+        return _scan_cache[1]
+    table: dict[int, list[int]] = {}
     try:
         entries = os.listdir("/proc")
     except OSError:
-        return members
+        entries = []
     for entry in entries:
         if not entry.isdigit():
             continue
@@ -76,9 +88,15 @@ def _session_members(sid: int) -> list[int]:
             continue
         fields = raw[raw.rfind(b")") + 2 :].split()
         # state ppid pgrp session ...
-        if len(fields) >= 4 and int(fields[3]) == sid and fields[0] not in (b"Z", b"X"):
-            members.append(int(entry))
-    return members
+        if len(fields) >= 4 and fields[0] not in (b"Z", b"X"):
+            table.setdefault(int(fields[3]), []).append(int(entry))
+    _scan_cache = (now, table)
+    return table
+
+
+def _session_members(sid: int) -> list[int]:
+    """Live (non-zombie) processes whose session id is ``sid``."""
+    return _scan_sessions().get(sid, [])
 
 
 def exit_status(returncode: int) -> int:
