@@ -284,7 +284,14 @@ def test_label_selectors_and_list_version(http: httpx.Client) -> None:
     assert len(everywhere) == 3
 
 
-def _read_events(url: str, path: str, params: dict[str, str], count: int) -> list[dict[str, Any]]:
+def _read_events(
+    url: str,
+    path: str,
+    params: dict[str, str],
+    count: int,
+    *,
+    first: threading.Event | None = None,
+) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     with (
         httpx.Client(base_url=url, timeout=5) as client,
@@ -295,6 +302,8 @@ def _read_events(url: str, path: str, params: dict[str, str], count: int) -> lis
         for line in response.iter_lines():
             if line:
                 events.append(json.loads(line))
+                if first is not None:
+                    first.set()
             if len(events) >= count:
                 break
     return events
@@ -316,15 +325,15 @@ def test_watch_from_a_version_sees_later_changes_in_order(
 def test_watch_follows_live_changes(kube: FakeKube, http: httpx.Client) -> None:
     http.post(SB, json=sandbox("old"))
     got: list[dict[str, Any]] = []
+    first = threading.Event()
     reader = threading.Thread(
-        target=lambda: got.extend(_read_events(kube.url, SB, {"labelSelector": "team=web"}, 2))
+        target=lambda: got.extend(
+            _read_events(kube.url, SB, {"labelSelector": "team=web"}, 2, first=first)
+        )
     )
     reader.start()
     # the initial ADDED (no resourceVersion given) comes first; then a live one
-    for _ in range(200):
-        if any(m == "GET" and p == SB for m, p in kube.requests):
-            break
-        threading.Event().wait(0.01)
+    assert first.wait(timeout=5)
     http.post(SB, json=sandbox("new"))
     reader.join(timeout=5)
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in got] == [
