@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
 import os
+import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -80,6 +83,13 @@ def _rss_bytes(pid: int | str = "self") -> int:
     return 0
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc."""
+    with open(f"/proc/{pid}/stat", "rb") as fh:
+        fields = fh.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -138,6 +148,80 @@ def raw_read_rate(script: Path, total: int) -> float:
     proc.wait()
     os.close(master)
     return total / elapsed
+
+
+class MinimalWebSocket:
+    """A blocking RFC 6455 client with no library overhead, to time the server alone.
+
+    The raw-PTY baseline is a blocking read loop; timing the server through an asyncio
+    client library would add that library's own cost to the server's.
+    """
+
+    def __init__(self, port: int, path: str) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        key = base64.b64encode(os.urandom(16)).decode()
+        request = (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+        )
+        self.sock.sendall(request.encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += self.sock.recv(4096)
+        head, _, self.buffer = head.partition(b"\r\n\r\n")
+        if b" 101 " not in head.split(b"\r\n", 1)[0]:
+            raise RuntimeError(f"upgrade refused: {head[:200]!r}")
+
+    def _take(self, n: int) -> bytes:
+        while len(self.buffer) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.buffer += chunk
+        data, self.buffer = self.buffer[:n], self.buffer[n:]
+        return data
+
+    def recv(self) -> bytes:
+        first, second = self._take(2)
+        size = second & 0x7F
+        if size == 126:
+            size = struct.unpack("!H", self._take(2))[0]
+        elif size == 127:
+            size = struct.unpack("!Q", self._take(8))[0]
+        payload = self._take(size)
+        if first & 0x0F == 0x8:
+            raise ConnectionError("close frame")
+        return payload
+
+    def send(self, data: bytes) -> None:
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+        self.sock.sendall(bytes([0x82, 0x80 | len(data)]) + mask + masked)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def minimal_ws_echo(port: int, session_id: str, samples: int) -> list[float]:
+    ws = MinimalWebSocket(port, f"/sessions/{session_id}/attach")
+    try:
+        seen = b""
+        while b"READY" not in seen:
+            seen += ws.recv()
+        out = []
+        for i in range(samples + 50):
+            t0 = time.perf_counter()
+            ws.send(b"k")
+            got = b""
+            while b"k" not in got:
+                got += ws.recv()
+            if i >= 50:
+                out.append(time.perf_counter() - t0)
+        return out
+    finally:
+        ws.close()
 
 
 # ---------------------------------------------------------------------- server
@@ -227,7 +311,13 @@ async def drive(args: argparse.Namespace, script: Path) -> dict[str, Any]:
             response.raise_for_status()
             return str(response.json()["id"])
 
-        # Keystroke round trip through the WebSocket.
+        # Keystroke round trip through the WebSocket: a minimal blocking client first
+        # (comparable to the baseline), then the asyncio `websockets` client.
+        sid = await create([sys.executable, str(script), "echo"])
+        results["ws_echo_min"] = await asyncio.to_thread(
+            minimal_ws_echo, args.drive, sid, args.samples
+        )
+        await http.delete(f"/sessions/{sid}")
         sid = await create([sys.executable, str(script), "echo"])
         async with connect(f"{ws_base}/{sid}/attach", **ws_opts) as ws:
             await wait_ready(ws)
@@ -255,20 +345,31 @@ async def drive(args: argparse.Namespace, script: Path) -> dict[str, Any]:
             rates: list[float] = []
 
             async def drain(ws: Any, t0: float) -> None:
+                # Bytes actually received: a resynced viewer skipped some, and is not
+                # credited for them.
                 tail = b""
+                received = 0
                 while True:
                     message = await ws.recv()
+                    received += len(message)
                     tail = (tail + message)[-16:]
                     if b"BULKEND" in tail:
-                        rates.append(total / (time.perf_counter() - t0))
+                        rates.append(min(received, total) / (time.perf_counter() - t0))
                         return
 
             before = await resyncs()
+            cpu0 = _cpu_seconds(args.server_pid)
             t0 = time.perf_counter()
             await sockets[0].send(b"g")
             await asyncio.wait_for(
                 asyncio.gather(*(drain(ws, t0) for ws in sockets)), args.bulk_mib * 2 + 30
             )
+            wall = time.perf_counter() - t0
+            cpu = _cpu_seconds(args.server_pid) - cpu0
+            results[f"cpu_{viewers}"] = {
+                "server_cpu_share": cpu / wall,
+                "ms_per_mb_per_viewer": cpu * 1e3 / (total * viewers / 1e6),
+            }
             results[f"resyncs_{viewers}"] = int(await resyncs() - before)
             for ws in sockets:
                 await ws.close()
@@ -360,7 +461,8 @@ def run_server_and_drive(args: argparse.Namespace, script: Path) -> dict[str, An
 
 def report(results: dict[str, Any]) -> str:
     raw_p50 = statistics.median(results["raw_echo"])
-    ws_p50 = statistics.median(results["ws_echo"])
+    ws_p50 = statistics.median(results["ws_echo_min"])
+    lib_p50 = statistics.median(results["ws_echo"])
     raw_rate = results["raw_rate"]
     tp1 = min(results["tp1"])
     tp10 = min(results["tp10"])
@@ -374,10 +476,17 @@ def report(results: dict[str, Any]) -> str:
             "",
         ),
         (
-            "WebSocket keystroke p50 / p99",
-            f"{ws_p50 * 1e6:.0f} µs / {_pct(results['ws_echo'], 0.99) * 1e6:.0f} µs",
+            "keystroke via WebSocket, minimal client p50 / p99",
+            f"{ws_p50 * 1e6:.0f} µs / {_pct(results['ws_echo_min'], 0.99) * 1e6:.0f} µs"
+            f" ({ws_p50 / raw_p50:.1f}x raw)",
             "p50 ≤ 5x raw and < 1 ms",
             ws_p50 <= 5 * raw_p50 and ws_p50 < 1e-3,
+        ),
+        (
+            "keystroke via WebSocket, `websockets` client p50 / p99",
+            f"{lib_p50 * 1e6:.0f} µs / {_pct(results['ws_echo'], 0.99) * 1e6:.0f} µs",
+            "",
+            "",
         ),
         ("raw PTY read rate (baseline)", f"{raw_rate / 1e6:.1f} MB/s", "", ""),
         (
@@ -412,6 +521,17 @@ def report(results: dict[str, Any]) -> str:
             results["idle_live"] >= results["idle_target"],
         ),
     ]
+    for viewers in (1, 10):
+        cpu = results[f"cpu_{viewers}"]
+        rows.append(
+            (
+                f"server CPU while streaming to {viewers} viewer(s)",
+                f"{cpu['server_cpu_share']:.0%} of a core, "
+                f"{cpu['ms_per_mb_per_viewer']:.1f} ms per MB per viewer",
+                "",
+                "",
+            )
+        )
     width = max(len(r[0]) for r in rows)
     vwidth = max(len(r[1]) for r in rows)
     lines = [
@@ -446,7 +566,8 @@ def main() -> None:
         script = Path(tmp) / "agent.py"
         script.write_text(AGENT)
         raw_echo_samples = raw_echo(script, args.samples)
-        raw_rate = raw_read_rate(script, args.bulk_mib * 1024 * 1024)
+        # Best of three: a noisy machine must not lower the bar the server is held to.
+        raw_rate = max(raw_read_rate(script, args.bulk_mib * 1024 * 1024) for _ in range(3))
         results = run_server_and_drive(args, script)
         results.update(raw_echo=raw_echo_samples, raw_rate=raw_rate, idle_target=args.idle)
     print(report(results))
