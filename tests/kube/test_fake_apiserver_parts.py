@@ -12,7 +12,7 @@ from openova_sandbox.testing.kubeapi_selectors import (
     field_selector,
     label_selector,
 )
-from openova_sandbox.testing.kubeapi_storage import apply_defaults
+from openova_sandbox.testing.kubeapi_validation import apply_defaults
 
 DOC = {"a": {"b": 1, "c": [1, 2]}, "d": "x"}
 

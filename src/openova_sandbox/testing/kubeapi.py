@@ -34,6 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from .kubeapi_controllers import run_controllers, settle
 from .kubeapi_patch import PatchError, json_patch, merge_patch
 from .kubeapi_resources import JSON, ResourceType, api_group, api_resource_list
 from .kubeapi_selectors import SelectorError, field_selector, label_selector
@@ -112,7 +113,7 @@ class FakeKubeApp:
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
         self.storage = Storage(history=self.history)
-        self._controllers = asyncio.create_task(self.storage.run_controllers())
+        self._controllers = asyncio.create_task(run_controllers(self.storage))
         try:
             yield
         finally:
@@ -427,7 +428,7 @@ class FakeKube:
         """Run garbage collection and namespace termination to completion now."""
 
         async def run(state: Storage) -> None:
-            await state.settle()
+            await settle(state)
 
         self.call(run)
 

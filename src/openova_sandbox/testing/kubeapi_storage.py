@@ -1,8 +1,9 @@
 """The fake API server's state and write semantics, independent of HTTP.
 
 Everything runs on the server's event loop (the HTTP layer and the test helpers both
-hop onto it), so there are no locks: an ``asyncio.Condition`` wakes watchers and a
-background task plays the garbage collector and the namespace controller.
+hop onto it), so there are no locks: an ``asyncio.Condition`` wakes watchers and the
+background controllers (``kubeapi_controllers``) play garbage collection and namespace
+termination.
 
 Semantics kept because an operator can observe them: one global monotonic
 ``resourceVersion``; ``generation`` bumped only by spec changes on spec-bearing kinds;
@@ -16,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import random
-import re
 import uuid
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Mapping
@@ -26,14 +26,11 @@ from typing import Any
 
 from .kubeapi_resources import BUILTIN, CRD_GROUP, JSON, ResourceType, from_crd
 from .kubeapi_selectors import Predicate
+from .kubeapi_validation import validation_causes
 
 Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped
 TypeKey = tuple[str, str]  # (group, plural)
 
-_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
-_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
-_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9]$")
 _GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
 
@@ -155,11 +152,11 @@ class Storage:
         return self.objects.setdefault((rt.group, rt.plural), {})
 
     # ----- helpers --------------------------------------------------------------------
-    def _bump(self) -> str:
+    def bump(self) -> str:
         self.rv += 1
         return str(self.rv)
 
-    async def _emit(self, rt: ResourceType, kind: str, obj: JSON) -> None:
+    async def emit(self, rt: ResourceType, kind: str, obj: JSON) -> None:
         meta = obj["metadata"]
         self.events.append(
             Event(
@@ -191,34 +188,9 @@ class Storage:
         return self.objects[("", "namespaces")].get(("", name))
 
     def _validate(self, rt: ResourceType, obj: JSON) -> None:
-        meta = obj["metadata"]
-        name = meta.get("name", "")
-        causes: list[str] = []
-        pattern = _LABEL if rt.plural == "namespaces" else _SUBDOMAIN
-        if not pattern.match(name) or len(name) > (63 if rt.plural == "namespaces" else 253):
-            causes.append(
-                f'metadata.name: Invalid value: "{name}": a lowercase RFC 1123 '
-                f"{'label' if rt.plural == 'namespaces' else 'subdomain'} must consist of "
-                "lower case alphanumeric characters, '-' or '.'"
-            )
-        for key, value in (meta.get("labels") or {}).items():
-            prefix, _, label_name = str(key).rpartition("/")
-            if not _LABEL_NAME.match(label_name) or (prefix and not _SUBDOMAIN.match(prefix)):
-                causes.append(f'metadata.labels: Invalid value: "{key}": name part must be valid')
-            if not isinstance(value, str) or not _LABEL_VALUE.match(value):
-                causes.append(
-                    f'metadata.labels: Invalid value: "{value}": must be 63 characters or less '
-                    "and consist of alphanumerics, '-', '_' or '.'"
-                )
-        for index, owner in enumerate(meta.get("ownerReferences") or []):
-            for required in ("apiVersion", "kind", "name", "uid"):
-                if not isinstance(owner, dict) or not owner.get(required):
-                    causes.append(f"metadata.ownerReferences[{index}].{required}: Required value")
-        if rt.schema is not None:
-            apply_defaults(rt.schema, obj)
-            causes.extend(_schema_errors(rt.schema, obj))
+        causes = validation_causes(rt, obj)
         if causes:
-            raise invalid(rt, name, causes)
+            raise invalid(rt, obj["metadata"].get("name", ""), causes)
 
     # ----- writes ---------------------------------------------------------------------
     async def create(self, rt: ResourceType, namespace: str, body: JSON) -> JSON:
@@ -290,11 +262,11 @@ class Storage:
         meta["creationTimestamp"] = _now()
         if rt.generation:
             meta["generation"] = 1
-        meta["resourceVersion"] = self._bump()
+        meta["resourceVersion"] = self.bump()
         if rt.group == CRD_GROUP and rt.plural == "customresourcedefinitions":
             self._establish(obj)
         self.by_type(rt)[key] = obj
-        await self._emit(rt, "ADDED", obj)
+        await self.emit(rt, "ADDED", obj)
         return copy.deepcopy(obj)
 
     def _establish(self, crd: JSON) -> None:
@@ -417,17 +389,17 @@ class Storage:
             spec_new = {k: v for k, v in merged.items() if k not in ("metadata", "status")}
             if spec_old != spec_new:
                 merged["metadata"]["generation"] = int(old_meta.get("generation", 1)) + 1
-        merged["metadata"]["resourceVersion"] = self._bump()
+        merged["metadata"]["resourceVersion"] = self.bump()
         key = self._key(rt, namespace, name)
         releasing = bool(merged["metadata"].get("deletionTimestamp")) and not merged[
             "metadata"
         ].get("finalizers")
         if releasing and rt.plural != "namespaces":
             del self.by_type(rt)[key]
-            await self._emit(rt, "DELETED", merged)
+            await self.emit(rt, "DELETED", merged)
             return copy.deepcopy(merged)
         self.by_type(rt)[key] = merged
-        await self._emit(rt, "MODIFIED", merged)
+        await self.emit(rt, "MODIFIED", merged)
         return copy.deepcopy(merged)
 
     async def delete(
@@ -466,12 +438,12 @@ class Storage:
             meta["deletionGracePeriodSeconds"] = 0
             if rt.plural == "namespaces":
                 current.setdefault("status", {})["phase"] = "Terminating"
-            meta["resourceVersion"] = self._bump()
-            await self._emit(rt, "MODIFIED", current)
+            meta["resourceVersion"] = self.bump()
+            await self.emit(rt, "MODIFIED", current)
             return copy.deepcopy(current)
         del self.by_type(rt)[self._key(rt, namespace, name)]
-        meta["resourceVersion"] = self._bump()
-        await self._emit(rt, "DELETED", current)
+        meta["resourceVersion"] = self.bump()
+        await self.emit(rt, "DELETED", current)
         if rt.group == CRD_GROUP and rt.plural == "customresourcedefinitions":
             await self._drop_crd(current)
         return copy.deepcopy(current)
@@ -483,9 +455,9 @@ class Storage:
         self.unregister(group, plural)
         objs = self.objects.pop((group, plural), {})
         for obj in objs.values():
-            obj["metadata"]["resourceVersion"] = self._bump()
+            obj["metadata"]["resourceVersion"] = self.bump()
             if types:
-                await self._emit(types[0], "DELETED", obj)
+                await self.emit(types[0], "DELETED", obj)
 
     async def _orphan(self, uid: str) -> None:
         for (group, plural), objs in self.objects.items():
@@ -494,12 +466,12 @@ class Storage:
                 kept = [r for r in refs if r.get("uid") != uid]
                 if len(kept) != len(refs):
                     obj["metadata"]["ownerReferences"] = kept
-                    obj["metadata"]["resourceVersion"] = self._bump()
-                    rt = self._type_of(group, plural)
+                    obj["metadata"]["resourceVersion"] = self.bump()
+                    rt = self.type_of(group, plural)
                     if rt is not None:
-                        await self._emit(rt, "MODIFIED", obj)
+                        await self.emit(rt, "MODIFIED", obj)
 
-    def _type_of(self, group: str, plural: str) -> ResourceType | None:
+    def type_of(self, group: str, plural: str) -> ResourceType | None:
         return next(
             (rt for rt in self.types.values() if (rt.group, rt.plural) == (group, plural)), None
         )
@@ -593,99 +565,3 @@ class Storage:
         """Forget watch history: a watch from any older resourceVersion gets 410 Expired."""
         self.compacted_rv = self.rv
         self.events.clear()
-
-    # ----- background controllers ----------------------------------------------------
-    async def settle(self) -> None:
-        """One pass of garbage collection and namespace termination, until nothing moves."""
-        progressed = True
-        while progressed:
-            progressed = await self._gc_pass() or await self._namespace_pass()
-
-    async def _gc_pass(self) -> bool:
-        uids = {o["metadata"]["uid"] for objs in self.objects.values() for o in objs.values()}
-        for (group, plural), objs in list(self.objects.items()):
-            rt = self._type_of(group, plural)
-            if rt is None:
-                continue
-            for (ns, name), obj in list(objs.items()):
-                refs = obj["metadata"].get("ownerReferences") or []
-                if refs and not any(r.get("uid") in uids for r in refs):
-                    if obj["metadata"].get("deletionTimestamp"):
-                        continue
-                    await self.delete(rt, ns, name)
-                    return True
-        return False
-
-    async def _namespace_pass(self) -> bool:
-        namespaces = self.objects[("", "namespaces")]
-        for (_, ns_name), ns in list(namespaces.items()):
-            if not ns["metadata"].get("deletionTimestamp"):
-                continue
-            remaining = False
-            for (group, plural), objs in list(self.objects.items()):
-                rt = self._type_of(group, plural)
-                if rt is None or not rt.namespaced:
-                    continue
-                for (ns_key, name), obj in list(objs.items()):
-                    if ns_key != ns_name:
-                        continue
-                    remaining = True
-                    if not obj["metadata"].get("deletionTimestamp"):
-                        await self.delete(rt, ns_key, name)
-                        return True
-            if remaining:
-                continue
-            if ns["metadata"].get("finalizers"):
-                continue
-            del namespaces[("", ns_name)]
-            ns["metadata"]["resourceVersion"] = self._bump()
-            ns_type = self._type_of("", "namespaces")
-            assert ns_type is not None
-            await self._emit(ns_type, "DELETED", ns)
-            return True
-        return False
-
-    async def run_controllers(self) -> None:
-        while not self.closing:
-            await self.dirty.wait()
-            self.dirty.clear()
-            await asyncio.sleep(0.01)  # let the caller's response go first, like real GC
-            await self.settle()
-
-
-def apply_defaults(schema: Mapping[str, Any], value: Any) -> None:
-    """Fill ``default:`` values of a structural schema into ``value`` in place, the way
-    the API server does: only inside objects that are present, never creating parents."""
-    if isinstance(value, dict):
-        for key, prop in (schema.get("properties") or {}).items():
-            if not isinstance(prop, Mapping):
-                continue
-            if key not in value and "default" in prop:
-                value[key] = copy.deepcopy(prop["default"])
-            if key in value:
-                apply_defaults(prop, value[key])
-    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
-        for item in value:
-            apply_defaults(schema["items"], item)
-
-
-def _schema_errors(schema: Mapping[str, Any], obj: JSON) -> list[str]:
-    import jsonschema  # type: ignore[import-untyped]
-
-    validator = jsonschema.Draft7Validator(
-        _strip_metadata(schema), format_checker=jsonschema.FormatChecker()
-    )
-    out = []
-    for error in validator.iter_errors(obj):
-        path = ".".join(str(p) for p in error.absolute_path) or "<root>"
-        out.append(f"{path}: Invalid value: {error.message}")
-    return out
-
-
-def _strip_metadata(schema: Mapping[str, Any]) -> JSON:
-    """The CRD schema without constraints on ``metadata`` (the server owns it)."""
-    out = copy.deepcopy(dict(schema))
-    props = out.get("properties")
-    if isinstance(props, dict) and "metadata" in props:
-        props["metadata"] = {"type": "object"}
-    return out
