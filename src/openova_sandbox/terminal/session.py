@@ -285,7 +285,8 @@ class TerminalSession:
     def _drain_input(self) -> None:
         while self._input:
             try:
-                written = self.process.write(memoryview(self._input))
+                with memoryview(self._input) as view:  # released before the buffer shrinks
+                    written = self.process.write(view)
             except OSError:
                 self._input.clear()
                 break
