@@ -363,6 +363,20 @@ def pty_server(
 
 
 @app.command()
+def operator() -> None:
+    """Run the Kubernetes operator (reconciles every Sandbox into its namespace; KUBECONFIG
+    or in-cluster config)."""
+    import asyncio
+
+    from ..controller.kube.operator import run_operator
+    from ..logs import configure
+
+    settings = settings_or_exit()
+    configure(level=settings.log_level, json=settings.log_json)
+    asyncio.run(run_operator(settings))
+
+
+@app.command()
 def openapi() -> None:
     """Print the API's OpenAPI document (the console's client is generated from it)."""
     typer.echo(json.dumps(openapi_document(), indent=2, sort_keys=True))

@@ -19,6 +19,8 @@ def make_store(settings: Settings) -> Store:
         from .sql import SqlStore
 
         return SqlStore(settings.effective_database_url)
-    raise Invalid(
-        f"SANDBOX_STORE={settings.store} is not available in this build", code="invalid-settings"
-    )
+    if settings.store == "kube":
+        from .kube import KubeStore
+
+        return KubeStore()
+    raise Invalid(f"SANDBOX_STORE={settings.store} is not a known store", code="invalid-settings")

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from openova_sandbox.config import Settings
-from openova_sandbox.domain.errors import Invalid
 from openova_sandbox.store.base import Store
 from openova_sandbox.store.factory import make_store
 from openova_sandbox.store.memory import MemoryStore
@@ -34,8 +31,7 @@ def test_sql_uses_the_database_url_and_hides_its_password() -> None:
     assert store.url == "postgresql+asyncpg://app:***@db.example:5432/sbx"
 
 
-def test_kube_is_not_in_this_build() -> None:
-    with pytest.raises(Invalid) as caught:
-        make_store(Settings(store="kube"))
-    assert caught.value.code == "invalid-settings"
-    assert caught.value.detail == "SANDBOX_STORE=kube is not available in this build"
+def test_kube_selects_the_crd_store() -> None:
+    from openova_sandbox.store.kube import KubeStore
+
+    assert isinstance(make_store(Settings(store="kube")), KubeStore)
