@@ -131,7 +131,9 @@ def test_session_lifecycle(
     blocked["on"] = False
     page.get_by_role("button", name="Reconnect now").click()
     expect(pane).to_have_attribute("data-connection", "open", timeout=OUTPUT_TIMEOUT_MS)
-    expect(visible_rows(page)).to_contain_text("first-42")
+    # Output typed now arrives after the replay, so once it shows, the replay is on screen.
+    run_in_terminal(page, "echo after-$((1+1))")
+    expect(visible_rows(page)).to_contain_text("after-2", timeout=OUTPUT_TIMEOUT_MS)
     assert visible_rows(page).inner_text().count("first-42") == 1
 
     # Reload: the earlier output comes back from the server's replay.

@@ -72,3 +72,26 @@ export function usePrefs(): [TerminalPrefs, (patch: Partial<TerminalPrefs>) => v
   };
   return [prefs, update];
 }
+
+/**
+ * While a terminal is on screen, pin the app to the *visual* viewport's height, so an
+ * on-screen keyboard shrinks the terminal instead of covering it (`100dvh` ignores it).
+ */
+export function useTerminalLayout(enabled: boolean) {
+  useEffect(() => {
+    if (!enabled) return;
+    const root = document.documentElement;
+    const vv = window.visualViewport;
+    const update = () => {
+      if (vv) root.style.setProperty("--app-height", `${Math.round(vv.height)}px`);
+    };
+    update();
+    document.body.classList.add("terminal-mode");
+    vv?.addEventListener("resize", update);
+    return () => {
+      vv?.removeEventListener("resize", update);
+      document.body.classList.remove("terminal-mode");
+      root.style.removeProperty("--app-height");
+    };
+  }, [enabled]);
+}

@@ -7,7 +7,7 @@ import { Suspense, lazy, useCallback, useRef, useState } from "react";
 import { ApiError, type Condition, type SandboxItem } from "../api/client";
 import { useApi } from "../api/context";
 import { ConfirmDialog } from "../components/ConfirmDialog";
-import { usePolling, usePrefs } from "../hooks";
+import { usePolling, usePrefs, useTerminalLayout } from "../hooks";
 import { Link, navigate, sessionPath } from "../router";
 import type { ConnectionState } from "../terminal/connection";
 
@@ -149,6 +149,8 @@ export function SessionPage({ id }: { id: string }) {
   const checking = useRef(false);
 
   const settled = item !== null && (isAttachable(item) || isFailed(item));
+  const live = item !== null && isAttachable(item) && !gone && retrying === null;
+  useTerminalLayout(live);
   const poll = useCallback(async () => {
     try {
       const next = await api.getSession(id);
