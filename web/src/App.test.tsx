@@ -1,4 +1,5 @@
 import { render, screen } from "@testing-library/react";
+import userEvent from "@testing-library/user-event";
 import { describe, expect, it } from "vitest";
 import { App } from "./App";
 import { FakeServer } from "./test/fakeServer";
@@ -34,5 +35,26 @@ describe("App sign-in gate", () => {
     expect(await screen.findByTestId("whoami-email")).toHaveTextContent("dev@acme.test");
     expect(screen.getByRole("heading", { name: "Settings" })).toBeInTheDocument();
     expect(screen.getByRole("link", { name: "Settings" })).toHaveAttribute("aria-current", "page");
+  });
+
+  it("signs out from Settings and shows the sign-in page", async () => {
+    const user = userEvent.setup();
+    window.history.replaceState(null, "", "/sandbox/settings");
+    const s = new FakeServer()
+      .on("GET", "/api/v1/sandbox/whoami", {
+        status: 200,
+        body: { sub: "u1", email: "dev@acme.test", org: "acme", orgAdmin: false },
+      })
+      .on("GET", "/api/v1/sandbox/auth/config", { status: 200, body: { oidcConfigured: false, issuer: "" } })
+      .on("GET", "/api/v1/sandbox/byos/claude-code/config", { status: 200, body: { clientIdConfigured: false } })
+      .on("GET", "/api/v1/sandbox/byos/claude-code/status", { status: 200, body: { connected: false } })
+      .on("POST", "/logout", { status: 204 });
+    render(<App api={s.api()} />);
+    expect(await screen.findByText("dev@acme.test", { selector: "strong" })).toBeInTheDocument();
+    expect(document.title).toBe("Settings · OpenOva Sandbox");
+    await user.click(screen.getByRole("button", { name: "Sign out" }));
+    expect(await screen.findByRole("heading", { name: "Sign in to OpenOva Sandbox" })).toBeInTheDocument();
+    expect(s.callsTo("POST", "/logout")).toHaveLength(1);
+    expect(screen.queryByRole("button", { name: "Sign in" })).toBeNull();
   });
 });

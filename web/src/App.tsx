@@ -35,7 +35,13 @@ export function App({ api: injected }: { api?: Api }) {
   if (auth.state === "out") page = <SignIn onRetry={check} />;
   else if (auth.state === "in") {
     if (route.name === "landing") page = <Landing />;
-    else if (route.name === "settings") page = <Settings />;
+    else if (route.name === "settings")
+      page = (
+        <Settings
+          email={auth.who?.email ?? ""}
+          onSignedOut={() => setAuth({ state: "out" })}
+        />
+      );
     else if (route.name === "session") page = <SessionPage key={route.id} id={route.id} />;
     else
       page = (

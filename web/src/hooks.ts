@@ -95,3 +95,10 @@ export function useTerminalLayout(enabled: boolean) {
     };
   }, [enabled]);
 }
+
+/** The tab's title names the page, so a row of sandbox tabs can be told apart. */
+export function useTitle(title: string) {
+  useEffect(() => {
+    document.title = title ? `${title} · OpenOva Sandbox` : "OpenOva Sandbox";
+  }, [title]);
+}

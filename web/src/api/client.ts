@@ -144,5 +144,6 @@ export function createApi(options: ApiOptions = {}) {
       ),
     byosDisconnect: async () =>
       settleEmpty(await client.DELETE("/api/v1/sandbox/byos/claude-code")),
+    logout: async () => settleEmpty(await client.POST("/logout")),
   };
 }

@@ -3,7 +3,7 @@ import { useCallback, useEffect, useState } from "react";
 import { ApiError, type Agent, type SandboxItem } from "../api/client";
 import { useApi } from "../api/context";
 import { StartDialog } from "../components/StartDialog";
-import { usePolling } from "../hooks";
+import { usePolling, useTitle } from "../hooks";
 import { Link, navigate, sessionPath } from "../router";
 
 const LIST_PERIOD_MS = 5000;
@@ -97,6 +97,7 @@ export function Landing() {
   const [sessions, setSessions] = useState<SandboxItem[] | null>(null);
   const [listFailed, setListFailed] = useState<string | null>(null);
   const [starting, setStarting] = useState<Agent | null>(null);
+  useTitle("Sessions");
 
   useEffect(() => {
     let live = true;

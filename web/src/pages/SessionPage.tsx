@@ -7,7 +7,7 @@ import { Suspense, lazy, useCallback, useRef, useState } from "react";
 import { ApiError, type Condition, type SandboxItem } from "../api/client";
 import { useApi } from "../api/context";
 import { ConfirmDialog } from "../components/ConfirmDialog";
-import { usePolling, usePrefs, useTerminalLayout } from "../hooks";
+import { usePolling, usePrefs, useTerminalLayout, useTitle } from "../hooks";
 import { Link, navigate, sessionPath } from "../router";
 import type { ConnectionState } from "../terminal/connection";
 
@@ -151,6 +151,7 @@ export function SessionPage({ id }: { id: string }) {
   const settled = item !== null && (isAttachable(item) || isFailed(item));
   const live = item !== null && isAttachable(item) && !gone && retrying === null;
   useTerminalLayout(live);
+  useTitle(gone ? "Session not found" : (item?.name ?? id));
   const poll = useCallback(async () => {
     try {
       const next = await api.getSession(id);

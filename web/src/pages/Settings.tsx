@@ -2,7 +2,7 @@
 import { useCallback, useEffect, useState } from "react";
 import type { ByosConfig, ByosStatus } from "../api/client";
 import { useApi } from "../api/context";
-import { FONT_MAX, FONT_MIN, usePrefs } from "../hooks";
+import { FONT_MAX, FONT_MIN, usePrefs, useTitle } from "../hooks";
 
 function formatWhen(value: string | undefined): string {
   if (!value) return "";
@@ -164,12 +164,50 @@ function TerminalPrefsCard() {
   );
 }
 
-export function Settings() {
+function AccountCard({ email, onSignedOut }: { email: string; onSignedOut: () => void }) {
+  const api = useApi();
+  const [error, setError] = useState<string | null>(null);
+  const signOut = async () => {
+    try {
+      await api.logout();
+      onSignedOut();
+    } catch (err) {
+      setError(err instanceof Error ? err.message : String(err));
+    }
+  };
+  return (
+    <section className="card settings-card" aria-labelledby="account-title">
+      <h2 id="account-title">Account</h2>
+      <p>
+        Signed in as <strong>{email || "an account without an email"}</strong>. Your sessions
+        keep running after you sign out.
+      </p>
+      <button type="button" className="btn" onClick={() => void signOut()}>
+        Sign out
+      </button>
+      {error && (
+        <p className="form-error" role="alert">
+          {error}
+        </p>
+      )}
+    </section>
+  );
+}
+
+export function Settings({
+  email = "",
+  onSignedOut = () => undefined,
+}: {
+  email?: string;
+  onSignedOut?: () => void;
+}) {
+  useTitle("Settings");
   return (
     <div className="page narrow">
       <h1 className="page-title">Settings</h1>
       <ClaudeCodeCard />
       <TerminalPrefsCard />
+      <AccountCard email={email} onSignedOut={onSignedOut} />
     </div>
   );
 }

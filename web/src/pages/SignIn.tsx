@@ -2,10 +2,12 @@
 import { useEffect, useState } from "react";
 import type { AuthConfig } from "../api/client";
 import { useApi } from "../api/context";
+import { useTitle } from "../hooks";
 
 export function SignIn({ onRetry }: { onRetry: () => void }) {
   const api = useApi();
   const [config, setConfig] = useState<AuthConfig | null>(null);
+  useTitle("Sign in");
   useEffect(() => {
     api.authConfig().then(setConfig, () => setConfig(null));
   }, [api]);

@@ -242,8 +242,7 @@ export default function TerminalView({
       termRef.current = null;
       fitRef.current = null;
     };
-    // prefs.fontSize is applied by the effect below; the terminal is not rebuilt for it
-    // eslint-disable-next-line react-hooks/exhaustive-deps
+    // prefs.fontSize is applied by the effect below; the terminal is not rebuilt for it.
   }, [attachUrl, fit, sendSize]);
 
   useEffect(() => {
