@@ -63,7 +63,7 @@ def local_identity() -> dict[str, Any]:
     user = re.sub(r"[^a-z0-9-]+", "-", getpass.getuser().lower()).strip("-") or "user"
     return {
         "sub": f"local-{user}",
-        "email": f"{user}@localhost",
+        "email": f"{user}@sandbox.local",
         "org": "local",
         "roles": ["org-admin"],
     }
