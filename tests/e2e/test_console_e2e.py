@@ -310,7 +310,7 @@ def test_repository_clone_provisioning_failure_and_retry(
     # The clone is held by the git server for a few seconds: provisioning is on screen.
     provisioning = page.get_by_role("heading", name="Provisioning", exact=True)
     expect(provisioning).to_be_visible(timeout=READY_TIMEOUT_MS)
-    expect(page.get_by_test_id("condition-TokenReady")).not_to_have_attribute("data-state", "done")
+    expect(page.get_by_test_id("condition-PVCsReady")).not_to_have_attribute("data-state", "done")
     page.screenshot(path=str(artifacts / "provisioning.png"), full_page=True)
     wait_for_terminal(page)
     run_in_terminal(page, "cat site/README")
