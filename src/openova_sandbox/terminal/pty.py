@@ -59,21 +59,23 @@ def _winsize(rows: int, cols: int) -> bytes:
     return struct.pack("HHHH", rows, cols, 0, 0)
 
 
-_SCAN_TTL = 0.02
-_scan_cache: tuple[float, dict[int, list[int]]] = (0.0, {})
+_SCAN_MIN_TTL = 0.02
+_scan_cache: tuple[float, float, dict[int, list[int]]] = (0.0, 0.0, {})
 
 
 def _scan_sessions() -> dict[int, list[int]]:
     """Live (non-zombie) processes by session id, from /proc.
 
-    Shared by every terminating session and cached for a few milliseconds, so stopping a
-    thousand terminals at once costs a few scans, not a thousand per polling round.
+    Shared by every terminating session and reused for a while (at least 20 ms, and at
+    least five times as long as the last scan took), so stopping a thousand terminals at
+    once costs a few scans of /proc, not a thousand per polling round.
     """
     global _scan_cache
     now = time.monotonic()
-    if now - _scan_cache[0] < _SCAN_TTL:
-        return _scan_cache[1]
-    table: dict[int, list[int]] = {}
+    taken_at, took, table = _scan_cache
+    if now - taken_at < max(_SCAN_MIN_TTL, 5 * took):
+        return table
+    table = {}
     try:
         entries = os.listdir("/proc")
     except OSError:
@@ -90,7 +92,8 @@ def _scan_sessions() -> dict[int, list[int]]:
         # state ppid pgrp session ...
         if len(fields) >= 4 and fields[0] not in (b"Z", b"X"):
             table.setdefault(int(fields[3]), []).append(int(entry))
-    _scan_cache = (now, table)
+    done = time.monotonic()
+    _scan_cache = (done, done - now, table)
     return table
 
 
@@ -206,7 +209,21 @@ class PtyProcess:
         """Main process reaped and nothing left alive in its session."""
         if self.poll() is None:
             return False
-        return not _session_members(self.pid)
+        members = [pid for pid in _session_members(self.pid) if pid != self.pid]
+        if not members:
+            return True
+        # The shared scan may be older than the last signal: confirm the survivors.
+        alive = False
+        for pid in members:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                continue
+            except PermissionError:
+                pass
+            alive = True
+            break
+        return not alive
 
     async def _wait_gone(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

@@ -373,7 +373,7 @@ class TerminalSession:
         """End the process (HUP → TERM → KILL, bounded) and wait until the session is closed."""
         if not self.exited:
             await self.process.terminate(term_grace=self._term_grace)
-        with contextlib.suppress(asyncio.CancelledError):
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._owner), timeout=self._term_grace + 5)
         if not self.exited:
             self._owner.cancel()
