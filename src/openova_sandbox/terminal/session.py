@@ -3,10 +3,10 @@
 The session wires the sans-I/O :class:`~.core.SessionCore` to real I/O:
 
 * **Reading** happens in a ``loop.add_reader`` callback on the master fd. Each callback
-  drains what the kernel has (until ``EAGAIN`` or 64 KiB) into a pending buffer. Small
-  reads (keystroke echo) are flushed at once; bulk output (a read that filled a kernel
-  chunk) waits up to ``COALESCE_DELAY`` for more so frames approach 64 KiB — latency and
-  throughput both win, which matters once ``TCP_NODELAY`` is on.
+  drains what the kernel has (until ``EAGAIN`` or 64 KiB) into a pending buffer. A little
+  output (keystroke echo) is flushed at once; when 4000+ bytes arrived at once (bulk
+  output) the flush waits up to ``COALESCE_DELAY`` for more, so frames approach 64 KiB —
+  latency and throughput both win, which matters once ``TCP_NODELAY`` is on.
 * **Flushing** feeds the core once per frame; the core returns the same ``bytes`` for every
   viewer, which lands in that viewer's own queue. Sending is done by each viewer's pump
   (:mod:`.ws`) outside the core. A viewer over its byte budget has its queue dropped and
@@ -40,7 +40,7 @@ log = structlog.get_logger(__name__)
 
 FRAME_MAX = 64 * 1024
 COALESCE_DELAY = 0.002
-BULK_READ = 4000  # a read this large suggests more output is on its way
+BULK_READ = 4000  # this much pending at once suggests more output is on its way
 INPUT_BUFFER_MAX = 1024 * 1024
 EXIT_POLL = 0.2
 
@@ -200,7 +200,6 @@ class TerminalSession:
     # ------------------------------------------------------------------ output
     def _on_readable(self) -> None:
         pending = self._pending
-        last = 0
         while len(pending) < FRAME_MAX:
             chunk = self.process.read(FRAME_MAX - len(pending))
             if chunk is None:
@@ -210,12 +209,11 @@ class TerminalSession:
                 self._loop.remove_reader(self.process.master_fd)
                 break
             pending += chunk
-            last = len(chunk)
         if not pending:
             return
         if self._eof or len(pending) >= FRAME_MAX:
             self._flush()
-        elif last >= BULK_READ:
+        elif len(pending) >= BULK_READ:
             if self._flush_handle is None:
                 self._flush_handle = self._loop.call_later(COALESCE_DELAY, self._flush)
         elif self._flush_handle is None:
