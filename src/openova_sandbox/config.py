@@ -78,6 +78,21 @@ class Settings(BaseSettings):
     )
     pty_workdir: str = Field("", validation_alias=AliasChoices("SANDBOX_WORKDIR", "pty_workdir"))
 
+    # --- Kubernetes mode (operator rendering; env SANDBOX_KUBE_*) -----------------------
+    kube_image: str = "ghcr.io/openova/sandbox:latest"
+    kube_git_image: str = "alpine/git:2.45.2"
+    kube_repo_storage: str = "5Gi"
+    kube_home_storage: str = "5Gi"
+    kube_storage_class: str = ""
+    kube_gateway_name: str = "catalyst-gateway"
+    kube_gateway_namespace: str = "catalyst-system"
+    kube_control_plane_namespace: str = "catalyst-system"
+    kube_sandbox_host: str = ""
+    kube_mcp_url: str = ""
+    # how the control plane reaches a sandbox's terminal server; {namespace} is the
+    # sandbox's workspace namespace
+    kube_pty_url_template: str = "http://pty-server.{namespace}.svc:7681"
+
     # --- auth -------------------------------------------------------------------------
     oidc_issuer: str = ""
     oidc_audience: str = ""
@@ -107,7 +122,9 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not a CPU quantity like 4, 0.5 or 500m")
         return value
 
-    @field_validator("default_quota_memory", "default_quota_storage")
+    @field_validator(
+        "default_quota_memory", "default_quota_storage", "kube_repo_storage", "kube_home_storage"
+    )
     @classmethod
     def _quantity(cls, value: str) -> str:
         if not _QUANTITY.match(value):

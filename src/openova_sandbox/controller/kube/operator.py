@@ -15,30 +15,20 @@ from ...config import Settings
 from .handlers import OperatorOptions, build_registry
 from .render import RenderConfig
 
-_DEFAULTS = RenderConfig()
-
 
 def render_config(settings: Settings) -> RenderConfig:
-    """The renderer's choices from Settings. Fields the Settings object does not have yet
-    (``kube_*``) keep the renderer's defaults, so this works before they are added."""
-
-    def pick(name: str, default: str) -> str:
-        value = getattr(settings, name, None)
-        return str(value) if value else default
-
+    """The renderer's choices from Settings (env ``SANDBOX_KUBE_*``)."""
     return RenderConfig(
-        image=pick("kube_image", _DEFAULTS.image),
-        git_image=pick("kube_git_image", _DEFAULTS.git_image),
-        repo_storage=pick("kube_repo_storage", _DEFAULTS.repo_storage),
-        home_storage=pick("kube_home_storage", _DEFAULTS.home_storage),
-        storage_class=pick("kube_storage_class", _DEFAULTS.storage_class),
-        gateway_name=pick("kube_gateway_name", _DEFAULTS.gateway_name),
-        gateway_namespace=pick("kube_gateway_namespace", _DEFAULTS.gateway_namespace),
-        control_plane_namespace=pick(
-            "kube_control_plane_namespace", _DEFAULTS.control_plane_namespace
-        ),
-        sandbox_host=pick("kube_sandbox_host", _DEFAULTS.sandbox_host),
-        mcp_url=pick("kube_mcp_url", _DEFAULTS.mcp_url),
+        image=settings.kube_image,
+        git_image=settings.kube_git_image,
+        repo_storage=settings.kube_repo_storage,
+        home_storage=settings.kube_home_storage,
+        storage_class=settings.kube_storage_class,
+        gateway_name=settings.kube_gateway_name,
+        gateway_namespace=settings.kube_gateway_namespace,
+        control_plane_namespace=settings.kube_control_plane_namespace,
+        sandbox_host=settings.kube_sandbox_host,
+        mcp_url=settings.kube_mcp_url,
         git_base_url=settings.git_base_url,
         oidc_issuer=settings.oidc_issuer,
         jwks_url=settings.jwks_url,
