@@ -24,6 +24,7 @@ from rich.table import Table
 from .. import __version__
 from ..config import Settings, load_settings
 from ..domain.errors import SandboxError
+from ..serving import UVICORN_OPTIONS
 from .client import ApiClient, ApiError
 
 app = typer.Typer(
@@ -137,8 +138,7 @@ def serve(
         create_app(deps),
         host=host,
         port=port,
-        access_log=False,
-        log_config=None,
+        **UVICORN_OPTIONS,
         ws_ping_interval=20,
         ws_ping_timeout=20,
         timeout_graceful_shutdown=10,
@@ -340,6 +340,7 @@ def pty_server(
 
     from ..auth.authenticator import build_authenticator
     from ..auth.issuer import EmbeddedIssuer
+    from ..auth.sources import extract_token
     from ..logs import configure
     from ..terminal.standalone import build_standalone_app
 
@@ -354,12 +355,25 @@ def pty_server(
         except SandboxError as exc:
             fail(f"no SANDBOX_OIDC_ISSUER or SANDBOX_JWKS_URL set, and {exc.detail}")
     authenticator = build_authenticator(settings, issuer=issuer)
+
+    def extract(
+        *, authorization: str | None, query_token: str | None, cookie: str | None
+    ) -> str | None:
+        found = extract_token(
+            authorization=authorization,
+            query_token=query_token,
+            cookie=cookie,
+            cookie_secret=settings.cookie_secret,
+        )
+        return found.token if found else None
+
     app_ = build_standalone_app(
         settings,
         authenticate=authenticator.authenticate,
+        extract_token=extract,
         public_origin=settings.public_url or None,
     )
-    uvicorn.run(app_, host=host, port=port, access_log=False, log_config=None)
+    uvicorn.run(app_, host=host, port=port, **UVICORN_OPTIONS)
 
 
 @app.command()

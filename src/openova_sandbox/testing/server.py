@@ -16,6 +16,8 @@ from typing import Any
 
 import uvicorn
 
+from ..serving import UVICORN_OPTIONS
+
 
 @dataclass(frozen=True)
 class RunningServer:
@@ -43,9 +45,7 @@ def serve_in_thread(
 ) -> Iterator[RunningServer]:
     """Serve ``app`` until the block exits; lifespan start-up completes before yielding."""
     port = port or free_port(host)
-    config = uvicorn.Config(
-        app, host=host, port=port, access_log=False, log_config=None, lifespan="on"
-    )
+    config = uvicorn.Config(app, host=host, port=port, lifespan="on", **UVICORN_OPTIONS)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()
