@@ -20,7 +20,7 @@ from ..domain.errors import BackendUnavailable
 from . import errors
 from .deps import AppDeps
 from .metrics import HttpMetrics, ObservabilityMiddleware
-from .routes import byos, console, identity, sessions, system, terminals
+from .routes import byos, console, identity, resources, sessions, system, terminals
 
 log = structlog.get_logger(__name__)
 
@@ -64,6 +64,7 @@ def create_app(deps: AppDeps) -> FastAPI:
     app.include_router(sessions.router)
     app.include_router(byos.router)
     app.include_router(terminals.router)
+    app.include_router(resources.router)
     app.include_router(console.router)
     return app
 

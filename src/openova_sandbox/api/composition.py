@@ -21,6 +21,8 @@ from ..domain.model import Quota
 from ..events.bus import InProcessBus
 from ..services.byos import ByosService
 from ..services.logins import LoginService
+from ..services.resources import SandboxInformer
+from ..services.resources_view import ResourcesService
 from ..services.sessions import SessionsPolicy, SessionsService
 from ..services.terminals import TerminalHostAdapter, TerminalsService
 from ..store.base import Store
@@ -95,6 +97,7 @@ def build_embedded(
         data_dir=Path(settings.data_dir),
         git_base_url=settings.git_base_url,
     )
+    resources = ResourcesService(informer=SandboxInformer(store), sessions=sessions)
     return AppDeps(
         settings=settings,
         store=store,
@@ -107,5 +110,6 @@ def build_embedded(
         issuer=issuer if uses_embedded else None,
         byos=byos,
         terminals=terminals,
-        background=[controller, RegistryLifecycle(registry)],
+        resources=resources,
+        background=[controller, RegistryLifecycle(registry), resources],
     )

@@ -39,6 +39,7 @@ class AppDeps:
     issuer: JwksPublisher | None = None
     byos: Any = None
     terminals: Any = None
+    resources: Any = None
     # started in order after the store, stopped in reverse before it
     background: list[Lifecycle] = field(default_factory=list)
     on_started: list[Callable[[], Awaitable[None]]] = field(default_factory=list)

@@ -1,0 +1,186 @@
+"""The generic resource surface the console's live views use (see docs/resources.md).
+
+``GET /api/v1/sovereigns/{id}/k8s/{kind}`` lists from the informer cache;
+``GET /api/v1/sovereigns/{id}/k8s/stream?kinds=…`` streams its changes as Server-Sent
+Events. Both show only what the caller may see. The stream route is declared before
+the list route so ``stream`` is never taken for a kind.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from ...domain.model import format_time_nano
+from ...domain.principal import Principal
+from ...services.resources import ResourceEvent, StreamEnd
+from ...services.resources_query import (
+    MAX_LIMIT,
+    canonical_kind,
+    parse_kinds,
+    parse_label_selector,
+)
+from ...services.resources_view import ListQuery, ResourcesService, parse_scope
+from .. import schemas
+from ..security import require_principal
+
+Responses = dict[int | str, dict[str, Any]]
+router = APIRouter(prefix="/api/v1/sovereigns/{id}/k8s", tags=["resources"])
+
+Caller = Annotated[Principal, Depends(require_principal)]
+_E = schemas.ErrorBody
+
+_COMMON: Responses = {
+    401: {"model": schemas.Unauthenticated, "description": "missing or invalid token"},
+    404: {"model": _E, "description": "cluster-not-found, or unknown-kind (list route)"},
+    500: {"model": _E, "description": "unexpected failure"},
+    503: {
+        "model": _E,
+        "description": "cache-not-synced: the cache has not listed the store yet",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    },
+}
+
+Scope = Annotated[
+    str | None,
+    Query(description="`org`: an org admin sees every object of the org namespace"),
+]
+
+
+class ResourceList(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    kind: str = Field(examples=["sandbox"])
+    cluster: str = Field(examples=["local"])
+    items: list[dict[str, Any]] = Field(description="full Kubernetes documents")
+    continue_: str | None = Field(
+        default=None, alias="continue", description="pass back as `continue` for the next page"
+    )
+    ageSeconds: float = Field(description="0 while the cache is live, else seconds since sync")
+
+
+def _service(request: Request) -> ResourcesService:
+    service: ResourcesService = request.app.state.deps.resources
+    return service
+
+
+def _frame(data: Any, *, event: str | None = None) -> str:
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+@router.get(
+    "/stream",
+    name="stream_resources",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": (
+                "Server-Sent Events: `event: ready` with {cluster, kinds}, then `data:` "
+                "{cluster, kind, type, object, at} per change, `: ping` every 15 s, and a "
+                "final `event: end` with {reason} (slow-consumer, shutdown)"
+            ),
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        400: {"model": _E, "description": "invalid-request (kinds missing), unknown-kind, ..."},
+        **_COMMON,
+    },
+)
+async def stream_resources(
+    id: str,
+    request: Request,
+    caller: Caller,
+    kinds: Annotated[str, Query(description="comma list: sandbox (or sandboxes)")],
+    scope: Scope = None,
+) -> StreamingResponse:
+    service = _service(request)
+    cluster = service.check_cluster(id)
+    wanted = parse_kinds(kinds)
+    org_scope = parse_scope(scope)
+    subscription = service.subscribe(caller, org_scope=org_scope)
+    ping = service.ping_interval
+
+    async def frames() -> AsyncIterator[str]:
+        try:
+            yield _frame({"cluster": cluster, "kinds": list(wanted)}, event="ready")
+            while True:
+                item = await subscription.next(timeout=ping)
+                if item is None:
+                    yield ": ping\n\n"
+                elif isinstance(item, StreamEnd):
+                    yield _frame({"cluster": cluster, "reason": item.reason}, event="end")
+                    return
+                else:
+                    yield _frame(_event_body(cluster, item))
+        finally:
+            service.unsubscribe(subscription)
+
+    return StreamingResponse(
+        frames(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _event_body(cluster: str, event: ResourceEvent) -> dict[str, Any]:
+    return {
+        "cluster": cluster,
+        "kind": "sandbox",
+        "type": event.type,
+        "object": event.object.to_dict(),
+        "at": format_time_nano(event.at),
+    }
+
+
+@router.get(
+    "/{kind}",
+    name="list_resources",
+    response_model=ResourceList,
+    responses={
+        400: {
+            "model": _E,
+            "description": "invalid-label-selector, invalid-continue, invalid-request "
+            "(limit outside 1..500), invalid-scope",
+        },
+        **_COMMON,
+    },
+)
+async def list_resources(
+    id: str,
+    kind: str,
+    request: Request,
+    caller: Caller,
+    ns: Annotated[str | None, Query(description="only this namespace")] = None,
+    labelSelector: Annotated[
+        str | None, Query(description="k=v, k!=v, k, !k; comma-separated, all must match")
+    ] = None,
+    limit: Annotated[int | None, Query(ge=1, le=MAX_LIMIT)] = None,
+    continue_: Annotated[
+        str | None, Query(alias="continue", description="the token of the previous page")
+    ] = None,
+    scope: Scope = None,
+) -> JSONResponse:
+    service = _service(request)
+    cluster = service.check_cluster(id)
+    canonical = canonical_kind(kind)
+    query = ListQuery(
+        namespace=ns or None,
+        selector=parse_label_selector(labelSelector),
+        limit=limit,
+        continue_token=continue_ or None,
+        org_scope=parse_scope(scope),
+    )
+    result = await service.list(caller, query)
+    body: dict[str, Any] = {
+        "kind": canonical,
+        "cluster": cluster,
+        "items": [s.to_dict() for s in result.items],
+        "ageSeconds": round(result.age_seconds, 3),
+    }
+    if result.continue_token:
+        body["continue"] = result.continue_token
+    return JSONResponse(body)

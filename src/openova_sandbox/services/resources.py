@@ -1,0 +1,286 @@
+"""The informer behind the console's live views: one in-memory copy of every Sandbox.
+
+List requests are answered from this cache instead of the store, and every change is
+fanned out to stream subscribers, so a hundred open consoles cost one store watch.
+
+How the copy is kept (the Kubernetes informer pattern over the ``Store`` protocol):
+- *relist*: ``store.list()``; the difference to the current copy is applied and
+  announced (ADDED/MODIFIED/DELETED), then ``store.watch(since=<newest
+  resourceVersion listed>)`` follows. Replaying changes from that version on is safe:
+  any change after it belongs to an object that was deleted before the list, and an
+  event older than the copy's version of an object is skipped.
+- when that version is already compacted (``Conflict(resource-version-too-old)``) the
+  next relist watches with ``since=None`` (a fresh snapshot; objects it repeats at the
+  same version are skipped). Any other watch failure relists after a back-off
+  (doubling, capped); the store being down never ends the informer.
+- ``age_seconds()`` is 0 while the watch is live, else the seconds since the copy was
+  last known to be in sync (the moment the watch broke).
+
+Fan-out never blocks the informer: each subscriber has a bounded buffer; one that
+falls behind is dropped (it receives a final ``end`` with reason ``slow-consumer`` and
+should list again), the others are untouched. ``stop`` ends every subscription with
+reason ``shutdown``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import structlog
+
+from ..domain.errors import Conflict
+from ..domain.model import Sandbox, utcnow
+from ..store.base import EventType, Store, WatchEvent
+from .resources_query import Key
+
+log = structlog.get_logger(__name__)
+
+TOO_OLD = "resource-version-too-old"
+END_SLOW = "slow-consumer"
+END_SHUTDOWN = "shutdown"
+
+
+@dataclass(frozen=True)
+class ResourceEvent:
+    type: EventType
+    object: Sandbox
+    at: datetime
+
+
+@dataclass(frozen=True)
+class StreamEnd:
+    """The last item a subscription yields: why it ended."""
+
+    reason: str
+
+
+def _version(sandbox: Sandbox) -> int:
+    text = sandbox.metadata.resource_version
+    return int(text) if text.isdigit() else 0
+
+
+class Subscription:
+    """A bounded buffer of events one consumer has not read yet."""
+
+    def __init__(self, *, accept: Callable[[Sandbox], bool], capacity: int) -> None:
+        self._accept = accept
+        self._capacity = capacity
+        self._buffer: deque[ResourceEvent] = deque()
+        self._end: StreamEnd | None = None
+        self._wake = asyncio.Event()
+
+    @property
+    def ended(self) -> bool:
+        return self._end is not None
+
+    def offer(self, event: ResourceEvent) -> bool:
+        """Queue ``event`` if the consumer may see it; ``False`` when this overflowed it."""
+        if self._end is not None or not self._accept(event.object):
+            return True
+        if len(self._buffer) >= self._capacity:
+            self.close(END_SLOW)
+            return False
+        self._buffer.append(event)
+        self._wake.set()
+        return True
+
+    def close(self, reason: str) -> None:
+        if self._end is None:
+            self._end = StreamEnd(reason)
+            self._wake.set()
+
+    async def next(self, timeout: float | None = None) -> ResourceEvent | StreamEnd | None:
+        """The next event, the end (after the buffered events), or ``None`` on timeout."""
+        while True:
+            if self._buffer:
+                return self._buffer.popleft()
+            if self._end is not None:
+                return self._end
+            self._wake.clear()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+            except TimeoutError:
+                return None
+
+
+class SandboxInformer:
+    """One cache of every Sandbox, fed by list + watch; see the module docstring."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        subscriber_capacity: int = 1024,
+        backoff_initial: float = 0.2,
+        backoff_max: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._capacity = subscriber_capacity
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._clock = clock
+        self._objects: dict[Key, Sandbox] = {}
+        self._subscribers: set[Subscription] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._live = False
+        self._synced_once = asyncio.Event()
+        self._last_sync: float | None = None
+        self.relists = 0  # how many times the copy was rebuilt from a list (observability)
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="sandbox-informer")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._mark_lost()
+        for sub in list(self._subscribers):
+            sub.close(END_SHUTDOWN)
+        self._subscribers.clear()
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    # --- reads ------------------------------------------------------------------------
+
+    @property
+    def synced(self) -> bool:
+        return self._synced_once.is_set()
+
+    async def wait_synced(self, timeout: float) -> bool:
+        try:
+            async with asyncio.timeout(timeout):
+                await self._synced_once.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def age_seconds(self) -> float:
+        if self._live or self._last_sync is None:
+            return 0.0
+        return max(0.0, self._clock() - self._last_sync)
+
+    def items(self) -> list[Sandbox]:
+        """Every cached object, ordered by (namespace, name)."""
+        return [self._objects[k] for k in sorted(self._objects)]
+
+    def subscribe(self, accept: Callable[[Sandbox], bool]) -> Subscription:
+        sub = Subscription(accept=accept, capacity=self._capacity)
+        if self._task is None:
+            sub.close(END_SHUTDOWN)
+        else:
+            self._subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._subscribers.discard(sub)
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    # --- the loop ---------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        delay = self._backoff_initial
+        fresh_snapshot = False
+        while True:
+            try:
+                since = await self._relist()
+                if fresh_snapshot:
+                    since, fresh_snapshot = None, False
+                delay = self._backoff_initial
+                async for event in self._store.watch(since):
+                    self._apply(event)
+                log.info("sandbox watch ended; relisting")
+                self._mark_lost()
+            except asyncio.CancelledError:
+                raise
+            except Conflict as exc:
+                self._mark_lost()
+                if exc.code != TOO_OLD:
+                    log.warning("sandbox watch failed; relisting", error=exc.detail)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self._backoff_max)
+                    continue
+                log.info("sandbox watch fell behind the store's history; relisting")
+                if fresh_snapshot:  # twice in a row: do not spin
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self._backoff_max)
+                fresh_snapshot = True
+                continue
+            except Exception as exc:
+                self._mark_lost()
+                log.warning(
+                    "sandbox informer failed; retrying",
+                    error_type=type(exc).__name__,
+                    error=str(exc),
+                    retry_in=round(delay, 2),
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._backoff_max)
+                continue
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._backoff_max)
+
+    async def _relist(self) -> str | None:
+        listed = await self._store.list()
+        now = utcnow()
+        fresh = {s.key: s for s in listed}
+        for key in sorted(set(self._objects) - set(fresh)):
+            gone = self._objects.pop(key)
+            self._fan_out(ResourceEvent("DELETED", gone, now))
+        for key in sorted(fresh):
+            new, old = fresh[key], self._objects.get(key)
+            if old is not None and _version(old) == _version(new):
+                continue
+            self._objects[key] = new
+            self._fan_out(ResourceEvent("ADDED" if old is None else "MODIFIED", new, now))
+        self.relists += 1
+        self._live = True
+        self._last_sync = self._clock()
+        self._synced_once.set()
+        newest = max((_version(s) for s in listed), default=0)
+        log.info("sandbox cache listed", objects=len(fresh), resource_version=newest)
+        return str(newest) if listed else None
+
+    def _apply(self, event: WatchEvent) -> None:
+        obj = event.object
+        key = obj.key
+        current = self._objects.get(key)
+        if current is not None and _version(current) >= _version(obj):
+            return  # a replay of something the copy already has
+        if event.type == "DELETED":
+            if current is None:
+                return
+            del self._objects[key]
+            self._fan_out(ResourceEvent("DELETED", obj, utcnow()))
+            return
+        self._objects[key] = obj
+        self._fan_out(ResourceEvent("ADDED" if current is None else "MODIFIED", obj, utcnow()))
+
+    def _fan_out(self, event: ResourceEvent) -> None:
+        for sub in list(self._subscribers):
+            if not sub.offer(event):
+                self._subscribers.discard(sub)
+                log.warning("stream subscriber fell behind; dropped", capacity=self._capacity)
+
+    def _mark_lost(self) -> None:
+        if self._live:
+            self._live = False
+            self._last_sync = self._clock()

@@ -1,0 +1,135 @@
+"""The real embedded app under uvicorn for the resource surface, with an SSE reader.
+
+``SseReader`` reads a stream on its own thread and hands parsed frames to the test
+through a queue, so every wait in a test is bounded by a timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from openova_sandbox.api.app import create_app
+from openova_sandbox.api.composition import build_embedded
+from openova_sandbox.api.deps import AppDeps
+from openova_sandbox.auth.issuer import EmbeddedIssuer
+from openova_sandbox.config import load_settings
+from openova_sandbox.testing.server import RunningServer, serve_in_thread
+
+BASE = "/api/v1/sovereigns"
+SESSIONS = "/api/v1/sandbox/sessions"
+
+
+@dataclass(frozen=True)
+class Frame:
+    event: str  # "message" for plain data frames, "comment" for ": ..." lines
+    data: Any
+
+
+class SseReader:
+    def __init__(self, client: httpx.Client, url: str, **kw: Any) -> None:
+        self.frames: queue.Queue[Frame | None] = queue.Queue()
+        self._ctx = client.stream("GET", url, **kw)
+        self.response = self._ctx.__enter__()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        if self.response.status_code == 200:
+            self._thread.start()
+
+    def _read(self) -> None:
+        event, data = "message", []
+        try:
+            for line in self.response.iter_lines():
+                if line.startswith(":"):
+                    self.frames.put(Frame("comment", line[1:].strip()))
+                elif line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:"):
+                    data.append(line[5:].strip())
+                elif line == "" and data:
+                    self.frames.put(Frame(event, json.loads("\n".join(data))))
+                    event, data = "message", []
+        except Exception:  # the test closed the stream under the reader
+            pass
+        finally:
+            self.frames.put(None)
+
+    def next(self, timeout: float = 10.0) -> Frame | None:
+        """The next frame; ``None`` when the stream ended. Fails the test on timeout."""
+        try:
+            return self.frames.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no SSE frame within {timeout} s") from None
+
+    def next_event(
+        self, where: Callable[[Frame], bool] = lambda f: f.event == "message", timeout: float = 10
+    ) -> Frame:
+        """Skip frames until one matches (pings and others are passed over)."""
+        while True:
+            frame = self.next(timeout)
+            assert frame is not None, "stream ended"
+            if where(frame):
+                return frame
+
+    def close(self) -> None:
+        self._ctx.__exit__(None, None, None)
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+
+class Api:
+    def __init__(self, server: RunningServer, data_dir: Path, deps: AppDeps) -> None:
+        self.url = server.url
+        self.deps = deps
+        self.issuer = EmbeddedIssuer.load(data_dir)
+        self.http = httpx.Client(base_url=server.url, timeout=10)
+        self.readers: list[SseReader] = []
+
+    def token(
+        self,
+        sub: str = "user-sub-abcdef12",
+        email: str = "dev@acme.com",
+        org: str = "acme",
+        roles: tuple[str, ...] = (),
+    ) -> str:
+        return self.issuer.mint(
+            sub=sub, email=email, org=org, roles=roles, ttl=timedelta(minutes=5), extra={}
+        )
+
+    def auth(self, **kw: Any) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(**kw)}"}
+
+    def create(self, headers: dict[str, str], name: str, agent: str = "claude-code") -> str:
+        response = self.http.post(SESSIONS, headers=headers, json={"agent": agent, "name": name})
+        assert response.status_code == 201, response.text
+        sandbox_id: str = response.json()["id"]
+        return sandbox_id
+
+    def stream(self, path: str, **kw: Any) -> SseReader:
+        reader = SseReader(self.http, path, timeout=httpx.Timeout(10, read=None), **kw)
+        self.readers.append(reader)
+        return reader
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Api]:
+    settings = load_settings(
+        data_dir=tmp_path / "data", agents_path=str(tmp_path / "agents.json"), store="memory"
+    )
+    deps = build_embedded(settings)
+    with serve_in_thread(create_app(deps)) as server:
+        client = Api(server, tmp_path / "data", deps)
+        try:
+            yield client
+        finally:
+            for reader in client.readers:
+                reader.close()
+            client.http.close()
