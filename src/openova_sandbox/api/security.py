@@ -37,6 +37,7 @@ async def principal_from(conn: HTTPConnection) -> Principal:
     if found is None:
         raise Unauthenticated("no token")
     conn.state.token_source = found.source
+    conn.state.token = found.token  # forwarded to a sandbox's terminal server; never logged
     principal: Principal = await deps.authenticator.authenticate(found.token)
     conn.state.principal = principal
     return principal

@@ -13,26 +13,29 @@ banner line tells the viewer the agent was restarted.
 
 from __future__ import annotations
 
+import signal as signals
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
+from starlette.websockets import WebSocket
 
 from ..config import Settings
 from ..controller.local import workspace_path
-from ..domain.catalogue import RESCUE_SHELL
-from ..domain.errors import Invalid, NotFound
+from ..domain.errors import NotFound, SandboxError
 from ..domain.model import ANNOTATION_SUB, Sandbox
 from ..domain.principal import Principal
 from ..domain.status import attach_path
 from ..terminal.registry import SandboxContext, SessionRequest, TerminalRegistry
 from ..terminal.session import TerminalSession
 from ..terminal.standalone import gateway_env
-from ..terminal.ws import AttachMetrics
+from ..terminal.ws import AttachMetrics, close_with_message, serve_attach
 from .sessions import SessionsService
+from .terminal_port import check_extra_agent, terminal_attach_path
 
 log = structlog.get_logger(__name__)
+CLOSE_POLICY, CLOSE_INTERNAL = 1008, 1011
 
 BYOS_AGENT = "claude-code"
 
@@ -48,10 +51,6 @@ class CredentialSource(Protocol):
 
 def registry_key(namespace: str, name: str) -> str:
     return f"{namespace}/{name}"
-
-
-def terminal_attach_path(sandbox_id: str, terminal_id: str) -> str:
-    return f"/api/v1/sandbox/sessions/{sandbox_id}/terminals/{terminal_id}/attach"
 
 
 class TerminalsService:
@@ -134,11 +133,42 @@ class TerminalsService:
             log.info("terminal.respawned", sandbox=sandbox.name, namespace=sandbox.namespace)
         return session
 
-    def open_extra(self, sandbox: Sandbox, agent: str) -> dict[str, Any]:
-        catalogue = self._sessions.catalogue
-        if agent != RESCUE_SHELL and agent not in catalogue.api_slugs:
-            known = ", ".join([RESCUE_SHELL, *catalogue.api_slugs])
-            raise Invalid(f'agent "{agent}" not in catalogue {{{known}}}', code="invalid-agent")
+    # ----------------------------------------------------------- the TerminalPort
+    async def wake(self, sandbox: Sandbox) -> None:
+        """Embedded sandboxes are never suspended: nothing to wake."""
+
+    async def attach(
+        self, websocket: WebSocket, sandbox: Sandbox, terminal_id: str | None, *, token: str
+    ) -> None:
+        try:
+            session = (
+                self.primary(sandbox)
+                if terminal_id is None
+                else self.terminal(sandbox, terminal_id)
+            )
+        except NotFound:
+            await websocket.close(CLOSE_POLICY, "terminal not found")
+            return
+        except SandboxError as exc:
+            await close_with_message(
+                websocket, code=CLOSE_INTERNAL, message=f"cannot start the agent: {exc.detail}"
+            )
+            return
+        await serve_attach(websocket, session, metrics=self.metrics)
+
+    async def resize(
+        self, sandbox: Sandbox, terminal_id: str | None, rows: int, cols: int, *, token: str
+    ) -> None:
+        self.terminal(sandbox, terminal_id or sandbox.name).resize(rows, cols)
+
+    async def signal(
+        self, sandbox: Sandbox, terminal_id: str | None, name: str, *, token: str
+    ) -> None:
+        number = getattr(signals, f"SIG{name}")
+        self.terminal(sandbox, terminal_id or sandbox.name).signal(number)
+
+    async def open_extra(self, sandbox: Sandbox, agent: str, *, token: str) -> dict[str, Any]:
+        check_extra_agent(self._sessions.catalogue, agent)
         key = self._register(sandbox)
         session = self.registry.create(key, self.spawn_request(sandbox, agent))
         return {
@@ -157,12 +187,12 @@ class TerminalsService:
                 code="terminal-not-found",
             ) from exc
 
-    async def close(self, sandbox: Sandbox, terminal_id: str) -> None:
+    async def close(self, sandbox: Sandbox, terminal_id: str, *, token: str) -> None:
         """End one terminal (404 when unknown); returns once its processes are gone."""
         self.terminal(sandbox, terminal_id)
         await self.registry.delete(registry_key(sandbox.namespace, sandbox.name), terminal_id)
 
-    def list_terminals(self, sandbox: Sandbox) -> list[dict[str, Any]]:
+    async def list_terminals(self, sandbox: Sandbox, *, token: str) -> list[dict[str, Any]]:
         key = self._register(sandbox)
         out = []
         for session in self.registry.list(key):

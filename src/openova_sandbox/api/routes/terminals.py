@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal as signals
 import time
 from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Depends, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
+from starlette.requests import HTTPConnection
 
 from ...domain.errors import Invalid, NotFound, SandboxError
 from ...domain.model import Sandbox
 from ...domain.principal import Principal
-from ...domain.status import FAILED, READY
-from ...terminal.ws import close_with_message, serve_attach
+from ...domain.status import FAILED, READY, SUSPENDED
+from ...services.terminal_port import SIGNAL_NAMES
+from ...terminal.ws import close_with_message
 from .. import schemas
 from ..security import origin_allowed, principal_from, require_principal
 
@@ -33,12 +34,6 @@ Caller = Annotated[Principal, Depends(require_principal)]
 READY_WAIT = 30.0
 POLL = 0.2
 CLOSE_POLICY, CLOSE_INTERNAL, CLOSE_TRY_LATER = 1008, 1011, 1013
-SIGNALS = {
-    "INT": signals.SIGINT,
-    "QUIT": signals.SIGQUIT,
-    "TERM": signals.SIGTERM,
-    "HUP": signals.SIGHUP,
-}
 
 _E = schemas.ErrorBody
 _COMMON: dict[int | str, dict[str, Any]] = {
@@ -79,11 +74,15 @@ def _size(body: dict[str, Any]) -> tuple[int, int]:
     return int(rows), int(cols)  # type: ignore[arg-type]
 
 
-def _signal(body: dict[str, Any]) -> int:
+def _signal(body: dict[str, Any]) -> str:
     name = body.get("signal")
-    if not isinstance(name, str) or name.strip().upper() not in SIGNALS:
+    if not isinstance(name, str) or name.strip().upper() not in SIGNAL_NAMES:
         raise Invalid("unsupported signal (use INT, QUIT, TERM or HUP)", code="unsupported-signal")
-    return SIGNALS[name.strip().upper()]
+    return name.strip().upper()
+
+
+def _token(conn: HTTPConnection) -> str:
+    return str(getattr(conn.state, "token", ""))
 
 
 # ------------------------------------------------------------------ REST
@@ -98,7 +97,7 @@ async def resize(id: str, request: Request, caller: Caller) -> Response:
     rows, cols = _size(_body(await request.body()))
     terminals = request.app.state.deps.terminals
     sandbox = await terminals.sandbox_for(caller, id)
-    terminals.terminal(sandbox, sandbox.name).resize(rows, cols)
+    await terminals.resize(sandbox, None, rows, cols, token=_token(request))
     return Response(status_code=204)
 
 
@@ -113,7 +112,7 @@ async def send_signal(id: str, request: Request, caller: Caller) -> Response:
     sig = _signal(_body(await request.body()))
     terminals = request.app.state.deps.terminals
     sandbox = await terminals.sandbox_for(caller, id)
-    terminals.terminal(sandbox, sandbox.name).signal(sig)
+    await terminals.signal(sandbox, None, sig, token=_token(request))
     return Response(status_code=204)
 
 
@@ -121,7 +120,8 @@ async def send_signal(id: str, request: Request, caller: Caller) -> Response:
 async def list_terminals(id: str, request: Request, caller: Caller) -> JSONResponse:
     terminals = request.app.state.deps.terminals
     sandbox = await terminals.sandbox_for(caller, id)
-    return JSONResponse({"terminals": terminals.list_terminals(sandbox)})
+    listed = await terminals.list_terminals(sandbox, token=_token(request))
+    return JSONResponse({"terminals": listed})
 
 
 @router.post(
@@ -144,7 +144,8 @@ async def open_terminal(id: str, request: Request, caller: Caller) -> JSONRespon
     terminals = request.app.state.deps.terminals
     sandbox = await terminals.sandbox_for(caller, id)
     _require_ready(sandbox)
-    return JSONResponse(terminals.open_extra(sandbox, agent), status_code=201)
+    opened = await terminals.open_extra(sandbox, agent, token=_token(request))
+    return JSONResponse(opened, status_code=201)
 
 
 @router.post(
@@ -158,7 +159,7 @@ async def resize_terminal(id: str, tid: str, request: Request, caller: Caller) -
     rows, cols = _size(_body(await request.body()))
     terminals = request.app.state.deps.terminals
     sandbox = await terminals.sandbox_for(caller, id)
-    terminals.terminal(sandbox, tid).resize(rows, cols)
+    await terminals.resize(sandbox, tid, rows, cols, token=_token(request))
     return Response(status_code=204)
 
 
@@ -173,7 +174,7 @@ async def signal_terminal(id: str, tid: str, request: Request, caller: Caller) -
     sig = _signal(_body(await request.body()))
     terminals = request.app.state.deps.terminals
     sandbox = await terminals.sandbox_for(caller, id)
-    terminals.terminal(sandbox, tid).signal(sig)
+    await terminals.signal(sandbox, tid, sig, token=_token(request))
     return Response(status_code=204)
 
 
@@ -181,7 +182,7 @@ async def signal_terminal(id: str, tid: str, request: Request, caller: Caller) -
 async def close_terminal(id: str, tid: str, request: Request, caller: Caller) -> Response:
     terminals = request.app.state.deps.terminals
     sandbox = await terminals.sandbox_for(caller, id)
-    await terminals.close(sandbox, tid)
+    await terminals.close(sandbox, tid, token=_token(request))
     return Response(status_code=204)
 
 
@@ -210,63 +211,55 @@ async def _authorized(websocket: WebSocket) -> Principal | None:
 
 
 async def _wait_ready(websocket: WebSocket, caller: Principal, sandbox_id: str) -> Sandbox | None:
+    """Poll until Ready (waking a suspended sandbox once); close with the reason otherwise."""
     terminals = websocket.app.state.deps.terminals
     deadline = time.monotonic() + READY_WAIT
+    woken = False
     while True:
+        sandbox: Sandbox | None
         try:
-            sandbox: Sandbox = await terminals.sandbox_for(caller, sandbox_id)
+            sandbox = await terminals.sandbox_for(caller, sandbox_id)
         except NotFound:
             await websocket.close(CLOSE_POLICY, "sandbox not found")
             return None
         except SandboxError:
-            sandbox = None  # type: ignore[assignment]
+            sandbox = None  # store unavailable for a moment: keep waiting
         if sandbox is not None:
-            if sandbox.status.phase == READY and not sandbox.deleting:
+            phase = sandbox.status.phase
+            if phase == READY and not sandbox.deleting:
                 return sandbox
-            if sandbox.status.phase == FAILED:
+            if phase == FAILED:
                 ready = sandbox.status.condition("Ready")
-                reason = ready.message or ready.reason if ready else "provisioning failed"
+                reason = (ready.message or ready.reason) if ready else "provisioning failed"
                 await close_with_message(
                     websocket, code=CLOSE_INTERNAL, message=f"provisioning failed: {reason}"
                 )
                 return None
+            if phase == SUSPENDED and not woken:
+                await terminals.wake(sandbox)
+                woken = True
         if time.monotonic() >= deadline:
             await websocket.close(CLOSE_TRY_LATER, "sandbox not ready yet")
             return None
         await asyncio.sleep(POLL)
 
 
-@router.websocket("/{id}/attach")
-async def attach(websocket: WebSocket, id: str) -> None:
+async def _attach(websocket: WebSocket, sandbox_id: str, terminal_id: str | None) -> None:
     caller = await _authorized(websocket)
     if caller is None:
         return
-    sandbox = await _wait_ready(websocket, caller, id)
+    sandbox = await _wait_ready(websocket, caller, sandbox_id)
     if sandbox is None:
         return
     terminals = websocket.app.state.deps.terminals
-    try:
-        session = terminals.primary(sandbox)
-    except SandboxError as exc:
-        await close_with_message(
-            websocket, code=CLOSE_INTERNAL, message=f"cannot start the agent: {exc.detail}"
-        )
-        return
-    await serve_attach(websocket, session, metrics=terminals.metrics)
+    await terminals.attach(websocket, sandbox, terminal_id, token=_token(websocket))
+
+
+@router.websocket("/{id}/attach")
+async def attach(websocket: WebSocket, id: str) -> None:
+    await _attach(websocket, id, None)
 
 
 @router.websocket("/{id}/terminals/{tid}/attach")
 async def attach_terminal(websocket: WebSocket, id: str, tid: str) -> None:
-    caller = await _authorized(websocket)
-    if caller is None:
-        return
-    sandbox = await _wait_ready(websocket, caller, id)
-    if sandbox is None:
-        return
-    terminals = websocket.app.state.deps.terminals
-    try:
-        session = terminals.terminal(sandbox, tid)
-    except NotFound:
-        await websocket.close(CLOSE_POLICY, "terminal not found")
-        return
-    await serve_attach(websocket, session, metrics=terminals.metrics)
+    await _attach(websocket, id, tid)
