@@ -6,8 +6,10 @@ through a queue, so every wait in a test is bounded by a timeout.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -80,6 +82,13 @@ class SseReader:
                 return frame
 
     def close(self) -> None:
+        # Closing a socket another thread is blocked reading does not send FIN on
+        # Linux; shutting it down does, so the server sees the disconnect at once.
+        stream = self.response.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
         self._ctx.__exit__(None, None, None)
         if self._thread.is_alive():
             self._thread.join(timeout=10)
