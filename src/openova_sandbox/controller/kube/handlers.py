@@ -19,7 +19,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, cast
 
 import kopf
@@ -31,6 +32,7 @@ from lightkube.generic_resource import create_namespaced_resource
 from lightkube.types import PatchType
 
 from ...domain.model import API_GROUP, FINALIZER, KIND, Sandbox, utcnow
+from .metrics import OperatorMetrics
 from .names import sandbox_key
 from .reconcile import (
     KubeObserved,
@@ -94,6 +96,10 @@ class OperatorOptions:
     render: RenderConfig
     # upper bound for a plan's "look again in N seconds" (tests make it short)
     max_requeue: float = 60.0
+    # first retry after a failed pass (API error, timeout); doubles up to max_requeue
+    error_backoff: float = 1.0
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
+    clock: Callable[[], datetime] = utcnow
 
 
 class SandboxOperator:
@@ -107,6 +113,7 @@ class SandboxOperator:
         self._client: AsyncClient | None = None
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._timers: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._failures: dict[tuple[str, str], int] = {}
 
     @property
     def client(self) -> AsyncClient:
@@ -123,6 +130,36 @@ class SandboxOperator:
             self._client = None
 
     # ----- the loop -------------------------------------------------------------------
+    async def handle(self, namespace: str, name: str) -> None:
+        """One pass that never raises: a failed pass (500, timeout, connection) is
+        logged, counted and retried with a doubling delay; kopf does not retry event
+        handlers, so without this a transient error would wait for the next event."""
+        key = (namespace, name)
+        metrics = self.options.metrics
+        try:
+            await self.run(namespace, name)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            code = _code(exc) if isinstance(exc, ApiError) else 0
+            error = str(code) if code else type(exc).__name__
+            metrics.reconciles.labels(result="error").inc()
+            metrics.failures.labels(error=error).inc()
+            count = self._failures.get(key, 0) + 1
+            self._failures[key] = count
+            delay = min(self.options.error_backoff * 2 ** (count - 1), self.options.max_requeue)
+            log.warning(
+                "sandbox_reconcile_failed",
+                namespace=namespace,
+                name=name,
+                error=error,
+                detail=str(exc),
+                retry_in=delay,
+            )
+            self._schedule(key, delay)
+        else:
+            self._failures.pop(key, None)
+
     async def run(self, namespace: str, name: str) -> KubePlan | None:
         key = (namespace, name)
         lock = self._locks.setdefault(key, asyncio.Lock())
@@ -136,15 +173,21 @@ class SandboxOperator:
                 raise
             sandbox = Sandbox.from_dict(raw)
             observed = await self.observe(sandbox)
-            plan = reconcile(sandbox, observed, utcnow(), self.options.render)
+            plan = reconcile(sandbox, observed, self.options.clock(), self.options.render)
             delay = plan.requeue_after
+            metrics = self.options.metrics
             try:
                 await self.execute(sandbox, plan)
             except ApiError as exc:
                 if _code(exc) != 409:
                     raise
                 log.info("sandbox_write_conflict", namespace=namespace, name=name)
+                metrics.reconciles.labels(result="conflict").inc()
                 delay = 0.0
+            else:
+                metrics.reconciles.labels(result="unchanged" if plan.empty else "changed").inc()
+                if plan.status is not None:
+                    metrics.transition(sandbox.status, plan.status)
             if delay is not None:
                 self._schedule(key, min(delay, self.options.max_requeue))
             return plan
@@ -155,11 +198,7 @@ class SandboxOperator:
         async def later() -> None:
             await asyncio.sleep(delay)
             self._timers.pop(key, None)
-            try:
-                await self.run(*key)
-            except Exception:
-                log.exception("sandbox_requeue_failed", namespace=key[0], name=key[1])
-                self._schedule(key, self.options.max_requeue)
+            await self.handle(*key)
 
         self._timers[key] = asyncio.create_task(later())
 
@@ -313,6 +352,6 @@ def build_registry(
         meta = (event.get("object") or {}).get("metadata") or {}
         if event.get("type") == "DELETED":
             return
-        await operator.run(str(meta.get("namespace", "")), str(meta.get("name", "")))
+        await operator.handle(str(meta.get("namespace", "")), str(meta.get("name", "")))
 
     return registry

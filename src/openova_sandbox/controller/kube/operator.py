@@ -1,19 +1,34 @@
 """Run the Kubernetes operator (the body of a ``sandbox operator`` command).
 
-Standalone (no kopf peering): the Deployment runs one replica with the ``Recreate``
-strategy, so two operators never reconcile at once; kopf's peering would need its own
-CRDs in every cluster for no gain at one replica.
+Two replicas run for availability; a Lease (``leader.py``) decides which one acts. kopf
+itself runs standalone (no kopf peering, which needs kopf's own CRDs) and only while
+this replica holds the lease: ``kopf.operator`` is started on acquiring and stopped
+through its ``stop_flag`` on losing it, so the follower does not even watch. kopf is
+stopped *before* the lease can expire for anyone else (renew deadline < duration).
+
+Metrics are served on their own port from the start, leader or not (the
+``sandbox_operator_leader`` gauge says which).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
+import threading
+from collections.abc import Callable
 
 import kopf
+import structlog
+from lightkube import AsyncClient
 
 from ...config import Settings
 from .handlers import OperatorOptions, build_registry
+from .leader import ElectionTiming, LeaseElector
+from .metrics import OperatorMetrics
 from .render import RenderConfig
+
+log = structlog.get_logger(__name__)
 
 
 def render_config(settings: Settings) -> RenderConfig:
@@ -36,12 +51,87 @@ def render_config(settings: Settings) -> RenderConfig:
     )
 
 
-async def run_operator(settings: Settings, *, stop_flag: asyncio.Event | None = None) -> None:
-    """Watch Sandboxes in every namespace until ``stop_flag`` is set (or SIGTERM)."""
-    registry = build_registry(OperatorOptions(render=render_config(settings)))
-    await kopf.operator(
-        registry=registry,
-        clusterwide=True,
-        standalone=True,
-        stop_flag=stop_flag,
+def kopf_scope(namespace: str | None) -> dict[str, object]:
+    """kopf's watch scope: every namespace, or just ``namespace``. Workspace namespaces
+    are cluster-scoped objects and are created either way."""
+    if namespace:
+        return {"clusterwide": False, "namespaces": [namespace]}
+    return {"clusterwide": True}
+
+
+def _install_signals(stop: asyncio.Event) -> None:
+    """SIGTERM/SIGINT end the campaign; while leading, kopf installs its own handlers
+    (and its return then ends the process the same way)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+async def run_operator(
+    settings: Settings,
+    *,
+    namespace: str | None = None,
+    metrics_port: int | None = 8081,
+    metrics_addr: str = "0.0.0.0",
+    stop_flag: asyncio.Event | None = None,
+    identity: str | None = None,
+    timing: ElectionTiming | None = None,
+    client_factory: Callable[[], AsyncClient] | None = None,
+    metrics: OperatorMetrics | None = None,
+) -> None:
+    """Campaign for the lease and reconcile Sandboxes while holding it, until
+    ``stop_flag`` is set or SIGTERM. ``namespace`` narrows the watch to one namespace;
+    ``metrics_port`` None serves no metrics (0: any free port)."""
+    stop = stop_flag or asyncio.Event()
+    metrics = metrics or OperatorMetrics()
+    server = None
+    if metrics_port is not None:
+        server = metrics.serve(metrics_port, addr=metrics_addr)
+        log.info("operator_metrics_serving", port=metrics.port)
+    options = OperatorOptions(render=render_config(settings), metrics=metrics)
+    registry = build_registry(options, client_factory=client_factory)
+    scope = kopf_scope(namespace)
+
+    async def lead(lost: asyncio.Event) -> None:
+        kopf_stop = asyncio.Event()
+
+        async def relay() -> None:
+            await lost.wait()
+            kopf_stop.set()
+
+        relay_task = asyncio.create_task(relay())
+        try:
+            await kopf.operator(
+                registry=registry,
+                standalone=True,
+                stop_flag=kopf_stop,
+                **scope,  # type: ignore[arg-type]
+            )
+        finally:
+            relay_task.cancel()
+        if not lost.is_set():
+            stop.set()  # kopf ended by itself (a signal): the process ends
+
+    elector = LeaseElector(
+        client_factory or AsyncClient,
+        namespace=settings.kube_control_plane_namespace,
+        identity=identity,
+        timing=timing,
+        on_change=lambda leading: metrics.leader.set(1 if leading else 0),
     )
+    log.info(
+        "operator_starting",
+        identity=elector.identity,
+        lease_namespace=elector.namespace,
+        watch_namespace=namespace or "*",
+    )
+    _install_signals(stop)
+    try:
+        await elector.run(lead, stop)
+    finally:
+        if server is not None:
+            await asyncio.to_thread(server.shutdown)
+            server.server_close()

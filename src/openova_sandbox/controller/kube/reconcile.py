@@ -283,7 +283,10 @@ def _replicas(sandbox: Sandbox, observed: KubeObserved, now: datetime) -> int:
     if status.phase == SUSPENDED:
         pty = status.condition("PtyReady")
         since = pty.last_transition_time if pty is not None else None
-        woken = wake_at is not None and (since is None or wake_at > since)
+        # ">=": both have whole seconds, and an attach in the second of the suspension
+        # must wake it; an older annotation cannot tie, since suspending needs a whole
+        # idle timeout (at least a minute) after the last activity, wake included.
+        woken = wake_at is not None and (since is None or wake_at >= since)
         return 1 if woken else 0
     if status.phase != PHASE_READY:
         return 1
