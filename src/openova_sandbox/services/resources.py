@@ -170,6 +170,11 @@ class SandboxInformer:
             return False
         return True
 
+    @property
+    def live(self) -> bool:
+        """Listed and watching: the copy follows the store as it changes."""
+        return self._live
+
     def age_seconds(self) -> float:
         if self._live or self._last_sync is None:
             return 0.0

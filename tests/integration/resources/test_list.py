@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import base64
 
-from conftest import BASE
-
 from openova_sandbox.domain.model import LABEL_AGENT
 
+BASE = "/api/v1/sovereigns"
 LIST = f"{BASE}/local/k8s/sandboxes"
 ALICE = {"sub": "alice-sub-0001", "email": "alice@acme.com", "org": "acme"}
 BOB = {"sub": "bob-sub-0002", "email": "bob@acme.com", "org": "acme"}

@@ -6,7 +6,8 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
-from conftest import BASE, SESSIONS
+BASE = "/api/v1/sovereigns"
+SESSIONS = "/api/v1/sandbox/sessions"
 
 STREAM = f"{BASE}/local/k8s/stream"
 ALICE = {"sub": "alice-sub-0001", "email": "alice@acme.com", "org": "acme"}
