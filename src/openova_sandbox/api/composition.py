@@ -21,6 +21,7 @@ from ..domain.model import Quota
 from ..events.bus import InProcessBus
 from ..services.byos import ByosService
 from ..services.logins import LoginService
+from ..services.remote_terminals import RemoteTerminals
 from ..services.resources import SandboxInformer
 from ..services.resources_view import ResourcesService
 from ..services.sessions import SessionsPolicy, SessionsService
@@ -61,9 +62,11 @@ def cookie_secret(settings: Settings) -> str:
     return path.read_text().strip()
 
 
-def build_embedded(
+def build_control_plane(
     settings: Settings, *, store: Store | None = None, public_url: str = ""
 ) -> AppDeps:
+    """Everything both modes share: store, auth, sessions, logins, BYOS, resources.
+    Terminals and background parts are added by the mode (see below)."""
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     issuer = EmbeddedIssuer.load_or_create(Path(settings.data_dir), issuer_url=public_url)
     authenticator = build_authenticator(settings, issuer=issuer)
@@ -79,24 +82,6 @@ def build_embedded(
         bus=bus,
     )
     uses_embedded = not (settings.oidc_issuer or settings.jwks_url)
-    byos = ByosService(settings=settings)
-    registry = TerminalRegistry(catalogue=sessions.catalogue, ring_bytes=settings.ring_buffer_bytes)
-    metrics_registry = CollectorRegistry()
-    terminal_metrics = TerminalMetrics(registry)
-    metrics_registry.register(terminal_metrics)
-    terminals = TerminalsService(
-        registry=registry,
-        sessions=sessions,
-        settings=settings,
-        credentials=byos,
-        metrics=terminal_metrics,
-    )
-    controller = EmbeddedController(
-        store,
-        TerminalHostAdapter(registry),
-        data_dir=Path(settings.data_dir),
-        git_base_url=settings.git_base_url,
-    )
     resources = ResourcesService(informer=SandboxInformer(store), sessions=sessions)
     return AppDeps(
         settings=settings,
@@ -106,10 +91,46 @@ def build_embedded(
         logins=LoginService(validate=authenticator.validator.validate, minter=issuer),
         cookie_secret=cookie_secret(settings),
         bus=bus,
-        metrics_registry=metrics_registry,
+        metrics_registry=CollectorRegistry(),
         issuer=issuer if uses_embedded else None,
-        byos=byos,
-        terminals=terminals,
+        byos=ByosService(settings=settings),
         resources=resources,
-        background=[controller, RegistryLifecycle(registry), resources],
+        background=[resources],
     )
+
+
+def build_embedded(
+    settings: Settings, *, store: Store | None = None, public_url: str = ""
+) -> AppDeps:
+    """The all-in-one server: control plane, controller and terminals in this process."""
+    deps = build_control_plane(settings, store=store, public_url=public_url)
+    registry = TerminalRegistry(
+        catalogue=deps.sessions.catalogue, ring_bytes=settings.ring_buffer_bytes
+    )
+    terminal_metrics = TerminalMetrics(registry)
+    deps.metrics_registry.register(terminal_metrics)
+    deps.terminals = TerminalsService(
+        registry=registry,
+        sessions=deps.sessions,
+        settings=settings,
+        credentials=deps.byos,
+        metrics=terminal_metrics,
+    )
+    controller = EmbeddedController(
+        deps.store,
+        TerminalHostAdapter(registry),
+        data_dir=Path(settings.data_dir),
+        git_base_url=settings.git_base_url,
+    )
+    deps.background = [controller, RegistryLifecycle(registry), *deps.background]
+    return deps
+
+
+def build_api(settings: Settings, *, store: Store | None = None, public_url: str = "") -> AppDeps:
+    """The stateless control plane of Kubernetes mode: terminals are proxied to each
+    sandbox's terminal server; the operator (a separate process) reconciles."""
+    deps = build_control_plane(settings, store=store, public_url=public_url)
+    deps.terminals = RemoteTerminals(
+        store=deps.store, sessions=deps.sessions, url_template=settings.kube_pty_url_template
+    )
+    return deps

@@ -149,6 +149,28 @@ def serve(
         fail(f"could not start on {host}:{port} (see the log above)")
 
 
+@app.command("api")
+def api_cmd(
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "0.0.0.0",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8080,
+) -> None:
+    """Run the control plane alone (Kubernetes mode: SANDBOX_STORE=kube; terminals are
+    proxied to each sandbox's terminal server, the operator runs separately)."""
+    import uvicorn
+
+    from ..api.app import create_app
+    from ..api.composition import build_api
+    from ..logs import configure
+
+    settings = settings_or_exit()
+    configure(level=settings.log_level, json=settings.log_json)
+    try:
+        deps = build_api(settings, public_url=settings.public_url)
+    except SandboxError as exc:
+        fail(exc.detail)
+    uvicorn.run(create_app(deps), host=host, port=port, **UVICORN_OPTIONS)
+
+
 @app.command()
 def token(
     sub: Annotated[str, typer.Option(help="Subject (user id)")],

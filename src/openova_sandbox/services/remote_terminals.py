@@ -1,0 +1,237 @@
+"""Terminals of Kubernetes mode: the control plane proxies to each sandbox's own
+terminal server (the ``pty-server`` StatefulSet in its workspace namespace).
+
+The caller's token is presented upstream, so the terminal server decides again
+(owner or org admin of that sandbox): the control plane adds no privilege. WebSocket
+frames are relayed as they are, both ways, and the upstream close code is passed on.
+An attach to a suspended sandbox first asks the operator to wake it (annotation
+``openova.io/wake-requested``), then waits for Ready like any attach.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import structlog
+import websockets
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from ..domain.errors import (
+    BackendUnavailable,
+    Conflict,
+    Invalid,
+    NotFound,
+    SandboxError,
+    SessionLimit,
+)
+from ..domain.model import Sandbox, format_time, utcnow
+from ..domain.principal import Principal
+from ..domain.status import attach_path
+from ..store.base import Store
+from .sessions import SessionsService
+from .terminal_port import check_extra_agent, terminal_attach_path
+
+log = structlog.get_logger(__name__)
+
+ANNOTATION_WAKE = "openova.io/wake-requested"
+STATUS_NAMESPACE = "workspaceNamespace"
+CLOSE_INTERNAL = 1011
+TIMEOUT = 10.0
+
+
+def upstream_base(template: str, sandbox: Sandbox) -> str:
+    """The terminal server's base URL; ``NotFound``-like ``Invalid`` until the operator
+    has recorded the sandbox's workspace namespace."""
+    namespace = sandbox.status.extra.get(STATUS_NAMESPACE)
+    if not isinstance(namespace, str) or not namespace:
+        raise BackendUnavailable(
+            f'sandbox "{sandbox.name}" has no terminal server yet', code="sandbox-not-ready"
+        )
+    return template.format(namespace=namespace).rstrip("/")
+
+
+def _error_from(response: httpx.Response) -> SandboxError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    code = str(body.get("error", "")) if isinstance(body, dict) else ""
+    detail = str(body.get("detail", "")) if isinstance(body, dict) else ""
+    detail = detail or f"terminal server answered HTTP {response.status_code}"
+    match response.status_code:
+        case 400:
+            return Invalid(detail, code=code or "invalid-request")
+        case 404:
+            return NotFound(detail, code="terminal-not-found")
+        case 409:
+            return Conflict(detail, code=code or "conflict")
+        case 429:
+            return SessionLimit(detail)
+        case 401 | 403:
+            return NotFound("terminal not found", code="terminal-not-found")
+        case _:
+            return BackendUnavailable(detail, code="sandbox-pty-unavailable")
+
+
+class RemoteTerminals:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        sessions: SessionsService,
+        url_template: str,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._store = store
+        self._sessions = sessions
+        self._template = url_template
+        self._transport = transport
+        self._clock = clock
+        self.metrics = None
+
+    async def sandbox_for(self, principal: Principal, sandbox_id: str) -> Sandbox:
+        return await self._sessions.get(principal, sandbox_id)
+
+    # ------------------------------------------------------------------ HTTP calls
+    async def _call(
+        self, sandbox: Sandbox, method: str, path: str, *, token: str, json: Any = None
+    ) -> httpx.Response:
+        url = upstream_base(self._template, sandbox) + path
+        try:
+            async with httpx.AsyncClient(transport=self._transport, timeout=TIMEOUT) as client:
+                response = await client.request(
+                    method, url, json=json, headers={"Authorization": f"Bearer {token}"}
+                )
+        except httpx.HTTPError as exc:
+            log.warning("terminal server unreachable", sandbox=sandbox.name, error=str(exc))
+            raise BackendUnavailable(
+                "the sandbox's terminal server is unreachable", code="sandbox-pty-unavailable"
+            ) from exc
+        if response.status_code >= 400:
+            raise _error_from(response)
+        return response
+
+    def _sid(self, sandbox: Sandbox, terminal_id: str | None) -> str:
+        return quote(terminal_id or sandbox.name, safe="")
+
+    async def wake(self, sandbox: Sandbox) -> None:
+        for _ in range(5):
+            current = await self._store.get(sandbox.namespace, sandbox.name)
+            annotations = {
+                **current.metadata.annotations,
+                ANNOTATION_WAKE: format_time(self._clock()),
+            }
+            try:
+                await self._store.update(current.with_meta(annotations=annotations))
+            except Conflict:
+                continue
+            log.info("wake requested", sandbox=sandbox.name, namespace=sandbox.namespace)
+            return
+
+    async def resize(
+        self, sandbox: Sandbox, terminal_id: str | None, rows: int, cols: int, *, token: str
+    ) -> None:
+        path = f"/sessions/{self._sid(sandbox, terminal_id)}/resize"
+        await self._call(sandbox, "POST", path, token=token, json={"rows": rows, "cols": cols})
+
+    async def signal(
+        self, sandbox: Sandbox, terminal_id: str | None, name: str, *, token: str
+    ) -> None:
+        path = f"/sessions/{self._sid(sandbox, terminal_id)}/signal"
+        await self._call(sandbox, "POST", path, token=token, json={"signal": name})
+
+    async def open_extra(self, sandbox: Sandbox, agent: str, *, token: str) -> dict[str, Any]:
+        check_extra_agent(self._sessions.catalogue, agent)
+        created = await self._call(sandbox, "POST", "/sessions", token=token, json={"agent": agent})
+        terminal_id = str(created.json()["id"])
+        return {
+            "id": terminal_id,
+            "agent": agent,
+            "attachUrl": terminal_attach_path(sandbox.name, terminal_id),
+        }
+
+    async def list_terminals(self, sandbox: Sandbox, *, token: str) -> list[dict[str, Any]]:
+        ids = (await self._call(sandbox, "GET", "/sessions", token=token)).json()["sessions"]
+        out = []
+        for terminal_id in ids:
+            try:
+                info = (
+                    await self._call(sandbox, "GET", f"/sessions/{quote(terminal_id)}", token=token)
+                ).json()
+            except NotFound:
+                continue  # ended between the two calls
+            if info.get("exited"):
+                continue
+            url = (
+                attach_path(sandbox.name)
+                if terminal_id == sandbox.name
+                else terminal_attach_path(sandbox.name, terminal_id)
+            )
+            out.append({"id": terminal_id, "agent": info.get("agent", ""), "attachUrl": url})
+        return out
+
+    async def close(self, sandbox: Sandbox, terminal_id: str, *, token: str) -> None:
+        await self._call(sandbox, "DELETE", f"/sessions/{quote(terminal_id, safe='')}", token=token)
+
+    # ------------------------------------------------------------------ WebSocket relay
+    async def attach(
+        self, websocket: WebSocket, sandbox: Sandbox, terminal_id: str | None, *, token: str
+    ) -> None:
+        try:
+            base = upstream_base(self._template, sandbox)
+        except SandboxError as exc:
+            await websocket.close(CLOSE_INTERNAL, exc.detail[:120])
+            return
+        url = base.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+        url += f"/sessions/{self._sid(sandbox, terminal_id)}/attach"
+        try:
+            upstream = await websockets.connect(
+                url,
+                additional_headers={"Authorization": f"Bearer {token}"},
+                max_size=None,
+                compression=None,
+                open_timeout=TIMEOUT,
+            )
+        except (OSError, websockets.WebSocketException, TimeoutError) as exc:
+            log.warning("terminal server attach failed", sandbox=sandbox.name, error=str(exc))
+            await websocket.close(CLOSE_INTERNAL, "terminal server unreachable")
+            return
+        async with upstream:
+            await _relay(websocket, upstream)
+
+
+async def _relay(browser: WebSocket, upstream: websockets.ClientConnection) -> None:
+    async def down() -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async for frame in upstream:
+                if isinstance(frame, bytes):
+                    await browser.send_bytes(frame)
+                else:
+                    await browser.send_text(frame)
+
+    async def up() -> None:
+        with contextlib.suppress(WebSocketDisconnect):
+            while True:
+                message = await browser.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                data = message.get("bytes")
+                await upstream.send(data if data is not None else message.get("text") or "")
+
+    tasks = [asyncio.create_task(down()), asyncio.create_task(up())]
+    _done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    code = upstream.close_code or 1000
+    reason = upstream.close_reason or ""
+    await upstream.close()
+    with contextlib.suppress(Exception):
+        await browser.close(code if code not in (1005, 1006) else 1011, reason[:120])

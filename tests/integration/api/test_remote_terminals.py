@@ -1,0 +1,200 @@
+"""Kubernetes-mode terminals: the control plane (`sandbox api` composition) proxies to a
+real standalone terminal server, as it does to each sandbox's pty-server pod."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+
+from openova_sandbox.api.app import create_app
+from openova_sandbox.api.composition import build_api
+from openova_sandbox.auth.authenticator import build_authenticator
+from openova_sandbox.auth.issuer import EmbeddedIssuer
+from openova_sandbox.config import load_settings
+from openova_sandbox.domain.model import SandboxStatus
+from openova_sandbox.store.sql import SqlStore
+from openova_sandbox.terminal.standalone import build_standalone_app
+from openova_sandbox.testing.server import free_port, serve_in_thread
+
+SESSIONS = "/api/v1/sandbox/sessions"
+
+
+class Cluster:
+    """A control plane plus one sandbox's terminal server, sharing a SQLite store file
+    that the test edits the way the operator would (status, phases)."""
+
+    def __init__(self, tmp_path: Path, pty_port: int) -> None:
+        agents = tmp_path / "agents.json"
+        agents.write_text(
+            json.dumps([{"slug": "aider", "binary": "/bin/sh", "defaultArgs": ["-i"]}])
+        )
+        (tmp_path / "work").mkdir(exist_ok=True)
+        self.settings = load_settings(
+            data_dir=tmp_path / "data",
+            agents_path=str(agents),
+            kube_pty_url_template=f"http://127.0.0.1:{pty_port}",
+            pty_sandbox_id="box",
+            pty_owner_email="dev@acme.com",
+            pty_org_id="acme",
+            pty_default_agent="aider",
+            pty_workdir=str(tmp_path / "work"),
+        )
+        self.issuer = EmbeddedIssuer.load_or_create(tmp_path / "data")
+        self.db = self.settings.effective_database_url
+
+    def token(self, sub="u-1", email="dev@acme.com", org="acme") -> str:
+        return self.issuer.mint(sub=sub, email=email, org=org)
+
+    def edit(self, change) -> None:
+        async def run():
+            store = SqlStore(self.db)
+            await store.start()
+            try:
+                current = await store.get("acme", "box")
+                await change(store, current)
+            finally:
+                await store.close()
+
+        asyncio.run(run())
+
+    def set_phase(self, phase: str, namespace: str = "sandbox-dev-at-acme-com") -> None:
+        async def change(store, current):
+            status = replace(current.status, phase=phase, extra={"workspaceNamespace": namespace})
+            await store.update_status(current.with_status(status))
+
+        self.edit(change)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    pty_port = free_port()
+    c = Cluster(tmp_path, pty_port)
+    pty_app = build_standalone_app(
+        c.settings, authenticate=build_authenticator(c.settings, issuer=c.issuer).authenticate
+    )
+    with (
+        serve_in_thread(pty_app, port=pty_port),
+        serve_in_thread(create_app(build_api(c.settings))) as api,
+    ):
+        c.url = api.url
+        c.ws = api.ws_url
+        c.http = httpx.Client(base_url=api.url, timeout=10)
+        yield c
+        c.http.close()
+
+
+async def read_until(ws, needle: bytes, timeout=10.0) -> bytes:
+    seen = b""
+    async with asyncio.timeout(timeout):
+        while needle not in seen:
+            seen += await ws.recv()
+    return seen
+
+
+def test_attach_resize_and_extra_terminals_go_through_to_the_pod(cluster):
+    h = {"Authorization": f"Bearer {cluster.token()}"}
+    assert (
+        cluster.http.post(SESSIONS, headers=h, json={"agent": "aider", "name": "box"}).status_code
+        == 201
+    )
+    cluster.set_phase("Ready")
+    url = f"{cluster.ws}{SESSIONS}/box/attach?access_token={cluster.token()}"
+
+    async def scenario():
+        async with websockets.connect(url) as ws:
+            await ws.recv()  # replay
+            await ws.send("echo via-proxy-$((5*5))\n")
+            await read_until(ws, b"via-proxy-25")
+            resized = cluster.http.post(
+                f"{SESSIONS}/box/resize", headers=h, json={"rows": 30, "cols": 99}
+            )
+            assert resized.status_code == 204
+            await ws.send("stty size\n")
+            await read_until(ws, b"30 99")
+
+    asyncio.run(scenario())
+    extra = cluster.http.post(
+        f"{SESSIONS}/box/terminals", headers=h, json={"agent": "sovereign-shell"}
+    )
+    assert extra.status_code == 201, extra.text
+    tid = extra.json()["id"]
+    listed = cluster.http.get(f"{SESSIONS}/box/terminals", headers=h).json()["terminals"]
+    assert {t["id"] for t in listed} == {"box", tid}
+    assert cluster.http.delete(f"{SESSIONS}/box/terminals/{tid}", headers=h).status_code == 204
+    assert cluster.http.delete(f"{SESSIONS}/box/terminals/{tid}", headers=h).status_code == 404
+
+
+def test_attach_wakes_a_suspended_sandbox(cluster):
+    h = {"Authorization": f"Bearer {cluster.token()}"}
+    cluster.http.post(SESSIONS, headers=h, json={"agent": "aider", "name": "box"})
+    cluster.set_phase("Suspended")
+    url = f"{cluster.ws}{SESSIONS}/box/attach?access_token={cluster.token()}"
+    result: dict[str, bytes] = {}
+
+    def attach():
+        async def go():
+            async with websockets.connect(url) as ws:
+                result["replay"] = await asyncio.wait_for(ws.recv(), 20)
+
+        asyncio.run(go())
+
+    thread = threading.Thread(target=attach)
+    thread.start()
+    woken = None
+    deadline = time.monotonic() + 10
+    while woken is None and time.monotonic() < deadline:
+        seen: dict[str, str] = {}
+
+        async def read(store, current, seen=seen):
+            seen.update(current.metadata.annotations)
+
+        cluster.edit(read)
+        woken = seen.get("openova.io/wake-requested")
+        time.sleep(0.1)
+    assert woken, "attach did not ask the operator to wake the sandbox"
+    cluster.set_phase("Ready")  # what the operator does once the pod is ready again
+    thread.join(timeout=30)
+    assert "replay" in result
+
+
+def test_unreachable_terminal_server(tmp_path):
+    c = Cluster(tmp_path, free_port())  # nothing listens there
+    with serve_in_thread(create_app(build_api(c.settings))) as api:
+        h = {"Authorization": f"Bearer {c.token()}"}
+        httpx.post(f"{api.url}{SESSIONS}", headers=h, json={"agent": "aider", "name": "box"})
+        c.set_phase("Ready")
+        resp = httpx.post(f"{api.url}{SESSIONS}/box/resize", headers=h, json={"rows": 5, "cols": 5})
+        assert resp.status_code == 503
+        assert resp.json()["error"] == "sandbox-pty-unavailable"
+
+        async def attach():
+            async with websockets.connect(
+                f"{api.ws_url}{SESSIONS}/box/attach?access_token={c.token()}"
+            ) as ws:
+                with contextlib.suppress(websockets.ConnectionClosed):
+                    await asyncio.wait_for(ws.recv(), 10)
+                return ws.close_code
+
+        assert asyncio.run(attach()) == 1011
+
+
+def test_a_sandbox_without_a_workspace_namespace_is_not_ready(cluster):
+    h = {"Authorization": f"Bearer {cluster.token()}"}
+    cluster.http.post(SESSIONS, headers=h, json={"agent": "aider", "name": "box"})
+
+    async def change(store, current):
+        await store.update_status(current.with_status(SandboxStatus(phase="Ready")))
+
+    cluster.edit(change)
+    resp = cluster.http.post(f"{SESSIONS}/box/resize", headers=h, json={"rows": 5, "cols": 5})
+    assert resp.status_code == 503
+    assert resp.json()["error"] == "sandbox-not-ready"
