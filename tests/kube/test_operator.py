@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -18,6 +20,7 @@ from kopf.testing import KopfRunner
 from lightkube import AsyncClient, KubeConfig
 
 from openova_sandbox.controller.kube.handlers import OperatorOptions, build_registry
+from openova_sandbox.controller.kube.metrics import OperatorMetrics
 from openova_sandbox.controller.kube.render import RenderConfig
 from openova_sandbox.testing.kubeapi import FakeKube
 
@@ -36,13 +39,15 @@ def wait_for(check: Callable[[], Any], *, timeout: float = 30.0) -> Any:
     raise AssertionError(f"condition not met in {timeout}s (last: {last!r})")
 
 
-def sandbox_body(name: str, **spec: Any) -> dict[str, Any]:
+def sandbox_body(
+    name: str, *, email: str = "dev@acme.com", org: str = "acme", **spec: Any
+) -> dict[str, Any]:
     return {
         "apiVersion": "sandbox.openova.io/v1",
         "kind": "Sandbox",
         "metadata": {"name": name},
         "spec": {
-            "owner": {"email": "dev@acme.com", "orgRef": {"slug": "acme"}},
+            "owner": {"email": email, "orgRef": {"slug": org}},
             "quota": {"cpu": "2", "memory": "4Gi", "storage": "20Gi", "concurrentSessions": 3},
             "agentCatalogue": ["claude-code"],
             "repos": [{"giteaRepo": "acme/web"}],
@@ -51,12 +56,19 @@ def sandbox_body(name: str, **spec: Any) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def operator(kube: FakeKube, monkeypatch: pytest.MonkeyPatch) -> Iterator[KopfRunner]:
-    monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig_path))
+@contextmanager
+def running_operator(
+    kube: FakeKube, *, metrics: OperatorMetrics | None = None
+) -> Iterator[KopfRunner]:
+    """kopf for real (its own thread and loop), watching every namespace of ``kube``."""
     config = KubeConfig.from_file(kube.kubeconfig_path)
     registry = build_registry(
-        OperatorOptions(render=RenderConfig(), max_requeue=0.3),
+        OperatorOptions(
+            render=RenderConfig(),
+            max_requeue=0.3,
+            error_backoff=0.1,
+            metrics=metrics or OperatorMetrics(),
+        ),
         client_factory=lambda: AsyncClient(config=config, trust_env=False),
     )
     settings = kopf.OperatorSettings()
@@ -69,6 +81,24 @@ def operator(kube: FakeKube, monkeypatch: pytest.MonkeyPatch) -> Iterator[KopfRu
     ) as runner:
         yield runner
     assert runner.exception is None, runner.output
+
+
+@pytest.fixture
+def metrics() -> OperatorMetrics:
+    return OperatorMetrics()
+
+
+@pytest.fixture
+def operator(
+    kube: FakeKube, metrics: OperatorMetrics, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[KopfRunner]:
+    monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig_path))
+    with running_operator(kube, metrics=metrics) as runner:
+        yield runner
+
+
+def sample(metrics: OperatorMetrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels or None) or 0.0
 
 
 def test_operator_provisions_reports_ready_and_cleans_up(
@@ -141,8 +171,8 @@ def test_operator_provisions_reports_ready_and_cleans_up(
         assert http.get(f"/api/v1/namespaces/{NS}").status_code == 404
 
 
-def test_invalid_sandbox_fails_without_creating_anything(
-    kube: FakeKube, operator: KopfRunner
+def test_cross_org_repo_is_refused_without_creating_anything(
+    kube: FakeKube, operator: KopfRunner, metrics: OperatorMetrics
 ) -> None:
     with httpx.Client(base_url=kube.url, timeout=5) as http:
         body = sandbox_body("cross", repos=[{"giteaRepo": "globex/secret"}])
@@ -158,9 +188,152 @@ def test_invalid_sandbox_fails_without_creating_anything(
         assert "globex" in ready["message"]
         assert http.get(f"/api/v1/namespaces/{NS}").status_code == 404
         assert http.get(f"{SB}/cross").json()["metadata"].get("finalizers") is None
+        assert (
+            sample(metrics, "sandbox_operator_sandboxes_failed_total", reason="CrossOrgRepo") == 1
+        )
 
 
-def test_run_operator_logs_in_from_kubeconfig_and_stops_on_the_flag(
+WRITES = {"POST", "PUT", "PATCH", "DELETE"}
+MERGE = {"Content-Type": "application/merge-patch+json"}
+
+
+def phase_of(http: httpx.Client, name: str, base: str = SB) -> str:
+    return str(http.get(f"{base}/{name}").json().get("status", {}).get("phase", ""))
+
+
+def replicas_of(http: httpx.Client, ns: str) -> int | None:
+    got = http.get(f"/apis/apps/v1/namespaces/{ns}/statefulsets/pty-server")
+    return int(got.json()["spec"]["replicas"]) if got.status_code == 200 else None
+
+
+def make_ready(kube: FakeKube, http: httpx.Client, name: str, ns: str, base: str = SB) -> None:
+    wait_for(lambda: replicas_of(http, ns) == 1)
+    kube.set_ready_replicas(ns, "pty-server", 1)
+    wait_for(lambda: phase_of(http, name, base) == "Ready")
+
+
+def test_restart_resumes_without_writing_anything(
+    kube: FakeKube, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig_path))
+    with httpx.Client(base_url=kube.url, timeout=5) as http:
+        with running_operator(kube):
+            assert http.post(SB, json=sandbox_body("alpha")).status_code == 201
+            make_ready(kube, http, "alpha", NS)
+        before = http.get(f"{SB}/alpha").json()
+        mark = len(kube.requests)
+        again = OperatorMetrics()
+        with running_operator(kube, metrics=again):
+            # the listing, then timer passes (every 0.3 s): several full reconciles
+            wait_for(
+                lambda: sample(again, "sandbox_operator_reconciles_total", result="unchanged") >= 4
+            )
+        writes = [r for r in kube.requests[mark:] if r[0] in WRITES]
+        assert writes == []
+        assert sample(again, "sandbox_operator_reconciles_total", result="changed") == 0
+        after = http.get(f"{SB}/alpha").json()
+        assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+
+def test_an_injected_500_is_retried(
+    kube: FakeKube, operator: KopfRunner, metrics: OperatorMetrics
+) -> None:
+    fault = kube.inject(method="POST", path=r"^/api/v1/namespaces$", status=500, times=2)
+    with httpx.Client(base_url=kube.url, timeout=5) as http:
+        assert http.post(SB, json=sandbox_body("alpha")).status_code == 201
+        make_ready(kube, http, "alpha", NS)
+    assert fault.hits == 2
+    assert sample(metrics, "sandbox_operator_reconcile_failures_total", error="500") == 2
+    assert sample(metrics, "sandbox_operator_reconciles_total", result="error") == 2
+    creates = [r for r in kube.requests if r == ("POST", "/api/v1/namespaces")]
+    assert len(creates) == 3  # two refused, one made it: no duplicate after success
+
+
+def test_two_tenants_are_isolated(kube: FakeKube, operator: KopfRunner) -> None:
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "globex"}})
+    globex_sb = "/apis/sandbox.openova.io/v1/namespaces/globex/sandboxes"
+    globex_ns = "sandbox-dev-at-globex-com"
+    with httpx.Client(base_url=kube.url, timeout=5) as http:
+        assert http.post(SB, json=sandbox_body("dev")).status_code == 201
+        body = sandbox_body(
+            "dev", email="dev@globex.com", org="globex", repos=[{"giteaRepo": "globex/api"}]
+        )
+        assert http.post(globex_sb, json=body).status_code == 201
+        make_ready(kube, http, "dev", NS)
+        make_ready(kube, http, "dev", globex_ns, base=globex_sb)
+        assert http.get(f"{SB}/dev").json()["status"]["workspaceNamespace"] == NS
+        assert http.get(f"{globex_sb}/dev").json()["status"]["workspaceNamespace"] == globex_ns
+        for ns, org, other in ((NS, "acme", "globex"), (globex_ns, "globex", "acme")):
+            for path in (
+                f"/api/v1/namespaces/{ns}/configmaps",
+                f"/api/v1/namespaces/{ns}/persistentvolumeclaims",
+                f"/apis/apps/v1/namespaces/{ns}/statefulsets",
+                f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings",
+            ):
+                items = http.get(path).json()["items"]
+                assert items, path
+                for item in items:
+                    labels = item["metadata"]["labels"]
+                    assert labels["openova.io/organization"] == org
+                    assert labels["openova.io/sandbox-namespace"] == org
+                    assert other not in str(labels)
+            # no object of this org anywhere outside its own namespace
+            for path in ("/api/v1/persistentvolumeclaims", "/apis/apps/v1/statefulsets"):
+                found = http.get(path, params={"labelSelector": f"openova.io/organization={org}"})
+                assert {i["metadata"]["namespace"] for i in found.json()["items"]} == {ns}
+        # the repo PVCs follow each tenant's own spec
+        assert (
+            http.get(f"/api/v1/namespaces/{NS}/persistentvolumeclaims/repo-web").status_code == 200
+        )
+        assert (
+            http.get(f"/api/v1/namespaces/{globex_ns}/persistentvolumeclaims/repo-web").status_code
+            == 404
+        )
+        # deleting one tenant leaves the other alone
+        http.delete(f"{globex_sb}/dev")
+        wait_for(lambda: http.get(f"{globex_sb}/dev").status_code == 404)
+        assert http.get(f"/api/v1/namespaces/{globex_ns}").status_code == 404
+        assert phase_of(http, "dev") == "Ready"
+        assert replicas_of(http, NS) == 1
+
+
+def test_idle_sandbox_is_suspended_and_woken(
+    kube: FakeKube, operator: KopfRunner, metrics: OperatorMetrics
+) -> None:
+    with httpx.Client(base_url=kube.url, timeout=5) as http:
+        body = sandbox_body("idle", idleScaling={"enabled": True, "timeoutMinutes": 1})
+        assert http.post(SB, json=body).status_code == 201
+        make_ready(kube, http, "idle", NS)
+        # the terminal server last reported activity five minutes ago
+        old = (datetime.now(UTC) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        got = http.patch(
+            f"{SB}/idle/status", headers=MERGE, json={"status": {"lastActivityAt": old}}
+        )
+        assert got.status_code == 200
+        wait_for(lambda: phase_of(http, "idle") == "Suspended")
+        assert replicas_of(http, NS) == 0
+        conditions = http.get(f"{SB}/idle").json()["status"]["conditions"]
+        pty = next(c for c in conditions if c["type"] == "PtyReady")
+        assert (pty["status"], pty["reason"]) == ("False", "Suspended")
+        assert sample(metrics, "sandbox_operator_suspends_total") == 1
+        kube.set_ready_replicas(NS, "pty-server", 0)  # the pod goes away
+
+        # an attach asks for a wake
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        wake = {"metadata": {"annotations": {"openova.io/wake-requested": now}}}
+        assert http.patch(f"{SB}/idle", headers=MERGE, json=wake).status_code == 200
+        wait_for(lambda: replicas_of(http, NS) == 1)
+        assert phase_of(http, "idle") in ("Provisioning", "Suspended")
+        kube.set_ready_replicas(NS, "pty-server", 1)
+        wait_for(lambda: phase_of(http, "idle") == "Ready")
+        assert sample(metrics, "sandbox_operator_wakes_total") == 1
+        # the wake counts as activity: it is not suspended again right away
+        time.sleep(1.0)
+        assert phase_of(http, "idle") == "Ready"
+        assert sample(metrics, "sandbox_operator_suspends_total") == 1
+
+
+def test_run_operator_leads_serves_metrics_and_stops_on_the_flag(
     kube: FakeKube, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import asyncio
@@ -170,14 +343,26 @@ def test_run_operator_logs_in_from_kubeconfig_and_stops_on_the_flag(
     from openova_sandbox.controller.kube.operator import run_operator
 
     monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig_path))
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "catalyst-system"}})
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}})
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     errors: list[BaseException] = []
+    metrics = OperatorMetrics()
 
     def target() -> None:
         asyncio.set_event_loop(loop)
         try:
-            loop.run_until_complete(run_operator(load_settings(), stop_flag=stop))
+            loop.run_until_complete(
+                run_operator(
+                    load_settings(),
+                    namespace="acme",
+                    metrics_port=0,
+                    metrics_addr="127.0.0.1",
+                    stop_flag=stop,
+                    metrics=metrics,
+                )
+            )
         except BaseException as exc:  # surfaced below
             errors.append(exc)
         finally:
@@ -185,12 +370,29 @@ def test_run_operator_logs_in_from_kubeconfig_and_stops_on_the_flag(
 
     thread = threading.Thread(target=target)
     thread.start()
+    leases = "/apis/coordination.k8s.io/v1/namespaces/catalyst-system/leases"
     try:
         with httpx.Client(base_url=kube.url, timeout=5) as http:
             assert http.post(SB, json=sandbox_body("beta")).status_code == 201
+            # narrowed to "acme": a sandbox elsewhere is not touched
+            other = "/apis/sandbox.openova.io/v1/namespaces/other/sandboxes"
+            body = sandbox_body("gamma", email="gamma@acme.com")
+            assert http.post(other, json=body).status_code == 201
             wait_for(lambda: http.get(f"/api/v1/namespaces/{NS}").status_code == 200)
+            lease = http.get(f"{leases}/sandbox-operator").json()
+            assert lease["spec"]["holderIdentity"]
+            assert lease["spec"]["leaseDurationSeconds"] == 15
+            wait_for(lambda: metrics.port is not None)
+            text = httpx.get(f"http://127.0.0.1:{metrics.port}/metrics", timeout=5).text
+            assert "sandbox_operator_leader 1.0" in text
+            assert 'sandbox_operator_reconciles_total{result="changed"}' in text
+            time.sleep(1.0)
+            assert http.get("/api/v1/namespaces/sandbox-gamma-at-acme-com").status_code == 404
+            assert http.get(f"{other}/gamma").json().get("status") is None
     finally:
         loop.call_soon_threadsafe(stop.set)
         thread.join(timeout=30)
     assert not thread.is_alive()
     assert errors == []
+    with httpx.Client(base_url=kube.url, timeout=5) as http:
+        assert http.get(f"{leases}/sandbox-operator").json()["spec"].get("holderIdentity") is None
