@@ -399,9 +399,17 @@ def pty_server(
 
 
 @app.command()
-def operator() -> None:
+def operator(
+    namespace: Annotated[
+        str | None,
+        typer.Option(help="Watch Sandboxes in this namespace only (default: all namespaces)"),
+    ] = None,
+    metrics_port: Annotated[
+        int, typer.Option(help="Port of the Prometheus /metrics endpoint (0: none)")
+    ] = 8081,
+) -> None:
     """Run the Kubernetes operator (reconciles every Sandbox into its namespace; KUBECONFIG
-    or in-cluster config)."""
+    or in-cluster config). Replicas elect a leader with a Lease; only it reconciles."""
     import asyncio
 
     from ..controller.kube.operator import run_operator
@@ -409,7 +417,9 @@ def operator() -> None:
 
     settings = settings_or_exit()
     configure(level=settings.log_level, json=settings.log_json)
-    asyncio.run(run_operator(settings))
+    asyncio.run(
+        run_operator(settings, namespace=namespace or None, metrics_port=metrics_port or None)
+    )
 
 
 @app.command()
