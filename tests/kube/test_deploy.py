@@ -57,6 +57,8 @@ def test_the_base_contains_the_control_plane(manifests: list[dict[str, Any]]) ->
             ("ClusterRole", "openova-sandbox-operator"),
             ("ClusterRoleBinding", "openova-sandbox-api"),
             ("ClusterRoleBinding", "openova-sandbox-operator"),
+            ("Role", "sandbox-operator-leader"),
+            ("RoleBinding", "sandbox-operator-leader"),
             ("Deployment", "sandbox-api"),
             ("Deployment", "sandbox-operator"),
             ("Service", "sandbox-api"),
@@ -132,8 +134,34 @@ def test_pods_are_hardened(manifests: list[dict[str, Any]]) -> None:
             sc = container["securityContext"]
             assert sc["allowPrivilegeEscalation"] is False
             assert sc["capabilities"] == {"drop": ["ALL"]}
-    operator = by_key(manifests)[("Deployment", "sandbox-operator")]["spec"]
-    assert operator["replicas"] == 1 and operator["strategy"] == {"type": "Recreate"}
+
+
+def test_operator_replicas_elect_a_leader(manifests: list[dict[str, Any]]) -> None:
+    from openova_sandbox.controller.kube.leader import LEASE_NAME
+
+    objects = by_key(manifests)
+    operator = objects[("Deployment", "sandbox-operator")]["spec"]
+    assert operator["replicas"] == 2
+    container = operator["template"]["spec"]["containers"][0]
+    assert container["args"][:2] == ["sandbox", "operator"]
+    assert {p["containerPort"] for p in container["ports"]} == {8081}
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    # the Lease lives in the control-plane namespace (settings default) and may be written
+    role = objects[("Role", "sandbox-operator-leader")]
+    assert role["metadata"]["namespace"] == "catalyst-system"
+    grants = {
+        (verb, name)
+        for rule in role["rules"]
+        if rule["resources"] == ["leases"]
+        for verb in rule["verbs"]
+        for name in rule.get("resourceNames", ["*"])
+    }
+    assert {("create", "*"), ("get", LEASE_NAME), ("update", LEASE_NAME)} <= grants
+    binding = objects[("RoleBinding", "sandbox-operator-leader")]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "sandbox-operator", "namespace": "catalyst-system"}
+    ]
 
 
 def test_dockerfile_matches_what_the_manifests_run() -> None:
