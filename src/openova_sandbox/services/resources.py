@@ -19,7 +19,8 @@ How the copy is kept (the Kubernetes informer pattern over the ``Store`` protoco
 Fan-out never blocks the informer: each subscriber has a bounded buffer; one that
 falls behind is dropped (it receives a final ``end`` with reason ``slow-consumer`` and
 should list again), the others are untouched. ``stop`` ends every subscription with
-reason ``shutdown``.
+reason ``shutdown``; ``end_streams`` does the same while the cache keeps running (for a
+server about to stop).
 """
 
 from __future__ import annotations
@@ -130,6 +131,7 @@ class SandboxInformer:
         self._objects: dict[Key, Sandbox] = {}
         self._subscribers: set[Subscription] = set()
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._live = False
         self._synced_once = asyncio.Event()
         self._last_sync: float | None = None
@@ -139,6 +141,7 @@ class SandboxInformer:
 
     async def start(self) -> None:
         if self._task is None or self._task.done():
+            self._loop = asyncio.get_running_loop()
             self._task = asyncio.create_task(self._run(), name="sandbox-informer")
 
     async def stop(self) -> None:
@@ -148,8 +151,31 @@ class SandboxInformer:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._mark_lost()
+        self._end_all(END_SHUTDOWN)
+
+    def end_streams(self) -> None:
+        """End every subscription (reason ``shutdown``) but keep the cache running.
+
+        For a server that is about to stop: uvicorn waits for open responses *before*
+        it runs the lifespan shutdown, so streams must be ended first. Safe to call from
+        any thread (it hops onto the informer's loop).
+        """
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._end_all(END_SHUTDOWN)
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._end_all(END_SHUTDOWN)
+        else:
+            loop.call_soon_threadsafe(self._end_all, END_SHUTDOWN)
+
+    def _end_all(self, reason: str) -> None:
         for sub in list(self._subscribers):
-            sub.close(END_SHUTDOWN)
+            sub.close(reason)
         self._subscribers.clear()
 
     @property

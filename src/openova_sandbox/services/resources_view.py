@@ -80,6 +80,10 @@ class ResourcesService:
     async def stop(self) -> None:
         await self._informer.stop()
 
+    def end_streams(self) -> None:
+        """End every open stream now (thread-safe); see ``SandboxInformer.end_streams``."""
+        self._informer.end_streams()
+
     def check_cluster(self, cluster: str) -> str:
         if cluster not in self._clusters:
             raise NotFound(

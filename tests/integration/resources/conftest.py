@@ -11,6 +11,7 @@ import json
 import queue
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -120,7 +121,19 @@ class Api:
         response = self.http.post(SESSIONS, headers=headers, json={"agent": agent, "name": name})
         assert response.status_code == 201, response.text
         sandbox_id: str = response.json()["id"]
+        self.settle(headers, sandbox_id)
         return sandbox_id
+
+    def settle(self, headers: dict[str, str], sandbox_id: str) -> None:
+        """Lists come from the informer's copy, which follows writes shortly after:
+        wait until the creator's list shows the new object."""
+        deadline = time.monotonic() + 10
+        while True:
+            listed = self.http.get(f"{BASE}/local/k8s/sandboxes", headers=headers).json()
+            if any(i["metadata"]["name"] == sandbox_id for i in listed["items"]):
+                return
+            assert time.monotonic() < deadline, f"{sandbox_id} never reached the cache"
+            time.sleep(0.01)
 
     def stream(self, path: str, **kw: Any) -> SseReader:
         reader = SseReader(self.http, path, timeout=httpx.Timeout(10, read=None), **kw)
@@ -128,10 +141,11 @@ class Api:
         return reader
 
 
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[Api]:
+@pytest.fixture(params=["memory", "sql"])
+def api(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Api]:
+    """The app on the memory store and on SQLite (whose watch polls its event table)."""
     settings = load_settings(
-        data_dir=tmp_path / "data", agents_path=str(tmp_path / "agents.json"), store="memory"
+        data_dir=tmp_path / "data", agents_path=str(tmp_path / "agents.json"), store=request.param
     )
     deps = build_embedded(settings)
     with serve_in_thread(create_app(deps)) as server:

@@ -64,7 +64,6 @@ def test_a_stranger_sees_none_of_the_events_of_others(api):
     assert bob_stream.next().event == "ready"
     assert carol_stream.next().event == "ready"
     api.create(alice, "secret")
-    time.sleep(0.3)  # let alice's object go through its controller writes first
     mine = api.create(bob, "mine")
     theirs = api.create(carol, "theirs")
     # the first change either stranger hears about is their own: nothing of alice's
@@ -125,3 +124,16 @@ def test_a_disconnected_client_is_unsubscribed(api):
     assert informer.subscriber_count == 1
     reader.close()
     wait_until(lambda: informer.subscriber_count == 0)
+
+
+def test_ending_streams_for_shutdown_closes_them_with_a_final_event(api):
+    reader = api.stream(STREAM, params={"kinds": "sandbox"}, headers=api.auth(**ALICE))
+    assert reader.next().event == "ready"
+    api.deps.resources.end_streams()  # what a stopping server calls (from any thread)
+    end = reader.next_event(lambda f: f.event == "end")
+    assert end.data == {"cluster": "local", "reason": "shutdown"}
+    assert reader.next() is None  # the response is complete
+    assert api.deps.resources.informer.subscriber_count == 0
+    # the cache itself keeps serving
+    h = api.auth(**ALICE)
+    assert api.http.get(f"{BASE}/local/k8s/sandboxes", headers=h).status_code == 200

@@ -12,7 +12,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -46,6 +46,9 @@ _COMMON: Responses = {
     },
 }
 
+ClusterId = Annotated[
+    str, Path(description="the sovereign (cluster) id; the embedded server has one: `local`")
+]
 Scope = Annotated[
     str | None,
     Query(description="`org`: an org admin sees every object of the org namespace"),
@@ -91,7 +94,7 @@ def _frame(data: Any, *, event: str | None = None) -> str:
     },
 )
 async def stream_resources(
-    id: str,
+    id: ClusterId,
     request: Request,
     caller: Caller,
     kinds: Annotated[str, Query(description="comma list: sandbox (or sandboxes)")],
@@ -150,8 +153,8 @@ def _event_body(cluster: str, event: ResourceEvent) -> dict[str, Any]:
     },
 )
 async def list_resources(
-    id: str,
-    kind: str,
+    id: ClusterId,
+    kind: Annotated[str, Path(description="sandbox (or sandboxes)")],
     request: Request,
     caller: Caller,
     ns: Annotated[str | None, Query(description="only this namespace")] = None,
