@@ -99,7 +99,12 @@ async def stream_resources(
     caller: Caller,
     kinds: Annotated[str, Query(description="comma list: sandbox (or sandboxes)")],
     scope: Scope = None,
+    access_token: Annotated[
+        str | None,
+        Query(description="the token, for EventSource clients that cannot set headers"),
+    ] = None,
 ) -> StreamingResponse:
+    del access_token  # read (with the header and cookie) by require_principal
     service = _service(request)
     cluster = service.check_cluster(id)
     wanted = parse_kinds(kinds)
