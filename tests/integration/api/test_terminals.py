@@ -178,7 +178,7 @@ def test_extra_terminals_and_session_limit(make_api, tmp_path):
     async def scenario():
         url = f"{api.server.ws_url}{body['attachUrl']}?access_token={api.token()}"
         async with websockets.connect(url) as ws:
-            await ws.send("echo rescue-$((3*3))\n")
+            await ws.send("echo rescue-$((3*3))\r")
             await read_until(ws, b"rescue-9")
 
     asyncio.run(scenario())

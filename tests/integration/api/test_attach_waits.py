@@ -1,0 +1,107 @@
+"""Attach before Ready waits, then gives up with 1013; a Failed sandbox explains itself."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import threading
+
+import pytest
+import websockets
+
+from openova_sandbox.api.routes import terminals as terminal_routes
+
+SESSIONS = "/api/v1/sandbox/sessions"
+
+
+@pytest.fixture
+def silent_git():
+    """A TCP server that accepts and never answers: a clone from it hangs."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                held.append(server.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    server.close()
+
+
+async def close_code(url: str) -> tuple[int | None, bytes]:
+    text = b""
+    async with websockets.connect(url) as ws:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async with asyncio.timeout(20):
+                async for frame in ws:
+                    text += frame if isinstance(frame, bytes) else frame.encode()
+        return ws.close_code, text
+
+
+def test_attach_gives_up_with_1013_while_provisioning(make_api, silent_git, monkeypatch):
+    monkeypatch.setattr(terminal_routes, "READY_WAIT", 1.5)
+    api = make_api(store="memory", git_base_url=silent_git)
+    h = api.auth()
+    created = api.http.post(
+        SESSIONS, headers=h, json={"agent": "aider", "name": "slow", "repo": "acme/site"}
+    )
+    assert created.status_code == 201
+    url = f"{api.server.ws_url}{SESSIONS}/slow/attach?access_token={api.token()}"
+    code, _ = asyncio.run(close_code(url))
+    assert code == 1013
+    assert api.http.get(f"{SESSIONS}/slow", headers=h).json()["phase"] in (
+        "Pending",
+        "Provisioning",
+    )
+
+
+def test_attach_to_a_failed_sandbox_writes_the_reason(make_api):
+    api = make_api(store="memory")
+    h = api.auth()
+    api.http.post(
+        SESSIONS, headers=h, json={"agent": "aider", "name": "cross", "repo": "other/site"}
+    )
+    url = f"{api.server.ws_url}{SESSIONS}/cross/attach?access_token={api.token()}"
+    code, text = asyncio.run(close_code(url))
+    assert code == 1011
+    assert b"provisioning failed" in text
+    item = api.http.get(f"{SESSIONS}/cross", headers=h).json()
+    assert item["status"] == "failed"
+    assert any(c.get("reason") == "CrossOrgRepo" for c in item["conditions"])
+
+
+def test_agents_report_installed_and_hints(make_api, tmp_path):
+    (tmp_path / "agents.json").write_text(
+        json.dumps([{"slug": "aider", "binary": "/bin/sh", "defaultArgs": []}])
+    )
+    api = make_api(store="memory")
+    agents = {
+        a["id"]: a
+        for a in api.http.get("/api/v1/sandbox/agents", headers=api.auth()).json()["agents"]
+    }
+    assert sorted(agents) == [
+        "aider",
+        "claude-code",
+        "cursor-agent",
+        "little-coder",
+        "opencode",
+        "qwen-code",
+    ]
+    assert agents["aider"]["installed"] is True
+    assert agents["cursor-agent"]["installed"] is False
+    assert agents["cursor-agent"]["installHint"]
+    assert agents["claude-code"]["byos"] is True
+    assert api.http.get("/api/v1/sandbox/agents").status_code == 401

@@ -1,0 +1,128 @@
+"""`sandbox attach` from a real terminal: type, see output, resize, detach with Ctrl-]."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import select
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+import websockets
+
+from openova_sandbox.testing.server import free_port
+
+SANDBOX = str(Path(sys.executable).parent / "sandbox")
+
+
+def read_until(fd: int, needle: bytes, timeout: float = 15.0) -> bytes:
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while needle not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0, f"{needle!r} not seen in {seen[-400:]!r}"
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    assert needle in seen, seen[-400:]
+    return seen
+
+
+def test_attach_types_resizes_and_detaches(tmp_path):
+    agents = tmp_path / "agents.json"
+    agents.write_text(json.dumps([{"slug": "aider", "binary": "/bin/sh", "defaultArgs": ["-i"]}]))
+    port = free_port()
+    env = {**os.environ, "OPENOVA_SANDBOX_AGENTS_PATH": str(agents)}
+    data = ["--data-dir", str(tmp_path / "data")]
+    serve = subprocess.Popen(
+        [SANDBOX, "serve", "--port", str(port), *data],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        while "/login?token=" not in (serve.stdout.readline() or "/login?token="):
+            pass
+        server = ["--server", f"http://127.0.0.1:{port}", *data]
+        created = subprocess.run(
+            [SANDBOX, "create", "--agent", "aider", "--name", "box", *server],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert created.returncode == 0, created.stderr
+        deadline = time.monotonic() + 10
+        while (
+            "running"
+            not in subprocess.run(
+                [SANDBOX, "get", "box", *server], env=env, capture_output=True, text=True
+            ).stdout
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+        primary, secondary = os.openpty()
+        fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 27, 91, 0, 0))
+        attach = subprocess.Popen(
+            [SANDBOX, "attach", "box", *server],
+            env=env,
+            stdin=secondary,
+            stdout=secondary,
+            stderr=secondary,
+            start_new_session=True,
+        )
+        os.close(secondary)
+        # the replay (the shell's prompt) arrives once the CLI is attached in raw mode;
+        # typing earlier would be flushed by the switch to raw mode, as in any terminal
+        read_until(primary, b"# ")
+        os.write(primary, b"echo attached-$((20+1))\r")
+        read_until(primary, b"attached-21")
+        os.write(primary, b"stty size\r")
+        read_until(primary, b"27 91")  # the local window size reached the agent
+        os.write(primary, b"\x1d")  # Ctrl-]
+        read_until(primary, b"detached")
+        assert attach.wait(timeout=10) == 0
+        os.close(primary)
+        # the agent keeps running: its screen is still there for the next viewer
+        token = subprocess.run(
+            [
+                SANDBOX,
+                "token",
+                "--sub",
+                "local-x",
+                "--email",
+                "x@acme.com",
+                "--org",
+                "local",
+                "--role",
+                "org-admin",
+                *data,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
+        async def replay() -> bytes:
+            url = f"ws://127.0.0.1:{port}/api/v1/sandbox/sessions/box/attach?access_token={token}"
+            async with websockets.connect(url) as ws:
+                return await asyncio.wait_for(ws.recv(), 10)
+
+        assert b"attached-21" in asyncio.run(replay())
+    finally:
+        serve.terminate()
+        serve.wait(timeout=20)
