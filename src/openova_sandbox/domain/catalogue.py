@@ -83,7 +83,7 @@ BUILTIN: tuple[AgentSpec, ...] = (
         "claude-code",
         "claude",
         ("--dangerously-skip-permissions",),
-        (("LLM_GATEWAY_URL", "ANTHROPIC_API_KEY"),),
+        (("LLM_GATEWAY_URL", "ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN"),),
         "Claude Code",
         "Anthropic's agentic coding CLI.",
         "npm install -g @anthropic-ai/claude-code",

@@ -1,0 +1,104 @@
+"""Naming rules of sessions-api.md / sandbox-resource.md, by example and by property."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from openova_sandbox.domain import naming
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+
+
+@pytest.mark.parametrize(
+    ("agent", "sub", "name", "expected"),
+    [
+        ("claude-code", "user-sub-abcdef12", None, "claude-code-user-sub"),
+        ("aider", "abc", None, "aider-abc"),
+        ("aider", "x", "My Sandbox!", "my-sandbox"),
+        ("aider", "x", "---", "sandbox-aider"),
+        ("aider", "x", "  ", "aider-x"),
+        ("aider", "x", "Ünïcode__name", "n-code-name"),
+        ("aider", "x", "a" * 62 + "-b", "a" * 62),
+        ("aider", "x", "x" * 80, "x" * 63),
+    ],
+)
+def test_object_name_examples(agent, sub, name, expected):
+    assert naming.object_name(agent=agent, sub=sub, name=name) == expected
+
+
+@given(
+    agent=st.sampled_from(["aider", "claude-code", "qwen-code"]),
+    sub=st.text(min_size=1, max_size=40),
+    name=st.one_of(st.none(), st.text(max_size=120)),
+)
+def test_object_name_is_always_a_dns_label(agent, sub, name):
+    result = naming.object_name(agent=agent, sub=sub, name=name)
+    assert 1 <= len(result) <= 63
+    assert DNS_LABEL.match(result), result
+    # deterministic: the same request gives the same id (duplicates conflict)
+    assert naming.object_name(agent=agent, sub=sub, name=name) == result
+
+
+@given(st.text(max_size=50))
+def test_org_slug_is_valid_or_default(org):
+    slug = naming.org_slug(org)
+    assert slug == "default" or naming.is_valid_slug(slug)
+    if naming.is_valid_slug(org.strip().lower()):
+        assert slug == org.strip().lower()
+
+
+def test_org_slug_examples():
+    assert naming.org_slug(" Acme ") == "acme"
+    assert naming.org_slug("ab") == "default"
+    assert naming.org_slug("9lives") == "default"
+    assert naming.org_slug("acme corp") == "default"
+
+
+def test_namespace_rules():
+    assert naming.namespace_for(" Acme Corp ", "tenants") == "Acme Corp"
+    assert naming.namespace_for("", "tenants") == "tenants"
+    assert naming.namespace_for("  ", None) == "catalyst-system"
+
+
+@pytest.mark.parametrize(
+    ("email", "uid"),
+    [
+        ("dev@acme.com", "dev-at-acme-com"),
+        (" Dev.Ops+ci@Acme.io ", "dev-ops-plus-ci-at-acme-io"),
+        ("first_last@x.org", "first-last-at-x-org"),
+        ("-@-", "at"),
+    ],
+)
+def test_owner_uid(email, uid):
+    assert naming.owner_uid(email) == uid
+
+
+@given(st.emails())
+def test_owner_uid_property(email):
+    uid = naming.owner_uid(email)
+    assert len(uid) <= 200
+    assert not uid.startswith("-")
+    assert not uid.endswith("-")
+    assert "@" not in uid
+    assert "." not in uid
+
+
+@pytest.mark.parametrize(
+    ("repo", "ok"),
+    [
+        ("acme/site", True),
+        ("acme/Site.v2_x-y", True),
+        ("Acme/site", False),
+        ("acme", False),
+        ("acme/site/extra", False),
+        ("/site", False),
+        ("acme/", False),
+        ("_acme/site", False),
+    ],
+)
+def test_repo_pattern(repo, ok):
+    assert naming.is_valid_repo(repo) is ok

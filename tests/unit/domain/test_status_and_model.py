@@ -1,0 +1,125 @@
+"""Status projection, the phase table, the item shape and the document round trip."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from openova_sandbox.domain.errors import IllegalTransition
+from openova_sandbox.domain.model import (
+    Condition,
+    ObjectMeta,
+    Preview,
+    Quota,
+    Sandbox,
+    SandboxSpec,
+    SandboxStatus,
+)
+from openova_sandbox.domain.principal import principal_from_claims
+from openova_sandbox.domain.status import check_transition, project_status, to_item
+
+
+@pytest.mark.parametrize(
+    ("phase", "status"),
+    [
+        ("", "pending"),
+        ("Pending", "pending"),
+        (" provisioning ", "pending"),
+        ("Ready", "running"),
+        ("READY", "running"),
+        ("Suspended", "stopped"),
+        ("Failed", "failed"),
+        ("Exploded", "unknown"),
+    ],
+)
+def test_projection(phase, status):
+    assert project_status(phase) == status
+
+
+def test_phases_only_move_forward():
+    check_transition("", "Pending")
+    check_transition("Pending", "Provisioning")
+    check_transition("Provisioning", "Ready")
+    check_transition("Ready", "Suspended")
+    check_transition("Suspended", "Ready")
+    check_transition("Ready", "Ready")
+    for current, target in [("Ready", "Pending"), ("Provisioning", "Pending"), ("Failed", "Ready")]:
+        with pytest.raises(IllegalTransition):
+            check_transition(current, target)
+
+
+def sample() -> Sandbox:
+    created = datetime(2026, 5, 18, 6, 45, 5, tzinfo=UTC)
+    return Sandbox(
+        metadata=ObjectMeta(
+            name="box",
+            namespace="acme",
+            uid="u-1",
+            resource_version="7",
+            generation=2,
+            creation_timestamp=created,
+            labels={"a": "b"},
+            annotations={"catalyst.openova.io/sandbox-display-name": "My Box"},
+            finalizers=("sandbox.openova.io/finalizer",),
+            extra={"managedFields": [{"manager": "x"}]},
+        ),
+        spec=SandboxSpec(
+            owner_email="dev@acme.com",
+            org_slug="acme",
+            quota=Quota(cpu="500m", memory="1Gi", storage="2Gi", concurrent_sessions=2),
+            agent_catalogue=("aider", "opencode"),
+            repos=("acme/site",),
+            extra={"planId": "sandbox-pro", "idleScaling": {"enabled": True}},
+        ),
+        status=SandboxStatus(
+            phase="Ready",
+            conditions=(Condition("Ready", "True", "Ready", "", created),),
+            sessions=2,
+            storage_used="8.2Gi",
+            previews=(Preview(3, "https://pr-3.example", "abc"),),
+            observed_generation=2,
+            extra={"workspaceNamespace": "sandbox-dev-at-acme-com"},
+        ),
+    )
+
+
+def test_document_round_trip_keeps_unknown_fields():
+    doc = sample().to_dict()
+    assert doc["spec"]["planId"] == "sandbox-pro"
+    assert doc["metadata"]["managedFields"] == [{"manager": "x"}]
+    assert doc["status"]["workspaceNamespace"] == "sandbox-dev-at-acme-com"
+    assert Sandbox.from_dict(doc) == sample()
+    assert Sandbox.from_dict(doc).to_dict() == doc
+
+
+def test_item_shape():
+    item = to_item(sample())
+    assert list(item)[:6] == ["id", "name", "agent", "status", "createdAt", "repo"]
+    assert item["name"] == "My Box"
+    assert item["agent"] == "aider"
+    assert item["status"] == "running"
+    assert item["createdAt"] == "2026-05-18T06:45:05Z"
+    assert item["sessions"] == 2
+    assert item["storageUsed"] == "8.2Gi"
+    assert "spend30d" not in item
+    assert item["previews"] == [{"prNumber": 3, "url": "https://pr-3.example", "sha": "abc"}]
+    assert item["conditions"][0]["lastTransitionTime"] == "2026-05-18T06:45:05Z"
+    assert item["attachUrl"] == "/api/v1/sandbox/sessions/box/attach"
+
+
+def test_principal_from_claims():
+    p = principal_from_claims(
+        {"sub": "s", "org": "legacy", "realm_access": {"roles": ["org-admin"]}, "email": " a@b.c "}
+    )
+    assert p is not None
+    assert p.org == "legacy"
+    assert p.email == "a@b.c"
+    assert p.is_org_admin
+    q = principal_from_claims({"sub": "s", "org_id": "new", "org": "old", "tier": "Admin"})
+    assert q is not None
+    assert q.org == "new"
+    assert q.is_org_admin
+    assert principal_from_claims({"sub": "s", "tier": "pro"}).is_org_admin is False
+    assert principal_from_claims({"email": "x"}) is None
+    assert principal_from_claims({"sub": "  "}) is None
