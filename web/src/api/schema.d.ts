@@ -4,95 +4,17 @@
  */
 
 export interface paths {
-    "/healthz": {
+    "/.well-known/jwks.json": {
         parameters: {
             query?: never;
             header?: never;
             path?: never;
             cookie?: never;
         };
-        /**
-         * Healthz
-         * @description The process is up (no dependency checked).
-         */
-        get: operations["healthz_healthz_get"];
+        /** Jwks */
+        get: operations["jwks__well_known_jwks_json_get"];
         put?: never;
         post?: never;
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
-    "/readyz": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        /**
-         * Readyz
-         * @description Ready when the store answers; 503 with Retry-After otherwise.
-         */
-        get: operations["readyz_readyz_get"];
-        put?: never;
-        post?: never;
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
-    "/metrics": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        /** Metrics */
-        get: operations["metrics_metrics_get"];
-        put?: never;
-        post?: never;
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
-    "/login": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        /**
-         * Login
-         * @description Exchange a token (from the link `sandbox serve` prints, or `sandbox token`)
-         *     for the `catalyst_session` cookie and go to the console.
-         */
-        get: operations["login_login_get"];
-        put?: never;
-        post?: never;
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
-    "/logout": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        get?: never;
-        put?: never;
-        /** Logout */
-        post: operations["logout_logout_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -116,32 +38,18 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/.well-known/jwks.json": {
+    "/api/v1/sandbox/agents": {
         parameters: {
             query?: never;
             header?: never;
             path?: never;
             cookie?: never;
         };
-        /** Jwks */
-        get: operations["jwks__well_known_jwks_json_get"];
-        put?: never;
-        post?: never;
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
-    "/api/v1/sandbox/whoami": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        /** Whoami */
-        get: operations["whoami_api_v1_sandbox_whoami_get"];
+        /**
+         * Agents
+         * @description The API's agents with "installed?" (binary on this server's PATH).
+         */
+        get: operations["agents_api_v1_sandbox_agents_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -170,7 +78,24 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/api/v1/sandbox/agents": {
+    "/api/v1/sandbox/byos/claude-code": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Byos Disconnect */
+        delete: operations["byosDisconnect"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/sandbox/byos/claude-code/callback": {
         parameters: {
             query?: never;
             header?: never;
@@ -178,10 +103,108 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Agents
-         * @description The API's agents with "installed?" (binary on this server's PATH).
+         * Byos Callback
+         * @description The provider's redirect target. Authenticated by the single-use state issued to
+         *     the user who started the flow; credentials, when present, must be that user's.
          */
-        get: operations["agents_api_v1_sandbox_agents_get"];
+        get: operations["byosCallback"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/sandbox/byos/claude-code/config": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Byos Config */
+        get: operations["byosConfig"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/sandbox/byos/claude-code/connect": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Byos Connect
+         * @description Alias of `POST /start`.
+         */
+        post: operations["byosConnect"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/sandbox/byos/claude-code/disconnect": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Byos Disconnect Alias
+         * @description Alias of `DELETE /byos/claude-code`.
+         */
+        delete: operations["byosDisconnectAlias"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/sandbox/byos/claude-code/start": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Byos Start
+         * @description Begin an authorization-code + PKCE (S256) flow; the state lives 10 minutes.
+         */
+        post: operations["byosStart"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/sandbox/byos/claude-code/status": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Byos Status
+         * @description Disabled by the operator → answered without authentication (spec).
+         */
+        get: operations["byosStatus"];
         put?: never;
         post?: never;
         delete?: never;
@@ -221,141 +244,6 @@ export interface paths {
         post?: never;
         /** Delete Session */
         delete: operations["delete_session_api_v1_sandbox_sessions__id__delete"];
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
-    "/api/v1/sandbox/byos/claude-code/config": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        /** Byos Config */
-        get: operations["byosConfig"];
-        put?: never;
-        post?: never;
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
-    "/api/v1/sandbox/byos/claude-code/status": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        /**
-         * Byos Status
-         * @description Disabled by the operator → answered without authentication (spec).
-         */
-        get: operations["byosStatus"];
-        put?: never;
-        post?: never;
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
-    "/api/v1/sandbox/byos/claude-code/start": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        get?: never;
-        put?: never;
-        /**
-         * Byos Start
-         * @description Begin an authorization-code + PKCE (S256) flow; the state lives 10 minutes.
-         */
-        post: operations["byosStart"];
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
-    "/api/v1/sandbox/byos/claude-code/connect": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        get?: never;
-        put?: never;
-        /**
-         * Byos Connect
-         * @description Alias of `POST /start`.
-         */
-        post: operations["byosConnect"];
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
-    "/api/v1/sandbox/byos/claude-code/callback": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        /**
-         * Byos Callback
-         * @description The provider's redirect target. Authenticated by the single-use state issued to
-         *     the user who started the flow; credentials, when present, must be that user's.
-         */
-        get: operations["byosCallback"];
-        put?: never;
-        post?: never;
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
-    "/api/v1/sandbox/byos/claude-code": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        get?: never;
-        put?: never;
-        post?: never;
-        /** Byos Disconnect */
-        delete: operations["byosDisconnect"];
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
-    "/api/v1/sandbox/byos/claude-code/disconnect": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        get?: never;
-        put?: never;
-        post?: never;
-        /**
-         * Byos Disconnect Alias
-         * @description Alias of `DELETE /byos/claude-code`.
-         */
-        delete: operations["byosDisconnectAlias"];
         options?: never;
         head?: never;
         patch?: never;
@@ -413,6 +301,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/sandbox/sessions/{id}/terminals/{tid}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Close Terminal */
+        delete: operations["close_terminal_api_v1_sandbox_sessions__id__terminals__tid__delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/sandbox/sessions/{id}/terminals/{tid}/resize": {
         parameters: {
             query?: never;
@@ -447,7 +352,99 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/api/v1/sandbox/sessions/{id}/terminals/{tid}": {
+    "/api/v1/sandbox/whoami": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Whoami */
+        get: operations["whoami_api_v1_sandbox_whoami_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/sovereigns/{id}/k8s/stream": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Stream Resources */
+        get: operations["stream_resources_api_v1_sovereigns__id__k8s_stream_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/sovereigns/{id}/k8s/{kind}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List Resources */
+        get: operations["list_resources_api_v1_sovereigns__id__k8s__kind__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/healthz": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Healthz
+         * @description The process is up (no dependency checked).
+         */
+        get: operations["healthz_healthz_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/login": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Login
+         * @description Exchange a token (from the link `sandbox serve` prints, or `sandbox token`)
+         *     for the `catalyst_session` cookie and go to the console.
+         */
+        get: operations["login_login_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/logout": {
         parameters: {
             query?: never;
             header?: never;
@@ -456,9 +453,46 @@ export interface paths {
         };
         get?: never;
         put?: never;
+        /** Logout */
+        post: operations["logout_logout_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/metrics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Metrics */
+        get: operations["metrics_metrics_get"];
+        put?: never;
         post?: never;
-        /** Close Terminal */
-        delete: operations["close_terminal_api_v1_sandbox_sessions__id__terminals__tid__delete"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/readyz": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Readyz
+         * @description Ready when the store answers; 503 with Retry-After otherwise.
+         */
+        get: operations["readyz_readyz_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
         options?: never;
         head?: never;
         patch?: never;
@@ -475,25 +509,25 @@ export interface components {
         };
         /** AgentOut */
         AgentOut: {
-            /** Id */
-            id: string;
-            /** Label */
-            label: string;
             /** Blurb */
             blurb: string;
-            /** Installed */
-            installed: boolean;
-            /** Installhint */
-            installHint: string;
             /** Byos */
             byos: boolean;
+            /** Id */
+            id: string;
+            /** Installhint */
+            installHint: string;
+            /** Installed */
+            installed: boolean;
+            /** Label */
+            label: string;
         };
         /** AuthConfig */
         AuthConfig: {
-            /** Oidcconfigured */
-            oidcConfigured: boolean;
             /** Issuer */
             issuer: string;
+            /** Oidcconfigured */
+            oidcConfigured: boolean;
         };
         /** ByosConfig */
         ByosConfig: {
@@ -513,42 +547,42 @@ export interface components {
         };
         /** ByosStatus */
         ByosStatus: {
-            /** Connected */
-            connected: boolean;
-            /** Disabled */
-            disabled?: boolean | null;
-            /** Client Id Pending */
-            client_id_pending?: boolean | null;
-            /** Anthropic Account Email */
-            anthropic_account_email?: string | null;
-            /** Connected At */
-            connected_at?: string | null;
-            /** Status */
-            status?: ("connected" | "disconnected" | "pending" | "error") | null;
             /** Accountlabel */
             accountLabel?: string | null;
+            /** Anthropic Account Email */
+            anthropic_account_email?: string | null;
+            /** Client Id Pending */
+            client_id_pending?: boolean | null;
+            /** Connected */
+            connected: boolean;
             /** Connectedat */
             connectedAt?: string | null;
+            /** Connected At */
+            connected_at?: string | null;
+            /** Disabled */
+            disabled?: boolean | null;
+            /** Status */
+            status?: ("connected" | "disconnected" | "pending" | "error") | null;
         };
         /** ConditionOut */
         ConditionOut: {
-            /** Type */
-            type: string;
-            /** Status */
-            status: string;
-            /** Reason */
-            reason?: string | null;
-            /** Message */
-            message?: string | null;
             /** Lasttransitiontime */
             lastTransitionTime?: string | null;
+            /** Message */
+            message?: string | null;
+            /** Reason */
+            reason?: string | null;
+            /** Status */
+            status: string;
+            /** Type */
+            type: string;
         };
         /** ErrorBody */
         ErrorBody: {
-            /** Error */
-            error: string;
             /** Detail */
             detail?: string | null;
+            /** Error */
+            error: string;
         };
         /** HTTPValidationError */
         HTTPValidationError: {
@@ -559,39 +593,69 @@ export interface components {
         Preview: {
             /** Prnumber */
             prNumber: number;
-            /** Url */
-            url: string;
             /** Sha */
             sha?: string | null;
+            /** Url */
+            url: string;
+        };
+        /** ResourceList */
+        ResourceList: {
+            /**
+             * Ageseconds
+             * @description 0 while the cache is live, else seconds since sync
+             */
+            ageSeconds: number;
+            /**
+             * Cluster
+             * @example local
+             */
+            cluster: string;
+            /**
+             * Continue
+             * @description pass back as `continue` for the next page
+             */
+            continue?: string | null;
+            /**
+             * Items
+             * @description full Kubernetes documents
+             */
+            items: {
+                [key: string]: unknown;
+            }[];
+            /**
+             * Kind
+             * @example sandbox
+             */
+            kind: string;
         };
         /** SandboxItem */
         SandboxItem: {
+            /** Agent */
+            agent: string;
+            /** Attachurl */
+            attachUrl: string;
+            /** Conditions */
+            conditions: components["schemas"]["ConditionOut"][];
+            /** Createdat */
+            createdAt: string;
             /** Id */
             id: string;
             /** Name */
             name: string;
-            /** Agent */
-            agent: string;
-            /** Status */
-            status: string;
-            /** Createdat */
-            createdAt: string;
-            /** Repo */
-            repo: string;
             /** Phase */
             phase?: string | null;
-            /** Sessions */
-            sessions: number;
-            /** Storageused */
-            storageUsed?: string | null;
-            /** Spend30D */
-            spend30d?: string | null;
             /** Previews */
             previews: components["schemas"]["Preview"][];
-            /** Conditions */
-            conditions: components["schemas"]["ConditionOut"][];
-            /** Attachurl */
-            attachUrl: string;
+            /** Repo */
+            repo: string;
+            /** Sessions */
+            sessions: number;
+            /** Spend30D */
+            spend30d?: string | null;
+            /** Status */
+            status: string;
+            /** Storageused */
+            storageUsed?: string | null;
         };
         /** SandboxList */
         SandboxList: {
@@ -600,12 +664,12 @@ export interface components {
         };
         /** TerminalOut */
         TerminalOut: {
-            /** Id */
-            id: string;
             /** Agent */
             agent: string;
             /** Attachurl */
             attachUrl: string;
+            /** Id */
+            id: string;
         };
         /** Unauthenticated */
         Unauthenticated: {
@@ -617,27 +681,27 @@ export interface components {
         };
         /** ValidationError */
         ValidationError: {
+            /** Context */
+            ctx?: Record<string, never>;
+            /** Input */
+            input?: unknown;
             /** Location */
             loc: (string | number)[];
             /** Message */
             msg: string;
             /** Error Type */
             type: string;
-            /** Input */
-            input?: unknown;
-            /** Context */
-            ctx?: Record<string, never>;
         };
         /** WhoAmI */
         WhoAmI: {
-            /** Sub */
-            sub: string;
             /** Email */
             email: string;
             /** Org */
             org: string;
             /** Orgadmin */
             orgAdmin: boolean;
+            /** Sub */
+            sub: string;
         };
     };
     responses: never;
@@ -648,7 +712,7 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
-    healthz_healthz_get: {
+    jwks__well_known_jwks_json_get: {
         parameters: {
             query?: never;
             header?: never;
@@ -658,26 +722,6 @@ export interface operations {
         requestBody?: never;
         responses: {
             /** @description Successful Response */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "text/plain": string;
-                };
-            };
-        };
-    };
-    readyz_readyz_get: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description store reachable */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -686,86 +730,14 @@ export interface operations {
                     "application/json": unknown;
                 };
             };
-            /** @description Service Unavailable */
-            503: {
+            /** @description Not Found */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
-            };
-        };
-    };
-    metrics_metrics_get: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description Successful Response */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content?: never;
-            };
-        };
-    };
-    login_login_get: {
-        parameters: {
-            query: {
-                token: string;
-            };
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description cookie set; go to the console */
-            303: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content?: never;
-            };
-            /** @description Unauthorized */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content?: never;
-            };
-            /** @description Validation Error */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
-                };
-            };
-        };
-    };
-    logout_logout_post: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description Successful Response */
-            204: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content?: never;
             };
         };
     };
@@ -798,7 +770,7 @@ export interface operations {
             };
         };
     };
-    jwks__well_known_jwks_json_get: {
+    agents_api_v1_sandbox_agents_get: {
         parameters: {
             query?: never;
             header?: never;
@@ -813,36 +785,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
-                };
-            };
-            /** @description Not Found */
-            404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-        };
-    };
-    whoami_api_v1_sandbox_whoami_get: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description Successful Response */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["WhoAmI"];
+                    "application/json": components["schemas"]["AgentList"];
                 };
             };
             /** @description Unauthorized */
@@ -876,7 +819,103 @@ export interface operations {
             };
         };
     };
-    agents_api_v1_sandbox_agents_get: {
+    byosDisconnect: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description disconnected (also when nothing was connected) */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description missing or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Unauthenticated"];
+                };
+            };
+            /** @description `{"error":"byos disabled by operator policy"}` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    byosCallback: {
+        parameters: {
+            query?: {
+                code?: string | null;
+                state?: string | null;
+                error?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description to the saved redirect, or `/sandbox?byos=error&reason=...` */
+            302: {
+                headers: {
+                    Location?: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description missing-code, missing-state or invalid-state */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description byos disabled, or the state is another user's */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description byos-operator-setup-pending: client id or provider URLs not set */
+            503: {
+                headers: {
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    byosConfig: {
         parameters: {
             query?: never;
             header?: never;
@@ -891,10 +930,203 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["AgentList"];
+                    "application/json": components["schemas"]["ByosConfig"];
                 };
             };
-            /** @description Unauthorized */
+            /** @description missing or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Unauthenticated"];
+                };
+            };
+        };
+    };
+    byosConnect: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": {
+                    /** Post Connect Redirect */
+                    post_connect_redirect?: string | null;
+                };
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ByosStartResponse"];
+                };
+            };
+            /** @description invalid-json or invalid-redirect */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description missing or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Unauthenticated"];
+                };
+            };
+            /** @description `{"error":"byos disabled by operator policy"}` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description byos-operator-setup-pending: client id or provider URLs not set */
+            503: {
+                headers: {
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    byosDisconnectAlias: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description disconnected (also when nothing was connected) */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description missing or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Unauthenticated"];
+                };
+            };
+            /** @description `{"error":"byos disabled by operator policy"}` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    byosStart: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": {
+                    /** Post Connect Redirect */
+                    post_connect_redirect?: string | null;
+                };
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ByosStartResponse"];
+                };
+            };
+            /** @description invalid-json or invalid-redirect */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description missing or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Unauthenticated"];
+                };
+            };
+            /** @description `{"error":"byos disabled by operator policy"}` */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description byos-operator-setup-pending: client id or provider URLs not set */
+            503: {
+                headers: {
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    byosStatus: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ByosStatus"];
+                };
+            };
+            /** @description missing or invalid token */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -1194,324 +1426,6 @@ export interface operations {
             };
         };
     };
-    byosConfig: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description Successful Response */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ByosConfig"];
-                };
-            };
-            /** @description missing or invalid token */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Unauthenticated"];
-                };
-            };
-        };
-    };
-    byosStatus: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description Successful Response */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ByosStatus"];
-                };
-            };
-            /** @description missing or invalid token */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Unauthenticated"];
-                };
-            };
-        };
-    };
-    byosStart: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: {
-            content: {
-                "application/json": {
-                    /** Post Connect Redirect */
-                    post_connect_redirect?: string | null;
-                };
-            };
-        };
-        responses: {
-            /** @description Successful Response */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ByosStartResponse"];
-                };
-            };
-            /** @description invalid-json or invalid-redirect */
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-            /** @description missing or invalid token */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Unauthenticated"];
-                };
-            };
-            /** @description `{"error":"byos disabled by operator policy"}` */
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-            /** @description byos-operator-setup-pending: client id or provider URLs not set */
-            503: {
-                headers: {
-                    "Retry-After"?: number;
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-        };
-    };
-    byosConnect: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: {
-            content: {
-                "application/json": {
-                    /** Post Connect Redirect */
-                    post_connect_redirect?: string | null;
-                };
-            };
-        };
-        responses: {
-            /** @description Successful Response */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ByosStartResponse"];
-                };
-            };
-            /** @description invalid-json or invalid-redirect */
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-            /** @description missing or invalid token */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Unauthenticated"];
-                };
-            };
-            /** @description `{"error":"byos disabled by operator policy"}` */
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-            /** @description byos-operator-setup-pending: client id or provider URLs not set */
-            503: {
-                headers: {
-                    "Retry-After"?: number;
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-        };
-    };
-    byosCallback: {
-        parameters: {
-            query?: {
-                code?: string | null;
-                state?: string | null;
-                error?: string | null;
-            };
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description to the saved redirect, or `/sandbox?byos=error&reason=...` */
-            302: {
-                headers: {
-                    Location?: string;
-                    [name: string]: unknown;
-                };
-                content?: never;
-            };
-            /** @description missing-code, missing-state or invalid-state */
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-            /** @description byos disabled, or the state is another user's */
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-            /** @description Validation Error */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
-                };
-            };
-            /** @description byos-operator-setup-pending: client id or provider URLs not set */
-            503: {
-                headers: {
-                    "Retry-After"?: number;
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-        };
-    };
-    byosDisconnect: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description disconnected (also when nothing was connected) */
-            204: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content?: never;
-            };
-            /** @description missing or invalid token */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Unauthenticated"];
-                };
-            };
-            /** @description `{"error":"byos disabled by operator policy"}` */
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-        };
-    };
-    byosDisconnectAlias: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description disconnected (also when nothing was connected) */
-            204: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content?: never;
-            };
-            /** @description missing or invalid token */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Unauthenticated"];
-                };
-            };
-            /** @description `{"error":"byos disabled by operator policy"}` */
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-        };
-    };
     resize_api_v1_sandbox_sessions__id__resize_post: {
         parameters: {
             query?: never;
@@ -1524,10 +1438,10 @@ export interface operations {
         requestBody: {
             content: {
                 "application/json": {
-                    /** Rows */
-                    rows: number;
                     /** Cols */
                     cols: number;
+                    /** Rows */
+                    rows: number;
                 };
             };
         };
@@ -1853,6 +1767,81 @@ export interface operations {
             };
         };
     };
+    close_terminal_api_v1_sandbox_sessions__id__terminals__tid__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+                tid: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Unauthenticated"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     resize_terminal_api_v1_sandbox_sessions__id__terminals__tid__resize_post: {
         parameters: {
             query?: never;
@@ -1866,10 +1855,10 @@ export interface operations {
         requestBody: {
             content: {
                 "application/json": {
-                    /** Rows */
-                    rows: number;
                     /** Cols */
                     cols: number;
+                    /** Rows */
+                    rows: number;
                 };
             };
         };
@@ -2019,32 +2008,22 @@ export interface operations {
             };
         };
     };
-    close_terminal_api_v1_sandbox_sessions__id__terminals__tid__delete: {
+    whoami_api_v1_sandbox_whoami_get: {
         parameters: {
             query?: never;
             header?: never;
-            path: {
-                id: string;
-                tid: string;
-            };
+            path?: never;
             cookie?: never;
         };
         requestBody?: never;
         responses: {
             /** @description Successful Response */
-            204: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content?: never;
-            };
-            /** @description Bad Request */
-            400: {
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorBody"];
+                    "application/json": components["schemas"]["WhoAmI"];
                 };
             };
             /** @description Unauthorized */
@@ -2056,7 +2035,55 @@ export interface operations {
                     "application/json": components["schemas"]["Unauthenticated"];
                 };
             };
-            /** @description Not Found */
+        };
+    };
+    stream_resources_api_v1_sovereigns__id__k8s_stream_get: {
+        parameters: {
+            query: {
+                /** @description comma list: sandbox (or sandboxes) */
+                kinds: string;
+                /** @description `org`: an org admin sees every object of the org namespace */
+                scope?: string | null;
+                /** @description the token, for EventSource clients that cannot set headers */
+                access_token?: string | null;
+            };
+            header?: never;
+            path: {
+                /** @description the sovereign (cluster) id; the embedded server has one: `local` */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Server-Sent Events: `event: ready` with {cluster, kinds}, then `data:` {cluster, kind, type, object, at} per change, `: ping` every 15 s, and a final `event: end` with {reason} (slow-consumer, shutdown) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": string;
+                };
+            };
+            /** @description invalid-request (kinds missing), unknown-kind, ... */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description missing or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Unauthenticated"];
+                };
+            };
+            /** @description cluster-not-found, or unknown-kind (list route) */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -2074,13 +2101,225 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
-            /** @description Internal Server Error */
+            /** @description unexpected failure */
             500: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description cache-not-synced: the cache has not listed the store yet */
+            503: {
+                headers: {
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_resources_api_v1_sovereigns__id__k8s__kind__get: {
+        parameters: {
+            query?: {
+                /** @description only this namespace */
+                ns?: string | null;
+                /** @description k=v, k!=v, k, !k; comma-separated, all must match */
+                labelSelector?: string | null;
+                limit?: number | null;
+                /** @description the token of the previous page */
+                continue?: string | null;
+                /** @description `org`: an org admin sees every object of the org namespace */
+                scope?: string | null;
+            };
+            header?: never;
+            path: {
+                /** @description the sovereign (cluster) id; the embedded server has one: `local` */
+                id: string;
+                /** @description sandbox (or sandboxes) */
+                kind: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ResourceList"];
+                };
+            };
+            /** @description invalid-label-selector, invalid-continue, invalid-request (limit outside 1..500), invalid-scope */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description missing or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Unauthenticated"];
+                };
+            };
+            /** @description cluster-not-found, or unknown-kind (list route) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description unexpected failure */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description cache-not-synced: the cache has not listed the store yet */
+            503: {
+                headers: {
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    healthz_healthz_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain": string;
+                };
+            };
+        };
+    };
+    login_login_get: {
+        parameters: {
+            query: {
+                token: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description cookie set; go to the console */
+            303: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    logout_logout_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    metrics_metrics_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    readyz_readyz_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description store reachable */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": unknown;
                 };
             };
             /** @description Service Unavailable */
