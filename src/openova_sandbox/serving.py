@@ -11,7 +11,11 @@
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Callable, Sequence
 from typing import Any
+
+import uvicorn
 
 UVICORN_OPTIONS: dict[str, Any] = {
     "ws": "websockets-sansio",
@@ -19,3 +23,31 @@ UVICORN_OPTIONS: dict[str, Any] = {
     "access_log": False,
     "log_config": None,
 }
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, telling the app when shutdown *begins*.
+
+    uvicorn waits for open responses before it runs the lifespan shutdown, so endless
+    responses (event streams) would hold the process for the whole graceful timeout.
+    ``on_shutdown`` callables run first (synchronously, on the server's loop) so those
+    responses can end at once.
+    """
+
+    def __init__(
+        self, config: uvicorn.Config, *, on_shutdown: Sequence[Callable[[], None]] = ()
+    ) -> None:
+        super().__init__(config)
+        self._on_shutdown = list(on_shutdown)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for hook in self._on_shutdown:
+            hook()
+        await super().shutdown(sockets)
+
+
+def shutdown_hooks(app: Any) -> list[Callable[[], None]]:
+    """The hooks an app built by ``api.app.create_app`` asks for (none for other apps)."""
+    state = getattr(app, "state", None)
+    hooks = getattr(state, "shutdown_hooks", None)
+    return list(hooks) if hooks else []

@@ -57,6 +57,8 @@ def create_app(deps: AppDeps) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.deps = deps
+    # run when the server starts shutting down, before it waits for open responses
+    app.state.shutdown_hooks = [deps.resources.end_streams] if deps.resources else []
     errors.install(app)
     app.add_middleware(ObservabilityMiddleware, metrics=HttpMetrics(deps.metrics_registry))
     app.include_router(system.router)

@@ -24,7 +24,8 @@ from rich.table import Table
 from .. import __version__
 from ..config import Settings, load_settings
 from ..domain.errors import SandboxError
-from ..serving import UVICORN_OPTIONS
+from ..serving import UVICORN_OPTIONS, shutdown_hooks
+from ..serving import Server as HttpServer
 from .client import ApiClient, ApiError
 
 app = typer.Typer(
@@ -134,8 +135,9 @@ def serve(
         sys.stdout.flush()
 
     deps.on_started.append(announce)
+    app_ = create_app(deps)
     config = uvicorn.Config(
-        create_app(deps),
+        app_,
         host=host,
         port=port,
         **UVICORN_OPTIONS,
@@ -143,7 +145,7 @@ def serve(
         ws_ping_timeout=20,
         timeout_graceful_shutdown=10,
     )
-    server = uvicorn.Server(config)
+    server = HttpServer(config, on_shutdown=shutdown_hooks(app_))
     server.run()
     if not server.started:
         fail(f"could not start on {host}:{port} (see the log above)")
@@ -168,7 +170,9 @@ def api_cmd(
         deps = build_api(settings, public_url=settings.public_url)
     except SandboxError as exc:
         fail(exc.detail)
-    uvicorn.run(create_app(deps), host=host, port=port, **UVICORN_OPTIONS)
+    app_ = create_app(deps)
+    config = uvicorn.Config(app_, host=host, port=port, **UVICORN_OPTIONS)
+    HttpServer(config, on_shutdown=shutdown_hooks(app_)).run()
 
 
 @app.command()

@@ -16,7 +16,7 @@ from typing import Any
 
 import uvicorn
 
-from ..serving import UVICORN_OPTIONS
+from ..serving import UVICORN_OPTIONS, Server, shutdown_hooks
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def serve_in_thread(
     """Serve ``app`` until the block exits; lifespan start-up completes before yielding."""
     port = port or free_port(host)
     config = uvicorn.Config(app, host=host, port=port, lifespan="on", **UVICORN_OPTIONS)
-    server = uvicorn.Server(config)
+    server = Server(config, on_shutdown=shutdown_hooks(app))
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()
     deadline = time.monotonic() + start_timeout

@@ -192,3 +192,36 @@ def test_logs_never_contain_tokens(serve, tmp_path):
     assert jwt not in logs
     assert jwt.split(".")[2] not in logs
     assert "access_token=ey" not in logs
+
+
+def test_shutdown_ends_open_event_streams_at_once(serve, tmp_path):
+    s = serve()
+    jwt = run(
+        "token",
+        "--sub",
+        "u-1",
+        "--email",
+        "dev@acme.com",
+        "--org",
+        "acme",
+        "--data-dir",
+        str(tmp_path / "data"),
+    ).stdout.strip()
+    lines: list[str] = []
+    with httpx.stream(
+        "GET",
+        f"{s.url}/api/v1/sovereigns/local/k8s/stream",
+        params={"kinds": "sandbox", "access_token": jwt},
+        timeout=30,
+    ) as response:
+        assert response.status_code == 200
+        stream = response.iter_lines()
+        while "event: ready" not in lines:
+            lines.append(next(stream))
+        started = time.monotonic()
+        s.process.terminate()
+        lines.extend(stream)  # ends when the server ends the stream
+        assert time.monotonic() - started < 5
+    assert "event: end" in lines
+    # uvicorn re-raises the signal once it has shut down cleanly
+    assert s.process.wait(timeout=10) in (0, -15)
