@@ -7,6 +7,8 @@ waits for the namespace cascade before releasing the finalizer.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,8 +21,11 @@ import pytest
 from kopf.testing import KopfRunner
 from lightkube import AsyncClient, KubeConfig
 
+from openova_sandbox.config import load_settings
 from openova_sandbox.controller.kube.handlers import OperatorOptions, build_registry
+from openova_sandbox.controller.kube.leader import ElectionTiming
 from openova_sandbox.controller.kube.metrics import OperatorMetrics
+from openova_sandbox.controller.kube.operator import run_operator
 from openova_sandbox.controller.kube.render import RenderConfig
 from openova_sandbox.testing.kubeapi import FakeKube
 
@@ -333,66 +338,132 @@ def test_idle_sandbox_is_suspended_and_woken(
         assert sample(metrics, "sandbox_operator_suspends_total") == 1
 
 
-def test_run_operator_leads_serves_metrics_and_stops_on_the_flag(
-    kube: FakeKube, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import asyncio
-    import threading
+class OperatorThread:
+    """``run_operator`` (leader election and all) on its own thread and loop."""
 
-    from openova_sandbox.config import load_settings
-    from openova_sandbox.controller.kube.operator import run_operator
+    def __init__(self, **kwargs: Any) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.stop_flag = asyncio.Event()
+        self.errors: list[BaseException] = []
+        self.metrics = OperatorMetrics()
+        self.kwargs = kwargs
+        self.thread = threading.Thread(target=self._target)
 
-    monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig_path))
-    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "catalyst-system"}})
-    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}})
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-    errors: list[BaseException] = []
-    metrics = OperatorMetrics()
-
-    def target() -> None:
-        asyncio.set_event_loop(loop)
+    def _target(self) -> None:
+        asyncio.set_event_loop(self.loop)
         try:
-            loop.run_until_complete(
+            self.loop.run_until_complete(
                 run_operator(
                     load_settings(),
-                    namespace="acme",
-                    metrics_port=0,
-                    metrics_addr="127.0.0.1",
-                    stop_flag=stop,
-                    metrics=metrics,
+                    stop_flag=self.stop_flag,
+                    metrics=self.metrics,
+                    **self.kwargs,
                 )
             )
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
+        except BaseException as exc:  # surfaced by stop()
+            self.errors.append(exc)
         finally:
-            loop.close()
+            self.loop.close()
 
-    thread = threading.Thread(target=target)
-    thread.start()
-    leases = "/apis/coordination.k8s.io/v1/namespaces/catalyst-system/leases"
-    try:
-        with httpx.Client(base_url=kube.url, timeout=5) as http:
-            assert http.post(SB, json=sandbox_body("beta")).status_code == 201
-            # narrowed to "acme": a sandbox elsewhere is not touched
-            other = "/apis/sandbox.openova.io/v1/namespaces/other/sandboxes"
-            body = sandbox_body("gamma", email="gamma@acme.com")
-            assert http.post(other, json=body).status_code == 201
-            wait_for(lambda: http.get(f"/api/v1/namespaces/{NS}").status_code == 200)
-            lease = http.get(f"{leases}/sandbox-operator").json()
-            assert lease["spec"]["holderIdentity"]
-            assert lease["spec"]["leaseDurationSeconds"] == 15
-            wait_for(lambda: metrics.port is not None)
-            text = httpx.get(f"http://127.0.0.1:{metrics.port}/metrics", timeout=5).text
-            assert "sandbox_operator_leader 1.0" in text
-            assert 'sandbox_operator_reconciles_total{result="changed"}' in text
-            time.sleep(1.0)
-            assert http.get("/api/v1/namespaces/sandbox-gamma-at-acme-com").status_code == 404
-            assert http.get(f"{other}/gamma").json().get("status") is None
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout=30)
-    assert not thread.is_alive()
-    assert errors == []
-    with httpx.Client(base_url=kube.url, timeout=5) as http:
-        assert http.get(f"{leases}/sandbox-operator").json()["spec"].get("holderIdentity") is None
+    def reconciles(self) -> float:
+        return sum(
+            sample(self.metrics, "sandbox_operator_reconciles_total", result=r)
+            for r in ("changed", "unchanged", "conflict", "error")
+        )
+
+    def leading(self) -> bool:
+        return sample(self.metrics, "sandbox_operator_leader") == 1
+
+    def __enter__(self) -> OperatorThread:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.stop_flag.set)
+            self.thread.join(timeout=30)
+        assert not self.thread.is_alive()
+        assert self.errors == []
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+LEASES = "/apis/coordination.k8s.io/v1/namespaces/catalyst-system/leases"
+
+
+@pytest.fixture
+def control_plane(kube: FakeKube, monkeypatch: pytest.MonkeyPatch) -> FakeKube:
+    monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig_path))
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "catalyst-system"}})
+    return kube
+
+
+def test_run_operator_leads_serves_metrics_and_stops_on_the_flag(
+    control_plane: FakeKube,
+) -> None:
+    kube = control_plane
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}})
+    with (
+        OperatorThread(namespace="acme", metrics_port=0, metrics_addr="127.0.0.1") as op,
+        httpx.Client(base_url=kube.url, timeout=5) as http,
+    ):
+        assert http.post(SB, json=sandbox_body("beta")).status_code == 201
+        # narrowed to "acme": a sandbox elsewhere is not touched
+        other = "/apis/sandbox.openova.io/v1/namespaces/other/sandboxes"
+        body = sandbox_body("gamma", email="gamma@acme.com")
+        assert http.post(other, json=body).status_code == 201
+        wait_for(lambda: http.get(f"/api/v1/namespaces/{NS}").status_code == 200)
+        lease = http.get(f"{LEASES}/sandbox-operator").json()
+        assert lease["spec"]["holderIdentity"]
+        assert lease["spec"]["leaseDurationSeconds"] == 15
+        wait_for(lambda: op.metrics.port is not None)
+        text = httpx.get(f"http://127.0.0.1:{op.metrics.port}/metrics", timeout=5).text
+        assert "sandbox_operator_leader 1.0" in text
+        assert 'sandbox_operator_reconciles_total{result="changed"}' in text
+        time.sleep(1.0)
+        assert http.get("/api/v1/namespaces/sandbox-gamma-at-acme-com").status_code == 404
+        assert http.get(f"{other}/gamma").json().get("status") is None
+        op.stop()
+        assert http.get(f"{LEASES}/sandbox-operator").json()["spec"].get("holderIdentity") is None
+
+
+def test_two_operators_never_both_act(control_plane: FakeKube) -> None:
+    """Two replicas: only the lease holder reconciles; the other takes over when it
+    stops; a leader that loses its lease stops kopf and runs it again on regaining."""
+    kube = control_plane
+    fast = ElectionTiming(
+        lease_duration=2.0, renew_deadline=1.5, renew_interval=0.3, retry_interval=0.2
+    )
+
+    def namespace_of(http: httpx.Client, user: str) -> int:
+        return http.get(f"/api/v1/namespaces/sandbox-{user}-at-acme-com").status_code
+
+    with (
+        OperatorThread(identity="a", timing=fast, metrics_port=None) as a,
+        OperatorThread(identity="b", timing=fast, metrics_port=None) as b,
+        httpx.Client(base_url=kube.url, timeout=5) as http,
+    ):
+        wait_for(lambda: a.leading() or b.leading())
+        leader, follower = (a, b) if a.leading() else (b, a)
+        for user in ("one", "two"):
+            body = sandbox_body(user, email=f"{user}@acme.com")
+            assert http.post(SB, json=body).status_code == 201
+            wait_for(lambda user=user: namespace_of(http, user) == 200)
+        assert leader.reconciles() > 0
+        assert follower.reconciles() == 0 and not follower.leading()
+
+        leader.stop()  # releases the lease
+        wait_for(follower.leading)
+        assert http.post(SB, json=sandbox_body("three", email="three@acme.com")).status_code == 201
+        wait_for(lambda: namespace_of(http, "three") == 200)
+        assert follower.reconciles() > 0
+
+        # someone else holds the lease for a moment: kopf stops, then runs again
+        lease = http.get(f"{LEASES}/sandbox-operator").json()
+        lease["spec"].update(holderIdentity="intruder", leaseDurationSeconds=1)
+        assert http.put(f"{LEASES}/sandbox-operator", json=lease).status_code == 200
+        wait_for(lambda: not follower.leading())
+        wait_for(follower.leading)
+        assert http.post(SB, json=sandbox_body("four", email="four@acme.com")).status_code == 201
+        wait_for(lambda: namespace_of(http, "four") == 200)

@@ -112,6 +112,7 @@ async def run_operator(
             )
         finally:
             relay_task.cancel()
+            _install_signals(stop)  # kopf's handlers pointed at its own, finished run
         if not lost.is_set():
             stop.set()  # kopf ended by itself (a signal): the process ends
 
