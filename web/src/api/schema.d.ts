@@ -258,7 +258,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Resize */
+        /**
+         * Resize
+         * @description Resize the primary terminal.
+         */
         post: operations["resize_api_v1_sandbox_sessions__id__resize_post"];
         delete?: never;
         options?: never;
@@ -275,7 +278,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Send Signal */
+        /**
+         * Send Signal
+         * @description Signal the primary terminal's process group.
+         */
         post: operations["send_signal_api_v1_sandbox_sessions__id__signal_post"];
         delete?: never;
         options?: never;

@@ -86,6 +86,24 @@ def _token(conn: HTTPConnection) -> str:
 
 
 # ------------------------------------------------------------------ REST
+async def _resize(
+    request: Request, caller: Principal, sandbox_id: str, tid: str | None
+) -> Response:
+    rows, cols = _size(_body(await request.body()))
+    terminals = request.app.state.deps.terminals
+    sandbox = await terminals.sandbox_for(caller, sandbox_id)
+    await terminals.resize(sandbox, tid, rows, cols, token=_token(request))
+    return Response(status_code=204)
+
+
+async def _send(request: Request, caller: Principal, sandbox_id: str, tid: str | None) -> Response:
+    sig = _signal(_body(await request.body()))
+    terminals = request.app.state.deps.terminals
+    sandbox = await terminals.sandbox_for(caller, sandbox_id)
+    await terminals.signal(sandbox, tid, sig, token=_token(request))
+    return Response(status_code=204)
+
+
 @router.post(
     "/{id}/resize",
     status_code=204,
@@ -94,11 +112,8 @@ def _token(conn: HTTPConnection) -> str:
     openapi_extra=_RESIZE,
 )
 async def resize(id: str, request: Request, caller: Caller) -> Response:
-    rows, cols = _size(_body(await request.body()))
-    terminals = request.app.state.deps.terminals
-    sandbox = await terminals.sandbox_for(caller, id)
-    await terminals.resize(sandbox, None, rows, cols, token=_token(request))
-    return Response(status_code=204)
+    """Resize the primary terminal."""
+    return await _resize(request, caller, id, None)
 
 
 @router.post(
@@ -109,11 +124,8 @@ async def resize(id: str, request: Request, caller: Caller) -> Response:
     openapi_extra=_SIGNAL,
 )
 async def send_signal(id: str, request: Request, caller: Caller) -> Response:
-    sig = _signal(_body(await request.body()))
-    terminals = request.app.state.deps.terminals
-    sandbox = await terminals.sandbox_for(caller, id)
-    await terminals.signal(sandbox, None, sig, token=_token(request))
-    return Response(status_code=204)
+    """Signal the primary terminal's process group."""
+    return await _send(request, caller, id, None)
 
 
 @router.get("/{id}/terminals", responses=_COMMON)
@@ -156,11 +168,7 @@ async def open_terminal(id: str, request: Request, caller: Caller) -> JSONRespon
     openapi_extra=_RESIZE,
 )
 async def resize_terminal(id: str, tid: str, request: Request, caller: Caller) -> Response:
-    rows, cols = _size(_body(await request.body()))
-    terminals = request.app.state.deps.terminals
-    sandbox = await terminals.sandbox_for(caller, id)
-    await terminals.resize(sandbox, tid, rows, cols, token=_token(request))
-    return Response(status_code=204)
+    return await _resize(request, caller, id, tid)
 
 
 @router.post(
@@ -171,11 +179,7 @@ async def resize_terminal(id: str, tid: str, request: Request, caller: Caller) -
     openapi_extra=_SIGNAL,
 )
 async def signal_terminal(id: str, tid: str, request: Request, caller: Caller) -> Response:
-    sig = _signal(_body(await request.body()))
-    terminals = request.app.state.deps.terminals
-    sandbox = await terminals.sandbox_for(caller, id)
-    await terminals.signal(sandbox, tid, sig, token=_token(request))
-    return Response(status_code=204)
+    return await _send(request, caller, id, tid)
 
 
 @router.delete("/{id}/terminals/{tid}", status_code=204, response_class=Response, responses=_COMMON)
