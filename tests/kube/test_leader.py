@@ -213,3 +213,32 @@ async def test_election_errors_are_survived(
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
+
+
+async def test_a_leader_steps_down_when_the_api_server_hangs(kube: FakeKube) -> None:
+    """Renewals that never answer must not keep a leader acting past its renew deadline
+    (1.5 s here): otherwise, with the API server back, a successor could act while the
+    old leader still does. The client's own timeout (120 s) is far beyond the test's."""
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "catalyst-system"}})
+    config = KubeConfig.from_file(kube.kubeconfig_path)
+    stop = asyncio.Event()
+    work = Worker()
+    elector = LeaseElector(
+        lambda: AsyncClient(config=config, trust_env=False, timeout=120),
+        namespace="catalyst-system",
+        identity="a",
+        timing=FAST,
+    )
+    task = asyncio.create_task(elector.run(work, stop))
+    try:
+        await until(lambda: work.running)
+        kube.inject(path="/leases/sandbox-operator", hang=60, times=1000)
+        await until(lambda: not work.running, timeout=20)
+        assert not elector.leading
+        # and stopping does not wait for the hung campaign request either
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    finally:
+        kube.clear_faults()
+        stop.set()
+        await asyncio.wait_for(task, 30)

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import structlog
 from lightkube import AsyncClient
@@ -42,6 +42,7 @@ log = structlog.get_logger(__name__)
 JSON = dict[str, Any]
 LEASE_NAME = "sandbox-operator"
 Lead = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+T = TypeVar("T")
 
 
 def default_identity() -> str:
@@ -210,7 +211,7 @@ class LeaseElector:
         """Campaign until ``stop`` is set (or ``lead`` returns by itself)."""
         try:
             while not stop.is_set():
-                if await self._attempt():
+                if await self._campaign_once(stop):
                     if await self._hold(lead, stop):
                         return
                     continue
@@ -220,6 +221,31 @@ class LeaseElector:
             self._set_leading(False)
             await self.close()
 
+    async def _campaign_once(self, stop: asyncio.Event) -> bool:
+        """One acquisition attempt that gives way to ``stop`` and cannot hang forever."""
+        attempt = asyncio.create_task(self._attempt())
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait(
+            {attempt, stopper},
+            timeout=self.timing.lease_duration,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        stopper.cancel()
+        if not attempt.done():
+            attempt.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await attempt
+            return False
+        return attempt.result()
+
+    async def _bounded(self, call: Coroutine[Any, Any, T], renewed: float) -> T | None:
+        """``call``'s result, or None when it fails or outlives the renew deadline."""
+        left = self.timing.renew_deadline - (time.monotonic() - renewed)
+        try:
+            return await asyncio.wait_for(call, timeout=max(left, 0.01))
+        except Exception:  # TimeoutError, API errors: "not renewed"
+            return None
+
     async def _hold(self, lead: Lead, stop: asyncio.Event) -> bool:
         """Lead until the lease is lost (→ False) or the process should end (→ True)."""
         log.info("leader_acquired", lease=self.name, identity=self.identity)
@@ -227,30 +253,31 @@ class LeaseElector:
         lost = asyncio.Event()
         task = asyncio.create_task(lead(lost))
         renewed = time.monotonic()
+        wait = self.timing.renew_interval
         finished = False
         try:
             while True:
                 stopper = asyncio.create_task(stop.wait())
                 done, _ = await asyncio.wait(
-                    {task, stopper},
-                    timeout=self.timing.renew_interval,
-                    return_when=asyncio.FIRST_COMPLETED,
+                    {task, stopper}, timeout=wait, return_when=asyncio.FIRST_COMPLETED
                 )
                 stopper.cancel()
                 if task in done or stop.is_set():
                     finished = True
                     break
-                if await self._attempt():
-                    renewed = time.monotonic()
+                # every call is bounded by what is left of the renew deadline, so a
+                # hanging API server cannot keep us acting past it
+                if await self._bounded(self._attempt(), renewed):
+                    renewed, wait = time.monotonic(), self.timing.renew_interval
                     continue
-                # A definite "someone else holds it", or no renewal for too long.
-                current = None
-                with contextlib.suppress(Exception):
-                    current = await self._read()
+                wait = self.timing.retry_interval
+                if time.monotonic() - renewed >= self.timing.renew_deadline:
+                    log.warning("leader_lost", lease=self.name, reason="renew deadline")
+                    break
+                current = await self._bounded(self._read(), renewed)
                 holder = ((current or {}).get("spec") or {}).get("holderIdentity")
-                stale = time.monotonic() - renewed >= self.timing.renew_deadline
-                if (current is not None and holder != self.identity) or stale:
-                    log.warning("leader_lost", lease=self.name, identity=self.identity)
+                if current is not None and holder != self.identity:
+                    log.warning("leader_lost", lease=self.name, reason="taken", holder=holder)
                     break
         finally:
             lost.set()
