@@ -176,6 +176,27 @@ def test_operator_provisions_reports_ready_and_cleans_up(
         assert http.get(f"/api/v1/namespaces/{NS}").status_code == 404
 
 
+def test_a_quota_change_reaches_the_workspace(
+    kube: FakeKube, operator: KopfRunner, metrics: OperatorMetrics
+) -> None:
+    quota_path = f"/api/v1/namespaces/{NS}/resourcequotas/sandbox-quota"
+    with httpx.Client(base_url=kube.url, timeout=5) as http:
+        assert http.post(SB, json=sandbox_body("alpha")).status_code == 201
+        make_ready(kube, http, "alpha", NS)
+        assert http.get(quota_path).json()["spec"]["hard"]["limits.cpu"] == "2"
+        quota = {"cpu": "3", "memory": "6Gi", "storage": "20Gi", "concurrentSessions": 3}
+        got = http.patch(f"{SB}/alpha", headers=MERGE, json={"spec": {"quota": quota}})
+        assert got.status_code == 200
+        wait_for(lambda: http.get(quota_path).json()["spec"]["hard"]["limits.cpu"] == "3")
+        hard = http.get(quota_path).json()["spec"]["hard"]
+        assert hard["requests.memory"] == "6Gi"
+        wait_for(lambda: http.get(f"{SB}/alpha").json()["status"]["observedGeneration"] == 2)
+        assert phase_of(http, "alpha") == "Ready"  # no detour through Provisioning needed
+        # one patch of the quota, no rewrite of anything else
+        patches = [r for r in kube.requests if r[0] == "PATCH" and "/resourcequotas/" in r[1]]
+        assert len(patches) == 1
+
+
 def test_cross_org_repo_is_refused_without_creating_anything(
     kube: FakeKube, operator: KopfRunner, metrics: OperatorMetrics
 ) -> None:
