@@ -47,8 +47,16 @@ def by_key(docs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
 
 
 def test_the_base_contains_the_control_plane(manifests: list[dict[str, Any]]) -> None:
-    assert sorted(by_key(manifests)) == sorted(
+    # the generated ConfigMap's name carries a content hash: compare it by prefix
+    keys = [
+        (kind, "sandbox-config")
+        if kind == "ConfigMap" and name.startswith("sandbox-config-")
+        else (kind, name)
+        for kind, name in by_key(manifests)
+    ]
+    assert sorted(keys) == sorted(
         [
+            ("ConfigMap", "sandbox-config"),
             ("Namespace", "catalyst-system"),
             ("CustomResourceDefinition", "sandboxes.sandbox.openova.io"),
             ("ServiceAccount", "sandbox-api"),
@@ -164,10 +172,32 @@ def test_operator_replicas_elect_a_leader(manifests: list[dict[str, Any]]) -> No
     ]
 
 
+def test_the_api_runs_the_stateless_control_plane_with_shared_config(
+    manifests: list[dict[str, Any]],
+) -> None:
+    objects = by_key(manifests)
+    api = objects[("Deployment", "sandbox-api")]["spec"]["template"]["spec"]["containers"][0]
+    operator = objects[("Deployment", "sandbox-operator")]["spec"]["template"]["spec"]
+    assert api["args"][:2] == ["sandbox", "api"]
+    config_maps = [k for k in objects if k[0] == "ConfigMap" and k[1].startswith("sandbox-config")]
+    assert len(config_maps) == 1
+    for container in (api, operator["containers"][0]):
+        refs = [e["configMapRef"]["name"] for e in container.get("envFrom", [])]
+        assert refs == [config_maps[0][1]]  # the generated, hash-suffixed name
+    data = objects[config_maps[0]]["data"]
+    assert "SANDBOX_OIDC_ISSUER" in data
+
+
 def test_dockerfile_matches_what_the_manifests_run() -> None:
     text = (ROOT / "deploy" / "Dockerfile").read_text()
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert "sandbox" in scripts  # the manifests run `sandbox serve|operator|pty-server`
     assert "USER 1000:1000" in text  # runAsNonRoot with runAsUser 1000
     assert "EXPOSE 8080 7681" in text
+    # the agent CLIs are chosen at build time, by catalogue id
+    assert 'ARG AGENTS=""' in text
+    from openova_sandbox.domain.catalogue import load_catalogue
+
+    for slug in load_catalogue(None).api_slugs:
+        assert f"{slug})" in text, slug
     assert (ROOT / "web" / "package-lock.json").exists()  # `npm ci` needs it
