@@ -77,6 +77,8 @@ class Settings(BaseSettings):
         3, ge=1, le=10, validation_alias=AliasChoices("SANDBOX_SESSION_LIMIT", "pty_session_limit")
     )
     pty_workdir: str = Field("", validation_alias=AliasChoices("SANDBOX_WORKDIR", "pty_workdir"))
+    # opens /idle only: the operator probes idleness with it (from the pty-probe Secret)
+    probe_token: str = Field("", repr=False)
 
     # --- Kubernetes mode (operator rendering; env SANDBOX_KUBE_*) -----------------------
     kube_image: str = "ghcr.io/openova/sandbox:latest"

@@ -19,6 +19,7 @@ algorithm (checked by an integration test).
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -196,8 +197,13 @@ def create_pty_app(
     public_origin: str | None = None,
     extract_token: TokenExtractor = extract_request_token,
     close_registry_on_shutdown: bool = True,
+    probe_token: str = "",
 ) -> Starlette:
-    """The pty-server ASGI app for the sessions of ``sandbox_id`` in ``registry``."""
+    """The pty-server ASGI app for the sessions of ``sandbox_id`` in ``registry``.
+
+    ``probe_token``, when set, is a bearer secret that opens ``/idle`` only: the
+    operator, which holds no user token, probes idleness with it.
+    """
     metrics = TerminalMetrics(registry, sandbox_id=sandbox_id)
     allowed_origin = origin_of_url(public_origin) if public_origin else None
 
@@ -223,6 +229,20 @@ def create_pty_app(
                 return await handler(request)
             except SandboxError as exc:
                 return error_response(exc)
+
+        return endpoint
+
+    def probe_or_guarded(
+        handler: Callable[[Request], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        checked = guarded(handler)
+
+        async def endpoint(request: Request) -> Response:
+            bearer = (request.headers.get("authorization") or "").partition(" ")
+            offered = bearer[2].strip() if bearer[0].lower() == "bearer" else ""
+            if probe_token and offered and hmac.compare_digest(offered, probe_token):
+                return await handler(request)
+            return await checked(request)
 
         return endpoint
 
@@ -322,7 +342,7 @@ def create_pty_app(
     routes = [
         Route("/healthz", healthz, methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]),
         Route("/metrics", metrics_route, methods=["GET"]),
-        Route("/idle", guarded(idle), methods=["GET"]),
+        Route("/idle", probe_or_guarded(idle), methods=["GET"]),
         Route("/sessions", guarded(create), methods=["POST"]),
         Route("/sessions", guarded(list_sessions), methods=["GET"]),
         Route("/sessions/{id}", guarded(get_session), methods=["GET"]),

@@ -84,4 +84,5 @@ def build_standalone_app(
         ),
         public_origin=public_origin or settings.public_url or None,
         extract_token=extract_token,
+        probe_token=settings.probe_token,
     )

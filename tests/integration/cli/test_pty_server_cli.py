@@ -40,6 +40,7 @@ def pty_server(tmp_path):
         "SANDBOX_SESSION_LIMIT": "2",
         "SANDBOX_WORKDIR": str(tmp_path / "work"),
         "SANDBOX_COOKIE_SECRET": "cookie-secret-for-tests",
+        "SANDBOX_PROBE_TOKEN": "probe-secret-for-tests",
         "OPENOVA_SANDBOX_AGENTS_PATH": str(agents),
     }
     proc = subprocess.Popen(
@@ -106,3 +107,17 @@ def test_owner_attaches_with_a_signed_cookie_and_strangers_are_refused(pty_serve
             assert c.close_code == 1008
 
     asyncio.run(scenario())
+
+
+def test_the_probe_token_opens_idle_and_nothing_else(pty_server):
+    url, issuer = pty_server
+    probe = {"Authorization": "Bearer probe-secret-for-tests"}
+    idle = httpx.get(f"{url}/idle", headers=probe)
+    assert idle.status_code == 200
+    assert set(idle.json()) == {"lastActivityAt", "activeSessions", "attachedViewers", "agentBusy"}
+    assert httpx.get(f"{url}/idle").status_code == 401
+    assert httpx.get(f"{url}/idle", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert httpx.get(f"{url}/sessions", headers=probe).status_code == 401
+    assert httpx.post(f"{url}/sessions", headers=probe, json={}).status_code == 401
+    owner = issuer.mint(sub="u1", email="dev@acme.com", org="acme")
+    assert httpx.get(f"{url}/idle", headers={"Authorization": f"Bearer {owner}"}).status_code == 200
