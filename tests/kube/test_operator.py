@@ -63,7 +63,7 @@ def sandbox_body(
 
 @contextmanager
 def running_operator(
-    kube: FakeKube, *, metrics: OperatorMetrics | None = None
+    kube: FakeKube, *, metrics: OperatorMetrics | None = None, pty_url_template: str = ""
 ) -> Iterator[KopfRunner]:
     """kopf for real (its own thread and loop), watching every namespace of ``kube``."""
     config = KubeConfig.from_file(kube.kubeconfig_path)
@@ -73,6 +73,7 @@ def running_operator(
             max_requeue=0.3,
             error_backoff=0.1,
             metrics=metrics or OperatorMetrics(),
+            pty_url_template=pty_url_template,
         ),
         client_factory=lambda: AsyncClient(config=config, trust_env=False),
     )

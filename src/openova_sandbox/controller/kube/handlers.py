@@ -32,6 +32,7 @@ from lightkube.generic_resource import create_namespaced_resource
 from lightkube.types import PatchType
 
 from ...domain.model import API_GROUP, FINALIZER, KIND, Sandbox, utcnow
+from .idle import IdleReport, ensure_probe_token, probe_idle
 from .metrics import OperatorMetrics
 from .names import sandbox_key
 from .reconcile import (
@@ -100,6 +101,8 @@ class OperatorOptions:
     error_backoff: float = 1.0
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     clock: Callable[[], datetime] = utcnow
+    # how to reach a sandbox's terminal server ({namespace}); empty: never probe /idle
+    pty_url_template: str = ""
 
 
 class SandboxOperator:
@@ -242,7 +245,30 @@ class SandboxOperator:
             with contextlib.suppress(ApiError):
                 secret = await self.client.get(_resource("Secret"), GIT_SECRET, namespace=chosen)
                 children[("Secret", GIT_SECRET)] = _plain(secret)
-        return KubeObserved(namespaces=namespaces, children=children)
+        report = await self._probe(sandbox, chosen, children)
+        if report is None:
+            return KubeObserved(namespaces=namespaces, children=children)
+        return KubeObserved(
+            namespaces=namespaces,
+            children=children,
+            viewers_attached=report.viewers > 0 or report.busy,
+            sessions=report.sessions,
+            last_activity=report.last_activity,
+            probed=True,
+        )
+
+    async def _probe(
+        self, sandbox: Sandbox, namespace: str, children: Mapping[tuple[str, str], JSON]
+    ) -> IdleReport | None:
+        """Ask a Ready sandbox's running terminal server how idle it is."""
+        template = self.options.pty_url_template
+        sts = children.get(("StatefulSet", "pty-server")) or {}
+        ready = int((sts.get("status") or {}).get("readyReplicas") or 0)
+        if not template or sandbox.status.phase != "Ready" or ready < 1:
+            return None
+        labels = {LABEL_SANDBOX: sandbox.name, LABEL_SANDBOX_NAMESPACE: sandbox.namespace}
+        token = await ensure_probe_token(self.client, namespace, labels=labels)
+        return await probe_idle(template.format(namespace=namespace), token)
 
     # ----- execute --------------------------------------------------------------------
     async def execute(self, sandbox: Sandbox, plan: KubePlan) -> None:

@@ -91,7 +91,11 @@ async def run_operator(
     if metrics_port is not None:
         server = metrics.serve(metrics_port, addr=metrics_addr)
         log.info("operator_metrics_serving", port=metrics.port)
-    options = OperatorOptions(render=render_config(settings), metrics=metrics)
+    options = OperatorOptions(
+        render=render_config(settings),
+        metrics=metrics,
+        pty_url_template=settings.kube_pty_url_template,
+    )
     registry = build_registry(options, client_factory=client_factory)
     scope = kopf_scope(namespace)
 

@@ -67,6 +67,7 @@ ANNOTATION_WAKE = "openova.io/wake-requested"
 WAIT_SECONDS = 5.0
 DELETE_POLL_SECONDS = 2.0
 IDLE_CHECK_SECONDS = 60.0
+ACTIVITY_GRANULARITY = timedelta(seconds=30)
 DEFAULT_IDLE_MINUTES = 30
 
 ChildKey = tuple[str, str]  # (kind, name)
@@ -85,6 +86,9 @@ class KubeObserved:
     viewers_attached: bool = False
     sessions: int = 0
     last_activity: datetime | None = None
+    # True when the terminal server's /idle answered for this pass (the fields above
+    # are then its report; otherwise they are unknown and leave the status alone)
+    probed: bool = False
 
 
 @dataclass(frozen=True)
@@ -219,7 +223,9 @@ def reconcile(
     else:
         target = PROVISIONING
     phase = _step(status.phase, target)
-    new = _status(sandbox, rows, phase=phase, now=now, namespace=namespace)
+    new = _with_activity(
+        _status(sandbox, rows, phase=phase, now=now, namespace=namespace), observed
+    )
     requeue: float | None = None
     if apply or stale or phase != target:
         requeue = 0.0
@@ -230,6 +236,21 @@ def reconcile(
     return KubePlan(
         apply=tuple(apply), delete=tuple(stale), status=_changed(status, new), requeue_after=requeue
     )
+
+
+def _with_activity(status: SandboxStatus, observed: KubeObserved) -> SandboxStatus:
+    """Record what the terminal server reported: live sessions, and its last activity
+    (only when it moved by ``ACTIVITY_GRANULARITY``, so a busy agent is not a status
+    write per probe). A suspended sandbox has no live sessions."""
+    if status.phase == SUSPENDED:
+        return replace(status, sessions=0)
+    if not observed.probed:
+        return status
+    last = status.last_activity_at
+    seen = observed.last_activity
+    if seen is not None and (last is None or seen - last >= ACTIVITY_GRANULARITY):
+        last = seen.replace(microsecond=0)
+    return replace(status, sessions=observed.sessions, last_activity_at=last)
 
 
 def _ours(sandbox: Sandbox, obj: Mapping[str, Any]) -> bool:

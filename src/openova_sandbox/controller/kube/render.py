@@ -43,6 +43,8 @@ MCP_CONFIGMAP = "sandbox-mcp-config"
 HOME_PVC = "home"
 NETWORK_POLICY = "sandbox-ingress"
 GIT_SECRET = "sandbox-git-credentials"
+# the bearer secret that opens the terminal server's /idle to the operator's probe
+PROBE_SECRET = "pty-probe"
 WORKSPACE = "/workspace"
 HOME = "/home/sandbox"
 TMP = "/tmp"  # noqa: S108 - an emptyDir inside the pod, not the host's /tmp
@@ -343,6 +345,10 @@ def _statefulset(
         {"name": "SANDBOX_WORKDIR", "value": WORKSPACE},
         {"name": "SANDBOX_MCP_CONFIG", "value": "/etc/openova/mcp/mcp.json"},
         {"name": "HOME", "value": HOME},
+        {
+            "name": "SANDBOX_PROBE_TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": PROBE_SECRET, "key": "token", "optional": True}},
+        },
     ]
     probe = {"httpGet": {"path": "/healthz", "port": PTY_PORT}, "periodSeconds": 10}
     main: JSON = {
