@@ -129,8 +129,17 @@ def test_operator_holds_everything_it_grants_a_sandbox(manifests: list[dict[str,
 
 
 def test_api_may_only_touch_sandboxes(manifests: list[dict[str, Any]]) -> None:
-    api = _grants(by_key(manifests)[("ClusterRole", "openova-sandbox-api")]["rules"])
+    rules = by_key(manifests)[("ClusterRole", "openova-sandbox-api")]["rules"]
+    api = _grants(rules)
     assert {g for g, _, _ in api} == {"sandbox.openova.io"}
+    # create stands in a rule of its own, apart from get/list/watch/delete
+    creating = [r for r in rules if "create" in r["verbs"]]
+    assert [r["verbs"] for r in creating] == [["create"]]
+    reading = [r for r in rules if "get" in r["verbs"] and r["resources"] == ["sandboxes"]]
+    assert [sorted(r["verbs"]) for r in reading] == [["delete", "get", "list", "watch"]]
+    # the API never writes status (that is the operator's)
+    status = [r for r in rules if r["resources"] == ["sandboxes/status"]]
+    assert [r["verbs"] for r in status] == [["get"]]
 
 
 def test_pods_are_hardened(manifests: list[dict[str, Any]]) -> None:
