@@ -45,6 +45,16 @@ class FakeTerminalServer:
         return Starlette(routes=[Route("/idle", idle)])
 
 
+def start_ready_sandbox(kube: FakeKube, http: httpx.Client, name: str) -> None:
+    """Create a sandbox with a one-minute idle timeout and play the StatefulSet
+    controller once its pod spec exists."""
+    body = sandbox_body(name, idleScaling={"enabled": True, "timeoutMinutes": 1})
+    assert http.post(SB, json=body).status_code == 201
+    sts = f"/apis/apps/v1/namespaces/{NS}/statefulsets/pty-server"
+    wait_for(lambda: http.get(sts).status_code == 200)
+    kube.set_ready_replicas(NS, "pty-server", 1)
+
+
 @pytest.fixture
 def terminal() -> Iterator[tuple[FakeTerminalServer, str]]:
     fake = FakeTerminalServer()
@@ -61,15 +71,7 @@ def test_probe_records_activity_and_suspends_when_idle(
         running_operator(kube, pty_url_template=url),
         httpx.Client(base_url=kube.url, timeout=5) as http,
     ):
-        body = sandbox_body("idle", idleScaling={"enabled": True, "timeoutMinutes": 1})
-        assert http.post(SB, json=body).status_code == 201
-        wait_for(
-            lambda: (
-                http.get(f"/apis/apps/v1/namespaces/{NS}/statefulsets/pty-server").status_code
-                == 200
-            )
-        )
-        kube.set_ready_replicas(NS, "pty-server", 1)
+        start_ready_sandbox(kube, http, "idle")
 
         def status() -> dict[str, Any]:
             return dict(http.get(f"{SB}/idle").json().get("status") or {})
@@ -104,14 +106,6 @@ def test_a_busy_agent_keeps_the_sandbox_up(
         running_operator(kube, pty_url_template=url),
         httpx.Client(base_url=kube.url, timeout=5) as http,
     ):
-        body = sandbox_body("busy", idleScaling={"enabled": True, "timeoutMinutes": 1})
-        assert http.post(SB, json=body).status_code == 201
-        wait_for(
-            lambda: (
-                http.get(f"/apis/apps/v1/namespaces/{NS}/statefulsets/pty-server").status_code
-                == 200
-            )
-        )
-        kube.set_ready_replicas(NS, "pty-server", 1)
+        start_ready_sandbox(kube, http, "busy")
         wait_for(lambda: len(fake.bearers) >= 3)  # several probes have been answered
         assert http.get(f"{SB}/busy").json()["status"]["phase"] == "Ready"

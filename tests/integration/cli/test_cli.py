@@ -29,6 +29,23 @@ def run(*args: str, env: dict[str, str] | None = None, timeout: float = 30):
     )
 
 
+def mint(data_dir: Path, *, org: str = "acme") -> str:
+    """A token from `sandbox token`, as a script would get one."""
+    out = run(
+        "token",
+        "--sub",
+        "u-1",
+        "--email",
+        "dev@acme.com",
+        "--org",
+        org,
+        "--data-dir",
+        str(data_dir),
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
 class Serve:
     def __init__(self, data_dir: Path, port: int, env: dict[str, str] | None = None) -> None:
         self.url = f"http://127.0.0.1:{port}"
@@ -172,17 +189,7 @@ def test_unreachable_server_is_a_clear_error(tmp_path):
 
 def test_logs_never_contain_tokens(serve, tmp_path):
     s = serve()
-    jwt = run(
-        "token",
-        "--sub",
-        "u-1",
-        "--email",
-        "dev@acme.com",
-        "--org",
-        "acme",
-        "--data-dir",
-        str(tmp_path / "data"),
-    ).stdout.strip()
+    jwt = mint(tmp_path / "data")
     httpx.get(f"{s.url}/api/v1/sandbox/sessions", params={"access_token": jwt})
     httpx.get(f"{s.url}/api/v1/sandbox/sessions", headers={"Authorization": f"Bearer {jwt}"})
     httpx.get(f"{s.url}/api/v1/sandbox/sessions", params={"access_token": "eyJhbGciOi.bad.sig"})
@@ -196,17 +203,7 @@ def test_logs_never_contain_tokens(serve, tmp_path):
 
 def test_shutdown_ends_open_event_streams_at_once(serve, tmp_path):
     s = serve()
-    jwt = run(
-        "token",
-        "--sub",
-        "u-1",
-        "--email",
-        "dev@acme.com",
-        "--org",
-        "acme",
-        "--data-dir",
-        str(tmp_path / "data"),
-    ).stdout.strip()
+    jwt = mint(tmp_path / "data")
     lines: list[str] = []
     with httpx.stream(
         "GET",
