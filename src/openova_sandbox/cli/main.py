@@ -123,15 +123,26 @@ def serve(
         fail(exc.detail)
 
     async def announce() -> None:
-        ident = local_identity()
-        token = deps.logins.login_link_token(
-            sub=ident["sub"], email=ident["email"], org=ident["org"], roles=ident["roles"]
-        )
         out.print(f"OpenOva Sandbox {__version__} serving on {base}", highlight=False)
         out.print(f"Console:     {base}/sandbox", highlight=False)
-        out.print(
-            f"Login (one-time, 1 h): {base}/login?token={token}", highlight=False, soft_wrap=True
-        )
+        if deps.issuer is None:
+            # tokens come from the external issuer: a link minted here would not validate
+            out.print(
+                f"Sign-in:     tokens of {settings.oidc_issuer or settings.jwks_url}; "
+                f"open {base}/login?token=<token>",
+                highlight=False,
+                soft_wrap=True,
+            )
+        else:
+            ident = local_identity()
+            token = deps.logins.login_link_token(
+                sub=ident["sub"], email=ident["email"], org=ident["org"], roles=ident["roles"]
+            )
+            out.print(
+                f"Login (one-time, 1 h): {base}/login?token={token}",
+                highlight=False,
+                soft_wrap=True,
+            )
         sys.stdout.flush()
 
     deps.on_started.append(announce)

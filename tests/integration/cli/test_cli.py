@@ -47,7 +47,14 @@ def mint(data_dir: Path, *, org: str = "acme") -> str:
 
 
 class Serve:
-    def __init__(self, data_dir: Path, port: int, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int,
+        env: dict[str, str] | None = None,
+        *,
+        ready: str = "/login?token=",
+    ) -> None:
         self.url = f"http://127.0.0.1:{port}"
         self.process = subprocess.Popen(
             [SANDBOX, "serve", "--port", str(port), "--data-dir", str(data_dir)],
@@ -58,7 +65,7 @@ class Serve:
         )
         self.lines: list[str] = []
         deadline = time.monotonic() + 30
-        while not any("/login?token=" in line for line in self.lines):
+        while not any(ready in line for line in self.lines):
             line = self.process.stdout.readline()
             if not line:
                 raise AssertionError("serve exited: " + self.process.stderr.read())
@@ -222,3 +229,19 @@ def test_shutdown_ends_open_event_streams_at_once(serve, tmp_path):
     assert "event: end" in lines
     # uvicorn re-raises the signal once it has shut down cleanly
     assert s.process.wait(timeout=10) in (0, -15)
+
+
+def test_with_an_external_issuer_no_login_link_is_printed(tmp_path):
+    """A link signed by the embedded issuer would not validate against the OIDC issuer."""
+    s = Serve(
+        tmp_path / "data",
+        free_port(),
+        {"SANDBOX_JWKS_URL": "http://127.0.0.1:9/jwks.json"},
+        ready="Sign-in:",
+    )
+    try:
+        assert not any("/login?token=ey" in line for line in s.lines)
+        assert any("http://127.0.0.1:9/jwks.json" in line for line in s.lines)
+        assert httpx.get(f"{s.url}/.well-known/jwks.json").status_code == 404
+    finally:
+        s.stop()
