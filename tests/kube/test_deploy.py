@@ -9,6 +9,7 @@ for the facts the manifests rely on.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tomllib
@@ -31,7 +32,9 @@ K8S_VERSION = "1.30.0"
 def manifests() -> list[dict[str, Any]]:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
-        pytest.skip("kubectl is not installed")
+        if os.environ.get("SANDBOX_TEST_REQUIRE_ALL") == "1":
+            pytest.fail("kubectl is required here (.ci/run installs kubernetes-client)")
+        pytest.skip("kubectl is not installed: the kustomize base cannot be rendered")
     out = subprocess.run(
         [kubectl, "kustomize", str(ROOT / "deploy" / "kubernetes")],
         check=True,
