@@ -339,12 +339,13 @@ def test_idle_sandbox_is_suspended_and_woken(
             f"{SB}/idle/status", headers=MERGE, json={"status": {"lastActivityAt": old}}
         )
         assert got.status_code == 200
+        # the status is written before the scale-down, and the metric after both
         wait_for(lambda: phase_of(http, "idle") == "Suspended")
-        assert replicas_of(http, NS) == 0
+        wait_for(lambda: replicas_of(http, NS) == 0)
+        wait_for(lambda: sample(metrics, "sandbox_operator_suspends_total") == 1)
         conditions = http.get(f"{SB}/idle").json()["status"]["conditions"]
         pty = next(c for c in conditions if c["type"] == "PtyReady")
         assert (pty["status"], pty["reason"]) == ("False", "Suspended")
-        assert sample(metrics, "sandbox_operator_suspends_total") == 1
         kube.set_ready_replicas(NS, "pty-server", 0)  # the pod goes away
 
         # an attach asks for a wake
@@ -355,7 +356,7 @@ def test_idle_sandbox_is_suspended_and_woken(
         assert phase_of(http, "idle") in ("Provisioning", "Suspended")
         kube.set_ready_replicas(NS, "pty-server", 1)
         wait_for(lambda: phase_of(http, "idle") == "Ready")
-        assert sample(metrics, "sandbox_operator_wakes_total") == 1
+        wait_for(lambda: sample(metrics, "sandbox_operator_wakes_total") == 1)
         # the wake counts as activity: it is not suspended again right away
         time.sleep(1.0)
         assert phase_of(http, "idle") == "Ready"
