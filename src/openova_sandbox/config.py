@@ -107,6 +107,8 @@ class Settings(BaseSettings):
     byos_claude_code_client_id: str = ""
     byos_claude_code_authz_url: str = ""
     byos_claude_code_token_url: str = ""
+    # RFC 7009 revocation endpoint; empty: the provider has none, disconnect only forgets
+    byos_claude_code_revoke_url: str = ""
     byos_claude_code_callback_path: str = "/api/v1/sandbox/byos/claude-code/callback"
     byos_claude_code_scopes: Annotated[tuple[str, ...], NoDecode] = (
         "read:user",

@@ -36,6 +36,7 @@ DISABLED_ERROR = "byos disabled by operator policy"
 SETUP_PENDING_ERROR = "byos-operator-setup-pending"
 TOKEN_ENV = "CLAUDE_CODE_OAUTH_TOKEN"
 EXCHANGE_TIMEOUT_SECONDS = 10.0
+REVOKE_TIMEOUT_SECONDS = 5.0
 ERROR_REDIRECT = "/sandbox?byos=error&reason="
 MAX_REASON_LENGTH = 200
 MAX_REMEMBERED_ERRORS = 10_000
@@ -252,18 +253,26 @@ class ByosService:
         log.info("byos connected", sub=flow.sub, email_known=bool(tokens.account_email))
         return flow.post_connect_redirect
 
-    async def disconnect(self, sub: str) -> None:
-        """Forget the user's tokens (and any connection in flight). Idempotent.
+    async def disconnect(self, sub: str) -> bool:
+        """Forget the user's tokens (and any connection in flight), then revoke them at
+        the provider when it has a revocation endpoint (RFC 7009). Idempotent.
 
-        The provider's token is not revoked: no revocation endpoint is configured (see
-        docs/byos.md); the user can revoke the grant in their Claude account settings.
+        Our copy is deleted first, so a provider that is down or refuses can never leave
+        the tokens stored here; the outcome of the revocation is logged (never the token)
+        and returned: True when every token was revoked, False when the provider has no
+        endpoint, refused or could not be reached, or there was nothing to revoke.
         """
         if not self.enabled:
             raise Forbidden(code=DISABLED_ERROR)
         self._flows.drop_user(sub)
         self._errors.pop(sub, None)
-        if self._vault.delete(sub):
-            log.info("byos disconnected", sub=sub)
+        tokens = self._vault.get(sub)
+        if not self._vault.delete(sub):
+            return False
+        log.info("byos disconnected", sub=sub)
+        if tokens is None or not self._settings.byos_claude_code_revoke_url.strip():
+            return False
+        return await self._revoke(sub, tokens)
 
     # --- internals --------------------------------------------------------------------
 
@@ -272,6 +281,39 @@ class ByosService:
         self._errors.move_to_end(sub)
         while len(self._errors) > MAX_REMEMBERED_ERRORS:
             self._errors.popitem(last=False)
+
+    async def _post_form(self, url: str, form: dict[str, str], timeout: float) -> httpx.Response:
+        headers = {"Accept": "application/json"}
+        if self._http is not None:
+            return await self._http.post(url, data=form, headers=headers, timeout=timeout)
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            return await client.post(url, data=form, headers=headers)
+
+    async def _revoke(self, sub: str, tokens: StoredTokens) -> bool:
+        """Revoke the refresh token (which ends the grant on servers that support it)
+        and the access token, each with its type hint. RFC 7009: 200 means revoked or
+        already invalid."""
+        url = self._settings.byos_claude_code_revoke_url.strip()
+        client_id = self._settings.byos_claude_code_client_id.strip()
+        pairs = [(tokens.refresh_token, "refresh_token"), (tokens.access_token, "access_token")]
+        revoked = True
+        for token, hint in pairs:
+            if not token:
+                continue
+            form = {"token": token, "token_type_hint": hint, "client_id": client_id}
+            try:
+                response = await self._post_form(url, form, REVOKE_TIMEOUT_SECONDS)
+            except httpx.HTTPError as exc:
+                log.warning("byos revocation unreachable", sub=sub, error=type(exc).__name__)
+                return False
+            if response.status_code != 200:
+                log.warning(
+                    "byos revocation refused", sub=sub, hint=hint, status=response.status_code
+                )
+                revoked = False
+        if revoked:
+            log.info("byos tokens revoked at the provider", sub=sub)
+        return revoked
 
     async def _exchange(self, flow: PendingFlow, code: str) -> StoredTokens:
         s = self._settings
@@ -283,15 +325,8 @@ class ByosService:
             "code_verifier": flow.verifier,
         }
         url = s.byos_claude_code_token_url.strip()
-        headers = {"Accept": "application/json"}
         try:
-            if self._http is not None:
-                response = await self._http.post(
-                    url, data=form, headers=headers, timeout=EXCHANGE_TIMEOUT_SECONDS
-                )
-            else:
-                async with httpx.AsyncClient(timeout=EXCHANGE_TIMEOUT_SECONDS) as client:
-                    response = await client.post(url, data=form, headers=headers)
+            response = await self._post_form(url, form, EXCHANGE_TIMEOUT_SECONDS)
         except httpx.HTTPError as exc:
             log.warning("byos token endpoint unreachable", error=type(exc).__name__)
             raise ExchangeFailed("provider-unreachable") from exc

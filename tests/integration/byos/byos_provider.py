@@ -40,6 +40,9 @@ class FakeProvider:
         self.email_in: str | None = "account"  # account | top | None
         self.expires_in: int | None = 3600
         self.issued_tokens: list[str] = []
+        self.issued_refresh: list[str] = []
+        self.revocations: list[dict[str, str]] = []
+        self.revoke_status = 200
 
     # --- endpoints --------------------------------------------------------------------
     async def authorize(self, request: Request) -> Response:
@@ -85,10 +88,12 @@ class FakeProvider:
         if self.mode == "no-access-token":
             return JSONResponse({"token_type": "Bearer"})
         access = "sk-ant-oat01-" + secrets.token_urlsafe(24)
+        refresh = "sk-ant-ort01-" + secrets.token_urlsafe(24)
         self.issued_tokens.append(access)
+        self.issued_refresh.append(refresh)
         body: dict[str, Any] = {
             "access_token": access,
-            "refresh_token": "sk-ant-ort01-" + secrets.token_urlsafe(24),
+            "refresh_token": refresh,
             "token_type": "Bearer",
             "scope": "read:user write:claude-code",
         }
@@ -100,11 +105,20 @@ class FakeProvider:
             body["email"] = "top@claude.example"
         return JSONResponse(body)
 
+    async def revoke(self, request: Request) -> Response:
+        """RFC 7009: a form with ``token`` and an optional ``token_type_hint``."""
+        form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
+        self.revocations.append(form)
+        if self.revoke_status != 200:
+            return JSONResponse({"error": "server_error"}, status_code=self.revoke_status)
+        return PlainTextResponse("")
+
     def app(self) -> Starlette:
         return Starlette(
             routes=[
                 Route("/authorize", self.authorize),
                 Route("/token", self.token, methods=["POST"]),
+                Route("/revoke", self.revoke, methods=["POST"]),
             ]
         )
 
