@@ -165,6 +165,9 @@ def test_operator_replicas_elect_a_leader(manifests: list[dict[str, Any]]) -> No
     container = operator["template"]["spec"]["containers"][0]
     assert container["args"][:2] == ["sandbox", "operator"]
     assert {p["containerPort"] for p in container["ports"]} == {8081}
+    probe = container["livenessProbe"]["httpGet"]
+    assert (probe["path"], probe["port"]) == ("/healthz", "metrics")
+    assert container["ports"][0]["name"] == "metrics"
     env = {e["name"]: e for e in container["env"]}
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     # the Lease lives in the control-plane namespace (settings default) and may be written

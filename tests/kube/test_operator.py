@@ -446,6 +446,8 @@ def test_run_operator_leads_serves_metrics_and_stops_on_the_flag(
         text = httpx.get(f"http://127.0.0.1:{op.metrics.port}/metrics", timeout=5).text
         assert "sandbox_operator_leader 1.0" in text
         assert 'sandbox_operator_reconciles_total{result="changed"}' in text
+        health = httpx.get(f"http://127.0.0.1:{op.metrics.port}/healthz", timeout=5)
+        assert (health.status_code, health.text) == (200, "ok\n")
         time.sleep(1.0)
         assert http.get("/api/v1/namespaces/sandbox-gamma-at-acme-com").status_code == 404
         assert http.get(f"{other}/gamma").json().get("status") is None

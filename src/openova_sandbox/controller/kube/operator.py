@@ -7,7 +7,8 @@ through its ``stop_flag`` on losing it, so the follower does not even watch. kop
 stopped *before* the lease can expire for anyone else (renew deadline < duration).
 
 Metrics are served on their own port from the start, leader or not (the
-``sandbox_operator_leader`` gauge says which).
+``sandbox_operator_leader`` gauge says which), with ``/healthz`` for the liveness probe:
+it fails when the event loop has not beaten for 30 s.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from lightkube import AsyncClient
 from ...config import Settings
 from .handlers import OperatorOptions, build_registry
 from .leader import ElectionTiming, LeaseElector
-from .metrics import OperatorMetrics
+from .metrics import HEARTBEAT_SECONDS, OperatorMetrics
 from .render import RenderConfig
 
 log = structlog.get_logger(__name__)
@@ -134,9 +135,17 @@ async def run_operator(
         watch_namespace=namespace or "*",
     )
     _install_signals(stop)
+
+    async def heartbeat() -> None:
+        while True:
+            metrics.beat()
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+
+    beating = asyncio.create_task(heartbeat())
     try:
         await elector.run(lead, stop)
     finally:
+        beating.cancel()
         if server is not None:
             await asyncio.to_thread(server.shutdown)
             server.server_close()
