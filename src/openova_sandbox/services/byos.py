@@ -7,12 +7,14 @@ stores the tokens encrypted for the user the state was issued to. The callback i
 authenticated by that state, not by the session cookie: the cookie is ``SameSite=Strict``
 and a browser does not send it on the provider's cross-site redirect (see docs/byos.md).
 
-Spawners call ``credentials_for(sub)`` to get the environment a ``claude-code`` session
-needs; the token never reaches a log line or the workspace.
+Spawners call ``await refresh_if_needed(sub)`` (renews an expiring access token with the
+refresh token) and then ``credentials_for(sub)`` to get the environment a
+``claude-code`` session needs; the token never reaches a log line or the workspace.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections import OrderedDict
@@ -37,6 +39,9 @@ SETUP_PENDING_ERROR = "byos-operator-setup-pending"
 TOKEN_ENV = "CLAUDE_CODE_OAUTH_TOKEN"
 EXCHANGE_TIMEOUT_SECONDS = 10.0
 REVOKE_TIMEOUT_SECONDS = 5.0
+# refresh a token this close to its expiry, so a session does not start with one that
+# dies minutes later
+REFRESH_MARGIN_SECONDS = 300.0
 ERROR_REDIRECT = "/sandbox?byos=error&reason="
 MAX_REASON_LENGTH = 200
 MAX_REMEMBERED_ERRORS = 10_000
@@ -86,6 +91,7 @@ class ByosService:
         self._vault = TokenVault(Path(settings.data_dir) / "byos")
         # the last failed connection per user, so the console can show "error"
         self._errors: OrderedDict[str, str] = OrderedDict()
+        self._refreshing: dict[str, asyncio.Lock] = {}
 
     # --- policy ---------------------------------------------------------------------
 
@@ -179,6 +185,45 @@ class ByosService:
             log.info("byos token expired; not injected", sub=sub)
             return {}
         return {TOKEN_ENV: tokens.access_token}
+
+    async def refresh_if_needed(self, sub: str) -> None:
+        """Renew ``sub``'s access token with the stored refresh token when it has expired
+        or expires within ``REFRESH_MARGIN_SECONDS``, before a session is spawned with it.
+
+        One refresh per user at a time (providers that rotate refresh tokens would
+        reject the second use of the old one). ``invalid_grant`` (the grant was revoked
+        or the refresh token expired) ends the connection: the tokens are deleted and the
+        status says ``error`` until the user connects again. Any other failure (provider
+        down, 5xx, a malformed answer) leaves everything as it is; an expired token is
+        then not injected and the next spawn tries again.
+        """
+        if not self.enabled or not self.ready:
+            return
+        # one lock per user who ever refreshed: a few hundred bytes each, never dropped
+        # (dropping one while a waiter holds it would let two refreshes run at once)
+        lock = self._refreshing.setdefault(sub, asyncio.Lock())
+        async with lock:
+            tokens = self._vault.get(sub)
+            if tokens is None or not tokens.refresh_token or tokens.expires_at is None:
+                return
+            if tokens.expires_at > self._clock() + REFRESH_MARGIN_SECONDS:
+                return
+            form = {
+                "grant_type": "refresh_token",
+                "refresh_token": tokens.refresh_token,
+                "client_id": self._settings.byos_claude_code_client_id.strip(),
+            }
+            try:
+                renewed = await self._token_request(form, previous=tokens, what="refresh")
+            except ExchangeFailed as exc:
+                if exc.reason != "invalid_grant":
+                    return  # down, or a provider fault: the next spawn tries again
+                self._vault.delete(sub)
+                self._remember_error(sub, f"refresh-failed: {exc.reason}")
+                log.warning("byos refresh refused; disconnected", sub=sub, reason=exc.reason)
+                return
+            self._vault.put(sub, renewed)
+            log.info("byos token refreshed", sub=sub)
 
     # --- the flow ---------------------------------------------------------------------
 
@@ -316,19 +361,25 @@ class ByosService:
         return revoked
 
     async def _exchange(self, flow: PendingFlow, code: str) -> StoredTokens:
-        s = self._settings
         form = {
             "grant_type": "authorization_code",
             "code": code,
             "redirect_uri": flow.redirect_uri,
-            "client_id": s.byos_claude_code_client_id.strip(),
+            "client_id": self._settings.byos_claude_code_client_id.strip(),
             "code_verifier": flow.verifier,
         }
-        url = s.byos_claude_code_token_url.strip()
+        return await self._token_request(form, previous=None, what="code exchange")
+
+    async def _token_request(
+        self, form: dict[str, str], *, previous: StoredTokens | None, what: str
+    ) -> StoredTokens:
+        """POST ``form`` to the token endpoint and read the tokens it answers with;
+        ``previous`` fills what a refresh answer may leave out (refresh token, account)."""
+        url = self._settings.byos_claude_code_token_url.strip()
         try:
             response = await self._post_form(url, form, EXCHANGE_TIMEOUT_SECONDS)
         except httpx.HTTPError as exc:
-            log.warning("byos token endpoint unreachable", error=type(exc).__name__)
+            log.warning("byos token endpoint unreachable", what=what, error=type(exc).__name__)
             raise ExchangeFailed("provider-unreachable") from exc
         try:
             body: Any = response.json()
@@ -336,7 +387,7 @@ class ByosService:
             body = None
         if not response.is_success:
             provider_code = body.get("error") if isinstance(body, dict) else None
-            log.warning("byos code exchange refused", status=response.status_code)
+            log.warning("byos token request refused", what=what, status=response.status_code)
             if isinstance(provider_code, str) and _PROVIDER_ERROR_CODE.match(provider_code):
                 raise ExchangeFailed(provider_code)
             raise ExchangeFailed("token-exchange-failed")
@@ -347,14 +398,16 @@ class ByosService:
         now = self._clock()
         expires_in = body.get("expires_in")
         refresh = body.get("refresh_token")
+        if not isinstance(refresh, str) or not refresh:
+            refresh = previous.refresh_token if previous is not None else ""
         return StoredTokens(
             access_token=access,
-            refresh_token=refresh if isinstance(refresh, str) else "",
+            refresh_token=refresh,
             token_type=str(body.get("token_type") or "Bearer"),
-            scope=str(body.get("scope") or ""),
+            scope=str(body.get("scope") or (previous.scope if previous else "")),
             expires_at=now + float(expires_in)
             if isinstance(expires_in, int | float) and not isinstance(expires_in, bool)
             else None,
-            account_email=_account_email(body),
-            connected_at=now,
+            account_email=_account_email(body) or (previous.account_email if previous else ""),
+            connected_at=previous.connected_at if previous is not None else now,
         )

@@ -46,6 +46,8 @@ RESTART_BANNER = (
 
 
 class CredentialSource(Protocol):
+    async def refresh_if_needed(self, sub: str) -> None: ...
+
     def credentials_for(self, sub: str) -> dict[str, str]: ...
 
 
@@ -102,6 +104,13 @@ class TerminalsService:
                 env = {**creds, "ANTHROPIC_API_KEY": ""}
         return SessionRequest(agent=agent, env=env)
 
+    async def _refresh_credentials(self, sandbox: Sandbox, agent: str) -> None:
+        """Before a spawn that will use them: renew the owner's expiring subscription
+        token (``spawn_request`` itself is synchronous)."""
+        owner_sub = sandbox.metadata.annotations.get(ANNOTATION_SUB, "")
+        if agent == BYOS_AGENT and self._credentials is not None and owner_sub:
+            await self._credentials.refresh_if_needed(owner_sub)
+
     async def sandbox_for(self, principal: Principal, sandbox_id: str) -> Sandbox:
         return await self._sessions.get(principal, sandbox_id)
 
@@ -140,6 +149,8 @@ class TerminalsService:
     async def attach(
         self, websocket: WebSocket, sandbox: Sandbox, terminal_id: str | None, *, token: str
     ) -> None:
+        if terminal_id is None:
+            await self._refresh_credentials(sandbox, sandbox.spec.default_agent)
         try:
             session = (
                 self.primary(sandbox)
@@ -169,6 +180,7 @@ class TerminalsService:
 
     async def open_extra(self, sandbox: Sandbox, agent: str, *, token: str) -> dict[str, Any]:
         check_extra_agent(self._sessions.catalogue, agent)
+        await self._refresh_credentials(sandbox, agent)
         key = self._register(sandbox)
         session = self.registry.create(key, self.spawn_request(sandbox, agent))
         return {

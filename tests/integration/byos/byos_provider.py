@@ -43,6 +43,8 @@ class FakeProvider:
         self.issued_refresh: list[str] = []
         self.revocations: list[dict[str, str]] = []
         self.revoke_status = 200
+        self.refresh_mode = "rotate"  # rotate | keep | invalid_grant | status500
+        self.live_refresh: set[str] = set()  # refresh tokens still accepted
 
     # --- endpoints --------------------------------------------------------------------
     async def authorize(self, request: Request) -> Response:
@@ -74,6 +76,8 @@ class FakeProvider:
             return PlainTextResponse("upstream exploded", status_code=500)
         if self.mode == "not-json":
             return PlainTextResponse("<html>hello</html>", status_code=200)
+        if form.get("grant_type") == "refresh_token":
+            return self.refresh(form)
         issued = self.codes.pop(str(form.get("code", "")), None)
         if issued is None:
             return JSONResponse({"error": "invalid_grant"}, status_code=400)
@@ -91,6 +95,7 @@ class FakeProvider:
         refresh = "sk-ant-ort01-" + secrets.token_urlsafe(24)
         self.issued_tokens.append(access)
         self.issued_refresh.append(refresh)
+        self.live_refresh.add(refresh)
         body: dict[str, Any] = {
             "access_token": access,
             "refresh_token": refresh,
@@ -103,6 +108,29 @@ class FakeProvider:
             body["account"] = {"uuid": "acc-1", "email_address": "max@claude.example"}
         elif self.email_in == "top":
             body["email"] = "top@claude.example"
+        return JSONResponse(body)
+
+    def refresh(self, form: dict[str, str]) -> Response:
+        """A refresh grant; ``rotate`` issues a new refresh token and retires the old one
+        (a second use of it is ``invalid_grant``), ``keep`` answers without one."""
+        if self.refresh_mode == "status500":
+            return PlainTextResponse("upstream exploded", status_code=500)
+        token = form.get("refresh_token", "")
+        if (
+            self.refresh_mode == "invalid_grant"
+            or token not in self.live_refresh
+            or form.get("client_id") != CLIENT_ID
+        ):
+            return JSONResponse({"error": "invalid_grant"}, status_code=400)
+        access = "sk-ant-oat01-" + secrets.token_urlsafe(24)
+        self.issued_tokens.append(access)
+        body: dict[str, Any] = {"access_token": access, "token_type": "Bearer", "expires_in": 3600}
+        if self.refresh_mode == "rotate":
+            self.live_refresh.discard(token)
+            fresh = "sk-ant-ort01-" + secrets.token_urlsafe(24)
+            self.issued_refresh.append(fresh)
+            self.live_refresh.add(fresh)
+            body["refresh_token"] = fresh
         return JSONResponse(body)
 
     async def revoke(self, request: Request) -> Response:

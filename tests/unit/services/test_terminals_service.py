@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 from openova_sandbox.config import load_settings
 from openova_sandbox.domain.catalogue import load_catalogue
 from openova_sandbox.domain.model import ObjectMeta, Quota, Sandbox, SandboxSpec
@@ -15,13 +18,19 @@ from openova_sandbox.terminal.registry import TerminalRegistry
 class Connected:
     """A credential source with one connected user (the BYOS vault's role)."""
 
+    def __init__(self) -> None:
+        self.refreshed: list[str] = []
+
+    async def refresh_if_needed(self, sub: str) -> None:
+        self.refreshed.append(sub)
+
     def credentials_for(self, sub: str) -> dict[str, str]:
         return {"CLAUDE_CODE_OAUTH_TOKEN": "tok-123"} if sub == "alice" else {}
 
 
-def service(tmp_path) -> TerminalsService:
+def service(tmp_path, catalogue_path=None) -> TerminalsService:
     settings = load_settings(data_dir=tmp_path, store="memory", openai_api_key="sk-1")
-    catalogue = load_catalogue(None)
+    catalogue = load_catalogue(catalogue_path)
     sessions = SessionsService(
         store=MemoryStore(),
         catalogue=catalogue,
@@ -57,3 +66,23 @@ def test_subscription_goes_to_claude_code_only(tmp_path):
 
 def test_terminals_are_keyed_by_namespace_and_name():
     assert registry_key("acme", "box") != registry_key("evil", "box")
+
+
+def test_a_claude_code_spawn_refreshes_the_owners_token_first(tmp_path):
+    # claude-code played by cat, so a real spawn happens without the real CLI
+    agents = tmp_path / "agents.json"
+    agents.write_text(json.dumps([{"slug": "claude-code", "binary": "cat", "requiredEnv": []}]))
+    svc = service(tmp_path, agents)
+    source = svc._credentials
+    (tmp_path / "workspaces" / "acme" / "box").mkdir(parents=True)
+
+    async def run() -> None:
+        try:
+            await svc.open_extra(sandbox("alice"), "claude-code", token="")
+            await svc.open_extra(sandbox("alice"), "sovereign-shell", token="")
+        finally:
+            await svc.registry.close()
+
+    asyncio.run(run())
+    # refreshed once: for the claude-code terminal, not for the shell
+    assert source.refreshed == ["alice"]
