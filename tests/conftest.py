@@ -3,15 +3,41 @@
 ``postgres_url``: a real PostgreSQL server started once per session (see
 ``support/postgres.py``) with an empty database; skipped when the binaries are missing,
 a failure instead when ``SANDBOX_TEST_REQUIRE_ALL=1``.
+
+The real-cluster suite (marker ``realcluster``) needs a Kubernetes cluster, which these
+machines do not have: it is skipped, with the reason in the summary, unless the ``-m``
+expression asks for it (``pytest -m realcluster``).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
 
 from support.postgres import PostgresServer, PostgresUnavailable, skip_or_fail
+
+REALCLUSTER_SKIP = (
+    "real-cluster suite: opt-in, needs a Kubernetes cluster; run `pytest -m realcluster` "
+    "with $KUBECONFIG set (docs/kind.md)"
+)
+
+
+def realcluster_requested(markexpr: str) -> bool:
+    """Whether ``-m`` names the suite positively (``realcluster``, ``realcluster and
+    not slow``...), as opposed to not at all or only as ``not realcluster``."""
+    named = re.findall(r"(not\s+)?\brealcluster\b", markexpr)
+    return any(not negated for negated in named)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if realcluster_requested(str(config.getoption("markexpr") or "")):
+        return
+    skip = pytest.mark.skip(reason=REALCLUSTER_SKIP)
+    for item in items:
+        if item.get_closest_marker("realcluster") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

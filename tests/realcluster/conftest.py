@@ -1,7 +1,8 @@
 """Fixtures of the opt-in real-cluster suite (``pytest -m realcluster``).
 
-Every test here is marked ``realcluster`` (deselected by default) and skips, with the
-reason shown by ``-ra``, when ``$KUBECONFIG`` is unset or the cluster does not answer.
+Every test here is marked ``realcluster``: skipped unless ``-m realcluster`` asks for it
+(``tests/conftest.py``), and then skipped, with the reason shown by ``-ra``, when
+``$KUBECONFIG`` is unset or the cluster does not answer.
 The suite installs the Sandbox CRD itself (create or replace, no server-side apply) and
 works in namespaces it creates with a random suffix, deleted at the end.
 """
