@@ -18,15 +18,25 @@ How the copy is kept (the Kubernetes informer pattern over the ``Store`` protoco
 
 Fan-out never blocks the informer: each subscriber has a bounded buffer; one that
 falls behind is dropped (it receives a final ``end`` with reason ``slow-consumer`` and
-should list again), the others are untouched. ``stop`` ends every subscription with
-reason ``shutdown``; ``end_streams`` does the same while the cache keeps running (for a
-server about to stop).
+should resume or list again), the others are untouched. ``stop`` ends every
+subscription with reason ``shutdown``; ``end_streams`` does the same while the cache
+keeps running (for a server about to stop).
+
+Resume: every announced change gets the next number of one counter and the id
+``<epoch>-<seq>``; the epoch is random, chosen at construction and changed at every
+relist after the first, so an id names one unbroken run of the watch in one process.
+The last ``history_size`` changes are kept; ``subscribe(accept, after=<id>)`` queues
+the accepted ones after that id before the subscription is registered (no await in
+between), or says why it cannot (``reset``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import re
+import secrets
 import time
 from collections import deque
 from collections.abc import Callable
@@ -46,12 +56,32 @@ TOO_OLD = "resource-version-too-old"
 END_SLOW = "slow-consumer"
 END_SHUTDOWN = "shutdown"
 
+HISTORY_SIZE = 1024
+# why a resume was refused (the client lists again)
+RESET_UNKNOWN = "unknown-id"  # malformed, another epoch, or never issued
+RESET_EXPIRED = "history-expired"  # changes after it already left the history
+RESET_TOO_FAR = "too-far-behind"  # more visible changes after it than one buffer holds
+
+_EPOCH_BYTES = 6
+_EVENT_ID = re.compile(rf"([0-9a-f]{{{_EPOCH_BYTES * 2}}})-(0|[1-9][0-9]{{0,17}})")
+
+
+def _new_epoch() -> str:
+    return secrets.token_hex(_EPOCH_BYTES)
+
 
 @dataclass(frozen=True)
 class ResourceEvent:
     type: EventType
     object: Sandbox
     at: datetime
+    seq: int = 0  # the informer's counter: increases with every announced change
+    epoch: str = ""  # the informer's run (see the module docstring)
+
+    @property
+    def id(self) -> str:
+        """The stream id, ``<epoch>-<seq>``: what a client sends back as Last-Event-ID."""
+        return f"{self.epoch}-{self.seq}"
 
 
 @dataclass(frozen=True)
@@ -67,14 +97,31 @@ def _version(sandbox: Sandbox) -> int:
 
 
 class Subscription:
-    """A bounded buffer of events one consumer has not read yet."""
+    """A bounded buffer of events one consumer has not read yet.
 
-    def __init__(self, *, accept: Callable[[Sandbox], bool], capacity: int) -> None:
+    ``position`` is the id after which this subscription gets every accepted change
+    (for a resume, the id it resumed from). ``resumed`` says the buffer starts with the
+    replayed changes; ``reset`` is why a requested resume was refused (``None`` when
+    none was asked or it succeeded).
+    """
+
+    def __init__(
+        self,
+        *,
+        accept: Callable[[Sandbox], bool],
+        capacity: int,
+        position: str = "",
+        replay: list[ResourceEvent] | None = None,
+        reset: str | None = None,
+    ) -> None:
         self._accept = accept
         self._capacity = capacity
-        self._buffer: deque[ResourceEvent] = deque()
+        self._buffer: deque[ResourceEvent] = deque(replay or ())
         self._end: StreamEnd | None = None
         self._wake = asyncio.Event()
+        self.position = position
+        self.resumed = replay is not None
+        self.reset = reset
 
     @property
     def ended(self) -> bool:
@@ -122,9 +169,16 @@ class SandboxInformer:
         backoff_initial: float = 0.2,
         backoff_max: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        history_size: int = HISTORY_SIZE,
     ) -> None:
+        if history_size < 0:
+            raise ValueError("history_size must be 0 or more")
         self._store = store
         self._capacity = subscriber_capacity
+        self._history: deque[ResourceEvent] = deque(maxlen=history_size)
+        self._epoch = _new_epoch()
+        self._seq = 0  # the last number given to a change
+        self._epoch_base = 0  # the value of _seq when this epoch began
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._clock = clock
@@ -210,13 +264,64 @@ class SandboxInformer:
         """Every cached object, ordered by (namespace, name)."""
         return [self._objects[k] for k in sorted(self._objects)]
 
-    def subscribe(self, accept: Callable[[Sandbox], bool]) -> Subscription:
-        sub = Subscription(accept=accept, capacity=self._capacity)
+    @property
+    def epoch(self) -> str:
+        return self._epoch
+
+    @property
+    def position(self) -> str:
+        """The id of the last announced change (``<epoch>-<seq>``); a stream that
+        starts now gets every change after it."""
+        return f"{self._epoch}-{self._seq}"
+
+    def subscribe(
+        self, accept: Callable[[Sandbox], bool], *, after: str | None = None
+    ) -> Subscription:
+        """A new subscription to the changes ``accept`` lets through.
+
+        With ``after`` (a Last-Event-ID), the subscription first holds every accepted
+        change after that id, then the live ones: the replay is queued and the
+        subscription registered with no await in between, so nothing is missed or
+        repeated. If that is impossible the subscription starts fresh and ``reset``
+        says why (``unknown-id``, ``history-expired``, ``too-far-behind``).
+        """
+        if after is None:
+            sub = Subscription(accept=accept, capacity=self._capacity, position=self.position)
+        else:
+            replay, reason = self._changes_after(after, accept)
+            if replay is None:
+                sub = Subscription(
+                    accept=accept, capacity=self._capacity, position=self.position, reset=reason
+                )
+            else:
+                sub = Subscription(
+                    accept=accept, capacity=self._capacity, position=after, replay=replay
+                )
         if self._task is None:
             sub.close(END_SHUTDOWN)
         else:
             self._subscribers.add(sub)
         return sub
+
+    def _changes_after(
+        self, token: str, accept: Callable[[Sandbox], bool]
+    ) -> tuple[list[ResourceEvent] | None, str]:
+        """The accepted changes after ``token``, or ``None`` and the reason for a reset."""
+        match = _EVENT_ID.fullmatch(token)
+        if match is None or match[1] != self._epoch:
+            return None, RESET_UNKNOWN
+        seq = int(match[2])
+        if not self._epoch_base <= seq <= self._seq:
+            return None, RESET_UNKNOWN  # never issued in this epoch
+        oldest = self._history[0].seq if self._history else self._seq + 1
+        if seq + 1 < oldest:
+            return None, RESET_EXPIRED
+        replay = [
+            e for e in itertools.islice(self._history, seq + 1 - oldest, None) if accept(e.object)
+        ]
+        if len(replay) > self._capacity:
+            return None, RESET_TOO_FAR
+        return replay, ""
 
     def unsubscribe(self, sub: Subscription) -> None:
         self._subscribers.discard(sub)
@@ -272,16 +377,24 @@ class SandboxInformer:
     async def _relist(self) -> str | None:
         listed = await self._store.list()
         now = utcnow()
+        if self.relists:
+            # Every relist after the first starts a new epoch: ids issued before the
+            # watch broke no longer resume (what changed in the gap is only known as the
+            # difference below, not as the real changes). The first one announces the
+            # whole store to ids of the epoch chosen at construction.
+            self._epoch = _new_epoch()
+            self._epoch_base = self._seq
+            self._history.clear()
         fresh = {s.key: s for s in listed}
         for key in sorted(set(self._objects) - set(fresh)):
             gone = self._objects.pop(key)
-            self._fan_out(ResourceEvent("DELETED", gone, now))
+            self._fan_out("DELETED", gone, now)
         for key in sorted(fresh):
             new, old = fresh[key], self._objects.get(key)
             if old is not None and _version(old) == _version(new):
                 continue
             self._objects[key] = new
-            self._fan_out(ResourceEvent("ADDED" if old is None else "MODIFIED", new, now))
+            self._fan_out("ADDED" if old is None else "MODIFIED", new, now)
         self.relists += 1
         self._live = True
         self._last_sync = self._clock()
@@ -300,12 +413,15 @@ class SandboxInformer:
             if current is None:
                 return
             del self._objects[key]
-            self._fan_out(ResourceEvent("DELETED", obj, utcnow()))
+            self._fan_out("DELETED", obj, utcnow())
             return
         self._objects[key] = obj
-        self._fan_out(ResourceEvent("ADDED" if current is None else "MODIFIED", obj, utcnow()))
+        self._fan_out("ADDED" if current is None else "MODIFIED", obj, utcnow())
 
-    def _fan_out(self, event: ResourceEvent) -> None:
+    def _fan_out(self, type_: EventType, obj: Sandbox, at: datetime) -> None:
+        self._seq += 1
+        event = ResourceEvent(type_, obj, at, self._seq, self._epoch)
+        self._history.append(event)
         for sub in list(self._subscribers):
             if not sub.offer(event):
                 self._subscribers.discard(sub)

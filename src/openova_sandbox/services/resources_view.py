@@ -120,8 +120,12 @@ class ResourcesService:
         token = encode_continue(found.next_key) if found.next_key else None
         return ListResult(found.items, token, age)
 
-    def subscribe(self, principal: Principal, *, org_scope: bool) -> Subscription:
-        return self._informer.subscribe(self.visible(principal, org_scope=org_scope))
+    def subscribe(
+        self, principal: Principal, *, org_scope: bool, after: str | None = None
+    ) -> Subscription:
+        """The caller's stream of changes; ``after`` (a Last-Event-ID) resumes one, with
+        the same who-sees-what rule for the replayed changes as for live ones."""
+        return self._informer.subscribe(self.visible(principal, org_scope=org_scope), after=after)
 
     def unsubscribe(self, sub: Subscription) -> None:
         self._informer.unsubscribe(sub)

@@ -26,6 +26,8 @@ from openova_sandbox.api.composition import build_embedded
 from openova_sandbox.api.deps import AppDeps
 from openova_sandbox.auth.issuer import EmbeddedIssuer
 from openova_sandbox.config import load_settings
+from openova_sandbox.services.resources import SandboxInformer
+from openova_sandbox.services.resources_view import ResourcesService
 from openova_sandbox.testing.server import RunningServer, serve_in_thread
 
 BASE = "/api/v1/sovereigns"
@@ -36,11 +38,13 @@ SESSIONS = "/api/v1/sandbox/sessions"
 class Frame:
     event: str  # "message" for plain data frames, "comment" for ": ..." lines
     data: Any
+    id: str | None = None  # the frame's own `id:` line, if it had one
 
 
 class SseReader:
     def __init__(self, client: httpx.Client, url: str, **kw: Any) -> None:
         self.frames: queue.Queue[Frame | None] = queue.Queue()
+        self.retry: int | None = None  # the `retry:` the server asked for
         self._ctx = client.stream("GET", url, **kw)
         self.response = self._ctx.__enter__()
         self._thread = threading.Thread(target=self._read, daemon=True)
@@ -48,7 +52,7 @@ class SseReader:
             self._thread.start()
 
     def _read(self) -> None:
-        event, data = "message", []
+        event, data, ident = "message", [], None
         try:
             for line in self.response.iter_lines():
                 if line.startswith(":"):
@@ -57,9 +61,14 @@ class SseReader:
                     event = line[6:].strip()
                 elif line.startswith("data:"):
                     data.append(line[5:].strip())
-                elif line == "" and data:
-                    self.frames.put(Frame(event, json.loads("\n".join(data))))
-                    event, data = "message", []
+                elif line.startswith("id:"):
+                    ident = line[3:].strip()
+                elif line.startswith("retry:"):
+                    self.retry = int(line[6:].strip())
+                elif line == "":
+                    if data:
+                        self.frames.put(Frame(event, json.loads("\n".join(data)), ident))
+                    event, data, ident = "message", [], None
         except Exception:  # the test closed the stream under the reader
             pass
         finally:
@@ -141,13 +150,20 @@ class Api:
         return reader
 
 
-@pytest.fixture(params=["memory", "sql"])
-def api(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Api]:
-    """The app on the memory store and on SQLite (whose watch polls its event table)."""
+@contextlib.contextmanager
+def serve_api(tmp_path: Path, store: str, **informer: Any) -> Iterator[Api]:
+    """The embedded app on ``store``; ``informer`` keywords (history_size,
+    subscriber_capacity) replace its resource informer with one built with them."""
     settings = load_settings(
-        data_dir=tmp_path / "data", agents_path=str(tmp_path / "agents.json"), store=request.param
+        data_dir=tmp_path / "data", agents_path=str(tmp_path / "agents.json"), store=store
     )
     deps = build_embedded(settings)
+    if informer:
+        custom = ResourcesService(
+            informer=SandboxInformer(deps.store, **informer), sessions=deps.sessions
+        )
+        deps.background = [custom if p is deps.resources else p for p in deps.background]
+        deps.resources = custom
     with serve_in_thread(create_app(deps)) as server:
         client = Api(server, tmp_path / "data", deps)
         try:
@@ -156,3 +172,25 @@ def api(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Api]:
             for reader in client.readers:
                 reader.close()
             client.http.close()
+
+
+@pytest.fixture(params=["memory", "sql"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """The memory store and SQLite (whose watch polls its event table)."""
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture
+def api(tmp_path: Path, store_kind: str) -> Iterator[Api]:
+    """The app on the memory store and on SQLite."""
+    with serve_api(tmp_path, store_kind) as client:
+        yield client
+
+
+@pytest.fixture
+def api_with(tmp_path: Path, store_kind: str) -> Iterator[Callable[..., Api]]:
+    """``api_with(history_size=…, subscriber_capacity=…)``: the app with an informer
+    built with those settings (one app per test)."""
+    with contextlib.ExitStack() as stack:
+        yield lambda **informer: stack.enter_context(serve_api(tmp_path, store_kind, **informer))

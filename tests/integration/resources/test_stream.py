@@ -32,7 +32,7 @@ def test_ready_then_added_modified_deleted(api):
     assert response.headers["x-accel-buffering"] == "no"
     ready = reader.next()
     assert ready is not None and ready.event == "ready"
-    assert ready.data == {"cluster": "local", "kinds": ["sandbox"]}
+    assert ready.data == {"cluster": "local", "kinds": ["sandbox"], "resumed": False}
 
     name = api.create(h, "live")
     added = reader.next_event()

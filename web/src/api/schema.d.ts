@@ -2052,8 +2052,13 @@ export interface operations {
                 scope?: string | null;
                 /** @description the token, for EventSource clients that cannot set headers */
                 access_token?: string | null;
+                /** @description the same as the Last-Event-ID header */
+                lastEventId?: string | null;
             };
-            header?: never;
+            header?: {
+                /** @description resume after this event id (what an EventSource sends on reconnect) */
+                "Last-Event-ID"?: string | null;
+            };
             path: {
                 /** @description the sovereign (cluster) id; the embedded server has one: `local` */
                 id: string;
@@ -2062,7 +2067,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Server-Sent Events: `event: ready` with {cluster, kinds}, then `data:` {cluster, kind, type, object, at} per change, `: ping` every 15 s, and a final `event: end` with {reason} (slow-consumer, shutdown) */
+            /** @description Server-Sent Events: `retry: 2000`; `event: reset` with {cluster, reason} (unknown-id, history-expired, too-far-behind) when a requested resume is impossible; `event: ready` with {cluster, kinds, resumed} and `id:` (the point the stream continues from); then `data:` {cluster, kind, type, object, at} with `id:` per change (replayed ones first when resumed), `: ping` every 15 s, and a final `event: end` with {reason} (slow-consumer, shutdown) */
             200: {
                 headers: {
                     [name: string]: unknown;

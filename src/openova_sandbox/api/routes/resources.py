@@ -4,6 +4,10 @@
 ``GET /api/v1/sovereigns/{id}/k8s/stream?kinds=…`` streams its changes as Server-Sent
 Events. Both show only what the caller may see. The stream route is declared before
 the list route so ``stream`` is never taken for a kind.
+
+Every change on the stream carries an ``id:``; a reconnecting client sends the last
+one back (``Last-Event-ID``, or ``?lastEventId=``) and gets what it missed, or an
+``event: reset`` when that is not possible and it must list again.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,6 +34,7 @@ from .. import schemas
 from ..security import require_principal
 
 Responses = dict[int | str, dict[str, Any]]
+RETRY_MS = 2000  # the reconnect delay an EventSource is told to use
 router = APIRouter(prefix="/api/v1/sovereigns/{id}/k8s", tags=["resources"])
 
 Caller = Annotated[Principal, Depends(require_principal)]
@@ -71,9 +76,19 @@ def _service(request: Request) -> ResourcesService:
     return service
 
 
-def _frame(data: Any, *, event: str | None = None) -> str:
+def _frame(data: Any, *, event: str | None = None, id: str | None = None) -> str:
     head = f"event: {event}\n" if event else ""
+    if id:
+        head += f"id: {id}\n"
     return f"{head}data: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def _resume_from(header: str | None, query: str | None) -> str | None:
+    """The id to resume after: the header first, else the query; blank is absent."""
+    for value in (header, query):
+        if value is not None and value.strip():
+            return value.strip()
+    return None
 
 
 @router.get(
@@ -83,9 +98,13 @@ def _frame(data: Any, *, event: str | None = None) -> str:
     responses={
         200: {
             "description": (
-                "Server-Sent Events: `event: ready` with {cluster, kinds}, then `data:` "
-                "{cluster, kind, type, object, at} per change, `: ping` every 15 s, and a "
-                "final `event: end` with {reason} (slow-consumer, shutdown)"
+                "Server-Sent Events: `retry: 2000`; `event: reset` with {cluster, reason} "
+                "(unknown-id, history-expired, too-far-behind) when a requested resume is "
+                "impossible; `event: ready` with {cluster, kinds, resumed} and `id:` (the "
+                "point the stream continues from); then `data:` {cluster, kind, type, "
+                "object, at} with `id:` per change (replayed ones first when resumed), "
+                "`: ping` every 15 s, and a final `event: end` with {reason} "
+                "(slow-consumer, shutdown)"
             ),
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
         },
@@ -103,18 +122,34 @@ async def stream_resources(
         str | None,
         Query(description="the token, for EventSource clients that cannot set headers"),
     ] = None,
+    last_event_id: Annotated[
+        str | None,
+        Header(
+            alias="Last-Event-ID",
+            description="resume after this event id (what an EventSource sends on reconnect)",
+        ),
+    ] = None,
+    last_event_id_query: Annotated[
+        str | None,
+        Query(alias="lastEventId", description="the same as the Last-Event-ID header"),
+    ] = None,
 ) -> StreamingResponse:
     del access_token  # read (with the header and cookie) by require_principal
     service = _service(request)
     cluster = service.check_cluster(id)
     wanted = parse_kinds(kinds)
     org_scope = parse_scope(scope)
-    subscription = service.subscribe(caller, org_scope=org_scope)
+    after = _resume_from(last_event_id, last_event_id_query)
+    subscription = service.subscribe(caller, org_scope=org_scope, after=after)
     ping = service.ping_interval
 
     async def frames() -> AsyncIterator[str]:
         try:
-            yield _frame({"cluster": cluster, "kinds": list(wanted)}, event="ready")
+            yield f"retry: {RETRY_MS}\n\n"
+            if subscription.reset is not None:
+                yield _frame({"cluster": cluster, "reason": subscription.reset}, event="reset")
+            ready = {"cluster": cluster, "kinds": list(wanted), "resumed": subscription.resumed}
+            yield _frame(ready, event="ready", id=subscription.position)
             while True:
                 item = await subscription.next(timeout=ping)
                 if item is None:
@@ -123,7 +158,7 @@ async def stream_resources(
                     yield _frame({"cluster": cluster, "reason": item.reason}, event="end")
                     return
                 else:
-                    yield _frame(_event_body(cluster, item))
+                    yield _frame(_event_body(cluster, item), id=item.id)
         finally:
             service.unsubscribe(subscription)
 
