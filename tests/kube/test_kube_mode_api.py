@@ -130,3 +130,27 @@ def test_api_server_faults_map_to_503_and_403_to_a_visible_500(
         assert resp.status_code == 500
         assert resp.json()["error"] == "create-failed"
         assert resp.json()["detail"]
+
+
+def test_byos_answers_as_disabled_in_cluster_mode(kube: FakeKube, tmp_path: Path) -> None:
+    """Even fully configured: tokens kept per replica would never reach a sandbox pod."""
+    settings = load_settings(
+        data_dir=tmp_path / "data",
+        store="kube",
+        byos_claude_code_client_id="client-1",
+        byos_claude_code_authz_url="https://provider.example/authorize",
+        byos_claude_code_token_url="https://provider.example/token",
+    )
+    deps = build_api(settings, store=KubeStore(kubeconfig_path=str(kube.kubeconfig_path)))
+    issuer = EmbeddedIssuer.load(tmp_path / "data")
+    byos = "/api/v1/sandbox/byos/claude-code"
+    with serve_in_thread(create_app(deps)) as server:
+        api = Api(server.url, issuer)
+        status = api.http.get(f"{byos}/status", headers=api.auth)
+        assert status.json() == {"connected": False, "disabled": True}
+        started = api.http.post(f"{byos}/start", headers=api.auth, json={})
+        assert started.status_code == 403
+        assert started.json()["error"] == "byos disabled by operator policy"
+        assert "cluster mode" in started.json()["detail"]
+        assert api.http.delete(byos, headers=api.auth).status_code == 403
+        api.http.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
+import structlog
 from prometheus_client import CollectorRegistry
 
 from ..auth.authenticator import build_authenticator
@@ -31,6 +32,8 @@ from ..store.factory import make_store
 from ..terminal.metrics import TerminalMetrics
 from ..terminal.registry import TerminalRegistry
 from .deps import AppDeps
+
+log = structlog.get_logger(__name__)
 
 COOKIE_SECRET_FILE = "cookie-secret"
 
@@ -126,6 +129,12 @@ def build_embedded(
     return deps
 
 
+BYOS_CLUSTER_MODE = (
+    "Claude Code subscriptions are not available in cluster mode yet; sessions use the "
+    "operator's LLM gateway or API key"
+)
+
+
 def build_api(settings: Settings, *, store: Store | None = None, public_url: str = "") -> AppDeps:
     """The stateless control plane of Kubernetes mode: terminals are proxied to each
     sandbox's terminal server; the operator (a separate process) reconciles."""
@@ -133,4 +142,11 @@ def build_api(settings: Settings, *, store: Store | None = None, public_url: str
     deps.terminals = RemoteTerminals(
         store=deps.store, sessions=deps.sessions, url_template=settings.kube_pty_url_template
     )
+    # BYOS keeps its flows in memory and its tokens in the data dir, and only the
+    # in-process spawner injects them: across API replicas and into sandbox pods none of
+    # that holds, so cluster mode answers as if disabled rather than store tokens that
+    # no session would use (docs/byos.md).
+    deps.byos = ByosService(settings=settings, unavailable=BYOS_CLUSTER_MODE)
+    if settings.byos_enabled and settings.byos_client_id_configured:
+        log.warning("byos_unavailable_in_cluster_mode", detail=BYOS_CLUSTER_MODE)
     return deps

@@ -83,8 +83,12 @@ class ByosService:
         settings: Settings,
         http: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.time,
+        unavailable: str = "",
     ) -> None:
+        """``unavailable``: why this deployment cannot offer BYOS whatever the settings
+        say (then it answers exactly as when disabled by policy, with this detail)."""
         self._settings = settings
+        self._unavailable = unavailable
         self._http = http
         self._clock = clock
         self._flows = FlowStates(clock=clock)
@@ -97,7 +101,10 @@ class ByosService:
 
     @property
     def enabled(self) -> bool:
-        return self._settings.byos_enabled
+        return self._settings.byos_enabled and not self._unavailable
+
+    def _disabled(self) -> Forbidden:
+        return Forbidden(self._unavailable, code=DISABLED_ERROR)
 
     @property
     def client_id_configured(self) -> bool:
@@ -123,7 +130,7 @@ class ByosService:
         """Raise the spec's 403 when disabled and its 503 while the operator's setup is
         incomplete."""
         if not self.enabled:
-            raise Forbidden(code=DISABLED_ERROR)
+            raise self._disabled()
         missing = self.missing_setup()
         if missing:
             raise BackendUnavailable(
@@ -308,7 +315,7 @@ class ByosService:
         endpoint, refused or could not be reached, or there was nothing to revoke.
         """
         if not self.enabled:
-            raise Forbidden(code=DISABLED_ERROR)
+            raise self._disabled()
         self._flows.drop_user(sub)
         self._errors.pop(sub, None)
         tokens = self._vault.get(sub)
