@@ -4,11 +4,9 @@ back-off while the store is down, slow subscribers, and stop."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
 
-import pytest
+from informer_support import eventually, sandbox
 
-from openova_sandbox.domain.model import ObjectMeta, Quota, Sandbox, SandboxSpec
 from openova_sandbox.services.resources import (
     END_SHUTDOWN,
     END_SLOW,
@@ -18,19 +16,6 @@ from openova_sandbox.services.resources import (
     Subscription,
 )
 from openova_sandbox.store.memory import MemoryStore
-
-
-def sandbox(name: str, namespace: str = "acme") -> Sandbox:
-    return Sandbox(
-        metadata=ObjectMeta(name=name, namespace=namespace, labels={"app": name}),
-        spec=SandboxSpec(owner_email="dev@acme.com", org_slug="acme", quota=Quota()),
-    )
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not check():
-            await asyncio.sleep(0.01)
 
 
 async def drain(sub: Subscription, count: int) -> list[ResourceEvent | StreamEnd]:
@@ -44,28 +29,6 @@ async def drain(sub: Subscription, count: int) -> list[ResourceEvent | StreamEnd
 
 def names(informer: SandboxInformer) -> list[str]:
     return [s.name for s in informer.items()]
-
-
-@pytest.fixture
-async def store() -> AsyncIterator[MemoryStore]:
-    store = MemoryStore()
-    await store.start()
-    yield store
-    await store.close()
-
-
-@pytest.fixture
-async def informer_for() -> AsyncIterator[Callable[..., SandboxInformer]]:
-    made: list[SandboxInformer] = []
-
-    def make(store: MemoryStore, **kw: object) -> SandboxInformer:
-        informer = SandboxInformer(store, backoff_initial=0.01, backoff_max=0.05, **kw)  # type: ignore[arg-type]
-        made.append(informer)
-        return informer
-
-    yield make
-    for informer in made:
-        await informer.stop()
 
 
 async def test_lists_then_follows_changes_in_order(store, informer_for):

@@ -5,11 +5,11 @@ every relist after the first."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
 
 import pytest
+from informer_support import eventually, sandbox
 
-from openova_sandbox.domain.model import ObjectMeta, Quota, Sandbox, SandboxSpec
+from openova_sandbox.domain.model import Sandbox
 from openova_sandbox.services.resources import (
     END_SLOW,
     RESET_EXPIRED,
@@ -23,21 +23,8 @@ from openova_sandbox.services.resources import (
 from openova_sandbox.store.memory import MemoryStore
 
 
-def sandbox(name: str, namespace: str = "acme") -> Sandbox:
-    return Sandbox(
-        metadata=ObjectMeta(name=name, namespace=namespace, labels={"app": name}),
-        spec=SandboxSpec(owner_email="dev@acme.com", org_slug="acme", quota=Quota()),
-    )
-
-
 def everyone(s: Sandbox) -> bool:
     return True
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not check():
-            await asyncio.sleep(0.01)
 
 
 async def drain(sub: Subscription, count: int) -> list[ResourceEvent]:
@@ -51,28 +38,6 @@ async def drain(sub: Subscription, count: int) -> list[ResourceEvent]:
 
 def seq(ident: str) -> int:
     return int(ident.rpartition("-")[2])
-
-
-@pytest.fixture
-async def store() -> AsyncIterator[MemoryStore]:
-    store = MemoryStore()
-    await store.start()
-    yield store
-    await store.close()
-
-
-@pytest.fixture
-async def informer_for() -> AsyncIterator[Callable[..., SandboxInformer]]:
-    made: list[SandboxInformer] = []
-
-    def make(store: MemoryStore, **kw: object) -> SandboxInformer:
-        informer = SandboxInformer(store, backoff_initial=0.01, backoff_max=0.05, **kw)  # type: ignore[arg-type]
-        made.append(informer)
-        return informer
-
-    yield make
-    for informer in made:
-        await informer.stop()
 
 
 async def started(informer: SandboxInformer) -> SandboxInformer:
