@@ -36,10 +36,13 @@ class FakeTerminalServer:
             "agentBusy": False,
         }
         self.bearers: list[str] = []
+        self.failing = False  # answer 503, as a wedged or restarting server might
 
     def app(self) -> Starlette:
         async def idle(request: Request) -> JSONResponse:
             self.bearers.append(request.headers.get("authorization", ""))
+            if self.failing:
+                return JSONResponse({"error": "unavailable"}, status_code=503)
             return JSONResponse(self.report)
 
         return Starlette(routes=[Route("/idle", idle)])
@@ -80,6 +83,11 @@ def test_probe_records_activity_and_suspends_when_idle(
         wait_for(lambda: status().get("sessions") == 1 and status().get("lastActivityAt"))
         assert status()["phase"] == "Ready"
         secret = http.get(f"/api/v1/namespaces/{NS}/secrets/pty-probe").json()
+        labels = secret["metadata"]["labels"]
+        assert labels["app.kubernetes.io/managed-by"] == "openova-sandbox"
+        assert labels["openova.io/sandbox"] == "idle"
+        assert labels["openova.io/organization"] == "acme"
+        assert labels["openova.io/sandbox-owner"] == "dev-at-acme-com"
         token = base64.b64decode(secret["data"]["token"]).decode()
         assert len(token) >= 32
         assert fake.bearers
@@ -91,9 +99,35 @@ def test_probe_records_activity_and_suspends_when_idle(
         # the viewer leaves; the last activity is 10 minutes old: suspended, scaled to 0
         fake.report = {**fake.report, "attachedViewers": 0, "activeSessions": 1}
         wait_for(lambda: status().get("phase") == "Suspended")
-        sts = http.get(f"/apis/apps/v1/namespaces/{NS}/statefulsets/pty-server").json()
-        assert sts["spec"]["replicas"] == 0
         assert status()["sessions"] == 0
+        # the status is written first, the scale-down right after it
+        sts_path = f"/apis/apps/v1/namespaces/{NS}/statefulsets/pty-server"
+        wait_for(lambda: http.get(sts_path).json()["spec"]["replicas"] == 0)
+
+
+def test_a_failing_probe_keeps_the_sandbox_up(
+    kube: FakeKube, terminal: tuple[FakeTerminalServer, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake, url = terminal
+    monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig_path))
+    with (
+        running_operator(kube, pty_url_template=url),
+        httpx.Client(base_url=kube.url, timeout=5) as http,
+    ):
+        start_ready_sandbox(kube, http, "flaky")
+
+        def status() -> dict[str, Any]:
+            return dict(http.get(f"{SB}/flaky").json().get("status") or {})
+
+        # one answered probe records activity ten minutes old (timeout: one minute) ...
+        wait_for(lambda: status().get("lastActivityAt"))
+        fake.failing = True
+        seen = len(fake.bearers)
+        wait_for(lambda: len(fake.bearers) >= seen + 3)  # several unanswered probes
+        # ... but while the server does not answer, idleness is unknown: no suspension
+        assert status()["phase"] == "Ready"
+        sts = http.get(f"/apis/apps/v1/namespaces/{NS}/statefulsets/pty-server").json()
+        assert sts["spec"]["replicas"] == 1
 
 
 def test_a_busy_agent_keeps_the_sandbox_up(

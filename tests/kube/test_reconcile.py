@@ -276,6 +276,16 @@ def test_status_keeps_unknown_fields() -> None:
     assert isinstance(plan.status, SandboxStatus)
 
 
+def test_a_failed_idle_probe_is_unknown_never_idle() -> None:
+    sb, observed = _ready_sandbox()
+    late = NOW + timedelta(minutes=31)  # the last activity on record is older than that
+    unanswered = replace(observed, probe_failed=True)
+    assert reconcile(sb, unanswered, late, CONFIG).apply == ()
+    # once the probe answers again (and reports nothing newer) the timeout applies
+    (sts,) = reconcile(sb, replace(observed, probed=True), late, CONFIG).apply
+    assert sts["spec"]["replicas"] == 0
+
+
 def test_no_reported_activity_never_suspends() -> None:
     sb, observed = _ready_sandbox()
     unknown = sb.with_status(replace(sb.status, last_activity_at=None))

@@ -198,6 +198,25 @@ def test_statefulset_is_one_hardened_replica(rendered: list[dict[str, Any]]) -> 
     assert mounts["/workspace/web-app"] == "repo-web-app"
     assert mounts["/workspace/API.Server"] == "repo-api-server"
     assert mounts["/home/sandbox"] == "home"
+    # the workspace root exists on a writable volume (the root filesystem is read-only)
+    # and comes before the repo mounts nested in it
+    root = main["volumeMounts"][0]
+    assert (root["mountPath"], root["name"], root["subPath"]) == ("/workspace", "home", "workspace")
+    assert env["SANDBOX_WORKDIR"] == "/workspace"
+
+
+def test_a_sandbox_without_repos_still_has_a_writable_workspace() -> None:
+    sts = by_kind(render_children(sandbox(repos=()), "ns-x", CONFIG))
+    pod = sts[("StatefulSet", "pty-server")]["spec"]["template"]["spec"]
+    assert "initContainers" not in pod
+    (main,) = pod["containers"]
+    assert main["securityContext"]["readOnlyRootFilesystem"] is True
+    env = {e["name"]: e.get("value") for e in main["env"]}
+    workdir = env["SANDBOX_WORKDIR"]
+    mounts = [m for m in main["volumeMounts"] if m["mountPath"] == workdir]
+    assert mounts and not mounts[0].get("readOnly")
+    claim = {v["name"]: v for v in pod["volumes"]}[mounts[0]["name"]]
+    assert "persistentVolumeClaim" in claim  # kept across restarts and suspensions
 
 
 def test_concurrent_sessions_never_scale_the_statefulset() -> None:

@@ -50,6 +50,7 @@ from .render import (
     ChildRef,
     RenderConfig,
 )
+from .render import labels as child_labels
 
 log = structlog.get_logger(__name__)
 
@@ -245,9 +246,9 @@ class SandboxOperator:
             with contextlib.suppress(ApiError):
                 secret = await self.client.get(_resource("Secret"), GIT_SECRET, namespace=chosen)
                 children[("Secret", GIT_SECRET)] = _plain(secret)
-        report = await self._probe(sandbox, chosen, children)
+        attempted, report = await self._probe(sandbox, chosen, children)
         if report is None:
-            return KubeObserved(namespaces=namespaces, children=children)
+            return KubeObserved(namespaces=namespaces, children=children, probe_failed=attempted)
         return KubeObserved(
             namespaces=namespaces,
             children=children,
@@ -259,16 +260,16 @@ class SandboxOperator:
 
     async def _probe(
         self, sandbox: Sandbox, namespace: str, children: Mapping[tuple[str, str], JSON]
-    ) -> IdleReport | None:
-        """Ask a Ready sandbox's running terminal server how idle it is."""
+    ) -> tuple[bool, IdleReport | None]:
+        """Ask a Ready sandbox's running terminal server how idle it is: whether it was
+        asked, and its report (None when not asked or it did not answer)."""
         template = self.options.pty_url_template
         sts = children.get(("StatefulSet", "pty-server")) or {}
         ready = int((sts.get("status") or {}).get("readyReplicas") or 0)
         if not template or sandbox.status.phase != "Ready" or ready < 1:
-            return None
-        labels = {LABEL_SANDBOX: sandbox.name, LABEL_SANDBOX_NAMESPACE: sandbox.namespace}
-        token = await ensure_probe_token(self.client, namespace, labels=labels)
-        return await probe_idle(template.format(namespace=namespace), token)
+            return False, None
+        token = await ensure_probe_token(self.client, namespace, labels=child_labels(sandbox))
+        return True, await probe_idle(template.format(namespace=namespace), token)
 
     # ----- execute --------------------------------------------------------------------
     async def execute(self, sandbox: Sandbox, plan: KubePlan) -> None:

@@ -89,6 +89,9 @@ class KubeObserved:
     # True when the terminal server's /idle answered for this pass (the fields above
     # are then its report; otherwise they are unknown and leave the status alone)
     probed: bool = False
+    # True when /idle was asked and did not answer: idleness is unknown, so the
+    # sandbox is kept up rather than suspended on stale activity
+    probe_failed: bool = False
 
 
 @dataclass(frozen=True)
@@ -309,7 +312,7 @@ def _replicas(sandbox: Sandbox, observed: KubeObserved, now: datetime) -> int:
         # idle timeout (at least a minute) after the last activity, wake included.
         woken = wake_at is not None and (since is None or wake_at >= since)
         return 1 if woken else 0
-    if status.phase != PHASE_READY:
+    if status.phase != PHASE_READY or observed.probe_failed:
         return 1
     last = _latest(_latest(status.last_activity_at, observed.last_activity), wake_at)
     if last is None:

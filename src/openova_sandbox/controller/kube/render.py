@@ -46,6 +46,7 @@ GIT_SECRET = "sandbox-git-credentials"
 # the bearer secret that opens the terminal server's /idle to the operator's probe
 PROBE_SECRET = "pty-probe"
 WORKSPACE = "/workspace"
+WORKSPACE_SUBPATH = "workspace"  # the folder of the home volume mounted at WORKSPACE
 HOME = "/home/sandbox"
 TMP = "/tmp"  # noqa: S108 - an emptyDir inside the pod, not the host's /tmp
 RUN_AS = 1000
@@ -366,6 +367,10 @@ def _statefulset(
         "livenessProbe": {**probe, "initialDelaySeconds": 10, "failureThreshold": 6},
         "securityContext": dict(_HARDENED),
         "volumeMounts": [
+            # the workspace root is a folder of the home volume, so it exists (and is
+            # writable, and survives restarts) with or without repos; each repo volume
+            # is mounted inside it
+            {"name": HOME_PVC, "mountPath": WORKSPACE, "subPath": WORKSPACE_SUBPATH},
             *repo_mounts,
             {"name": HOME_PVC, "mountPath": HOME},
             {"name": "mcp-config", "mountPath": "/etc/openova/mcp", "readOnly": True},
