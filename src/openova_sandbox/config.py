@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     kube_control_plane_namespace: str = "catalyst-system"
     kube_sandbox_host: str = ""
     kube_mcp_url: str = ""
+    # mount the sandbox ServiceAccount's token in the pod (only when the MCP server
+    # authenticates agents by it; off: no Kubernetes credential inside the sandbox)
+    kube_mcp_needs_token: bool = False
     # how the control plane reaches a sandbox's terminal server; {namespace} is the
     # sandbox's workspace namespace
     kube_pty_url_template: str = "http://pty-server.{namespace}.svc:7681"

@@ -5,8 +5,12 @@ In Kubernetes each Sandbox gets a pty-server pod whose environment names the san
 ``SANDBOX_DEFAULT_AGENT``, ``SANDBOX_SESSION_LIMIT``, ``SANDBOX_WORKDIR``). This module
 turns those settings into a registry with that one sandbox and the routes over it.
 
-Authorization rule: the caller owns the sandbox (email equal, case-insensitive) or is
-an org admin of the sandbox's org.
+Authorization rule, the control plane's own (``SessionsService.can_see``): the caller's
+namespace (their ``org`` claim verbatim, else the configured default) must be the
+sandbox's namespace, and the caller must own the sandbox (email equal, case-insensitive)
+or be an org admin. Comparing namespaces, not org slugs: every org name that is not a
+valid slug shares the slug ``default``, so a slug comparison would let an admin of one
+such org into another's sandboxes.
 """
 
 from __future__ import annotations
@@ -17,20 +21,27 @@ from starlette.applications import Starlette
 
 from ..config import Settings
 from ..domain.catalogue import load_catalogue
+from ..domain.naming import namespace_for
 from ..domain.principal import Principal
 from .registry import DEFAULT_CWD, SandboxContext, TerminalRegistry
 from .server import TokenExtractor, create_pty_app, extract_request_token
 
 
-def owner_or_org_admin(*, owner_email: str, org_id: str) -> Callable[[Principal], bool]:
-    """The rule "caller owns the sandbox or administers its org", as a predicate."""
+def owner_or_org_admin(
+    *, owner_email: str, namespace: str, default_namespace: str = ""
+) -> Callable[[Principal], bool]:
+    """The rule "caller owns the sandbox or administers its org", as a predicate over
+    the sandbox's owner and namespace. Without a namespace only the owner is admitted."""
     owner = owner_email.strip().lower()
-    org = org_id.strip()
+    namespace = namespace.strip()
 
     def allowed(principal: Principal) -> bool:
-        if owner and principal.email.strip().lower() == owner:
-            return True
-        return bool(org) and principal.is_org_admin and principal.org == org
+        is_owner = bool(owner) and principal.email.strip().lower() == owner
+        if not namespace:
+            return is_owner
+        if namespace_for(principal.org, default_namespace) != namespace:
+            return False
+        return is_owner or principal.is_org_admin
 
     return allowed
 
@@ -80,7 +91,9 @@ def build_standalone_app(
         sandbox_id=sandbox_id,
         authenticate=authenticate,
         authorize=owner_or_org_admin(
-            owner_email=settings.pty_owner_email, org_id=settings.pty_org_id
+            owner_email=settings.pty_owner_email,
+            namespace=settings.pty_namespace,
+            default_namespace=settings.default_namespace,
         ),
         public_origin=public_origin or settings.public_url or None,
         extract_token=extract_token,

@@ -43,6 +43,7 @@ class Cluster:
             agents_path=str(agents),
             kube_pty_url_template=f"http://127.0.0.1:{pty_port}",
             pty_sandbox_id="box",
+            pty_namespace="acme",
             pty_owner_email="dev@acme.com",
             pty_org_id="acme",
             pty_default_agent="aider",

@@ -180,7 +180,7 @@ async def start_pty_server(
         registry=registry,
         sandbox_id="box",
         authenticate=authenticate,
-        authorize=owner_or_org_admin(owner_email="dev@acme.com", org_id="acme"),
+        authorize=owner_or_org_admin(owner_email="dev@acme.com", namespace="acme"),
         public_origin=public_origin,
     )
     config = uvicorn.Config(

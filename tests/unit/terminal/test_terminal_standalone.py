@@ -18,16 +18,39 @@ from openova_sandbox.terminal.standalone import (
 
 
 def test_owner_matches_case_insensitively_and_org_admin_only_of_that_org() -> None:
-    allowed = owner_or_org_admin(owner_email="Dev@Acme.com ", org_id="acme")
-    assert allowed(Principal(sub="1", email="dev@acme.COM"))
+    allowed = owner_or_org_admin(owner_email="Dev@Acme.com ", namespace="acme")
+    assert allowed(Principal(sub="1", email="dev@acme.COM", org="acme"))
     assert not allowed(Principal(sub="2", email="other@acme.com", org="acme"))
     assert allowed(Principal(sub="3", org="acme", roles=frozenset({"org-admin"})))
     assert allowed(Principal(sub="4", org="acme", tier="admin"))
     assert not allowed(Principal(sub="5", org="evil", roles=frozenset({"org-admin"})))
+    # the owner's email from another org's token is not the owner of this sandbox
+    assert not allowed(Principal(sub="6", email="dev@acme.com", org="evil"))
 
 
-def test_no_owner_and_no_org_admits_nobody() -> None:
-    allowed = owner_or_org_admin(owner_email="", org_id="")
+def test_orgs_that_share_a_slug_do_not_share_sandboxes() -> None:
+    # neither org name is a valid slug, so both slugs are "default"
+    allowed = owner_or_org_admin(owner_email="dev@a.com", namespace="Acme Corp")
+    assert allowed(Principal(sub="1", org="Acme Corp", roles=frozenset({"org-admin"})))
+    assert not allowed(Principal(sub="2", org="Globex Corp", roles=frozenset({"org-admin"})))
+    assert not allowed(Principal(sub="3", org="default", roles=frozenset({"org-admin"})))
+    uuid = "0b6f1c1e-3f5e-4c1a-9d7b-2f1e8a9c4d10-long-enough-to-fail-the-slug-rule"
+    own = owner_or_org_admin(owner_email="dev@a.com", namespace=uuid)
+    assert own(Principal(sub="4", org=uuid, roles=frozenset({"org-admin"})))
+
+
+def test_callers_without_org_live_in_the_default_namespace() -> None:
+    allowed = owner_or_org_admin(
+        owner_email="dev@a.com", namespace="tenants", default_namespace="tenants"
+    )
+    assert allowed(Principal(sub="1", email="dev@a.com"))
+    assert not allowed(Principal(sub="2", email="dev@a.com", org="acme"))
+    fallback = owner_or_org_admin(owner_email="dev@a.com", namespace="catalyst-system")
+    assert fallback(Principal(sub="3", email="dev@a.com"))
+
+
+def test_no_owner_and_no_namespace_admits_nobody() -> None:
+    allowed = owner_or_org_admin(owner_email="", namespace="")
     assert not allowed(Principal(sub="1", email=""))
     assert not allowed(Principal(sub="1", org="", roles=frozenset({"org-admin"})))
 

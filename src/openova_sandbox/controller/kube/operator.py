@@ -49,6 +49,8 @@ def render_config(settings: Settings) -> RenderConfig:
         oidc_issuer=settings.oidc_issuer,
         jwks_url=settings.jwks_url,
         ring_buffer_bytes=settings.ring_buffer_bytes,
+        default_namespace=settings.default_namespace,
+        mcp_needs_token=settings.kube_mcp_needs_token,
     )
 
 

@@ -83,6 +83,9 @@ class RenderConfig:
     ring_buffer_bytes: int = 2 * 1024 * 1024
     mcp_url: str = ""  # the agents' MCP server; empty: none configured
     mcp_needs_token: bool = False  # mount the ServiceAccount token for the MCP server
+    # callers without an org live in this namespace (the control plane's setting, passed
+    # on so the terminal server applies the same ownership rule)
+    default_namespace: str = ""
 
 
 def labels(sandbox: Sandbox) -> dict[str, str]:
@@ -336,6 +339,7 @@ def _statefulset(
     env = [
         {"name": "SANDBOX_ID", "value": sandbox.name},
         {"name": "SANDBOX_NAMESPACE", "value": sandbox.namespace},
+        {"name": "CATALYST_SANDBOX_DEFAULT_NAMESPACE", "value": config.default_namespace},
         {"name": "SANDBOX_OWNER_EMAIL", "value": spec.owner_email},
         {"name": "SANDBOX_ORG_ID", "value": spec.org_slug},
         {"name": "SANDBOX_DEFAULT_AGENT", "value": spec.default_agent},
