@@ -9,6 +9,7 @@ field by field instead.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from openova_sandbox.controller.kube.render import (
 from .samples import sandbox
 
 K8S_VERSION = "1.30.0"
+LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 CONFIG = RenderConfig(
     git_base_url="https://gitea.example.com",
     sandbox_host="sandbox.example.com",
@@ -217,6 +219,22 @@ def test_a_sandbox_without_repos_still_has_a_writable_workspace() -> None:
     assert mounts and not mounts[0].get("readOnly")
     claim = {v["name"]: v for v in pod["volumes"]}[mounts[0]["name"]]
     assert "persistentVolumeClaim" in claim  # kept across restarts and suspensions
+
+
+def test_a_name_too_long_for_a_label_still_gives_valid_distinct_labels() -> None:
+    # kubectl accepts Sandbox names of up to 253 characters; label values stop at 63
+    names = ("x" * 70, "x" * 71)
+    values = set()
+    for name in names:
+        objs = render_children(sandbox(name=name), "ns-x", CONFIG)
+        for obj in objs:
+            for key, value in obj["metadata"]["labels"].items():
+                assert len(value) <= 63 and LABEL_VALUE.match(value), (key, value)
+        sts = by_kind(objs)[("StatefulSet", "pty-server")]["spec"]
+        selector = sts["selector"]["matchLabels"]
+        assert selector.items() <= sts["template"]["metadata"]["labels"].items()
+        values.add(selector["openova.io/sandbox"])
+    assert len(values) == 2
 
 
 def test_concurrent_sessions_never_scale_the_statefulset() -> None:

@@ -61,6 +61,23 @@ def owner_uid(email: str) -> str:
     return text[:MAX_OWNER_UID].strip("-")
 
 
+_LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+_LABEL_VALUE_INVALID = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def label_value(text: str) -> str:
+    """``text`` as a Kubernetes label value: verbatim when it already is one, otherwise
+    cleaned, cut and suffixed with a hash of the original, so two different texts never
+    share a value (``o'neil-at-acme-com`` → ``o-neil-at-acme-com-<hash>``)."""
+    if _LABEL_VALUE_RE.match(text):
+        return text
+    cleaned = _LABEL_VALUE_INVALID.sub("-", text)
+    digest = short_hash(text)
+    head = cleaned[: 63 - len(digest) - 1]
+    head = re.sub(r"^[-_.]+|[-_.]+$", "", head)
+    return f"{head}-{digest}" if head else digest
+
+
 def short_hash(*parts: str, length: int = 8) -> str:
     return hashlib.sha256("/".join(parts).encode()).hexdigest()[:length]
 

@@ -167,7 +167,7 @@ class SessionsService:
                 labels={
                     LABEL_AGENT: request.agent,
                     LABEL_ORG: slug,
-                    LABEL_OWNER: naming.owner_uid(principal.email)[:63].strip("-"),
+                    LABEL_OWNER: naming.label_value(naming.owner_uid(principal.email)),
                 },
                 annotations=annotations,
             ),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 import httpx
@@ -90,6 +91,23 @@ def test_stored_object_shape(make_api, tmp_path):
     }
     assert spec["agentCatalogue"] == ["aider"]
     assert spec["repos"] == [{"giteaRepo": "acme/site"}]
+
+
+@pytest.mark.parametrize(
+    ("email", "expected"),
+    [("dev@acme.com", "dev-at-acme-com"), ("o'neil@acme.com", None), ("jürgen@acme.de", None)],
+)
+def test_the_owner_label_is_always_a_valid_label_value(api, email, expected):
+    h = api.auth(email=email)
+    assert api.http.post(SESSIONS, headers=h, json={"agent": "aider"}).status_code == 201
+
+    async def owner_labels():
+        return [s.metadata.labels["openova.io/sandbox-owner"] for s in await api.deps.store.list()]
+
+    (value,) = asyncio.run(owner_labels())
+    assert re.fullmatch(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?", value), value
+    if expected is not None:
+        assert value == expected
 
 
 def test_org_slug_falls_back_to_default(api):

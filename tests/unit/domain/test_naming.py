@@ -102,3 +102,32 @@ def test_owner_uid_property(email):
 )
 def test_repo_pattern(repo, ok):
     assert naming.is_valid_repo(repo) is ok
+
+
+LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+
+
+@pytest.mark.parametrize(
+    "value", ["dev-at-acme-com", "My_App.v2", "a", "", "x" * 63, "claude-code-1234abcd"]
+)
+def test_valid_label_values_are_kept(value):
+    assert naming.label_value(value) == value
+
+
+@pytest.mark.parametrize(
+    "value", ["o'neil-at-acme-com", "jürgen-at-acme-de", "x" * 64, "-lead", "trail.", "a b"]
+)
+def test_invalid_label_values_are_repaired_with_a_hash(value):
+    repaired = naming.label_value(value)
+    assert LABEL_VALUE.match(repaired), repaired
+    assert repaired.endswith(naming.short_hash(value))
+
+
+@given(st.text(max_size=300))
+def test_label_value_is_always_valid_and_keeps_texts_apart(text):
+    value = naming.label_value(text)
+    assert LABEL_VALUE.match(value), value
+    assert len(value) <= 63
+    # a repaired value carries the original's hash: it cannot equal another text's
+    if value != text:
+        assert value.endswith(naming.short_hash(text))

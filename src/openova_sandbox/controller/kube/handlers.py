@@ -34,7 +34,7 @@ from lightkube.types import PatchType
 from ...domain.model import API_GROUP, FINALIZER, KIND, Sandbox, utcnow
 from .idle import IdleReport, ensure_probe_token, probe_idle
 from .metrics import OperatorMetrics
-from .names import sandbox_key
+from .names import sandbox_key, sandbox_label
 from .reconcile import (
     KubeObserved,
     KubePlan,
@@ -231,7 +231,7 @@ class SandboxOperator:
         ns_obj = namespaces.get(chosen)
         if ns_obj is not None and holder(ns_obj) == sandbox_key(sandbox):
             selector: dict[str, Any] = {
-                LABEL_SANDBOX: sandbox.name,
+                LABEL_SANDBOX: sandbox_label(sandbox),
                 LABEL_SANDBOX_NAMESPACE: sandbox.namespace,
             }
             for kind in CHILD_KINDS:

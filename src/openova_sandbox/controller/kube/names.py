@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 from ...domain.model import Sandbox
-from ...domain.naming import owner_uid, repo_name, short_hash
+from ...domain.naming import label_value, owner_uid, repo_name, short_hash
 
 MAX_LABEL = 63
 NAMESPACE_PREFIX = "sandbox-"
@@ -39,6 +39,12 @@ def dns_label(text: str, *, max_len: int = MAX_LABEL, hash_repairs: bool = True)
 def sandbox_key(sandbox: Sandbox) -> str:
     """``<namespace>/<name>``: the identity a workspace namespace records as its holder."""
     return f"{sandbox.namespace}/{sandbox.name}"
+
+
+def sandbox_label(sandbox: Sandbox) -> str:
+    """The ``openova.io/sandbox`` label value: the name, unless it is too long for a
+    label (a Sandbox name may have 253 characters when made with kubectl)."""
+    return label_value(sandbox.name)
 
 
 def owner_label(sandbox: Sandbox) -> str:

@@ -39,7 +39,7 @@ from ...domain.model import FINALIZER, READY, Condition, Sandbox, SandboxStatus,
 from ...domain.status import FAILED, PENDING, PROVISIONING, SUSPENDED, TRANSITIONS, check_transition
 from ...domain.status import READY as PHASE_READY
 from ..reconcile import MANIFEST_RENDER_FAILED, Failure, validate
-from .names import hashed_namespace, plain_namespace, repo_pvc, sandbox_key
+from .names import hashed_namespace, plain_namespace, repo_pvc, sandbox_key, sandbox_label
 from .render import (
     ANNOTATION_HOLDER,
     GIT_SECRET,
@@ -260,7 +260,7 @@ def _ours(sandbox: Sandbox, obj: Mapping[str, Any]) -> bool:
     labels = (obj.get("metadata") or {}).get("labels") or {}
     return (
         labels.get(LABEL_MANAGED_BY) == MANAGED_BY
-        and labels.get(LABEL_SANDBOX) == sandbox.name
+        and labels.get(LABEL_SANDBOX) == sandbox_label(sandbox)
         and labels.get(LABEL_SANDBOX_NAMESPACE) == sandbox.namespace
     )
 

@@ -23,7 +23,7 @@ from typing import Any, TypedDict
 
 from ...domain.model import Sandbox
 from ...domain.naming import repo_name
-from .names import owner_label, repo_pvc, sandbox_key
+from .names import owner_label, repo_pvc, sandbox_key, sandbox_label
 
 JSON = dict[str, Any]
 
@@ -91,7 +91,7 @@ class RenderConfig:
 def labels(sandbox: Sandbox) -> dict[str, str]:
     return {
         LABEL_MANAGED_BY: MANAGED_BY,
-        LABEL_SANDBOX: sandbox.name,
+        LABEL_SANDBOX: sandbox_label(sandbox),
         LABEL_ORG: sandbox.spec.org_slug,
         LABEL_OWNER: owner_label(sandbox),
         LABEL_SANDBOX_NAMESPACE: sandbox.namespace,
@@ -99,7 +99,7 @@ def labels(sandbox: Sandbox) -> dict[str, str]:
 
 
 def selector_labels(sandbox: Sandbox) -> dict[str, str]:
-    return {"app.kubernetes.io/name": PTY_NAME, LABEL_SANDBOX: sandbox.name}
+    return {"app.kubernetes.io/name": PTY_NAME, LABEL_SANDBOX: sandbox_label(sandbox)}
 
 
 def ref(obj: Mapping[str, Any]) -> ChildRef:
