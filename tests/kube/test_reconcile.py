@@ -307,3 +307,18 @@ def test_a_stale_wake_request_does_not_wake_and_a_fresh_one_counts_as_activity()
     assert reconcile(woken, observed, NOW + timedelta(minutes=80), CONFIG).apply == ()
     (sts,) = reconcile(woken, observed, NOW + timedelta(minutes=91), CONFIG).apply
     assert sts["spec"]["replicas"] == 0
+
+
+def test_claims_beyond_the_storage_quota_fail_with_quota_exceeded() -> None:
+    small = {"quota": {"cpu": "1", "memory": "1Gi", "storage": "8Gi", "concurrentSessions": 1}}
+    sb = sandbox(repos=("acme/web-app",), extra_spec=small)  # 5Gi + 5Gi home > 8Gi
+    plan = reconcile(sb, KubeObserved(), NOW, CONFIG)
+    assert plan.status is not None and plan.status.phase == "Failed"
+    ready = plan.status.condition("Ready")
+    assert ready is not None and ready.reason == "QuotaExceeded"
+    assert "quota.storage 8Gi" in ready.message
+    assert ("PVCsReady", "False", "QuotaExceeded") in conditions(plan)
+    assert plan.apply == () and not plan.add_finalizer
+    # the same sandbox without the repo fits (home only)
+    fits = sandbox(repos=(), extra_spec=small)
+    assert reconcile(fits, KubeObserved(), NOW, CONFIG).status.phase != "Failed"

@@ -374,3 +374,19 @@ def test_clone_script_fails_loudly_on_a_bad_repo(tmp_path: Path) -> None:
         ["sh", "-c", CLONE_SCRIPT], env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode != 0
+
+
+def test_the_clone_container_stays_within_a_small_quota() -> None:
+    small = {
+        "quota": {"cpu": "250m", "memory": "200Mi", "storage": "50Gi", "concurrentSessions": 1}
+    }
+    pod = by_kind(render_children(sandbox(extra_spec=small), "ns-x", CONFIG))[
+        ("StatefulSet", "pty-server")
+    ]["spec"]["template"]["spec"]
+    (clone,) = pod["initContainers"]
+    assert clone["resources"]["limits"] == {"cpu": "250m", "memory": "200Mi"}
+    assert clone["resources"]["requests"] == {"cpu": "100m", "memory": "128Mi"}
+    # a roomy quota keeps the clone container's own bounds
+    pod = by_kind(render_children(sandbox(), "ns-x", CONFIG))[("StatefulSet", "pty-server")]
+    (clone,) = pod["spec"]["template"]["spec"]["initContainers"]
+    assert clone["resources"]["limits"] == {"cpu": "500m", "memory": "256Mi"}

@@ -36,6 +36,7 @@ from typing import Any
 
 from ...domain.errors import IllegalTransition
 from ...domain.model import FINALIZER, READY, Condition, Sandbox, SandboxStatus, parse_time
+from ...domain.quantity import parse_quantity
 from ...domain.status import FAILED, PENDING, PROVISIONING, SUSPENDED, TRANSITIONS, check_transition
 from ...domain.status import READY as PHASE_READY
 from ..reconcile import MANIFEST_RENDER_FAILED, Failure, validate
@@ -158,6 +159,9 @@ def contains(actual: Any, desired: Any) -> bool:
     return bool(actual == desired)
 
 
+QUOTA_EXCEEDED = "QuotaExceeded"
+
+
 def reconcile(
     sandbox: Sandbox, observed: KubeObserved, now: datetime, config: RenderConfig
 ) -> KubePlan:
@@ -180,6 +184,8 @@ def reconcile(
             children = render_children(sandbox, namespace, config, replicas=replicas)
         except RenderError as exc:
             failure = Failure(MANIFEST_RENDER_FAILED, str(exc), "PVCsReady")
+    if failure is None:
+        failure = storage_failure(sandbox, config)
     if failure is not None:
         rows = _conditions(sandbox, observed, namespace, replicas=replicas, failure=failure)
         new = _status(sandbox, rows, phase=FAILED, now=now, namespace=None, failure=failure)
@@ -254,6 +260,26 @@ def _with_activity(status: SandboxStatus, observed: KubeObserved) -> SandboxStat
     if seen is not None and (last is None or seen - last >= ACTIVITY_GRANULARITY):
         last = seen.replace(microsecond=0)
     return replace(status, sessions=observed.sessions, last_activity_at=last)
+
+
+def storage_failure(sandbox: Sandbox, config: RenderConfig) -> Failure | None:
+    """``QuotaExceeded`` when the claims the renderer makes (one per repo, plus home)
+    add up to more than ``quota.storage``: the namespace's ResourceQuota would refuse
+    the last claims and the sandbox would wait forever. Permanent for the generation,
+    like every spec problem. Sizes that cannot be read are not judged."""
+    repos = len(dict.fromkeys(sandbox.spec.repos))
+    each, home = parse_quantity(config.repo_storage), parse_quantity(config.home_storage)
+    allowed = parse_quantity(sandbox.spec.quota.storage)
+    if each is None or home is None or allowed is None:
+        return None
+    if each * repos + home <= allowed:
+        return None
+    return Failure(
+        QUOTA_EXCEEDED,
+        f"{repos} repo volume(s) of {config.repo_storage} and a home volume of "
+        f"{config.home_storage} need more than quota.storage {sandbox.spec.quota.storage}",
+        "PVCsReady",
+    )
 
 
 def _ours(sandbox: Sandbox, obj: Mapping[str, Any]) -> bool:

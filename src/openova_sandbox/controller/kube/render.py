@@ -23,6 +23,7 @@ from typing import Any, TypedDict
 
 from ...domain.model import Sandbox
 from ...domain.naming import repo_name
+from ...domain.quantity import smaller
 from .names import owner_label, repo_pvc, sandbox_key, sandbox_label
 
 JSON = dict[str, Any]
@@ -413,9 +414,17 @@ def _statefulset(
                         },
                     },
                 ],
+                # a pod's quota charge is the larger of its init and main containers:
+                # kept within the sandbox's quota so a small quota still admits the pod
                 "resources": {
-                    "requests": {"cpu": "100m", "memory": "128Mi"},
-                    "limits": {"cpu": "500m", "memory": "256Mi"},
+                    "requests": {
+                        "cpu": smaller("100m", spec.quota.cpu),
+                        "memory": smaller("128Mi", spec.quota.memory),
+                    },
+                    "limits": {
+                        "cpu": smaller("500m", spec.quota.cpu),
+                        "memory": smaller("256Mi", spec.quota.memory),
+                    },
                 },
                 "securityContext": dict(_HARDENED),
                 "volumeMounts": [*repo_mounts, {"name": "tmp", "mountPath": TMP}],
