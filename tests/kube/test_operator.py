@@ -220,6 +220,67 @@ def test_cross_org_repo_is_refused_without_creating_anything(
         )
 
 
+def test_a_failed_clone_in_the_pod_fails_the_sandbox(
+    kube: FakeKube, operator: KopfRunner, metrics: OperatorMetrics
+) -> None:
+    with httpx.Client(base_url=kube.url, timeout=5) as http:
+        assert http.post(SB, json=sandbox_body("clone")).status_code == 201
+        sts_path = f"/apis/apps/v1/namespaces/{NS}/statefulsets/pty-server"
+        wait_for(lambda: http.get(sts_path).status_code == 200)
+        template = http.get(sts_path).json()["spec"]["template"]
+        (clone,) = template["spec"]["initContainers"]
+        assert clone["terminationMessagePolicy"] == "FallbackToLogsOnError"
+        # play the kubelet: the pod's git-clone container failed (and is being retried)
+        said = "fatal: could not read from https://bot:s3cret@git.acme.com/acme/web.git"
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": "pty-server-0",
+                "namespace": NS,
+                "labels": template["metadata"]["labels"],
+            },
+            "spec": template["spec"],
+        }
+        kube.apply(pod)
+        status = {
+            "status": {
+                "phase": "Pending",
+                "initContainerStatuses": [
+                    {
+                        "name": "git-clone",
+                        "image": clone["image"],
+                        "imageID": "",
+                        "ready": False,
+                        "restartCount": 1,
+                        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                        "lastState": {
+                            "terminated": {"exitCode": 128, "reason": "Error", "message": said}
+                        },
+                    }
+                ],
+            }
+        }
+        pod_status = f"/api/v1/namespaces/{NS}/pods/pty-server-0/status"
+        assert http.patch(pod_status, headers=MERGE, json=status).status_code == 200
+
+        def failed() -> Any:
+            status = http.get(f"{SB}/clone").json().get("status") or {}
+            return status if status.get("phase") == "Failed" else None
+
+        status = wait_for(failed)
+        ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+        assert ready["reason"] == "CloneFailed"
+        assert "git clone exited with 128: fatal: could not read" in ready["message"]
+        assert "s3cret" not in ready["message"]
+        wait_for(
+            lambda: (
+                sample(metrics, "sandbox_operator_sandboxes_failed_total", reason="CloneFailed")
+                == 1
+            )
+        )
+
+
 WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 MERGE = {"Content-Type": "application/merge-patch+json"}
 

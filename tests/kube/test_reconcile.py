@@ -322,3 +322,41 @@ def test_claims_beyond_the_storage_quota_fail_with_quota_exceeded() -> None:
     # the same sandbox without the repo fits (home only)
     fits = sandbox(repos=(), extra_spec=small)
     assert reconcile(fits, KubeObserved(), NOW, CONFIG).status.phase != "Failed"
+
+
+def _pod(**clone_status: Any) -> dict[str, Any]:
+    entry = {"name": "git-clone", **clone_status}
+    return {"status": {"initContainerStatuses": [entry]}}
+
+
+def test_a_failed_clone_container_fails_the_sandbox_until_the_spec_changes() -> None:
+    sb = sandbox(finalizers=(FINALIZER,), status={STATUS_NAMESPACE: NS})
+    failing = _pod(
+        state={"terminated": {"exitCode": 128, "message": "fatal: https://u:tok@h/r.git"}}
+    )
+    plan = reconcile(sb, replace(cluster(sb, ready=0), pods=(failing,)), NOW, CONFIG)
+    assert plan.status is not None and plan.status.phase == "Failed"
+    ready = plan.status.condition("Ready")
+    assert ready is not None and ready.reason == "CloneFailed"
+    assert ready.message == "git clone exited with 128: fatal: https://***@h/r.git"
+    assert ("PVCsReady", "False", "CloneFailed") in conditions(plan)
+    # permanent for this generation
+    failed = sb.with_status(plan.status)
+    assert reconcile(failed, cluster(failed, ready=0), NOW, CONFIG).empty
+
+
+def test_running_or_retrying_clones_are_not_failures() -> None:
+    from openova_sandbox.controller.kube.reconcile import clone_failure
+
+    assert clone_failure([]) is None
+    assert clone_failure([_pod(state={"running": {}})]) is None
+    assert clone_failure([_pod(state={"terminated": {"exitCode": 0}})]) is None
+    other = {
+        "status": {
+            "initContainerStatuses": [{"name": "other", "state": {"terminated": {"exitCode": 1}}}]
+        }
+    }
+    assert clone_failure([other]) is None
+    retried = _pod(state={"waiting": {}}, lastState={"terminated": {"exitCode": 1}})
+    failure = clone_failure([retried])
+    assert failure is not None and failure.message == "git clone exited with 1"

@@ -49,6 +49,7 @@ from .render import (
     LABEL_SANDBOX_NAMESPACE,
     ChildRef,
     RenderConfig,
+    selector_labels,
 )
 from .render import labels as child_labels
 
@@ -57,6 +58,7 @@ log = structlog.get_logger(__name__)
 JSON = dict[str, Any]
 SandboxResource = create_namespaced_resource(API_GROUP, "v1", KIND, "sandboxes")
 NamespaceResource: Any = resource_registry.load("v1", "Namespace")
+PodResource: Any = resource_registry.load("v1", "Pod")
 
 # kind -> (group, version, plural) of every namespaced child the renderer makes
 CHILD_KINDS: dict[str, tuple[str, str, str]] = {
@@ -228,6 +230,7 @@ class SandboxOperator:
                 namespaces[name] = found
         chosen = choose_namespace(sandbox, KubeObserved(namespaces=namespaces))
         children: dict[tuple[str, str], JSON] = {}
+        pods: list[JSON] = []
         ns_obj = namespaces.get(chosen)
         if ns_obj is not None and holder(ns_obj) == sandbox_key(sandbox):
             selector: dict[str, Any] = {
@@ -246,12 +249,23 @@ class SandboxOperator:
             with contextlib.suppress(ApiError):
                 secret = await self.client.get(_resource("Secret"), GIT_SECRET, namespace=chosen)
                 children[("Secret", GIT_SECRET)] = _plain(secret)
+            if sandbox.status.phase != "Ready":  # only a failed clone is read from them
+                pod_selector: dict[str, Any] = dict(selector_labels(sandbox))
+                pods = [
+                    _plain(p)
+                    async for p in self.client.list(
+                        PodResource, namespace=chosen, labels=pod_selector
+                    )
+                ]
         attempted, report = await self._probe(sandbox, chosen, children)
         if report is None:
-            return KubeObserved(namespaces=namespaces, children=children, probe_failed=attempted)
+            return KubeObserved(
+                namespaces=namespaces, children=children, probe_failed=attempted, pods=tuple(pods)
+            )
         return KubeObserved(
             namespaces=namespaces,
             children=children,
+            pods=tuple(pods),
             viewers_attached=report.viewers > 0 or report.busy,
             sessions=report.sessions,
             last_activity=report.last_activity,

@@ -39,10 +39,12 @@ from ...domain.model import FINALIZER, READY, Condition, Sandbox, SandboxStatus,
 from ...domain.quantity import parse_quantity
 from ...domain.status import FAILED, PENDING, PROVISIONING, SUSPENDED, TRANSITIONS, check_transition
 from ...domain.status import READY as PHASE_READY
-from ..reconcile import MANIFEST_RENDER_FAILED, Failure, validate
+from ..reconcile import CLONE_FAILED, MANIFEST_RENDER_FAILED, Failure, validate
+from ..scrub import clean_message
 from .names import hashed_namespace, plain_namespace, repo_pvc, sandbox_key, sandbox_label
 from .render import (
     ANNOTATION_HOLDER,
+    CLONE_CONTAINER,
     GIT_SECRET,
     HOME_PVC,
     LABEL_MANAGED_BY,
@@ -93,6 +95,8 @@ class KubeObserved:
     # True when /idle was asked and did not answer: idleness is unknown, so the
     # sandbox is kept up rather than suspended on stale activity
     probe_failed: bool = False
+    # the sandbox's terminal-server pods (their status tells a failed clone)
+    pods: tuple[JSON, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -186,6 +190,8 @@ def reconcile(
             failure = Failure(MANIFEST_RENDER_FAILED, str(exc), "PVCsReady")
     if failure is None:
         failure = storage_failure(sandbox, config)
+    if failure is None and status.phase != PHASE_READY:
+        failure = clone_failure(observed.pods)
     if failure is not None:
         rows = _conditions(sandbox, observed, namespace, replicas=replicas, failure=failure)
         new = _status(sandbox, rows, phase=FAILED, now=now, namespace=None, failure=failure)
@@ -280,6 +286,25 @@ def storage_failure(sandbox: Sandbox, config: RenderConfig) -> Failure | None:
         f"{config.home_storage} need more than quota.storage {sandbox.spec.quota.storage}",
         "PVCsReady",
     )
+
+
+def clone_failure(pods: Sequence[Mapping[str, Any]]) -> Failure | None:
+    """``CloneFailed`` when a pod's ``git-clone`` init container ended with an error:
+    permanent for the generation, as in embedded mode (the console offers Delete +
+    retry). The message is the container's termination message (git's last output,
+    ``FallbackToLogsOnError``), credentials scrubbed."""
+    for pod in pods:
+        for entry in (pod.get("status") or {}).get("initContainerStatuses") or ():
+            if entry.get("name") != CLONE_CONTAINER:
+                continue
+            for state in (entry.get("state") or {}, entry.get("lastState") or {}):
+                ended = state.get("terminated") or {}
+                code = ended.get("exitCode")
+                if isinstance(code, int) and code != 0:
+                    said = str(ended.get("message") or ended.get("reason") or "").strip()
+                    detail = f"git clone exited with {code}" + (f": {said}" if said else "")
+                    return Failure(CLONE_FAILED, clean_message(detail), "PVCsReady")
+    return None
 
 
 def _ours(sandbox: Sandbox, obj: Mapping[str, Any]) -> bool:

@@ -47,6 +47,7 @@ GIT_SECRET = "sandbox-git-credentials"
 # the bearer secret that opens the terminal server's /idle to the operator's probe
 PROBE_SECRET = "pty-probe"
 WORKSPACE = "/workspace"
+CLONE_CONTAINER = "git-clone"
 WORKSPACE_SUBPATH = "workspace"  # the folder of the home volume mounted at WORKSPACE
 HOME = "/home/sandbox"
 TMP = "/tmp"  # noqa: S108 - an emptyDir inside the pod, not the host's /tmp
@@ -400,8 +401,11 @@ def _statefulset(
         listing = "\n".join(f"{WORKSPACE}/{repo_name(r)} {_clone_url(r, config)}" for r in repos)
         pod_spec["initContainers"] = [
             {
-                "name": "git-clone",
+                "name": CLONE_CONTAINER,
                 "image": config.git_image,
+                # git's last output becomes the termination message on failure, which
+                # the operator copies (scrubbed) into the CloneFailed condition
+                "terminationMessagePolicy": "FallbackToLogsOnError",
                 "imagePullPolicy": config.image_pull_policy,
                 "command": ["/bin/sh", "-c", CLONE_SCRIPT],
                 "env": [
