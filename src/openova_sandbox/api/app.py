@@ -20,6 +20,7 @@ from ..domain.errors import BackendUnavailable
 from . import errors
 from .deps import AppDeps
 from .metrics import HttpMetrics, ObservabilityMiddleware
+from .preflight import PreflightMiddleware
 from .routes import byos, console, identity, resources, sessions, system, terminals
 
 log = structlog.get_logger(__name__)
@@ -60,6 +61,7 @@ def create_app(deps: AppDeps) -> FastAPI:
     # run when the server starts shutting down, before it waits for open responses
     app.state.shutdown_hooks = [deps.resources.end_streams] if deps.resources else []
     errors.install(app)
+    app.add_middleware(PreflightMiddleware)
     app.add_middleware(ObservabilityMiddleware, metrics=HttpMetrics(deps.metrics_registry))
     app.include_router(system.router)
     app.include_router(identity.router)
