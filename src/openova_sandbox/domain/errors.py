@@ -86,3 +86,7 @@ class IllegalTransition(SandboxError):
     """A state machine was asked to move backwards or sideways."""
 
     code = "illegal-transition"
+
+
+# terminal-protocol.md writes this 400's error string with a space, unlike the others
+UNSUPPORTED_SIGNAL = "unsupported signal"

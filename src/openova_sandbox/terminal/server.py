@@ -36,6 +36,7 @@ from starlette.websockets import WebSocket
 
 from ..config import clamp_ring_bytes
 from ..domain.errors import (
+    UNSUPPORTED_SIGNAL,
     AlreadyExists,
     Forbidden,
     Invalid,
@@ -294,7 +295,7 @@ def create_pty_app(
         if sig is None:
             raise Invalid(
                 f"unsupported signal {body.signal!r}: use INT, QUIT, TERM or HUP",
-                code="unsupported-signal",
+                code=UNSUPPORTED_SIGNAL,
             )
         session.signal(sig)
         return Response(status_code=204)

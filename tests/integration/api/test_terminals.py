@@ -217,3 +217,5 @@ def test_bad_terminal_requests(tapi, path, body):
     resp = tapi.http.post(f"{SESSIONS}/box/{path}", headers=h, json=body)
     assert resp.status_code == 400
     assert resp.json()["detail"]
+    if path == "signal":
+        assert resp.json()["error"] == "unsupported signal"

@@ -303,6 +303,7 @@ async def test_unsupported_signal_is_400(start_server: Any, body: str) -> None:
     response = await server.http.post(f"/sessions/{sid}/signal", content=body, headers=_auth())
     assert response.status_code == 400
     if "KILL" in body:
+        assert response.json()["error"] == "unsupported signal"  # the spec's string
         assert response.json()["detail"].startswith("unsupported signal")
 
 

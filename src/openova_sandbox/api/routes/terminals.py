@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 from starlette.requests import HTTPConnection
 
-from ...domain.errors import Invalid, NotFound, SandboxError
+from ...domain.errors import UNSUPPORTED_SIGNAL, Invalid, NotFound, SandboxError
 from ...domain.model import Sandbox
 from ...domain.principal import Principal
 from ...domain.status import FAILED, READY, SUSPENDED
@@ -77,7 +77,7 @@ def _size(body: dict[str, Any]) -> tuple[int, int]:
 def _signal(body: dict[str, Any]) -> str:
     name = body.get("signal")
     if not isinstance(name, str) or name.strip().upper() not in SIGNAL_NAMES:
-        raise Invalid("unsupported signal (use INT, QUIT, TERM or HUP)", code="unsupported-signal")
+        raise Invalid("use INT, QUIT, TERM or HUP", code=UNSUPPORTED_SIGNAL)
     return name.strip().upper()
 
 
