@@ -15,15 +15,17 @@ class Principal:
     sub: str
     email: str = ""
     org: str = ""
-    roles: frozenset[str] = field(default_factory=frozenset)
+    roles: frozenset[str] = field(default_factory=frozenset)  # realm roles only
     tier: str = ""
+    groups: tuple[str, ...] = ()
     username: str = ""
     scopes: tuple[str, ...] = ()
     capabilities: tuple[str, ...] = ()
 
     @property
     def is_org_admin(self) -> bool:
-        """Realm role ``org-admin`` or a tier at or above ``admin``."""
+        """Realm role ``org-admin`` or a tier at or above ``admin`` (sessions-api.md).
+        Groups are not roles: a group named ``org-admin`` grants nothing."""
         if ORG_ADMIN_ROLE in self.roles:
             return True
         return _TIER_RANK.get(self.tier.strip().lower(), -1) >= _TIER_RANK["admin"]
@@ -44,10 +46,7 @@ def principal_from_claims(claims: Mapping[str, Any]) -> Principal | None:
     if not isinstance(org, str) or not org.strip():
         org = claims.get("org")
     realm = claims.get("realm_access")
-    roles = set(_strings(claims.get("groups")))
-    if isinstance(realm, Mapping):
-        roles.update(_strings(realm.get("roles")))
-    roles.update(_strings(claims.get("roles")))
+    roles = _strings(realm.get("roles")) if isinstance(realm, Mapping) else ()
 
     def text(key: str) -> str:
         value = claims.get(key)
@@ -59,6 +58,7 @@ def principal_from_claims(claims: Mapping[str, Any]) -> Principal | None:
         org=org.strip() if isinstance(org, str) else "",
         roles=frozenset(roles),
         tier=text("tier"),
+        groups=_strings(claims.get("groups")),
         username=text("preferred_username"),
         scopes=_strings(claims.get("openova_scopes")),
         capabilities=_strings(claims.get("capabilities")),

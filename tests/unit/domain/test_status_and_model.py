@@ -108,6 +108,16 @@ def test_item_shape():
     assert item["attachUrl"] == "/api/v1/sandbox/sessions/box/attach"
 
 
+def test_only_realm_roles_and_tier_make_an_org_admin():
+    # groups are read, but a group named org-admin is not the realm role
+    grouped = principal_from_claims({"sub": "s", "org": "acme", "groups": ["org-admin"]})
+    assert grouped.groups == ("org-admin",) and not grouped.is_org_admin
+    # a top-level "roles" claim is not one the spec reads
+    assert not principal_from_claims({"sub": "s", "roles": ["org-admin"]}).is_org_admin
+    realm = {"sub": "s", "realm_access": {"roles": ["org-admin"]}}
+    assert principal_from_claims(realm).is_org_admin
+
+
 def test_principal_from_claims():
     p = principal_from_claims(
         {"sub": "s", "org": "legacy", "realm_access": {"roles": ["org-admin"]}, "email": " a@b.c "}
