@@ -55,6 +55,10 @@ class Settings(BaseSettings):
         "/etc/openova/sandbox-agents.json",
         validation_alias=AliasChoices("OPENOVA_SANDBOX_AGENTS_PATH"),
     )
+    # the agents the sessions API offers (comma list; empty: every catalogue agent)
+    agents: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), validation_alias=AliasChoices("SANDBOX_AGENTS", "agents")
+    )
     ring_buffer_bytes: int = RING_DEFAULT
     git_base_url: str = ""
     llm_gateway_url: str = Field("", validation_alias=AliasChoices("LLM_GATEWAY_URL"))
@@ -153,9 +157,17 @@ class Settings(BaseSettings):
             return tuple(s.strip() for s in value.split(",") if s.strip())
         return tuple(value)
 
+    @field_validator("agents", mode="before")
+    @classmethod
+    def _agents(cls, value: Any) -> tuple[str, ...]:
+        if isinstance(value, str):
+            return tuple(s.strip() for s in value.split(",") if s.strip())
+        return tuple(value)
+
     @property
     def byos_enabled(self) -> bool:
-        raw = self.byos_claude_code_enabled.strip().lower()
+        """Empty means enabled; when set, exactly ``true`` or ``1`` (sessions-api.md)."""
+        raw = self.byos_claude_code_enabled.strip()
         return raw == "" or raw in {"true", "1"}
 
     @property

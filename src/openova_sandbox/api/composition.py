@@ -17,7 +17,7 @@ from ..auth.authenticator import build_authenticator
 from ..auth.issuer import EmbeddedIssuer
 from ..config import Settings
 from ..controller.runner import EmbeddedController
-from ..domain.catalogue import load_catalogue
+from ..domain.catalogue import Catalogue, load_catalogue
 from ..domain.model import Quota
 from ..events.bus import InProcessBus
 from ..services.byos import ByosService
@@ -65,6 +65,16 @@ def cookie_secret(settings: Settings) -> str:
     return path.read_text().strip()
 
 
+def offered_catalogue(settings: Settings) -> Catalogue:
+    """The catalogue, narrowed to ``SANDBOX_AGENTS`` when set; a name that is not in it
+    is logged (and offers nothing) rather than stopping the server."""
+    catalogue = load_catalogue(settings.agents_path)
+    unknown = sorted(set(settings.agents) - set(catalogue.api_slugs))
+    if unknown:
+        log.warning("agents_not_in_catalogue", unknown=unknown, offered=catalogue.api_slugs)
+    return catalogue.narrowed(settings.agents)
+
+
 def build_control_plane(
     settings: Settings, *, store: Store | None = None, public_url: str = ""
 ) -> AppDeps:
@@ -77,7 +87,7 @@ def build_control_plane(
     bus = InProcessBus()
     sessions = SessionsService(
         store=store,
-        catalogue=load_catalogue(settings.agents_path),
+        catalogue=offered_catalogue(settings),
         policy=SessionsPolicy(
             default_namespace=settings.default_namespace,
             quota=Quota.from_dict(settings.quota_dict),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,6 +150,16 @@ class Catalogue:
 
     def __iter__(self) -> Iterator[AgentSpec]:
         return iter(self.agents.values())
+
+    def narrowed(self, offered: Iterable[str]) -> Catalogue:
+        """Only the agents in ``offered`` are left for the sessions API; the rescue shell
+        stays (the terminal server still needs it). An empty ``offered`` keeps all."""
+        keep = set(offered)
+        if not keep:
+            return self
+        return Catalogue(
+            agents={s: a for s, a in self.agents.items() if not a.offered_by_api or s in keep}
+        )
 
 
 def _parse_override_row(raw: object) -> AgentSpec | None:

@@ -105,3 +105,16 @@ def test_agents_report_installed_and_hints(make_api, tmp_path):
     assert agents["cursor-agent"]["installHint"]
     assert agents["claude-code"]["byos"] is True
     assert api.http.get("/api/v1/sandbox/agents").status_code == 401
+
+
+def test_the_offered_agents_can_be_narrowed_by_configuration(make_api):
+    api = make_api(store="memory", agents=("claude-code", "aider", "no-such-agent"))
+    listed = api.http.get("/api/v1/sandbox/agents", headers=api.auth()).json()["agents"]
+    assert sorted(a["id"] for a in listed) == ["aider", "claude-code"]
+    refused = api.http.post(SESSIONS, headers=api.auth(), json={"agent": "opencode"})
+    assert refused.status_code == 400
+    assert refused.json() == {
+        "error": "invalid-agent",
+        "detail": 'agent "opencode" not in catalogue {aider, claude-code}',
+    }
+    assert api.http.post(SESSIONS, headers=api.auth(), json={"agent": "aider"}).status_code == 201

@@ -35,6 +35,22 @@ def test_spec_env_names(monkeypatch):
 
 
 @pytest.mark.parametrize(
+    ("raw", "enabled"),
+    [("", True), ("true", True), ("1", True), ("TRUE", False), ("yes", False), ("0", False)],
+)
+def test_byos_is_enabled_only_by_empty_true_or_1(monkeypatch, raw, enabled):
+    monkeypatch.setenv("SANDBOX_BYOS_CLAUDE_CODE_ENABLED", raw)
+    assert load_settings().byos_enabled is enabled
+
+
+def test_offered_agents_are_a_comma_list(monkeypatch):
+    monkeypatch.setenv("SANDBOX_AGENTS", " aider, claude-code ,")
+    assert load_settings().agents == ("aider", "claude-code")
+    monkeypatch.delenv("SANDBOX_AGENTS")
+    assert load_settings().agents == ()
+
+
+@pytest.mark.parametrize(
     ("raw", "expected"),
     [
         ("2048", 2048),
