@@ -324,7 +324,8 @@ def create_pty_app(
             ):
                 await websocket.send_denial_response(error_response(NotFound(exc.detail)))
                 return
-            await close_with_message(websocket, code=CLOSE_POLICY, message=exc.detail)
+            # an agent that is not in the catalogue or lacks its env cannot be spawned
+            await close_with_message(websocket, code=CLOSE_INTERNAL, message=exc.detail)
             return
         except SessionLimit as exc:
             await close_with_message(websocket, code=CLOSE_TRY_LATER, message=exc.detail)

@@ -154,6 +154,16 @@ async def test_lazy_spawn_failure_writes_the_reason_into_the_terminal(start_serv
     assert await _closed_code(ws) == 1011
 
 
+async def test_an_agent_outside_the_catalogue_writes_why_and_closes_1011(
+    start_server: Any,
+) -> None:
+    server = await start_server()
+    ws = await server.attach("h", query={"agent": "no-such-agent"})
+    text = await read_until(ws, b"known agents")
+    assert b"unknown agent 'no-such-agent'" in text
+    assert await _closed_code(ws) == 1011
+
+
 async def test_unknown_id_without_any_agent_is_404(start_server: Any) -> None:
     server = await start_server(default_agent="")
     with pytest.raises(InvalidStatus) as info:
