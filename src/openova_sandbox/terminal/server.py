@@ -94,6 +94,10 @@ _STATUS = (
 
 def error_response(exc: SandboxError) -> JSONResponse:
     status = next((code for kind, code in _STATUS if isinstance(exc, kind)), 500)
+    if status == 401:
+        # the sessions API's rule: a bare 401, the reason goes to the log only
+        log.info("terminal.auth.rejected", reason=exc.detail or exc.code)
+        return JSONResponse({"error": "unauthenticated"}, status_code=401)
     return JSONResponse({"error": exc.code, "detail": exc.detail or exc.code}, status_code=status)
 
 

@@ -90,9 +90,10 @@ async def test_every_other_route_needs_the_owner_or_org_admin(
     server = await start_server()
     none = await server.http.request(method, path)
     assert none.status_code == 401
-    assert none.json()["error"] == "unauthenticated"
+    assert none.json() == {"error": "unauthenticated"}  # bare, as on the sessions API
     forged = await server.http.request(method, path, headers=_auth("forged"))
     assert forged.status_code == 401
+    assert forged.json() == {"error": "unauthenticated"}
     stranger = await server.http.request(method, path, headers=_auth(STRANGER))
     assert stranger.status_code == 403
     assert stranger.json()["error"] == "forbidden"
