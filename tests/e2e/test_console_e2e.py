@@ -125,7 +125,7 @@ def test_session_lifecycle(
     upstream.close()
     pane = page.locator(".terminal-panel:not([hidden]) .terminal-pane")
     expect(pane).to_have_attribute("data-connection", "reconnecting", timeout=OUTPUT_TIMEOUT_MS)
-    expect(page.get_by_role("status").filter(has_text="Reconnecting")).to_be_visible()
+    expect(page.get_by_role("status").filter(has_text="reconnecting…")).to_be_visible()
     expect(visible_rows(page)).to_contain_text("first-42")
     page.screenshot(path=str(artifacts / "terminal-reconnecting.png"))
     blocked["on"] = False
@@ -186,6 +186,8 @@ def test_conflict_shows_the_servers_detail(
     start_from_card(page, "aider", "")
     alert = page.get_by_role("dialog").get_by_role("alert")
     expect(alert).to_contain_text(f'sandbox "{created}" already exists')
+    expect(alert).to_contain_text("Choose another session name.")
+    expect(page.get_by_label("Session name (optional)")).to_be_focused()
     assert page.url.endswith("/sandbox")
     page.get_by_role("dialog").get_by_role("button", name="Cancel").click()
     expect(page.get_by_role("dialog")).to_have_count(0)

@@ -16,7 +16,7 @@ describe("App sign-in gate", () => {
     render(<App api={s.api()} />);
     expect(await screen.findByRole("heading", { name: "Sign in to OpenOva Sandbox" })).toBeInTheDocument();
     expect(screen.getByText(/printed it when the server started/)).toBeInTheDocument();
-    expect(screen.getByText("sandbox token")).toBeInTheDocument();
+    expect(screen.getByText(/^sandbox token --sub <id> --email <you@org> --org <org>$/)).toBeInTheDocument();
     const signIn = await screen.findByRole("button", { name: "Sign in" });
     expect(signIn).toBeDisabled();
     expect(signIn).toHaveAccessibleDescription(/https:\/\/id.acme.test/);

@@ -57,6 +57,12 @@ function nonBlank(value: unknown): value is string {
 }
 
 /** The error envelope rule: `detail`, else `error`, else `HTTP <code>`. */
+/** The session line of the landing list and the session header: `agent · repo · STATUS`
+ * (`no repo` when none was asked for, so the three parts always read the same way). */
+export function sessionMeta(item: { agent: string; repo?: string | null; status: string }): string {
+  return [item.agent, item.repo || "no repo", item.status.toUpperCase()].join(" · ");
+}
+
 export function errorMessage(status: number, body: unknown): string {
   if (isRecord(body)) {
     if (nonBlank(body.detail)) return body.detail;

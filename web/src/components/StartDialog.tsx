@@ -1,6 +1,6 @@
 /** The "Start session" form: optional name and repository, the server's message on error. */
-import { useState, type FormEvent } from "react";
-import type { Agent, SandboxItem } from "../api/client";
+import { useRef, useState, type FormEvent } from "react";
+import { ApiError, type Agent, type SandboxItem } from "../api/client";
 import { useApi } from "../api/context";
 import { Modal } from "./Modal";
 
@@ -16,6 +16,7 @@ export function StartDialog({ agent, onClose, onStarted }: StartDialogProps) {
   const [repo, setRepo] = useState("");
   const [pending, setPending] = useState(false);
   const [error, setError] = useState<string | null>(null);
+  const nameInput = useRef<HTMLInputElement>(null);
 
   const submit = async (ev: FormEvent) => {
     ev.preventDefault();
@@ -28,7 +29,15 @@ export function StartDialog({ agent, onClose, onStarted }: StartDialogProps) {
       const item = await api.createSession(body);
       onStarted(item);
     } catch (err) {
-      setError(err instanceof Error ? err.message : String(err));
+      const message = err instanceof Error ? err.message : String(err);
+      if (err instanceof ApiError && err.status === 409) {
+        // the name is taken: say so, and put the cursor where the fix goes
+        setError(`${message}. Choose another session name.`);
+        nameInput.current?.focus();
+        nameInput.current?.select();
+      } else {
+        setError(message);
+      }
       setPending(false);
     }
   };
@@ -40,6 +49,7 @@ export function StartDialog({ agent, onClose, onStarted }: StartDialogProps) {
           <label htmlFor="start-name">Session name (optional)</label>
           <input
             id="start-name"
+            ref={nameInput}
             name="name"
             autoComplete="off"
             value={name}

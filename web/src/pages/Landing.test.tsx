@@ -66,6 +66,13 @@ describe("Landing", () => {
     );
   });
 
+  it("says 'no repo' in the session line of a sandbox without one", async () => {
+    const s = server({ status: 200, body: { sandboxes: [item("bare", { status: "pending" })] } });
+    renderWithApi(<Landing />, s);
+    const row = await screen.findByTestId("sandbox-session-bare");
+    expect(within(row).getByText("aider · no repo · PENDING")).toBeInTheDocument();
+  });
+
   it.each([500, 503])("shows the API pending pill when the list answers %i", async (status) => {
     renderWithApi(<Landing />, server({ status, body: { error: "sandbox-backend-unavailable" } }));
     expect(await screen.findByText("API pending")).toBeInTheDocument();
@@ -102,8 +109,9 @@ describe("Landing", () => {
 
     await user.click(within(dialog).getByRole("button", { name: "Start session" }));
     expect(await within(dialog).findByRole("alert")).toHaveTextContent(
-      'sandbox "aider-user-sub" already exists in namespace "acme"',
+      'sandbox "aider-user-sub" already exists in namespace "acme". Choose another session name.',
     );
+    expect(nameInput).toHaveFocus();
     expect(s.callsTo("POST", "/api/v1/sandbox/sessions")[0]?.body).toEqual({ agent: "aider" });
 
     await user.type(nameInput, "Second box");

@@ -1,6 +1,6 @@
 /** `/sandbox`: the agent catalogue as cards, and the caller's recent sessions. */
 import { useCallback, useEffect, useState } from "react";
-import { ApiError, type Agent, type SandboxItem } from "../api/client";
+import { ApiError, sessionMeta, type Agent, type SandboxItem } from "../api/client";
 import { useApi } from "../api/context";
 import { StartDialog } from "../components/StartDialog";
 import { usePolling, useTitle } from "../hooks";
@@ -52,7 +52,7 @@ function AgentCard({ agent, onStart }: { agent: Agent; onStart: (agent: Agent) =
 }
 
 function SessionRow({ item }: { item: SandboxItem }) {
-  const meta = [item.agent, item.repo, item.status.toUpperCase()].filter(Boolean).join(" · ");
+  const meta = sessionMeta(item);
   return (
     <li className="session-row" data-testid={`sandbox-session-${item.id}`}>
       <div className="session-row-text">

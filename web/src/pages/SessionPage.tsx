@@ -4,7 +4,7 @@
  * re-renders on a timer.
  */
 import { Suspense, lazy, useCallback, useRef, useState } from "react";
-import { ApiError, type Condition, type SandboxItem } from "../api/client";
+import { ApiError, sessionMeta, type Condition, type SandboxItem } from "../api/client";
 import { useApi } from "../api/context";
 import { ConfirmDialog } from "../components/ConfirmDialog";
 import { usePolling, usePrefs, useTerminalLayout, useTitle } from "../hooks";
@@ -118,7 +118,7 @@ function SessionHeader({
   item: SandboxItem;
   children?: React.ReactNode;
 }) {
-  const meta = [item.agent, item.repo, item.status.toUpperCase()].filter(Boolean).join(" · ");
+  const meta = sessionMeta(item);
   return (
     <div className="session-head">
       <div className="session-head-text">
@@ -171,6 +171,10 @@ export function SessionPage({ id }: { id: string }) {
       checking.current = true;
       api
         .getSession(id)
+        .then((next) => {
+          // a sandbox that failed after its terminal opened shows "Provisioning failed"
+          if (isFailed(next)) setItem(next);
+        })
         .catch((err: unknown) => {
           if (err instanceof ApiError && err.status === 404) setGone(true);
         })

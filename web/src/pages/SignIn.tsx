@@ -23,8 +23,9 @@ export function SignIn({ onRetry }: { onRetry: () => void }) {
           <code>/login?token=…</code>. Open that link in this browser.
         </p>
         <p>
-          Lost it? On the server, run <code>sandbox token</code> and open{" "}
-          <code>{window.location.origin}/login?token=&lt;token&gt;</code>.
+          Lost it? Restart <code>sandbox serve</code> for a new one, or on the server run{" "}
+          <code>sandbox token --sub &lt;id&gt; --email &lt;you@org&gt; --org &lt;org&gt;</code>{" "}
+          and open <code>{window.location.origin}/login?token=&lt;token&gt;</code>.
         </p>
         {config?.oidcConfigured && (
           <div className="oidc">

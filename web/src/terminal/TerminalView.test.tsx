@@ -83,6 +83,6 @@ describe("TerminalView", () => {
       ws.readyState = 3;
       ws.onclose?.({ code: 1006 } as CloseEvent);
     });
-    expect(screen.getByRole("status")).toHaveTextContent(/Reconnecting… \(retry in 1 s\)/);
+    expect(screen.getByRole("status")).toHaveTextContent(/reconnecting… \(retry in 1 s\)/);
   });
 });

@@ -97,7 +97,7 @@ function describe(state: ConnectionState, retryInSeconds: number): string {
     case "open":
       return "Connected";
     case "reconnecting":
-      return retryInSeconds > 0 ? `Reconnecting… (retry in ${retryInSeconds} s)` : "Reconnecting…";
+      return retryInSeconds > 0 ? `reconnecting… (retry in ${retryInSeconds} s)` : "reconnecting…";
     case "ended":
       return "Process ended";
   }
