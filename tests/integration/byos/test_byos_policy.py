@@ -46,12 +46,20 @@ def test_disabled_refuses_every_action(make_api):
     assert api.http.get(f"{BYOS}/config", headers=h).json() == {"clientIdConfigured": True}
 
 
-@pytest.mark.parametrize("value", ["true", "1", "TRUE", ""])
+@pytest.mark.parametrize("value", ["true", "1", ""])
 def test_enabling_values(make_api, value):
     api = make_api(store="memory", byos_claude_code_enabled=value)
     answer = api.http.get(f"{BYOS}/status")
     assert answer.status_code == 401
     assert answer.json() == {"error": "unauthenticated"}
+
+
+@pytest.mark.parametrize("value", ["TRUE", "True", "yes", "on", "0"])
+def test_only_exactly_true_or_1_enable(make_api, value):
+    api = make_api(store="memory", byos_claude_code_enabled=value)
+    answer = api.http.get(f"{BYOS}/status")  # disabled answers before the auth check
+    assert answer.status_code == 200
+    assert answer.json()["disabled"] is True
 
 
 @pytest.mark.parametrize("client_id", [None, "", "REPLACE_ME", "  "])
