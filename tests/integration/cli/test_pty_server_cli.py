@@ -33,7 +33,7 @@ def pty_server(tmp_path):
         **os.environ,
         "SANDBOX_DATA_DIR": str(tmp_path / "data"),
         "SANDBOX_ID": "box",
-        "SANDBOX_NAMESPACE": "sandbox-dev-at-acme-com",
+        "SANDBOX_NAMESPACE": "acme",  # the Sandbox's own namespace, as the operator sets it
         "SANDBOX_OWNER_EMAIL": "dev@acme.com",
         "SANDBOX_ORG_ID": "acme",
         "SANDBOX_DEFAULT_AGENT": "aider",
