@@ -150,16 +150,10 @@ class Settings(BaseSettings):
         except (TypeError, ValueError):
             return RING_DEFAULT
 
-    @field_validator("byos_claude_code_scopes", mode="before")
+    @field_validator("byos_claude_code_scopes", "agents", mode="before")
     @classmethod
-    def _scopes(cls, value: Any) -> tuple[str, ...]:
-        if isinstance(value, str):
-            return tuple(s.strip() for s in value.split(",") if s.strip())
-        return tuple(value)
-
-    @field_validator("agents", mode="before")
-    @classmethod
-    def _agents(cls, value: Any) -> tuple[str, ...]:
+    def _comma_list(cls, value: Any) -> tuple[str, ...]:
+        """``"a, b,"`` from the environment → ``("a", "b")``."""
         if isinstance(value, str):
             return tuple(s.strip() for s in value.split(",") if s.strip())
         return tuple(value)

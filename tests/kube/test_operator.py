@@ -205,11 +205,7 @@ def test_cross_org_repo_is_refused_without_creating_anything(
         body = sandbox_body("cross", repos=[{"giteaRepo": "globex/secret"}])
         assert http.post(SB, json=body).status_code == 201
 
-        def failed() -> Any:
-            status = http.get(f"{SB}/cross").json().get("status") or {}
-            return status if status.get("phase") == "Failed" else None
-
-        status = wait_for(failed)
+        status = wait_failed(http, "cross")
         ready = next(c for c in status["conditions"] if c["type"] == "Ready")
         assert ready["reason"] == "CrossOrgRepo"
         assert "globex" in ready["message"]
@@ -264,11 +260,7 @@ def test_a_failed_clone_in_the_pod_fails_the_sandbox(
         pod_status = f"/api/v1/namespaces/{NS}/pods/pty-server-0/status"
         assert http.patch(pod_status, headers=MERGE, json=status).status_code == 200
 
-        def failed() -> Any:
-            status = http.get(f"{SB}/clone").json().get("status") or {}
-            return status if status.get("phase") == "Failed" else None
-
-        status = wait_for(failed)
+        status = wait_failed(http, "clone")
         ready = next(c for c in status["conditions"] if c["type"] == "Ready")
         assert ready["reason"] == "CloneFailed"
         assert "git clone exited with 128: fatal: could not read" in ready["message"]
@@ -292,6 +284,16 @@ def phase_of(http: httpx.Client, name: str, base: str = SB) -> str:
 def replicas_of(http: httpx.Client, ns: str) -> int | None:
     got = http.get(f"/apis/apps/v1/namespaces/{ns}/statefulsets/pty-server")
     return int(got.json()["spec"]["replicas"]) if got.status_code == 200 else None
+
+
+def wait_failed(http: httpx.Client, name: str) -> dict[str, Any]:
+    """The sandbox's status once its phase is Failed."""
+
+    def failed() -> Any:
+        status = http.get(f"{SB}/{name}").json().get("status") or {}
+        return status if status.get("phase") == "Failed" else None
+
+    return dict(wait_for(failed))
 
 
 def make_ready(kube: FakeKube, http: httpx.Client, name: str, ns: str, base: str = SB) -> None:

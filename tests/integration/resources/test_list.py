@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import base64
 
-from openova_sandbox.domain.model import LABEL_AGENT
+from resource_callers import ADMIN, ALICE, BASE, BOB, CAROL, LIST
 
-BASE = "/api/v1/sovereigns"
-LIST = f"{BASE}/local/k8s/sandboxes"
-ALICE = {"sub": "alice-sub-0001", "email": "alice@acme.com", "org": "acme"}
-BOB = {"sub": "bob-sub-0002", "email": "bob@acme.com", "org": "acme"}
-ADMIN = {"sub": "root-sub-0003", "email": "root@acme.com", "org": "acme", "roles": ("org-admin",)}
-CAROL = {"sub": "carol-sub-0004", "email": "carol@globex.com", "org": "globex"}
+from openova_sandbox.domain.model import LABEL_AGENT
 
 
 def names(body):

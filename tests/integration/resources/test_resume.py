@@ -4,24 +4,9 @@ who-sees-what rule on the replay, and the `reset` frame for ids that cannot resu
 
 from __future__ import annotations
 
-import time
+from resource_callers import ADMIN, ALICE, BASE, BOB, CAROL, SESSIONS, STREAM, wait_until
 
-BASE = "/api/v1/sovereigns"
-SESSIONS = "/api/v1/sandbox/sessions"
-
-STREAM = f"{BASE}/local/k8s/stream"
 KINDS = {"kinds": "sandbox"}
-ALICE = {"sub": "alice-sub-0001", "email": "alice@acme.com", "org": "acme"}
-BOB = {"sub": "bob-sub-0002", "email": "bob@acme.com", "org": "acme"}
-CAROL = {"sub": "carol-sub-0004", "email": "carol@globex.com", "org": "globex"}
-ADMIN = {"sub": "root-sub-0003", "email": "root@acme.com", "org": "acme", "roles": ("org-admin",)}
-
-
-def wait_until(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
 
 
 def split(ident):

@@ -3,23 +3,9 @@ pings, auth through ``?access_token=``, errors, and unsubscribe on disconnect.""
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
 
-BASE = "/api/v1/sovereigns"
-SESSIONS = "/api/v1/sandbox/sessions"
-
-STREAM = f"{BASE}/local/k8s/stream"
-ALICE = {"sub": "alice-sub-0001", "email": "alice@acme.com", "org": "acme"}
-BOB = {"sub": "bob-sub-0002", "email": "bob@acme.com", "org": "acme"}
-CAROL = {"sub": "carol-sub-0004", "email": "carol@globex.com", "org": "globex"}
-
-
-def wait_until(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
+from resource_callers import ALICE, BASE, BOB, CAROL, SESSIONS, STREAM, wait_until
 
 
 def test_ready_then_added_modified_deleted(api):
