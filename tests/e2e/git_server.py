@@ -12,7 +12,7 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-HOLD_SECONDS = 3.0
+HOLD_SECONDS = 5.0  # more than two 2-second polls of the provisioning view
 
 
 class _SlowFiles(SimpleHTTPRequestHandler):

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from .git_server import GitServer
+from .git_server import HOLD_SECONDS, GitServer
 from .serve_process import ServeProcess, free_port, skip_or_fail, start_serve
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(240)]
@@ -312,6 +312,11 @@ def test_repository_clone_provisioning_failure_and_retry(
     # The clone is held by the git server for a few seconds: provisioning is on screen.
     provisioning = page.get_by_role("heading", name="Provisioning", exact=True)
     expect(provisioning).to_be_visible(timeout=READY_TIMEOUT_MS)
+    # the conditions before the clone turn green on the page while it is held
+    for done in ("NamespaceReady", "RBACReady"):
+        expect(page.get_by_test_id(f"condition-{done}")).to_have_attribute(
+            "data-state", "done", timeout=HOLD_SECONDS * 1000
+        )
     expect(page.get_by_test_id("condition-PVCsReady")).not_to_have_attribute("data-state", "done")
     page.screenshot(path=str(artifacts / "provisioning.png"), full_page=True)
     wait_for_terminal(page)
