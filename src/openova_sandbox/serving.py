@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import uvicorn
@@ -26,19 +26,33 @@ UVICORN_OPTIONS: dict[str, Any] = {
 
 
 class Server(uvicorn.Server):
-    """uvicorn's server, telling the app when shutdown *begins*.
+    """uvicorn's server, telling the app when it is listening and when shutdown *begins*.
 
-    uvicorn waits for open responses before it runs the lifespan shutdown, so endless
-    responses (event streams) would hold the process for the whole graceful timeout.
-    ``on_shutdown`` callables run first (synchronously, on the server's loop) so those
-    responses can end at once.
+    - ``on_listening`` coroutines run once the sockets are bound (the lifespan startup
+      runs before binding, so announcing from there would print URLs for a port that
+      turns out to be taken).
+    - uvicorn waits for open responses before it runs the lifespan shutdown, so endless
+      responses (event streams) would hold the process for the whole graceful timeout.
+      ``on_shutdown`` callables run first (synchronously, on the server's loop) so those
+      responses can end at once.
     """
 
     def __init__(
-        self, config: uvicorn.Config, *, on_shutdown: Sequence[Callable[[], None]] = ()
+        self,
+        config: uvicorn.Config,
+        *,
+        on_shutdown: Sequence[Callable[[], None]] = (),
+        on_listening: Sequence[Callable[[], Awaitable[None]]] = (),
     ) -> None:
         super().__init__(config)
         self._on_shutdown = list(on_shutdown)
+        self._on_listening = list(on_listening)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and not self.should_exit:
+            for hook in self._on_listening:
+                await hook()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for hook in self._on_shutdown:

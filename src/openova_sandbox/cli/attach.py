@@ -16,11 +16,12 @@ import sys
 import termios
 import tty
 from collections.abc import Iterator
+from dataclasses import dataclass
 from urllib.parse import quote
 
 import websockets
 
-from .client import ApiClient
+from .client import ApiClient, ApiError
 
 DETACH = b"\x1d"  # Ctrl-]
 
@@ -40,20 +41,38 @@ def raw_terminal(fd: int) -> Iterator[None]:
 
 def ws_url(server: str, sandbox_id: str, token: str) -> str:
     base = server.rstrip("/").replace("http://", "ws://", 1).replace("https://", "wss://", 1)
-    return f"{base}/api/v1/sandbox/sessions/{quote(sandbox_id)}/attach?access_token={token}"
-
-
-async def _send_size(client: ApiClient, sandbox_id: str) -> None:
-    size = shutil.get_terminal_size()
-    await asyncio.to_thread(
-        client.request,
-        "POST",
-        f"/api/v1/sandbox/sessions/{quote(sandbox_id)}/resize",
-        json={"rows": size.lines, "cols": size.columns},
+    return (
+        f"{base}/api/v1/sandbox/sessions/{quote(sandbox_id, safe='')}/attach"
+        f"?access_token={quote(token, safe='')}"
     )
 
 
-async def attach(client: ApiClient, sandbox_id: str) -> str:
+# Close codes after which the CLI exits 0: the agent ended (1000), or had ended before
+# this attach (1001). Anything else (1008 refused, 1011 cannot start or provisioning
+# failed, 1012 server restart, 1013 not ready yet) exits 1.
+NORMAL_CLOSES = {1000, 1001}
+
+
+@dataclass(frozen=True)
+class Ended:
+    why: str  # the CLI's last line
+    ok: bool  # the exit status is 0
+
+
+async def _send_size(client: ApiClient, sandbox_id: str) -> None:
+    """Best effort: the terminal may not exist yet (it is spawned by this very attach,
+    or the sandbox is not Ready), and then the server says why over the socket."""
+    size = shutil.get_terminal_size()
+    with contextlib.suppress(ApiError):
+        await asyncio.to_thread(
+            client.request,
+            "POST",
+            f"/api/v1/sandbox/sessions/{quote(sandbox_id, safe='')}/resize",
+            json={"rows": size.lines, "cols": size.columns},
+        )
+
+
+async def attach(client: ApiClient, sandbox_id: str) -> Ended:
     """Run until detach or close; returns why it ended (for the CLI's last line)."""
     loop = asyncio.get_running_loop()
     stdin, stdout = sys.stdin.fileno(), sys.stdout.buffer
@@ -84,20 +103,22 @@ async def attach(client: ApiClient, sandbox_id: str) -> str:
                 loop.remove_signal_handler(signal.SIGWINCH)
 
 
-async def _pump(ws: websockets.ClientConnection, keys: asyncio.Queue[bytes], stdout: object) -> str:
-    async def outbound() -> str:
+async def _pump(
+    ws: websockets.ClientConnection, keys: asyncio.Queue[bytes], stdout: object
+) -> Ended:
+    async def outbound() -> Ended:
         while True:
             data = await keys.get()
             if not data:
-                return "input closed"
+                return Ended("input closed", ok=True)
             if DETACH in data:
                 before = data.split(DETACH, 1)[0]
                 if before:
                     await ws.send(before)
-                return "detached; the agent keeps running"
+                return Ended("detached; the agent keeps running", ok=True)
             await ws.send(data)
 
-    async def inbound() -> str:
+    async def inbound() -> Ended:
         try:
             async for frame in ws:
                 chunk = frame if isinstance(frame, bytes) else frame.encode()
@@ -107,7 +128,8 @@ async def _pump(ws: websockets.ClientConnection, keys: asyncio.Queue[bytes], std
             pass
         code = ws.close_code
         reason = ws.close_reason or ""
-        return f"connection closed ({code}{': ' + reason if reason else ''})"
+        why = f"connection closed ({code}{': ' + reason if reason else ''})"
+        return Ended(why, ok=code in NORMAL_CLOSES)
 
     tasks = [asyncio.create_task(outbound()), asyncio.create_task(inbound())]
     done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)

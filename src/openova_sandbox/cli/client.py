@@ -42,5 +42,8 @@ class ApiClient:
             detail = str(body.get("detail", "")) if isinstance(body, dict) else ""
             if response.status_code == 401 and not detail:
                 detail = "the server did not accept the token (expired, or another data dir?)"
+            elif not detail and not code:
+                # not the API's error envelope: another server, or a wrong --server path
+                detail = f"{response.reason_phrase or 'error'} from {url} (is --server right?)"
             raise ApiError(response.status_code, code, detail)
         return response

@@ -16,9 +16,11 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
+from urllib.parse import quote
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .. import __version__
@@ -49,7 +51,7 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a ta
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}", highlight=False, markup=True, soft_wrap=True)
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -71,14 +73,22 @@ def local_identity() -> dict[str, Any]:
     }
 
 
+MAX_TTL = timedelta(days=3650)
+
+
 def parse_ttl(text: str) -> timedelta:
-    match = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text)
+    match = re.fullmatch(r"\s*(\d{1,12})\s*([smhd]?)\s*", text)
+    usage = f"--ttl {text!r}: use a positive number with s, m, h or d (e.g. 90m, 1h)"
     if not match or int(match.group(1)) <= 0:
-        fail(f"--ttl {text!r}: use a positive number with s, m, h or d (e.g. 90m, 1h)")
-    unit = match.group(2) or "s"
-    return timedelta(
-        **{{"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[unit]: int(match.group(1))}
-    )
+        fail(usage)
+    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2) or "s"]
+    try:
+        lifetime = timedelta(**{unit: int(match.group(1))})
+    except OverflowError:
+        lifetime = MAX_TTL + MAX_TTL
+    if lifetime > MAX_TTL:
+        fail(f"--ttl {text!r}: at most {MAX_TTL.days}d")
+    return lifetime
 
 
 def version_callback(value: bool) -> None:
@@ -121,6 +131,8 @@ def serve(
         deps = build_embedded(settings, public_url=base)
     except SandboxError as exc:
         fail(exc.detail)
+    except OSError as exc:
+        fail(f"cannot use the data dir {settings.data_dir}: {exc.strerror or exc}")
 
     async def announce() -> None:
         out.print(f"OpenOva Sandbox {__version__} serving on {base}", highlight=False)
@@ -145,7 +157,6 @@ def serve(
             )
         sys.stdout.flush()
 
-    deps.on_started.append(announce)
     app_ = create_app(deps)
     config = uvicorn.Config(
         app_,
@@ -156,10 +167,13 @@ def serve(
         ws_ping_timeout=20,
         timeout_graceful_shutdown=10,
     )
-    server = HttpServer(config, on_shutdown=shutdown_hooks(app_))
-    server.run()
+    server = HttpServer(config, on_shutdown=shutdown_hooks(app_), on_listening=[announce])
+    try:
+        server.run()
+    except SystemExit:  # uvicorn's way of saying the startup failed
+        server.started = False
     if not server.started:
-        fail(f"could not start on {host}:{port} (see the log above)")
+        fail(f"could not start on {host}:{port} (address in use? see the log above)")
 
 
 @app.command("api")
@@ -218,6 +232,11 @@ def token(
 def client_for(server: str, data_dir: Path | None) -> ApiClient:
     env_token = os.environ.get("SANDBOX_TOKEN", "").strip()
     if env_token:
+        if not env_token.isascii() or not env_token.isprintable():
+            fail(
+                "SANDBOX_TOKEN is not a token (a JWT is printable ASCII); mint one with "
+                "`sandbox token`"
+            )
         return ApiClient(server, env_token)
     from ..auth.issuer import EmbeddedIssuer
 
@@ -243,7 +262,22 @@ def call(client: ApiClient, method: str, path: str, body: Any = None) -> Any:
         response = client.request(method, path, json=body)
     except ApiError as exc:
         fail(str(exc))
-    return response.json() if response.content else None
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        fail(
+            f"{client.server} answered {method} {path} with something that is not the API "
+            "(is --server the server's base URL, e.g. http://127.0.0.1:8080?)"
+        )
+
+
+def session_path(sandbox_id: str, suffix: str = "") -> str:
+    """The API path of one sandbox; the id is one path segment whatever it holds."""
+    if not sandbox_id.strip():
+        fail("the sandbox ID is empty")
+    return f"/api/v1/sandbox/sessions/{quote(sandbox_id, safe='')}{suffix}"
 
 
 def print_items(items: list[dict[str, Any]]) -> None:
@@ -317,7 +351,7 @@ def get(
     as_json: AsJson = False,
 ) -> None:
     """Show one sandbox."""
-    item = call(client_for(server, data_dir), "GET", f"/api/v1/sandbox/sessions/{sandbox_id}")
+    item = call(client_for(server, data_dir), "GET", session_path(sandbox_id))
     if as_json:
         typer.echo(json.dumps(item, indent=2))
         return
@@ -337,7 +371,7 @@ def rm(
     data_dir: DataDir = None,
 ) -> None:
     """Delete a sandbox (its terminals stop, its workspace is removed)."""
-    call(client_for(server, data_dir), "DELETE", f"/api/v1/sandbox/sessions/{sandbox_id}")
+    call(client_for(server, data_dir), "DELETE", session_path(sandbox_id))
     out.print(f"deleted {sandbox_id}")
 
 
@@ -355,14 +389,16 @@ def attach_cmd(
     from .attach import attach
 
     client = client_for(server, data_dir)
-    call(client, "GET", f"/api/v1/sandbox/sessions/{sandbox_id}")  # clear 404/401 first
+    call(client, "GET", session_path(sandbox_id))  # clear 404/401 first
     try:
-        why = asyncio.run(attach(client, sandbox_id))
+        ended = asyncio.run(attach(client, sandbox_id))
     except (OSError, websockets.WebSocketException) as exc:
         fail(f"attach failed: {exc}")
     except ApiError as exc:
         fail(str(exc))
-    err.print(f"\r\n[sandbox] {why}", highlight=False)
+    err.print(f"\r\n[sandbox] {ended.why}", highlight=False, markup=False)
+    if not ended.ok:
+        raise typer.Exit(1)
 
 
 @app.command("pty-server")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import os
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import termios
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import websockets
@@ -40,7 +42,9 @@ def read_until(fd: int, needle: bytes, timeout: float = 15.0) -> bytes:
     return seen
 
 
-def test_attach_types_resizes_and_detaches(tmp_path):
+@contextlib.contextmanager
+def serving(tmp_path: Path) -> Iterator[tuple[int, dict[str, str], list[str]]]:
+    """A real `sandbox serve` whose aider is /bin/sh; yields its port, env, data args."""
     agents = tmp_path / "agents.json"
     agents.write_text(json.dumps([{"slug": "aider", "binary": "/bin/sh", "defaultArgs": ["-i"]}]))
     port = free_port()
@@ -56,6 +60,50 @@ def test_attach_types_resizes_and_detaches(tmp_path):
     try:
         while "/login?token=" not in (serve.stdout.readline() or "/login?token="):
             pass
+        yield port, env, data
+    finally:
+        serve.terminate()
+        serve.wait(timeout=20)
+
+
+def attached(args: list[str], env: dict[str, str]) -> tuple[int, subprocess.Popen[bytes]]:
+    """`sandbox <args>` on a new 27x91 pseudo-terminal: (its master fd, the process)."""
+    primary, secondary = os.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 27, 91, 0, 0))
+    process = subprocess.Popen(
+        [SANDBOX, *args],
+        env=env,
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+        start_new_session=True,
+    )
+    os.close(secondary)
+    return primary, process
+
+
+def test_an_agent_that_cannot_start_is_explained_and_exits_1(tmp_path):
+    with serving(tmp_path) as (port, env, data):
+        server = ["--server", f"http://127.0.0.1:{port}", *data]
+        # opencode is not installed here: the attach cannot spawn it
+        created = subprocess.run(
+            [SANDBOX, "create", "--agent", "opencode", "--name", "broken", *server],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert created.returncode == 0, created.stderr
+        primary, attach = attached(["attach", "broken", *server], env)
+        seen = read_until(primary, b"connection closed (1011", timeout=60)
+        assert b"cannot start the agent" in seen or b"not ready" in seen, seen[-400:]
+        assert b"[sandbox] connection closed" in seen  # the prefix is printed as written
+        assert attach.wait(timeout=10) == 1
+        os.close(primary)
+
+
+def test_attach_types_resizes_and_detaches(tmp_path):
+    with serving(tmp_path) as (port, env, data):
         server = ["--server", f"http://127.0.0.1:{port}", *data]
         created = subprocess.run(
             [SANDBOX, "create", "--agent", "aider", "--name", "box", *server],
@@ -75,17 +123,7 @@ def test_attach_types_resizes_and_detaches(tmp_path):
             assert time.monotonic() < deadline
             time.sleep(0.1)
 
-        primary, secondary = os.openpty()
-        fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 27, 91, 0, 0))
-        attach = subprocess.Popen(
-            [SANDBOX, "attach", "box", *server],
-            env=env,
-            stdin=secondary,
-            stdout=secondary,
-            stderr=secondary,
-            start_new_session=True,
-        )
-        os.close(secondary)
+        primary, attach = attached(["attach", "box", *server], env)
         # the replay (the shell's prompt) arrives once the CLI is attached in raw mode;
         # typing earlier would be flushed by the switch to raw mode, as in any terminal
         read_until(primary, b"# ")
@@ -123,6 +161,3 @@ def test_attach_types_resizes_and_detaches(tmp_path):
                 return await asyncio.wait_for(ws.recv(), 10)
 
         assert b"attached-21" in asyncio.run(replay())
-    finally:
-        serve.terminate()
-        serve.wait(timeout=20)

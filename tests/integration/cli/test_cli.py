@@ -245,3 +245,72 @@ def test_with_an_external_issuer_no_login_link_is_printed(tmp_path):
         assert httpx.get(f"{s.url}/.well-known/jwks.json").status_code == 404
     finally:
         s.stop()
+
+
+@pytest.mark.parametrize("ttl", ["99999999999d", "1000000000d", "3651d"])
+def test_a_huge_ttl_is_a_clear_error(tmp_path, ttl):
+    data = tmp_path / "data"
+    out = run(
+        "token",
+        "--sub",
+        "u",
+        "--email",
+        "u@x.io",
+        "--org",
+        "x",
+        "--ttl",
+        ttl,
+        "--data-dir",
+        str(data),
+    )
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    assert "--ttl" in out.stderr
+
+
+def test_ids_are_one_path_segment_and_an_empty_one_is_refused(serve, tmp_path):
+    s = serve()
+    data = ["--server", s.url, "--data-dir", str(tmp_path / "data")]
+    assert run("create", "--agent", "aider", "--name", "victim", *data).returncode == 0
+    for odd in ("victim?oops", "victim#frag", "../sessions/victim"):
+        gone = run("get", odd, *data)
+        assert gone.returncode == 1 and "HTTP 404" in gone.stderr, gone.stderr
+        run("rm", odd, *data)
+    # none of those reached the real "victim"
+    assert run("get", "victim", *data).returncode == 0
+    for cmd in ("get", "rm", "attach"):
+        empty = run(cmd, "", *data)
+        assert empty.returncode == 1 and "ID is empty" in empty.stderr, (cmd, empty.stderr)
+
+
+def test_a_server_that_is_not_the_api_is_a_clear_error(serve, tmp_path):
+    s = serve()
+    console = ["--server", f"{s.url}/sandbox", "--data-dir", str(tmp_path / "data")]
+    for args in (["ls"], ["get", "x"]):
+        out = run(*args, *console)
+        assert out.returncode == 1
+        assert "Traceback" not in out.stderr
+        assert "--server" in out.stderr, out.stderr
+
+
+def test_a_token_that_is_not_ascii_is_a_clear_error(tmp_path):
+    out = run("ls", "--server", "http://127.0.0.1:9", env={"SANDBOX_TOKEN": "tökén"})
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr and "SANDBOX_TOKEN" in out.stderr
+
+
+def test_serve_on_a_taken_port_prints_no_urls_and_fails(serve, tmp_path):
+    s = serve()
+    port = s.url.rsplit(":", 1)[1]
+    other = run("serve", "--port", port, "--data-dir", str(tmp_path / "data2"), timeout=60)
+    assert other.returncode == 1
+    assert "Login" not in other.stdout and "Console" not in other.stdout
+    assert f"could not start on 127.0.0.1:{port}" in other.stderr
+
+
+def test_serve_with_a_file_as_data_dir_is_a_clear_error(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    out = run("serve", "--port", str(free_port()), "--data-dir", str(afile))
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr and "data dir" in out.stderr, out.stderr
