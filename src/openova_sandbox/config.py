@@ -74,6 +74,10 @@ class Settings(BaseSettings):
         "", validation_alias=AliasChoices("SANDBOX_OWNER_EMAIL", "pty_owner_email")
     )
     pty_org_id: str = Field("", validation_alias=AliasChoices("SANDBOX_ORG_ID", "pty_org_id"))
+    # the owner's token subject: when set, ownership is by subject, not by email
+    pty_owner_sub: str = Field(
+        "", validation_alias=AliasChoices("SANDBOX_OWNER_SUB", "pty_owner_sub")
+    )
     pty_default_agent: str = Field(
         "", validation_alias=AliasChoices("SANDBOX_DEFAULT_AGENT", "pty_default_agent")
     )

@@ -190,6 +190,7 @@ def test_statefulset_is_one_hardened_replica(rendered: list[dict[str, Any]]) -> 
     assert env["SANDBOX_ID"] == "claude-code-1234abcd"
     assert env["SANDBOX_NAMESPACE"] == "acme"
     assert env["SANDBOX_OWNER_EMAIL"] == "dev@acme.com"
+    assert env["SANDBOX_OWNER_SUB"] == ""  # made by kubectl: no subject recorded
     assert env["SANDBOX_ORG_ID"] == "acme"
     assert env["SANDBOX_DEFAULT_AGENT"] == "claude-code"
     assert env["SANDBOX_SESSION_LIMIT"] == "3"
@@ -390,3 +391,11 @@ def test_the_clone_container_stays_within_a_small_quota() -> None:
     pod = by_kind(render_children(sandbox(), "ns-x", CONFIG))[("StatefulSet", "pty-server")]
     (clone,) = pod["spec"]["template"]["spec"]["initContainers"]
     assert clone["resources"]["limits"] == {"cpu": "500m", "memory": "256Mi"}
+
+
+def test_the_owner_subject_reaches_the_terminal_server() -> None:
+    sb = sandbox(annotations={"openova.io/owner-sub": "user-sub-1"})
+    sts = by_kind(render_children(sb, "ns-x", CONFIG))[("StatefulSet", "pty-server")]
+    (main,) = sts["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in main["env"]}
+    assert env["SANDBOX_OWNER_SUB"] == "user-sub-1"

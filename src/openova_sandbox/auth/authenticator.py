@@ -19,7 +19,7 @@ import structlog
 
 from ..config import Settings
 from ..domain.errors import Invalid, Unauthenticated
-from ..domain.principal import Principal, principal_from_claims
+from ..domain.principal import LOGIN_PURPOSE, Principal, principal_from_claims
 from .issuer import EmbeddedIssuer
 from .keys import StaticKeySource
 from .oidc import RemoteJwks
@@ -45,6 +45,10 @@ class Authenticator:
         except Unauthenticated as exc:
             log.info("auth.rejected", reason=exc.detail)
             raise
+        if claims.get("purpose") == LOGIN_PURPOSE:
+            # a login link's token opens /login once; it is not a credential for the API
+            log.info("auth.rejected", reason="login-link token used as a credential")
+            raise Unauthenticated("a login link's token is only for /login")
         principal = principal_from_claims(claims)
         if principal is None:
             log.info("auth.rejected", reason="token has no sub")

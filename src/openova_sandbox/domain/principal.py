@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ORG_ADMIN_ROLE = "org-admin"
+# the ``purpose`` claim of a login link's token: it opens /login once, nothing else
+LOGIN_PURPOSE = "login"
 _TIER_RANK = {"free": 0, "user": 0, "pro": 1, "team": 2, "admin": 3, "owner": 4, "superadmin": 5}
 
 

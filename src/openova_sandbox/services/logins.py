@@ -15,9 +15,8 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 from ..domain.errors import Unauthenticated
-from ..domain.principal import principal_from_claims
+from ..domain.principal import LOGIN_PURPOSE, principal_from_claims
 
-LOGIN_PURPOSE = "login"
 SESSION_TTL = timedelta(hours=4)
 
 

@@ -28,15 +28,21 @@ from .server import TokenExtractor, create_pty_app, extract_request_token
 
 
 def owner_or_org_admin(
-    *, owner_email: str, namespace: str, default_namespace: str = ""
+    *, owner_email: str, namespace: str, default_namespace: str = "", owner_sub: str = ""
 ) -> Callable[[Principal], bool]:
     """The rule "caller owns the sandbox or administers its org", as a predicate over
-    the sandbox's owner and namespace. Without a namespace only the owner is admitted."""
+    the sandbox's owner and namespace. Without a namespace only the owner is admitted.
+    The owner is recognised by token subject when it is known (as the control plane
+    does), else by email."""
     owner = owner_email.strip().lower()
+    sub = owner_sub.strip()
     namespace = namespace.strip()
 
     def allowed(principal: Principal) -> bool:
-        is_owner = bool(owner) and principal.email.strip().lower() == owner
+        if sub:
+            is_owner = principal.sub == sub
+        else:
+            is_owner = bool(owner) and principal.email.strip().lower() == owner
         if not namespace:
             return is_owner
         if namespace_for(principal.org, default_namespace) != namespace:
@@ -92,6 +98,7 @@ def build_standalone_app(
         authenticate=authenticate,
         authorize=owner_or_org_admin(
             owner_email=settings.pty_owner_email,
+            owner_sub=settings.pty_owner_sub,
             namespace=settings.pty_namespace,
             default_namespace=settings.default_namespace,
         ),

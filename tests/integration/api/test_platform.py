@@ -102,3 +102,16 @@ def test_console_is_served_or_explains_itself(api):
     page = api.http.get("/sandbox/some-session-id")
     assert page.status_code in (200, 503)
     assert "<html" in page.text.lower() or "<!doctype html>" in page.text.lower()
+
+
+def test_a_login_link_token_is_not_an_api_credential(api):
+    link_token = api.deps.logins.login_link_token(
+        sub="local-dev", email="dev@localhost", org="local", roles=["org-admin"]
+    )
+    headers = {"Authorization": f"Bearer {link_token}"}
+    assert api.http.get(SESSIONS, headers=headers).status_code == 401
+    assert api.http.get(SESSIONS, params={"access_token": link_token}).status_code == 401
+    # it still opens /login, once
+    with httpx.Client(base_url=api.url) as browser:
+        assert browser.get("/login", params={"token": link_token}).status_code == 303
+        assert browser.get(SESSIONS).status_code == 200  # with the session cookie

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
-from ...domain.model import Sandbox
+from ...domain.model import ANNOTATION_SUB, Sandbox
 from ...domain.naming import repo_name
 from ...domain.quantity import smaller
 from .names import owner_label, repo_pvc, sandbox_key, sandbox_label
@@ -338,11 +338,13 @@ def _statefulset(
         {"name": "mcp-config", "configMap": {"name": MCP_CONFIGMAP}},
         {"name": "tmp", "emptyDir": {}},
     ]
+    owner_sub = sandbox.metadata.annotations.get(ANNOTATION_SUB, "")
     env = [
         {"name": "SANDBOX_ID", "value": sandbox.name},
         {"name": "SANDBOX_NAMESPACE", "value": sandbox.namespace},
         {"name": "CATALYST_SANDBOX_DEFAULT_NAMESPACE", "value": config.default_namespace},
         {"name": "SANDBOX_OWNER_EMAIL", "value": spec.owner_email},
+        {"name": "SANDBOX_OWNER_SUB", "value": owner_sub},
         {"name": "SANDBOX_ORG_ID", "value": spec.org_slug},
         {"name": "SANDBOX_DEFAULT_AGENT", "value": spec.default_agent},
         {"name": "SANDBOX_SESSION_LIMIT", "value": str(spec.quota.concurrent_sessions)},
