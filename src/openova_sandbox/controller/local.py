@@ -29,6 +29,7 @@ import shutil
 import signal
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import structlog
 
@@ -67,6 +68,15 @@ def workspace_path(data_dir: Path, namespace: str, name: str) -> Path:
 
 def clone_url(base_url: str, repo: str) -> str:
     return f"{base_url.rstrip('/')}/{repo}.git"
+
+
+def without_userinfo(url: str) -> str:
+    """``https://bot:token@host/x.git`` → ``https://host/x.git``: what a clone may keep
+    as its origin. The base URL's credential is the server's, not the sandbox user's."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 @dataclass(frozen=True)
@@ -238,6 +248,14 @@ class LocalRuntime:
             if code != 0:
                 await asyncio.to_thread(shutil.rmtree, partial, True)
                 return self._fail(sandbox, repo, stderr or f"git clone exited with {code}")
+            plain = without_userinfo(url)
+            if plain != url:  # git keeps the clone URL in .git/config: drop the credential
+                code, stderr = await self._run_git(
+                    "-C", str(partial), "remote", "set-url", "origin", plain
+                )
+                if code != 0:
+                    await asyncio.to_thread(shutil.rmtree, partial, True)
+                    return self._fail(sandbox, repo, stderr or "git remote set-url failed")
             partial.rename(dest)
         log.info("controller.clone.finished", namespace=ns, sandbox=name, repo=repo)
         return True

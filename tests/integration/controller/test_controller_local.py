@@ -112,3 +112,35 @@ async def test_stop_terminals_goes_to_the_terminal_host(data_dir: Path) -> None:
     assert await rt.execute(sb, StopTerminals())
     assert host.stopped == [("acme", "box")]
     assert rt.observe(sb).sessions == 0
+
+
+async def test_the_base_urls_credential_is_not_left_in_the_clone(
+    data_dir: Path, git_base: Path
+) -> None:
+    """Over HTTP (git's dumb protocol) with a user and password in the base URL: the
+    clone works, and its .git/config names the origin without them."""
+    import functools
+    import http.server
+    import threading
+
+    from controller_support import git
+
+    git("update-server-info", cwd=git_base / "acme" / "app.git")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(git_base))
+    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        rt = runtime(data_dir, f"http://gitbot:s3cret-token@127.0.0.1:{port}")
+        sb = new_sandbox("box", repos=("acme/app",))
+        await rt.execute(sb, EnsureWorkspace())
+        assert await rt.execute(sb, CloneRepo("acme/app"))
+        clone = workspace_path(data_dir, "acme", "box") / "app"
+        assert (clone / "README.md").read_text() == "hello from acme/app\n"
+        config = (clone / ".git" / "config").read_text()
+        assert "s3cret-token" not in config and "gitbot" not in config
+        assert f"url = http://127.0.0.1:{port}/acme/app.git" in config
+    finally:
+        server.shutdown()
+        server.server_close()
