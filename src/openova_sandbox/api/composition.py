@@ -7,6 +7,7 @@ an embedded `sandbox serve` uses. Tests build the same thing with their own sett
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 
@@ -58,10 +59,14 @@ def cookie_secret(settings: Settings) -> str:
     path = Path(settings.data_dir) / COOKIE_SECRET_FILE
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(secrets.token_urlsafe(32))
-        tmp.chmod(0o600)
+        tmp = path.with_suffix(f".tmp-{secrets.token_hex(4)}")
+        # created 0600: never readable by others, not even between write and chmod
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(32))
         tmp.replace(path)
+    elif path.stat().st_mode & 0o077:
+        path.chmod(0o600)  # a copy restored with loose permissions is tightened
     return path.read_text().strip()
 
 
@@ -80,7 +85,12 @@ def build_control_plane(
 ) -> AppDeps:
     """Everything both modes share: store, auth, sessions, logins, BYOS, resources.
     Terminals and background parts are added by the mode (see below)."""
-    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    data_dir = Path(settings.data_dir)
+    # the database (owner emails, sandbox names), keys and workspaces live here: a new
+    # data dir is private; an existing one is the operator's choice, but said
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if data_dir.stat().st_mode & 0o077:
+        log.warning("data_dir_readable_by_others", path=str(data_dir), fix="chmod 700")
     issuer = EmbeddedIssuer.load_or_create(Path(settings.data_dir), issuer_url=public_url)
     authenticator = build_authenticator(settings, issuer=issuer)
     store = store if store is not None else make_store(settings)

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from typing import Protocol
 
+import structlog
 from fastapi import Request
 from starlette.requests import HTTPConnection
 
 from ..auth.sources import CookieRejected, extract_token
-from ..domain.errors import Unauthenticated
+from ..domain.errors import Forbidden, Unauthenticated
 from ..domain.principal import Principal
 from .errors import COOKIE_NAME
+
+log = structlog.get_logger(__name__)
 
 
 class Authenticator(Protocol):
@@ -43,8 +46,26 @@ async def principal_from(conn: HTTPConnection) -> Principal:
     return principal
 
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 async def require_principal(request: Request) -> Principal:
-    return await principal_from(request)
+    """The caller; a change made with the session cookie must also come from this
+    server's own pages. ``SameSite=Strict`` keeps other *sites* out, but another origin of
+    the same site (a sibling subdomain, another port) still sends the cookie, and a
+    ``text/plain`` POST needs no preflight: its ``Origin`` is what gives it away."""
+    principal = await principal_from(request)
+    if (
+        request.method not in SAFE_METHODS
+        and request.state.token_source == "cookie"
+        and not origin_allowed(request, request.app.state.deps.settings.public_url)
+    ):
+        log.info("auth.cross_origin_refused", method=request.method)
+        raise Forbidden(
+            "a change with the session cookie must come from this server's pages",
+            code="cross-origin-request",
+        )
+    return principal
 
 
 def origin_allowed(conn: HTTPConnection, public_url: str) -> bool:

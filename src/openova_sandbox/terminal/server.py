@@ -142,7 +142,7 @@ async def _json(request: Request) -> Any:
         return {}
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # nested too deep: 400
         raise Invalid(f"body is not valid JSON: {exc}", code="invalid-request") from exc
 
 

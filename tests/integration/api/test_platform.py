@@ -102,6 +102,15 @@ def test_console_is_served_or_explains_itself(api):
     page = api.http.get("/sandbox/some-session-id")
     assert page.status_code in (200, 503)
     assert "<html" in page.text.lower() or "<!doctype html>" in page.text.lower()
+    # odd paths get the console page too, never a 500
+    for odd in ("%00", "x" * 5000, "a%00b/c"):
+        assert api.http.get(f"/sandbox/{odd}").status_code == page.status_code, odd
+
+
+def test_json_nested_too_deeply_is_a_400(api):
+    answer = api.http.post(SESSIONS, headers=api.auth(), content="[" * 100_000)
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "invalid-json"
 
 
 def test_a_login_link_token_is_not_an_api_credential(api):
@@ -115,3 +124,28 @@ def test_a_login_link_token_is_not_an_api_credential(api):
     with httpx.Client(base_url=api.url) as browser:
         assert browser.get("/login", params={"token": link_token}).status_code == 303
         assert browser.get(SESSIONS).status_code == 200  # with the session cookie
+
+
+def test_a_new_data_dir_and_the_cookie_secret_are_private(tmp_path):
+    import stat
+
+    from openova_sandbox.api.composition import build_control_plane, cookie_secret
+    from openova_sandbox.config import load_settings
+
+    settings = load_settings(data_dir=tmp_path / "fresh", store="memory")
+    build_control_plane(settings)
+    assert stat.S_IMODE((tmp_path / "fresh").stat().st_mode) == 0o700
+    secret_file = tmp_path / "fresh" / "cookie-secret"
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    secret_file.chmod(0o644)  # e.g. restored from a backup
+    assert cookie_secret(settings) == secret_file.read_text().strip()
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+
+
+def test_the_cookie_is_secure_when_the_public_url_is_https(make_api):
+    api = make_api(store="memory", public_url="https://sandbox.acme.example")
+    link = api.deps.logins.login_link_token(sub="u", email="u@acme.com", org="acme", roles=[])
+    with httpx.Client(base_url=api.url) as browser:  # plain http, as behind a TLS proxy
+        answer = browser.get("/login", params={"token": link})
+    assert answer.status_code == 303
+    assert "secure" in answer.headers["set-cookie"].lower()

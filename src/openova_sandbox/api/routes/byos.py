@@ -113,7 +113,7 @@ def _parse_start_body(raw: bytes) -> object:
         return None
     try:
         body: Any = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # nested too deep: 400
         raise Invalid(str(exc), code="invalid-json") from exc
     if not isinstance(body, dict):
         raise Invalid(

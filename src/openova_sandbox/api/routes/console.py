@@ -39,8 +39,12 @@ async def console(path: str = "") -> Response:
     if not index.is_file():
         return HTMLResponse(_NOT_BUILT, status_code=503)
     if path:
-        candidate = (dist / path).resolve()
-        if candidate.is_relative_to(dist) and candidate.is_file() and candidate != index:
+        try:
+            candidate = (dist / path).resolve()
+            servable = candidate.is_relative_to(dist) and candidate.is_file()
+        except (OSError, ValueError):  # a NUL byte, a name too long: not a file of ours
+            servable = False
+        if servable and candidate != index:
             return FileResponse(
                 candidate, headers={"Cache-Control": "public, max-age=31536000, immutable"}
             )

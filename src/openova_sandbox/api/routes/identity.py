@@ -55,7 +55,9 @@ async def login(
         path="/",
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        # behind a TLS proxy the request may arrive as http; the public URL says https
+        secure=request.url.scheme == "https"
+        or deps.settings.public_url.strip().lower().startswith("https://"),
     )
     return response
 

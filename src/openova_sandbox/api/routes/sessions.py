@@ -67,7 +67,7 @@ def _parse_create_body(raw: bytes) -> CreateRequest:
         raise Invalid("request body required: {agent, name?, repo?}", code="empty-body")
     try:
         body: Any = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # nested too deep: 400
         raise Invalid(str(exc), code="invalid-json") from exc
     if not isinstance(body, dict):
         raise Invalid(

@@ -59,7 +59,7 @@ def _body(raw: bytes) -> dict[str, Any]:
         raise Invalid("request body required", code="empty-body")
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # nested too deep: 400
         raise Invalid(str(exc), code="invalid-json") from exc
     if not isinstance(body, dict):
         raise Invalid("request body must be a JSON object", code="invalid-json")
