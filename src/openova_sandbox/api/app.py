@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from .. import __version__
 from ..domain.errors import BackendUnavailable
 from . import errors
+from .body_limit import BodyLimitMiddleware
 from .deps import AppDeps
 from .metrics import HttpMetrics, ObservabilityMiddleware
 from .preflight import PreflightMiddleware
@@ -62,6 +63,7 @@ def create_app(deps: AppDeps) -> FastAPI:
     app.state.shutdown_hooks = [deps.resources.end_streams] if deps.resources else []
     errors.install(app)
     app.add_middleware(PreflightMiddleware)
+    app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(ObservabilityMiddleware, metrics=HttpMetrics(deps.metrics_registry))
     app.include_router(system.router)
     app.include_router(identity.router)

@@ -127,6 +127,14 @@ def build_embedded(
 ) -> AppDeps:
     """The all-in-one server: control plane, controller and terminals in this process."""
     deps = build_control_plane(settings, store=store, public_url=public_url)
+    if settings.oidc_issuer or settings.jwks_url:
+        # an external issuer usually means several people; say what this mode isolates
+        log.warning(
+            "embedded_mode_is_one_trust_domain",
+            detail="every agent runs as this server's OS user and can read its data dir "
+            "(keys, other workspaces); use Kubernetes mode for users who must not reach "
+            "each other",
+        )
     registry = TerminalRegistry(
         catalogue=deps.sessions.catalogue, ring_bytes=settings.ring_buffer_bytes
     )

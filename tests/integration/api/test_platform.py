@@ -149,3 +149,18 @@ def test_the_cookie_is_secure_when_the_public_url_is_https(make_api):
         answer = browser.get("/login", params={"token": link})
     assert answer.status_code == 303
     assert "secure" in answer.headers["set-cookie"].lower()
+
+
+def test_request_bodies_are_capped(api):
+    big = b'{"agent": "aider", "name": "' + b"x" * 70_000 + b'"}'
+    declared = api.http.post(SESSIONS, headers=api.auth(), content=big)
+    assert declared.status_code == 413
+    assert declared.json()["error"] == "request-too-large"
+
+    def chunks():  # no Content-Length: counted as it arrives
+        for _ in range(20):
+            yield b" " * 8192
+
+    streamed = api.http.post(SESSIONS, headers=api.auth(), content=chunks())
+    assert streamed.status_code == 413
+    assert api.http.get(SESSIONS, headers=api.auth()).json()["sandboxes"] == []
