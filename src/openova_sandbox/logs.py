@@ -23,12 +23,21 @@ _SECRET_KEYS = re.compile(
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)?")
 _URL_CREDS = re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/\s:@]+(:[^/\s@]*)?@", re.I)
 _QUERY_TOKEN = re.compile(r"((?:access_token|token|code|state)=)[^&\s]+", re.I)
+# opaque credentials in text: "Authorization: Bearer sk-…", "password=…", '"api_key": "…"'
+_SCHEME_CREDS = re.compile(r"\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}", re.I)
+_ASSIGNED = re.compile(
+    r"""((?:access_token|refresh_token|id_token|client_secret|code_verifier|password|passwd"""
+    r"""|secret|api[_-]?key|x-api-key|token)["']?\s*[=:]\s*["']?)[^\s&"',;}]+""",
+    re.I,
+)
 REDACTED = "[redacted]"
 
 
 def scrub(text: str) -> str:
     text = _JWT.sub(REDACTED, text)
     text = _URL_CREDS.sub(r"\1***@", text)
+    text = _SCHEME_CREDS.sub(r"\1 " + REDACTED, text)
+    text = _ASSIGNED.sub(r"\1" + REDACTED, text)
     return _QUERY_TOKEN.sub(r"\1" + REDACTED, text)
 
 
@@ -37,6 +46,10 @@ def _redact_value(key: str, value: Any) -> Any:
         return REDACTED
     if isinstance(value, str):
         return scrub(value)
+    if isinstance(value, bytes | bytearray):
+        return scrub(bytes(value).decode("utf-8", "replace"))
+    if isinstance(value, BaseException):
+        return scrub(f"{type(value).__name__}: {value}")
     if isinstance(value, dict):
         return {k: _redact_value(str(k), v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from openova_sandbox.logs import REDACTED, redact, scrub
 
 JWT = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLXBhcnQ"
@@ -38,3 +40,32 @@ def test_lists_and_messages():
     event = redact(None, "info", {"event": f"login with {JWT}", "args": [JWT, 3]})
     assert JWT not in event["event"]
     assert event["args"] == [REDACTED, 3]
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("Authorization: Bearer sk-ant-opaque-1234567890", "sk-ant-opaque-1234567890"),
+        ('{"access_token": "opaque-abc-123"}', "opaque-abc-123"),
+        ("password=hunter22 and more", "hunter22"),
+        ("code_verifier=verifier-value-xyz", "verifier-value-xyz"),
+        ("x-api-key: sk-live-0987654321", "sk-live-0987654321"),
+    ],
+)
+def test_opaque_credentials_in_text_are_masked(text, secret):
+    assert secret not in scrub(text)
+
+
+def test_bytes_and_exceptions_are_scrubbed_too():
+    event = {
+        "event": "x",
+        "raw": b"Authorization: Bearer sk-ant-opaque-1234567890",
+        "error": ValueError("bad token=abcdefghijk in request"),
+    }
+    out = redact(None, "info", event)
+    assert "sk-ant-opaque" not in str(out["raw"])
+    assert "abcdefghijk" not in str(out["error"]) and "ValueError" in str(out["error"])
+
+
+def test_ordinary_words_are_left_alone():
+    assert scrub("token_source=cookie; exit code 42") == "token_source=cookie; exit code 42"
