@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 from ..domain.errors import Unauthenticated
-from ..domain.principal import LOGIN_PURPOSE, principal_from_claims
+from ..domain.principal import LOGIN_PURPOSE, Principal, principal_from_claims
 
 SESSION_TTL = timedelta(hours=4)
 
@@ -57,6 +57,14 @@ class LoginService:
             ttl=timedelta(hours=1),
             extra={"purpose": LOGIN_PURPOSE},
         )
+
+    async def inspect(self, token: str) -> tuple[bool, Principal]:
+        """Whether ``token`` is a login link's, and whom it speaks for (validated)."""
+        claims = await self._validate(token)
+        principal = principal_from_claims(claims)
+        if principal is None:
+            raise Unauthenticated("token has no sub")
+        return claims.get("purpose") == LOGIN_PURPOSE, principal
 
     async def redeem(self, token: str) -> str:
         claims = await self._validate(token)

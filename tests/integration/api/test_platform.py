@@ -38,10 +38,29 @@ def test_login_link_sets_the_cookie_once(api):
         assert other.get("/login", params={"token": "nonsense"}).status_code == 401
 
 
-def test_plain_tokens_also_log_in(api):
+def test_plain_tokens_log_in_after_a_confirmation_on_our_page(api):
+    token = api.token()
     with httpx.Client(base_url=api.url) as browser:
-        assert browser.get("/login", params={"token": api.token()}).status_code == 303
+        # a token that is not a login link's: the page says whom it signs in as ...
+        shown = browser.get("/login", params={"token": token})
+        assert shown.status_code == 200
+        assert "set-cookie" not in shown.headers
+        assert "Sign in as dev@acme.com" in shown.text
+        assert browser.get(SESSIONS).status_code == 401  # not signed in yet
+        # ... and its form, posted from this server's page, signs in
+        confirmed = browser.post("/login", data={"token": token}, headers={"Origin": api.url})
+        assert confirmed.status_code == 303
         assert browser.get(SESSIONS).status_code == 200
+
+
+def test_a_sign_in_form_posted_from_elsewhere_is_refused(api):
+    with httpx.Client(base_url=api.url) as browser:
+        answer = browser.post(
+            "/login", data={"token": api.token()}, headers={"Origin": "https://evil.example"}
+        )
+        assert answer.status_code == 403
+        assert "set-cookie" not in answer.headers
+        assert browser.get(SESSIONS).status_code == 401
 
 
 def test_issuer_documents(api):
@@ -108,7 +127,7 @@ def test_console_is_served_or_explains_itself(api):
 
 
 def test_json_nested_too_deeply_is_a_400(api):
-    answer = api.http.post(SESSIONS, headers=api.auth(), content="[" * 100_000)
+    answer = api.http.post(SESSIONS, headers=api.auth(), content="[" * 30_000)
     assert answer.status_code == 400
     assert answer.json()["error"] == "invalid-json"
 

@@ -438,8 +438,10 @@ export interface paths {
         };
         /**
          * Login
-         * @description Exchange a token (from the link `sandbox serve` prints, or `sandbox token`)
-         *     for the `catalyst_session` cookie and go to the console.
+         * @description Exchange the one-time link `sandbox serve` prints for the `catalyst_session`
+         *     cookie and go to the console. Any other token (e.g. from `sandbox token`) first shows
+         *     whom it signs in as, and signs in only from that page's form: a link from someone
+         *     else cannot sign this browser into their account unnoticed (login CSRF).
          */
         get: operations["login_login_get"];
         put?: never;
@@ -2254,6 +2256,13 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description a token that is not a login link's: confirm who signs in */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
             /** @description cookie set; go to the console */
             303: {
                 headers: {
