@@ -82,18 +82,21 @@ def attached(args: list[str], env: dict[str, str]) -> tuple[int, subprocess.Pope
     return primary, process
 
 
+def create(server: list[str], env: dict[str, str], *, agent: str, name: str) -> None:
+    created = subprocess.run(
+        [SANDBOX, "create", "--agent", agent, "--name", name, *server],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert created.returncode == 0, created.stderr
+
+
 def test_an_agent_that_cannot_start_is_explained_and_exits_1(tmp_path):
     with serving(tmp_path) as (port, env, data):
         server = ["--server", f"http://127.0.0.1:{port}", *data]
-        # opencode is not installed here: the attach cannot spawn it
-        created = subprocess.run(
-            [SANDBOX, "create", "--agent", "opencode", "--name", "broken", *server],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        assert created.returncode == 0, created.stderr
+        create(server, env, agent="opencode", name="broken")  # not installed here
         primary, attach = attached(["attach", "broken", *server], env)
         seen = read_until(primary, b"connection closed (1011", timeout=60)
         assert b"cannot start the agent" in seen or b"not ready" in seen, seen[-400:]
@@ -105,14 +108,7 @@ def test_an_agent_that_cannot_start_is_explained_and_exits_1(tmp_path):
 def test_attach_types_resizes_and_detaches(tmp_path):
     with serving(tmp_path) as (port, env, data):
         server = ["--server", f"http://127.0.0.1:{port}", *data]
-        created = subprocess.run(
-            [SANDBOX, "create", "--agent", "aider", "--name", "box", *server],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        assert created.returncode == 0, created.stderr
+        create(server, env, agent="aider", name="box")
         deadline = time.monotonic() + 10
         while (
             "running"
