@@ -32,14 +32,32 @@ BACKENDS = [
 SQL_BACKENDS = BACKENDS[1:]
 
 
-class StoreFactory:
+class OpenedStores:
+    """What every store factory of the contract does with what it opens: start it when
+    asked, and close all of it at the end (newest first)."""
+
+    def __init__(self) -> None:
+        self._opened: list[Any] = []
+
+    async def _keep(self, store: Any, *, start: bool) -> Any:
+        self._opened.append(store)
+        if start:
+            await store.start()
+        return store
+
+    async def close_all(self) -> None:
+        for store in reversed(self._opened):
+            await store.close()
+
+
+class StoreFactory(OpenedStores):
     """Opens stores of one backend over one shared location."""
 
     def __init__(self, backend: str, url: str | None) -> None:
+        super().__init__()
         self.backend = backend
         self.url = url
         self._memory: MemoryStore | None = None
-        self._opened: list[Store] = []
 
     @property
     def is_sql(self) -> bool:
@@ -54,14 +72,8 @@ class StoreFactory:
             store = self._memory
         else:
             store = SqlStore(self.url, **options)
-        self._opened.append(store)
-        if start:
-            await store.start()
-        return store
-
-    async def close_all(self) -> None:
-        for store in reversed(self._opened):
-            await store.close()
+        kept: Store = await self._keep(store, start=start)
+        return kept
 
 
 async def _factory(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:

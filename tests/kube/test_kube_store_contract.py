@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from contract.conftest import build_sandbox
+from contract.conftest import OpenedStores, build_sandbox
 from contract.test_store_contract import *  # noqa: F403
 from openova_sandbox.domain.model import Sandbox
 from openova_sandbox.store.kube import KubeStore
@@ -22,28 +22,22 @@ from openova_sandbox.testing.kubeapi import FakeKube, run_fake_kube
 from .conftest import CRD_PATH
 
 
-class KubeStoreFactory:
+class KubeStoreFactory(OpenedStores):
     """Opens ``KubeStore`` handles on one fake cluster."""
 
     is_sql = False
 
     def __init__(self, kube: FakeKube) -> None:
+        super().__init__()
         self.kube = kube
-        self._opened: list[KubeStore] = []
 
     async def open(self, *, start: bool = True, **options: Any) -> KubeStore:
         retain = options.pop("retain_events", None)
         if retain is not None:
             self.kube.set_history(int(retain))
         store = KubeStore(kubeconfig_path=str(self.kube.kubeconfig_path), **options)
-        self._opened.append(store)
-        if start:
-            await store.start()
-        return store
-
-    async def close_all(self) -> None:
-        for store in reversed(self._opened):
-            await store.close()
+        kept: KubeStore = await self._keep(store, start=start)
+        return kept
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.core_v1 import Namespace
 from lightkube.types import PatchType
 
-from contract.conftest import build_sandbox
+from contract.conftest import OpenedStores, build_sandbox
 from contract.test_store_contract import *  # noqa: F403
 from openova_sandbox.domain.model import Sandbox
 from openova_sandbox.store.kube import KubeStore
@@ -66,25 +66,19 @@ def contract_namespaces(cluster: Client, crd: dict[str, Any]) -> Iterator[None]:
         cluster.delete(Namespace, ns)
 
 
-class RealStoreFactory:
+class RealStoreFactory(OpenedStores):
     is_sql = False
 
     def __init__(self, kubeconfig_path: Path) -> None:
+        super().__init__()
         self.kubeconfig_path = kubeconfig_path
-        self._opened: list[KubeStore] = []
 
     async def open(self, *, start: bool = True, **options: Any) -> KubeStore:
         if options.pop("retain_events", None) is not None:
             pytest.skip("a real cluster's watch history cannot be shortened on demand")
         store = KubeStore(kubeconfig_path=str(self.kubeconfig_path), **options)
-        self._opened.append(store)
-        if start:
-            await store.start()
-        return store
-
-    async def close_all(self) -> None:
-        for store in reversed(self._opened):
-            await store.close()
+        kept: KubeStore = await self._keep(store, start=start)
+        return kept
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -108,17 +109,29 @@ async def test_a_broken_watch_resumes_from_the_last_resource_version(
     assert store.list_calls == 1
 
 
-async def test_a_racing_writer_only_causes_retries(
+@asynccontextmanager
+async def memory_controller(
     terminals: RecordingTerminals, data_dir: Path, git_base: Path
-) -> None:
+) -> AsyncIterator[MemoryStore]:
+    """A memory store with a running controller over it; both stopped on exit."""
     store = MemoryStore()
     await store.start()
     ctl = EmbeddedController(
         store, terminals, data_dir=data_dir, git_base_url=git_base.as_uri(), sweep_interval=0.2
     )
     await ctl.start()
-    key = ("acme", "box")
     try:
+        yield store
+    finally:
+        await ctl.stop()
+        await store.close()
+
+
+async def test_a_racing_writer_only_causes_retries(
+    terminals: RecordingTerminals, data_dir: Path, git_base: Path
+) -> None:
+    key = ("acme", "box")
+    async with memory_controller(terminals, data_dir, git_base) as store:
         await store.create(new_sandbox("box", repos=("acme/app",)))
         for i in range(30):  # keep changing labels while the controller works
             current = await store.get(*key)
@@ -126,9 +139,6 @@ async def test_a_racing_writer_only_causes_retries(
             await store.update(labeled)
             await asyncio.sleep(0.005)
         ready = await wait_for(store, key, phase("Ready"))
-    finally:
-        await ctl.stop()
-        await store.close()
     assert ready.metadata.labels == {"round": "29"}  # the controller never clobbered them
 
 
@@ -172,21 +182,12 @@ async def test_stopping_the_controller_kills_a_running_clone(
 async def test_a_failed_sandbox_is_retried_after_its_spec_is_fixed(
     terminals: RecordingTerminals, data_dir: Path, git_base: Path
 ) -> None:
-    store = MemoryStore()
-    await store.start()
-    ctl = EmbeddedController(
-        store, terminals, data_dir=data_dir, git_base_url=git_base.as_uri(), sweep_interval=0.2
-    )
-    await ctl.start()
     key = ("acme", "box")
-    try:
+    async with memory_controller(terminals, data_dir, git_base) as store:
         await store.create(new_sandbox("box", repos=("acme/nope",)))
         failed = await wait_for(store, key, phase("Failed"))
         fixed = await store.update(replace(failed, spec=replace(failed.spec, repos=("acme/app",))))
         assert fixed is not None
         ready = await wait_for(store, key, phase("Ready"))
-    finally:
-        await ctl.stop()
-        await store.close()
     assert ready.status.observed_generation == fixed.metadata.generation
     assert (workspace_path(data_dir, *key) / "app" / "README.md").is_file()
