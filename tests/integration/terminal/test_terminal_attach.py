@@ -126,8 +126,12 @@ async def test_session_end_closes_1000_and_attach_after_end_closes_1001(
     start_server: Any,
 ) -> None:
     server = await start_server()
-    sid = await server.create({"command": [sys.executable, "-c", "print('bye now')"]})
+    # The process waits for a line, so it cannot end before this viewer is attached.
+    script = "print('waiting', flush=True); input(); print('bye now')"
+    sid = await server.create({"command": [sys.executable, "-c", script]})
     ws = await server.attach(sid)
+    await read_until(ws, b"waiting")
+    await ws.send("go\r")
     assert await _closed_code(ws) == 1000
     later = await server.attach(sid)
     assert await _closed_code(later) == 1001
@@ -214,11 +218,13 @@ async def test_websocket_sockets_have_tcp_nodelay(start_server: Any) -> None:
         try:
             if not isinstance(obj, asyncio.BaseTransport):
                 continue
+            if obj.is_closing():  # a transport of an earlier test, maybe on a reused port
+                continue
             sock = obj.get_extra_info("socket")
             peer = obj.get_extra_info("peername")
         except Exception:
             continue
-        if sock is not None and peer and peer[1] == client_port:
+        if sock is not None and sock.fileno() != -1 and peer and peer[1] == client_port:
             found.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
     assert found, "server-side transport of the WebSocket not found"
     assert all(found)
