@@ -511,11 +511,17 @@ async def test_many_watchers_see_the_same_changes(store: Store, make_sandbox: Ma
 async def test_watch_ends_when_store_closes(store: Store, make_sandbox: MakeSandbox) -> None:
     await store.create(make_sandbox("a"))
 
-    async def consume() -> list[WatchEvent]:
-        return [event async for event in store.watch()]
+    seen: list[list[WatchEvent]] = [[], [], []]
 
-    consumers = [asyncio.create_task(consume()) for _ in range(3)]
-    await asyncio.sleep(0.2)
+    async def consume(into: list[WatchEvent]) -> list[WatchEvent]:
+        async for event in store.watch():
+            into.append(event)
+        return into
+
+    consumers = [asyncio.create_task(consume(into)) for into in seen]
+    async with asyncio.timeout(10):  # every consumer is watching before the store closes
+        while not all(seen):
+            await asyncio.sleep(0.01)
     await store.close()
     async with asyncio.timeout(10):
         results = await asyncio.gather(*consumers)
