@@ -74,10 +74,10 @@ async def test_reconnect_gets_replay_then_live_with_nothing_lost_or_doubled(
     # Output produced while nobody watches goes to the ring.
     keeper = server.registry.get("box", "box")
     keeper.write(b"lines 120\r")
-    for _ in range(500):
-        if b"L000119" in keeper.core.ring.snapshot()[0]:
-            break
-        await asyncio.sleep(0.02)
+    # wait for the whole answer, END included: the replay must be all there is
+    async with asyncio.timeout(20):
+        while b"L000119\r\nEND\r\n" not in keeper.core.ring.snapshot()[0]:
+            await asyncio.sleep(0.02)
     again = await server.attach("box")
     replay = await again.recv()
     assert isinstance(replay, bytes)
