@@ -294,9 +294,9 @@ def _read_events(
 ) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     with (
-        httpx.Client(base_url=url, timeout=5) as client,
+        httpx.Client(base_url=url, timeout=30) as client,
         client.stream(
-            "GET", path, params={"watch": "true", "timeoutSeconds": "3", **params}
+            "GET", path, params={"watch": "true", "timeoutSeconds": "30", **params}
         ) as response,
     ):
         for line in response.iter_lines():
@@ -333,9 +333,10 @@ def test_watch_follows_live_changes(kube: FakeKube, http: httpx.Client) -> None:
     )
     reader.start()
     # the initial ADDED (no resourceVersion given) comes first; then a live one
-    assert first.wait(timeout=5)
+    assert first.wait(timeout=20)
     http.post(SB, json=sandbox("new"))
-    reader.join(timeout=5)
+    reader.join(timeout=40)  # the watch itself ends after 30 s
+    assert not reader.is_alive()
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in got] == [
         ("ADDED", "old"),
         ("ADDED", "new"),
