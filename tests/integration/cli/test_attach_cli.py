@@ -109,7 +109,7 @@ def test_attach_types_resizes_and_detaches(tmp_path):
     with serving(tmp_path) as (port, env, data):
         server = ["--server", f"http://127.0.0.1:{port}", *data]
         create(server, env, agent="aider", name="box")
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30  # each check starts a CLI process
         while (
             "running"
             not in subprocess.run(
