@@ -58,8 +58,11 @@ def serve(
 
 @pytest.fixture(scope="module")
 def browser(chromium_available: None) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    # Playwright's 5 s default is short for a page that waits on the server of a loaded
+    # machine; the waits that need longer still say so.
+    expect.set_options(timeout=15_000)
     with sync_playwright() as pw:
         launched = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,32 @@ def wait_for_terminal(page: Any) -> None:
     expect(pane).to_have_attribute("data-connection", "open", timeout=READY_TIMEOUT_MS)
     # the shell's first prompt ("$ ", or "# " as root) arrives once the PTY is attached
     expect(visible_rows(page)).to_contain_text(PROMPT, timeout=OUTPUT_TIMEOUT_MS)
+
+
+def _parents() -> dict[int, tuple[int, str]]:
+    """Every process: pid -> (parent pid, command name)."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            raw = stat.read_text()
+        except OSError:
+            continue
+        name = raw[raw.index("(") + 1 : raw.rindex(")")]
+        found[int(stat.parent.name)] = (int(raw[raw.rindex(")") + 2 :].split()[1]), name)
+    return found
+
+
+def wait_for_grandchild(ancestor: int, name: str, timeout: float = 20.0) -> None:
+    """Wait until a process called ``name`` runs under a child of ``ancestor``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        table = _parents()
+        if any(
+            n == name and table.get(parent, (0, ""))[0] == ancestor for parent, n in table.values()
+        ):
+            return
+        assert time.monotonic() < deadline, f"no {name} under {ancestor}"
+        time.sleep(0.05)
 
 
 def new_page(browser: Any, serve: ServeProcess, state: dict[str, Any], **options: Any) -> Any:
@@ -252,6 +279,9 @@ def test_phone_viewport(
     for name in ["Escape", "Tab", "Arrow up", "Arrow down", "Arrow left", "Arrow right"]:
         expect(keys.get_by_role("button", name=name)).to_be_visible()
     run_in_terminal(page, "sleep 60")
+    # ^C must find the sleep running: typed while the shell is still reading the line,
+    # it would only discard the line
+    wait_for_grandchild(serve.process.pid, "sleep")
     ctrl = keys.get_by_role("button", name=re.compile("^Control"))
     ctrl.click()
     expect(ctrl).to_have_attribute("aria-pressed", "true")
