@@ -16,7 +16,7 @@ def sandbox(name: str, namespace: str = "acme") -> Sandbox:
     )
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
+async def eventually(check: Callable[[], bool], timeout: float = 15.0) -> None:
     async with asyncio.timeout(timeout):
         while not check():
             await asyncio.sleep(0.01)

@@ -21,7 +21,7 @@ from openova_sandbox.store.memory import MemoryStore
 async def drain(sub: Subscription, count: int) -> list[ResourceEvent | StreamEnd]:
     out: list[ResourceEvent | StreamEnd] = []
     while len(out) < count:
-        item = await sub.next(timeout=5)
+        item = await sub.next(timeout=15)
         assert item is not None, f"only {len(out)} of {count} events arrived"
         out.append(item)
     return out
@@ -36,7 +36,7 @@ async def test_lists_then_follows_changes_in_order(store, informer_for):
     await store.create(sandbox("a"))
     informer = informer_for(store)
     await informer.start()
-    assert await informer.wait_synced(5)
+    assert await informer.wait_synced(15)
     assert names(informer) == ["a", "b"]
     assert informer.age_seconds() == 0
     sub = informer.subscribe(lambda s: True)
@@ -58,7 +58,7 @@ async def test_lists_then_follows_changes_in_order(store, informer_for):
 async def test_only_accepted_objects_reach_a_subscriber(store, informer_for):
     informer = informer_for(store)
     await informer.start()
-    assert await informer.wait_synced(5)
+    assert await informer.wait_synced(15)
     picky = informer.subscribe(lambda s: s.namespace == "globex")
     everyone = informer.subscribe(lambda s: True)
     await store.create(sandbox("theirs", namespace="acme"))
@@ -75,7 +75,7 @@ async def test_a_watch_that_falls_behind_compaction_relists_and_catches_up():
     informer = SandboxInformer(store, backoff_initial=0.01, backoff_max=0.05)
     try:
         await informer.start()
-        assert await informer.wait_synced(5)
+        assert await informer.wait_synced(15)
         sub = informer.subscribe(lambda s: True)
         # memory writes do not yield to the loop: the watcher wakes up far behind
         for i in range(10):
@@ -121,7 +121,7 @@ async def test_store_down_backs_off_reports_age_and_recovers(store, informer_for
     informer = informer_for(store, clock=lambda: now[0])
     await store.create(sandbox("a"))
     await informer.start()
-    assert await informer.wait_synced(5)
+    assert await informer.wait_synced(15)
     assert informer.age_seconds() == 0
 
     await store.close()  # the watch ends; lists fail until the store is back
@@ -143,7 +143,7 @@ async def test_store_down_backs_off_reports_age_and_recovers(store, informer_for
 async def test_a_slow_subscriber_is_dropped_without_holding_back_others(store, informer_for):
     informer = informer_for(store, subscriber_capacity=2)
     await informer.start()
-    assert await informer.wait_synced(5)
+    assert await informer.wait_synced(15)
     slow = informer.subscribe(lambda s: True)
     fast = informer.subscribe(lambda s: True)
     got: list[str] = []
@@ -162,12 +162,12 @@ async def test_a_slow_subscriber_is_dropped_without_holding_back_others(store, i
 async def test_stop_ends_every_subscription(store, informer_for):
     informer = informer_for(store)
     await informer.start()
-    assert await informer.wait_synced(5)
+    assert await informer.wait_synced(15)
     sub = informer.subscribe(lambda s: True)
     waiting = asyncio.create_task(sub.next(timeout=10))
     await asyncio.sleep(0.01)
     await informer.stop()
-    assert await asyncio.wait_for(waiting, 5) == StreamEnd(END_SHUTDOWN)
+    assert await asyncio.wait_for(waiting, 15) == StreamEnd(END_SHUTDOWN)
     assert not informer.running
     late = informer.subscribe(lambda s: True)
     assert await late.next(timeout=1) == StreamEnd(END_SHUTDOWN)

@@ -30,7 +30,7 @@ def everyone(s: Sandbox) -> bool:
 async def drain(sub: Subscription, count: int) -> list[ResourceEvent]:
     out: list[ResourceEvent] = []
     while len(out) < count:
-        item = await sub.next(timeout=5)
+        item = await sub.next(timeout=15)
         assert isinstance(item, ResourceEvent), f"{len(out)} of {count}, then {item!r}"
         out.append(item)
     return out
@@ -42,7 +42,7 @@ def seq(ident: str) -> int:
 
 async def started(informer: SandboxInformer) -> SandboxInformer:
     await informer.start()
-    assert await informer.wait_synced(5)
+    assert await informer.wait_synced(15)
     return informer
 
 
