@@ -112,13 +112,17 @@ async def test_another_process_changes_are_seen_by_polling(
     # Two stores on one database share no in-process signal: only polling connects them.
     writer = await sql_store_factory.open()
     reader = await sql_store_factory.open(poll_interval=0.2)
+    existing = await writer.create(make_sandbox("zero"))
     watch = reader.watch()
     try:
-        first = asyncio.create_task(anext(watch))
-        await asyncio.sleep(0.3)  # the reader is now waiting on its own signal
+        async with asyncio.timeout(10):
+            listed = await anext(watch)
+        # the initial listing is delivered: the reader now follows changes, and only its
+        # polling can tell it of the writer's next create
+        assert (listed.type, listed.object) == ("ADDED", existing)
         created = await writer.create(make_sandbox("alpha"))
         async with asyncio.timeout(10):
-            event = await first
+            event = await anext(watch)
         assert (event.type, event.object) == ("ADDED", created)
     finally:
         await watch.aclose()  # type: ignore[attr-defined]
