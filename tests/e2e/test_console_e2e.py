@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from support.processes import grandchildren_named
+
 from .git_server import HOLD_SECONDS, GitServer
 from .serve_process import ServeProcess, free_port, skip_or_fail, start_serve
 
@@ -48,28 +50,10 @@ def wait_for_terminal(page: Any) -> None:
     expect(visible_rows(page)).to_contain_text(PROMPT, timeout=OUTPUT_TIMEOUT_MS)
 
 
-def _parents() -> dict[int, tuple[int, str]]:
-    """Every process: pid -> (parent pid, command name)."""
-    found = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            raw = stat.read_text()
-        except OSError:
-            continue
-        name = raw[raw.index("(") + 1 : raw.rindex(")")]
-        found[int(stat.parent.name)] = (int(raw[raw.rindex(")") + 2 :].split()[1]), name)
-    return found
-
-
 def wait_for_grandchild(ancestor: int, name: str, timeout: float = 20.0) -> None:
     """Wait until a process called ``name`` runs under a child of ``ancestor``."""
     deadline = time.monotonic() + timeout
-    while True:
-        table = _parents()
-        if any(
-            n == name and table.get(parent, (0, ""))[0] == ancestor for parent, n in table.values()
-        ):
-            return
+    while not grandchildren_named(ancestor, name):
         assert time.monotonic() < deadline, f"no {name} under {ancestor}"
         time.sleep(0.05)
 

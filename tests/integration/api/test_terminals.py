@@ -14,6 +14,7 @@ import websockets
 
 from openova_sandbox.controller import reconcile as reconcile_module
 from openova_sandbox.controller.runner import EmbeddedController
+from support.processes import children_named
 
 SESSIONS = "/api/v1/sandbox/sessions"
 FAKE_AGENTS = [
@@ -39,23 +40,9 @@ def wait_ready(api, headers, sandbox_id, timeout=20.0):
     raise AssertionError(f"{sandbox_id} not ready: {item}")
 
 
-def _children_named(parent: int, name: bytes) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            raw = stat.read_bytes()
-        except OSError:
-            continue
-        comm = raw[raw.index(b"(") + 1 : raw.rindex(b")")]
-        ppid = int(raw[raw.rindex(b")") + 2 :].split()[1])
-        if ppid == parent and comm == name:
-            found.append(int(stat.parent.name))
-    return found
-
-
-async def wait_for_child(parent: int, name: bytes, timeout: float = 20.0) -> None:
+async def wait_for_child(parent: int, name: str, timeout: float = 20.0) -> None:
     async with asyncio.timeout(timeout):
-        while not _children_named(parent, name):
+        while not children_named(parent, name):
             await asyncio.sleep(0.05)
 
 
@@ -129,7 +116,7 @@ def test_attach_type_replay_second_viewer_resize_signal_delete(tapi):
             (shell_pid,) = [s.pid for s in tapi.deps.terminals.registry.list("acme/box")]
             await again.send("sleep 30; echo not-interrupted\n")
             # the interrupt must find the sleep running, not the shell still reading
-            await wait_for_child(shell_pid, b"sleep")
+            await wait_for_child(shell_pid, "sleep")
             sig = tapi.http.post(f"{SESSIONS}/box/signal", headers=h, json={"signal": "int"})
             assert sig.status_code == 204
             await again.send("echo after-$((2*3))\n")

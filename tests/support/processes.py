@@ -1,0 +1,36 @@
+"""The machine's process table, read from /proc: for tests that must wait until a
+process they started indirectly (a command typed into a shell) is really running."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def process_table() -> dict[int, tuple[int, str]]:
+    """Every live process: pid -> (parent pid, command name)."""
+    table = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            raw = stat.read_text(errors="replace")
+        except OSError:  # it ended while we looked
+            continue
+        # the name sits in parentheses and may itself contain spaces or parentheses
+        name = raw[raw.index("(") + 1 : raw.rindex(")")]
+        parent = int(raw[raw.rindex(")") + 2 :].split()[1])
+        table[int(stat.parent.name)] = (parent, name)
+    return table
+
+
+def children_named(parent: int, name: str) -> list[int]:
+    """The pids of ``parent``'s children called ``name``."""
+    return [pid for pid, (ppid, n) in process_table().items() if ppid == parent and n == name]
+
+
+def grandchildren_named(ancestor: int, name: str) -> list[int]:
+    """The pids of processes called ``name`` whose parent is a child of ``ancestor``."""
+    table = process_table()
+    return [
+        pid
+        for pid, (ppid, n) in table.items()
+        if n == name and table.get(ppid, (0, ""))[0] == ancestor
+    ]
