@@ -508,6 +508,21 @@ async def test_many_watchers_see_the_same_changes(store: Store, make_sandbox: Ma
         await watch.aclose()  # type: ignore[attr-defined]
 
 
+async def test_a_watch_closed_while_its_consumer_holds_the_listing_just_ends(
+    store: Store, make_sandbox: MakeSandbox
+) -> None:
+    # The store closes between the initial listing and the follow phase: the consumer
+    # gets the end of the stream, not an error from a client that went away.
+    created = await store.create(make_sandbox("a"))
+    watch = store.watch()
+    listed = await anext(watch)
+    assert (listed.type, listed.object) == ("ADDED", created)
+    await store.close()
+    async with asyncio.timeout(10):
+        rest = [event async for event in watch]
+    assert rest == []
+
+
 async def test_watch_ends_when_store_closes(store: Store, make_sandbox: MakeSandbox) -> None:
     await store.create(make_sandbox("a"))
 

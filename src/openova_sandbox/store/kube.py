@@ -415,6 +415,8 @@ class KubeStore:
                 yield WatchEvent("ADDED", sandbox, sandbox.metadata.resource_version)
         else:
             position = str(max(version, 1))
+        if self._closed.is_set():
+            return  # closed while the consumer held the listing: the watch just ends
         client = self._current()
         stream = client.watch(SandboxResource, namespace=ALL_NS, resource_version=position)
         iterator = aiter(stream)
@@ -423,7 +425,9 @@ class KubeStore:
             while True:
                 step = asyncio.ensure_future(anext(iterator))
                 done, _ = await asyncio.wait({step, closed}, return_when=asyncio.FIRST_COMPLETED)
-                if step not in done:
+                if closed in done or self._closed.is_set():
+                    # The store closed (its event may be set before the waiter has run):
+                    # the watch ends, whatever the step made of the client going away.
                     step.cancel()
                     with contextlib.suppress(BaseException):
                         await step  # let the stream unwind before closing it
