@@ -50,6 +50,7 @@ TOO_OLD = "resource-version-too-old"
 # A worker re-reconciles in place while plans keep making progress, up to this many passes.
 MAX_PASSES = 16
 STALL_DELAY = 1.0
+SWEEP_SECONDS = 3.0  # how often every known Sandbox is re-queued (activity, sessions)
 
 
 class EmbeddedController:
@@ -63,13 +64,13 @@ class EmbeddedController:
         data_dir: Path,
         git_base_url: str,
         clock: Callable[[], datetime] = utcnow,
-        sweep_interval: float = 3.0,
+        sweep_interval: float | None = None,
         clone_timeout: float = DEFAULT_CLONE_TIMEOUT,
         max_concurrent_clones: int = 4,
     ) -> None:
         self._store = store
         self._clock = clock
-        self._sweep_interval = sweep_interval
+        self._sweep_interval = SWEEP_SECONDS if sweep_interval is None else sweep_interval
         self._runtime = LocalRuntime(
             terminals,
             data_dir=data_dir,

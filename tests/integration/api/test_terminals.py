@@ -13,7 +13,7 @@ import pytest
 import websockets
 
 from openova_sandbox.controller import reconcile as reconcile_module
-from openova_sandbox.controller.runner import EmbeddedController
+from openova_sandbox.controller import runner as runner_module
 from support.processes import children_named
 
 SESSIONS = "/api/v1/sandbox/sessions"
@@ -64,7 +64,7 @@ def test_created_sandbox_becomes_ready_with_every_condition(make_api, tmp_path, 
     # re-checks (the wait poll and the sweep) pushed out to an hour, the sandbox still
     # becomes ready within the wait, however slow the machine is.
     monkeypatch.setattr(reconcile_module, "WAIT_POLL_SECONDS", 3600.0)
-    monkeypatch.setitem(EmbeddedController.__init__.__kwdefaults__, "sweep_interval", 3600.0)
+    monkeypatch.setattr(runner_module, "SWEEP_SECONDS", 3600.0)
     (tmp_path / "agents.json").write_text(json.dumps(FAKE_AGENTS))
     tapi = make_api(store="memory")
     h = tapi.auth()
