@@ -230,15 +230,21 @@ def test_the_last_event_id_query_parameter_resumes_too(api):
     assert both.next().data["resumed"] is True
 
 
-def test_an_id_whose_changes_left_the_history_gets_history_expired(api_with):
-    api = api_with(history_size=2)
+def missed_two_reconciled_creates(api):
+    """Alice's stream position, then two sandboxes created and reconciled while she was
+    away (two ADDEDs and the controller's MODIFIEDs: more than 2 changes)."""
     h = api.auth(**ALICE)
     first = open_stream(api, h)
     point = first.next().id
     disconnect(api, first)
     one, two = api.create(h, "one"), api.create(h, "two")
-    # two ADDEDs and the controller's MODIFIEDs: more than 2
     wait_until(lambda: reconciled(api, h, one) and reconciled(api, h, two))
+    return h, point
+
+
+def test_an_id_whose_changes_left_the_history_gets_history_expired(api_with):
+    api = api_with(history_size=2)
+    h, point = missed_two_reconciled_creates(api)
     reader = open_stream(api, {**h, "Last-Event-ID": point})
     reset = reader.next()
     assert reset.event == "reset"
@@ -253,12 +259,7 @@ def test_an_id_whose_changes_left_the_history_gets_history_expired(api_with):
 
 def test_a_replay_bigger_than_a_subscriber_buffer_gets_too_far_behind(api_with):
     api = api_with(subscriber_capacity=2)
-    h = api.auth(**ALICE)
-    first = open_stream(api, h)
-    point = first.next().id
-    disconnect(api, first)
-    one, two = api.create(h, "one"), api.create(h, "two")
-    wait_until(lambda: reconciled(api, h, one) and reconciled(api, h, two))  # > 2 changes
+    h, point = missed_two_reconciled_creates(api)
     reader = open_stream(api, {**h, "Last-Event-ID": point})
     assert reader.next().data == {"cluster": "local", "reason": "too-far-behind"}
     assert reader.next().data["resumed"] is False
