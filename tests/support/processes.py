@@ -1,5 +1,6 @@
-"""The machine's process table, read from /proc: for tests that must wait until a
-process they started indirectly (a command typed into a shell) is really running."""
+"""The machine's processes, read from /proc: for tests that must wait until a process
+they started indirectly (a command typed into a shell) is running, or check that one is
+gone."""
 
 from __future__ import annotations
 
@@ -34,3 +35,16 @@ def grandchildren_named(ancestor: int, name: str) -> list[int]:
         for pid, (ppid, n) in table.items()
         if n == name and table.get(ppid, (0, ""))[0] == ancestor
     ]
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """The command lines (space-joined) of every live process whose argv contains ``text``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            raw = cmdline.read_bytes()
+        except OSError:  # it ended while we looked
+            continue
+        if text.encode() in raw:
+            found.append(raw.replace(b"\0", b" ").decode(errors="replace"))
+    return found

@@ -22,6 +22,7 @@ from openova_sandbox.domain.errors import BackendUnavailable
 from openova_sandbox.domain.model import Sandbox
 from openova_sandbox.store.base import WatchEvent
 from openova_sandbox.store.memory import MemoryStore
+from support.processes import processes_mentioning
 
 
 async def test_an_expired_watch_is_replaced_by_a_fresh_listing(
@@ -142,18 +143,6 @@ async def test_a_racing_writer_only_causes_retries(
     assert ready.metadata.labels == {"round": "29"}  # the controller never clobbered them
 
 
-def _processes_mentioning(text: str) -> list[str]:
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            raw = cmdline.read_bytes()
-        except OSError:
-            continue
-        if text.encode() in raw:
-            found.append(raw.replace(b"\0", b" ").decode(errors="replace"))
-    return found
-
-
 async def test_stopping_the_controller_kills_a_running_clone(
     terminals: RecordingTerminals, data_dir: Path
 ) -> None:
@@ -169,10 +158,10 @@ async def test_stopping_the_controller_kills_a_running_clone(
                 await asyncio.sleep(0.02)
             partials = list(workspace_path(data_dir, *key).glob(".clone-app-*"))
             assert len(partials) == 1
-            assert _processes_mentioning(str(partials[0]))  # git is running
+            assert processes_mentioning(str(partials[0]))  # git is running
         finally:
             await ctl.stop()
-    assert _processes_mentioning(str(partials[0])) == []
+    assert processes_mentioning(str(partials[0])) == []
     assert not partials[0].exists()
     stuck = await store.get(*key)
     assert stuck.status.phase == "Provisioning"  # a later start picks it up again
