@@ -425,7 +425,7 @@ class KubeStore:
             while True:
                 step = asyncio.ensure_future(anext(iterator))
                 done, _ = await asyncio.wait({step, closed}, return_when=asyncio.FIRST_COMPLETED)
-                if closed in done or self._closed.is_set():
+                if step not in done or self._closed.is_set():
                     # The store closed (its event may be set before the waiter has run):
                     # the watch ends, whatever the step made of the client going away.
                     step.cancel()
