@@ -6,7 +6,18 @@ import json
 import os
 import stat
 
-from openova_sandbox.domain.catalogue import RESCUE_SHELL, load_catalogue
+import pytest
+
+from openova_sandbox.domain.catalogue import (
+    NPM,
+    PIP,
+    RESCUE_SHELL,
+    SHELL,
+    SOURCE_BUILTIN,
+    SOURCE_OVERRIDE,
+    CatalogueError,
+    load_catalogue,
+)
 
 
 def test_builtins():
@@ -18,7 +29,10 @@ def test_builtins():
         "little-coder",
         "opencode",
         "qwen-code",
+        "shell",
     ]
+    assert cat.get(SHELL).offered_by_api
+    assert cat.get(SHELL).required_env == ()
     shell = cat.get(RESCUE_SHELL)
     assert shell is not None
     assert shell.binary == "/bin/sh"
@@ -59,11 +73,63 @@ def test_override_file_replaces_and_skips_bad_rows(tmp_path):
     assert "extra-agent" in cat.api_slugs
 
 
-def test_missing_or_invalid_file_means_builtins(tmp_path):
+def test_missing_file_means_builtins(tmp_path):
     assert load_catalogue(tmp_path / "absent.json").api_slugs == load_catalogue(None).api_slugs
+
+
+@pytest.mark.parametrize(
+    ("text", "says"), [("{not json", "not valid JSON"), ('{"slug": "x"}', "JSON array")]
+)
+def test_an_unusable_override_file_is_an_error_naming_it(tmp_path, text, says):
     bad = tmp_path / "bad.json"
-    bad.write_text("{not json")
-    assert load_catalogue(bad).get("aider").binary == "aider"
+    bad.write_text(text)
+    with pytest.raises(CatalogueError) as caught:
+        load_catalogue(bad)
+    assert str(bad) in caught.value.detail
+    assert says in caught.value.detail
+    assert caught.value.code == "invalid-catalogue"
+
+
+def test_override_rows_carry_env_home_files_and_resume_args(tmp_path):
+    path = tmp_path / "agents.json"
+    path.write_text(
+        json.dumps(
+            [
+                {
+                    "slug": "mine",
+                    "binary": "mine",
+                    "env": {"MINE_MODEL": "m1", "": "dropped"},
+                    "homeFiles": [
+                        {"path": ".mine/config.json", "content": '{"url": "${OPENAI_BASE_URL}"}'},
+                        {"path": "/etc/passwd", "content": "absolute paths are refused"},
+                        {"path": "../escape", "content": "so are parent folders"},
+                    ],
+                    "resumeArgs": ["--continue"],
+                }
+            ]
+        )
+    )
+    mine = load_catalogue(path).get("mine")
+    assert mine.env_map == {"MINE_MODEL": "m1"}
+    assert [f.path for f in mine.home_files] == [".mine/config.json"]
+    assert mine.resume_args == ("--continue",)
+    assert mine.source == SOURCE_OVERRIDE
+    assert load_catalogue(None).get("aider").source == SOURCE_BUILTIN
+    assert "m1" not in repr(mine)  # values are never shown by repr (and so never logged)
+
+
+def test_builtin_packages_are_pinned():
+    cat = load_catalogue(None)
+    assert cat.get("opencode").package.spec() == "opencode-ai@1.18.33"
+    assert cat.get("opencode").package.spec("1.2.3") == "opencode-ai@1.2.3"
+    assert cat.get("aider").package.manager == PIP
+    assert cat.get("aider").package.spec() == "aider-chat==0.86.2"
+    assert cat.get("qwen-code").package.manager == NPM
+    assert cat.get("cursor-agent").package is None
+    assert (
+        "by hand" in cat.get("cursor-agent").manual_install
+        or cat.get("cursor-agent").manual_install
+    )
 
 
 def test_installed_detection_and_required_env(tmp_path):
