@@ -126,10 +126,7 @@ def test_builtin_packages_are_pinned():
     assert cat.get("aider").package.spec() == "aider-chat==0.86.2"
     assert cat.get("qwen-code").package.manager == NPM
     assert cat.get("cursor-agent").package is None
-    assert (
-        "by hand" in cat.get("cursor-agent").manual_install
-        or cat.get("cursor-agent").manual_install
-    )
+    assert "vendor installer" in cat.get("cursor-agent").manual_install
 
 
 def test_installed_detection_and_required_env(tmp_path):
