@@ -43,7 +43,7 @@ afterEach(() => {
 });
 
 describe("TerminalView", () => {
-  it("attaches to the page host, posts its size on open and sends key-row input", async () => {
+  it("attaches to the page host, posts its size once attached and sends key-row input", async () => {
     const user = userEvent.setup();
     const onResize = vi.fn(async () => undefined);
     render(
@@ -63,6 +63,10 @@ describe("TerminalView", () => {
       ws.readyState = 1;
       ws.onopen?.(new Event("open"));
     });
+    // the socket is open but the server has not attached it yet: no resize (it would 404)
+    expect(onResize).not.toHaveBeenCalled();
+    expect(screen.getByRole("status")).toHaveTextContent("Connecting…");
+    act(() => replay(ws));
     expect(screen.queryByRole("status")).toBeNull();
     expect(onResize).toHaveBeenCalledWith({ rows: expect.any(Number), cols: expect.any(Number) });
 
@@ -85,4 +89,107 @@ describe("TerminalView", () => {
     });
     expect(screen.getByRole("status")).toHaveTextContent(/reconnecting… \(retry in 1 s\)/);
   });
+
+  it("posts no resize to a terminal that never attaches, however often it retries", () => {
+    vi.useFakeTimers();
+    try {
+      const onResize = vi.fn(async () => undefined);
+      view({ onResize });
+      for (let i = 0; i < 3; i += 1) {
+        const ws = FakeWebSocket.instances[i]!;
+        act(() => {
+          ws.readyState = 1;
+          ws.onopen?.(new Event("open"));
+          ws.readyState = 3;
+          ws.onclose?.({ code: 1013, reason: "sandbox not ready yet" } as CloseEvent);
+        });
+        act(() => {
+          vi.advanceTimersByTime(60_000);
+        });
+      }
+      expect(FakeWebSocket.instances.length).toBeGreaterThanOrEqual(3);
+      expect(onResize).not.toHaveBeenCalled();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it("shows the agent's exit code at once and offers Restart agent, which attaches again", async () => {
+    const user = userEvent.setup();
+    const states: string[] = [];
+    view({ primary: true, onConnectionState: (s: string) => states.push(s) });
+    const ws = FakeWebSocket.instances[0]!;
+    act(() => replay(ws));
+    act(() => close(ws, 1000, "agent exited with code 3"));
+    const status = screen.getByRole("status");
+    expect(status).toHaveTextContent("aider exited with code 3");
+    expect(screen.queryByRole("button", { name: "Reconnect now" })).toBeNull();
+    expect(states.at(-1)).toBe("ended");
+    expect(FakeWebSocket.instances).toHaveLength(1);
+    await user.click(screen.getByRole("button", { name: "Restart agent" }));
+    expect(FakeWebSocket.instances).toHaveLength(2);
+    expect(screen.getByRole("status")).toHaveTextContent("Connecting…");
+  });
+
+  it("says why a terminal was refused and does not retry by itself", () => {
+    vi.useFakeTimers();
+    try {
+      view({ primary: true });
+      const ws = FakeWebSocket.instances[0]!;
+      act(() => {
+        ws.readyState = 1;
+        ws.onopen?.(new Event("open"));
+      });
+      act(() => close(ws, 1011, "agent cannot start: qwen is not installed"));
+      expect(screen.getByRole("status")).toHaveTextContent(
+        "Refused: agent cannot start: qwen is not installed",
+      );
+      act(() => {
+        vi.advanceTimersByTime(120_000);
+      });
+      expect(FakeWebSocket.instances).toHaveLength(1);
+      expect(screen.getByRole("button", { name: "Try again" })).toBeInTheDocument();
+      expect(screen.queryByRole("button", { name: "Restart agent" })).toBeNull();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it("offers Close tab, not Restart agent, when an extra terminal's shell exits", async () => {
+    const user = userEvent.setup();
+    const onCloseTab = vi.fn();
+    view({ label: "Rescue shell", onCloseTab });
+    const ws = FakeWebSocket.instances[0]!;
+    act(() => replay(ws));
+    act(() => close(ws, 1000, "agent exited with code 0"));
+    expect(screen.getByRole("status")).toHaveTextContent("Rescue shell exited with code 0");
+    expect(screen.queryByRole("button", { name: "Restart agent" })).toBeNull();
+    await user.click(screen.getByRole("button", { name: "Close tab" }));
+    expect(onCloseTab).toHaveBeenCalledOnce();
+  });
 });
+
+function view(props: Record<string, unknown> = {}) {
+  return render(
+    <TerminalView
+      label="aider"
+      attachUrl="/api/v1/sandbox/sessions/box/attach"
+      active
+      prefs={{ fontSize: 14, webgl: false }}
+      onPrefs={() => undefined}
+      onResize={async () => undefined}
+      {...props}
+    />,
+  );
+}
+
+function replay(ws: FakeWebSocket) {
+  ws.readyState = 1;
+  ws.onopen?.(new Event("open"));
+  ws.onmessage?.({ data: new TextEncoder().encode("$ ").buffer } as MessageEvent);
+}
+
+function close(ws: FakeWebSocket, code: number, reason: string) {
+  ws.readyState = 3;
+  ws.onclose?.({ code, reason } as CloseEvent);
+}

@@ -8,7 +8,7 @@ import { Terminal, type ITheme } from "@xterm/xterm";
 import { FitAddon } from "@xterm/addon-fit";
 import "@xterm/xterm/css/xterm.css";
 import { attachSocketUrl } from "./backoff";
-import { AttachConnection, type ConnectionState } from "./connection";
+import { AttachConnection, type ConnectionState, type StateDetail } from "./connection";
 import { applyCtrl, rowKeySequence, type RowKey } from "./keys";
 import { FONT_MAX, FONT_MIN, type TerminalPrefs } from "../hooks";
 
@@ -24,7 +24,11 @@ interface TerminalViewProps {
   prefs: TerminalPrefs;
   onPrefs: (patch: Partial<TerminalPrefs>) => void;
   onResize: (size: TerminalSize) => Promise<void>;
-  onConnectionState?: (state: ConnectionState) => void;
+  onConnectionState?: (state: ConnectionState, detail: StateDetail) => void;
+  /** The session's primary terminal: after its agent exits, attaching again restarts it. */
+  primary?: boolean;
+  /** Offered once an extra terminal's process has exited. */
+  onCloseTab?: () => void;
 }
 
 const LIGHT: ITheme = {
@@ -90,7 +94,12 @@ const ROW_KEYS: { key: RowKey; label: string; aria: string }[] = [
 
 const RESIZE_DEBOUNCE_MS = 150;
 
-function describe(state: ConnectionState, retryInSeconds: number): string {
+function describe(
+  state: ConnectionState,
+  retryInSeconds: number,
+  detail: StateDetail,
+  label: string,
+): string {
   switch (state) {
     case "connecting":
       return "Connecting…";
@@ -99,7 +108,11 @@ function describe(state: ConnectionState, retryInSeconds: number): string {
     case "reconnecting":
       return retryInSeconds > 0 ? `reconnecting… (retry in ${retryInSeconds} s)` : "reconnecting…";
     case "ended":
-      return "Process ended";
+      return detail.exitCode === undefined
+        ? `${label} ended`
+        : `${label} exited with code ${detail.exitCode}`;
+    case "refused":
+      return `Refused: ${detail.reason || `the server closed the terminal (${detail.code ?? "?"})`}`;
   }
 }
 
@@ -111,6 +124,8 @@ export default function TerminalView({
   onPrefs,
   onResize,
   onConnectionState,
+  primary = false,
+  onCloseTab,
 }: TerminalViewProps) {
   const hostRef = useRef<HTMLDivElement>(null);
   const termRef = useRef<Terminal | null>(null);
@@ -124,10 +139,12 @@ export default function TerminalView({
   const [ctrl, setCtrl] = useState(false);
   const [state, setState] = useState<ConnectionState>("connecting");
   const [retryIn, setRetryIn] = useState(0);
+  const [detail, setDetail] = useState<StateDetail>({ attempt: 0, delayMs: 0 });
 
   const sendSize = useCallback(() => {
     const term = termRef.current;
-    if (!term || !connRef.current?.isOpen) return;
+    // only an attached terminal has a PTY to resize (before that the server answers 404)
+    if (!term || !connRef.current?.isAttached) return;
     resizeRef.current({ rows: term.rows, cols: term.cols }).catch(() => {
       // the next resize or reconnect sends it again
     });
@@ -194,7 +211,8 @@ export default function TerminalView({
         },
         onState: (next, detail) => {
           setState(next);
-          stateCbRef.current?.(next);
+          setDetail(detail);
+          stateCbRef.current?.(next, detail);
           window.clearInterval(countdown);
           if (next === "reconnecting" && detail.delayMs > 0) {
             let left = Math.round(detail.delayMs / 1000);
@@ -317,14 +335,37 @@ export default function TerminalView({
             role="status"
             aria-live="polite"
           >
-            <span>{describe(state, retryIn)}</span>
-            {(state === "ended" || state === "reconnecting") && (
+            <span>{describe(state, retryIn, detail, label)}</span>
+            {state === "reconnecting" && (
               <button
                 type="button"
                 className="btn btn-small"
                 onClick={() => connRef.current?.reconnectNow()}
               >
                 Reconnect now
+              </button>
+            )}
+            {state === "refused" && (
+              <button
+                type="button"
+                className="btn btn-small"
+                onClick={() => connRef.current?.reconnectNow()}
+              >
+                Try again
+              </button>
+            )}
+            {state === "ended" && primary && (
+              <button
+                type="button"
+                className="btn btn-small btn-primary"
+                onClick={() => connRef.current?.reconnectNow()}
+              >
+                Restart agent
+              </button>
+            )}
+            {state === "ended" && !primary && onCloseTab && (
+              <button type="button" className="btn btn-small" onClick={onCloseTab}>
+                Close tab
               </button>
             )}
           </div>
