@@ -34,7 +34,7 @@ export function App({ api: injected }: { api?: Api }) {
   let page: React.ReactNode = null;
   if (auth.state === "out") page = <SignIn onRetry={check} />;
   else if (auth.state === "in") {
-    if (route.name === "landing") page = <Landing />;
+    if (route.name === "landing") page = <Landing orgAdmin={auth.who?.orgAdmin} />;
     else if (route.name === "settings")
       page = (
         <Settings

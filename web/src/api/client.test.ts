@@ -92,4 +92,47 @@ describe("typed client", () => {
     await server.api().getSession("a/b").catch(() => undefined);
     expect(server.calls[0]?.path).toBe("/api/v1/sandbox/sessions/a%2Fb");
   });
+
+  it("uses the exact paths for agent installs, the terminal list and login links", async () => {
+    const server = new FakeServer()
+      .on("POST", "/api/v1/sandbox/agents/opencode/install", {
+        status: 202,
+        body: { slug: "opencode", state: "running" },
+      })
+      .on("GET", "/api/v1/sandbox/agents/opencode/install", {
+        status: 200,
+        body: { slug: "opencode", state: "running", log: ["a"], error: null, version: null },
+      })
+      .on("GET", "/api/v1/sandbox/sessions/box-1/terminals", {
+        status: 200,
+        body: { terminals: [{ id: "t1", agent: "sovereign-shell", attachUrl: "/x" }] },
+      })
+      .on("DELETE", "/api/v1/sandbox/sessions/box-1/terminals/t1", { status: 204 })
+      .on("POST", "/api/v1/sandbox/login-links", {
+        status: 201,
+        body: { url: "http://h/login?token=t", expiresAt: "2026-01-01T00:10:00Z", qrSvg: "<svg/>" },
+      });
+    const api = server.api();
+    expect((await api.installAgent("opencode")).state).toBe("running");
+    expect((await api.installStatus("opencode")).log).toEqual(["a"]);
+    expect((await api.listTerminals("box-1")).map((t) => t.id)).toEqual(["t1"]);
+    await api.closeTerminal("box-1", "t1");
+    expect((await api.createLoginLink("/sandbox/box-1")).url).toBe("http://h/login?token=t");
+    expect(server.calls.map((c) => [c.method, c.path, c.body])).toEqual([
+      ["POST", "/api/v1/sandbox/agents/opencode/install", {}],
+      ["GET", "/api/v1/sandbox/agents/opencode/install", undefined],
+      ["GET", "/api/v1/sandbox/sessions/box-1/terminals", undefined],
+      ["DELETE", "/api/v1/sandbox/sessions/box-1/terminals/t1", undefined],
+      ["POST", "/api/v1/sandbox/login-links", { next: "/sandbox/box-1" }],
+    ]);
+    const err = await new FakeServer()
+      .on("POST", "/api/v1/sandbox/agents/x/install", {
+        status: 409,
+        body: { error: "install-running", detail: "x is being installed" },
+      })
+      .api()
+      .installAgent("x")
+      .catch((e: unknown) => e);
+    expect(err).toMatchObject({ status: 409, code: "install-running", message: "x is being installed" });
+  });
 });

@@ -10,6 +10,16 @@ interface StartDialogProps {
   onStarted: (item: SandboxItem) => void;
 }
 
+/**
+ * Where a repository lands: the server clones `<org>/<repo>` into `<repo>` inside the
+ * session's workspace folder, which is also where its terminal starts (the API does not
+ * expose the folder's absolute path).
+ */
+export function cloneHint(repo: string): string {
+  const name = repo.trim().replace(/\/+$/, "").split("/").pop() || "<repo>";
+  return `Cloned into ./${name} in the session's workspace, where the terminal starts`;
+}
+
 export function StartDialog({ agent, onClose, onStarted }: StartDialogProps) {
   const api = useApi();
   const [name, setName] = useState("");
@@ -72,7 +82,7 @@ export function StartDialog({ agent, onClose, onStarted }: StartDialogProps) {
             aria-describedby="start-repo-hint"
           />
           <p id="start-repo-hint" className="hint">
-            Cloned into /workspace/&lt;name&gt; at start
+            {cloneHint(repo)}
           </p>
         </div>
         {error && (

@@ -1,27 +1,147 @@
-/** `/sandbox`: the agent catalogue as cards, and the caller's recent sessions. */
-import { useCallback, useEffect, useState } from "react";
-import { ApiError, sessionMeta, type Agent, type SandboxItem } from "../api/client";
+/**
+ * `/sandbox`: the agent catalogue as cards (installed ones first, the Shell among them, so
+ * a fresh install can always start a terminal), installing an agent from its card, and
+ * the caller's recent sessions.
+ */
+import { useCallback, useEffect, useRef, useState } from "react";
+import {
+  ApiError,
+  sessionMeta,
+  type Agent,
+  type InstallState,
+  type SandboxItem,
+} from "../api/client";
 import { useApi } from "../api/context";
 import { StartDialog } from "../components/StartDialog";
 import { usePolling, useTitle } from "../hooks";
 import { Link, navigate, sessionPath } from "../router";
 
 const LIST_PERIOD_MS = 5000;
+export const INSTALL_POLL_MS = 1000;
+const LOG_LINES_SHOWN = 200;
 
-function AgentCard({ agent, onStart }: { agent: Agent; onStart: (agent: Agent) => void }) {
+/** Installed agents first; otherwise the server's (catalogue) order. */
+export function sortAgents(agents: Agent[]): Agent[] {
+  return agents
+    .map((agent, index) => ({ agent, index }))
+    .sort((a, b) => Number(b.agent.installed) - Number(a.agent.installed) || a.index - b.index)
+    .map(({ agent }) => agent);
+}
+
+interface InstallView {
+  state: InstallState;
+  log: string[];
+  error: string | null;
+}
+
+function InstallLog({ lines, label }: { lines: string[]; label: string }) {
+  const ref = useRef<HTMLPreElement>(null);
+  useEffect(() => {
+    const box = ref.current;
+    if (box) box.scrollTop = box.scrollHeight;
+  }, [lines]);
+  return (
+    <pre ref={ref} className="install-log" role="log" aria-label={`Install log of ${label}`}>
+      {lines.length ? lines.slice(-LOG_LINES_SHOWN).join("\n") : "Starting…"}
+    </pre>
+  );
+}
+
+function AgentCard({
+  agent,
+  orgAdmin,
+  onStart,
+  onInstalled,
+}: {
+  agent: Agent;
+  orgAdmin: boolean | undefined;
+  onStart: (agent: Agent) => void;
+  onInstalled: () => void;
+}) {
+  const api = useApi();
   const hintId = `agent-hint-${agent.id}`;
   const showsByos = agent.byos || agent.id === "claude-code";
-  return (
-    <li className="card agent-card" data-testid={`sandbox-agent-card-${agent.id}`}>
-      <div className="agent-card-head">
-        <h3 className="agent-label">{agent.label}</h3>
-        <code className="agent-id">{agent.id}</code>
-      </div>
-      <p className="agent-blurb" title={agent.blurb}>
-        {agent.blurb}
-      </p>
-      {!agent.installed && (
-        <p id={hintId} className="hint">
+  // an install running (or failed) when the page loaded is shown; an old success is not news
+  const [install, setInstall] = useState<InstallView | null>(
+    agent.install && agent.install.state !== "succeeded" ? agent.install : null,
+  );
+  const [requestError, setRequestError] = useState<string | null>(null);
+  const [requesting, setRequesting] = useState(false);
+  const running = install?.state === "running";
+  // `canInstall` is the server's word (org admin or local operator, and installable);
+  // whoami's orgAdmin, when known, must agree.
+  const mayInstall = agent.canInstall === true && orgAdmin !== false;
+
+  const poll = useCallback(async () => {
+    try {
+      const status = await api.installStatus(agent.id);
+      setInstall({ state: status.state, log: status.log, error: status.error });
+      if (status.state === "succeeded") onInstalled();
+    } catch (err) {
+      setInstall((old) => ({
+        state: "failed",
+        log: old?.log ?? [],
+        error: err instanceof Error ? err.message : String(err),
+      }));
+    }
+  }, [api, agent.id, onInstalled]);
+  usePolling(poll, INSTALL_POLL_MS, running);
+
+  const startInstall = async () => {
+    setRequesting(true);
+    setRequestError(null);
+    try {
+      await api.installAgent(agent.id);
+      setInstall({ state: "running", log: [], error: null });
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 409) {
+        // already installing (another tab, the CLI): follow that install
+        setInstall((old) => ({ state: "running", log: old?.log ?? [], error: null }));
+      } else {
+        setRequestError(err instanceof Error ? err.message : String(err));
+      }
+    } finally {
+      setRequesting(false);
+    }
+  };
+
+  const needs = (agent.missing ?? []).filter((m) => !m.startsWith("binary "));
+  const manual = agent.manualInstall || agent.installHint;
+
+  let hint: React.ReactNode = null;
+  if (!agent.installed) {
+    if (running) {
+      hint = <>Installing…</>;
+    } else if (mayInstall) {
+      hint = <>Not installed on this server yet.</>;
+    } else if (agent.installable === false) {
+      hint = (
+        <>
+          Not installed on this server.{orgAdmin === false && " Ask your operator to install it:"}
+          {manual && (
+            <>
+              <br />
+              <code className="install-hint">{manual}</code>
+            </>
+          )}
+        </>
+      );
+    } else if (agent.installable === true) {
+      hint = (
+        <>
+          Not installed on this server. Ask your operator to install it.
+          {agent.installHint && (
+            <>
+              <br />
+              <code className="install-hint">{agent.installHint}</code>
+            </>
+          )}
+        </>
+      );
+    } else {
+      // an older server without the install fields
+      hint = (
+        <>
           Not installed on this server.
           {agent.installHint && (
             <>
@@ -29,6 +149,48 @@ function AgentCard({ agent, onStart }: { agent: Agent; onStart: (agent: Agent) =
               <code className="install-hint">{agent.installHint}</code>
             </>
           )}
+        </>
+      );
+    }
+  } else if (needs.length > 0) {
+    hint = <>Needs {needs.join(", ")} on the server.</>;
+  }
+
+  return (
+    <li
+      className={`card agent-card${agent.kind === "shell" ? " agent-card-shell" : ""}`}
+      data-testid={`sandbox-agent-card-${agent.id}`}
+    >
+      <div className="agent-card-head">
+        <h3 className="agent-label">{agent.label}</h3>
+        <code className="agent-id">{agent.id}</code>
+      </div>
+      <p className="agent-blurb" title={agent.blurb}>
+        {agent.blurb}
+      </p>
+      {hint && (
+        <p id={hintId} className="hint">
+          {hint}
+        </p>
+      )}
+      {install && (install.state === "running" || install.state === "failed" || !agent.installed) && (
+        <div className="install-progress" aria-busy={running}>
+          <InstallLog lines={install.log} label={agent.label} />
+          {install.state === "failed" && (
+            <p className="form-error" role="alert">
+              Install failed: {install.error || "see the log"}
+            </p>
+          )}
+        </div>
+      )}
+      {install?.state === "succeeded" && agent.installed && (
+        <p className="install-done" role="status">
+          Installed{agent.version ? ` (${agent.version})` : ""}.
+        </p>
+      )}
+      {requestError && (
+        <p className="form-error" role="alert">
+          {requestError}
         </p>
       )}
       <div className="agent-card-actions">
@@ -36,11 +198,21 @@ function AgentCard({ agent, onStart }: { agent: Agent; onStart: (agent: Agent) =
           type="button"
           className="btn btn-primary"
           disabled={!agent.installed}
-          aria-describedby={agent.installed ? undefined : hintId}
+          aria-describedby={hint ? hintId : undefined}
           onClick={() => onStart(agent)}
         >
           Start session
         </button>
+        {!agent.installed && mayInstall && !running && (
+          <button
+            type="button"
+            className="btn"
+            disabled={requesting}
+            onClick={() => void startInstall()}
+          >
+            {requesting ? "Asking…" : install?.state === "failed" ? "Install again" : "Install"}
+          </button>
+        )}
         {showsByos && (
           <Link href="/sandbox/settings" className="link">
             Connect Claude Max
@@ -90,7 +262,7 @@ function ByosBanner() {
   return null;
 }
 
-export function Landing() {
+export function Landing({ orgAdmin }: { orgAdmin?: boolean | undefined } = {}) {
   const api = useApi();
   const [agents, setAgents] = useState<Agent[] | null>(null);
   const [agentsError, setAgentsError] = useState<string | null>(null);
@@ -99,16 +271,23 @@ export function Landing() {
   const [starting, setStarting] = useState<Agent | null>(null);
   useTitle("Sessions");
 
+  const [agentsVersion, setAgentsVersion] = useState(0);
+  const reloadAgents = useCallback(() => setAgentsVersion((v) => v + 1), []);
+
   useEffect(() => {
     let live = true;
     api.listAgents().then(
-      (list) => live && setAgents(list),
+      (list) => {
+        if (!live) return;
+        setAgents(sortAgents(list));
+        setAgentsError(null);
+      },
       (err: unknown) => live && setAgentsError(err instanceof Error ? err.message : String(err)),
     );
     return () => {
       live = false;
     };
-  }, [api]);
+  }, [api, agentsVersion]);
 
   const refresh = useCallback(async () => {
     try {
@@ -128,8 +307,8 @@ export function Landing() {
           Start a sandbox
         </h1>
         <p className="lead">
-          Each session runs a coding agent in its own workspace on the server, in a terminal
-          you can reach from any device.
+          Each session runs a coding agent (or a plain shell) in its own workspace on the
+          server, in a terminal you can reach from any device.
         </p>
         {agentsError && (
           <p className="form-error" role="alert">
@@ -140,7 +319,13 @@ export function Landing() {
           {agents === null && !agentsError
             ? [0, 1, 2].map((i) => <li key={i} className="card agent-card skeleton" aria-hidden />)
             : (agents ?? []).map((agent) => (
-                <AgentCard key={agent.id} agent={agent} onStart={setStarting} />
+                <AgentCard
+                  key={agent.id}
+                  agent={agent}
+                  orgAdmin={orgAdmin}
+                  onStart={setStarting}
+                  onInstalled={reloadAgents}
+                />
               ))}
         </ul>
       </section>
