@@ -148,4 +148,86 @@ describe("SessionPage provisioning", () => {
     await waitFor(() => expect(window.location.pathname).toBe("/sandbox"));
     expect(s.callsTo("DELETE", PATH)).toHaveLength(1);
   });
+
+  it("puts the ✕ on the step that failed: a cross-org repo fails the repositories, not the workspace", async () => {
+    // the conditions as the embedded controller writes them for CrossOrgRepo
+    const failed = item("box", {
+      phase: "Failed",
+      status: "failed",
+      repo: "other/site",
+      conditions: [
+        cond("NamespaceReady", "Unknown", { reason: "NotAttempted", message: "not attempted: CrossOrgRepo" }),
+        cond("RBACReady", "True", { reason: "LocalUser" }),
+        cond("PVCsReady", "False", {
+          reason: "CrossOrgRepo",
+          message: "repo 'other/site' belongs to org 'other', not to the owner's org 'acme'",
+        }),
+        cond("PtyReady", "Unknown", { reason: "Waiting" }),
+        cond("McpReady", "True", { reason: "NotApplicable" }),
+        cond("TokenReady", "True", { reason: "NotApplicable" }),
+        cond("Ready", "False", { reason: "CrossOrgRepo" }),
+      ],
+    });
+    renderWithApi(<SessionPage id="box" />, new FakeServer().on("GET", PATH, { status: 200, body: failed }));
+    await screen.findByRole("heading", { name: "Provisioning failed" });
+    const state = (type: string) => screen.getByTestId(`condition-${type}`).getAttribute("data-state");
+    expect(state("PVCsReady")).toBe("failed");
+    expect(state("NamespaceReady")).toBe("skipped");
+    expect(screen.getByTestId("condition-NamespaceReady")).toHaveTextContent("not attempted");
+    expect(state("RBACReady")).toBe("done");
+    expect(state("PtyReady")).toBe("skipped");
+    expect(screen.getAllByTestId(/^condition-/).filter((el) => el.dataset.state === "failed")).toHaveLength(1);
+  });
+
+  it("marks the step a failure reason belongs to when only Ready carries it", async () => {
+    const failed = item("box", {
+      phase: "Failed",
+      status: "failed",
+      conditions: [
+        cond("NamespaceReady", "True"),
+        cond("RBACReady", "True"),
+        cond("PVCsReady", "True"),
+        cond("PtyReady", "Unknown", { reason: "Waiting" }),
+        cond("Ready", "False", { reason: "AgentUnavailable", message: "qwen: binary not found" }),
+      ],
+    });
+    renderWithApi(<SessionPage id="box" />, new FakeServer().on("GET", PATH, { status: 200, body: failed }));
+    await screen.findByRole("heading", { name: "The agent cannot start" });
+    expect(screen.getByTestId("condition-PtyReady")).toHaveAttribute("data-state", "failed");
+    expect(screen.getByTestId("condition-PtyReady")).toHaveTextContent("qwen: binary not found");
+  });
+
+  it("does not attach to a failed sandbox (AgentUnavailable): it shows the message", async () => {
+    const sockets: string[] = [];
+    vi.stubGlobal(
+      "WebSocket",
+      class {
+        constructor(url: string) {
+          sockets.push(url);
+        }
+      },
+    );
+    try {
+      const failed = item("box", {
+        phase: "Failed",
+        status: "failed",
+        conditions: [
+          cond("NamespaceReady", "True"),
+          cond("PtyReady", "False", { reason: "AgentUnavailable", message: "opencode: exec format error" }),
+          cond("Ready", "False", { reason: "AgentUnavailable", message: "opencode: exec format error" }),
+        ],
+      });
+      const s = new FakeServer().on("GET", PATH, { status: 200, body: failed });
+      renderWithApi(<SessionPage id="box" />, s);
+      const alert = await screen.findByRole("alert");
+      expect(within(alert).getByRole("heading", { name: "The agent cannot start" })).toBeInTheDocument();
+      expect(alert).toHaveTextContent("AgentUnavailable — opencode: exec format error");
+      expect(screen.getByTestId("condition-PtyReady")).toHaveAttribute("data-state", "failed");
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(sockets).toEqual([]);
+      expect(screen.queryByTestId("sandbox-terminal")).toBeNull();
+    } finally {
+      vi.unstubAllGlobals();
+    }
+  });
 });

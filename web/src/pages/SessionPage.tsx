@@ -3,10 +3,17 @@
  * its terminals. Polling stops once the outcome is known, so the terminal view never
  * re-renders on a timer.
  */
-import { Suspense, lazy, useCallback, useRef, useState } from "react";
-import { ApiError, sessionMeta, type Condition, type SandboxItem } from "../api/client";
+import { Suspense, lazy, useCallback, useEffect, useRef, useState } from "react";
+import {
+  ApiError,
+  sessionMeta,
+  type Condition,
+  type SandboxItem,
+  type TerminalListItem,
+} from "../api/client";
 import { useApi } from "../api/context";
 import { ConfirmDialog } from "../components/ConfirmDialog";
+import { DeviceLinkDialog } from "../components/DeviceLinkDialog";
 import { usePolling, usePrefs, useTerminalLayout, useTitle } from "../hooks";
 import { Link, navigate, sessionPath } from "../router";
 import type { ConnectionState } from "../terminal/connection";
@@ -53,17 +60,45 @@ export function failureCondition(item: SandboxItem): Condition | undefined {
   );
 }
 
-type StepState = "done" | "active" | "waiting" | "failed";
+type StepState = "done" | "active" | "waiting" | "failed" | "skipped";
 
-function stepStates(item: SandboxItem): { type: string; state: StepState; condition?: Condition }[] {
+/** Where a failure reason belongs when no step's own condition says False. */
+const REASON_STEP: Record<string, string> = {
+  AgentUnavailable: "PtyReady",
+  AgentNotInstalled: "PtyReady",
+  CrossOrgRepo: "PVCsReady",
+  CloneFailed: "PVCsReady",
+};
+
+/**
+ * Each step's state. While provisioning, the first step not done is the active one. Once
+ * failed, the step that failed is the one whose condition is False (else the step the
+ * failure reason belongs to); the steps never reached are "not attempted", so a repo
+ * refused before anything ran does not put the ✕ on the workspace.
+ */
+export function stepStates(
+  item: SandboxItem,
+): { type: string; state: StepState; condition?: Condition }[] {
   const failed = isFailed(item);
+  const cause = failed ? failureCondition(item) : undefined;
+  const anyFalse = CONDITION_ORDER.some(
+    (type) => item.conditions.find((c) => c.type === type)?.status === "False",
+  );
+  const fallbackStep = !anyFalse && cause?.reason ? REASON_STEP[cause.reason] : undefined;
   let activeTaken = false;
   return CONDITION_ORDER.map((type) => {
     const condition = item.conditions.find((c) => c.type === type);
     if (condition?.status === "True") return { type, state: "done", condition };
+    if (failed) {
+      const isCause = condition?.status === "False" || type === fallbackStep;
+      if (isCause && condition?.status !== "False" && cause) {
+        return { type, state: "failed", condition: cause };
+      }
+      return { type, state: isCause ? "failed" : "skipped", condition };
+    }
     if (!activeTaken) {
       activeTaken = true;
-      return { type, state: failed ? "failed" : "active", condition };
+      return { type, state: "active", condition };
     }
     return { type, state: "waiting", condition };
   });
@@ -74,6 +109,15 @@ const STEP_WORD: Record<StepState, string> = {
   active: "in progress",
   waiting: "waiting",
   failed: "failed",
+  skipped: "not attempted",
+};
+
+const STEP_ICON: Record<StepState, string> = {
+  done: "✓",
+  failed: "✕",
+  active: "",
+  waiting: "•",
+  skipped: "–",
 };
 
 function Waterfall({ item }: { item: SandboxItem }) {
@@ -87,7 +131,7 @@ function Waterfall({ item }: { item: SandboxItem }) {
           data-state={state}
         >
           <span className="step-icon" aria-hidden>
-            {state === "done" ? "✓" : state === "failed" ? "✕" : state === "active" ? "" : "•"}
+            {STEP_ICON[state]}
           </span>
           <span className="step-text">
             <span className="step-title">
@@ -109,6 +153,34 @@ interface TerminalTab {
   label: string;
   attachUrl: string;
   terminalId?: string;
+}
+
+const AGENT_LABELS: Record<string, string> = {
+  [RESCUE_AGENT]: "Rescue shell",
+  shell: "Shell",
+};
+
+function agentLabel(agent: string): string {
+  return AGENT_LABELS[agent] ?? agent;
+}
+
+/** "Rescue shell", "Rescue shell 2", …: the next free number for this agent's tabs. */
+function nextLabel(tabs: TerminalTab[], agent: string): string {
+  const base = agentLabel(agent);
+  const taken = new Set(tabs.map((t) => t.label));
+  if (!taken.has(base)) return base;
+  for (let n = 2; ; n += 1) if (!taken.has(`${base} ${n}`)) return `${base} ${n}`;
+}
+
+/** The extra terminals of a listing as tabs, in the server's order (the primary is the
+ * session's own terminal and has its own tab). */
+export function tabsFromList(item: SandboxItem, listed: TerminalListItem[]): TerminalTab[] {
+  const tabs: TerminalTab[] = [];
+  for (const t of listed) {
+    if (t.id === item.id || t.attachUrl === item.attachUrl) continue;
+    tabs.push({ key: t.id, label: nextLabel(tabs, t.agent), attachUrl: t.attachUrl, terminalId: t.id });
+  }
+  return tabs;
 }
 
 function SessionHeader({
@@ -144,7 +216,9 @@ export function SessionPage({ id }: { id: string }) {
   const [tabs, setTabs] = useState<TerminalTab[]>([]);
   const [activeTab, setActiveTab] = useState("primary");
   const [rescueBusy, setRescueBusy] = useState(false);
-  const [rescueError, setRescueError] = useState<string | null>(null);
+  const [tabError, setTabError] = useState<string | null>(null);
+  const [primaryRefused, setPrimaryRefused] = useState(false);
+  const [sharing, setSharing] = useState(false);
   const [prefs, setPrefs] = usePrefs();
   const checking = useRef(false);
 
@@ -162,17 +236,47 @@ export function SessionPage({ id }: { id: string }) {
       else setPollError(err instanceof Error ? err.message : String(err));
     }
   }, [api, id]);
-  usePolling(poll, POLL_MS, !gone && !settled && retrying === null);
+  // Polling stops once the outcome is known; a refused primary terminal (the agent
+  // cannot start) resumes it, so the page shows the failure once the server records it.
+  usePolling(poll, POLL_MS, !gone && (!settled || primaryRefused) && retrying === null);
 
-  // When a terminal loses its socket, find out whether the session itself is gone.
+  // Extra terminals live on the server: after a reload, rebuild their tabs from it.
+  useEffect(() => {
+    if (!live) return;
+    let current = true;
+    api.listTerminals(id).then(
+      (listed) => {
+        if (!current || item === null) return;
+        const fromServer = tabsFromList(item, listed);
+        setTabs((old) => [
+          ...fromServer,
+          ...old.filter((t) => !fromServer.some((s) => s.key === t.key)),
+        ]);
+      },
+      () => {
+        // an older server, or a moment of trouble: the primary terminal still works
+      },
+    );
+    return () => {
+      current = false;
+    };
+    // `item` is read when the page goes live; a later poll result must not rebuild tabs.
+  }, [api, id, live]);
+
+  // When the primary terminal loses its socket, find out whether the session itself is gone.
   const onConnectionState = useCallback(
     (state: ConnectionState) => {
-      if ((state !== "reconnecting" && state !== "ended") || checking.current) return;
+      setPrimaryRefused(state === "refused");
+      if (
+        (state !== "reconnecting" && state !== "ended" && state !== "refused") ||
+        checking.current
+      )
+        return;
       checking.current = true;
       api
         .getSession(id)
         .then((next) => {
-          // a sandbox that failed after its terminal opened shows "Provisioning failed"
+          // a sandbox that failed after its terminal opened shows the failure
           if (isFailed(next)) setItem(next);
         })
         .catch((err: unknown) => {
@@ -200,6 +304,9 @@ export function SessionPage({ id }: { id: string }) {
         try {
           const created = await api.createSession(body);
           setItem(created);
+          setPrimaryRefused(false);
+          setTabs([]);
+          setActiveTab("primary");
           setRetrying(null);
           if (created.id !== id) navigate(sessionPath(created.id), { replace: true });
           return;
@@ -219,25 +326,41 @@ export function SessionPage({ id }: { id: string }) {
 
   const openRescue = async () => {
     setRescueBusy(true);
-    setRescueError(null);
+    setTabError(null);
     try {
       const terminal = await api.createTerminal(id, RESCUE_AGENT);
-      const count = tabs.length + 1;
       setTabs((old) => [
         ...old,
         {
           key: terminal.id,
-          label: count > 1 ? `Rescue shell ${count}` : "Rescue shell",
+          label: nextLabel(old, RESCUE_AGENT),
           attachUrl: terminal.attachUrl,
           terminalId: terminal.id,
         },
       ]);
       setActiveTab(terminal.id);
     } catch (err) {
-      setRescueError(err instanceof Error ? err.message : String(err));
+      // 429 session-limit: the detail says how many terminals the quota allows
+      setTabError(`Could not open the rescue shell: ${err instanceof Error ? err.message : String(err)}`);
     } finally {
       setRescueBusy(false);
     }
+  };
+
+  const closeTab = async (tab: TerminalTab) => {
+    if (!tab.terminalId) return;
+    setTabError(null);
+    try {
+      await api.closeTerminal(id, tab.terminalId);
+    } catch (err) {
+      // already gone is what closing wanted
+      if (!(err instanceof ApiError && err.status === 404)) {
+        setTabError(`Could not close ${tab.label}: ${err instanceof Error ? err.message : String(err)}`);
+        return;
+      }
+    }
+    setTabs((old) => old.filter((t) => t.key !== tab.key));
+    setActiveTab((current) => (current === tab.key ? "primary" : current));
   };
 
   const deleteButton = (
@@ -286,15 +409,22 @@ export function SessionPage({ id }: { id: string }) {
 
   if (isFailed(item) && retrying === null) {
     const cause = failureCondition(item);
+    const agentProblem = cause?.reason === "AgentUnavailable";
     return (
       <div className="page narrow">
         <SessionHeader item={item}>{deleteButton}</SessionHeader>
         <div className="card notice notice-error" role="alert">
-          <h2>Provisioning failed</h2>
+          <h2>{agentProblem ? "The agent cannot start" : "Provisioning failed"}</h2>
           <p className="failure-reason">
             <strong>{cause?.reason || "Unknown reason"}</strong>
             {cause?.message ? ` — ${cause.message}` : ""}
           </p>
+          {agentProblem && (
+            <p className="hint">
+              Once the agent is installed (from its card on the{" "}
+              <Link href="/sandbox">sessions page</Link>), Delete + retry starts it again.
+            </p>
+          )}
           {retryError && <p className="form-error">{retryError}</p>}
           <button type="button" className="btn btn-primary" onClick={() => void deleteAndRetry(item)}>
             Delete + retry
@@ -326,7 +456,7 @@ export function SessionPage({ id }: { id: string }) {
   }
 
   const allTabs: TerminalTab[] = [
-    { key: "primary", label: item.agent || "Terminal", attachUrl: item.attachUrl },
+    { key: "primary", label: agentLabel(item.agent || "Terminal"), attachUrl: item.attachUrl },
     ...tabs,
   ];
 
@@ -341,28 +471,52 @@ export function SessionPage({ id }: { id: string }) {
         >
           {rescueBusy ? "Opening…" : "Rescue shell"}
         </button>
+        <button
+          type="button"
+          className="btn"
+          aria-label="Open on another device"
+          title="Open on another device"
+          onClick={() => setSharing(true)}
+        >
+          <span className="wide-only">Open on another device</span>
+          <span className="narrow-only" aria-hidden>
+            Device
+          </span>
+        </button>
         {deleteButton}
       </SessionHeader>
-      {rescueError && (
+      {tabError && (
         <p className="form-error" role="alert">
-          Could not open the rescue shell: {rescueError}
+          {tabError}
         </p>
       )}
       {allTabs.length > 1 && (
         <div className="tabs" role="tablist" aria-label="Terminals">
           {allTabs.map((tab) => (
-            <button
-              key={tab.key}
-              type="button"
-              role="tab"
-              id={`tab-${tab.key}`}
-              aria-selected={activeTab === tab.key}
-              aria-controls={`panel-${tab.key}`}
-              className="tab"
-              onClick={() => setActiveTab(tab.key)}
-            >
-              {tab.label}
-            </button>
+            <div key={tab.key} className="tab-wrap" role="presentation">
+              <button
+                type="button"
+                role="tab"
+                id={`tab-${tab.key}`}
+                aria-selected={activeTab === tab.key}
+                aria-controls={`panel-${tab.key}`}
+                className="tab"
+                onClick={() => setActiveTab(tab.key)}
+              >
+                {tab.label}
+              </button>
+              {tab.terminalId && (
+                <button
+                  type="button"
+                  className="tab-close"
+                  aria-label={`Close ${tab.label}`}
+                  title={`Close ${tab.label}`}
+                  onClick={() => void closeTab(tab)}
+                >
+                  ×
+                </button>
+              )}
+            </div>
           ))}
         </div>
       )}
@@ -380,9 +534,11 @@ export function SessionPage({ id }: { id: string }) {
               label={tab.label}
               attachUrl={tab.attachUrl}
               active={activeTab === tab.key}
+              primary={!tab.terminalId}
               prefs={prefs}
               onPrefs={setPrefs}
               onConnectionState={tab.terminalId ? undefined : onConnectionState}
+              onCloseTab={tab.terminalId ? () => void closeTab(tab) : undefined}
               onResize={(size) =>
                 tab.terminalId
                   ? api.resizeTerminal(id, tab.terminalId, size)
@@ -392,6 +548,7 @@ export function SessionPage({ id }: { id: string }) {
           </div>
         ))}
       </Suspense>
+      {sharing && <DeviceLinkDialog next={sessionPath(item.id)} onClose={() => setSharing(false)} />}
       {confirmDialog}
     </div>
   );
