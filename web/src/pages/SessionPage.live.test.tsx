@@ -8,7 +8,7 @@ import { POLL_MS, SessionPage } from "./SessionPage";
 
 // The terminal itself is tested on its own: a stand-in that names its socket and can
 // report a connection state the test chooses.
-const report: { state: string | null } = { state: null };
+const report: { state: string | null; reason?: string } = { state: null };
 vi.mock("../terminal/TerminalView", () => ({
   default: function StandIn({
     label,
@@ -20,7 +20,7 @@ vi.mock("../terminal/TerminalView", () => ({
     onConnectionState?: (state: string, detail: object) => void;
   }) {
     useEffect(() => {
-      if (report.state) onConnectionState?.(report.state, { attempt: 0, delayMs: 0 });
+      if (report.state) onConnectionState?.(report.state, { attempt: 0, delayMs: 0, reason: report.reason });
     }, [onConnectionState]);
     return <div data-testid="terminal-stand-in" data-label={label} data-url={attachUrl} />;
   },
@@ -32,6 +32,7 @@ const RUNNING = item("box", { phase: "Ready", status: "running" });
 
 afterEach(() => {
   report.state = null;
+  report.reason = undefined;
   vi.useRealTimers();
   vi.unstubAllGlobals();
 });
@@ -146,6 +147,66 @@ describe("SessionPage terminals", () => {
     expect(await screen.findByRole("heading", { name: "The agent cannot start" })).toBeInTheDocument();
     expect(screen.getByRole("alert")).toHaveTextContent("AgentUnavailable — qwen: not found");
     expect(screen.queryByTestId("terminal-stand-in")).toBeNull();
+  });
+});
+
+describe("A sandbox whose agent could not start", () => {
+  const UNAVAILABLE = item("box", {
+    phase: "Failed",
+    status: "failed",
+    conditions: [
+      { type: "NamespaceReady", status: "True" },
+      { type: "PtyReady", status: "False", reason: "AgentUnavailable", message: "qwen: not found" },
+      { type: "Ready", status: "False", reason: "AgentUnavailable", message: "qwen: not found" },
+    ],
+  });
+
+  it("does not attach, keeps watching, and opens the terminal once the agent can start", async () => {
+    vi.useFakeTimers({ shouldAdvanceTime: true });
+    let gets = 0;
+    const s = new FakeServer()
+      .on("GET", PATH, () => {
+        gets += 1;
+        return { status: 200, body: gets < 3 ? UNAVAILABLE : RUNNING };
+      })
+      .on("GET", TERMINALS, { status: 200, body: { terminals: [] } });
+    renderWithApi(<SessionPage id="box" />, s);
+    expect(await screen.findByRole("heading", { name: "The agent cannot start" })).toBeInTheDocument();
+    expect(screen.queryByTestId("terminal-stand-in")).toBeNull();
+    for (let i = 0; i < 3 && !screen.queryByTestId("terminal-stand-in"); i += 1) {
+      await act(async () => {
+        await vi.advanceTimersByTimeAsync(POLL_MS);
+      });
+    }
+    expect(await screen.findByTestId("terminal-stand-in")).toBeInTheDocument();
+  });
+
+  it("Start the agent again attaches; a second refusal is shown with its reason", async () => {
+    const user = userEvent.setup();
+    const s = new FakeServer()
+      .on("GET", PATH, { status: 200, body: UNAVAILABLE })
+      .on("GET", TERMINALS, { status: 200, body: { terminals: [] } });
+    renderWithApi(<SessionPage id="box" />, s);
+    await screen.findByRole("heading", { name: "The agent cannot start" });
+    report.state = "refused";
+    report.reason = "agent cannot start: qwen: not found";
+    await user.click(screen.getByRole("button", { name: "Start the agent again" }));
+    expect(await screen.findByText("Tried again: agent cannot start: qwen: not found")).toBeInTheDocument();
+    expect(screen.getByRole("heading", { name: "The agent cannot start" })).toBeInTheDocument();
+    expect(screen.queryByTestId("terminal-stand-in")).toBeNull();
+  });
+
+  it("keeps the terminal of an agent started again while the server still says failed", async () => {
+    const user = userEvent.setup();
+    const s = new FakeServer()
+      .on("GET", PATH, { status: 200, body: UNAVAILABLE })
+      .on("GET", TERMINALS, { status: 200, body: { terminals: [] } });
+    renderWithApi(<SessionPage id="box" />, s);
+    await screen.findByRole("heading", { name: "The agent cannot start" });
+    report.state = "open";
+    await user.click(screen.getByRole("button", { name: "Start the agent again" }));
+    expect(await screen.findByTestId("terminal-stand-in")).toBeInTheDocument();
+    expect(screen.queryByRole("heading", { name: "The agent cannot start" })).toBeNull();
   });
 });
 

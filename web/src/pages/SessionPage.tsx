@@ -16,7 +16,7 @@ import { ConfirmDialog } from "../components/ConfirmDialog";
 import { DeviceLinkDialog } from "../components/DeviceLinkDialog";
 import { usePolling, usePrefs, useTerminalLayout, useTitle } from "../hooks";
 import { Link, navigate, sessionPath } from "../router";
-import type { ConnectionState } from "../terminal/connection";
+import type { ConnectionState, StateDetail } from "../terminal/connection";
 
 const TerminalView = lazy(() => import("../terminal/TerminalView"));
 
@@ -48,6 +48,12 @@ export function isAttachable(item: SandboxItem): boolean {
 
 export function isFailed(item: SandboxItem): boolean {
   return item.status === "failed";
+}
+
+/** Failed because the agent could not start: the one failure that clears by itself once
+ * the agent can start (installed since, say), and that an attach tries again. */
+export function agentUnavailable(item: SandboxItem): boolean {
+  return isFailed(item) && failureCondition(item)?.reason === "AgentUnavailable";
 }
 
 /** The condition that explains a failure: the first False one with a reason, Ready last. */
@@ -219,11 +225,16 @@ export function SessionPage({ id }: { id: string }) {
   const [tabError, setTabError] = useState<string | null>(null);
   const [primaryRefused, setPrimaryRefused] = useState(false);
   const [sharing, setSharing] = useState(false);
+  // the user asked to start a failed (AgentUnavailable) sandbox's agent again: attach
+  const [attachAnyway, setAttachAnyway] = useState(false);
+  const [refusal, setRefusal] = useState<string | null>(null);
   const [prefs, setPrefs] = usePrefs();
   const checking = useRef(false);
 
-  const settled = item !== null && (isAttachable(item) || isFailed(item));
-  const live = item !== null && isAttachable(item) && !gone && retrying === null;
+  const settled =
+    item !== null && (isAttachable(item) || (isFailed(item) && !agentUnavailable(item)));
+  const live =
+    item !== null && (isAttachable(item) || attachAnyway) && !gone && retrying === null;
   useTerminalLayout(live);
   useTitle(gone ? "Session not found" : (item?.name ?? id));
   const poll = useCallback(async () => {
@@ -237,7 +248,8 @@ export function SessionPage({ id }: { id: string }) {
     }
   }, [api, id]);
   // Polling stops once the outcome is known; a refused primary terminal (the agent
-  // cannot start) resumes it, so the page shows the failure once the server records it.
+  // cannot start) resumes it, so the page shows the failure once the server records it,
+  // and an agent that could not start is watched until it can (then the page attaches).
   usePolling(poll, POLL_MS, !gone && (!settled || primaryRefused) && retrying === null);
 
   // Extra terminals live on the server: after a reload, rebuild their tabs from it.
@@ -265,8 +277,13 @@ export function SessionPage({ id }: { id: string }) {
 
   // When the primary terminal loses its socket, find out whether the session itself is gone.
   const onConnectionState = useCallback(
-    (state: ConnectionState) => {
+    (state: ConnectionState, detail?: StateDetail) => {
       setPrimaryRefused(state === "refused");
+      if (state === "refused") {
+        setRefusal(detail?.reason || null);
+        setAttachAnyway(false);
+      }
+      if (state === "open") setRefusal(null);
       if (
         (state !== "reconnecting" && state !== "ended" && state !== "refused") ||
         checking.current
@@ -407,9 +424,9 @@ export function SessionPage({ id }: { id: string }) {
     );
   }
 
-  if (isFailed(item) && retrying === null) {
+  if (isFailed(item) && retrying === null && !attachAnyway) {
     const cause = failureCondition(item);
-    const agentProblem = cause?.reason === "AgentUnavailable";
+    const agentProblem = agentUnavailable(item);
     return (
       <div className="page narrow">
         <SessionHeader item={item}>{deleteButton}</SessionHeader>
@@ -421,14 +438,36 @@ export function SessionPage({ id }: { id: string }) {
           </p>
           {agentProblem && (
             <p className="hint">
-              Once the agent is installed (from its card on the{" "}
-              <Link href="/sandbox">sessions page</Link>), Delete + retry starts it again.
+              Once the agent can start (install it from its card on the{" "}
+              <Link href="/sandbox">sessions page</Link>), this page opens its terminal by
+              itself; or start it again now.
             </p>
           )}
+          {agentProblem && refusal && (
+            <p className="form-error">Tried again: {refusal}</p>
+          )}
           {retryError && <p className="form-error">{retryError}</p>}
-          <button type="button" className="btn btn-primary" onClick={() => void deleteAndRetry(item)}>
-            Delete + retry
-          </button>
+          <div className="notice-actions">
+            {agentProblem && (
+              <button
+                type="button"
+                className="btn btn-primary"
+                onClick={() => {
+                  setRefusal(null);
+                  setAttachAnyway(true);
+                }}
+              >
+                Start the agent again
+              </button>
+            )}
+            <button
+              type="button"
+              className={agentProblem ? "btn" : "btn btn-primary"}
+              onClick={() => void deleteAndRetry(item)}
+            >
+              Delete + retry
+            </button>
+          </div>
         </div>
         <Waterfall item={item} />
         {confirmDialog}
@@ -436,7 +475,7 @@ export function SessionPage({ id }: { id: string }) {
     );
   }
 
-  if (!isAttachable(item) || retrying !== null) {
+  if ((!isAttachable(item) && !attachAnyway) || retrying !== null) {
     return (
       <div className="page narrow">
         <SessionHeader item={item}>{deleteButton}</SessionHeader>
