@@ -21,7 +21,8 @@ _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti)?$")
 _CPU = re.compile(r"^[0-9]+(\.[0-9]+)?m?$")
 RING_MAX = 16 * 1024 * 1024
 RING_DEFAULT = 1024 * 1024
-PLACEHOLDER_CLIENT_ID = "REPLACE_ME"
+# client ids that only hold a place in a seed or template: setup is still pending
+PLACEHOLDER_CLIENT_IDS = frozenset({"REPLACE_ME", "PLACEHOLDER-AWAITING-FOUNDER-REGISTRATION"})
 
 
 def clamp_ring_bytes(value: int | None, default: int = RING_DEFAULT) -> int:
@@ -171,7 +172,7 @@ class Settings(BaseSettings):
     @property
     def byos_client_id_configured(self) -> bool:
         cid = self.byos_claude_code_client_id.strip()
-        return bool(cid) and cid != PLACEHOLDER_CLIENT_ID
+        return bool(cid) and cid not in PLACEHOLDER_CLIENT_IDS
 
     @property
     def effective_database_url(self) -> str:

@@ -142,10 +142,11 @@ class ByosService:
     # --- read side --------------------------------------------------------------------
 
     def config(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"clientIdConfigured": self.client_id_configured}
-        url = self._settings.byos_claude_code_authz_url.strip()
-        if self.client_id_configured and url:
-            body["oauthAuthorizeURL"] = url
+        """``clientIdConfigured`` is true only when connecting can work (the whole setup,
+        not the client id alone), so it agrees with ``status``'s ``client_id_pending``."""
+        body: dict[str, Any] = {"clientIdConfigured": self.ready}
+        if self.ready:
+            body["oauthAuthorizeURL"] = self._settings.byos_claude_code_authz_url.strip()
         return body
 
     def disabled_status(self) -> dict[str, Any]:

@@ -43,7 +43,9 @@ def test_disabled_refuses_every_action(make_api):
         assert answer.status_code == 403 and answer.json() == DISABLED
     # config still describes the server, and still needs a token
     assert api.http.get(f"{BYOS}/config").status_code == 401
-    assert api.http.get(f"{BYOS}/config", headers=h).json() == {"clientIdConfigured": True}
+    # a client id without the provider URLs is still setup pending, in both answers
+    assert api.http.get(f"{BYOS}/config", headers=h).json() == {"clientIdConfigured": False}
+    assert api.http.get(f"{BYOS}/status").json()["client_id_pending"] is True
 
 
 @pytest.mark.parametrize("value", ["true", "1", ""])
@@ -62,7 +64,9 @@ def test_only_exactly_true_or_1_enable(make_api, value):
     assert answer.json()["disabled"] is True
 
 
-@pytest.mark.parametrize("client_id", [None, "", "REPLACE_ME", "  "])
+@pytest.mark.parametrize(
+    "client_id", [None, "", "REPLACE_ME", "PLACEHOLDER-AWAITING-FOUNDER-REGISTRATION", "  "]
+)
 def test_setup_pending(make_api, client_id):
     overrides = {} if client_id is None else {"byos_claude_code_client_id": client_id}
     api = make_api(store="memory", **overrides)
@@ -93,8 +97,10 @@ def test_client_id_without_provider_urls_is_still_pending(make_api):
     assert "SANDBOX_BYOS_CLAUDE_CODE_AUTHZ_URL" in detail
     assert "SANDBOX_BYOS_CLAUDE_CODE_TOKEN_URL" in detail
     assert "CLIENT_ID" not in detail
-    # the client id itself is configured; no authorize URL to show yet
-    assert api.http.get(f"{BYOS}/config", headers=h).json() == {"clientIdConfigured": True}
+    # /config agrees with /status: connecting cannot work yet, so not "configured"
+    assert api.http.get(f"{BYOS}/config", headers=h).json() == {"clientIdConfigured": False}
+    status = api.http.get(f"{BYOS}/status", headers=h).json()
+    assert status["client_id_pending"] is True and status["status"] == "pending"
 
 
 def test_configured(byos_api, provider):
