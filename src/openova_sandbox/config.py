@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     agents: Annotated[tuple[str, ...], NoDecode] = Field(
         (), validation_alias=AliasChoices("SANDBOX_AGENTS", "agents")
     )
+    # Kubernetes mode: the agents the sandbox image carries (comma list); create refuses
+    # the others with agent-not-installed. Empty: installation is not checked there.
+    image_agents: Annotated[tuple[str, ...], NoDecode] = ()
     ring_buffer_bytes: int = RING_DEFAULT
     git_base_url: str = ""
     llm_gateway_url: str = Field("", validation_alias=AliasChoices("LLM_GATEWAY_URL"))
@@ -155,7 +158,7 @@ class Settings(BaseSettings):
         except (TypeError, ValueError):
             return RING_DEFAULT
 
-    @field_validator("byos_claude_code_scopes", "agents", mode="before")
+    @field_validator("byos_claude_code_scopes", "agents", "image_agents", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> tuple[str, ...]:
         """``"a, b,"`` from the environment → ``("a", "b")``."""

@@ -31,7 +31,8 @@ from ..services.terminals import TerminalHostAdapter, TerminalsService
 from ..store.base import Store
 from ..store.factory import make_store
 from ..terminal.metrics import TerminalMetrics
-from ..terminal.registry import TerminalRegistry
+from ..terminal.registry import DEFAULT_PATH, TerminalRegistry
+from ..terminal.standalone import gateway_env
 from .deps import AppDeps
 
 log = structlog.get_logger(__name__)
@@ -80,8 +81,28 @@ def offered_catalogue(settings: Settings) -> Catalogue:
     return catalogue.narrowed(settings.agents)
 
 
+def agent_path(settings: Settings) -> str:
+    """Where agents are looked up: the one string create's "installed?" check and the
+    terminal registry's spawns use."""
+    return os.environ.get("PATH") or DEFAULT_PATH
+
+
+def sessions_policy(settings: Settings, *, kube: bool) -> SessionsPolicy:
+    """What create checks. Embedded: the agent search path and the environment the
+    terminals give agents. Kubernetes: the agents the sandbox image carries (the pods'
+    environment is not this process's, so configuration is not checked there)."""
+    return SessionsPolicy(
+        default_namespace=settings.default_namespace,
+        quota=Quota.from_dict(settings.quota_dict),
+        agent_path=None if kube else agent_path(settings),
+        image_agents=settings.image_agents if kube else (),
+        agent_env=None if kube else gateway_env(settings),
+        repos_available=bool(settings.git_base_url.strip()),
+    )
+
+
 def build_control_plane(
-    settings: Settings, *, store: Store | None = None, public_url: str = ""
+    settings: Settings, *, store: Store | None = None, public_url: str = "", kube: bool = False
 ) -> AppDeps:
     """Everything both modes share: store, auth, sessions, logins, BYOS, resources.
     Terminals and background parts are added by the mode (see below)."""
@@ -95,14 +116,13 @@ def build_control_plane(
     authenticator = build_authenticator(settings, issuer=issuer)
     store = store if store is not None else make_store(settings)
     bus = InProcessBus()
+    byos = ByosService(settings=settings)
     sessions = SessionsService(
         store=store,
         catalogue=offered_catalogue(settings),
-        policy=SessionsPolicy(
-            default_namespace=settings.default_namespace,
-            quota=Quota.from_dict(settings.quota_dict),
-        ),
+        policy=sessions_policy(settings, kube=kube),
         bus=bus,
+        credentials=byos,
     )
     uses_embedded = not (settings.oidc_issuer or settings.jwks_url)
     resources = ResourcesService(informer=SandboxInformer(store), sessions=sessions)
@@ -116,7 +136,7 @@ def build_control_plane(
         bus=bus,
         metrics_registry=CollectorRegistry(),
         issuer=issuer if uses_embedded else None,
-        byos=ByosService(settings=settings),
+        byos=byos,
         resources=resources,
         background=[resources],
     )
@@ -136,23 +156,27 @@ def build_embedded(
             "each other",
         )
     registry = TerminalRegistry(
-        catalogue=deps.sessions.catalogue, ring_bytes=settings.ring_buffer_bytes
+        catalogue=deps.sessions.catalogue,
+        ring_bytes=settings.ring_buffer_bytes,
+        path=agent_path(settings),
     )
     terminal_metrics = TerminalMetrics(registry)
     deps.metrics_registry.register(terminal_metrics)
-    deps.terminals = TerminalsService(
+    terminals = TerminalsService(
         registry=registry,
         sessions=deps.sessions,
         settings=settings,
         credentials=deps.byos,
         metrics=terminal_metrics,
     )
+    deps.terminals = terminals
     controller = EmbeddedController(
         deps.store,
-        TerminalHostAdapter(registry),
+        TerminalHostAdapter(registry, agent_problem=terminals.agent_problem),
         data_dir=Path(settings.data_dir),
         git_base_url=settings.git_base_url,
     )
+    terminals.on_agent_change = controller.requeue
     deps.background = [controller, RegistryLifecycle(registry), *deps.background]
     return deps
 
@@ -166,7 +190,7 @@ BYOS_CLUSTER_MODE = (
 def build_api(settings: Settings, *, store: Store | None = None, public_url: str = "") -> AppDeps:
     """The stateless control plane of Kubernetes mode: terminals are proxied to each
     sandbox's terminal server; the operator (a separate process) reconciles."""
-    deps = build_control_plane(settings, store=store, public_url=public_url)
+    deps = build_control_plane(settings, store=store, public_url=public_url, kube=True)
     deps.terminals = RemoteTerminals(
         store=deps.store, sessions=deps.sessions, url_template=settings.kube_pty_url_template
     )

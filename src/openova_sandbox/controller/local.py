@@ -135,6 +135,7 @@ class LocalRuntime:
             terminal_serving=terminals.terminal_serving,
             sessions=terminals.sessions,
             last_activity=terminals.last_activity,
+            agent_error=self._terminals.agent_problem(sandbox) or "",
         )
 
     def observe_orphan(self, namespace: str, name: str) -> Observed:

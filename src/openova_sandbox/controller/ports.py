@@ -55,13 +55,17 @@ class SandboxStore(Protocol):
 class TerminalHost(Protocol):
     """The in-process terminal server, as the controller sees it.
 
-    ``serving`` backs the ``PtyReady`` condition; ``sessions`` and ``last_activity`` feed
-    ``status.sessions`` and ``status.lastActivityAt``; ``stop_sandbox`` ends every process
-    of a sandbox when it is deleted and must be idempotent (stopping nothing is fine).
-    The synchronous methods are called from the event loop and must not block.
+    ``serving`` backs the ``PtyReady`` condition and ``agent_problem`` its
+    ``AgentUnavailable`` failure (why the sandbox's agent cannot start now, ``None`` when
+    it can); ``sessions`` and ``last_activity`` feed ``status.sessions`` and
+    ``status.lastActivityAt``; ``stop_sandbox`` ends every process of a sandbox when it
+    is deleted and must be idempotent (stopping nothing is fine). The synchronous
+    methods are called from the event loop and must not block.
     """
 
     def serving(self) -> bool: ...
+
+    def agent_problem(self, sandbox: Sandbox) -> str | None: ...
 
     async def stop_sandbox(self, namespace: str, name: str) -> None: ...
 

@@ -10,8 +10,15 @@ Decisions:
   and writes phase ``Pending`` ("seen, nothing done").
 - Invalid specs fail permanently for their generation: no finalizer is added for them
   (there is nothing to clean up) and nothing is retried until the spec changes.
-- ``AgentNotInstalled`` and ``QuotaExceeded`` are not provisioning failures here: in
-  embedded mode the API reports them when a terminal is opened or a sandbox created.
+- An agent that cannot start (binary gone, exec error, a required variable missing) is
+  ``Failed``/``AgentUnavailable`` on ``PtyReady``, decided once everything before it is
+  in place. Unlike the other failures it is not permanent for the generation: it is
+  looked at again on every pass and clears as soon as the runtime says the agent can
+  start (installed, configured, or a later start succeeded). Create refuses an agent
+  that is not installed or configured (``agent-not-installed``/``-configured``), so this
+  is what becomes of one that broke afterwards.
+- ``QuotaExceeded`` is not a provisioning failure here: the API reports it when a
+  terminal is opened.
 - A condition keeps its ``lastTransitionTime`` while its status is unchanged, and the
   plan writes status only when something differs, so an up-to-date sandbox gets an
   empty plan and the store sees no write.
@@ -27,7 +34,15 @@ from datetime import datetime, timedelta
 from ..domain.errors import IllegalTransition
 from ..domain.model import FINALIZER, READY, Condition, Sandbox, SandboxStatus
 from ..domain.naming import is_valid_repo, is_valid_slug, repo_name, repo_org
-from ..domain.status import FAILED, PENDING, PROVISIONING, TRANSITIONS, check_transition
+from ..domain.status import (
+    AGENT_UNAVAILABLE,
+    FAILED,
+    PENDING,
+    PROVISIONING,
+    TRANSITIONS,
+    agent_unavailable,
+    check_transition,
+)
 from ..domain.status import READY as PHASE_READY
 from .scrub import clean_message
 
@@ -65,6 +80,8 @@ class Observed:
     terminal_serving: bool = False
     sessions: int = 0
     last_activity: datetime | None = None
+    # why the sandbox's agent cannot start now ("" when it can, or nobody knows yet)
+    agent_error: str = ""
 
 
 # --------------------------------------------------------------------------- actions
@@ -202,7 +219,11 @@ def reconcile(sandbox: Sandbox, observed: Observed, now: datetime) -> Plan:
     if sandbox.deleting:
         return _finalize(has_finalizer=has_finalizer, observed=observed)
 
-    if status.phase == FAILED and status.observed_generation == meta.generation:
+    if (
+        status.phase == FAILED
+        and status.observed_generation == meta.generation
+        and not agent_unavailable(status)
+    ):
         # Permanent for this generation: only the live counters move.
         return _plan(status, _with_activity(status, observed))
 
@@ -228,6 +249,12 @@ def reconcile(sandbox: Sandbox, observed: Observed, now: datetime) -> Plan:
     if not observed.workspace_exists:
         actions.append(EnsureWorkspace())
     actions.extend(CloneRepo(r) for r in unique_repos(sandbox) if r not in observed.cloned)
+
+    if not actions and observed.agent_error:
+        failure = Failure(AGENT_UNAVAILABLE, clean_message(observed.agent_error), "PtyReady")
+        conditions = _conditions(sandbox, observed, failure)
+        new = _next_status(sandbox, observed, conditions, phase=FAILED, now=now, failure=failure)
+        return _plan(status, new)
 
     all_true = all(c[1] == TRUE for c in conditions)
     target = PHASE_READY if all_true else PROVISIONING
@@ -341,7 +368,9 @@ def _conditions(sandbox: Sandbox, observed: Observed, failure: Failure | None) -
             )
         )
 
-    if observed.terminal_serving:
+    if failure is not None and failure.condition == "PtyReady":
+        out.append(("PtyReady", FALSE, failure.reason, failure.message))
+    elif observed.terminal_serving:
         out.append(("PtyReady", TRUE, "Serving", "the terminal server is serving"))
     else:
         out.append(("PtyReady", UNKNOWN, "Waiting", "the terminal server is not serving yet"))

@@ -189,6 +189,11 @@ class EmbeddedController:
             for key in tuple(self._known):
                 self._enqueue(key)
 
+    def requeue(self, namespace: str, name: str) -> None:
+        """Look at one Sandbox again soon (the terminals say its agent could not start,
+        or started again): the sweep would, but later."""
+        self._enqueue((namespace, name))
+
     def _enqueue(self, key: Key) -> None:
         if self._queue is not None:
             self._queue.add(key)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import IllegalTransition
-from .model import ANNOTATION_DISPLAY_NAME, Sandbox, format_time
+from .model import ANNOTATION_DISPLAY_NAME, Sandbox, SandboxStatus, format_time
 
 PENDING, PROVISIONING, READY, SUSPENDED, FAILED = (
     "Pending",
@@ -25,6 +25,17 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     SUSPENDED: frozenset({READY, PROVISIONING, FAILED}),
     FAILED: frozenset({PROVISIONING}),
 }
+
+
+# The one failure that is not permanent for its generation: the agent could not start.
+AGENT_UNAVAILABLE = "AgentUnavailable"
+
+
+def agent_unavailable(status: SandboxStatus) -> bool:
+    """Whether the sandbox failed because its agent could not start (it clears again as
+    soon as the agent can start)."""
+    ready = status.condition("Ready")
+    return status.phase == FAILED and ready is not None and ready.reason == AGENT_UNAVAILABLE
 
 
 def check_transition(current: str, target: str) -> None:

@@ -194,6 +194,11 @@ class ByosService:
             return {}
         return {TOKEN_ENV: tokens.access_token}
 
+    def connected(self, sub: str) -> bool:
+        """Whether ``sub`` has connected a subscription (its token may need renewing,
+        which happens before a spawn): what "could claude-code start?" asks."""
+        return bool(sub) and self.enabled and self._vault.get(sub) is not None
+
     async def refresh_if_needed(self, sub: str) -> None:
         """Renew ``sub``'s access token with the stored refresh token when it has expired
         or expires within ``REFRESH_MARGIN_SECONDS``, before a session is spawned with it.

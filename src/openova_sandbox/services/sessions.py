@@ -4,19 +4,27 @@ Validation order, names, labels and error texts follow sessions-api.md exactly; 
 HTTP layer only parses the body and maps errors. Ownership: a caller sees their own
 sandboxes; an org admin may see (and delete) every sandbox of their org. Someone
 else's sandbox is reported as not found, so existence never leaks.
+
+After the spec's checks, create refuses what could not run (issue 8), in this order and
+before anything is stored: ``agent-not-installed`` (the binary is not on the agent search
+path, or in Kubernetes mode the sandbox image does not carry the agent),
+``agent-not-configured`` (a required variable is missing from the environment the agent
+would get), ``repo-unavailable`` (a repo but no git server configured) and
+``cross-org-repo`` (a repo of another org; the controller keeps ``CrossOrgRepo`` for
+objects created elsewhere).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
 from ..domain import naming
-from ..domain.catalogue import Catalogue
+from ..domain.catalogue import AgentSpec, Catalogue
 from ..domain.errors import AlreadyExists, Invalid, NotFound
 from ..domain.model import (
     ANNOTATION_DISPLAY_NAME,
@@ -47,10 +55,34 @@ class CreateRequest:
 
 @dataclass(frozen=True)
 class SessionsPolicy:
-    """Values from Settings that shape new sandboxes."""
+    """Values from Settings that shape new sandboxes, and what create checks.
+
+    The defaults check nothing beyond the spec (what a bare service in a unit test
+    wants); the composition root fills them for the server it builds.
+    """
 
     default_namespace: str
     quota: Quota
+    # embedded mode: where "is the agent installed?" looks (the agent search path, the
+    # same string the terminal registry spawns with); None: installation is not checked
+    agent_path: str | None = None
+    # Kubernetes mode: the agents the sandbox image carries (SANDBOX_IMAGE_AGENTS); when
+    # set (non-empty) it is checked instead of agent_path
+    image_agents: tuple[str, ...] = ()
+    # the environment an agent would get (model-gateway variables); None: not checked
+    agent_env: Mapping[str, str] | None = field(default=None, repr=False)
+    # whether a git server is configured (SANDBOX_GIT_BASE_URL) to clone repos from
+    repos_available: bool = True
+
+
+class Subscriptions(Protocol):
+    """What create asks of BYOS: whether the caller connected a subscription."""
+
+    def connected(self, sub: str) -> bool: ...
+
+
+BYOS_AGENT = "claude-code"
+BYOS_TOKEN_ENV = "CLAUDE_CODE_OAUTH_TOKEN"  # what a connected subscription gives it
 
 
 class SessionsService:
@@ -62,12 +94,18 @@ class SessionsService:
         policy: SessionsPolicy,
         bus: EventBus,
         clock: Callable[[], datetime] = utcnow,
+        credentials: Subscriptions | None = None,
     ) -> None:
         self._store = store
         self._catalogue = catalogue
         self._policy = policy
         self._bus = bus
         self._clock = clock
+        self._credentials = credentials
+
+    @property
+    def policy(self) -> SessionsPolicy:
+        return self._policy
 
     @property
     def catalogue(self) -> Catalogue:
@@ -152,6 +190,75 @@ class SessionsService:
                 code="owner-email-missing",
             )
 
+    def check_runnable(self, principal: Principal, request: CreateRequest) -> None:
+        """The issue-8 checks after the spec's, in order: installed, configured, repo
+        server, repo org. Raises ``Invalid`` (400) with the named code."""
+        agent = self._catalogue.get(request.agent)
+        assert agent is not None  # validate() ran first
+        missing_binary = self.not_installed(agent)
+        if missing_binary:
+            raise Invalid(missing_binary, code="agent-not-installed")
+        missing_env = self.missing_env(agent, principal)
+        if missing_env:
+            raise Invalid(
+                f'agent "{agent.slug}" is not configured on this server: it needs '
+                f"{', '.join(missing_env)} set in the server's environment"
+                + (
+                    " (or connect your Claude subscription in the console)"
+                    if agent.slug == BYOS_AGENT and self._credentials is not None
+                    else ""
+                ),
+                code="agent-not-configured",
+            )
+        if request.repo and not self._policy.repos_available:
+            raise Invalid(
+                f'repo "{request.repo}" cannot be cloned: this server has no git server '
+                "configured (SANDBOX_GIT_BASE_URL); create the sandbox without a repo",
+                code="repo-unavailable",
+            )
+        slug = naming.org_slug(principal.org)
+        if request.repo and naming.repo_org(request.repo) != slug:
+            raise Invalid(
+                f'repo "{request.repo}" belongs to org "{naming.repo_org(request.repo)}", '
+                f'not to your org "{slug}"',
+                code="cross-org-repo",
+            )
+
+    def not_installed(self, agent: AgentSpec) -> str:
+        """Why ``agent`` cannot be found where it would run ("" when it can)."""
+        policy = self._policy
+        if policy.image_agents:
+            if agent.slug in policy.image_agents:
+                return ""
+            return (
+                f'agent "{agent.slug}" is not in this server\'s sandbox image '
+                f"(SANDBOX_IMAGE_AGENTS: {', '.join(policy.image_agents)})"
+            )
+        if policy.agent_path is None:
+            return ""
+        if agent.resolve_binary(agent.env_map.get("PATH") or policy.agent_path) is not None:
+            return ""
+        if agent.package is not None:
+            how = f"install it with: {agent.install_hint or 'sandbox agents install ' + agent.slug}"
+        else:
+            how = agent.manual_install or agent.install_hint
+            how = how or f"put {agent.binary!r} on the server's PATH"
+        return (
+            f'agent "{agent.slug}" is not installed on this server ({agent.binary!r} not '
+            f"found); {how}"
+        )
+
+    def missing_env(self, agent: AgentSpec, principal: Principal) -> Sequence[str]:
+        """Required variables the agent would not get: the server's gateway variables,
+        the row's own ``env`` and, for claude-code, the caller's connected subscription."""
+        if self._policy.agent_env is None:
+            return []
+        env = {**self._policy.agent_env, **agent.env_map}
+        byos = self._credentials
+        if agent.slug == BYOS_AGENT and byos is not None and byos.connected(principal.sub):
+            env[BYOS_TOKEN_ENV] = "connected"
+        return agent.missing_env(env)
+
     def build(self, principal: Principal, request: CreateRequest) -> Sandbox:
         namespace = self.namespace_of(principal)
         sandbox_id = naming.object_name(agent=request.agent, sub=principal.sub, name=request.name)
@@ -182,6 +289,7 @@ class SessionsService:
 
     async def create(self, principal: Principal, request: CreateRequest) -> Sandbox:
         self.validate(principal, request)
+        self.check_runnable(principal, request)
         sandbox = self.build(principal, request)
         try:
             stored = await self._store.create(sandbox)

@@ -9,11 +9,20 @@ the same name; the processes still see ``SANDBOX_ID=<name>``. The primary termin
 a sandbox is the session named after it, spawned lazily with its default agent. When it
 is spawned for a sandbox that had terminal activity before (the server restarted), a
 banner line tells the viewer the agent was restarted.
+
+Whether the primary agent can start is the controller's ``AgentUnavailable`` question
+(:meth:`TerminalsService.agent_problem`): the spawn's own checks without spawning, plus
+the last start that failed (an exec error the checks cannot foresee), remembered until a
+start succeeds or the agent's binary is replaced. Extra terminals may use every session
+of the quota but one, which stays the primary agent's.
 """
 
 from __future__ import annotations
 
+import os
 import signal as signals
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,7 +32,14 @@ from starlette.websockets import WebSocket
 
 from ..config import Settings
 from ..controller.local import workspace_path
-from ..domain.errors import NotFound, SandboxError
+from ..domain.errors import (
+    Invalid,
+    NotFound,
+    QuotaExceeded,
+    SandboxError,
+    SessionLimit,
+    SpawnFailed,
+)
 from ..domain.model import ANNOTATION_SUB, Sandbox
 from ..domain.principal import Principal
 from ..domain.status import attach_path
@@ -38,6 +54,7 @@ log = structlog.get_logger(__name__)
 CLOSE_POLICY, CLOSE_INTERNAL = 1008, 1011
 
 BYOS_AGENT = "claude-code"
+BYOS_TOKEN_ENV = "CLAUDE_CODE_OAUTH_TOKEN"
 
 RESTART_BANNER = (
     b"\r\n\x1b[33m[sandbox] the server restarted: this agent was started again in the same "
@@ -49,6 +66,27 @@ class CredentialSource(Protocol):
     async def refresh_if_needed(self, sub: str) -> None: ...
 
     def credentials_for(self, sub: str) -> dict[str, str]: ...
+
+    def connected(self, sub: str) -> bool: ...
+
+
+# stands in for a connected owner's token when only asking whether the agent could start
+CONNECTED_PLACEHOLDER = "connected"
+BinaryIdentity = tuple[str, int, int] | None  # path, inode, mtime (ns)
+
+
+@dataclass(frozen=True)
+class _StartFailure:
+    message: str
+    binary: BinaryIdentity  # what was started; a replaced binary deserves another try
+
+
+def _identity(path: str) -> BinaryIdentity:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (path, st.st_ino, st.st_mtime_ns)
 
 
 def registry_key(namespace: str, name: str) -> str:
@@ -72,6 +110,10 @@ class TerminalsService:
         self._ring_bytes = settings.ring_buffer_bytes
         self._gateway_env = gateway_env(settings)
         self._credentials = credentials
+        self._start_failures: dict[str, _StartFailure] = {}
+        # told (namespace, name) when the primary agent's startability changed, so the
+        # controller looks again now rather than at its next sweep
+        self.on_agent_change: Callable[[str, str], None] | None = None
 
     # ----------------------------------------------------------- registry context
     def _context(self, sandbox: Sandbox) -> SandboxContext:
@@ -110,6 +152,70 @@ class TerminalsService:
         owner_sub = sandbox.metadata.annotations.get(ANNOTATION_SUB, "")
         if agent == BYOS_AGENT and self._credentials is not None and owner_sub:
             await self._credentials.refresh_if_needed(owner_sub)
+
+    # ----------------------------------------------------------- can the agent start?
+    def _preflight_request(self, sandbox: Sandbox, agent: str) -> SessionRequest:
+        """``spawn_request`` for asking only: a connected owner counts as having the
+        token (an expired one is renewed before the real spawn)."""
+        owner_sub = sandbox.metadata.annotations.get(ANNOTATION_SUB, "")
+        credentials = self._credentials
+        if agent == BYOS_AGENT and credentials is not None and credentials.connected(owner_sub):
+            env = {BYOS_TOKEN_ENV: CONNECTED_PLACEHOLDER, "ANTHROPIC_API_KEY": ""}
+            return SessionRequest(agent=agent, env=env)
+        return SessionRequest(agent=agent)
+
+    def _binary(self, sandbox: Sandbox) -> BinaryIdentity:
+        try:
+            spec = self.registry.dry_run(
+                self._context(sandbox),
+                self._preflight_request(sandbox, sandbox.spec.default_agent),
+            )
+        except SandboxError:
+            return None
+        return _identity(spec.argv[0])
+
+    def agent_problem(self, sandbox: Sandbox) -> str | None:
+        """Why the sandbox's agent cannot start now (``None``: it can, as far as anyone
+        knows): the spawn's checks without spawning, then the last failed start."""
+        agent = sandbox.spec.default_agent
+        if not agent:
+            return None
+        key = registry_key(sandbox.namespace, sandbox.name)
+        try:
+            spec = self.registry.dry_run(
+                self._context(sandbox), self._preflight_request(sandbox, agent)
+            )
+        except (Invalid, SpawnFailed) as exc:
+            return exc.detail
+        failure = self._start_failures.get(key)
+        if failure is None:
+            return None
+        if failure.binary != _identity(spec.argv[0]):
+            del self._start_failures[key]  # reinstalled: the next attach tries again
+            return None
+        return failure.message
+
+    def _start_failed(self, sandbox: Sandbox, exc: SandboxError) -> None:
+        if isinstance(exc, QuotaExceeded) or self.registry.closing:
+            return  # not the agent's fault
+        key = registry_key(sandbox.namespace, sandbox.name)
+        self._start_failures[key] = _StartFailure(exc.detail, self._binary(sandbox))
+        log.warning(
+            "terminal.agent_unavailable",
+            sandbox=sandbox.name,
+            namespace=sandbox.namespace,
+            agent=sandbox.spec.default_agent,
+            reason=exc.detail,
+        )
+        self._agent_changed(sandbox)
+
+    def _started(self, sandbox: Sandbox) -> None:
+        if self._start_failures.pop(registry_key(sandbox.namespace, sandbox.name), None):
+            self._agent_changed(sandbox)
+
+    def _agent_changed(self, sandbox: Sandbox) -> None:
+        if self.on_agent_change is not None:
+            self.on_agent_change(sandbox.namespace, sandbox.name)
 
     async def sandbox_for(self, principal: Principal, sandbox_id: str) -> Sandbox:
         return await self._sessions.get(principal, sandbox_id)
@@ -161,10 +267,14 @@ class TerminalsService:
             await websocket.close(CLOSE_POLICY, "terminal not found")
             return
         except SandboxError as exc:
+            if terminal_id is None:
+                self._start_failed(sandbox, exc)
             await close_with_message(
                 websocket, code=CLOSE_INTERNAL, message=f"cannot start the agent: {exc.detail}"
             )
             return
+        if terminal_id is None:
+            self._started(sandbox)
         await serve_attach(websocket, session, metrics=self.metrics)
 
     async def resize(
@@ -182,12 +292,26 @@ class TerminalsService:
         check_extra_agent(self._sessions.catalogue, agent)
         await self._refresh_credentials(sandbox, agent)
         key = self._register(sandbox)
+        self._check_extra_slot(sandbox, key)
         session = self.registry.create(key, self.spawn_request(sandbox, agent))
         return {
             "id": session.id,
             "agent": agent,
             "attachUrl": terminal_attach_path(sandbox.name, session.id),
         }
+
+    def _check_extra_slot(self, sandbox: Sandbox, key: str) -> None:
+        """Extra terminals get every session of the quota but one: the primary agent's
+        slot is kept, so stray shells can never stop the agent from starting."""
+        quota = sandbox.spec.quota.concurrent_sessions
+        extras = sum(1 for s in self.registry.list(key) if not s.exited and s.id != sandbox.name)
+        if extras >= max(0, quota - 1):
+            kept = "its only session is" if quota <= 1 else f"one of its {quota} sessions is"
+            raise SessionLimit(
+                f'sandbox "{sandbox.name}" already has {extras} extra terminal(s), the most '
+                f"it may have: {kept} kept for the agent (quota.concurrentSessions = "
+                f"{quota}); close a terminal first"
+            )
 
     def terminal(self, sandbox: Sandbox, terminal_id: str) -> TerminalSession:
         key = self._register(sandbox)
@@ -222,12 +346,21 @@ class TerminalsService:
 class TerminalHostAdapter:
     """The controller's ``TerminalHost`` port over the in-process registry."""
 
-    def __init__(self, registry: TerminalRegistry) -> None:
+    def __init__(
+        self,
+        registry: TerminalRegistry,
+        *,
+        agent_problem: Callable[[Sandbox], str | None] | None = None,
+    ) -> None:
         self._registry = registry
+        self._agent_problem = agent_problem
 
     def serving(self) -> bool:
         """In-process: the terminal server lives and dies with this process."""
         return True
+
+    def agent_problem(self, sandbox: Sandbox) -> str | None:
+        return self._agent_problem(sandbox) if self._agent_problem is not None else None
 
     async def stop_sandbox(self, namespace: str, name: str) -> None:
         await self._registry.remove_sandbox(registry_key(namespace, name))

@@ -117,6 +117,11 @@ class TerminalRegistry:
         self._sandboxes: dict[str, _Sandbox] = {}
         self._closing = False
 
+    @property
+    def closing(self) -> bool:
+        """Shutting down: new sessions are refused (not for any fault of theirs)."""
+        return self._closing
+
     # ------------------------------------------------------------------ sandboxes
     def add_sandbox(self, context: SandboxContext) -> None:
         """Register (or update the context of) a sandbox; its sessions are kept."""
@@ -291,7 +296,16 @@ class TerminalRegistry:
         env.update(context.env)
         return env
 
-    def _spawn_spec(self, context: SandboxContext, req: SessionRequest) -> tuple[str, SpawnSpec]:
+    def dry_run(self, context: SandboxContext, request: SessionRequest) -> SpawnSpec:
+        """What :meth:`create` would spawn for ``request`` in ``context``, without spawning
+        or registering anything: the same checks (agent known, variables set, binary
+        found; not the working directory, which may not exist yet). Raises ``Invalid`` or
+        ``SpawnFailed`` saying why it could not start."""
+        return self._spawn_spec(context, request, check_cwd=False)[1]
+
+    def _spawn_spec(
+        self, context: SandboxContext, req: SessionRequest, *, check_cwd: bool = True
+    ) -> tuple[str, SpawnSpec]:
         if req.agent and req.command:
             raise Invalid("give either an agent or a command, not both", code="ambiguous-request")
         for name in req.env:
@@ -336,7 +350,7 @@ class TerminalRegistry:
                 )
             argv = (binary, *agent.default_args, *req.extra_args)
         cwd = req.cwd or (agent.default_cwd if agent else "") or context.workdir or DEFAULT_CWD
-        if not os.path.isdir(cwd):
+        if check_cwd and not os.path.isdir(cwd):
             raise SpawnFailed(f"working directory {cwd!r} does not exist")
         return slug, SpawnSpec(argv=argv, cwd=cwd, env=env, rows=req.rows, cols=req.cols)
 

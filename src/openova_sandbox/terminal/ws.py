@@ -6,7 +6,9 @@ checks and session lookup happen before this is called.
 
 Protocol (terminal-protocol.md, "raw attach"): the replay as ONE binary frame, then live
 output as binary frames; client text or binary frames are written to the PTY verbatim;
-the session ending closes with 1000, attaching to an ended session closes with 1001.
+the session ending closes with 1000 and the reason ``agent exited with code N`` (clients
+show it at once; the console and the CLI read the number after ``code``), attaching to an ended
+session closes with 1001.
 Output and input run as two tasks; whichever ends first ends the other, and the viewer
 is always detached (its queue freed) on the way out.
 """
@@ -48,6 +50,12 @@ async def close_with_message(websocket: WebSocket, *, code: int, message: str) -
         await _accept(websocket)
         await websocket.send_bytes(f"\r\n\x1b[1;31m{message}\x1b[0m\r\n".encode())
         await websocket.close(code, message.encode()[:120].decode(errors="ignore"))
+
+
+def close_reason(session: TerminalSession) -> str:
+    """Why a viewer's socket closes with 1000: the process ended, and with what code."""
+    code = session.exit_code
+    return "agent exited" if code is None else f"agent exited with code {code}"
 
 
 async def _pump_output(websocket: WebSocket, viewer: Viewer) -> int:
@@ -93,8 +101,9 @@ async def serve_attach(
         done, _ = await asyncio.wait({output, reader}, return_when=asyncio.FIRST_COMPLETED)
         if output in done and not output.cancelled() and output.exception() is None:
             reader.cancel()
+            code = output.result()
             with contextlib.suppress(Exception):
-                await websocket.close(output.result())
+                await websocket.close(code, close_reason(session) if code == CLOSE_NORMAL else "")
     finally:
         for task in (output, reader):
             task.cancel()

@@ -16,6 +16,7 @@ from openova_sandbox.api.deps import AppDeps
 from openova_sandbox.auth.issuer import EmbeddedIssuer
 from openova_sandbox.config import load_settings
 from openova_sandbox.testing.server import RunningServer, serve_in_thread
+from support.fake_agents import write_stand_ins
 
 
 class Api:
@@ -48,9 +49,9 @@ def make_api(tmp_path: Path) -> Iterator[Callable[..., Api]]:
     stack: list[Any] = []
 
     def start(**overrides: Any) -> Api:
-        settings = load_settings(
-            data_dir=tmp_path / "data", agents_path=str(tmp_path / "agents.json"), **overrides
-        )
+        # every agent runnable without installing it, unless the test wrote its own rows
+        agents = write_stand_ins(tmp_path / "agents.json")
+        settings = load_settings(data_dir=tmp_path / "data", agents_path=str(agents), **overrides)
         deps = build_embedded(settings)
         ctx = serve_in_thread(create_app(deps))
         server = ctx.__enter__()

@@ -12,6 +12,9 @@ import pytest
 import websockets
 
 from openova_sandbox.api.routes import terminals as terminal_routes
+from openova_sandbox.domain.principal import Principal
+from openova_sandbox.services.sessions import CreateRequest
+from openova_sandbox.store.sql import SqlStore
 
 SESSIONS = "/api/v1/sandbox/sessions"
 
@@ -69,11 +72,24 @@ def test_attach_gives_up_with_1013_while_provisioning(make_api, silent_git, monk
 
 
 def test_attach_to_a_failed_sandbox_writes_the_reason(make_api):
-    api = make_api(store="memory")
+    # create refuses a repo of another org (cross-org-repo); an object written to the
+    # store by something else still meets the controller's CrossOrgRepo guard
+    api = make_api(store="sql", git_base_url="http://127.0.0.1:9")
     h = api.auth()
-    api.http.post(
-        SESSIONS, headers=h, json={"agent": "aider", "name": "cross", "repo": "other/site"}
+    caller = Principal(sub="user-sub-abcdef12", email="dev@acme.com", org="acme")
+    sandbox = api.deps.sessions.build(
+        caller, CreateRequest(agent="aider", name="cross", repo="other/site")
     )
+
+    async def store_elsewhere():
+        store = SqlStore(api.deps.settings.effective_database_url)
+        await store.start()
+        try:
+            await store.create(sandbox)
+        finally:
+            await store.close()
+
+    asyncio.run(store_elsewhere())
     url = f"{api.server.ws_url}{SESSIONS}/cross/attach?access_token={api.token()}"
     code, text = asyncio.run(close_code(url))
     assert code == 1011

@@ -31,9 +31,13 @@ class RecordingTerminals:
         self.live: dict[Key, int] = {}
         self.activity: dict[Key, datetime] = {}
         self.stopped: list[Key] = []
+        self.problems: dict[Key, str] = {}  # why an agent cannot start, per sandbox
 
     def serving(self) -> bool:
         return self.up
+
+    def agent_problem(self, sandbox: Sandbox) -> str | None:
+        return self.problems.get(sandbox.key)
 
     async def stop_sandbox(self, namespace: str, name: str) -> None:
         self.stopped.append((namespace, name))

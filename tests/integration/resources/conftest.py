@@ -29,6 +29,7 @@ from openova_sandbox.config import load_settings
 from openova_sandbox.services.resources import SandboxInformer
 from openova_sandbox.services.resources_view import ResourcesService
 from openova_sandbox.testing.server import RunningServer, serve_in_thread
+from support.fake_agents import write_stand_ins
 
 BASE = "/api/v1/sovereigns"
 SESSIONS = "/api/v1/sandbox/sessions"
@@ -154,9 +155,8 @@ class Api:
 def serve_api(tmp_path: Path, store: str, **informer: Any) -> Iterator[Api]:
     """The embedded app on ``store``; ``informer`` keywords (history_size,
     subscriber_capacity) replace its resource informer with one built with them."""
-    settings = load_settings(
-        data_dir=tmp_path / "data", agents_path=str(tmp_path / "agents.json"), store=store
-    )
+    agents = write_stand_ins(tmp_path / "agents.json")  # agents runnable, not installed
+    settings = load_settings(data_dir=tmp_path / "data", agents_path=str(agents), store=store)
     deps = build_embedded(settings)
     if informer:
         custom = ResourcesService(

@@ -223,10 +223,51 @@ def test_invalid_specs_fail_permanently_with_the_spec_reason(
     assert reconcile(failed, ready_obs(), NOW + timedelta(hours=1)).empty
 
 
-def test_agent_not_installed_is_not_a_provisioning_failure() -> None:
-    sb = sandbox(phase="Provisioning", agents=("no-such-agent-binary",))
-    plan = reconcile(sb, ready_obs(), NOW)
+def test_an_agent_that_cannot_start_fails_the_sandbox_on_pty_ready() -> None:
+    sb = sandbox(phase="Ready")
+    why = "agent 'claude-code' is not installed: 'claude' not found on PATH"
+    plan = reconcile(sb, ready_obs(agent_error=why), NOW)
+    assert plan.actions == ()
+    assert plan.status is not None and plan.status.phase == "Failed"
+    pty = cond(plan, "PtyReady")
+    assert (pty.status, pty.reason, pty.message) == ("False", "AgentUnavailable", why)
+    ready = cond(plan, "Ready")
+    assert (ready.status, ready.reason, ready.message) == ("False", "AgentUnavailable", why)
+    # the steps before it did happen: the waterfall marks only the agent's
+    assert cond(plan, "NamespaceReady").status == "True"
+    assert cond(plan, "PVCsReady").status == "True"
+
+
+def test_an_agent_problem_waits_for_the_workspace_before_failing() -> None:
+    sb = sandbox(phase="Pending")
+    plan = reconcile(sb, Observed(terminal_serving=True, agent_error="gone"), NOW)
+    assert plan.actions == (EnsureWorkspace(),)
+    assert plan.status is not None and plan.status.phase == "Provisioning"
+
+
+def test_agent_unavailable_is_looked_at_again_and_clears_when_the_agent_can_start() -> None:
+    sb = sandbox(phase="Ready")
+    failed = apply(sb, reconcile(sb, ready_obs(agent_error="not installed"), NOW))
+    assert failed.status.phase == "Failed"
+    # still broken: nothing to write (same message), not a permanent failure either
+    assert reconcile(failed, ready_obs(agent_error="not installed"), NOW).empty
+    # another reason is written
+    moved = reconcile(failed, ready_obs(agent_error="exec format error"), NOW)
+    assert moved.status is not None and cond(moved, "Ready").message == "exec format error"
+    # installed since: Failed -> Provisioning -> Ready
+    later = NOW + timedelta(minutes=1)
+    step = apply(failed, reconcile(failed, ready_obs(), later))
+    assert step.status.phase == "Provisioning"
+    plan = reconcile(step, ready_obs(), later)
     assert plan.status is not None and plan.status.phase == "Ready"
+    assert cond(plan, "PtyReady").reason == "Serving"
+
+
+def test_other_failures_stay_permanent_whatever_the_agent_does() -> None:
+    broken = sandbox(repos=("evil/app",))
+    failed = apply(broken, reconcile(broken, Observed(), NOW))
+    assert cond(Plan(status=failed.status), "Ready").reason == "CrossOrgRepo"
+    assert reconcile(failed, ready_obs(agent_error="not installed"), NOW).empty
 
 
 def test_a_clone_error_fails_the_sandbox_with_gits_message_scrubbed() -> None:

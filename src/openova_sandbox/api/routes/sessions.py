@@ -93,7 +93,12 @@ def _parse_create_body(raw: bytes) -> CreateRequest:
     status_code=201,
     response_model=schemas.SandboxItem,
     responses={
-        400: {"model": _E, "description": "empty-body, invalid-json, missing-agent, ..."},
+        400: {
+            "model": _E,
+            "description": "empty-body, invalid-json, missing-agent, invalid-agent, "
+            "invalid-repo, owner-email-missing, agent-not-installed, agent-not-configured, "
+            "repo-unavailable, cross-org-repo",
+        },
         **_401,
         409: {"model": _E, "description": "sandbox-already-exists"},
         429: {"model": _E, "description": "quota-exceeded"},

@@ -3,7 +3,8 @@ extra terminals. Same auth and ownership rules as the REST routes.
 
 Attaching before the sandbox is Ready waits (up to ``READY_WAIT`` seconds) and then
 closes with 1013 "try again later"; a Failed sandbox closes with 1011 and the reason
-written into the terminal. A bad token or a foreign ``Origin`` closes with 1008.
+written into the terminal, except one failed with ``AgentUnavailable``: attaching to it
+tries to start the agent again. A bad token or a foreign ``Origin`` closes with 1008.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from starlette.requests import HTTPConnection
 from ...domain.errors import UNSUPPORTED_SIGNAL, Invalid, NotFound, SandboxError
 from ...domain.model import Sandbox
 from ...domain.principal import Principal
-from ...domain.status import FAILED, READY, SUSPENDED
+from ...domain.status import FAILED, READY, SUSPENDED, agent_unavailable
 from ...services.terminal_port import SIGNAL_NAMES
 from ...terminal.ws import close_with_message
 from .. import schemas
@@ -231,6 +232,10 @@ async def _wait_ready(websocket: WebSocket, caller: Principal, sandbox_id: str) 
         if sandbox is not None:
             phase = sandbox.status.phase
             if phase == READY and not sandbox.deleting:
+                return sandbox
+            if phase == FAILED and agent_unavailable(sandbox.status):
+                # not permanent: this attach tries to start the agent again (installed
+                # since?) and either serves it or closes 1011 saying why not
                 return sandbox
             if phase == FAILED:
                 ready = sandbox.status.condition("Ready")
