@@ -4,6 +4,9 @@
 ``support/postgres.py``) with an empty database; skipped when the binaries are missing,
 a failure instead when ``SANDBOX_TEST_REQUIRE_ALL=1``.
 
+``agents_cache`` / ``installed_agents_dir``: real agents installed with ``sandbox agents
+install`` once per session, placed into a test's data dir (``support/agents_cache.py``).
+
 The real-cluster suite (marker ``realcluster``) needs a Kubernetes cluster, which these
 machines do not have: it is skipped, with the reason in the summary, unless the ``-m``
 expression asks for it (``pytest -m realcluster``).
@@ -16,6 +19,8 @@ from collections.abc import Iterator
 
 import pytest
 
+# real agent installs, made once per session (see support/agents_cache.py)
+from support.agents_cache import agents_cache, installed_agents_dir  # noqa: F401
 from support.postgres import PostgresServer, PostgresUnavailable, skip_or_fail
 
 REALCLUSTER_SKIP = (

@@ -28,6 +28,7 @@ from ..config import Settings, load_settings
 from ..domain.errors import SandboxError
 from ..serving import UVICORN_OPTIONS, shutdown_hooks
 from ..serving import Server as HttpServer
+from .agents import app as agents_app
 from .client import ApiClient, ApiError
 
 app = typer.Typer(
@@ -37,6 +38,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(agents_app, name="agents")
 err = Console(stderr=True)
 out = Console()
 
