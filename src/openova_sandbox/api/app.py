@@ -22,7 +22,7 @@ from .body_limit import BodyLimitMiddleware
 from .deps import AppDeps
 from .metrics import HttpMetrics, ObservabilityMiddleware
 from .preflight import PreflightMiddleware
-from .routes import byos, console, identity, resources, sessions, system, terminals
+from .routes import agents, byos, console, identity, resources, sessions, system, terminals
 
 log = structlog.get_logger(__name__)
 
@@ -67,6 +67,7 @@ def create_app(deps: AppDeps) -> FastAPI:
     app.add_middleware(ObservabilityMiddleware, metrics=HttpMetrics(deps.metrics_registry))
     app.include_router(system.router)
     app.include_router(identity.router)
+    app.include_router(agents.router)
     app.include_router(sessions.router)
     app.include_router(byos.router)
     app.include_router(terminals.router)

@@ -14,6 +14,7 @@ from pathlib import Path
 import structlog
 from prometheus_client import CollectorRegistry
 
+from ..agents.paths import agent_search_path
 from ..auth.authenticator import build_authenticator
 from ..auth.issuer import EmbeddedIssuer
 from ..config import Settings
@@ -21,6 +22,7 @@ from ..controller.runner import EmbeddedController
 from ..domain.catalogue import Catalogue, load_catalogue
 from ..domain.model import Quota
 from ..events.bus import InProcessBus
+from ..services.agent_installs import AgentInstalls
 from ..services.byos import ByosService
 from ..services.logins import LoginService
 from ..services.remote_terminals import RemoteTerminals
@@ -31,7 +33,7 @@ from ..services.terminals import TerminalHostAdapter, TerminalsService
 from ..store.base import Store
 from ..store.factory import make_store
 from ..terminal.metrics import TerminalMetrics
-from ..terminal.registry import DEFAULT_PATH, TerminalRegistry
+from ..terminal.registry import TerminalRegistry
 from ..terminal.standalone import gateway_env
 from .deps import AppDeps
 
@@ -82,9 +84,9 @@ def offered_catalogue(settings: Settings) -> Catalogue:
 
 
 def agent_path(settings: Settings) -> str:
-    """Where agents are looked up: the one string create's "installed?" check and the
-    terminal registry's spawns use."""
-    return os.environ.get("PATH") or DEFAULT_PATH
+    """Where agents are looked up: the managed agents' bin dir, then the server's PATH;
+    the one string create's "installed?" check and the terminal registry's spawns use."""
+    return agent_search_path(settings.data_dir)
 
 
 def sessions_policy(settings: Settings, *, kube: bool) -> SessionsPolicy:
@@ -177,7 +179,18 @@ def build_embedded(
         git_base_url=settings.git_base_url,
     )
     terminals.on_agent_change = controller.requeue
-    deps.background = [controller, RegistryLifecycle(registry), *deps.background]
+    # installs from the console; the registry finds them through agent_path()
+    deps.agent_installs = AgentInstalls(
+        data_dir=Path(settings.data_dir),
+        catalogue=deps.sessions.catalogue,
+        server_path=os.environ.get("PATH"),
+    )
+    deps.background = [
+        controller,
+        RegistryLifecycle(registry),
+        deps.agent_installs,
+        *deps.background,
+    ]
     return deps
 
 

@@ -40,6 +40,8 @@ class AppDeps:
     byos: Any = None
     terminals: Any = None
     resources: Any = None
+    # embedded mode: installs of agents started from the API (services.agent_installs)
+    agent_installs: Any = None
     # started in order after the store, stopped in reverse before it
     background: list[Lifecycle] = field(default_factory=list)
     on_started: list[Callable[[], Awaitable[None]]] = field(default_factory=list)

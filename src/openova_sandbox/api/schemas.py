@@ -59,6 +59,13 @@ class CreateBody(BaseModel):
     repo: str | None = None
 
 
+# --- agents and their installs (api/routes/agents.py) ---------------------------------
+class AgentInstallOut(BaseModel):
+    state: str = Field(pattern="^(running|succeeded|failed)$")
+    log: list[str]
+    error: str | None = None
+
+
 class AgentOut(BaseModel):
     id: str
     label: str
@@ -66,10 +73,36 @@ class AgentOut(BaseModel):
     installed: bool
     installHint: str
     byos: bool
+    kind: str = Field(pattern="^(agent|shell)$")
+    version: str | None = None
+    source: str = Field(pattern="^(builtin|override|managed)$")
+    path: str | None = None
+    missing: list[str]
+    installable: bool
+    manualInstall: str | None = None
+    canInstall: bool
+    install: AgentInstallOut | None = None
 
 
 class AgentList(BaseModel):
     agents: list[AgentOut]
+
+
+class AgentInstallBody(BaseModel):
+    version: str | None = Field(None, description="a version to install instead of the pin")
+
+
+class AgentInstallStarted(BaseModel):
+    slug: str
+    state: str = Field(pattern="^running$")
+
+
+class AgentInstallProgress(BaseModel):
+    slug: str
+    state: str = Field(pattern="^(idle|running|succeeded|failed)$")
+    log: list[str]
+    error: str | None = None
+    version: str | None = None
 
 
 class WhoAmI(BaseModel):

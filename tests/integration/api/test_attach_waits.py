@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import socket
 import threading
 
@@ -97,30 +96,6 @@ def test_attach_to_a_failed_sandbox_writes_the_reason(make_api):
     item = api.http.get(f"{SESSIONS}/cross", headers=h).json()
     assert item["status"] == "failed"
     assert any(c.get("reason") == "CrossOrgRepo" for c in item["conditions"])
-
-
-def test_agents_report_installed_and_hints(make_api, tmp_path):
-    (tmp_path / "agents.json").write_text(
-        json.dumps([{"slug": "aider", "binary": "/bin/sh", "defaultArgs": []}])
-    )
-    api = make_api(store="memory")
-    agents = {
-        a["id"]: a
-        for a in api.http.get("/api/v1/sandbox/agents", headers=api.auth()).json()["agents"]
-    }
-    assert sorted(agents) == [
-        "aider",
-        "claude-code",
-        "cursor-agent",
-        "little-coder",
-        "opencode",
-        "qwen-code",
-    ]
-    assert agents["aider"]["installed"] is True
-    assert agents["cursor-agent"]["installed"] is False
-    assert agents["cursor-agent"]["installHint"]
-    assert agents["claude-code"]["byos"] is True
-    assert api.http.get("/api/v1/sandbox/agents").status_code == 401
 
 
 def test_the_offered_agents_can_be_narrowed_by_configuration(make_api):

@@ -1,10 +1,9 @@
 """Sign-in and identity: the login link, the embedded issuer's documents, whoami,
-the public auth config, and the agent catalogue as the console sees it."""
+and the public auth config (the agent catalogue is in ``agents.py``)."""
 
 from __future__ import annotations
 
 import html
-import os
 from typing import Annotated
 from urllib.parse import parse_qs
 
@@ -166,29 +165,3 @@ async def auth_config(request: Request) -> JSONResponse:
     return JSONResponse(
         {"oidcConfigured": bool(settings.oidc_issuer), "issuer": settings.oidc_issuer}
     )
-
-
-@router.get(
-    "/api/v1/sandbox/agents",
-    response_model=schemas.AgentList,
-    responses={401: {"model": schemas.Unauthenticated}},
-)
-async def agents(request: Request, caller: Caller) -> JSONResponse:
-    """The API's agents with "installed?" (binary on this server's PATH)."""
-    catalogue = request.app.state.deps.sessions.catalogue
-    path = os.environ.get("PATH")
-    out = []
-    for slug in catalogue.api_slugs:
-        agent = catalogue.get(slug)
-        assert agent is not None
-        out.append(
-            {
-                "id": agent.slug,
-                "label": agent.label or agent.slug,
-                "blurb": agent.blurb or agent.notes,
-                "installed": agent.resolve_binary(path) is not None,
-                "installHint": agent.install_hint,
-                "byos": agent.slug == "claude-code",
-            }
-        )
-    return JSONResponse({"agents": out})
