@@ -206,7 +206,7 @@ function AgentCard({
         {!agent.installed && mayInstall && !running && (
           <button
             type="button"
-            className="btn"
+            className="btn btn-primary"
             disabled={requesting}
             onClick={() => void startInstall()}
           >

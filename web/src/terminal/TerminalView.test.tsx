@@ -38,13 +38,15 @@ beforeEach(() => {
   }));
 });
 afterEach(() => {
+  vi.useRealTimers();
   vi.unstubAllGlobals();
   vi.restoreAllMocks();
 });
 
 describe("TerminalView", () => {
   it("attaches to the page host, posts its size once attached and sends key-row input", async () => {
-    const user = userEvent.setup();
+    vi.useFakeTimers({ shouldAdvanceTime: true });
+    const user = userEvent.setup({ advanceTimers: vi.advanceTimersByTime });
     const onResize = vi.fn(async () => undefined);
     render(
       <TerminalView
@@ -68,6 +70,9 @@ describe("TerminalView", () => {
     expect(screen.getByRole("status")).toHaveTextContent("Connecting…");
     act(() => replay(ws));
     expect(screen.queryByRole("status")).toBeNull();
+    act(() => {
+      vi.advanceTimersByTime(200);
+    });
     expect(onResize).toHaveBeenCalledWith({ rows: expect.any(Number), cols: expect.any(Number) });
 
     await user.click(screen.getByRole("button", { name: "Escape" }));
@@ -112,6 +117,23 @@ describe("TerminalView", () => {
     } finally {
       vi.useRealTimers();
     }
+  });
+
+  it("posts no resize when the server writes why it refuses and closes (1011)", () => {
+    vi.useFakeTimers();
+    const onResize = vi.fn(async () => undefined);
+    view({ onResize, primary: true });
+    const ws = FakeWebSocket.instances[0]!;
+    act(() => {
+      replay(ws); // the server's "cannot start the agent: …" line arrives as a frame
+      close(ws, 1011, "cannot start the agent: binary not found");
+    });
+    act(() => {
+      vi.advanceTimersByTime(60_000);
+    });
+    expect(onResize).not.toHaveBeenCalled();
+    expect(FakeWebSocket.instances).toHaveLength(1);
+    expect(screen.getByRole("status")).toHaveTextContent("Refused: cannot start the agent");
   });
 
   it("shows the agent's exit code at once and offers Restart agent, which attaches again", async () => {

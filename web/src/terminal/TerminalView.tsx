@@ -227,7 +227,11 @@ export default function TerminalView({
           }
           if (next === "open") {
             fit();
-            sendSize();
+            // Posted once the attach has held a moment: a server that cannot start the
+            // agent writes why as a frame and closes at once, and that terminal does not
+            // exist to be resized.
+            window.clearTimeout(resizeTimer);
+            resizeTimer = window.setTimeout(sendSize, RESIZE_DEBOUNCE_MS);
           }
         },
       },
