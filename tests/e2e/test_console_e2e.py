@@ -3,8 +3,10 @@
 What a user does, end to end: sign in with the printed login link, start a session from
 a card, watch it provision, type into the agent's terminal, reload and get the screen
 back, share the session between two pages, survive a dropped socket without losing or
-duplicating output, open the rescue shell, delete. Plus the amber "API pending" pill
-when the store is down, the 409 message, and a phone-sized viewport.
+duplicating output, open the rescue shell (which a reload brings back, and which can be
+closed), delete. Plus the amber "API pending" pill when the store is down, the 409
+message, and a phone-sized viewport. (A fresh install, refusals, exits and the
+second-device link: test_console_day_one_e2e.py.)
 """
 
 from __future__ import annotations
@@ -82,9 +84,11 @@ def test_session_lifecycle(
     blocked = {"on": False}
 
     def through(ws: Any) -> None:
-        """Pass attach sockets through to the server, so the test can drop them."""
+        """Pass attach sockets through to the server, so the test can drop them (1012:
+        "service restart", a passing trouble the console retries; 1011 would be a
+        permanent refusal it must not retry)."""
         if blocked["on"]:
-            ws.close(code=1011, reason="test: server away")
+            ws.close(code=1012, reason="test: server away")
             return
         upstream = ws.connect_to_server()
         dropped.append((ws, upstream))
@@ -132,7 +136,7 @@ def test_session_lifecycle(
     # the screen once, so nothing is duplicated.
     blocked["on"] = True
     ws, upstream = dropped[-1]
-    ws.close(code=1011, reason="test: connection lost")
+    ws.close(code=1012, reason="test: connection lost")
     upstream.close()
     pane = page.locator(".terminal-panel:not([hidden]) .terminal-pane")
     expect(pane).to_have_attribute("data-connection", "reconnecting", timeout=OUTPUT_TIMEOUT_MS)
@@ -173,6 +177,23 @@ def test_session_lifecycle(
     run_in_terminal(page, "echo rescue-$((5*5))")
     expect(visible_rows(page)).to_contain_text("rescue-25", timeout=OUTPUT_TIMEOUT_MS)
     page.screenshot(path=str(artifacts / "terminal-rescue.png"))
+
+    # A reload rebuilds the extra terminal's tab from the server, screen included; the
+    # primary tab has no close button, the rescue shell's closes it on the server.
+    page.reload()
+    rescue_tab = page.get_by_role("tab", name="Rescue shell")
+    expect(rescue_tab).to_be_visible(timeout=READY_TIMEOUT_MS)
+    expect(page.get_by_role("button", name="Close aider")).to_have_count(0)
+    rescue_tab.click()
+    wait_for_terminal(page)
+    expect(visible_rows(page)).to_contain_text("rescue-25", timeout=OUTPUT_TIMEOUT_MS)
+    page.get_by_role("button", name="Close Rescue shell").click()
+    expect(page.get_by_role("tab")).to_have_count(0)
+    listed = page.request.get("/api/v1/sandbox/sessions/e2e-flow/terminals").json()
+    assert [t["agent"] for t in listed["terminals"]] == ["aider"], listed
+    page.reload()
+    wait_for_terminal(page)
+    expect(page.get_by_role("tab")).to_have_count(0)
 
     # Delete (with confirmation): back on the list, the session is gone.
     page.get_by_role("button", name="Delete", exact=True).click()
