@@ -173,7 +173,7 @@ function AgentCard({
           {hint}
         </p>
       )}
-      {install && (install.state === "running" || install.state === "failed" || !agent.installed) && (
+      {install && (
         <div className="install-progress" aria-busy={running}>
           <InstallLog lines={install.log} label={agent.label} />
           {install.state === "failed" && (
