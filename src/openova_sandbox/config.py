@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     openai_base_url: str = Field("", validation_alias=AliasChoices("OPENAI_BASE_URL"))
     openai_api_key: str = Field("", validation_alias=AliasChoices("OPENAI_API_KEY"), repr=False)
 
+    # --- the model the agents ask for (SANDBOX_AGENT_MODEL) ------------------------------
+    # passed to every agent as SANDBOX_AGENT_MODEL; the catalogue rows hand it on the way
+    # each agent reads it (OPENAI_MODEL, AIDER_MODEL, opencode's config). Set it to a model
+    # that OPENAI_BASE_URL serves; the default is one of OpenAI's own.
+    agent_model: str = "gpt-4.1-mini"
+
     # --- terminal server (standalone `sandbox pty-server`: one per Sandbox in Kubernetes) ---
     pty_sandbox_id: str = Field("", validation_alias=AliasChoices("SANDBOX_ID", "pty_sandbox_id"))
     pty_namespace: str = Field(

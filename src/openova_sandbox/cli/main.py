@@ -417,6 +417,7 @@ def pty_server(
     from ..auth.issuer import EmbeddedIssuer
     from ..auth.sources import extract_token
     from ..logs import configure
+    from ..services.terminals import prepare_spawn
     from ..terminal.standalone import build_standalone_app
 
     settings = settings_or_exit()
@@ -447,6 +448,7 @@ def pty_server(
         authenticate=authenticator.authenticate,
         extract_token=extract,
         public_origin=settings.public_url or None,
+        prepare_spawn=prepare_spawn,  # seeds the pod's HOME (its home volume) per agent
     )
     uvicorn.run(app_, host=host, port=port, **UVICORN_OPTIONS)
 

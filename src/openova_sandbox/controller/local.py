@@ -1,7 +1,9 @@
 """The embedded runtime: what a plan's actions mean on one machine.
 
 A sandbox's workspace is a folder ``<data_dir>/workspaces/<namespace>/<name>`` (mode
-0700: the server's user owns every workspace, other local users see none), its repos are
+0700: the server's user owns every workspace, other local users see none), its HOME is
+``<data_dir>/homes/<namespace>/<name>`` (0700 too; made with the workspace, seeded with
+the agent's config before each start, removed with the workspace), its repos are
 ``git clone``\\ s inside it, and its terminals live in the in-process terminal server,
 reached through :class:`~.ports.TerminalHost`.
 
@@ -66,6 +68,13 @@ def workspace_path(data_dir: Path, namespace: str, name: str) -> Path:
     return data_dir / "workspaces" / namespace / name
 
 
+def home_path(data_dir: Path, namespace: str, name: str) -> Path:
+    """``<data_dir>/homes/<namespace>/<name>``: the sandbox's own HOME, beside its
+    workspace; refuses names that would escape it."""
+    workspace_path(data_dir, namespace, name)  # the same naming rules
+    return data_dir / "homes" / namespace / name
+
+
 def clone_url(base_url: str, repo: str) -> str:
     return f"{base_url.rstrip('/')}/{repo}.git"
 
@@ -77,6 +86,23 @@ def without_userinfo(url: str) -> str:
     if "@" not in parts.netloc:
         return url
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def _remove_tree(path: Path) -> None:
+    """``rm -rf`` that also takes folders an agent left without write permission."""
+    if path.is_symlink() or not path.is_dir():
+        path.unlink()
+        return
+
+    def retry(_function: object, failed: str, _excinfo: object) -> None:
+        os.chmod(os.path.dirname(failed), 0o700)
+        if os.path.isdir(failed) and not os.path.islink(failed):
+            os.chmod(failed, 0o700)
+            shutil.rmtree(failed)
+        else:
+            os.unlink(failed)
+
+    shutil.rmtree(path, onerror=retry)
 
 
 @dataclass(frozen=True)
@@ -181,7 +207,8 @@ class LocalRuntime:
 
     def _make_workspace(self, namespace: str, name: str) -> None:
         ws = self.workspace(namespace, name)
-        for folder in (ws.parent.parent, ws.parent, ws):
+        home = home_path(self._data_dir, namespace, name)
+        for folder in (ws.parent.parent, ws.parent, ws, home.parent.parent, home.parent, home):
             try:
                 folder.mkdir(mode=WORKSPACE_MODE, parents=True)
             except FileExistsError:
@@ -196,12 +223,18 @@ class LocalRuntime:
         log.info("controller.terminals.stopped", namespace=namespace, sandbox=name)
 
     async def remove_workspace(self, namespace: str, name: str) -> None:
+        """The workspace and the sandbox's HOME (its agents' state and history) go."""
         ws = self.workspace(namespace, name)
         if ws.exists():
             await asyncio.to_thread(shutil.rmtree, ws)
             log.info("controller.workspace.removed", namespace=namespace, sandbox=name)
-        with contextlib.suppress(OSError):
-            ws.parent.rmdir()  # the namespace folder, when this was its last workspace
+        home = home_path(self._data_dir, namespace, name)
+        if home.exists() or home.is_symlink():
+            await asyncio.to_thread(_remove_tree, home)
+            log.info("controller.home.removed", namespace=namespace, sandbox=name)
+        for folder in (ws.parent, home.parent):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # the namespace folder, when this was its last sandbox
         self.forget(namespace, name)
 
     async def clone(self, sandbox: Sandbox, repo: str) -> bool:

@@ -10,6 +10,11 @@ a sandbox is the session named after it, spawned lazily with its default agent. 
 is spawned for a sandbox that had terminal activity before (the server restarted), a
 banner line tells the viewer the agent was restarted.
 
+Each sandbox has its own HOME beside its workspace (``<data-dir>/homes/<ns>/<name>``):
+the registry's spawn hook (:func:`prepare_spawn`) seeds it with the agent's config files
+before every start, and the primary agent, when started again in a HOME where it ran
+before, gets its resume arguments (``--continue``) and picks up its last conversation.
+
 Whether the primary agent can start is the controller's ``AgentUnavailable`` question
 (:meth:`TerminalsService.agent_problem`): the spawn's own checks without spawning, plus
 the last start that failed (an exec error the checks cannot foresee), remembered until a
@@ -19,6 +24,7 @@ of the quota but one, which stays the primary agent's.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal as signals
 from collections.abc import Callable
@@ -30,8 +36,10 @@ from typing import Any, Protocol
 import structlog
 from starlette.websockets import WebSocket
 
+from ..agents.home import prepare_home
 from ..config import Settings
-from ..controller.local import workspace_path
+from ..controller.local import home_path, workspace_path
+from ..domain.catalogue import AgentSpec
 from ..domain.errors import (
     Invalid,
     NotFound,
@@ -43,6 +51,7 @@ from ..domain.errors import (
 from ..domain.model import ANNOTATION_SUB, Sandbox
 from ..domain.principal import Principal
 from ..domain.status import attach_path
+from ..terminal.pty import SpawnSpec
 from ..terminal.registry import SandboxContext, SessionRequest, TerminalRegistry
 from ..terminal.session import TerminalSession
 from ..terminal.standalone import gateway_env
@@ -89,6 +98,15 @@ def _identity(path: str) -> BinaryIdentity:
     return (path, st.st_ino, st.st_mtime_ns)
 
 
+def prepare_spawn(
+    spec: SpawnSpec, *, agent: AgentSpec | None, home: str, resume: bool
+) -> SpawnSpec:
+    """The registry's spawn hook: seed the sandbox's HOME for ``agent``, add its resume
+    arguments when it ran there before and ``resume`` is asked."""
+    extra = prepare_home(Path(home), agent, spec.env, resume=resume)
+    return dataclasses.replace(spec, argv=(*spec.argv, *extra)) if extra else spec
+
+
 def registry_key(namespace: str, name: str) -> str:
     return f"{namespace}/{name}"
 
@@ -105,6 +123,8 @@ class TerminalsService:
     ) -> None:
         self.metrics = metrics
         self.registry = registry
+        if registry.prepare_spawn is None:
+            registry.prepare_spawn = prepare_spawn  # sandboxes get their own HOME here
         self._sessions = sessions
         self._data_dir = Path(settings.data_dir)
         self._ring_bytes = settings.ring_buffer_bytes
@@ -128,6 +148,7 @@ class TerminalsService:
             env=env,
             session_limit=sandbox.spec.quota.concurrent_sessions,
             ring_bytes=self._ring_bytes,
+            home=str(home_path(self._data_dir, sandbox.namespace, sandbox.name)),
         )
 
     def _register(self, sandbox: Sandbox) -> str:
@@ -135,16 +156,19 @@ class TerminalsService:
         self.registry.add_sandbox(context)
         return context.sandbox_id
 
-    def spawn_request(self, sandbox: Sandbox, agent: str) -> SessionRequest:
+    def spawn_request(
+        self, sandbox: Sandbox, agent: str, *, resume: bool = False
+    ) -> SessionRequest:
         """The spawn request; a connected owner's Claude subscription goes to claude-code
-        sessions only, with any API key blanked so the subscription is what is billed."""
+        sessions only, with any API key blanked so the subscription is what is billed.
+        ``resume``: the primary agent, which continues its last conversation."""
         env: dict[str, str] = {}
         owner_sub = sandbox.metadata.annotations.get(ANNOTATION_SUB, "")
         if agent == BYOS_AGENT and self._credentials is not None and owner_sub:
             creds = self._credentials.credentials_for(owner_sub)
             if creds:
                 env = {**creds, "ANTHROPIC_API_KEY": ""}
-        return SessionRequest(agent=agent, env=env)
+        return SessionRequest(agent=agent, env=env, resume=resume)
 
     async def _refresh_credentials(self, sandbox: Sandbox, agent: str) -> None:
         """Before a spawn that will use them: renew the owner's expiring subscription
@@ -241,7 +265,9 @@ class TerminalsService:
             ).encode()
             self.registry.forget(key, sandbox.name)
         session = self.registry.create(
-            key, self.spawn_request(sandbox, sandbox.spec.default_agent), session_id=sandbox.name
+            key,
+            self.spawn_request(sandbox, sandbox.spec.default_agent, resume=True),
+            session_id=sandbox.name,
         )
         if banner:
             session.announce(banner)

@@ -10,6 +10,13 @@ primary terminal of sandbox ``X`` keeps the id ``X``.
 Spawning is synchronous (fork + exec), so "is there a session with this id?" and
 "register it" happen without an ``await`` in between: two viewers attaching to the same
 unknown id at once get the same new session.
+
+A sandbox with its own HOME (``SandboxContext.home``) gets it as ``HOME``; just before a
+process is started, the registry's ``prepare_spawn`` hook (set by whoever assembles the
+terminals: it seeds that HOME with the agent's config files) may add arguments, which is
+how a restarted agent resumes its last conversation. An agent row's ``env`` is merged
+over the sandbox's, each value rendered from the environment so far (``${NAME}``); a
+value naming a variable that is not set is left out, so the agent's default applies.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from string import Template
+from typing import Protocol
 
 import structlog
 
@@ -58,6 +67,8 @@ class SandboxContext:
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
     session_limit: int = 3
     ring_bytes: int | None = None
+    # the sandbox's own HOME (empty: the server's HOME, or the pod's in Kubernetes)
+    home: str = ""
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,18 @@ class SessionRequest:
     rows: int = 24
     cols: int = 80
     ring_bytes: int | None = None
+    # the sandbox's primary agent, started again: it may pick up its last conversation
+    resume: bool = False
+
+
+class SpawnPreparer(Protocol):
+    """Called just before a process of a sandbox with its own HOME is started: gets the
+    HOME ready (``agent`` is ``None`` for a plain command) and returns the spec to start,
+    possibly with more arguments. Raising stops the start."""
+
+    def __call__(
+        self, spec: SpawnSpec, *, agent: AgentSpec | None, home: str, resume: bool
+    ) -> SpawnSpec: ...
 
 
 @dataclass(frozen=True)
@@ -106,6 +129,7 @@ class TerminalRegistry:
         path: str | None = None,
         base_env: Mapping[str, str] | None = None,
         term_grace: float = TERM_GRACE,
+        prepare_spawn: SpawnPreparer | None = None,
     ) -> None:
         self.catalogue = catalogue
         self.ring_bytes = clamp_ring_bytes(ring_bytes)
@@ -113,6 +137,7 @@ class TerminalRegistry:
         self.path = path if path is not None else os.environ.get("PATH", DEFAULT_PATH)
         self._base_env = dict(base_env) if base_env is not None else None
         self.term_grace = term_grace
+        self.prepare_spawn = prepare_spawn
         self.counters = TerminalCounters()
         self._sandboxes: dict[str, _Sandbox] = {}
         self._closing = False
@@ -205,6 +230,7 @@ class TerminalRegistry:
         if not (1 <= req.rows <= 1000 and 1 <= req.cols <= 1000):
             raise Invalid("rows and cols must be between 1 and 1000", code="invalid-size")
         slug, spec = self._spawn_spec(entry.context, req)
+        spec = self._prepare(entry.context, req, slug, spec)
         process = PtyProcess.spawn(spec)
         ring = clamp_ring_bytes(req.ring_bytes or entry.context.ring_bytes, self.ring_bytes)
         session = TerminalSession(
@@ -232,7 +258,9 @@ class TerminalRegistry:
         existing = entry.sessions.get(session_id)
         if existing is not None:
             return existing
-        return self.create(sandbox_id, SessionRequest(agent=agent), session_id=session_id)
+        return self.create(
+            sandbox_id, SessionRequest(agent=agent, resume=True), session_id=session_id
+        )
 
     def forget(self, sandbox_id: str, session_id: str) -> None:
         """Drop the record of an exited session (so its id can be spawned again)."""
@@ -285,6 +313,8 @@ class TerminalRegistry:
             env = {k: os.environ[k] for k in _INHERITED if os.environ.get(k)}
             env["HOME"] = os.environ.get("HOME") or context.workdir or "/"
             env["LANG"] = os.environ.get("LANG") or "C.UTF-8"
+        if context.home:
+            env["HOME"] = context.home
         env.setdefault("PATH", self.path)
         env.setdefault("LANG", "C.UTF-8")
         env["TERM"] = "xterm-256color"
@@ -314,16 +344,9 @@ class TerminalRegistry:
                     f"{name!r} is not a valid environment variable name", code="invalid-env"
                 )
         env = self.base_env(context)
-        env.update(req.env)
-        path = env.get("PATH", self.path)
         agent: AgentSpec | None = None
-        if req.command:
-            binary = _which(req.command[0], path)
-            if binary is None:
-                raise SpawnFailed(f"cannot start {req.command[0]!r}: not found on PATH")
-            argv = (binary, *req.command[1:])
-            slug = ""
-        else:
+        slug = ""
+        if not req.command:
             slug = req.agent or context.default_agent
             if not slug:
                 raise Invalid(
@@ -336,6 +359,15 @@ class TerminalRegistry:
                 raise Invalid(
                     f"unknown agent {slug!r}; known agents: {known}", code="invalid-agent"
                 )
+            env.update(row_env(agent, env))
+        env.update(req.env)
+        path = env.get("PATH", self.path)
+        if agent is None:
+            binary = _which(req.command[0], path)
+            if binary is None:
+                raise SpawnFailed(f"cannot start {req.command[0]!r}: not found on PATH")
+            argv = (binary, *req.command[1:])
+        else:
             missing = agent.missing_env(env)
             if missing:
                 raise Invalid(
@@ -352,7 +384,35 @@ class TerminalRegistry:
         cwd = req.cwd or (agent.default_cwd if agent else "") or context.workdir or DEFAULT_CWD
         if check_cwd and not os.path.isdir(cwd):
             raise SpawnFailed(f"working directory {cwd!r} does not exist")
+        env["PWD"] = cwd  # as a shell would; config templates may name the working folder
         return slug, SpawnSpec(argv=argv, cwd=cwd, env=env, rows=req.rows, cols=req.cols)
+
+    def _prepare(
+        self, context: SandboxContext, req: SessionRequest, slug: str, spec: SpawnSpec
+    ) -> SpawnSpec:
+        """Run the ``prepare_spawn`` hook for a sandbox with its own HOME."""
+        if self.prepare_spawn is None or not context.home:
+            return spec
+        agent = self.catalogue.get(slug) if slug else None
+        try:
+            return self.prepare_spawn(spec, agent=agent, home=context.home, resume=req.resume)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise SpawnFailed(
+                f"cannot prepare the sandbox's HOME {context.home!r}: {reason}"
+            ) from exc
+
+
+def row_env(agent: AgentSpec, env: Mapping[str, str]) -> dict[str, str]:
+    """The agent row's ``env``, each value rendered from ``env`` (``${NAME}``); a value
+    naming a variable that is unset or empty there is left out."""
+    out = {}
+    for name, value in agent.env:
+        template = Template(value)
+        if any(not env.get(i) for i in template.get_identifiers()):
+            continue
+        out[name] = template.safe_substitute(env)
+    return out
 
 
 def _which(program: str, path: str) -> str | None:

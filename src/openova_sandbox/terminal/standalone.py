@@ -4,6 +4,9 @@ In Kubernetes each Sandbox gets a pty-server pod whose environment names the san
 (``SANDBOX_ID``, ``SANDBOX_NAMESPACE``, ``SANDBOX_OWNER_EMAIL``, ``SANDBOX_ORG_ID``,
 ``SANDBOX_DEFAULT_AGENT``, ``SANDBOX_SESSION_LIMIT``, ``SANDBOX_WORKDIR``). This module
 turns those settings into a registry with that one sandbox and the routes over it.
+The pod's ``HOME`` is the sandbox's home volume: it is the sandbox's own HOME, seeded
+before each agent start by the ``prepare_spawn`` hook that ``sandbox pty-server`` passes
+(the same one embedded mode uses).
 
 Authorization rule, the control plane's own (``SessionsService.can_see``): the caller's
 namespace (their ``org`` claim verbatim, else the configured default) must be the
@@ -15,6 +18,7 @@ such org into another's sandboxes.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable, Mapping
 
 from starlette.applications import Starlette
@@ -23,7 +27,7 @@ from ..config import Settings
 from ..domain.catalogue import load_catalogue
 from ..domain.naming import namespace_for
 from ..domain.principal import Principal
-from .registry import DEFAULT_CWD, SandboxContext, TerminalRegistry
+from .registry import DEFAULT_CWD, SandboxContext, SpawnPreparer, TerminalRegistry
 from .server import TokenExtractor, create_pty_app, extract_request_token
 
 
@@ -53,12 +57,15 @@ def owner_or_org_admin(
 
 
 def gateway_env(settings: Settings) -> dict[str, str]:
-    """Model-gateway variables from the settings, set only when configured."""
+    """Model-gateway variables from the settings, set only when configured; the model
+    name (``SANDBOX_AGENT_MODEL``) goes with a configured model endpoint."""
     pairs = {
         "LLM_GATEWAY_URL": settings.llm_gateway_url,
         "OPENAI_BASE_URL": settings.openai_base_url,
         "OPENAI_API_KEY": settings.openai_api_key,
     }
+    if settings.openai_base_url or settings.llm_gateway_url:
+        pairs["SANDBOX_AGENT_MODEL"] = settings.agent_model
     return {k: v for k, v in pairs.items() if v}
 
 
@@ -70,12 +77,17 @@ def build_standalone_app(
     extra_env: Mapping[str, str] | None = None,
     public_origin: str | None = None,
     registry: TerminalRegistry | None = None,
+    prepare_spawn: SpawnPreparer | None = None,
+    home: str | None = None,
 ) -> Starlette:
-    """The pty-server app for the sandbox described by ``settings``."""
+    """The pty-server app for the sandbox described by ``settings``. ``home``: the
+    sandbox's own HOME (default: this process' ``HOME``, the pod's home volume), which
+    ``prepare_spawn`` gets ready before each start (without it nothing is seeded)."""
     sandbox_id = settings.pty_sandbox_id or "sandbox"
     terminals = registry or TerminalRegistry(
         catalogue=load_catalogue(settings.agents_path),
         ring_bytes=settings.ring_buffer_bytes,
+        prepare_spawn=prepare_spawn,
     )
     env = gateway_env(settings)
     env.update(extra_env or {})
@@ -90,6 +102,7 @@ def build_standalone_app(
             env=env,
             session_limit=settings.pty_session_limit,
             ring_bytes=settings.ring_buffer_bytes,
+            home=os.environ.get("HOME", "") if home is None else home,
         )
     )
     return create_pty_app(
