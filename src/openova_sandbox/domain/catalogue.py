@@ -109,6 +109,10 @@ def _row(
     hint: str,
     package: AgentPackage | None = None,
     manual: str = "",
+    *,
+    settings: tuple[tuple[str, str], ...] = (),
+    files: tuple[HomeFile, ...] = (),
+    resume: tuple[str, ...] = (),
 ) -> AgentSpec:
     return AgentSpec(
         slug=slug,
@@ -120,7 +124,117 @@ def _row(
         install_hint=hint,
         package=package,
         manual_install=manual,
+        env=settings,
+        home_files=files,
+        resume_args=resume,
     )
+
+
+# What the built-in rows give each agent (docs/agents.md, "Homes and agent settings",
+# says why, setting by setting). The rule: what must hold whatever the user does (no
+# self-update, no telemetry, no model-list download) is set in the environment or on the
+# command line, which a user's config file cannot undo; comfort (no first-run dialogs,
+# the model provider) goes into files in the sandbox's HOME, which the user may edit.
+# No file holds a secret: keys stay in the environment. ``$$`` is a literal ``$``.
+_MODEL = "${SANDBOX_AGENT_MODEL}"
+
+_AIDER_ENV = (
+    ("AIDER_CHECK_UPDATE", "false"),  # with --yes-always it would pip-install updates
+    ("AIDER_ANALYTICS", "false"),
+    ("AIDER_ANALYTICS_DISABLE", "true"),  # and never ask to opt in
+    ("LITELLM_LOCAL_MODEL_COST_MAP", "True"),  # litellm's price list from the package
+    ("AIDER_MODEL", f"openai/{_MODEL}"),
+)
+_AIDER_FILES = (
+    HomeFile(".aider.conf.yml", "show-release-notes: false\n"),
+    # a model aider knows needs no model-list download from GitHub at start
+    HomeFile(
+        ".aider.model.metadata.json",
+        '{"openai/' + _MODEL + '": {"max_tokens": 8192, "max_input_tokens": 128000, '
+        '"max_output_tokens": 8192, "input_cost_per_token": 0, "output_cost_per_token": 0, '
+        '"litellm_provider": "openai", "mode": "chat"}}\n',
+    ),
+)
+
+_CLAUDE_ENV = (
+    ("DISABLE_AUTOUPDATER", "1"),
+    ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),  # telemetry, error reports, updates
+    ("DISABLE_TELEMETRY", "1"),
+    ("DISABLE_ERROR_REPORTING", "1"),
+    ("CLAUDE_CODE_DISABLE_OFFICIAL_MARKETPLACE_AUTOINSTALL", "1"),  # a GitHub fetch
+    ("IS_SANDBOX", "1"),  # --dangerously-skip-permissions is refused as root otherwise
+    ("ANTHROPIC_BASE_URL", "${LLM_GATEWAY_URL}"),
+)
+_CLAUDE_FILES = (
+    HomeFile(
+        ".claude.json",
+        '{"hasCompletedOnboarding": true, "theme": "dark", "autoUpdates": false, '
+        '"projects": {"${PWD}": {"hasTrustDialogAccepted": true, '
+        '"hasCompletedProjectOnboarding": true}}}\n',
+    ),
+    HomeFile(
+        ".claude/settings.json",
+        '{"skipDangerousModePermissionPrompt": true, "env": {"DISABLE_AUTOUPDATER": "1"}}\n',
+    ),
+)
+
+_OPENCODE_ENV = (
+    ("OPENCODE_DISABLE_AUTOUPDATE", "1"),
+    ("OPENCODE_DISABLE_MODELS_FETCH", "1"),  # models.dev: the provider below lists its model
+    ("OPENCODE_DISABLE_SHARE", "1"),  # never publish a session to opencode's share service
+)
+# opencode resolves {env:NAME} itself at start, so the file follows the server's settings
+_OPENCODE_CONFIG = """{
+  "$$schema": "https://opencode.ai/config.json",
+  "autoupdate": false,
+  "share": "disabled",
+  "provider": {
+    "sandbox": {
+      "npm": "@ai-sdk/openai-compatible",
+      "name": "Sandbox model",
+      "options": {"baseURL": "{env:OPENAI_BASE_URL}", "apiKey": "{env:OPENAI_API_KEY}"},
+      "models": {"{env:SANDBOX_AGENT_MODEL}": {}}
+    }
+  },
+  "model": "sandbox/{env:SANDBOX_AGENT_MODEL}"
+}
+"""
+# opencode installs its plugin SDK into each config folder at start unless the folder's
+# package.json and lock already name it: these say so, so nothing is fetched from npm
+_OPENCODE_PLUGIN_DEPS = '{"dependencies": {"@opencode-ai/plugin": "1.18.33"}}\n'
+_OPENCODE_FILES = (
+    HomeFile(".config/opencode/opencode.json", _OPENCODE_CONFIG),
+    HomeFile(".config/opencode/package.json", _OPENCODE_PLUGIN_DEPS),
+    HomeFile(
+        ".config/opencode/package-lock.json",
+        '{"lockfileVersion": 3, "packages": {"": '
+        '{"dependencies": {"@opencode-ai/plugin": "1.18.33"}}}}\n',
+    ),
+    HomeFile(
+        ".config/opencode/node_modules/.openova-sandbox",
+        "OpenOva Sandbox: run `npm install` here to get @opencode-ai/plugin for plugins\n",
+    ),
+)
+
+_QWEN_NO_UPDATE = (
+    '"general": {"enableAutoUpdate": false}, "privacy": {"usageStatisticsEnabled": false}, '
+    '"telemetry": {"enabled": false}'
+)
+_QWEN_SYSTEM = ".openova-sandbox/qwen-code/system-settings.json"
+_QWEN_ENV = (
+    ("OPENAI_MODEL", _MODEL),
+    # system settings outrank the user's: no update check or install, no usage statistics
+    ("QWEN_CODE_SYSTEM_SETTINGS_PATH", "${HOME}/" + _QWEN_SYSTEM),
+)
+_QWEN_FILES = (
+    HomeFile(
+        ".qwen/settings.json",
+        '{"$$version": 3, "security": {"auth": {"selectedType": "openai"}}, '
+        + _QWEN_NO_UPDATE
+        + "}\n",
+    ),
+    HomeFile(_QWEN_SYSTEM, '{"$$version": 3, ' + _QWEN_NO_UPDATE + "}\n"),
+)
 
 
 BUILTIN: tuple[AgentSpec, ...] = (
@@ -133,6 +247,9 @@ BUILTIN: tuple[AgentSpec, ...] = (
         "Pair programming in your terminal, git-aware edits.",
         "sandbox agents install aider",
         AgentPackage(PIP, "aider-chat", "0.86.2"),
+        settings=_AIDER_ENV,
+        files=_AIDER_FILES,
+        resume=("--restore-chat-history",),
     ),
     _row(
         "claude-code",
@@ -143,6 +260,9 @@ BUILTIN: tuple[AgentSpec, ...] = (
         "Anthropic's agentic coding CLI.",
         "sandbox agents install claude-code",
         AgentPackage(NPM, "@anthropic-ai/claude-code", "2.1.332"),
+        settings=_CLAUDE_ENV,
+        files=_CLAUDE_FILES,
+        # no resume: `claude --continue` exits 1 where there is no conversation yet
     ),
     _row(
         "cursor-agent",
@@ -180,6 +300,9 @@ BUILTIN: tuple[AgentSpec, ...] = (
         "Open-source AI coding agent built for the terminal.",
         "sandbox agents install opencode",
         AgentPackage(NPM, "opencode-ai", "1.18.33"),
+        settings=_OPENCODE_ENV,
+        files=_OPENCODE_FILES,
+        resume=("--continue",),
     ),
     _row(
         "qwen-code",
@@ -191,6 +314,9 @@ BUILTIN: tuple[AgentSpec, ...] = (
         "sandbox agents install qwen-code",
         # 0.15 is the last line that runs on Node 20 (later ones need Node 22)
         AgentPackage(NPM, "@qwen-code/qwen-code", "0.15.10"),
+        settings=_QWEN_ENV,
+        files=_QWEN_FILES,
+        resume=("--continue",),
     ),
     _row(
         SHELL,
