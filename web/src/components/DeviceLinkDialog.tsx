@@ -86,12 +86,12 @@ export function DeviceLinkDialog({ next, onClose }: { next: string; onClose: () 
             className="device-link-qr"
             src={svgDataUrl(link.qrSvg)}
             alt="QR code of the sign-in link"
-            width={220}
-            height={220}
+            width={260}
+            height={260}
           />
           <div className="field">
             <label htmlFor="device-link-url">Sign-in link</label>
-            <div className="field-inline">
+            <div className="device-link-row">
               <input
                 id="device-link-url"
                 ref={input}
@@ -104,12 +104,12 @@ export function DeviceLinkDialog({ next, onClose }: { next: string; onClose: () 
               </button>
             </div>
           </div>
+          <p className="muted device-link-copied" role="status" aria-live="polite">
+            {copied ?? "\u00a0"}
+          </p>
           <p className="hint">
             <time dateTime={link.expiresAt}>{expiryText(link.expiresAt, Date.now())}</time>; single
             use.
-          </p>
-          <p className="muted" role="status" aria-live="polite">
-            {copied ?? "\u00a0"}
           </p>
         </div>
       )}
