@@ -24,7 +24,7 @@ from ..domain.model import Quota
 from ..events.bus import InProcessBus
 from ..services.agent_installs import AgentInstalls
 from ..services.byos import ByosService
-from ..services.logins import LoginService
+from ..services.logins import USED_FILE, LoginService, UsedLinks
 from ..services.remote_terminals import RemoteTerminals
 from ..services.resources import SandboxInformer
 from ..services.resources_view import ResourcesService
@@ -133,7 +133,13 @@ def build_control_plane(
         store=store,
         sessions=sessions,
         authenticator=authenticator,
-        logins=LoginService(validate=authenticator.validator.validate, minter=issuer),
+        logins=LoginService(
+            validate=authenticator.validator.validate,
+            # links are minted by the embedded issuer only: tokens it signs would not
+            # validate where an external issuer is trusted
+            minter=issuer if uses_embedded else None,
+            used=UsedLinks(data_dir / USED_FILE),
+        ),
         cookie_secret=cookie_secret(settings),
         bus=bus,
         metrics_registry=CollectorRegistry(),

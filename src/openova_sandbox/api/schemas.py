@@ -117,6 +117,18 @@ class AuthConfig(BaseModel):
     issuer: str
 
 
+class LoginLinkBody(BaseModel):
+    next: str | None = Field(
+        None, description="console path to land on (/sandbox or /sandbox/...), same site"
+    )
+
+
+class LoginLinkOut(BaseModel):
+    url: str = Field(description="<public URL>/login?token=...; one use, 10 minutes")
+    expiresAt: str
+    qrSvg: str = Field(description="the URL as a QR code, a standalone SVG document")
+
+
 class ResizeBody(BaseModel):
     rows: int = Field(ge=1, le=1000)
     cols: int = Field(ge=1, le=1000)

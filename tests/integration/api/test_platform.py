@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 
 from openova_sandbox.testing.server import free_port
@@ -44,13 +46,42 @@ def test_plain_tokens_log_in_after_a_confirmation_on_our_page(api):
         # a token that is not a login link's: the page says whom it signs in as ...
         shown = browser.get("/login", params={"token": token})
         assert shown.status_code == 200
-        assert "set-cookie" not in shown.headers
+        # only the form's nonce cookie is set, not a session
+        assert "catalyst_session" not in shown.headers.get("set-cookie", "")
         assert "Sign in as dev@acme.com" in shown.text
+        # the form's POST carries this origin (no-referrer would make it "null")
+        assert shown.headers["referrer-policy"] == "same-origin"
         assert browser.get(SESSIONS).status_code == 401  # not signed in yet
         # ... and its form, posted from this server's page, signs in
-        confirmed = browser.post("/login", data={"token": token}, headers={"Origin": api.url})
+        form = dict(re.findall(r'name="(\w+)" value="([^"]*)"', shown.text))
+        assert set(form) == {"token", "nonce", "next"}
+        # (a browser sends its Origin itself: tests/e2e/test_sign_in_e2e.py)
+        confirmed = browser.post("/login", data=form, headers={"Origin": api.url})
         assert confirmed.status_code == 303
         assert browser.get(SESSIONS).status_code == 200
+
+
+def test_the_confirmation_needs_its_pages_nonce(api):
+    token = api.token()
+    with httpx.Client(base_url=api.url) as browser:
+        shown = browser.get("/login", params={"token": token})
+        form = dict(re.findall(r'name="(\w+)" value="([^"]*)"', shown.text))
+    # another browser (no nonce cookie), even from this origin and with the form's values
+    with httpx.Client(base_url=api.url) as other:
+        refused = other.post("/login", data=form, headers={"Origin": api.url})
+        assert refused.status_code == 403
+        assert "catalyst_session" not in refused.headers.get("set-cookie", "")
+    # the same browser with a wrong nonce, or from an opaque origin ("null")
+    with httpx.Client(base_url=api.url) as browser:
+        page = browser.get("/login", params={"token": token})
+        own = dict(re.findall(r'name="(\w+)" value="([^"]*)"', page.text))
+        wrong = {**own, "nonce": "guessed"}
+        assert browser.post("/login", data=wrong, headers={"Origin": api.url}).status_code == 403
+        null = browser.post("/login", data=own, headers={"Origin": "null"})
+        assert null.status_code == 403
+        assert browser.get(SESSIONS).status_code == 401
+        # what the page itself posts works
+        assert browser.post("/login", data=own, headers={"Origin": api.url}).status_code == 303
 
 
 def test_a_sign_in_form_posted_from_elsewhere_is_refused(api):

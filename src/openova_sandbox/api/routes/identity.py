@@ -1,18 +1,25 @@
-"""Sign-in and identity: the login link, the embedded issuer's documents, whoami,
-and the public auth config (the agent catalogue is in ``agents.py``)."""
+"""Sign-in and identity: login links (redeeming them, and making one for another
+device), the embedded issuer's documents, whoami, and the public auth config (the agent
+catalogue is in ``agents.py``)."""
 
 from __future__ import annotations
 
+import hmac
 import html
-from typing import Annotated
+import json
+import secrets
+from typing import Annotated, Any
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from ...auth.cookie import sign_cookie
-from ...domain.errors import NotFound, SandboxError
+from ...domain.errors import Invalid, NotFound, SandboxError
+from ...domain.model import format_time
 from ...domain.principal import Principal
+from ...services.logins import Redeemed, check_next
+from ...services.qr import qr_svg
 from .. import schemas
 from ..errors import COOKIE_NAME
 from ..security import origin_allowed, require_principal
@@ -21,11 +28,18 @@ router = APIRouter(tags=["identity"])
 
 Caller = Annotated[Principal, Depends(require_principal)]
 COOKIE_MAX_AGE = 4 * 3600
+# The confirmation form's double-submit nonce: a cookie only this site's own pages send
+# back (SameSite=Strict), and the same value in the form. A page elsewhere can make a
+# browser post the form, but cannot make it send the cookie.
+NONCE_COOKIE = "sandbox_login_nonce"
+NONCE_MAX_AGE = 600
 
 _LOGIN_FAILED = """<!doctype html><meta charset="utf-8"><title>Sign-in link not valid</title>
 <body style="font-family:system-ui;max-width:36rem;margin:4rem auto;line-height:1.5">
 <h1>This sign-in link is not valid</h1><p>{reason}</p>
-<p>The terminal running <code>sandbox serve</code> prints a fresh link when it starts.
+<p>Sign-in links work once. The terminal running <code>sandbox serve</code> prints a fresh
+link when it starts; a signed-in browser makes one for another device (<em>Open on
+another device</em> on a session page), and so does <code>sandbox login-link</code>.
 You can also mint a token with <code>sandbox token --sub … --email … --org …</code>
 and open <code>/login?token=&lt;token&gt;</code>.</p></body>"""
 
@@ -37,6 +51,8 @@ _CONFIRM = """<!doctype html><meta charset="utf-8"><title>Sign in to OpenOva San
 <code>{org}</code>). Continue only if you made it yourself: everything you then type in
 a terminal goes to that account's sandboxes.</p>
 <form method="post" action="/login"><input type="hidden" name="token" value="{token}">
+<input type="hidden" name="nonce" value="{nonce}">
+<input type="hidden" name="next" value="{next}">
 <button type="submit" style="font-size:1rem;padding:.5rem 1rem">Sign in as {who}</button>
 </form></body>"""
 
@@ -46,21 +62,36 @@ def _failed(exc: SandboxError) -> HTMLResponse:
     return HTMLResponse(_LOGIN_FAILED.format(reason=html.escape(reason)), status_code=401)
 
 
-def _signed_in(request: Request, session_token: str) -> Response:
+def _secure(request: Request) -> bool:
+    # behind a TLS proxy the request may arrive as http; the public URL says https
+    public = request.app.state.deps.settings.public_url.strip().lower()
+    return request.url.scheme == "https" or public.startswith("https://")
+
+
+def _signed_in(request: Request, redeemed: Redeemed) -> Response:
     deps = request.app.state.deps
-    response = RedirectResponse("/sandbox", status_code=303)
+    response = RedirectResponse(redeemed.next, status_code=303)
     response.set_cookie(
         COOKIE_NAME,
-        sign_cookie(session_token, deps.cookie_secret),
+        sign_cookie(redeemed.session_token, deps.cookie_secret),
         max_age=COOKIE_MAX_AGE,
         path="/",
         httponly=True,
         samesite="strict",
-        # behind a TLS proxy the request may arrive as http; the public URL says https
-        secure=request.url.scheme == "https"
-        or deps.settings.public_url.strip().lower().startswith("https://"),
+        secure=_secure(request),
     )
+    response.delete_cookie(NONCE_COOKIE, path="/login", httponly=True, samesite="strict")
     return response
+
+
+def _next_or_default(value: str | None) -> str | None:
+    """A ``next`` from the query or the form: checked; a bad one is ignored (the console)."""
+    if not value:
+        return None
+    try:
+        return check_next(value)
+    except Invalid:
+        return None
 
 
 @router.get(
@@ -69,32 +100,59 @@ def _signed_in(request: Request, session_token: str) -> Response:
     status_code=303,
     responses={
         200: {"description": "a token that is not a login link's: confirm who signs in"},
-        303: {"description": "cookie set; go to the console"},
+        303: {"description": "cookie set; go to the console (or the link's `next`)"},
         401: {},
     },
 )
 async def login(
-    request: Request, token: Annotated[str, Query(min_length=1, max_length=16384)]
+    request: Request,
+    token: Annotated[str, Query(min_length=1, max_length=16384)],
+    next: Annotated[str | None, Query(max_length=1024)] = None,
 ) -> Response:
-    """Exchange the one-time link `sandbox serve` prints for the `catalyst_session`
-    cookie and go to the console. Any other token (e.g. from `sandbox token`) first shows
-    whom it signs in as, and signs in only from that page's form: a link from someone
-    else cannot sign this browser into their account unnoticed (login CSRF)."""
+    """Exchange a one-time login link (printed by `sandbox serve`, or made for another
+    device) for the `catalyst_session` cookie and go to its page (`next`; default the
+    console). Any other token (e.g. from `sandbox token`) first shows whom it signs in
+    as, and signs in only from that page's form: a link from someone else cannot sign
+    this browser into their account unnoticed (login CSRF)."""
     deps = request.app.state.deps
+    target = _next_or_default(next)
     try:
         is_link, principal = await deps.logins.inspect(token)
         if is_link:
-            return _signed_in(request, await deps.logins.redeem(token))
+            return _signed_in(request, await deps.logins.redeem(token, next_path=target))
     except SandboxError as exc:
         return _failed(exc)
+    nonce = secrets.token_urlsafe(24)
     page = _CONFIRM.format(
         who=html.escape(principal.email or principal.sub),
         org=html.escape(principal.org or "-"),
         token=html.escape(token, quote=True),
+        nonce=nonce,
+        next=html.escape(target or "", quote=True),
     )
-    return HTMLResponse(
-        page, headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+    # same-origin: the form's POST carries this server's Origin (no-referrer would make
+    # Chromium send "Origin: null"), while the token in this page's URL still never
+    # leaves the site in a Referer
+    response = HTMLResponse(
+        page,
+        headers={
+            "Cache-Control": "no-store",
+            "Referrer-Policy": "same-origin",
+            "X-Frame-Options": "DENY",
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+            "form-action 'self'; frame-ancestors 'none'",
+        },
     )
+    response.set_cookie(
+        NONCE_COOKIE,
+        nonce,
+        max_age=NONCE_MAX_AGE,
+        path="/login",
+        httponly=True,
+        samesite="strict",
+        secure=_secure(request),
+    )
+    return response
 
 
 @router.post(
@@ -105,17 +163,71 @@ async def login(
     include_in_schema=False,
 )
 async def login_confirmed(request: Request) -> Response:
-    """The confirmation form's submit; only from this server's own page."""
-    if not origin_allowed(request, request.app.state.deps.settings.public_url):
+    """The confirmation form's submit; only from this server's own page: the browser's
+    ``Origin`` must be this server (``null`` is not), and the form's nonce must match
+    the cookie that page set."""
+    deps = request.app.state.deps
+    origin = (request.headers.get("origin") or "").strip().lower()
+    if origin == "null" or not origin_allowed(request, deps.settings.public_url):
         return HTMLResponse("sign-in must come from this server's page", status_code=403)
     form = parse_qs((await request.body()).decode("utf-8", "replace"))
     token = (form.get("token") or [""])[0]
+    nonce = (form.get("nonce") or [""])[0]
+    expected = request.cookies.get(NONCE_COOKIE, "")
+    if not nonce or not expected or not hmac.compare_digest(nonce, expected):
+        return HTMLResponse(
+            "sign-in must come from this server's page (open the sign-in link again)",
+            status_code=403,
+        )
     if not token:
         return _failed(SandboxError("the form has no token", code="invalid"))
+    target = _next_or_default((form.get("next") or [""])[0])
     try:
-        return _signed_in(request, await request.app.state.deps.logins.redeem(token))
+        return _signed_in(request, await deps.logins.redeem(token, next_path=target))
     except SandboxError as exc:
         return _failed(exc)
+
+
+@router.post(
+    "/api/v1/sandbox/login-links",
+    status_code=201,
+    response_model=schemas.LoginLinkOut,
+    responses={
+        400: {"model": schemas.ErrorBody, "description": "invalid-json, invalid-next"},
+        401: {"model": schemas.Unauthenticated},
+        409: {"model": schemas.ErrorBody, "description": "login-links-unavailable"},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": False,
+            "content": {"application/json": {"schema": schemas.LoginLinkBody.model_json_schema()}},
+        }
+    },
+)
+async def create_login_link(request: Request, caller: Caller) -> JSONResponse:
+    """A one-time sign-in link for the caller (same identity), for another device:
+    10 minutes, single use (remembered across restarts), landing on `next`."""
+    raw = await request.body()
+    body: Any = {}
+    if raw.strip():
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise Invalid(str(exc), code="invalid-json") from exc
+    if not isinstance(body, dict):
+        raise Invalid('request body must be a JSON object: {"next"?}', code="invalid-json")
+    deps = request.app.state.deps
+    base = deps.settings.public_url.strip() or str(request.base_url)
+    link = deps.logins.link_for(caller, base_url=base, next_path=body.get("next"))
+    return JSONResponse(
+        {
+            "url": link.url,
+            "expiresAt": format_time(link.expires_at),
+            "qrSvg": qr_svg(link.url),
+        },
+        status_code=201,
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 @router.post("/logout", status_code=204, response_class=Response)
