@@ -99,3 +99,7 @@ def configure(*, level: str = "info", json: bool | None = None) -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True
+    # alembic narrates every start ("setup plugin …", "Context impl SQLiteImpl", each
+    # migration) at INFO: noise before the login link; its warnings still show, and
+    # debug shows everything
+    logging.getLogger("alembic").setLevel(logging.DEBUG if level == "debug" else logging.WARNING)

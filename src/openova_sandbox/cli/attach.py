@@ -59,6 +59,23 @@ class Ended:
     ok: bool  # the exit status is 0
 
 
+TAIL_BYTES = 8192
+
+
+def closed(code: int | None, reason: str, tail: bytes) -> Ended:
+    """The last line for a close: the reason once, in full. A refusal the server also
+    wrote into the terminal (its whole text, where the close reason is cut at 123
+    bytes) is not repeated; an agent's exit is said as the server says it."""
+    ok = code in NORMAL_CLOSES
+    if not reason:
+        return Ended(f"connection closed ({code})", ok)
+    if code == 1000:
+        return Ended(reason, ok)  # "agent exited with code N"
+    if reason.encode() in tail:
+        return Ended(f"connection closed ({code})", ok)  # already on the screen, in full
+    return Ended(f"connection closed ({code}): {reason}", ok)
+
+
 async def _send_size(client: ApiClient, sandbox_id: str) -> None:
     """Best effort: the terminal may not exist yet (it is spawned by this very attach,
     or the sandbox is not Ready), and then the server says why over the socket."""
@@ -119,17 +136,16 @@ async def _pump(
             await ws.send(data)
 
     async def inbound() -> Ended:
+        tail = b""
         try:
             async for frame in ws:
                 chunk = frame if isinstance(frame, bytes) else frame.encode()
                 stdout.write(chunk)  # type: ignore[attr-defined]
                 stdout.flush()  # type: ignore[attr-defined]
+                tail = (tail + chunk)[-TAIL_BYTES:]
         except websockets.ConnectionClosed:
             pass
-        code = ws.close_code
-        reason = ws.close_reason or ""
-        why = f"connection closed ({code}{': ' + reason if reason else ''})"
-        return Ended(why, ok=code in NORMAL_CLOSES)
+        return closed(ws.close_code, ws.close_reason or "", tail)
 
     tasks = [asyncio.create_task(outbound()), asyncio.create_task(inbound())]
     done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)

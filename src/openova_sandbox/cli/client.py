@@ -3,23 +3,28 @@ and turning error envelopes into readable messages."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 
 class ApiError(Exception):
+    """An answer of the API (``status`` and its ``error`` code), or ``status`` 0 when no
+    server answered at all."""
+
     def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(f"{detail or code} (HTTP {status}{', ' + code if code else ''})")
+        where = f" (HTTP {status}{', ' + code if code else ''})" if status else ""
+        super().__init__(f"{detail or code}{where}")
         self.status, self.code, self.detail = status, code, detail
 
 
 @dataclass(frozen=True)
 class ApiClient:
     server: str
-    token: str
+    token: str = field(repr=False)
     timeout: float = 15.0
+    token_from: str = ""  # where the token came from, for advice when it is refused
 
     def request(self, method: str, path: str, *, json: Any = None) -> httpx.Response:
         url = self.server.rstrip("/") + path
@@ -31,6 +36,11 @@ class ApiClient:
                 headers={"Authorization": f"Bearer {self.token}"},
                 timeout=self.timeout,
             )
+        except httpx.ConnectError as exc:
+            reason = str(exc).split("] ", 1)[-1] or "connection failed"
+            raise ApiError(
+                0, "unreachable", f"no server answers at {self.server} ({reason.lower()})"
+            ) from exc
         except httpx.HTTPError as exc:
             raise ApiError(0, "unreachable", f"cannot reach {self.server}: {exc}") from exc
         if response.status_code >= 400:

@@ -1,9 +1,10 @@
 """The `sandbox` command.
 
 `serve` runs the embedded all-in-one server; `token` mints a token from a data dir's
-embedded issuer; `ls`/`create`/`get`/`rm`/`attach` talk to a running server. Every
-failure prints a message on stderr and exits non-zero (1 for API/usage errors, 2 for
-bad invocations as typer does).
+embedded issuer; `ls`/`create`/`get`/`rm`/`attach`/`login-link` talk to a running
+server (``--server`` before or after the command, else ``$SANDBOX_SERVER``, else
+http://127.0.0.1:8080). Every failure prints a message on stderr and exits non-zero (1
+for API/usage errors, 2 for bad invocations as typer does).
 """
 
 from __future__ import annotations
@@ -12,16 +13,16 @@ import getpass
 import json
 import os
 import re
+import shutil
 import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from .. import __version__
 from ..config import Settings, load_settings
@@ -30,6 +31,25 @@ from ..serving import UVICORN_OPTIONS, shutdown_hooks
 from ..serving import Server as HttpServer
 from .agents import app as agents_app
 from .client import ApiClient, ApiError
+
+
+def _flags_show_no_type() -> None:
+    """typer prints a type after every option in help, so flags read ``--json <bool>``,
+    as if they took a value; a flag (``--json``, ``--help``) shows none."""
+    from typer.core import TyperOption
+
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "flags_show_no_type", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich.flags_show_no_type = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_show_no_type()
 
 app = typer.Typer(
     name="sandbox",
@@ -46,10 +66,20 @@ DataDir = Annotated[
     Path | None,
     typer.Option("--data-dir", help="Data folder (default $SANDBOX_DATA_DIR or .sandbox)"),
 ]
-Server = Annotated[
-    str, typer.Option("--server", envvar="SANDBOX_SERVER", help="Base URL of a running server")
-]
+SERVER_HELP = (
+    "Base URL of a running server (also before the command; default $SANDBOX_SERVER, "
+    "else http://127.0.0.1:8080)"
+)
+Server = Annotated[str | None, typer.Option("--server", help=SERVER_HELP, show_default=False)]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")]
+DEFAULT_SERVER = "http://127.0.0.1:8080"
+_global_server: str | None = None  # `sandbox --server URL <command>`
+
+
+def server_url(option: str | None) -> str:
+    """The command's --server, else the one before the command, else $SANDBOX_SERVER."""
+    chosen = option or _global_server or os.environ.get("SANDBOX_SERVER", "").strip()
+    return chosen or DEFAULT_SERVER
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -102,12 +132,18 @@ def version_callback(value: bool) -> None:
 @app.callback()
 def main_options(
     version: Annotated[
-        bool, typer.Option("--version", callback=version_callback, is_eager=True)
+        bool,
+        typer.Option(
+            "--version", callback=version_callback, is_eager=True, help="Print the version"
+        ),
     ] = False,
+    server: Server = None,
 ) -> None:
     """OpenOva Sandbox."""
+    global _global_server
     from ..logs import configure
 
+    _global_server = server
     # client commands log warnings only, on stderr; serve/pty-server reconfigure
     configure(level="warning")
 
@@ -132,31 +168,41 @@ def serve(
     try:
         deps = build_embedded(settings, public_url=base)
     except SandboxError as exc:
-        fail(exc.detail)
+        fail(startup_error(exc))
     except OSError as exc:
         fail(f"cannot use the data dir {settings.data_dir}: {exc.strerror or exc}")
 
     async def announce() -> None:
+        # the first listing and reconcile log; let them, so the link is the last line
+        await settled(deps)
         out.print(f"OpenOva Sandbox {__version__} serving on {base}", highlight=False)
-        out.print(f"Console:     {base}/sandbox", highlight=False)
+        out.print(f"Console:  {base}/sandbox", highlight=False)
+        out.print("Agents:   sandbox agents list / sandbox agents install <agent>", highlight=False)
         if deps.issuer is None:
             # tokens come from the external issuer: a link minted here would not validate
             out.print(
-                f"Sign-in:     tokens of {settings.oidc_issuer or settings.jwks_url}; "
+                f"Sign-in:  tokens of {settings.oidc_issuer or settings.jwks_url}; "
                 f"open {base}/login?token=<token>",
                 highlight=False,
                 soft_wrap=True,
             )
         else:
+            out.print(
+                "Phone:    sandbox login-link [--session ID] prints a link and QR code",
+                highlight=False,
+            )
             ident = local_identity()
             token = deps.logins.login_link_token(
                 sub=ident["sub"], email=ident["email"], org=ident["org"], roles=ident["roles"]
             )
+            out.print()
+            out.print("[bold]Sign in (one-time link, valid 1 h):[/bold]", highlight=False)
             out.print(
-                f"Login (one-time, 1 h): {base}/login?token={token}",
+                f"[bold green]{escape(base)}/login?token={token}[/bold green]",
                 highlight=False,
                 soft_wrap=True,
             )
+            out.print()
         sys.stdout.flush()
 
     app_ = create_app(deps)
@@ -178,6 +224,38 @@ def serve(
         fail(f"could not start on {host}:{port} (address in use? see the log above)")
 
 
+STARTUP_SETTLE_SECONDS = 5.0
+
+
+async def settled(deps: Any) -> None:
+    """Until the start-up work that logs is done (the resource cache's first listing,
+    the controller's first pass), at most a few seconds."""
+    import asyncio
+    import contextlib
+
+    from ..controller.runner import EmbeddedController
+
+    waits: list[Any] = []
+    if deps.resources is not None:
+        waits.append(deps.resources.informer.wait_synced(STARTUP_SETTLE_SECONDS))
+    waits += [p.wait_idle() for p in deps.background if isinstance(p, EmbeddedController)]
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(STARTUP_SETTLE_SECONDS):
+            await asyncio.gather(*waits)
+
+
+def startup_error(exc: SandboxError) -> str:
+    """What a server that cannot start says (an unusable override file names itself)."""
+    from ..domain.catalogue import CatalogueError
+
+    if isinstance(exc, CatalogueError):
+        return (
+            f"{exc.detail}; fix the file or remove it (OPENOVA_SANDBOX_AGENTS_PATH names "
+            "it), then start again"
+        )
+    return exc.detail
+
+
 @app.command("api")
 def api_cmd(
     host: Annotated[str, typer.Option(help="Interface to listen on")] = "0.0.0.0",
@@ -196,7 +274,7 @@ def api_cmd(
     try:
         deps = build_api(settings, public_url=settings.public_url)
     except SandboxError as exc:
-        fail(exc.detail)
+        fail(startup_error(exc))
     app_ = create_app(deps)
     config = uvicorn.Config(app_, host=host, port=port, **UVICORN_OPTIONS)
     HttpServer(config, on_shutdown=shutdown_hooks(app_)).run()
@@ -231,7 +309,18 @@ def token(
     typer.echo(jwt)
 
 
-def client_for(server: str, data_dir: Path | None) -> ApiClient:
+def server_answers(server: str) -> bool:
+    """Whether something answers ``/healthz`` at ``server`` (to give the right advice)."""
+    import httpx
+
+    try:
+        return httpx.get(server.rstrip("/") + "/healthz", timeout=3).status_code < 500
+    except httpx.HTTPError:
+        return False
+
+
+def client_for(server: str | None, data_dir: Path | None) -> ApiClient:
+    url = server_url(server)
     env_token = os.environ.get("SANDBOX_TOKEN", "").strip()
     if env_token:
         if not env_token.isascii() or not env_token.isprintable():
@@ -239,14 +328,26 @@ def client_for(server: str, data_dir: Path | None) -> ApiClient:
                 "SANDBOX_TOKEN is not a token (a JWT is printable ASCII); mint one with "
                 "`sandbox token`"
             )
-        return ApiClient(server, env_token)
+        return ApiClient(url, env_token, token_from="SANDBOX_TOKEN")
     from ..auth.issuer import EmbeddedIssuer
 
     settings = settings_or_exit(data_dir=data_dir)
     try:
         issuer = EmbeddedIssuer.load(Path(settings.data_dir))
-    except SandboxError as exc:
-        fail(f"no SANDBOX_TOKEN set and {exc.detail}")
+    except SandboxError:
+        where = settings.data_dir
+        if server_answers(url):
+            fail(
+                f"the server at {url} is running, but {where} is not its data dir (no "
+                "issuer key there) and no SANDBOX_TOKEN is set: pass the data dir it was "
+                "started with (--data-dir or SANDBOX_DATA_DIR), or set SANDBOX_TOKEN to a "
+                "token from `sandbox token --data-dir <its data dir> …`"
+            )
+        fail(
+            f"no server answers at {url} and {where} has no issuer key: start one with "
+            f"`sandbox serve --data-dir {where}`, or point --server (and --data-dir) at "
+            "yours"
+        )
     ident = local_identity()
     minted = issuer.mint(
         sub=ident["sub"],
@@ -256,14 +357,14 @@ def client_for(server: str, data_dir: Path | None) -> ApiClient:
         ttl=timedelta(minutes=10),
         audience=settings.oidc_audience,
     )
-    return ApiClient(server, minted)
+    return ApiClient(url, minted, token_from=f"the data dir {settings.data_dir}")
 
 
 def call(client: ApiClient, method: str, path: str, body: Any = None) -> Any:
     try:
         response = client.request(method, path, json=body)
     except ApiError as exc:
-        fail(str(exc))
+        fail(advice(client, exc))
     if not response.content:
         return None
     try:
@@ -275,6 +376,27 @@ def call(client: ApiClient, method: str, path: str, body: Any = None) -> Any:
         )
 
 
+def advice(client: ApiClient, exc: ApiError) -> str:
+    """The error, with what to do about it where the situation says so."""
+    if exc.status == 0:
+        return (
+            f"{exc.detail}: is the server running? Start one with `sandbox serve`, or "
+            "point --server at yours"
+        )
+    if exc.status == 401 and exc.code == "unauthenticated":
+        if client.token_from == "SANDBOX_TOKEN":
+            return (
+                f"the server at {client.server} did not accept SANDBOX_TOKEN (HTTP 401: "
+                "expired, or from another issuer?): mint a new one with `sandbox token`"
+            )
+        return (
+            f"the server at {client.server} did not accept a token from "
+            f"{client.token_from} (HTTP 401): is that the data dir it was started with? "
+            "Pass its --data-dir (or SANDBOX_DATA_DIR), or set SANDBOX_TOKEN"
+        )
+    return str(exc)
+
+
 def session_path(sandbox_id: str, suffix: str = "") -> str:
     """The API path of one sandbox; the id is one path segment whatever it holds."""
     if not sandbox_id.strip():
@@ -282,29 +404,32 @@ def session_path(sandbox_id: str, suffix: str = "") -> str:
     return f"/api/v1/sandbox/sessions/{quote(sandbox_id, safe='')}{suffix}"
 
 
+COLUMNS = (
+    ("ID", "id"),
+    ("NAME", "name"),
+    ("AGENT", "agent"),
+    ("STATUS", "status"),
+    ("REPO", "repo"),
+    ("SESSIONS", "sessions"),
+    ("CREATED", "createdAt"),
+)
+
+
 def print_items(items: list[dict[str, Any]]) -> None:
-    table = Table(box=None, header_style="bold")
-    for column in ("ID", "NAME", "AGENT", "STATUS", "REPO", "SESSIONS", "CREATED"):
-        table.add_column(column)
+    """Plain columns, each as wide as its widest value: an ID is never cut (it is what
+    get/attach/rm need); a line wider than the terminal wraps instead."""
+    rows = [[title for title, _ in COLUMNS]]
     for item in items:
-        table.add_row(
-            item["id"],
-            item["name"],
-            item["agent"],
-            item["status"],
-            item["repo"] or "-",
-            str(item["sessions"]),
-            item["createdAt"],
-        )
-    out.print(table)
-
-
-DEFAULT_SERVER = "http://127.0.0.1:8080"
+        rows.append([str(item.get(key) or ("-" if key == "repo" else "")) for _, key in COLUMNS])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    for row in rows:
+        line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        typer.echo(line.rstrip())
 
 
 @app.command("ls")
 def list_cmd(
-    server: Server = DEFAULT_SERVER,
+    server: Server = None,
     data_dir: DataDir = None,
     org: Annotated[bool, typer.Option("--org", help="Every sandbox of the org (admins)")] = False,
     as_json: AsJson = False,
@@ -325,10 +450,10 @@ def list_cmd(
 
 @app.command()
 def create(
-    agent: Annotated[str, typer.Option(help="Agent id, e.g. claude-code or aider")],
+    agent: Annotated[str, typer.Option(help="Agent id, e.g. shell, opencode or claude-code")],
     name: Annotated[str | None, typer.Option(help="Sandbox name")] = None,
     repo: Annotated[str | None, typer.Option(help="Repository to clone, org/repo")] = None,
-    server: Server = DEFAULT_SERVER,
+    server: Server = None,
     data_dir: DataDir = None,
     as_json: AsJson = False,
 ) -> None:
@@ -348,7 +473,7 @@ def create(
 @app.command()
 def get(
     sandbox_id: Annotated[str, typer.Argument(metavar="ID")],
-    server: Server = DEFAULT_SERVER,
+    server: Server = None,
     data_dir: DataDir = None,
     as_json: AsJson = False,
 ) -> None:
@@ -363,24 +488,34 @@ def get(
             f"  {cond['type']:<16} {cond['status']:<8} {cond.get('reason', '')}"
             f" {cond.get('message', '')}",
             highlight=False,
+            markup=False,
         )
 
 
 @app.command()
 def rm(
     sandbox_id: Annotated[str, typer.Argument(metavar="ID")],
-    server: Server = DEFAULT_SERVER,
+    server: Server = None,
     data_dir: DataDir = None,
 ) -> None:
     """Delete a sandbox (its terminals stop, its workspace is removed)."""
-    call(client_for(server, data_dir), "DELETE", session_path(sandbox_id))
-    out.print(f"deleted {sandbox_id}")
+    client = client_for(server, data_dir)
+    # the API's DELETE is idempotent (204 for what is already gone): ask first, so a
+    # mistyped ID is said to be missing instead of "deleted"
+    try:
+        client.request("GET", session_path(sandbox_id))
+    except ApiError as exc:
+        if exc.status == 404:
+            fail(f'no sandbox "{sandbox_id}" here (see `sandbox ls`); nothing deleted')
+        fail(advice(client, exc))
+    call(client, "DELETE", session_path(sandbox_id))
+    out.print(f"deleted {sandbox_id}", highlight=False, markup=False)
 
 
 @app.command("attach")
 def attach_cmd(
     sandbox_id: Annotated[str, typer.Argument(metavar="ID")],
-    server: Server = DEFAULT_SERVER,
+    server: Server = None,
     data_dir: DataDir = None,
 ) -> None:
     """Attach this terminal to a sandbox's agent (Ctrl-] detaches; the agent keeps running)."""
@@ -390,17 +525,73 @@ def attach_cmd(
 
     from .attach import attach
 
+    path = session_path(sandbox_id)
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        fail(
+            "sandbox attach needs a terminal (its input and output are not one): run it "
+            "in a terminal, or open the sandbox in the console"
+        )
     client = client_for(server, data_dir)
-    call(client, "GET", session_path(sandbox_id))  # clear 404/401 first
+    call(client, "GET", path)  # clear 404/401 first
     try:
         ended = asyncio.run(attach(client, sandbox_id))
     except (OSError, websockets.WebSocketException) as exc:
         fail(f"attach failed: {exc}")
     except ApiError as exc:
-        fail(str(exc))
+        fail(advice(client, exc))
     err.print(f"\r\n[sandbox] {ended.why}", highlight=False, markup=False)
     if not ended.ok:
         raise typer.Exit(1)
+
+
+@app.command("login-link")
+def login_link(
+    session: Annotated[
+        str | None, typer.Option("--session", help="Land on this sandbox's page")
+    ] = None,
+    server: Server = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Print a one-time sign-in link (10 min, single use) and its QR code, to open the
+    console, or one sandbox's page, on another device as the same user."""
+    from ..services.logins import CONSOLE, session_page
+    from ..services.qr import qr_text
+
+    client = client_for(server, data_dir)
+    if session is not None:
+        call(client, "GET", session_path(session))  # a clear 404 before making a link
+    body = {"next": session_page(session) if session is not None else CONSOLE}
+    link = call(client, "POST", "/api/v1/sandbox/login-links", body)
+    url = str(link["url"])
+    out.print(
+        f"One-time sign-in link (single use, expires {link['expiresAt']}):",
+        highlight=False,
+        markup=False,
+    )
+    out.print(url, highlight=False, markup=False, soft_wrap=True)
+    out.print()
+    code = qr_text(url)
+    width = max(len(line) for line in code.splitlines())
+    columns = shutil.get_terminal_size((0, 0)).columns
+    if sys.stdout.isatty() and columns < width:
+        err.print(
+            f"(the QR code needs a terminal {width} columns wide, this one has {columns}: "
+            "widen it and run this again, or open the link)",
+            highlight=False,
+            markup=False,
+        )
+    else:
+        typer.echo(code, nl=False)
+    host = (urlsplit(url).hostname or "").lower()
+    if host in ("127.0.0.1", "localhost", "::1") or host.startswith("127."):
+        err.print(
+            f"note: the link names {host}, which another device cannot reach: start the "
+            "server with --host 0.0.0.0 and SANDBOX_PUBLIC_URL=http://<this machine's "
+            "address>:<port>",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 @app.command("pty-server")
@@ -443,13 +634,16 @@ def pty_server(
         )
         return found.token if found else None
 
-    app_ = build_standalone_app(
-        settings,
-        authenticate=authenticator.authenticate,
-        extract_token=extract,
-        public_origin=settings.public_url or None,
-        prepare_spawn=prepare_spawn,  # seeds the pod's HOME (its home volume) per agent
-    )
+    try:
+        app_ = build_standalone_app(
+            settings,
+            authenticate=authenticator.authenticate,
+            extract_token=extract,
+            public_origin=settings.public_url or None,
+            prepare_spawn=prepare_spawn,  # seeds the pod's HOME (its home volume) per agent
+        )
+    except SandboxError as exc:
+        fail(startup_error(exc))
     uvicorn.run(app_, host=host, port=port, **UVICORN_OPTIONS)
 
 
@@ -491,7 +685,11 @@ def openapi_document() -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = settings_or_exit(data_dir=Path(tmp), store="memory")
-        document: dict[str, Any] = create_app(build_embedded(settings)).openapi()
+        try:
+            deps = build_embedded(settings)
+        except SandboxError as exc:
+            fail(startup_error(exc))
+        document: dict[str, Any] = create_app(deps).openapi()
     return document
 
 

@@ -42,11 +42,22 @@ def read_until(fd: int, needle: bytes, timeout: float = 15.0) -> bytes:
     return seen
 
 
+BROKEN = "opencode"  # its binary is a script the test removes after create
+
+
 @contextlib.contextmanager
 def serving(tmp_path: Path) -> Iterator[tuple[int, dict[str, str], list[str]]]:
-    """A real `sandbox serve` whose aider is /bin/sh; yields its port, env, data args."""
+    """A real `sandbox serve` whose aider is /bin/sh and whose opencode is the script
+    ``<tmp>/opencode``; yields its port, env, data args."""
     agents = tmp_path / "agents.json"
-    agents.write_text(json.dumps([{"slug": "aider", "binary": "/bin/sh", "defaultArgs": ["-i"]}]))
+    script = tmp_path / "opencode"
+    script.write_text("#!/bin/sh\nexec cat\n")
+    script.chmod(0o755)
+    rows = [
+        {"slug": "aider", "binary": "/bin/sh", "defaultArgs": ["-i"]},
+        {"slug": BROKEN, "binary": str(script)},
+    ]
+    agents.write_text(json.dumps(rows))
     port = free_port()
     env = {**os.environ, "OPENOVA_SANDBOX_AGENTS_PATH": str(agents)}
     data = ["--data-dir", str(tmp_path / "data")]
@@ -93,16 +104,48 @@ def create(server: list[str], env: dict[str, str], *, agent: str, name: str) -> 
     assert created.returncode == 0, created.stderr
 
 
-def test_an_agent_that_cannot_start_is_explained_and_exits_1(tmp_path):
+def test_an_agent_that_cannot_start_is_explained_once_and_exits_1(tmp_path):
     with serving(tmp_path) as (port, env, data):
         server = ["--server", f"http://127.0.0.1:{port}", *data]
-        create(server, env, agent="opencode", name="broken")  # not installed here
+        create(server, env, agent=BROKEN, name="broken")
+        (tmp_path / "opencode").unlink()  # uninstalled after create
         primary, attach = attached(["attach", "broken", *server], env)
-        seen = read_until(primary, b"connection closed (1011", timeout=60)
-        assert b"cannot start the agent" in seen or b"not ready" in seen, seen[-400:]
-        assert b"[sandbox] connection closed" in seen  # the prefix is printed as written
+        seen = read_until(primary, b"connection closed (1011)", timeout=60)
+        assert b"cannot start the agent" in seen, seen[-400:]
+        # the reason in full, once: written by the server, not repeated by the CLI
+        assert seen.count(b"not installed") == 1, seen[-600:]
+        assert b"[sandbox] connection closed (1011)" in seen
         assert attach.wait(timeout=10) == 1
         os.close(primary)
+
+
+def test_the_agents_exit_code_is_printed_once(tmp_path):
+    with serving(tmp_path) as (port, env, data):
+        server = ["--server", f"http://127.0.0.1:{port}", *data]
+        create(server, env, agent="aider", name="box")
+        primary, attach = attached(["attach", "box", *server], env)
+        read_until(primary, b"# ", timeout=60)
+        os.write(primary, b"exit 5\r")
+        seen = read_until(primary, b"[sandbox] agent exited with code 5")
+        assert seen.count(b"exited with code 5") == 1
+        assert attach.wait(timeout=10) == 0
+        os.close(primary)
+
+
+def test_attach_without_a_terminal_says_it_needs_one(tmp_path):
+    with serving(tmp_path) as (port, env, data):
+        server = ["--server", f"http://127.0.0.1:{port}", *data]
+        create(server, env, agent="aider", name="box")
+        piped = subprocess.run(
+            [SANDBOX, "attach", "box", *server],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert piped.returncode == 1
+        assert "needs a terminal" in piped.stderr and "Traceback" not in piped.stderr
 
 
 def test_attach_types_resizes_and_detaches(tmp_path):

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from openova_sandbox.testing.server import free_port
+from support.fake_agents import write_stand_ins
 
 SANDBOX = str(Path(sys.executable).parent / "sandbox")
 
@@ -81,8 +82,13 @@ class Serve:
 def serve(tmp_path):
     started: list[Serve] = []
 
+    # every agent runnable without installing it (create refuses uninstalled ones)
+    agents = write_stand_ins(tmp_path / "agents.json")
+
     def start(**env: str) -> Serve:
-        s = Serve(tmp_path / "data", free_port(), env)
+        s = Serve(
+            tmp_path / "data", free_port(), {"OPENOVA_SANDBOX_AGENTS_PATH": str(agents), **env}
+        )
         started.append(s)
         return s
 
@@ -191,7 +197,8 @@ def test_serve_then_client_commands(serve, tmp_path):
 def test_unreachable_server_is_a_clear_error(tmp_path):
     out = run("ls", "--server", f"http://127.0.0.1:{free_port()}", env={"SANDBOX_TOKEN": "x"})
     assert out.returncode == 1
-    assert "cannot reach" in out.stderr
+    assert "no server answers at" in out.stderr and "sandbox serve" in out.stderr
+    assert "HTTP 0" not in out.stderr
 
 
 def test_logs_never_contain_tokens(serve, tmp_path):
@@ -306,7 +313,7 @@ def test_serve_on_a_taken_port_prints_no_urls_and_fails(serve, tmp_path):
     port = s.url.rsplit(":", 1)[1]
     other = run("serve", "--port", port, "--data-dir", str(tmp_path / "data2"), timeout=60)
     assert other.returncode == 1
-    assert "Login" not in other.stdout and "Console" not in other.stdout
+    assert "/login?token=" not in other.stdout and "Console" not in other.stdout
     assert f"could not start on 127.0.0.1:{port}" in other.stderr
 
 
