@@ -229,11 +229,11 @@ _QWEN_ENV = (
 _QWEN_FILES = (
     HomeFile(
         ".qwen/settings.json",
-        '{"$$version": 3, "security": {"auth": {"selectedType": "openai"}}, '
+        '{"$$version": 4, "security": {"auth": {"selectedType": "openai"}}, '
         + _QWEN_NO_UPDATE
         + "}\n",
     ),
-    HomeFile(_QWEN_SYSTEM, '{"$$version": 3, ' + _QWEN_NO_UPDATE + "}\n"),
+    HomeFile(_QWEN_SYSTEM, '{"$$version": 4, ' + _QWEN_NO_UPDATE + "}\n"),
 )
 
 

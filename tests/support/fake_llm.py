@@ -1,0 +1,374 @@
+"""A fake OpenAI-compatible model server: real HTTP on 127.0.0.1, in a thread.
+
+Real agent CLIs (qwen-code, opencode, aider) are pointed at it with ``OPENAI_BASE_URL``
+(= :attr:`FakeLLM.base_url`, which ends in ``/v1``) and any ``OPENAI_API_KEY``. It answers
+
+- ``GET /v1/models`` (and ``/models``): one model, :data:`MODEL`, plus any model asked for;
+- ``POST /v1/chat/completions`` (and ``/chat/completions``): streaming (SSE chunks ending
+  in ``data: [DONE]``) or not, as the request's ``stream`` says;
+- ``POST /v1/responses`` (and ``/responses``): the Responses API, streaming or not.
+
+The answer is fixed and recognisable: when the last user message contains ``ping-<word>``
+the reply is ``PONG-<word>`` (so a test that types a unique word knows exactly what must
+appear on screen, and can tell it from the echo of what it typed); otherwise
+``PONG-<n>`` with ``n`` the number of completion requests so far. Every request is
+recorded (method, path, headers, parsed body) so a test can assert the agent really
+called it, with the key it was given.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+MODEL = "fake-model"
+_PING = re.compile(r"ping-([A-Za-z0-9]+)", re.IGNORECASE)
+_CHUNK = 4  # characters per streamed chunk: the answer arrives in several pieces
+
+
+@dataclass(frozen=True)
+class Recorded:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+    @property
+    def authorization(self) -> str:
+        return self.headers.get("authorization", "")
+
+    @property
+    def is_completion(self) -> bool:
+        return self.method == "POST" and self.path.rstrip("/").endswith(
+            ("/chat/completions", "/responses")
+        )
+
+
+def _text_of(content: Any) -> str:
+    """A message's text: a string, or the text parts of a content list."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if isinstance(part, dict):
+                text = part.get("text") or part.get("content") or ""
+                parts.append(_text_of(text))
+            elif isinstance(part, str):
+                parts.append(part)
+        return "\n".join(parts)
+    return ""
+
+
+def last_user_text(body: Any) -> str:
+    """The last user message of a chat-completions or responses request."""
+    if not isinstance(body, dict):
+        return ""
+    items = body.get("messages")
+    if items is None:
+        items = body.get("input")
+        if isinstance(items, str):
+            return items
+    if not isinstance(items, list):
+        return ""
+    for item in reversed(items):
+        if isinstance(item, dict) and item.get("role") == "user":
+            return _text_of(item.get("content"))
+    return ""
+
+
+@dataclass
+class FakeLLM:
+    """Start with :meth:`start` (or as a context manager); stop with :meth:`stop`."""
+
+    host: str = "127.0.0.1"
+    requests: list[Recorded] = field(default_factory=list)
+    _server: ThreadingHTTPServer | None = None
+    _thread: threading.Thread | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _completions: int = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> FakeLLM:
+        fake = self
+
+        class Handler(_Handler):
+            llm = fake
+
+        self._server = ThreadingHTTPServer((self.host, 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="fake-llm", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> FakeLLM:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "start the fake model server first"
+        return int(self._server.server_address[1])
+
+    @property
+    def origin(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """What ``OPENAI_BASE_URL`` is set to."""
+        return f"{self.origin}/v1"
+
+    # ------------------------------------------------------------------ answers
+    def record(self, entry: Recorded) -> int:
+        with self._lock:
+            self.requests.append(entry)
+            if entry.is_completion:
+                self._completions += 1
+            return self._completions
+
+    def answer_for(self, body: Any, count: int) -> str:
+        match = _PING.search(last_user_text(body))
+        return f"PONG-{match.group(1)}" if match else f"PONG-{count}"
+
+    def completions(self) -> list[Recorded]:
+        with self._lock:
+            return [r for r in self.requests if r.is_completion]
+
+    def answered(self, word: str) -> list[Recorded]:
+        """The completion requests whose last user message asked ``ping-<word>``."""
+        return [
+            r
+            for r in self.completions()
+            if re.search(rf"ping-{re.escape(word)}\b", last_user_text(r.body), re.IGNORECASE)
+        ]
+
+    def wait_for(self, word: str, timeout: float = 30.0) -> Recorded:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.answered(word)
+            if found:
+                return found[0]
+            time.sleep(0.05)
+        paths = [f"{r.method} {r.path}" for r in self.requests]
+        raise AssertionError(f"no completion request asked ping-{word}; requests: {paths}")
+
+
+def _chunks(text: str) -> Iterator[str]:
+    for start in range(0, len(text), _CHUNK):
+        yield text[start : start + _CHUNK]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    llm: FakeLLM
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        return
+
+    # ------------------------------------------------------------------ plumbing
+    def _read_body(self) -> Any:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        if not raw:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw.decode(errors="replace")
+
+    def _record(self, body: Any) -> int:
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        path = self.path.split("?", 1)[0]
+        return self.llm.record(Recorded(self.command, path, headers, body))
+
+    def _json(self, status: int, payload: Any) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _sse_start(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+
+    def _sse(self, payload: Any, event: str | None = None) -> None:
+        data = payload if isinstance(payload, str) else json.dumps(payload)
+        head = f"event: {event}\n" if event else ""
+        self.wfile.write(f"{head}data: {data}\n\n".encode())
+        self.wfile.flush()
+
+    @property
+    def _route(self) -> str:
+        path = self.path.split("?", 1)[0].rstrip("/")
+        return path[len("/v1") :] if path.startswith("/v1/") or path == "/v1" else path
+
+    # ------------------------------------------------------------------ routes
+    def do_GET(self) -> None:
+        self._record(None)
+        if self._route == "/models":
+            self._json(200, {"object": "list", "data": [_model(MODEL)]})
+        elif self._route.startswith("/models/"):
+            self._json(200, _model(self._route.split("/", 2)[2]))
+        else:
+            self._json(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
+
+    def do_POST(self) -> None:
+        body = self._read_body()
+        count = self._record(body)
+        if self._route == "/chat/completions":
+            self._chat(body, count)
+        elif self._route == "/responses":
+            self._responses(body, count)
+        else:
+            self._json(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
+
+    def _chat(self, body: Any, count: int) -> None:
+        body = body if isinstance(body, dict) else {}
+        text = self.llm.answer_for(body, count)
+        model = str(body.get("model") or MODEL)
+        ident, created = f"chatcmpl-{count}", int(time.time())
+        usage = {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}
+        if not body.get("stream"):
+            self._json(
+                200,
+                {
+                    "id": ident,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": usage,
+                },
+            )
+            return
+
+        def chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+            return {
+                "id": ident,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+
+        self._sse_start()
+        self._sse(chunk({"role": "assistant", "content": ""}, None))
+        for piece in _chunks(text):
+            self._sse(chunk({"content": piece}, None))
+        self._sse(chunk({}, "stop"))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            self._sse(
+                {
+                    "id": ident,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": [],
+                    "usage": usage,
+                }
+            )
+        self._sse("[DONE]")
+
+    def _responses(self, body: Any, count: int) -> None:
+        body = body if isinstance(body, dict) else {}
+        text = self.llm.answer_for(body, count)
+        model = str(body.get("model") or MODEL)
+        rid, mid = f"resp_{count}", f"msg_{count}"
+        usage = {"input_tokens": 10, "output_tokens": 3, "total_tokens": 13}
+        message = {
+            "id": mid,
+            "type": "message",
+            "status": "completed",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": []}],
+        }
+        done = {
+            "id": rid,
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": "completed",
+            "model": model,
+            "output": [message],
+            "usage": usage,
+        }
+        if not body.get("stream"):
+            self._json(200, done)
+            return
+        self._sse_start()
+        started = {**done, "status": "in_progress", "output": [], "usage": None}
+        self._sse({"type": "response.created", "response": started}, "response.created")
+        item = {**message, "status": "in_progress", "content": []}
+        self._sse(
+            {"type": "response.output_item.added", "output_index": 0, "item": item},
+            "response.output_item.added",
+        )
+        part = {"type": "output_text", "text": "", "annotations": []}
+        self._sse(
+            {
+                "type": "response.content_part.added",
+                "item_id": mid,
+                "output_index": 0,
+                "content_index": 0,
+                "part": part,
+            },
+            "response.content_part.added",
+        )
+        for piece in _chunks(text):
+            self._sse(
+                {
+                    "type": "response.output_text.delta",
+                    "item_id": mid,
+                    "output_index": 0,
+                    "content_index": 0,
+                    "delta": piece,
+                },
+                "response.output_text.delta",
+            )
+        self._sse(
+            {
+                "type": "response.output_text.done",
+                "item_id": mid,
+                "output_index": 0,
+                "content_index": 0,
+                "text": text,
+            },
+            "response.output_text.done",
+        )
+        self._sse(
+            {"type": "response.output_item.done", "output_index": 0, "item": message},
+            "response.output_item.done",
+        )
+        self._sse({"type": "response.completed", "response": done}, "response.completed")
+
+
+def _model(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "fake-llm"}
