@@ -60,8 +60,9 @@ class Settings(BaseSettings):
     agents: Annotated[tuple[str, ...], NoDecode] = Field(
         (), validation_alias=AliasChoices("SANDBOX_AGENTS", "agents")
     )
-    # Kubernetes mode: the agents the sandbox image carries (comma list); create refuses
-    # the others with agent-not-installed. Empty: installation is not checked there.
+    # Kubernetes mode: the agents the sandbox image carries (comma or space list, as the
+    # image's AGENTS build argument); create refuses the others with agent-not-installed.
+    # Empty: installation is not checked there.
     image_agents: Annotated[tuple[str, ...], NoDecode] = ()
     ring_buffer_bytes: int = RING_DEFAULT
     git_base_url: str = ""
@@ -164,7 +165,15 @@ class Settings(BaseSettings):
         except (TypeError, ValueError):
             return RING_DEFAULT
 
-    @field_validator("byos_claude_code_scopes", "agents", "image_agents", mode="before")
+    @field_validator("image_agents", mode="before")
+    @classmethod
+    def _word_list(cls, value: Any) -> tuple[str, ...]:
+        """``"aider opencode"`` or ``"aider,opencode"`` → ``("aider", "opencode")``."""
+        if isinstance(value, str):
+            return tuple(s for s in re.split(r"[\s,]+", value) if s)
+        return tuple(value)
+
+    @field_validator("byos_claude_code_scopes", "agents", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> tuple[str, ...]:
         """``"a, b,"`` from the environment → ``("a", "b")``."""

@@ -151,6 +151,7 @@ GOOD_VALUES = [
     ("spec.owner.orgRef.slug", "a" + "b" * 31),
     ("spec.repos.0.giteaRepo", "my_org.x/Repo.Name-1"),
     ("spec.agentCatalogue", ["aider", "opencode", "qwen-code", "little-coder", "cursor-agent"]),
+    ("spec.agentCatalogue", ["shell"]),
     ("spec.planId", "sandbox-free"),
     ("spec.planId", "sandbox-ent"),
     ("spec.idleScaling.timeoutMinutes", 1),

@@ -43,8 +43,14 @@ class Api:
         self.auth = {"Authorization": f"Bearer {token}"}
 
 
-def api_over(kube: FakeKube, tmp_path: Path) -> Iterator[Api]:
-    settings = load_settings(data_dir=tmp_path / "data", store="kube")
+def api_over(kube: FakeKube, tmp_path: Path, **overrides: object) -> Iterator[Api]:
+    # repos are cloned from the configured git server (create refuses them without one)
+    settings = load_settings(
+        data_dir=tmp_path / "data",
+        store="kube",
+        git_base_url="https://gitea.example.com",
+        **overrides,
+    )
     deps = build_api(settings, store=KubeStore(kubeconfig_path=str(kube.kubeconfig_path)))
     issuer = EmbeddedIssuer.load(tmp_path / "data")
     with serve_in_thread(create_app(deps)) as server:
@@ -154,3 +160,24 @@ def test_byos_answers_as_disabled_in_cluster_mode(kube: FakeKube, tmp_path: Path
         assert "cluster mode" in started.json()["detail"]
         assert api.http.delete(byos, headers=api.auth).status_code == 403
         api.http.close()
+
+
+def test_create_checks_the_agents_the_sandbox_image_carries(kube: FakeKube, tmp_path: Path) -> None:
+    """Kubernetes mode asks SANDBOX_IMAGE_AGENTS, not this process's PATH; the pods'
+    environment is not this process's either, so variables are not checked here."""
+    for api in api_over(kube, tmp_path, image_agents="opencode claude-code"):
+        refused = api.http.post(SESSIONS, headers=api.auth, json={"agent": "aider"})
+        assert refused.status_code == 400
+        assert refused.json()["error"] == "agent-not-installed"
+        assert "SANDBOX_IMAGE_AGENTS: opencode, claude-code" in refused.json()["detail"]
+        assert api.http.get(SESSIONS, headers=api.auth).json() == {"sandboxes": []}
+        # in the image, though no model variables are set in this process
+        created = api.http.post(SESSIONS, headers=api.auth, json={"agent": "opencode"})
+        assert created.status_code == 201, created.text
+        # every image has a shell
+        shell = api.http.post(SESSIONS, headers=api.auth, json={"agent": "shell"})
+        assert shell.status_code == 201, shell.text
+        cross = api.http.post(
+            SESSIONS, headers=api.auth, json={"agent": "shell", "repo": "other/web"}
+        )
+        assert cross.json()["error"] == "cross-org-repo"

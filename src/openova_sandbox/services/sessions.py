@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import structlog
 
 from ..domain import naming
-from ..domain.catalogue import AgentSpec, Catalogue
+from ..domain.catalogue import SHELL, AgentSpec, Catalogue
 from ..domain.errors import AlreadyExists, Invalid, NotFound
 from ..domain.model import (
     ANNOTATION_DISPLAY_NAME,
@@ -228,8 +228,8 @@ class SessionsService:
         """Why ``agent`` cannot be found where it would run ("" when it can)."""
         policy = self._policy
         if policy.image_agents:
-            if agent.slug in policy.image_agents:
-                return ""
+            if agent.slug in policy.image_agents or agent.slug == SHELL:
+                return ""  # every image has a shell
             return (
                 f'agent "{agent.slug}" is not in this server\'s sandbox image '
                 f"(SANDBOX_IMAGE_AGENTS: {', '.join(policy.image_agents)})"
