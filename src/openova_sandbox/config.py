@@ -9,6 +9,7 @@ the variable (see :func:`load_settings`).
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -16,6 +17,7 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .domain.errors import Invalid
+from .domain.ledger import parse_budget
 
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti)?$")
 _CPU = re.compile(r"^[0-9]+(\.[0-9]+)?m?$")
@@ -75,6 +77,12 @@ class Settings(BaseSettings):
     # each agent reads it (OPENAI_MODEL, AIDER_MODEL, opencode's config). Set it to a model
     # that OPENAI_BASE_URL serves; the default is one of OpenAI's own.
     agent_model: str = "gpt-4.1-mini"
+
+    # --- model gateway budgets: monthly defaults in USD (empty: no cap); budgets set
+    # through PUT /api/v1/sandbox/budgets/{scope}/{name} override them
+    budget_org_usd: Decimal | None = None
+    budget_user_usd: Decimal | None = None
+    budget_sandbox_usd: Decimal | None = None
 
     # --- terminal server (standalone `sandbox pty-server`: one per Sandbox in Kubernetes) ---
     pty_sandbox_id: str = Field("", validation_alias=AliasChoices("SANDBOX_ID", "pty_sandbox_id"))
@@ -140,6 +148,15 @@ class Settings(BaseSettings):
     # --- logging ----------------------------------------------------------------------
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool | None = None  # None: JSON when stderr is not a TTY
+
+    @field_validator("budget_org_usd", "budget_user_usd", "budget_sandbox_usd", mode="before")
+    @classmethod
+    def _budget(cls, value: Any) -> Decimal | None:
+        """``""`` → no cap; else a non-negative amount in USD."""
+        try:
+            return parse_budget(value)
+        except Invalid as exc:
+            raise ValueError(exc.detail) from exc
 
     @field_validator("default_quota_cpu")
     @classmethod
