@@ -35,7 +35,7 @@ from ..domain.principal import Principal
 from ..domain.status import attach_path
 from ..store.base import Store
 from .sessions import SessionsService
-from .terminal_port import check_extra_agent, terminal_attach_path
+from .terminal_port import check_extra_agent, check_extra_slot, terminal_attach_path
 
 log = structlog.get_logger(__name__)
 
@@ -149,6 +149,9 @@ class RemoteTerminals:
 
     async def open_extra(self, sandbox: Sandbox, agent: str, *, token: str) -> dict[str, Any]:
         check_extra_agent(self._sessions.catalogue, agent)
+        # the pod's own limit counts every session; the agent's slot is kept here
+        live = await self.list_terminals(sandbox, token=token)
+        check_extra_slot(sandbox, sum(1 for t in live if t["id"] != sandbox.name))
         created = await self._call(sandbox, "POST", "/sessions", token=token, json={"agent": agent})
         terminal_id = str(created.json()["id"])
         return {

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from starlette.websockets import WebSocket
 
 from ..domain.catalogue import RESCUE_SHELL, Catalogue
-from ..domain.errors import Invalid
+from ..domain.errors import Invalid, SessionLimit
 from ..domain.model import Sandbox
 from ..domain.principal import Principal
 
@@ -26,6 +26,20 @@ def check_extra_agent(catalogue: Catalogue, agent: str) -> None:
     if agent != RESCUE_SHELL and agent not in catalogue.api_slugs:
         known = ", ".join([RESCUE_SHELL, *catalogue.api_slugs])
         raise Invalid(f'agent "{agent}" not in catalogue {{{known}}}', code="invalid-agent")
+
+
+def check_extra_slot(sandbox: Sandbox, extras: int) -> None:
+    """Extra terminals get every session of the quota but one: the primary agent's slot
+    is kept, so stray shells can never stop the agent from starting. ``extras`` is how
+    many live extra terminals the sandbox has now."""
+    quota = sandbox.spec.quota.concurrent_sessions
+    if extras >= max(0, quota - 1):
+        kept = "its only session is" if quota <= 1 else f"one of its {quota} sessions is"
+        raise SessionLimit(
+            f'sandbox "{sandbox.name}" already has {extras} extra terminal(s), the most it '
+            f"may have: {kept} kept for the agent (quota.concurrentSessions = {quota}); "
+            "close a terminal first"
+        )
 
 
 def terminal_attach_path(sandbox_id: str, terminal_id: str) -> str:

@@ -45,7 +45,6 @@ from ..domain.errors import (
     NotFound,
     QuotaExceeded,
     SandboxError,
-    SessionLimit,
     SpawnFailed,
 )
 from ..domain.model import ANNOTATION_SUB, Sandbox
@@ -57,7 +56,7 @@ from ..terminal.session import TerminalSession
 from ..terminal.standalone import gateway_env
 from ..terminal.ws import AttachMetrics, close_with_message, serve_attach
 from .sessions import SessionsService
-from .terminal_port import check_extra_agent, terminal_attach_path
+from .terminal_port import check_extra_agent, check_extra_slot, terminal_attach_path
 
 log = structlog.get_logger(__name__)
 CLOSE_POLICY, CLOSE_INTERNAL = 1008, 1011
@@ -327,17 +326,8 @@ class TerminalsService:
         }
 
     def _check_extra_slot(self, sandbox: Sandbox, key: str) -> None:
-        """Extra terminals get every session of the quota but one: the primary agent's
-        slot is kept, so stray shells can never stop the agent from starting."""
-        quota = sandbox.spec.quota.concurrent_sessions
         extras = sum(1 for s in self.registry.list(key) if not s.exited and s.id != sandbox.name)
-        if extras >= max(0, quota - 1):
-            kept = "its only session is" if quota <= 1 else f"one of its {quota} sessions is"
-            raise SessionLimit(
-                f'sandbox "{sandbox.name}" already has {extras} extra terminal(s), the most '
-                f"it may have: {kept} kept for the agent (quota.concurrentSessions = "
-                f"{quota}); close a terminal first"
-            )
+        check_extra_slot(sandbox, extras)
 
     def terminal(self, sandbox: Sandbox, terminal_id: str) -> TerminalSession:
         key = self._register(sandbox)

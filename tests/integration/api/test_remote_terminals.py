@@ -134,6 +134,30 @@ def test_attach_resize_and_extra_terminals_go_through_to_the_pod(cluster):
     assert cluster.http.delete(f"{SESSIONS}/box/terminals/{tid}", headers=h).status_code == 404
 
 
+def test_extra_terminals_keep_the_agents_slot_in_the_pod_too(cluster):
+    """The pod counts every session against its limit; the control plane keeps one of
+    them for the agent (default quota: 3 sessions, so 2 extra terminals)."""
+    h = {"Authorization": f"Bearer {cluster.token()}"}
+    cluster.http.post(SESSIONS, headers=h, json={"agent": "aider", "name": "box"})
+    cluster.set_phase("Ready")
+    opened = [
+        cluster.http.post(f"{SESSIONS}/box/terminals", headers=h, json={"agent": "aider"})
+        for _ in range(3)
+    ]
+    assert [o.status_code for o in opened] == [201, 201, 429]
+    assert opened[2].json()["error"] == "session-limit"
+    assert "kept for the agent" in opened[2].json()["detail"]
+    url = f"{cluster.ws}{SESSIONS}/box/attach?access_token={cluster.token()}"
+
+    async def agent_starts():
+        async with websockets.connect(url) as ws:
+            await ws.recv()  # the replay: the primary agent runs
+            await ws.send("echo agent-$((6*7))\n")
+            await read_until(ws, b"agent-42")
+
+    asyncio.run(agent_starts())
+
+
 def test_attach_wakes_a_suspended_sandbox(cluster):
     h = {"Authorization": f"Bearer {cluster.token()}"}
     cluster.http.post(SESSIONS, headers=h, json={"agent": "aider", "name": "box"})
