@@ -27,8 +27,7 @@ type V1<S extends string> = `${typeof V1}${S}` & keyof paths;
 
 export type SandboxItem = JsonOf<V1<"/sessions/{id}">, "get", 200>;
 export type Condition = SandboxItem["conditions"][number];
-type SchemaAgent = JsonOf<V1<"/agents">, "get", 200>["agents"][number];
-export type Agent = SchemaAgent & Partial<AgentInstallFields>;
+export type Agent = JsonOf<V1<"/agents">, "get", 200>["agents"][number];
 export type WhoAmI = JsonOf<V1<"/whoami">, "get", 200>;
 export type AuthConfig = JsonOf<V1<"/auth/config">, "get", 200>;
 export type ByosConfig = JsonOf<V1<"/byos/claude-code/config">, "get", 200>;
@@ -36,42 +35,15 @@ export type ByosStatus = JsonOf<V1<"/byos/claude-code/status">, "get", 200>;
 export type TerminalItem = JsonOf<V1<"/sessions/{id}/terminals">, "post", 201>;
 export type CreateSessionRequest = { agent: string; name?: string; repo?: string };
 
-/*
- * The contract of plan-issue8.md for routes being added on the server right now; these
- * hand-written types give way to generated ones once `openapi.json` carries them.
- */
 export type InstallState = "idle" | "running" | "succeeded" | "failed";
+export type InstallStatus = JsonOf<V1<"/agents/{slug}/install">, "get", 200>;
+export type LoginLink = JsonOf<V1<"/login-links">, "post", 201>;
+/** `GET …/terminals` lists what `POST …/terminals` answers (its schema is not declared). */
+export type TerminalListItem = TerminalItem;
 
-export interface AgentInstallFields {
-  kind: "agent" | "shell";
-  version: string | null;
-  source: "builtin" | "override" | "managed";
-  path: string | null;
-  missing: string[];
-  installable: boolean;
-  manualInstall: string | null;
-  canInstall: boolean;
-  install: { state: InstallState; log: string[]; error: string | null } | null;
-}
-
-export interface InstallStatus {
-  slug: string;
-  state: InstallState;
-  log: string[];
-  error: string | null;
-  version?: string | null;
-}
-
-export interface TerminalListItem {
-  id: string;
-  agent: string;
-  attachUrl: string;
-}
-
-export interface LoginLink {
-  url: string;
-  expiresAt: string;
-  qrSvg: string;
+/** An install state from the server (the schema says string, with this pattern). */
+export function installState(value: string): InstallState {
+  return value === "running" || value === "succeeded" || value === "failed" ? value : "idle";
 }
 
 /** A non-2xx answer; `message` is what the console shows the user. */
@@ -148,31 +120,6 @@ export function createApi(options: ApiOptions = {}) {
   }
 
   const sid = (id: string) => ({ params: { path: { id } } });
-  const doFetch = options.fetch ?? ((req: Request) => globalThis.fetch(req));
-
-  /** For routes not in `openapi.json` yet: same envelope and 401 rule as `settle`. */
-  async function untyped<T>(method: string, path: string, body?: unknown): Promise<T> {
-    const init: RequestInit = { method, credentials: "same-origin" };
-    if (body !== undefined) {
-      init.body = JSON.stringify(body);
-      init.headers = { "Content-Type": "application/json" };
-    }
-    const response = await doFetch(new Request(new URL(path, baseUrl), init));
-    const text = await response.text();
-    let parsed: unknown = undefined;
-    try {
-      parsed = text ? JSON.parse(text) : undefined;
-    } catch {
-      parsed = text;
-    }
-    if (!response.ok) {
-      if (response.status === 401) options.onUnauthenticated?.();
-      throw new ApiError(response.status, parsed);
-    }
-    return parsed as T;
-  }
-  const seg = (value: string) => encodeURIComponent(value);
-
   return {
     listSessions: async () =>
       settle(await client.GET("/api/v1/sandbox/sessions")).sandboxes,
@@ -201,21 +148,29 @@ export function createApi(options: ApiOptions = {}) {
         }),
       ),
     listTerminals: async (id: string) =>
-      (await untyped<{ terminals: TerminalListItem[] }>("GET", `${V1}/sessions/${seg(id)}/terminals`))
-        .terminals,
+      (settle(await client.GET("/api/v1/sandbox/sessions/{id}/terminals", sid(id))) as {
+        terminals: TerminalListItem[];
+      }).terminals,
     closeTerminal: async (id: string, tid: string) =>
       settleEmpty(
         await client.DELETE("/api/v1/sandbox/sessions/{id}/terminals/{tid}", {
           params: { path: { id, tid } },
         }),
       ),
-    listAgents: async () => settle(await client.GET("/api/v1/sandbox/agents")).agents as Agent[],
+    listAgents: async () => settle(await client.GET("/api/v1/sandbox/agents")).agents,
     installAgent: async (slug: string) =>
-      untyped<{ slug: string; state: InstallState }>("POST", `${V1}/agents/${seg(slug)}/install`, {}),
+      settle(
+        await client.POST("/api/v1/sandbox/agents/{slug}/install", {
+          params: { path: { slug } },
+          body: {},
+        }),
+      ),
     installStatus: async (slug: string) =>
-      untyped<InstallStatus>("GET", `${V1}/agents/${seg(slug)}/install`),
+      settle(
+        await client.GET("/api/v1/sandbox/agents/{slug}/install", { params: { path: { slug } } }),
+      ),
     createLoginLink: async (next: string) =>
-      untyped<LoginLink>("POST", `${V1}/login-links`, { next }),
+      settle(await client.POST("/api/v1/sandbox/login-links", { body: { next } })),
     whoami: async () => settle(await client.GET("/api/v1/sandbox/whoami")),
     authConfig: async () => settle(await client.GET("/api/v1/sandbox/auth/config")),
     byosConfig: async () => settle(await client.GET("/api/v1/sandbox/byos/claude-code/config")),

@@ -46,12 +46,59 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Agents
-         * @description The API's agents with "installed?" (binary on this server's PATH).
+         * List Agents
+         * @description The API's agents (and the Shell) with where they are installed and what is
+         *     missing; ``canInstall`` says whether this caller may install one from here.
          */
-        get: operations["agents_api_v1_sandbox_agents_get"];
+        get: operations["list_agents_api_v1_sandbox_agents_get"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/sandbox/agents/{slug}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Remove Agent
+         * @description Remove the server's own install of the agent (one on the server's PATH stays).
+         */
+        delete: operations["remove_agent_api_v1_sandbox_agents__slug__delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/sandbox/agents/{slug}/install": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Install Progress
+         * @description The latest install of the agent started here: its state, log lines and outcome
+         *     (``idle``: none since the server started).
+         */
+        get: operations["install_progress_api_v1_sandbox_agents__slug__install_get"];
+        put?: never;
+        /**
+         * Install Agent
+         * @description Start installing the agent (its pinned version, or ``version``) in the background;
+         *     poll ``GET …/install`` for its progress.
+         */
+        post: operations["install_agent_api_v1_sandbox_agents__slug__install_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -207,6 +254,27 @@ export interface paths {
         get: operations["byosStatus"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/sandbox/login-links": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Create Login Link
+         * @description A one-time sign-in link for the caller (same identity), for another device:
+         *     10 minutes, single use (remembered across restarts), landing on `next`.
+         */
+        post: operations["create_login_link_api_v1_sandbox_login_links_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -438,10 +506,11 @@ export interface paths {
         };
         /**
          * Login
-         * @description Exchange the one-time link `sandbox serve` prints for the `catalyst_session`
-         *     cookie and go to the console. Any other token (e.g. from `sandbox token`) first shows
-         *     whom it signs in as, and signs in only from that page's form: a link from someone
-         *     else cannot sign this browser into their account unnoticed (login CSRF).
+         * @description Exchange a one-time login link (printed by `sandbox serve`, or made for another
+         *     device) for the `catalyst_session` cookie and go to its page (`next`; default the
+         *     console). Any other token (e.g. from `sandbox token`) first shows whom it signs in
+         *     as, and signs in only from that page's form: a link from someone else cannot sign
+         *     this browser into their account unnoticed (login CSRF).
          */
         get: operations["login_login_get"];
         put?: never;
@@ -510,6 +579,35 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** AgentInstallOut */
+        AgentInstallOut: {
+            /** Error */
+            error?: string | null;
+            /** Log */
+            log: string[];
+            /** State */
+            state: string;
+        };
+        /** AgentInstallProgress */
+        AgentInstallProgress: {
+            /** Error */
+            error?: string | null;
+            /** Log */
+            log: string[];
+            /** Slug */
+            slug: string;
+            /** State */
+            state: string;
+            /** Version */
+            version?: string | null;
+        };
+        /** AgentInstallStarted */
+        AgentInstallStarted: {
+            /** Slug */
+            slug: string;
+            /** State */
+            state: string;
+        };
         /** AgentList */
         AgentList: {
             /** Agents */
@@ -521,14 +619,31 @@ export interface components {
             blurb: string;
             /** Byos */
             byos: boolean;
+            /** Caninstall */
+            canInstall: boolean;
             /** Id */
             id: string;
+            install?: components["schemas"]["AgentInstallOut"] | null;
             /** Installhint */
             installHint: string;
+            /** Installable */
+            installable: boolean;
             /** Installed */
             installed: boolean;
+            /** Kind */
+            kind: string;
             /** Label */
             label: string;
+            /** Manualinstall */
+            manualInstall?: string | null;
+            /** Missing */
+            missing: string[];
+            /** Path */
+            path?: string | null;
+            /** Source */
+            source: string;
+            /** Version */
+            version?: string | null;
         };
         /** AuthConfig */
         AuthConfig: {
@@ -596,6 +711,21 @@ export interface components {
         HTTPValidationError: {
             /** Detail */
             detail?: components["schemas"]["ValidationError"][];
+        };
+        /** LoginLinkOut */
+        LoginLinkOut: {
+            /** Expiresat */
+            expiresAt: string;
+            /**
+             * Qrsvg
+             * @description the URL as a QR code, a standalone SVG document
+             */
+            qrSvg: string;
+            /**
+             * Url
+             * @description <public URL>/login?token=...; one use, 10 minutes
+             */
+            url: string;
         };
         /** Preview */
         Preview: {
@@ -778,7 +908,7 @@ export interface operations {
             };
         };
     };
-    agents_api_v1_sandbox_agents_get: {
+    list_agents_api_v1_sandbox_agents_get: {
         parameters: {
             query?: never;
             header?: never;
@@ -796,13 +926,213 @@ export interface operations {
                     "application/json": components["schemas"]["AgentList"];
                 };
             };
-            /** @description Unauthorized */
+            /** @description no valid token */
             401: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Unauthenticated"];
+                };
+            };
+        };
+    };
+    remove_agent_api_v1_sandbox_agents__slug__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                slug: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the managed install is removed (or there was none) */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description no valid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Unauthenticated"];
+                };
+            };
+            /** @description forbidden: only org admins install */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description agent-not-found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description install-running */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    install_progress_api_v1_sandbox_agents__slug__install_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                slug: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AgentInstallProgress"];
+                };
+            };
+            /** @description no valid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Unauthenticated"];
+                };
+            };
+            /** @description agent-not-found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    install_agent_api_v1_sandbox_agents__slug__install_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                slug: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": {
+                    /**
+                     * Version
+                     * @description a version to install instead of the pin
+                     */
+                    version?: string | null;
+                };
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AgentInstallStarted"];
+                };
+            };
+            /** @description agent-not-installable (detail: how to install it by hand), invalid-json, invalid-version */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no valid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Unauthenticated"];
+                };
+            };
+            /** @description forbidden: only org admins install */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description agent-not-found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description install-running */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
         };
@@ -1145,6 +1475,63 @@ export interface operations {
             };
         };
     };
+    create_login_link_api_v1_sandbox_login_links_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": {
+                    /**
+                     * Next
+                     * @description console path to land on (/sandbox or /sandbox/...), same site
+                     */
+                    next?: string | null;
+                };
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LoginLinkOut"];
+                };
+            };
+            /** @description invalid-json, invalid-next */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Unauthenticated"];
+                };
+            };
+            /** @description login-links-unavailable */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     list_sessions_api_v1_sandbox_sessions_get: {
         parameters: {
             query?: {
@@ -1243,7 +1630,7 @@ export interface operations {
                     "application/json": components["schemas"]["SandboxItem"];
                 };
             };
-            /** @description empty-body, invalid-json, missing-agent, ... */
+            /** @description empty-body, invalid-json, missing-agent, invalid-agent, invalid-repo, owner-email-missing, agent-not-installed, agent-not-configured, repo-unavailable, cross-org-repo */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2249,6 +2636,7 @@ export interface operations {
         parameters: {
             query: {
                 token: string;
+                next?: string | null;
             };
             header?: never;
             path?: never;
@@ -2263,7 +2651,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description cookie set; go to the console */
+            /** @description cookie set; go to the console (or the link's `next`) */
             303: {
                 headers: {
                     [name: string]: unknown;

@@ -8,6 +8,7 @@ import {
   ApiError,
   sessionMeta,
   type Agent,
+  installState,
   type InstallState,
   type SandboxItem,
 } from "../api/client";
@@ -32,6 +33,10 @@ interface InstallView {
   state: InstallState;
   log: string[];
   error: string | null;
+}
+
+function installView(from: { state: string; log: string[]; error?: string | null }): InstallView {
+  return { state: installState(from.state), log: from.log, error: from.error ?? null };
 }
 
 function InstallLog({ lines, label }: { lines: string[]; label: string }) {
@@ -63,7 +68,7 @@ function AgentCard({
   const showsByos = agent.byos || agent.id === "claude-code";
   // an install running (or failed) when the page loaded is shown; an old success is not news
   const [install, setInstall] = useState<InstallView | null>(
-    agent.install && agent.install.state !== "succeeded" ? agent.install : null,
+    agent.install && agent.install.state !== "succeeded" ? installView(agent.install) : null,
   );
   const [requestError, setRequestError] = useState<string | null>(null);
   const [requesting, setRequesting] = useState(false);
@@ -75,7 +80,7 @@ function AgentCard({
   const poll = useCallback(async () => {
     try {
       const status = await api.installStatus(agent.id);
-      setInstall({ state: status.state, log: status.log, error: status.error });
+      setInstall(installView(status));
       if (status.state === "succeeded") onInstalled();
     } catch (err) {
       setInstall((old) => ({
