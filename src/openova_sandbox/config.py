@@ -84,6 +84,15 @@ class Settings(BaseSettings):
     budget_user_usd: Decimal | None = None
     budget_sandbox_usd: Decimal | None = None
 
+    # --- model gateway upstreams (docs/gateway.md): SANDBOX_LLM_CONFIG names the
+    # operator's YAML/JSON file; without it OPENAI_* above and ANTHROPIC_* are the zero
+    # config (one pass-through provider each)
+    llm_config: str = ""
+    anthropic_base_url: str = Field("", validation_alias=AliasChoices("ANTHROPIC_BASE_URL"))
+    anthropic_api_key: str = Field(
+        "", validation_alias=AliasChoices("ANTHROPIC_API_KEY"), repr=False
+    )
+
     # --- terminal server (standalone `sandbox pty-server`: one per Sandbox in Kubernetes) ---
     pty_sandbox_id: str = Field("", validation_alias=AliasChoices("SANDBOX_ID", "pty_sandbox_id"))
     pty_namespace: str = Field(
