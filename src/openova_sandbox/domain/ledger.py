@@ -18,6 +18,9 @@ The interface that uses these (``GatewayLedger``) lives in
 from __future__ import annotations
 
 import calendar
+import hashlib
+import secrets
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -37,6 +40,25 @@ GroupBy = Literal["sandbox", "user", "model"]
 GROUP_BYS: tuple[GroupBy, ...] = ("sandbox", "user", "model")
 # the wire shapes the gateway meters
 APIS = ("openai-chat", "openai-responses", "anthropic-messages")
+
+
+TOKEN_PREFIX = "sk-sandbox-"
+
+
+def new_token() -> str:
+    """A gateway token: 256 random bits, with a prefix secret scanners and people
+    recognise (and that OpenAI-style clients accept as an API key)."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    """What is stored of a token: its SHA-256 (the token has 256 random bits, so no
+    salt or slow hash is needed)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_reservation_id() -> str:
+    return uuid.uuid4().hex
 
 
 # --- who and what ---------------------------------------------------------------------

@@ -22,9 +22,6 @@ Rules both keep:
 
 from __future__ import annotations
 
-import hashlib
-import secrets
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -56,8 +53,11 @@ from ..domain.ledger import (
     fold_rows,
     from_nanos,
     group_value,
+    hash_token,
     matches,
     month_of,
+    new_reservation_id,
+    new_token,
     resolve_limit,
     to_nanos,
 )
@@ -89,26 +89,12 @@ __all__ = [
     "UsageRow",
     "UsageTotals",
     "hash_token",
+    "make_ledger",
     "new_token",
     "usage_report",
 ]
 
-TOKEN_PREFIX = "sk-sandbox-"
 RESERVATION_TTL = timedelta(hours=1)
-
-
-def new_token() -> str:
-    """A gateway token: 256 random bits, with a prefix secret scanners and people
-    recognise (and that OpenAI-style clients accept as an API key)."""
-    return TOKEN_PREFIX + secrets.token_urlsafe(32)
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def new_reservation_id() -> str:
-    return uuid.uuid4().hex
 
 
 @runtime_checkable
@@ -341,3 +327,15 @@ def budget_defaults(settings: Settings) -> BudgetDefaults:
         user=settings.budget_user_usd,
         sandbox=settings.budget_sandbox_usd,
     )
+
+
+def make_ledger(settings: Settings) -> Ledger:
+    """The ledger for the configured store: in memory for ``memory``, else the SQL
+    database of ``SANDBOX_DATABASE_URL`` (in Kubernetes mode, too: the API server keeps
+    the Sandboxes, the SQL database the gateway's tokens, usage and budgets)."""
+    defaults = budget_defaults(settings)
+    if settings.store == "memory":
+        return MemoryLedger(defaults=defaults)
+    from ..store.sql_ledger import SqlLedger
+
+    return SqlLedger(settings.effective_database_url, defaults=defaults)
