@@ -32,6 +32,12 @@ class ConditionOut(BaseModel):
     lastTransitionTime: str | None = None
 
 
+class Usage30d(BaseModel):
+    inputTokens: int
+    outputTokens: int
+    costUsd: float
+
+
 class SandboxItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str
@@ -43,7 +49,8 @@ class SandboxItem(BaseModel):
     phase: str | None = None
     sessions: int
     storageUsed: str | None = None
-    spend30d: str | None = None
+    spend30d: str | None = Field(None, description="model spend of the last 30 days: USD 4.20")
+    usage30d: Usage30d | None = Field(None, description="model usage of the last 30 days")
     previews: list[Preview]
     conditions: list[ConditionOut]
     attachUrl: str
@@ -146,3 +153,65 @@ class TerminalOut(BaseModel):
     id: str
     agent: str
     attachUrl: str
+
+
+# --- model usage and budgets (api/routes/usage.py) ------------------------------------
+class UsageTotalsOut(BaseModel):
+    requests: int
+    inputTokens: int
+    outputTokens: int
+    cacheReadTokens: int
+    cacheWriteTokens: int
+    costUsd: float
+
+
+class UsageDayOut(UsageTotalsOut):
+    date: str = Field(description="YYYY-MM-DD (UTC)")
+
+
+class UsageGroupOut(UsageTotalsOut):
+    key: str = Field(description="the sandbox id, the user's email or the model")
+
+
+class UsageReportOut(BaseModel):
+    scope: str = Field(pattern="^(own|org)$")
+    org: str
+    groupBy: str | None = Field(None, pattern="^(sandbox|user|model)$")
+    since: str
+    until: str
+    currency: str = Field(pattern="^USD$")
+    totals: UsageTotalsOut
+    days: list[UsageDayOut] = Field(description="every day of the window, oldest first")
+    groups: list[UsageGroupOut] = Field(description="with groupBy: by cost, highest first")
+
+
+class BudgetBody(BaseModel):
+    monthlyUsd: float | str | None = Field(
+        description="the monthly budget in USD (number or numeric string); null: no cap"
+    )
+
+
+class BudgetOut(BaseModel):
+    scope: str = Field(pattern="^(org|user|sandbox)$")
+    name: str
+    monthlyUsd: float | None = Field(description="null: no cap")
+    source: str = Field(pattern="^(default|set)$")
+    month: str = Field(description="YYYY-MM (UTC)")
+    spentUsd: float
+    reservedUsd: float = Field(description="held by requests in flight")
+    remainingUsd: float | None
+    updatedAt: str | None = None
+    updatedBy: str | None = None
+
+
+class BudgetDefaultsOut(BaseModel):
+    org: float | None
+    user: float | None
+    sandbox: float | None
+
+
+class BudgetList(BaseModel):
+    month: str
+    currency: str = Field(pattern="^USD$")
+    defaults: BudgetDefaultsOut
+    budgets: list[BudgetOut]

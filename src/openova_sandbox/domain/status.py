@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import IllegalTransition
+from .ledger import UsageTotals, format_spend
 from .model import ANNOTATION_DISPLAY_NAME, Sandbox, SandboxStatus, format_time
 
 PENDING, PROVISIONING, READY, SUSPENDED, FAILED = (
@@ -65,8 +66,10 @@ def attach_path(sandbox_id: str) -> str:
     return f"/api/v1/sandbox/sessions/{sandbox_id}/attach"
 
 
-def to_item(sandbox: Sandbox) -> dict[str, Any]:
-    """The SandboxItem of sessions-api.md, key for key."""
+def to_item(sandbox: Sandbox, usage: UsageTotals | None = None) -> dict[str, Any]:
+    """The SandboxItem of sessions-api.md, key for key. With the sandbox's model usage
+    of the last 30 days (the gateway's ledger), ``spend30d`` is that cost and
+    ``usage30d`` its tokens and cost."""
     meta, spec, status = sandbox.metadata, sandbox.spec, sandbox.status
     created = meta.creation_timestamp
     item: dict[str, Any] = {
@@ -82,7 +85,10 @@ def to_item(sandbox: Sandbox) -> dict[str, Any]:
     item["sessions"] = status.sessions
     if status.storage_used:
         item["storageUsed"] = status.storage_used
-    if status.spend_30d:
+    if usage is not None:
+        item["spend30d"] = format_spend(usage.cost_usd)
+        item["usage30d"] = usage.item_usage()
+    elif status.spend_30d:
         item["spend30d"] = status.spend_30d
     item["previews"] = [p.to_dict() for p in status.previews]
     item["conditions"] = [c.to_dict() for c in status.conditions]

@@ -121,6 +121,8 @@ class GatewayLedger(Protocol):
 class Ledger(GatewayLedger, Protocol):
     """The whole ledger: the gateway's calls, reports, budgets and a lifecycle."""
 
+    defaults: BudgetDefaults  # the operator's monthly defaults per scope
+
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...

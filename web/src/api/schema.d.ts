@@ -788,12 +788,17 @@ export interface components {
             repo: string;
             /** Sessions */
             sessions: number;
-            /** Spend30D */
+            /**
+             * Spend30D
+             * @description model spend of the last 30 days: USD 4.20
+             */
             spend30d?: string | null;
             /** Status */
             status: string;
             /** Storageused */
             storageUsed?: string | null;
+            /** @description model usage of the last 30 days */
+            usage30d?: components["schemas"]["Usage30d"] | null;
         };
         /** SandboxList */
         SandboxList: {
@@ -816,6 +821,15 @@ export interface components {
              * @example unauthenticated
              */
             error: string;
+        };
+        /** Usage30d */
+        Usage30d: {
+            /** Costusd */
+            costUsd: number;
+            /** Inputtokens */
+            inputTokens: number;
+            /** Outputtokens */
+            outputTokens: number;
         };
         /** ValidationError */
         ValidationError: {

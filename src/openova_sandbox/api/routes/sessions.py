@@ -10,10 +10,10 @@ from fastapi.responses import JSONResponse
 
 from ...domain.errors import Invalid
 from ...domain.principal import Principal
-from ...domain.status import to_item
 from ...services.sessions import CreateRequest
 from .. import schemas
 from ..security import require_principal
+from .usage import session_items
 
 Responses = dict[int | str, dict[str, Any]]
 router = APIRouter(prefix="/api/v1/sandbox", tags=["sessions"])
@@ -59,7 +59,7 @@ async def list_sessions(
         raise Invalid(f'scope "{scope}" is not one of: org, own', code="invalid-scope")
     sessions = request.app.state.deps.sessions
     items = await sessions.list(caller, org_scope=scope == "org")
-    return JSONResponse({"sandboxes": [to_item(s) for s in items]})
+    return JSONResponse({"sandboxes": await session_items(request, caller, items)})
 
 
 def _parse_create_body(raw: bytes) -> CreateRequest:
@@ -111,7 +111,8 @@ async def create_session(request: Request, caller: Caller) -> JSONResponse:
     raw = await request.body()
     create = _parse_create_body(raw)
     stored = await request.app.state.deps.sessions.create(caller, create)
-    return JSONResponse(to_item(stored), status_code=201)
+    (item,) = await session_items(request, caller, [stored])
+    return JSONResponse(item, status_code=201)
 
 
 @router.get(
@@ -122,7 +123,8 @@ async def create_session(request: Request, caller: Caller) -> JSONResponse:
 )
 async def get_session(id: str, request: Request, caller: Caller) -> JSONResponse:
     sandbox = await request.app.state.deps.sessions.get(caller, id)
-    return JSONResponse(to_item(sandbox))
+    (item,) = await session_items(request, caller, [sandbox])
+    return JSONResponse(item)
 
 
 @router.delete(
