@@ -22,7 +22,17 @@ from .body_limit import BodyLimitMiddleware
 from .deps import AppDeps
 from .metrics import HttpMetrics, ObservabilityMiddleware
 from .preflight import PreflightMiddleware
-from .routes import agents, byos, console, identity, resources, sessions, system, terminals
+from .routes import (
+    agents,
+    byos,
+    console,
+    identity,
+    llm,
+    resources,
+    sessions,
+    system,
+    terminals,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -63,7 +73,8 @@ def create_app(deps: AppDeps) -> FastAPI:
     app.state.shutdown_hooks = [deps.resources.end_streams] if deps.resources else []
     errors.install(app)
     app.add_middleware(PreflightMiddleware)
-    app.add_middleware(BodyLimitMiddleware)
+    # the model gateway bounds its own bodies (prompts carry images), see routes.llm
+    app.add_middleware(BodyLimitMiddleware, exempt=(llm.PREFIX + "/",))
     app.add_middleware(ObservabilityMiddleware, metrics=HttpMetrics(deps.metrics_registry))
     app.include_router(system.router)
     app.include_router(identity.router)
@@ -73,6 +84,9 @@ def create_app(deps: AppDeps) -> FastAPI:
     app.include_router(terminals.router)
     app.include_router(resources.router)
     app.include_router(console.router)
+    if deps.gateway is not None:
+        app.state.gateway = deps.gateway
+        app.include_router(llm.router)
     return app
 
 

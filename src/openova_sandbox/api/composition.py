@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry
@@ -22,8 +23,13 @@ from ..controller.runner import EmbeddedController
 from ..domain.catalogue import Catalogue, load_catalogue
 from ..domain.model import Quota
 from ..events.bus import InProcessBus
+from ..gateway.config import GatewayConfig
+from ..gateway.config import load_config as load_gateway_config
+from ..gateway.metrics import GatewayMetrics
 from ..services.agent_installs import AgentInstalls
 from ..services.byos import ByosService
+from ..services.gateway import GatewayService
+from ..services.gateway_ledger import GatewayLedger, MemoryLedger, budget_defaults
 from ..services.logins import USED_FILE, LoginService, UsedLinks
 from ..services.remote_terminals import RemoteTerminals
 from ..services.resources import SandboxInformer
@@ -197,6 +203,11 @@ def build_embedded(
         deps.agent_installs,
         *deps.background,
     ]
+    # the model gateway under /llm/ (docs/gateway.md)
+    deps.gateway = build_gateway(
+        settings, ledger=embedded_ledger(deps, settings), registry=deps.metrics_registry
+    )
+    deps.background.append(deps.gateway)
     return deps
 
 
@@ -221,3 +232,43 @@ def build_api(settings: Settings, *, store: Store | None = None, public_url: str
     if settings.byos_enabled and settings.byos_client_id_configured:
         log.warning("byos_unavailable_in_cluster_mode", detail=BYOS_CLUSTER_MODE)
     return deps
+
+
+# --- the model gateway -------------------------------------------------------------------
+
+
+def gateway_config(settings: Settings) -> GatewayConfig:
+    """``SANDBOX_LLM_CONFIG``, else the server's OPENAI_*/ANTHROPIC_* (zero config);
+    raises LlmConfigError naming the file and field."""
+    return load_gateway_config(
+        settings.llm_config,
+        env=os.environ,
+        openai_base_url=settings.openai_base_url,
+        openai_api_key=settings.openai_api_key,
+        anthropic_base_url=settings.anthropic_base_url,
+        anthropic_api_key=settings.anthropic_api_key,
+    )
+
+
+def build_gateway(
+    settings: Settings, *, ledger: GatewayLedger, registry: CollectorRegistry | None
+) -> GatewayService:
+    return GatewayService(gateway_config(settings), ledger, metrics=GatewayMetrics(registry))
+
+
+def embedded_ledger(deps: AppDeps, settings: Settings) -> GatewayLedger:
+    """The ledger the control plane assembled, else one in memory."""
+    ledger: GatewayLedger | None = getattr(deps, "ledger", None)
+    return ledger if ledger is not None else MemoryLedger(defaults=budget_defaults(settings))
+
+
+def build_gateway_app(settings: Settings) -> Any:
+    """``sandbox gateway``: the gateway alone, on the ledger of ``SANDBOX_STORE``."""
+    from .gateway_app import create_gateway_app
+
+    registry = CollectorRegistry()
+    ledger = MemoryLedger(defaults=budget_defaults(settings))
+    gateway = build_gateway(settings, ledger=ledger, registry=registry)
+    return create_gateway_app(
+        gateway, registry=registry, on_start=[ledger.start], on_stop=[ledger.close]
+    )

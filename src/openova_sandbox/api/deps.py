@@ -42,6 +42,8 @@ class AppDeps:
     resources: Any = None
     # embedded mode: installs of agents started from the API (services.agent_installs)
     agent_installs: Any = None
+    # the model gateway under /llm/ (services.gateway.GatewayService); None: not served
+    gateway: Any = None
     # started in order after the store, stopped in reverse before it
     background: list[Lifecycle] = field(default_factory=list)
     on_started: list[Callable[[], Awaitable[None]]] = field(default_factory=list)

@@ -280,6 +280,29 @@ def api_cmd(
     HttpServer(config, on_shutdown=shutdown_hooks(app_)).run()
 
 
+@app.command("gateway")
+def gateway_cmd(
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "0.0.0.0",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8090,
+) -> None:
+    """Run the model gateway alone (Kubernetes mode: its own Deployment; stateless, any
+    number of replicas). Upstreams from SANDBOX_LLM_CONFIG (else OPENAI_*/ANTHROPIC_*);
+    tokens, usage and budgets in the store's SQL database (SANDBOX_DATABASE_URL)."""
+    import uvicorn
+
+    from ..api.composition import build_gateway_app
+    from ..logs import configure
+
+    settings = settings_or_exit()
+    configure(level=settings.log_level, json=settings.log_json)
+    try:
+        app_ = build_gateway_app(settings)
+    except SandboxError as exc:
+        fail(startup_error(exc))
+    config = uvicorn.Config(app_, host=host, port=port, **UVICORN_OPTIONS)
+    HttpServer(config, on_shutdown=shutdown_hooks(app_)).run()
+
+
 @app.command()
 def token(
     sub: Annotated[str, typer.Option(help="Subject (user id)")],
