@@ -415,3 +415,33 @@ async def test_usage_rows_by_day_and_group_with_filters(ledgers: Ledgers) -> Non
     assert one.totals.cost_usd == Decimal("0.3")
     empty = await usage_report(ledger, UsageQuery("initech", since))
     assert empty.totals.requests == 0 and empty.groups == ()
+
+
+# --- assembly and an unreachable database ---------------------------------------------
+
+
+async def test_the_ledger_follows_the_store_setting(tmp_path: Path) -> None:
+    from openova_sandbox.config import load_settings
+    from openova_sandbox.services.gateway_ledger import make_ledger
+
+    memory = make_ledger(load_settings(store="memory", budget_org_usd="7"))
+    assert isinstance(memory, MemoryLedger)
+    assert memory.defaults == BudgetDefaults(org=Decimal(7))
+    sql = make_ledger(load_settings(store="sql", data_dir=tmp_path))
+    assert isinstance(sql, SqlLedger) and sql.url.endswith("sandbox.db")
+
+
+async def test_an_unreachable_database_does_not_stop_the_server() -> None:
+    from openova_sandbox.domain.errors import BackendUnavailable
+    from openova_sandbox.services.gateway_ledger import LedgerLifecycle
+    from support.postgres import free_port
+
+    ledger = SqlLedger(
+        f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nothing", call_timeout=1.0
+    )
+    part = LedgerLifecycle(ledger)
+    await part.start()  # logged, not raised
+    with pytest.raises(BackendUnavailable) as caught:
+        await ledger.authenticate("sk-sandbox-x")
+    assert caught.value.code == "sandbox-backend-unavailable"
+    await part.stop()

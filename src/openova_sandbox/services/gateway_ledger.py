@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import structlog
 
+from ..domain.errors import BackendUnavailable
 from ..domain.ledger import (
     APIS,
     GROUP_BYS,
@@ -81,6 +82,7 @@ __all__ = [
     "GatewayLedger",
     "GroupBy",
     "Ledger",
+    "LedgerLifecycle",
     "MemoryLedger",
     "Scope",
     "UsageQuery",
@@ -340,4 +342,30 @@ def make_ledger(settings: Settings) -> Ledger:
         return MemoryLedger(defaults=defaults)
     from ..store.sql_ledger import SqlLedger
 
+    if settings.store == "kube" and not settings.database_url:
+        # every replica would keep budgets of its own in its data dir
+        log.warning(
+            "ledger_on_local_sqlite",
+            detail="set SANDBOX_DATABASE_URL to a PostgreSQL database shared by every "
+            "API and gateway replica, or budgets do not hold across them",
+        )
     return SqlLedger(settings.effective_database_url, defaults=defaults)
+
+
+class LedgerLifecycle:
+    """The ledger as one of the server's background parts: opened after the store,
+    closed before it. A database that cannot be reached at start does not stop the
+    server; the SQL ledger opens itself on its first call (the routes answer 503 until
+    then)."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    async def start(self) -> None:
+        try:
+            await self.ledger.start()
+        except BackendUnavailable as exc:
+            log.warning("ledger unreachable at start; opening on first use", error=exc.detail)
+
+    async def stop(self) -> None:
+        await self.ledger.close()
