@@ -52,14 +52,13 @@ def by_key(docs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
 def test_the_base_contains_the_control_plane(manifests: list[dict[str, Any]]) -> None:
     # the generated ConfigMap's name carries a content hash: compare it by prefix
     keys = [
-        (kind, "sandbox-config")
-        if kind == "ConfigMap" and name.startswith("sandbox-config-")
-        else (kind, name)
+        (kind, name.rsplit("-", 1)[0]) if kind == "ConfigMap" else (kind, name)
         for kind, name in by_key(manifests)
     ]
     assert sorted(keys) == sorted(
         [
             ("ConfigMap", "sandbox-config"),
+            ("ConfigMap", "sandbox-llm-config"),
             ("Namespace", "catalyst-system"),
             ("CustomResourceDefinition", "sandboxes.sandbox.openova.io"),
             ("ServiceAccount", "sandbox-api"),
@@ -72,7 +71,9 @@ def test_the_base_contains_the_control_plane(manifests: list[dict[str, Any]]) ->
             ("RoleBinding", "sandbox-operator-leader"),
             ("Deployment", "sandbox-api"),
             ("Deployment", "sandbox-operator"),
+            ("Deployment", "sandbox-gateway"),
             ("Service", "sandbox-api"),
+            ("Service", "sandbox-gateway"),
         ]
     )
     for doc in manifests:
@@ -146,7 +147,7 @@ def test_api_may_only_touch_sandboxes(manifests: list[dict[str, Any]]) -> None:
 
 
 def test_pods_are_hardened(manifests: list[dict[str, Any]]) -> None:
-    for name in ("sandbox-api", "sandbox-operator"):
+    for name in ("sandbox-api", "sandbox-operator", "sandbox-gateway"):
         pod = by_key(manifests)[("Deployment", name)]["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -201,6 +202,41 @@ def test_the_api_runs_the_stateless_control_plane_with_shared_config(
         assert refs == [config_maps[0][1]]  # the generated, hash-suffixed name
     data = objects[config_maps[0]]["data"]
     assert "SANDBOX_OIDC_ISSUER" in data
+
+
+def test_the_gateway_runs_alone_on_a_shared_database(manifests: list[dict[str, Any]]) -> None:
+    objects = by_key(manifests)
+    deployment = objects[("Deployment", "sandbox-gateway")]["spec"]
+    assert deployment["replicas"] >= 2  # stateless: any number of replicas
+    pod = deployment["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False  # it never calls the API server
+    [container] = pod["containers"]
+    assert container["args"][:2] == ["sandbox", "gateway"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["SANDBOX_STORE"]["value"] == "sql"
+    # budgets hold across replicas only in one database: required, from a Secret
+    db = env["SANDBOX_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+    assert (db["name"], db["key"]) == ("sandbox-gateway-db", "url")
+    assert not db.get("optional", False)
+    config_path = env["SANDBOX_LLM_CONFIG"]["value"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert config_path == mounts["llm-config"] + "/config.yaml"
+    config_map = volumes["llm-config"]["configMap"]["name"]
+    assert config_map.startswith("sandbox-llm-config-")  # the generated one
+    data = objects[("ConfigMap", config_map)]["data"]["config.yaml"]
+    from openova_sandbox.gateway.config import parse_config
+
+    assert parse_config(yaml.safe_load(data), source="base", env={}).providers == {}
+    keys = volumes["llm-keys"]["secret"]
+    assert keys["optional"] is True and keys["defaultMode"] == 0o440
+    assert pod["securityContext"]["fsGroup"] == 1000  # so uid 1000 reads the key files
+    service = objects[("Service", "sandbox-gateway")]["spec"]
+    assert service["selector"] == {"app.kubernetes.io/name": "sandbox-gateway"}
+    port = container["ports"][0]["containerPort"]
+    assert service["ports"][0]["targetPort"] == port
+    probe = container["readinessProbe"]["httpGet"]
+    assert probe["path"] == "/readyz"
 
 
 def test_dockerfile_matches_what_the_manifests_run() -> None:
