@@ -32,6 +32,7 @@ from .routes import (
     sessions,
     system,
     terminals,
+    usage,
 )
 
 log = structlog.get_logger(__name__)
@@ -83,6 +84,7 @@ def create_app(deps: AppDeps) -> FastAPI:
     app.include_router(byos.router)
     app.include_router(terminals.router)
     app.include_router(resources.router)
+    app.include_router(usage.router)
     app.include_router(console.router)
     if deps.gateway is not None:
         app.state.gateway = deps.gateway

@@ -29,7 +29,13 @@ from ..gateway.metrics import GatewayMetrics
 from ..services.agent_installs import AgentInstalls
 from ..services.byos import ByosService
 from ..services.gateway import GatewayService
-from ..services.gateway_ledger import GatewayLedger, MemoryLedger, budget_defaults
+from ..services.gateway_ledger import (
+    GatewayLedger,
+    LedgerLifecycle,
+    MemoryLedger,
+    budget_defaults,
+    make_ledger,
+)
 from ..services.logins import USED_FILE, LoginService, UsedLinks
 from ..services.remote_terminals import RemoteTerminals
 from ..services.resources import SandboxInformer
@@ -134,6 +140,8 @@ def build_control_plane(
     )
     uses_embedded = not (settings.oidc_issuer or settings.jwks_url)
     resources = ResourcesService(informer=SandboxInformer(store), sessions=sessions)
+    # the model gateway's tokens, usage and budgets: this store's database (memory: memory)
+    ledger = make_ledger(settings)
     return AppDeps(
         settings=settings,
         store=store,
@@ -152,7 +160,8 @@ def build_control_plane(
         issuer=issuer if uses_embedded else None,
         byos=byos,
         resources=resources,
-        background=[resources],
+        ledger=ledger,
+        background=[LedgerLifecycle(ledger), resources],
     )
 
 
@@ -267,7 +276,7 @@ def build_gateway_app(settings: Settings) -> Any:
     from .gateway_app import create_gateway_app
 
     registry = CollectorRegistry()
-    ledger = MemoryLedger(defaults=budget_defaults(settings))
+    ledger = make_ledger(settings)
     gateway = build_gateway(settings, ledger=ledger, registry=registry)
     return create_gateway_app(
         gateway, registry=registry, on_start=[ledger.start], on_stop=[ledger.close]

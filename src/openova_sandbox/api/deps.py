@@ -44,6 +44,9 @@ class AppDeps:
     agent_installs: Any = None
     # the model gateway under /llm/ (services.gateway.GatewayService); None: not served
     gateway: Any = None
+    # the gateway's ledger: tokens, usage, budgets (services.gateway_ledger.Ledger);
+    # None: no usage routes, session items without usage30d
+    ledger: Any = None
     # started in order after the store, stopped in reverse before it
     background: list[Lifecycle] = field(default_factory=list)
     on_started: list[Callable[[], Awaitable[None]]] = field(default_factory=list)

@@ -125,6 +125,53 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/sandbox/budgets": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Budgets
+         * @description Org admins: the org's budget and every one set in the org. Others: the org's,
+         *     their own and their sandboxes'.
+         */
+        get: operations["list_budgets_api_v1_sandbox_budgets_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/sandbox/budgets/{scope}/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get Budget */
+        get: operations["get_budget_api_v1_sandbox_budgets__scope___name__get"];
+        /**
+         * Put Budget
+         * @description Org admins: set the monthly budget (USD; ``null``: no cap) of the org, a user
+         *     (by email) or a sandbox of the org; it overrides the operator's default.
+         */
+        put: operations["put_budget_api_v1_sandbox_budgets__scope___name__put"];
+        post?: never;
+        /**
+         * Delete Budget
+         * @description Org admins: back to the operator's default; answers the budget as it now stands.
+         */
+        delete: operations["delete_budget_api_v1_sandbox_budgets__scope___name__delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/sandbox/byos/claude-code": {
         parameters: {
             query?: never;
@@ -426,6 +473,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/sandbox/usage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get Usage */
+        get: operations["get_usage_api_v1_sandbox_usage_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/sandbox/whoami": {
         parameters: {
             query?: never;
@@ -652,6 +716,57 @@ export interface components {
             /** Oidcconfigured */
             oidcConfigured: boolean;
         };
+        /** BudgetDefaultsOut */
+        BudgetDefaultsOut: {
+            /** Org */
+            org: number | null;
+            /** Sandbox */
+            sandbox: number | null;
+            /** User */
+            user: number | null;
+        };
+        /** BudgetList */
+        BudgetList: {
+            /** Budgets */
+            budgets: components["schemas"]["BudgetOut"][];
+            /** Currency */
+            currency: string;
+            defaults: components["schemas"]["BudgetDefaultsOut"];
+            /** Month */
+            month: string;
+        };
+        /** BudgetOut */
+        BudgetOut: {
+            /**
+             * Month
+             * @description YYYY-MM (UTC)
+             */
+            month: string;
+            /**
+             * Monthlyusd
+             * @description null: no cap
+             */
+            monthlyUsd: number | null;
+            /** Name */
+            name: string;
+            /** Remainingusd */
+            remainingUsd: number | null;
+            /**
+             * Reservedusd
+             * @description held by requests in flight
+             */
+            reservedUsd: number;
+            /** Scope */
+            scope: string;
+            /** Source */
+            source: string;
+            /** Spentusd */
+            spentUsd: number;
+            /** Updatedat */
+            updatedAt?: string | null;
+            /** Updatedby */
+            updatedBy?: string | null;
+        };
         /** ByosConfig */
         ByosConfig: {
             /** Clientidconfigured */
@@ -830,6 +945,87 @@ export interface components {
             inputTokens: number;
             /** Outputtokens */
             outputTokens: number;
+        };
+        /** UsageDayOut */
+        UsageDayOut: {
+            /** Cachereadtokens */
+            cacheReadTokens: number;
+            /** Cachewritetokens */
+            cacheWriteTokens: number;
+            /** Costusd */
+            costUsd: number;
+            /**
+             * Date
+             * @description YYYY-MM-DD (UTC)
+             */
+            date: string;
+            /** Inputtokens */
+            inputTokens: number;
+            /** Outputtokens */
+            outputTokens: number;
+            /** Requests */
+            requests: number;
+        };
+        /** UsageGroupOut */
+        UsageGroupOut: {
+            /** Cachereadtokens */
+            cacheReadTokens: number;
+            /** Cachewritetokens */
+            cacheWriteTokens: number;
+            /** Costusd */
+            costUsd: number;
+            /** Inputtokens */
+            inputTokens: number;
+            /**
+             * Key
+             * @description the sandbox id, the user's email or the model
+             */
+            key: string;
+            /** Outputtokens */
+            outputTokens: number;
+            /** Requests */
+            requests: number;
+        };
+        /** UsageReportOut */
+        UsageReportOut: {
+            /** Currency */
+            currency: string;
+            /**
+             * Days
+             * @description every day of the window, oldest first
+             */
+            days: components["schemas"]["UsageDayOut"][];
+            /** Groupby */
+            groupBy?: string | null;
+            /**
+             * Groups
+             * @description with groupBy: by cost, highest first
+             */
+            groups: components["schemas"]["UsageGroupOut"][];
+            /** Org */
+            org: string;
+            /** Scope */
+            scope: string;
+            /** Since */
+            since: string;
+            totals: components["schemas"]["UsageTotalsOut"];
+            /** Until */
+            until: string;
+        };
+        /** UsageTotalsOut */
+        UsageTotalsOut: {
+            /** Cachereadtokens */
+            cacheReadTokens: number;
+            /** Cachewritetokens */
+            cacheWriteTokens: number;
+            /** Costusd */
+            costUsd: number;
+            /** Inputtokens */
+            inputTokens: number;
+            /** Outputtokens */
+            outputTokens: number;
+            /** Requests */
+            requests: number;
         };
         /** ValidationError */
         ValidationError: {
@@ -1167,6 +1363,285 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["AuthConfig"];
+                };
+            };
+        };
+    };
+    list_budgets_api_v1_sandbox_budgets_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BudgetList"];
+                };
+            };
+            /** @description missing or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Unauthenticated"];
+                };
+            };
+            /** @description the ledger's database is unreachable; retry later */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_budget_api_v1_sandbox_budgets__scope___name__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                scope: string;
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BudgetOut"];
+                };
+            };
+            /** @description invalid-scope, invalid-name */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description missing or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Unauthenticated"];
+                };
+            };
+            /** @description org-admin-required, other-org */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description sandbox-not-found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description the ledger's database is unreachable; retry later */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    put_budget_api_v1_sandbox_budgets__scope___name__put: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                scope: string;
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /**
+                     * Monthlyusd
+                     * @description the monthly budget in USD (number or numeric string); null: no cap
+                     */
+                    monthlyUsd: number | string | null;
+                };
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BudgetOut"];
+                };
+            };
+            /** @description invalid-scope, invalid-name, empty-body, invalid-json, invalid-budget */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description missing or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Unauthenticated"];
+                };
+            };
+            /** @description org-admin-required, other-org */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description sandbox-not-found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description the ledger's database is unreachable; retry later */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    delete_budget_api_v1_sandbox_budgets__scope___name__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                scope: string;
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BudgetOut"];
+                };
+            };
+            /** @description invalid-scope, invalid-name */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description missing or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Unauthenticated"];
+                };
+            };
+            /** @description org-admin-required, other-org */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description sandbox-not-found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description the ledger's database is unreachable; retry later */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };
@@ -2407,6 +2882,78 @@ export interface operations {
                 };
             };
             /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_usage_api_v1_sandbox_usage_get: {
+        parameters: {
+            query?: {
+                /** @description `own` (default): your sandboxes; `org`: org admins */
+                scope?: string | null;
+                /** @description `sandbox`, `user` or `model` */
+                groupBy?: string | null;
+                /** @description a date (UTC) or RFC 3339 time; default: 30 days including today */
+                since?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UsageReportOut"];
+                };
+            };
+            /** @description invalid-scope, invalid-group-by, invalid-since */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description missing or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Unauthenticated"];
+                };
+            };
+            /** @description org-admin-required (scope=org) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description the ledger's database is unreachable; retry later */
             503: {
                 headers: {
                     [name: string]: unknown;
