@@ -11,11 +11,10 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
-from conftest import Api
 from openova_sandbox.services.gateway_ledger import (
     BudgetDefaults,
     BudgetExceeded,
@@ -24,6 +23,9 @@ from openova_sandbox.services.gateway_ledger import (
     UsageRecord,
 )
 from openova_sandbox.store.sql_ledger import SqlLedger
+
+if TYPE_CHECKING:
+    from conftest import Api
 
 T = TypeVar("T")
 USAGE = "/api/v1/sandbox/usage"
