@@ -140,8 +140,7 @@ _MODEL = "${SANDBOX_AGENT_MODEL}"
 
 _AIDER_ENV = (
     ("AIDER_CHECK_UPDATE", "false"),  # with --yes-always it would pip-install updates
-    ("AIDER_ANALYTICS", "false"),
-    ("AIDER_ANALYTICS_DISABLE", "true"),  # and never ask to opt in
+    ("AIDER_ANALYTICS", "false"),  # off, and never asks to opt in (--yes-always would)
     ("LITELLM_LOCAL_MODEL_COST_MAP", "True"),  # litellm's price list from the package
     ("AIDER_MODEL", f"openai/{_MODEL}"),
 )

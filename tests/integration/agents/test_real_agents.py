@@ -56,6 +56,7 @@ class Agent:
     ready: str  # on the screen once the agent waits for a prompt
     resumed: str  # on the screen once it waits again, the conversation continued
     files: tuple[str, ...]  # seeded into its HOME
+    shows_history: bool = True  # a resumed conversation is shown (aider only says so)
 
 
 AGENTS = {
@@ -64,6 +65,13 @@ AGENTS = {
         "Type your message",
         "Type your message",
         (".qwen/settings.json", ".openova-sandbox/qwen-code/system-settings.json"),
+    ),
+    "aider": Agent(
+        "aider",
+        "Repo-map:",  # the last line of its banner, just before its prompt
+        "Restored previous conversation history",
+        (".aider.conf.yml", ".aider.model.metadata.json"),
+        shows_history=False,
     ),
     "opencode": Agent(
         "opencode",
@@ -145,9 +153,12 @@ def make_setup(
 
 
 def tree(root: Path) -> dict[str, int]:
-    """Every file under ``root`` with its modification time (ns)."""
+    """Every file under ``root`` with its modification time (ns); Python's bytecode
+    caches, which an interpreter may write as it imports, are left out."""
     out = {}
     for folder, _, names in os.walk(root):
+        if "__pycache__" in Path(folder).parts:
+            continue
         for name in names:
             path = os.path.join(folder, name)
             try:
@@ -157,19 +168,21 @@ def tree(root: Path) -> dict[str, int]:
     return out
 
 
-async def saved_in(home: Path, text: str, timeout: float = 30.0) -> None:
-    """Wait until some file in ``home`` holds ``text`` (the agent saved its history)."""
+async def saved_in(folders: list[Path], text: str, timeout: float = 30.0) -> None:
+    """Wait until a file in ``folders`` holds ``text`` (the agent saved its history:
+    in its HOME, or aider in the workspace)."""
     needle = text.encode()
     deadline = time.monotonic() + timeout
     while True:
-        for folder, _, names in os.walk(home):
-            for name in names:
-                try:
-                    if needle in Path(folder, name).read_bytes():
-                        return
-                except OSError:
-                    continue
-        assert time.monotonic() < deadline, f"{text!r} was not saved in {home}"
+        for root in folders:
+            for folder, _, names in os.walk(root):
+                for name in names:
+                    try:
+                        if needle in Path(folder, name).read_bytes():
+                            return
+                    except OSError:
+                        continue
+        assert time.monotonic() < deadline, f"{text!r} was not saved in {folders}"
         await asyncio.sleep(0.2)
 
 
@@ -179,7 +192,7 @@ async def test_a_real_agent_completes_a_turn_in_its_own_home(
 ) -> None:
     agent = AGENTS[slug]
     data = installed_agents_dir(tmp_path / "data", slug, share=True)
-    installs = tree(data / "agents" / "npm")
+    installs = tree(data / "agents")
     setup = make_setup(tmp_path, data, slug, fake_llm, trap)
     service, box = setup.service, setup.sandbox
     word = secrets.token_hex(4)
@@ -201,13 +214,15 @@ async def test_a_real_agent_completes_a_turn_in_its_own_home(
 
         # the agent ends (the server restarts, say) once it saved the turn, and is started
         # in the same HOME: it continues the conversation
-        await saved_in(setup.home, f"PONG-{word}")
+        workspace = workspace_path(setup.data, "acme", "box")
+        await saved_in([setup.home, workspace], f"PONG-{word}")
         await screen.close()
         await service.registry.delete("acme/box", "box")
         session = service.primary(box)
         assert session.id == "box"
         screen = AgentScreen(session).follow()
-        await screen.wait_for(f"PONG-{word}")
+        if agent.shows_history:
+            await screen.wait_for(f"PONG-{word}")
         await screen.wait_for(agent.resumed)
     finally:
         if screen is not None:
@@ -216,7 +231,7 @@ async def test_a_real_agent_completes_a_turn_in_its_own_home(
 
     assert sorted(os.listdir(setup.server_home)) == []  # nothing in the server's HOME
     assert trap.seen() == []  # no update check, telemetry or download was even tried
-    assert tree(data / "agents" / "npm") == installs  # and nothing updated the install
+    assert tree(data / "agents") == installs  # and nothing updated the install
 
 
 async def test_the_trap_catches_an_agent_started_without_its_settings(
