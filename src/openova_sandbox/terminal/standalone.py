@@ -87,8 +87,9 @@ def build_standalone_app(
     terminals = registry or TerminalRegistry(
         catalogue=load_catalogue(settings.agents_path),
         ring_bytes=settings.ring_buffer_bytes,
-        prepare_spawn=prepare_spawn,
     )
+    if prepare_spawn is not None:
+        terminals.prepare_spawn = prepare_spawn
     env = gateway_env(settings)
     env.update(extra_env or {})
     terminals.add_sandbox(

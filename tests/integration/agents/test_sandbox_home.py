@@ -23,10 +23,15 @@ from openova_sandbox.domain.catalogue import load_catalogue
 from openova_sandbox.domain.model import ObjectMeta, Quota, Sandbox, SandboxSpec
 from openova_sandbox.events.bus import InProcessBus
 from openova_sandbox.services.sessions import SessionsPolicy, SessionsService
-from openova_sandbox.services.terminals import TerminalHostAdapter, TerminalsService
+from openova_sandbox.services.terminals import (
+    TerminalHostAdapter,
+    TerminalsService,
+    prepare_spawn,
+)
 from openova_sandbox.store.memory import MemoryStore
 from openova_sandbox.terminal.registry import TerminalRegistry
 from openova_sandbox.terminal.session import TerminalSession
+from openova_sandbox.terminal.standalone import build_standalone_app
 
 # prints argv, a few variables and its HOME's files as one JSON line, then waits
 PROBE = """
@@ -179,3 +184,46 @@ async def test_sandboxes_do_not_share_a_home_and_a_deleted_one_takes_its_home(tm
         assert home_path(data, "acme", "two").is_dir()  # the other sandbox keeps its own
     finally:
         await svc.registry.close()
+
+
+async def test_the_standalone_terminal_server_seeds_the_pods_home(tmp_path):
+    """`sandbox pty-server` (one sandbox, in its pod): HOME is the pod's home volume,
+    seeded by the same hook; its primary session resumes like embedded mode's."""
+    agents = tmp_path / "agents.json"
+    agents.write_text(json.dumps([ROW]))
+    workdir = tmp_path / "workspace"
+    workdir.mkdir()
+    pod_home = tmp_path / "home-volume"  # made by the hook, as on a fresh volume
+    settings = load_settings(
+        data_dir=tmp_path / "data",
+        agents_path=str(agents),
+        pty_sandbox_id="box",
+        pty_default_agent="tool",
+        pty_workdir=str(workdir),
+        pty_owner_email="dev@acme.com",
+        openai_base_url="http://gateway.local/v1",
+        agent_model="coder-7b",
+    )
+    registry = TerminalRegistry(catalogue=load_catalogue(agents), base_env={"PATH": "/bin"})
+
+    async def deny(token: str) -> Any:
+        raise AssertionError("not used")
+
+    build_standalone_app(
+        settings,
+        authenticate=deny,
+        registry=registry,
+        prepare_spawn=prepare_spawn,
+        home=str(pod_home),
+    )
+    try:
+        first = await probe(registry.open("box", "box"))
+        assert first["argv"] == []
+        assert first["env"]["HOME"] == str(pod_home)
+        assert first["env"]["TOOL_MODEL"] == "openai/coder-7b"
+        assert {".tool/config.json", ".toolrc", ".gitconfig"} <= set(first["files"])
+        await finish(registry.get("box", "box"))
+        registry.forget("box", "box")
+        assert (await probe(registry.open("box", "box")))["argv"] == ["--continue"]
+    finally:
+        await registry.close()
