@@ -50,6 +50,9 @@ def wait_for_terminal(page: Any) -> None:
     expect(pane).to_have_attribute("data-connection", "open", timeout=READY_TIMEOUT_MS)
     # the shell's first prompt ("$ ", or "# " as root) arrives once the PTY is attached
     expect(visible_rows(page)).to_contain_text(PROMPT, timeout=OUTPUT_TIMEOUT_MS)
+    # and the PTY has the screen's size: a shell told the size after a command was typed
+    # redraws its prompt over that command's output
+    expect(pane).to_have_attribute("data-sized", "true", timeout=OUTPUT_TIMEOUT_MS)
 
 
 def wait_for_grandchild(ancestor: int, name: str, timeout: float = 20.0) -> None:

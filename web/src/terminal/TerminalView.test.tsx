@@ -70,10 +70,13 @@ describe("TerminalView", () => {
     expect(screen.getByRole("status")).toHaveTextContent("Connecting…");
     act(() => replay(ws));
     expect(screen.queryByRole("status")).toBeNull();
-    act(() => {
-      vi.advanceTimersByTime(200);
+    const pane = document.querySelector(".terminal-pane")!;
+    expect(pane).toHaveAttribute("data-sized", "false");
+    await act(async () => {
+      await vi.advanceTimersByTimeAsync(200);
     });
     expect(onResize).toHaveBeenCalledWith({ rows: expect.any(Number), cols: expect.any(Number) });
+    expect(pane).toHaveAttribute("data-sized", "true");
 
     await user.click(screen.getByRole("button", { name: "Escape" }));
     await user.click(screen.getByRole("button", { name: "Arrow up" }));

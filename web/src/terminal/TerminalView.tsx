@@ -141,13 +141,23 @@ export default function TerminalView({
   const [retryIn, setRetryIn] = useState(0);
   const [detail, setDetail] = useState<StateDetail>({ attempt: 0, delayMs: 0 });
 
+  // whether this connection's PTY has been told the screen's size (tests wait for it
+  // before typing: a shell redraws its prompt when the size changes)
+  const [sized, setSized] = useState(false);
+
   const sendSize = useCallback(() => {
     const term = termRef.current;
+    const conn = connRef.current;
     // only an attached terminal has a PTY to resize (before that the server answers 404)
-    if (!term || !connRef.current?.isAttached) return;
-    resizeRef.current({ rows: term.rows, cols: term.cols }).catch(() => {
-      // the next resize or reconnect sends it again
-    });
+    if (!term || !conn?.isAttached) return;
+    resizeRef.current({ rows: term.rows, cols: term.cols }).then(
+      () => {
+        if (connRef.current === conn && conn.isAttached) setSized(true);
+      },
+      () => {
+        // the next resize or reconnect sends it again
+      },
+    );
   }, []);
 
   const fit = useCallback(() => {
@@ -211,6 +221,7 @@ export default function TerminalView({
         },
         onState: (next, detail) => {
           setState(next);
+          if (next !== "open") setSized(false);
           setDetail(detail);
           stateCbRef.current?.(next, detail);
           window.clearInterval(countdown);
@@ -324,7 +335,12 @@ export default function TerminalView({
   const keepFocus = (ev: React.MouseEvent) => ev.preventDefault();
 
   return (
-    <div className="terminal-pane" hidden={!active} data-connection={state}>
+    <div
+      className="terminal-pane"
+      hidden={!active}
+      data-connection={state}
+      data-sized={sized ? "true" : "false"}
+    >
       <div className="terminal-frame">
         <div
           className="terminal-host"
