@@ -1,4 +1,4 @@
-import { act, render, screen } from "@testing-library/react";
+import { act, render, screen, waitFor } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import TerminalView from "./TerminalView";
@@ -178,6 +178,26 @@ describe("TerminalView", () => {
     } finally {
       vi.useRealTimers();
     }
+  });
+
+  it("does not answer the terminal queries in a replay, only those asked live", async () => {
+    view({ primary: true });
+    const ws = FakeWebSocket.instances[0]!;
+    const frame = (text: string) =>
+      ({ data: new TextEncoder().encode(text).buffer }) as MessageEvent;
+    act(() => {
+      ws.readyState = 1;
+      ws.onopen?.(new Event("open"));
+      // what an agent asked at its start, long ago: device attributes and background
+      ws.onmessage?.(frame("\x1b[c\x1b]11;?\x07\x1b[6n$ "));
+    });
+    // a live question after the replay is answered (the program is waiting for it)
+    act(() => {
+      ws.onmessage?.(frame("\x1b[c"));
+    });
+    await waitFor(() => expect(ws.sent.length).toBeGreaterThan(0));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(ws.sent).toEqual([expect.stringMatching(/^\x1b\[\?[\d;]+c$/)]);
   });
 
   it("offers Close tab, not Restart agent, when an extra terminal's shell exits", async () => {

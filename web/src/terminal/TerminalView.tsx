@@ -195,7 +195,12 @@ export default function TerminalView({
       resizeTimer = window.setTimeout(sendSize, RESIZE_DEBOUNCE_MS);
     });
 
+    // While a replay is being parsed, xterm.js answers the terminal queries in it (DA1,
+    // OSC 11 colour, cursor position…) as if the program had just asked; the program
+    // asked long ago and had its answer, so those replies must not be typed into it.
+    let replaying = 0;
     const send = (data: string) => {
+      if (replaying > 0) return;
       let out = data;
       if (ctrlRef.current) {
         out = applyCtrl(data);
@@ -206,6 +211,7 @@ export default function TerminalView({
     };
     const dataSub = term.onData(send);
     const binarySub = term.onBinary((data) => {
+      if (replaying > 0) return;
       const bytes = new Uint8Array(data.length);
       for (let i = 0; i < data.length; i += 1) bytes[i] = data.charCodeAt(i) & 0xff;
       connRef.current?.send(bytes);
@@ -216,8 +222,16 @@ export default function TerminalView({
       url: attachSocketUrl(attachUrl, window.location),
       handlers: {
         onOutput: (data, isReplay) => {
-          if (isReplay) term.reset();
-          term.write(data);
+          if (!isReplay) {
+            term.write(data);
+            return;
+          }
+          term.reset();
+          replaying += 1;
+          // the callback runs once this frame is parsed, before any later frame is
+          term.write(data, () => {
+            replaying -= 1;
+          });
         },
         onState: (next, detail) => {
           setState(next);
