@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     # operator's YAML/JSON file; without it OPENAI_* above and ANTHROPIC_* are the zero
     # config (one pass-through provider each)
     llm_config: str = ""
+    # the model gateway a standalone `sandbox pty-server` gives its terminals (its root,
+    # without /llm; Kubernetes: the operator renders the gateway Service's URL) and the
+    # sandbox's own gateway token for it (docs/gateway.md, "Per-sandbox credentials")
+    model_gateway_url: str = ""
+    model_gateway_token: str = Field("", repr=False)
     anthropic_base_url: str = Field("", validation_alias=AliasChoices("ANTHROPIC_BASE_URL"))
     anthropic_api_key: str = Field(
         "", validation_alias=AliasChoices("ANTHROPIC_API_KEY"), repr=False
@@ -126,6 +131,8 @@ class Settings(BaseSettings):
     kube_gateway_namespace: str = "catalyst-system"
     kube_control_plane_namespace: str = "catalyst-system"
     kube_sandbox_host: str = ""
+    # the model gateway's Service as sandbox pods reach it (deploy/kubernetes/gateway.yaml)
+    kube_model_gateway_url: str = "http://sandbox-gateway.catalyst-system.svc"
     kube_mcp_url: str = ""
     # mount the sandbox ServiceAccount's token in the pod (only when the MCP server
     # authenticates agents by it; off: no Kubernetes credential inside the sandbox)

@@ -5,6 +5,8 @@
 - ``permessage-deflate`` off: terminal frames are already coalesced, compressing them
   costs CPU per viewer, and a compressed stream hides how far a slow viewer lags (the
   resync policy needs the real backlog).
+- Once bound, the app's ``on_bound`` hooks learn the address it listens on (with the
+  real port when 0 was asked for): embedded mode's agents reach the model gateway there.
 - uvicorn's access log off and its log config left alone: requests are logged by the
   app with route templates only (query strings can carry ``access_token``).
 """
@@ -51,6 +53,10 @@ class Server(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started and not self.should_exit:
+            address = bound_address(self.servers)
+            if address is not None:
+                for bound in bound_hooks(self.config.app):
+                    bound(*address)
             for hook in self._on_listening:
                 await hook()
 
@@ -58,6 +64,26 @@ class Server(uvicorn.Server):
         for hook in self._on_shutdown:
             hook()
         await super().shutdown(sockets)
+
+
+def bound_address(servers: Sequence[Any]) -> tuple[str, int] | None:
+    """The host and port of the first TCP socket the server listens on (the port is
+    the real one when 0 was asked for)."""
+    for server in servers:
+        for sock in getattr(server, "sockets", ()):
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                host, port = sock.getsockname()[:2]
+                return str(host), int(port)
+    return None
+
+
+def bound_hooks(app: Any) -> list[Callable[[str, int], None]]:
+    """What an app built by ``api.app.create_app`` wants told of the address it is
+    served on, once the sockets are bound (``AppDeps.on_bound``: the model gateway's
+    URL for agents); none for other apps."""
+    deps = getattr(getattr(app, "state", None), "deps", None)
+    hooks = getattr(deps, "on_bound", None)
+    return list(hooks) if hooks else []
 
 
 def shutdown_hooks(app: Any) -> list[Callable[[], None]]:

@@ -22,6 +22,7 @@ from ..config import Settings
 from ..controller.runner import EmbeddedController
 from ..domain.catalogue import Catalogue, load_catalogue
 from ..domain.model import Quota
+from ..domain.model_access import ModelAccess, agent_model_env
 from ..events.bus import InProcessBus
 from ..gateway.config import GatewayConfig
 from ..gateway.config import load_config as load_gateway_config
@@ -40,13 +41,13 @@ from ..services.logins import USED_FILE, LoginService, UsedLinks
 from ..services.remote_terminals import RemoteTerminals
 from ..services.resources import SandboxInformer
 from ..services.resources_view import ResourcesService
+from ..services.sandbox_tokens import SandboxTokens, preview_access
 from ..services.sessions import SessionsPolicy, SessionsService
 from ..services.terminals import TerminalHostAdapter, TerminalsService
 from ..store.base import Store
 from ..store.factory import make_store
 from ..terminal.metrics import TerminalMetrics
 from ..terminal.registry import TerminalRegistry
-from ..terminal.standalone import gateway_env
 from .deps import AppDeps
 
 log = structlog.get_logger(__name__)
@@ -101,18 +102,42 @@ def agent_path(settings: Settings) -> str:
     return agent_search_path(settings.data_dir)
 
 
-def sessions_policy(settings: Settings, *, kube: bool) -> SessionsPolicy:
+def sessions_policy(
+    settings: Settings, *, kube: bool, agent_env: dict[str, str] | None = None
+) -> SessionsPolicy:
     """What create checks. Embedded: the agent search path and the environment the
-    terminals give agents. Kubernetes: the agents the sandbox image carries (the pods'
-    environment is not this process's, so configuration is not checked there)."""
+    terminals give agents (``agent_env``, default :func:`agent_env_preview`).
+    Kubernetes: the agents the sandbox image carries (the pods' environment is not this
+    process's, so configuration is not checked there)."""
+    if agent_env is None and not kube:
+        agent_env = agent_env_preview(settings, kube=False)
     return SessionsPolicy(
         default_namespace=settings.default_namespace,
         quota=Quota.from_dict(settings.quota_dict),
         agent_path=None if kube else agent_path(settings),
         image_agents=settings.image_agents if kube else (),
-        agent_env=None if kube else gateway_env(settings),
+        agent_env=None if kube else agent_env,
         repos_available=bool(settings.git_base_url.strip()),
     )
+
+
+def served_protocols(config: GatewayConfig) -> tuple[bool, bool]:
+    """Whether the gateway has an OpenAI-shaped and an Anthropic-shaped provider."""
+    kinds = {p.kind for p in config.providers.values()}
+    return "openai" in kinds, "anthropic" in kinds
+
+
+def agent_env_preview(settings: Settings, *, kube: bool) -> dict[str, str]:
+    """The model variables a sandbox's terminals get, with a stand-in token: what the
+    agents' missing variables are checked against. Embedded: the built-in gateway's, for
+    the protocols it has providers for. Kubernetes: what the operator renders into the
+    pods (the gateway Service's URLs; no token yet, docs/gateway.md)."""
+    if kube:
+        access = ModelAccess(gateway_url=settings.kube_model_gateway_url)
+    else:
+        openai, anthropic = served_protocols(gateway_config(settings))
+        access = preview_access(openai=openai, anthropic=anthropic)
+    return agent_model_env(access, settings.agent_model)
 
 
 def build_control_plane(
@@ -131,10 +156,11 @@ def build_control_plane(
     store = store if store is not None else make_store(settings)
     bus = InProcessBus()
     byos = ByosService(settings=settings)
+    agent_env = agent_env_preview(settings, kube=kube)
     sessions = SessionsService(
         store=store,
         catalogue=offered_catalogue(settings),
-        policy=sessions_policy(settings, kube=kube),
+        policy=sessions_policy(settings, kube=kube, agent_env=agent_env),
         bus=bus,
         credentials=byos,
     )
@@ -162,6 +188,7 @@ def build_control_plane(
         resources=resources,
         ledger=ledger,
         background=[LedgerLifecycle(ledger), resources],
+        agent_env=agent_env,
     )
 
 
@@ -178,6 +205,13 @@ def build_embedded(
             "(keys, other workspaces); use Kubernetes mode for users who must not reach "
             "each other",
         )
+    # the model gateway under /llm/ (docs/gateway.md); each sandbox's terminals reach it
+    # on this server's loopback address with the sandbox's own token
+    ledger = embedded_ledger(deps, settings)
+    deps.gateway = build_gateway(settings, ledger=ledger, registry=deps.metrics_registry)
+    openai, anthropic = served_protocols(deps.gateway.config)
+    tokens = SandboxTokens(ledger, openai=openai, anthropic=anthropic)
+    deps.on_bound.append(tokens.listening)
     registry = TerminalRegistry(
         catalogue=deps.sessions.catalogue,
         ring_bytes=settings.ring_buffer_bytes,
@@ -191,11 +225,12 @@ def build_embedded(
         settings=settings,
         credentials=deps.byos,
         metrics=terminal_metrics,
+        tokens=tokens,
     )
     deps.terminals = terminals
     controller = EmbeddedController(
         deps.store,
-        TerminalHostAdapter(registry, agent_problem=terminals.agent_problem),
+        TerminalHostAdapter(registry, agent_problem=terminals.agent_problem, tokens=tokens),
         data_dir=Path(settings.data_dir),
         git_base_url=settings.git_base_url,
     )
@@ -212,11 +247,8 @@ def build_embedded(
         deps.agent_installs,
         *deps.background,
     ]
-    # the model gateway under /llm/ (docs/gateway.md)
-    deps.gateway = build_gateway(
-        settings, ledger=embedded_ledger(deps, settings), registry=deps.metrics_registry
-    )
-    deps.background.append(deps.gateway)
+    # stopped before the ledger closes: it revokes the tokens this process handed out
+    deps.background += [deps.gateway, tokens]
     return deps
 
 
@@ -254,7 +286,9 @@ def gateway_config(settings: Settings) -> GatewayConfig:
         env=os.environ,
         openai_base_url=settings.openai_base_url,
         openai_api_key=settings.openai_api_key,
-        anthropic_base_url=settings.anthropic_base_url,
+        # LLM_GATEWAY_URL (an Anthropic-shaped gateway agents were once pointed at) is
+        # now the built-in gateway's Anthropic upstream when ANTHROPIC_BASE_URL is unset
+        anthropic_base_url=settings.anthropic_base_url or settings.llm_gateway_url,
         anthropic_api_key=settings.anthropic_api_key,
     )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -50,3 +50,8 @@ class AppDeps:
     # started in order after the store, stopped in reverse before it
     background: list[Lifecycle] = field(default_factory=list)
     on_started: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # told the (host, port) the server listens on, once bound (serving.bound_hooks)
+    on_bound: list[Callable[[str, int], None]] = field(default_factory=list)
+    # what the agents are checked against (missing variables): the environment a
+    # sandbox's terminals get for models, with stand-ins for the token; None: unknown
+    agent_env: Mapping[str, str] | None = None

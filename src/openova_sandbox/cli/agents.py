@@ -23,7 +23,6 @@ from ..agents.status import agent_statuses
 from ..config import Settings, load_settings
 from ..domain.catalogue import AgentSpec, Catalogue, load_catalogue
 from ..domain.errors import SandboxError
-from ..terminal.standalone import gateway_env
 
 app = typer.Typer(
     name="agents",
@@ -59,6 +58,17 @@ def _catalogue(settings: Settings) -> Catalogue:
         fail(exc.detail)
 
 
+def _agent_env(settings: Settings) -> dict[str, str]:
+    """What the server's terminals would get for models (the built-in gateway's
+    variables for the protocols it has providers for), to name what is missing."""
+    from ..api.composition import agent_env_preview
+
+    try:
+        return agent_env_preview(settings, kube=False)
+    except SandboxError as exc:  # SANDBOX_LLM_CONFIG cannot be used: the server says so too
+        fail(exc.detail)
+
+
 def _offered(catalogue: Catalogue) -> list[AgentSpec]:
     return [a for slug in catalogue.api_slugs if (a := catalogue.get(slug)) is not None]
 
@@ -74,7 +84,7 @@ def list_cmd(
     (installed by `sandbox agents install` into the data dir)."""
     settings = _settings(data_dir)
     statuses = agent_statuses(
-        _offered(_catalogue(settings)), settings.data_dir, env=gateway_env(settings)
+        _offered(_catalogue(settings)), settings.data_dir, env=_agent_env(settings)
     )
     rows: list[dict[str, Any]] = [
         {

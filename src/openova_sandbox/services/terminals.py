@@ -15,6 +15,12 @@ the registry's spawn hook (:func:`prepare_spawn`) seeds it with the agent's conf
 before every start, and the primary agent, when started again in a HOME where it ran
 before, gets its resume arguments (``--continue``) and picks up its last conversation.
 
+Models: every terminal of a sandbox gets the model gateway's URLs and the sandbox's own
+gateway token (``SandboxTokens``: issued before the sandbox's first terminal starts,
+revoked when it is deleted), never a provider key; see docs/gateway.md, "Per-sandbox
+credentials". A claude-code session on its owner's Claude subscription gets that
+subscription's token instead of the gateway's Anthropic variables.
+
 Whether the primary agent can start is the controller's ``AgentUnavailable`` question
 (:meth:`TerminalsService.agent_problem`): the spawn's own checks without spawning, plus
 the last start that failed (an exec error the checks cannot foresee), remembered until a
@@ -48,13 +54,14 @@ from ..domain.errors import (
     SpawnFailed,
 )
 from ..domain.model import ANNOTATION_SUB, Sandbox
+from ..domain.model_access import ModelAccess, agent_model_env
 from ..domain.principal import Principal
 from ..domain.status import attach_path
 from ..terminal.pty import SpawnSpec
 from ..terminal.registry import SandboxContext, SessionRequest, TerminalRegistry
 from ..terminal.session import TerminalSession
-from ..terminal.standalone import gateway_env
 from ..terminal.ws import AttachMetrics, close_with_message, serve_attach
+from .sandbox_tokens import SandboxTokens
 from .sessions import SessionsService
 from .terminal_port import check_extra_agent, check_extra_slot, terminal_attach_path
 
@@ -63,6 +70,11 @@ CLOSE_POLICY, CLOSE_INTERNAL = 1008, 1011
 
 BYOS_AGENT = "claude-code"
 BYOS_TOKEN_ENV = "CLAUDE_CODE_OAUTH_TOKEN"
+# what a claude-code session on its owner's subscription must not have: claude prefers
+# ANTHROPIC_AUTH_TOKEN and ANTHROPIC_API_KEY over the subscription, and would send the
+# subscription's token to ANTHROPIC_BASE_URL (the gateway, which does not take it; see
+# docs/gateway.md, "Subscriptions (BYOS)"). Empty values in a request unset them.
+BYOS_UNSET = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL", "LLM_GATEWAY_URL")
 
 RESTART_BANNER = (
     b"\r\n\x1b[33m[sandbox] the server restarted: this agent was started again in the same "
@@ -119,7 +131,10 @@ class TerminalsService:
         settings: Settings,
         credentials: CredentialSource | None = None,
         metrics: AttachMetrics | None = None,
+        tokens: SandboxTokens | None = None,
     ) -> None:
+        """``tokens``: the sandboxes' gateway tokens (embedded mode's model gateway);
+        without them terminals get no model access (never the server's own keys)."""
         self.metrics = metrics
         self.registry = registry
         if registry.prepare_spawn is None:
@@ -127,7 +142,8 @@ class TerminalsService:
         self._sessions = sessions
         self._data_dir = Path(settings.data_dir)
         self._ring_bytes = settings.ring_buffer_bytes
-        self._gateway_env = gateway_env(settings)
+        self._agent_model = settings.agent_model
+        self.tokens = tokens
         self._credentials = credentials
         self._start_failures: dict[str, _StartFailure] = {}
         # told (namespace, name) when the primary agent's startability changed, so the
@@ -135,8 +151,16 @@ class TerminalsService:
         self.on_agent_change: Callable[[str, str], None] | None = None
 
     # ----------------------------------------------------------- registry context
-    def _context(self, sandbox: Sandbox) -> SandboxContext:
-        env: dict[str, str] = {**self._gateway_env, "SANDBOX_ID": sandbox.name}
+    def _model_access(self, sandbox: Sandbox, *, preview: bool) -> ModelAccess | None:
+        if self.tokens is None:
+            return None
+        return self.tokens.preview() if preview else self.tokens.access(sandbox)
+
+    def _context(self, sandbox: Sandbox, *, preview: bool = False) -> SandboxContext:
+        """The sandbox's terminals' context; ``preview``: with stand-ins for a gateway
+        token not issued yet (for the checks that do not spawn)."""
+        env = agent_model_env(self._model_access(sandbox, preview=preview), self._agent_model)
+        env["SANDBOX_ID"] = sandbox.name
         return SandboxContext(
             sandbox_id=registry_key(sandbox.namespace, sandbox.name),
             namespace=sandbox.namespace,
@@ -166,12 +190,15 @@ class TerminalsService:
         if agent == BYOS_AGENT and self._credentials is not None and owner_sub:
             creds = self._credentials.credentials_for(owner_sub)
             if creds:
-                env = {**creds, "ANTHROPIC_API_KEY": ""}
+                env = {**creds, **dict.fromkeys(BYOS_UNSET, "")}
         return SessionRequest(agent=agent, env=env, resume=resume)
 
     async def _refresh_credentials(self, sandbox: Sandbox, agent: str) -> None:
-        """Before a spawn that will use them: renew the owner's expiring subscription
-        token (``spawn_request`` itself is synchronous)."""
+        """Before a spawn: issue the sandbox's gateway token unless it has one, and
+        renew the owner's expiring subscription token when it will be used
+        (``spawn_request`` itself is synchronous)."""
+        if self.tokens is not None:
+            await self.tokens.ensure(sandbox)
         owner_sub = sandbox.metadata.annotations.get(ANNOTATION_SUB, "")
         if agent == BYOS_AGENT and self._credentials is not None and owner_sub:
             await self._credentials.refresh_if_needed(owner_sub)
@@ -183,14 +210,14 @@ class TerminalsService:
         owner_sub = sandbox.metadata.annotations.get(ANNOTATION_SUB, "")
         credentials = self._credentials
         if agent == BYOS_AGENT and credentials is not None and credentials.connected(owner_sub):
-            env = {BYOS_TOKEN_ENV: CONNECTED_PLACEHOLDER, "ANTHROPIC_API_KEY": ""}
+            env = {BYOS_TOKEN_ENV: CONNECTED_PLACEHOLDER, **dict.fromkeys(BYOS_UNSET, "")}
             return SessionRequest(agent=agent, env=env)
         return SessionRequest(agent=agent)
 
     def _binary(self, sandbox: Sandbox) -> BinaryIdentity:
         try:
             spec = self.registry.dry_run(
-                self._context(sandbox),
+                self._context(sandbox, preview=True),
                 self._preflight_request(sandbox, sandbox.spec.default_agent),
             )
         except SandboxError:
@@ -206,7 +233,7 @@ class TerminalsService:
         key = registry_key(sandbox.namespace, sandbox.name)
         try:
             spec = self.registry.dry_run(
-                self._context(sandbox), self._preflight_request(sandbox, agent)
+                self._context(sandbox, preview=True), self._preflight_request(sandbox, agent)
             )
         except (Invalid, SpawnFailed) as exc:
             return exc.detail
@@ -281,7 +308,13 @@ class TerminalsService:
         self, websocket: WebSocket, sandbox: Sandbox, terminal_id: str | None, *, token: str
     ) -> None:
         if terminal_id is None:
-            await self._refresh_credentials(sandbox, sandbox.spec.default_agent)
+            try:
+                await self._refresh_credentials(sandbox, sandbox.spec.default_agent)
+            except SandboxError as exc:  # the ledger is down: not the agent's fault
+                await close_with_message(
+                    websocket, code=CLOSE_INTERNAL, message=f"cannot start the agent: {exc.detail}"
+                )
+                return
         try:
             session = (
                 self.primary(sandbox)
@@ -360,16 +393,19 @@ class TerminalsService:
 
 
 class TerminalHostAdapter:
-    """The controller's ``TerminalHost`` port over the in-process registry."""
+    """The controller's ``TerminalHost`` port over the in-process registry. ``tokens``:
+    a deleted sandbox's gateway token is revoked once its processes are gone."""
 
     def __init__(
         self,
         registry: TerminalRegistry,
         *,
         agent_problem: Callable[[Sandbox], str | None] | None = None,
+        tokens: SandboxTokens | None = None,
     ) -> None:
         self._registry = registry
         self._agent_problem = agent_problem
+        self._tokens = tokens
 
     def serving(self) -> bool:
         """In-process: the terminal server lives and dies with this process."""
@@ -379,7 +415,12 @@ class TerminalHostAdapter:
         return self._agent_problem(sandbox) if self._agent_problem is not None else None
 
     async def stop_sandbox(self, namespace: str, name: str) -> None:
+        """The sandbox is being deleted: its processes end, then its gateway token is
+        revoked (a ledger that cannot be reached fails the step, which the controller
+        retries, so the deletion does not finish with the token still valid)."""
         await self._registry.remove_sandbox(registry_key(namespace, name))
+        if self._tokens is not None:
+            await self._tokens.revoke(namespace, name)
 
     def sessions(self, namespace: str, name: str) -> int:
         try:

@@ -17,6 +17,7 @@ terminals: it seeds that HOME with the agent's config files) may add arguments, 
 how a restarted agent resumes its last conversation. An agent row's ``env`` is merged
 over the sandbox's, each value rendered from the environment so far (``${NAME}``); a
 value naming a variable that is not set is left out, so the agent's default applies.
+A request's own ``env`` comes last; an empty value there unsets the variable.
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ class SandboxContext:
 
 @dataclass(frozen=True)
 class SessionRequest:
-    """One terminal to start: an agent (default: the sandbox's) or an explicit command."""
+    """One terminal to start: an agent (default: the sandbox's) or an explicit command.
+    ``env`` goes over everything else; an empty value unsets that variable."""
 
     agent: str | None = None
     extra_args: tuple[str, ...] = ()
@@ -360,7 +362,11 @@ class TerminalRegistry:
                     f"unknown agent {slug!r}; known agents: {known}", code="invalid-agent"
                 )
             env.update(row_env(agent, env))
-        env.update(req.env)
+        for name, value in req.env.items():
+            if value:
+                env[name] = value
+            else:  # an empty value in a request unsets the variable
+                env.pop(name, None)
         path = env.get("PATH", self.path)
         if agent is None:
             binary = _which(req.command[0], path)

@@ -2,7 +2,9 @@
 
 In Kubernetes each Sandbox gets a pty-server pod whose environment names the sandbox
 (``SANDBOX_ID``, ``SANDBOX_NAMESPACE``, ``SANDBOX_OWNER_EMAIL``, ``SANDBOX_ORG_ID``,
-``SANDBOX_DEFAULT_AGENT``, ``SANDBOX_SESSION_LIMIT``, ``SANDBOX_WORKDIR``). This module
+``SANDBOX_DEFAULT_AGENT``, ``SANDBOX_SESSION_LIMIT``, ``SANDBOX_WORKDIR``) and the model
+gateway its terminals use (``SANDBOX_MODEL_GATEWAY_URL``, and the sandbox's token in
+``SANDBOX_MODEL_GATEWAY_TOKEN`` once the operator provides one). This module
 turns those settings into a registry with that one sandbox and the routes over it.
 The pod's ``HOME`` is the sandbox's home volume: it is the sandbox's own HOME, seeded
 before each agent start by the ``prepare_spawn`` hook that ``sandbox pty-server`` passes
@@ -25,6 +27,7 @@ from starlette.applications import Starlette
 
 from ..config import Settings
 from ..domain.catalogue import load_catalogue
+from ..domain.model_access import ModelAccess, agent_model_env
 from ..domain.naming import namespace_for
 from ..domain.principal import Principal
 from .registry import DEFAULT_CWD, SandboxContext, SpawnPreparer, TerminalRegistry
@@ -57,16 +60,13 @@ def owner_or_org_admin(
 
 
 def gateway_env(settings: Settings) -> dict[str, str]:
-    """Model-gateway variables from the settings, set only when configured; the model
-    name (``SANDBOX_AGENT_MODEL``) goes with a configured model endpoint."""
-    pairs = {
-        "LLM_GATEWAY_URL": settings.llm_gateway_url,
-        "OPENAI_BASE_URL": settings.openai_base_url,
-        "OPENAI_API_KEY": settings.openai_api_key,
-    }
-    if settings.openai_base_url or settings.llm_gateway_url:
-        pairs["SANDBOX_AGENT_MODEL"] = settings.agent_model
-    return {k: v for k, v in pairs.items() if v}
+    """What the sandbox's terminals get for models: the model gateway of
+    ``SANDBOX_MODEL_GATEWAY_URL`` with the sandbox's token ``SANDBOX_MODEL_GATEWAY_TOKEN``
+    under each agent's names (``domain.model_access``), and ``SANDBOX_AGENT_MODEL``.
+    Never this process's own ``OPENAI_API_KEY``/``ANTHROPIC_API_KEY``: no provider key
+    enters a sandbox."""
+    access = ModelAccess(gateway_url=settings.model_gateway_url, token=settings.model_gateway_token)
+    return agent_model_env(access, settings.agent_model)
 
 
 def build_standalone_app(

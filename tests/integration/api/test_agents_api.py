@@ -66,7 +66,7 @@ def test_the_list_says_where_what_version_and_what_is_missing(make_api, tmp_path
                 {
                     "slug": "aider",
                     "binary": "/bin/sh",
-                    "requiredEnv": ["OPENAI_BASE_URL", "OPENAI_API_KEY"],
+                    "requiredEnv": ["OPENAI_BASE_URL", "ANTHROPIC_AUTH_TOKEN"],
                 }
             ]
         )
@@ -84,7 +84,8 @@ def test_the_list_says_where_what_version_and_what_is_missing(make_api, tmp_path
     ]
     aider = agents["aider"]
     assert (aider["installed"], aider["source"], aider["path"]) == (True, "override", "/bin/sh")
-    assert aider["missing"] == ["OPENAI_API_KEY"]  # OPENAI_BASE_URL is configured
+    # the gateway has an OpenAI provider (a local server taking no key), none for Anthropic
+    assert aider["missing"] == ["ANTHROPIC_AUTH_TOKEN"]
     assert (aider["installable"], aider["canInstall"]) == (False, False)  # runs a fixed path
     shell = agents["shell"]
     assert (shell["kind"], shell["installed"], shell["source"]) == ("shell", True, "builtin")

@@ -85,11 +85,20 @@ def test_missing_variables_are_named(fresh, tmp_path):
     assert "OPENAI_BASE_URL" in detail and "OPENAI_API_KEY" in detail
 
 
-def test_only_the_variables_still_missing_are_named(fresh, tmp_path):
+def test_agents_are_configured_by_the_protocols_the_gateway_serves(fresh, tmp_path):
+    """Agents reach models through the gateway with the sandbox's token: an agent is
+    configured when the gateway has a provider for its protocol (a local OpenAI-shaped
+    server that takes no key counts), and refused naming the variables when not."""
     fake_binary(tmp_path / "data", "opencode")
-    api = fresh(openai_base_url="http://127.0.0.1:9/v1")
+    fake_binary(tmp_path / "data", "claude")
+    api = fresh(anthropic_api_key="sk-ant-test")  # an Anthropic provider only
     detail = refused(api, {"agent": "opencode"}, "agent-not-configured")
-    assert "OPENAI_API_KEY" in detail and "OPENAI_BASE_URL" not in detail
+    assert "OPENAI_BASE_URL" in detail and "OPENAI_API_KEY" in detail
+    created = api.http.post(SESSIONS, headers=api.auth(), json={"agent": "claude-code"})
+    assert created.status_code == 201, created.text
+    api = fresh(openai_base_url="http://127.0.0.1:9/v1")  # keyless OpenAI-shaped server
+    created = api.http.post(SESSIONS, headers=api.auth(), json={"agent": "opencode"})
+    assert created.status_code == 201, created.text
 
 
 def test_a_configured_installed_agent_is_created(fresh, tmp_path):

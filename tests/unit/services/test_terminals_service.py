@@ -59,7 +59,14 @@ def sandbox(owner_sub: str) -> Sandbox:
 def test_subscription_goes_to_claude_code_only(tmp_path):
     svc = service(tmp_path)
     claude = svc.spawn_request(sandbox("alice"), "claude-code")
-    assert claude.env == {"CLAUDE_CODE_OAUTH_TOKEN": "tok-123", "ANTHROPIC_API_KEY": ""}
+    # and unsets what claude would prefer to it, or send it to (the gateway)
+    assert claude.env == {
+        "CLAUDE_CODE_OAUTH_TOKEN": "tok-123",
+        "ANTHROPIC_API_KEY": "",
+        "ANTHROPIC_AUTH_TOKEN": "",
+        "ANTHROPIC_BASE_URL": "",
+        "LLM_GATEWAY_URL": "",
+    }
     assert svc.spawn_request(sandbox("alice"), "aider").env == {}
     assert svc.spawn_request(sandbox("bob"), "claude-code").env == {}
 

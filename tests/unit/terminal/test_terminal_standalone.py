@@ -94,5 +94,30 @@ async def test_settings_become_the_one_sandbox_of_the_registry(tmp_path: Path) -
     assert (context.default_agent, context.session_limit) == ("sovereign-shell", 2)
     assert context.workdir == str(tmp_path)
     assert context.ring_bytes == 16 * 1024 * 1024  # clamped by the settings
-    assert context.env == {"OPENAI_API_KEY": "sk-x"}
-    assert gateway_env(settings) == {"OPENAI_API_KEY": "sk-x"}
+    # the pod's own provider key never reaches its terminals: only the model name,
+    # and no gateway is configured here
+    assert context.env == {"SANDBOX_AGENT_MODEL": "gpt-4.1-mini"}
+    assert gateway_env(settings) == context.env
+
+
+def test_the_pods_terminals_get_the_gateway_and_the_sandbox_token_never_a_key() -> None:
+    settings = load_settings(
+        model_gateway_url="http://sandbox-gateway.catalyst-system.svc",
+        model_gateway_token="sandbox-token-1",
+        openai_api_key="sk-provider-SECRET",
+        anthropic_api_key="sk-ant-provider-SECRET",
+        agent_model="coder",
+    )
+    gateway = "http://sandbox-gateway.catalyst-system.svc/llm"
+    assert gateway_env(settings) == {
+        "OPENAI_BASE_URL": f"{gateway}/openai/v1",
+        "OPENAI_API_KEY": "sandbox-token-1",
+        "ANTHROPIC_BASE_URL": f"{gateway}/anthropic",
+        "ANTHROPIC_AUTH_TOKEN": "sandbox-token-1",
+        "LLM_GATEWAY_URL": f"{gateway}/anthropic",
+        "SANDBOX_AGENT_MODEL": "coder",
+    }
+    # without a token (what the operator renders today) the URLs only
+    bare = load_settings(model_gateway_url="http://gw.svc", openai_api_key="sk-provider-SECRET")
+    assert "OPENAI_API_KEY" not in gateway_env(bare)
+    assert gateway_env(bare)["OPENAI_BASE_URL"] == "http://gw.svc/llm/openai/v1"

@@ -24,7 +24,6 @@ from ...domain.catalogue import AgentSpec, Catalogue
 from ...domain.errors import Forbidden, Invalid, NotFound
 from ...domain.principal import Principal
 from ...services.agent_installs import IDLE, AgentInstalls, InstallJob
-from ...terminal.standalone import gateway_env
 from .. import schemas
 from ..security import require_principal
 
@@ -106,7 +105,7 @@ async def list_agents(request: Request, caller: Caller) -> JSONResponse:
         agent_statuses,
         specs,
         Path(deps.settings.data_dir),
-        env=gateway_env(deps.settings),
+        env=deps.agent_env or {},
         server_path=installs.server_path if installs else None,
         probe=local,
     )
