@@ -239,6 +239,18 @@ def test_the_gateway_runs_alone_on_a_shared_database(manifests: list[dict[str, A
     assert probe["path"] == "/readyz"
 
 
+def test_sandbox_pods_are_pointed_at_the_gateway_service(manifests: list[dict[str, Any]]) -> None:
+    """The URL the operator renders into sandbox pods by default is the base's gateway
+    Service (its name, namespace and port)."""
+    from urllib.parse import urlsplit
+
+    url = urlsplit(RenderConfig().model_gateway_url)
+    service = by_key(manifests)[("Service", "sandbox-gateway")]
+    namespace = service["metadata"]["namespace"]
+    assert url.hostname == f"{service['metadata']['name']}.{namespace}.svc"
+    assert (url.port or 80) == service["spec"]["ports"][0]["port"]
+
+
 def test_dockerfile_matches_what_the_manifests_run() -> None:
     text = (ROOT / "deploy" / "Dockerfile").read_text()
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]

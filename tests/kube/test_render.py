@@ -399,3 +399,21 @@ def test_the_owner_subject_reaches_the_terminal_server() -> None:
     (main,) = sts["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e.get("value") for e in main["env"]}
     assert env["SANDBOX_OWNER_SUB"] == "user-sub-1"
+
+
+def test_the_pod_reaches_the_model_gateway_and_holds_no_provider_key() -> None:
+    """Its terminal server gives the agents the gateway Service's URLs; no provider key
+    (nor any variable a key could hide in) is rendered. The sandbox's own gateway token
+    is not rendered yet: the operator does not reach the gateway's ledger."""
+    config = RenderConfig(model_gateway_url="http://llm.gw.svc:8090")
+    sts = by_kind(render_children(sandbox(), "ns-x", config))[("StatefulSet", "pty-server")]
+    (main,) = sts["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in main["env"]}
+    assert env["SANDBOX_MODEL_GATEWAY_URL"]["value"] == "http://llm.gw.svc:8090"
+    keys = {"OPENAI_API_KEY", "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"}
+    assert not keys & set(env)
+    assert "SANDBOX_MODEL_GATEWAY_TOKEN" not in env
+    default = by_kind(render_children(sandbox(), "ns-x", RenderConfig()))
+    (main,) = default[("StatefulSet", "pty-server")]["spec"]["template"]["spec"]["containers"]
+    urls = {e["name"]: e.get("value") for e in main["env"]}
+    assert urls["SANDBOX_MODEL_GATEWAY_URL"] == "http://sandbox-gateway.catalyst-system.svc"

@@ -51,6 +51,7 @@ def render_config(settings: Settings) -> RenderConfig:
         ring_buffer_bytes=settings.ring_buffer_bytes,
         default_namespace=settings.default_namespace,
         mcp_needs_token=settings.kube_mcp_needs_token,
+        model_gateway_url=settings.kube_model_gateway_url,
     )
 
 

@@ -88,6 +88,9 @@ class RenderConfig:
     # callers without an org live in this namespace (the control plane's setting, passed
     # on so the terminal server applies the same ownership rule)
     default_namespace: str = ""
+    # the model gateway's Service (its root, without /llm): the terminal server gives its
+    # agents OPENAI_BASE_URL/ANTHROPIC_BASE_URL under it (docs/gateway.md); empty: none
+    model_gateway_url: str = "http://sandbox-gateway.catalyst-system.svc"
 
 
 def labels(sandbox: Sandbox) -> dict[str, str]:
@@ -353,6 +356,10 @@ def _statefulset(
         {"name": "SANDBOX_JWKS_URL", "value": config.jwks_url},
         {"name": "SANDBOX_WORKDIR", "value": WORKSPACE},
         {"name": "SANDBOX_MCP_CONFIG", "value": "/etc/openova/mcp/mcp.json"},
+        # the agents' model gateway; never a provider key. The sandbox's own gateway
+        # token (SANDBOX_MODEL_GATEWAY_TOKEN) is not rendered yet: the operator does not
+        # reach the gateway's ledger (docs/gateway.md, "Kubernetes mode")
+        {"name": "SANDBOX_MODEL_GATEWAY_URL", "value": config.model_gateway_url},
         {"name": "HOME", "value": HOME},
         {
             "name": "SANDBOX_PROBE_TOKEN",
