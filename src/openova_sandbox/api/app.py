@@ -74,8 +74,11 @@ def create_app(deps: AppDeps) -> FastAPI:
     app.state.shutdown_hooks = [deps.resources.end_streams] if deps.resources else []
     errors.install(app)
     app.add_middleware(PreflightMiddleware)
-    # the model gateway bounds its own bodies (prompts carry images), see routes.llm
-    app.add_middleware(BodyLimitMiddleware, exempt=(llm.PREFIX + "/",))
+    app.add_middleware(BodyLimitMiddleware)
+    if deps.gateway is not None:
+        # /llm/ is served here, ahead of the router and the body cap (it bounds its own
+        # bodies: prompts carry images), inside the request ids, access log and metrics
+        app.add_middleware(llm.LlmMiddleware, gateway=deps.gateway)
     app.add_middleware(ObservabilityMiddleware, metrics=HttpMetrics(deps.metrics_registry))
     app.include_router(system.router)
     app.include_router(identity.router)
@@ -86,9 +89,6 @@ def create_app(deps: AppDeps) -> FastAPI:
     app.include_router(resources.router)
     app.include_router(usage.router)
     app.include_router(console.router)
-    if deps.gateway is not None:
-        app.state.gateway = deps.gateway
-        app.include_router(llm.router)
     return app
 
 

@@ -2,9 +2,7 @@
 
 Without it any signed-in caller could make the server buffer a body of any size. A
 declared ``Content-Length`` over the cap is answered 413 before anything is read; a
-chunked body is counted as it arrives and cut off the same way. Paths under an
-``exempt`` prefix bound their bodies themselves (the model gateway's ``/llm/`` takes
-prompts with images, up to its own limit, and answers 413 in the caller's API shape).
+chunked body is counted as it arrives and cut off the same way.
 """
 
 from __future__ import annotations
@@ -20,15 +18,12 @@ _TOO_LARGE = (
 
 
 class BodyLimitMiddleware:
-    def __init__(
-        self, app: ASGIApp, *, limit: int = MAX_BODY_BYTES, exempt: tuple[str, ...] = ()
-    ) -> None:
+    def __init__(self, app: ASGIApp, *, limit: int = MAX_BODY_BYTES) -> None:
         self.app = app
         self.limit = limit
-        self.exempt = exempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (self.exempt and scope["path"].startswith(self.exempt)):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")

@@ -61,11 +61,10 @@ def create_gateway_app(
         redoc_url=None,
         lifespan=lifespan,
     )
-    app.state.gateway = gateway
     app.state.shutdown_hooks = []
     errors.install(app)
+    app.add_middleware(llm.LlmMiddleware, gateway=gateway)
     app.add_middleware(ObservabilityMiddleware, metrics=HttpMetrics(registry))
-    app.include_router(llm.router)
 
     @app.get("/healthz", response_class=PlainTextResponse)
     async def healthz() -> str:

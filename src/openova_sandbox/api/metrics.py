@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = structlog.get_logger("openova_sandbox.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+OWN_LOG_LINE = "sandbox.own_log_line"  # scope key: the route logged this request itself
 
 
 class HttpMetrics:
@@ -76,11 +77,14 @@ class ObservabilityMiddleware:
                 method = scope["method"]
                 self.metrics.requests.labels(method, route, str(status or 500)).inc()
                 self.metrics.latency.labels(method, route).observe(elapsed)
-                log.info(
-                    "request",
-                    method=method,
-                    route=route,
-                    status=status or 500,
-                    duration_ms=round(elapsed * 1000, 2),
-                )
+                # a route that logs its own, richer line per request sets this (the model
+                # gateway: one line a call, with the request id, bench/gateway.py)
+                if not scope.get(OWN_LOG_LINE):
+                    log.info(
+                        "request",
+                        method=method,
+                        route=route,
+                        status=status or 500,
+                        duration_ms=round(elapsed * 1000, 2),
+                    )
             structlog.contextvars.unbind_contextvars("request_id")

@@ -360,33 +360,29 @@ class GatewayService:
         label = route.alias if route.configured or 0 < status < 400 else OTHER
         if self.metrics is not None and api is not None:
             self.metrics.record(model=label, api=api, status=status, usage=usage, cost=cost)
-        if api is None:
-            return
         u = usage or Usage()
+        # one line a request: numbers and short names only (the redactor's fast path);
+        # token counts under names without "token" (the redactor masks those keys)
         log.info(
             "llm_request",
             model=route.alias,
-            provider=route.provider.name,
-            upstream_model=route.model,
-            api=api,
+            api=api or exchange.endpoint.path,
             status=status,
             stream=exchange.prepared.stream,
-            # token counts (field names without "token": the redactor masks those)
             input=u.input_tokens,
             output=u.output_tokens,
             cache_read=u.cache_read_tokens,
             cache_write=u.cache_write_tokens,
             usage_estimated=u.estimated,
-            cost_usd=str(cost),
+            cost_usd=float(cost),
             latency_ms=round(latency_ms, 2),
             first_byte_ms=exchange.first_byte_ms,
             outcome=exchange.outcome,
             sandbox=exchange.identity.sandbox,
-            namespace=exchange.identity.namespace,
             upstream_request_id=exchange.upstream_request_id,
         )
-        if exchange.reservation is None:
-            return
+        if exchange.reservation is None or api is None:
+            return  # nothing reserved: a call that costs nothing (counting tokens)
         record = UsageRecord(
             identity=exchange.identity,
             model=route.alias,
