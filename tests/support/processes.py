@@ -48,3 +48,23 @@ def processes_mentioning(text: str) -> list[str]:
         if text.encode() in raw:
             found.append(raw.replace(b"\0", b" ").decode(errors="replace"))
     return found
+
+
+def descendants(ancestor: int) -> list[int]:
+    """``ancestor`` and every live process below it."""
+    table = process_table()
+    found = [ancestor]
+    for pid in found:
+        found += [child for child, (ppid, _) in table.items() if ppid == pid]
+    return found
+
+
+def environ(pid: int) -> dict[str, str]:
+    """A process's environment as it was started (``/proc/<pid>/environ``); empty when
+    it has ended."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    pairs = (entry.partition(b"=") for entry in raw.split(b"\0") if entry)
+    return {k.decode(errors="replace"): v.decode(errors="replace") for k, _, v in pairs}

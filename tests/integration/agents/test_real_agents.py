@@ -1,9 +1,14 @@
 """Real agent CLIs, installed with ``sandbox agents install``, complete a turn in a sandbox.
 
 Each agent runs as the sandbox's primary terminal (a real PTY started by the terminals
-service over the registry) in the sandbox's own HOME, against the fake OpenAI-compatible
-model server (support/fake_llm.py). The test types a prompt like a user, reads the
-answer off the screen rendered with pyte, and then checks what must not have happened:
+service over the registry) in the sandbox's own HOME, and reaches the fake
+OpenAI-compatible model server (support/fake_llm.py) through the model gateway (the
+gateway app under uvicorn) with the sandbox's own gateway token, as in embedded mode. The
+test types a prompt like a user, reads the answer off the screen rendered with pyte, and
+then checks what must not have happened:
+
+- the provider's key is nowhere in the agent's processes' environments, its HOME or its
+  workspace (only the gateway sent it, upstream);
 
 - nothing was written to the server's HOME, and the agent's install is untouched;
 - the agent tried no outside call: every process gets an HTTP(S) proxy (support/
@@ -19,6 +24,7 @@ on the screen again).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -30,19 +36,27 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from openova_sandbox.agents.paths import agent_search_path
+from openova_sandbox.api.gateway_app import create_gateway_app
 from openova_sandbox.config import load_settings
 from openova_sandbox.controller.local import home_path, workspace_path
 from openova_sandbox.domain.catalogue import load_catalogue
 from openova_sandbox.domain.model import ObjectMeta, Quota, Sandbox, SandboxSpec
 from openova_sandbox.events.bus import InProcessBus
+from openova_sandbox.gateway.config import zero_config
+from openova_sandbox.services.gateway import GatewayService
+from openova_sandbox.services.gateway_ledger import MemoryLedger
+from openova_sandbox.services.sandbox_tokens import SandboxTokens
 from openova_sandbox.services.sessions import SessionsPolicy, SessionsService
 from openova_sandbox.services.terminals import TerminalsService
 from openova_sandbox.store.memory import MemoryStore
 from openova_sandbox.terminal.registry import TerminalRegistry
+from openova_sandbox.testing.server import serve_in_thread
 from support.agent_screen import AgentScreen
 from support.fake_llm import FakeLLM
+from support.processes import descendants, environ
 from support.trap_proxy import TrapProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -94,13 +108,20 @@ def trap() -> Iterator[TrapProxy]:
         yield proxy
 
 
+@pytest.fixture
+def stack() -> Iterator[contextlib.ExitStack]:
+    with contextlib.ExitStack() as stack:
+        yield stack
+
+
 @dataclass
 class Setup:
     service: TerminalsService
     sandbox: Sandbox
     data: Path
     server_home: Path
-    key: str
+    key: str  # the provider's key: the gateway's alone
+    tokens: SandboxTokens
 
     @property
     def home(self) -> Path:
@@ -113,19 +134,21 @@ def make_setup(
     agent: str,
     llm: FakeLLM,
     trap: TrapProxy,
+    stack: contextlib.ExitStack,
     override: list[dict[str, Any]] | None = None,
 ) -> Setup:
     agents_file = tmp_path / "agents.json"
     if override is not None:
         agents_file.write_text(json.dumps(override))
-    key = "sk-test-" + secrets.token_hex(6)
+    # the model gateway, its provider the fake model server with the operator's key
+    key = "sk-provider-SECRET-" + secrets.token_hex(6)
+    ledger = MemoryLedger()
+    gateway = GatewayService(zero_config(openai_base_url=llm.base_url, openai_api_key=key), ledger)
+    app = create_gateway_app(gateway, registry=CollectorRegistry())
+    server = stack.enter_context(serve_in_thread(app))
+    tokens = SandboxTokens(ledger, gateway_url=server.url, anthropic=False)
     settings = load_settings(
-        data_dir=data,
-        store="memory",
-        agents_path=str(agents_file),
-        openai_base_url=llm.base_url,
-        openai_api_key=key,
-        agent_model=MODEL,
+        data_dir=data, store="memory", agents_path=str(agents_file), agent_model=MODEL
     )
     catalogue = load_catalogue(agents_file)
     server_home = tmp_path / "server-home"
@@ -143,13 +166,28 @@ def make_setup(
         policy=SessionsPolicy(default_namespace="", quota=Quota()),
         bus=InProcessBus(),
     )
-    service = TerminalsService(registry=registry, sessions=sessions, settings=settings)
+    service = TerminalsService(
+        registry=registry, sessions=sessions, settings=settings, tokens=tokens
+    )
     sandbox = Sandbox(
         metadata=ObjectMeta(name="box", namespace="acme"),
         spec=SandboxSpec(owner_email="dev@acme.com", org_slug="acme", agent_catalogue=(agent,)),
     )
     workspace_path(data, "acme", "box").mkdir(parents=True)
-    return Setup(service, sandbox, data, server_home, key)
+    return Setup(service, sandbox, data, server_home, key, tokens)
+
+
+def holding(roots: list[Path], needle: str) -> list[str]:
+    """The files under ``roots`` that contain ``needle``."""
+    found = []
+    for root in roots:
+        for folder, _, names in os.walk(root):
+            for name in names:
+                path = Path(folder, name)
+                with contextlib.suppress(OSError):
+                    if needle.encode() in path.read_bytes():
+                        found.append(str(path))
+    return found
 
 
 def tree(root: Path) -> dict[str, int]:
@@ -188,24 +226,38 @@ async def saved_in(folders: list[Path], text: str, timeout: float = 30.0) -> Non
 
 @pytest.mark.parametrize("slug", sorted(AGENTS))
 async def test_a_real_agent_completes_a_turn_in_its_own_home(
-    tmp_path: Path, slug: str, installed_agents_dir: Any, fake_llm: FakeLLM, trap: TrapProxy
+    tmp_path: Path,
+    slug: str,
+    installed_agents_dir: Any,
+    fake_llm: FakeLLM,
+    trap: TrapProxy,
+    stack: contextlib.ExitStack,
 ) -> None:
     agent = AGENTS[slug]
     data = installed_agents_dir(tmp_path / "data", slug, share=True)
     installs = tree(data / "agents")
-    setup = make_setup(tmp_path, data, slug, fake_llm, trap)
+    setup = make_setup(tmp_path, data, slug, fake_llm, trap, stack)
     service, box = setup.service, setup.sandbox
     word = secrets.token_hex(4)
     screen = None
     try:
-        screen = AgentScreen(service.primary(box)).follow()
+        await setup.tokens.ensure(box)  # what attaching does before the first start
+        token = setup.tokens.access(box).token
+        session = service.primary(box)
+        screen = AgentScreen(session).follow()
         await screen.wait_for(agent.ready)
         await screen.type_line(f"say ping-{word}")
         await screen.wait_for(f"PONG-{word}")
 
+        # the provider got its key from the gateway; the agent only ever had the token
         asked = fake_llm.wait_for(word)
         assert asked.authorization == f"Bearer {setup.key}"
         assert asked.body["model"] == MODEL
+        assert not [r for r in fake_llm.requests if token in json.dumps(r.headers)]
+        tree_env = [environ(pid) for pid in descendants(session.pid)]
+        assert tree_env[0]["OPENAI_API_KEY"] == token
+        assert tree_env[0]["OPENAI_BASE_URL"].endswith("/llm/openai/v1")
+        assert not [e for e in tree_env if setup.key in json.dumps(e)]
         for relative in agent.files:
             seeded = setup.home / relative
             assert seeded.is_file(), relative
@@ -232,18 +284,27 @@ async def test_a_real_agent_completes_a_turn_in_its_own_home(
     assert sorted(os.listdir(setup.server_home)) == []  # nothing in the server's HOME
     assert trap.seen() == []  # no update check, telemetry or download was even tried
     assert tree(data / "agents") == installs  # and nothing updated the install
+    # the provider's key is nowhere in the sandbox; the token is not written either
+    workspace = workspace_path(setup.data, "acme", "box")
+    assert holding([setup.home, workspace], setup.key) == []
+    assert holding([setup.home, workspace], token) == []
 
 
 async def test_the_trap_catches_an_agent_started_without_its_settings(
-    tmp_path: Path, installed_agents_dir: Any, fake_llm: FakeLLM, trap: TrapProxy
+    tmp_path: Path,
+    installed_agents_dir: Any,
+    fake_llm: FakeLLM,
+    trap: TrapProxy,
+    stack: contextlib.ExitStack,
 ) -> None:
     """The control for the test above: qwen-code from a bare row (no settings, no
     files) checks npm for an update and reports usage as soon as it starts."""
     data = installed_agents_dir(tmp_path / "data", "qwen-code", share=True)
     bare = [{"slug": "qwen-code", "binary": "qwen", "env": {"OPENAI_MODEL": MODEL}}]
-    setup = make_setup(tmp_path, data, "qwen-code", fake_llm, trap, override=bare)
+    setup = make_setup(tmp_path, data, "qwen-code", fake_llm, trap, stack, override=bare)
     screen = None
     try:
+        await setup.tokens.ensure(setup.sandbox)
         screen = AgentScreen(setup.service.primary(setup.sandbox)).follow()
         await screen.wait_for("Type your message")
         deadline = time.monotonic() + 30
