@@ -301,17 +301,27 @@ def build_gateway(
 
 def embedded_ledger(deps: AppDeps, settings: Settings) -> GatewayLedger:
     """The ledger the control plane assembled, else one in memory."""
-    ledger: GatewayLedger | None = getattr(deps, "ledger", None)
+    ledger: GatewayLedger | None = deps.ledger
     return ledger if ledger is not None else MemoryLedger(defaults=budget_defaults(settings))
 
 
 def build_gateway_app(settings: Settings) -> Any:
-    """``sandbox gateway``: the gateway alone, on the ledger of ``SANDBOX_STORE``."""
+    """``sandbox gateway``: the gateway alone, on the ledger of ``SANDBOX_STORE``
+    (``SANDBOX_DATABASE_URL``). A database that does not answer at start does not stop
+    it: /readyz is 503 and requests answer 503 until it does."""
     from .gateway_app import create_gateway_app
 
+    if settings.store != "memory" and not settings.database_url:
+        log.warning(
+            "gateway_ledger_is_a_local_file",
+            path=settings.effective_database_url,
+            detail="tokens, usage and budgets are this process's own; set "
+            "SANDBOX_DATABASE_URL to the database every replica and the API share",
+        )
     registry = CollectorRegistry()
     ledger = make_ledger(settings)
     gateway = build_gateway(settings, ledger=ledger, registry=registry)
+    lifecycle = LedgerLifecycle(ledger)
     return create_gateway_app(
-        gateway, registry=registry, on_start=[ledger.start], on_stop=[ledger.close]
+        gateway, registry=registry, on_start=[lifecycle.start], on_stop=[lifecycle.stop]
     )
