@@ -15,6 +15,7 @@ import yaml
 from openova_sandbox.api.app import create_app
 from openova_sandbox.api.composition import build_embedded
 from openova_sandbox.config import load_settings
+from openova_sandbox.gateway.upstream import Upstream
 from openova_sandbox.services.gateway import GatewayService
 from openova_sandbox.services.gateway_ledger import GatewayIdentity, MemoryLedger
 from openova_sandbox.testing.server import RunningServer, free_port, serve_in_thread
@@ -112,7 +113,7 @@ class Gateway:
 def make_gateway(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
     stack: list[Any] = []
 
-    def start(**config_overrides: Any) -> Gateway:
+    def start(*, via_httpx: bool = False, **config_overrides: Any) -> Gateway:
         up_ctx = running_upstream()
         upstream = up_ctx.__enter__()
         stack.append(up_ctx)
@@ -126,6 +127,8 @@ def make_gateway(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
             llm_config=str(config_file),
         )
         deps = build_embedded(settings)
+        if via_httpx:  # the path of upstreams behind a proxy
+            deps.gateway.upstream = Upstream(deps.gateway.config.timeouts, via_httpx=True)
         ctx = serve_in_thread(create_app(deps))
         server = ctx.__enter__()
         stack.append(ctx)
