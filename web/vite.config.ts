@@ -24,6 +24,8 @@ export default defineConfig({
     environment: "jsdom",
     globals: true,
     setupFiles: ["./src/test/setup.ts"],
+    // room for the 10 s condition waits (src/test/setup.ts) on a loaded machine
+    testTimeout: 30_000,
     include: ["src/**/*.test.{ts,tsx}"],
   },
 });

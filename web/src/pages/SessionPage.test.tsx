@@ -97,8 +97,8 @@ describe("SessionPage provisioning", () => {
       });
     renderWithApi(<SessionPage id="box" />, s);
     await user.click(await screen.findByRole("button", { name: "Delete + retry" }));
-    await screen.findByText("Provisioning", {}, { timeout: 4000 });
-    await waitFor(() => expect(creates).toBe(2), { timeout: 4000 });
+    await screen.findByText("Provisioning");
+    await waitFor(() => expect(creates).toBe(2));
     expect(s.callsTo("DELETE", PATH)).toHaveLength(1);
     expect(s.callsTo("POST", "/api/v1/sandbox/sessions")[1]?.body).toEqual({
       agent: "aider",
