@@ -8,6 +8,7 @@ or org label (per-user spend is the usage API's, not the metrics').
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -44,11 +45,30 @@ class GatewayMetrics:
             registry=registry,
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
         )
+        # the labelled children, looked up once (prometheus_client's labels() checks and
+        # locks on every call); bounded like the labels themselves
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (metric._name, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def record(
-        self, *, model: str, api: str, status: int, usage: Usage | None, cost: Decimal
+        self,
+        *,
+        model: str,
+        api: str,
+        status: int,
+        usage: Usage | None,
+        cost: Decimal,
+        first_byte_s: float | None = None,
     ) -> None:
-        self.requests.labels(model, api, str(status)).inc()
+        self._child(self.requests, model, api, str(status)).inc()
+        if first_byte_s is not None:
+            self._child(self.upstream_latency, model).observe(first_byte_s)
         if usage is not None:
             for kind, count in (
                 ("input", usage.input_tokens),
@@ -57,6 +77,6 @@ class GatewayMetrics:
                 ("cache_write", usage.cache_write_tokens),
             ):
                 if count:
-                    self.tokens.labels(model, kind).inc(count)
+                    self._child(self.tokens, model, kind).inc(count)
         if cost:
-            self.cost.labels(model).inc(float(cost))
+            self._child(self.cost, model).inc(float(cost))

@@ -359,7 +359,15 @@ class GatewayService:
         api = exchange.endpoint.api
         label = route.alias if route.configured or 0 < status < 400 else OTHER
         if self.metrics is not None and api is not None:
-            self.metrics.record(model=label, api=api, status=status, usage=usage, cost=cost)
+            first_byte = exchange.first_byte_ms
+            self.metrics.record(
+                model=label,
+                api=api,
+                status=status,
+                usage=usage,
+                cost=cost,
+                first_byte_s=None if first_byte is None else first_byte / 1000,
+            )
         u = usage or Usage()
         # one line a request: numbers and short names only (the redactor's fast path);
         # token counts under names without "token" (the redactor masks those keys)

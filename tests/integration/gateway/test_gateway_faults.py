@@ -316,6 +316,7 @@ def test_metrics_count_tokens_and_cost_by_model(gw: Gateway) -> None:
     assert 'sandbox_llm_tokens_total{kind="cache_read",model="gpt-test"} 40.0' in text
     assert 'sandbox_llm_cost_usd_total{model="gpt-test"} 0.0003' in text
     assert 'sandbox_llm_requests_total{api="openai-chat",model="gpt-test",status="200"} 1.0' in text
+    assert 'sandbox_llm_upstream_first_byte_seconds_count{model="gpt-test"} 1.0' in text
     # a pass-through name the upstream accepted is its own label
     assert 'model="whatever-upstream"' in text
     assert "sb-one" not in text and "dev@acme.com" not in text

@@ -26,7 +26,6 @@ document: they are the providers' APIs, not ours.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections.abc import Mapping
@@ -277,22 +276,32 @@ class ProxyResponse:
         self._body = body
         self._caller_headers = headers
         self._started = started
+        self._sent_all = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        work = asyncio.ensure_future(self._run(scope, send))
-        watch = asyncio.ensure_future(_disconnected(receive))
+        # the work runs in this (the request's) task; one watcher task cancels it when
+        # the caller disconnects before the answer was sent in full: that closes the
+        # upstream connection, and the work's own cleanup settles what was received
+        task = asyncio.current_task()
+        assert task is not None
+        gone = False
+
+        async def watch() -> None:
+            nonlocal gone
+            await _disconnected(receive)
+            if not self._sent_all:
+                gone = True
+                task.cancel()
+
+        watcher = asyncio.ensure_future(watch())
         try:
-            await asyncio.wait((work, watch), return_when=asyncio.FIRST_COMPLETED)
+            await self._run(scope, send)
+        except asyncio.CancelledError:
+            if not gone or task.cancelling() > 1:  # also cancelled from outside: stop
+                raise
+            task.uncancel()
         finally:
-            if not work.done():
-                # the caller left (or the server is stopping): cancelling the work closes
-                # the upstream connection; its own cleanup settles what was received
-                work.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await work
-            watch.cancel()
-        if not work.cancelled():
-            work.result()
+            watcher.cancel()
 
     async def _run(self, scope: Scope, send: Send) -> None:
         try:
@@ -300,10 +309,12 @@ class ProxyResponse:
                 self._endpoint, self._identity, self._body, self._caller_headers
             )
         except UpstreamError as exc:  # logged when its reservation settled
+            self._sent_all = True
             await send_error(send, self._shape, exc)
             return
         except SandboxError as exc:  # refused before anything was sent
             log_refusal(scope, status_of(exc), exc.code, self._started)
+            self._sent_all = True  # (a disconnect from here on cancels nothing)
             await send_error(send, self._shape, exc)
             return
         await self._pump(exchange, send)
@@ -332,6 +343,7 @@ class ProxyResponse:
                         }
                     )
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+            self._sent_all = True
         except OSError:  # the caller went away while we sent
             outcome = "client-gone"
         except asyncio.CancelledError:
