@@ -53,6 +53,7 @@ test: setup lint typecheck importlint webtest pytest
 
 bench: setup
 	$(BIN)/python bench/terminal.py
+	$(BIN)/python bench/gateway.py
 
 clean:
 	rm -rf $(VENV) $(WEB_DIST) web/node_modules .pytest_cache .mypy_cache .ruff_cache
