@@ -5,7 +5,8 @@ close-delimited bodies come out whole; a pooled connection the upstream dropped 
 retried once on a new one, a fresh one is not; a server that sends no valid HTTP, one
 that refuses, one that stalls mid-body and one that closes mid-body each give the named
 error; a slow reader pauses the upstream (flow control) and loses nothing; closing an
-answer early closes its connection; a header value cannot start another header; which
+answer early closes its connection; a header value cannot start another header; HTTPS
+upstreams are verified against the trusted CAs (SSL_CERT_FILE honoured); which
 origins go through httpx (a proxy in the environment) and that httpx path's answers.
 """
 
@@ -13,8 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -301,3 +306,66 @@ def test_which_origins_go_through_a_proxy(monkeypatch: pytest.MonkeyPatch) -> No
     assert up.proxied("https://api.openai.com/v1")
     assert not up.proxied("http://127.0.0.1:9000/v1")  # no HTTP_PROXY, and bypassed
     assert not up.proxied("https://models.default.svc/v1")
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and localhost, and its key (PEM files)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake provider")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+async def test_https_upstreams_are_verified(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert_file, key_file = _self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    server = Server(answer_with(LENGTH))
+    listener = await asyncio.start_server(server._serve, "127.0.0.1", 0, ssl=context)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        # not trusted: the handshake fails, named
+        async with client() as up:
+            with pytest.raises(UpstreamUnreachable, match="failed TLS"):
+                await fetch(up, f"https://localhost:{port}/v1/x")
+        # trusted (SSL_CERT_FILE, as an operator would point at their CA): answers
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))
+        async with client() as up:
+            assert await fetch(up, f"https://localhost:{port}/v1/x") == (200, b'{"ok":true}')
+            assert await fetch(up, f"https://127.0.0.1:{port}/v1/x") == (200, b'{"ok":true}')
+        assert server.requests[0].startswith(b"POST /v1/x HTTP/1.1\r\nhost: localhost:")
+    finally:
+        listener.close()
