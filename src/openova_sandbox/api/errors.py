@@ -51,10 +51,20 @@ _STATUS: list[tuple[type[SandboxError], int]] = [
 
 
 def error_body(code: str, detail: str | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"error": code}
+    body: dict[str, Any] = {"error": _renderable(code)}
     if detail is not None:
-        body["detail"] = detail
+        body["detail"] = _renderable(detail)
     return body
+
+
+def _renderable(text: str) -> str:
+    """``text`` as it can be sent: a string that does not encode as UTF-8 (a lone
+    surrogate from somewhere) is escaped, so an error answer never fails to render."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def unauthenticated_response(*, clear_cookie: bool) -> JSONResponse:

@@ -11,7 +11,6 @@ In Kubernetes mode the sandbox image carries the agents: nothing is installable 
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,6 +24,7 @@ from ...domain.errors import Forbidden, Invalid, NotFound
 from ...domain.principal import Principal
 from ...services.agent_installs import IDLE, AgentInstalls, InstallJob
 from .. import schemas
+from ..json_body import load_json
 from ..security import require_principal
 
 Responses = dict[int | str, dict[str, Any]]
@@ -134,10 +134,7 @@ def _known(request: Request, slug: str) -> AgentSpec:
 def _parse_install_body(raw: bytes) -> str | None:
     if not raw.strip():
         return None
-    try:
-        body: Any = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise Invalid(str(exc), code="invalid-json") from exc
+    body: Any = load_json(raw)
     if not isinstance(body, dict):
         raise Invalid('the body must be a JSON object: {"version"?: "1.2.3"}', code="invalid-json")
     version = body.get("version")

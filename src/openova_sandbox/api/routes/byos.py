@@ -9,7 +9,6 @@ session cookie is ``SameSite=Strict`` and is not sent on the provider's redirect
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -20,6 +19,7 @@ from ...domain.errors import Invalid, SandboxError
 from ...domain.principal import Principal
 from ...services.byos import ByosService
 from .. import schemas
+from ..json_body import load_json
 from ..security import principal_from, require_principal
 
 Responses = dict[int | str, dict[str, Any]]
@@ -111,10 +111,7 @@ async def byos_status(request: Request) -> JSONResponse:
 def _parse_start_body(raw: bytes) -> object:
     if not raw.strip():
         return None
-    try:
-        body: Any = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # nested too deep: 400
-        raise Invalid(str(exc), code="invalid-json") from exc
+    body: Any = load_json(raw)
     if not isinstance(body, dict):
         raise Invalid(
             "request body must be a JSON object: {post_connect_redirect?}", code="invalid-json"

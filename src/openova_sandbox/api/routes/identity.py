@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hmac
 import html
-import json
 import secrets
 from typing import Annotated, Any
 from urllib.parse import parse_qs
@@ -22,6 +21,7 @@ from ...services.logins import Redeemed, check_next
 from ...services.qr import qr_svg
 from .. import schemas
 from ..errors import COOKIE_NAME
+from ..json_body import load_json
 from ..security import origin_allowed, require_principal
 
 router = APIRouter(tags=["identity"])
@@ -210,10 +210,7 @@ async def create_login_link(request: Request, caller: Caller) -> JSONResponse:
     raw = await request.body()
     body: Any = {}
     if raw.strip():
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            raise Invalid(str(exc), code="invalid-json") from exc
+        body = load_json(raw)
     if not isinstance(body, dict):
         raise Invalid('request body must be a JSON object: {"next"?}', code="invalid-json")
     deps = request.app.state.deps

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -12,6 +11,7 @@ from ...domain.errors import Invalid
 from ...domain.principal import Principal
 from ...services.sessions import CreateRequest
 from .. import schemas
+from ..json_body import load_json
 from ..security import require_principal
 from .usage import session_items
 
@@ -65,10 +65,7 @@ async def list_sessions(
 def _parse_create_body(raw: bytes) -> CreateRequest:
     if not raw:
         raise Invalid("request body required: {agent, name?, repo?}", code="empty-body")
-    try:
-        body: Any = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # nested too deep: 400
-        raise Invalid(str(exc), code="invalid-json") from exc
+    body: Any = load_json(raw)
     if not isinstance(body, dict):
         raise Invalid(
             "request body must be a JSON object: {agent, name?, repo?}", code="invalid-json"

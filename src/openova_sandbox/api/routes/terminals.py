@@ -10,7 +10,6 @@ tries to start the agent again. A bad token or a foreign ``Origin`` closes with 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Annotated, Any
 
@@ -26,6 +25,7 @@ from ...domain.status import FAILED, READY, SUSPENDED, agent_unavailable
 from ...services.terminal_port import SIGNAL_NAMES
 from ...terminal.ws import close_with_message
 from .. import schemas
+from ..json_body import load_json
 from ..security import origin_allowed, principal_from, require_principal
 
 log = structlog.get_logger(__name__)
@@ -58,10 +58,7 @@ _SIGNAL = _json_body(schemas.SignalBody)
 def _body(raw: bytes) -> dict[str, Any]:
     if not raw:
         raise Invalid("request body required", code="empty-body")
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # nested too deep: 400
-        raise Invalid(str(exc), code="invalid-json") from exc
+    body = load_json(raw)
     if not isinstance(body, dict):
         raise Invalid("request body must be a JSON object", code="invalid-json")
     return body

@@ -13,7 +13,6 @@ admins (403 ``org-admin-required``), and only within the caller's org (403
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Annotated, Any
 
@@ -27,6 +26,7 @@ from ...domain.principal import Principal
 from ...domain.status import to_item
 from ...services.usage import UsageService
 from .. import schemas
+from ..json_body import load_json
 from ..security import require_principal
 
 Responses = dict[int | str, dict[str, Any]]
@@ -134,10 +134,7 @@ async def get_budget(scope: str, name: str, request: Request, caller: Caller) ->
 def _parse_budget_body(raw: bytes) -> Any:
     if not raw:
         raise Invalid('request body required: {"monthlyUsd": <USD> | null}', code="empty-body")
-    try:
-        body: Any = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise Invalid(str(exc), code="invalid-json") from exc
+    body: Any = load_json(raw)
     if not isinstance(body, dict) or "monthlyUsd" not in body:
         raise Invalid(
             'request body must be a JSON object {"monthlyUsd": <USD> | null}',

@@ -1,0 +1,58 @@
+"""Tenancy and boundary defects of issue 11 (item 5), each through the real app."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+SESSIONS = "/api/v1/sandbox/sessions"
+JSON = {"Content-Type": "application/json"}
+
+
+def post_raw(api, path, text, **token):
+    return api.http.post(path, headers={**api.auth(**token), **JSON}, content=text.encode())
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        r'{"agent":"shell","name":"\ud800"}',
+        r'{"agent":"shell\udfff"}',
+        r'{"agent":"shell","repo":"acme/x\ud800"}',
+        r'{"agent":"shell","name":"ok","extra":{"\ud800":1}}',
+    ],
+)
+def test_a_lone_surrogate_in_a_create_body_is_refused_and_nothing_is_stored(make_api, text):
+    api = make_api(store="sql")
+    answer = post_raw(api, SESSIONS, text)
+    assert answer.status_code == 400, answer.text
+    body = answer.json()
+    assert body["error"] == "invalid-json"
+    assert "\\ud800" not in body["detail"] and "\ud800" not in body["detail"]
+    listed = api.http.get(SESSIONS, headers=api.auth())
+    assert listed.status_code == 200 and listed.json() == {"sandboxes": []}
+    org = api.http.get(SESSIONS, headers=api.auth(roles=("org-admin",)), params={"scope": "org"})
+    assert org.status_code == 200 and org.json() == {"sandboxes": []}
+    assert api.http.get(f"{SESSIONS}/sandbox-shell", headers=api.auth()).status_code == 404
+    # a valid surrogate pair is a real character and still fine
+    ok = post_raw(api, SESSIONS, r'{"agent":"shell","name":"smile \ud83d\ude00"}')
+    assert ok.status_code == 201, ok.text
+    assert ok.json()["name"] == "smile \U0001f600"
+    assert api.http.get(f"{SESSIONS}/{ok.json()['id']}", headers=api.auth()).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "text"),
+    [
+        ("/api/v1/sandbox/login-links", r'{"next":"/sandbox\ud800"}'),
+        ("/api/v1/sandbox/budgets/user/dev", r'{"monthlyUsd":1,"note":"\ud800"}'),
+        ("/api/v1/sandbox/agents/shell/install", r'{"version":"\ud800"}'),
+    ],
+)
+def test_a_lone_surrogate_in_other_bodies_is_refused(api, path, text):
+    send = api.http.put if "/budgets/" in path else api.http.post
+    answer = send(path, headers={**api.auth(roles=("org-admin",)), **JSON}, content=text.encode())
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"] == "invalid-json"
+
