@@ -1,6 +1,7 @@
 """The `sandbox` command.
 
-`serve` runs the embedded all-in-one server; `token` mints a token from a data dir's
+`serve` runs the embedded all-in-one server (`api`, `operator`, `pty-server` and
+`gateway` are Kubernetes mode's parts); `token` mints a token from a data dir's
 embedded issuer; `ls`/`create`/`get`/`rm`/`attach`/`login-link` talk to a running
 server (``--server`` before or after the command, else ``$SANDBOX_SERVER``, else
 http://127.0.0.1:8080). Every failure prints a message on stderr and exits non-zero (1
