@@ -261,6 +261,10 @@ def test_dockerfile_matches_what_the_manifests_run() -> None:
     assert 'ARG AGENTS=""' in text
     from openova_sandbox.domain.catalogue import load_catalogue
 
-    for slug in load_catalogue(None).api_slugs:
+    catalogue = load_catalogue(None)
+    for slug in catalogue.api_slugs:
         assert f"{slug})" in text, slug
+        package = catalogue.get(slug).package
+        if package is not None:  # the image carries the version the server would install
+            assert package.spec() in text, package.spec()
     assert (ROOT / "web" / "package-lock.json").exists()  # `npm ci` needs it
