@@ -25,6 +25,7 @@ from ..domain.errors import (
     QuotaExceeded,
     SandboxError,
     Unauthenticated,
+    UnusableClaim,
 )
 
 log = structlog.get_logger(__name__)
@@ -67,8 +68,8 @@ def _renderable(text: str) -> str:
     return text
 
 
-def unauthenticated_response(*, clear_cookie: bool) -> JSONResponse:
-    response = JSONResponse({"error": "unauthenticated"}, status_code=401)
+def unauthenticated_response(*, clear_cookie: bool, detail: str | None = None) -> JSONResponse:
+    response = JSONResponse(error_body("unauthenticated", detail), status_code=401)
     if clear_cookie:
         response.headers.append(
             "set-cookie",
@@ -86,7 +87,8 @@ def _failure_code(request: Request) -> str:
 def to_response(request: Request, exc: SandboxError) -> JSONResponse:
     if isinstance(exc, Unauthenticated):
         return unauthenticated_response(
-            clear_cookie=getattr(request.state, "token_source", None) == "cookie"
+            clear_cookie=getattr(request.state, "token_source", None) == "cookie",
+            detail=exc.detail if isinstance(exc, UnusableClaim) else None,
         )
     if isinstance(exc, BackendForbidden):
         log.error("backend refused the request", error=exc.detail)

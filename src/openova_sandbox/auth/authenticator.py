@@ -18,7 +18,7 @@ from __future__ import annotations
 import structlog
 
 from ..config import Settings
-from ..domain.errors import Invalid, Unauthenticated
+from ..domain.errors import Invalid, Unauthenticated, UnusableClaim
 from ..domain.principal import LOGIN_PURPOSE, Principal, principal_from_claims
 from .issuer import EmbeddedIssuer
 from .keys import StaticKeySource
@@ -49,7 +49,11 @@ class Authenticator:
             # a login link's token opens /login once; it is not a credential for the API
             log.info("auth.rejected", reason="login-link token used as a credential")
             raise Unauthenticated("a login link's token is only for /login")
-        principal = principal_from_claims(claims)
+        try:
+            principal = principal_from_claims(claims)
+        except UnusableClaim as exc:
+            log.info("auth.rejected", reason=exc.detail)
+            raise
         if principal is None:
             log.info("auth.rejected", reason="token has no sub")
             raise Unauthenticated("token has no sub")

@@ -26,6 +26,12 @@ class Unauthenticated(SandboxError):
     code = "unauthenticated"
 
 
+class UnusableClaim(Unauthenticated):
+    """A valid token whose claims cannot be used (an org claim that is not a string).
+    Unlike other 401s its detail is sent: the caller cannot fix it by signing in again,
+    the issuer's claim mapping must change."""
+
+
 class Forbidden(SandboxError):
     """Authenticated, but not allowed (e.g. BYOS disabled by policy)."""
 

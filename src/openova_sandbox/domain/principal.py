@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import UnusableClaim
+
 ORG_ADMIN_ROLE = "org-admin"
 # the ``purpose`` claim of a login link's token: it opens /login once, nothing else
 LOGIN_PURPOSE = "login"
@@ -26,8 +28,12 @@ class Principal:
 
     @property
     def is_org_admin(self) -> bool:
-        """Realm role ``org-admin`` or a tier at or above ``admin`` (sessions-api.md).
+        """Realm role ``org-admin`` or a tier at or above ``admin`` (sessions-api.md),
+        and an org to administer: without one the caller shares the default namespace
+        with every other org-less user, so the role grants nothing (issue 11).
         Groups are not roles: a group named ``org-admin`` grants nothing."""
+        if not self.org.strip():
+            return False
         if ORG_ADMIN_ROLE in self.roles:
             return True
         return _TIER_RANK.get(self.tier.strip().lower(), -1) >= _TIER_RANK["admin"]
@@ -39,14 +45,44 @@ def _strings(value: Any) -> tuple[str, ...]:
     return ()
 
 
+def _org_claim(claims: Mapping[str, Any]) -> str:
+    """``org_id`` when it is a non-blank string, else the legacy ``org``. A claim that is
+    present but not a string (a list, as Keycloak's organization claim comes; an object;
+    a number) is refused, never read as "no org": an org-less caller would land in the
+    shared default namespace."""
+    for key in ("org_id", "org"):
+        value = claims.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise UnusableClaim(
+                f"the token's {key} claim is a {_json_type(value)}, not a string: this "
+                "server takes the caller's organization from a single string"
+            )
+        if value.strip():
+            return value
+    return ""
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, Mapping):
+        return "object"
+    if isinstance(value, list | tuple):
+        return "list"
+    return type(value).__name__
+
+
 def principal_from_claims(claims: Mapping[str, Any]) -> Principal | None:
-    """Build a Principal from validated claims; ``None`` when ``sub`` is missing."""
+    """Build a Principal from validated claims; ``None`` when ``sub`` is missing;
+    :class:`UnusableClaim` when the org claim is not a string."""
     sub = claims.get("sub")
     if not isinstance(sub, str) or not sub.strip():
         return None
-    org = claims.get("org_id")
-    if not isinstance(org, str) or not org.strip():
-        org = claims.get("org")
+    org = _org_claim(claims)
     realm = claims.get("realm_access")
     roles = _strings(realm.get("roles")) if isinstance(realm, Mapping) else ()
 

@@ -56,3 +56,37 @@ def test_a_lone_surrogate_in_other_bodies_is_refused(api, path, text):
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"] == "invalid-json"
 
+
+def test_org_admin_without_an_org_administers_nothing(api):
+    # two org-less users share the default namespace
+    alice = {"sub": "alice-sub-0001", "email": "alice@x.com", "org": ""}
+    admin = {"sub": "mallory-sub-01", "email": "m@x.com", "org": "", "roles": ("org-admin",)}
+    made = api.http.post(SESSIONS, headers=api.auth(**alice), json={"agent": "shell", "name": "a"})
+    assert made.status_code == 201, made.text
+    listed = api.http.get(SESSIONS, headers=api.auth(**admin), params={"scope": "org"})
+    assert listed.status_code == 200 and listed.json() == {"sandboxes": []}
+    assert api.http.get(f"{SESSIONS}/a", headers=api.auth(**admin)).status_code == 404
+    assert api.http.delete(f"{SESSIONS}/a", headers=api.auth(**admin)).status_code == 404
+    who = api.http.get("/api/v1/sandbox/whoami", headers=api.auth(**admin)).json()
+    assert who["orgAdmin"] is False
+    assert api.http.get(f"{SESSIONS}/a", headers=api.auth(**alice)).status_code == 200
+
+
+@pytest.mark.parametrize("claim", ["org_id", "org"])
+@pytest.mark.parametrize("value", [["acme"], {"id": "acme"}, 7, True])
+def test_a_non_string_org_claim_is_refused_with_a_clear_401(api, claim, value):
+    token = api.issuer.mint(
+        sub="user-sub-abcdef12",
+        email="dev@acme.com",
+        org="",
+        roles=("org-admin",),
+        ttl=timedelta(minutes=5),
+        extra={claim: value},
+    )
+    for method, path in (("GET", SESSIONS), ("DELETE", f"{SESSIONS}/a")):
+        answer = api.http.request(method, path, headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 401, answer.text
+        body = answer.json()
+        assert body["error"] == "unauthenticated"
+        assert claim in body["detail"] and "string" in body["detail"]
+

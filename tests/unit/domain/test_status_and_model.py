@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from openova_sandbox.domain.errors import IllegalTransition
+from openova_sandbox.domain.errors import IllegalTransition, UnusableClaim
 from openova_sandbox.domain.model import (
     Condition,
     ObjectMeta,
@@ -114,8 +114,32 @@ def test_only_realm_roles_and_tier_make_an_org_admin():
     assert grouped.groups == ("org-admin",) and not grouped.is_org_admin
     # a top-level "roles" claim is not one the spec reads
     assert not principal_from_claims({"sub": "s", "roles": ["org-admin"]}).is_org_admin
-    realm = {"sub": "s", "realm_access": {"roles": ["org-admin"]}}
+    realm = {"sub": "s", "org_id": "acme", "realm_access": {"roles": ["org-admin"]}}
     assert principal_from_claims(realm).is_org_admin
+
+
+def test_an_org_admin_needs_an_org():
+    # issue 11: without an org the caller shares the default namespace with every other
+    # org-less user; neither the role nor the tier administers it
+    for claims in (
+        {"sub": "s", "realm_access": {"roles": ["org-admin"]}},
+        {"sub": "s", "org_id": "  ", "tier": "owner"},
+    ):
+        principal = principal_from_claims(claims)
+        assert principal is not None and principal.org == ""
+        assert not principal.is_org_admin
+
+
+@pytest.mark.parametrize("claim", ["org_id", "org"])
+@pytest.mark.parametrize(
+    ("value", "kind"), [(["acme"], "list"), ({"id": "acme"}, "object"), (3, "number")]
+)
+def test_a_non_string_org_claim_is_refused(claim, value, kind):
+    with pytest.raises(UnusableClaim) as refused:
+        principal_from_claims({"sub": "s", claim: value, "realm_access": {"roles": ["org-admin"]}})
+    assert refused.value.detail.startswith(f"the token's {claim} claim is a {kind}, not a string")
+    # null is an absent claim
+    assert principal_from_claims({"sub": "s", claim: None}).org == ""
 
 
 def test_principal_from_claims():
