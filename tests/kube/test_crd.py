@@ -197,6 +197,8 @@ BAD_VALUES = [
     ("spec.repos.0.giteaRepo", "acme"),
     ("spec.repos.0.giteaRepo", "acme/web/app"),
     ("spec.repos.0.giteaRepo", "-"),
+    ("spec.repos.0.giteaRepo", "a" * 64 + "/web"),
+    ("spec.repos.0.giteaRepo", "acme/" + "r" * 101),
     ("spec.agentCatalogue", ["Claude-Code"]),
     ("spec.agentCatalogue", ["gpt"]),
     ("spec.previewDomain", "Bad_Domain!"),

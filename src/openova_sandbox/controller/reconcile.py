@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 
 from ..domain.errors import IllegalTransition
 from ..domain.model import FINALIZER, READY, Condition, Sandbox, SandboxStatus
-from ..domain.naming import is_valid_repo, is_valid_slug, repo_name, repo_org
+from ..domain.naming import is_valid_slug, repo_org, repo_problem
 from ..domain.status import (
     AGENT_UNAVAILABLE,
     FAILED,
@@ -192,12 +192,9 @@ def validate(sandbox: Sandbox) -> Failure | None:
             READY,
         )
     for repo in unique_repos(sandbox):
-        if not is_valid_repo(repo) or repo_name(repo) in {".", ".."}:
-            return Failure(
-                MANIFEST_RENDER_FAILED,
-                f"repo {repo!r} is not of the form <org>/<name>",
-                "PVCsReady",
-            )
+        problem = repo_problem(repo)
+        if problem:
+            return Failure(MANIFEST_RENDER_FAILED, f"repo {repo!r} {problem}", "PVCsReady")
         if repo_org(repo) != slug:
             return Failure(
                 CROSS_ORG_REPO,

@@ -15,7 +15,11 @@ MAX_OWNER_UID = 200
 
 _SLUG_RE = re.compile(r"^[a-z][a-z0-9-]{2,31}$")
 _INVALID_RUN = re.compile(r"[^a-z0-9-]+")
-REPO_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*/[A-Za-z0-9._-]+$")
+# matched against the whole string (fullmatch: ``$`` alone also matches before a final
+# newline, and ``acme/x\n`` then passed)
+REPO_RE = re.compile(r"[a-z0-9][a-z0-9_.-]*/[A-Za-z0-9._-]+")
+MAX_REPO_ORG = 63  # the org part: a DNS label's length, like the org's slug and names
+MAX_REPO_NAME = 100  # the repo part: what Gitea and GitHub allow
 SESSION_ID_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
@@ -82,8 +86,20 @@ def short_hash(*parts: str, length: int = 8) -> str:
     return hashlib.sha256("/".join(parts).encode()).hexdigest()[:length]
 
 
+def repo_problem(repo: str) -> str:
+    """Why ``repo`` is not a repo this service clones ("" when it is one). The one check
+    of the API's create and of the controller."""
+    if not REPO_RE.fullmatch(repo) or repo_name(repo) in {".", ".."}:
+        return "is not of the form <org>/<name> (lowercase org; letters, digits, '.', '_' and '-')"
+    if len(repo_org(repo)) > MAX_REPO_ORG:
+        return f"has an org part longer than {MAX_REPO_ORG} characters"
+    if len(repo_name(repo)) > MAX_REPO_NAME:
+        return f"has a name longer than {MAX_REPO_NAME} characters"
+    return ""
+
+
 def is_valid_repo(repo: str) -> bool:
-    return bool(REPO_RE.match(repo))
+    return not repo_problem(repo)
 
 
 def repo_org(repo: str) -> str:

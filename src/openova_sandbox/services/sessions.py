@@ -178,12 +178,9 @@ class SessionsService:
             raise Invalid(
                 f'agent "{agent}" not in catalogue {{{", ".join(slugs)}}}', code="invalid-agent"
             )
-        if request.repo and not naming.is_valid_repo(request.repo):
-            raise Invalid(
-                f'repo "{request.repo}" is not of the form org/repo '
-                "(lowercase org; letters, digits, '.', '_' and '-')",
-                code="invalid-repo",
-            )
+        problem = naming.repo_problem(request.repo) if request.repo else ""
+        if problem:
+            raise Invalid(f"repo {request.repo!r} {problem}", code="invalid-repo")
         if not principal.email:
             raise Invalid(
                 "your token has no email claim; the sandbox owner is identified by email",

@@ -90,3 +90,20 @@ def test_a_non_string_org_claim_is_refused_with_a_clear_401(api, claim, value):
         assert body["error"] == "unauthenticated"
         assert claim in body["detail"] and "string" in body["detail"]
 
+
+@pytest.mark.parametrize(
+    ("repo", "fragment"),
+    [
+        ("acme/x\n", "<org>/<name>"),
+        ("acme/..", "<org>/<name>"),
+        ("acme/" + "r" * 101, "100 characters"),
+        ("a" * 64 + "/x", "63 characters"),
+    ],
+)
+def test_a_repo_must_match_whole_and_is_capped(api, repo, fragment):
+    answer = api.http.post(SESSIONS, headers=api.auth(), json={"agent": "shell", "repo": repo})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"] == "invalid-repo"
+    assert fragment in answer.json()["detail"]
+    assert api.http.get(SESSIONS, headers=api.auth()).json() == {"sandboxes": []}
+

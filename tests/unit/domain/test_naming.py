@@ -98,6 +98,17 @@ def test_owner_uid_property(email):
         ("/site", False),
         ("acme/", False),
         ("_acme/site", False),
+        # issue 11: the whole string must match ($ alone matched before a final newline)
+        ("acme/x\n", False),
+        ("acme\n/x", False),
+        ("acme/..", False),
+        ("acme/.", False),
+        # capped: org part 63 characters, repo part 100
+        ("a" * 63 + "/x", True),
+        ("a" * 64 + "/x", False),
+        ("acme/" + "r" * 100, True),
+        ("acme/" + "r" * 101, False),
+        ("acme/" + "r" * 300, False),
     ],
 )
 def test_repo_pattern(repo, ok):
