@@ -20,6 +20,7 @@ from ..domain.errors import BackendUnavailable
 from . import errors
 from .body_limit import BodyLimitMiddleware
 from .deps import AppDeps
+from .frame_guard import FrameGuardMiddleware
 from .metrics import HttpMetrics, ObservabilityMiddleware
 from .preflight import PreflightMiddleware
 from .routes import (
@@ -75,6 +76,7 @@ def create_app(deps: AppDeps) -> FastAPI:
     errors.install(app)
     app.add_middleware(PreflightMiddleware)
     app.add_middleware(BodyLimitMiddleware)
+    app.add_middleware(FrameGuardMiddleware)
     if deps.gateway is not None:
         # /llm/ is served here, ahead of the router and the body cap (it bounds its own
         # bodies: prompts carry images), inside the request ids, access log and metrics

@@ -107,3 +107,24 @@ def test_a_repo_must_match_whole_and_is_capped(api, repo, fragment):
     assert fragment in answer.json()["detail"]
     assert api.http.get(SESSIONS, headers=api.auth()).json() == {"sandboxes": []}
 
+
+def framing_refused(response):
+    csp = response.headers.get("content-security-policy", "")
+    assert "frame-ancestors 'none'" in csp, (response.url, csp)
+    assert response.headers.get("x-frame-options") == "DENY", response.url
+
+
+def test_every_html_page_refuses_to_be_framed(api):
+    pages = [
+        api.http.get("/sandbox"),  # the console (or its "not built" page)
+        api.http.get("/sandbox/some-box"),  # a deep link
+        api.http.get("/login", params={"token": "not-a-token"}),  # the failure page
+        api.http.get("/login", params={"token": api.token()}),  # the confirm page
+        api.http.post("/login", data={"token": "x"}, headers={"Origin": "https://evil.example"}),
+    ]
+    for page in pages:
+        assert page.headers["content-type"].startswith("text/html"), (page.url, page.text)
+        framing_refused(page)
+    # the confirm page keeps its own, stricter policy
+    confirm = pages[3].headers["content-security-policy"]
+    assert "default-src 'none'" in confirm and confirm.count("frame-ancestors") == 1
