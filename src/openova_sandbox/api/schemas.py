@@ -43,9 +43,15 @@ class SandboxItem(BaseModel):
     id: str
     name: str
     agent: str
-    status: str = Field(pattern="^(pending|running|stopped|failed|unknown)$")
+    status: str = Field(
+        pattern="^(pending|running|stopped|failed|unknown|stopping)$",
+        description="`stopping` while the sandbox is being deleted (deletionTimestamp set)",
+    )
     createdAt: str
     repo: str
+    deletionTimestamp: str | None = Field(
+        None, description="when deletion was requested; present only while it is under way"
+    )
     phase: str | None = None
     sessions: int
     storageUsed: str | None = None

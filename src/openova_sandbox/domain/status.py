@@ -48,6 +48,10 @@ def check_transition(current: str, target: str) -> None:
         )
 
 
+# the item's status while the sandbox's deletion mark is set, whatever its phase
+STOPPING = "stopping"
+
+
 def project_status(phase: str) -> str:
     match phase.strip().lower():
         case "" | "pending" | "provisioning":
@@ -76,10 +80,14 @@ def to_item(sandbox: Sandbox, usage: UsageTotals | None = None) -> dict[str, Any
         "id": meta.name,
         "name": meta.annotations.get(ANNOTATION_DISPLAY_NAME) or meta.name,
         "agent": spec.default_agent,
-        "status": project_status(status.phase),
+        "status": STOPPING if meta.deletion_timestamp else project_status(status.phase),
         "createdAt": format_time(created) if created else "",
         "repo": spec.repos[0] if spec.repos else "",
     }
+    if meta.deletion_timestamp:
+        # being deleted: the controller is stopping its terminals and removing its
+        # workspace; the object is gone once that is done (issue 11)
+        item["deletionTimestamp"] = format_time(meta.deletion_timestamp)
     if status.phase:
         item["phase"] = status.phase
     item["sessions"] = status.sessions

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import timedelta
+from pathlib import Path
 
+import httpx
 import pytest
+import websockets
+
+from openova_sandbox.api.app import create_app
+from openova_sandbox.api.composition import build_embedded
+from openova_sandbox.auth.issuer import EmbeddedIssuer
+from openova_sandbox.config import load_settings
+from openova_sandbox.domain.errors import Conflict
+from openova_sandbox.testing.server import serve_in_thread
+from support.fake_agents import write_stand_ins
 
 SESSIONS = "/api/v1/sandbox/sessions"
 JSON = {"Content-Type": "application/json"}
@@ -128,3 +141,101 @@ def test_every_html_page_refuses_to_be_framed(api):
     # the confirm page keeps its own, stricter policy
     confirm = pages[3].headers["content-security-policy"]
     assert "default-src 'none'" in confirm and confirm.count("frame-ancestors") == 1
+
+
+HOLD = "test.openova.io/hold"  # a finalizer nobody releases: the deletion stays under way
+
+
+class HeldApi:
+    """A real app, a client, tokens, and a way to run store calls on the app's loop."""
+
+    def __init__(self, server, data_dir: Path, deps, loop: asyncio.AbstractEventLoop) -> None:
+        self.server = server
+        self.deps = deps
+        self.issuer = EmbeddedIssuer.load(data_dir)
+        self.http = httpx.Client(base_url=server.url, timeout=10)
+        self.loop = loop
+
+    def token(self) -> str:
+        return self.issuer.mint(
+            sub="user-sub-abcdef12", email="dev@acme.com", org="acme", ttl=timedelta(minutes=5)
+        )
+
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token()}"}
+
+    def run(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
+
+
+@pytest.fixture
+def held(tmp_path: Path):
+    settings = load_settings(
+        data_dir=tmp_path / "data",
+        agents_path=str(write_stand_ins(tmp_path / "agents.json")),
+        store="memory",
+    )
+    deps = build_embedded(settings)
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def remember_loop() -> None:
+        loops.append(asyncio.get_running_loop())
+
+    deps.on_started.append(remember_loop)
+    with serve_in_thread(create_app(deps)) as server:
+        api = HeldApi(server, tmp_path / "data", deps, loops[0])
+        yield api
+        api.http.close()
+
+
+def hold_deletion(api, namespace: str, name: str) -> None:
+    async def add_hold() -> None:
+        for _ in range(50):
+            current = await api.deps.store.get(namespace, name)
+            try:
+                await api.deps.store.update(
+                    current.with_meta(finalizers=(*current.metadata.finalizers, HOLD))
+                )
+                return
+            except Conflict:
+                await asyncio.sleep(0.05)
+        raise AssertionError("could not add the hold finalizer")
+
+    api.run(add_hold())
+
+
+def test_a_deleting_sandbox_shows_it_and_takes_no_terminals(held):
+    api = held
+    headers = api.auth()
+    made = api.http.post(SESSIONS, headers=headers, json={"agent": "shell", "name": "box"})
+    assert made.status_code == 201, made.text
+    deadline = time.monotonic() + 20
+    while api.http.get(f"{SESSIONS}/box", headers=headers).json().get("phase") != "Ready":
+        assert time.monotonic() < deadline, "sandbox not ready"
+        time.sleep(0.05)
+    hold_deletion(api, "acme", "box")
+    assert api.http.delete(f"{SESSIONS}/box", headers=headers).status_code == 204
+
+    item = api.http.get(f"{SESSIONS}/box", headers=headers).json()
+    assert item["status"] == "stopping", item
+    assert item["deletionTimestamp"].endswith("Z")
+    (listed,) = api.http.get(SESSIONS, headers=headers).json()["sandboxes"]
+    assert (listed["status"], listed["deletionTimestamp"]) == (
+        "stopping",
+        item["deletionTimestamp"],
+    )
+
+    opened = api.http.post(f"{SESSIONS}/box/terminals", headers=headers, json={"agent": "shell"})
+    assert opened.status_code == 409, opened.text
+    assert opened.json()["error"] == "sandbox-deleting"
+
+    async def attach() -> websockets.ConnectionClosed:
+        url = f"{api.server.ws_url}{SESSIONS}/box/attach?access_token={api.token()}"
+        async with asyncio.timeout(10), websockets.connect(url) as ws:
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await ws.recv()
+            return closed.value
+
+    closed = asyncio.run(attach())
+    assert closed.rcvd is not None
+    assert (closed.rcvd.code, closed.rcvd.reason) == (1008, "sandbox-deleting")

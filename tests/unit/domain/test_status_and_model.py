@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -106,6 +107,19 @@ def test_item_shape():
     assert item["previews"] == [{"prNumber": 3, "url": "https://pr-3.example", "sha": "abc"}]
     assert item["conditions"][0]["lastTransitionTime"] == "2026-05-18T06:45:05Z"
     assert item["attachUrl"] == "/api/v1/sandbox/sessions/box/attach"
+    assert "deletionTimestamp" not in item
+
+
+@pytest.mark.parametrize("phase", ["Ready", "Provisioning", "Failed", "Suspended", ""])
+def test_a_deleting_sandbox_is_stopping_whatever_its_phase(phase):
+    marked = datetime(2026, 5, 18, 7, 0, 1, tzinfo=UTC)
+    sb = sample()
+    sb = replace(sb, status=replace(sb.status, phase=phase)).with_meta(deletion_timestamp=marked)
+    item = to_item(sb)
+    assert list(item)[:6] == ["id", "name", "agent", "status", "createdAt", "repo"]
+    assert item["status"] == "stopping"
+    assert item["deletionTimestamp"] == "2026-05-18T07:00:01Z"
+    assert item.get("phase", "") == phase  # the raw phase is still reported
 
 
 def test_only_realm_roles_and_tier_make_an_org_admin():

@@ -891,6 +891,11 @@ export interface components {
             conditions: components["schemas"]["ConditionOut"][];
             /** Createdat */
             createdAt: string;
+            /**
+             * Deletiontimestamp
+             * @description when deletion was requested; present only while it is under way
+             */
+            deletionTimestamp?: string | null;
             /** Id */
             id: string;
             /** Name */
@@ -908,7 +913,10 @@ export interface components {
              * @description model spend of the last 30 days: USD 4.20
              */
             spend30d?: string | null;
-            /** Status */
+            /**
+             * Status
+             * @description `stopping` while the sandbox is being deleted (deletionTimestamp set)
+             */
             status: string;
             /** Storageused */
             storageUsed?: string | null;

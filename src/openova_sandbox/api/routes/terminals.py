@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 from starlette.requests import HTTPConnection
 
-from ...domain.errors import UNSUPPORTED_SIGNAL, Invalid, NotFound, SandboxError
+from ...domain.errors import UNSUPPORTED_SIGNAL, Conflict, Invalid, NotFound, SandboxError
 from ...domain.model import Sandbox
 from ...domain.principal import Principal
 from ...domain.status import FAILED, READY, SUSPENDED, agent_unavailable
@@ -188,7 +188,18 @@ async def close_terminal(id: str, tid: str, request: Request, caller: Caller) ->
     return Response(status_code=204)
 
 
+DELETING = "sandbox-deleting"
+
+
+def _refuse_deleting(sandbox: Sandbox) -> None:
+    """No new terminal in a sandbox being deleted: the controller is ending its
+    terminals and removing its workspace (issue 11)."""
+    if sandbox.deleting:
+        raise Conflict(f'sandbox "{sandbox.name}" is being deleted', code=DELETING)
+
+
 def _require_ready(sandbox: Sandbox) -> None:
+    _refuse_deleting(sandbox)
     if sandbox.status.phase != READY:
         raise Invalid(
             f'sandbox "{sandbox.name}" is not ready (phase {sandbox.status.phase or "Pending"})',
@@ -227,8 +238,11 @@ async def _wait_ready(websocket: WebSocket, caller: Principal, sandbox_id: str) 
         except SandboxError:
             sandbox = None  # store unavailable for a moment: keep waiting
         if sandbox is not None:
+            if sandbox.deleting:
+                await websocket.close(CLOSE_POLICY, DELETING)
+                return None
             phase = sandbox.status.phase
-            if phase == READY and not sandbox.deleting:
+            if phase == READY:
                 return sandbox
             if phase == FAILED and agent_unavailable(sandbox.status):
                 # not permanent: this attach tries to start the agent again (installed
