@@ -135,4 +135,29 @@ describe("typed client", () => {
       .catch((e: unknown) => e);
     expect(err).toMatchObject({ status: 409, code: "install-running", message: "x is being installed" });
   });
+
+  it("asks for usage with its query and names budgets by scope and encoded name", async () => {
+    const answer = { status: 200, body: {} };
+    const server = new FakeServer()
+      .on("GET", "/api/v1/sandbox/usage", answer)
+      .on("GET", "/api/v1/sandbox/budgets", answer)
+      .on("GET", "/api/v1/sandbox/budgets/sandbox/box", answer)
+      .on("PUT", "/api/v1/sandbox/budgets/user/dev%40acme.com", answer)
+      .on("DELETE", "/api/v1/sandbox/budgets/org/acme", answer);
+    const api = server.api();
+    await api.usage({ scope: "org", groupBy: "model", since: "2026-11-07" });
+    await api.usage({ scope: "own" });
+    await api.listBudgets();
+    await api.getBudget("sandbox", "box");
+    await api.setBudget("user", "dev@acme.com", "12.50");
+    await api.resetBudget("org", "acme");
+    expect(server.calls).toEqual([
+      { method: "GET", path: "/api/v1/sandbox/usage", body: undefined, query: "scope=org&groupBy=model&since=2026-11-07" },
+      { method: "GET", path: "/api/v1/sandbox/usage", body: undefined, query: "scope=own" },
+      { method: "GET", path: "/api/v1/sandbox/budgets", body: undefined },
+      { method: "GET", path: "/api/v1/sandbox/budgets/sandbox/box", body: undefined },
+      { method: "PUT", path: "/api/v1/sandbox/budgets/user/dev%40acme.com", body: { monthlyUsd: "12.50" } },
+      { method: "DELETE", path: "/api/v1/sandbox/budgets/org/acme", body: undefined },
+    ]);
+  });
 });

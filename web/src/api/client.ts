@@ -38,6 +38,22 @@ export type CreateSessionRequest = { agent: string; name?: string; repo?: string
 export type InstallState = "idle" | "running" | "succeeded" | "failed";
 export type InstallStatus = JsonOf<V1<"/agents/{slug}/install">, "get", 200>;
 export type LoginLink = JsonOf<V1<"/login-links">, "post", 201>;
+/** Model usage and budgets (docs/gateway.md, "Usage and budgets"). */
+export type Usage30d = NonNullable<SandboxItem["usage30d"]>;
+export type UsageReport = JsonOf<V1<"/usage">, "get", 200>;
+export type UsageDay = UsageReport["days"][number];
+export type UsageGroup = UsageReport["groups"][number];
+export type BudgetList = JsonOf<V1<"/budgets">, "get", 200>;
+export type Budget = BudgetList["budgets"][number];
+export type UsageScope = "own" | "org";
+export type UsageGroupBy = "user" | "model" | "sandbox";
+export type BudgetScope = "org" | "user" | "sandbox";
+export interface UsageQuery {
+  scope: UsageScope;
+  groupBy?: UsageGroupBy;
+  /** a date (`YYYY-MM-DD`, UTC) or an RFC 3339 time */
+  since?: string;
+}
 /** `GET …/terminals` lists what `POST …/terminals` answers (its schema is not declared). */
 export type TerminalListItem = TerminalItem;
 
@@ -184,5 +200,29 @@ export function createApi(options: ApiOptions = {}) {
     byosDisconnect: async () =>
       settleEmpty(await client.DELETE("/api/v1/sandbox/byos/claude-code")),
     logout: async () => settleEmpty(await client.POST("/logout")),
+    usage: async (query: UsageQuery) =>
+      settle(await client.GET("/api/v1/sandbox/usage", { params: { query: { ...query } } })),
+    listBudgets: async () => settle(await client.GET("/api/v1/sandbox/budgets")),
+    getBudget: async (scope: BudgetScope, name: string) =>
+      settle(
+        await client.GET("/api/v1/sandbox/budgets/{scope}/{name}", {
+          params: { path: { scope, name } },
+        }),
+      ),
+    /** `monthlyUsd`: USD as a number or the text typed (`"12.50"`); `null` is "no cap". */
+    setBudget: async (scope: BudgetScope, name: string, monthlyUsd: number | string | null) =>
+      settle(
+        await client.PUT("/api/v1/sandbox/budgets/{scope}/{name}", {
+          params: { path: { scope, name } },
+          body: { monthlyUsd },
+        }),
+      ),
+    /** Back to the operator's default; answers the budget as it now stands. */
+    resetBudget: async (scope: BudgetScope, name: string) =>
+      settle(
+        await client.DELETE("/api/v1/sandbox/budgets/{scope}/{name}", {
+          params: { path: { scope, name } },
+        }),
+      ),
   };
 }

@@ -15,6 +15,8 @@ export interface Recorded {
   method: string;
   path: string;
   body: unknown;
+  /** the query string without `?`, when there is one */
+  query?: string | undefined;
 }
 
 export class FakeServer {
@@ -31,7 +33,8 @@ export class FakeServer {
     const url = new URL(request.url);
     const text = await request.text();
     const body: unknown = text ? JSON.parse(text) : undefined;
-    this.calls.push({ method: request.method, path: url.pathname, body });
+    const query = url.search ? url.search.slice(1) : undefined;
+    this.calls.push({ method: request.method, path: url.pathname, body, query });
     const handler = this.routes.get(`${request.method} ${url.pathname}`);
     const answer = handler ? await handler({ body, url }) : { status: 404, body: { error: "no-route" } };
     if (answer.status === 204) return new Response(null, { status: 204 });
