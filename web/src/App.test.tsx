@@ -1,8 +1,9 @@
-import { render, screen } from "@testing-library/react";
+import { render, screen, within } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
 import { describe, expect, it } from "vitest";
 import { App } from "./App";
 import { FakeServer } from "./test/fakeServer";
+import { usageReport } from "./test/render";
 
 describe("App sign-in gate", () => {
   it("shows the sign-in page on 401 with where the login link comes from", async () => {
@@ -56,5 +57,30 @@ describe("App sign-in gate", () => {
     expect(await screen.findByRole("heading", { name: "Sign in to OpenOva Sandbox" })).toBeInTheDocument();
     expect(s.callsTo("POST", "/logout")).toHaveLength(1);
     expect(screen.queryByRole("button", { name: "Sign in" })).toBeNull();
+  });
+
+  it.each([
+    [true, "Model usage of acme", "scope=org"],
+    [false, "Your model usage", "scope=own"],
+  ])("links the usage page from the header for org admins only (admin: %s)", async (orgAdmin, heading, scope) => {
+    window.history.replaceState(null, "", "/sandbox/usage");
+    const s = new FakeServer()
+      .on("GET", "/api/v1/sandbox/whoami", {
+        status: 200,
+        body: { sub: "u1", email: "dev@acme.test", org: "acme", orgAdmin },
+      })
+      .on("GET", "/api/v1/sandbox/usage", { status: 200, body: usageReport({ scope: scope.slice(6) }) })
+      .on("GET", "/api/v1/sandbox/budgets", {
+        status: 200,
+        body: { month: "2026-12", currency: "USD", defaults: { org: null, user: null, sandbox: null }, budgets: [] },
+      });
+    render(<App api={s.api()} />);
+    expect(await screen.findByRole("heading", { name: heading })).toBeInTheDocument();
+    expect(document.title).toBe("Usage · OpenOva Sandbox");
+    expect(s.callsTo("GET", "/api/v1/sandbox/usage")[0]!.query).toMatch(new RegExp(`^${scope}&`));
+    const nav = screen.getByRole("navigation", { name: "Main" });
+    const link = within(nav).queryByRole("link", { name: "Usage" });
+    if (orgAdmin) expect(link).toHaveAttribute("aria-current", "page");
+    else expect(link).toBeNull();
   });
 });

@@ -1,5 +1,5 @@
-/** The shell: header, sign-in gate (any 401 shows it), and the three routes. */
-import { useCallback, useEffect, useMemo, useState } from "react";
+/** The shell: header, sign-in gate (any 401 shows it), and the routes. */
+import { Suspense, lazy, useCallback, useEffect, useMemo, useState } from "react";
 import { createApi, type Api, type WhoAmI } from "./api/client";
 import { ApiContext } from "./api/context";
 import { Landing } from "./pages/Landing";
@@ -7,6 +7,9 @@ import { SessionPage } from "./pages/SessionPage";
 import { Settings } from "./pages/Settings";
 import { SignIn } from "./pages/SignIn";
 import { Link, parseRoute, useLocationPath } from "./router";
+
+// the usage page is a chunk of its own, so the landing stays small
+const UsagePage = lazy(() => import("./pages/Usage"));
 
 type Auth = { state: "checking" } | { state: "in"; who: WhoAmI | null } | { state: "out" };
 
@@ -42,6 +45,12 @@ export function App({ api: injected }: { api?: Api }) {
           onSignedOut={() => setAuth({ state: "out" })}
         />
       );
+    else if (route.name === "usage")
+      page = (
+        <Suspense fallback={<p className="page muted">Loading usage…</p>}>
+          <UsagePage who={auth.who} />
+        </Suspense>
+      );
     else if (route.name === "session") page = <SessionPage key={route.id} id={route.id} />;
     else
       page = (
@@ -71,6 +80,14 @@ export function App({ api: injected }: { api?: Api }) {
           >
             Sessions
           </Link>
+          {auth.state === "in" && auth.who?.orgAdmin && (
+            <Link
+              href="/sandbox/usage"
+              aria-current={route.name === "usage" ? "page" : undefined}
+            >
+              Usage
+            </Link>
+          )}
           <Link
             href="/sandbox/settings"
             aria-current={route.name === "settings" ? "page" : undefined}

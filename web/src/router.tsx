@@ -1,5 +1,5 @@
 /**
- * Three routes do not justify a routing library: this maps `location.pathname` under
+ * A handful of routes do not justify a routing library: this maps `location.pathname` under
  * `/sandbox` to a route and keeps it in sync with the History API.
  */
 import { useEffect, useState, type AnchorHTMLAttributes, type MouseEvent } from "react";
@@ -9,6 +9,7 @@ export const BASE = "/sandbox";
 export type Route =
   | { name: "landing" }
   | { name: "settings" }
+  | { name: "usage" }
   | { name: "session"; id: string }
   | { name: "notFound" };
 
@@ -20,6 +21,7 @@ export function parseRoute(pathname: string): Route {
   if (!trimmed.startsWith(`${BASE}/`)) return { name: "notFound" };
   const rest = trimmed.slice(BASE.length + 1);
   if (rest === "settings") return { name: "settings" };
+  if (rest === "usage") return { name: "usage" };
   if (/^[^/]+$/.test(rest)) return { name: "session", id: decodeURIComponent(rest) };
   return { name: "notFound" };
 }
