@@ -51,7 +51,8 @@ export function App({ api: injected }: { api?: Api }) {
           <UsagePage who={auth.who} />
         </Suspense>
       );
-    else if (route.name === "session") page = <SessionPage key={route.id} id={route.id} />;
+    else if (route.name === "session")
+      page = <SessionPage key={route.id} id={route.id} who={auth.who} />;
     else
       page = (
         <div className="page narrow">

@@ -107,6 +107,39 @@ describe("Landing", () => {
     expect(within(row).getByText("aider · no repo · PENDING")).toBeInTheDocument();
   });
 
+  it("shows each session's spend of the last 30 days, and nothing without a ledger", async () => {
+    const s = server({
+      status: 200,
+      body: {
+        sandboxes: [
+          item("spender", {
+            status: "running",
+            usage30d: { inputTokens: 51_200, outputTokens: 8_800, costUsd: 1.3 },
+            spend30d: "USD 1.30",
+          }),
+          item("idle", { status: "running", usage30d: { inputTokens: 0, outputTokens: 0, costUsd: 0 } }),
+          item("old-server", { status: "running" }),
+        ],
+      },
+    });
+    renderWithApi(<Landing />, s);
+    const spender = await screen.findByTestId("sandbox-session-spender");
+    expect(within(spender).getByTestId("session-spend-spender")).toHaveTextContent(
+      "Spend, last 30 days: $1.30 · 51.2k in / 8.8k out tokens",
+    );
+    expect(screen.getByTestId("session-spend-idle")).toHaveTextContent("$0.00 · 0 in / 0 out tokens");
+    expect(within(screen.getByTestId("sandbox-session-old-server")).queryByText(/Spend/)).toBeNull();
+    expect(screen.getByRole("link", { name: "Usage" })).toHaveAttribute("href", "/sandbox/usage");
+  });
+
+  it("offers no usage link when no session carries usage (a server without a ledger)", async () => {
+    const s = server({ status: 200, body: { sandboxes: [item("a", { status: "running" })] } });
+    renderWithApi(<Landing />, s);
+    await screen.findByTestId("sandbox-session-a");
+    expect(screen.queryByTestId(/^session-spend-/)).toBeNull();
+    expect(screen.queryByRole("link", { name: "Usage" })).toBeNull();
+  });
+
   it.each([500, 503])("shows the API pending pill when the list answers %i", async (status) => {
     renderWithApi(<Landing />, server({ status, body: { error: "sandbox-backend-unavailable" } }));
     expect(await screen.findByText("API pending")).toBeInTheDocument();

@@ -16,6 +16,7 @@ import { useApi } from "../api/context";
 import { StartDialog } from "../components/StartDialog";
 import { usePolling, useTitle } from "../hooks";
 import { Link, navigate, sessionPath } from "../router";
+import { usageLine } from "../usage";
 
 const LIST_PERIOD_MS = 5000;
 export const INSTALL_POLL_MS = 1000;
@@ -235,6 +236,11 @@ function SessionRow({ item }: { item: SandboxItem }) {
       <div className="session-row-text">
         <span className="session-name">{item.name}</span>
         <span className={`session-meta status-${item.status}`}>{meta}</span>
+        {item.usage30d && (
+          <span className="session-spend" data-testid={`session-spend-${item.id}`}>
+            Spend, last 30 days: {usageLine(item.usage30d)}
+          </span>
+        )}
       </div>
       <Link
         href={sessionPath(item.id)}
@@ -344,7 +350,15 @@ export function Landing({ orgAdmin }: { orgAdmin?: boolean | undefined } = {}) {
             </span>
           )}
         </div>
-        <p className="hint">Sessions keep running when you close the tab; attach again any time.</p>
+        <p className="hint">
+          Sessions keep running when you close the tab; attach again any time.
+          {sessions?.some((s) => s.usage30d) && (
+            <>
+              {" "}
+              Model spend and budgets: <Link href="/sandbox/usage">Usage</Link>.
+            </>
+          )}
+        </p>
         {sessions === null && listFailed !== null && (
           <p className="empty">
             The sessions API is not answering ({listFailed}); this list retries by itself.

@@ -10,10 +10,12 @@ import {
   type Condition,
   type SandboxItem,
   type TerminalListItem,
+  type WhoAmI,
 } from "../api/client";
 import { useApi } from "../api/context";
 import { ConfirmDialog } from "../components/ConfirmDialog";
 import { DeviceLinkDialog } from "../components/DeviceLinkDialog";
+import { SessionSpend } from "../components/SessionSpend";
 import { usePolling, usePrefs, useTerminalLayout, useTitle } from "../hooks";
 import { Link, navigate, sessionPath } from "../router";
 import type { ConnectionState, StateDetail } from "../terminal/connection";
@@ -191,9 +193,11 @@ export function tabsFromList(item: SandboxItem, listed: TerminalListItem[]): Ter
 
 function SessionHeader({
   item,
+  who,
   children,
 }: {
   item: SandboxItem;
+  who?: WhoAmI | null | undefined;
   children?: React.ReactNode;
 }) {
   const meta = sessionMeta(item);
@@ -205,13 +209,14 @@ function SessionHeader({
         </Link>
         <h1 className="session-title">{item.name}</h1>
         <p className={`session-meta status-${item.status}`}>{meta}</p>
+        <SessionSpend item={item} who={who} />
       </div>
       <div className="session-actions">{children}</div>
     </div>
   );
 }
 
-export function SessionPage({ id }: { id: string }) {
+export function SessionPage({ id, who }: { id: string; who?: WhoAmI | null }) {
   const api = useApi();
   const [item, setItem] = useState<SandboxItem | null>(null);
   const [gone, setGone] = useState(false);
@@ -429,7 +434,7 @@ export function SessionPage({ id }: { id: string }) {
     const agentProblem = agentUnavailable(item);
     return (
       <div className="page narrow">
-        <SessionHeader item={item}>{deleteButton}</SessionHeader>
+        <SessionHeader item={item} who={who}>{deleteButton}</SessionHeader>
         <div className="card notice notice-error" role="alert">
           <h2>{agentProblem ? "The agent cannot start" : "Provisioning failed"}</h2>
           <p className="failure-reason">
@@ -478,7 +483,7 @@ export function SessionPage({ id }: { id: string }) {
   if ((!isAttachable(item) && !attachAnyway) || retrying !== null) {
     return (
       <div className="page narrow">
-        <SessionHeader item={item}>{deleteButton}</SessionHeader>
+        <SessionHeader item={item} who={who}>{deleteButton}</SessionHeader>
         <section className="card provisioning" aria-labelledby="prov-title" aria-busy="true">
           <h2 id="prov-title">Provisioning</h2>
           <p className="muted" role="status">
@@ -501,7 +506,7 @@ export function SessionPage({ id }: { id: string }) {
 
   return (
     <div className="page session-live">
-      <SessionHeader item={item}>
+      <SessionHeader item={item} who={who}>
         <button
           type="button"
           className="btn"
