@@ -550,9 +550,16 @@ def test_two_operators_never_both_act(control_plane: FakeKube) -> None:
         assert follower.reconciles() > 0
 
         # someone else holds the lease for a moment: kopf stops, then runs again
-        lease = http.get(f"{LEASES}/sandbox-operator").json()
-        lease["spec"].update(holderIdentity="intruder", leaseDurationSeconds=1)
-        assert http.put(f"{LEASES}/sandbox-operator", json=lease).status_code == 200
+        # (a read-modify-write like any client's: the leader renews every 0.3 s, so a
+        # write on a stale resourceVersion is refused with 409 and read again)
+        def take_lease() -> bool:
+            lease = http.get(f"{LEASES}/sandbox-operator").json()
+            lease["spec"].update(holderIdentity="intruder", leaseDurationSeconds=1)
+            status = http.put(f"{LEASES}/sandbox-operator", json=lease).status_code
+            assert status in (200, 409), status
+            return status == 200
+
+        wait_for(take_lease)
         wait_for(lambda: not follower.leading())
         wait_for(follower.leading)
         assert http.post(SB, json=sandbox_body("four", email="four@acme.com")).status_code == 201

@@ -96,7 +96,8 @@ def test_a_failed_install_leaves_no_trace(tmp_path, npm_agents, installed_agents
     removed = run_cli("agents", "remove", "opencode", "--data-dir", str(data))
     assert removed.returncode == 0, removed.stderr
     assert removed.stdout.strip() == f"removed opencode {OPENCODE_PIN}"
-    assert os.listdir(AgentPaths.of(data).npm) == []
+    # (the session's agent cache may hold other agents beside it: they stay)
+    assert [n for n in os.listdir(AgentPaths.of(data).npm) if n.startswith("opencode-")] == []
     gone = agents_json(data)["opencode"]
     assert gone["source"] != "managed"
     assert gone["path"] != str(AgentPaths.of(data).link("opencode"))
