@@ -97,6 +97,7 @@ __all__ = [
 ]
 
 RESERVATION_TTL = timedelta(hours=1)
+KEEP_CLOSED = timedelta(days=7)  # how long a settled or released id is remembered
 
 
 @runtime_checkable
@@ -158,8 +159,6 @@ class _Reservation:
     keys: tuple[BudgetKey, ...]
     amount: int
     created_at: datetime
-    settled: bool = False
-    released: bool = False
 
 
 class MemoryLedger:
@@ -180,7 +179,12 @@ class MemoryLedger:
         self._by_sandbox: dict[tuple[str, str], str] = {}  # (namespace, sandbox) → sha256
         self._spend: dict[tuple[str, BudgetKey], list[int]] = {}  # → [spent, reserved]
         self._overrides: dict[BudgetKey, BudgetOverride] = {}
-        self._reservations: dict[str, _Reservation] = {}
+        # open reservations in the order they were made (the oldest first); settled and
+        # expired ones move out, and are forgotten after KEEP_CLOSED (as the SQL ledger
+        # deletes its rows)
+        self._open: dict[str, _Reservation] = {}
+        self._settled: dict[str, _Reservation] = {}
+        self._released: dict[str, _Reservation] = {}
         self.records: list[UsageRecord] = []
 
     async def start(self) -> None:
@@ -239,31 +243,45 @@ class MemoryLedger:
         for key in keys:
             self._row(month, key)[1] += amount
         reservation_id = new_reservation_id()
-        self._reservations[reservation_id] = _Reservation(month, keys, amount, now)
+        self._open[reservation_id] = _Reservation(month, keys, amount, now)
         return reservation_id
 
     def _expire(self, now: datetime) -> None:
-        cutoff = now - self._ttl
-        for reservation in self._reservations.values():
-            if reservation.settled or reservation.released:
-                continue
-            if as_utc(reservation.created_at) < as_utc(cutoff):
-                reservation.released = True
-                for key in reservation.keys:
-                    self._row(reservation.month, key)[1] -= reservation.amount
+        """Release the open reservations held past the TTL. Only the oldest are looked
+        at: the walk stops at the first one still within it."""
+        cutoff = as_utc(now - self._ttl)
+        while self._open:
+            reservation_id, reservation = next(iter(self._open.items()))
+            if as_utc(reservation.created_at) >= cutoff:
+                break
+            del self._open[reservation_id]
+            self._released[reservation_id] = reservation
+            for key in reservation.keys:
+                self._row(reservation.month, key)[1] -= reservation.amount
+        forget = as_utc(now - KEEP_CLOSED)
+        for closed in (self._settled, self._released):
+            while closed:
+                reservation_id, closed_one = next(iter(closed.items()))
+                if as_utc(closed_one.created_at) >= forget:
+                    break
+                del closed[reservation_id]
 
     async def settle(self, reservation_id: str, record: UsageRecord) -> None:
         cost = to_nanos(max(record.cost_usd, Decimal(0)))
-        reservation = self._reservations.get(reservation_id)
-        if reservation is not None and reservation.settled:
+        if reservation_id in self._settled:
             return
         keys: tuple[BudgetKey, ...]
+        reservation = self._open.pop(reservation_id, None)
+        if reservation is not None:
+            release = reservation.amount
+        else:
+            reservation = self._released.pop(reservation_id, None)
+            release = 0  # released when it expired (or never known)
         if reservation is None:
             log.warning("ledger.settle_unknown_reservation", sandbox=record.identity.sandbox)
-            month, keys, release = month_of(record.started_at), record.identity.budget_keys(), 0
+            month, keys = month_of(record.started_at), record.identity.budget_keys()
         else:
-            reservation.settled = True
-            release = 0 if reservation.released else reservation.amount
+            self._settled[reservation_id] = reservation
             month, keys = reservation.month, reservation.keys
         for key in keys:
             row = self._row(month, key)
