@@ -9,6 +9,7 @@ nothing backend-specific.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -445,3 +446,57 @@ async def test_an_unreachable_database_does_not_stop_the_server() -> None:
         await ledger.authenticate("sk-sandbox-x")
     assert caught.value.code == "sandbox-backend-unavailable"
     await part.stop()
+
+
+async def test_a_revoke_in_another_process_applies_within_the_token_cache_time(
+    tmp_path: Path,
+) -> None:
+    """Each SQL ledger keeps a token's identity for ``token_cache_seconds``: a revoke
+    in the same process applies at once, one by another process within that time."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'data' / 'sandbox.db'}"
+    issuer = SqlLedger(url)
+    cached = SqlLedger(url, token_cache_seconds=0.3)
+    uncached = SqlLedger(url, token_cache_seconds=0)
+    try:
+        token = await issuer.issue_token(DEV)
+        assert await cached.authenticate(token) == DEV
+        assert await uncached.authenticate(token) == DEV
+        assert await issuer.authenticate(token) == DEV
+        await issuer.revoke("acme", "aider-dev")
+        assert await issuer.authenticate(token) is None  # this process: at once
+        assert await uncached.authenticate(token) is None
+        assert await cached.authenticate(token) == DEV  # another: within its cache time
+        await asyncio.sleep(0.35)
+        assert await cached.authenticate(token) is None
+    finally:
+        for ledger in (issuer, cached, uncached):
+            await ledger.close()
+
+
+async def test_a_sqlite_database_locked_by_another_process_is_waited_for_off_the_loop(
+    tmp_path: Path,
+) -> None:
+    """The hot path tries the event loop's connection first, which never waits for a
+    lock; a database another writer holds sends the call to the worker thread, which
+    waits (the loop keeps running meanwhile) and then succeeds."""
+    path = tmp_path / "data" / "sandbox.db"
+    ledger = SqlLedger(f"sqlite+aiosqlite:///{path}", defaults=BudgetDefaults(user=Decimal(5)))
+    try:
+        await ledger.start()
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process writing
+        task = asyncio.ensure_future(ledger.reserve(DEV, Decimal(1)))
+        await asyncio.sleep(0.2)  # the loop is not blocked
+        assert not task.done()
+        other.execute("COMMIT")
+        other.close()
+        reservation = await asyncio.wait_for(task, 5)
+        await ledger.settle(reservation, record(DEV, "0.5"))
+        assert await state(ledger, key("user", "dev@acme.com")) == (
+            Decimal(5),
+            Decimal("0.5"),
+            Decimal(0),
+            "default",
+        )
+    finally:
+        await ledger.close()

@@ -17,6 +17,21 @@ nothing. Reservations never settled within ``reservation_ttl`` are released by a
 that runs at most once a minute per process, on the way into ``reserve``; settled ones
 are deleted a week later.
 
+The three calls of every gateway request (authenticate, reserve, settle) are the hot
+path: their SQL is written once as text (the same on both databases) and each call is
+one synchronous function run in one transaction - on SQLite through the ledger's own
+``sqlite3`` connection in one worker thread (one thread hop a call instead of one a
+statement), on PostgreSQL through ``run_sync`` on a pooled asyncpg connection. The
+``INSERT ... ON CONFLICT DO NOTHING`` of a month's row is skipped once this process
+has seen the row committed (rows of ``gateway_spend`` are never deleted).
+
+Durability on SQLite: the hot path's connection runs ``synchronous=NORMAL`` (WAL): a
+committed reservation or settlement survives the process crashing at once, and the OS
+crashing or the power failing from the next WAL sync (a checkpoint, or any
+``synchronous=FULL`` commit - tokens and budgets are written through the store's
+engine, which keeps ``FULL``). ``docs/gateway.md`` ("Durability") says why that is
+the right trade for metering.
+
 Calls run under the store's rule (``sql_retry``): a time budget, one retry on fresh
 connections for a transient failure, ``BackendUnavailable`` for the rest.
 """
@@ -24,16 +39,31 @@ connections for a transient failure, ``BackendUnavailable`` for the rest.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import structlog
-from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    TextClause,
+    and_,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..domain.errors import BackendUnavailable
@@ -62,7 +92,14 @@ from ..domain.ledger import (
     user_key,
 )
 from ..domain.model import utcnow
-from .sql_engine import create_engine, migrate, migration_lock, parse_url, safe_url
+from .sql_engine import (
+    SQLITE_BUSY_TIMEOUT_MS,
+    create_engine,
+    migrate,
+    migration_lock,
+    parse_url,
+    safe_url,
+)
 from .sql_ledger_schema import budgets, reservations, spend, tokens, usage
 from .sql_retry import UNAVAILABLE, run_with_retry
 
@@ -72,6 +109,10 @@ T = TypeVar("T")
 RESERVATION_TTL = timedelta(hours=1)
 SWEEP_EVERY_SECONDS = 60.0
 KEEP_SETTLED = timedelta(days=7)
+# how long a token's identity is taken from this process's cache: a revoke or a new
+# token in this process applies at once; one in another process within this time
+TOKEN_CACHE_SECONDS = 2.0
+TOKEN_CACHE_ENTRIES = 10_000
 _RANK = {scope: i for i, scope in enumerate(SCOPES)}
 
 
@@ -93,6 +134,236 @@ def _reservation_keys(namespace: str, user: str, sandbox: str) -> tuple[BudgetKe
     )
 
 
+# --- the hot path: three calls a request, as prepared SQL ---------------------------------
+#
+# authenticate, reserve and settle run these statements, written once (the same text
+# on both databases) and executed as one synchronous function per transaction: on
+# SQLite through the ledger's own sqlite3 connection in one worker thread (one thread
+# hop per call, not one per statement), on PostgreSQL through ``run_sync`` on the
+# pooled asyncpg connection. SQLAlchemy builds and compiles nothing per call.
+
+_LOOKUP = (
+    "SELECT sandbox, namespace, owner_sub, owner_email, org FROM gateway_tokens"
+    " WHERE token_sha256 = :digest"
+)
+_OVERRIDES = (
+    "SELECT scope, name, limit_nanos FROM gateway_budgets WHERE namespace = :namespace"
+    " AND ((scope = 'org' AND name = :org) OR (scope = 'user' AND name = :user)"
+    " OR (scope = 'sandbox' AND name = :sandbox))"
+)
+_ENSURE = (
+    "INSERT INTO gateway_spend (month, scope, namespace, name, spent_nanos, reserved_nanos)"
+    " VALUES (:month, :scope, :namespace, :name, 0, 0)"
+    " ON CONFLICT (month, scope, namespace, name) DO NOTHING"
+)
+_RESERVE = (
+    "UPDATE gateway_spend SET reserved_nanos = reserved_nanos + :amount"
+    " WHERE month = :month AND scope = :scope AND namespace = :namespace AND name = :name"
+)
+_RESERVE_CAPPED = (
+    "UPDATE gateway_spend SET reserved_nanos = reserved_nanos + :amount"
+    " WHERE month = :month AND scope = :scope AND namespace = :namespace AND name = :name"
+    " AND spent_nanos + reserved_nanos + :amount <= :limit"
+    " AND spent_nanos + reserved_nanos < :limit"
+)
+_NEW_RESERVATION = (
+    "INSERT INTO gateway_reservations (id, month, namespace, user_name, sandbox,"
+    " amount_nanos, created_at, settled_at, released) VALUES (:id, :month, :namespace,"
+    " :user_name, :sandbox, :amount, :created_at, NULL, :released)"
+)
+_CLAIM = (
+    "UPDATE gateway_reservations SET settled_at = :now WHERE id = :id AND settled_at IS NULL"
+    " RETURNING month, namespace, user_name, sandbox, amount_nanos, released"
+)
+_KNOWN = "SELECT id FROM gateway_reservations WHERE id = :id"
+_SETTLE = (
+    "UPDATE gateway_spend SET spent_nanos = spent_nanos + :cost,"
+    " reserved_nanos = reserved_nanos - :release"
+    " WHERE month = :month AND scope = :scope AND namespace = :namespace AND name = :name"
+)
+_NEW_USAGE = (
+    "INSERT INTO gateway_usage (started_at, day, namespace, org, sandbox, owner_sub,"
+    " user_name, model, provider, api, input_tokens, output_tokens, cache_read_tokens,"
+    " cache_write_tokens, cost_nanos, latency_ms, status, stream) VALUES (:started_at, :day,"
+    " :namespace, :org, :sandbox, :owner_sub, :user_name, :model, :provider, :api,"
+    " :input_tokens, :output_tokens, :cache_read_tokens, :cache_write_tokens, :cost_nanos,"
+    " :latency_ms, :status, :stream)"
+)
+_TEXTS: dict[str, TextClause] = {
+    sql: text(sql)
+    for sql in (
+        _LOOKUP,
+        _OVERRIDES,
+        _ENSURE,
+        _RESERVE,
+        _RESERVE_CAPPED,
+        _NEW_RESERVATION,
+        _CLAIM,
+        _KNOWN,
+        _SETTLE,
+        _NEW_USAGE,
+    )
+}
+# how SQLAlchemy's SQLite dialect stores a DateTime (compared as text there)
+_SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%f"
+
+
+class _Db(Protocol):
+    """One statement: the rows it returned (if any) and how many rows it touched."""
+
+    def run(self, sql: str, params: dict[str, Any]) -> tuple[int, list[Any]]: ...
+
+
+class _SaDb:
+    """A statement on a synchronous SQLAlchemy connection (inside ``run_sync``)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def run(self, sql: str, params: dict[str, Any]) -> tuple[int, list[Any]]:
+        result = self._connection.execute(_TEXTS[sql], params)
+        if result.returns_rows:
+            rows = list(result.all())
+            return len(rows), rows
+        return int(result.rowcount), []
+
+
+class _RawDb:
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+
+    def run(self, sql: str, params: dict[str, Any]) -> tuple[int, list[Any]]:
+        cursor = self._connection.execute(sql, params)
+        rows = cursor.fetchall()
+        return (len(rows) if cursor.description else cursor.rowcount), rows
+
+
+def _as_sqlalchemy_error(exc: sqlite3.Error) -> sa_exc.DBAPIError:
+    """What the store's retry rule and error mapping know (``sql_errors``)."""
+    kind = (
+        sa_exc.OperationalError if isinstance(exc, sqlite3.OperationalError) else sa_exc.DBAPIError
+    )
+    return kind(None, None, exc)
+
+
+_SQLITE_BUSY = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED (primary result codes)
+CHECKPOINT_EVERY = 500  # commits on the event loop between two WAL checkpoints
+
+
+class _SqliteHotPath:
+    """The ledger's own sqlite3 connections, ``synchronous=NORMAL`` (WAL; see
+    ``docs/gateway.md``, "Durability").
+
+    A call first runs on the event loop itself, on a connection that never waits for a
+    lock (``busy_timeout=0``) and never checkpoints: a transaction of a few statements
+    that fsyncs nothing takes tens of microseconds, less than a hop to a thread and
+    back. When the database is locked (another process is writing) the call runs
+    instead on the second connection, in one worker thread, which waits up to the
+    store's busy timeout. Every ``CHECKPOINT_EVERY`` commits on the loop the worker
+    runs a passive WAL checkpoint (the one place the ledger's commits are fsynced)."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-sqlite")
+        self._inline: sqlite3.Connection | None = None
+        self._threaded: sqlite3.Connection | None = None
+        self._commits = 0
+
+    def _connect(self, busy_ms: int, autocheckpoint: int) -> sqlite3.Connection:
+        connection = sqlite3.connect(
+            self._path,
+            isolation_level=None,  # BEGIN/COMMIT are ours
+            check_same_thread=False,
+            timeout=busy_ms / 1000,
+        )
+        connection.execute(f"PRAGMA busy_timeout = {busy_ms}")
+        connection.execute("PRAGMA journal_mode = WAL")
+        connection.execute("PRAGMA synchronous = NORMAL")
+        connection.execute(f"PRAGMA wal_autocheckpoint = {autocheckpoint}")
+        connection.execute("PRAGMA foreign_keys = ON")
+        return connection
+
+    @staticmethod
+    def _transaction(connection: sqlite3.Connection, fn: Callable[[_Db], T], write: bool) -> T:
+        if not write:
+            return fn(_RawDb(connection))
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            value = fn(_RawDb(connection))
+            connection.execute("COMMIT")
+            return value
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+
+    def _in_thread(self, fn: Callable[[_Db], T], write: bool) -> T:
+        try:
+            if self._threaded is None:
+                self._threaded = self._connect(SQLITE_BUSY_TIMEOUT_MS, 1000)
+            return self._transaction(self._threaded, fn, write)
+        except sqlite3.Error as exc:
+            raise _as_sqlalchemy_error(exc) from exc
+
+    def _checkpoint(self) -> None:
+        try:
+            if self._threaded is None:
+                self._threaded = self._connect(SQLITE_BUSY_TIMEOUT_MS, 1000)
+            self._threaded.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:
+            log.warning("ledger.checkpoint_failed", error=str(exc))
+
+    async def run(self, fn: Callable[[_Db], T], *, write: bool) -> T:
+        try:
+            if self._inline is None:
+                self._inline = self._connect(0, 0)
+            value = self._transaction(self._inline, fn, write)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF not in _SQLITE_BUSY:
+                raise _as_sqlalchemy_error(exc) from exc
+        except sqlite3.Error as exc:
+            raise _as_sqlalchemy_error(exc) from exc
+        else:
+            if write:
+                self._commits += 1
+                if self._commits % CHECKPOINT_EVERY == 0:
+                    self._executor.submit(self._checkpoint)
+            return value
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._in_thread, fn, write)
+
+    def _close_threaded(self) -> None:
+        connection, self._threaded = self._threaded, None
+        if connection is not None:
+            connection.close()
+
+    async def close(self) -> None:
+        connection, self._inline = self._inline, None
+        if connection is not None:
+            connection.close()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._close_threaded)
+        self._executor.shutdown(wait=False)
+
+
+def _key_params(month: str, key: BudgetKey) -> dict[str, Any]:
+    return {"month": month, "scope": key.scope, "namespace": key.namespace, "name": key.name}
+
+
+def _lookup(db: _Db, digest: str) -> GatewayIdentity | None:
+    _, rows = db.run(_LOOKUP, {"digest": digest})
+    if not rows:
+        return None
+    sandbox, namespace, owner_sub, owner_email, org = rows[0]
+    return GatewayIdentity(
+        sandbox=sandbox,
+        namespace=namespace,
+        owner_sub=owner_sub,
+        owner_email=owner_email,
+        org=org,
+    )
+
+
 class SqlLedger:
     def __init__(
         self,
@@ -103,6 +374,7 @@ class SqlLedger:
         reservation_ttl: timedelta = RESERVATION_TTL,
         call_timeout: float = 5.0,
         echo: bool = False,
+        token_cache_seconds: float = TOKEN_CACHE_SECONDS,
     ) -> None:
         self._url = parse_url(url)
         self.defaults = defaults or BudgetDefaults()
@@ -118,6 +390,15 @@ class SqlLedger:
         self._write_lock = asyncio.Lock()
         self._next_sweep = 0.0
         self._closed = False
+        self._hot_path: _SqliteHotPath | None = None
+        # the (month, budget) rows of gateway_spend known to exist (they are never
+        # deleted): their INSERT ... ON CONFLICT DO NOTHING is skipped
+        self._known_rows: set[tuple[str, BudgetKey]] = set()
+        # sha256 -> (identity, monotonic expiry); (namespace, sandbox) -> sha256
+        self._token_ttl = token_cache_seconds
+        self._identities: dict[str, tuple[GatewayIdentity, float]] = {}
+        self._digests: dict[tuple[str, str], str] = {}
+        self._token_generation = 0  # bumped by every change: a lookup racing one is not kept
 
     @property
     def url(self) -> str:
@@ -136,6 +417,9 @@ class SqlLedger:
             except BaseException:
                 await engine.dispose()
                 raise
+            if self._sqlite:
+                assert self._url.database is not None
+                self._hot_path = _SqliteHotPath(self._url.database)
             self._engine = engine
             log.info("ledger.started", backend=self._url.get_backend_name(), url=self.url)
 
@@ -143,6 +427,9 @@ class SqlLedger:
         self._closed = True
         async with self._start_lock:
             engine, self._engine = self._engine, None
+            hot_path, self._hot_path = self._hot_path, None
+            if hot_path is not None:
+                await hot_path.close()
             if engine is not None:
                 await engine.dispose()
 
@@ -170,7 +457,11 @@ class SqlLedger:
                 )
             )
 
-        await self._write("ledger.issue_token", work)
+        self._forget_token(identity.namespace, identity.sandbox)
+        try:
+            await self._write("ledger.issue_token", work)
+        finally:
+            self._forget_token(identity.namespace, identity.sandbox)
         return token
 
     async def revoke(self, namespace: str, sandbox: str) -> None:
@@ -179,29 +470,38 @@ class SqlLedger:
                 delete(tokens).where(tokens.c.namespace == namespace, tokens.c.sandbox == sandbox)
             )
 
-        await self._write("ledger.revoke", work)
+        self._forget_token(namespace, sandbox)
+        try:
+            await self._write("ledger.revoke", work)
+        finally:
+            self._forget_token(namespace, sandbox)
 
     async def authenticate(self, token: str) -> GatewayIdentity | None:
         if not token:
             return None
         digest = hash_token(token)
+        cached = self._identities.get(digest)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        generation = self._token_generation
+        identity = await self._hot(
+            "ledger.authenticate", lambda db: _lookup(db, digest), write=False
+        )
+        if identity is None or self._token_ttl <= 0 or generation != self._token_generation:
+            self._identities.pop(digest, None)
+            return identity
+        if len(self._identities) >= TOKEN_CACHE_ENTRIES:
+            self._identities.clear()
+            self._digests.clear()
+        self._identities[digest] = (identity, time.monotonic() + self._token_ttl)
+        self._digests[(identity.namespace, identity.sandbox)] = digest
+        return identity
 
-        async def work(engine: AsyncEngine) -> GatewayIdentity | None:
-            async with engine.connect() as connection:
-                row = (
-                    await connection.execute(select(tokens).where(tokens.c.token_sha256 == digest))
-                ).one_or_none()
-            if row is None:
-                return None
-            return GatewayIdentity(
-                sandbox=row.sandbox,
-                namespace=row.namespace,
-                owner_sub=row.owner_sub,
-                owner_email=row.owner_email,
-                org=row.org,
-            )
-
-        return await self._call("ledger.authenticate", work)
+    def _forget_token(self, namespace: str, sandbox: str) -> None:
+        self._token_generation += 1
+        digest = self._digests.pop((namespace, sandbox), None)
+        if digest is not None:
+            self._identities.pop(digest, None)
 
     # --- reservations -----------------------------------------------------------------
 
@@ -212,88 +512,93 @@ class SqlLedger:
         amount = to_nanos(max(amount_usd, Decimal(0)), round_up=True)
         keys = identity.budget_keys()
         reservation_id = new_reservation_id()
+        known = self._known_rows
+        defaults = self.defaults
+        created_at = self._stamp(now)
 
-        async def work(connection: AsyncConnection) -> None:
-            limits = await self._overrides(connection, keys)
-            for key in keys:
-                limit = resolve_limit(key, self.defaults, limits)
-                await self._ensure_row(connection, month, key)
-                statement = (
-                    update(spend)
-                    .where(spend.c.month == month, _is_key(spend, key))
-                    .values(reserved_nanos=spend.c.reserved_nanos + amount)
+        def work(db: _Db) -> None:
+            _, rows = db.run(
+                _OVERRIDES,
+                {
+                    "namespace": identity.namespace,
+                    "org": identity.namespace,
+                    "user": identity.user,
+                    "sandbox": identity.sandbox,
+                },
+            )
+            limits: dict[BudgetKey, int | None] = {
+                BudgetKey(cast(Scope, scope), identity.namespace, name): (
+                    None if limit is None else int(limit)
                 )
-                if limit is not None:
-                    used = spend.c.spent_nanos + spend.c.reserved_nanos
-                    statement = statement.where(used + amount <= limit, used < limit)
-                if (await connection.execute(statement)).rowcount != 1:
+                for scope, name, limit in rows
+            }
+            for key in keys:
+                limit = resolve_limit(key, defaults, limits)
+                params = _key_params(month, key)
+                if (month, key) not in known:
+                    db.run(_ENSURE, params)
+                params["amount"] = amount
+                if limit is None:
+                    touched, _ = db.run(_RESERVE, params)
+                else:
+                    params["limit"] = limit
+                    touched, _ = db.run(_RESERVE_CAPPED, params)
+                if touched != 1:
                     assert limit is not None
                     raise BudgetExceeded(key, from_nanos(limit), month)
-            await connection.execute(
-                insert(reservations).values(
-                    id=reservation_id,
-                    month=month,
-                    namespace=identity.namespace,
-                    user_name=identity.user,
-                    sandbox=identity.sandbox,
-                    amount_nanos=amount,
-                    created_at=now,
-                    settled_at=None,
-                    released=False,
-                )
+            db.run(
+                _NEW_RESERVATION,
+                {
+                    "id": reservation_id,
+                    "month": month,
+                    "namespace": identity.namespace,
+                    "user_name": identity.user,
+                    "sandbox": identity.sandbox,
+                    "amount": amount,
+                    "created_at": created_at,
+                    "released": self._flag(False),
+                },
             )
 
-        await self._write("ledger.reserve", work)
+        await self._hot("ledger.reserve", work, write=True)
+        known.update((month, key) for key in keys)  # committed: the rows exist from now on
         return reservation_id
 
     async def settle(self, reservation_id: str, record: UsageRecord) -> None:
         now = as_utc(self._clock())
         cost = to_nanos(max(record.cost_usd, Decimal(0)))
+        known = self._known_rows
+        row = _usage_row(record, cost)
+        row["started_at"] = self._stamp(row["started_at"])
+        row["stream"] = self._flag(row["stream"])
+        settled_at = self._stamp(now)
+        touched_rows: list[tuple[str, BudgetKey]] = []
 
-        async def work(connection: AsyncConnection) -> None:
-            claimed = (
-                await connection.execute(
-                    update(reservations)
-                    .where(reservations.c.id == reservation_id, reservations.c.settled_at.is_(None))
-                    .values(settled_at=now)
-                    .returning(
-                        reservations.c.month,
-                        reservations.c.namespace,
-                        reservations.c.user_name,
-                        reservations.c.sandbox,
-                        reservations.c.amount_nanos,
-                        reservations.c.released,
-                    )
-                )
-            ).one_or_none()
+        def work(db: _Db) -> None:
+            _, claimed = db.run(_CLAIM, {"now": settled_at, "id": reservation_id})
             keys: tuple[BudgetKey, ...]
-            if claimed is None:
-                known = (
-                    await connection.execute(
-                        select(reservations.c.id).where(reservations.c.id == reservation_id)
-                    )
-                ).one_or_none()
-                if known is not None:
+            if not claimed:
+                _, seen = db.run(_KNOWN, {"id": reservation_id})
+                if seen:
                     return  # settled before: nothing more to do
                 log.warning("ledger.settle_unknown_reservation", sandbox=record.identity.sandbox)
                 month, keys, release = month_of(record.started_at), record.identity.budget_keys(), 0
             else:
-                month = claimed.month
-                keys = _reservation_keys(claimed.namespace, claimed.user_name, claimed.sandbox)
-                release = 0 if claimed.released else int(claimed.amount_nanos)
+                month, namespace, user_name, sandbox, amount, released = claimed[0]
+                keys = _reservation_keys(namespace, user_name, sandbox)
+                release = 0 if released else int(amount)
             for key in keys:
-                await self._ensure_row(connection, month, key)
-                await connection.execute(
-                    update(spend)
-                    .where(spend.c.month == month, _is_key(spend, key))
-                    .values(
-                        spent_nanos=spend.c.spent_nanos + cost,
-                        reserved_nanos=spend.c.reserved_nanos - release,
-                    )
-                )
-            await connection.execute(insert(usage).values(**_usage_row(record, cost)))
+                params = _key_params(month, key)
+                if (month, key) not in known:
+                    db.run(_ENSURE, params)
+                    touched_rows.append((month, key))
+                params["cost"] = cost
+                params["release"] = release
+                db.run(_SETTLE, params)
+            db.run(_NEW_USAGE, row)
 
-        await self._write("ledger.settle", work)
+        await self._hot("ledger.settle", work, write=True)
+        known.update(touched_rows)
 
     async def _maybe_sweep(self, now: datetime) -> None:
         if time.monotonic() < self._next_sweep:
@@ -519,34 +824,41 @@ class SqlLedger:
 
     # --- internals --------------------------------------------------------------------
 
+    def _stamp(self, moment: datetime) -> Any:
+        """A time as a parameter of the hot path's SQL: SQLAlchemy's text form on
+        SQLite (compared as text there), an aware datetime on PostgreSQL."""
+        moment = as_utc(moment)
+        return moment.replace(tzinfo=None).strftime(_SQLITE_DATETIME) if self._sqlite else moment
+
+    def _flag(self, value: bool) -> Any:
+        return int(value) if self._sqlite else value
+
+    async def _hot(self, action: str, fn: Callable[[_Db], T], *, write: bool) -> T:
+        """One hot-path call in one transaction (a write one when ``write``), under the
+        store's retry rule."""
+        engine = await self._ready()
+        hot_path = self._hot_path
+        if hot_path is not None:
+
+            async def on_sqlite(_engine: AsyncEngine) -> T:
+                return await hot_path.run(fn, write=write)
+
+            return await self._attempts(action, engine, on_sqlite)
+
+        async def on_postgres(connection: AsyncConnection) -> T:
+            return await connection.run_sync(lambda sync: fn(_SaDb(sync)))
+
+        if write:
+            return await self._write(action, on_postgres)
+
+        async def read(engine: AsyncEngine) -> T:
+            async with engine.connect() as connection:
+                return await on_postgres(connection)
+
+        return await self._attempts(action, engine, read)
+
     def _insert(self, table: Any) -> Any:
         return (sqlite_insert if self._sqlite else pg_insert)(table)
-
-    async def _ensure_row(self, connection: AsyncConnection, month: str, key: BudgetKey) -> None:
-        await connection.execute(
-            self._insert(spend)
-            .values(
-                month=month,
-                scope=key.scope,
-                namespace=key.namespace,
-                name=key.name,
-                spent_nanos=0,
-                reserved_nanos=0,
-            )
-            .on_conflict_do_nothing(
-                index_elements=[spend.c.month, spend.c.scope, spend.c.namespace, spend.c.name]
-            )
-        )
-
-    async def _overrides(
-        self, connection: AsyncConnection, keys: Sequence[BudgetKey]
-    ) -> dict[BudgetKey, int | None]:
-        rows = await connection.execute(
-            select(
-                budgets.c.scope, budgets.c.namespace, budgets.c.name, budgets.c.limit_nanos
-            ).where(or_(*(_is_key(budgets, k) for k in keys)))
-        )
-        return {_key_of(r): (None if r.limit_nanos is None else int(r.limit_nanos)) for r in rows}
 
     async def _migrate(self, engine: AsyncEngine) -> None:
         async with migration_lock(), engine.connect() as connection:
