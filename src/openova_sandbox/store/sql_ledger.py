@@ -19,18 +19,20 @@ are deleted a week later.
 
 The three calls of every gateway request (authenticate, reserve, settle) are the hot
 path: their SQL is written once as text (the same on both databases) and each call is
-one synchronous function run in one transaction - on SQLite through the ledger's own
-``sqlite3`` connection in one worker thread (one thread hop a call instead of one a
-statement), on PostgreSQL through ``run_sync`` on a pooled asyncpg connection. The
-``INSERT ... ON CONFLICT DO NOTHING`` of a month's row is skipped once this process
-has seen the row committed (rows of ``gateway_spend`` are never deleted).
+one synchronous function run in one transaction - on SQLite on the event loop, on the
+ledger's own ``sqlite3`` connection that never waits for a lock (a locked database sends
+the call to a second connection in a worker thread; ``_SqliteHotPath``), on PostgreSQL
+through ``run_sync`` on a pooled asyncpg connection. A token's identity is cached for
+``TOKEN_CACHE_SECONDS`` per process (a revoke or a new token in this process applies at
+once). The ``INSERT ... ON CONFLICT DO NOTHING`` of a month's row is skipped once this
+process has seen the row committed (rows of ``gateway_spend`` are never deleted).
 
 Durability on SQLite: the hot path's connection runs ``synchronous=NORMAL`` (WAL): a
 committed reservation or settlement survives the process crashing at once, and the OS
 crashing or the power failing from the next WAL sync (a checkpoint, or any
 ``synchronous=FULL`` commit - tokens and budgets are written through the store's
-engine, which keeps ``FULL``). ``docs/gateway.md`` ("Durability") says why that is
-the right trade for metering.
+engine, which keeps ``FULL``). ``docs/gateway.md`` ("Durability of the ledger") says
+why that is the right trade for metering.
 
 Calls run under the store's rule (``sql_retry``): a time budget, one retry on fresh
 connections for a transient failure, ``BackendUnavailable`` for the rest.
@@ -138,9 +140,9 @@ def _reservation_keys(namespace: str, user: str, sandbox: str) -> tuple[BudgetKe
 #
 # authenticate, reserve and settle run these statements, written once (the same text
 # on both databases) and executed as one synchronous function per transaction: on
-# SQLite through the ledger's own sqlite3 connection in one worker thread (one thread
-# hop per call, not one per statement), on PostgreSQL through ``run_sync`` on the
-# pooled asyncpg connection. SQLAlchemy builds and compiles nothing per call.
+# SQLite by ``_SqliteHotPath`` (on the event loop, or in its worker thread when the
+# database is locked), on PostgreSQL through ``run_sync`` on the pooled asyncpg
+# connection. SQLAlchemy builds and compiles nothing per call.
 
 _LOOKUP = (
     "SELECT sandbox, namespace, owner_sub, owner_email, org FROM gateway_tokens"
@@ -252,7 +254,7 @@ CHECKPOINT_EVERY = 500  # commits on the event loop between two WAL checkpoints
 
 class _SqliteHotPath:
     """The ledger's own sqlite3 connections, ``synchronous=NORMAL`` (WAL; see
-    ``docs/gateway.md``, "Durability").
+    ``docs/gateway.md``, "Durability of the ledger").
 
     A call first runs on the event loop itself, on a connection that never waits for a
     lock (``busy_timeout=0``) and never checkpoints: a transaction of a few statements
