@@ -28,7 +28,7 @@ from . import semantics as rules
 from . import sql_queries as q
 from .base import EventType, WatchEvent
 from .sql_engine import create_engine, migrate, migration_lock, parse_url, safe_url
-from .sql_retry import UNAVAILABLE, run_with_retry
+from .sql_retry import EngineCalls
 
 log = structlog.get_logger(__name__)
 
@@ -37,7 +37,7 @@ T = TypeVar("T")
 Work = Callable[[AsyncConnection], Awaitable[tuple[T, bool]]]
 
 
-class SqlStore:
+class SqlStore(EngineCalls):
     def __init__(
         self,
         url: str,
@@ -297,26 +297,6 @@ class SqlStore:
             return value
 
         return await self._call(action, run)
-
-    async def _ready(self) -> AsyncEngine:
-        if self._closed:
-            raise BackendUnavailable(UNAVAILABLE)
-        if self._engine is None:
-            await self.start()
-        engine = self._engine
-        if engine is None:
-            raise BackendUnavailable(UNAVAILABLE)
-        return engine
-
-    async def _call(self, action: str, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
-        return await self._attempts(action, await self._ready(), work)
-
-    async def _attempts(
-        self, action: str, engine: AsyncEngine, work: Callable[[AsyncEngine], Awaitable[T]]
-    ) -> T:
-        return await run_with_retry(
-            action, engine, work, budget=self._budget, retry=lambda: not self._closed
-        )
 
     def _notify(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()

@@ -103,7 +103,7 @@ from .sql_engine import (
     safe_url,
 )
 from .sql_ledger_schema import budgets, reservations, spend, tokens, usage
-from .sql_retry import UNAVAILABLE, run_with_retry
+from .sql_retry import EngineCalls
 
 log = structlog.get_logger(__name__)
 
@@ -366,7 +366,7 @@ def _lookup(db: _Db, digest: str) -> GatewayIdentity | None:
     )
 
 
-class SqlLedger:
+class SqlLedger(EngineCalls):
     def __init__(
         self,
         url: str,
@@ -886,26 +886,6 @@ class SqlLedger:
                 return await run(engine)
 
         return await self._call(action, serialised)
-
-    async def _ready(self) -> AsyncEngine:
-        if self._closed:
-            raise BackendUnavailable(UNAVAILABLE)
-        if self._engine is None:
-            await self.start()
-        engine = self._engine
-        if engine is None:
-            raise BackendUnavailable(UNAVAILABLE)
-        return engine
-
-    async def _call(self, action: str, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
-        return await self._attempts(action, await self._ready(), work)
-
-    async def _attempts(
-        self, action: str, engine: AsyncEngine, work: Callable[[AsyncEngine], Awaitable[T]]
-    ) -> T:
-        return await run_with_retry(
-            action, engine, work, budget=self._budget, retry=lambda: not self._closed
-        )
 
 
 def _usage_row(record: UsageRecord, cost: int) -> dict[str, Any]:

@@ -62,3 +62,36 @@ async def recycle(engine: AsyncEngine) -> None:
     except Exception as exc:  # closing connections to a dead server can hang or fail
         log.warning("store.recycle_failed", error=describe(exc))
         await engine.dispose(close=False)
+
+
+class EngineCalls:
+    """What the SQL store and the SQL ledger share: a lazily started engine, and every
+    call run with one budget and one retry on a fresh connection, refused once closed.
+    The subclass creates ``_engine`` in ``start`` and sets ``_closed`` in ``close``."""
+
+    _engine: AsyncEngine | None
+    _closed: bool
+    _budget: float
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def _ready(self) -> AsyncEngine:
+        if self._closed:
+            raise BackendUnavailable(UNAVAILABLE)
+        if self._engine is None:
+            await self.start()
+        engine = self._engine
+        if engine is None:
+            raise BackendUnavailable(UNAVAILABLE)
+        return engine
+
+    async def _call(self, action: str, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+        return await self._attempts(action, await self._ready(), work)
+
+    async def _attempts(
+        self, action: str, engine: AsyncEngine, work: Callable[[AsyncEngine], Awaitable[T]]
+    ) -> T:
+        return await run_with_retry(
+            action, engine, work, budget=self._budget, retry=lambda: not self._closed
+        )
