@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common import cpu_seconds, pct, rss_bytes, table
+
 TOKEN_FILE = "gateway-token"
 IDENTITY = {
     "sandbox": "bench",
@@ -197,25 +199,6 @@ def gateway_main(port: int, upstream: str, store: str, data_dir: Path, log_level
 
 
 # ------------------------------------------------------------------------ measuring
-def _rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _cpu(pid: int) -> float:
-    with open(f"/proc/{pid}/stat", "rb") as fh:
-        fields = fh.read().rsplit(b")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -267,9 +250,9 @@ def latency(upstream: int, gateway: int, pid: int, token: str, samples: int) -> 
     cpu = 0.0
     for _ in range(samples):  # interleaved, so drift hits both alike
         out["direct"].append(direct.call(plain))
-        cpu0 = _cpu(pid)
+        cpu0 = cpu_seconds(pid)
         out["via"].append(via.call(plain))
-        cpu += _cpu(pid) - cpu0
+        cpu += cpu_seconds(pid) - cpu0
     out["cpu_per_request"] = cpu / samples
     for _ in range(samples // 2):
         out["ttfb_direct"].append(direct.first_byte(stream))
@@ -306,7 +289,7 @@ async def _stream(port: int, token: str, model: str, opened: asyncio.Event | Non
 async def concurrent(port: int, pid: int, token: str, streams: int, hold_ms: int) -> dict[str, Any]:
     """``streams`` at once, all held open after their first event: RSS with all open,
     then every one must finish whole."""
-    rss_before = _rss(pid)
+    rss_before = rss_bytes(pid)
     flags = [asyncio.Event() for _ in range(streams)]
     tasks = [
         asyncio.ensure_future(_stream(port, token, f"stream-50-0-{hold_ms}", flag))
@@ -314,7 +297,7 @@ async def concurrent(port: int, pid: int, token: str, streams: int, hold_ms: int
     ]
     await asyncio.wait_for(asyncio.gather(*(f.wait() for f in flags)), 60)
     await asyncio.sleep(0.2)
-    rss_open = _rss(pid)
+    rss_open = rss_bytes(pid)
     results = await asyncio.gather(*tasks, return_exceptions=True)
     errors = [r for r in results if isinstance(r, BaseException)]
     complete = [r for r in results if isinstance(r, int) and r >= 50]
@@ -330,11 +313,11 @@ async def concurrent(port: int, pid: int, token: str, streams: int, hold_ms: int
 async def chunk_cpu(port: int, pid: int, token: str, streams: int, events: int) -> float:
     """Server CPU seconds per 1,000 chunks, over ``streams`` paced streams (1 ms apart,
     so the chunks reach the server one by one rather than coalesced)."""
-    cpu0 = _cpu(pid)
+    cpu0 = cpu_seconds(pid)
     counts = await asyncio.gather(
         *(_stream(port, token, f"stream-{events}-1-0", None) for _ in range(streams))
     )
-    used = _cpu(pid) - cpu0
+    used = cpu_seconds(pid) - cpu0
     return used / (sum(counts) / 1000)
 
 
@@ -375,7 +358,7 @@ def drive(args: argparse.Namespace, upstream: int, store: str, tmp: Path) -> dic
             concurrent(port, proc.pid, token, args.streams, args.hold_ms)
         )
         results["cpu_per_1000"] = asyncio.run(chunk_cpu(port, proc.pid, token, 20, 500))
-        results["rss_mib"] = _rss(proc.pid) / 1048576
+        results["rss_mib"] = rss_bytes(proc.pid) / 1048576
         return results
     finally:
         proc.terminate()
@@ -387,9 +370,9 @@ def report(runs: list[dict[str, Any]]) -> str:
     for run in runs:
         lat = run["latency"]
         d50, v50 = statistics.median(lat["direct"]), statistics.median(lat["via"])
-        d99, v99 = _pct(lat["direct"], 0.99), _pct(lat["via"], 0.99)
+        d99, v99 = pct(lat["direct"], 0.99), pct(lat["via"], 0.99)
         t50 = statistics.median(lat["ttfb_via"]) - statistics.median(lat["ttfb_direct"])
-        t99 = _pct(lat["ttfb_via"], 0.99) - _pct(lat["ttfb_direct"], 0.99)
+        t99 = pct(lat["ttfb_via"], 0.99) - pct(lat["ttfb_direct"], 0.99)
         c = run["concurrent"]
         store = run["store"]
         rows += [
@@ -432,16 +415,7 @@ def report(runs: list[dict[str, Any]]) -> str:
                 "",
             ),
         ]
-    width = max(len(r[0]) for r in rows)
-    vwidth = max(len(r[1]) for r in rows)
-    lines = [
-        f"| {'measure':<{width}} | {'result':<{vwidth}} | target | verdict |",
-        f"|{'-' * (width + 2)}|{'-' * (vwidth + 2)}|---|---|",
-    ]
-    for name, value, target, ok in rows:
-        verdict = "" if target == "" else ("PASS" if ok else "FAIL")
-        lines.append(f"| {name:<{width}} | {value:<{vwidth}} | {target} | {verdict} |")
-    return "\n".join(lines)
+    return table(rows)
 
 
 def main() -> None:

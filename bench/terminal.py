@@ -34,6 +34,7 @@ import httpx
 import uvicorn
 from websockets.asyncio.client import connect
 
+from common import cpu_seconds, pct, rss_bytes, table
 from openova_sandbox.domain.catalogue import load_catalogue
 from openova_sandbox.domain.principal import Principal
 from openova_sandbox.terminal.registry import SandboxContext, TerminalRegistry
@@ -73,26 +74,6 @@ OWNER = Principal(sub="bench", email="bench@example.com")
 
 async def _authenticate(token: str) -> Principal:
     return OWNER
-
-
-def _rss_bytes(pid: int | str = "self") -> int:
-    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc."""
-    with open(f"/proc/{pid}/stat", "rb") as fh:
-        fields = fh.read().rsplit(b")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 # ---------------------------------------------------------------------- baselines
@@ -336,11 +317,11 @@ async def drive(args: argparse.Namespace, script: Path) -> dict[str, Any]:
         # Memory per idle session (server RSS) first, on a heap not yet grown by the
         # throughput runs; the 200 sessions stay (idle) through the rest of the run.
         await asyncio.sleep(0.5)
-        rss0 = _rss_bytes(args.server_pid)
+        rss0 = rss_bytes(args.server_pid)
         for _ in range(200):
             await create(["cat"])
         await asyncio.sleep(0.5)
-        results["mem_per_session"] = (_rss_bytes(args.server_pid) - rss0) / 200
+        results["mem_per_session"] = (rss_bytes(args.server_pid) - rss0) / 200
         # Keystroke round trip through the WebSocket: a minimal blocking client first
         # (comparable to the baseline), then the asyncio `websockets` client.
         sid = await create([sys.executable, str(script), "echo"])
@@ -390,7 +371,7 @@ async def drive(args: argparse.Namespace, script: Path) -> dict[str, Any]:
                 rates.append(min(received, total) / (time.perf_counter() - t0))
 
             before = await resyncs()
-            cpu0 = _cpu_seconds(args.server_pid)
+            cpu0 = cpu_seconds(args.server_pid)
             t0 = time.perf_counter()
             threads = [threading.Thread(target=drain, args=(ws, t0)) for ws in sockets]
             for thread in threads:
@@ -407,7 +388,7 @@ async def drive(args: argparse.Namespace, script: Path) -> dict[str, Any]:
             if len(rates) != viewers:
                 raise RuntimeError("a viewer did not receive the whole burst in time")
             wall = max(total / r for r in rates)
-            cpu = _cpu_seconds(args.server_pid) - cpu0
+            cpu = cpu_seconds(args.server_pid) - cpu0
             trial: dict[str, Any] = {
                 "server_cpu_share": cpu / wall,
                 "ms_per_mb_per_viewer": cpu * 1e3 / (total * viewers / 1e6),
@@ -516,20 +497,20 @@ def report(results: dict[str, Any]) -> str:
     rows = [
         (
             "raw PTY echo p50 / p99 (baseline, interleaved)",
-            f"{raw_p50 * 1e6:.0f} µs / {_pct(results['raw_echo'], 0.99) * 1e6:.0f} µs",
+            f"{raw_p50 * 1e6:.0f} µs / {pct(results['raw_echo'], 0.99) * 1e6:.0f} µs",
             "",
             "",
         ),
         (
             "keystroke via WebSocket, minimal client p50 / p99",
-            f"{ws_p50 * 1e6:.0f} µs / {_pct(results['ws_echo_min'], 0.99) * 1e6:.0f} µs"
+            f"{ws_p50 * 1e6:.0f} µs / {pct(results['ws_echo_min'], 0.99) * 1e6:.0f} µs"
             f" ({ws_p50 / raw_p50:.1f}x raw)",
             "p50 ≤ 5x raw and < 1 ms",
             ws_p50 <= 5 * raw_p50 and ws_p50 < 1e-3,
         ),
         (
             "keystroke via WebSocket, `websockets` client p50 / p99",
-            f"{lib_p50 * 1e6:.0f} µs / {_pct(results['ws_echo'], 0.99) * 1e6:.0f} µs",
+            f"{lib_p50 * 1e6:.0f} µs / {pct(results['ws_echo'], 0.99) * 1e6:.0f} µs",
             "",
             "",
         ),
@@ -577,16 +558,7 @@ def report(results: dict[str, Any]) -> str:
                 "",
             )
         )
-    width = max(len(r[0]) for r in rows)
-    vwidth = max(len(r[1]) for r in rows)
-    lines = [
-        f"| {'measure':<{width}} | {'result':<{vwidth}} | target | verdict |",
-        f"|{'-' * (width + 2)}|{'-' * (vwidth + 2)}|---|---|",
-    ]
-    for name, value, target, ok in rows:
-        verdict = "" if target == "" else ("PASS" if ok else "FAIL")
-        lines.append(f"| {name:<{width}} | {value:<{vwidth}} | {target} | {verdict} |")
-    return "\n".join(lines)
+    return table(rows)
 
 
 def main() -> None:

@@ -1,0 +1,45 @@
+"""What both benches share: reading a process's RSS and CPU time from /proc, a
+percentile, and the Markdown table their reports print."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+# A report row: measure, result, target ("" for none) and whether the target is met.
+Row = tuple[str, str, str, Any]
+
+
+def rss_bytes(pid: int | str = "self") -> int:
+    """Resident set size of a process, from /proc."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc."""
+    with open(f"/proc/{pid}/stat", "rb") as fh:
+        fields = fh.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def table(rows: list[Row]) -> str:
+    """The report as a Markdown table; a row with no target gets no verdict."""
+    width = max(len(r[0]) for r in rows)
+    vwidth = max(len(r[1]) for r in rows)
+    lines = [
+        f"| {'measure':<{width}} | {'result':<{vwidth}} | target | verdict |",
+        f"|{'-' * (width + 2)}|{'-' * (vwidth + 2)}|---|---|",
+    ]
+    for name, value, target, ok in rows:
+        verdict = "" if target == "" else ("PASS" if ok else "FAIL")
+        lines.append(f"| {name:<{width}} | {value:<{vwidth}} | {target} | {verdict} |")
+    return "\n".join(lines)
