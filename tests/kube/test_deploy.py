@@ -268,3 +268,21 @@ def test_dockerfile_matches_what_the_manifests_run() -> None:
         if package is not None:  # the image carries the version the server would install
             assert package.spec() in text, package.spec()
     assert (ROOT / "web" / "package-lock.json").exists()  # `npm ci` needs it
+
+
+def test_the_operator_reaches_the_gateway_ledger(manifests: list[dict[str, Any]]) -> None:
+    """It issues each sandbox's gateway token in the gateway's database (optional: an
+    install without it runs sandboxes without a token) and may write Secrets."""
+    objects = by_key(manifests)
+    pod = objects[("Deployment", "sandbox-operator")]["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    db = env["SANDBOX_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+    assert (db["name"], db["key"], db["optional"]) == ("sandbox-gateway-db", "url", True)
+    role = objects[("ClusterRole", "openova-sandbox-operator")]
+    verbs = {
+        verb
+        for rule in role["rules"]
+        if "" in rule["apiGroups"] and "secrets" in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    assert {"get", "create", "patch"} <= verbs

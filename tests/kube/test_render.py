@@ -403,8 +403,8 @@ def test_the_owner_subject_reaches_the_terminal_server() -> None:
 
 def test_the_pod_reaches_the_model_gateway_and_holds_no_provider_key() -> None:
     """Its terminal server gives the agents the gateway Service's URLs; no provider key
-    (nor any variable a key could hide in) is rendered. The sandbox's own gateway token
-    is not rendered yet: the operator does not reach the gateway's ledger."""
+    (nor any variable a key could hide in) is rendered. Without a ledger in the
+    operator there is no token to render."""
     config = RenderConfig(model_gateway_url="http://llm.gw.svc:8090")
     sts = by_kind(render_children(sandbox(), "ns-x", config))[("StatefulSet", "pty-server")]
     (main,) = sts["spec"]["template"]["spec"]["containers"]
@@ -417,3 +417,15 @@ def test_the_pod_reaches_the_model_gateway_and_holds_no_provider_key() -> None:
     (main,) = default[("StatefulSet", "pty-server")]["spec"]["template"]["spec"]["containers"]
     urls = {e["name"]: e.get("value") for e in main["env"]}
     assert urls["SANDBOX_MODEL_GATEWAY_URL"] == "http://sandbox-gateway.catalyst-system.svc"
+
+
+def test_the_gateway_token_comes_from_the_sandbox_secret() -> None:
+    """With the ledger in the operator, the pod reads its token from the Secret the
+    operator writes (``secretKeyRef``, not optional): never a literal in the spec."""
+    config = RenderConfig(model_gateway_token=True)
+    sts = by_kind(render_children(sandbox(), "ns-x", config))[("StatefulSet", "pty-server")]
+    (main,) = sts["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in main["env"]}
+    token = env["SANDBOX_MODEL_GATEWAY_TOKEN"]
+    assert "value" not in token
+    assert token["valueFrom"] == {"secretKeyRef": {"name": "sandbox-gateway-token", "key": "token"}}

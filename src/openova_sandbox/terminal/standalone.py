@@ -4,7 +4,7 @@ In Kubernetes each Sandbox gets a pty-server pod whose environment names the san
 (``SANDBOX_ID``, ``SANDBOX_NAMESPACE``, ``SANDBOX_OWNER_EMAIL``, ``SANDBOX_ORG_ID``,
 ``SANDBOX_DEFAULT_AGENT``, ``SANDBOX_SESSION_LIMIT``, ``SANDBOX_WORKDIR``) and the model
 gateway its terminals use (``SANDBOX_MODEL_GATEWAY_URL``, and the sandbox's token in
-``SANDBOX_MODEL_GATEWAY_TOKEN`` once the operator provides one). This module
+``SANDBOX_MODEL_GATEWAY_TOKEN``, from the Secret the operator writes). This module
 turns those settings into a registry with that one sandbox and the routes over it.
 The pod's ``HOME`` is the sandbox's home volume: it is the sandbox's own HOME, seeded
 before each agent start by the ``prepare_spawn`` hook that ``sandbox pty-server`` passes

@@ -32,6 +32,8 @@ from lightkube.generic_resource import create_namespaced_resource
 from lightkube.types import PatchType
 
 from ...domain.model import API_GROUP, FINALIZER, KIND, Sandbox, utcnow
+from ...services.gateway_ledger import Ledger
+from .gateway_token import ensure_gateway_token, revoke_gateway_token
 from .idle import IdleReport, ensure_probe_token, probe_idle
 from .metrics import OperatorMetrics
 from .names import sandbox_key, sandbox_label
@@ -106,6 +108,9 @@ class OperatorOptions:
     clock: Callable[[], datetime] = utcnow
     # how to reach a sandbox's terminal server ({namespace}); empty: never probe /idle
     pty_url_template: str = ""
+    # the model gateway's ledger: each sandbox's token Secret is issued from it and the
+    # token revoked on deletion (gateway_token.py); None: no tokens
+    ledger: Ledger | None = None
 
 
 class SandboxOperator:
@@ -134,6 +139,8 @@ class SandboxOperator:
         if self._client is not None:
             await self._client.close()
             self._client = None
+        if self.options.ledger is not None:
+            await self.options.ledger.close()  # opened again on its next use
 
     # ----- the loop -------------------------------------------------------------------
     async def handle(self, namespace: str, name: str) -> None:
@@ -179,6 +186,7 @@ class SandboxOperator:
                 raise
             sandbox = Sandbox.from_dict(raw)
             observed = await self.observe(sandbox)
+            await self._gateway_token(sandbox, observed)
             plan = reconcile(sandbox, observed, self.options.clock(), self.options.render)
             delay = plan.requeue_after
             metrics = self.options.metrics
@@ -285,6 +293,22 @@ class SandboxOperator:
         token = await ensure_probe_token(self.client, namespace, labels=child_labels(sandbox))
         return True, await probe_idle(template.format(namespace=namespace), token)
 
+    async def _gateway_token(self, sandbox: Sandbox, observed: KubeObserved) -> None:
+        """Before the plan runs (so before the StatefulSet is created): the sandbox's
+        token Secret, in the workspace namespace this sandbox holds."""
+        ledger = self.options.ledger
+        if ledger is None or sandbox.deleting:
+            return
+        chosen = choose_namespace(sandbox, observed)
+        ns_obj = observed.namespaces.get(chosen)
+        if ns_obj is None or holder(ns_obj) != sandbox_key(sandbox):
+            return
+        if (ns_obj.get("metadata") or {}).get("deletionTimestamp"):
+            return
+        await ensure_gateway_token(
+            self.client, ledger, sandbox, chosen, labels=child_labels(sandbox)
+        )
+
     # ----- execute --------------------------------------------------------------------
     async def execute(self, sandbox: Sandbox, plan: KubePlan) -> None:
         current = sandbox
@@ -301,6 +325,8 @@ class SandboxOperator:
         for ref in plan.delete:
             await self._delete(ref)
         if plan.remove_finalizer:
+            if self.options.ledger is not None:
+                await revoke_gateway_token(self.options.ledger, current)
             kept = tuple(f for f in current.metadata.finalizers if f != FINALIZER)
             await self._set_finalizers(current, kept)
 

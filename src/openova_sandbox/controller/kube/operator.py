@@ -24,6 +24,7 @@ import structlog
 from lightkube import AsyncClient
 
 from ...config import Settings
+from .gateway_token import open_ledger
 from .handlers import OperatorOptions, build_registry
 from .leader import ElectionTiming, LeaseElector
 from .metrics import HEARTBEAT_SECONDS, OperatorMetrics
@@ -52,6 +53,7 @@ def render_config(settings: Settings) -> RenderConfig:
         default_namespace=settings.default_namespace,
         mcp_needs_token=settings.kube_mcp_needs_token,
         model_gateway_url=settings.kube_model_gateway_url,
+        model_gateway_token=bool(settings.database_url),
     )
 
 
@@ -95,10 +97,12 @@ async def run_operator(
     if metrics_port is not None:
         server = metrics.serve(metrics_port, addr=metrics_addr)
         log.info("operator_metrics_serving", port=metrics.port)
+    ledger = open_ledger(settings)  # each sandbox's gateway token (gateway_token.py)
     options = OperatorOptions(
         render=render_config(settings),
         metrics=metrics,
         pty_url_template=settings.kube_pty_url_template,
+        ledger=ledger,
     )
     registry = build_registry(options, client_factory=client_factory)
     scope = kopf_scope(namespace)
@@ -149,6 +153,8 @@ async def run_operator(
         await elector.run(lead, stop)
     finally:
         beating.cancel()
+        if ledger is not None:
+            await ledger.close()
         if server is not None:
             await asyncio.to_thread(server.shutdown)
             server.server_close()

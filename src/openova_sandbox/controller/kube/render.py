@@ -46,6 +46,9 @@ NETWORK_POLICY = "sandbox-ingress"
 GIT_SECRET = "sandbox-git-credentials"
 # the bearer secret that opens the terminal server's /idle to the operator's probe
 PROBE_SECRET = "pty-probe"
+# the sandbox's own model-gateway token (key ``token``), written by the operator from
+# its ledger (``gateway_token.py``) and read by the pod as SANDBOX_MODEL_GATEWAY_TOKEN
+GATEWAY_TOKEN_SECRET = "sandbox-gateway-token"
 WORKSPACE = "/workspace"
 CLONE_CONTAINER = "git-clone"
 WORKSPACE_SUBPATH = "workspace"  # the folder of the home volume mounted at WORKSPACE
@@ -91,6 +94,9 @@ class RenderConfig:
     # the model gateway's Service (its root, without /llm): the terminal server gives its
     # agents OPENAI_BASE_URL/ANTHROPIC_BASE_URL under it (docs/gateway.md); empty: none
     model_gateway_url: str = "http://sandbox-gateway.catalyst-system.svc"
+    # the operator holds the gateway's ledger and writes each sandbox's token Secret:
+    # the pod reads SANDBOX_MODEL_GATEWAY_TOKEN from it (False: no ledger, no token)
+    model_gateway_token: bool = False
 
 
 def labels(sandbox: Sandbox) -> dict[str, str]:
@@ -356,9 +362,7 @@ def _statefulset(
         {"name": "SANDBOX_JWKS_URL", "value": config.jwks_url},
         {"name": "SANDBOX_WORKDIR", "value": WORKSPACE},
         {"name": "SANDBOX_MCP_CONFIG", "value": "/etc/openova/mcp/mcp.json"},
-        # the agents' model gateway; never a provider key. The sandbox's own gateway
-        # token (SANDBOX_MODEL_GATEWAY_TOKEN) is not rendered yet: the operator does not
-        # reach the gateway's ledger (docs/gateway.md, "Kubernetes mode")
+        # the agents' model gateway; never a provider key
         {"name": "SANDBOX_MODEL_GATEWAY_URL", "value": config.model_gateway_url},
         {"name": "HOME", "value": HOME},
         {
@@ -366,6 +370,16 @@ def _statefulset(
             "valueFrom": {"secretKeyRef": {"name": PROBE_SECRET, "key": "token", "optional": True}},
         },
     ]
+    if config.model_gateway_token:
+        # the sandbox's own gateway token, from its Secret (never a literal in the pod
+        # spec); not optional: the operator writes the Secret before the StatefulSet,
+        # and a pod without it waits rather than starting agents without a key
+        env.append(
+            {
+                "name": "SANDBOX_MODEL_GATEWAY_TOKEN",
+                "valueFrom": {"secretKeyRef": {"name": GATEWAY_TOKEN_SECRET, "key": "token"}},
+            }
+        )
     probe = {"httpGet": {"path": "/healthz", "port": PTY_PORT}, "periodSeconds": 10}
     main: JSON = {
         "name": PTY_NAME,
