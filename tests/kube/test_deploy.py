@@ -286,3 +286,15 @@ def test_the_operator_reaches_the_gateway_ledger(manifests: list[dict[str, Any]]
         for verb in rule["verbs"]
     }
     assert {"get", "create", "patch"} <= verbs
+
+
+def test_the_api_reads_usage_and_budgets_from_the_gateway_database(
+    manifests: list[dict[str, Any]],
+) -> None:
+    """Usage and budgets are kept by the gateway in its SQL database; every API replica
+    must read that one, not a SQLite file of its own."""
+    objects = by_key(manifests)
+    api = objects[("Deployment", "sandbox-api")]
+    env = {e["name"]: e for e in api["spec"]["template"]["spec"]["containers"][0]["env"]}
+    db = env["SANDBOX_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+    assert (db["name"], db["key"], db["optional"]) == ("sandbox-gateway-db", "url", True)
