@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,14 @@ class Principal:
     username: str = ""
     scopes: tuple[str, ...] = ()
     capabilities: tuple[str, ...] = ()
+    # the token's ``exp`` (epoch seconds): live connections end then (issue 11)
+    expires_at: float | None = field(default=None, compare=False)
+
+    def seconds_left(self) -> float | None:
+        """Seconds until the token expires (0 when past); ``None`` when it does not say."""
+        if self.expires_at is None:
+            return None
+        return max(0.0, self.expires_at - time.time())
 
     @property
     def is_org_admin(self) -> bool:
@@ -100,4 +109,11 @@ def principal_from_claims(claims: Mapping[str, Any]) -> Principal | None:
         username=text("preferred_username"),
         scopes=_strings(claims.get("openova_scopes")),
         capabilities=_strings(claims.get("capabilities")),
+        expires_at=_expiry(claims.get("exp")),
     )
+
+
+def _expiry(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None

@@ -34,6 +34,7 @@ from .. import schemas
 from ..security import require_principal
 
 Responses = dict[int | str, dict[str, Any]]
+TOKEN_EXPIRED = "token-expired"  # the end reason when the caller's token expires
 RETRY_MS = 2000  # the reconnect delay an EventSource is told to use
 router = APIRouter(prefix="/api/v1/sovereigns/{id}/k8s", tags=["resources"])
 
@@ -104,7 +105,7 @@ def _resume_from(header: str | None, query: str | None) -> str | None:
                 "point the stream continues from); then `data:` {cluster, kind, type, "
                 "object, at} with `id:` per change (replayed ones first when resumed), "
                 "`: ping` every 15 s, and a final `event: end` with {reason} "
-                "(slow-consumer, shutdown)"
+                "(slow-consumer, shutdown, token-expired)"
             ),
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
         },
@@ -151,8 +152,15 @@ async def stream_resources(
             ready = {"cluster": cluster, "kinds": list(wanted), "resumed": subscription.resumed}
             yield _frame(ready, event="ready", id=subscription.position)
             while True:
-                item = await subscription.next(timeout=ping)
+                left = caller.seconds_left()
+                if left is not None and left <= 0:
+                    # the token ended: so does the stream (issue 11)
+                    yield _frame({"cluster": cluster, "reason": TOKEN_EXPIRED}, event="end")
+                    return
+                item = await subscription.next(timeout=ping if left is None else min(ping, left))
                 if item is None:
+                    if left is not None and caller.seconds_left() == 0:
+                        continue
                     yield ": ping\n\n"
                 elif isinstance(item, StreamEnd):
                     yield _frame({"cluster": cluster, "reason": item.reason}, event="end")

@@ -5,12 +5,16 @@ Attaching before the sandbox is Ready waits (up to ``READY_WAIT`` seconds) and t
 closes with 1013 "try again later"; a Failed sandbox closes with 1011 and the reason
 written into the terminal, except one failed with ``AgentUnavailable``: attaching to it
 tries to start the agent again. A bad token or a foreign ``Origin`` closes with 1008.
+A connection opened with a token that expires closes with 1008 ``token-expired`` at the
+token's ``exp`` (cookie sessions too: the cookie carries a token), waiting or attached.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Coroutine
 from typing import Annotated, Any
 
 import structlog
@@ -35,6 +39,7 @@ Caller = Annotated[Principal, Depends(require_principal)]
 READY_WAIT = 30.0
 POLL = 0.2
 CLOSE_POLICY, CLOSE_INTERNAL, CLOSE_TRY_LATER = 1008, 1011, 1013
+TOKEN_EXPIRED = "token-expired"
 
 _E = schemas.ErrorBody
 _COMMON: dict[int | str, dict[str, Any]] = {
@@ -268,11 +273,44 @@ async def _attach(websocket: WebSocket, sandbox_id: str, terminal_id: str | None
     caller = await _authorized(websocket)
     if caller is None:
         return
+    await _until_token_expires(
+        websocket, caller, _serve(websocket, caller, sandbox_id, terminal_id)
+    )
+
+
+async def _serve(
+    websocket: WebSocket, caller: Principal, sandbox_id: str, terminal_id: str | None
+) -> None:
     sandbox = await _wait_ready(websocket, caller, sandbox_id)
     if sandbox is None:
         return
     terminals = websocket.app.state.deps.terminals
     await terminals.attach(websocket, sandbox, terminal_id, token=_token(websocket))
+
+
+async def _until_token_expires(
+    websocket: WebSocket, caller: Principal, work: Coroutine[Any, Any, None]
+) -> None:
+    """Run ``work`` until the caller's token expires, then end it and close 1008
+    ``token-expired`` (issue 11: ``/logout`` or an expired token must end the session)."""
+    left = caller.seconds_left()
+    if left is None:
+        await work
+        return
+    task = asyncio.create_task(work)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=left)
+        if task in done:
+            task.result()
+            return
+        log.info("terminal.token_expired", sub=caller.sub)
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    with contextlib.suppress(Exception):
+        await websocket.close(CLOSE_POLICY, TOKEN_EXPIRED)
 
 
 @router.websocket("/{id}/attach")
