@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from support.threaded_server import ThreadedServer
+
 MODEL = "fake-model"
 _PING = re.compile(r"ping-([A-Za-z0-9]+)", re.IGNORECASE)
 _CHUNK = 4  # characters per streamed chunk: the answer arrives in several pieces
@@ -84,7 +86,7 @@ def last_user_text(body: Any) -> str:
 
 
 @dataclass
-class FakeLLM:
+class FakeLLM(ThreadedServer):
     """Start with :meth:`start` (or as a context manager); stop with :meth:`stop`."""
 
     host: str = "127.0.0.1"
@@ -101,25 +103,8 @@ class FakeLLM:
         class Handler(_Handler):
             llm = fake
 
-        self._server = ThreadingHTTPServer((self.host, 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="fake-llm", daemon=True
-        )
-        self._thread.start()
+        self._thread = self._serve(ThreadingHTTPServer((self.host, 0), Handler), "fake-llm")
         return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeLLM:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     @property
     def port(self) -> int:

@@ -20,6 +20,8 @@ import socketserver
 import threading
 from dataclasses import dataclass, field
 
+from support.threaded_server import ThreadedServer
+
 LOOPBACK = "127.0.0.1,localhost,::1"
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]"}
 
@@ -50,7 +52,7 @@ def _tunnel(client: socket.socket, host: str, port: int) -> None:
 
 
 @dataclass
-class TrapProxy:
+class TrapProxy(ThreadedServer):
     attempts: list[str] = field(default_factory=list)
     _server: socketserver.ThreadingTCPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -85,22 +87,8 @@ class TrapProxy:
                     return
 
         socketserver.ThreadingTCPServer.allow_reuse_address = True
-        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, name="trap-proxy", daemon=True).start()
+        self._serve(socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler), "trap-proxy")
         return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> TrapProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     @property
     def url(self) -> str:
