@@ -30,7 +30,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -38,7 +37,8 @@ from typing import NoReturn
 
 import pytest
 
-SANDBOX = str(Path(sys.executable).parent / "sandbox")
+from support.cli import run_sandbox
+
 INSTALL_TIMEOUT = 900.0
 NPM_AGENTS = {"opencode", "qwen-code", "claude-code"}
 REQUIRE_ALL = "SANDBOX_TEST_REQUIRE_ALL"
@@ -65,14 +65,7 @@ def node_problem() -> str | None:
 
 
 def run_cli(*args: str, timeout: float = INSTALL_TIMEOUT, env: dict[str, str] | None = None):
-    return subprocess.run(
-        [SANDBOX, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-        stdin=subprocess.DEVNULL,
-    )
+    return run_sandbox(*args, env=env, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 class AgentsCache:

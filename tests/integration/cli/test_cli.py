@@ -7,7 +7,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,19 +14,9 @@ import httpx
 import pytest
 
 from openova_sandbox.testing.server import free_port
+from support.cli import SANDBOX
+from support.cli import run_sandbox as run
 from support.fake_agents import write_stand_ins
-
-SANDBOX = str(Path(sys.executable).parent / "sandbox")
-
-
-def run(*args: str, env: dict[str, str] | None = None, timeout: float = 30):
-    return subprocess.run(
-        [SANDBOX, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def mint(data_dir: Path, *, org: str = "acme") -> str:

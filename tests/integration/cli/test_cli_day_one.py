@@ -9,7 +9,6 @@ import os
 import re
 import select
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,20 +17,11 @@ import httpx
 import pytest
 
 from openova_sandbox.testing.server import free_port
+from support.cli import SANDBOX
+from support.cli import run_sandbox as run
 from support.fake_agents import write_stand_ins
 
-SANDBOX = str(Path(sys.executable).parent / "sandbox")
 LINK = re.compile(r"(http://\S+/login\?token=\S+)")
-
-
-def run(*args: str, env: dict[str, str] | None = None, timeout: float = 30):
-    return subprocess.run(
-        [SANDBOX, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
 
 
 class Serving:
