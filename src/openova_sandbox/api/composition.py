@@ -46,6 +46,7 @@ from ..services.sessions import SessionsPolicy, SessionsService
 from ..services.terminals import TerminalHostAdapter, TerminalsService
 from ..store.base import Store
 from ..store.factory import make_store
+from ..terminal.leftovers import ProcessGroups
 from ..terminal.metrics import TerminalMetrics
 from ..terminal.registry import TerminalRegistry
 from .deps import AppDeps
@@ -212,10 +213,14 @@ def build_embedded(
     openai, anthropic = served_protocols(deps.gateway.config)
     tokens = SandboxTokens(ledger, openai=openai, anthropic=anthropic)
     deps.on_bound.append(tokens.listening)
+    # agents a previous run left behind (killed with SIGKILL; SIGHUP ignored) end now
+    groups = ProcessGroups(Path(settings.data_dir))
+    groups.end_leftovers()
     registry = TerminalRegistry(
         catalogue=deps.sessions.catalogue,
         ring_bytes=settings.ring_buffer_bytes,
         path=agent_path(settings),
+        groups=groups,
     )
     terminal_metrics = TerminalMetrics(registry)
     deps.metrics_registry.register(terminal_metrics)

@@ -40,6 +40,7 @@ from ..config import RING_DEFAULT, clamp_ring_bytes
 from ..domain.catalogue import AgentSpec, Catalogue
 from ..domain.errors import AlreadyExists, Conflict, Invalid, NotFound, SessionLimit, SpawnFailed
 from .core import DEFAULT_VIEWER_QUEUE_BYTES
+from .leftovers import ProcessGroups
 from .pty import TERM_GRACE, PtyProcess, SpawnSpec
 from .session import TerminalCounters, TerminalSession
 
@@ -132,8 +133,11 @@ class TerminalRegistry:
         base_env: Mapping[str, str] | None = None,
         term_grace: float = TERM_GRACE,
         prepare_spawn: SpawnPreparer | None = None,
+        groups: ProcessGroups | None = None,
     ) -> None:
         self.catalogue = catalogue
+        # spawned process groups recorded in the data dir (ended at the next start)
+        self.groups = groups
         self.ring_bytes = clamp_ring_bytes(ring_bytes)
         self.viewer_queue_bytes = viewer_queue_bytes
         self.path = path if path is not None else os.environ.get("PATH", DEFAULT_PATH)
@@ -234,6 +238,8 @@ class TerminalRegistry:
         slug, spec = self._spawn_spec(entry.context, req)
         spec = self._prepare(entry.context, req, slug, spec)
         process = PtyProcess.spawn(spec)
+        if self.groups is not None:
+            self.groups.record(process.pgid)
         ring = clamp_ring_bytes(req.ring_bytes or entry.context.ring_bytes, self.ring_bytes)
         session = TerminalSession(
             session_id=sid,
@@ -275,6 +281,7 @@ class TerminalRegistry:
         """Terminate the session's processes and forget it; returns once they are gone."""
         session = self.get(sandbox_id, session_id)
         await session.terminate()
+        self._unrecord(session)
         self._entry(sandbox_id).sessions.pop(session_id, None)
         log.info("terminal.deleted", sandbox=sandbox_id, session=session_id)
 
@@ -288,6 +295,7 @@ class TerminalRegistry:
             session.kick_viewers()
         await asyncio.gather(*(s.terminate() for s in sessions))
         for session in sessions:
+            self._unrecord(session)
             entry.sessions.pop(session.id, None)
 
     async def close(self) -> None:
@@ -298,13 +306,20 @@ class TerminalRegistry:
             session.kick_viewers()
         await asyncio.sleep(0)  # let the pumps see their close before processes go
         await asyncio.gather(*(s.terminate() for s in sessions))
+        for session in sessions:
+            self._unrecord(session)
         for entry in self._sandboxes.values():
             entry.sessions.clear()
 
     def _forget_old_exited(self, entry: _Sandbox) -> None:
         exited = [s for s in entry.sessions.values() if s.exited]
         for session in exited[: max(0, len(exited) - EXITED_KEPT)]:
+            self._unrecord(session)
             entry.sessions.pop(session.id, None)
+
+    def _unrecord(self, session: TerminalSession) -> None:
+        if self.groups is not None:
+            self.groups.forget(session.pid)
 
     # ------------------------------------------------------------------ spawning
     def base_env(self, context: SandboxContext) -> dict[str, str]:
