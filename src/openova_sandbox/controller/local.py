@@ -17,6 +17,7 @@ Decisions:
   attempt are removed before the next one.
 - A failed clone is remembered for the sandbox's current generation only: the reconciler
   turns it into ``Failed``/``CloneFailed``; a spec change (new generation) tries again.
+  A filesystem error (``OSError``) during a clone counts as such a failure.
 - Every message that leaves this module is scrubbed of credentials: the configured git
   base URL may carry a token.
 """
@@ -238,6 +239,16 @@ class LocalRuntime:
         self.forget(namespace, name)
 
     async def clone(self, sandbox: Sandbox, repo: str) -> bool:
+        """Clone ``repo``; a filesystem error (a name the filesystem refuses, no space, a
+        folder it cannot move into place) fails the clone for this generation like a git
+        error does, instead of being retried on every pass (issue 11)."""
+        try:
+            return await self._clone(sandbox, repo)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            return self._fail(sandbox, repo, f"the filesystem refused the clone: {reason}")
+
+    async def _clone(self, sandbox: Sandbox, repo: str) -> bool:
         ns, name = sandbox.key
         ws = self.workspace(ns, name)
         folder = repo_name(repo)

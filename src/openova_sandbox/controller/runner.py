@@ -187,7 +187,8 @@ class EmbeddedController:
         while True:
             await asyncio.sleep(self._sweep_interval)
             for key in tuple(self._known):
-                self._enqueue(key)
+                if self._queue is not None:
+                    self._queue.poke(key)  # a failing sandbox keeps its back-off
 
     def requeue(self, namespace: str, name: str) -> None:
         """Look at one Sandbox again soon (the terminals say its agent could not start,

@@ -8,8 +8,10 @@ group stops every worker), and a key queued while its worker runs is marked dirt
 once more by the same worker, coalescing any number of triggers into one pass.
 
 Requeues after a delay use loop timers; retries after an error back off exponentially
-per key. Handlers return the delay after which to run again (``None``: only on the next
-trigger) and must not raise: an exception is logged and retried with back-off.
+per key, and :meth:`poke` (the sweep) leaves a key alone while it waits out its
+back-off; :meth:`add` (a real change) does not. Handlers return the delay after which
+to run again (``None``: only on the next trigger) and must not raise: an exception is
+logged and retried with back-off.
 """
 
 from __future__ import annotations
@@ -70,6 +72,13 @@ class WorkQueue:
         except RuntimeError:  # the task group is shutting down
             self._running.discard(key)
             self._closed = True
+
+    def poke(self, key: Key) -> None:
+        """:meth:`add`, except for a key waiting out its back-off after a failure: the
+        periodic sweep must not turn a 30 s back-off into a retry every sweep."""
+        if key in self._failures and key in self._timers:
+            return
+        self.add(key)
 
     def add_after(self, key: Key, delay: float) -> None:
         """Run ``key`` after ``delay`` seconds, unless an earlier run is already due."""
