@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -46,26 +47,21 @@ class Api:
 
 @pytest.fixture
 def make_api(tmp_path: Path) -> Iterator[Callable[..., Api]]:
-    stack: list[Any] = []
+    with contextlib.ExitStack() as stack:
 
-    def start(**overrides: Any) -> Api:
-        # every agent runnable without installing it, unless the test wrote its own rows
-        agents = write_stand_ins(tmp_path / "agents.json")
-        settings = load_settings(data_dir=tmp_path / "data", agents_path=str(agents), **overrides)
-        deps = build_embedded(settings)
-        ctx = serve_in_thread(create_app(deps))
-        server = ctx.__enter__()
-        stack.append(ctx)
-        api = Api(server, tmp_path / "data", deps)
-        stack.append(api.http)
-        return api
+        def start(**overrides: Any) -> Api:
+            # every agent runnable without installing it, unless the test wrote its own rows
+            agents = write_stand_ins(tmp_path / "agents.json")
+            settings = load_settings(
+                data_dir=tmp_path / "data", agents_path=str(agents), **overrides
+            )
+            deps = build_embedded(settings)
+            server = stack.enter_context(serve_in_thread(create_app(deps)))
+            api = Api(server, tmp_path / "data", deps)
+            stack.callback(api.http.close)
+            return api
 
-    yield start
-    for item in reversed(stack):
-        if isinstance(item, httpx.Client):
-            item.close()
-        else:
-            item.__exit__(None, None, None)
+        yield start
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ pointed at a fake provider (``fake_upstream.py``) by an operator config file."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -111,37 +112,30 @@ class Gateway:
 
 @pytest.fixture
 def make_gateway(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
-    stack: list[Any] = []
+    with contextlib.ExitStack() as stack:
 
-    def start(*, via_httpx: bool = False, **config_overrides: Any) -> Gateway:
-        up_ctx = running_upstream()
-        upstream = up_ctx.__enter__()
-        stack.append(up_ctx)
-        config_file = tmp_path / "llm.yaml"
-        config_file.write_text(yaml.safe_dump(llm_config(upstream, tmp_path, **config_overrides)))
-        agents = write_stand_ins(tmp_path / "agents.json")
-        settings = load_settings(
-            data_dir=tmp_path / "data",
-            agents_path=str(agents),
-            store="memory",
-            llm_config=str(config_file),
-        )
-        deps = build_embedded(settings)
-        if via_httpx:  # the path of upstreams behind a proxy
-            deps.gateway.upstream = Upstream(deps.gateway.config.timeouts, via_httpx=True)
-        ctx = serve_in_thread(create_app(deps))
-        server = ctx.__enter__()
-        stack.append(ctx)
-        gateway = Gateway(server, upstream, deps.gateway)
-        stack.append(gateway.http)
-        return gateway
+        def start(*, via_httpx: bool = False, **config_overrides: Any) -> Gateway:
+            upstream = stack.enter_context(running_upstream())
+            config_file = tmp_path / "llm.yaml"
+            config_file.write_text(
+                yaml.safe_dump(llm_config(upstream, tmp_path, **config_overrides))
+            )
+            agents = write_stand_ins(tmp_path / "agents.json")
+            settings = load_settings(
+                data_dir=tmp_path / "data",
+                agents_path=str(agents),
+                store="memory",
+                llm_config=str(config_file),
+            )
+            deps = build_embedded(settings)
+            if via_httpx:  # the path of upstreams behind a proxy
+                deps.gateway.upstream = Upstream(deps.gateway.config.timeouts, via_httpx=True)
+            server = stack.enter_context(serve_in_thread(create_app(deps)))
+            gateway = Gateway(server, upstream, deps.gateway)
+            stack.callback(gateway.http.close)
+            return gateway
 
-    yield start
-    for item in reversed(stack):
-        if isinstance(item, httpx.Client):
-            item.close()
-        else:
-            item.__exit__(None, None, None)
+        yield start
 
 
 @pytest.fixture
