@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -16,8 +17,11 @@ from openova_sandbox.api.composition import build_embedded
 from openova_sandbox.api.deps import AppDeps
 from openova_sandbox.auth.issuer import EmbeddedIssuer
 from openova_sandbox.config import load_settings
+from openova_sandbox.store.sql import SqlStore
 from openova_sandbox.testing.server import RunningServer, serve_in_thread
 from support.fake_agents import write_stand_ins
+
+T = TypeVar("T")
 
 
 class Api:
@@ -43,6 +47,20 @@ class Api:
 
     def auth(self, **kw: Any) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(**kw)}"}
+
+    def on_own_store(self, use: Callable[[SqlStore], Awaitable[T]]) -> T:
+        """Run ``use`` on the app's SQL database through a store of its own, as something
+        other than this app would (the app's store does not see it coming)."""
+
+        async def run() -> T:
+            store = SqlStore(self.deps.settings.effective_database_url)
+            await store.start()
+            try:
+                return await use(store)
+            finally:
+                await store.close()
+
+        return asyncio.run(run())
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import websockets
 from openova_sandbox.api.routes import terminals as terminal_routes
 from openova_sandbox.domain.principal import Principal
 from openova_sandbox.services.sessions import CreateRequest
-from openova_sandbox.store.sql import SqlStore
 
 SESSIONS = "/api/v1/sandbox/sessions"
 
@@ -80,15 +79,7 @@ def test_attach_to_a_failed_sandbox_writes_the_reason(make_api):
         caller, CreateRequest(agent="aider", name="cross", repo="other/site")
     )
 
-    async def store_elsewhere():
-        store = SqlStore(api.deps.settings.effective_database_url)
-        await store.start()
-        try:
-            await store.create(sandbox)
-        finally:
-            await store.close()
-
-    asyncio.run(store_elsewhere())
+    api.on_own_store(lambda store: store.create(sandbox))
     url = f"{api.server.ws_url}{SESSIONS}/cross/attach?access_token={api.token()}"
     code, text = asyncio.run(close_code(url))
     assert code == 1011

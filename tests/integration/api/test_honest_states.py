@@ -17,7 +17,6 @@ import websockets
 
 from openova_sandbox.domain.principal import Principal
 from openova_sandbox.services.sessions import CreateRequest
-from openova_sandbox.store.sql import SqlStore
 
 SESSIONS = "/api/v1/sandbox/sessions"
 WORKS = "#!/bin/sh\nexec cat\n"
@@ -136,15 +135,7 @@ def test_a_sandbox_whose_agent_cannot_start_never_shows_running(make_api, tmp_pa
     caller = Principal(sub="user-sub-abcdef12", email="dev@acme.com", org="acme")
     sandbox = api.deps.sessions.build(caller, CreateRequest(agent="aider", name="ghost"))
 
-    async def store_elsewhere():
-        store = SqlStore(api.deps.settings.effective_database_url)
-        await store.start()
-        try:
-            await store.create(sandbox)
-        finally:
-            await store.close()
-
-    asyncio.run(store_elsewhere())
+    api.on_own_store(lambda store: store.create(sandbox))
     seen: list[str] = []
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

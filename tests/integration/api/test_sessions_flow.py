@@ -60,8 +60,6 @@ def test_full_lifecycle(api):
 
 def test_stored_object_shape(make_api, tmp_path):
     """The document written to the store is the spec's: labels, owner, quota, repos."""
-    from openova_sandbox.store.sql import SqlStore
-
     # the git server is never reached: the test reads the stored object, not the clone
     api = make_api(store="sql", default_quota_sessions=5, git_base_url="http://127.0.0.1:9")
     body = {"agent": "aider", "name": "  My Sandbox! ", "repo": "acme/site"}
@@ -69,15 +67,7 @@ def test_stored_object_shape(make_api, tmp_path):
     assert item["id"] == "my-sandbox" and item["name"] == "My Sandbox!"
     assert item["repo"] == "acme/site"
 
-    async def read():
-        store = SqlStore(api.deps.settings.effective_database_url)
-        await store.start()
-        try:
-            return (await store.get("acme", "my-sandbox")).to_dict()
-        finally:
-            await store.close()
-
-    doc = asyncio.run(read())
+    doc = api.on_own_store(lambda store: store.get("acme", "my-sandbox")).to_dict()
     assert doc["apiVersion"] == "sandbox.openova.io/v1" and doc["kind"] == "Sandbox"
     meta, spec = doc["metadata"], doc["spec"]
     assert meta["labels"]["catalyst.openova.io/sandbox-agent"] == "aider"
