@@ -56,6 +56,7 @@ from openova_sandbox.terminal.registry import TerminalRegistry
 from openova_sandbox.testing.server import serve_in_thread
 from support.agent_screen import AgentScreen
 from support.fake_llm import FakeLLM
+from support.files import holding
 from support.processes import descendants, environ
 from support.trap_proxy import TrapProxy
 
@@ -175,19 +176,6 @@ def make_setup(
     )
     workspace_path(data, "acme", "box").mkdir(parents=True)
     return Setup(service, sandbox, data, server_home, key, tokens)
-
-
-def holding(roots: list[Path], needle: str) -> list[str]:
-    """The files under ``roots`` that contain ``needle``."""
-    found = []
-    for root in roots:
-        for folder, _, names in os.walk(root):
-            for name in names:
-                path = Path(folder, name)
-                with contextlib.suppress(OSError):
-                    if needle.encode() in path.read_bytes():
-                        found.append(str(path))
-    return found
 
 
 def tree(root: Path) -> dict[str, int]:

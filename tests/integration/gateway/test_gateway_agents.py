@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import secrets
 import time
 from collections.abc import Iterator
@@ -40,6 +39,7 @@ from openova_sandbox.auth.issuer import EmbeddedIssuer
 from openova_sandbox.config import load_settings
 from openova_sandbox.testing.server import RunningServer, serve_in_thread
 from support.fake_llm import FakeLLM
+from support.files import holding
 from support.processes import environ
 from support.ws_screen import WsScreen
 
@@ -120,18 +120,6 @@ def sandbox_processes(home: Path) -> list[tuple[int, dict[str, str]]]:
         env = environ(int(entry.name))
         if env.get("HOME") == str(home):
             found.append((int(entry.name), env))
-    return found
-
-
-def holding(roots: list[Path], needle: str) -> list[str]:
-    found = []
-    for root in roots:
-        for folder, _, names in os.walk(root):
-            for name in names:
-                path = Path(folder, name)
-                with contextlib.suppress(OSError):
-                    if needle.encode() in path.read_bytes():
-                        found.append(str(path))
     return found
 
 
