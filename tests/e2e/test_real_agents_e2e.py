@@ -30,6 +30,7 @@ from support.agents_cache import AgentsCache
 from support.fake_llm import FakeLLM
 
 from .serve_process import ServeProcess, start_serve
+from .test_console_day_one_e2e import sign_in
 from .test_console_e2e import READY_TIMEOUT_MS, start_from_card, visible_rows
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -79,15 +80,7 @@ def agents_server(
 def agents_state(agents_server: tuple[ServeProcess, str], browser: Any) -> dict[str, Any]:
     """Signed in through the printed one-time link; each test's context reuses it."""
     server, _ = agents_server
-    context = browser.new_context(base_url=server.base_url)
-    try:
-        page = context.new_page()
-        page.goto(server.login_url)
-        page.wait_for_url("**/sandbox")
-        state: dict[str, Any] = context.storage_state()
-        return state
-    finally:
-        context.close()
+    return sign_in(browser, server)
 
 
 def new_page(browser: Any, server: ServeProcess, state: dict[str, Any]) -> Any:
