@@ -690,8 +690,15 @@ def operator(
 
     settings = settings_or_exit()
     configure(level=settings.log_level, json=settings.log_json)
+    from ..services.gateway_ledger import make_ledger
+
     asyncio.run(
-        run_operator(settings, namespace=namespace or None, metrics_port=metrics_port or None)
+        run_operator(
+            settings,
+            namespace=namespace or None,
+            metrics_port=metrics_port or None,
+            ledger_factory=make_ledger,
+        )
     )
 
 

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from typing import Protocol
 
+from ..domain.ledger import GatewayIdentity
 from ..domain.model import Sandbox
 
 
@@ -72,3 +73,18 @@ class TerminalHost(Protocol):
     def sessions(self, namespace: str, name: str) -> int: ...
 
     def last_activity(self, namespace: str, name: str) -> datetime | None: ...
+
+
+class TokenLedger(Protocol):
+    """What the Kubernetes operator needs of the model gateway's ledger: each sandbox's
+    token issued, checked and revoked (the ledger itself is built by the entry point)."""
+
+    async def start(self) -> None: ...
+
+    async def authenticate(self, token: str) -> GatewayIdentity | None: ...
+
+    async def issue_token(self, identity: GatewayIdentity) -> str: ...
+
+    async def revoke(self, namespace: str, sandbox: str) -> None: ...
+
+    async def close(self) -> None: ...

@@ -28,6 +28,7 @@ from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any, Literal
 
 from .errors import Invalid, QuotaExceeded
+from .model import ANNOTATION_SUB, Sandbox
 
 NANOS_PER_USD = 10**9
 _NANO = Decimal(1).scaleb(-9)
@@ -106,6 +107,17 @@ class GatewayIdentity:
             BudgetKey("user", self.namespace, self.user),
             BudgetKey("sandbox", self.namespace, self.sandbox),
         )
+
+
+def identity_of(sandbox: Sandbox) -> GatewayIdentity:
+    """Whom the sandbox's token speaks for: the sandbox, its owner and its org."""
+    return GatewayIdentity(
+        sandbox=sandbox.name,
+        namespace=sandbox.namespace,
+        owner_sub=sandbox.metadata.annotations.get(ANNOTATION_SUB, ""),
+        owner_email=sandbox.spec.owner_email,
+        org=sandbox.spec.org_slug,
+    )
 
 
 @dataclass(frozen=True)

@@ -22,29 +22,19 @@ import asyncio
 import structlog
 
 from ..domain.errors import SandboxError
-from ..domain.model import ANNOTATION_SUB, Sandbox
+from ..domain.ledger import identity_of
+from ..domain.model import Sandbox
 from ..domain.model_access import (
     PLACEHOLDER_TOKEN,
     PLACEHOLDER_URL,
     ModelAccess,
     loopback_url,
 )
-from .gateway_ledger import GatewayIdentity, GatewayLedger
+from .gateway_ledger import GatewayLedger
 
 log = structlog.get_logger(__name__)
 
 Key = tuple[str, str]  # (namespace, name)
-
-
-def identity_of(sandbox: Sandbox) -> GatewayIdentity:
-    """Whom the sandbox's token speaks for: the sandbox, its owner and its org."""
-    return GatewayIdentity(
-        sandbox=sandbox.name,
-        namespace=sandbox.namespace,
-        owner_sub=sandbox.metadata.annotations.get(ANNOTATION_SUB, ""),
-        owner_email=sandbox.spec.owner_email,
-        org=sandbox.spec.org_slug,
-    )
 
 
 def preview_access(*, openai: bool, anthropic: bool, gateway_url: str = "") -> ModelAccess:

@@ -18,6 +18,7 @@ At the I/O edge, like the probe token (``idle.py``):
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -30,9 +31,9 @@ from lightkube.types import PatchType
 
 from ...config import Settings
 from ...domain.errors import SandboxError
+from ...domain.ledger import identity_of
 from ...domain.model import Sandbox, utcnow
-from ...services.gateway_ledger import Ledger, make_ledger
-from ...services.sandbox_tokens import identity_of
+from ..ports import TokenLedger as Ledger
 from .render import GATEWAY_TOKEN_SECRET, PTY_NAME
 
 log = structlog.get_logger(__name__)
@@ -40,10 +41,14 @@ log = structlog.get_logger(__name__)
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 
 
-def open_ledger(settings: Settings) -> Ledger | None:
+def open_ledger(
+    settings: Settings, make: Callable[[Settings], Ledger] | None = None
+) -> Ledger | None:
     """The gateway's ledger for the operator: the database of ``SANDBOX_DATABASE_URL``
     (the gateway's, from the Secret ``sandbox-gateway-db``). Without one: ``None``,
-    logged once; pods then get the gateway's URL without a token."""
+    logged once; pods then get the gateway's URL without a token. ``make`` builds it
+    (the entry point passes the services' ``make_ledger``: the controller layer does not
+    reach up to build one)."""
     if not settings.database_url:
         log.warning(
             "operator_no_gateway_ledger",
@@ -51,7 +56,10 @@ def open_ledger(settings: Settings) -> Ledger | None:
             "token (set it to the gateway's database, Secret sandbox-gateway-db)",
         )
         return None
-    return make_ledger(settings)
+    if make is None:
+        log.warning("operator_no_gateway_ledger", detail="no ledger factory given")
+        return None
+    return make(settings)
 
 
 def _code(exc: ApiError) -> int:

@@ -32,7 +32,7 @@ from lightkube.generic_resource import create_namespaced_resource
 from lightkube.types import PatchType
 
 from ...domain.model import API_GROUP, FINALIZER, KIND, Sandbox, utcnow
-from ...services.gateway_ledger import Ledger
+from ..ports import TokenLedger as Ledger
 from .gateway_token import ensure_gateway_token, revoke_gateway_token
 from .idle import IdleReport, ensure_probe_token, probe_idle
 from .metrics import OperatorMetrics

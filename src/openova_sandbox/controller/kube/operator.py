@@ -24,6 +24,7 @@ import structlog
 from lightkube import AsyncClient
 
 from ...config import Settings
+from ..ports import TokenLedger
 from .gateway_token import open_ledger
 from .handlers import OperatorOptions, build_registry
 from .leader import ElectionTiming, LeaseElector
@@ -87,6 +88,7 @@ async def run_operator(
     timing: ElectionTiming | None = None,
     client_factory: Callable[[], AsyncClient] | None = None,
     metrics: OperatorMetrics | None = None,
+    ledger_factory: Callable[[Settings], TokenLedger] | None = None,
 ) -> None:
     """Campaign for the lease and reconcile Sandboxes while holding it, until
     ``stop_flag`` is set or SIGTERM. ``namespace`` narrows the watch to one namespace;
@@ -97,7 +99,8 @@ async def run_operator(
     if metrics_port is not None:
         server = metrics.serve(metrics_port, addr=metrics_addr)
         log.info("operator_metrics_serving", port=metrics.port)
-    ledger = open_ledger(settings)  # each sandbox's gateway token (gateway_token.py)
+    # each sandbox's gateway token (gateway_token.py)
+    ledger = open_ledger(settings, ledger_factory)
     options = OperatorOptions(
         render=render_config(settings),
         metrics=metrics,
