@@ -3025,7 +3025,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Server-Sent Events: `retry: 2000`; `event: reset` with {cluster, reason} (unknown-id, history-expired, too-far-behind) when a requested resume is impossible; `event: ready` with {cluster, kinds, resumed} and `id:` (the point the stream continues from); then `data:` {cluster, kind, type, object, at} with `id:` per change (replayed ones first when resumed), `: ping` every 15 s, and a final `event: end` with {reason} (slow-consumer, shutdown) */
+            /** @description Server-Sent Events: `retry: 2000`; `event: reset` with {cluster, reason} (unknown-id, history-expired, too-far-behind) when a requested resume is impossible; `event: ready` with {cluster, kinds, resumed} and `id:` (the point the stream continues from); then `data:` {cluster, kind, type, object, at} with `id:` per change (replayed ones first when resumed), `: ping` every 15 s, and a final `event: end` with {reason} (slow-consumer, shutdown, token-expired) */
             200: {
                 headers: {
                     [name: string]: unknown;
