@@ -45,10 +45,11 @@ class Serving:
             },
         )
         self.lines: list[str] = []
+        self._pending = b""
         self.link = ""
         deadline = time.monotonic() + 60
         while not self.link:
-            assert time.monotonic() < deadline, self.lines
+            assert time.monotonic() < deadline, "no sign-in link:\n" + "".join(self.lines)
             line = self.readline(deadline - time.monotonic())
             assert line is not None, "serve exited:\n" + "".join(self.lines)
             match = LINK.search(line)
@@ -56,15 +57,27 @@ class Serving:
                 self.link = match.group(1)
 
     def readline(self, timeout: float) -> str | None:
-        """The next line, or None at its end; "" when nothing came within ``timeout``."""
+        """The next line, or None at its end; "" when nothing came within ``timeout``.
+
+        Reads the pipe's descriptor itself: a buffered ``readline`` after ``select``
+        would leave lines that arrived in the same chunk in Python's buffer, where
+        ``select`` cannot see them (the link then "never comes")."""
         assert self.process.stdout is not None
-        ready, _, _ = select.select([self.process.stdout], [], [], max(0.0, timeout))
-        if not ready:
-            return ""
-        raw = self.process.stdout.readline()
-        if not raw:
-            return None
-        line = raw.decode(errors="replace")
+        fd = self.process.stdout.fileno()
+        deadline = time.monotonic() + max(0.0, timeout)
+        while b"\n" not in self._pending:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                return ""
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                if not self._pending:
+                    return None
+                self._pending += b"\n"
+                break
+            self._pending += chunk
+        raw, _, self._pending = self._pending.partition(b"\n")
+        line = raw.decode(errors="replace") + "\n"
         self.lines.append(line)
         return line
 
