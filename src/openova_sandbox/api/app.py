@@ -31,6 +31,7 @@ from .routes import (
     llm,
     resources,
     sessions,
+    shares,
     system,
     terminals,
     usage,
@@ -86,6 +87,7 @@ def create_app(deps: AppDeps) -> FastAPI:
     app.include_router(identity.router)
     app.include_router(agents.router)
     app.include_router(sessions.router)
+    app.include_router(shares.router)
     app.include_router(byos.router)
     app.include_router(terminals.router)
     app.include_router(resources.router)

@@ -43,6 +43,7 @@ from ..services.resources import SandboxInformer
 from ..services.resources_view import ResourcesService
 from ..services.sandbox_tokens import SandboxTokens, preview_access
 from ..services.sessions import SessionsPolicy, SessionsService
+from ..services.shares import SharesService
 from ..services.terminals import TerminalHostAdapter, TerminalsService
 from ..store.base import Store
 from ..store.factory import make_store
@@ -188,6 +189,7 @@ def build_control_plane(
         byos=byos,
         resources=resources,
         ledger=ledger,
+        shares=SharesService(store=store, sessions=sessions),
         background=[LedgerLifecycle(ledger), resources],
         agent_env=agent_env,
     )

@@ -47,6 +47,8 @@ class AppDeps:
     # the gateway's ledger: tokens, usage, budgets (services.gateway_ledger.Ledger);
     # None: no usage routes, session items without usage30d
     ledger: Any = None
+    # share links of sandboxes (services.shares.SharesService); None: not served
+    shares: Any = None
     # started in order after the store, stopped in reverse before it
     background: list[Lifecycle] = field(default_factory=list)
     on_started: list[Callable[[], Awaitable[None]]] = field(default_factory=list)

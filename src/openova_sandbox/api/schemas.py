@@ -221,3 +221,35 @@ class BudgetList(BaseModel):
     currency: str = Field(pattern="^USD$")
     defaults: BudgetDefaultsOut
     budgets: list[BudgetOut]
+
+
+# --- share links (api/routes/shares.py, docs/shares.md) -------------------------------
+class ShareCreateBody(BaseModel):
+    mode: str = Field("read", pattern="^(read|write)$", description="write: the link may type")
+    ttlSeconds: int = Field(3600, ge=60, le=604800, description="lifetime, 1 minute to 7 days")
+
+
+class ShareOut(BaseModel):
+    id: str
+    mode: str = Field(pattern="^(read|write)$")
+    expiresAt: str
+    createdAt: str
+    createdBy: str = Field(description="email (else subject) of who created it")
+
+
+class ShareCreated(ShareOut):
+    token: str = Field(description="the link's secret; shown once, never listed again")
+    url: str = Field(description="<public URL>/sandbox/<id>?share=<token>")
+
+
+class ShareList(BaseModel):
+    shares: list[ShareOut]
+
+
+class SharedSandbox(BaseModel):
+    id: str
+    name: str
+    agent: str
+    owner: str = Field(description="the owner's email")
+    mode: str = Field(pattern="^(read|write)$")
+    expiresAt: str
