@@ -1,53 +1,94 @@
-"""The session core: output ring, viewers, replay and the slow-viewer policy, sans-I/O.
+"""The session core: output ring, screen, viewers, resume and flow control, sans-I/O.
 
 Everything that decides *which bytes go to whom* lives here as plain method calls, so it
 can be tested by feeding bytes (no asyncio, no sockets, no locks). The asyncio layer
-(:mod:`.session`) only moves the frames this core hands out.
+(:mod:`.session`) only moves the frames this core hands out. The screen is reached
+through the small :class:`Screen` protocol (the real one is :class:`.screen.ScreenModel`).
 
 Decisions:
 
-* ``attach`` returns the replay snapshot and registers the viewer at the snapshot's end
-  offset in the same call. Because the caller runs it on the single event-loop thread
-  between two ``feed`` calls, no byte is both replayed and sent live, and none is lost.
-* ``feed`` appends once to the ring and hands the *same* ``bytes`` object to every live
-  viewer (encode once, fan out by reference).
-* Each viewer has a byte budget for frames handed out but not yet reported sent
-  (``viewer_queue_bytes``). A viewer whose next frame would exceed it is marked for
-  resync: its queued frames are to be dropped and it receives no live frames until the
-  sender asks :meth:`SessionCore.resync`, which returns the ring's retained tail as one
-  frame and moves the viewer to the current end. The laggard therefore never holds
-  memory beyond its budget and never delays anyone else.
+* ``feed`` appends once to the ring, feeds the same bytes to the screen, and hands the
+  *same* ``bytes`` object to every live viewer (encode once, fan out by reference). The
+  ring and the screen therefore always cover the same stream: a snapshot taken between
+  two ``feed`` calls is the screen as of the ring's ``end``.
+* ``attach`` returns the viewer's first frame and registers it at that frame's end in the
+  same call (single event-loop thread, between two ``feed`` calls: no byte is both in the
+  first frame and sent live, and none is lost). Without ``since`` it is a snapshot of the
+  screen (reason ``attach``); with ``since`` still held by the ring it is exactly the
+  bytes ``[since, end)`` (``resume``); otherwise a snapshot with reason ``gap``.
+* Flow control, two rules:
+
+  - **raw viewers** (``window=None``): a byte budget for frames handed out but not yet
+    reported sent (``viewer_queue_bytes``). Over it, the viewer is marked for resync:
+    its queued frames are dropped and it receives no live frames until the sender asks
+    :meth:`SessionCore.resync`, which returns a snapshot (reason ``resync``) at the
+    current end — never the raw tail of the ring.
+  - **acknowledging viewers** (``window=N``, the ``sandbox.v2`` protocol): a viewer may
+    be at most ``N`` bytes past the last offset it acknowledged as rendered. Beyond that
+    its queue is dropped; the snapshot comes once it has acknowledged everything it was
+    sent (a phone on a bad network gets one snapshot instead of a queue, and never slows
+    the program). The snapshot does not count against the window.
+
+  Either way a laggard never holds memory beyond its budget and never delays anyone.
+* :meth:`SessionCore.refresh` marks a viewer for a snapshot with another reason
+  (``resize``): its queue is superseded by the screen at the new size.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from .ring import Ring
 
 DEFAULT_VIEWER_QUEUE_BYTES = 4 * 1024 * 1024
+
+LIVE, SNAPSHOT, RESUME = "live", "snapshot", "resume"
+
+
+class Screen(Protocol):
+    """What the core needs of a screen model."""
+
+    def feed(self, data: bytes) -> None: ...
+
+    def snapshot(self) -> bytes: ...
+
+
+class NoScreen:
+    """A screen that keeps nothing: snapshots are empty (tests of the byte paths)."""
+
+    def feed(self, data: bytes) -> None:
+        return None
+
+    def snapshot(self) -> bytes:
+        return b""
 
 
 @dataclass(frozen=True)
 class Frame:
     """Bytes for one viewer covering stream offsets ``[start, end)``.
 
-    ``kind`` is ``"replay"`` (first frame after attach), ``"live"`` or ``"resync"``
-    (a fresh snapshot after the viewer fell behind; ``start`` may jump forward).
+    ``kind`` is ``"live"``, ``"resume"`` (exact bytes from the requested offset) or
+    ``"snapshot"`` (the screen as of ``end``; ``start == end``; ``reason`` says why:
+    ``attach``, ``resync``, ``resize`` or ``gap``).
     """
 
     viewer_id: str
     data: bytes
     start: int
     end: int
-    kind: str = "live"
+    kind: str = LIVE
+    reason: str = ""
 
 
 @dataclass
 class _Viewer:
     next_offset: int
+    window: int | None = None
     queued: int = 0
-    resync: bool = False
+    acked: int = 0  # window viewers: the offset the client has rendered up to
+    sent: int = 0  # window viewers: end offset of the last frame handed to the socket
+    resync: str = ""  # non-empty: marked for a snapshot, with this reason
 
 
 @dataclass(frozen=True)
@@ -59,20 +100,33 @@ class FeedResult:
 
 
 class SessionCore:
-    """Viewers of one terminal session and the ring they replay from."""
+    """Viewers of one terminal session, the ring they resume from and its screen."""
 
     def __init__(
-        self, *, ring_bytes: int, viewer_queue_bytes: int = DEFAULT_VIEWER_QUEUE_BYTES
+        self,
+        *,
+        ring_bytes: int,
+        viewer_queue_bytes: int = DEFAULT_VIEWER_QUEUE_BYTES,
+        screen: Screen | None = None,
     ) -> None:
         if viewer_queue_bytes <= 0:
             raise ValueError("viewer_queue_bytes must be positive")
         self._ring = Ring(ring_bytes)
         self._limit = viewer_queue_bytes
+        self._screen: Screen = screen if screen is not None else NoScreen()
         self._viewers: dict[str, _Viewer] = {}
 
     @property
     def ring(self) -> Ring:
         return self._ring
+
+    @property
+    def screen(self) -> Screen:
+        return self._screen
+
+    @property
+    def end(self) -> int:
+        return self._ring.end
 
     @property
     def viewer_queue_bytes(self) -> int:
@@ -86,19 +140,44 @@ class SessionCore:
         return len(self._viewers)
 
     def queued_bytes(self, viewer_id: str) -> int:
-        return self._viewers[viewer_id].queued
+        """Bytes counted against the viewer's budget (window: past its last ack)."""
+        viewer = self._viewers[viewer_id]
+        if viewer.window is not None:
+            return 0 if viewer.resync else viewer.next_offset - viewer.acked
+        return viewer.queued
 
     def needs_resync(self, viewer_id: str) -> bool:
         viewer = self._viewers.get(viewer_id)
-        return viewer is not None and viewer.resync
+        return viewer is not None and bool(viewer.resync)
 
-    def attach(self, viewer_id: str) -> Frame:
-        """Register ``viewer_id`` and return its replay; live frames continue at ``end``."""
+    def resync_ready(self, viewer_id: str) -> bool:
+        """Marked, and (window viewers) everything it was sent is acknowledged."""
+        viewer = self._viewers.get(viewer_id)
+        if viewer is None or not viewer.resync:
+            return False
+        if viewer.window is None or viewer.resync != "resync":
+            return True
+        return viewer.acked >= viewer.sent
+
+    def attach(
+        self, viewer_id: str, *, since: int | None = None, window: int | None = None
+    ) -> Frame:
+        """Register ``viewer_id`` and return its first frame; live frames continue at ``end``."""
         if viewer_id in self._viewers:
             raise ValueError(f"viewer {viewer_id!r} is already attached")
-        data, start, end = self._ring.snapshot()
-        self._viewers[viewer_id] = _Viewer(next_offset=end)
-        return Frame(viewer_id, data, start, end, "replay")
+        if window is not None and window <= 0:
+            raise ValueError("window must be positive")
+        end = self._ring.end
+        if since is not None and self._ring.start <= since <= end:
+            data, start, end = self._ring.snapshot(since)
+            frame = Frame(viewer_id, data, start, end, RESUME)
+        else:
+            reason = "attach" if since is None else "gap"
+            frame = Frame(viewer_id, self._screen.snapshot(), end, end, SNAPSHOT, reason)
+        self._viewers[viewer_id] = _Viewer(
+            next_offset=end, window=window, acked=frame.start, sent=frame.end
+        )
+        return frame
 
     def detach(self, viewer_id: str) -> bool:
         """Forget the viewer; ``False`` when it was not attached."""
@@ -111,13 +190,18 @@ class SessionCore:
             return FeedResult()
         start = self._ring.end
         end = self._ring.append(data)
+        self._screen.feed(data)
         result = FeedResult()
         size = len(data)
         for viewer_id, viewer in self._viewers.items():
             if viewer.resync:
                 continue
-            if viewer.queued + size > self._limit:
-                viewer.resync = True
+            if viewer.window is not None:
+                over = end - viewer.acked > viewer.window
+            else:
+                over = viewer.queued + size > self._limit
+            if over:
+                viewer.resync = "resync"
                 viewer.queued = 0
                 result.resynced.append(viewer_id)
                 continue
@@ -126,19 +210,42 @@ class SessionCore:
             result.frames.append(Frame(viewer_id, data, start, end))
         return result
 
-    def delivered(self, viewer_id: str, nbytes: int) -> None:
-        """The sender finished sending ``nbytes`` of live frames to this viewer."""
+    def delivered(self, viewer_id: str, nbytes: int, end: int | None = None) -> None:
+        """The sender finished sending ``nbytes`` of frames (ending at ``end``) to a viewer."""
         viewer = self._viewers.get(viewer_id)
         if viewer is not None:
             viewer.queued = max(0, viewer.queued - nbytes)
+            if end is not None:
+                viewer.sent = max(viewer.sent, end)
+
+    def ack(self, viewer_id: str, offset: int) -> bool:
+        """A window viewer rendered up to ``offset``; ``True`` when a resync became ready."""
+        viewer = self._viewers.get(viewer_id)
+        if viewer is None:
+            return False
+        ready_before = self.resync_ready(viewer_id)
+        viewer.acked = max(viewer.acked, min(offset, viewer.sent))
+        return not ready_before and self.resync_ready(viewer_id)
+
+    def refresh(self, viewer_id: str, reason: str) -> bool:
+        """Mark a viewer for a snapshot (``reason``), its queue superseded; ``False`` if gone."""
+        viewer = self._viewers.get(viewer_id)
+        if viewer is None:
+            return False
+        if viewer.resync != "resync":  # a pending lag resync still waits for its acks
+            viewer.resync = reason
+        viewer.queued = 0
+        return True
 
     def resync(self, viewer_id: str) -> Frame | None:
-        """For a viewer marked for resync: the retained tail as one frame, else ``None``."""
-        viewer = self._viewers.get(viewer_id)
-        if viewer is None or not viewer.resync:
+        """For a viewer whose snapshot is due: the screen now as one frame, else ``None``."""
+        if not self.resync_ready(viewer_id):
             return None
-        data, start, end = self._ring.snapshot()
-        viewer.resync = False
+        viewer = self._viewers[viewer_id]
+        end = self._ring.end
+        frame = Frame(viewer_id, self._screen.snapshot(), end, end, SNAPSHOT, viewer.resync)
+        viewer.resync = ""
         viewer.queued = 0
         viewer.next_offset = end
-        return Frame(viewer_id, data, start, end, "resync")
+        viewer.acked = viewer.sent = end  # the snapshot itself does not count
+        return frame

@@ -28,7 +28,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from string import Template
@@ -42,6 +42,7 @@ from ..domain.errors import AlreadyExists, Conflict, Invalid, NotFound, SessionL
 from .core import DEFAULT_VIEWER_QUEUE_BYTES
 from .leftovers import ProcessGroups
 from .pty import TERM_GRACE, PtyProcess, SpawnSpec
+from .screen import DEFAULT_SCROLLBACK_LINES
 from .session import TerminalCounters, TerminalSession
 
 log = structlog.get_logger(__name__)
@@ -115,6 +116,10 @@ class _Sandbox:
     since: float = field(default_factory=time.time)
 
 
+ActivityListener = Callable[[str, TerminalSession, str, str], None]
+"""Called ``(sandbox_id, session, old_state, new_state)`` on every activity transition."""
+
+
 def new_session_id() -> str:
     """24 lowercase hex characters (12 random bytes)."""
     return secrets.token_hex(12)
@@ -134,6 +139,7 @@ class TerminalRegistry:
         term_grace: float = TERM_GRACE,
         prepare_spawn: SpawnPreparer | None = None,
         groups: ProcessGroups | None = None,
+        scrollback_lines: int = DEFAULT_SCROLLBACK_LINES,
     ) -> None:
         self.catalogue = catalogue
         # spawned process groups recorded in the data dir (ended at the next start)
@@ -145,6 +151,9 @@ class TerminalRegistry:
         self.term_grace = term_grace
         self.prepare_spawn = prepare_spawn
         self.counters = TerminalCounters()
+        self.scrollback_lines = scrollback_lines  # kept by each terminal's screen model
+        # told about every busy/waiting/idle transition (notifications, idle rule)
+        self.activity_listeners: list[ActivityListener] = []
         self._sandboxes: dict[str, _Sandbox] = {}
         self._closing = False
 
@@ -252,6 +261,9 @@ class TerminalRegistry:
             viewer_queue_bytes=self.viewer_queue_bytes,
             counters=self.counters,
             term_grace=self.term_grace,
+            scrollback_lines=self.scrollback_lines,
+            prompt_patterns=self._prompt_patterns(slug),
+            on_activity=self._activity_moved,
         )
         entry.sessions[sid] = session
         self._forget_old_exited(entry)
@@ -310,6 +322,17 @@ class TerminalRegistry:
             self._unrecord(session)
         for entry in self._sandboxes.values():
             entry.sessions.clear()
+
+    def _prompt_patterns(self, slug: str) -> tuple[str, ...]:
+        agent = self.catalogue.get(slug) if slug else None
+        return tuple(getattr(agent, "prompt_patterns", ()) or ())
+
+    def _activity_moved(self, session: TerminalSession, old: str, new: str) -> None:
+        for listener in list(self.activity_listeners):
+            try:
+                listener(session.sandbox_id, session, old, new)
+            except Exception:  # one listener's failure never hides the transition from others
+                log.exception("terminal.activity.listener_failed", session=session.id)
 
     def _forget_old_exited(self, entry: _Sandbox) -> None:
         exited = [s for s in entry.sessions.values() if s.exited]

@@ -7,10 +7,19 @@ The session wires the sans-I/O :class:`~.core.SessionCore` to real I/O:
   output (keystroke echo) is flushed at once; when 4000+ bytes arrived at once (bulk
   output) the flush waits up to ``COALESCE_DELAY`` for more, so frames approach 64 KiB —
   latency and throughput both win, which matters once ``TCP_NODELAY`` is on.
-* **Flushing** feeds the core once per frame; the core returns the same ``bytes`` for every
-  viewer, which lands in that viewer's own queue. Sending is done by each viewer's pump
-  (:mod:`.ws`) outside the core. A viewer over its byte budget has its queue dropped and
-  later receives the retained tail as one resync frame.
+* **Flushing** feeds the core once per frame (ring + screen model); the core returns the
+  same ``bytes`` for every viewer, which lands in that viewer's own queue. Sending is done
+  by each viewer's pump (the API layer's attach edge) outside the core. A viewer over its
+  budget (raw) or window (``sandbox.v2``) has its queue dropped and later receives a
+  snapshot of the screen (:mod:`.screen`), never the raw tail.
+* **Viewers** attach with a mode (``write``, or ``read`` for spectators: input dropped,
+  resize ignored), a name (``who``) and, for ``sandbox.v2``, an acknowledgement window.
+  The PTY size follows the writer who typed last; acknowledging viewers also get
+  :class:`Control` messages (viewers, title, activity, size) in order with the output,
+  and a snapshot at the new size once a size change settled (``RESIZE_SETTLE``).
+* **Activity** (:mod:`.activity`): every output chunk and input event goes to the
+  tracker; its timer is one loop handle at a time; transitions go to the viewers and to
+  the registry's listeners.
 * **Never pausing the PTY**: memory is bounded by the ring plus one budget per viewer, so
   the process is never slowed by its audience (like a detached tmux).
 * **The owner task** waits for the process to exit (pidfd), drains the last output,
@@ -27,14 +36,17 @@ import contextlib
 import secrets
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import structlog
 
-from ..domain.errors import Conflict, IllegalTransition
-from .core import SessionCore
+from ..domain.errors import Conflict, IllegalTransition, Invalid
+from .activity import ActivityTracker
+from .core import LIVE, Frame, SessionCore
 from .pty import PtyProcess, exit_status
+from .screen import DEFAULT_SCROLLBACK_LINES, ScreenModel
 
 log = structlog.get_logger(__name__)
 
@@ -43,8 +55,13 @@ COALESCE_DELAY = 0.002
 BULK_READ = 4000  # this much pending at once suggests more output is on its way
 INPUT_BUFFER_MAX = 1024 * 1024
 EXIT_POLL = 0.2
+RESIZE_SETTLE = 0.15  # after a PTY size change, acknowledging viewers get the new screen
+WRITE, READ = "write", "read"
 
 _TRANSITIONS = {"running": {"exited"}, "exited": set[str]()}
+
+
+ActivityListener = Callable[["TerminalSession", str, str], None]
 
 
 class SessionExited(Conflict):
@@ -62,31 +79,86 @@ class TerminalCounters:
     viewer_resyncs: int = 0
 
 
-class Viewer:
-    """One attached client: its replay, then frames from its own queue."""
+@dataclass(frozen=True)
+class Output:
+    """Stream bytes for one viewer (``kind``: live, resume or snapshot; see :class:`Frame`).
 
-    def __init__(self, session: TerminalSession, viewer_id: str, replay: bytes) -> None:
+    A snapshot has ``start == end``: the screen as of that offset; ``reason`` says why
+    (``attach``, ``resync``, ``resize``, ``gap``).
+    """
+
+    data: bytes
+    start: int
+    end: int
+    kind: str = LIVE
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Control:
+    """A JSON-able control message: ``{"type": "title"|"viewers"|"activity"|"size", ...}``."""
+
+    body: dict[str, object]
+
+
+def _output(frame: Frame) -> Output:
+    return Output(frame.data, frame.start, frame.end, frame.kind, frame.reason)
+
+
+class Viewer:
+    """One attached client: its first frame, then frames and controls from its own queue.
+
+    ``mode`` is ``write`` or ``read`` (a spectator: input dropped, resizes ignored).
+    ``window`` is ``None`` for raw viewers (budget of bytes handed to the socket; no
+    controls) or the ``sandbox.v2`` acknowledgement window (controls are queued too).
+    """
+
+    def __init__(
+        self,
+        session: TerminalSession,
+        viewer_id: str,
+        first: Output,
+        *,
+        mode: str,
+        who: str,
+        window: int | None,
+    ) -> None:
         self.id = viewer_id
-        self.replay = replay
+        self.first = first
+        self.mode = mode
+        self.who = who
+        self.window = window
+        self.size: tuple[int, int] | None = None  # the size this viewer asked for last
         self._session = session
-        self._frames: deque[bytes] = deque()
+        self._items: deque[Output | Control] = deque()
         self._wake = asyncio.Event()
-        self._unacked = 0
+        self._unsent = 0
+        self._unsent_end = 0
         self._kicked = False
         self.resyncs = 0
+
+    @property
+    def replay(self) -> bytes:
+        """The first frame's bytes (the raw protocol sends them as one binary frame)."""
+        return self.first.data
+
+    @property
+    def wants_controls(self) -> bool:
+        return self.window is not None
 
     @property
     def close_code(self) -> int:
         """1000 when the session ended, 1001 when the server sent the viewer away."""
         return 1001 if self._kicked else 1000
 
-    def _push(self, data: bytes) -> None:
-        self._frames.append(data)
+    def _push(self, item: Output | Control) -> None:
+        self._items.append(item)
         self._wake.set()
 
     def _drop(self) -> None:
-        self._frames.clear()
-        self.resyncs += 1
+        """Queued output is superseded by a snapshot (controls stay, in order)."""
+        if any(isinstance(i, Output) for i in self._items):
+            self._items = deque(i for i in self._items if isinstance(i, Control))
         self._wake.set()
 
     def _end(self) -> None:
@@ -94,33 +166,64 @@ class Viewer:
 
     def _kick(self) -> None:
         self._kicked = True
-        self._frames.clear()
+        self._items.clear()
         self._wake.set()
 
-    async def next(self) -> bytes | None:
-        """The next frame to send; ``None`` once the session has ended.
+    async def next(self) -> Output | Control | None:
+        """The next frame to send; ``None`` once the session has ended (or the viewer was
+        sent away: see :attr:`close_code`).
 
         Calling it again means the previous frame was sent (that is the byte accounting
-        the slow-viewer budget is based on).
+        the raw budget is based on).
         """
         core = self._session.core
-        if self._unacked:
-            core.delivered(self.id, self._unacked)
-            self._unacked = 0
+        if self._unsent:
+            core.delivered(self.id, self._unsent, self._unsent_end)
+            self._unsent = 0
         while True:
             if self._kicked:
                 return None
-            if self._frames:
-                data = self._frames.popleft()
-                self._unacked = len(data)
-                return data
+            if self._items:
+                item = self._items.popleft()
+                if isinstance(item, Output):
+                    self._unsent = len(item.data)
+                    self._unsent_end = item.end
+                return item
             resync = core.resync(self.id)
             if resync is not None:
-                return resync.data
+                self.resyncs += 1
+                return _output(resync)
             if self._session.exited:
                 return None
             self._wake.clear()
             await self._wake.wait()
+
+    async def next_bytes(self) -> bytes | None:
+        """For the raw pump: the next output's bytes (controls skipped), ``None`` at the end."""
+        while True:
+            item = await self.next()
+            if item is None or isinstance(item, Output):
+                return None if item is None else item.data
+
+    def ack(self, offset: int) -> None:
+        """The client rendered the stream up to ``offset`` (``sandbox.v2``)."""
+        if self._session.core.ack(self.id, offset):
+            self._wake.set()
+
+    def write(self, data: bytes) -> None:
+        """Input from this viewer; dropped for a spectator."""
+        if self.mode != WRITE or not data:
+            return
+        self._session._typed_by(self)
+        self._session.write(data)
+
+    def resize(self, rows: int, cols: int) -> None:
+        """This viewer's terminal size; ignored for a spectator. The PTY follows the
+        writer who typed last (or this one, when nobody has typed yet)."""
+        if self.mode != WRITE:
+            return
+        self.size = (rows, cols)
+        self._session._viewer_resized(self)
 
     def close(self) -> None:
         self._session.detach(self)
@@ -142,6 +245,9 @@ class TerminalSession:
         viewer_queue_bytes: int,
         counters: TerminalCounters,
         term_grace: float = 5.0,
+        scrollback_lines: int = DEFAULT_SCROLLBACK_LINES,
+        prompt_patterns: Sequence[str] = (),
+        on_activity: ActivityListener | None = None,
     ) -> None:
         self.id = session_id
         self.sandbox_id = sandbox_id
@@ -150,7 +256,12 @@ class TerminalSession:
         self.rows = rows
         self.cols = cols
         self.created_at = datetime.now(UTC)
-        self.core = SessionCore(ring_bytes=ring_bytes, viewer_queue_bytes=viewer_queue_bytes)
+        self.screen = ScreenModel(
+            rows, cols, scrollback_lines=scrollback_lines, on_title=self._title_from_feeder
+        )
+        self.core = SessionCore(
+            ring_bytes=ring_bytes, viewer_queue_bytes=viewer_queue_bytes, screen=self.screen
+        )
         self.state = "running"
         self.exit_code: int | None = None
         self._counters = counters
@@ -165,6 +276,13 @@ class TerminalSession:
         self.last_output_ts = 0.0
         self._loop = asyncio.get_running_loop()
         self._exited_evt = asyncio.Event()
+        self._typist: str | None = None  # the writer who typed last: the PTY has its size
+        self._refresh_handle: asyncio.TimerHandle | None = None
+        self._activity = ActivityTracker(prompt_patterns=prompt_patterns, now=self._loop.time())
+        self._activity_state = self._activity.state
+        self._on_activity = on_activity
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._schedule_tick()
         self._loop.add_reader(process.master_fd, self._on_readable)
         self._owner = self._loop.create_task(self._own(), name=f"terminal-{session_id}")
 
@@ -196,6 +314,20 @@ class TerminalSession:
 
     def touch(self) -> None:
         self._last_activity = time.time()
+
+    @property
+    def title(self) -> str:
+        """The title the program set (OSC 0 / 2), as far as the screen has parsed."""
+        return self.screen.title
+
+    @property
+    def activity(self) -> str:
+        """``busy``, ``waiting`` (for input) or ``idle`` (see :mod:`.activity`)."""
+        return self._activity.state
+
+    def viewers_info(self) -> list[dict[str, str]]:
+        """Who is watching: ``[{"id", "who", "mode"}]`` in attach order."""
+        return [{"id": v.id, "who": v.who, "mode": v.mode} for v in self._viewers.values()]
 
     # ------------------------------------------------------------------ output
     def _on_readable(self) -> None:
@@ -230,12 +362,21 @@ class TerminalSession:
         self._counters.output_bytes += len(data)
         self._last_activity = self.last_output_ts = time.time()
         result = self.core.feed(data)
-        for frame in result.frames:
-            self._viewers[frame.viewer_id]._push(frame.data)
+        if result.frames:
+            first = result.frames[0]
+            output = Output(data, first.start, first.end)  # one object for every viewer
+            viewers = self._viewers
+            for frame in result.frames:
+                viewers[frame.viewer_id]._push(output)
         for viewer_id in result.resynced:
             self._counters.viewer_resyncs += 1
             self._viewers[viewer_id]._drop()
             log.info("terminal.viewer.resync", session=self.id, viewer=viewer_id)
+        changed = self._activity.on_output(data, self._loop.time())
+        if changed is not None:
+            self._activity_moved(changed)
+        if self._tick_handle is None:
+            self._schedule_tick()
 
     def announce(self, text: bytes) -> None:
         """Put a server message (e.g. a restart banner) into the stream, as output."""
@@ -246,16 +387,41 @@ class TerminalSession:
         self._flush()
 
     # ------------------------------------------------------------------ viewers
-    def attach(self) -> Viewer:
-        """Register a viewer: its replay and its live position are taken atomically."""
+    def attach(
+        self,
+        *,
+        since: int | None = None,
+        mode: str = WRITE,
+        who: str = "",
+        window: int | None = None,
+    ) -> Viewer:
+        """Register a viewer: its first frame and its live position are taken atomically.
+
+        ``viewer.first`` is a snapshot of the screen (reason ``attach``), or with
+        ``since`` the exact bytes from there when the ring still holds them (``resume``),
+        else a snapshot with reason ``gap``.
+        """
+        if mode not in (WRITE, READ):
+            raise Invalid(f"viewer mode must be {WRITE!r} or {READ!r}", code="invalid-mode")
         if self.exited:
             raise SessionExited(f"terminal session {self.id} has exited")
-        self._flush()  # bytes already read belong to the replay, not to a later frame
+        self._flush()  # bytes already read belong to the first frame, not to a later one
         viewer_id = secrets.token_hex(6)
-        replay = self.core.attach(viewer_id)
-        viewer = Viewer(self, viewer_id, replay.data)
+        first = self.core.attach(viewer_id, since=since, window=window)
+        viewer = Viewer(self, viewer_id, _output(first), mode=mode, who=who, window=window)
         self._viewers[viewer_id] = viewer
         self.touch()
+        self._broadcast_viewers()
+        log.info(
+            "terminal.viewer.attached",
+            session=self.id,
+            viewer=viewer_id,
+            who=who,
+            mode=mode,
+            first=first.kind,
+            reason=first.reason,
+            nbytes=len(first.data),
+        )
         return viewer
 
     def kick_viewers(self) -> None:
@@ -266,6 +432,58 @@ class TerminalSession:
     def detach(self, viewer: Viewer) -> None:
         if self._viewers.pop(viewer.id, None) is not None:
             self.core.detach(viewer.id)
+            if self._typist == viewer.id:
+                self._typist = None
+            self._broadcast_viewers()
+
+    # ------------------------------------------------------------------ controls
+    def _broadcast(self, body: dict[str, object]) -> None:
+        control = Control(body)
+        for viewer in self._viewers.values():
+            if viewer.wants_controls:
+                viewer._push(control)
+
+    def _broadcast_viewers(self) -> None:
+        if any(v.wants_controls for v in self._viewers.values()):
+            self._broadcast({"type": "viewers", "viewers": self.viewers_info()})
+
+    def _title_from_feeder(self, title: str) -> None:
+        """Called on the screen's feeder thread: hand the new title to the loop."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to tell
+            self._loop.call_soon_threadsafe(self._title_changed, title)
+
+    def _title_changed(self, title: str) -> None:
+        if not self.exited:
+            self._broadcast({"type": "title", "title": title})
+
+    def _activity_moved(self, new: str) -> None:
+        old = self._activity_state
+        if new == old:
+            return
+        self._activity_state = new
+        self._broadcast({"type": "activity", "state": new})
+        log.info("terminal.activity", session=self.id, old=old, new=new)
+        if self._on_activity is not None:
+            try:
+                self._on_activity(self, old, new)
+            except Exception:  # a listener's failure never breaks the terminal
+                log.exception("terminal.activity.listener_failed", session=self.id)
+
+    def _schedule_tick(self) -> None:
+        if self.exited:
+            return
+        at = self._activity.next_tick()
+        if at is not None:
+            self._tick_handle = self._loop.call_at(at, self._tick)
+
+    def _tick(self) -> None:
+        self._tick_handle = None
+        if self.exited:
+            return
+        changed = self._activity.tick(self._loop.time(), self.screen.text)
+        if changed is not None:
+            self._activity_moved(changed)
+        self._schedule_tick()
 
     # ------------------------------------------------------------------ input
     def write(self, data: bytes) -> None:
@@ -274,6 +492,11 @@ class TerminalSession:
             return
         self._counters.input_bytes += len(data)
         self.touch()
+        changed = self._activity.on_input(self._loop.time(), data)
+        if changed is not None:
+            self._activity_moved(changed)
+        if self._tick_handle is None:
+            self._schedule_tick()
         if len(self._input) + len(data) > INPUT_BUFFER_MAX:
             log.warning("terminal.input.dropped", session=self.id, nbytes=len(data))
             return
@@ -299,12 +522,47 @@ class TerminalSession:
         self._writer_on = want
 
     def resize(self, rows: int, cols: int) -> None:
-        """Last writer wins: the PTY has one size whoever is watching."""
-        if self.exited:
+        """Set the PTY's size now (the owner's REST resize)."""
+        self._apply_size(rows, cols)
+
+    def _typed_by(self, viewer: Viewer) -> None:
+        """The PTY follows the writer who typed last: typing brings its size along."""
+        if self._typist != viewer.id:
+            self._typist = viewer.id
+            if viewer.size is not None:
+                self._apply_size(*viewer.size)
+
+    def _viewer_resized(self, viewer: Viewer) -> None:
+        if self._typist is None or self._typist == viewer.id:
+            assert viewer.size is not None
+            self._apply_size(*viewer.size)
+
+    def _apply_size(self, rows: int, cols: int) -> None:
+        if self.exited or (rows, cols) == (self.rows, self.cols):
             return
+        if not (1 <= rows <= 1000 and 1 <= cols <= 1000):
+            return
+        self._flush()  # output read so far was drawn for the old size
         self.rows, self.cols = rows, cols
         with contextlib.suppress(OSError):
             self.process.resize(rows, cols)
+        self.screen.resize(rows, cols)
+        self._broadcast({"type": "size", "rows": rows, "cols": cols})
+        if any(v.wants_controls for v in self._viewers.values()):
+            if self._refresh_handle is not None:
+                self._refresh_handle.cancel()
+            self._refresh_handle = self._loop.call_later(RESIZE_SETTLE, self._refresh_viewers)
+
+    def _refresh_viewers(self) -> None:
+        """After a size change settled: acknowledging viewers get the screen re-serialised
+        at the new size (the program's redraw so far is superseded by it)."""
+        self._refresh_handle = None
+        if self.exited:
+            return
+        self._flush()
+        for viewer in self._viewers.values():
+            if viewer.wants_controls and self.core.refresh(viewer.id, "resize"):
+                viewer._drop()
 
     def signal(self, sig: int) -> None:
         if not self.exited:
@@ -348,8 +606,9 @@ class TerminalSession:
             return
         with contextlib.suppress(Exception):
             self._flush()
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
+        for handle in (self._flush_handle, self._tick_handle, self._refresh_handle):
+            if handle is not None:
+                handle.cancel()
         rc = self.process.returncode
         self.exit_code = exit_status(rc) if rc is not None else None
         self._move("exited")

@@ -1,0 +1,388 @@
+"""The server-side screen of a terminal: libghostty-vt fed with every output byte.
+
+Why: a viewer that attaches late (or fell behind) must get *the screen*, not the tail of
+the byte stream — a wrapped ring starts inside an escape sequence, misses the switch to
+the alternate screen and the input modes, and replays the program's queries (which the
+viewer then answers as typed input). The model is a headless Ghostty terminal
+(``pyghostty``); :meth:`ScreenModel.snapshot` serialises it as VT that rebuilds the same
+screen on a fresh or reset terminal.
+
+Threading: ``feed`` is called on the event loop for every output frame and only queues
+the bytes; one process-wide daemon thread (the *feeder*) drains the queues. cffi releases
+the GIL during the native call, so parsing runs beside the loop instead of inside the
+keystroke path. :meth:`snapshot` (and :meth:`text`) drain what is still queued under the
+model's lock first, so a snapshot always covers every byte fed so far. Resizes are queued
+in order with the bytes (output read before a resize was drawn for the old size).
+
+What a snapshot holds, in order: a full reset (``ESC c``: a resync over a live viewer
+starts clean), the primary screen with its scrollback when the alternate screen is active
+(so leaving it later shows the right content), then libghostty's VT formatter output for
+the active screen — input modes (application cursor/keypad, bracketed paste, mouse
+tracking and encoding, focus, synchronized output, …), kitty keyboard flags, tab stops,
+scrollback and screen with attributes and hyperlinks, scrolling region, cursor position
+and pen, charsets — then what the formatter does not carry: cursor shape (DECSCUSR) and
+the title (OSC 2); last, the bytes of an escape sequence the stream is in the middle of,
+so the live bytes that follow complete it instead of printing its tail. Never a query;
+no palette (the viewer keeps its theme). The model never answers queries itself (no
+write-PTY callback): the program's queries are answered by the viewers' terminals.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+import weakref
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from pyghostty import Terminal
+from pyghostty._ffi import ffi, lib
+from pyghostty.core import init_sized
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_SCROLLBACK_LINES = 1000
+RESET = b"\x1bc"
+FEED_DELAY = 0.005  # the feeder parses at most this late (snapshots drain at once)
+PENDING_MAX = 8 * 1024 * 1024  # queued beyond this, the caller parses (the feeder lags)
+TAIL_MAX = 64 * 1024  # an unfinished sequence longer than this is not carried over
+_ALT_MODES = (1049, 1047, 47)
+
+# DECSCUSR parameter for (visual style, blinking); libghostty's steady block is the
+# default after a reset, so it is not emitted (the viewer's own cursor setting applies).
+_DECSCUSR = {
+    (lib.GHOSTTY_RENDER_STATE_CURSOR_VISUAL_STYLE_BLOCK, True): 1,
+    (lib.GHOSTTY_RENDER_STATE_CURSOR_VISUAL_STYLE_UNDERLINE, True): 3,
+    (lib.GHOSTTY_RENDER_STATE_CURSOR_VISUAL_STYLE_UNDERLINE, False): 4,
+    (lib.GHOSTTY_RENDER_STATE_CURSOR_VISUAL_STYLE_BAR, True): 5,
+    (lib.GHOSTTY_RENDER_STATE_CURSOR_VISUAL_STYLE_BAR, False): 6,
+    (lib.GHOSTTY_RENDER_STATE_CURSOR_VISUAL_STYLE_BLOCK_HOLLOW, True): 1,
+    (lib.GHOSTTY_RENDER_STATE_CURSOR_VISUAL_STYLE_BLOCK_HOLLOW, False): 2,
+}
+
+
+class ScreenError(RuntimeError):
+    """libghostty refused a call (out of memory, invalid size)."""
+
+
+def _check(result: int, what: str) -> None:
+    if result:
+        raise ScreenError(f"libghostty: {what} failed ({result})")
+
+
+class _Feeder:
+    """One daemon thread that drains the queued output of every screen model."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[weakref.ref[ScreenModel]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def submit(self, model: ScreenModel) -> None:
+        if self._thread is None:
+            with self._start_lock:
+                if self._thread is None:
+                    thread = threading.Thread(target=self._run, name="screen-feeder", daemon=True)
+                    thread.start()
+                    self._thread = thread
+        self._queue.put(weakref.ref(model))
+
+    def _run(self) -> None:
+        while True:
+            refs = [self._queue.get()]
+            # Wait a moment before parsing: a keystroke's echo is sent by then (the feeder
+            # never competes with it for the GIL), and bursts of small frames, of any
+            # number of terminals, are parsed in one native call each.
+            time.sleep(FEED_DELAY)
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    refs.append(self._queue.get_nowait())
+            for ref in refs:
+                model = ref()
+                if model is None:
+                    continue
+                try:
+                    model._drain_scheduled()
+                except Exception:  # one terminal's failure never stops the others' screens
+                    log.exception("terminal.screen.feed_failed")
+
+
+_FEEDER = _Feeder()
+
+
+def _options(*, modes: bool) -> Any:
+    opts = init_sized("GhosttyFormatterTerminalOptions")
+    opts.emit = lib.GHOSTTY_FORMATTER_FORMAT_VT
+    opts.unwrap = False
+    opts.trim = False
+    extra = opts.extra
+    extra.palette = False  # the viewer keeps its theme
+    extra.pwd = False
+    extra.modes = modes
+    extra.scrolling_region = modes
+    extra.tabstops = modes
+    extra.keyboard = modes
+    screen = extra.screen
+    screen.cursor = True
+    screen.style = True
+    screen.hyperlink = True
+    screen.protection = True
+    screen.kitty_keyboard = modes
+    screen.charsets = True
+    opts.selection = ffi.NULL
+    return opts
+
+
+_FULL = _options(modes=True)
+_CONTENT = _options(modes=False)
+
+
+class ScreenModel:
+    """A terminal screen kept on the server, fed with every byte of output."""
+
+    def __init__(
+        self,
+        rows: int,
+        cols: int,
+        *,
+        scrollback_lines: int = DEFAULT_SCROLLBACK_LINES,
+        on_title: Callable[[str], None] | None = None,
+        background: bool = True,
+    ) -> None:
+        self._term = Terminal(cols, rows, scrollback=max(0, scrollback_lines))
+        self._handle = self._term._t[0]
+        self._rows, self._cols = rows, cols
+        self._lock = threading.Lock()
+        self._pending: deque[bytes | tuple[int, int]] = deque()
+        self._pending_bytes = 0
+        self._scheduled = False
+        self._background = background
+        self._tail: list[bytes] = []  # the unfinished escape sequence at the stream's end
+        self._tail_len = 0
+        self._title = ""
+        self.on_title = on_title
+        self.fed_bytes = 0  # bytes parsed so far (the feeder's progress)
+
+    # ------------------------------------------------------------------ loop side
+    @property
+    def rows(self) -> int:
+        return self._rows
+
+    @property
+    def cols(self) -> int:
+        return self._cols
+
+    def feed(self, data: bytes) -> None:
+        """Queue output for the model (cheap: parsing happens on the feeder thread)."""
+        if data:
+            self._enqueue(data)
+
+    def resize(self, rows: int, cols: int) -> None:
+        """Queue a size change, in order with the output around it."""
+        if (rows, cols) != (self._rows, self._cols):
+            self._rows, self._cols = rows, cols
+            self._enqueue((rows, cols))
+
+    def _enqueue(self, item: bytes | tuple[int, int]) -> None:
+        self._pending.append(item)
+        if isinstance(item, bytes):
+            self._pending_bytes += len(item)
+        if not self._background or self._pending_bytes > PENDING_MAX:
+            with self._lock:
+                self._drain_locked()
+        elif not self._scheduled:
+            self._scheduled = True
+            _FEEDER.submit(self)
+
+    def flush(self) -> None:
+        """Parse everything queued so far (on the calling thread)."""
+        with self._lock:
+            self._drain_locked()
+
+    @property
+    def title(self) -> str:
+        """The window title the program set (OSC 0 / OSC 2) as of the last parsed byte."""
+        return self._title
+
+    def text(self) -> str:
+        """The visible screen as text (rows as displayed, trailing blanks trimmed)."""
+        with self._lock:
+            self._drain_locked()
+            return str(self._term.text())
+
+    def snapshot(self) -> bytes:
+        """VT that rebuilds this screen on a fresh or reset terminal (see the module doc)."""
+        with self._lock:
+            self._drain_locked()
+            parts = [RESET]
+            alt = self._active_screen() == lib.GHOSTTY_TERMINAL_SCREEN_ALTERNATE
+            if alt and self._ground():
+                parts.append(self._primary_under_alt())
+            parts.append(self._format(_FULL))
+            parts.append(self._cursor_shape())
+            if self._title:
+                parts.append(b"\x1b]2;" + _osc_safe(self._title) + b"\x1b\\")
+            parts.extend(self._tail)
+            return b"".join(parts)
+
+    def close(self) -> None:
+        with self._lock:
+            self._pending.clear()
+            self._term.close()
+
+    # ------------------------------------------------------------------ feeder side
+    def _drain_scheduled(self) -> None:
+        with self._lock:
+            self._scheduled = False  # a feed from now on schedules another drain
+            self._drain_locked()
+
+    def _drain_locked(self) -> None:
+        title_seen = False
+        pending = self._pending
+        self._pending_bytes = 0
+        while pending:
+            item = pending.popleft()
+            if isinstance(item, tuple):
+                rows, cols = item
+                _check(lib.ghostty_terminal_resize(self._handle, cols, rows, 8, 16), "resize")
+                continue
+            chunks = [item]
+            while pending and not isinstance(pending[0], tuple):
+                chunks.append(pending.popleft())  # type: ignore[arg-type]
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            lib.ghostty_terminal_vt_write(self._handle, data, len(data))
+            self.fed_bytes += len(data)
+            self._track_tail(data)
+            title_seen = title_seen or b"\x1b]" in data
+        if title_seen:
+            self._refresh_title()
+
+    def _track_tail(self, data: bytes) -> None:
+        """Keep the bytes of an escape sequence (or UTF-8 character) left unfinished."""
+        if self._ground():
+            if self._tail:
+                self._tail, self._tail_len = [], 0
+            return
+        start = _sequence_start(data)
+        if start >= 0:
+            self._tail, self._tail_len = [data[start:]], len(data) - start
+        else:
+            self._tail.append(data)
+            self._tail_len += len(data)
+        if self._tail_len > TAIL_MAX:  # an image or a runaway string: not carried over
+            self._tail, self._tail_len = [], 0
+
+    def _refresh_title(self) -> None:
+        out = ffi.new("GhosttyString*")
+        if lib.ghostty_terminal_get(self._handle, lib.GHOSTTY_TERMINAL_DATA_TITLE, out):
+            return
+        title = ffi.buffer(out.ptr, out.len)[:].decode(errors="replace") if out.len else ""
+        if title != self._title:
+            self._title = title
+            callback = self.on_title
+            if callback is not None:
+                with contextlib.suppress(Exception):
+                    callback(title)
+
+    # ------------------------------------------------------------------ formatting
+    def _get_bool(self, data: int) -> bool:
+        out = ffi.new("bool*")
+        _check(lib.ghostty_terminal_get(self._handle, data, out), "get")
+        return bool(out[0])
+
+    def _ground(self) -> bool:
+        return self._get_bool(lib.GHOSTTY_TERMINAL_DATA_VT_GROUND)
+
+    def _active_screen(self) -> int:
+        out = ffi.new("GhosttyTerminalScreen*")
+        _check(
+            lib.ghostty_terminal_get(self._handle, lib.GHOSTTY_TERMINAL_DATA_ACTIVE_SCREEN, out),
+            "screen",
+        )
+        return int(out[0])
+
+    def _format(self, options: Any) -> bytes:
+        fmt = ffi.new("GhosttyFormatter*")
+        _check(
+            lib.ghostty_formatter_terminal_new(ffi.NULL, fmt, self._handle, options[0]), "formatter"
+        )
+        try:
+            size = ffi.new("size_t*")
+            lib.ghostty_formatter_format_buf(fmt[0], ffi.NULL, 0, size)  # the size query
+            buf = ffi.new("uint8_t[]", max(size[0], 1))
+            _check(lib.ghostty_formatter_format_buf(fmt[0], buf, len(buf), size), "format")
+            return bytes(ffi.buffer(buf, size[0]))
+        finally:
+            lib.ghostty_formatter_free(fmt[0])
+
+    def _primary_under_alt(self) -> bytes:
+        """The primary screen (and scrollback) while the alternate one is shown.
+
+        Mode 47 switches screens without clearing or saving anything; the model goes to
+        the primary screen, is formatted (content only: the modes come with the main
+        pass), and comes back; the mode 47 flag is then put back as it was.
+        """
+        was_47 = self._term.mode(47)
+        self._write(b"\x1b[?47l")
+        try:
+            return self._format(_CONTENT)
+        finally:
+            self._write(b"\x1b[?47h")
+            if not was_47:
+                config = ffi.new("GhosttyTerminalModeConfig*")
+                config.mode = 47
+                config.value = False
+                lib.ghostty_terminal_set(self._handle, lib.GHOSTTY_TERMINAL_OPT_MODE, config)
+
+    def _write(self, data: bytes) -> None:
+        lib.ghostty_terminal_vt_write(self._handle, data, len(data))
+
+    def _cursor_shape(self) -> bytes:
+        state = ffi.new("GhosttyRenderState*")
+        if lib.ghostty_render_state_new(ffi.NULL, state):
+            return b""
+        try:
+            if lib.ghostty_render_state_update(state[0], self._handle):
+                return b""
+            style = ffi.new("GhosttyRenderStateCursorVisualStyle*")
+            blink = ffi.new("bool*")
+            lib.ghostty_render_state_get(
+                state[0], lib.GHOSTTY_RENDER_STATE_DATA_CURSOR_VISUAL_STYLE, style
+            )
+            lib.ghostty_render_state_get(
+                state[0], lib.GHOSTTY_RENDER_STATE_DATA_CURSOR_BLINKING, blink
+            )
+            param = _DECSCUSR.get((int(style[0]), bool(blink[0])))
+            return b"" if param is None else b"\x1b[%d q" % param
+        finally:
+            lib.ghostty_render_state_free(state[0])
+
+
+def _sequence_start(data: bytes) -> int:
+    """Where the sequence left open at the end of ``data`` begins (-1: before ``data``).
+
+    An incomplete UTF-8 character within the last three bytes, else the last ESC. An
+    ESC inside an unfinished OSC/DCS string (the first byte of its ST) is taken for the
+    start: the string's content is lost, never printed.
+    """
+    n = len(data)
+    for back in range(1, min(3, n) + 1):
+        byte = data[n - back]
+        if byte >= 0xC0:  # a lead byte: incomplete when it wants more than it has
+            want = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            if want > back:
+                return n - back
+            break
+        if byte < 0x80:
+            break
+    return data.rfind(b"\x1b")
+
+
+def _osc_safe(title: str) -> bytes:
+    return "".join(c for c in title if c >= " " and c != "\x7f").encode()
