@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     # Empty: installation is not checked there.
     image_agents: Annotated[tuple[str, ...], NoDecode] = ()
     ring_buffer_bytes: int = RING_DEFAULT
+    # lines of scrollback each terminal's server-side screen keeps (sent on attach/resync)
+    screen_scrollback_lines: int = Field(1000, ge=0, le=100_000)
     git_base_url: str = ""
     llm_gateway_url: str = Field("", validation_alias=AliasChoices("LLM_GATEWAY_URL"))
     openai_base_url: str = Field("", validation_alias=AliasChoices("OPENAI_BASE_URL"))
