@@ -2,17 +2,22 @@ import { act, render, screen, waitFor } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import TerminalView from "./TerminalView";
+import { encodeBinaryFrame } from "./protocol";
 
 class FakeWebSocket {
   static instances: FakeWebSocket[] = [];
   binaryType = "blob";
   readyState = 0;
+  protocol = "";
   onopen: ((ev: Event) => void) | null = null;
   onmessage: ((ev: MessageEvent) => void) | null = null;
   onclose: ((ev: CloseEvent) => void) | null = null;
   onerror: ((ev: Event) => void) | null = null;
   sent: unknown[] = [];
-  constructor(readonly url: string) {
+  constructor(
+    readonly url: string,
+    readonly protocols?: string[],
+  ) {
     FakeWebSocket.instances.push(this);
   }
   send(data: unknown) {
@@ -213,6 +218,110 @@ describe("TerminalView", () => {
     expect(onCloseTab).toHaveBeenCalledOnce();
   });
 });
+
+describe("TerminalView over sandbox.v2", () => {
+  it("does not answer the queries in a snapshot or a resume, only those asked live", async () => {
+    view({ primary: true });
+    const ws = FakeWebSocket.instances[0]!;
+    expect(ws.protocols).toEqual(["sandbox.v2"]);
+    act(() => {
+      v2Hello(ws);
+      v2Frame(ws, 0, "\x1b[c\x1b]11;?\x07\x1b[6n$ ", { type: "snapshot", seq: 0, reason: "attach" });
+    });
+    act(() => v2Frame(ws, 0, "\x1b[c", { type: "resume", seq: 0 }));
+    // a live question after the replays is answered (the program is waiting for it)
+    act(() => v2Frame(ws, 3, "\x1b[c"));
+    await waitFor(() => expect(input(ws).length).toBeGreaterThan(0));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(input(ws)).toEqual([expect.stringMatching(/^\x1b\[\?[\d;]+c$/)]);
+  });
+
+  it("resizes with a control frame and is sized once the server reports the PTY's size", async () => {
+    vi.useFakeTimers({ shouldAdvanceTime: true });
+    const onResize = vi.fn(async () => undefined);
+    view({ onResize });
+    const ws = FakeWebSocket.instances[0]!;
+    act(() => {
+      v2Hello(ws, { rows: 1, cols: 1 });
+      v2Frame(ws, 0, "$ ", { type: "snapshot", seq: 0, reason: "attach" });
+    });
+    await act(async () => {
+      await vi.advanceTimersByTimeAsync(200);
+    });
+    expect(onResize).not.toHaveBeenCalled();
+    const resize = controls(ws).find((c) => c.type === "resize") as unknown as {
+      rows: number;
+      cols: number;
+    };
+    expect(resize).toEqual({ type: "resize", rows: expect.any(Number), cols: expect.any(Number) });
+    const pane = document.querySelector(".terminal-pane")!;
+    expect(pane).toHaveAttribute("data-sized", "false");
+    act(() => ws.onmessage?.({ data: JSON.stringify({ type: "size", rows: resize.rows, cols: resize.cols }) } as MessageEvent));
+    expect(pane).toHaveAttribute("data-sized", "true");
+  });
+
+  it("sends nothing typed and no size from a read-only (spectator) viewer", async () => {
+    vi.useFakeTimers({ shouldAdvanceTime: true });
+    const user = userEvent.setup({ advanceTimers: vi.advanceTimersByTime });
+    const onResize = vi.fn(async () => undefined);
+    view({ onResize });
+    const ws = FakeWebSocket.instances[0]!;
+    act(() => {
+      v2Hello(ws, { mode: "read", rows: 1, cols: 1 });
+      v2Frame(ws, 0, "$ ", { type: "snapshot", seq: 0, reason: "attach" });
+    });
+    await act(async () => {
+      await vi.advanceTimersByTimeAsync(200);
+    });
+    const textarea = document.querySelector<HTMLTextAreaElement>(".xterm-helper-textarea")!;
+    await user.type(textarea, "ls{Enter}");
+    act(() => v2Frame(ws, 2, "\x1b[c")); // not even answers to live queries
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(input(ws)).toEqual([]);
+    expect(controls(ws).filter((c) => c.type === "resize")).toEqual([]);
+    expect(onResize).not.toHaveBeenCalled();
+    expect(document.querySelector(".terminal-pane")).toHaveAttribute("data-readonly", "true");
+  });
+
+  it("says a revoked share link is revoked and offers no retry", () => {
+    view({ readOnly: true });
+    const ws = FakeWebSocket.instances[0]!;
+    act(() => {
+      v2Hello(ws, { mode: "read" });
+      v2Frame(ws, 0, "$ ", { type: "snapshot", seq: 0, reason: "attach" });
+    });
+    act(() => close(ws, 1008, "share-revoked"));
+    expect(screen.getByRole("status")).toHaveTextContent("This share link was revoked");
+    expect(screen.queryByRole("button", { name: "Try again" })).toBeNull();
+    expect(FakeWebSocket.instances).toHaveLength(1);
+  });
+});
+
+function v2Hello(ws: FakeWebSocket, hello: Record<string, unknown> = {}) {
+  ws.protocol = "sandbox.v2";
+  ws.readyState = 1;
+  ws.onopen?.(new Event("open"));
+  const body = { type: "hello", protocol: "sandbox.v2", viewer: "v", mode: "write", rows: 24, cols: 80, window: 1 << 20, activity: "busy", title: "" };
+  ws.onmessage?.({ data: JSON.stringify({ ...body, ...hello }) } as MessageEvent);
+}
+
+function v2Frame(ws: FakeWebSocket, start: number, text: string, announce?: object) {
+  if (announce) ws.onmessage?.({ data: JSON.stringify(announce) } as MessageEvent);
+  const data = encodeBinaryFrame(start, new TextEncoder().encode(text)).buffer;
+  ws.onmessage?.({ data } as MessageEvent);
+}
+
+/** What the viewer typed (binary frames), as text. */
+function input(ws: FakeWebSocket): string[] {
+  // (TextEncoder's arrays come from another realm than jsdom's Uint8Array: no instanceof)
+  return ws.sent
+    .filter((m) => typeof m !== "string")
+    .map((m) => new TextDecoder().decode(m as Uint8Array));
+}
+
+function controls(ws: FakeWebSocket): { type: string }[] {
+  return ws.sent.filter((m): m is string => typeof m === "string").map((m) => JSON.parse(m) as { type: string });
+}
 
 function view(props: Record<string, unknown> = {}) {
   return render(

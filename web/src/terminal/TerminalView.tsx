@@ -1,7 +1,9 @@
 /**
- * One xterm.js terminal bound to one attach socket. Output arrives as binary frames (the
- * first one of each connection is the replay, which replaces the screen), input leaves as
- * text frames, and the fitted size is posted to the server so the PTY matches the screen.
+ * One xterm.js terminal bound to one attach socket (`sandbox.v2`, or raw with an older
+ * server; see connection.ts). A snapshot replaces the screen (reset, then written), a
+ * resume is written as it is, and neither is answered: input is gated until its write
+ * callback. The fitted size goes to the server (v2: a resize control; raw: REST) so the
+ * PTY matches the screen. A read-only viewer (a spectator) sends neither input nor size.
  */
 import { useCallback, useEffect, useRef, useState } from "react";
 import { Terminal, type ITheme } from "@xterm/xterm";
@@ -9,6 +11,8 @@ import { FitAddon } from "@xterm/addon-fit";
 import "@xterm/xterm/css/xterm.css";
 import { attachSocketUrl } from "./backoff";
 import { AttachConnection, type ConnectionState, type StateDetail } from "./connection";
+import { ReplayGate } from "./gate";
+import type { Control } from "./protocol";
 import { applyCtrl, rowKeySequence, type RowKey } from "./keys";
 import { FONT_MAX, FONT_MIN, type TerminalPrefs } from "../hooks";
 
@@ -29,6 +33,10 @@ interface TerminalViewProps {
   primary?: boolean;
   /** Offered once an extra terminal's process has exited. */
   onCloseTab?: () => void;
+  /** A spectator's view: nothing typed or resized reaches the server. */
+  readOnly?: boolean;
+  /** v2 controls about the session: hello, viewers, activity, title, size, exit. */
+  onControl?: (control: Control) => void;
 }
 
 const LIGHT: ITheme = {
@@ -94,6 +102,23 @@ const ROW_KEYS: { key: RowKey; label: string; aria: string }[] = [
 
 const RESIZE_DEBOUNCE_MS = 150;
 
+/** What the server's close reasons mean to a person. */
+const REFUSAL_TEXT: Record<string, string> = {
+  "share-revoked": "This share link was revoked by the session's owner.",
+  "share-expired": "This share link has expired.",
+  "token-expired": "Your sign-in has expired: reload the page to sign in again.",
+  unauthenticated: "You are not signed in: reload the page to sign in.",
+  "sandbox-deleting": "This session is being deleted.",
+};
+
+/** Closes that a retry cannot fix, so the view offers no "Try again". */
+export const FINAL_REASONS: ReadonlySet<string> = new Set(["share-revoked", "share-expired"]);
+
+export function refusalText(detail: StateDetail): string {
+  const known = detail.reason ? REFUSAL_TEXT[detail.reason] : undefined;
+  return known ?? `Refused: ${detail.reason || `the server closed the terminal (${detail.code ?? "?"})`}`;
+}
+
 function describe(
   state: ConnectionState,
   retryInSeconds: number,
@@ -112,7 +137,7 @@ function describe(
         ? `${label} ended`
         : `${label} exited with code ${detail.exitCode}`;
     case "refused":
-      return `Refused: ${detail.reason || `the server closed the terminal (${detail.code ?? "?"})`}`;
+      return refusalText(detail);
   }
 }
 
@@ -126,6 +151,8 @@ export default function TerminalView({
   onConnectionState,
   primary = false,
   onCloseTab,
+  readOnly = false,
+  onControl,
 }: TerminalViewProps) {
   const hostRef = useRef<HTMLDivElement>(null);
   const termRef = useRef<Terminal | null>(null);
@@ -136,6 +163,14 @@ export default function TerminalView({
   resizeRef.current = onResize;
   const stateCbRef = useRef(onConnectionState);
   stateCbRef.current = onConnectionState;
+  const controlRef = useRef(onControl);
+  controlRef.current = onControl;
+  const readOnlyRef = useRef(readOnly);
+  readOnlyRef.current = readOnly;
+  // v2: the PTY's size as the server last said it (hello, size controls)
+  const ptySizeRef = useRef<TerminalSize | null>(null);
+  const [serverReadOnly, setServerReadOnly] = useState(false);
+  const viewOnly = readOnly || serverReadOnly;
   const [ctrl, setCtrl] = useState(false);
   const [state, setState] = useState<ConnectionState>("connecting");
   const [retryIn, setRetryIn] = useState(0);
@@ -150,6 +185,15 @@ export default function TerminalView({
     const conn = connRef.current;
     // only an attached terminal has a PTY to resize (before that the server answers 404)
     if (!term || !conn?.isAttached) return;
+    // a spectator never resizes the PTY: its screen shows the writer's size
+    if (readOnlyRef.current || conn.readOnly) return;
+    if (conn.isV2) {
+      // v2: a control frame; the PTY has our size once the server says so (hello/size)
+      const pty = ptySizeRef.current;
+      if (pty && pty.rows === term.rows && pty.cols === term.cols) setSized(true);
+      else conn.sendResize(term.rows, term.cols);
+      return;
+    }
     resizeRef.current({ rows: term.rows, cols: term.cols }).then(
       () => {
         if (connRef.current === conn && conn.isAttached) setSized(true);
@@ -198,9 +242,9 @@ export default function TerminalView({
     // While a replay is being parsed, xterm.js answers the terminal queries in it (DA1,
     // OSC 11 colour, cursor position…) as if the program had just asked; the program
     // asked long ago and had its answer, so those replies must not be typed into it.
-    let replaying = 0;
-    const send = (data: string) => {
-      if (replaying > 0) return;
+    const gate = new ReplayGate();
+    const send = gate.guard((data: string) => {
+      if (readOnlyRef.current) return;
       let out = data;
       if (ctrlRef.current) {
         out = applyCtrl(data);
@@ -208,34 +252,48 @@ export default function TerminalView({
         setCtrl(false);
       }
       connRef.current?.send(out);
-    };
-    const dataSub = term.onData(send);
-    const binarySub = term.onBinary((data) => {
-      if (replaying > 0) return;
-      const bytes = new Uint8Array(data.length);
-      for (let i = 0; i < data.length; i += 1) bytes[i] = data.charCodeAt(i) & 0xff;
-      connRef.current?.send(bytes);
     });
+    const dataSub = term.onData(send);
+    const binarySub = term.onBinary(
+      gate.guard((data: string) => {
+        if (readOnlyRef.current) return;
+        const bytes = new Uint8Array(data.length);
+        for (let i = 0; i < data.length; i += 1) bytes[i] = data.charCodeAt(i) & 0xff;
+        connRef.current?.send(bytes);
+      }),
+    );
 
     let countdown: number | undefined;
     const conn = new AttachConnection({
       url: attachSocketUrl(attachUrl, window.location),
       handlers: {
-        onOutput: (data, isReplay) => {
-          if (!isReplay) {
-            term.write(data);
+        onOutput: (data, kind, written) => {
+          if (kind === "live") {
+            term.write(data, written);
             return;
           }
-          term.reset();
-          replaying += 1;
+          if (kind === "snapshot") term.reset();
+          const done = gate.begin();
           // the callback runs once this frame is parsed, before any later frame is
           term.write(data, () => {
-            replaying -= 1;
+            done();
+            written();
           });
+        },
+        onControl: (control) => {
+          if (control.type === "hello" || control.type === "size") {
+            ptySizeRef.current = { rows: control.rows, cols: control.cols };
+            if (control.type === "hello") setServerReadOnly(control.mode === "read");
+            const matches = control.rows === term.rows && control.cols === term.cols;
+            // the PTY took our size (or a writer's: then ours goes again on the next fit)
+            if (control.type === "size") setSized(matches);
+          }
+          controlRef.current?.(control);
         },
         onState: (next, detail) => {
           setState(next);
           if (next !== "open") setSized(false);
+          if (next === "connecting") ptySizeRef.current = null;
           setDetail(detail);
           stateCbRef.current?.(next, detail);
           window.clearInterval(countdown);
@@ -299,6 +357,11 @@ export default function TerminalView({
     fit();
   }, [prefs.fontSize, fit]);
 
+  useEffect(() => {
+    const term = termRef.current;
+    if (term) term.options.disableStdin = viewOnly;
+  }, [viewOnly, attachUrl]);
+
   // The WebGL renderer is opt-in (Settings); the DOM renderer is the default.
   useEffect(() => {
     const term = termRef.current;
@@ -331,7 +394,7 @@ export default function TerminalView({
 
   const pressRowKey = (key: RowKey) => {
     const term = termRef.current;
-    if (!term) return;
+    if (!term || readOnlyRef.current) return;
     const seq = rowKeySequence(key, term.modes.applicationCursorKeysMode);
     ctrlRef.current = false;
     setCtrl(false);
@@ -354,6 +417,7 @@ export default function TerminalView({
       hidden={!active}
       data-connection={state}
       data-sized={sized ? "true" : "false"}
+      data-readonly={viewOnly ? "true" : undefined}
     >
       <div className="terminal-frame">
         <div
@@ -379,7 +443,7 @@ export default function TerminalView({
                 Reconnect now
               </button>
             )}
-            {state === "refused" && (
+            {state === "refused" && !FINAL_REASONS.has(detail.reason ?? "") && (
               <button
                 type="button"
                 className="btn btn-small"
@@ -388,7 +452,7 @@ export default function TerminalView({
                 Try again
               </button>
             )}
-            {state === "ended" && primary && (
+            {state === "ended" && primary && !viewOnly && (
               <button
                 type="button"
                 className="btn btn-small btn-primary"
@@ -406,7 +470,7 @@ export default function TerminalView({
         )}
       </div>
       <div className="key-row" role="toolbar" aria-label="Terminal keys">
-        <div className="key-row-keys">
+        <div className="key-row-keys" hidden={viewOnly}>
           {ROW_KEYS.slice(0, 2).map((k) => (
             <button
               key={k.key}

@@ -1,22 +1,30 @@
 import { describe, expect, it } from "vitest";
 import {
+  ACK_DELAY_MS,
   AttachConnection,
+  PING_INTERVAL_MS,
   classifyClose,
   exitCodeOf,
   type ConnectionState,
+  type OutputKind,
   type SocketLike,
   type StateDetail,
 } from "./connection";
+import { encodeBinaryFrame, type Control } from "./protocol";
 
 class FakeSocket implements SocketLike {
   binaryType: BinaryType = "blob";
   readyState = 0;
+  protocol = "";
   onopen: ((ev: Event) => unknown) | null = null;
   onmessage: ((ev: MessageEvent) => unknown) | null = null;
   onclose: ((ev: CloseEvent) => unknown) | null = null;
   onerror: ((ev: Event) => unknown) | null = null;
   sent: unknown[] = [];
-  constructor(readonly url: string) {}
+  constructor(
+    readonly url: string,
+    readonly offered: string[] = [],
+  ) {}
   send(data: string | ArrayBufferLike | Uint8Array) {
     this.sent.push(data);
   }
@@ -36,34 +44,46 @@ class FakeSocket implements SocketLike {
   }
 }
 
-function harness() {
+function harness(url = "ws://h/attach") {
   const sockets: FakeSocket[] = [];
-  const timers: { fn: () => void; ms: number }[] = [];
+  const timers: { fn: () => void; ms: number; cleared?: boolean }[] = [];
   const states: [ConnectionState, number][] = [];
   const details: [ConnectionState, StateDetail][] = [];
   const output: [string, boolean][] = [];
+  const kinds: [string, OutputKind][] = [];
+  const writes: (() => void)[] = [];
+  const controls: Control[] = [];
   const conn = new AttachConnection({
-    url: "ws://h/attach",
-    createSocket: (url) => {
-      const s = new FakeSocket(url);
+    url,
+    createSocket: (url, protocols) => {
+      const s = new FakeSocket(url, protocols);
       sockets.push(s);
       return s;
     },
     setTimer: (fn, ms) => {
       timers.push({ fn, ms });
-      return timers.length;
+      return timers.length - 1;
     },
-    clearTimer: () => undefined,
+    clearTimer: (h) => {
+      const t = timers[h as number];
+      if (t) t.cleared = true;
+    },
+    now: () => 1234,
     handlers: {
-      onOutput: (data, isReplay) =>
-        output.push([typeof data === "string" ? data : new TextDecoder().decode(data), isReplay]),
+      onControl: (c) => controls.push(c),
+      onOutput: (data, kind, written) => {
+        const text = typeof data === "string" ? data : new TextDecoder().decode(data);
+        output.push([text, kind !== "live"]);
+        kinds.push([text, kind]);
+        writes.push(written);
+      },
       onState: (state, detail) => {
         states.push([state, detail.delayMs]);
         details.push([state, detail]);
       },
     },
   });
-  return { conn, sockets, timers, states, details, output };
+  return { conn, sockets, timers, states, details, output, kinds, writes, controls };
 }
 
 const bytes = (s: string) => new TextEncoder().encode(s).buffer as ArrayBuffer;
@@ -185,5 +205,205 @@ describe("close classification", () => {
     expect(exitCodeOf("agent exited with code 127")).toBe(127);
     expect(exitCodeOf("agent exited with code -15")).toBe(-15);
     expect(exitCodeOf("session exited")).toBeUndefined();
+  });
+});
+
+/** A v2 server: accepts the subprotocol, says hello, announces and sends frames. */
+function v2(socket: FakeSocket, hello: Record<string, unknown> = {}) {
+  socket.protocol = "sandbox.v2";
+  socket.open();
+  socket.receive(
+    JSON.stringify({
+      type: "hello",
+      protocol: "sandbox.v2",
+      viewer: "v",
+      mode: "write",
+      rows: 24,
+      cols: 80,
+      window: 1 << 20,
+      activity: "busy",
+      title: "",
+      ...hello,
+    }),
+  );
+}
+const frame = (start: number, s: string) =>
+  encodeBinaryFrame(start, new TextEncoder().encode(s)).buffer as ArrayBuffer;
+const snapshot = (socket: FakeSocket, seq: number, screen: string, reason = "attach") => {
+  socket.receive(JSON.stringify({ type: "snapshot", seq, reason }));
+  socket.receive(frame(seq, screen));
+};
+const sentText = (socket: FakeSocket) =>
+  socket.sent.filter((m): m is string => typeof m === "string").map((m) => JSON.parse(m));
+
+describe("AttachConnection over sandbox.v2", () => {
+  it("offers sandbox.v2 and reconnects with ?since= the offset it had received", () => {
+    const h = harness("ws://h/attach?share=tok");
+    h.conn.start();
+    expect(h.sockets[0]!.offered).toEqual(["sandbox.v2"]);
+    expect(h.sockets[0]!.url).toBe("ws://h/attach?share=tok");
+    v2(h.sockets[0]!);
+    snapshot(h.sockets[0]!, 100, "$ ");
+    h.sockets[0]!.receive(frame(100, "ls\r\n"));
+    h.sockets[0]!.receive(frame(104, "a b\r\n"));
+    expect(h.conn.streamOffset).toBe(109);
+    h.sockets[0]!.drop(1006);
+    h.timers.find((t) => t.ms === 1000)!.fn();
+    expect(h.sockets[1]!.url).toBe("ws://h/attach?share=tok&since=109");
+    // the server still held the bytes: a resume, written as it is (no reset)
+    v2(h.sockets[1]!);
+    h.sockets[1]!.receive(JSON.stringify({ type: "resume", seq: 109 }));
+    expect(h.states.at(-1)?.[0]).toBe("open");
+    h.sockets[1]!.receive(frame(109, "$ "));
+    h.sockets[1]!.receive(frame(111, "x"));
+    expect(h.kinds).toEqual([
+      ["$ ", "snapshot"],
+      ["ls\r\n", "live"],
+      ["a b\r\n", "live"],
+      ["$ ", "resume"],
+      ["x", "live"],
+    ]);
+    expect(h.conn.streamOffset).toBe(112);
+    // a third connection that is answered with a snapshot (the bytes were gone)
+    h.sockets[1]!.drop(1012);
+    h.timers.filter((t) => t.ms === 1000).at(-1)!.fn();
+    expect(h.sockets[2]!.url).toBe("ws://h/attach?share=tok&since=112");
+    v2(h.sockets[2]!);
+    snapshot(h.sockets[2]!, 5000, "screen", "gap");
+    expect(h.kinds.at(-1)).toEqual(["screen", "snapshot"]);
+    expect(h.conn.streamOffset).toBe(5000);
+  });
+
+  it("writes only the new part of a frame that overlaps what it has, and none of a duplicate", () => {
+    const h = harness();
+    h.conn.start();
+    v2(h.sockets[0]!);
+    snapshot(h.sockets[0]!, 10, "S");
+    h.sockets[0]!.receive(frame(10, "abcd"));
+    h.sockets[0]!.receive(frame(12, "cdef"));
+    h.sockets[0]!.receive(frame(11, "bc"));
+    expect(h.kinds.map(([t]) => t)).toEqual(["S", "abcd", "ef"]);
+    expect(h.conn.streamOffset).toBe(16);
+  });
+
+  it("starts a restarted agent from a snapshot, not from the old stream's offset", () => {
+    const h = harness();
+    h.conn.start();
+    v2(h.sockets[0]!);
+    snapshot(h.sockets[0]!, 50, "$ ");
+    h.sockets[0]!.receive(JSON.stringify({ type: "exit", code: 4 }));
+    h.sockets[0]!.drop(1000, "");
+    expect(h.details.at(-1)).toEqual(["ended", expect.objectContaining({ exitCode: 4 })]);
+    h.conn.reconnectNow();
+    expect(h.sockets[1]!.url).toBe("ws://h/attach");
+  });
+
+  it("acknowledges what the terminal has written, coalesced, never what it has not", () => {
+    const h = harness();
+    h.conn.start();
+    v2(h.sockets[0]!, { window: 4096 });
+    snapshot(h.sockets[0]!, 100, "screen");
+    h.sockets[0]!.receive(frame(100, "0123456789"));
+    expect(sentText(h.sockets[0]!).filter((m) => m.type === "ack")).toEqual([]);
+    h.writes[0]!(); // the snapshot is on screen
+    const ackTimer = h.timers.find((t) => t.ms === ACK_DELAY_MS)!;
+    expect(sentText(h.sockets[0]!).filter((m) => m.type === "ack")).toEqual([]);
+    h.writes[1]!();
+    ackTimer.fn();
+    // one ack for both writes: the end of the last one written
+    expect(sentText(h.sockets[0]!).filter((m) => m.type === "ack")).toEqual([
+      { type: "ack", seq: 110 },
+    ]);
+    // a quarter of the window unacknowledged goes at once, without waiting
+    h.sockets[0]!.receive(frame(110, "x".repeat(1024)));
+    h.writes[2]!();
+    expect(sentText(h.sockets[0]!).filter((m) => m.type === "ack").at(-1)).toEqual({
+      type: "ack",
+      seq: 1134,
+    });
+    // a write finishing after its socket was replaced acknowledges nothing on the new one
+    h.sockets[0]!.receive(frame(1134, "late"));
+    h.sockets[0]!.drop(1006);
+    h.timers.find((t) => t.ms === 1000)!.fn();
+    v2(h.sockets[1]!);
+    h.writes[3]!();
+    expect(h.sockets[1]!.sent).toEqual([]);
+  });
+
+  it("pings every 20 s while attached and stops when the socket goes", () => {
+    const h = harness();
+    h.conn.start();
+    v2(h.sockets[0]!);
+    snapshot(h.sockets[0]!, 0, "");
+    const ping = () => h.timers.filter((t) => t.ms === PING_INTERVAL_MS && !t.cleared);
+    const fire = (t: { fn: () => void; cleared?: boolean }) => {
+      t.cleared = true; // a fired timer is spent
+      t.fn();
+    };
+    expect(ping()).toHaveLength(1);
+    fire(ping()[0]!);
+    expect(ping()).toHaveLength(1);
+    fire(ping()[0]!);
+    expect(sentText(h.sockets[0]!).filter((m) => m.type === "ping")).toEqual([
+      { type: "ping", t: 1234 },
+      { type: "ping", t: 1234 },
+    ]);
+    h.sockets[0]!.drop(1006);
+    expect(ping()).toHaveLength(0);
+  });
+
+  it("sends input as binary and size as a control, and neither when read-only", () => {
+    const h = harness();
+    h.conn.start();
+    v2(h.sockets[0]!);
+    snapshot(h.sockets[0]!, 0, "$ ");
+    expect(h.conn.send("ls\r")).toBe(true);
+    expect(h.conn.sendResize(30, 100)).toBe(true);
+    expect(new TextDecoder().decode(h.sockets[0]!.sent[0] as Uint8Array)).toBe("ls\r");
+    expect(JSON.parse(h.sockets[0]!.sent[1] as string)).toEqual({
+      type: "resize",
+      rows: 30,
+      cols: 100,
+    });
+    expect(h.controls.map((c) => c.type)).toEqual(["hello"]);
+
+    const r = harness();
+    r.conn.start();
+    v2(r.sockets[0]!, { mode: "read" });
+    snapshot(r.sockets[0]!, 0, "$ ");
+    expect(r.conn.readOnly).toBe(true);
+    expect(r.conn.send("rm -rf /\r")).toBe(false);
+    expect(r.conn.sendResize(30, 100)).toBe(false);
+    expect(r.sockets[0]!.sent).toEqual([]);
+  });
+
+  it("falls back to raw when the server answers without the subprotocol", () => {
+    const h = harness();
+    h.conn.start();
+    h.sockets[0]!.open(); // protocol "": an older server
+    h.sockets[0]!.receive(bytes("$ ls\r\n"));
+    h.sockets[0]!.receive(bytes("a\r\n"));
+    expect(h.kinds).toEqual([
+      ["$ ls\r\n", "snapshot"],
+      ["a\r\n", "live"],
+    ]);
+    expect(h.conn.isV2).toBe(false);
+    expect(h.conn.sendResize(1, 1)).toBe(false);
+    h.conn.send("x");
+    expect(h.sockets[0]!.sent).toEqual(["x"]);
+    h.sockets[0]!.drop(1006);
+    h.timers[0]!.fn();
+    expect(h.sockets[1]!.url).toBe("ws://h/attach");
+  });
+
+  it.each(["share-revoked", "share-expired"])("does not retry a %s close", (reason) => {
+    const h = harness();
+    h.conn.start();
+    v2(h.sockets[0]!, { mode: "read" });
+    snapshot(h.sockets[0]!, 0, "$ ");
+    h.sockets[0]!.drop(1008, reason);
+    expect(h.details.at(-1)).toEqual(["refused", expect.objectContaining({ reason })]);
+    expect(h.timers.filter((t) => t.ms >= 1000 && t.ms < PING_INTERVAL_MS)).toHaveLength(0);
+    expect(h.sockets).toHaveLength(1);
   });
 });
