@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     ring_buffer_bytes: int = RING_DEFAULT
     # lines of scrollback each terminal's server-side screen keeps (sent on attach/resync)
     screen_scrollback_lines: int = Field(1000, ge=0, le=100_000)
+    # sandbox.v2: how far (bytes) a viewer may be past its last ack before it gets a
+    # snapshot instead of a queue (SANDBOX_VIEWER_WINDOW_BYTES; docs/terminal.md)
+    viewer_window_bytes: int = Field(1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)
     git_base_url: str = ""
     llm_gateway_url: str = Field("", validation_alias=AliasChoices("LLM_GATEWAY_URL"))
     openai_base_url: str = Field("", validation_alias=AliasChoices("OPENAI_BASE_URL"))

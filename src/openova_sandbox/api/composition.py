@@ -51,6 +51,7 @@ from ..terminal.leftovers import ProcessGroups
 from ..terminal.metrics import TerminalMetrics
 from ..terminal.registry import TerminalRegistry
 from .deps import AppDeps
+from .terminal_edge.attach import viewer_pump
 
 log = structlog.get_logger(__name__)
 
@@ -231,7 +232,7 @@ def build_embedded(
         sessions=deps.sessions,
         settings=settings,
         credentials=deps.byos,
-        metrics=terminal_metrics,
+        pump=viewer_pump(metrics=terminal_metrics, window=settings.viewer_window_bytes),
         tokens=tokens,
     )
     deps.terminals = terminals

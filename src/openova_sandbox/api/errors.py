@@ -18,15 +18,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..domain.errors import (
     BackendForbidden,
     BackendUnavailable,
-    Conflict,
     Forbidden,
-    Invalid,
-    NotFound,
-    QuotaExceeded,
     SandboxError,
     Unauthenticated,
     UnusableClaim,
 )
+from .edge import status_of
 
 log = structlog.get_logger(__name__)
 
@@ -39,16 +36,6 @@ FAILURE_CODES = {
     "get_session": "get-failed",
     "delete_session": "delete-failed",
 }
-
-_STATUS: list[tuple[type[SandboxError], int]] = [
-    (Unauthenticated, 401),
-    (Forbidden, 403),
-    (NotFound, 404),
-    (Conflict, 409),
-    (QuotaExceeded, 429),
-    (Invalid, 400),
-    (BackendUnavailable, 503),
-]
 
 
 def error_body(code: str, detail: str | None = None) -> dict[str, Any]:
@@ -95,14 +82,14 @@ def to_response(request: Request, exc: SandboxError) -> JSONResponse:
         return JSONResponse(error_body(_failure_code(request), exc.detail), status_code=500)
     if isinstance(exc, Forbidden) and not exc.detail:
         return JSONResponse({"error": exc.code}, status_code=403)
-    for cls, status in _STATUS:
-        if isinstance(exc, cls):
-            headers = None
-            if isinstance(exc, BackendUnavailable):
-                headers = {"Retry-After": str(exc.retry_after)}
-            return JSONResponse(
-                error_body(exc.code, exc.detail or None), status_code=status, headers=headers
-            )
+    status = status_of(exc)  # the table both HTTP edges share
+    if status is not None:
+        headers = None
+        if isinstance(exc, BackendUnavailable):
+            headers = {"Retry-After": str(exc.retry_after)}
+        return JSONResponse(
+            error_body(exc.code, exc.detail or None), status_code=status, headers=headers
+        )
     log.error("unexpected domain error", error_type=type(exc).__name__, error=exc.detail)
     return JSONResponse(error_body(_failure_code(request), exc.detail or exc.code), 500)
 

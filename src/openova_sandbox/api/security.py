@@ -1,6 +1,7 @@
 """Request authentication: find the token, validate it, yield the Principal.
 
-Token sources and validation live in ``auth``; this module is the HTTP glue. The source
+Token sources and validation live in ``auth``; this module is the HTTP glue. The token
+extractor and the ``Origin`` rule are :mod:`.edge`'s, shared with the terminal server. The source
 of the token is remembered on ``request.state`` so a bad cookie can be cleared.
 """
 
@@ -9,13 +10,14 @@ from __future__ import annotations
 from typing import Protocol
 
 import structlog
-from fastapi import Request
-from starlette.requests import HTTPConnection
+from starlette.requests import HTTPConnection, Request
 
-from ..auth.sources import CookieRejected, extract_token
+from ..auth.sources import CookieRejected
 from ..domain.errors import Forbidden, Unauthenticated
 from ..domain.principal import Principal
-from .errors import COOKIE_NAME
+from .edge import origin_allowed, request_token
+
+__all__ = ["Authenticator", "origin_allowed", "principal_from", "require_principal"]
 
 log = structlog.get_logger(__name__)
 
@@ -28,12 +30,7 @@ async def principal_from(conn: HTTPConnection) -> Principal:
     """Authenticate an HTTP request or a WebSocket handshake; raise ``Unauthenticated``."""
     deps = conn.app.state.deps
     try:
-        found = extract_token(
-            authorization=conn.headers.get("authorization"),
-            query_token=conn.query_params.get("access_token"),
-            cookie=conn.cookies.get(COOKIE_NAME),
-            cookie_secret=deps.cookie_secret,
-        )
+        found = request_token(conn, deps.cookie_secret)
     except CookieRejected:
         conn.state.token_source = "cookie"
         raise
@@ -66,21 +63,3 @@ async def require_principal(request: Request) -> Principal:
             code="cross-origin-request",
         )
     return principal
-
-
-def origin_allowed(conn: HTTPConnection, public_url: str) -> bool:
-    """Cross-site WebSocket hijacking guard.
-
-    No ``Origin`` (CLI clients) is fine. A browser's ``Origin`` must be this server as the
-    browser reached it (same scheme-less host:port as the ``Host`` header) or the
-    configured public URL.
-    """
-    origin = conn.headers.get("origin")
-    if not origin:
-        return True
-    origin = origin.strip().rstrip("/").lower()
-    host = (conn.headers.get("host") or "").strip().lower()
-    _, _, origin_host = origin.partition("://")
-    if host and origin_host == host:
-        return True
-    return bool(public_url) and origin == public_url.strip().rstrip("/").lower()

@@ -628,12 +628,11 @@ def pty_server(
     SANDBOX_DEFAULT_AGENT, SANDBOX_SESSION_LIMIT and SANDBOX_OIDC_ISSUER/SANDBOX_JWKS_URL."""
     import uvicorn
 
+    from ..api.terminal_edge.standalone import build_standalone_app
     from ..auth.authenticator import build_authenticator
     from ..auth.issuer import EmbeddedIssuer
-    from ..auth.sources import extract_token
     from ..logs import configure
     from ..services.terminals import prepare_spawn
-    from ..terminal.standalone import build_standalone_app
 
     settings = settings_or_exit()
     configure(level=settings.log_level, json=settings.log_json)
@@ -647,22 +646,11 @@ def pty_server(
             fail(f"no SANDBOX_OIDC_ISSUER or SANDBOX_JWKS_URL set, and {exc.detail}")
     authenticator = build_authenticator(settings, issuer=issuer)
 
-    def extract(
-        *, authorization: str | None, query_token: str | None, cookie: str | None
-    ) -> str | None:
-        found = extract_token(
-            authorization=authorization,
-            query_token=query_token,
-            cookie=cookie,
-            cookie_secret=settings.cookie_secret,
-        )
-        return found.token if found else None
-
     try:
         app_ = build_standalone_app(
             settings,
             authenticate=authenticator.authenticate,
-            extract_token=extract,
+            cookie_secret=settings.cookie_secret,
             public_origin=settings.public_url or None,
             prepare_spawn=prepare_spawn,  # seeds the pod's HOME (its home volume) per agent
         )

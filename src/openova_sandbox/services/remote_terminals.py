@@ -3,7 +3,9 @@ terminal server (the ``pty-server`` StatefulSet in its workspace namespace).
 
 The caller's token is presented upstream, so the terminal server decides again
 (owner or org admin of that sandbox): the control plane adds no privilege. WebSocket
-frames are relayed as they are, both ways, and the upstream close code is passed on.
+frames are relayed as they are, both ways, and the upstream close code is passed on;
+the subprotocol the browser was accepted with (``sandbox.v2``) and its ``since`` are
+passed to the terminal server, which speaks the protocol itself.
 An attach to a suspended sandbox first asks the operator to wake it (annotation
 ``openova.io/wake-requested``), then waits for Ready like any attach.
 """
@@ -14,13 +16,13 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
-from urllib.parse import quote
+from typing import Any, cast
+from urllib.parse import quote, urlencode
 
 import httpx
 import structlog
 import websockets
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from websockets.typing import Subprotocol
 
 from ..domain.errors import (
     BackendUnavailable,
@@ -33,15 +35,22 @@ from ..domain.errors import (
 from ..domain.model import Sandbox, format_time, utcnow
 from ..domain.principal import Principal
 from ..domain.status import attach_path
+from ..domain.terminal_wire import CLOSE_INTERNAL, CLOSE_NORMAL, SUBPROTOCOL_V2, clip_reason
 from ..store.base import Store
 from .sessions import SessionsService
-from .terminal_port import check_extra_agent, check_extra_slot, terminal_attach_path
+from .terminal_port import (
+    Channel,
+    ViewerGrant,
+    check_extra_agent,
+    check_extra_slot,
+    terminal_attach_path,
+)
 
 log = structlog.get_logger(__name__)
 
 ANNOTATION_WAKE = "openova.io/wake-requested"
 STATUS_NAMESPACE = "workspaceNamespace"
-CLOSE_INTERNAL = 1011
+PASSED_QUERY = ("since",)  # what the terminal server reads from the browser's URL
 TIMEOUT = 10.0
 
 
@@ -94,7 +103,6 @@ class RemoteTerminals:
         self._template = url_template
         self._transport = transport
         self._clock = clock
-        self.metrics = None
 
     async def sandbox_for(self, principal: Principal, sandbox_id: str) -> Sandbox:
         return await self._sessions.get(principal, sandbox_id)
@@ -185,32 +193,47 @@ class RemoteTerminals:
 
     # ------------------------------------------------------------------ WebSocket relay
     async def attach(
-        self, websocket: WebSocket, sandbox: Sandbox, terminal_id: str | None, *, token: str
+        self,
+        channel: Channel,
+        sandbox: Sandbox,
+        terminal_id: str | None,
+        *,
+        token: str,
+        grant: ViewerGrant,
     ) -> None:
+        """Relay ``channel`` to the terminal server's attach route. ``grant`` is the
+        control plane's decision; the terminal server decides again from the token."""
         try:
             base = upstream_base(self._template, sandbox)
         except SandboxError as exc:
-            await websocket.close(CLOSE_INTERNAL, exc.detail[:120])
+            await channel.close(CLOSE_INTERNAL, clip_reason(exc.detail))
             return
         url = base.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
         url += f"/sessions/{self._sid(sandbox, terminal_id)}/attach"
+        passed = {k: channel.query[k] for k in PASSED_QUERY if k in channel.query}
+        if passed:
+            url += "?" + urlencode(passed)
+        offered = (
+            [cast(Subprotocol, SUBPROTOCOL_V2)] if channel.protocol == SUBPROTOCOL_V2 else None
+        )
         try:
             upstream = await websockets.connect(
                 url,
                 additional_headers={"Authorization": f"Bearer {token}"},
+                subprotocols=offered,
                 max_size=None,
                 compression=None,
                 open_timeout=TIMEOUT,
             )
         except (OSError, websockets.WebSocketException, TimeoutError) as exc:
             log.warning("terminal server attach failed", sandbox=sandbox.name, error=str(exc))
-            await websocket.close(CLOSE_INTERNAL, "terminal server unreachable")
+            await channel.close(CLOSE_INTERNAL, "terminal server unreachable")
             return
         async with upstream:
-            await _relay(websocket, upstream)
+            await _relay(channel, upstream)
 
 
-async def _relay(browser: WebSocket, upstream: websockets.ClientConnection) -> None:
+async def _relay(browser: Channel, upstream: websockets.ClientConnection) -> None:
     async def down() -> None:
         with contextlib.suppress(websockets.ConnectionClosed):
             async for frame in upstream:
@@ -220,21 +243,19 @@ async def _relay(browser: WebSocket, upstream: websockets.ClientConnection) -> N
                     await browser.send_text(frame)
 
     async def up() -> None:
-        with contextlib.suppress(WebSocketDisconnect):
+        with contextlib.suppress(websockets.ConnectionClosed):
             while True:
-                message = await browser.receive()
-                if message["type"] == "websocket.disconnect":
+                frame = await browser.receive()
+                if frame is None:
                     return
-                data = message.get("bytes")
-                await upstream.send(data if data is not None else message.get("text") or "")
+                await upstream.send(frame)
 
     tasks = [asyncio.create_task(down()), asyncio.create_task(up())]
     _done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     for task in pending:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
-    code = upstream.close_code or 1000
+    code = upstream.close_code or CLOSE_NORMAL
     reason = upstream.close_reason or ""
     await upstream.close()
-    with contextlib.suppress(Exception):
-        await browser.close(code if code not in (1005, 1006) else 1011, reason[:120])
+    await browser.close(code if code not in (1005, 1006) else CLOSE_INTERNAL, clip_reason(reason))

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from ..domain import naming
+from ..domain import access, naming
 from ..domain.catalogue import SHELL, AgentSpec, Catalogue
 from ..domain.errors import AlreadyExists, Invalid, NotFound
 from ..domain.model import (
@@ -116,19 +116,21 @@ class SessionsService:
 
     def owns(self, principal: Principal, sandbox: Sandbox) -> bool:
         """Same namespace and the same subject (else, for foreign objects, the same email)."""
-        if sandbox.namespace != self.namespace_of(principal):
-            return False
-        owner_sub = sandbox.metadata.annotations.get(ANNOTATION_SUB)
-        if owner_sub:
-            return owner_sub == principal.sub
-        email = principal.email.strip().lower()
-        return bool(email) and sandbox.spec.owner_email.strip().lower() == email
+        return self.access_of(principal, sandbox) == access.OWNER
 
     def can_see(self, principal: Principal, sandbox: Sandbox) -> bool:
         """The owner, or an org admin of the sandbox's namespace."""
-        if sandbox.namespace != self.namespace_of(principal):
-            return False
-        return principal.is_org_admin or self.owns(principal, sandbox)
+        return self.access_of(principal, sandbox) is not None
+
+    def access_of(self, principal: Principal, sandbox: Sandbox) -> str | None:
+        """``"owner"``, ``"admin"`` or ``None``: the rule of ``domain.access``, the one the
+        terminal server applies too."""
+        owner = access.SandboxOwner(
+            namespace=sandbox.namespace,
+            email=sandbox.spec.owner_email,
+            sub=sandbox.metadata.annotations.get(ANNOTATION_SUB, ""),
+        )
+        return owner.admits(principal, self._policy.default_namespace)
 
     async def list(self, principal: Principal, *, org_scope: bool = False) -> list[Sandbox]:
         namespace = self.namespace_of(principal)

@@ -5,20 +5,81 @@ mode proxies to the sandbox's own terminal server pod
 (``services.remote_terminals.RemoteTerminals``). The routes speak only this Protocol.
 ``token`` is the caller's own credential: the remote implementation presents it to the
 terminal server, which checks it again (owner or org admin); it is never logged.
+
+A viewer's connection is a :class:`Channel`: an accepted WebSocket as the services see
+it (no web framework here; the API layer adapts Starlette's WebSocket to it). How bytes
+are framed on it (raw, or the ``sandbox.v2`` subprotocol) is the API layer's
+:class:`AttachPump`, which the embedded service is given at composition.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
-from starlette.websockets import WebSocket
-
+from ..domain.access import OWNER
 from ..domain.catalogue import RESCUE_SHELL, Catalogue
 from ..domain.errors import Invalid, SessionLimit
 from ..domain.model import Sandbox
 from ..domain.principal import Principal
+from ..domain.terminal_wire import RAW, SIGNAL_NAMES, WRITE, clip_reason
 
-SIGNAL_NAMES = ("INT", "QUIT", "TERM", "HUP")
+if TYPE_CHECKING:
+    from ..terminal.session import TerminalSession
+
+__all__ = ["SIGNAL_NAMES", "AttachPump", "Channel", "TerminalPort", "ViewerGrant", "refuse"]
+
+
+class Channel(Protocol):
+    """One accepted WebSocket. ``protocol``: the subprotocol it was accepted with
+    (``""`` raw, ``"sandbox.v2"``); ``query``: its URL's query parameters."""
+
+    @property
+    def protocol(self) -> str: ...
+
+    @property
+    def query(self) -> Mapping[str, str]: ...
+
+    async def send_bytes(self, data: bytes) -> None: ...
+
+    async def send_text(self, text: str) -> None: ...
+
+    async def receive(self) -> bytes | str | None:
+        """The next frame; ``None`` once the peer has gone."""
+
+    async def close(self, code: int, reason: str = "") -> None:
+        """Close (idempotent; a peer already gone is not an error)."""
+
+
+async def refuse(channel: Channel, code: int, message: str) -> None:
+    """Close, saying why: a raw viewer also gets ``message`` written into its terminal
+    (red, on a line of its own); a v2 viewer reads the close reason."""
+    with contextlib.suppress(Exception):
+        if channel.protocol == RAW:
+            await channel.send_bytes(f"\r\n\x1b[1;31m{message}\x1b[0m\r\n".encode())
+    await channel.close(code, clip_reason(message))
+
+
+@dataclass(frozen=True)
+class ViewerGrant:
+    """Who is attaching, and with which rights: ``mode`` "write" or "read" (a read-only
+    share: input dropped, resizes ignored), ``via`` "owner", "admin" or "share"."""
+
+    who: str = ""
+    mode: str = WRITE
+    via: str = OWNER
+    share_id: str = ""
+
+
+class AttachPump(Protocol):
+    """Serves an accepted channel as a viewer of an in-process terminal session until
+    either ends (:func:`openova_sandbox.api.terminal_edge.attach.serve_viewer`)."""
+
+    async def __call__(
+        self, channel: Channel, session: TerminalSession, grant: ViewerGrant
+    ) -> None: ...
 
 
 def check_extra_agent(catalogue: Catalogue, agent: str) -> None:
@@ -53,9 +114,15 @@ class TerminalPort(Protocol):
         """Ask for a suspended sandbox to be scaled up again (idempotent)."""
 
     async def attach(
-        self, websocket: WebSocket, sandbox: Sandbox, terminal_id: str | None, *, token: str
+        self,
+        channel: Channel,
+        sandbox: Sandbox,
+        terminal_id: str | None,
+        *,
+        token: str,
+        grant: ViewerGrant,
     ) -> None:
-        """Serve an accepted WebSocket as a viewer of a terminal (``None``: primary)."""
+        """Serve an accepted channel as a viewer of a terminal (``None``: primary)."""
 
     async def resize(
         self, sandbox: Sandbox, terminal_id: str | None, rows: int, cols: int, *, token: str

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal as signals
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,7 +39,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
-from starlette.websockets import WebSocket
 
 from ..agents.home import prepare_home
 from ..config import Settings
@@ -57,16 +55,23 @@ from ..domain.model import ANNOTATION_SUB, Sandbox
 from ..domain.model_access import ModelAccess, agent_model_env
 from ..domain.principal import Principal
 from ..domain.status import attach_path
+from ..domain.terminal_wire import CLOSE_INTERNAL, CLOSE_POLICY, SIGNALS
 from ..terminal.pty import SpawnSpec
 from ..terminal.registry import SandboxContext, SessionRequest, TerminalRegistry
 from ..terminal.session import TerminalSession
-from ..terminal.ws import AttachMetrics, close_with_message, serve_attach
 from .sandbox_tokens import SandboxTokens
 from .sessions import SessionsService
-from .terminal_port import check_extra_agent, check_extra_slot, terminal_attach_path
+from .terminal_port import (
+    AttachPump,
+    Channel,
+    ViewerGrant,
+    check_extra_agent,
+    check_extra_slot,
+    refuse,
+    terminal_attach_path,
+)
 
 log = structlog.get_logger(__name__)
-CLOSE_POLICY, CLOSE_INTERNAL = 1008, 1011
 
 BYOS_AGENT = "claude-code"
 BYOS_TOKEN_ENV = "CLAUDE_CODE_OAUTH_TOKEN"
@@ -130,12 +135,14 @@ class TerminalsService:
         sessions: SessionsService,
         settings: Settings,
         credentials: CredentialSource | None = None,
-        metrics: AttachMetrics | None = None,
+        pump: AttachPump | None = None,
         tokens: SandboxTokens | None = None,
     ) -> None:
         """``tokens``: the sandboxes' gateway tokens (embedded mode's model gateway);
-        without them terminals get no model access (never the server's own keys)."""
-        self.metrics = metrics
+        without them terminals get no model access (never the server's own keys).
+        ``pump``: serves a viewer's channel (the API layer's protocols); required to
+        attach."""
+        self.pump = pump
         self.registry = registry
         if registry.prepare_spawn is None:
             registry.prepare_spawn = prepare_spawn  # sandboxes get their own HOME here
@@ -305,15 +312,21 @@ class TerminalsService:
         """Embedded sandboxes are never suspended: nothing to wake."""
 
     async def attach(
-        self, websocket: WebSocket, sandbox: Sandbox, terminal_id: str | None, *, token: str
+        self,
+        channel: Channel,
+        sandbox: Sandbox,
+        terminal_id: str | None,
+        *,
+        token: str,
+        grant: ViewerGrant,
     ) -> None:
+        if self.pump is None:
+            raise RuntimeError("TerminalsService was built without an attach pump")
         if terminal_id is None:
             try:
                 await self._refresh_credentials(sandbox, sandbox.spec.default_agent)
             except SandboxError as exc:  # the ledger is down: not the agent's fault
-                await close_with_message(
-                    websocket, code=CLOSE_INTERNAL, message=f"cannot start the agent: {exc.detail}"
-                )
+                await refuse(channel, CLOSE_INTERNAL, f"cannot start the agent: {exc.detail}")
                 return
         try:
             session = (
@@ -322,18 +335,16 @@ class TerminalsService:
                 else self.terminal(sandbox, terminal_id)
             )
         except NotFound:
-            await websocket.close(CLOSE_POLICY, "terminal not found")
+            await channel.close(CLOSE_POLICY, "terminal not found")
             return
         except SandboxError as exc:
             if terminal_id is None:
                 self._start_failed(sandbox, exc)
-            await close_with_message(
-                websocket, code=CLOSE_INTERNAL, message=f"cannot start the agent: {exc.detail}"
-            )
+            await refuse(channel, CLOSE_INTERNAL, f"cannot start the agent: {exc.detail}")
             return
         if terminal_id is None:
             self._started(sandbox)
-        await serve_attach(websocket, session, metrics=self.metrics)
+        await self.pump(channel, session, grant)
 
     async def resize(
         self, sandbox: Sandbox, terminal_id: str | None, rows: int, cols: int, *, token: str
@@ -343,8 +354,7 @@ class TerminalsService:
     async def signal(
         self, sandbox: Sandbox, terminal_id: str | None, name: str, *, token: str
     ) -> None:
-        number = getattr(signals, f"SIG{name}")
-        self.terminal(sandbox, terminal_id or sandbox.name).signal(number)
+        self.terminal(sandbox, terminal_id or sandbox.name).signal(SIGNALS[name])
 
     async def open_extra(self, sandbox: Sandbox, agent: str, *, token: str) -> dict[str, Any]:
         check_extra_agent(self._sessions.catalogue, agent)

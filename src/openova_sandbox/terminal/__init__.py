@@ -1,7 +1,6 @@
-"""The terminal server: persistent PTY sessions with replay and many viewers.
+"""The terminal runtime: persistent PTY sessions with a screen model and many viewers.
 
-Entry points: :class:`~.registry.TerminalRegistry` (sessions of one or more sandboxes),
-:func:`~.ws.serve_attach` (the raw WebSocket attach pump), :func:`~.server.create_pty_app`
-(the routes of terminal-protocol.md) and :func:`~.standalone.build_standalone_app`
-(``sandbox pty-server``). See docs/terminal.md for the design.
+Entry point: :class:`~.registry.TerminalRegistry` (sessions of one or more sandboxes).
+No web framework here: the HTTP edge (the attach protocols, the ``sandbox pty-server``
+app) is :mod:`openova_sandbox.api.terminal_edge`. See docs/terminal.md for the design.
 """

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from openova_sandbox.api.terminal_edge.standalone import build_standalone_app
 from openova_sandbox.config import load_settings
 from openova_sandbox.controller.local import LocalRuntime, home_path, workspace_path
 from openova_sandbox.controller.reconcile import EnsureWorkspace, RemoveWorkspace, StopTerminals
@@ -31,7 +32,6 @@ from openova_sandbox.services.terminals import (
 from openova_sandbox.store.memory import MemoryStore
 from openova_sandbox.terminal.registry import TerminalRegistry
 from openova_sandbox.terminal.session import TerminalSession
-from openova_sandbox.terminal.standalone import build_standalone_app
 
 # prints argv, a few variables and its HOME's files as one JSON line, then waits
 PROBE = """

@@ -17,12 +17,12 @@ import websockets
 
 from openova_sandbox.api.app import create_app
 from openova_sandbox.api.composition import build_api
+from openova_sandbox.api.terminal_edge.standalone import build_standalone_app
 from openova_sandbox.auth.authenticator import build_authenticator
 from openova_sandbox.auth.issuer import EmbeddedIssuer
 from openova_sandbox.config import load_settings
 from openova_sandbox.domain.model import SandboxStatus
 from openova_sandbox.store.sql import SqlStore
-from openova_sandbox.terminal.standalone import build_standalone_app
 from openova_sandbox.testing.server import free_port, serve_in_thread
 
 SESSIONS = "/api/v1/sandbox/sessions"

@@ -19,12 +19,12 @@ import httpx
 import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
+from openova_sandbox.api.terminal_edge.pty_app import create_pty_app
+from openova_sandbox.api.terminal_edge.standalone import owner_or_org_admin
 from openova_sandbox.domain.catalogue import BUILTIN, AgentSpec, Catalogue
 from openova_sandbox.domain.errors import Unauthenticated
 from openova_sandbox.domain.principal import Principal
 from openova_sandbox.terminal.registry import SandboxContext, TerminalRegistry
-from openova_sandbox.terminal.server import create_pty_app
-from openova_sandbox.terminal.standalone import owner_or_org_admin
 
 OWNER = "owner-token"
 ADMIN = "admin-token"

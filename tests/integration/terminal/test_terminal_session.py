@@ -41,7 +41,7 @@ async def registry(tmp_path: Path) -> AsyncIterator[TerminalRegistry]:
 async def _until(viewer: Viewer, marker: bytes) -> bytes:
     seen = b""
     while marker not in seen:
-        frame = await asyncio.wait_for(viewer.next(), 15)
+        frame = await asyncio.wait_for(viewer.next_bytes(), 15)
         assert frame is not None, seen
         seen += frame
     return seen

@@ -1,20 +1,21 @@
-"""The standalone pty-server: authorization rule, settings → registry, Origin parsing."""
+"""The standalone pty-server: authorization rule, settings → registry, Origin parsing
+(the token extractor is the control plane's: tests/unit/auth)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from openova_sandbox.api.edge import origin_of_url
+from openova_sandbox.api.terminal_edge.standalone import (
+    build_standalone_app,
+    gateway_env,
+    owner_or_org_admin,
+)
 from openova_sandbox.config import load_settings
 from openova_sandbox.domain.catalogue import load_catalogue
 from openova_sandbox.domain.errors import Unauthenticated
 from openova_sandbox.domain.principal import Principal
 from openova_sandbox.terminal.registry import TerminalRegistry
-from openova_sandbox.terminal.server import extract_request_token, origin_of_url
-from openova_sandbox.terminal.standalone import (
-    build_standalone_app,
-    gateway_env,
-    owner_or_org_admin,
-)
 
 
 def test_owner_matches_case_insensitively_and_org_admin_only_of_that_org() -> None:
@@ -53,13 +54,6 @@ def test_no_owner_and_no_namespace_admits_nobody() -> None:
     allowed = owner_or_org_admin(owner_email="", namespace="")
     assert not allowed(Principal(sub="1", email=""))
     assert not allowed(Principal(sub="1", org="", roles=frozenset({"org-admin"})))
-
-
-def test_token_sources_in_the_sessions_api_order() -> None:
-    assert extract_request_token(authorization="Bearer a", query_token="b", cookie="c") == "a"
-    assert extract_request_token(authorization="Basic xyz", query_token="b", cookie="c") == "b"
-    assert extract_request_token(authorization=None, query_token=" ", cookie='"c"') == "c"
-    assert extract_request_token(authorization="bearer ", query_token=None, cookie=None) is None
 
 
 def test_origin_of_a_public_url_drops_path_and_case() -> None:

@@ -1,12 +1,18 @@
 """Terminal endpoints of the control plane: attach (WebSocket), resize, signal, and
 extra terminals. Same auth and ownership rules as the REST routes.
 
-Attaching before the sandbox is Ready waits (up to ``READY_WAIT`` seconds) and then
-closes with 1013 "try again later"; a Failed sandbox closes with 1011 and the reason
-written into the terminal, except one failed with ``AgentUnavailable``: attaching to it
-tries to start the agent again. A bad token or a foreign ``Origin`` closes with 1008.
+Attaching before the sandbox is Ready waits (up to ``READY_WAIT`` seconds, woken by the
+sandbox's changes in the resource cache, not by polling the store) and then closes with
+1013 "try again later"; a Failed sandbox closes with 1011 and the reason written into
+the terminal, except one failed with ``AgentUnavailable``: attaching to it tries to
+start the agent again. A bad token or a foreign ``Origin`` closes with 1008.
 A connection opened with a token that expires closes with 1008 ``token-expired`` at the
 token's ``exp`` (cookie sessions too: the cookie carries a token), waiting or attached.
+
+``?share=<token>``: the caller (a signed-in user of the sandbox's org) attaches through
+a share link, in the share's mode; the viewer is closed 1008 ``share-revoked`` or
+``share-expired`` when the share ends. Every attach is logged (``terminal.watch``).
+A client offering the ``sandbox.v2`` subprotocol is accepted with it.
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import structlog
@@ -22,24 +29,48 @@ from fastapi import APIRouter, Depends, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 from starlette.requests import HTTPConnection
 
-from ...domain.errors import UNSUPPORTED_SIGNAL, Conflict, Invalid, NotFound, SandboxError
-from ...domain.model import Sandbox
+from ...domain.access import OWNER, SHARE
+from ...domain.errors import (
+    UNSUPPORTED_SIGNAL,
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    SandboxError,
+)
+from ...domain.model import Sandbox, utcnow
 from ...domain.principal import Principal
 from ...domain.status import FAILED, READY, SUSPENDED, agent_unavailable
-from ...services.terminal_port import SIGNAL_NAMES
-from ...terminal.ws import close_with_message
+from ...domain.terminal_wire import (
+    CLOSE_INTERNAL,
+    CLOSE_POLICY,
+    CLOSE_TRY_LATER,
+    REASON_ORIGIN,
+    REASON_SANDBOX_DELETING,
+    REASON_SHARE_EXPIRED,
+    REASON_SHARE_REVOKED,
+    REASON_TOKEN_EXPIRED,
+    REASON_UNAUTHENTICATED,
+    SIGNAL_HINT,
+    SIGNAL_NAMES,
+)
+from ...services.resources import Subscription
+from ...services.shares import SharedAccess
+from ...services.terminal_port import Channel, ViewerGrant, refuse
 from .. import schemas
 from ..json_body import load_json
 from ..security import origin_allowed, principal_from, require_principal
+from ..terminal_edge.attach import log_watch
+from ..terminal_edge.channel import WebSocketChannel
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/api/v1/sandbox/sessions", tags=["terminals"])
 Caller = Annotated[Principal, Depends(require_principal)]
 
 READY_WAIT = 30.0
-POLL = 0.2
-CLOSE_POLICY, CLOSE_INTERNAL, CLOSE_TRY_LATER = 1008, 1011, 1013
-TOKEN_EXPIRED = "token-expired"
+POLL = 0.2  # without an informer (none running): how often to look again
+FALLBACK_POLL = 2.0  # with one: look again this often anyway (a change it missed)
+DELETING = REASON_SANDBOX_DELETING
 
 _E = schemas.ErrorBody
 _COMMON: dict[int | str, dict[str, Any]] = {
@@ -80,7 +111,7 @@ def _size(body: dict[str, Any]) -> tuple[int, int]:
 def _signal(body: dict[str, Any]) -> str:
     name = body.get("signal")
     if not isinstance(name, str) or name.strip().upper() not in SIGNAL_NAMES:
-        raise Invalid("use INT, QUIT, TERM or HUP", code=UNSUPPORTED_SIGNAL)
+        raise Invalid(SIGNAL_HINT, code=UNSUPPORTED_SIGNAL)
     return name.strip().upper()
 
 
@@ -193,9 +224,6 @@ async def close_terminal(id: str, tid: str, request: Request, caller: Caller) ->
     return Response(status_code=204)
 
 
-DELETING = "sandbox-deleting"
-
-
 def _refuse_deleting(sandbox: Sandbox) -> None:
     """No new terminal in a sandbox being deleted: the controller is ending its
     terminals and removing its workspace (issue 11)."""
@@ -213,104 +241,209 @@ def _require_ready(sandbox: Sandbox) -> None:
 
 
 # ------------------------------------------------------------------ WebSocket
-async def _authorized(websocket: WebSocket) -> Principal | None:
+@dataclass(frozen=True)
+class _Opened:
+    """What an attach found: the sandbox, the viewer's rights, and the share it uses."""
+
+    sandbox: Sandbox
+    grant: ViewerGrant
+    share: SharedAccess | None = None
+
+
+class _Refused(Exception):
+    def __init__(self, code: int, reason: str, *, written: bool = False) -> None:
+        super().__init__(reason)
+        self.code, self.reason, self.written = code, reason, written
+
+
+async def _open(deps: Any, caller: Principal, sandbox_id: str, share: str | None) -> _Opened:
+    """The sandbox as the caller may use it: through ``?share=`` (mode from the share)
+    or as its owner or an org admin. Raises ``_Refused`` for what waiting cannot fix."""
+    who = caller.email or caller.sub
+    if share is not None:
+        if deps.shares is None:
+            raise _Refused(CLOSE_POLICY, REASON_SHARE_REVOKED)
+        try:
+            access: SharedAccess = await deps.shares.access(caller, sandbox_id, share)
+        except NotFound as exc:
+            raise _Refused(CLOSE_POLICY, REASON_SHARE_REVOKED) from exc
+        except Forbidden as exc:
+            raise _Refused(CLOSE_POLICY, REASON_SHARE_EXPIRED) from exc
+        grant = ViewerGrant(who=who, mode=access.mode, via=SHARE, share_id=access.share_id)
+        return _Opened(access.sandbox, grant, access)
+    try:
+        sandbox = await deps.terminals.sandbox_for(caller, sandbox_id)
+    except NotFound as exc:
+        raise _Refused(CLOSE_POLICY, "sandbox not found") from exc
+    via = deps.sessions.access_of(caller, sandbox) or OWNER
+    return _Opened(sandbox, ViewerGrant(who=who, via=via))
+
+
+def _ready(opened: _Opened) -> bool:
+    """Whether to attach now; raises ``_Refused`` when it never will."""
+    sandbox = opened.sandbox
+    if sandbox.deleting:
+        raise _Refused(CLOSE_POLICY, REASON_SANDBOX_DELETING)
+    phase = sandbox.status.phase
+    if phase == READY:
+        return True
+    if phase == FAILED and agent_unavailable(sandbox.status):
+        # not permanent: this attach tries to start the agent again (installed since?)
+        # and either serves it or closes 1011 saying why not
+        return True
+    if phase == FAILED:
+        ready = sandbox.status.condition("Ready")
+        reason = (ready.message or ready.reason) if ready else "provisioning failed"
+        raise _Refused(CLOSE_INTERNAL, f"provisioning failed: {reason}", written=True)
+    return False
+
+
+def _changes_of(deps: Any, sandbox: Sandbox) -> Subscription | None:
+    """A subscription to the sandbox's changes from the informer (the resource cache),
+    so a waiting attach wakes the moment it turns Ready; ``None``: none is running."""
+    resources = getattr(deps, "resources", None)
+    if resources is None:
+        return None
+    key = (sandbox.namespace, sandbox.name)
+    sub: Subscription = resources.informer.subscribe(lambda s: (s.namespace, s.name) == key)
+    if sub.ended:
+        resources.informer.unsubscribe(sub)
+        return None
+    return sub
+
+
+async def _wait_ready(
+    channel: Channel, deps: Any, caller: Principal, sandbox_id: str, share: str | None
+) -> _Opened | None:
+    """Until Ready (waking a suspended sandbox once), woken by the sandbox's changes
+    (polling every ``POLL`` only without an informer); closes with the reason otherwise."""
+    deadline = time.monotonic() + READY_WAIT
+    woken = False
+    sub: Subscription | None = None
+    try:
+        while True:
+            try:
+                opened: _Opened | None = await _open(deps, caller, sandbox_id, share)
+            except _Refused:
+                raise
+            except SandboxError:
+                opened = None  # store unavailable for a moment: keep waiting
+            if opened is not None:
+                if _ready(opened):
+                    return opened
+                if opened.sandbox.status.phase == SUSPENDED and not woken:
+                    await deps.terminals.wake(opened.sandbox)
+                    woken = True
+                if sub is None:
+                    sub = _changes_of(deps, opened.sandbox)
+                    if sub is not None:
+                        continue  # look again: a change may have landed before subscribing
+            left = deadline - time.monotonic()
+            if left <= 0:
+                await channel.close(CLOSE_TRY_LATER, "sandbox not ready yet")
+                return None
+            if sub is None or sub.ended:
+                await asyncio.sleep(min(POLL, left))
+            else:
+                await sub.next(timeout=min(FALLBACK_POLL, left))
+    except _Refused as refused:
+        if refused.written:
+            await refuse(channel, refused.code, refused.reason)
+        else:
+            await channel.close(refused.code, refused.reason)
+        return None
+    finally:
+        if sub is not None:
+            deps.resources.informer.unsubscribe(sub)
+
+
+async def _authorized(websocket: WebSocket) -> tuple[WebSocketChannel, Principal] | None:
     """Accept, then check: a refusal is a close frame with 1008 the client can read,
     not a bare HTTP 403 on the handshake."""
     deps = websocket.app.state.deps
-    await websocket.accept()
+    channel = await WebSocketChannel.accept(websocket)
     if not origin_allowed(websocket, deps.settings.public_url):
-        await websocket.close(CLOSE_POLICY, "origin not allowed")
+        await channel.close(CLOSE_POLICY, REASON_ORIGIN)
         return None
     try:
-        return await principal_from(websocket)
+        return channel, await principal_from(websocket)
     except SandboxError:
-        await websocket.close(CLOSE_POLICY, "unauthenticated")
+        await channel.close(CLOSE_POLICY, REASON_UNAUTHENTICATED)
         return None
-
-
-async def _wait_ready(websocket: WebSocket, caller: Principal, sandbox_id: str) -> Sandbox | None:
-    """Poll until Ready (waking a suspended sandbox once); close with the reason otherwise."""
-    terminals = websocket.app.state.deps.terminals
-    deadline = time.monotonic() + READY_WAIT
-    woken = False
-    while True:
-        sandbox: Sandbox | None
-        try:
-            sandbox = await terminals.sandbox_for(caller, sandbox_id)
-        except NotFound:
-            await websocket.close(CLOSE_POLICY, "sandbox not found")
-            return None
-        except SandboxError:
-            sandbox = None  # store unavailable for a moment: keep waiting
-        if sandbox is not None:
-            if sandbox.deleting:
-                await websocket.close(CLOSE_POLICY, DELETING)
-                return None
-            phase = sandbox.status.phase
-            if phase == READY:
-                return sandbox
-            if phase == FAILED and agent_unavailable(sandbox.status):
-                # not permanent: this attach tries to start the agent again (installed
-                # since?) and either serves it or closes 1011 saying why not
-                return sandbox
-            if phase == FAILED:
-                ready = sandbox.status.condition("Ready")
-                reason = (ready.message or ready.reason) if ready else "provisioning failed"
-                await close_with_message(
-                    websocket, code=CLOSE_INTERNAL, message=f"provisioning failed: {reason}"
-                )
-                return None
-            if phase == SUSPENDED and not woken:
-                await terminals.wake(sandbox)
-                woken = True
-        if time.monotonic() >= deadline:
-            await websocket.close(CLOSE_TRY_LATER, "sandbox not ready yet")
-            return None
-        await asyncio.sleep(POLL)
 
 
 async def _attach(websocket: WebSocket, sandbox_id: str, terminal_id: str | None) -> None:
-    caller = await _authorized(websocket)
-    if caller is None:
+    authorized = await _authorized(websocket)
+    if authorized is None:
         return
-    await _until_token_expires(
-        websocket, caller, _serve(websocket, caller, sandbox_id, terminal_id)
-    )
+    channel, caller = authorized
+    ends: list[tuple[Awaitable[object], str]] = []
+    left = caller.seconds_left()
+    if left is not None:
+        ends.append((asyncio.sleep(left), REASON_TOKEN_EXPIRED))
+    serve = _serve(channel, websocket, caller, sandbox_id, terminal_id)
+    await _until_ended(channel, serve, ends, sub=caller.sub)
 
 
 async def _serve(
-    websocket: WebSocket, caller: Principal, sandbox_id: str, terminal_id: str | None
+    channel: Channel,
+    websocket: WebSocket,
+    caller: Principal,
+    sandbox_id: str,
+    terminal_id: str | None,
 ) -> None:
-    sandbox = await _wait_ready(websocket, caller, sandbox_id)
-    if sandbox is None:
+    deps = websocket.app.state.deps
+    opened = await _wait_ready(channel, deps, caller, sandbox_id, channel.query.get("share"))
+    if opened is None:
         return
-    terminals = websocket.app.state.deps.terminals
-    await terminals.attach(websocket, sandbox, terminal_id, token=_token(websocket))
+    sandbox, grant = opened.sandbox, opened.grant
+    log_watch(caller, sandbox.name, grant, terminal=terminal_id or sandbox.name)
+    work = deps.terminals.attach(
+        channel, sandbox, terminal_id, token=_token(websocket), grant=grant
+    )
+    if opened.share is None:
+        await work
+        return
+    # a share link's viewer ends when the share is revoked or expires
+    until_expiry = (opened.share.expires_at - utcnow()).total_seconds()
+    ends: list[tuple[Awaitable[object], str]] = [
+        (deps.shares.wait_revoked(opened.share.share_id), REASON_SHARE_REVOKED),
+        (asyncio.sleep(max(0.0, until_expiry)), REASON_SHARE_EXPIRED),
+    ]
+    await _until_ended(channel, work, ends, sub=caller.sub)
 
 
-async def _until_token_expires(
-    websocket: WebSocket, caller: Principal, work: Coroutine[Any, Any, None]
+async def _until_ended(
+    channel: Channel,
+    work: Coroutine[Any, Any, None],
+    ends: list[tuple[Awaitable[object], str]],
+    *,
+    sub: str,
 ) -> None:
-    """Run ``work`` until the caller's token expires, then end it and close 1008
-    ``token-expired`` (issue 11: ``/logout`` or an expired token must end the session)."""
-    left = caller.seconds_left()
-    if left is None:
+    """Run ``work`` until one of ``ends`` happens first, then end it and close 1008 with
+    that end's reason (issue 11: an expired token ends the session; issue 10: so does a
+    revoked or expired share)."""
+    if not ends:
         await work
         return
     task = asyncio.create_task(work)
+    watchers = {asyncio.ensure_future(end): reason for end, reason in ends}
+    reason = ""
     try:
-        done, _ = await asyncio.wait({task}, timeout=left)
+        done, _ = await asyncio.wait({task, *watchers}, return_when=asyncio.FIRST_COMPLETED)
         if task in done:
             task.result()
             return
-        log.info("terminal.token_expired", sub=caller.sub)
+        reason = next(watchers[w] for w in watchers if w in done)
+        log.info("terminal.ended", reason=reason, sub=sub)
     finally:
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-    with contextlib.suppress(Exception):
-        await websocket.close(CLOSE_POLICY, TOKEN_EXPIRED)
+        for pending in (task, *watchers):
+            if not pending.done():
+                pending.cancel()
+        for pending in (task, *watchers):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await pending
+    await channel.close(CLOSE_POLICY, reason)
 
 
 @router.websocket("/{id}/attach")

@@ -1,0 +1,12 @@
+"""The terminals' HTTP edge: WebSocket channels, the attach protocols and the terminal
+server's app.
+
+- :mod:`.channel`: Starlette's WebSocket as the services' ``Channel``;
+- :mod:`.attach`: the viewer pumps, raw (terminal-protocol.md) and ``sandbox.v2``;
+- :mod:`.pty_app`: the terminal server's routes (``create_pty_app``);
+- :mod:`.standalone`: ``sandbox pty-server``'s app for one sandbox from Settings.
+
+``openova_sandbox.terminal`` is the runtime behind it (PTYs, sessions, screen, ring) and
+imports no web framework. Token extraction, the ``Origin`` rule and the HTTP status of a
+domain error are :mod:`openova_sandbox.api.edge`'s, shared with the control plane.
+"""
