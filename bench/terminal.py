@@ -512,19 +512,22 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "SANDBOX_SESSION_LIMIT": "10",
     }
     results: dict[str, Any] = {"total": total}
-    say = print if args.verbose else (lambda *_: None)
 
-    say("snapshot …", file=sys.stderr)
+    def say(what: str) -> None:
+        if args.verbose:
+            print(what, file=sys.stderr, flush=True)
+
+    say("snapshot …")
     results["snapshot"] = screen_snapshot()
 
-    say("pty-server idle RSS …", file=sys.stderr)
+    say("pty-server idle RSS …")
     results["pty_rss"] = pty_server_idle_rss(
         PtyServer(["pty-server"], pty_env, token, tmp / "pty-idle.log")
     )
-    say(f"{args.idle} idle terminals …", file=sys.stderr)
+    say(f"{args.idle} idle terminals …")
     results["idle_terms"] = idle_terminals(args.idle, tmp / "work")
 
-    say("raw baselines …", file=sys.stderr)
+    say("raw baselines …")
     bulk = RawAgent(script, "bulk", str(total))
     try:
         results["raw_rate"] = max(total / bulk.burst(go) for go in (b"a", b"b", b"c"))
@@ -535,11 +538,11 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     serve = EmbeddedServer(["serve"], env, token, tmp / "serve.log")
     opened: list[Callable[[], None]] = []
     try:
-        say("create → first byte …", file=sys.stderr)
+        say("create → first byte …")
         create_to_first_byte(serve, 1)  # the first one also starts the controller's caches
         results["first_byte"] = create_to_first_byte(serve, args.creates)
 
-        say("keystrokes …", file=sys.stderr)
+        say("keystrokes …")
         echo_sid = serve.create("bench-echo")
         opened.append(lambda: serve.delete(echo_sid))
         clients = {
@@ -554,7 +557,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             for ws in clients.values():
                 ws.close()
 
-        say("fan-out …", file=sys.stderr)
+        say("fan-out …")
         bulk_sids = {
             "serve": serve.create("bench-bulk"),
             "pty-server": pty.create([sys.executable, str(script), "bulk", str(total)]),
@@ -563,7 +566,9 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         servers: dict[str, PtyServer | EmbeddedServer] = {"serve": serve, "pty-server": pty}
         go = iter(b"defghijklmnopqrstuvwxyz")
         for name, server in servers.items():
-            server.attach(bulk_sids[name]).close()  # the agent has started
+            first = server.attach(bulk_sids[name])
+            first.wait_for(b"READY")  # started: a go byte before its setraw would be flushed
+            first.close()
             for viewers in (1, 10):
                 trials = [
                     fan_out(server, bulk_sids[name], viewers, total, bytes([next(go)]))
@@ -709,6 +714,11 @@ def main() -> None:
         return
     if args.idle < 100:
         parser.error("--idle must be at least 100")
+    import logging
+
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-terminal-") as tmp:
         results = run(args, Path(tmp))
