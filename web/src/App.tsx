@@ -4,6 +4,7 @@ import { createApi, type Api, type WhoAmI } from "./api/client";
 import { ApiContext } from "./api/context";
 import { Landing } from "./pages/Landing";
 import { SessionPage } from "./pages/SessionPage";
+import { SharedSessionPage } from "./pages/SharedSession";
 import { Settings } from "./pages/Settings";
 import { SignIn } from "./pages/SignIn";
 import { Link, parseRoute, useLocationPath } from "./router";
@@ -21,6 +22,8 @@ export function App({ api: injected }: { api?: Api }) {
   );
   const path = useLocationPath();
   const route = parseRoute(path);
+  // a share link (`/sandbox/<id>?share=<token>`) opens the session as a spectator
+  const shareToken = new URLSearchParams(window.location.search).get("share");
 
   const check = useCallback(() => {
     api.whoami().then(
@@ -51,6 +54,8 @@ export function App({ api: injected }: { api?: Api }) {
           <UsagePage who={auth.who} />
         </Suspense>
       );
+    else if (route.name === "session" && shareToken)
+      page = <SharedSessionPage key={route.id} id={route.id} token={shareToken} who={auth.who} />;
     else if (route.name === "session")
       page = <SessionPage key={route.id} id={route.id} who={auth.who} />;
     else

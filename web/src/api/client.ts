@@ -54,6 +54,14 @@ export interface UsageQuery {
   /** a date (`YYYY-MM-DD`, UTC) or an RFC 3339 time */
   since?: string;
 }
+/** Share links (docs/shares.md): made, listed and revoked by the owner. */
+export type ShareCreated = JsonOf<V1<"/sessions/{id}/shares">, "post", 201>;
+export type Share = JsonOf<V1<"/sessions/{id}/shares">, "get", 200>["shares"][number];
+export type ShareMode = "read" | "write";
+/** What a share link opens, for the spectator's page. */
+export type SharedSandbox = JsonOf<V1<"/shared/{id}">, "get", 200>;
+/** Agent activity (docs/activity.md); a list item carries it once the server reports it. */
+export type ActivityState = "busy" | "waiting" | "idle";
 /** `GET …/terminals` lists what `POST …/terminals` answers (its schema is not declared). */
 export type TerminalListItem = TerminalItem;
 
@@ -171,6 +179,22 @@ export function createApi(options: ApiOptions = {}) {
       settleEmpty(
         await client.DELETE("/api/v1/sandbox/sessions/{id}/terminals/{tid}", {
           params: { path: { id, tid } },
+        }),
+      ),
+    createShare: async (id: string, body: { mode: ShareMode; ttlSeconds: number }) =>
+      settle(await client.POST("/api/v1/sandbox/sessions/{id}/shares", { ...sid(id), body })),
+    listShares: async (id: string) =>
+      settle(await client.GET("/api/v1/sandbox/sessions/{id}/shares", sid(id))).shares,
+    revokeShare: async (id: string, shareId: string) =>
+      settleEmpty(
+        await client.DELETE("/api/v1/sandbox/sessions/{id}/shares/{shareId}", {
+          params: { path: { id, shareId } },
+        }),
+      ),
+    getShared: async (id: string, share: string) =>
+      settle(
+        await client.GET("/api/v1/sandbox/shared/{id}", {
+          params: { path: { id }, query: { share } },
         }),
       ),
     listAgents: async () => settle(await client.GET("/api/v1/sandbox/agents")).agents,

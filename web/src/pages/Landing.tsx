@@ -17,6 +17,7 @@ import { StartDialog } from "../components/StartDialog";
 import { usePolling, useTitle } from "../hooks";
 import { Link, navigate, sessionPath } from "../router";
 import { usageLine } from "../usage";
+import { ACTIVITY_LABEL, ACTIVITY_MARK, isActivityState } from "../activity";
 
 const LIST_PERIOD_MS = 5000;
 export const INSTALL_POLL_MS = 1000;
@@ -231,10 +232,23 @@ function AgentCard({
 
 function SessionRow({ item }: { item: SandboxItem }) {
   const meta = sessionMeta(item);
+  // the agent's activity, when the server reports it on list items (docs/activity.md)
+  const activity: unknown = (item as { activity?: unknown }).activity;
   return (
     <li className="session-row" data-testid={`sandbox-session-${item.id}`}>
       <div className="session-row-text">
-        <span className="session-name">{item.name}</span>
+        <span className="session-name">
+          {item.name}
+          {isActivityState(activity) && (
+            <span
+              className={`activity activity-${activity}`}
+              data-testid={`session-activity-${item.id}`}
+              data-state={activity}
+            >
+              <span aria-hidden>{ACTIVITY_MARK[activity]}</span> {ACTIVITY_LABEL[activity]}
+            </span>
+          )}
+        </span>
         <span className={`session-meta status-${item.status}`}>{meta}</span>
         {item.usage30d && (
           <span className="session-spend" data-testid={`session-spend-${item.id}`}>

@@ -7,6 +7,7 @@ import { Suspense, lazy, useCallback, useEffect, useRef, useState } from "react"
 import {
   ApiError,
   sessionMeta,
+  type ActivityState,
   type Condition,
   type SandboxItem,
   type TerminalListItem,
@@ -15,10 +16,15 @@ import {
 import { useApi } from "../api/context";
 import { ConfirmDialog } from "../components/ConfirmDialog";
 import { DeviceLinkDialog } from "../components/DeviceLinkDialog";
+import { ActivityBadge, NotifyButton } from "../components/ActivityBadge";
+import { Presence } from "../components/Presence";
 import { SessionSpend } from "../components/SessionSpend";
+import { ShareDialog } from "../components/ShareDialog";
+import { activityTitle, notifyWaiting, shouldNotify } from "../activity";
 import { usePolling, usePrefs, useTerminalLayout, useTitle } from "../hooks";
 import { Link, navigate, sessionPath } from "../router";
 import type { ConnectionState, StateDetail } from "../terminal/connection";
+import type { Control, ViewerInfo } from "../terminal/protocol";
 
 const TerminalView = lazy(() => import("../terminal/TerminalView"));
 
@@ -191,13 +197,56 @@ export function tabsFromList(item: SandboxItem, listed: TerminalListItem[]): Ter
   return tabs;
 }
 
+/** What the primary terminal says about the session (v2 control frames). */
+export interface LiveInfo {
+  activity: ActivityState | null;
+  viewers: ViewerInfo[];
+}
+
+/**
+ * The session's activity and viewers from its primary terminal's controls, the tab title
+ * that leads with the activity, and the notification when it starts waiting unseen.
+ */
+export function useLiveInfo(name: string, notifyTag: string) {
+  const [info, setInfo] = useState<LiveInfo>({ activity: null, viewers: [] });
+  const previous = useRef<ActivityState | null>(null);
+  const nameRef = useRef(name);
+  nameRef.current = name;
+  const onControl = useCallback(
+    (control: Control) => {
+      if (control.type === "viewers") {
+        setInfo((old) => ({ ...old, viewers: control.viewers }));
+        return;
+      }
+      let next: ActivityState | undefined;
+      if (control.type === "activity") next = control.state;
+      if (control.type === "hello") {
+        // a new connection: what it reports first is the state now, not a change
+        previous.current = null;
+        next = control.activity;
+      }
+      if (!next) return;
+      if (shouldNotify(previous.current, next, document.hidden)) {
+        notifyWaiting(nameRef.current, notifyTag);
+      }
+      previous.current = next;
+      const state = next;
+      setInfo((old) => ({ ...old, activity: state }));
+    },
+    [notifyTag],
+  );
+  return { info, onControl };
+}
+
 function SessionHeader({
   item,
   who,
+  live,
   children,
 }: {
   item: SandboxItem;
   who?: WhoAmI | null | undefined;
+  live?: LiveInfo;
   children?: React.ReactNode;
 }) {
   const meta = sessionMeta(item);
@@ -210,6 +259,13 @@ function SessionHeader({
         <h1 className="session-title">{item.name}</h1>
         <p className={`session-meta status-${item.status}`}>{meta}</p>
         <SessionSpend item={item} who={who} />
+        {live && (live.activity || live.viewers.length > 0) && (
+          <div className="session-live-info">
+            {live.activity && <ActivityBadge state={live.activity} />}
+            {live.activity && <NotifyButton />}
+            <Presence viewers={live.viewers} />
+          </div>
+        )}
       </div>
       <div className="session-actions">{children}</div>
     </div>
@@ -230,6 +286,7 @@ export function SessionPage({ id, who }: { id: string; who?: WhoAmI | null }) {
   const [tabError, setTabError] = useState<string | null>(null);
   const [primaryRefused, setPrimaryRefused] = useState(false);
   const [sharing, setSharing] = useState(false);
+  const [shareOpen, setShareOpen] = useState(false);
   // the user asked to start a failed (AgentUnavailable) sandbox's agent again: attach
   const [attachAnyway, setAttachAnyway] = useState(false);
   const [refusal, setRefusal] = useState<string | null>(null);
@@ -241,7 +298,10 @@ export function SessionPage({ id, who }: { id: string; who?: WhoAmI | null }) {
   const live =
     item !== null && (isAttachable(item) || attachAnyway) && !gone && retrying === null;
   useTerminalLayout(live);
-  useTitle(gone ? "Session not found" : (item?.name ?? id));
+  const { info: liveInfo, onControl } = useLiveInfo(item?.name ?? id, id);
+  useTitle(
+    gone ? "Session not found" : activityTitle(item?.name ?? id, live ? liveInfo.activity : null),
+  );
   const poll = useCallback(async () => {
     try {
       const next = await api.getSession(id);
@@ -506,7 +566,10 @@ export function SessionPage({ id, who }: { id: string; who?: WhoAmI | null }) {
 
   return (
     <div className="page session-live">
-      <SessionHeader item={item} who={who}>
+      <SessionHeader item={item} who={who} live={liveInfo}>
+        <button type="button" className="btn" onClick={() => setShareOpen(true)}>
+          Share
+        </button>
         <button
           type="button"
           className="btn"
@@ -582,6 +645,7 @@ export function SessionPage({ id, who }: { id: string; who?: WhoAmI | null }) {
               prefs={prefs}
               onPrefs={setPrefs}
               onConnectionState={tab.terminalId ? undefined : onConnectionState}
+              onControl={tab.terminalId ? undefined : onControl}
               onCloseTab={tab.terminalId ? () => void closeTab(tab) : undefined}
               onResize={(size) =>
                 tab.terminalId
@@ -592,6 +656,7 @@ export function SessionPage({ id, who }: { id: string; who?: WhoAmI | null }) {
           </div>
         ))}
       </Suspense>
+      {shareOpen && <ShareDialog sessionId={item.id} onClose={() => setShareOpen(false)} />}
       {sharing && <DeviceLinkDialog next={sessionPath(item.id)} onClose={() => setSharing(false)} />}
       {confirmDialog}
     </div>
