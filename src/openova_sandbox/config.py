@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     # sandbox.v2: how far (bytes) a viewer may be past its last ack before it gets a
     # snapshot instead of a queue (SANDBOX_VIEWER_WINDOW_BYTES; docs/terminal.md)
     viewer_window_bytes: int = Field(1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)
+    # a URL that gets every terminal's busy/waiting/idle transition as a JSON POST
+    # (SANDBOX_NOTIFY_WEBHOOK; empty: off; docs/activity.md). It may hold a secret
+    # (userinfo, a token in the query): never logged, never shown in repr.
+    notify_webhook: str = Field("", repr=False)
     git_base_url: str = ""
     llm_gateway_url: str = Field("", validation_alias=AliasChoices("LLM_GATEWAY_URL"))
     openai_base_url: str = Field("", validation_alias=AliasChoices("OPENAI_BASE_URL"))

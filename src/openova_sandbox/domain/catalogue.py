@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -76,6 +77,9 @@ class AgentSpec:
     package: AgentPackage | None = None
     manual_install: str = ""
     source: str = SOURCE_BUILTIN
+    # regexes (Python ``re``, multiline) searched in the screen's last non-empty lines:
+    # a match after output went quiet means the agent waits for input (docs/activity.md)
+    prompt_patterns: tuple[str, ...] = ()
 
     @property
     def offered_by_api(self) -> bool:
@@ -113,6 +117,7 @@ def _row(
     settings: tuple[tuple[str, str], ...] = (),
     files: tuple[HomeFile, ...] = (),
     resume: tuple[str, ...] = (),
+    prompts: tuple[str, ...] = (),
 ) -> AgentSpec:
     return AgentSpec(
         slug=slug,
@@ -127,6 +132,7 @@ def _row(
         env=settings,
         home_files=files,
         resume_args=resume,
+        prompt_patterns=prompts,
     )
 
 
@@ -236,6 +242,32 @@ _QWEN_FILES = (
 )
 
 
+# What each agent shows when it waits for its user (found by running them: docs/activity.md
+# "Prompt patterns"). Searched in the last few non-empty screen lines, right-stripped, once
+# output has been quiet for a second; a working agent animates a spinner, so it is never
+# quiet while its input box is still on the screen.
+_SHELL_PROMPTS = (r"[$#%>]\Z",)  # the last line ends in a prompt character
+_AIDER_PROMPTS = (
+    r"^[\w ]*>\Z",  # its empty input line, last: "> ", "ask> ", "architect multi> "
+    r"\(Y\)es/\(N\)o",  # a confirmation
+)
+_CLAUDE_PROMPTS = (
+    # the input box (U+276F, then a no-break space), "esc to interrupt" nowhere near
+    r"\A(?![\s\S]*esc to interrupt)[\s\S]*^\u276f(?:\s|$)",
+    r"Do you want to (?:proceed|make this edit|create)",
+)
+_OPENCODE_PROMPTS = (
+    # the status line under the input box: "esc interrupt" sits there while it works
+    r"^(?!.*esc interrupt).*ctrl\+p commands$",
+    r"Permission required|Allow once",
+)
+_QWEN_PROMPTS = (
+    # the input box (the conversation's "> " lines are indented), no "esc to cancel" spinner
+    r"\A(?![\s\S]*esc to cancel)[\s\S]*^> ",
+    r"Yes, allow once|Do you want to proceed\?|Apply this change\?|Allow execution of",
+)
+
+
 BUILTIN: tuple[AgentSpec, ...] = (
     _row(
         "aider",
@@ -249,6 +281,7 @@ BUILTIN: tuple[AgentSpec, ...] = (
         settings=_AIDER_ENV,
         files=_AIDER_FILES,
         resume=("--restore-chat-history",),
+        prompts=_AIDER_PROMPTS,
     ),
     _row(
         "claude-code",
@@ -261,6 +294,7 @@ BUILTIN: tuple[AgentSpec, ...] = (
         AgentPackage(NPM, "@anthropic-ai/claude-code", "2.1.332"),
         settings=_CLAUDE_ENV,
         files=_CLAUDE_FILES,
+        prompts=_CLAUDE_PROMPTS,
         # no resume: `claude --continue` exits 1 where there is no conversation yet
     ),
     _row(
@@ -302,6 +336,7 @@ BUILTIN: tuple[AgentSpec, ...] = (
         settings=_OPENCODE_ENV,
         files=_OPENCODE_FILES,
         resume=("--continue",),
+        prompts=_OPENCODE_PROMPTS,
     ),
     _row(
         "qwen-code",
@@ -316,6 +351,7 @@ BUILTIN: tuple[AgentSpec, ...] = (
         settings=_QWEN_ENV,
         files=_QWEN_FILES,
         resume=("--continue",),
+        prompts=_QWEN_PROMPTS,
     ),
     _row(
         SHELL,
@@ -325,6 +361,7 @@ BUILTIN: tuple[AgentSpec, ...] = (
         "Shell",
         "A terminal in the sandbox's workspace: git, editors, and anything you run by hand.",
         "",
+        prompts=_SHELL_PROMPTS,
     ),
     _row(
         RESCUE_SHELL,
@@ -334,6 +371,7 @@ BUILTIN: tuple[AgentSpec, ...] = (
         "Rescue shell",
         "A plain login shell in the sandbox's workspace.",
         "",
+        prompts=_SHELL_PROMPTS,
     ),
 )
 
@@ -393,6 +431,21 @@ def _strings(raw: object) -> tuple[str, ...]:
     return tuple(str(a) for a in raw) if isinstance(raw, list) else ()
 
 
+def _prompt_patterns(raw: object, slug: str, inherited: tuple[str, ...]) -> tuple[str, ...]:
+    """An override row's ``promptPatterns`` (absent: the built-in row's, if any). A
+    pattern that does not compile is an error naming the row, not a silent drop."""
+    if raw is None:
+        return inherited
+    if not isinstance(raw, list) or not all(isinstance(p, str) for p in raw):
+        raise CatalogueError(f"agent {slug!r}: promptPatterns must be a list of regexes")
+    for pattern in raw:
+        try:
+            re.compile(pattern, re.MULTILINE)
+        except re.error as exc:
+            raise CatalogueError(f"agent {slug!r}: prompt pattern {pattern!r}: {exc}") from exc
+    return tuple(raw)
+
+
 def _parse_override_row(raw: object) -> AgentSpec | None:
     if not isinstance(raw, dict):
         return None
@@ -421,6 +474,9 @@ def _parse_override_row(raw: object) -> AgentSpec | None:
         home_files=_home_files(raw.get("homeFiles")),
         resume_args=_strings(raw.get("resumeArgs") or []),
         source=SOURCE_OVERRIDE,
+        prompt_patterns=_prompt_patterns(
+            raw.get("promptPatterns"), slug.strip(), builtin.prompt_patterns if builtin else ()
+        ),
     )
 
 

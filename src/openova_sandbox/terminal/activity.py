@@ -49,10 +49,11 @@ STATES: Final = (BUSY, WAITING, IDLE)
 
 PROMPT_TAIL_LINES = 6  # prompt patterns are searched in this many last non-empty lines
 ECHO_SECONDS = 0.5
+BURST_SECONDS = 1.0
 
 # Parser states.
 _GROUND, _ESC, _OSC, _OSC_ESC, _STR, _STR_ESC = range(6)
-_OSC_HEAD = 24  # bytes of an OSC payload kept to classify it (number and sub-command)
+_OSC_HEAD = 64  # bytes of an OSC payload kept to classify it (number and sub-command)
 
 # Inside a string: its terminators (BEL ends an OSC only), ESC (ST or an abort), CAN/SUB.
 _OSC_SCAN = re.compile(rb"[\x07\x1b\x18\x1a]")
@@ -64,13 +65,17 @@ _CONEMU = re.compile(rb"9;\d+(?:;|$)")
 def _is_notification(head: bytes) -> bool:
     if head.startswith(b"9;"):
         return _CONEMU.match(head) is None
-    return head.startswith((b"777;notify;", b"99;"))
+    if head.startswith(b"99;"):  # kitty: ``p=?`` in the metadata is a capability query
+        return b"p=?" not in head[3:].split(b";", 1)[0]
+    return head.startswith(b"777;notify;")
 
 
 class ActivityTracker:
     """Derives busy / waiting / idle from output, input, notifications and the screen."""
 
     __slots__ = (
+        "_burst",
+        "_burst_start",
         "_echo",
         "_idle",
         "_last_input",
@@ -81,8 +86,8 @@ class ActivityTracker:
         "_patterns",
         "_pstate",
         "_quiet",
+        "_recheck",
         "_since",
-        "_submitted",
         "state",
     )
 
@@ -94,18 +99,21 @@ class ActivityTracker:
         idle_seconds: float = 300.0,
         now: float,
         echo_seconds: float = ECHO_SECONDS,
+        burst_seconds: float = BURST_SECONDS,
     ) -> None:
         self._patterns = compile_patterns(prompt_patterns)
         self._quiet = quiet_seconds
         self._idle = idle_seconds
         self._echo = echo_seconds
+        self._burst = burst_seconds
+        self._burst_start: float | None = None  # start of unprompted output while waiting
         self.state: str = BUSY
         self._since = now  # when the current state began
         self._last_output = now
         self._last_input = float("-inf")
         self._last_notify = float("-inf")
         self._next_check = now + quiet_seconds  # earliest next prompt check while busy
-        self._submitted = False  # a line was submitted while waiting; check after quiet
+        self._recheck = False  # something happened while waiting: check the prompt once quiet
         self._pstate = _GROUND
         self._osc_head = b""
 
@@ -127,7 +135,7 @@ class ActivityTracker:
         """Somebody typed (``data``, when given, lets a submitted line be recognised)."""
         self._last_input = now
         if self.state != BUSY and (b"\r" in data or b"\n" in data):
-            self._submitted = True
+            self._recheck = True  # a submitted line
         if self.state == IDLE:
             return self._enter(WAITING, now)
         return None
@@ -144,11 +152,11 @@ class ActivityTracker:
                     self._next_check = now + max(self._quiet, quiet)
             if self.state == BUSY and now - self._last_activity() >= self._idle:
                 self._enter(IDLE, now)
-        elif self.state == WAITING:
-            if self._submitted and now - max(self._last_input, self._last_output) >= self._quiet:
-                self._submitted = False
+        else:
+            if self._recheck and now - max(self._last_input, self._last_output) >= self._quiet:
+                self._recheck, self._burst_start = False, None
                 if self._patterns and not self.matches_prompt(screen_text()):
-                    self._enter(BUSY, now)
+                    self._enter(BUSY, now)  # the prompt is gone: something is at work
             if self.state == WAITING and now - self._last_activity() >= self._idle:
                 self._enter(IDLE, now)
         return self.state if self.state != before else None
@@ -161,11 +169,10 @@ class ActivityTracker:
                 check_at = max(self._last_output + self._quiet, self._next_check)
                 return min(check_at, idle_at)
             return idle_at
+        recheck_at = max(self._last_input, self._last_output) + self._quiet
         if self.state == WAITING:
-            if self._submitted:
-                return min(max(self._last_input, self._last_output) + self._quiet, idle_at)
-            return idle_at
-        return None
+            return min(recheck_at, idle_at) if self._recheck else idle_at
+        return recheck_at if self._recheck else None
 
     # -- queries --------------------------------------------------------------------------
 
@@ -187,20 +194,25 @@ class ActivityTracker:
     def _enter(self, state: str, now: float) -> str:
         self.state = state
         self._since = now
+        self._burst_start = None
         if state == BUSY:
             self._next_check = now + self._quiet
-        if state != WAITING:
-            self._submitted = False
+            self._recheck = False
         return state
 
     def _output(self, now: float) -> None:
+        gap = now - self._last_output
         self._last_output = now
         if self.state == BUSY:
             self._next_check = now + self._quiet
             return
-        reacting = now - max(self._last_input, self._last_notify) <= self._echo
-        if not reacting:
-            self._submitted = False
+        if now - max(self._last_input, self._last_notify) <= self._echo:
+            self._burst_start = None  # a reaction: echo, or the frame drawn with a bell
+            return
+        self._recheck = True
+        if self._burst_start is None or gap >= self._quiet:
+            self._burst_start = now
+        if now - self._burst_start >= self._burst:
             self._enter(BUSY, now)
 
     def _notified(self, now: float) -> None:

@@ -114,6 +114,7 @@ def test_notifications_mean_waiting_at_once(signal: bytes) -> None:
         b"\x1bPtmux;\x07\x1b\\",  # BEL inside a DCS string
         b"\x1b_Gbase64\x07data\x1b\\",  # inside an APC string
         b"\x1b]777;preexec\x07",
+        b"\x1b]99;i=opentui-notifications:p=?;\x1b\\",  # opencode's capability query
     ],
 )
 def test_bel_inside_strings_and_other_oscs_are_not_notifications(chunk: bytes) -> None:
@@ -150,7 +151,20 @@ def test_the_frame_drawn_with_the_bell_does_not_undo_it() -> None:
     assert t.on_output(b"\x07\x1b[2J\x1b[HAllow? [y/n]", 1.0) == WAITING
     assert t.on_output(b"\x1b[5;1Hmore redraw", 1.2) is None  # within the echo window
     assert t.state == WAITING
-    assert t.on_output(b"\x1b[5;1Hstill working", 3.0) == BUSY  # it was not waiting
+    # it was not waiting after all: its spinner goes on
+    assert _spin(t, 3.0, 3.9) is None
+    assert _spin(t, 4.0, 4.1) == BUSY
+
+
+def _spin(t: ActivityTracker, start: float, end: float, step: float = 0.1) -> str | None:
+    """Spinner frames from ``start`` to ``end``; the last state change, if any."""
+    changed = None
+    now = start
+    while now <= end + 1e-9:
+        frame = b"\x1b[1;1H" + b"|/-\\"[int(now * 10) % 4 :][:1]
+        changed = t.on_output(frame, now) or changed
+        now = round(now + step, 6)
+    return changed
 
 
 # -- input --------------------------------------------------------------------------------
@@ -174,13 +188,15 @@ def test_typing_echo_is_not_busy() -> None:
     assert t.tick(now + 2, _screen("$ ls -la")) is None
 
 
-def test_output_after_submitting_is_busy() -> None:
+def test_output_after_submitting_is_busy_once_it_lasts() -> None:
     t = _waiting()
     t.on_input(5.0, b"make\r")
     assert t.on_output(b"\r\n", 5.01) is None  # the echo of Enter
-    assert t.on_output(b"cc -c main.c\r\n", 5.8) == BUSY
-    t.on_output(b"$ ", 6.0)
-    assert t.tick(7.0, _screen("cc -c main.c\n$ ")) == WAITING
+    assert t.on_output(b"cc -c main.c\r\n", 5.6) is None  # output beyond the echo ...
+    assert t.on_output(b"cc -c util.c\r\n", 6.2) is None
+    assert t.on_output(b"cc -o app\r\n", 6.6) == BUSY  # ... for burst_seconds: busy
+    t.on_output(b"$ ", 7.0)
+    assert t.tick(8.0, _screen("cc -o app\n$ ")) == WAITING
 
 
 def test_a_quick_answer_within_the_echo_window_stays_waiting() -> None:
@@ -199,9 +215,23 @@ def test_a_silent_command_after_enter_is_busy_once_the_prompt_is_gone() -> None:
     assert t.tick(6.01, _screen("$ sleep 100\n")) == BUSY
 
 
-def test_unprompted_output_while_waiting_is_busy() -> None:
+def test_a_one_off_redraw_while_waiting_stays_waiting() -> None:
     t = _waiting()
-    assert t.on_output(b"background job finished\r\n", 10.0) == BUSY
+    assert t.on_output(b"\x1b[25;70HNot logged in", 10.0) is None
+    assert t.next_tick() == 11.0  # the prompt is checked again once quiet
+    assert t.tick(11.0, _screen("Not logged in\n$ ")) is None
+    assert t.state == WAITING
+
+
+def test_unprompted_output_that_goes_on_is_busy() -> None:
+    t = _waiting()
+    assert _spin(t, 10.0, 11.0) == BUSY
+
+
+def test_unprompted_output_that_removes_the_prompt_is_busy() -> None:
+    t = _waiting()
+    assert t.on_output(b"\x1b[2J\x1b[Hrunning tests", 10.0) is None
+    assert t.tick(11.0, _screen("running tests")) == BUSY
 
 
 def test_waiting_without_anything_turns_idle_and_input_brings_it_back() -> None:
