@@ -65,6 +65,9 @@ else:  # bulk: each go byte c sends the burst, then BULKEND<c>
         os.write(1, b"BULKEND" + go + b"\r\n")
 """
 MARK = len(b"BULKENDx\r\n")
+V2 = "sandbox.v2"
+SCREENS = ("snapshot", "resume")  # what a v2 attach announces before its first output
+ACK_EVERY = 256 * 1024  # a v2 viewer acks what it "rendered" this often (window: 1 MiB)
 
 # The issue's targets (ratios to the raw PTY of the same run, or absolute).
 ECHO_P50_X, ECHO_P99_X = 2.8, 3.5
@@ -118,13 +121,16 @@ class RawAgent:
 class MinimalWebSocket:
     """A blocking RFC 6455 client (raw attach) with no library overhead."""
 
-    def __init__(self, port: int, path: str, token: str, timeout: float = 30) -> None:
+    def __init__(
+        self, port: int, path: str, token: str, *, v2: bool = False, timeout: float = 30
+    ) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         key = base64.b64encode(os.urandom(16)).decode()
+        offer = f"Sec-WebSocket-Protocol: {V2}\r\n" if v2 else ""
         request = (
             f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n{offer}"
             f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n"
         )
         self.sock.sendall(request.encode())
@@ -138,6 +144,8 @@ class MinimalWebSocket:
         self.scratch = bytearray(1 << 20)
         if b" 101 " not in head.split(b"\r\n", 1)[0]:
             raise RuntimeError(f"upgrade refused: {head[:200]!r}")
+        # the server speaks sandbox.v2 only when it accepted the offer
+        self.v2 = v2 and f"sec-websocket-protocol: {V2}".encode() in head.lower()
 
     def _take(self, n: int) -> bytes:
         while len(self.buffer) < n:
@@ -192,6 +200,34 @@ class MinimalWebSocket:
             remaining -= n
         return size, tail
 
+    def recv_v2(self) -> dict[str, Any] | tuple[int, int, bytes]:
+        """One sandbox.v2 frame: a control (dict), or (start offset, payload size, last
+        16 payload bytes) of an output frame, without keeping its payload."""
+        while True:
+            opcode, size = self._header()
+            if opcode >= 0x8:
+                self._control(opcode, size)
+                continue
+            break
+        if opcode == 0x1:
+            body: dict[str, Any] = json.loads(self._take(size))
+            return body
+        (start,) = struct.unpack("!Q", self._take(8))
+        size -= 8
+        have = min(len(self.buffer), size)
+        tail, self.buffer = self.buffer[:have][-16:], self.buffer[have:]
+        remaining = size - have
+        while remaining:
+            n = self.sock.recv_into(self.scratch, min(remaining, len(self.scratch)))
+            if not n:
+                raise ConnectionError("closed")
+            tail = (tail + bytes(self.scratch[max(0, n - 16) : n]))[-16:]
+            remaining -= n
+        return start, size, tail
+
+    def send_json(self, body: dict[str, Any]) -> None:
+        self._send(0x1, json.dumps(body).encode())
+
     def _send(self, opcode: int, data: bytes) -> None:
         mask = os.urandom(4)
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
@@ -242,8 +278,8 @@ class ServerProcess:
                 raise RuntimeError(f"{argv[0]} did not start:\n{log.read_text()[-3000:]}")
             time.sleep(0.05)
 
-    def ws(self, path: str) -> MinimalWebSocket:
-        return MinimalWebSocket(self.port, path, self.token)
+    def ws(self, path: str, *, v2: bool = False) -> MinimalWebSocket:
+        return MinimalWebSocket(self.port, path, self.token, v2=v2)
 
     def stop(self) -> float:
         """SIGTERM, then seconds until the process (and its sessions) ended."""
@@ -271,8 +307,8 @@ class PtyServer(ServerProcess):
         response.raise_for_status()
         return str(response.json()["id"])
 
-    def attach(self, sid: str) -> MinimalWebSocket:
-        return self.ws(f"/sessions/{sid}/attach")
+    def attach(self, sid: str, *, v2: bool = False) -> MinimalWebSocket:
+        return self.ws(f"/sessions/{sid}/attach", v2=v2)
 
     def delete(self, sid: str) -> None:
         self.http.delete(f"/sessions/{sid}")
@@ -290,8 +326,8 @@ class EmbeddedServer(ServerProcess):
             raise RuntimeError(f"create {agent}: {response.status_code} {response.text}")
         return str(response.json()["id"])
 
-    def attach(self, sid: str) -> MinimalWebSocket:
-        return self.ws(f"{self.API}/{sid}/attach")
+    def attach(self, sid: str, *, v2: bool = False) -> MinimalWebSocket:
+        return self.ws(f"{self.API}/{sid}/attach", v2=v2)
 
     def delete(self, sid: str) -> None:
         self.http.delete(f"{self.API}/{sid}")
@@ -418,30 +454,100 @@ def keystrokes(
     return times
 
 
+class Delivery:
+    """What one viewer got of a burst: bytes, time, and (v2) marked snapshots and gaps."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.seconds = 0.0
+        self.snapshots = 0  # v2: marked snapshots instead of some of the bytes
+        self.gaps = 0  # v2: output frames that did not start where the last one ended
+
+
+def first_frame(ws: MinimalWebSocket) -> int:
+    """Read what an attach sends before live output; v2: the offset it continues at."""
+    if not ws.v2:
+        ws.recv()  # raw: the replay (the screen's snapshot) as one frame
+        return 0
+    announced = ""
+    while True:
+        frame = ws.recv_v2()
+        if isinstance(frame, dict):
+            announced = str(frame.get("type")) if frame.get("type") in SCREENS else announced
+            continue
+        if announced == "snapshot":  # its header: the offset the screen stands for
+            return frame[0]
+        if announced == "resume":  # exact bytes [start, start + size)
+            return frame[0] + frame[1]
+
+
+def drain_raw(ws: MinimalWebSocket, end: bytes, t0: float) -> Delivery:
+    got, tail = Delivery(), b""
+    while end not in tail:
+        size, last = ws.recv_counted()
+        got.received += size
+        tail = (tail + last)[-32:]
+    got.seconds = time.perf_counter() - t0
+    return got
+
+
+def drain_v2(ws: MinimalWebSocket, end: bytes, t0: float, expect: int) -> Delivery:
+    """Follow the offsets: each output frame must start where the last ended, unless a
+    marked snapshot came between; ack every ACK_EVERY bytes as a rendering client would."""
+    got, tail, acked = Delivery(), b"", expect
+    while end not in tail:
+        frame = ws.recv_v2()
+        if isinstance(frame, dict):
+            if frame.get("type") == "snapshot":
+                got.snapshots += 1
+                screen = ws.recv()  # its header is the offset the screen stands for
+                expect = struct.unpack("!Q", screen[:8])[0]
+                if end in screen:  # the burst ended while this viewer was behind
+                    break
+            elif frame.get("type") == "exit":
+                break
+            continue
+        start, size, last = frame
+        if start != expect:
+            got.gaps += 1
+        expect = start + size
+        got.received += size
+        tail = (tail + last)[-32:]
+        if expect - acked >= ACK_EVERY:
+            ws.send_json({"type": "ack", "seq": expect})
+            acked = expect
+    got.seconds = time.perf_counter() - t0
+    return got
+
+
 def fan_out(
-    server: PtyServer | EmbeddedServer, sid: str, viewers: int, total: int, go: bytes
+    server: PtyServer | EmbeddedServer,
+    sid: str,
+    viewers: int,
+    total: int,
+    go: bytes,
+    *,
+    v2: bool,
 ) -> dict[str, Any]:
     """One burst to ``viewers`` blocking clients, one thread each (recv drops the GIL).
-    A viewer is complete when it received every byte of the burst; a resynced one got a
-    snapshot instead of part of it and is credited only with what it received."""
-    sockets = [server.attach(sid) for _ in range(viewers)]
-    for ws in sockets:
-        ws.recv()  # the replay/snapshot frame comes first
-    done: list[tuple[int, float]] = []
+    A viewer is complete when it received every byte of the burst, in order; one that
+    fell behind gets a marked snapshot (v2) or a resync (raw) instead of part of it and
+    is credited only with the bytes it received."""
+    sockets = [server.attach(sid, v2=v2) for _ in range(viewers)]
+    starts = [first_frame(ws) for ws in sockets]
+    done: list[Delivery] = []
     end = b"BULKEND" + go
 
-    def drain(ws: MinimalWebSocket, t0: float) -> None:
-        tail, received = b"", 0
-        while end not in tail:
-            size, last = ws.recv_counted()
-            received += size
-            tail = (tail + last)[-32:]
-        done.append((received, time.perf_counter() - t0))
+    def drain(ws: MinimalWebSocket, start: int, t0: float) -> None:
+        done.append(drain_v2(ws, end, t0, start) if ws.v2 else drain_raw(ws, end, t0))
 
     before = resyncs(server)
     cpu0 = cpu_seconds(server.pid)
     t0 = time.perf_counter()
-    threads = [threading.Thread(target=drain, args=(ws, t0), daemon=True) for ws in sockets]
+    threads = [
+        threading.Thread(target=drain, args=(ws, start, t0), daemon=True)
+        for ws, start in zip(sockets, starts, strict=True)
+    ]
     for thread in threads:
         thread.start()
     sockets[0].send(go)
@@ -455,24 +561,30 @@ def fan_out(
     if len(done) != viewers:
         raise RuntimeError(f"{viewers - len(done)} viewer(s) did not get the burst in 120 s")
     return {
-        "rates": [min(received, total) / seconds for received, seconds in done],
-        "complete": sum(received == total + MARK for received, _ in done),
+        "protocol": V2 if sockets[0].v2 else "raw",
+        "rates": [min(d.received, total) / d.seconds for d in done],
+        "complete": sum(d.received == total + MARK and not d.snapshots for d in done),
+        "snapshots": sum(d.snapshots for d in done),
+        "gaps": sum(d.gaps for d in done),
         "resyncs": None if before is None or after is None else int(after - before),
         "ms_per_mb": cpu * 1e3 / (total * viewers / 1e6),
-        "cpu_share": cpu / max(seconds for _, seconds in done),
+        "cpu_share": cpu / max(d.seconds for d in done),
     }
 
 
-def create_to_first_byte(server: EmbeddedServer, rounds: int) -> list[float]:
-    """POST a sandbox, attach, until the agent's first byte arrives (embedded mode)."""
-    times = []
+def create_to_first_byte(server: EmbeddedServer, rounds: int) -> dict[str, list[float]]:
+    """POST a sandbox, attach, until the agent's first byte arrives (embedded mode);
+    also when the POST answered and when the upgrade was accepted (where the time goes)."""
+    times: dict[str, list[float]] = {"first": [], "post": [], "upgrade": []}
     for _ in range(rounds):
         t0 = time.perf_counter()
         sid = server.create("bench-echo")
+        times["post"].append(time.perf_counter() - t0)
         ws = server.attach(sid)
+        times["upgrade"].append(time.perf_counter() - t0)
         try:
             ws.wait_for(b"READY")
-            times.append(time.perf_counter() - t0)
+            times["first"].append(time.perf_counter() - t0)
         finally:
             ws.close()
             server.delete(sid)
@@ -571,7 +683,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             first.close()
             for viewers in (1, 10):
                 trials = [
-                    fan_out(server, bulk_sids[name], viewers, total, bytes([next(go)]))
+                    fan_out(server, bulk_sids[name], viewers, total, bytes([next(go)]), v2=args.v2)
                     for _ in range(args.trials)
                 ]
                 results[f"{name}/{viewers}"] = max(trials, key=lambda t: min(t["rates"]))
@@ -618,8 +730,12 @@ def report(r: dict[str, Any]) -> str:
         )
         ten = r[f"{name}/10"]
         slowest = min(ten["rates"])
-        delivered = f"{ten['complete']}/10 got every byte"
-        if ten["resyncs"] is not None:
+        delivered = f"{ten['protocol']}: {ten['complete']}/10 got every byte"
+        if ten["snapshots"]:
+            delivered += f", {ten['snapshots']} marked snapshots"
+        if ten["gaps"]:
+            delivered += f", {ten['gaps']} GAPS"
+        if ten["resyncs"]:
             delivered += f", resyncs {ten['resyncs']}"
         rows.append(
             (
@@ -627,14 +743,18 @@ def report(r: dict[str, Any]) -> str:
                 f"{slowest / 1e6:.0f} MB/s ({slowest / raw_rate:.0%} of raw); {delivered}",
                 f"≥ {FAN_OUT_SHARE:.0%} of raw, all bytes or a snapshot",
                 slowest >= FAN_OUT_SHARE * raw_rate
-                and (ten["complete"] == 10 or bool(ten["resyncs"])),
+                and not ten["gaps"]
+                and (ten["complete"] == 10 or bool(ten["snapshots"] or ten["resyncs"])),
             )
         )
-    first = r["first_byte"]
+    first = r["first_byte"]["first"]
+    post = statistics.median(r["first_byte"]["post"])
+    upgrade = statistics.median(r["first_byte"]["upgrade"])
     rows.append(
         (
             f"create → first agent byte, embedded (median of {len(first)})",
-            f"{statistics.median(first) * 1e3:.0f} ms (max {max(first) * 1e3:.0f} ms)",
+            f"{statistics.median(first) * 1e3:.0f} ms (max {max(first) * 1e3:.0f}; "
+            f"POST answered at {post * 1e3:.0f}, upgrade at {upgrade * 1e3:.0f})",
             f"< {CREATE_FIRST_BYTE_S * 1e3:.0f} ms",
             statistics.median(first) < CREATE_FIRST_BYTE_S,
         )
@@ -694,6 +814,12 @@ def main() -> None:
     parser.add_argument("--idle", type=int, default=1000)
     parser.add_argument("--trials", type=int, default=3, help="bursts per figure (best kept)")
     parser.add_argument("--creates", type=int, default=5)
+    parser.add_argument(
+        "--raw-fan-out",
+        dest="v2",
+        action="store_false",
+        help="fan out over raw attach (default: sandbox.v2 with acks, when offered)",
+    )
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("--registry-child", type=int, help=argparse.SUPPRESS)
