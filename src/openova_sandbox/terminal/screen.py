@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import re
 import threading
 import time
 import weakref
@@ -141,6 +142,10 @@ def _options(*, modes: bool) -> Any:
 
 _FULL = _options(modes=True)
 _CONTENT = _options(modes=False)
+_PLAIN = _options(modes=False)
+_PLAIN.emit = lib.GHOSTTY_FORMATTER_FORMAT_PLAIN
+_C0 = bytes(b for b in range(0x20) if b != 0x1B)
+_REGION = re.compile(rb"\x1b\[\d+;\d+r")
 
 
 class ScreenModel:
@@ -221,10 +226,11 @@ class ScreenModel:
         with self._lock:
             self._drain_locked()
             parts = [RESET]
-            alt = self._active_screen() == lib.GHOSTTY_TERMINAL_SCREEN_ALTERNATE
-            if alt and self._ground():
-                parts.append(self._primary_under_alt())
-            parts.append(self._format(_FULL))
+            active = self._format(_FULL)
+            active += self._blank_rows(active)
+            if self._active_screen() == lib.GHOSTTY_TERMINAL_SCREEN_ALTERNATE:
+                parts.append(self._primary_under_alt_at_ground(active))
+            parts.append(active)
             parts.append(self._cursor_shape())
             if self._title:
                 parts.append(b"\x1b]2;" + _osc_safe(self._title) + b"\x1b\\")
@@ -269,12 +275,12 @@ class ScreenModel:
             if self._tail:
                 self._tail, self._tail_len = [], 0
             return
-        start = _sequence_start(data)
-        if start >= 0:
-            self._tail, self._tail_len = [data[start:]], len(data) - start
-        else:
-            self._tail.append(data)
-            self._tail_len += len(data)
+        joined = b"".join((*self._tail, data)) if self._tail else data
+        start = _sequence_start(joined)
+        # C0 controls inside a sequence were executed already (their effect is in the
+        # screen); carried over they would run twice on the viewer
+        kept = (joined[start:] if start >= 0 else joined).translate(None, _C0)
+        self._tail, self._tail_len = [kept], len(kept)
         if self._tail_len > TAIL_MAX:  # an image or a runaway string: not carried over
             self._tail, self._tail_len = [], 0
 
@@ -321,24 +327,80 @@ class ScreenModel:
         finally:
             lib.ghostty_formatter_free(fmt[0])
 
-    def _primary_under_alt(self) -> bytes:
-        """The primary screen (and scrollback) while the alternate one is shown.
-
-        Mode 47 switches screens without clearing or saving anything; the model goes to
-        the primary screen, is formatted (content only: the modes come with the main
-        pass), and comes back; the mode 47 flag is then put back as it was.
-        """
-        was_47 = self._term.mode(47)
-        self._write(b"\x1b[?47l")
+    def _primary_under_alt_at_ground(self, alt_pass: bytes) -> bytes:
+        """:meth:`_primary_under_alt`, also when the stream ends inside an escape sequence:
+        CAN aborts it, and its bytes are fed again afterwards (same parser state). Not
+        inside a UTF-8 character (CAN would print a replacement character there)."""
+        if self._ground():
+            return self._primary_under_alt(alt_pass)
+        tail = b"".join(self._tail)
+        if not tail.startswith(b"\x1b"):
+            return b""
+        self._write(b"\x18")
         try:
-            return self._format(_CONTENT)
+            return self._primary_under_alt(alt_pass)
         finally:
-            self._write(b"\x1b[?47h")
+            self._write(tail)
+
+    def _primary_under_alt(self, alt_pass: bytes) -> bytes:
+        """The primary screen (with scrollback) while the alternate one is shown, with the
+        cursor the primary screen saved (where leaving the alternate screen puts it).
+
+        Mode 47 switches screens without clearing or saving; the model goes to the
+        primary screen, restores its saved cursor (DECRC), is formatted (content only:
+        the modes come with the main pass), saves the cursor back (DECSC), returns, and
+        gets its own cursor back from the main pass' cursor sequences (switching copies
+        the cursor). The mode 47 flag is put back as it was. In origin mode the cursor
+        could not be put back exactly: the primary screen is then formatted with the
+        current cursor instead of the saved one.
+        """
+        x, y = self._term.cursor
+        cup = b"\x1b[%d;%dH" % (y + 1, x + 1)  # (a pending wrap follows it as a reprint)
+        at = alt_pass.rfind(cup)
+        exact = at >= 0 and not self._term.mode(6)
+        was_47 = self._term.mode(47)
+        self._write(b"\x1b[?47l\x1b8" if exact else b"\x1b[?47l")
+        try:
+            primary = self._format(_CONTENT)
+            return primary + self._blank_rows(primary)
+        finally:
+            if exact:
+                self._write(b"\x1b7\x1b[?47h")
+                self._write(alt_pass[at:])
+                if self._term.mode(6):  # DECRC brought the primary's origin mode along
+                    self._set_mode(6, False)
+            else:
+                self._write(b"\x1b[?47h")
             if not was_47:
-                config = ffi.new("GhosttyTerminalModeConfig*")
-                config.mode = 47
-                config.value = False
-                lib.ghostty_terminal_set(self._handle, lib.GHOSTTY_TERMINAL_OPT_MODE, config)
+                self._set_mode(47, False)
+
+    def _blank_rows(self, formatted: bytes) -> bytes:
+        """What brings back the blank rows at the bottom the formatter leaves out.
+
+        The formatter stops at the last row with content, so on the viewer the screen
+        sits that many rows too low (the cursor's empty line after a newline, a cleared
+        screen). Printed rows are counted in a plain-text pass; the viewer then scrolls
+        by the difference with a full-screen region, keeping its cursor (DECSC/DECRC).
+        """
+        total = ffi.new("size_t*")
+        rows = ffi.new("uint16_t*")
+        lib.ghostty_terminal_get(self._handle, lib.GHOSTTY_TERMINAL_DATA_TOTAL_ROWS, total)
+        lib.ghostty_terminal_get(self._handle, lib.GHOSTTY_TERMINAL_DATA_ROWS, rows)
+        plain = self._format(_PLAIN)
+        printed = plain.count(b"\n") + 1 if plain else 0
+        height = int(rows[0])
+        shift = (int(total[0]) - height) - max(0, printed - height)
+        if shift <= 0:
+            return b""
+        regions = _REGION.findall(formatted)
+        region = regions[-1] if regions else b""
+        return b"\x1b7\x1b[r\x1b[%d;1H%s%s\x1b8" % (height, b"\n" * shift, region)
+
+    def _set_mode(self, mode: int, value: bool) -> None:
+        config = ffi.new("GhosttyTerminalModeConfig*")
+        config.mode = mode
+        config.value = value
+        lib.ghostty_terminal_set(self._handle, lib.GHOSTTY_TERMINAL_OPT_MODE, config)
 
     def _write(self, data: bytes) -> None:
         lib.ghostty_terminal_vt_write(self._handle, data, len(data))
@@ -365,12 +427,16 @@ class ScreenModel:
 
 
 def _sequence_start(data: bytes) -> int:
-    """Where the sequence left open at the end of ``data`` begins (-1: before ``data``).
+    """Where the sequence left open at the end of ``data`` begins (-1: not found).
 
-    An incomplete UTF-8 character within the last three bytes, else the last ESC. An
-    ESC inside an unfinished OSC/DCS string (the first byte of its ST) is taken for the
-    start: the string's content is lost, never printed.
+    The last ESC when the sequence it starts is unfinished, else an incomplete UTF-8
+    character within the last three bytes, else the last ESC. An ESC inside an
+    unfinished OSC/DCS string (the first byte of its ST) is taken for the start: the
+    string's content is lost, never printed.
     """
+    esc = data.rfind(b"\x1b")
+    if esc >= 0 and not _finished(data, esc):
+        return esc
     n = len(data)
     for back in range(1, min(3, n) + 1):
         byte = data[n - back]
@@ -381,7 +447,20 @@ def _sequence_start(data: bytes) -> int:
             break
         if byte < 0x80:
             break
-    return data.rfind(b"\x1b")
+    return esc
+
+
+def _finished(data: bytes, esc: int) -> bool:
+    """Whether the escape sequence at ``esc`` ends within ``data``."""
+    kind = data[esc + 1 : esc + 2]
+    if not kind:
+        return False
+    rest = data[esc + 2 :]
+    if kind == b"[":
+        return any(0x40 <= b <= 0x7E for b in rest)
+    if kind in (b"]", b"P", b"_", b"^", b"X"):
+        return b"\x07" in rest  # (an ST would be a later ESC)
+    return 0x30 <= kind[0] <= 0x7E or any(0x30 <= b <= 0x7E for b in rest)
 
 
 def _osc_safe(title: str) -> bytes:
