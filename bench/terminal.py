@@ -356,12 +356,37 @@ def screen_snapshot() -> dict[str, Any]:
         model.feed(line.encode() + b"\r\n")
     model.feed(b"\x1b[?2004h\x1b[?1h\x1b]0;bench title\x07\x1b[5;20H")
     model.snapshot()  # a worker-fed model settles here
-    times, size = [], 0
+    times, snapshot = [], b""
     for _ in range(20):
         t0 = time.perf_counter()
-        size = len(model.snapshot())
+        snapshot = model.snapshot()
         times.append(time.perf_counter() - t0)
-    return {"p50": statistics.median(times), "max": max(times), "size": size}
+    return {
+        "p50": statistics.median(times),
+        "max": max(times),
+        "size": len(snapshot),
+        "lines": snapshot.count(b"\n") + 1,
+        "feed": screen_feed_cost(ScreenModel),
+    }
+
+
+def screen_feed_cost(model_class: Any) -> dict[str, float]:
+    """CPU per MB of feeding the bench's burst (94-character lines) to a screen model on
+    this thread, at the size a terminal starts with and at 120x40, 1,000 lines of
+    scrollback: the part of the servers' CPU per MB that is the screen model."""
+    line = bytes(range(33, 127)) + b"\r\n"
+    block = (line * (65536 // len(line) + 1))[:65536]
+    out = {}
+    for rows, cols in ((24, 80), (40, 120)):
+        model = model_class(rows, cols, scrollback_lines=1000, background=False)
+        for _ in range(64):  # past the first screens: scrollback full, steady state
+            model.feed(block)
+        t0 = time.process_time()
+        for _ in range(128):
+            model.feed(block)
+        out[f"{cols}x{rows}"] = (time.process_time() - t0) * 1e3 / (128 * len(block) / 1e6)
+        model.close()
+    return out
 
 
 def pty_server_idle_rss(server: PtyServer) -> dict[str, Any]:
@@ -768,10 +793,19 @@ def report(r: dict[str, Any]) -> str:
         rows.append(
             (
                 "snapshot, 120x40 + 1,000 scrollback lines",
-                f"{snap['p50'] * 1e3:.2f} ms (max {snap['max'] * 1e3:.2f} ms, "
-                f"{snap['size'] / KIB:.0f} KiB)",
+                f"{snap['p50'] * 1e3:.2f} ms (max {snap['max'] * 1e3:.2f} ms; "
+                f"{snap['size'] / KIB:.0f} KiB, {snap['lines']} lines)",
                 f"< {SNAPSHOT_S * 1e3:.0f} ms",
                 snap["p50"] < SNAPSHOT_S,
+            )
+        )
+    if "feed" in snap:
+        rows.append(
+            (
+                "screen model feed alone, CPU per MB (80x24 / 120x40)",
+                " / ".join(f"{v:.1f}" for v in snap["feed"].values()) + " ms/MB",
+                "",
+                "",
             )
         )
     idle, n = r["idle_terms"], r["idle"]
