@@ -157,6 +157,7 @@ async def start_pty_server(
     viewer_queue_bytes: int = 4 * 1024 * 1024,
     public_origin: str | None = None,
     ring_bytes: int = 1024 * 1024,
+    viewer_window: int = 1024 * 1024,
 ) -> tuple[uvicorn.Server, asyncio.Task[None], PtyServer]:
     registry = TerminalRegistry(
         catalogue=make_catalogue(workdir),
@@ -182,6 +183,7 @@ async def start_pty_server(
         authenticate=authenticate,
         authorize=owner_or_org_admin(owner_email="dev@acme.com", namespace="acme"),
         public_origin=public_origin,
+        viewer_window=viewer_window,
     )
     config = uvicorn.Config(
         app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", ws="websockets-sansio"
