@@ -38,6 +38,7 @@ from ..services.gateway_ledger import (
     make_ledger,
 )
 from ..services.logins import USED_FILE, LoginService, UsedLinks
+from ..services.notify import attach_webhook
 from ..services.remote_terminals import RemoteTerminals
 from ..services.resources import SandboxInformer
 from ..services.resources_view import ResourcesService
@@ -249,9 +250,12 @@ def build_embedded(
         catalogue=deps.sessions.catalogue,
         server_path=os.environ.get("PATH"),
     )
+    # every terminal's busy/waiting/idle transition to SANDBOX_NOTIFY_WEBHOOK, if set
+    webhook = attach_webhook(registry, settings.notify_webhook)
     deps.background = [
         controller,
         RegistryLifecycle(registry),
+        *([webhook] if webhook is not None else []),
         deps.agent_installs,
         *deps.background,
     ]

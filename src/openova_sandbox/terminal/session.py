@@ -375,8 +375,7 @@ class TerminalSession:
         changed = self._activity.on_output(data, self._loop.time())
         if changed is not None:
             self._activity_moved(changed)
-        if self._tick_handle is None:
-            self._schedule_tick()
+        self._retime_tick()
 
     def announce(self, text: bytes) -> None:
         """Put a server message (e.g. a restart banner) into the stream, as output."""
@@ -476,6 +475,18 @@ class TerminalSession:
         if at is not None:
             self._tick_handle = self._loop.call_at(at, self._tick)
 
+    def _retime_tick(self) -> None:
+        """Schedule the activity tick, or move it earlier when the tracker needs it sooner
+        than the pending one (waiting → busy brings the quiet check before the idle
+        deadline the pending tick was set for). Later is fine: an early tick reschedules."""
+        handle = self._tick_handle
+        at = self._activity.next_tick()
+        if at is None or self.exited or (handle is not None and handle.when() <= at):
+            return
+        if handle is not None:
+            handle.cancel()
+        self._tick_handle = self._loop.call_at(at, self._tick)
+
     def _tick(self) -> None:
         self._tick_handle = None
         if self.exited:
@@ -495,8 +506,7 @@ class TerminalSession:
         changed = self._activity.on_input(self._loop.time(), data)
         if changed is not None:
             self._activity_moved(changed)
-        if self._tick_handle is None:
-            self._schedule_tick()
+        self._retime_tick()
         if len(self._input) + len(data) > INPUT_BUFFER_MAX:
             log.warning("terminal.input.dropped", session=self.id, nbytes=len(data))
             return

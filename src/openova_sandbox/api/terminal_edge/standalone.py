@@ -77,6 +77,10 @@ def build_standalone_app(
     )
     if prepare_spawn is not None:
         terminals.prepare_spawn = prepare_spawn
+    if settings.notify_webhook:  # imported only then: httpx is not in the lean pty-server
+        from ...services.notify import attach_webhook
+
+        attach_webhook(terminals, settings.notify_webhook)
     env = gateway_env(settings)
     env.update(extra_env or {})
     terminals.add_sandbox(
