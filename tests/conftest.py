@@ -20,7 +20,11 @@ from collections.abc import Iterator
 import pytest
 
 # real agent installs, made once per session (see support/agents_cache.py)
-from support.agents_cache import agents_cache, installed_agents_dir  # noqa: F401
+from support.agents_cache import (  # noqa: F401
+    agents_cache,
+    installed_agents_dir,
+    pytest_collection_finish,
+)
 from support.postgres import PostgresServer, PostgresUnavailable, skip_or_fail
 
 REALCLUSTER_SKIP = (

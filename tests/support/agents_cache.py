@@ -23,6 +23,15 @@ Fixtures (registered in ``tests/conftest.py``):
 
 When Node.js/npm is missing or too old (or the registry is unreachable) the test is
 skipped with the reason, or fails under ``SANDBOX_TEST_REQUIRE_ALL=1`` (CI).
+
+Installs start early: once collection is done (``pytest_collection_finish``, registered
+in ``tests/conftest.py``), when a collected test uses these fixtures, a background thread
+installs opencode and qwen-code, then aider when an aider test was collected, while the
+first tests run (pytest keeps one core busy; an install mostly waits on npm/pip or uses
+the other). A test that needs an agent whose install is under way waits for it; one that
+failed in the background is installed again in the test, which then reports the error.
+Every install's CLI run is kept (:attr:`AgentsCache.installs`) for the tests of the
+install command itself.
 """
 
 from __future__ import annotations
@@ -71,8 +80,12 @@ def run_cli(*args: str, timeout: float = INSTALL_TIMEOUT, env: dict[str, str] | 
 class AgentsCache:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
+        # slug -> the `sandbox agents install` run that installed it
+        self.installs: dict[str, subprocess.CompletedProcess[str]] = {}
         self._installed: set[str] = set()
+        self._busy: dict[str, threading.Event] = {}  # installs under way
         self._lock = threading.Lock()
+        self._prefetch: threading.Thread | None = None
 
     @property
     def agents_dir(self) -> Path:
@@ -80,22 +93,54 @@ class AgentsCache:
 
     def ensure(self, *slugs: str) -> Path:
         """Install the ones not installed yet (one CLI call); the cache's agents dir."""
+        while True:
+            with self._lock:
+                under_way = {self._busy[s] for s in slugs if s in self._busy}
+                todo = [s for s in slugs if s not in self._installed and s not in self._busy]
+                if not under_way and not todo:
+                    return self.agents_dir
+                if not under_way:
+                    done = threading.Event()
+                    self._busy.update(dict.fromkeys(todo, done))
+            if under_way:  # another thread installs some of them: wait, then look again
+                for event in under_way:
+                    event.wait()
+                continue
+            try:
+                self._install(todo)
+            finally:
+                with self._lock:
+                    for slug in todo:
+                        self._busy.pop(slug, None)
+                done.set()
+
+    def _install(self, todo: list[str]) -> None:
+        if NPM_AGENTS & set(todo):
+            problem = node_problem()
+            if problem:
+                skip_or_fail(problem)
+        out = run_cli("agents", "install", *todo, "--data-dir", str(self.data_dir))
+        if out.returncode != 0:
+            pytest.fail(
+                f"`sandbox agents install {' '.join(todo)}` failed ({out.returncode}):\n"
+                f"{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+            )
         with self._lock:
-            todo = [s for s in slugs if s not in self._installed]
-            if not todo:
-                return self.agents_dir
-            if NPM_AGENTS & set(todo):
-                problem = node_problem()
-                if problem:
-                    skip_or_fail(problem)
-            out = run_cli("agents", "install", *todo, "--data-dir", str(self.data_dir))
-            if out.returncode != 0:
-                pytest.fail(
-                    f"`sandbox agents install {' '.join(todo)}` failed ({out.returncode}):\n"
-                    f"{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
-                )
             self._installed.update(todo)
-            return self.agents_dir
+            self.installs.update(dict.fromkeys(todo, out))
+
+    def prefetch(self, *groups: tuple[str, ...]) -> None:
+        """Install ``groups`` (one CLI call each, in order) in a background thread."""
+
+        def run() -> None:
+            for group in groups:
+                try:
+                    self.ensure(*group)
+                except BaseException:  # pytest's skip/fail too: the test installs again
+                    continue
+
+        self._prefetch = threading.Thread(target=run, name="agents-prefetch", daemon=True)
+        self._prefetch.start()
 
     def place(self, data_dir: Path, *slugs: str, share: bool = False) -> Path:
         source = self.ensure(*slugs)
@@ -115,9 +160,36 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
+_CACHE = pytest.StashKey[AgentsCache]()
+FIXTURES = {"agents_cache", "installed_agents_dir"}
+
+
+def session_cache(config: pytest.Config) -> AgentsCache:
+    cache = config.stash.get(_CACHE, None)
+    if cache is None:
+        factory: pytest.TempPathFactory = config._tmp_path_factory  # type: ignore[attr-defined]
+        cache = AgentsCache(factory.mktemp("agents-cache") / "data")
+        config.stash[_CACHE] = cache
+    return cache
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the installs the collected tests will ask for (see the module's doc)."""
+    if session.config.option.collectonly:
+        return
+    users = [i for i in session.items if FIXTURES & set(getattr(i, "fixturenames", ()))]
+    if not users:
+        return
+    groups = [("opencode", "qwen-code")]
+    params = [getattr(i, "callspec", None) for i in users]
+    if any("aider" in spec.params.values() for spec in params if spec is not None):
+        groups.append(("aider",))
+    session_cache(session.config).prefetch(*groups)
+
+
 @pytest.fixture(scope="session")
-def agents_cache(tmp_path_factory: pytest.TempPathFactory) -> AgentsCache:
-    return AgentsCache(tmp_path_factory.mktemp("agents-cache") / "data")
+def agents_cache(request: pytest.FixtureRequest) -> AgentsCache:
+    return session_cache(request.config)
 
 
 @pytest.fixture
