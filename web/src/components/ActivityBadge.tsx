@@ -17,10 +17,10 @@ export function ActivityBadge({ state }: { state: ActivityState }) {
       className={`activity activity-${state}`}
       data-testid="activity"
       data-state={state}
-      role="status"
-      aria-label={`Agent ${ACTIVITY_LABEL[state]}`}
+      title={`The agent is ${ACTIVITY_LABEL[state]}`}
     >
-      <span aria-hidden>{ACTIVITY_MARK[state]}</span> {ACTIVITY_LABEL[state]}
+      <span aria-hidden>{ACTIVITY_MARK[state]}</span> <span className="visually-hidden">Agent </span>
+      {ACTIVITY_LABEL[state]}
     </span>
   );
 }
