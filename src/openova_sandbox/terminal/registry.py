@@ -39,6 +39,7 @@ import structlog
 from ..config import RING_DEFAULT, clamp_ring_bytes
 from ..domain.catalogue import AgentSpec, Catalogue
 from ..domain.errors import AlreadyExists, Conflict, Invalid, NotFound, SessionLimit, SpawnFailed
+from .activity import BUSY
 from .core import DEFAULT_VIEWER_QUEUE_BYTES
 from .leftovers import ProcessGroups
 from .pty import TERM_GRACE, PtyProcess, SpawnSpec
@@ -50,7 +51,6 @@ log = structlog.get_logger(__name__)
 DEFAULT_CWD = "/workspace"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 EXITED_KEPT = 16
-BUSY_WINDOW = 5.0
 _SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _INHERITED = ("USER", "LOGNAME", "SHELL", "TZ")
@@ -106,7 +106,8 @@ class IdleInfo:
     last_activity_at: datetime
     active_sessions: int
     attached_viewers: int
-    agent_busy: bool
+    agent_busy: bool  # some terminal's activity is busy: never suspend a working agent
+    activity: Mapping[str, str] = field(default_factory=dict)  # by session id
 
 
 @dataclass
@@ -212,12 +213,12 @@ class TerminalRegistry:
     def idle(self, sandbox_id: str) -> IdleInfo:
         entry = self._entry(sandbox_id)
         live = [s for s in entry.sessions.values() if not s.exited]
-        now = time.time()
         return IdleInfo(
             last_activity_at=self.last_activity_at(sandbox_id),
             active_sessions=len(live),
             attached_viewers=sum(s.viewers for s in live),
-            agent_busy=any(now - s.last_output_ts < BUSY_WINDOW for s in live),
+            agent_busy=any(s.activity == BUSY for s in live),
+            activity={s.id: s.activity for s in live},
         )
 
     def create(

@@ -114,7 +114,9 @@ def test_the_probe_token_opens_idle_and_nothing_else(pty_server):
     probe = {"Authorization": "Bearer probe-secret-for-tests"}
     idle = httpx.get(f"{url}/idle", headers=probe)
     assert idle.status_code == 200
-    assert set(idle.json()) == {"lastActivityAt", "activeSessions", "attachedViewers", "agentBusy"}
+    assert set(idle.json()) == {
+        "lastActivityAt", "activeSessions", "attachedViewers", "agentBusy", "activity"
+    }  # fmt: skip
     assert httpx.get(f"{url}/idle").status_code == 401
     assert httpx.get(f"{url}/idle", headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert httpx.get(f"{url}/sessions", headers=probe).status_code == 401

@@ -170,10 +170,13 @@ async def test_a_prompt_that_waits_is_waiting_within_2s_and_posted_once_per_move
     assert hook is not None
     session = registry.create(SANDBOX, SessionRequest(agent="fake"))
     assert session.activity == BUSY
+    assert registry.idle(SANDBOX).agent_busy  # starting up counts as work
     prompt_at = await _screen_shows(session, b"agent> ")
     waiting_at = await seen.until(WAITING)
     assert waiting_at - prompt_at < 2.0
     assert session.activity == WAITING
+    idle = registry.idle(SANDBOX)  # what /idle reports: a waiting agent may be suspended
+    assert not idle.agent_busy and idle.activity == {session.id: WAITING}
 
     # typing is not work: the echo of each key leaves it waiting
     for ch in b"work":
@@ -181,6 +184,7 @@ async def test_a_prompt_that_waits_is_waiting_within_2s_and_posted_once_per_move
         await asyncio.sleep(0.05)
     session.write(b"\r")  # submitted: the spinner makes it busy, the prompt waiting again
     await seen.until(BUSY)
+    assert registry.idle(SANDBOX).agent_busy  # a working agent is never suspended
     await seen.until(WAITING, count=2)
     moves = [(old, new) for old, new, _ in seen.moves]
     assert moves == [(BUSY, WAITING), (WAITING, BUSY), (BUSY, WAITING)]

@@ -225,6 +225,7 @@ def create_pty_app(
                 "activeSessions": info.active_sessions,
                 "attachedViewers": info.attached_viewers,
                 "agentBusy": info.agent_busy,
+                "activity": dict(info.activity),  # busy | waiting | idle, by terminal
             }
         )
 
