@@ -22,6 +22,7 @@ from openova_sandbox.auth.authenticator import build_authenticator
 from openova_sandbox.auth.issuer import EmbeddedIssuer
 from openova_sandbox.config import load_settings
 from openova_sandbox.domain.model import SandboxStatus
+from openova_sandbox.domain.terminal_wire import SUBPROTOCOL_V2, unpack_frame
 from openova_sandbox.store.sql import SqlStore
 from openova_sandbox.testing.server import free_port, serve_in_thread
 
@@ -223,3 +224,43 @@ def test_a_sandbox_without_a_workspace_namespace_is_not_ready(cluster):
     resp = cluster.http.post(f"{SESSIONS}/box/resize", headers=h, json={"rows": 5, "cols": 5})
     assert resp.status_code == 503
     assert resp.json()["error"] == "sandbox-not-ready"
+
+
+def test_sandbox_v2_and_since_go_through_to_the_pod(cluster):
+    """The control plane accepts sandbox.v2 and passes it, and ``since``, to the pod's
+    terminal server, which speaks the protocol: a reconnect resumes at the offset."""
+    h = {"Authorization": f"Bearer {cluster.token()}"}
+    cluster.http.post(SESSIONS, headers=h, json={"agent": "aider", "name": "box"})
+    cluster.set_phase("Ready")
+    url = f"{cluster.ws}{SESSIONS}/box/attach?access_token={cluster.token()}"
+
+    async def frames_until(ws, needle: bytes) -> tuple[bytes, int]:
+        seen, end = b"", 0
+        async with asyncio.timeout(10):
+            while needle not in seen:
+                message = await ws.recv()
+                if isinstance(message, bytes):
+                    start, data = unpack_frame(message)
+                    seen, end = seen + data, start + len(data)
+        return seen, end
+
+    async def scenario():
+        async with websockets.connect(url, subprotocols=[SUBPROTOCOL_V2]) as ws:
+            assert ws.subprotocol == SUBPROTOCOL_V2
+            hello = json.loads(await ws.recv())
+            assert (hello["type"], hello["mode"]) == ("hello", "write")
+            assert json.loads(await ws.recv())["type"] == "snapshot"
+            await ws.send(b"echo before-$((3*3))\n")
+            _, since = await frames_until(ws, b"before-9")
+        async with websockets.connect(url) as raw:  # meanwhile, on another viewer
+            await raw.send("echo missed-$((4*2))\n")
+            await read_until(raw, b"missed-8")
+        resume = f"{url}&since={since}"
+        async with websockets.connect(resume, subprotocols=[SUBPROTOCOL_V2]) as again:
+            assert json.loads(await again.recv())["type"] == "hello"
+            assert json.loads(await again.recv()) == {"type": "resume", "seq": since}
+            start, data = unpack_frame(await again.recv())
+            assert start == since
+            assert b"missed-8" in data and b"before-9" not in data
+
+    asyncio.run(scenario())
