@@ -60,6 +60,12 @@ class SandboxItem(BaseModel):
     previews: list[Preview]
     conditions: list[ConditionOut]
     attachUrl: str
+    activity: str | None = Field(
+        None,
+        pattern="^(busy|waiting|idle)$",
+        description="the primary terminal's agent: working, waiting for input, or idle "
+        "(embedded mode, while it runs; docs/activity.md)",
+    )
 
 
 class SandboxList(BaseModel):

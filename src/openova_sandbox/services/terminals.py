@@ -278,6 +278,14 @@ class TerminalsService:
         return await self._sessions.get(principal, sandbox_id)
 
     # ----------------------------------------------------------- terminals
+    def activity(self, namespace: str, name: str) -> str | None:
+        """The primary terminal's activity (``busy``/``waiting``/``idle``; None: not running)."""
+        try:
+            session = self.registry.get(registry_key(namespace, name), name)
+        except NotFound:
+            return None
+        return None if session.exited else session.activity
+
     def primary(self, sandbox: Sandbox) -> TerminalSession:
         """The sandbox's primary terminal, spawned lazily with its default agent."""
         key = self._register(sandbox)

@@ -73,11 +73,25 @@ async def session_items(
     """Session items with ``usage30d``/``spend30d`` when the server keeps a ledger (and
     it answers); as before otherwise."""
     if getattr(request.app.state.deps, "ledger", None) is None:
-        return [to_item(s) for s in sandboxes]
+        return _with_activity(request, sandboxes, [to_item(s) for s in sandboxes])
     usage = await usage_service(request).sandbox_usage(caller, sandboxes)
     if usage is None:
-        return [to_item(s) for s in sandboxes]
-    return [to_item(s, usage.get(s.name)) for s in sandboxes]
+        return _with_activity(request, sandboxes, [to_item(s) for s in sandboxes])
+    return _with_activity(request, sandboxes, [to_item(s, usage.get(s.name)) for s in sandboxes])
+
+
+def _with_activity(
+    request: Request, sandboxes: Sequence[Sandbox], items: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """``activity`` of each running primary terminal, where this process runs them
+    (embedded mode; the Kubernetes control plane does not hold the terminals)."""
+    activity = getattr(getattr(request.app.state.deps, "terminals", None), "activity", None)
+    if callable(activity):
+        for sandbox, item in zip(sandboxes, items, strict=True):
+            state = activity(sandbox.namespace, sandbox.name)
+            if isinstance(state, str):
+                item["activity"] = state
+    return items
 
 
 @router.get(
