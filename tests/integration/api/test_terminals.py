@@ -233,3 +233,37 @@ def test_bad_terminal_requests(tapi, path, body):
     assert resp.json()["detail"]
     if path == "signal":
         assert resp.json()["error"] == "unsupported signal"
+
+
+def test_attach_before_ready_is_woken_by_the_sandbox_turning_ready(tapi, monkeypatch):
+    """The wait for Ready listens to the sandbox's changes (the resource cache), it does
+    not poll the store: with both polls pushed out to a minute and provisioning held for
+    a second, an attach made before Ready gets the agent's first bytes right after."""
+    from openova_sandbox.api.routes import terminals as terminal_routes
+    from openova_sandbox.controller.local import EnsureWorkspace, LocalRuntime
+
+    monkeypatch.setattr(terminal_routes, "POLL", 60.0)
+    monkeypatch.setattr(terminal_routes, "FALLBACK_POLL", 60.0)
+    execute = LocalRuntime.execute
+
+    async def slow_workspace(self, sandbox, action):
+        if isinstance(action, EnsureWorkspace):
+            await asyncio.sleep(1.0)
+        return await execute(self, sandbox, action)
+
+    monkeypatch.setattr(LocalRuntime, "execute", slow_workspace)
+    h = tapi.auth()
+    token = tapi.token()
+
+    async def scenario() -> float:
+        created = tapi.http.post(SESSIONS, headers=h, json={"agent": "aider", "name": "quick"})
+        assert created.status_code == 201
+        started = time.monotonic()
+        async with websockets.connect(ws_url(tapi, "quick", token)) as ws:
+            phase = tapi.http.get(f"{SESSIONS}/quick", headers=h).json()["phase"]
+            assert phase != "Ready"  # the attach is waiting
+            await ws.send("echo first-$((8*8))\n")
+            await read_until(ws, b"first-64", timeout=10)
+        return time.monotonic() - started
+
+    assert asyncio.run(scenario()) < 10
