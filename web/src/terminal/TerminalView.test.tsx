@@ -267,7 +267,7 @@ describe("TerminalView over sandbox.v2", () => {
     view({ onResize });
     const ws = FakeWebSocket.instances[0]!;
     act(() => {
-      v2Hello(ws, { mode: "read", rows: 1, cols: 1 });
+      v2Hello(ws, { mode: "read", rows: 7, cols: 33 });
       v2Frame(ws, 0, "$ ", { type: "snapshot", seq: 0, reason: "attach" });
     });
     await act(async () => {
@@ -281,6 +281,8 @@ describe("TerminalView over sandbox.v2", () => {
     expect(controls(ws).filter((c) => c.type === "resize")).toEqual([]);
     expect(onResize).not.toHaveBeenCalled();
     expect(document.querySelector(".terminal-pane")).toHaveAttribute("data-readonly", "true");
+    // the spectator's screen has the PTY's size, not the frame's
+    expect(document.querySelector(".xterm-rows")!.children).toHaveLength(7);
   });
 
   it("says a revoked share link is revoked and offers no retry", () => {

@@ -204,7 +204,18 @@ export default function TerminalView({
     );
   }, []);
 
+  // A spectator's screen takes the PTY's size (it cannot change it): the server's
+  // snapshot and output are laid out for that size, and a fitted screen of another
+  // width would wrap them differently.
+  const followPtyRef = useRef(readOnly);
+  followPtyRef.current = readOnly || serverReadOnly;
   const fit = useCallback(() => {
+    const pty = ptySizeRef.current;
+    if (followPtyRef.current && pty && pty.rows > 0 && pty.cols > 0) {
+      const term = termRef.current;
+      if (term && (term.rows !== pty.rows || term.cols !== pty.cols)) term.resize(pty.cols, pty.rows);
+      return;
+    }
     const host = hostRef.current;
     if (!host || host.clientWidth === 0 || host.clientHeight === 0) return;
     try {
@@ -283,7 +294,12 @@ export default function TerminalView({
         onControl: (control) => {
           if (control.type === "hello" || control.type === "size") {
             ptySizeRef.current = { rows: control.rows, cols: control.cols };
-            if (control.type === "hello") setServerReadOnly(control.mode === "read");
+            if (control.type === "hello") {
+              setServerReadOnly(control.mode === "read");
+              if (control.mode === "read") followPtyRef.current = true;
+            }
+            // before the snapshot that follows is written at this size
+            if (followPtyRef.current) fit();
             const matches = control.rows === term.rows && control.cols === term.cols;
             // the PTY took our size (or a writer's: then ours goes again on the next fit)
             if (control.type === "size") setSized(matches);
