@@ -173,7 +173,10 @@ _CLAUDE_ENV = (
 _CLAUDE_FILES = (
     HomeFile(
         ".claude.json",
+        # preferredNotifChannel iterm2: it says "needs your permission" / "waiting for
+        # your input" with OSC 9, which the activity tracker reads as waiting at once
         '{"hasCompletedOnboarding": true, "theme": "dark", "autoUpdates": false, '
+        '"preferredNotifChannel": "iterm2", '
         '"projects": {"${PWD}": {"hasTrustDialogAccepted": true, '
         '"hasCompletedProjectOnboarding": true}}}\n',
     ),

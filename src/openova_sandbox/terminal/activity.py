@@ -253,7 +253,22 @@ class ActivityTracker:
                     yield True
                 elif osc >= 0:
                     pending = pending or osc > pos
-                    pos, self._pstate, self._osc_head = osc + 2, _OSC, b""
+                    start = osc + 2
+                    m = _OSC_SCAN.search(data, start)
+                    end = -1 if m is None else m.start()
+                    if end >= 0 and (data[end] == 0x07 or data[end + 1 : end + 2] == b"\\"):
+                        # the whole OSC is in this chunk: classify it here (titles,
+                        # hyperlinks and colour queries are common in TUI output)
+                        pos = end + (1 if data[end] == 0x07 else 2)
+                        if _is_notification(data[start : min(end, start + _OSC_HEAD)]):
+                            if pending:
+                                yield False
+                                pending = False
+                            yield True
+                        else:
+                            pending = True
+                    else:
+                        pos, self._pstate, self._osc_head = start, _OSC, b""
                 else:
                     if data[n - 1] == 0x1B:  # a lone ESC at the end: the next byte decides
                         pending = pending or n - 1 > pos
