@@ -393,7 +393,7 @@ def pty_server_idle_rss(server: PtyServer) -> dict[str, Any]:
     """RSS of a fresh ``sandbox pty-server`` that served nothing but its health check,
     and after it served one session (what the first request imports lazily)."""
     time.sleep(1.0)
-    out = {"idle_rss": rss_bytes(server.pid)}
+    out: dict[str, float] = {"idle_rss": rss_bytes(server.pid)}
     ws = server.attach(server.create(["/bin/sh", "-c", "printf READY; exec cat"]))
     try:
         ws.wait_for(b"READY")
@@ -866,11 +866,13 @@ def main() -> None:
         import structlog
 
         structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+        main_coro = idle_registry(args.registry_child, args.workdir)
         try:  # as the servers run: uvloop when installed
-            from uvloop import run as run_loop
+            import uvloop
         except ImportError:  # pragma: no cover
-            run_loop = asyncio.run
-        print(json.dumps(run_loop(idle_registry(args.registry_child, args.workdir))))
+            print(json.dumps(asyncio.run(main_coro)))
+        else:
+            print(json.dumps(uvloop.run(main_coro)))
         return
     if args.idle < 100:
         parser.error("--idle must be at least 100")
