@@ -24,6 +24,7 @@ import structlog
 import websockets
 from websockets.typing import Subprotocol
 
+from ..domain.access import SHARE
 from ..domain.errors import (
     BackendUnavailable,
     Conflict,
@@ -51,6 +52,7 @@ log = structlog.get_logger(__name__)
 ANNOTATION_WAKE = "openova.io/wake-requested"
 STATUS_NAMESPACE = "workspaceNamespace"
 PASSED_QUERY = ("since",)  # what the terminal server reads from the browser's URL
+SHARES_UNAVAILABLE = "share links are not available in Kubernetes mode yet"
 TIMEOUT = 10.0
 
 
@@ -202,7 +204,14 @@ class RemoteTerminals:
         grant: ViewerGrant,
     ) -> None:
         """Relay ``channel`` to the terminal server's attach route. ``grant`` is the
-        control plane's decision; the terminal server decides again from the token."""
+        control plane's decision; the terminal server decides again from the token.
+
+        Share links are refused here (1011): the sandbox's terminal server admits the
+        owner and org admins by their own token, and has no way yet to trust the
+        control plane's word that a share allows someone else (docs/shares.md)."""
+        if grant.via == SHARE:
+            await channel.close(CLOSE_INTERNAL, SHARES_UNAVAILABLE)
+            return
         try:
             base = upstream_base(self._template, sandbox)
         except SandboxError as exc:

@@ -264,3 +264,26 @@ def test_sandbox_v2_and_since_go_through_to_the_pod(cluster):
             assert b"missed-8" in data and b"before-9" not in data
 
     asyncio.run(scenario())
+
+
+def test_share_links_are_refused_plainly_in_kubernetes_mode(cluster):
+    """The pod admits the owner and org admins by their own token; until it can trust
+    the control plane's word for a share, a link says so instead of a bare refusal."""
+    h = {"Authorization": f"Bearer {cluster.token()}"}
+    cluster.http.post(SESSIONS, headers=h, json={"agent": "aider", "name": "box"})
+    cluster.set_phase("Ready")
+    made = cluster.http.post(f"{SESSIONS}/box/shares", headers=h, json={"mode": "read"})
+    assert made.status_code == 201, made.text
+    member = cluster.token(sub="u-2", email="member@acme.com")
+    url = f"{cluster.ws}{SESSIONS}/box/attach?access_token={member}&share={made.json()['token']}"
+
+    async def scenario():
+        async with websockets.connect(url) as ws:
+            with contextlib.suppress(websockets.ConnectionClosed):
+                async with asyncio.timeout(10):
+                    while True:
+                        await ws.recv()
+            assert ws.close_code == 1011
+            assert "Kubernetes mode" in (ws.close_reason or "")
+
+    asyncio.run(scenario())
