@@ -935,6 +935,11 @@ export interface components {
         };
         /** SandboxItem */
         SandboxItem: {
+            /**
+             * Activity
+             * @description the primary terminal's agent: working, waiting for input, or idle (embedded mode, while it runs; docs/activity.md)
+             */
+            activity?: string | null;
             /** Agent */
             agent: string;
             /** Attachurl */

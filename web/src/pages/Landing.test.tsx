@@ -107,6 +107,18 @@ describe("Landing", () => {
     expect(within(row).getByText("aider · no repo · PENDING")).toBeInTheDocument();
   });
 
+  it("shows a session's agent activity when the server reports it, and nothing otherwise", async () => {
+    const sessions = [
+      item("asking", { status: "running", activity: "waiting" }),
+      item("working", { status: "running", activity: "busy" }),
+      item("quiet", { status: "stopped", activity: null }),
+    ];
+    renderWithApi(<Landing />, server({ status: 200, body: { sandboxes: sessions } }));
+    expect(await screen.findByTestId("session-activity-asking")).toHaveTextContent("waiting for input");
+    expect(screen.getByTestId("session-activity-working")).toHaveAttribute("data-state", "busy");
+    expect(within(screen.getByTestId("sandbox-session-quiet")).queryByText(/busy|waiting|idle/)).toBeNull();
+  });
+
   it("shows each session's spend of the last 30 days, and nothing without a ledger", async () => {
     const s = server({
       status: 200,

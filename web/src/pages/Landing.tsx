@@ -232,8 +232,8 @@ function AgentCard({
 
 function SessionRow({ item }: { item: SandboxItem }) {
   const meta = sessionMeta(item);
-  // the agent's activity, when the server reports it on list items (docs/activity.md)
-  const activity: unknown = (item as { activity?: unknown }).activity;
+  // the agent's activity, when the server reports it (docs/activity.md)
+  const activity = item.activity;
   return (
     <li className="session-row" data-testid={`sandbox-session-${item.id}`}>
       <div className="session-row-text">
