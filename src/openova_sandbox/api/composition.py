@@ -223,6 +223,7 @@ def build_embedded(
     registry = TerminalRegistry(
         catalogue=deps.sessions.catalogue,
         ring_bytes=settings.ring_buffer_bytes,
+        scrollback_lines=settings.screen_scrollback_lines,
         path=agent_path(settings),
         groups=groups,
     )

@@ -74,6 +74,7 @@ def build_standalone_app(
     terminals = registry or TerminalRegistry(
         catalogue=load_catalogue(settings.agents_path),
         ring_bytes=settings.ring_buffer_bytes,
+        scrollback_lines=settings.screen_scrollback_lines,
     )
     if prepare_spawn is not None:
         terminals.prepare_spawn = prepare_spawn
