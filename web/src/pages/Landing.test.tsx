@@ -119,6 +119,48 @@ describe("Landing", () => {
     expect(within(screen.getByTestId("sandbox-session-quiet")).queryByText(/busy|waiting|idle/)).toBeNull();
   });
 
+  it("notifies when a listed session starts waiting while the tab is hidden", async () => {
+    vi.useFakeTimers({ shouldAdvanceTime: true });
+    const made: string[] = [];
+    class FakeNotification {
+      static permission = "granted";
+      onclick: (() => void) | null = null;
+      constructor(title: string) {
+        made.push(title);
+      }
+      close() {}
+    }
+    vi.stubGlobal("Notification", FakeNotification);
+    const hidden = vi.spyOn(document, "hidden", "get").mockReturnValue(true);
+    let state = "waiting";
+    const s = server().on("GET", "/api/v1/sandbox/sessions", () => ({
+      status: 200,
+      body: { sandboxes: [item("fixer", { status: "running", activity: state })] },
+    }));
+    try {
+      renderWithApi(<Landing />, s);
+      // already waiting when the page loads: not news
+      expect(await screen.findByTestId("session-activity-fixer")).toHaveAttribute("data-state", "waiting");
+      state = "busy";
+      await act(async () => {
+        await vi.advanceTimersByTimeAsync(5000);
+      });
+      await waitFor(() => expect(screen.getByTestId("session-activity-fixer")).toHaveAttribute("data-state", "busy"));
+      state = "waiting";
+      await act(async () => {
+        await vi.advanceTimersByTimeAsync(5000);
+      });
+      await waitFor(() => expect(made).toEqual(["fixer is waiting for input"]));
+      await act(async () => {
+        await vi.advanceTimersByTimeAsync(5000);
+      });
+      expect(made).toHaveLength(1);
+    } finally {
+      hidden.mockRestore();
+      vi.unstubAllGlobals();
+    }
+  });
+
   it("shows each session's spend of the last 30 days, and nothing without a ledger", async () => {
     const s = server({
       status: 200,

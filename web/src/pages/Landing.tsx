@@ -10,6 +10,7 @@ import {
   type Agent,
   installState,
   type InstallState,
+  type ActivityState,
   type SandboxItem,
 } from "../api/client";
 import { useApi } from "../api/context";
@@ -17,7 +18,14 @@ import { StartDialog } from "../components/StartDialog";
 import { usePolling, useTitle } from "../hooks";
 import { Link, navigate, sessionPath } from "../router";
 import { usageLine } from "../usage";
-import { ACTIVITY_LABEL, ACTIVITY_MARK, isActivityState } from "../activity";
+import {
+  ACTIVITY_LABEL,
+  ACTIVITY_MARK,
+  isActivityState,
+  notifyWaiting,
+  shouldNotify,
+} from "../activity";
+import { NotifyButton } from "../components/ActivityBadge";
 
 const LIST_PERIOD_MS = 5000;
 export const INSTALL_POLL_MS = 1000;
@@ -314,9 +322,20 @@ export function Landing({ orgAdmin }: { orgAdmin?: boolean | undefined } = {}) {
     };
   }, [api, agentsVersion]);
 
+  // each session's last activity seen here: a change into waiting while this tab is
+  // hidden raises a notification (same tag as the session page's: never two)
+  const activities = useRef(new Map<string, ActivityState>());
   const refresh = useCallback(async () => {
     try {
-      setSessions(await api.listSessions());
+      const list = await api.listSessions();
+      for (const item of list) {
+        if (!isActivityState(item.activity)) continue;
+        if (shouldNotify(activities.current.get(item.id), item.activity, document.hidden)) {
+          notifyWaiting(item.name, item.id);
+        }
+        activities.current.set(item.id, item.activity);
+      }
+      setSessions(list);
       setListFailed(null);
     } catch (err) {
       setListFailed(err instanceof ApiError ? err.message : "network error");
@@ -358,6 +377,7 @@ export function Landing({ orgAdmin }: { orgAdmin?: boolean | undefined } = {}) {
       <section aria-labelledby="recent-title" className="recent">
         <div className="section-head">
           <h2 id="recent-title">Recent sessions</h2>
+          {sessions?.some((s) => isActivityState(s.activity)) && <NotifyButton />}
           {listFailed !== null && (
             <span className="pill pill-amber" role="status" title={listFailed}>
               API pending
