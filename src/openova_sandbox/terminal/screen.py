@@ -4,8 +4,9 @@ Why: a viewer that attaches late (or fell behind) must get *the screen*, not the
 the byte stream — a wrapped ring starts inside an escape sequence, misses the switch to
 the alternate screen and the input modes, and replays the program's queries (which the
 viewer then answers as typed input). The model is a headless Ghostty terminal
-(``pyghostty``); :meth:`ScreenModel.snapshot` serialises it as VT that rebuilds the same
-screen on a fresh or reset terminal.
+(libghostty-vt, the library ``pyghostty`` ships, reached through :mod:`._ghostty`);
+:meth:`ScreenModel.snapshot` serialises it as VT that rebuilds the same screen on a
+fresh or reset terminal.
 
 Threading: ``feed`` is called on the event loop for every output frame and only queues
 the bytes; one process-wide daemon thread (the *feeder*) drains the queues. cffi releases
@@ -39,9 +40,9 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from pyghostty import Terminal
-from pyghostty._ffi import ffi, lib
-from pyghostty.core import init_sized
+
+from . import _ghostty as g
+from ._ghostty import ffi, lib
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -58,13 +59,13 @@ _ALT_MODES = (1049, 1047, 47)
 # DECSCUSR parameter for (visual style, blinking); libghostty's steady block is the
 # default after a reset, so it is not emitted (the viewer's own cursor setting applies).
 _DECSCUSR = {
-    (lib.GHOSTTY_RENDER_STATE_CURSOR_VISUAL_STYLE_BLOCK, True): 1,
-    (lib.GHOSTTY_RENDER_STATE_CURSOR_VISUAL_STYLE_UNDERLINE, True): 3,
-    (lib.GHOSTTY_RENDER_STATE_CURSOR_VISUAL_STYLE_UNDERLINE, False): 4,
-    (lib.GHOSTTY_RENDER_STATE_CURSOR_VISUAL_STYLE_BAR, True): 5,
-    (lib.GHOSTTY_RENDER_STATE_CURSOR_VISUAL_STYLE_BAR, False): 6,
-    (lib.GHOSTTY_RENDER_STATE_CURSOR_VISUAL_STYLE_BLOCK_HOLLOW, True): 1,
-    (lib.GHOSTTY_RENDER_STATE_CURSOR_VISUAL_STYLE_BLOCK_HOLLOW, False): 2,
+    (g.STYLE_BLOCK, True): 1,
+    (g.STYLE_UNDERLINE, True): 3,
+    (g.STYLE_UNDERLINE, False): 4,
+    (g.STYLE_BAR, True): 5,
+    (g.STYLE_BAR, False): 6,
+    (g.STYLE_BLOCK_HOLLOW, True): 1,
+    (g.STYLE_BLOCK_HOLLOW, False): 2,
 }
 
 
@@ -117,9 +118,12 @@ class _Feeder:
 _FEEDER = _Feeder()
 
 
-def _options(*, modes: bool) -> Any:
-    opts = init_sized("GhosttyFormatterTerminalOptions")
-    opts.emit = lib.GHOSTTY_FORMATTER_FORMAT_VT
+def _options(*, modes: bool, emit: int = g.FORMAT_VT) -> Any:
+    opts = ffi.new("GhosttyFormatterTerminalOptions*")
+    opts.size = ffi.sizeof("GhosttyFormatterTerminalOptions")
+    opts.extra.size = ffi.sizeof("GhosttyFormatterTerminalExtra")
+    opts.extra.screen.size = ffi.sizeof("GhosttyFormatterScreenExtra")
+    opts.emit = emit
     opts.unwrap = False
     opts.trim = False
     extra = opts.extra
@@ -142,8 +146,7 @@ def _options(*, modes: bool) -> Any:
 
 _FULL = _options(modes=True)
 _CONTENT = _options(modes=False)
-_PLAIN = _options(modes=False)
-_PLAIN.emit = lib.GHOSTTY_FORMATTER_FORMAT_PLAIN
+_PLAIN = _options(modes=False, emit=g.FORMAT_PLAIN)
 _C0 = bytes(b for b in range(0x20) if b != 0x1B)
 _REGION = re.compile(rb"\x1b\[\d+;\d+r")
 
@@ -160,8 +163,12 @@ class ScreenModel:
         on_title: Callable[[str], None] | None = None,
         background: bool = True,
     ) -> None:
-        self._term = Terminal(cols, rows, scrollback=max(0, scrollback_lines))
-        self._handle = self._term._t[0]
+        handle = ffi.new("GhosttyTerminal*")
+        _check(lib.ghostty_terminal_new(ffi.NULL, handle, cols, rows), "terminal")
+        self._handle = handle[0]
+        self._free = weakref.finalize(self, lib.ghostty_terminal_free, self._handle)
+        lines = ffi.new("size_t*", max(0, scrollback_lines))
+        _check(lib.ghostty_terminal_set(self._handle, g.OPT_SCROLLBACK_MAX_LINES, lines), "set")
         self._rows, self._cols = rows, cols
         self._lock = threading.Lock()
         self._pending: deque[bytes | tuple[int, int]] = deque()
@@ -171,6 +178,7 @@ class ScreenModel:
         self._tail: list[bytes] = []  # the unfinished escape sequence at the stream's end
         self._tail_len = 0
         self._title = ""
+        self._closed = False
         self.on_title = on_title
         self.fed_bytes = 0  # bytes parsed so far (the feeder's progress)
 
@@ -219,7 +227,7 @@ class ScreenModel:
         """The visible screen as text (rows as displayed, trailing blanks trimmed)."""
         with self._lock:
             self._drain_locked()
-            return str(self._term.text())
+            return self._visible_text()
 
     def snapshot(self) -> bytes:
         """VT that rebuilds this screen on a fresh or reset terminal (see the module doc)."""
@@ -228,7 +236,7 @@ class ScreenModel:
             parts = [RESET]
             active = self._format(_FULL)
             active += self._blank_rows(active)
-            if self._active_screen() == lib.GHOSTTY_TERMINAL_SCREEN_ALTERNATE:
+            if self._active_screen() == g.SCREEN_ALTERNATE:
                 parts.append(self._primary_under_alt_at_ground(active))
             parts.append(active)
             parts.append(self._cursor_shape())
@@ -240,7 +248,8 @@ class ScreenModel:
     def close(self) -> None:
         with self._lock:
             self._pending.clear()
-            self._term.close()
+            self._closed = True
+            self._free()
 
     # ------------------------------------------------------------------ feeder side
     def _drain_scheduled(self) -> None:
@@ -249,6 +258,9 @@ class ScreenModel:
             self._drain_locked()
 
     def _drain_locked(self) -> None:
+        if self._closed:
+            self._pending.clear()
+            return
         title_seen = False
         pending = self._pending
         self._pending_bytes = 0
@@ -286,7 +298,7 @@ class ScreenModel:
 
     def _refresh_title(self) -> None:
         out = ffi.new("GhosttyString*")
-        if lib.ghostty_terminal_get(self._handle, lib.GHOSTTY_TERMINAL_DATA_TITLE, out):
+        if lib.ghostty_terminal_get(self._handle, g.DATA_TITLE, out):
             return
         title = ffi.buffer(out.ptr, out.len)[:].decode(errors="replace") if out.len else ""
         if title != self._title:
@@ -302,16 +314,37 @@ class ScreenModel:
         _check(lib.ghostty_terminal_get(self._handle, data, out), "get")
         return bool(out[0])
 
+    def _get(self, data: int, ctype: str) -> int:
+        out = ffi.new(ctype + "*")
+        _check(lib.ghostty_terminal_get(self._handle, data, out), "get")
+        return int(out[0])
+
     def _ground(self) -> bool:
-        return self._get_bool(lib.GHOSTTY_TERMINAL_DATA_VT_GROUND)
+        return self._get_bool(g.DATA_VT_GROUND)
 
     def _active_screen(self) -> int:
-        out = ffi.new("GhosttyTerminalScreen*")
-        _check(
-            lib.ghostty_terminal_get(self._handle, lib.GHOSTTY_TERMINAL_DATA_ACTIVE_SCREEN, out),
-            "screen",
-        )
-        return int(out[0])
+        return self._get(g.DATA_ACTIVE_SCREEN, "int")
+
+    def _mode(self, mode: int) -> bool:
+        config = ffi.new("GhosttyTerminalModeConfig*")
+        config.mode = mode & 0x7FFF  # a DEC private mode (ANSI modes set bit 15)
+        _check(lib.ghostty_terminal_get(self._handle, g.DATA_MODE, config), "mode")
+        return bool(config.value)
+
+    def _cursor(self) -> tuple[int, int]:
+        return self._get(g.DATA_CURSOR_X, "uint16_t"), self._get(g.DATA_CURSOR_Y, "uint16_t")
+
+    def _printed_rows(self) -> tuple[list[bytes], int, int]:
+        """The rows the formatter prints (plain text), the total rows, the screen height."""
+        plain = self._format(_PLAIN)
+        lines = plain.split(b"\n") if plain else []
+        return lines, self._get(g.DATA_TOTAL_ROWS, "size_t"), self._get(g.DATA_ROWS, "uint16_t")
+
+    def _visible_text(self) -> str:
+        lines, total, height = self._printed_rows()
+        visible = lines[total - height :] if total > height else lines
+        text = b"\n".join(line.rstrip(b" ") for line in visible)
+        return text.decode(errors="replace").rstrip("\n")
 
     def _format(self, options: Any) -> bytes:
         fmt = ffi.new("GhosttyFormatter*")
@@ -354,11 +387,11 @@ class ScreenModel:
         could not be put back exactly: the primary screen is then formatted with the
         current cursor instead of the saved one.
         """
-        x, y = self._term.cursor
+        x, y = self._cursor()
         cup = b"\x1b[%d;%dH" % (y + 1, x + 1)  # (a pending wrap follows it as a reprint)
         at = alt_pass.rfind(cup)
-        exact = at >= 0 and not self._term.mode(6)
-        was_47 = self._term.mode(47)
+        exact = at >= 0 and not self._mode(6)
+        was_47 = self._mode(47)
         self._write(b"\x1b[?47l\x1b8" if exact else b"\x1b[?47l")
         try:
             primary = self._format(_CONTENT)
@@ -367,7 +400,7 @@ class ScreenModel:
             if exact:
                 self._write(b"\x1b7\x1b[?47h")
                 self._write(alt_pass[at:])
-                if self._term.mode(6):  # DECRC brought the primary's origin mode along
+                if self._mode(6):  # DECRC brought the primary's origin mode along
                     self._set_mode(6, False)
             else:
                 self._write(b"\x1b[?47h")
@@ -382,14 +415,8 @@ class ScreenModel:
         screen). Printed rows are counted in a plain-text pass; the viewer then scrolls
         by the difference with a full-screen region, keeping its cursor (DECSC/DECRC).
         """
-        total = ffi.new("size_t*")
-        rows = ffi.new("uint16_t*")
-        lib.ghostty_terminal_get(self._handle, lib.GHOSTTY_TERMINAL_DATA_TOTAL_ROWS, total)
-        lib.ghostty_terminal_get(self._handle, lib.GHOSTTY_TERMINAL_DATA_ROWS, rows)
-        plain = self._format(_PLAIN)
-        printed = plain.count(b"\n") + 1 if plain else 0
-        height = int(rows[0])
-        shift = (int(total[0]) - height) - max(0, printed - height)
+        lines, total, height = self._printed_rows()
+        shift = (total - height) - max(0, len(lines) - height)
         if shift <= 0:
             return b""
         regions = _REGION.findall(formatted)
@@ -400,7 +427,7 @@ class ScreenModel:
         config = ffi.new("GhosttyTerminalModeConfig*")
         config.mode = mode
         config.value = value
-        lib.ghostty_terminal_set(self._handle, lib.GHOSTTY_TERMINAL_OPT_MODE, config)
+        lib.ghostty_terminal_set(self._handle, g.OPT_MODE, config)
 
     def _write(self, data: bytes) -> None:
         lib.ghostty_terminal_vt_write(self._handle, data, len(data))
@@ -412,14 +439,10 @@ class ScreenModel:
         try:
             if lib.ghostty_render_state_update(state[0], self._handle):
                 return b""
-            style = ffi.new("GhosttyRenderStateCursorVisualStyle*")
+            style = ffi.new("int*")
             blink = ffi.new("bool*")
-            lib.ghostty_render_state_get(
-                state[0], lib.GHOSTTY_RENDER_STATE_DATA_CURSOR_VISUAL_STYLE, style
-            )
-            lib.ghostty_render_state_get(
-                state[0], lib.GHOSTTY_RENDER_STATE_DATA_CURSOR_BLINKING, blink
-            )
+            lib.ghostty_render_state_get(state[0], g.RS_CURSOR_VISUAL_STYLE, style)
+            lib.ghostty_render_state_get(state[0], g.RS_CURSOR_BLINKING, blink)
             param = _DECSCUSR.get((int(style[0]), bool(blink[0])))
             return b"" if param is None else b"\x1b[%d q" % param
         finally:

@@ -1,0 +1,125 @@
+"""The few libghostty-vt calls the screen model makes, over the library pyghostty ships.
+
+Why not ``import pyghostty``: its binding declares the whole C API (3,500 lines) with
+cffi at import, which costs ~0.45 s and a few MiB in every process that serves
+terminals (the per-sandbox ``pty-server`` is meant to stay small). These declarations
+are copied from pyghostty's ``_cdef.py`` (same library, same ABI; enums are ``int``);
+``tests/unit/terminal/test_ghostty_abi.py`` checks every size, offset and constant here
+against pyghostty's own declarations, so an upgrade that changes the ABI fails there.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+from cffi import FFI  # type: ignore[import-untyped]
+
+CDEF = """
+typedef int GhosttyResult;
+typedef struct GhosttyTerminalImpl* GhosttyTerminal;
+typedef struct GhosttyFormatterImpl* GhosttyFormatter;
+typedef struct GhosttyRenderStateImpl* GhosttyRenderState;
+typedef uint16_t GhosttyMode;
+typedef struct { const uint8_t* ptr; size_t len; } GhosttyString;
+typedef struct { GhosttyMode mode; bool value; } GhosttyTerminalModeConfig;
+typedef struct {
+  size_t size; bool cursor; bool style; bool hyperlink; bool protection;
+  bool kitty_keyboard; bool charsets;
+} GhosttyFormatterScreenExtra;
+typedef struct {
+  size_t size; bool palette; bool modes; bool scrolling_region; bool tabstops; bool pwd;
+  bool keyboard; GhosttyFormatterScreenExtra screen;
+} GhosttyFormatterTerminalExtra;
+typedef struct {
+  size_t size; int emit; bool unwrap; bool trim; GhosttyFormatterTerminalExtra extra;
+  const void *selection;
+} GhosttyFormatterTerminalOptions;
+
+GhosttyResult ghostty_terminal_new(const void* allocator, GhosttyTerminal* terminal,
+                                   uint16_t cols, uint16_t rows);
+void ghostty_terminal_free(GhosttyTerminal terminal);
+GhosttyResult ghostty_terminal_resize(GhosttyTerminal terminal, uint16_t cols, uint16_t rows,
+                                      uint32_t cell_width_px, uint32_t cell_height_px);
+GhosttyResult ghostty_terminal_set(GhosttyTerminal terminal, int option, const void* value);
+GhosttyResult ghostty_terminal_get(GhosttyTerminal terminal, int data, void *out);
+void ghostty_terminal_vt_write(GhosttyTerminal terminal, const uint8_t* data, size_t len);
+
+GhosttyResult ghostty_formatter_terminal_new(const void* allocator, GhosttyFormatter* formatter,
+                                             GhosttyTerminal terminal,
+                                             GhosttyFormatterTerminalOptions options);
+GhosttyResult ghostty_formatter_format_buf(GhosttyFormatter formatter, uint8_t* buf,
+                                           size_t buf_len, size_t* out_written);
+void ghostty_formatter_free(GhosttyFormatter formatter);
+
+GhosttyResult ghostty_render_state_new(const void* allocator, GhosttyRenderState* state);
+void ghostty_render_state_free(GhosttyRenderState state);
+GhosttyResult ghostty_render_state_update(GhosttyRenderState state, GhosttyTerminal terminal);
+GhosttyResult ghostty_render_state_get(GhosttyRenderState state, int data, void* out);
+"""
+
+# enum values (pyghostty 0.1.x headers), checked against pyghostty by the ABI test
+CONSTANTS = {
+    "GHOSTTY_FORMATTER_FORMAT_PLAIN": 0,
+    "GHOSTTY_FORMATTER_FORMAT_VT": 1,
+    "GHOSTTY_TERMINAL_OPT_SCROLLBACK_MAX_LINES": 28,
+    "GHOSTTY_TERMINAL_OPT_MODE": 34,
+    "GHOSTTY_TERMINAL_DATA_ROWS": 2,
+    "GHOSTTY_TERMINAL_DATA_CURSOR_X": 3,
+    "GHOSTTY_TERMINAL_DATA_CURSOR_Y": 4,
+    "GHOSTTY_TERMINAL_DATA_ACTIVE_SCREEN": 6,
+    "GHOSTTY_TERMINAL_DATA_TITLE": 12,
+    "GHOSTTY_TERMINAL_DATA_TOTAL_ROWS": 14,
+    "GHOSTTY_TERMINAL_DATA_MODE": 37,
+    "GHOSTTY_TERMINAL_DATA_VT_GROUND": 38,
+    "GHOSTTY_TERMINAL_SCREEN_ALTERNATE": 1,
+    "GHOSTTY_RENDER_STATE_DATA_CURSOR_VISUAL_STYLE": 10,
+    "GHOSTTY_RENDER_STATE_DATA_CURSOR_BLINKING": 12,
+    "GHOSTTY_RENDER_STATE_CURSOR_VISUAL_STYLE_BAR": 0,
+    "GHOSTTY_RENDER_STATE_CURSOR_VISUAL_STYLE_BLOCK": 1,
+    "GHOSTTY_RENDER_STATE_CURSOR_VISUAL_STYLE_UNDERLINE": 2,
+    "GHOSTTY_RENDER_STATE_CURSOR_VISUAL_STYLE_BLOCK_HOLLOW": 3,
+}
+
+FORMAT_PLAIN: int = CONSTANTS["GHOSTTY_FORMATTER_FORMAT_PLAIN"]
+FORMAT_VT: int = CONSTANTS["GHOSTTY_FORMATTER_FORMAT_VT"]
+OPT_SCROLLBACK_MAX_LINES: int = CONSTANTS["GHOSTTY_TERMINAL_OPT_SCROLLBACK_MAX_LINES"]
+OPT_MODE: int = CONSTANTS["GHOSTTY_TERMINAL_OPT_MODE"]
+DATA_ROWS: int = CONSTANTS["GHOSTTY_TERMINAL_DATA_ROWS"]
+DATA_CURSOR_X: int = CONSTANTS["GHOSTTY_TERMINAL_DATA_CURSOR_X"]
+DATA_CURSOR_Y: int = CONSTANTS["GHOSTTY_TERMINAL_DATA_CURSOR_Y"]
+DATA_ACTIVE_SCREEN: int = CONSTANTS["GHOSTTY_TERMINAL_DATA_ACTIVE_SCREEN"]
+DATA_TITLE: int = CONSTANTS["GHOSTTY_TERMINAL_DATA_TITLE"]
+DATA_TOTAL_ROWS: int = CONSTANTS["GHOSTTY_TERMINAL_DATA_TOTAL_ROWS"]
+DATA_MODE: int = CONSTANTS["GHOSTTY_TERMINAL_DATA_MODE"]
+DATA_VT_GROUND: int = CONSTANTS["GHOSTTY_TERMINAL_DATA_VT_GROUND"]
+SCREEN_ALTERNATE: int = CONSTANTS["GHOSTTY_TERMINAL_SCREEN_ALTERNATE"]
+RS_CURSOR_VISUAL_STYLE: int = CONSTANTS["GHOSTTY_RENDER_STATE_DATA_CURSOR_VISUAL_STYLE"]
+RS_CURSOR_BLINKING: int = CONSTANTS["GHOSTTY_RENDER_STATE_DATA_CURSOR_BLINKING"]
+STYLE_BAR: int = CONSTANTS["GHOSTTY_RENDER_STATE_CURSOR_VISUAL_STYLE_BAR"]
+STYLE_BLOCK: int = CONSTANTS["GHOSTTY_RENDER_STATE_CURSOR_VISUAL_STYLE_BLOCK"]
+STYLE_UNDERLINE: int = CONSTANTS["GHOSTTY_RENDER_STATE_CURSOR_VISUAL_STYLE_UNDERLINE"]
+STYLE_BLOCK_HOLLOW: int = CONSTANTS["GHOSTTY_RENDER_STATE_CURSOR_VISUAL_STYLE_BLOCK_HOLLOW"]
+
+
+def library_path() -> str:
+    """The libghostty-vt pyghostty ships (``PYGHOSTTY_LIB`` overrides, as for pyghostty)."""
+    override = os.environ.get("PYGHOSTTY_LIB")
+    if override:
+        return override
+    spec = importlib.util.find_spec("pyghostty")  # locates the package, runs none of it
+    if spec is None or not spec.submodule_search_locations:
+        raise OSError("pyghostty is not installed: the screen model needs its libghostty-vt")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "_lib"
+    for suffix in (".so", ".dylib", ".dll"):
+        candidate = folder / f"libghostty-vt{suffix}"
+        if candidate.exists():
+            return str(candidate)
+    raise OSError(f"libghostty-vt not found in {folder}")
+
+
+ffi = FFI()
+ffi.cdef(CDEF)
+lib: Any = ffi.dlopen(library_path())
