@@ -124,17 +124,22 @@ def test_reloads_type_nothing_and_a_spectator_only_watches(
     # each reload really attached anew
     assert len([u for u in sockets if "/attach" in u]) >= RELOADS + 1, sockets
 
-    # A view-only share link: the spectator sees the screen and types nothing.
-    share = owner.request.post(
-        f"/api/v1/sandbox/sessions/{sid}/shares", data={"mode": "read", "ttlSeconds": 600}
-    )
-    assert share.status == 201, share.text()
-    link = share.json()
-    assert link["url"].endswith(f"/sandbox/{sid}?share={link['token']}"), link
+    # A view-only share link, made in the Share dialog: the spectator sees the screen
+    # and types nothing.
+    owner.get_by_role("button", name="Share", exact=True).click()
+    dialog = owner.get_by_role("dialog", name="Share this session")
+    expect(dialog.get_by_label("View only")).to_be_checked()
+    dialog.get_by_role("button", name="Create link").click()
+    url = dialog.locator("#share-url")
+    expect(url).to_have_value(re.compile(rf"/sandbox/{sid}\?share=\S+$"))
+    token = str(url.input_value()).split("?share=", 1)[1]
+    expect(dialog.get_by_role("list", name="Active links")).to_contain_text("View only")
+    owner.screenshot(path=str(artifacts / "v2-share-dialog.png"))
+    dialog.get_by_role("button", name="Done").click()
     spectator = browser.new_context(base_url=server.base_url, storage_state=state).new_page()
     watched: list[str] = []
     spectator.on("websocket", lambda ws: watched.append(ws.url))
-    spectator.goto(f"/sandbox/{sid}?share={link['token']}")
+    spectator.goto(f"/sandbox/{sid}?share={token}")
     expect(spectator.get_by_test_id("view-only")).to_have_text("view only")
     wait_open(spectator)
     expect(pane(spectator)).to_have_attribute("data-readonly", "true")
@@ -146,11 +151,12 @@ def test_reloads_type_nothing_and_a_spectator_only_watches(
     typed = wait_recorded(record, b"M2", owner)
     assert typed == after + b"M2", f"the spectator's page sent input: {typed[len(after) :]!r}"
 
-    # Revoked: the spectator's terminal says so and does not try again.
+    # Revoked in the dialog: the spectator's terminal says so and does not try again.
     attaches = len(watched)
-    assert attaches >= 1 and all(f"share={link['token']}" in u for u in watched), watched
-    revoked = owner.request.delete(f"/api/v1/sandbox/sessions/{sid}/shares/{link['id']}")
-    assert revoked.status == 204, revoked.text()
+    assert attaches >= 1 and all(f"share={token}" in u for u in watched), watched
+    owner.get_by_role("button", name="Share", exact=True).click()
+    dialog.get_by_role("button", name=re.compile("^Revoke")).click()
+    expect(dialog).to_contain_text("No active links.")
     expect(pane(spectator)).to_have_attribute("data-connection", "refused", timeout=10_000)
     expect(pane(spectator).get_by_role("status")).to_contain_text("share link was revoked")
     expect(spectator.get_by_role("button", name="Try again")).to_have_count(0)
