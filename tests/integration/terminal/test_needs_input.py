@@ -104,7 +104,7 @@ async def registry(tmp_path: Path) -> AsyncIterator[TerminalRegistry]:
     rows = {
         "fake": AgentSpec(
             slug="fake", binary=sys.executable, default_args=(str(script),),
-            prompt_patterns=(r"^agent>\Z",),
+            prompt_patterns=(r"^agent>",),  # with or without a draft typed after it
         ),
         # no prompt patterns: only the bell can say it waits
         "bell": AgentSpec(slug="bell", binary=sys.executable, default_args=(str(script),)),
