@@ -99,7 +99,7 @@ async def probe(session: TerminalSession) -> dict[str, Any]:
     seen = b""
     async with asyncio.timeout(20):
         while b"\n" not in seen.partition(b"PROBE ")[2]:
-            chunk = await viewer.next()
+            chunk = await viewer.next_bytes()
             assert chunk is not None, f"the stand-in ended early: {seen!r}"
             seen += chunk
     session.detach(viewer)
