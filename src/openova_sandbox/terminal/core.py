@@ -87,7 +87,7 @@ class _Viewer:
     window: int | None = None
     queued: int = 0
     acked: int = 0  # window viewers: the offset the client has rendered up to
-    sent: int = 0  # window viewers: end offset of the last frame handed to the socket
+    sent: int = 0  # end offset of the last frame handed to the sender (before it is sent)
     resync: str = ""  # non-empty: marked for a snapshot, with this reason
 
 
@@ -210,13 +210,17 @@ class SessionCore:
             result.frames.append(Frame(viewer_id, data, start, end))
         return result
 
-    def delivered(self, viewer_id: str, nbytes: int, end: int | None = None) -> None:
-        """The sender finished sending ``nbytes`` of frames (ending at ``end``) to a viewer."""
+    def handed(self, viewer_id: str, end: int) -> None:
+        """The sender took a frame ending at ``end`` for the socket (acks may reach it)."""
+        viewer = self._viewers.get(viewer_id)
+        if viewer is not None:
+            viewer.sent = max(viewer.sent, end)
+
+    def delivered(self, viewer_id: str, nbytes: int) -> None:
+        """The sender finished sending ``nbytes`` of frames to a viewer (the raw budget)."""
         viewer = self._viewers.get(viewer_id)
         if viewer is not None:
             viewer.queued = max(0, viewer.queued - nbytes)
-            if end is not None:
-                viewer.sent = max(viewer.sent, end)
 
     def ack(self, viewer_id: str, offset: int) -> bool:
         """A window viewer rendered up to ``offset``; ``True`` when a resync became ready."""

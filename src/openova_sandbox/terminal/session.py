@@ -133,7 +133,6 @@ class Viewer:
         self._items: deque[Output | Control] = deque()
         self._wake = asyncio.Event()
         self._unsent = 0
-        self._unsent_end = 0
         self._kicked = False
         self.resyncs = 0
 
@@ -178,7 +177,7 @@ class Viewer:
         """
         core = self._session.core
         if self._unsent:
-            core.delivered(self.id, self._unsent, self._unsent_end)
+            core.delivered(self.id, self._unsent)
             self._unsent = 0
         while True:
             if self._kicked:
@@ -187,7 +186,7 @@ class Viewer:
                 item = self._items.popleft()
                 if isinstance(item, Output):
                     self._unsent = len(item.data)
-                    self._unsent_end = item.end
+                    core.handed(self.id, item.end)  # before the client can ack it
                 return item
             resync = core.resync(self.id)
             if resync is not None:

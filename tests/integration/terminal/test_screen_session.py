@@ -292,3 +292,33 @@ async def test_a_bell_turns_the_terminal_waiting_and_the_listeners_hear_it(
     assert state.body == {"type": "activity", "state": "waiting"}
     assert session.activity == "waiting"
     assert heard == [("s", session.id, "busy", "waiting")]
+
+
+async def test_a_viewer_past_its_window_gets_one_snapshot_once_it_acked_what_it_got(
+    registry: TerminalRegistry,
+) -> None:
+    flood = (
+        "import sys;sys.stdout.write('start\\r\\n');sys.stdout.flush();sys.stdin.readline()"
+        ";sys.stdout.write('x' * 400000 + '\\r\\nflood done\\r\\n');sys.stdout.flush()"
+        ";sys.stdin.read()"
+    )
+    session = registry.create("s", SessionRequest(command=(sys.executable, "-c", flood)))
+    slow = session.attach(window=64 * 1024)
+    fast = session.attach()
+    got: list[Output] = []
+    await _outputs_until(slow, b"start", got)
+    slow.ack(got[-1].end)  # acked before the pump asks for the next frame
+    session.write(b"go\r")
+    await _outputs_until(fast, b"flood done", [])
+    # the slow phone rendered nothing more: everything past its window was dropped
+    item = await asyncio.wait_for(slow.next(), 5)
+    while not (isinstance(item, Output) and item.kind == "snapshot"):
+        assert item is not None
+        if isinstance(item, Output):  # taken before the drop: rendered and acknowledged
+            slow.ack(item.end)
+        item = await asyncio.wait_for(slow.next(), 5)
+    assert (item.kind, item.reason) == ("snapshot", "resync")
+    assert item.end == session.core.end
+    assert "flood done" in _render(item.data).text()
+    assert slow.resyncs == 1
+    assert session.core.queued_bytes(slow.id) == 0

@@ -136,7 +136,8 @@ def test_window_viewer_may_run_ahead_of_its_acks_by_the_window_only() -> None:
     core.attach("v2", window=10)
     core.attach("raw")
     assert [f.viewer_id for f in core.feed(b"123456").frames] == ["v2", "raw"]
-    core.delivered("v2", 6, 6)  # sent, not yet acknowledged
+    core.handed("v2", 6)  # taken for the socket, not yet acknowledged
+    core.delivered("v2", 6)
     assert core.queued_bytes("v2") == 6
     result = core.feed(b"abcde")  # 11 bytes past the last ack (0) > 10
     assert [f.viewer_id for f in result.frames] == ["raw"]
@@ -159,7 +160,7 @@ def test_acks_never_run_past_what_was_sent() -> None:
     core.feed(b"1234")
     core.ack("v", 1000)  # a lying client does not widen its window
     assert core.queued_bytes("v") == 4
-    core.delivered("v", 4, 4)
+    core.handed("v", 4)
     core.ack("v", 4)
     assert core.queued_bytes("v") == 0
 

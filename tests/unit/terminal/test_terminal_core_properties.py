@@ -89,8 +89,9 @@ def _run(ops: list[tuple[str, object]], *, ring_bytes: int, limit: int, window: 
         model = viewers[name]
         if model.queue:
             frame = model.queue.popleft()
+            core.handed(name, frame.end)
             model.received.append(frame)
-            core.delivered(name, len(frame.data), frame.end)
+            core.delivered(name, len(frame.data))
         else:
             frame_or_none = core.resync(name)
             if frame_or_none is not None:
