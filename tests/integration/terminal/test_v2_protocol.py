@@ -210,8 +210,9 @@ async def test_a_since_no_longer_held_gets_a_snapshot_marked_gap(start_server: A
     future = await open_v2(server, sid, since=str(session.core.end + 10))
     assert (await future.frame()).announced["reason"] == "gap"  # type: ignore[index]
     # and so is garbage: a fresh snapshot, never a refusal
-    odd = await open_v2(server, sid, since="-5")
-    assert (await odd.frame()).announced["reason"] == "attach"  # type: ignore[index]
+    for odd_since in ("-5", "%C2%B2", "12x"):  # negative, a superscript two, not a number
+        odd = await open_v2(server, sid, since=odd_since)
+        assert (await odd.frame()).announced["reason"] == "attach"  # type: ignore[index]
 
 
 async def test_a_viewer_past_its_window_gets_a_resync_snapshot_once_it_acks(

@@ -77,7 +77,7 @@ async def _raw_input(channel: Channel, viewer: Viewer) -> int | None:
 def _since(channel: Channel) -> int | None:
     """``?since=<offset>``: a non-negative integer, else no resume (a fresh snapshot)."""
     text = channel.query.get("since", "")
-    return int(text) if text.isdigit() and len(text) <= 20 else None
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 20 else None
 
 
 async def _send_output(channel: Channel, item: Output) -> None:
