@@ -2,10 +2,11 @@
 
 A real opencode (installed with ``sandbox agents install``; offline against the fake
 model server, support/fake_llm.py) runs as a sandbox's primary terminal in the whole
-embedded server (``sandbox serve``'s app under uvicorn), with a 64 KiB replay ring. A
-*live* viewer attaches over the raw attach WebSocket right after the start and stays;
-it records every frame in order and every PTY size change. At quiet moments a *fresh*
-viewer attaches; both streams are rendered by the console's own xterm.js
+embedded server (``sandbox serve``'s app under uvicorn), with a 16 KiB replay ring. A
+*live* viewer attaches right after the start over ``sandbox.v2`` (as the console does)
+and stays; it records every frame in order, every PTY size change and every snapshot
+(after a resize the server re-serialises the screen for it). At quiet moments a *fresh*
+viewer attaches over the raw protocol (its one replay frame is the screen); both streams are rendered by the console's own xterm.js
 (support/xterm_render: @xterm/headless 6) and compared: every cell (characters,
 colours, attributes), the cursor, the active buffer and the input modes must be equal —
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import secrets
 import socket
@@ -50,7 +52,7 @@ from openova_sandbox.testing.server import serve_in_thread
 from support import xterm_render
 from support.agents_cache import AgentsCache
 from support.fake_llm import FakeLLM, last_user_text
-from support.xterm_render import Chunk, Screen, differences, render, side_by_side
+from support.xterm_render import RESET, Chunk, Screen, differences, render, side_by_side
 
 pytestmark = [
     pytest.mark.slow,
@@ -128,20 +130,27 @@ class Server:
         assert answer.status_code == 204, answer.text
         self.size = (cols, rows)
         for viewer in self.viewers:
-            viewer.chunks.append((cols, rows))
+            if not getattr(viewer, "v2", False):  # a v2 viewer is told in band
+                viewer.chunks.append((cols, rows))
 
 
 class Recorder:
-    """A raw-attach viewer that records every frame, in order, from its first (the
-    replay), and the PTY size changes the test makes while it watches."""
+    """A viewer that records every frame, in order, from its first (the replay).
 
-    def __init__(self, server: Server, *, slow: bool = False) -> None:
+    Raw attach (default): the PTY size changes the test makes are noted at the point of
+    the stream they were made. ``sandbox.v2`` (``v2=True``, as the console speaks): the
+    size comes in band (``size`` controls), a snapshot resets the terminal first, output
+    is acknowledged as it is recorded; after a resize the server re-serialises the
+    screen for such a viewer."""
+
+    def __init__(self, server: Server, *, slow: bool = False, v2: bool = False) -> None:
         self.server = server
         self.size = server.size  # the PTY's size when it attached: its xterm's size
         self.chunks: list[Chunk] = []
         self.frames = 0
         self.last_frame = time.monotonic()
         self.slow = slow
+        self.v2 = v2
         self.reading = asyncio.Event()
         if not slow:
             self.reading.set()
@@ -158,6 +167,8 @@ class Recorder:
             host, port = self.server.url.removeprefix("http://").split(":")
             sock.connect((host, int(port)))
             options.update(sock=sock, max_queue=1, compression=None, ping_interval=None)
+        if self.v2:
+            options["subprotocols"] = ["sandbox.v2"]
         self._ws = await websockets.connect(self.server.attach_url, **options)
         self.server.viewers.append(self)
         self._task = asyncio.create_task(self._pump())
@@ -174,6 +185,19 @@ class Recorder:
     async def _pump(self) -> None:
         await self.reading.wait()
         async for frame in self._ws:
+            if self.v2 and isinstance(frame, str):
+                control = json.loads(frame)
+                if control["type"] == "hello":
+                    self.size = (control["cols"], control["rows"])
+                elif control["type"] == "snapshot":
+                    self.chunks.append(RESET)
+                elif control["type"] == "size":
+                    self.chunks.append((control["cols"], control["rows"]))
+                continue
+            if self.v2:
+                start = int.from_bytes(frame[:8], "big")
+                frame = frame[8:]
+                await self._ws.send(json.dumps({"type": "ack", "seq": start + len(frame)}))
             self.chunks.append(frame if isinstance(frame, bytes) else frame.encode())
             self.frames += 1
             self.last_frame = time.monotonic()
@@ -330,8 +354,9 @@ def server(
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def live(server: Server) -> AsyncIterator[Recorder]:
-    """The viewer attached since the start (before the agent drew its first screen)."""
-    async with Recorder(server) as viewer:
+    """The viewer attached since the start (before the agent drew its first screen),
+    speaking sandbox.v2 as the console does."""
+    async with Recorder(server, v2=True) as viewer:
         await viewer.first_frame()
         await wait_text(viewer, READY)
         server.resize(100, 30)

@@ -74,7 +74,8 @@ def ensure_installed() -> str:
     return node
 
 
-Chunk = bytes | tuple[int, int]  # output, or a resize to (cols, rows)
+RESET = "reset"  # a chunk: the viewer resets its terminal (before a sandbox.v2 snapshot)
+Chunk = bytes | tuple[int, int] | str  # output, a resize to (cols, rows), or RESET
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,11 @@ def render(
         "scrollback": scrollback,
         "serialize": serialize,
         "chunks": [
-            base64.b64encode(c).decode() if isinstance(c, bytes) else {"resize": list(c)}
+            base64.b64encode(c).decode()
+            if isinstance(c, bytes)
+            else {"reset": True}
+            if c == RESET
+            else {"resize": list(c)}
             for c in chunks
         ],
     }
