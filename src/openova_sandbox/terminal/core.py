@@ -15,7 +15,8 @@ Decisions:
   same call (single event-loop thread, between two ``feed`` calls: no byte is both in the
   first frame and sent live, and none is lost). Without ``since`` it is a snapshot of the
   screen (reason ``attach``); with ``since`` still held by the ring it is exactly the
-  bytes ``[since, end)`` (``resume``); otherwise a snapshot with reason ``gap``.
+  bytes ``[since, end)`` (``resume``); otherwise (or when those bytes are more than the
+  viewer's window) a snapshot with reason ``gap``.
 * Flow control, two rules:
 
   - **raw viewers** (``window=None``): a byte budget for frames handed out but not yet
@@ -168,7 +169,10 @@ class SessionCore:
         if window is not None and window <= 0:
             raise ValueError("window must be positive")
         end = self._ring.end
-        if since is not None and self._ring.start <= since <= end:
+        held = since is not None and self._ring.start <= since <= end
+        if held and window is not None and since is not None and end - since > window:
+            held = False  # more than the viewer's window: the screen instead of a queue
+        if held:
             data, start, end = self._ring.snapshot(since)
             frame = Frame(viewer_id, data, start, end, RESUME)
         else:

@@ -172,7 +172,7 @@ class ScreenModel:
         self._rows, self._cols = rows, cols
         self._lock = threading.Lock()
         self._pending: deque[bytes | tuple[int, int]] = deque()
-        self._pending_bytes = 0
+        self._enqueued = 0  # bytes queued so far (written on the loop thread only)
         self._scheduled = False
         self._background = background
         self._tail: list[bytes] = []  # the unfinished escape sequence at the stream's end
@@ -205,8 +205,9 @@ class ScreenModel:
     def _enqueue(self, item: bytes | tuple[int, int]) -> None:
         self._pending.append(item)
         if isinstance(item, bytes):
-            self._pending_bytes += len(item)
-        if not self._background or self._pending_bytes > PENDING_MAX:
+            self._enqueued += len(item)
+        # (each counter has one writer: the loop queues, the lock holder parses)
+        if not self._background or self._enqueued - self.fed_bytes > PENDING_MAX:
             with self._lock:
                 self._drain_locked()
         elif not self._scheduled:
@@ -258,21 +259,25 @@ class ScreenModel:
             self._drain_locked()
 
     def _drain_locked(self) -> None:
+        """Parse what is queued *now* (bounded: the feeder never holds the lock through a
+        flood that keeps arriving; a feed after ``_scheduled`` was cleared resubmits)."""
         if self._closed:
             self._pending.clear()
             return
         title_seen = False
         pending = self._pending
-        self._pending_bytes = 0
-        while pending:
+        left = len(pending)
+        while left:
             item = pending.popleft()
+            left -= 1
             if isinstance(item, tuple):
                 rows, cols = item
                 _check(lib.ghostty_terminal_resize(self._handle, cols, rows, 8, 16), "resize")
                 continue
             chunks = [item]
-            while pending and not isinstance(pending[0], tuple):
+            while left and not isinstance(pending[0], tuple):
                 chunks.append(pending.popleft())  # type: ignore[arg-type]
+                left -= 1
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             lib.ghostty_terminal_vt_write(self._handle, data, len(data))
             self.fed_bytes += len(data)

@@ -62,6 +62,14 @@ def test_since_no_longer_held_or_in_the_future_is_a_snapshot_marked_gap() -> Non
         assert frame.data == b"SNAP:0123456789"
 
 
+def test_a_resume_bigger_than_the_window_is_a_snapshot_marked_gap() -> None:
+    core, _ = _core(ring_bytes=100)
+    core.feed(b"0123456789")
+    assert core.attach("a", since=2, window=8).kind == "resume"
+    frame = core.attach("b", since=1, window=8)
+    assert (frame.kind, frame.reason, frame.end) == ("snapshot", "gap", 10)
+
+
 def test_feed_hands_the_same_bytes_object_to_every_viewer_and_the_screen() -> None:
     core, screen = _core(ring_bytes=100)
     for name in ("a", "b", "c"):
