@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 import websockets
 
+from ..domain.terminal_wire import CLOSE_GOING_AWAY, CLOSE_NORMAL
 from .client import ApiClient, ApiError
 
 DETACH = b"\x1d"  # Ctrl-]
@@ -50,7 +51,7 @@ def ws_url(server: str, sandbox_id: str, token: str) -> str:
 # Close codes after which the CLI exits 0: the agent ended (1000), or had ended before
 # this attach (1001). Anything else (1008 refused, 1011 cannot start or provisioning
 # failed, 1012 server restart, 1013 not ready yet) exits 1.
-NORMAL_CLOSES = {1000, 1001}
+NORMAL_CLOSES = {CLOSE_NORMAL, CLOSE_GOING_AWAY}
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def closed(code: int | None, reason: str, tail: bytes) -> Ended:
     ok = code in NORMAL_CLOSES
     if not reason:
         return Ended(f"connection closed ({code})", ok)
-    if code == 1000:
+    if code == CLOSE_NORMAL:
         return Ended(reason, ok)  # "agent exited with code N"
     if reason.encode() in tail:
         return Ended(f"connection closed ({code})", ok)  # already on the screen, in full
