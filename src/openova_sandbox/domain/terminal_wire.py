@@ -18,6 +18,8 @@ CLOSE_UNSUPPORTED = 1003  # sandbox.v2: a text frame that is not a JSON object
 CLOSE_POLICY = 1008  # origin, unauthenticated, token-expired, share-*, sandbox-deleting
 CLOSE_INTERNAL = 1011  # cannot start the agent / provisioning failed (reason in terminal)
 CLOSE_TRY_LATER = 1013  # not Ready in time, or the sandbox's session limit
+# what a peer's close code reads as when no close frame came (never sent on the wire)
+NOT_SENT = frozenset({1005, 1006})  # no status received, connection lost
 
 # close reasons clients act on (a 1008's reason is one of these words)
 REASON_ORIGIN = "origin not allowed"

@@ -36,7 +36,13 @@ from ..domain.errors import (
 from ..domain.model import Sandbox, format_time, utcnow
 from ..domain.principal import Principal
 from ..domain.status import attach_path
-from ..domain.terminal_wire import CLOSE_INTERNAL, CLOSE_NORMAL, SUBPROTOCOL_V2, clip_reason
+from ..domain.terminal_wire import (
+    CLOSE_INTERNAL,
+    CLOSE_NORMAL,
+    NOT_SENT,
+    SUBPROTOCOL_V2,
+    clip_reason,
+)
 from ..store.base import Store
 from .sessions import SessionsService
 from .terminal_port import (
@@ -267,4 +273,4 @@ async def _relay(browser: Channel, upstream: websockets.ClientConnection) -> Non
     code = upstream.close_code or CLOSE_NORMAL
     reason = upstream.close_reason or ""
     await upstream.close()
-    await browser.close(code if code not in (1005, 1006) else CLOSE_INTERNAL, clip_reason(reason))
+    await browser.close(code if code not in NOT_SENT else CLOSE_INTERNAL, clip_reason(reason))
