@@ -31,7 +31,7 @@ pytestmark = pytest.mark.timeout(60)
 SANDBOX = "team-a/demo"
 
 # A fake agent: a banner, then "agent> " and a wait for a line. "work" animates a spinner
-# for 1.5 s before the next prompt; "ask" rings the bell with a question and waits.
+# for 3 s before the next prompt; "ask" rings the bell with a question and waits.
 AGENT = textwrap.dedent(
     """
     import sys, time
@@ -43,7 +43,7 @@ AGENT = textwrap.dedent(
         if not line:
             break
         if line.strip() == "work":
-            end = time.monotonic() + 1.5
+            end = time.monotonic() + 3.0
             while time.monotonic() < end:
                 out.write("\\r" + "|/-\\\\"[int(time.monotonic() * 20) % 4] + " working"); out.flush()
                 time.sleep(0.05)
