@@ -10,25 +10,25 @@ Signals, in the order they win:
 * **Agent notifications** — a terminal bell (BEL outside any OSC/DCS/APC/PM/SOS string,
   where BEL is a terminator, not a bell), ``OSC 9 ; message`` (iTerm2/ghostty; the ConEmu
   sub-commands ``OSC 9 ; <digits> ; …`` such as the 9;4 progress bar are *not*
-  notifications), ``OSC 777 ; notify ; …`` (urxvt/ghostty/foot) and ``OSC 99`` (kitty):
-  ``waiting`` at once.
-* **Output bursts** — output that is not a reaction (see below) means ``busy``.
+  notifications), ``OSC 777 ; notify ; …`` (urxvt/ghostty/foot) and ``OSC 99`` (kitty;
+  not its ``p=?`` capability query): ``waiting`` at once.
 * **Quiet + prompt** — output quiet for ``quiet_seconds`` and one of the prompt patterns
   found in the screen's last non-empty lines: ``waiting``. Without prompt patterns a
   quiet terminal stays ``busy`` (only a notification says it waits) until it has been
   silent for ``idle_seconds``.
+* **Work** — from ``waiting``/``idle``, output that is not a reaction (below) and goes on
+  for ``burst_seconds`` without a quiet gap: ``busy``.
 * **Nothing happening** — ``waiting`` (or a silent ``busy``) with no input and no output
-  for ``idle_seconds``: ``idle``.
+  for ``idle_seconds``: ``idle``. Input in ``idle`` means somebody is back: ``waiting``.
 
 Typing is not work. Output within ``echo_seconds`` of an input event (the echo of a key,
 the TUI redrawing its input box) or of a notification (the frame drawn with the bell) is a
-*reaction* and leaves ``waiting`` as it is. Output later than that — the spinner of an
-agent that got a task, an answer streaming in — is ``busy``. So after the user submits,
-the state turns ``busy`` at the first output more than ``echo_seconds`` after the last
-key, not on the echo. One more case: a submitted line (input containing CR/LF) followed
-by silence, with the prompt gone from the screen after ``quiet_seconds``, is a silent
-command at work (``sleep 100`` in a shell): ``busy``. Input in ``idle`` means somebody is
-back: ``waiting``.
+*reaction* and leaves ``waiting`` as it is. Later output — the spinner of an agent that
+got a task, an answer streaming in — is ``busy`` once it has lasted ``burst_seconds``; a
+one-off redraw (a status line changing while the agent waits) is not. After a submitted
+line (input containing CR/LF) or unprompted output, once quiet for ``quiet_seconds``, the
+prompt is checked again: gone means something works without talking (``sleep 100`` in a
+shell): ``busy``.
 
 Chunk boundaries may split escape sequences anywhere; the parser keeps a few bytes of
 state, and all bytes of one call share one timestamp, so any chunking of the same bytes at
