@@ -461,8 +461,6 @@ def keystrokes(
 ) -> dict[str, list[float]]:
     """Raw PTY echo and each server's keystroke round trip, sample by sample in turn,
     so all of them see the same machine load at the same moment."""
-    for ws in clients.values():
-        ws.wait_for(b"READY")
     times: dict[str, list[float]] = {name: [] for name in ("raw", *clients)}
     for i in range(samples + 50):
         sample = {"raw": raw.echo()}
@@ -688,7 +686,10 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         }
         raw = RawAgent(script, "echo")
         try:
-            results["echo"] = keystrokes(raw, clients, args.samples)
+            for ws in clients.values():
+                ws.wait_for(b"READY")
+            # three rounds: a burst of load from elsewhere shows as their spread
+            results["echo"] = [keystrokes(raw, clients, args.samples // 3) for _ in range(3)]
         finally:
             raw.close()
             for ws in clients.values():
@@ -724,20 +725,32 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
 def report(r: dict[str, Any]) -> str:
     rows: list[Row] = []
-    echo = r["echo"]
-    raw50, raw99 = statistics.median(echo["raw"]), pct(echo["raw"], 0.99)
+    rounds = r["echo"]  # per round: the p50 and p99 of each, and their ratios to raw
+
+    def ratio(name: str, q: float) -> list[float]:
+        return sorted(pct(x[name], q) / pct(x["raw"], q) for x in rounds)
+
+    def mid(name: str, q: float) -> float:
+        return statistics.median(pct(x[name], q) for x in rounds)
+
     rows.append(
-        ("raw PTY echo p50 / p99 (baseline)", f"{raw50 * 1e6:.0f} / {raw99 * 1e6:.0f} µs", "", "")
+        (
+            f"raw PTY echo p50 / p99 (baseline; median of {len(rounds)} rounds)",
+            f"{mid('raw', 0.5) * 1e6:.0f} / {mid('raw', 0.99) * 1e6:.0f} µs",
+            "",
+            "",
+        )
     )
     for name in ("serve", "pty-server"):
-        p50, p99 = statistics.median(echo[name]), pct(echo[name], 0.99)
+        r50, r99 = ratio(name, 0.5), ratio(name, 0.99)
+        x50, x99 = statistics.median(r50), statistics.median(r99)
         rows.append(
             (
                 f"keystroke via `sandbox {name}` p50 / p99",
-                f"{p50 * 1e6:.0f} / {p99 * 1e6:.0f} µs "
-                f"({p50 / raw50:.1f}x / {p99 / raw99:.1f}x raw)",
+                f"{mid(name, 0.5) * 1e6:.0f} / {mid(name, 0.99) * 1e6:.0f} µs "
+                f"({x50:.1f}x / {x99:.1f}x raw; p50 rounds {r50[0]:.1f}-{r50[-1]:.1f}x)",
                 f"p50 ≤ {ECHO_P50_X}x, p99 ≤ {ECHO_P99_X}x raw",
-                p50 <= ECHO_P50_X * raw50 and p99 <= ECHO_P99_X * raw99,
+                x50 <= ECHO_P50_X and x99 <= ECHO_P99_X,
             )
         )
     raw_rate = r["raw_rate"]
