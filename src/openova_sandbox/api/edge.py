@@ -48,28 +48,34 @@ def origin_of_url(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
-def _reached_as(conn: HTTPConnection) -> str:
-    """This server's origin as the client reached it: scheme and ``Host``."""
+def _reached_as(conn: HTTPConnection) -> tuple[str, str]:
+    """This server as the client reached it: scheme (``http``/``https``) and ``Host``."""
     scheme = {"ws": "http", "wss": "https"}.get(conn.url.scheme, conn.url.scheme)
     host = (conn.headers.get("host") or conn.url.netloc).strip()
-    return f"{scheme}://{host}".lower()
+    return scheme.lower(), host.lower()
 
 
 def origin_allowed(conn: HTTPConnection, public_url: str) -> bool:
     """Cross-site request and WebSocket hijacking guard, one rule for both edges.
 
     No ``Origin`` (CLI clients) is fine. With a public URL configured, a browser's
-    ``Origin`` must be that URL's origin (scheme, host and port; its path is ignored);
-    without one it must be this server as the browser reached it (scheme and ``Host``).
-    ``null`` (an opaque origin) never matches. Behind a TLS-terminating proxy, set the
-    public URL: the request arrives as ``http`` and would not match ``https://…``.
+    ``Origin`` must be that URL's origin (scheme, host and port; its path is ignored).
+    Without one it must be this server as the browser reached it: the ``Host`` it used,
+    and the same scheme — except that an ``https`` page may reach a plain-``http``
+    listener (TLS ended by a proxy in front); an ``http`` page never reaches an
+    ``https`` one. ``null`` (an opaque origin) never matches.
     """
     origin = conn.headers.get("origin")
     if origin is None:
         return True
     origin = origin.strip().rstrip("/").lower()
-    expected = origin_of_url(public_url) if public_url.strip() else _reached_as(conn)
-    return origin == expected
+    if public_url.strip():
+        return origin == origin_of_url(public_url)
+    scheme, _, host = origin.partition("://")
+    reached_scheme, reached_host = _reached_as(conn)
+    if not host or host != reached_host:
+        return False
+    return scheme == reached_scheme or (scheme == "https" and reached_scheme == "http")
 
 
 # the one mapping from the domain error tree to HTTP statuses (first match wins)

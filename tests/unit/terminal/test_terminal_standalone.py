@@ -1,11 +1,10 @@
-"""The standalone pty-server: authorization rule, settings → registry, Origin parsing
-(the token extractor is the control plane's: tests/unit/auth)."""
+"""The standalone pty-server: authorization rule, settings → registry (the token
+extractor and the Origin rule are the control plane's: tests/unit/auth, tests/unit/api)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from openova_sandbox.api.edge import origin_of_url
 from openova_sandbox.api.terminal_edge.standalone import (
     build_standalone_app,
     gateway_env,
@@ -54,13 +53,6 @@ def test_no_owner_and_no_namespace_admits_nobody() -> None:
     allowed = owner_or_org_admin(owner_email="", namespace="")
     assert not allowed(Principal(sub="1", email=""))
     assert not allowed(Principal(sub="1", org="", roles=frozenset({"org-admin"})))
-
-
-def test_origin_of_a_public_url_drops_path_and_case() -> None:
-    assert origin_of_url("https://Sandbox.Example.com:8443/console/") == (
-        "https://sandbox.example.com:8443"
-    )
-    assert origin_of_url("http://localhost:8000") == "http://localhost:8000"
 
 
 async def _deny(token: str) -> Principal:
