@@ -33,10 +33,19 @@ typedef struct {
   size_t size; bool palette; bool modes; bool scrolling_region; bool tabstops; bool pwd;
   bool keyboard; GhosttyFormatterScreenExtra screen;
 } GhosttyFormatterTerminalExtra;
+typedef struct { size_t size; void *node; uint16_t x; uint16_t y; } GhosttyGridRef;
+typedef struct {
+  size_t size; GhosttyGridRef start; GhosttyGridRef end; bool rectangle;
+} GhosttySelection;
 typedef struct {
   size_t size; int emit; bool unwrap; bool trim; GhosttyFormatterTerminalExtra extra;
-  const void *selection;
+  const GhosttySelection *selection;
 } GhosttyFormatterTerminalOptions;
+/* GhosttyPoint is a tagged union passed by value, which ABI-mode cffi cannot pass; a
+   struct of the same size and alignment has the same calling convention (pyghostty
+   uses the same twin; the ABI test compares it with the real type) */
+typedef struct { uint16_t x; uint32_t y; uint64_t _pad; } GhosttyPointValueS;
+typedef struct { int tag; GhosttyPointValueS value; } GhosttyPointS;
 
 GhosttyResult ghostty_terminal_new(const void* allocator, GhosttyTerminal* terminal,
                                    uint16_t cols, uint16_t rows);
@@ -46,6 +55,8 @@ GhosttyResult ghostty_terminal_resize(GhosttyTerminal terminal, uint16_t cols, u
 GhosttyResult ghostty_terminal_set(GhosttyTerminal terminal, int option, const void* value);
 GhosttyResult ghostty_terminal_get(GhosttyTerminal terminal, int data, void *out);
 void ghostty_terminal_vt_write(GhosttyTerminal terminal, const uint8_t* data, size_t len);
+GhosttyResult ghostty_terminal_grid_ref(GhosttyTerminal terminal, GhosttyPointS point,
+                                        GhosttyGridRef *out_ref);
 
 GhosttyResult ghostty_formatter_terminal_new(const void* allocator, GhosttyFormatter* formatter,
                                              GhosttyTerminal terminal,
@@ -66,12 +77,16 @@ CONSTANTS = {
     "GHOSTTY_FORMATTER_FORMAT_VT": 1,
     "GHOSTTY_TERMINAL_OPT_SCROLLBACK_MAX_LINES": 28,
     "GHOSTTY_TERMINAL_OPT_MODE": 34,
+    "GHOSTTY_TERMINAL_DATA_COLS": 1,
     "GHOSTTY_TERMINAL_DATA_ROWS": 2,
     "GHOSTTY_TERMINAL_DATA_CURSOR_X": 3,
     "GHOSTTY_TERMINAL_DATA_CURSOR_Y": 4,
     "GHOSTTY_TERMINAL_DATA_ACTIVE_SCREEN": 6,
     "GHOSTTY_TERMINAL_DATA_TITLE": 12,
     "GHOSTTY_TERMINAL_DATA_TOTAL_ROWS": 14,
+    "GHOSTTY_TERMINAL_DATA_SCROLLBACK_ROWS": 15,
+    "GHOSTTY_POINT_TAG_SCREEN": 2,
+    "GHOSTTY_OUT_OF_SPACE": -3,
     "GHOSTTY_TERMINAL_DATA_MODE": 37,
     "GHOSTTY_TERMINAL_DATA_VT_GROUND": 38,
     "GHOSTTY_TERMINAL_SCREEN_ALTERNATE": 1,
@@ -87,12 +102,16 @@ FORMAT_PLAIN: int = CONSTANTS["GHOSTTY_FORMATTER_FORMAT_PLAIN"]
 FORMAT_VT: int = CONSTANTS["GHOSTTY_FORMATTER_FORMAT_VT"]
 OPT_SCROLLBACK_MAX_LINES: int = CONSTANTS["GHOSTTY_TERMINAL_OPT_SCROLLBACK_MAX_LINES"]
 OPT_MODE: int = CONSTANTS["GHOSTTY_TERMINAL_OPT_MODE"]
+DATA_COLS: int = CONSTANTS["GHOSTTY_TERMINAL_DATA_COLS"]
 DATA_ROWS: int = CONSTANTS["GHOSTTY_TERMINAL_DATA_ROWS"]
 DATA_CURSOR_X: int = CONSTANTS["GHOSTTY_TERMINAL_DATA_CURSOR_X"]
 DATA_CURSOR_Y: int = CONSTANTS["GHOSTTY_TERMINAL_DATA_CURSOR_Y"]
 DATA_ACTIVE_SCREEN: int = CONSTANTS["GHOSTTY_TERMINAL_DATA_ACTIVE_SCREEN"]
 DATA_TITLE: int = CONSTANTS["GHOSTTY_TERMINAL_DATA_TITLE"]
 DATA_TOTAL_ROWS: int = CONSTANTS["GHOSTTY_TERMINAL_DATA_TOTAL_ROWS"]
+DATA_SCROLLBACK_ROWS: int = CONSTANTS["GHOSTTY_TERMINAL_DATA_SCROLLBACK_ROWS"]
+POINT_TAG_SCREEN: int = CONSTANTS["GHOSTTY_POINT_TAG_SCREEN"]
+OUT_OF_SPACE: int = CONSTANTS["GHOSTTY_OUT_OF_SPACE"]
 DATA_MODE: int = CONSTANTS["GHOSTTY_TERMINAL_DATA_MODE"]
 DATA_VT_GROUND: int = CONSTANTS["GHOSTTY_TERMINAL_DATA_VT_GROUND"]
 SCREEN_ALTERNATE: int = CONSTANTS["GHOSTTY_TERMINAL_SCREEN_ALTERNATE"]

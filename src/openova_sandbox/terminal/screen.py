@@ -53,7 +53,11 @@ DEFAULT_SCROLLBACK_LINES = 1000
 RESET = b"\x1bc"
 FEED_DELAY = 0.005  # the feeder parses at most this late (snapshots drain at once)
 PENDING_MAX = 8 * 1024 * 1024  # queued beyond this, the caller parses (the feeder lags)
-TAIL_MAX = 64 * 1024  # an unfinished sequence longer than this is not carried over
+TAIL_MAX = 64 * 1024
+CHURN_CELLS = 160_000  # scrollback libghostty keeps at least (lines x columns), see below
+SCRATCH_MIN = 64 * 1024  # per-thread formatting buffer (one format pass when it fits)
+SCRATCH_MAX = 4 * 1024 * 1024
+_SCRATCH = threading.local()  # an unfinished sequence longer than this is not carried over
 _ALT_MODES = (1049, 1047, 47)
 
 # DECSCUSR parameter for (visual style, blinking); libghostty's steady block is the
@@ -167,8 +171,8 @@ class ScreenModel:
         _check(lib.ghostty_terminal_new(ffi.NULL, handle, cols, rows), "terminal")
         self._handle = handle[0]
         self._free = weakref.finalize(self, lib.ghostty_terminal_free, self._handle)
-        lines = ffi.new("size_t*", max(0, scrollback_lines))
-        _check(lib.ghostty_terminal_set(self._handle, g.OPT_SCROLLBACK_MAX_LINES, lines), "set")
+        self._keep_lines = max(0, scrollback_lines)
+        self._set_scrollback(cols)
         self._rows, self._cols = rows, cols
         self._lock = threading.Lock()
         self._pending: deque[bytes | tuple[int, int]] = deque()
@@ -235,8 +239,9 @@ class ScreenModel:
         with self._lock:
             self._drain_locked()
             parts = [RESET]
-            active = self._format(_FULL)
-            active += self._blank_rows(active)
+            selection, covered = self._selection(scrollback_lines=self._keep_lines)
+            active = self._format(_FULL, selection)
+            active += self._blank_rows(active, selection, covered)
             if self._active_screen() == g.SCREEN_ALTERNATE:
                 parts.append(self._primary_under_alt_at_ground(active))
             parts.append(active)
@@ -273,6 +278,7 @@ class ScreenModel:
             if isinstance(item, tuple):
                 rows, cols = item
                 _check(lib.ghostty_terminal_resize(self._handle, cols, rows, 8, 16), "resize")
+                self._set_scrollback(cols)
                 continue
             chunks = [item]
             while left and not isinstance(pending[0], tuple):
@@ -313,6 +319,15 @@ class ScreenModel:
                 with contextlib.suppress(Exception):
                     callback(title)
 
+    def _set_scrollback(self, cols: int) -> None:
+        """libghostty keeps at least a page of scrollback, and while the lines asked fit
+        in about one page it frees and maps pages as the scrollback rotates (page faults
+        on every MB of output). So it is asked for at least ``CHURN_CELLS / cols`` lines;
+        a snapshot still carries only the lines configured."""
+        lines = max(self._keep_lines, -(-CHURN_CELLS // max(1, cols)) if self._keep_lines else 0)
+        value = ffi.new("size_t*", lines)
+        _check(lib.ghostty_terminal_set(self._handle, g.OPT_SCROLLBACK_MAX_LINES, value), "set")
+
     # ------------------------------------------------------------------ formatting
     def _get_bool(self, data: int) -> bool:
         out = ffi.new("bool*")
@@ -339,28 +354,59 @@ class ScreenModel:
     def _cursor(self) -> tuple[int, int]:
         return self._get(g.DATA_CURSOR_X, "uint16_t"), self._get(g.DATA_CURSOR_Y, "uint16_t")
 
-    def _printed_rows(self) -> tuple[list[bytes], int, int]:
-        """The rows the formatter prints (plain text), the total rows, the screen height."""
-        plain = self._format(_PLAIN)
-        lines = plain.split(b"\n") if plain else []
-        return lines, self._get(g.DATA_TOTAL_ROWS, "size_t"), self._get(g.DATA_ROWS, "uint16_t")
+    def _selection(self, *, scrollback_lines: int) -> tuple[Any, int]:
+        """A selection of the last ``scrollback_lines`` of scrollback plus the screen, and
+        the rows it covers; ``None`` (everything) when the scrollback is no longer."""
+        height = self._get(g.DATA_ROWS, "uint16_t")
+        scrollback = self._get(g.DATA_SCROLLBACK_ROWS, "size_t")
+        if scrollback <= scrollback_lines:
+            return None, scrollback + height
+        first = scrollback - scrollback_lines
+        selection = ffi.new("GhosttySelection*")
+        selection.size = ffi.sizeof("GhosttySelection")
+        last_col = self._get(g.DATA_COLS, "uint16_t") - 1
+        for ref, x, y in (
+            (selection.start, 0, first),
+            (selection.end, last_col, scrollback + height - 1),
+        ):
+            point = ffi.new("GhosttyPointS*")
+            point.tag = g.POINT_TAG_SCREEN
+            point.value.x, point.value.y = x, y
+            ref.size = ffi.sizeof("GhosttyGridRef")
+            _check(lib.ghostty_terminal_grid_ref(self._handle, point[0], ffi.addressof(ref)), "ref")
+        return selection, scrollback_lines + height
+
+    def _printed_rows(self, selection: Any) -> list[bytes]:
+        """The rows the formatter prints (plain text; blank rows at the bottom left out)."""
+        plain = self._format(_PLAIN, selection)
+        return plain.split(b"\n") if plain else []
 
     def _visible_text(self) -> str:
-        lines, total, height = self._printed_rows()
-        visible = lines[total - height :] if total > height else lines
-        text = b"\n".join(line.rstrip(b" ") for line in visible)
+        selection, _ = self._selection(scrollback_lines=0)
+        lines = self._printed_rows(selection)
+        if selection is None:  # no scrollback: the rows printed are the screen's
+            lines = lines[-self._get(g.DATA_ROWS, "uint16_t") :]
+        text = b"\n".join(line.rstrip(b" ") for line in lines)
         return text.decode(errors="replace").rstrip("\n")
 
-    def _format(self, options: Any) -> bytes:
+    def _format(self, template: Any, selection: Any = None) -> bytes:
+        options = ffi.new("GhosttyFormatterTerminalOptions*", template[0])
+        options.selection = ffi.NULL if selection is None else selection
         fmt = ffi.new("GhosttyFormatter*")
-        _check(
-            lib.ghostty_formatter_terminal_new(ffi.NULL, fmt, self._handle, options[0]), "formatter"
-        )
+        made = lib.ghostty_formatter_terminal_new(ffi.NULL, fmt, self._handle, options[0])
+        _check(made, "formatter")
         try:
             size = ffi.new("size_t*")
-            lib.ghostty_formatter_format_buf(fmt[0], ffi.NULL, 0, size)  # the size query
-            buf = ffi.new("uint8_t[]", max(size[0], 1))
-            _check(lib.ghostty_formatter_format_buf(fmt[0], buf, len(buf), size), "format")
+            buf = getattr(_SCRATCH, "buf", None)
+            if buf is None:
+                buf = _SCRATCH.buf = ffi.new("uint8_t[]", SCRATCH_MIN)
+            result = lib.ghostty_formatter_format_buf(fmt[0], buf, len(buf), size)
+            if result == g.OUT_OF_SPACE:  # size holds what it needs: grow and format again
+                buf = ffi.new("uint8_t[]", size[0] + size[0] // 4)
+                if len(buf) <= SCRATCH_MAX:
+                    _SCRATCH.buf = buf
+                result = lib.ghostty_formatter_format_buf(fmt[0], buf, len(buf), size)
+            _check(result, "format")
             return bytes(ffi.buffer(buf, size[0]))
         finally:
             lib.ghostty_formatter_free(fmt[0])
@@ -399,8 +445,9 @@ class ScreenModel:
         was_47 = self._mode(47)
         self._write(b"\x1b[?47l\x1b8" if exact else b"\x1b[?47l")
         try:
-            primary = self._format(_CONTENT)
-            return primary + self._blank_rows(primary)
+            selection, covered = self._selection(scrollback_lines=self._keep_lines)
+            primary = self._format(_CONTENT, selection)
+            return primary + self._blank_rows(primary, selection, covered)
         finally:
             if exact:
                 self._write(b"\x1b7\x1b[?47h")
@@ -412,7 +459,7 @@ class ScreenModel:
             if not was_47:
                 self._set_mode(47, False)
 
-    def _blank_rows(self, formatted: bytes) -> bytes:
+    def _blank_rows(self, formatted: bytes, selection: Any, covered: int) -> bytes:
         """What brings back the blank rows at the bottom the formatter leaves out.
 
         The formatter stops at the last row with content, so on the viewer the screen
@@ -420,11 +467,12 @@ class ScreenModel:
         screen). Printed rows are counted in a plain-text pass; the viewer then scrolls
         by the difference with a full-screen region, keeping its cursor (DECSC/DECRC).
         """
-        lines, total, height = self._printed_rows()
-        shift = (total - height) - max(0, len(lines) - height)
+        printed = len(self._printed_rows(selection))
+        height = self._get(g.DATA_ROWS, "uint16_t")
+        shift = (covered - height) - max(0, printed - height)
         if shift <= 0:
             return b""
-        regions = _REGION.findall(formatted)
+        regions = _REGION.findall(formatted, max(0, len(formatted) - 1024))  # it ends there
         region = regions[-1] if regions else b""
         return b"\x1b7\x1b[r\x1b[%d;1H%s%s\x1b8" % (height, b"\n" * shift, region)
 

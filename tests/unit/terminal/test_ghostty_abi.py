@@ -36,7 +36,18 @@ STRUCTS = {
         "screen",
     ),
     "GhosttyFormatterTerminalOptions": ("size", "emit", "unwrap", "trim", "extra", "selection"),
+    "GhosttyGridRef": ("size", "node", "x", "y"),
+    "GhosttySelection": ("size", "start", "end", "rectangle"),
 }
+
+
+def test_the_point_twin_has_the_unions_size_and_alignment() -> None:
+    ours, real = _ghostty.ffi, full_ffi
+    assert (ours.sizeof("GhosttyPointS"), ours.alignof("GhosttyPointS")) == (
+        real.sizeof("GhosttyPoint"),
+        real.alignof("GhosttyPoint"),
+    )
+    assert ours.offsetof("GhosttyPointS", "value") == real.offsetof("GhosttyPoint", "value")
 
 
 @pytest.mark.parametrize("name", sorted(STRUCTS))
