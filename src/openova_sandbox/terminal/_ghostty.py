@@ -55,6 +55,7 @@ GhosttyResult ghostty_terminal_resize(GhosttyTerminal terminal, uint16_t cols, u
 GhosttyResult ghostty_terminal_set(GhosttyTerminal terminal, int option, const void* value);
 GhosttyResult ghostty_terminal_get(GhosttyTerminal terminal, int data, void *out);
 void ghostty_terminal_vt_write(GhosttyTerminal terminal, const uint8_t* data, size_t len);
+typedef void (*GhosttyTerminalTitleChangedFn)(GhosttyTerminal terminal, void* userdata);
 GhosttyResult ghostty_terminal_grid_ref(GhosttyTerminal terminal, GhosttyPointS point,
                                         GhosttyGridRef *out_ref);
 
@@ -77,6 +78,7 @@ CONSTANTS = {
     "GHOSTTY_FORMATTER_FORMAT_VT": 1,
     "GHOSTTY_TERMINAL_OPT_SCROLLBACK_MAX_LINES": 28,
     "GHOSTTY_TERMINAL_OPT_MODE": 34,
+    "GHOSTTY_TERMINAL_OPT_TITLE_CHANGED": 5,
     "GHOSTTY_TERMINAL_DATA_COLS": 1,
     "GHOSTTY_TERMINAL_DATA_ROWS": 2,
     "GHOSTTY_TERMINAL_DATA_CURSOR_X": 3,
@@ -101,6 +103,7 @@ CONSTANTS = {
 FORMAT_PLAIN: int = CONSTANTS["GHOSTTY_FORMATTER_FORMAT_PLAIN"]
 FORMAT_VT: int = CONSTANTS["GHOSTTY_FORMATTER_FORMAT_VT"]
 OPT_SCROLLBACK_MAX_LINES: int = CONSTANTS["GHOSTTY_TERMINAL_OPT_SCROLLBACK_MAX_LINES"]
+OPT_TITLE_CHANGED: int = CONSTANTS["GHOSTTY_TERMINAL_OPT_TITLE_CHANGED"]
 OPT_MODE: int = CONSTANTS["GHOSTTY_TERMINAL_OPT_MODE"]
 DATA_COLS: int = CONSTANTS["GHOSTTY_TERMINAL_DATA_COLS"]
 DATA_ROWS: int = CONSTANTS["GHOSTTY_TERMINAL_DATA_ROWS"]

@@ -73,6 +73,21 @@ _DECSCUSR = {
 }
 
 
+# Title changes: one C callback for every terminal, which only flags the terminal (it
+# runs inside the parse, on the thread that parses); the model reads the title after.
+_TITLED: dict[int, bool] = {}
+
+
+@ffi.callback("GhosttyTerminalTitleChangedFn")  # type: ignore[untyped-decorator]
+def _on_title(terminal: Any, userdata: Any) -> None:
+    _TITLED[int(ffi.cast("uintptr_t", terminal))] = True
+
+
+def _free(handle: Any, key: int) -> None:
+    _TITLED.pop(key, None)
+    lib.ghostty_terminal_free(handle)
+
+
 class ScreenError(RuntimeError):
     """libghostty refused a call (out of memory, invalid size)."""
 
@@ -170,7 +185,11 @@ class ScreenModel:
         handle = ffi.new("GhosttyTerminal*")
         _check(lib.ghostty_terminal_new(ffi.NULL, handle, cols, rows), "terminal")
         self._handle = handle[0]
-        self._free = weakref.finalize(self, lib.ghostty_terminal_free, self._handle)
+        key = int(ffi.cast("uintptr_t", self._handle))
+        _TITLED[key] = False
+        self._key = key
+        self._free = weakref.finalize(self, _free, self._handle, key)
+        _check(lib.ghostty_terminal_set(self._handle, g.OPT_TITLE_CHANGED, _on_title), "set")
         self._keep_lines = max(0, scrollback_lines)
         self._set_scrollback(cols)
         self._rows, self._cols = rows, cols
@@ -269,7 +288,6 @@ class ScreenModel:
         if self._closed:
             self._pending.clear()
             return
-        title_seen = False
         pending = self._pending
         left = len(pending)
         while left:
@@ -288,8 +306,8 @@ class ScreenModel:
             lib.ghostty_terminal_vt_write(self._handle, data, len(data))
             self.fed_bytes += len(data)
             self._track_tail(data)
-            title_seen = title_seen or b"\x1b]" in data
-        if title_seen:
+        if _TITLED.get(self._key):  # libghostty said so while parsing (OSC 0 / 2)
+            _TITLED[self._key] = False
             self._refresh_title()
 
     def _track_tail(self, data: bytes) -> None:
