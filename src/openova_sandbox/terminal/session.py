@@ -57,6 +57,7 @@ INPUT_BUFFER_MAX = 1024 * 1024
 EXIT_POLL = 0.2
 RESIZE_SETTLE = 0.15  # after a PTY size change, acknowledging viewers get the new screen
 WRITE, READ = "write", "read"
+TICK_FLOOR = 0.01
 
 _TRANSITIONS = {"running": {"exited"}, "exited": set[str]()}
 
@@ -471,7 +472,8 @@ class TerminalSession:
         if self.exited:
             return
         at = self._activity.next_tick()
-        if at is not None:
+        if at is not None:  # (a floor: a tracker that asks for the past never spins)
+            at = max(at, self._loop.time() + TICK_FLOOR)
             self._tick_handle = self._loop.call_at(at, self._tick)
 
     def _retime_tick(self) -> None:
