@@ -47,15 +47,14 @@ class AgentScreen:
     async def _pump(self) -> None:
         viewer = self.session.attach()
         try:
-            while True:
-                chunk = await viewer.next()
-                if chunk is None:
-                    self.ended = True
-                    return
+            chunk: bytes | None = viewer.first.data  # the screen so far, then live output
+            while chunk is not None:
                 self.raw += chunk
                 self.stream.feed(chunk)
+                chunk = await viewer.next_bytes()
+            self.ended = True
         finally:
-            self.session.detach(viewer)
+            viewer.close()
 
     async def close(self) -> None:
         if self._task is not None:

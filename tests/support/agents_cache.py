@@ -142,6 +142,12 @@ class AgentsCache:
         self._prefetch = threading.Thread(target=run, name="agents-prefetch", daemon=True)
         self._prefetch.start()
 
+    def settle(self) -> None:
+        """Wait until the background installs are done (the cache's tree stays as it is:
+        for a copy of it, or a test that compares it before and after)."""
+        if self._prefetch is not None:
+            self._prefetch.join(INSTALL_TIMEOUT)
+
     def place(self, data_dir: Path, *slugs: str, share: bool = False) -> Path:
         source = self.ensure(*slugs)
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -149,6 +155,7 @@ class AgentsCache:
         if share:
             target.symlink_to(source, target_is_directory=True)
         else:
+            self.settle()
             shutil.copytree(source, target, symlinks=True, copy_function=_link_or_copy)
         return data_dir
 

@@ -136,11 +136,11 @@ async def test_a_sandbox_terminal_starts_the_managed_agent(
     )
     session = registry.create("sb", SessionRequest(agent="opencode", extra_args=("--version",)))
     viewer = session.attach()
-    seen = b""
+    seen = viewer.first.data
     try:
         async with asyncio.timeout(30):
             while OPENCODE_PIN.encode() not in seen:
-                chunk = await viewer.next()
+                chunk = await viewer.next_bytes()
                 assert chunk is not None, f"the agent ended before its version: {seen!r}"
                 seen += chunk
     finally:

@@ -56,6 +56,7 @@ from openova_sandbox.store.memory import MemoryStore
 from openova_sandbox.terminal.registry import TerminalRegistry
 from openova_sandbox.testing.server import serve_in_thread
 from support.agent_screen import AgentScreen
+from support.agents_cache import AgentsCache
 from support.fake_llm import FakeLLM
 from support.files import holding
 from support.processes import descendants, environ
@@ -217,6 +218,7 @@ async def saved_in(folders: list[Path], text: str, timeout: float = 30.0) -> Non
 async def test_a_real_agent_completes_a_turn_in_its_own_home(
     tmp_path: Path,
     slug: str,
+    agents_cache: AgentsCache,
     installed_agents_dir: Any,
     fake_llm: FakeLLM,
     trap: TrapProxy,
@@ -224,6 +226,7 @@ async def test_a_real_agent_completes_a_turn_in_its_own_home(
 ) -> None:
     agent = AGENTS[slug]
     data = installed_agents_dir(tmp_path / "data", slug, share=True)
+    agents_cache.settle()  # no background install changes the cache during the test
     installs = tree(data / "agents")
     setup = make_setup(tmp_path, data, slug, fake_llm, trap, stack)
     service, box = setup.service, setup.sandbox

@@ -249,25 +249,16 @@ class InnerViewer:
         self.server = server
         self.size = server.size
         self.viewer = session.attach()
-        first = getattr(self.viewer, "first", None)  # Output (screen model) or the replay
-        data = first.data if first is not None else self.viewer.replay
-        self.chunks: list[Chunk] = [data]
+        self.chunks: list[Chunk] = [self.viewer.first.data]  # the screen, as raw sends it
         self.frames = 1
         self.last_frame = time.monotonic()
         self.reading = asyncio.Event()
-        self._session = session
         server.viewers.append(self)  # type: ignore[arg-type]
         self._task = asyncio.create_task(self._pump())
 
     async def _pump(self) -> None:
         await self.reading.wait()
-        while True:
-            item = await self.viewer.next()
-            if item is None:
-                return
-            data = item if isinstance(item, bytes) else getattr(item, "data", None)
-            if data is None:
-                continue  # a control message: a raw viewer gets none
+        while (data := await self.viewer.next_bytes()) is not None:
             self.chunks.append(data)
             self.frames += 1
             self.last_frame = time.monotonic()
@@ -276,11 +267,7 @@ class InnerViewer:
         self.server.viewers.remove(self)  # type: ignore[arg-type]
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
-        close = getattr(self.viewer, "close", None)
-        if close is not None:
-            close()
-        else:
-            self._session.detach(self.viewer)
+        self.viewer.close()
 
     def render(self) -> Screen:
         return render(*self.size, self.chunks)
