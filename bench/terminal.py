@@ -247,8 +247,12 @@ class MinimalWebSocket:
 
 
 # ---------------------------------------------------------------------- servers
+STARTED: list[ServerProcess] = []
+
+
 class ServerProcess:
-    """One ``sandbox`` server command, its port, pid and a client for its HTTP API."""
+    """One ``sandbox`` server command, its port, pid and a client for its HTTP API.
+    Every one started is in ``STARTED``, so the run stops them whatever happens."""
 
     def __init__(self, argv: list[str], env: dict[str, str], token: str, log: Path) -> None:
         with socket.socket() as probe:
@@ -263,6 +267,7 @@ class ServerProcess:
                 stderr=fh,
             )
         self.pid = self.proc.pid
+        STARTED.append(self)
         self.token = token
         self.http = httpx.Client(
             base_url=f"http://127.0.0.1:{self.port}",
@@ -877,6 +882,9 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument(
+        "--deadline", type=int, default=600, help="seconds before the run gives up (whole run)"
+    )
     parser.add_argument("--registry-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -903,8 +911,19 @@ def main() -> None:
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     t0 = time.monotonic()
+
+    def give_up(signum: int, frame: Any) -> None:
+        raise TimeoutError(f"the bench did not finish in {args.deadline} s")
+
+    signal.signal(signal.SIGALRM, give_up)  # the servers are stopped on the way out
+    signal.alarm(args.deadline)
     with tempfile.TemporaryDirectory(prefix="bench-terminal-") as tmp:
-        results = run(args, Path(tmp))
+        try:
+            results = run(args, Path(tmp))
+        finally:
+            signal.alarm(0)
+            for server in STARTED:
+                server.stop()  # a no-op for those already stopped
     results["idle"] = args.idle
     if args.json:
         args.json.write_text(json.dumps(results))
