@@ -26,7 +26,7 @@ skipped with the reason, or fails under ``SANDBOX_TEST_REQUIRE_ALL=1`` (CI).
 
 Installs start early: once collection is done (``pytest_collection_finish``, registered
 in ``tests/conftest.py``), when a collected test uses these fixtures, a background thread
-installs opencode and qwen-code, then aider when an aider test was collected, while the
+installs qwen-code, then opencode, then aider when an aider test was collected, while the
 first tests run (pytest keeps one core busy; an install mostly waits on npm/pip or uses
 the other). A test that needs an agent whose install is under way waits for it; one that
 failed in the background is installed again in the test, which then reports the error.
@@ -187,7 +187,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     users = [i for i in session.items if FIXTURES & set(getattr(i, "fixturenames", ()))]
     if not users:
         return
-    groups = [("opencode", "qwen-code")]
+    # one at a time, in the order the suite first needs them (the browser tier: qwen-code)
+    groups = [("qwen-code",), ("opencode",)]
     params = [getattr(i, "callspec", None) for i in users]
     if any("aider" in spec.params.values() for spec in params if spec is not None):
         groups.append(("aider",))
