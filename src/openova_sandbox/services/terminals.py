@@ -30,7 +30,6 @@ of the quota but one, which stays the primary agent's.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,10 +39,8 @@ from typing import Any, Protocol
 
 import structlog
 
-from ..agents.home import prepare_home
 from ..config import Settings
 from ..controller.local import home_path, workspace_path
-from ..domain.catalogue import AgentSpec
 from ..domain.errors import (
     Invalid,
     NotFound,
@@ -56,9 +53,9 @@ from ..domain.model_access import ModelAccess, agent_model_env
 from ..domain.principal import Principal
 from ..domain.status import attach_path
 from ..domain.terminal_wire import CLOSE_INTERNAL, CLOSE_POLICY, SIGNALS
-from ..terminal.pty import SpawnSpec
 from ..terminal.registry import SandboxContext, SessionRequest, TerminalRegistry
 from ..terminal.session import TerminalSession
+from .agent_spawn import prepare_spawn
 from .sandbox_tokens import SandboxTokens
 from .sessions import SessionsService
 from .terminal_port import (
@@ -112,15 +109,6 @@ def _identity(path: str) -> BinaryIdentity:
     except OSError:
         return None
     return (path, st.st_ino, st.st_mtime_ns)
-
-
-def prepare_spawn(
-    spec: SpawnSpec, *, agent: AgentSpec | None, home: str, resume: bool
-) -> SpawnSpec:
-    """The registry's spawn hook: seed the sandbox's HOME for ``agent``, add its resume
-    arguments when it ran there before and ``resume`` is asked."""
-    extra = prepare_home(Path(home), agent, spec.env, resume=resume)
-    return dataclasses.replace(spec, argv=(*spec.argv, *extra)) if extra else spec
 
 
 def registry_key(namespace: str, name: str) -> str:

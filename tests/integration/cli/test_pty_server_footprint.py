@@ -39,6 +39,15 @@ FORBIDDEN_MODULES = (
     "openova_sandbox.controller.kube",
     "openova_sandbox.store.sql",
     "openova_sandbox.gateway",
+    # the control plane's terminals service and what it drags in: the pty-server's spawn
+    # hook is services.agent_spawn (agents.home and the spawn spec only)
+    "openova_sandbox.services.terminals",
+    "openova_sandbox.services.sessions",
+    "openova_sandbox.services.sandbox_tokens",
+    "openova_sandbox.services.gateway_ledger",
+    "openova_sandbox.controller",
+    "openova_sandbox.store",
+    "openova_sandbox.events",
 )
 
 
