@@ -632,7 +632,7 @@ def pty_server(
     from ..auth.authenticator import build_authenticator
     from ..auth.issuer import EmbeddedIssuer
     from ..logs import configure
-    from ..services.terminals import prepare_spawn
+    from ..services.agent_spawn import prepare_spawn
 
     settings = settings_or_exit()
     configure(level=settings.log_level, json=settings.log_json)
