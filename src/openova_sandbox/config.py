@@ -129,6 +129,9 @@ class Settings(BaseSettings):
     pty_workdir: str = Field("", validation_alias=AliasChoices("SANDBOX_WORKDIR", "pty_workdir"))
     # opens /idle only: the operator probes idleness with it (from the pty-probe Secret)
     probe_token: str = Field("", repr=False)
+    # the pod's share grant key (from its sandbox-share-grant Secret): it admits the
+    # viewers of share links the control plane vouches for (docs/shares.md); empty: none
+    share_grant_key: str = Field("", repr=False)
 
     # --- Kubernetes mode (operator rendering; env SANDBOX_KUBE_*) -----------------------
     kube_image: str = "ghcr.io/openova/sandbox:latest"
@@ -149,6 +152,10 @@ class Settings(BaseSettings):
     # how the control plane reaches a sandbox's terminal server; {namespace} is the
     # sandbox's workspace namespace
     kube_pty_url_template: str = "http://pty-server.{namespace}.svc:7681"
+    # the API's and the operator's shared secret from which each sandbox's share grant
+    # key is derived (Secret sandbox-share-grant; docs/kubernetes.md); empty: share
+    # links are refused in Kubernetes mode
+    share_grant_secret: str = Field("", repr=False)
 
     # --- auth -------------------------------------------------------------------------
     oidc_issuer: str = ""

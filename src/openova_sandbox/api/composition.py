@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from ..agents.paths import agent_search_path
 from ..auth.authenticator import build_authenticator
 from ..auth.issuer import EmbeddedIssuer
+from ..auth.share_grant import ShareGrantIssuer
 from ..config import Settings
 from ..controller.runner import EmbeddedController
 from ..domain.catalogue import Catalogue, load_catalogue
@@ -276,7 +277,13 @@ def build_api(settings: Settings, *, store: Store | None = None, public_url: str
     sandbox's terminal server; the operator (a separate process) reconciles."""
     deps = build_control_plane(settings, store=store, public_url=public_url, kube=True)
     deps.terminals = RemoteTerminals(
-        store=deps.store, sessions=deps.sessions, url_template=settings.kube_pty_url_template
+        store=deps.store,
+        sessions=deps.sessions,
+        url_template=settings.kube_pty_url_template,
+        # share links: each attach is vouched for to the pod with a grant (docs/shares.md)
+        share_grants=ShareGrantIssuer(settings.share_grant_secret)
+        if settings.share_grant_secret
+        else None,
     )
     # BYOS keeps its flows in memory and its tokens in the data dir, and only the
     # in-process spawner injects them: across API replicas and into sandbox pods none of

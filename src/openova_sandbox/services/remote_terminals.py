@@ -2,7 +2,13 @@
 terminal server (the ``pty-server`` StatefulSet in its workspace namespace).
 
 The caller's token is presented upstream, so the terminal server decides again
-(owner or org admin of that sandbox): the control plane adds no privilege. WebSocket
+(owner or org admin of that sandbox): the control plane adds no privilege. A viewer of a
+share link is the exception: the control plane has checked the link
+(``SharesService.access``) and presents, instead of the viewer's token, a share grant
+(``auth.share_grant``: a 60-second JWT signed with the sandbox's own grant key, naming
+the sandbox, the viewer, the mode and the share); the terminal server admits that one
+connection in the share's mode. Revocation and expiry are the control plane's: the
+attach route ends the relay (1008 ``share-revoked``/``share-expired``). WebSocket
 frames are relayed as they are, both ways, and the upstream close code is passed on;
 the subprotocol the browser was accepted with (``sandbox.v2``) and its ``since`` are
 passed to the terminal server, which speaks the protocol itself.
@@ -24,6 +30,7 @@ import structlog
 import websockets
 from websockets.typing import Subprotocol
 
+from ..auth.share_grant import ShareGrantIssuer
 from ..domain.access import SHARE
 from ..domain.errors import (
     BackendUnavailable,
@@ -35,6 +42,8 @@ from ..domain.errors import (
 )
 from ..domain.model import Sandbox, format_time, utcnow
 from ..domain.principal import Principal
+from ..domain.share import read_shares
+from ..domain.share_grant import SHARE_GRANT_HEADER
 from ..domain.status import attach_path
 from ..domain.terminal_wire import (
     CLOSE_INTERNAL,
@@ -58,7 +67,10 @@ log = structlog.get_logger(__name__)
 ANNOTATION_WAKE = "openova.io/wake-requested"
 STATUS_NAMESPACE = "workspaceNamespace"
 PASSED_QUERY = ("since",)  # what the terminal server reads from the browser's URL
-SHARES_UNAVAILABLE = "share links are not available in Kubernetes mode yet"
+# fits a close reason (123 bytes)
+SHARES_UNAVAILABLE = (
+    "share links in Kubernetes mode need SANDBOX_SHARE_GRANT_SECRET (docs/kubernetes.md)"
+)
 TIMEOUT = 10.0
 
 
@@ -105,8 +117,12 @@ class RemoteTerminals:
         url_template: str,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], datetime] = utcnow,
+        share_grants: ShareGrantIssuer | None = None,
     ) -> None:
+        """``share_grants``: mints the grants share-link viewers are relayed with
+        (``None``: share links are refused with 1011, saying what is missing)."""
         self._store = store
+        self._grants = share_grants
         self._sessions = sessions
         self._template = url_template
         self._transport = transport
@@ -210,14 +226,15 @@ class RemoteTerminals:
         grant: ViewerGrant,
     ) -> None:
         """Relay ``channel`` to the terminal server's attach route. ``grant`` is the
-        control plane's decision; the terminal server decides again from the token.
-
-        Share links are refused here (1011): the sandbox's terminal server admits the
-        owner and org admins by their own token, and has no way yet to trust the
-        control plane's word that a share allows someone else (docs/shares.md)."""
+        control plane's decision; the terminal server decides again from the token, or,
+        for a share link's viewer, from the share grant minted here for this attach."""
         if grant.via == SHARE:
-            await channel.close(CLOSE_INTERNAL, SHARES_UNAVAILABLE)
-            return
+            headers = self._share_headers(sandbox, grant)
+            if headers is None:
+                await channel.close(CLOSE_INTERNAL, SHARES_UNAVAILABLE)
+                return
+        else:
+            headers = {"Authorization": f"Bearer {token}"}
         try:
             base = upstream_base(self._template, sandbox)
         except SandboxError as exc:
@@ -234,7 +251,7 @@ class RemoteTerminals:
         try:
             upstream = await websockets.connect(
                 url,
-                additional_headers={"Authorization": f"Bearer {token}"},
+                additional_headers=headers,
                 subprotocols=offered,
                 max_size=None,
                 compression=None,
@@ -246,6 +263,27 @@ class RemoteTerminals:
             return
         async with upstream:
             await _relay(channel, upstream)
+
+    def _share_headers(self, sandbox: Sandbox, grant: ViewerGrant) -> dict[str, str] | None:
+        """The share grant header for this attach; ``None`` without an issuer."""
+        if self._grants is None:
+            return None
+        share = next(
+            (s for s in read_shares(sandbox.metadata.annotations) if s.id == grant.share_id),
+            None,
+        )
+        # the share was found a moment ago (SharesService.access); gone since: a grant
+        # that ends now, which the pod refuses, as the route's watch will close anyway
+        expires = share.expires_at.timestamp() if share is not None else self._clock().timestamp()
+        minted = self._grants.mint(
+            namespace=sandbox.namespace,
+            sandbox=sandbox.name,
+            who=grant.who,
+            mode=grant.mode,
+            share_id=grant.share_id,
+            share_expires_at=expires,
+        )
+        return {SHARE_GRANT_HEADER: minted}
 
 
 async def _relay(browser: Channel, upstream: websockets.ClientConnection) -> None:
@@ -266,10 +304,14 @@ async def _relay(browser: Channel, upstream: websockets.ClientConnection) -> Non
                 await upstream.send(frame)
 
     tasks = [asyncio.create_task(down()), asyncio.create_task(up())]
-    _done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        # also when the relay itself is cancelled (the route ends a revoked or expired
+        # share's viewer, or an expired token's): neither direction outlives it
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
     code = upstream.close_code or CLOSE_NORMAL
     reason = upstream.close_reason or ""
     await upstream.close()

@@ -267,8 +267,9 @@ def test_sandbox_v2_and_since_go_through_to_the_pod(cluster):
 
 
 def test_share_links_are_refused_plainly_in_kubernetes_mode(cluster):
-    """The pod admits the owner and org admins by their own token; until it can trust
-    the control plane's word for a share, a link says so instead of a bare refusal."""
+    """Without SANDBOX_SHARE_GRANT_SECRET the control plane cannot vouch for a share's
+    viewer to the pod (test_share_grants.py covers it with one): a link says what is
+    missing instead of a bare refusal."""
     h = {"Authorization": f"Bearer {cluster.token()}"}
     cluster.http.post(SESSIONS, headers=h, json={"agent": "aider", "name": "box"})
     cluster.set_phase("Ready")
@@ -284,6 +285,6 @@ def test_share_links_are_refused_plainly_in_kubernetes_mode(cluster):
                     while True:
                         await ws.recv()
             assert ws.close_code == 1011
-            assert "Kubernetes mode" in (ws.close_reason or "")
+            assert "SANDBOX_SHARE_GRANT_SECRET" in (ws.close_reason or "")
 
     asyncio.run(scenario())

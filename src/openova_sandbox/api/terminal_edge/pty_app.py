@@ -12,6 +12,14 @@ detail naming the field, never a 500. WebSocket refusals follow the spec: bad or
 missing token, or a foreign ``Origin``, close with 1008 after the upgrade. A client
 offering the ``sandbox.v2`` subprotocol is accepted with it (:mod:`.attach`).
 
+Share links (Kubernetes mode): the control plane relays a share link's viewer with an
+``X-Sandbox-Share-Grant`` header instead of a token. ``share_grants`` (the pod's
+:class:`~openova_sandbox.auth.share_grant.ShareGrantVerifier`) turns it into a
+:class:`~openova_sandbox.domain.share_grant.ShareGrant` or refuses it (1008
+``share-grant-invalid``); the viewer is served in the grant's mode (``read``: input
+dropped, resizes ignored) and closed 1008 ``share-expired`` at the share's expiry. A
+grant opens the attach route only, never the REST routes.
+
 TCP_NODELAY: uvicorn serves through asyncio/uvloop transports, and both set
 ``TCP_NODELAY`` on every accepted TCP socket, so keystrokes are not held by Nagle's
 algorithm (checked by an integration test).
@@ -19,9 +27,11 @@ algorithm (checked by an integration test).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -34,6 +44,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from ...config import clamp_ring_bytes
+from ...domain.access import SHARE
 from ...domain.errors import (
     UNSUPPORTED_SIGNAL,
     Forbidden,
@@ -44,11 +55,13 @@ from ...domain.errors import (
     Unauthenticated,
 )
 from ...domain.principal import Principal
+from ...domain.share_grant import SHARE_GRANT_HEADER, ShareGrant
 from ...domain.terminal_wire import (
     CLOSE_INTERNAL,
     CLOSE_POLICY,
     CLOSE_TRY_LATER,
     REASON_ORIGIN,
+    REASON_SHARE_EXPIRED,
     SIGNAL_HINT,
     signal_number,
 )
@@ -65,6 +78,8 @@ _M = TypeVar("_M", bound=BaseModel)
 
 Authorize = Callable[[Principal], str | None]
 """``"owner"``/``"admin"`` when the caller may use the sandbox, else ``None``."""
+VerifyGrant = Callable[[str], ShareGrant]
+"""A share grant's claims, or ``Unauthenticated`` (``share-grant-invalid``)."""
 
 
 def error_response(exc: SandboxError) -> JSONResponse:
@@ -165,12 +180,15 @@ def create_pty_app(
     close_registry_on_shutdown: bool = True,
     probe_token: str = "",
     viewer_window: int = DEFAULT_WINDOW,
+    share_grants: VerifyGrant | None = None,
 ) -> Starlette:
     """The pty-server ASGI app for the sessions of ``sandbox_id`` in ``registry``.
 
     ``cookie_secret`` verifies signed session cookies (without it only bare ones are
     read). ``probe_token``, when set, is a bearer secret that opens ``/idle`` only: the
-    operator, which holds no user token, probes idleness with it.
+    operator, which holds no user token, probes idleness with it. ``share_grants``
+    verifies the share grants the control plane relays share-link viewers with
+    (``None``: such attaches are refused).
     """
     metrics = TerminalMetrics(registry, sandbox_id=sandbox_id)
     public = public_origin or ""
@@ -184,6 +202,21 @@ def create_pty_app(
         if via is None:
             raise Forbidden("the caller neither owns this sandbox nor administers its org")
         return principal, via
+
+    async def viewer_of(conn: HTTPConnection) -> tuple[Principal, ViewerGrant, float | None]:
+        """Who attaches, with which rights, and until when (a share's expiry)."""
+        presented = conn.headers.get(SHARE_GRANT_HEADER)
+        if presented is None:
+            principal, via = await caller_of(conn)
+            return principal, ViewerGrant(who=principal.email or principal.sub, via=via), None
+        if share_grants is None:
+            raise Unauthenticated(
+                "this terminal server has no share grant key", code="share-grant-invalid"
+            )
+        shared = share_grants(presented)
+        email = shared.who if "@" in shared.who else ""
+        viewer = ViewerGrant(who=shared.who, mode=shared.mode, via=SHARE, share_id=shared.share_id)
+        return Principal(sub=shared.who, email=email), viewer, shared.share_expires_at
 
     def guarded(
         handler: Callable[[Request], Awaitable[Response]],
@@ -275,7 +308,7 @@ def create_pty_app(
             await refused(websocket, CLOSE_POLICY, REASON_ORIGIN)
             return
         try:
-            principal, via = await caller_of(websocket)
+            principal, grant, until = await viewer_of(websocket)
         except SandboxError as exc:
             log.info("terminal.attach.refused", reason=exc.code)
             await refused(websocket, CLOSE_POLICY, exc.code)
@@ -300,9 +333,21 @@ def create_pty_app(
             await refused(websocket, CLOSE_INTERNAL, exc.detail)
             return
         channel = await WebSocketChannel.accept(websocket)
-        grant = ViewerGrant(who=principal.email or principal.sub, via=via)
         log_watch(principal, sandbox_id, grant, terminal=session_id)
-        await serve_viewer(channel, session, grant, metrics=metrics, window=viewer_window)
+        work = serve_viewer(channel, session, grant, metrics=metrics, window=viewer_window)
+        if until is None:
+            await work
+            return
+        # a share's viewer ends at the share's expiry here too, whatever the relay does
+        task = asyncio.ensure_future(work)
+        done, _ = await asyncio.wait({task}, timeout=max(0.0, until - time.time()))
+        if task in done:
+            task.result()
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        await channel.close(CLOSE_POLICY, REASON_SHARE_EXPIRED)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:

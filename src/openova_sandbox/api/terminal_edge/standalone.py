@@ -13,7 +13,9 @@ before each agent start by the ``prepare_spawn`` hook that ``sandbox pty-server`
 Authorization rule: the control plane's own (``domain.access``, which
 ``SessionsService.can_see`` applies too): the caller's namespace must be the sandbox's,
 and the caller must own the sandbox (by subject when known, else email) or be an admin
-of its org.
+of its org. A share link's viewer, whom the control plane relays with a share grant,
+is admitted when the grant verifies with the pod's own key ``SANDBOX_SHARE_GRANT_KEY``
+(from the ``sandbox-share-grant`` Secret the operator writes; docs/shares.md).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from ...domain.catalogue import load_catalogue
 from ...domain.model_access import ModelAccess, agent_model_env
 from ...domain.principal import Principal
 from ...terminal.registry import DEFAULT_CWD, SandboxContext, SpawnPreparer, TerminalRegistry
-from .pty_app import Authorize, create_pty_app
+from .pty_app import Authorize, VerifyGrant, create_pty_app
 
 
 def owner_or_org_admin(
@@ -112,4 +114,16 @@ def build_standalone_app(
         cookie_secret=cookie_secret,
         probe_token=settings.probe_token,
         viewer_window=settings.viewer_window_bytes,
+        share_grants=_share_grants(settings, sandbox_id),
+    )
+
+
+def _share_grants(settings: Settings, sandbox_id: str) -> VerifyGrant | None:
+    """The verifier of this sandbox's share grants; ``None`` without a key."""
+    if not settings.share_grant_key:
+        return None
+    from ...auth.share_grant import ShareGrantVerifier  # only then: PyJWT
+
+    return ShareGrantVerifier(
+        settings.share_grant_key, namespace=settings.pty_namespace, sandbox=sandbox_id
     )
