@@ -54,6 +54,7 @@ from .render import (
     selector_labels,
 )
 from .render import labels as child_labels
+from .share_grant_key import ensure_share_grant_key
 
 log = structlog.get_logger(__name__)
 
@@ -111,6 +112,9 @@ class OperatorOptions:
     # the model gateway's ledger: each sandbox's token Secret is issued from it and the
     # token revoked on deletion (gateway_token.py); None: no tokens
     ledger: Ledger | None = None
+    # the grant secret each sandbox's share grant key is derived from
+    # (share_grant_key.py); empty: no keys, share links refused in Kubernetes mode
+    share_grant_secret: str = field(default="", repr=False)
 
 
 class SandboxOperator:
@@ -187,6 +191,7 @@ class SandboxOperator:
             sandbox = Sandbox.from_dict(raw)
             observed = await self.observe(sandbox)
             await self._gateway_token(sandbox, observed)
+            await self._share_grant_key(sandbox, observed)
             plan = reconcile(sandbox, observed, self.options.clock(), self.options.render)
             delay = plan.requeue_after
             metrics = self.options.metrics
@@ -293,20 +298,38 @@ class SandboxOperator:
         token = await ensure_probe_token(self.client, namespace, labels=child_labels(sandbox))
         return True, await probe_idle(template.format(namespace=namespace), token)
 
+    def _held_workspace(self, sandbox: Sandbox, observed: KubeObserved) -> str | None:
+        """The workspace namespace this live sandbox holds (``None``: none yet, or it
+        is going away): where its Secrets are written."""
+        if sandbox.deleting:
+            return None
+        chosen = choose_namespace(sandbox, observed)
+        ns_obj = observed.namespaces.get(chosen)
+        if ns_obj is None or holder(ns_obj) != sandbox_key(sandbox):
+            return None
+        if (ns_obj.get("metadata") or {}).get("deletionTimestamp"):
+            return None
+        return chosen
+
     async def _gateway_token(self, sandbox: Sandbox, observed: KubeObserved) -> None:
         """Before the plan runs (so before the StatefulSet is created): the sandbox's
         token Secret, in the workspace namespace this sandbox holds."""
         ledger = self.options.ledger
-        if ledger is None or sandbox.deleting:
-            return
-        chosen = choose_namespace(sandbox, observed)
-        ns_obj = observed.namespaces.get(chosen)
-        if ns_obj is None or holder(ns_obj) != sandbox_key(sandbox):
-            return
-        if (ns_obj.get("metadata") or {}).get("deletionTimestamp"):
+        chosen = self._held_workspace(sandbox, observed) if ledger is not None else None
+        if ledger is None or chosen is None:
             return
         await ensure_gateway_token(
             self.client, ledger, sandbox, chosen, labels=child_labels(sandbox)
+        )
+
+    async def _share_grant_key(self, sandbox: Sandbox, observed: KubeObserved) -> None:
+        """Before the plan runs, too: the sandbox's share grant key Secret."""
+        secret = self.options.share_grant_secret
+        chosen = self._held_workspace(sandbox, observed) if secret else None
+        if chosen is None:
+            return
+        await ensure_share_grant_key(
+            self.client, secret, sandbox, chosen, labels=child_labels(sandbox)
         )
 
     # ----- execute --------------------------------------------------------------------

@@ -24,6 +24,7 @@ import structlog
 from lightkube import AsyncClient
 
 from ...config import Settings
+from ...domain.share_grant import check_secret
 from ..ports import TokenLedger
 from .gateway_token import open_ledger
 from .handlers import OperatorOptions, build_registry
@@ -55,6 +56,7 @@ def render_config(settings: Settings) -> RenderConfig:
         mcp_needs_token=settings.kube_mcp_needs_token,
         model_gateway_url=settings.kube_model_gateway_url,
         model_gateway_token=bool(settings.database_url),
+        share_grants=bool(settings.share_grant_secret),
     )
 
 
@@ -99,6 +101,8 @@ async def run_operator(
     if metrics_port is not None:
         server = metrics.serve(metrics_port, addr=metrics_addr)
         log.info("operator_metrics_serving", port=metrics.port)
+    if settings.share_grant_secret:
+        check_secret(settings.share_grant_secret)  # too short: refuse to start
     # each sandbox's gateway token (gateway_token.py)
     ledger = open_ledger(settings, ledger_factory)
     options = OperatorOptions(
@@ -106,6 +110,7 @@ async def run_operator(
         metrics=metrics,
         pty_url_template=settings.kube_pty_url_template,
         ledger=ledger,
+        share_grant_secret=settings.share_grant_secret,
     )
     registry = build_registry(options, client_factory=client_factory)
     scope = kopf_scope(namespace)

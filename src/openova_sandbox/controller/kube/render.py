@@ -49,6 +49,9 @@ PROBE_SECRET = "pty-probe"
 # the sandbox's own model-gateway token (key ``token``), written by the operator from
 # its ledger (``gateway_token.py``) and read by the pod as SANDBOX_MODEL_GATEWAY_TOKEN
 GATEWAY_TOKEN_SECRET = "sandbox-gateway-token"
+# the sandbox's share grant key (key ``key``), derived by the operator from the grant
+# secret (``share_grant_key.py``) and read by the pod as SANDBOX_SHARE_GRANT_KEY
+SHARE_GRANT_KEY_SECRET = "sandbox-share-grant"
 WORKSPACE = "/workspace"
 CLONE_CONTAINER = "git-clone"
 WORKSPACE_SUBPATH = "workspace"  # the folder of the home volume mounted at WORKSPACE
@@ -97,6 +100,10 @@ class RenderConfig:
     # the operator holds the gateway's ledger and writes each sandbox's token Secret:
     # the pod reads SANDBOX_MODEL_GATEWAY_TOKEN from it (False: no ledger, no token)
     model_gateway_token: bool = False
+    # the operator has the share grant secret and writes each sandbox's grant key
+    # Secret: the pod reads SANDBOX_SHARE_GRANT_KEY from it (False: share links are
+    # refused in Kubernetes mode, docs/shares.md)
+    share_grants: bool = False
 
 
 def labels(sandbox: Sandbox) -> dict[str, str]:
@@ -378,6 +385,15 @@ def _statefulset(
             {
                 "name": "SANDBOX_MODEL_GATEWAY_TOKEN",
                 "valueFrom": {"secretKeyRef": {"name": GATEWAY_TOKEN_SECRET, "key": "token"}},
+            }
+        )
+    if config.share_grants:
+        # the key that admits share links' viewers (this sandbox's only); written
+        # before the StatefulSet, like the gateway token
+        env.append(
+            {
+                "name": "SANDBOX_SHARE_GRANT_KEY",
+                "valueFrom": {"secretKeyRef": {"name": SHARE_GRANT_KEY_SECRET, "key": "key"}},
             }
         )
     probe = {"httpGet": {"path": "/healthz", "port": PTY_PORT}, "periodSeconds": 10}
