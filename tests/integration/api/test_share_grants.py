@@ -432,6 +432,20 @@ def test_expired_forged_replayed_and_user_tokens_are_refused(cluster: Cluster) -
     asyncio.run(scenario())
 
 
+def test_the_pod_itself_closes_a_shares_viewer_at_the_shares_expiry(cluster: Cluster) -> None:
+    c = cluster
+    grant = c.mint(mode="read", share_expires_at=time.time() + 2)
+
+    async def scenario() -> None:
+        async with websockets.connect(
+            c.box.ws("box"), additional_headers={SHARE_GRANT_HEADER: grant}
+        ) as ws:
+            await ws.recv()  # attached: the replay
+            assert await closed(ws) == (1008, "share-expired")
+
+    asyncio.run(scenario())
+
+
 def test_a_pod_without_a_key_refuses_grants(tmp_path: Path) -> None:
     c = Cluster(tmp_path)
     settings = c.pod_settings("box", share_grant_key="")
