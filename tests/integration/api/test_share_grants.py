@@ -31,6 +31,7 @@ import jwt
 import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 
 from openova_sandbox.api.app import create_app
 from openova_sandbox.api.composition import build_api
@@ -52,6 +53,7 @@ from openova_sandbox.testing.server import free_port, serve_in_thread
 pytestmark = pytest.mark.timeout(90)
 SESSIONS = "/api/v1/sandbox/sessions"
 SECRET = "test-grant-secret-" + "x" * 40
+V2 = Subprotocol(SUBPROTOCOL_V2)
 MEMBER = {"sub": "member-sub-0001", "email": "member@acme.com"}
 WORKSPACE = "sandbox-dev-at-acme-com"
 
@@ -250,7 +252,7 @@ def test_a_read_share_cannot_type_or_resize_and_revoking_closes_it(cluster: Clus
             await own.send("echo owner-$((1+1))\n")
             await raw_until(own, b"owner-2")
             size_before = c.box.size("box")
-            spectator = await websockets.connect(c.via_share(link), subprotocols=[SUBPROTOCOL_V2])
+            spectator = await websockets.connect(c.via_share(link), subprotocols=[V2])
             hello = json.loads(await spectator.recv())
             assert (hello["type"], hello["mode"]) == ("hello", "read")
             controls: list[dict[str, Any]] = []
@@ -287,7 +289,7 @@ def test_a_write_share_types_and_resizes(cluster: Cluster) -> None:
     link = c.share("write")
 
     async def scenario() -> None:
-        async with websockets.connect(c.via_share(link), subprotocols=[SUBPROTOCOL_V2]) as ws:
+        async with websockets.connect(c.via_share(link), subprotocols=[V2]) as ws:
             hello = json.loads(await ws.recv())
             assert (hello["type"], hello["mode"]) == ("hello", "write")
             await ws.send(b"echo guest-$((6*7))\n")
@@ -304,7 +306,7 @@ def test_the_owners_path_is_unchanged(cluster: Cluster) -> None:
     c = cluster
 
     async def scenario() -> None:
-        async with websockets.connect(owner_url(c), subprotocols=[SUBPROTOCOL_V2]) as ws:
+        async with websockets.connect(owner_url(c), subprotocols=[V2]) as ws:
             hello = json.loads(await ws.recv())
             assert (hello["type"], hello["mode"]) == ("hello", "write")
             await ws.send(b"echo mine-$((2*4))\n")
@@ -400,7 +402,7 @@ def test_expired_forged_replayed_and_user_tokens_are_refused(cluster: Cluster) -
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     claims["mode"] = "write"  # a read grant edited into a write one
     edited = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
-    unsigned = jwt.encode({**claims, "jti": "j-none"}, None, algorithm="none")
+    unsigned = jwt.encode({**claims, "jti": "j-none"}, "", algorithm="none")
     share_over = c.mint(share_expires_at=now - 1)
     refused = {
         "expired grant": stale,
