@@ -11,14 +11,21 @@
 
 The two are never mixed: with an external issuer configured, embedded tokens are not
 accepted (otherwise anyone with the data dir could mint around the real IdP).
+
+Nothing here imports PyJWT, cryptography or httpx before the first token: keys are
+parsed, and the validator's libraries loaded, when a token first needs them. With an
+issuer *loader* (``EmbeddedIssuer.loader``) even the embedded key is read then; a key
+that cannot be read rejects every token (401), with the reason logged as an error.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import structlog
 
 from ..config import Settings
-from ..domain.errors import Invalid, Unauthenticated, UnusableClaim
+from ..domain.errors import Invalid, SandboxError, Unauthenticated, UnusableClaim
 from ..domain.principal import LOGIN_PURPOSE, Principal, principal_from_claims
 from .issuer import EmbeddedIssuer
 from .keys import StaticKeySource
@@ -29,19 +36,29 @@ log = structlog.get_logger(__name__)
 
 
 class Authenticator:
-    """Validates a token and answers who the caller is."""
+    """Validates a token and answers who the caller is. ``validator`` may be a function
+    that makes it, called at the first token (until it succeeds)."""
 
-    def __init__(self, validator: TokenValidator) -> None:
-        self._validator = validator
+    def __init__(self, validator: TokenValidator | Callable[[], TokenValidator]) -> None:
+        self._validator = validator if isinstance(validator, TokenValidator) else None
+        self._make = None if isinstance(validator, TokenValidator) else validator
 
     @property
     def validator(self) -> TokenValidator:
+        if self._validator is None:
+            assert self._make is not None
+            self._validator = self._make()
         return self._validator
 
     async def authenticate(self, token: str) -> Principal:
         """The caller of ``token``; :class:`Unauthenticated` (detail for logs only) if none."""
         try:
-            claims = await self._validator.validate(token)
+            validator = self.validator
+        except SandboxError as exc:  # a deferred trust root that cannot be had
+            log.error("auth.trust.unavailable", reason=exc.detail or exc.code)
+            raise Unauthenticated(f"no trust root: {exc.detail or exc.code}") from exc
+        try:
+            claims = await validator.validate(token)
         except Unauthenticated as exc:
             log.info("auth.rejected", reason=exc.detail)
             raise
@@ -60,8 +77,11 @@ class Authenticator:
         return principal
 
 
-def build_authenticator(settings: Settings, *, issuer: EmbeddedIssuer | None) -> Authenticator:
-    """The authenticator for these settings (see the module docstring for the rules)."""
+def build_authenticator(
+    settings: Settings, *, issuer: EmbeddedIssuer | Callable[[], EmbeddedIssuer] | None
+) -> Authenticator:
+    """The authenticator for these settings (see the module docstring for the rules).
+    ``issuer``: the embedded issuer, or a function that loads it at the first token."""
     if settings.oidc_issuer or settings.jwks_url:
         keys = RemoteJwks(jwks_url=settings.jwks_url, issuer=settings.oidc_issuer)
         log.info(
@@ -80,5 +100,13 @@ def build_authenticator(settings: Settings, *, issuer: EmbeddedIssuer | None) ->
             "or start with the embedded issuer",
             code="invalid-settings",
         )
+    if isinstance(issuer, EmbeddedIssuer):
+        return Authenticator(_embedded_validator(issuer))
+    load = issuer
+    log.info("auth.trust", mode="embedded", deferred="key read at the first token")
+    return Authenticator(lambda: _embedded_validator(load()))
+
+
+def _embedded_validator(issuer: EmbeddedIssuer) -> TokenValidator:
     log.info("auth.trust", mode="embedded", issuer=issuer.issuer, kid=issuer.kid)
-    return Authenticator(TokenValidator(StaticKeySource(issuer.jwks()), issuer=issuer.issuer))
+    return TokenValidator(StaticKeySource(issuer.jwks()), issuer=issuer.issuer)

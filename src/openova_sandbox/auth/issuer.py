@@ -25,18 +25,18 @@ import os
 import secrets
 import stat
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jwt
 import structlog
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..domain.errors import Invalid, NotFound
 from .keys import public_jwk
+
+if TYPE_CHECKING:  # imported where a key is made or read (see auth.keys)
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +55,8 @@ class EmbeddedIssuer:
     """Mints ES256 tokens and publishes the matching JWKS and discovery document."""
 
     def __init__(self, private_key: ec.EllipticCurvePrivateKey, *, base_url: str = "") -> None:
+        from cryptography.hazmat.primitives.asymmetric import ec
+
         if not isinstance(private_key.curve, ec.SECP256R1):
             raise Invalid("the embedded issuer needs a P-256 key", code="invalid-issuer-key")
         self._key = private_key
@@ -65,17 +67,23 @@ class EmbeddedIssuer:
     @classmethod
     def generate(cls, *, issuer_url: str = "") -> EmbeddedIssuer:
         """A fresh in-memory issuer (nothing on disk): for tests and throwaway servers."""
+        from cryptography.hazmat.primitives.asymmetric import ec
+
         return cls(ec.generate_private_key(ec.SECP256R1()), base_url=issuer_url)
 
     @classmethod
     def load(cls, data_dir: Path, *, issuer_url: str = "") -> EmbeddedIssuer:
         """The issuer whose key ``sandbox serve`` created; ``NotFound`` when there is none."""
-        path = key_path(data_dir)
-        if not path.is_file():
-            raise NotFound(
-                f"no issuer key in {data_dir}: run `sandbox serve --data-dir {data_dir}` once first"
-            )
-        return cls(_read_key(path), base_url=issuer_url)
+        return cls(_read_key(_existing_key(data_dir)), base_url=issuer_url)
+
+    @classmethod
+    def loader(cls, data_dir: Path, *, issuer_url: str = "") -> Callable[[], EmbeddedIssuer]:
+        """``load`` deferred: ``NotFound`` now when there is no key file, the key itself
+        is read (and cryptography imported) when the answer is first called. What the
+        lean ``sandbox pty-server`` trusts in embedded mode: nothing of PyJWT or
+        cryptography is in memory until its first token."""
+        _existing_key(data_dir)
+        return lambda: cls.load(data_dir, issuer_url=issuer_url)
 
     @classmethod
     def load_or_create(cls, data_dir: Path, *, issuer_url: str = "") -> EmbeddedIssuer:
@@ -150,6 +158,8 @@ class EmbeddedIssuer:
         if audience:
             claims["aud"] = audience
         claims.update(extra or {})
+        import jwt
+
         return jwt.encode(claims, self._key, algorithm="ES256", headers={"kid": self.kid})
 
     # --- publication ------------------------------------------------------------------
@@ -182,7 +192,19 @@ class EmbeddedIssuer:
         }
 
 
+def _existing_key(data_dir: Path) -> Path:
+    path = key_path(data_dir)
+    if not path.is_file():
+        raise NotFound(
+            f"no issuer key in {data_dir}: run `sandbox serve --data-dir {data_dir}` once first"
+        )
+    return path
+
+
 def _create_key(path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     key = ec.generate_private_key(ec.SECP256R1())
     pem = key.private_bytes(
         serialization.Encoding.PEM,
@@ -226,6 +248,9 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def _read_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         log.warning("auth.issuer.key_mode_tightened", path=str(path), mode=oct(mode))

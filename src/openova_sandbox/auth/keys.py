@@ -20,17 +20,20 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
 
 import structlog
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from jwt.algorithms import ECAlgorithm, RSAAlgorithm
-from jwt.exceptions import InvalidKeyError
+
+if TYPE_CHECKING:
+    # imported where keys are parsed, not here: the pty-server loads PyJWT and
+    # cryptography (~8.5 MiB) at its first token, not at start
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    VerifyKey: TypeAlias = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
 log = structlog.get_logger(__name__)
 
 Algorithm: TypeAlias = Literal["RS256", "ES256"]
-VerifyKey: TypeAlias = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 ALGORITHMS: tuple[Algorithm, ...] = ("RS256", "ES256")
 MIN_RSA_BITS = 2048
 
@@ -84,6 +87,9 @@ def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
 
 def public_jwk(key: VerifyKey, *, kid: str | None = None) -> dict[str, Any]:
     """The public JWK of ``key`` with ``alg``/``use`` set and ``kid`` (default: thumbprint)."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
     if isinstance(key, rsa.RSAPublicKey):
         jwk = RSAAlgorithm.to_jwk(key, as_dict=True)
         alg: Algorithm = "RS256"
@@ -97,6 +103,10 @@ def public_jwk(key: VerifyKey, *, kid: str | None = None) -> dict[str, Any]:
 
 def key_from_jwk(jwk: Mapping[str, Any]) -> PublicKey:
     """Turn one JWK into a :class:`PublicKey`; ``ValueError`` says why it is unusable."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+    from jwt.exceptions import InvalidKeyError
+
     kty = jwk.get("kty")
     use = jwk.get("use")
     if use not in (None, "sig"):

@@ -26,13 +26,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import structlog
 
 from ..domain.errors import Unauthenticated
 from .keys import PublicKey, has_kid, keys_from_jwks, select
+
+if TYPE_CHECKING:  # httpx is imported at the first fetch (the pty-server's idle memory)
+    import httpx
 
 log = structlog.get_logger(__name__)
 
@@ -134,6 +136,8 @@ class RemoteJwks:
             )
 
     async def _fetch(self) -> list[PublicKey]:
+        import httpx
+
         async with httpx.AsyncClient(
             timeout=self._timeout, follow_redirects=True, transport=self._transport
         ) as client:
@@ -164,6 +168,8 @@ class RemoteJwks:
 
 
 async def _get_json(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
+    import httpx
+
     try:
         response = await client.get(url, headers={"Accept": "application/json"})
     except httpx.HTTPError as exc:

@@ -19,19 +19,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import jwt
-from jwt.exceptions import (
-    ExpiredSignatureError,
-    ImmatureSignatureError,
-    InvalidAudienceError,
-    InvalidIssuedAtError,
-    InvalidIssuerError,
-    InvalidSignatureError,
-    InvalidTokenError,
-    MissingRequiredClaimError,
-    PyJWTError,
-)
-
 from ..domain.errors import Unauthenticated
 from .keys import ALGORITHMS, KeySource
 
@@ -67,6 +54,20 @@ class TokenValidator:
             raise Unauthenticated("empty token")
         if len(token) > MAX_TOKEN_CHARS:
             raise Unauthenticated(f"token longer than {MAX_TOKEN_CHARS} characters")
+        # imported at the first token, not at start (the lean pty-server's idle memory)
+        import jwt
+        from jwt.exceptions import (
+            ExpiredSignatureError,
+            ImmatureSignatureError,
+            InvalidAudienceError,
+            InvalidIssuedAtError,
+            InvalidIssuerError,
+            InvalidSignatureError,
+            InvalidTokenError,
+            MissingRequiredClaimError,
+            PyJWTError,
+        )
+
         try:
             header = jwt.get_unverified_header(token)
         except PyJWTError as exc:

@@ -4,9 +4,10 @@ and turning error envelopes into readable messages."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+if TYPE_CHECKING:  # imported by the first request: `sandbox pty-server` never makes one
+    import httpx
 
 
 class ApiError(Exception):
@@ -27,6 +28,8 @@ class ApiClient:
     token_from: str = ""  # where the token came from, for advice when it is refused
 
     def request(self, method: str, path: str, *, json: Any = None) -> httpx.Response:
+        import httpx
+
         url = self.server.rstrip("/") + path
         try:
             response = httpx.request(

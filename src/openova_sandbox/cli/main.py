@@ -640,8 +640,8 @@ def pty_server(
         fail("SANDBOX_ID is required: the sandbox whose terminals this server runs")
     issuer = None
     if not (settings.oidc_issuer or settings.jwks_url):
-        try:
-            issuer = EmbeddedIssuer.load(Path(settings.data_dir))
+        try:  # the key file must be there; it is read at the first token (idle memory)
+            issuer = EmbeddedIssuer.loader(Path(settings.data_dir))
         except SandboxError as exc:
             fail(f"no SANDBOX_OIDC_ISSUER or SANDBOX_JWKS_URL set, and {exc.detail}")
     authenticator = build_authenticator(settings, issuer=issuer)

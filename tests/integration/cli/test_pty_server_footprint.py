@@ -5,6 +5,10 @@ uvicorn server's ``run`` is replaced by one that reports the interpreter's modul
 exits, so nothing listens. Whatever the command path pulls in is in that list, so a
 top-level import of the control plane, the operator or the SQL store shows up here
 (each costs the pod memory it never uses: bench/terminal.py measures the RSS).
+
+What the pty-server does need only at its first token or request (PyJWT and
+cryptography to verify a token, httpx to fetch a JWKS) is imported then, and structlog
+comes without rich's tracebacks: none of these is in memory while a pod idles.
 """
 
 from __future__ import annotations
@@ -13,6 +17,10 @@ import json
 import os
 import subprocess
 import sys
+
+import pytest
+
+from openova_sandbox.auth.issuer import EmbeddedIssuer
 
 PROBE = r"""
 import json, sys
@@ -49,9 +57,13 @@ FORBIDDEN_MODULES = (
     "openova_sandbox.store",
     "openova_sandbox.events",
 )
+# imported at the first token (or request) that needs them, not at start: an idle pod
+# holds none (~12 MiB together); structlog's rich tracebacks are never used
+LAZY_PACKAGES = ("jwt", "cryptography", "httpx", "pygments")
+LAZY_MODULES = ("rich.traceback", "rich.pretty", "openova_sandbox.services.notify")
 
 
-def pty_server_modules(tmp_path) -> list[str]:
+def pty_server_modules(tmp_path, *, embedded: bool = False) -> list[str]:
     env = {
         **os.environ,
         "SANDBOX_ID": "box",
@@ -60,6 +72,10 @@ def pty_server_modules(tmp_path) -> list[str]:
         "SANDBOX_DATA_DIR": str(tmp_path / "data"),
         "SANDBOX_WORKDIR": str(tmp_path),
     }
+    if embedded:  # trusts the data dir's embedded issuer (as bench/terminal.py runs it)
+        EmbeddedIssuer.load_or_create(tmp_path / "data")
+        for name in ("SANDBOX_JWKS_URL", "SANDBOX_OIDC_ISSUER"):
+            env.pop(name, None)
     done = subprocess.run(
         [sys.executable, "-c", PROBE],
         env=env,
@@ -83,3 +99,13 @@ def test_the_pty_server_imports_no_control_plane_operator_or_sql(tmp_path):
     assert heavy == [], heavy
     ours = sorted(m for m in modules if m.startswith(FORBIDDEN_MODULES))
     assert ours == [], ours
+
+
+@pytest.mark.parametrize("embedded", [False, True], ids=["jwks", "embedded-issuer"])
+def test_the_pty_server_loads_token_libraries_at_the_first_token_not_at_start(tmp_path, embedded):
+    modules = pty_server_modules(tmp_path, embedded=embedded)
+    assert "openova_sandbox.auth.authenticator" in modules
+    early = sorted(
+        m for m in modules if m.split(".")[0] in LAZY_PACKAGES or m.startswith(LAZY_MODULES)
+    )
+    assert early == [], early
