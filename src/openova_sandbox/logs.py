@@ -15,7 +15,35 @@ import sys
 from collections.abc import MutableMapping
 from typing import Any
 
-import structlog
+
+def _structlog_without_rich() -> None:
+    """Import structlog, the first time, as if ``rich`` were not installed.
+
+    structlog's ``dev`` and ``tracebacks`` modules import ``rich`` (with ``rich.pretty``,
+    ``rich.traceback``, pygments and attrs) whenever it is installed, TTY or not, only to
+    offer rich tracebacks; this pipeline never renders one (``format_exc_info`` turns
+    every exception into plain text before the renderer). Hiding ``rich`` from that one
+    import keeps ~3 MiB out of every process, the per-sandbox pty-server's idle memory
+    included (``tests/integration/cli/test_pty_server_footprint.py``). The CLI's own
+    ``rich`` (help, tables) is untouched: it is restored right after.
+    """
+    if "structlog" in sys.modules:
+        return
+    had = "rich" in sys.modules
+    held = sys.modules.get("rich")
+    sys.modules["rich"] = None  # type: ignore[assignment]  # `import rich` fails here
+    try:
+        import structlog  # noqa: F401
+    finally:
+        if had:
+            sys.modules["rich"] = held  # type: ignore[assignment]
+        else:
+            del sys.modules["rich"]
+
+
+_structlog_without_rich()
+
+import structlog  # noqa: E402
 
 _SECRET_KEYS = re.compile(
     r"(token|secret|password|passwd|authorization|cookie|api[_-]?key|credential)", re.I
