@@ -58,6 +58,12 @@ void ghostty_terminal_vt_write(GhosttyTerminal terminal, const uint8_t* data, si
 typedef void (*GhosttyTerminalTitleChangedFn)(GhosttyTerminal terminal, void* userdata);
 GhosttyResult ghostty_terminal_grid_ref(GhosttyTerminal terminal, GhosttyPointS point,
                                         GhosttyGridRef *out_ref);
+typedef uint64_t GhosttyCell;
+GhosttyResult ghostty_grid_ref_cell(const GhosttyGridRef *ref, GhosttyCell *out_cell);
+GhosttyResult ghostty_grid_ref_graphemes(const GhosttyGridRef *ref, uint32_t *buf,
+                                         size_t buf_len, size_t *out_len);
+GhosttyResult ghostty_cell_get_multi(GhosttyCell cell, size_t count, const int* keys,
+                                     void** values, size_t* out_written);
 
 GhosttyResult ghostty_formatter_terminal_new(const void* allocator, GhosttyFormatter* formatter,
                                              GhosttyTerminal terminal,
@@ -88,6 +94,13 @@ CONSTANTS = {
     "GHOSTTY_TERMINAL_DATA_TOTAL_ROWS": 14,
     "GHOSTTY_TERMINAL_DATA_SCROLLBACK_ROWS": 15,
     "GHOSTTY_POINT_TAG_SCREEN": 2,
+    "GHOSTTY_CELL_DATA_CONTENT_TAG": 2,
+    "GHOSTTY_CELL_DATA_WIDE": 3,
+    "GHOSTTY_CELL_DATA_HAS_TEXT": 4,
+    "GHOSTTY_CELL_DATA_HAS_STYLING": 5,
+    "GHOSTTY_CELL_CONTENT_CODEPOINT_GRAPHEME": 1,
+    "GHOSTTY_CELL_WIDE_SPACER_TAIL": 2,
+    "GHOSTTY_CELL_WIDE_SPACER_HEAD": 3,
     "GHOSTTY_OUT_OF_SPACE": -3,
     "GHOSTTY_TERMINAL_DATA_MODE": 37,
     "GHOSTTY_TERMINAL_DATA_VT_GROUND": 38,
@@ -114,6 +127,19 @@ DATA_TITLE: int = CONSTANTS["GHOSTTY_TERMINAL_DATA_TITLE"]
 DATA_TOTAL_ROWS: int = CONSTANTS["GHOSTTY_TERMINAL_DATA_TOTAL_ROWS"]
 DATA_SCROLLBACK_ROWS: int = CONSTANTS["GHOSTTY_TERMINAL_DATA_SCROLLBACK_ROWS"]
 POINT_TAG_SCREEN: int = CONSTANTS["GHOSTTY_POINT_TAG_SCREEN"]
+CELL_CONTENT_TAG: int = CONSTANTS["GHOSTTY_CELL_DATA_CONTENT_TAG"]
+CELL_WIDE: int = CONSTANTS["GHOSTTY_CELL_DATA_WIDE"]
+CELL_HAS_TEXT: int = CONSTANTS["GHOSTTY_CELL_DATA_HAS_TEXT"]
+CELL_HAS_STYLING: int = CONSTANTS["GHOSTTY_CELL_DATA_HAS_STYLING"]
+CONTENT_GRAPHEME: int = CONSTANTS["GHOSTTY_CELL_CONTENT_CODEPOINT_GRAPHEME"]
+WIDE_SPACER_TAIL: int = CONSTANTS["GHOSTTY_CELL_WIDE_SPACER_TAIL"]
+WIDE_SPACER_HEAD: int = CONSTANTS["GHOSTTY_CELL_WIDE_SPACER_HEAD"]
+# The packed cell (GhosttyCell, a uint64) as libghostty lays it out: content tag (2 bits),
+# code point or colour (24), style id (16), wide (2), then flags. A never-written cell is
+# all zero below the wide bits. The snapshot reads rows of cells this way (one native call
+# a cell instead of three); the ABI test checks it against ghostty_cell_get.
+CELL_WIDE_SHIFT = 42
+CELL_BLANK_MASK = (1 << CELL_WIDE_SHIFT) - 1
 OUT_OF_SPACE: int = CONSTANTS["GHOSTTY_OUT_OF_SPACE"]
 DATA_MODE: int = CONSTANTS["GHOSTTY_TERMINAL_DATA_MODE"]
 DATA_VT_GROUND: int = CONSTANTS["GHOSTTY_TERMINAL_DATA_VT_GROUND"]

@@ -55,6 +55,10 @@ FEED_DELAY = 0.005  # the feeder parses at most this late (snapshots drain at on
 PENDING_MAX = 8 * 1024 * 1024  # queued beyond this, the caller parses (the feeder lags)
 TAIL_MAX = 64 * 1024
 CHURN_CELLS = 160_000  # scrollback libghostty keeps at least (lines x columns), see below
+# Cells a snapshot reads at most to find never-written ones in styled runs (~0.5 µs
+# each): rows are checked from the screen upwards, older scrollback past the budget is
+# left as the formatter wrote it (see ``ScreenModel._unbleed``)
+UNBLEED_BUDGET = 8_000
 SCRATCH_MIN = 64 * 1024  # per-thread formatting buffer (one format pass when it fits)
 SCRATCH_MAX = 4 * 1024 * 1024
 _SCRATCH = threading.local()  # an unfinished sequence longer than this is not carried over
@@ -168,6 +172,21 @@ _CONTENT = _options(modes=False)
 _PLAIN = _options(modes=False, emit=g.FORMAT_PLAIN)
 _C0 = bytes(b for b in range(0x20) if b != 0x1B)
 _REGION = re.compile(rb"\x1b\[\d+;\d+r")
+_SGR_RESET = b"\x1b[0m"
+_SGR = re.compile(rb"\x1b\[[0-9;:]*m")
+# Text after an SGR (or after a letter m) with a space after its first character: where
+# a pen's run may hold never-written cells (the run's first character is a written cell:
+# the pen was opened for it). Searched first because it is cheap; the pen is checked after.
+_SPACED_TEXT = re.compile(rb"m[^\x1b\r][^\x1b\r ]* ")
+_PENS = re.compile(rb"(?:\x1b\[[0-9;:]+m)+")
+# what shows on a blank cell: background, inverse, underline, strikethrough, overline (the
+# formatter writes each attribute as its own SGR); other attributes look the same there
+_SHOWS_ON_BLANK = re.compile(rb"\x1b\[(?:48;[0-9;:]*|7|9|53|4(?::[0-9])?)m")
+_PEN_MAX = 256  # a pen's SGR sequences are shorter
+# an escape sequence as the formatter writes them: CSI, OSC/DCS-like strings, ESC x
+_ESCAPE = re.compile(
+    rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|[\]P_^X][^\x07\x1b]*(?:\x07|\x1b\\)|[ -/]*[0-~])"
+)
 
 
 class ScreenModel:
@@ -258,8 +277,8 @@ class ScreenModel:
         with self._lock:
             self._drain_locked()
             parts = [RESET]
-            selection, covered = self._selection(scrollback_lines=self._keep_lines)
-            active = self._format(_FULL, selection)
+            selection, covered, first = self._selection(scrollback_lines=self._keep_lines)
+            active = self._unbleed(self._format(_FULL, selection), first)
             active += self._blank_rows(active, selection, covered)
             if self._active_screen() == g.SCREEN_ALTERNATE:
                 parts.append(self._primary_under_alt_at_ground(active))
@@ -372,13 +391,14 @@ class ScreenModel:
     def _cursor(self) -> tuple[int, int]:
         return self._get(g.DATA_CURSOR_X, "uint16_t"), self._get(g.DATA_CURSOR_Y, "uint16_t")
 
-    def _selection(self, *, scrollback_lines: int) -> tuple[Any, int]:
-        """A selection of the last ``scrollback_lines`` of scrollback plus the screen, and
-        the rows it covers; ``None`` (everything) when the scrollback is no longer."""
+    def _selection(self, *, scrollback_lines: int) -> tuple[Any, int, int]:
+        """A selection of the last ``scrollback_lines`` of scrollback plus the screen, the
+        rows it covers and its first row; ``None`` (everything) when the scrollback is no
+        longer."""
         height = self._get(g.DATA_ROWS, "uint16_t")
         scrollback = self._get(g.DATA_SCROLLBACK_ROWS, "size_t")
         if scrollback <= scrollback_lines:
-            return None, scrollback + height
+            return None, scrollback + height, 0
         first = scrollback - scrollback_lines
         selection = ffi.new("GhosttySelection*")
         selection.size = ffi.sizeof("GhosttySelection")
@@ -392,7 +412,7 @@ class ScreenModel:
             point.value.x, point.value.y = x, y
             ref.size = ffi.sizeof("GhosttyGridRef")
             _check(lib.ghostty_terminal_grid_ref(self._handle, point[0], ffi.addressof(ref)), "ref")
-        return selection, scrollback_lines + height
+        return selection, scrollback_lines + height, first
 
     def _printed_rows(self, selection: Any) -> list[bytes]:
         """The rows the formatter prints (plain text; blank rows at the bottom left out)."""
@@ -400,7 +420,7 @@ class ScreenModel:
         return plain.split(b"\n") if plain else []
 
     def _visible_text(self) -> str:
-        selection, _ = self._selection(scrollback_lines=0)
+        selection, _, _ = self._selection(scrollback_lines=0)
         lines = self._printed_rows(selection)
         if selection is None:  # no scrollback: the rows printed are the screen's
             lines = lines[-self._get(g.DATA_ROWS, "uint16_t") :]
@@ -428,6 +448,97 @@ class ScreenModel:
             return bytes(ffi.buffer(buf, size[0]))
         finally:
             lib.ghostty_formatter_free(fmt[0])
+
+    def _unbleed(self, formatted: bytes, first_row: int) -> bytes:
+        """The formatter's output with never-written cells back in the default pen.
+
+        libghostty's formatter holds back a row's never-written cells and prints them as
+        spaces just before the next written cell, but *before* it switches to that cell's
+        pen: they come out in the pen of the run before them (a coloured run, a gap left
+        by a cursor move, then text: the gap is coloured on the viewer). So the spaces of
+        a pen's run (the formatter opens every pen with a reset and closes it before a
+        row break; a run's first character is a written cell) are checked against the
+        row's cells, and the never-written ones get a reset before them and the run's pen
+        again after them. Columns are counted in Python while the row is ASCII (one cell
+        read a space); other rows are walked cell by cell. Only pens that show on a blank
+        cell are looked at, and at most ``UNBLEED_BUDGET`` cells are read, the screen's
+        rows first: a scrollback full of coloured bars keeps its oldest gaps coloured
+        rather than make a snapshot slow.
+        """
+        rows: dict[int, list[tuple[int, int, bytes]]] = {}  # row start -> its runs
+        for hit in _SPACED_TEXT.finditer(formatted):
+            at = hit.start() + 1
+            reset = formatted.rfind(_SGR_RESET, max(0, at - _PEN_MAX), at)
+            pen = formatted[reset + len(_SGR_RESET) : at] if reset >= 0 else b""
+            if not (pen and _PENS.fullmatch(pen) and _SHOWS_ON_BLANK.search(pen)):
+                continue
+            end = formatted.find(b"\x1b", at)
+            start = formatted.rfind(b"\r\n", 0, at)
+            run = (at, len(formatted) if end < 0 else end, pen)
+            rows.setdefault(0 if start < 0 else start + 2, []).append(run)
+        if not rows:
+            return formatted
+        found = []
+        row, counted = first_row, 0
+        for start, runs in rows.items():  # (in order: runs were found in order)
+            row += formatted.count(b"\r\n", counted, start)
+            counted = start
+            end = formatted.find(b"\r\n", start)
+            found.append((start, len(formatted) if end < 0 else end, row, runs))
+        reader = _CellReader(self._handle, UNBLEED_BUDGET)
+        fixes: list[tuple[int, int, bytes]] = []
+        for start, end, row, runs in reversed(found):  # the screen first, then upwards
+            if reader.budget <= 0:
+                break
+            segment = formatted[start:end]
+            fixed = _unbleed_ascii(segment, start, runs, reader, row)
+            if fixed is None:
+                reader.budget -= self._cols
+                fixed = _unbleed_row(segment, self._row_cells(row))
+            fixes.append((start, end, fixed))
+        parts: list[bytes] = []
+        done = 0
+        for start, end, fixed in reversed(fixes):
+            parts.append(formatted[done:start])
+            parts.append(fixed)
+            done = end
+        parts.append(formatted[done:])
+        return b"".join(parts)
+
+    def _grid_ref(self, x: int, y: int) -> Any:
+        """A grid reference to (x, y) of scrollback + screen (``None``: out of range)."""
+        point = ffi.new("GhosttyPointS*")
+        point.tag = g.POINT_TAG_SCREEN
+        point.value.x, point.value.y = x, y
+        ref = ffi.new("GhosttyGridRef*")
+        ref.size = ffi.sizeof("GhosttyGridRef")
+        if lib.ghostty_terminal_grid_ref(self._handle, point[0], ref):
+            return None
+        return ref
+
+    def _row_cells(self, y: int) -> list[tuple[bool, int]]:
+        """The formatter's units of row ``y`` (wide characters' spacers have none): for
+        each, whether it is a never-written cell and how many code points it prints."""
+        ref = self._grid_ref(0, y)
+        if ref is None:
+            return []
+        cell = ffi.new("GhosttyCell*")
+        size = ffi.new("size_t*")
+        units: list[tuple[bool, int]] = []
+        get_cell = lib.ghostty_grid_ref_cell
+        for x in range(self._get(g.DATA_COLS, "uint16_t")):
+            ref.x = x
+            if get_cell(ref, cell):
+                break
+            raw = int(cell[0])
+            if (raw >> g.CELL_WIDE_SHIFT) & 3 >= g.WIDE_SPACER_TAIL:
+                continue
+            count = 1
+            if raw & 3 == g.CONTENT_GRAPHEME:
+                lib.ghostty_grid_ref_graphemes(ref, ffi.NULL, 0, size)
+                count = max(1, int(size[0]))
+            units.append((raw & g.CELL_BLANK_MASK == 0, count))
+        return units
 
     def _primary_under_alt_at_ground(self, alt_pass: bytes) -> bytes:
         """:meth:`_primary_under_alt`, also when the stream ends inside an escape sequence:
@@ -463,8 +574,8 @@ class ScreenModel:
         was_47 = self._mode(47)
         self._write(b"\x1b[?47l\x1b8" if exact else b"\x1b[?47l")
         try:
-            selection, covered = self._selection(scrollback_lines=self._keep_lines)
-            primary = self._format(_CONTENT, selection)
+            selection, covered, first = self._selection(scrollback_lines=self._keep_lines)
+            primary = self._unbleed(self._format(_CONTENT, selection), first)
             return primary + self._blank_rows(primary, selection, covered)
         finally:
             if exact:
@@ -518,6 +629,118 @@ class ScreenModel:
             return b"" if param is None else b"\x1b[%d q" % param
         finally:
             lib.ghostty_render_state_free(state[0])
+
+
+class _CellReader:
+    """Reads packed cells of one row at a time (one native call a cell)."""
+
+    def __init__(self, handle: Any, budget: int) -> None:
+        self._handle = handle
+        self.budget = budget  # cells left to read
+        self._point = ffi.new("GhosttyPointS*")
+        self._point.tag = g.POINT_TAG_SCREEN
+        self._ref = ffi.new("GhosttyGridRef*")
+        self._ref.size = ffi.sizeof("GhosttyGridRef")
+        self._cell = ffi.new("GhosttyCell*")
+        self._ok = False
+
+    def row(self, y: int) -> bool:
+        self._point.value.x, self._point.value.y = 0, y
+        self._ok = not lib.ghostty_terminal_grid_ref(self._handle, self._point[0], self._ref)
+        return self._ok
+
+    def blanks(self, column: int, text: bytes) -> list[int]:
+        """Which spaces of ASCII ``text`` (from cell ``column`` of the row on, the first
+        character left out) are never-written cells (no text, no pen)."""
+        if not self._ok:
+            return []
+        ref, cell, read, mask = self._ref, self._cell, lib.ghostty_grid_ref_cell, g.CELL_BLANK_MASK
+        found = []
+        space = text.find(b" ", 1)
+        while space >= 0:
+            ref.x = column + space
+            if not read(ref, cell) and not cell[0] & mask:
+                found.append(space)
+            space = text.find(b" ", space + 1)
+        self.budget -= len(text) - 1
+        return found
+
+
+def _unbleed_ascii(
+    segment: bytes, offset: int, runs: list[tuple[int, int, bytes]], reader: _CellReader, y: int
+) -> bytes | None:
+    """``ScreenModel._unbleed`` for one row whose text up to its runs is ASCII (a cell a
+    byte); ``None`` when it is not."""
+    if not reader.row(y):
+        return segment
+    parts: list[bytes] = []
+    done = 0
+    for run_start, run_end, pen in runs:
+        at = run_start - offset
+        text = segment[at : run_end - offset]
+        before = _ESCAPE.sub(b"", segment[:at])
+        if not (before.isascii() and text.isascii()):
+            return None
+        column = len(before)
+        blanks = reader.blanks(column, text)
+        if not blanks:
+            continue
+        fixed = bytearray()
+        kept = 0
+        for i, blank in enumerate(blanks):
+            if i == 0 or blanks[i - 1] != blank - 1:  # a gap starts
+                fixed += text[kept:blank] + _SGR_RESET
+                kept = blank
+            if i + 1 == len(blanks) or blanks[i + 1] != blank + 1:  # it ends
+                fixed += text[kept : blank + 1]
+                kept = blank + 1
+                if kept < len(text):  # (at the run's end the formatter resets)
+                    fixed += pen
+        fixed += text[kept:]
+        parts.append(segment[done:at])
+        parts.append(bytes(fixed))
+        done = at + len(text)
+    parts.append(segment[done:])
+    return b"".join(parts)
+
+
+def _unbleed_row(row: bytes, units: list[tuple[bool, int]]) -> bytes:
+    """One formatted row with its never-written cells out of the pen (see ``_unbleed``)."""
+    out = bytearray()
+    pen = b""  # the SGR sequences of the open pen ("" = default)
+    gap = False  # inside never-written cells, after a reset of ours
+    unit, left, blank = 0, 0, False
+    i, n = 0, len(row)
+    while i < n:
+        byte = row[i]
+        if byte == 0x1B:
+            match = _ESCAPE.match(row, i)
+            end = match.end() if match else i + 1
+            seq = row[i:end]
+            if seq == _SGR_RESET:
+                pen, gap = b"", False
+            elif _SGR.fullmatch(seq):
+                pen += seq
+            out += seq
+            i = end
+            continue
+        step = 1 if byte < 0xC0 else 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+        if left == 0:
+            if unit >= len(units):  # (not expected: the row has no more cells)
+                out += row[i:]
+                break
+            blank, left = units[unit]
+            unit += 1
+        if blank and pen and not gap:
+            out += _SGR_RESET
+            gap = True
+        elif gap and not blank:
+            out += pen
+            gap = False
+        out += row[i : i + step]
+        left -= 1
+        i += step
+    return bytes(out)
 
 
 def _sequence_start(data: bytes) -> int:
