@@ -54,7 +54,11 @@ RESET = b"\x1bc"
 FEED_DELAY = 0.005  # the feeder parses at most this late (snapshots drain at once)
 PENDING_MAX = 8 * 1024 * 1024  # queued beyond this, the caller parses (the feeder lags)
 TAIL_MAX = 64 * 1024
-CHURN_CELLS = 160_000  # scrollback libghostty keeps at least (lines x columns), see below
+# libghostty keeps scrollback in pages of a fixed size and drops the oldest page whole;
+# measured with 0.1.3: a page is ~400 KiB and holds ~45,700 cells' worth of rows (see
+# ``ScreenModel._set_scrollback``). Bounds on the safe side of both:
+PAGE_BYTES = 460 * 1024
+PAGE_CELLS = 42_000
 # Cells a snapshot reads at most to find never-written ones in styled runs (~0.5 µs
 # each): rows are checked from the screen upwards, older scrollback past the budget is
 # left as the formatter wrote it (see ``ScreenModel._unbleed``)
@@ -210,7 +214,7 @@ class ScreenModel:
         self._free = weakref.finalize(self, _free, self._handle, key)
         _check(lib.ghostty_terminal_set(self._handle, g.OPT_TITLE_CHANGED, _on_title), "set")
         self._keep_lines = max(0, scrollback_lines)
-        self._set_scrollback(cols)
+        self._set_scrollback(rows, cols)
         self._rows, self._cols = rows, cols
         self._lock = threading.Lock()
         self._pending: deque[bytes | tuple[int, int]] = deque()
@@ -315,7 +319,7 @@ class ScreenModel:
             if isinstance(item, tuple):
                 rows, cols = item
                 _check(lib.ghostty_terminal_resize(self._handle, cols, rows, 8, 16), "resize")
-                self._set_scrollback(cols)
+                self._set_scrollback(rows, cols)
                 continue
             chunks = [item]
             while left and not isinstance(pending[0], tuple):
@@ -356,14 +360,28 @@ class ScreenModel:
                 with contextlib.suppress(Exception):
                     callback(title)
 
-    def _set_scrollback(self, cols: int) -> None:
-        """libghostty keeps at least a page of scrollback, and while the lines asked fit
-        in about one page it frees and maps pages as the scrollback rotates (page faults
-        on every MB of output). So it is asked for at least ``CHURN_CELLS / cols`` lines;
-        a snapshot still carries only the lines configured."""
-        lines = max(self._keep_lines, -(-CHURN_CELLS // max(1, cols)) if self._keep_lines else 0)
-        value = ffi.new("size_t*", lines)
-        _check(lib.ghostty_terminal_set(self._handle, g.OPT_SCROLLBACK_MAX_LINES, value), "set")
+    def _set_scrollback(self, rows: int, cols: int) -> None:
+        """Room for the configured lines of scrollback, as libghostty counts it: in pages.
+
+        Its scrollback limits are a byte size and a line count; past either it drops the
+        oldest *page* (hundreds of rows), so a limit of N lines keeps between N minus a
+        page and N. A line limit also frees and maps a page each time the scrollback
+        rotates (feeding ran at a quarter of the speed, measured), while the byte limit
+        reuses the oldest page. So the byte limit alone bounds it, at one page more than
+        the lines asked plus the screen take: the scrollback never holds fewer than the
+        lines asked once that much output went by (a snapshot then carries exactly
+        those). The pages are mapped as output arrives: an idle model stays small.
+        """
+        limits: list[tuple[int, int]] = [(g.OPT_SCROLLBACK_MAX_LINES, 0)]
+        if self._keep_lines:
+            page_rows = max(1, PAGE_CELLS // max(1, cols))
+            pages = -(-(self._keep_lines + rows) // page_rows) + 1
+            limits = [
+                (g.OPT_SCROLLBACK_MAX_BYTES, pages * PAGE_BYTES),
+                (g.OPT_SCROLLBACK_MAX_LINES, 1 << 40),
+            ]
+        for option, value in limits:
+            _check(lib.ghostty_terminal_set(self._handle, option, ffi.new("size_t*", value)), "set")
 
     # ------------------------------------------------------------------ formatting
     def _get_bool(self, data: int) -> bool:
