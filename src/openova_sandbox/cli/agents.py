@@ -14,23 +14,21 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from ..agents.installer import Installer, parse_target
 from ..agents.status import agent_statuses
 from ..config import Settings, load_settings
 from ..domain.catalogue import AgentSpec, Catalogue, load_catalogue
 from ..domain.errors import SandboxError
+from .console import LazyConsole, escape
 
 app = typer.Typer(
     name="agents",
     help="List, install and remove the coding agents this server runs.",
     no_args_is_help=True,
 )
-err = Console(stderr=True)
-out = Console()
+err = LazyConsole(stderr=True)
+out = LazyConsole()
 
 DataDir = Annotated[
     Path | None,
@@ -105,6 +103,8 @@ def list_cmd(
     if as_json:
         typer.echo(json.dumps({"agents": rows}, indent=2))
         return
+    from rich.table import Table
+
     table = Table(box=None, header_style="bold")
     for column in ("SLUG", "INSTALLED", "VERSION", "SOURCE", "PATH", "MISSING"):
         table.add_column(column, overflow="fold")

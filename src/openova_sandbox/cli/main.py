@@ -22,8 +22,6 @@ from typing import Annotated, Any, NoReturn
 from urllib.parse import quote, urlsplit
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from .. import __version__
 from ..config import Settings, load_settings
@@ -32,6 +30,7 @@ from ..serving import UVICORN_OPTIONS, shutdown_hooks
 from ..serving import Server as HttpServer
 from .agents import app as agents_app
 from .client import ApiClient, ApiError
+from .console import LazyConsole, escape
 
 
 def _flags_show_no_type() -> None:
@@ -60,8 +59,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(agents_app, name="agents")
-err = Console(stderr=True)
-out = Console()
+err = LazyConsole(stderr=True)  # rich is imported at the first print, not at start
+out = LazyConsole()
 
 DataDir = Annotated[
     Path | None,

@@ -7,8 +7,9 @@ top-level import of the control plane, the operator or the SQL store shows up he
 (each costs the pod memory it never uses: bench/terminal.py measures the RSS).
 
 What the pty-server does need only at its first token or request (PyJWT and
-cryptography to verify a token, httpx to fetch a JWKS) is imported then, and structlog
-comes without rich's tracebacks: none of these is in memory while a pod idles.
+cryptography to verify a token, httpx to fetch a JWKS) is imported then; rich only when
+the CLI prints, and structlog comes without rich's tracebacks: none of these is in
+memory while a pod idles.
 """
 
 from __future__ import annotations
@@ -58,9 +59,10 @@ FORBIDDEN_MODULES = (
     "openova_sandbox.events",
 )
 # imported at the first token (or request) that needs them, not at start: an idle pod
-# holds none (~12 MiB together); structlog's rich tracebacks are never used
-LAZY_PACKAGES = ("jwt", "cryptography", "httpx", "pygments")
-LAZY_MODULES = ("rich.traceback", "rich.pretty", "openova_sandbox.services.notify")
+# holds none (~14 MiB together); rich only when the CLI prints (structlog's rich
+# tracebacks are never used, see openova_sandbox.logs)
+LAZY_PACKAGES = ("jwt", "cryptography", "httpx", "pygments", "rich")
+LAZY_MODULES = ("openova_sandbox.services.notify",)
 
 
 def pty_server_modules(tmp_path, *, embedded: bool = False) -> list[str]:
