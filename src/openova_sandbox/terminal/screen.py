@@ -176,6 +176,7 @@ _CONTENT = _options(modes=False)
 _PLAIN = _options(modes=False, emit=g.FORMAT_PLAIN)
 _C0 = bytes(b for b in range(0x20) if b != 0x1B)
 _REGION = re.compile(rb"\x1b\[\d+;\d+r")
+_MARGINS = re.compile(rb"\x1b\[\d+;\d+s")
 _SGR_RESET = b"\x1b[0m"
 _SGR = re.compile(rb"\x1b\[[0-9;:]*m")
 # Text after an SGR (or after a letter m) with a space after its first character: where
@@ -283,7 +284,7 @@ class ScreenModel:
             parts = [RESET]
             selection, covered, first = self._selection(scrollback_lines=self._keep_lines)
             active = self._unbleed(self._format(_FULL, selection), first)
-            active += self._blank_rows(active, selection, covered)
+            active = self._origin_relative(self._with_blank_rows(active, selection, covered))
             if self._active_screen() == g.SCREEN_ALTERNATE:
                 parts.append(self._primary_under_alt_at_ground(active))
             parts.append(active)
@@ -400,9 +401,9 @@ class ScreenModel:
     def _active_screen(self) -> int:
         return self._get(g.DATA_ACTIVE_SCREEN, "int")
 
-    def _mode(self, mode: int) -> bool:
+    def _mode(self, mode: int, *, ansi: bool = False) -> bool:
         config = ffi.new("GhosttyTerminalModeConfig*")
-        config.mode = mode & 0x7FFF  # a DEC private mode (ANSI modes set bit 15)
+        config.mode = (mode & 0x7FFF) | (0x8000 if ansi else 0)  # (ANSI modes set bit 15)
         _check(lib.ghostty_terminal_get(self._handle, g.DATA_MODE, config), "mode")
         return bool(config.value)
 
@@ -594,7 +595,7 @@ class ScreenModel:
         try:
             selection, covered, first = self._selection(scrollback_lines=self._keep_lines)
             primary = self._unbleed(self._format(_CONTENT, selection), first)
-            return primary + self._blank_rows(primary, selection, covered)
+            return self._with_blank_rows(primary, selection, covered)
         finally:
             if exact:
                 self._write(b"\x1b7\x1b[?47h")
@@ -606,22 +607,55 @@ class ScreenModel:
             if not was_47:
                 self._set_mode(47, False)
 
-    def _blank_rows(self, formatted: bytes, selection: Any, covered: int) -> bytes:
-        """What brings back the blank rows at the bottom the formatter leaves out.
+    def _with_blank_rows(self, formatted: bytes, selection: Any, covered: int) -> bytes:
+        """The formatter's output with the blank rows at the bottom it leaves out.
 
         The formatter stops at the last row with content, so on the viewer the screen
         sits that many rows too low (the cursor's empty line after a newline, a cleared
         screen). Printed rows are counted in a plain-text pass; the viewer then scrolls
-        by the difference with a full-screen region, keeping its cursor (DECSC/DECRC).
+        by the difference with a full-screen region (and no pen: xterm.js fills scrolled
+        in rows with the pen's background), *before* the formatter's cursor sequences
+        (position, a pending wrap's reprint, pen), which then land on the right row.
+        Not DECSC/DECRC around the scroll: xterm.js saves the cursor's row in its buffer,
+        not on the screen, so DECRC put the cursor a row higher per line scrolled out.
         """
         printed = len(self._printed_rows(selection))
         height = self._get(g.DATA_ROWS, "uint16_t")
         shift = (covered - height) - max(0, printed - height)
         if shift <= 0:
-            return b""
+            return formatted
         regions = _REGION.findall(formatted, max(0, len(formatted) - 1024))  # it ends there
         region = regions[-1] if regions else b""
-        return b"\x1b7\x1b[r\x1b[%d;1H%s%s\x1b8" % (height, b"\n" * shift, region)
+        x, y = self._cursor()
+        at = formatted.rfind(b"\x1b[%d;%dH" % (y + 1, x + 1))
+        scroll = b"\x1b[r\x1b[%d;1H%s%s" % (height, b"\n" * shift, region)
+        if at < 0:  # (not expected) keep the cursor the formatter left
+            return formatted + b"\x1b7" + scroll + b"\x1b8"
+        tail = formatted[at:]
+        if _SGR.search(tail):  # the pen is set again after
+            scroll = _SGR_RESET + scroll
+        return formatted[:at] + scroll + tail
+
+    def _origin_relative(self, formatted: bytes) -> bytes:
+        """In origin mode, the formatter's cursor position made relative to the margins.
+
+        The formatter writes the cursor's screen position (CUP) after the scrolling
+        region, with origin mode already on; the viewer reads it from the region's top
+        (and left margin), so the cursor landed that many rows lower.
+        """
+        if not self._mode(6):
+            return formatted
+        x, y = self._cursor()
+        cup = b"\x1b[%d;%dH" % (y + 1, x + 1)
+        at = formatted.rfind(cup)
+        if at < 0:
+            return formatted
+        regions = _REGION.findall(formatted, max(0, len(formatted) - 1024), at)
+        top = int(regions[-1][2:].split(b";")[0]) if regions else 1
+        margins = _MARGINS.findall(formatted, max(0, len(formatted) - 1024), at)
+        left = int(margins[-1][2:].split(b";")[0]) if margins else 1
+        relative = b"\x1b[%d;%dH" % (max(1, y + 2 - top), max(1, x + 2 - left))
+        return formatted[:at] + relative + formatted[at + len(cup) :]
 
     def _set_mode(self, mode: int, value: bool) -> None:
         config = ffi.new("GhosttyTerminalModeConfig*")
