@@ -24,8 +24,10 @@ Decisions, each with its reason:
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Callable
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -40,6 +42,22 @@ log = structlog.get_logger(__name__)
 
 DISCOVERY_PATH = "/.well-known/openid-configuration"
 MAX_DOCUMENT_BYTES = 1024 * 1024
+
+
+def _httpx() -> ModuleType:
+    """httpx, imported at the first fetch and without its command-line tool:
+    ``httpx/__init__`` imports ``httpx._main`` (click, rich and pygments, ~3 MiB) only to
+    offer ``httpx`` as a command, which a pty-server fetching its first JWKS never runs
+    (httpx falls back to a stub ``main`` when that import fails)."""
+    if "httpx" not in sys.modules and "httpx._main" not in sys.modules:
+        sys.modules["httpx._main"] = None  # type: ignore[assignment]
+        try:
+            import httpx
+        finally:
+            del sys.modules["httpx._main"]
+    import httpx
+
+    return httpx
 
 
 class FetchFailed(Exception):
@@ -136,8 +154,7 @@ class RemoteJwks:
             )
 
     async def _fetch(self) -> list[PublicKey]:
-        import httpx
-
+        httpx = _httpx()
         async with httpx.AsyncClient(
             timeout=self._timeout, follow_redirects=True, transport=self._transport
         ) as client:
@@ -168,8 +185,7 @@ class RemoteJwks:
 
 
 async def _get_json(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
-    import httpx
-
+    httpx = _httpx()
     try:
         response = await client.get(url, headers={"Accept": "application/json"})
     except httpx.HTTPError as exc:
