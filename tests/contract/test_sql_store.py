@@ -67,7 +67,7 @@ async def test_close_and_reopen_keeps_everything(
 CRASH_SCRIPT = textwrap.dedent(
     """
     import asyncio, os, sys
-    from openova_sandbox.domain.model import ObjectMeta, Sandbox, SandboxSpec
+    from openova_sandbox.domain.model import ObjectMeta, Sandbox, SandboxSpec, SandboxStatus
     from openova_sandbox.store.sql import SqlStore
 
     async def main() -> None:
@@ -77,7 +77,10 @@ CRASH_SCRIPT = textwrap.dedent(
             ObjectMeta(name="survivor", namespace="team-a"), SandboxSpec("dev@acme.com", "acme")
         )
         created = await store.create(sandbox)
-        sys.stdout.write(created.metadata.uid + "\\n")
+        # on SQLite a status write is not fsynced (synchronous=NORMAL): it must still
+        # survive the process dying, as every write does
+        ready = await store.update_status(created.with_status(SandboxStatus(phase="Ready")))
+        sys.stdout.write(created.metadata.uid + " " + ready.metadata.resource_version + "\\n")
         sys.stdout.flush()
         os._exit(0)  # no close, no dispose, no checkpoint: as abrupt as it gets
 
@@ -86,7 +89,9 @@ CRASH_SCRIPT = textwrap.dedent(
 )
 
 
-async def test_a_returned_create_survives_a_crash(sql_store_factory: StoreFactory) -> None:
+async def test_a_returned_create_and_status_survive_a_crash(
+    sql_store_factory: StoreFactory,
+) -> None:
     assert sql_store_factory.url is not None
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -99,11 +104,13 @@ async def test_a_returned_create_survives_a_crash(sql_store_factory: StoreFactor
     async with asyncio.timeout(60):
         out, err = await process.communicate()
     assert process.returncode == 0, err.decode()
-    uid = out.decode().strip().splitlines()[-1]
+    uid, version = out.decode().strip().splitlines()[-1].split()
 
     store = await sql_store_factory.open()
     survivor = await store.get("team-a", "survivor")
     assert survivor.metadata.uid == uid
+    assert survivor.status.phase == "Ready"
+    assert survivor.metadata.resource_version == version
 
 
 async def test_another_process_changes_are_seen_by_polling(
@@ -288,3 +295,27 @@ async def test_postgres_stopped_mid_run_then_back(
         await resumed.aclose()  # type: ignore[attr-defined]
     finally:
         await store.close()
+
+
+async def test_a_watcher_sees_another_process_write_between_two_of_its_own(
+    sql_store_factory: StoreFactory, make_sandbox: MakeSandbox
+) -> None:
+    # the store hands its own newest commits to its watchers from memory; a version
+    # another process wrote in between must still come, from the table, in order
+    here = await sql_store_factory.open(poll_interval=0.2)
+    there = await sql_store_factory.open()
+    start = await here.create(make_sandbox("zero"))
+    watch = here.watch(start.metadata.resource_version)
+    try:
+        one = await here.create(make_sandbox("one"))
+        two = await there.create(make_sandbox("two"))
+        three = await here.create(make_sandbox("three"))
+        async with asyncio.timeout(10):
+            seen = [await anext(watch) for _ in range(3)]
+        assert [(e.type, e.object) for e in seen] == [
+            ("ADDED", one),
+            ("ADDED", two),
+            ("ADDED", three),
+        ]
+    finally:
+        await watch.aclose()  # type: ignore[attr-defined]

@@ -6,8 +6,18 @@ the lifecycle (docs/lifecycle.md) testable by table and by property, and the sam
 shape can drive another runtime later.
 
 Decisions:
-- The finalizer is the first write; a plan that adds it carries no side-effecting action
-  and writes phase ``Pending`` ("seen, nothing done").
+- The finalizer is the first write. A plan that adds it to a sandbox with no status yet
+  also makes the (empty) workspace and HOME folders, which the runner does while the
+  finalizer is being written, and writes no status: the next pass writes the first one
+  once it can say what is there (``Ready`` at once when there is nothing to clone, else
+  ``Provisioning`` before the clones). A sandbox that already has a phase gets
+  ``Pending`` (or the legal stop towards it) with its finalizer, and nothing else.
+- A status write records where the sandbox is now, along the phase table: when every
+  condition is observed ``True`` a sandbox provisioned for the first time (no phase
+  yet, or ``Pending``) goes to ``Ready`` in one write, although the table has
+  ``Provisioning`` in between: provisioning is finished, so that stop has nothing left
+  to announce. Every other move is one the table allows directly (a ``Failed`` sandbox
+  whose agent can start again shows ``Provisioning``, then ``Ready``).
 - Invalid specs fail permanently for their generation: no finalizer is added for them
   (there is nothing to clean up) and nothing is retried until the spec changes.
 - An agent that cannot start (binary gone, exec error, a required variable missing) is
@@ -128,7 +138,9 @@ class Plan:
 
     Order is part of the contract: ``AddFinalizer`` always comes first and
     ``RemoveFinalizer`` last; the status is written after any finalizer addition and
-    before the first action with an effect outside the store.
+    before the first action with an effect outside the store. The one action that may
+    follow ``AddFinalizer`` is ``EnsureWorkspace`` (empty folders, nothing to announce),
+    which the runner carries out while the finalizer is written.
     """
 
     actions: tuple[Action, ...] = ()
@@ -231,6 +243,11 @@ def reconcile(sandbox: Sandbox, observed: Observed, now: datetime) -> Plan:
         return _plan(status, new)
 
     if not has_finalizer:
+        if not status.phase:
+            first: tuple[Action, ...] = (AddFinalizer(),)
+            if not observed.workspace_exists:
+                first = (*first, EnsureWorkspace())
+            return Plan(actions=first, requeue_after=0.0)
         conditions = _conditions(sandbox, observed, None)
         target = _step(status.phase, PENDING)
         new = _next_status(sandbox, observed, conditions, phase=target, now=now)
@@ -295,16 +312,33 @@ def _plan(
     return Plan(actions=actions, status=None if new == old else new, requeue_after=requeue_after)
 
 
-def _step(current: str, target: str) -> str:
-    """``target`` if the phase table allows it, else the one legal stop on the way."""
-    if current not in TRANSITIONS:
-        current = ""
+# phases of a sandbox provisioned for the first time, from which Ready is reached in one
+# write; a Failed one going back to Ready shows its Provisioning step
+_FIRST_TIME = frozenset({"", PENDING})
+
+
+def _legal(current: str, target: str) -> bool:
     try:
         check_transition(current, target)
     except IllegalTransition:
-        check_transition(current, PROVISIONING)
-        return PROVISIONING
-    return target
+        return False
+    return True
+
+
+def _step(current: str, target: str) -> str:
+    """``target`` if the phase table allows it, else the one legal stop on the way.
+
+    ``Ready`` is decided only when every condition is observed ``True``: for a sandbox
+    provisioned for the first time the stop in between (``Provisioning``) is then
+    already behind it, and the phase goes the whole legal way in this one write."""
+    if current not in TRANSITIONS:
+        current = ""
+    if _legal(current, target):
+        return target
+    if target == PHASE_READY and current in _FIRST_TIME:
+        return target
+    check_transition(current, PROVISIONING)
+    return PROVISIONING
 
 
 def _clone_failure(sandbox: Sandbox, observed: Observed) -> Failure | None:

@@ -4,13 +4,18 @@ One supervisor task owns a task group holding the watch loop, the activity sweep
 short-lived worker per busy Sandbox (see :mod:`.workqueue`); ``stop()`` cancels the
 supervisor and with it everything, including running ``git`` processes.
 
-Each pass of a worker reads the object fresh from the store, observes the machine,
-calls the pure :func:`.reconcile.reconcile` and executes the plan in its order: the
-finalizer first (a store write), then the status, then the runtime actions, then the
-finalizer's release. Writes use the object's resourceVersion; a ``Conflict`` means
-someone else wrote first, so the worker re-reads and reconciles again. The watch only
-says *which* keys to look at, never *what* they contain, so a missed or stale event costs
-at most an extra pass.
+Each run of a worker takes the object from the newest watch event it has not used yet
+(else reads it from the store), observes the machine, calls the
+pure :func:`.reconcile.reconcile` and executes the plan in its order: the finalizer first
+(a store write; a new sandbox's empty folders are made meanwhile), then the status, then
+the runtime actions, then the finalizer's release. The next pass of the same run starts
+from the object the last write returned, without reading it again, unless a runtime
+action (a clone, which may take minutes) ran after that write. Writes use the object's
+resourceVersion; a ``Conflict`` means someone else wrote first, so the worker re-reads
+and reconciles again. An event's object is never trusted beyond that: a stale one costs
+a Conflict and a read, a missed one at most an extra pass; the events of the
+controller's own writes are not queued (their outcome was reconciled by the pass that
+wrote them), so a sandbox that just became Ready is not looked at again at once.
 
 The sweep re-queues every known Sandbox every few seconds. That is how ``status.sessions``
 and ``status.lastActivityAt`` stay current and how ``PtyReady`` follows the terminal
@@ -34,6 +39,7 @@ from .ports import SandboxStore, TerminalHost
 from .reconcile import (
     AddFinalizer,
     CloneRepo,
+    EnsureWorkspace,
     Plan,
     RemoveFinalizer,
     RemoveWorkspace,
@@ -83,6 +89,13 @@ class EmbeddedController:
         self._supervisor: asyncio.Task[None] | None = None
         self._queue: WorkQueue | None = None
         self._clone_tasks: dict[Key, asyncio.Task[bool]] = {}
+        # the resourceVersion of this controller's last write per Sandbox: the watch event
+        # it causes needs no pass (the writing pass reconciled its outcome)
+        self._written: dict[Key, str] = {}
+        # the object of the newest watch event per Sandbox, not yet taken by a worker: a
+        # run starts from it instead of reading the store (any later change is a later
+        # event, which queues another run; a stale one makes the first write Conflict)
+        self._latest: dict[Key, Sandbox] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -150,10 +163,15 @@ class EmbeddedController:
                     key = event.object.key
                     if event.type == "DELETED":
                         self._known.discard(key)
+                        self._written.pop(key, None)
+                        self._latest.pop(key, None)
                     else:
                         self._known.add(key)
+                        self._latest[key] = event.object
                         if event.object.deleting:
                             self._preempt(key)
+                        if self._written.get(key) == event.resource_version:
+                            continue  # our own write: nothing new to look at
                     self._enqueue(key)
             except Exception as exc:
                 if isinstance(exc, Conflict) and exc.code == TOO_OLD:
@@ -173,6 +191,7 @@ class EmbeddedController:
                 await asyncio.sleep(backoff_delay(1))  # the stream ended: resume from `since`
 
     async def _relist(self) -> None:
+        self._latest.clear()  # events of before the gap may describe objects now gone
         objects = await self._store.list()
         listed = {sb.key for sb in objects}
         # Keys we knew that vanished while we were not watching: their worker finds them
@@ -209,44 +228,78 @@ class EmbeddedController:
     # ------------------------------------------------------------------ reconciling
 
     async def _reconcile_key(self, key: Key) -> float | None:
+        sandbox = self._latest.pop(key, None)
         for _ in range(MAX_PASSES):
-            try:
-                sandbox = await self._store.get(*key)
-            except NotFound:
-                await self._clean_up_orphan(key)
-                return None
+            if sandbox is None:
+                try:
+                    sandbox = await self._store.get(*key)
+                except NotFound:
+                    await self._clean_up_orphan(key)
+                    return None
             observed = self._runtime.observe(sandbox)
             plan = reconcile(sandbox, observed, self._clock())
             if plan.empty:
                 return plan.requeue_after
             try:
-                await self._execute(sandbox, plan)
+                sandbox = await self._execute(sandbox, plan)
             except Conflict:
                 log.debug("controller.write.conflict", namespace=key[0], sandbox=key[1])
+                sandbox = None
+                continue
+            except NotFound:  # removed while we wrote: the next read cleans up after it
+                sandbox = None
                 continue
             # After actions, look again at once: the next pass records their outcome.
             if not plan.actions and plan.requeue_after != 0:
                 return plan.requeue_after
         return STALL_DELAY  # still moving after many passes: let other triggers in first
 
-    async def _execute(self, sandbox: Sandbox, plan: Plan) -> None:
-        """Apply ``plan`` in order; stop at the first runtime action that failed."""
+    async def _execute(self, sandbox: Sandbox, plan: Plan) -> Sandbox | None:
+        """Apply ``plan`` in order; stop at the first runtime action that failed.
+
+        Returns the object as the store holds it after the last write, when nothing ran
+        after that write (the next pass may start from it); ``None``: read it again."""
         current: Sandbox | None = sandbox
         status = plan.status
-        for action in plan.actions:
+        actions = plan.actions
+        if actions[:1] == (AddFinalizer(),):
+            folders = actions[1:2] == (EnsureWorkspace(),)
+            current = await self._add_finalizer(sandbox, with_workspace=folders)
+            actions = actions[2 if folders else 1 :]
+        fresh = True  # nothing but store writes since ``current`` was written
+        for action in actions:
             if current is None:
-                return  # the object is gone
-            if isinstance(action, AddFinalizer):
-                current = await self._set_finalizer(current, present=True)
-                continue
+                return None  # the object is gone
             if status is not None:
                 current, status = await self._write_status(current, status), None
             if isinstance(action, RemoveFinalizer):
                 current = await self._set_finalizer(current, present=False)
-            elif not await self._run(current, action):
-                return
+                continue
+            assert not isinstance(action, AddFinalizer)  # only ever first (Plan)
+            fresh = False
+            if not await self._run(current, action):
+                return None
         if status is not None and current is not None:
-            await self._write_status(current, status)
+            current, fresh = await self._write_status(current, status), True
+        return current if fresh else None
+
+    async def _add_finalizer(self, sandbox: Sandbox, *, with_workspace: bool) -> Sandbox | None:
+        """The finalizer write; a new sandbox's empty folders are made meanwhile (if the
+        write fails they stay for the retry, or the orphan clean-up removes them)."""
+        if not with_workspace:
+            return await self._set_finalizer(sandbox, present=True)
+        folders = asyncio.ensure_future(self._runtime.execute(sandbox, EnsureWorkspace()))
+        try:
+            written = await self._set_finalizer(sandbox, present=True)
+        except Exception:
+            with contextlib.suppress(Exception):
+                await folders
+            raise
+        except BaseException:
+            folders.cancel()
+            raise
+        await folders
+        return written
 
     async def _run(self, sandbox: Sandbox, action: RuntimeAction) -> bool:
         if not isinstance(action, CloneRepo):
@@ -269,6 +322,7 @@ class EmbeddedController:
         finalizers = (*others, FINALIZER) if present else others
         updated = await self._store.update(sandbox.with_meta(finalizers=finalizers))
         ns, name = sandbox.key
+        self._remember(updated, sandbox.key)
         log.info(
             "controller.finalizer.added" if present else "controller.finalizer.released",
             namespace=ns,
@@ -280,6 +334,7 @@ class EmbeddedController:
 
     async def _write_status(self, sandbox: Sandbox, status: SandboxStatus) -> Sandbox:
         written = await self._store.update_status(sandbox.with_status(status))
+        self._remember(written, sandbox.key)
         if status.phase != sandbox.status.phase:
             ns, name = sandbox.key
             ready = status.condition("Ready")
@@ -293,8 +348,16 @@ class EmbeddedController:
             )
         return written
 
+    def _remember(self, written: Sandbox | None, key: Key) -> None:
+        if written is None:
+            self._written.pop(key, None)
+        else:
+            self._written[key] = written.metadata.resource_version
+
     async def _clean_up_orphan(self, key: Key) -> None:
         self._known.discard(key)
+        self._written.pop(key, None)
+        self._latest.pop(key, None)
         plan = reconcile_orphan(self._runtime.observe_orphan(*key))
         for action in plan.actions:
             if isinstance(action, StopTerminals):

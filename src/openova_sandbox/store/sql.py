@@ -4,11 +4,23 @@ Each object is one row holding its Kubernetes document; each change is one row o
 event table under the global resourceVersion (allocation and ordering: ``sql_queries``).
 Watchers replay the event table from their cursor, then sleep on an in-process signal
 that every commit sets; they also wake every ``poll_interval`` (≤ 1 s) and look again, so
-a second process sharing the database is seen without a notification channel.
+a second process sharing the database is seen without a notification channel. The
+events this process committed last (``RECENT_EVENTS``) are also kept in memory, so a
+watcher woken by a commit here takes the next versions from there without a query;
+whenever the version after its cursor is not there (another process wrote it, or it
+fell out) the watcher reads the table, as before.
 
 Every call runs under a time budget (5 s by default) and is retried once, on freshly
 opened connections, when its failure is transient; what still fails becomes
 ``BackendUnavailable`` (``sql_retry``, ``sql_errors``). Migrations run in ``start``.
+
+On SQLite, ``update_status`` commits on a second engine whose connections run
+``synchronous=NORMAL``: a status write is not fsynced before it returns (it survives a
+process crash, and power loss from the next synced commit on), every other write is
+(``FULL``). Status is what the controller observed; it writes it again after a restart,
+so losing the newest status writes to power loss loses nothing it cannot recompute,
+while the objects themselves (create, spec, finalizers, deletion) never go missing.
+docs/store.md, "Durability".
 """
 
 from __future__ import annotations
@@ -33,6 +45,8 @@ from .sql_retry import EngineCalls
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
+# how many of this process's newest committed events watchers can take without a query
+RECENT_EVENTS = 512
 # A write's work: the value to return, and whether anything changed (else: roll back).
 Work = Callable[[AsyncConnection], Awaitable[tuple[T, bool]]]
 
@@ -55,8 +69,13 @@ class SqlStore(EngineCalls):
         self._poll = min(poll_interval, 1.0)
         self._retain = retain_events
         self._engine: AsyncEngine | None = None
+        self._status_engine: AsyncEngine | None = None  # SQLite: synchronous=NORMAL
         self._start_lock = asyncio.Lock()
         self._write_lock = asyncio.Lock()
+        # the events of the transaction under way (under the write lock), and this
+        # process's newest committed ones by version
+        self._pending: builtins.list[q.Event] = []
+        self._recent: dict[int, q.Event] = {}
         self._changed = asyncio.Event()
         self._closed = False
 
@@ -79,6 +98,10 @@ class SqlStore(EngineCalls):
                 await engine.dispose()
                 raise
             self._engine = engine
+            if self._url.get_backend_name() == "sqlite":
+                self._status_engine = create_engine(
+                    self._url, echo=self._echo, connect_timeout=self._budget, synchronous="NORMAL"
+                )
             log.info("store.started", backend=self._url.get_backend_name(), url=self.url)
 
     async def close(self) -> None:
@@ -86,8 +109,10 @@ class SqlStore(EngineCalls):
         self._notify()
         async with self._start_lock:
             engine, self._engine = self._engine, None
-            if engine is not None:
-                await engine.dispose()
+            status_engine, self._status_engine = self._status_engine, None
+            for each in (engine, status_engine):
+                if each is not None:
+                    await each.dispose()
 
     async def ping(self) -> None:
         async def work(engine: AsyncEngine) -> None:
@@ -177,7 +202,7 @@ class SqlStore(EngineCalls):
             await self._append(connection, "MODIFIED", document, version)
             return Sandbox.from_dict(document), True
 
-        return await self._write("update_status", work)
+        return await self._write("update_status", work, status_only=True)
 
     async def delete(self, namespace: str, name: str) -> Sandbox | None:
         async def work(connection: AsyncConnection) -> tuple[Sandbox | None, bool]:
@@ -217,6 +242,14 @@ class SqlStore(EngineCalls):
             cursor = start
         while not self._closed:
             changed = self._changed
+            recent = self._recent_after(cursor)
+            if recent:
+                for type_, document, version in recent:
+                    if self._closed:
+                        return
+                    yield WatchEvent(type_, Sandbox.from_dict(document), str(version))
+                    cursor = version
+                continue
             try:
                 batch, compacted = await self._call("watch", self._events_after(cursor))
             except BackendUnavailable:
@@ -280,22 +313,55 @@ class SqlStore(EngineCalls):
         self, connection: AsyncConnection, type_: EventType, document: JSON, version: int
     ) -> None:
         await q.append_event(connection, type_, document, version=version, retain=self._retain)
+        self._pending.append((type_, document, version))
 
-    async def _write(self, action: str, work: Work[T]) -> T:
-        """One write transaction: the counter row first, commit only when it changed."""
+    def _recent_after(self, cursor: int) -> builtins.list[q.Event]:
+        """The committed events right after ``cursor`` this process still holds, in
+        order and without a gap; empty when the next one is not held."""
+        out = []
+        while (event := self._recent.get(cursor + 1)) is not None:
+            out.append(event)
+            cursor += 1
+        return out
+
+    def _committed(self, events: builtins.list[q.Event]) -> None:
+        """Hold what was just committed; never what the table compacted away (a watch
+        from a compacted version must still be told it is too old)."""
+        for event in events:
+            self._recent[event[2]] = event
+        if not events:
+            return
+        floor = events[-1][2] - self._retain  # the compaction mark after this write
+        while self._recent:
+            oldest = next(iter(self._recent))  # dicts keep insertion (version) order
+            if oldest > floor and len(self._recent) <= RECENT_EVENTS:
+                break
+            del self._recent[oldest]
+
+    async def _write(self, action: str, work: Work[T], *, status_only: bool = False) -> T:
+        """One write transaction: the counter row first, commit only when it changed.
+        ``status_only``: on SQLite, on the ``synchronous=NORMAL`` engine."""
 
         async def run(engine: AsyncEngine) -> T:
             async with self._write_lock, engine.connect() as connection:
+                self._pending = []
                 connection = await connection.execution_options(sqlite_begin="immediate")
                 value, changed = await work(connection)
                 if changed:
                     await connection.commit()
+                    self._committed(self._pending)
                 else:
                     await connection.rollback()
+                self._pending = []
             if changed:
                 self._notify()
             return value
 
+        if status_only:
+            await self._ready()
+            status_engine = self._status_engine
+            if status_engine is not None:
+                return await self._attempts(action, status_engine, run)
         return await self._call(action, run)
 
     def _notify(self) -> None:

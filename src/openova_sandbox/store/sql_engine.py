@@ -1,7 +1,9 @@
 """Engines for the SQL store: URL rules, SQLite durability settings, and migrations.
 
 SQLite is opened in WAL mode with ``synchronous=FULL`` (a commit is fsynced before it
-returns, so a returned write survives a crash), foreign keys on and a busy timeout
+returns, so a returned write survives a crash, power loss included; an engine made with
+``synchronous="NORMAL"`` is for writes that may be lost to power loss but never to a
+process crash - the store's status writes, docs/store.md), foreign keys on and a busy timeout
 shorter than the per-call budget, so a locked database reports an error the store can
 map instead of being cancelled mid-call. SQLAlchemy takes over ``BEGIN`` from the
 ``sqlite3`` module (whose legacy mode does not begin a transaction before a SELECT),
@@ -67,9 +69,17 @@ def safe_url(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
-def create_engine(url: URL, *, echo: bool, connect_timeout: float) -> AsyncEngine:
+def create_engine(
+    url: URL, *, echo: bool, connect_timeout: float, synchronous: str = "FULL"
+) -> AsyncEngine:
+    """``synchronous``: SQLite's setting for this engine's connections (``FULL`` or
+    ``NORMAL``); PostgreSQL keeps the server's own."""
     if url.get_backend_name() == "sqlite":
-        return _sqlite_engine(url, echo=echo, connect_timeout=connect_timeout)
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous={synchronous!r}: FULL or NORMAL")
+        return _sqlite_engine(
+            url, echo=echo, connect_timeout=connect_timeout, synchronous=synchronous
+        )
     return create_async_engine(
         url,
         echo=echo,
@@ -81,7 +91,9 @@ def create_engine(url: URL, *, echo: bool, connect_timeout: float) -> AsyncEngin
     )
 
 
-def _sqlite_engine(url: URL, *, echo: bool, connect_timeout: float) -> AsyncEngine:
+def _sqlite_engine(
+    url: URL, *, echo: bool, connect_timeout: float, synchronous: str
+) -> AsyncEngine:
     assert url.database is not None  # parse_url refused the rest
     Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(
@@ -98,7 +110,7 @@ def _sqlite_engine(url: URL, *, echo: bool, connect_timeout: float) -> AsyncEngi
         try:
             cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA journal_mode = WAL")
-            cursor.execute("PRAGMA synchronous = FULL")
+            cursor.execute(f"PRAGMA synchronous = {synchronous}")
             cursor.execute("PRAGMA foreign_keys = ON")
         finally:
             cursor.close()

@@ -50,6 +50,35 @@ async def test_a_new_sandbox_becomes_ready_with_every_condition_in_order(
     assert stat.S_IMODE(ws.stat().st_mode) == 0o700
 
 
+async def test_a_new_sandbox_with_nothing_to_clone_takes_two_writes_to_ready(
+    store: Any, controller: ControllerFactory, data_dir: Path
+) -> None:
+    """The finalizer (the folders are made meanwhile), then one status write that is
+    already Ready: no Pending or Provisioning write on the way; and the workspace and
+    HOME exist by the time anyone can see Ready."""
+    async with controller():
+        created = await store.create(new_sandbox("box"))
+        watch = store.watch(created.metadata.resource_version)
+        seen: list[tuple[str, str, bool, bool]] = []
+        try:
+            async with asyncio.timeout(10):
+                async for event in watch:
+                    sb = event.object
+                    ws = workspace_path(data_dir, "acme", "box")
+                    home = data_dir / "homes" / "acme" / "box"
+                    seen.append((event.type, sb.status.phase, ws.is_dir(), home.is_dir()))
+                    if sb.status.phase == "Ready":
+                        break
+        finally:
+            await watch.aclose()
+        assert [(t, p) for t, p, _, _ in seen] == [("MODIFIED", ""), ("MODIFIED", "Ready")]
+        assert seen[-1][2:] == (True, True)
+        await asyncio.sleep(0.3)  # its own writes' events bring no further pass
+        assert (await store.get("acme", "box")).metadata.resource_version == str(
+            int(created.metadata.resource_version) + 2
+        )
+
+
 async def test_a_file_repo_is_cloned_into_the_workspace(
     store: Any, controller: ControllerFactory, data_dir: Path
 ) -> None:

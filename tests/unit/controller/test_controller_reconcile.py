@@ -97,14 +97,46 @@ def cond(plan: Plan, type_: str) -> Condition:
     return found
 
 
-def test_a_new_sandbox_gets_the_finalizer_first_and_nothing_else() -> None:
+def test_a_new_sandbox_gets_the_finalizer_and_its_folders_and_no_status_yet() -> None:
     plan = reconcile(sandbox(finalizer=False, repos=("acme/app",)), Observed(), NOW)
+    assert plan.actions == (AddFinalizer(), EnsureWorkspace())  # no clone before it
+    assert plan.status is None  # the next pass says what is there
+    assert plan.requeue_after == 0
+    there = reconcile(sandbox(finalizer=False), ready_obs(), NOW)
+    assert there.actions == (AddFinalizer(),)
+
+
+def test_a_sandbox_with_a_phase_but_no_finalizer_gets_it_back_and_nothing_else() -> None:
+    plan = reconcile(
+        sandbox(finalizer=False, phase="Pending", repos=("acme/app",)), Observed(), NOW
+    )
     assert plan.actions == (AddFinalizer(),)
     assert plan.status is not None
     assert plan.status.phase == "Pending"
     assert plan.status.observed_generation == 1
     assert plan.requeue_after == 0
     assert tuple(c.type for c in plan.status.conditions) == ORDER
+
+
+def test_a_new_sandbox_with_nothing_to_clone_is_ready_in_its_first_status_write() -> None:
+    new = sandbox(finalizer=False)
+    first = reconcile(new, Observed(terminal_serving=True), NOW)
+    assert first.actions == (AddFinalizer(), EnsureWorkspace())
+    plan = reconcile(apply(new, first), ready_obs(), NOW)  # the folders are there now
+    assert plan.actions == ()
+    assert plan.status is not None and plan.status.phase == "Ready"
+    assert all(c.status == "True" for c in plan.status.conditions)
+    assert plan.requeue_after is None
+    assert reconcile(apply(apply(new, first), plan), ready_obs(), NOW).empty
+
+
+def test_a_new_sandbox_with_repos_announces_its_clones_before_they_run() -> None:
+    new = sandbox(finalizer=False, repos=("acme/app",))
+    first = apply(new, reconcile(new, Observed(terminal_serving=True), NOW))
+    plan = reconcile(first, ready_obs(), NOW)
+    assert plan.actions == (CloneRepo("acme/app"),)
+    assert plan.status is not None and plan.status.phase == "Provisioning"
+    assert cond(plan, "PVCsReady").reason == "Cloning"
 
 
 def test_pending_with_finalizer_provisions_workspace_then_repos_in_order() -> None:
@@ -142,13 +174,19 @@ def test_no_repos_means_pvcs_ready_at_once() -> None:
     assert plan.status is not None and plan.status.phase == "Ready"
 
 
-def test_pending_cannot_jump_to_ready_so_it_steps_through_provisioning() -> None:
+def test_pending_with_everything_in_place_goes_the_legal_way_to_ready_in_one_write() -> None:
+    # the table needs Provisioning between Pending and Ready; provisioning is finished,
+    # so that stop is behind the sandbox and the write records where it is now
     plan = reconcile(sandbox(phase="Pending"), ready_obs(), NOW)
     assert plan.status is not None
-    assert plan.status.phase == "Provisioning"
-    assert plan.requeue_after == 0
-    again = reconcile(apply(sandbox(phase="Pending"), plan), ready_obs(), NOW)
-    assert again.status is not None and again.status.phase == "Ready"
+    assert plan.status.phase == "Ready"
+    assert plan.requeue_after is None
+    assert reconcile(apply(sandbox(phase="Pending"), plan), ready_obs(), NOW).empty
+
+
+def test_pending_with_work_left_stops_at_provisioning() -> None:
+    plan = reconcile(sandbox(phase="Pending"), ready_obs(terminal_serving=False), NOW)
+    assert plan.status is not None and plan.status.phase == "Provisioning"
 
 
 def test_an_up_to_date_ready_sandbox_yields_an_empty_plan() -> None:
@@ -418,4 +456,6 @@ def test_transition_times_are_whole_seconds() -> None:
 
 def test_an_unknown_stored_phase_is_treated_as_new() -> None:
     plan = reconcile(sandbox(phase="Exploded"), ready_obs(), NOW)
-    assert plan.status is not None and plan.status.phase == "Provisioning"
+    assert plan.status is not None and plan.status.phase == "Ready"
+    waiting = reconcile(sandbox(phase="Exploded"), ready_obs(terminal_serving=False), NOW)
+    assert waiting.status is not None and waiting.status.phase == "Provisioning"

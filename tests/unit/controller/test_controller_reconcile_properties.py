@@ -103,6 +103,16 @@ def apply(sb: Sandbox, plan: Plan) -> Sandbox:
     return sb.with_status(plan.status) if plan.status is not None else sb
 
 
+def check_move(old: str, new: str) -> None:
+    """A status write moves the phase one legal step, or (a first provisioning reaching
+    Ready, every condition True) the legal way through Provisioning."""
+    if new == "Ready" and old in ("", "Pending"):
+        check_transition(old, "Provisioning")
+        check_transition("Provisioning", new)
+        return
+    check_transition(old, new)
+
+
 def store_actions(plan: Plan) -> tuple[object, ...]:
     return tuple(a for a in plan.actions if isinstance(a, AddFinalizer | RemoveFinalizer))
 
@@ -128,17 +138,17 @@ def test_applying_the_plan_reaches_a_fixpoint_within_three_writes(
 
 @settings(max_examples=400, deadline=None)
 @given(sb=sandboxes(), obs=observations())
-def test_once_past_pending_one_status_write_is_enough(sb: Sandbox, obs: Observed) -> None:
+def test_one_status_write_is_enough(sb: Sandbox, obs: Observed) -> None:
     """Applying a plan's status and reconciling again with the same observation changes
-    nothing more, unless the phase table forced an intermediate Provisioning step."""
+    nothing more: no intermediate phase needs a write of its own."""
     plan = reconcile(sb, obs, NOW)
     if plan.status is None:
         return
     after = reconcile(sb.with_status(plan.status), obs, NOW + timedelta(seconds=30))
     if after.status is not None:
-        assert plan.status.phase == "Provisioning"
-        assert after.status.phase == "Ready"
-        assert sb.status.phase in {"", "Pending", "Failed", "Suspended", "Ready"}
+        # only the legal stop on the way back to Pending of a sandbox that lost its
+        # finalizer (Ready -> Provisioning), which the finalizer's write follows
+        assert AddFinalizer() in plan.actions
 
 
 @settings(max_examples=400, deadline=None)
@@ -147,11 +157,17 @@ def test_every_plan_keeps_the_lifecycle_rules(sb: Sandbox, obs: Observed) -> Non
     plan = reconcile(sb, obs, NOW)
     actions = plan.actions
     if AddFinalizer() in actions:
-        assert actions == (AddFinalizer(),)  # nothing with a side effect before it
+        # nothing but the empty folders of a sandbox with no status yet beside it
+        assert actions[0] == AddFinalizer()
+        assert actions[1:] in ((), (EnsureWorkspace(),))
+        if actions[1:]:
+            assert not sb.status.phase
+            assert plan.status is None
     if RemoveFinalizer() in actions:
         assert actions[-1] == RemoveFinalizer()
-    if any(isinstance(a, CloneRepo | EnsureWorkspace) for a in actions):
+    if any(isinstance(a, CloneRepo) for a in actions):
         assert FINALIZER in sb.metadata.finalizers
+    if any(isinstance(a, CloneRepo | EnsureWorkspace) for a in actions):
         assert not sb.deleting
     for action in actions:
         if isinstance(action, CloneRepo):
@@ -159,7 +175,7 @@ def test_every_plan_keeps_the_lifecycle_rules(sb: Sandbox, obs: Observed) -> Non
     if plan.status is None:
         return
     new = plan.status
-    check_transition(sb.status.phase if sb.status.phase in PHASES else "", new.phase)
+    check_move(sb.status.phase if sb.status.phase in PHASES else "", new.phase)
     frozen = sb.status.phase == "Failed" and sb.status.observed_generation == sb.metadata.generation
     if frozen:  # a failed generation only updates its live counters
         assert replace(new, sessions=0, last_activity_at=None) == replace(
