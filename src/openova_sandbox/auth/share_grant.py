@@ -27,7 +27,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-import jwt
 import structlog
 
 from ..domain.errors import Invalid, Unauthenticated
@@ -92,6 +91,8 @@ class ShareGrantIssuer:
             "jti": secrets.token_urlsafe(16),
         }
         key = derive_key(self._secret, namespace, sandbox)
+        import jwt
+
         return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"typ": GRANT_TYPE})
 
 
@@ -132,6 +133,10 @@ class ShareGrantVerifier:
             raise
 
     def _verify(self, token: str) -> ShareGrant:
+        # PyJWT (with cryptography, ~12 MiB) is imported at the first grant, not when
+        # the pty-server starts with its share grant key (auth.keys, "idle memory")
+        import jwt
+
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:

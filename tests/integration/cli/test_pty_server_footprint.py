@@ -73,6 +73,8 @@ def pty_server_modules(tmp_path, *, embedded: bool = False) -> list[str]:
         "SANDBOX_JWKS_URL": "http://127.0.0.1:9/jwks",  # fetched on the first token only
         "SANDBOX_DATA_DIR": str(tmp_path / "data"),
         "SANDBOX_WORKDIR": str(tmp_path),
+        # as the operator configures a pod: it verifies share grants (PyJWT at the first)
+        "SANDBOX_SHARE_GRANT_KEY": "k" * 43,
     }
     if embedded:  # trusts the data dir's embedded issuer (as bench/terminal.py runs it)
         EmbeddedIssuer.load_or_create(tmp_path / "data")
