@@ -1,7 +1,9 @@
 """How every server of this project runs under uvicorn (CLI, tests and benchmarks alike).
 
-- WebSocket implementation ``websockets-sansio``: the leanest of uvicorn's, with
-  TCP_NODELAY on every socket (asyncio's default), so a keystroke is not held by Nagle.
+- WebSocket implementation: uvicorn's ``websockets-sansio`` (the leanest of its own),
+  extended so a terminal viewer's frames bypass the ASGI message loop once accepted
+  (:mod:`openova_sandbox.api.terminal_edge.lean_ws`); TCP_NODELAY on every socket
+  (asyncio's default), so a keystroke is not held by Nagle.
 - ``permessage-deflate`` off: terminal frames are already coalesced, compressing them
   costs CPU per viewer, and a compressed stream hides how far a slow viewer lags (the
   resync policy needs the real backlog).
@@ -19,8 +21,10 @@ from typing import Any
 
 import uvicorn
 
+from .api.terminal_edge.lean_ws import LeanWebSocketProtocol
+
 UVICORN_OPTIONS: dict[str, Any] = {
-    "ws": "websockets-sansio",
+    "ws": LeanWebSocketProtocol,
     "ws_per_message_deflate": False,
     "access_log": False,
     "log_config": None,

@@ -3,10 +3,11 @@
 The session wires the sans-I/O :class:`~.core.SessionCore` to real I/O:
 
 * **Reading** happens in a ``loop.add_reader`` callback on the master fd. Each callback
-  drains what the kernel has (until ``EAGAIN`` or 64 KiB) into a pending buffer. A little
-  output (keystroke echo) is flushed at once; when 4000+ bytes arrived at once (bulk
-  output) the flush waits up to ``COALESCE_DELAY`` for more, so frames approach 64 KiB —
-  latency and throughput both win, which matters once ``TCP_NODELAY`` is on.
+  drains what the kernel has (until ``EAGAIN`` or 64 KiB) into a pending buffer, which is
+  flushed at once — unless every viewer still has output queued (its socket is backed
+  up): then the bytes wait for the first viewer to ask for more (or 64 KiB, or
+  ``COALESCE_DELAY`` at most), so frames grow only when a viewer could not take them
+  anyway. Keystroke echo is never held, and no timer runs per burst.
 * **Flushing** feeds the core once per frame (ring + screen model); the core returns the
   same ``bytes`` for every viewer, which lands in that viewer's own queue. Sending is done
   by each viewer's pump (the API layer's attach edge) outside the core. A viewer over its
@@ -51,8 +52,8 @@ from .screen import DEFAULT_SCROLLBACK_LINES, ScreenModel
 log = structlog.get_logger(__name__)
 
 FRAME_MAX = 64 * 1024
-COALESCE_DELAY = 0.002
-BULK_READ = 4000  # this much pending at once suggests more output is on its way
+COALESCE_DELAY = 0.002  # the longest output is held for viewers that are all backed up
+SHORT_READ = 4000  # a PTY read returns at most ~4 KiB (n_tty); less means it was drained
 INPUT_BUFFER_MAX = 1024 * 1024
 EXIT_POLL = 0.2
 RESIZE_SETTLE = 0.15  # after a PTY size change, acknowledging viewers get the new screen
@@ -135,6 +136,8 @@ class Viewer:
         self._wake = asyncio.Event()
         self._unsent = 0
         self._kicked = False
+        self._parked = False  # the pump waits in next() with nothing in flight
+        self._direct: Callable[[Output], bool] | None = None
         self.resyncs = 0
 
     @property
@@ -151,7 +154,28 @@ class Viewer:
         """1000 when the session ended, 1001 when the server sent the viewer away."""
         return 1001 if self._kicked else 1000
 
+    def send_directly(self, direct: Callable[[Output], bool] | None) -> None:
+        """While the pump waits for output, live output goes to ``direct`` at once (on
+        the reading callback, no task switch), counted as handed and sent; ``direct``
+        returns ``False`` when it cannot take it now (a backed-up socket), and the
+        output is queued for the pump instead."""
+        self._direct = direct
+
     def _push(self, item: Output | Control) -> None:
+        direct = self._direct
+        # (counted once written: the client's ack can only come in a later callback, and
+        # output that was not written may still be superseded by a snapshot)
+        if (
+            direct is not None
+            and self._parked
+            and not self._items
+            and type(item) is Output
+            and direct(item)
+        ):
+            core = self._session.core
+            core.handed(self.id, item.end)
+            core.delivered(self.id, len(item.data))
+            return
         self._items.append(item)
         self._wake.set()
 
@@ -195,8 +219,15 @@ class Viewer:
                 return _output(resync)
             if self._session.exited:
                 return None
+            self._session._wants_more()  # output held while every viewer was busy
+            if self._items:
+                continue
             self._wake.clear()
-            await self._wake.wait()
+            self._parked = True
+            try:
+                await self._wake.wait()
+            finally:
+                self._parked = False
 
     async def next_bytes(self) -> bytes | None:
         """For the raw pump: the next output's bytes (controls skipped), ``None`` at the end."""
@@ -331,6 +362,13 @@ class TerminalSession:
 
     # ------------------------------------------------------------------ output
     def _on_readable(self) -> None:
+        self._read(drain=False)
+
+    def _read(self, *, drain: bool) -> None:
+        """Read into the pending buffer and flush it (or hold it, see the module's doc).
+        Without ``drain`` a short read ends the callback: the loop calls again when
+        there is more, and no read is spent on ``EAGAIN`` (on Linux that read also
+        waits for the tty's buffer work)."""
         pending = self._pending
         while len(pending) < FRAME_MAX:
             chunk = self.process.read(FRAME_MAX - len(pending))
@@ -341,14 +379,25 @@ class TerminalSession:
                 self._loop.remove_reader(self.process.master_fd)
                 break
             pending += chunk
+            if len(chunk) < SHORT_READ and not drain:
+                break
         if not pending:
             return
-        if self._eof or len(pending) >= FRAME_MAX:
+        if self._eof or len(pending) >= FRAME_MAX or not self._backed_up():
             self._flush()
-        elif len(pending) >= BULK_READ:
-            if self._flush_handle is None:
-                self._flush_handle = self._loop.call_later(COALESCE_DELAY, self._flush)
-        elif self._flush_handle is None:
+        elif self._flush_handle is None:  # held for a backed-up audience, not for long
+            self._flush_handle = self._loop.call_later(COALESCE_DELAY, self._flush)
+
+    def _backed_up(self) -> bool:
+        """Every viewer still has output queued: none would send new bytes now."""
+        viewers = self._viewers
+        if not viewers:
+            return False
+        return all(viewer._items for viewer in viewers.values())
+
+    def _wants_more(self) -> None:
+        """A viewer's queue ran dry: what was held for it goes out now."""
+        if self._pending:
             self._flush()
 
     def _flush(self) -> None:
@@ -605,7 +654,7 @@ class TerminalSession:
         try:
             await self._wait_process()
             if not self._eof:
-                self._on_readable()  # whatever the process wrote before it died
+                self._read(drain=True)  # whatever the process wrote before it died
             self._flush()
             # Like a terminal closing: what the process left behind is hung up.
             await self.process.terminate(hup_grace=0.2, term_grace=1.0, kill_grace=1.0)

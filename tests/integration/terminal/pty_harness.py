@@ -19,6 +19,7 @@ import httpx
 import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
+from openova_sandbox.api.terminal_edge.lean_ws import LeanWebSocketProtocol
 from openova_sandbox.api.terminal_edge.pty_app import create_pty_app
 from openova_sandbox.api.terminal_edge.standalone import owner_or_org_admin
 from openova_sandbox.domain.catalogue import BUILTIN, AgentSpec, Catalogue
@@ -185,8 +186,8 @@ async def start_pty_server(
         public_origin=public_origin,
         viewer_window=viewer_window,
     )
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", ws="websockets-sansio"
+    config = uvicorn.Config(  # the production WebSocket protocol (serving.UVICORN_OPTIONS)
+        app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", ws=LeanWebSocketProtocol
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

@@ -18,7 +18,11 @@ viewer more than its window behind gets a snapshot instead of a queue. A text fr
 that is not a JSON object closes 1003.
 
 Output and input run as two tasks; whichever ends first ends the other, and the viewer
-is always detached (its queue freed) on the way out.
+is always detached (its queue freed) on the way out. On the lean WebSocket path
+(:mod:`.lean_ws`) input frames go to the PTY as they are parsed (a v2 text frame still
+goes through the input task, in order), and live output is written to the socket from
+the PTY reader while the output task waits (``Viewer.send_directly``); the task sends
+the first frame, snapshots, controls and whatever a backed-up socket did not take.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import structlog
@@ -41,7 +46,7 @@ from ...domain.terminal_wire import (
     pack_frame,
 )
 from ...services.terminal_port import AttachPump, Channel, ViewerGrant
-from ...terminal.core import RESUME, SNAPSHOT
+from ...terminal.core import LIVE, RESUME, SNAPSHOT
 from ...terminal.session import Output, SessionExited, TerminalSession, Viewer
 
 log = structlog.get_logger(__name__)
@@ -56,8 +61,17 @@ class AttachMetrics(Protocol):
 
 
 # ------------------------------------------------------------------ raw
+def _send_now(channel: Channel) -> Callable[[bytes], bool] | None:
+    """The channel's synchronous send (the lean path), else ``None``."""
+    send_now: Callable[[bytes], bool] | None = getattr(channel, "send_now", None)
+    return send_now
+
+
 async def _raw_output(channel: Channel, viewer: Viewer) -> int:
     await channel.send_bytes(viewer.first.data)
+    send_now = _send_now(channel)
+    if send_now is not None:  # live output straight from the PTY reader to the socket
+        viewer.send_directly(lambda item: send_now(item.data))
     while True:
         data = await viewer.next_bytes()
         if data is None:
@@ -66,11 +80,19 @@ async def _raw_output(channel: Channel, viewer: Viewer) -> int:
 
 
 async def _raw_input(channel: Channel, viewer: Viewer) -> int | None:
+    set_sink = getattr(channel, "set_sink", None)
+    if set_sink is not None:  # the lean path: input goes to the PTY as it is parsed
+        set_sink(lambda frame: _raw_sink(viewer, frame))
     while True:
         frame = await channel.receive()
         if frame is None:
             return None
         viewer.write(frame if isinstance(frame, bytes) else frame.encode())
+
+
+def _raw_sink(viewer: Viewer, frame: bytes | str) -> bool:
+    viewer.write(frame if isinstance(frame, bytes) else frame.encode())
+    return True
 
 
 # ------------------------------------------------------------------ sandbox.v2
@@ -103,6 +125,11 @@ def _control(viewer: Viewer, body: dict[str, object]) -> dict[str, object]:
 
 async def _v2_output(channel: Channel, session: TerminalSession, viewer: Viewer) -> int:
     await _send_output(channel, viewer.first)
+    send_now = _send_now(channel)
+    if send_now is not None:  # live output straight from the PTY reader to the socket
+        viewer.send_directly(
+            lambda item: item.kind == LIVE and send_now(pack_frame(item.start, item.data))
+        )
     while True:
         item = await viewer.next()
         if item is None:
@@ -125,6 +152,9 @@ def _size(message: dict[str, Any]) -> tuple[int, int] | None:
 
 async def _v2_input(channel: Channel, viewer: Viewer) -> int | None:
     """Input and controls; returns 1003 on a text frame that is not a JSON object."""
+    set_sink = getattr(channel, "set_sink", None)
+    if set_sink is not None:  # the lean path: binary input goes to the PTY as it is parsed
+        set_sink(lambda frame: isinstance(frame, bytes) and _raw_sink(viewer, frame))
     while True:
         frame = await channel.receive()
         if frame is None:

@@ -1,4 +1,10 @@
-"""Starlette's WebSocket as a ``services.terminal_port.Channel``."""
+"""Starlette's WebSocket as a ``services.terminal_port.Channel``.
+
+Under the project's uvicorn protocol (:mod:`.lean_ws`) an accepted channel takes the
+connection's data path: frames are written to the transport and parsed in
+``data_received`` without the ASGI message loop. Elsewhere (starlette's test client,
+another server) it speaks ASGI, with the same behaviour.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from collections.abc import Mapping
 from starlette.websockets import WebSocket, WebSocketState
 
 from ...domain.terminal_wire import RAW, SUBPROTOCOL_V2, clip_reason
+from .lean_ws import OP_TEXT, LeanSocket, Sink, take_lean
 
 
 def offered_protocol(websocket: WebSocket) -> str:
@@ -19,20 +26,23 @@ def offered_protocol(websocket: WebSocket) -> str:
 class WebSocketChannel:
     """An accepted WebSocket. Build it with :meth:`accept`."""
 
-    def __init__(self, websocket: WebSocket, protocol: str) -> None:
+    def __init__(self, websocket: WebSocket, protocol: str, lean: LeanSocket | None = None) -> None:
         self.websocket = websocket
         self._protocol = protocol
         self._query: Mapping[str, str] = dict(websocket.query_params)
         self._gone = False
+        self._lean = lean
 
     @classmethod
     async def accept(cls, websocket: WebSocket) -> WebSocketChannel:
         """Accept the handshake (with ``sandbox.v2`` when offered) before any check, so
         a refusal is a close frame the client can read, not a bare HTTP 403."""
         protocol = offered_protocol(websocket)
+        lean = None
         if websocket.client_state == WebSocketState.CONNECTING:
             await websocket.accept(subprotocol=protocol or None)
-        return cls(websocket, protocol)
+            lean = take_lean(websocket.scope)
+        return cls(websocket, protocol, lean)
 
     @property
     def protocol(self) -> str:
@@ -42,13 +52,40 @@ class WebSocketChannel:
     def query(self) -> Mapping[str, str]:
         return self._query
 
+    @property
+    def lean(self) -> bool:
+        """Whether frames bypass ASGI (the project's uvicorn protocol)."""
+        return self._lean is not None
+
+    def set_sink(self, sink: Sink | None) -> bool:
+        """Hand data frames to ``sink`` as they arrive, in order (it returns ``False`` to
+        leave one to :meth:`receive`). Returns ``False`` where frames only come through
+        :meth:`receive` (ASGI)."""
+        if self._lean is None:
+            return False
+        self._lean.set_sink(sink)
+        return True
+
+    def send_now(self, data: bytes) -> bool:
+        """A binary frame written at once, when the lean path's socket takes it now;
+        ``False`` (nothing sent) when it is backed up or gone."""
+        return self._lean is not None and self._lean.send_now(data)
+
     async def send_bytes(self, data: bytes) -> None:
-        await self.websocket.send_bytes(data)
+        if self._lean is not None:
+            await self._lean.send(data)
+        else:
+            await self.websocket.send_bytes(data)
 
     async def send_text(self, text: str) -> None:
-        await self.websocket.send_text(text)
+        if self._lean is not None:
+            await self._lean.send(text.encode(), OP_TEXT)
+        else:
+            await self.websocket.send_text(text)
 
     async def receive(self) -> bytes | str | None:
+        if self._lean is not None:
+            return await self._lean.receive()
         if self._gone:
             return None
         message = await self.websocket.receive()
