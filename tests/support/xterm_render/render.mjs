@@ -14,9 +14,11 @@
 // o overline.
 import xtermHeadless from "@xterm/headless";
 import serializeAddon from "@xterm/addon-serialize";
+import unicode11Addon from "@xterm/addon-unicode11";
 
 const { Terminal } = xtermHeadless;
 const { SerializeAddon } = serializeAddon;
+const { Unicode11Addon } = unicode11Addon;
 
 function readStdin() {
   return new Promise((resolve, reject) => {
@@ -67,6 +69,9 @@ async function main() {
     scrollback: job.scrollback ?? 1000,
     allowProposedApi: true,
   });
+  // the console's widths: Unicode 11 (web/src/terminal/TerminalView.tsx)
+  term.loadAddon(new Unicode11Addon());
+  term.unicode.activeVersion = "11";
   const serializer = new SerializeAddon();
   term.loadAddon(serializer);
   const replies = [];

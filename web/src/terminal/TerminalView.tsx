@@ -8,6 +8,7 @@
 import { useCallback, useEffect, useRef, useState } from "react";
 import { Terminal, type ITheme } from "@xterm/xterm";
 import { FitAddon } from "@xterm/addon-fit";
+import { Unicode11Addon } from "@xterm/addon-unicode11";
 import "@xterm/xterm/css/xterm.css";
 import { attachSocketUrl } from "./backoff";
 import { AttachConnection, type ConnectionState, type StateDetail } from "./connection";
@@ -236,8 +237,14 @@ export default function TerminalView({
       cursorBlink: true,
       scrollback: 5000,
       theme: prefersDark() ? DARK : LIGHT,
-      allowProposedApi: false,
+      // the Unicode handling API is "proposed": needed for Unicode 11 widths below
+      allowProposedApi: true,
     });
+    // Unicode 11 widths (an emoji takes two cells), as the agents' own width tables and
+    // the server's screen model count them: with xterm.js's default Unicode 6 a
+    // snapshot's cursor would land a column off after every emoji.
+    term.loadAddon(new Unicode11Addon());
+    term.unicode.activeVersion = "11";
     const fitAddon = new FitAddon();
     term.loadAddon(fitAddon);
     term.open(host);
