@@ -68,6 +68,7 @@ class SandboxTokens:
         self.gateway_url = gateway_url
         self._tokens: dict[Key, str] = {}
         self._locks: dict[Key, asyncio.Lock] = {}
+        self._early: set[asyncio.Task[None]] = set()
 
     def listening(self, host: str, port: int) -> None:
         """The server is listening on ``host:port``: agents reach the gateway there."""
@@ -106,6 +107,22 @@ class SandboxTokens:
                 return
             self._tokens[key] = await self._ledger.issue_token(identity_of(sandbox))
         log.info("gateway.token_issued", sandbox=sandbox.name, namespace=sandbox.namespace)
+
+    def ensure_soon(self, sandbox: Sandbox) -> None:
+        """Start :meth:`ensure` in the background: an attach waiting for the sandbox to
+        turn Ready issues the token meanwhile, so the agent's spawn does not wait for the
+        ledger's write (issue 10). A failure is only logged here; the spawn's own
+        :meth:`ensure` tries again and reports it."""
+        if sandbox.key in self._tokens or sandbox.deleting:
+            return
+        task = asyncio.create_task(self.ensure(sandbox), name=f"token-{sandbox.name}")
+        self._early.add(task)
+        task.add_done_callback(self._early_done)
+
+    def _early_done(self, task: asyncio.Task[None]) -> None:
+        self._early.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.info("gateway.token_early_failed", error=str(task.exception()))
 
     async def revoke(self, namespace: str, name: str) -> None:
         """The sandbox is gone: its token stops working (whichever process issued it)."""

@@ -260,7 +260,7 @@ def test_attach_before_ready_is_woken_by_the_sandbox_turning_ready(tapi, monkeyp
         assert created.status_code == 201
         started = time.monotonic()
         async with websockets.connect(ws_url(tapi, "quick", token)) as ws:
-            phase = tapi.http.get(f"{SESSIONS}/quick", headers=h).json()["phase"]
+            phase = tapi.http.get(f"{SESSIONS}/quick", headers=h).json().get("phase")
             assert phase != "Ready"  # the attach is waiting
             await ws.send("echo first-$((8*8))\n")
             await read_until(ws, b"first-64", timeout=10)

@@ -54,7 +54,7 @@ from ...domain.terminal_wire import (
     SIGNAL_HINT,
     SIGNAL_NAMES,
 )
-from ...services.resources import Subscription
+from ...services.resources import ResourceEvent, StreamEnd, Subscription
 from ...services.shares import SharedAccess
 from ...services.terminal_port import Channel, ViewerGrant, refuse
 from .. import schemas
@@ -298,13 +298,13 @@ def _ready(opened: _Opened) -> bool:
     return False
 
 
-def _changes_of(deps: Any, sandbox: Sandbox) -> Subscription | None:
+def _changes_of(deps: Any, namespace: str, name: str) -> Subscription | None:
     """A subscription to the sandbox's changes from the informer (the resource cache),
     so a waiting attach wakes the moment it turns Ready; ``None``: none is running."""
     resources = getattr(deps, "resources", None)
     if resources is None:
         return None
-    key = (sandbox.namespace, sandbox.name)
+    key = (namespace, name)
     sub: Subscription = resources.informer.subscribe(lambda s: (s.namespace, s.name) == key)
     if sub.ended:
         resources.informer.unsubscribe(sub)
@@ -312,30 +312,86 @@ def _changes_of(deps: Any, sandbox: Sandbox) -> Subscription | None:
     return sub
 
 
+def _older(sandbox: Sandbox, than: Sandbox | None) -> bool:
+    """Whether ``sandbox`` is an older version than ``than`` (resource versions that
+    are counters, as both local stores write them; opaque ones are not compared)."""
+    if than is None:
+        return False
+    mine, theirs = sandbox.metadata.resource_version, than.metadata.resource_version
+    return mine.isdigit() and theirs.isdigit() and int(mine) < int(theirs)
+
+
+def _from_change(
+    deps: Any,
+    caller: Principal,
+    event: ResourceEvent | StreamEnd | None,
+    read: Sandbox | None,
+) -> _Opened | None:
+    """The sandbox as a change event carries it, checked as :func:`_open` checks a read
+    (the owner, or an org admin), so the attach need not read the store again.
+    ``None``: no object to use (a timeout, the end, a deletion, someone it does not
+    admit, or a change older than what the store was ``read`` to be, queued while the
+    read ran) - the store decides then."""
+    if not isinstance(event, ResourceEvent) or event.type == "DELETED":
+        return None
+    if _older(event.object, read):
+        return None
+    via = deps.sessions.access_of(caller, event.object)
+    if via is None:
+        return None
+    return _Opened(event.object, ViewerGrant(who=caller.email or caller.sub, via=via))
+
+
+def _issue_token_early(deps: Any, sandbox: Sandbox) -> bool:
+    """While the attach waits for Ready: have the sandbox's gateway token issued now
+    (embedded mode), so the agent's spawn right after Ready finds it there."""
+    tokens = getattr(deps.terminals, "tokens", None)
+    ensure_soon = getattr(tokens, "ensure_soon", None)
+    if callable(ensure_soon):
+        ensure_soon(sandbox)
+    return True
+
+
 async def _wait_ready(
     channel: Channel, deps: Any, caller: Principal, sandbox_id: str, share: str | None
 ) -> _Opened | None:
     """Until Ready (waking a suspended sandbox once), woken by the sandbox's changes
-    (polling every ``POLL`` only without an informer); closes with the reason otherwise."""
+    (polling every ``POLL`` only without an informer); closes with the reason otherwise.
+
+    The owner's (or an admin's) attach subscribes before its one read of the store and
+    then takes each change's object as it comes (issue 10: no store read between Ready
+    and the spawn); an attach through a share subscribes once it knows the sandbox and
+    reads again at each change (the share decides what it may see)."""
     deadline = time.monotonic() + READY_WAIT
-    woken = False
+    woken = early = False
     sub: Subscription | None = None
+    if share is None:
+        sub = _changes_of(deps, deps.sessions.namespace_of(caller), sandbox_id)
+    changed: _Opened | None = None  # the sandbox as the last change event carried it
+    read: Sandbox | None = None  # the sandbox as the store was last read
     try:
         while True:
-            try:
-                opened: _Opened | None = await _open(deps, caller, sandbox_id, share)
-            except _Refused:
-                raise
-            except SandboxError:
-                opened = None  # store unavailable for a moment: keep waiting
+            opened: _Opened | None = changed
+            changed = None
+            if opened is None:
+                try:
+                    opened = await _open(deps, caller, sandbox_id, share)
+                except _Refused:
+                    raise
+                except SandboxError:
+                    opened = None  # store unavailable for a moment: keep waiting
+                read = opened.sandbox if opened is not None else None
             if opened is not None:
                 if _ready(opened):
                     return opened
+                if not early:
+                    early = _issue_token_early(deps, opened.sandbox)
                 if opened.sandbox.status.phase == SUSPENDED and not woken:
                     await deps.terminals.wake(opened.sandbox)
                     woken = True
                 if sub is None:
-                    sub = _changes_of(deps, opened.sandbox)
+                    sandbox = opened.sandbox
+                    sub = _changes_of(deps, sandbox.namespace, sandbox.name)
                     if sub is not None:
                         continue  # look again: a change may have landed before subscribing
             left = deadline - time.monotonic()
@@ -345,7 +401,9 @@ async def _wait_ready(
             if sub is None or sub.ended:
                 await asyncio.sleep(min(POLL, left))
             else:
-                await sub.next(timeout=min(FALLBACK_POLL, left))
+                event = await sub.next(timeout=min(FALLBACK_POLL, left))
+                if share is None:
+                    changed = _from_change(deps, caller, event, read)
     except _Refused as refused:
         if refused.written:
             await refuse(channel, refused.code, refused.reason)
