@@ -250,11 +250,16 @@ class Viewer:
 
     def resize(self, rows: int, cols: int) -> None:
         """This viewer's terminal size; ignored for a spectator. The PTY follows the
-        writer who typed last (or this one, when nobody has typed yet)."""
+        writer who typed last; a writer's first size (the device just opened) counts as
+        activity too, so the screen someone opens is drawn at their size."""
         if self.mode != WRITE:
             return
+        first = self.size is None
         self.size = (rows, cols)
-        self._session._viewer_resized(self)
+        if first:
+            self._session._typed_by(self)
+        else:
+            self._session._viewer_resized(self)
 
     def close(self) -> None:
         self._session.detach(self)

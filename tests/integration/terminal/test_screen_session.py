@@ -212,34 +212,36 @@ async def test_a_spectator_can_neither_type_nor_resize_at_the_pty(
         session.attach(mode="admin")
 
 
-async def test_the_pty_size_follows_the_writer_who_typed_last(
+async def test_the_pty_size_follows_the_writer_who_typed_or_opened_last(
     registry: TerminalRegistry,
 ) -> None:
     session = registry.create(
         "s", SessionRequest(command=(sys.executable, "-c", PROBE), rows=24, cols=80)
     )
     laptop = session.attach(who="laptop", window=1 << 20)
-    phone = session.attach(who="phone", window=1 << 20)
     seen: list[Output] = []
     controls: list[Control] = []
     await _outputs_until(laptop, b"READY", seen, controls)
-    laptop.resize(40, 120)  # nobody typed yet: applies at once
+    laptop.resize(40, 120)  # its first size: applies at once
     assert _winsize(session) == (40, 120)
     await _outputs_until(laptop, b"SIZE 40x120", seen, controls)
-    laptop.write(b"a")  # the laptop is now the typist
-    phone.resize(20, 50)  # not the typist: remembered, not applied
-    assert _winsize(session) == (40, 120)
-    phone.write(b"b")  # typing brings the phone's size along
+    laptop.write(b"a")  # the laptop is the typist
+    phone = session.attach(who="phone", window=1 << 20)
+    phone.resize(20, 50)  # a device just opened: its first size takes the PTY
     assert _winsize(session) == (20, 50)
     await _outputs_until(laptop, b"SIZE 20x50", seen, controls)
-    laptop.resize(30, 100)  # no longer the typist
+    laptop.resize(30, 100)  # not the last to type or open: remembered, not applied
     assert _winsize(session) == (20, 50)
-    phone.close()  # the typist left: the next writer's resize applies
-    laptop.resize(30, 100)
+    laptop.write(b"b")  # typing brings the laptop's size along
     assert _winsize(session) == (30, 100)
-    assert (session.rows, session.cols) == (30, 100)
-    assert (session.screen.rows, session.screen.cols) == (30, 100)
     await _outputs_until(laptop, b"SIZE 30x100", seen, controls)
+    phone.resize(25, 60)  # the phone's later resizes wait for its typing
+    assert _winsize(session) == (30, 100)
+    laptop.close()  # the typist left: the next writer's resize applies
+    phone.resize(26, 61)
+    assert _winsize(session) == (26, 61)
+    assert (session.rows, session.cols) == (26, 61)
+    assert (session.screen.rows, session.screen.cols) == (26, 61)
     sizes = [(c.body["rows"], c.body["cols"]) for c in controls if c.body["type"] == "size"]
     assert sizes == [(40, 120), (20, 50), (30, 100)]
 
