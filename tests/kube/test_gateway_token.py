@@ -23,9 +23,10 @@ from kopf.testing import KopfRunner
 from lightkube import AsyncClient, KubeConfig
 
 from openova_sandbox.config import Settings
-from openova_sandbox.controller.kube.gateway_token import RESTARTED_AT, open_ledger
+from openova_sandbox.controller.kube.gateway_token import open_ledger
 from openova_sandbox.controller.kube.handlers import OperatorOptions, build_registry
 from openova_sandbox.controller.kube.operator import render_config
+from openova_sandbox.controller.kube.pod_secret import RESTARTED_AT
 from openova_sandbox.controller.kube.render import RenderConfig
 from openova_sandbox.domain.ledger import GatewayIdentity
 from openova_sandbox.store.sql_ledger import SqlLedger

@@ -19,9 +19,9 @@ from kopf.testing import KopfRunner
 from lightkube import AsyncClient, KubeConfig
 
 from openova_sandbox.config import Settings
-from openova_sandbox.controller.kube.gateway_token import RESTARTED_AT
 from openova_sandbox.controller.kube.handlers import OperatorOptions, build_registry
 from openova_sandbox.controller.kube.operator import render_config
+from openova_sandbox.controller.kube.pod_secret import RESTARTED_AT
 from openova_sandbox.controller.kube.render import RenderConfig
 from openova_sandbox.controller.kube.share_grant_key import ensure_share_grant_key
 from openova_sandbox.domain.model import Sandbox

@@ -17,28 +17,20 @@ At the I/O edge, like the probe token (``idle.py``):
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable
-from typing import Any
 
 import structlog
 from lightkube import AsyncClient
-from lightkube.core.exceptions import ApiError
-from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.apps_v1 import StatefulSet
-from lightkube.resources.core_v1 import Secret
-from lightkube.types import PatchType
 
 from ...config import Settings
 from ...domain.errors import SandboxError
 from ...domain.ledger import identity_of
-from ...domain.model import Sandbox, utcnow
+from ...domain.model import Sandbox
 from ..ports import TokenLedger as Ledger
-from .render import GATEWAY_TOKEN_SECRET, PTY_NAME
+from .pod_secret import put_secret, read_secret, secret_value
+from .render import GATEWAY_TOKEN_SECRET
 
 log = structlog.get_logger(__name__)
-
-RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 
 
 def open_ledger(
@@ -60,16 +52,6 @@ def open_ledger(
         log.warning("operator_no_gateway_ledger", detail="no ledger factory given")
         return None
     return make(settings)
-
-
-def _code(exc: ApiError) -> int:
-    return int(exc.status.code or 0)
-
-
-def _token_of(secret: Any) -> str:
-    data = getattr(secret, "data", None) or {}
-    raw = data.get("token", "")
-    return base64.b64decode(raw).decode() if raw else ""
 
 
 async def _valid(ledger: Ledger, sandbox: Sandbox, token: str) -> bool | None:
@@ -103,42 +85,23 @@ async def ensure_gateway_token(
 ) -> bool:
     """Make the workspace namespace's token Secret hold a token the ledger knows for
     ``sandbox``. True when a token was issued."""
-    existing: Any = None
-    try:
-        existing = await client.get(Secret, GATEWAY_TOKEN_SECRET, namespace=namespace)
-    except ApiError as exc:
-        if _code(exc) != 404:
-            raise
+    existing = await read_secret(client, GATEWAY_TOKEN_SECRET, namespace)
     if existing is not None:
-        token = _token_of(existing)
+        token = secret_value(existing, "token")
         valid = await _valid(ledger, sandbox, token) if token else False
         if valid is None or valid:
             return False
     await ledger.start()
     token = await ledger.issue_token(identity_of(sandbox))
-    data = {"token": base64.b64encode(token.encode()).decode()}
-    created = False
-    if existing is None:
-        secret = Secret(
-            metadata=ObjectMeta(name=GATEWAY_TOKEN_SECRET, namespace=namespace, labels=labels),
-            data=data,
-            type="Opaque",
-        )
-        try:
-            await client.create(secret)
-            created = True
-        except ApiError as exc:
-            if _code(exc) != 409:
-                raise
-    if not created:
-        await client.patch(
-            Secret,
-            GATEWAY_TOKEN_SECRET,
-            {"data": data},
-            namespace=namespace,
-            patch_type=PatchType.MERGE,
-        )
-        await _restart_pod(client, namespace)
+    created = await put_secret(
+        client,
+        name=GATEWAY_TOKEN_SECRET,
+        namespace=namespace,
+        labels=labels,
+        key="token",
+        value=token,
+        existed=existing is not None,
+    )
     log.info(
         "gateway_token_issued",
         sandbox=sandbox.name,
@@ -147,20 +110,6 @@ async def ensure_gateway_token(
         replaced=not created,
     )
     return True
-
-
-async def _restart_pod(client: AsyncClient, namespace: str) -> None:
-    """The running pod holds the replaced token in its environment: roll it."""
-    patch = {
-        "spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: utcnow().isoformat()}}}}
-    }
-    try:
-        await client.patch(
-            StatefulSet, PTY_NAME, patch, namespace=namespace, patch_type=PatchType.MERGE
-        )
-    except ApiError as exc:
-        if _code(exc) != 404:
-            raise
 
 
 async def revoke_gateway_token(ledger: Ledger, sandbox: Sandbox) -> None:

@@ -24,6 +24,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Secret
 
 from ...domain.model import parse_time
+from .pod_secret import secret_value
 from .render import PROBE_SECRET
 
 log = structlog.get_logger(__name__)
@@ -39,9 +40,7 @@ class IdleReport:
 
 
 def _token_of(secret: Any) -> str:
-    data = getattr(secret, "data", None) or {}
-    raw = data.get("token", "")
-    return base64.b64decode(raw).decode() if raw else ""
+    return secret_value(secret, "token")
 
 
 async def ensure_probe_token(client: AsyncClient, namespace: str, *, labels: dict[str, str]) -> str:

@@ -6,7 +6,7 @@ with the API (``SANDBOX_SHARE_GRANT_SECRET``) and the sandbox's namespace and na
 ``SANDBOX_SHARE_GRANT_KEY``. The grant secret itself never leaves the control plane's
 namespace.
 
-At the I/O edge, like the gateway token (``gateway_token.py``):
+At the I/O edge, through ``pod_secret.py`` like the gateway token:
 - a Secret holding the key already is kept (no write);
 - a missing Secret is created (before the StatefulSet, so the pod starts with it);
 - a Secret holding another key (the grant secret was rotated) is rewritten and the pod
@@ -15,29 +15,17 @@ At the I/O edge, like the gateway token (``gateway_token.py``):
 
 from __future__ import annotations
 
-import base64
 import hmac
-from typing import Any
 
 import structlog
 from lightkube import AsyncClient
-from lightkube.core.exceptions import ApiError
-from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import Secret
-from lightkube.types import PatchType
 
 from ...domain.model import Sandbox
 from ...domain.share_grant import derive_key
-from .gateway_token import _restart_pod
+from .pod_secret import put_secret, read_secret, secret_value
 from .render import SHARE_GRANT_KEY_SECRET
 
 log = structlog.get_logger(__name__)
-
-
-def _key_of(secret: Any) -> str:
-    data = getattr(secret, "data", None) or {}
-    raw = data.get("key", "")
-    return base64.b64decode(raw).decode() if raw else ""
 
 
 async def ensure_share_grant_key(
@@ -51,37 +39,18 @@ async def ensure_share_grant_key(
     """Make the workspace namespace's Secret hold ``sandbox``'s grant key. True when it
     was written."""
     key = derive_key(grant_secret, sandbox.namespace, sandbox.name)
-    existing: Any = None
-    try:
-        existing = await client.get(Secret, SHARE_GRANT_KEY_SECRET, namespace=namespace)
-    except ApiError as exc:
-        if int(exc.status.code or 0) != 404:
-            raise
-    if existing is not None and hmac.compare_digest(_key_of(existing), key):
+    existing = await read_secret(client, SHARE_GRANT_KEY_SECRET, namespace)
+    if existing is not None and hmac.compare_digest(secret_value(existing, "key"), key):
         return False
-    data = {"key": base64.b64encode(key.encode()).decode()}
-    created = False
-    if existing is None:
-        secret = Secret(
-            metadata=ObjectMeta(name=SHARE_GRANT_KEY_SECRET, namespace=namespace, labels=labels),
-            data=data,
-            type="Opaque",
-        )
-        try:
-            await client.create(secret)
-            created = True
-        except ApiError as exc:
-            if int(exc.status.code or 0) != 409:
-                raise
-    if not created:
-        await client.patch(
-            Secret,
-            SHARE_GRANT_KEY_SECRET,
-            {"data": data},
-            namespace=namespace,
-            patch_type=PatchType.MERGE,
-        )
-        await _restart_pod(client, namespace)
+    created = await put_secret(
+        client,
+        name=SHARE_GRANT_KEY_SECRET,
+        namespace=namespace,
+        labels=labels,
+        key="key",
+        value=key,
+        existed=existing is not None,
+    )
     log.info(
         "share_grant_key_written",
         sandbox=sandbox.name,
