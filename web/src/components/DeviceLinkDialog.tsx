@@ -7,6 +7,7 @@ import { useCallback, useEffect, useRef, useState } from "react";
 import type { LoginLink } from "../api/client";
 import { useApi } from "../api/context";
 import { Modal } from "./Modal";
+import { copyOrSelect } from "./copyText";
 
 export function svgDataUrl(svg: string): string {
   return `data:image/svg+xml;charset=utf-8,${encodeURIComponent(svg)}`;
@@ -48,15 +49,7 @@ export function DeviceLinkDialog({ next, onClose }: { next: string; onClose: () 
 
   const copy = async () => {
     if (!link) return;
-    try {
-      await navigator.clipboard.writeText(link.url);
-      setCopied("Copied.");
-    } catch {
-      // no clipboard API (plain http on a LAN address): select it for the user instead
-      input.current?.focus();
-      input.current?.select();
-      setCopied("Selected: press Ctrl+C (⌘C) to copy.");
-    }
+    setCopied(await copyOrSelect(link.url, input.current));
   };
 
   return (

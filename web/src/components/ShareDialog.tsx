@@ -7,6 +7,7 @@ import { useCallback, useEffect, useRef, useState } from "react";
 import type { Share, ShareCreated, ShareMode } from "../api/client";
 import { useApi } from "../api/context";
 import { Modal } from "./Modal";
+import { copyOrSelect } from "./copyText";
 
 export const EXPIRY_CHOICES: { label: string; seconds: number }[] = [
   { label: "1 hour", seconds: 3600 },
@@ -78,14 +79,7 @@ export function ShareDialog({ sessionId, onClose }: { sessionId: string; onClose
 
   const copy = async () => {
     if (!made) return;
-    try {
-      await navigator.clipboard.writeText(made.url);
-      setCopied("Copied.");
-    } catch {
-      input.current?.focus();
-      input.current?.select();
-      setCopied("Selected: press Ctrl+C (⌘C) to copy.");
-    }
+    setCopied(await copyOrSelect(made.url, input.current));
   };
 
   return (
