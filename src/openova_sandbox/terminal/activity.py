@@ -123,6 +123,12 @@ class ActivityTracker:
         """Feed one chunk of output; returns the new state if it changed."""
         if not data:
             return None
+        if self._pstate == _GROUND and data.find(b"\x07") < 0 and data.find(b"\x1b") < 0:
+            # no BEL and no ESC (most of a flood of text, every plain echo): one run of
+            # other output, as ``_scan`` would find it at once (memchr speed)
+            before = self.state
+            self._output(now)
+            return self.state if self.state != before else None
         before = self.state
         for notify in self._scan(data):
             if notify:
@@ -333,13 +339,20 @@ class ActivityTracker:
 
 
 def _find_osc(data: bytes, pos: int) -> int:
-    """Index of the next ``ESC ]`` at or after ``pos`` (searching for the rarer ``]``)."""
-    i = data.find(b"]", pos + 1)
-    for _ in range(8):  # text with many brackets: fall back to the two-byte search
-        if i == -1 or data[i - 1] == 0x1B:
-            return i - 1 if i != -1 else -1
-        i = data.find(b"]", i + 1)
-    return -1 if i == -1 else data.find(b"\x1b]", i - 1)
+    """Index of the next ``ESC ]`` at or after ``pos``: single-byte searches leapfrog
+    from an ESC to the next ``]`` and back (whichever is rarer bounds the steps); text
+    with many of both falls back to the two-byte search."""
+    e = data.find(b"\x1b", pos)
+    for _ in range(16):
+        if e < 0:
+            return -1
+        r = data.find(b"]", e + 1)
+        if r < 0:
+            return -1
+        if r == e + 1:
+            return e
+        e = data.find(b"\x1b", r - 1)  # (no ESC before r - 1 is followed by a ``]``)
+    return -1 if e < 0 else data.find(b"\x1b]", e)
 
 
 def _open_string(data: bytes, lo: int, hi: int) -> int:
