@@ -20,6 +20,7 @@ import base64
 import contextlib
 import json
 import os
+import select
 import signal
 import socket
 import statistics
@@ -68,6 +69,7 @@ MARK = len(b"BULKENDx\r\n")
 V2 = "sandbox.v2"
 SCREENS = ("snapshot", "resume")  # what a v2 attach announces before its first output
 ACK_EVERY = 256 * 1024  # a v2 viewer acks what it "rendered" this often (window: 1 MiB)
+ACK_IDLE = 0.1  # and once the stream has been quiet this long (the console's rule)
 
 # The issue's targets (ratios to the raw PTY of the same run, or absolute).
 ECHO_P50_X, ECHO_P99_X = 2.8, 3.5
@@ -224,6 +226,13 @@ class MinimalWebSocket:
             tail = (tail + bytes(self.scratch[max(0, n - 16) : n]))[-16:]
             remaining -= n
         return start, size, tail
+
+    def quiet_for(self, seconds: float) -> bool:
+        """Nothing buffered and nothing arrives within ``seconds``."""
+        if self.buffer:
+            return False
+        readable, _, _ = select.select([self.sock], [], [], seconds)
+        return not readable
 
     def send_json(self, body: dict[str, Any]) -> None:
         self._send(0x1, json.dumps(body).encode())
@@ -532,6 +541,12 @@ def drain_v2(ws: MinimalWebSocket, end: bytes, t0: float, expect: int) -> Delive
     marked snapshot came between; ack every ACK_EVERY bytes as a rendering client would."""
     got, tail, acked = Delivery(), b"", expect
     while end not in tail:
+        if expect > acked and ws.quiet_for(ACK_IDLE):
+            # the protocol's rule, as the console does it: what was rendered is acked
+            # once the stream goes quiet (a viewer past its window is sent nothing more
+            # until it has acked everything it got, then it gets a snapshot)
+            ws.send_json({"type": "ack", "seq": expect})
+            acked = expect
         frame = ws.recv_v2()
         if isinstance(frame, dict):
             if frame.get("type") == "snapshot":
