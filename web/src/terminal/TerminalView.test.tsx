@@ -220,20 +220,37 @@ describe("TerminalView", () => {
 });
 
 describe("TerminalView over sandbox.v2", () => {
-  it("does not answer the queries in a snapshot or a resume, only those asked live", async () => {
+  it("does not answer the queries in a resume, only those asked live", async () => {
     view({ primary: true });
     const ws = FakeWebSocket.instances[0]!;
     expect(ws.protocols).toEqual(["sandbox.v2"]);
     act(() => {
       v2Hello(ws);
-      v2Frame(ws, 0, "\x1b[c\x1b]11;?\x07\x1b[6n$ ", { type: "snapshot", seq: 0, reason: "attach" });
+      v2Frame(ws, 0, "$ ", { type: "snapshot", seq: 0, reason: "attach" });
     });
-    act(() => v2Frame(ws, 0, "\x1b[c", { type: "resume", seq: 0 }));
+    act(() => v2Frame(ws, 2, "\x1b[c\x1b]11;?\x07\x1b[6n", { type: "resume", seq: 2 }));
     // a live question after the replays is answered (the program is waiting for it)
-    act(() => v2Frame(ws, 3, "\x1b[c"));
+    act(() => v2Frame(ws, 17, "\x1b[c"));
     await waitFor(() => expect(input(ws).length).toBeGreaterThan(0));
     await new Promise((resolve) => setTimeout(resolve, 50));
     expect(input(ws)).toEqual([expect.stringMatching(/^\x1b\[\?[\d;]+c$/)]);
+  });
+
+  it("keeps what is typed while a v2 snapshot (screen state, never a query) is written", async () => {
+    view({ primary: true });
+    const ws = FakeWebSocket.instances[0]!;
+    act(() => {
+      v2Hello(ws);
+      v2Frame(ws, 0, "$ ", { type: "snapshot", seq: 0, reason: "attach" });
+    });
+    await waitFor(() => expect(controls(ws).some((c) => c.type === "ack")).toBe(true));
+    // a resize re-sends the screen; a key typed before xterm.js has parsed it still counts
+    const textarea = document.querySelector<HTMLTextAreaElement>(".xterm-helper-textarea")!;
+    act(() => {
+      v2Frame(ws, 2, "$ ", { type: "snapshot", seq: 2, reason: "resize" });
+      textarea.dispatchEvent(new InputEvent("input", { data: "x", inputType: "insertText" }));
+    });
+    await waitFor(() => expect(input(ws)).toContain("x"));
   });
 
   it("resizes with a control frame and is sized once the server reports the PTY's size", async () => {

@@ -261,6 +261,9 @@ export default function TerminalView({
     // OSC 11 colour, cursor position…) as if the program had just asked; the program
     // asked long ago and had its answer, so those replies must not be typed into it.
     const gate = new ReplayGate();
+    // the server spoke sandbox.v2 on this socket (its `hello` came): its snapshots are
+    // screen state, not replayed bytes
+    const v2Ref = { current: false };
     const send = gate.guard((data: string) => {
       if (readOnlyRef.current) return;
       let out = data;
@@ -291,6 +294,13 @@ export default function TerminalView({
             return;
           }
           if (kind === "snapshot") term.reset();
+          if (kind === "snapshot" && v2Ref.current) {
+            // a sandbox.v2 snapshot is the server's screen state and never holds a
+            // query, so nothing needs gating: keys typed while it is written (a resize
+            // re-sends the screen) reach the agent
+            term.write(data, written);
+            return;
+          }
           const done = gate.begin();
           // the callback runs once this frame is parsed, before any later frame is
           term.write(data, () => {
@@ -299,6 +309,7 @@ export default function TerminalView({
           });
         },
         onControl: (control) => {
+          if (control.type === "hello") v2Ref.current = true;
           if (control.type === "hello" || control.type === "size") {
             ptySizeRef.current = { rows: control.rows, cols: control.cols };
             if (control.type === "hello") {
@@ -315,7 +326,10 @@ export default function TerminalView({
         },
         onState: (next, detail) => {
           setState(next);
-          if (next !== "open") setSized(false);
+          if (next !== "open") {
+            setSized(false);
+            v2Ref.current = false; // the next socket says again what it speaks
+          }
           if (next === "connecting") ptySizeRef.current = null;
           setDetail(detail);
           stateCbRef.current?.(next, detail);

@@ -50,7 +50,8 @@ export interface StateDetail {
 /**
  * `snapshot`: the whole screen, written on a reset terminal (v2 snapshot, or the raw
  * protocol's replay frame); `resume`: the bytes missed while away, written as they are;
- * `live`: output as it happens. Both replays are written with input gated.
+ * `live`: output as it happens. A resume and the raw protocol's replay are written with
+ * input gated; a sandbox.v2 snapshot (screen state, never a query) is not.
  */
 export type OutputKind = "snapshot" | "resume" | "live";
 
