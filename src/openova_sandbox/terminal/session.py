@@ -256,10 +256,7 @@ class Viewer:
             return
         first = self.size is None
         self.size = (rows, cols)
-        if first:
-            self._session._typed_by(self)
-        else:
-            self._session._viewer_resized(self)
+        self._session._viewer_resized(self, opened=first)
 
     def close(self) -> None:
         self._session.detach(self)
@@ -597,7 +594,11 @@ class TerminalSession:
             if viewer.size is not None:
                 self._apply_size(*viewer.size)
 
-    def _viewer_resized(self, viewer: Viewer) -> None:
+    def _viewer_resized(self, viewer: Viewer, *, opened: bool = False) -> None:
+        """A writer's size: applied when it typed last or nobody did (or it was just
+        opened: a device's first size counts as activity and makes it the typist)."""
+        if opened:
+            self._typist = viewer.id
         if self._typist is None or self._typist == viewer.id:
             assert viewer.size is not None
             self._apply_size(*viewer.size)
