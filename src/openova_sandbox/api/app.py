@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from .. import __version__
 from ..domain.errors import BackendUnavailable
 from . import errors
+from .audit_client import AuditClientMiddleware
 from .body_limit import BodyLimitMiddleware
 from .deps import AppDeps
 from .frame_guard import FrameGuardMiddleware
@@ -78,6 +79,7 @@ def create_app(deps: AppDeps) -> FastAPI:
     app.add_middleware(PreflightMiddleware)
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(FrameGuardMiddleware)
+    app.add_middleware(AuditClientMiddleware)
     if deps.gateway is not None:
         # /llm/ is served here, ahead of the router and the body cap (it bounds its own
         # bodies: prompts carry images), inside the request ids, access log and metrics

@@ -29,6 +29,7 @@ from ..gateway.config import GatewayConfig
 from ..gateway.config import load_config as load_gateway_config
 from ..gateway.metrics import GatewayMetrics
 from ..services.agent_installs import AgentInstalls
+from ..services.audit import make_audit_log
 from ..services.byos import ByosService
 from ..services.gateway import GatewayService
 from ..services.gateway_ledger import (
@@ -173,6 +174,8 @@ def build_control_plane(
     resources = ResourcesService(informer=SandboxInformer(store), sessions=sessions)
     # the model gateway's tokens, usage and budgets: this store's database (memory: memory)
     ledger = make_ledger(settings)
+    # who did what (docs/api.md, "Audit"): this store's database too
+    audit = make_audit_log(settings)
     return AppDeps(
         settings=settings,
         store=store,
@@ -193,7 +196,8 @@ def build_control_plane(
         resources=resources,
         ledger=ledger,
         shares=SharesService(store=store, sessions=sessions),
-        background=[LedgerLifecycle(ledger), resources],
+        audit=audit,
+        background=[LedgerLifecycle(ledger), audit, resources],
         agent_env=agent_env,
     )
 

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from ..config import Settings
 from ..events.bus import EventBus
+from ..services.audit import AuditLog, MemoryAuditLog
 from ..services.logins import LoginService
 from ..services.sessions import SessionsService
 from ..store.base import Store
@@ -49,6 +50,8 @@ class AppDeps:
     ledger: Any = None
     # share links of sandboxes (services.shares.SharesService); None: not served
     shares: Any = None
+    # the audit log (services.audit): ``await deps.audit.record(action, caller, ...)``
+    audit: AuditLog = field(default_factory=MemoryAuditLog)
     # started in order after the store, stopped in reverse before it
     background: list[Lifecycle] = field(default_factory=list)
     on_started: list[Callable[[], Awaitable[None]]] = field(default_factory=list)

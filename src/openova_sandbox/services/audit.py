@@ -1,0 +1,248 @@
+"""The audit log: an append-only, hash-chained record of who did what (docs/api.md,
+"Audit").
+
+Recording from anywhere in the server is one line::
+
+    await deps.audit.record("token.create", caller, target=f"token/{token_id}")
+
+``caller`` is the acting :class:`Principal` (``None`` when nobody could be identified, a
+refused sign-in say: pass ``sub``/``email``/``org`` then); the org defaults to the
+caller's; the client address comes from the request being served (the API sets it for
+every HTTP request and WebSocket, :func:`client_address`); ``outcome`` is ``success``,
+``denied`` or ``failure``; ``detail`` takes a few plain facts (keys that look like a
+secret - token, key, password, ... - are dropped). ``record`` never raises: the action it
+describes has happened, so a log that cannot be written is logged (``audit.unrecorded``,
+without the detail) and the request goes on.
+
+Two implementations keep the same rules: :class:`MemoryAuditLog` here (tests and
+``SANDBOX_STORE=memory``) and ``SqlAuditLog`` (``store/sql_audit.py``), whose chain stays
+linear under concurrent writers in any number of processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import structlog
+
+from ..domain.audit import (
+    GENESIS,
+    AuditEntry,
+    AuditQuery,
+    AuditRecord,
+    ChainReport,
+    Outcome,
+    chain,
+    verify,
+)
+from ..domain.errors import SandboxError
+from ..domain.model import utcnow
+from ..domain.principal import Principal
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
+log = structlog.get_logger(__name__)
+
+__all__ = [
+    "AuditLog",
+    "AuditStore",
+    "MemoryAuditLog",
+    "bind_client",
+    "client_address",
+    "make_audit_log",
+]
+
+# the address of the client whose request is being served (set by the API's edge)
+_CLIENT: contextvars.ContextVar[str] = contextvars.ContextVar("audit_client", default="")
+
+
+def bind_client(address: str) -> contextvars.Token[str]:
+    """Set the client address for what runs in this context (the API's middleware)."""
+    return _CLIENT.set(address)
+
+
+def client_address() -> str:
+    return _CLIENT.get()
+
+
+@runtime_checkable
+class AuditStore(Protocol):
+    """Where records are kept: appends that extend each org's chain one at a time."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def append(self, entry: AuditEntry, at: datetime) -> AuditRecord:
+        """Chain ``entry`` (cleaned) after its org's head and store it, atomically."""
+
+    async def query(self, query: AuditQuery) -> list[AuditRecord]:
+        """Up to ``query.limit`` matching records in the query's order."""
+
+    async def orgs(self) -> list[str]:
+        """Every org that has a chain."""
+
+    async def chain_of(self, org: str, after: int, limit: int) -> list[AuditRecord]:
+        """The org's records with ``seq > after``, ascending, as stored (for verify)."""
+
+    async def head(self, org: str) -> tuple[int, str]:
+        """The org's newest ``(seq, hash)`` as the log keeps it; ``(0, GENESIS)``."""
+
+
+class AuditLog:
+    """The service the routes and other services call."""
+
+    def __init__(self, store: AuditStore, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self.store = store
+        self._clock = clock
+
+    async def start(self) -> None:
+        try:
+            await self.store.start()
+        except SandboxError as exc:
+            log.warning("audit log unreachable at start; opening on first use", error=exc.detail)
+
+    async def stop(self) -> None:
+        await self.store.close()
+
+    async def record(
+        self,
+        action: str,
+        actor: Principal | None,
+        *,
+        target: str = "",
+        outcome: Outcome = "success",
+        org: str | None = None,
+        sub: str = "",
+        email: str = "",
+        client: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> AuditRecord | None:
+        """Append one record; ``None`` when it could not be written (logged)."""
+        entry = AuditEntry(
+            action=action,
+            org=org if org is not None else (actor.org if actor else ""),
+            actor_sub=actor.sub if actor else sub,
+            actor_email=actor.email if actor else email,
+            target=target,
+            outcome=outcome,
+            client=client if client is not None else client_address(),
+            detail=dict(detail or {}),
+        ).cleaned()
+        try:
+            return await self.store.append(entry, self._clock())
+        except (TimeoutError, SandboxError, OSError) as exc:
+            log.error(
+                "audit.unrecorded",
+                action=entry.action,
+                org=entry.org,
+                actor=entry.actor_sub,
+                target=entry.target,
+                outcome=entry.outcome,
+                error=getattr(exc, "detail", type(exc).__name__),
+            )
+            return None
+
+    async def query(self, query: AuditQuery) -> list[AuditRecord]:
+        return await self.store.query(query)
+
+    async def verify(
+        self, orgs: Sequence[str] | None = None, *, batch: int = 1000
+    ) -> list[ChainReport]:
+        """Each org's chain checked from its first record; the log's own head must be
+        the last record (a head ahead of the records means the newest were removed)."""
+        reports = []
+        for org in orgs if orgs is not None else await self.store.orgs():
+            reports.append(await self._verify_org(org, batch))
+        return reports
+
+    async def _verify_org(self, org: str, batch: int) -> ChainReport:
+        seq, prev, total = 0, GENESIS, 0
+        while True:
+            records = await self.store.chain_of(org, seq, batch)
+            report = verify(org, records, start_seq=seq + 1, start_prev=prev)
+            total += report.records
+            if not report.ok:
+                return ChainReport(
+                    org, total, report.head_seq, report.head_hash, report.broken_seq, report.reason
+                )
+            if not records:
+                break
+            seq, prev = report.head_seq, report.head_hash
+        head_seq, head_hash = await self.store.head(org)
+        if (head_seq, head_hash) != (seq, prev):
+            return ChainReport(
+                org,
+                total,
+                seq,
+                prev,
+                broken_seq=seq + 1,
+                reason=f"the log's head is record {head_seq} but the records end at {seq} "
+                "(the newest records were removed)",
+            )
+        return ChainReport(org, total, seq, prev)
+
+
+class MemoryAuditStore:
+    """The chains in memory: one lock, so appends are linear."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, list[AuditRecord]] = {}
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def append(self, entry: AuditEntry, at: datetime) -> AuditRecord:
+        entry = entry.cleaned()
+        async with self._lock:
+            chain_ = self._records.setdefault(entry.org, [])
+            prev = chain_[-1].hash if chain_ else GENESIS
+            record = chain(entry, seq=len(chain_) + 1, at=at, prev=prev)
+            chain_.append(record)
+            return record
+
+    async def query(self, query: AuditQuery) -> list[AuditRecord]:
+        found = [r for r in self._records.get(query.org, []) if query.matches(r)]
+        if query.newest_first:
+            found.reverse()
+        return found[: query.limit]
+
+    async def orgs(self) -> list[str]:
+        return sorted(self._records)
+
+    async def chain_of(self, org: str, after: int, limit: int) -> list[AuditRecord]:
+        return [r for r in self._records.get(org, []) if r.seq > after][:limit]
+
+    async def head(self, org: str) -> tuple[int, str]:
+        records = self._records.get(org)
+        return (records[-1].seq, records[-1].hash) if records else (0, GENESIS)
+
+
+def MemoryAuditLog() -> AuditLog:
+    return AuditLog(MemoryAuditStore())
+
+
+def make_audit_log(settings: Settings) -> AuditLog:
+    """In memory for ``SANDBOX_STORE=memory``; else the SQL database of
+    ``SANDBOX_DATABASE_URL`` - in Kubernetes mode too, as the gateway ledger does (the
+    API server keeps Sandboxes, the SQL database the records)."""
+    if settings.store == "memory":
+        return MemoryAuditLog()
+    from ..store.sql_audit import SqlAuditStore
+
+    if settings.store == "kube" and not settings.database_url:
+        log.warning(
+            "audit_on_local_sqlite",
+            detail="set SANDBOX_DATABASE_URL to a PostgreSQL database shared by every API "
+            "replica, or each replica keeps an audit log of its own",
+        )
+    return AuditLog(SqlAuditStore(settings.effective_database_url))
