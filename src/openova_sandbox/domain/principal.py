@@ -28,6 +28,8 @@ class Principal:
     capabilities: tuple[str, ...] = ()
     # the token's ``exp`` (epoch seconds): live connections end then (issue 11)
     expires_at: float | None = field(default=None, compare=False)
+    # the id of the personal access token the caller used; "" for a JWT (issue 11)
+    via_token: str = field(default="", compare=False)
 
     def seconds_left(self) -> float | None:
         """Seconds until the token expires (0 when past); ``None`` when it does not say."""
