@@ -14,6 +14,15 @@ secret - token, key, password, ... - are dropped). ``record`` never raises: the 
 describes has happened, so a log that cannot be written is logged (``audit.unrecorded``,
 without the detail) and the request goes on.
 
+Around a call that may be refused, :meth:`AuditLog.action` records how it ended::
+
+    async with deps.audit.action("sandbox.delete", caller, target=f"sandbox/{id}"):
+        await deps.sessions.delete(caller, id)
+
+(``success`` when the block returns; ``denied`` when it raises ``Forbidden``,
+``Unauthenticated`` or ``QuotaExceeded``; ``failure`` for any other error, with its
+``error`` code in the detail; the error propagates unchanged.)
+
 Two implementations keep the same rules: :class:`MemoryAuditLog` here (tests and
 ``SANDBOX_STORE=memory``) and ``SqlAuditLog`` (``store/sql_audit.py``), whose chain stays
 linear under concurrent writers in any number of processes.
@@ -22,8 +31,10 @@ linear under concurrent writers in any number of processes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -39,7 +50,7 @@ from ..domain.audit import (
     chain,
     verify,
 )
-from ..domain.errors import SandboxError
+from ..domain.errors import Forbidden, QuotaExceeded, SandboxError, Unauthenticated
 from ..domain.model import utcnow
 from ..domain.principal import Principal
 
@@ -52,9 +63,11 @@ __all__ = [
     "AuditLog",
     "AuditStore",
     "MemoryAuditLog",
+    "Note",
     "bind_client",
     "client_address",
     "make_audit_log",
+    "outcome_of",
 ]
 
 # the address of the client whose request is being served (set by the API's edge)
@@ -148,6 +161,35 @@ class AuditLog:
             )
             return None
 
+    @contextlib.asynccontextmanager
+    async def action(
+        self,
+        action: str,
+        actor: Principal | None,
+        *,
+        target: str = "",
+        org: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> AsyncIterator[Note]:
+        """Record ``action`` once the block ends, with the outcome it ended with. The
+        block may change the note it is given (a target known only once it ran, facts
+        to add to ``detail``)."""
+        note = Note(target=target, detail=dict(detail or {}))
+        try:
+            yield note
+        except Exception as exc:
+            outcome, code = outcome_of(exc)
+            await self.record(
+                action,
+                actor,
+                target=note.target,
+                org=org,
+                outcome=outcome,
+                detail={**note.detail, "error": code},
+            )
+            raise
+        await self.record(action, actor, target=note.target, org=org, detail=note.detail)
+
     async def query(self, query: AuditQuery) -> list[AuditRecord]:
         return await self.store.query(query)
 
@@ -186,6 +228,23 @@ class AuditLog:
                 "(the newest records were removed)",
             )
         return ChainReport(org, total, seq, prev)
+
+
+@dataclass
+class Note:
+    """What :meth:`AuditLog.action`'s block may still set."""
+
+    target: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def outcome_of(exc: BaseException) -> tuple[Outcome, str]:
+    """How an action that raised ``exc`` ended, and the error code to note."""
+    if isinstance(exc, Forbidden | Unauthenticated | QuotaExceeded):
+        return "denied", exc.code
+    if isinstance(exc, SandboxError):
+        return "failure", exc.code
+    return "failure", "internal-error"
 
 
 class MemoryAuditStore:

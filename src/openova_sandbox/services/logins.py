@@ -189,6 +189,7 @@ class LoginLink:
 class Redeemed:
     session_token: str
     next: str  # where to go once signed in
+    principal: Principal | None = None  # who signed in (the audit log's actor)
 
 
 class LoginService:
@@ -266,7 +267,7 @@ class LoginService:
             raise Unauthenticated("token has no sub")
         fallback = next_path or DEFAULT_NEXT
         if claims.get("purpose") != LOGIN_PURPOSE:
-            return Redeemed(token, fallback)
+            return Redeemed(token, fallback, principal)
         target = claims.get("next")
         try:
             destination = check_next(target) if target else fallback
@@ -286,4 +287,4 @@ class LoginService:
             ttl=SESSION_TTL,
         )
         log.info("login.link_redeemed", sub=principal.sub)
-        return Redeemed(session, destination)
+        return Redeemed(session, destination, principal)
