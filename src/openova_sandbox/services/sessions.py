@@ -188,6 +188,11 @@ class SessionsService:
                 "your token has no email claim; the sandbox owner is identified by email",
                 code="owner-email-missing",
             )
+        if request.name is not None and request.name.strip():
+            taken = naming.object_name(agent=agent, sub=principal.sub, name=request.name)
+            reserved = naming.reserved_name_problem(taken, sub=principal.sub, agents=slugs)
+            if reserved:
+                raise Invalid(reserved, code="reserved-name")
 
     def check_runnable(self, principal: Principal, request: CreateRequest) -> None:
         """The issue-8 checks after the spec's, in order: installed, configured, repo
@@ -215,13 +220,9 @@ class SessionsService:
                 "configured (SANDBOX_GIT_BASE_URL); create the sandbox without a repo",
                 code="repo-unavailable",
             )
-        slug = naming.org_slug(principal.org)
-        if request.repo and naming.repo_org(request.repo) != slug:
-            raise Invalid(
-                f'repo "{request.repo}" belongs to org "{naming.repo_org(request.repo)}", '
-                f'not to your org "{slug}"',
-                code="cross-org-repo",
-            )
+        refused = naming.repo_access_problem(request.repo, principal.org) if request.repo else ""
+        if refused:
+            raise Invalid(refused, code="cross-org-repo")
 
     def not_installed(self, agent: AgentSpec) -> str:
         """Why ``agent`` cannot be found where it would run ("" when it can)."""

@@ -73,7 +73,7 @@ def test_the_shell_is_always_there_and_runs(fresh):
     assert created.status_code == 201, created.text
     assert created.json()["agent"] == "shell"
     deadline = time.monotonic() + 20
-    while api.http.get(f"{SESSIONS}/shell-user-sub", headers=h).json()["status"] != "running":
+    while api.http.get(f"{SESSIONS}/shell-2c234e5a", headers=h).json()["status"] != "running":
         assert time.monotonic() < deadline
         time.sleep(0.05)
 

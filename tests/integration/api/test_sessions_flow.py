@@ -21,40 +21,40 @@ def test_full_lifecycle(api):
     created = api.http.post(SESSIONS, headers=h, json={"agent": "claude-code"})
     assert created.status_code == 201
     item = created.json()
-    assert item["id"] == "claude-code-user-sub"
+    assert item["id"] == "claude-code-2c234e5a"
     assert item["status"] == "pending"
     assert item["name"] == item["id"]
     assert item["agent"] == "claude-code"
     assert item["repo"] == ""
     assert item["sessions"] == 0
     assert item["previews"] == [] and item["conditions"] == []
-    assert item["attachUrl"] == f"{SESSIONS}/claude-code-user-sub/attach"
+    assert item["attachUrl"] == f"{SESSIONS}/claude-code-2c234e5a/attach"
     assert item["createdAt"].endswith("Z") and len(item["createdAt"]) == 20
 
     dup = api.http.post(SESSIONS, headers=h, json={"agent": "claude-code"})
     assert dup.status_code == 409
     assert dup.json() == {
         "error": "sandbox-already-exists",
-        "detail": 'sandbox "claude-code-user-sub" already exists in namespace "acme"',
+        "detail": 'sandbox "claude-code-2c234e5a" already exists in namespace "acme"',
     }
 
-    got = api.http.get(f"{SESSIONS}/claude-code-user-sub", headers=h)
-    assert got.status_code == 200 and got.json()["id"] == "claude-code-user-sub"
+    got = api.http.get(f"{SESSIONS}/claude-code-2c234e5a", headers=h)
+    assert got.status_code == 200 and got.json()["id"] == "claude-code-2c234e5a"
     listed = api.http.get(SESSIONS, headers=h).json()["sandboxes"]
-    assert [s["id"] for s in listed] == ["claude-code-user-sub"]
+    assert [s["id"] for s in listed] == ["claude-code-2c234e5a"]
 
-    assert api.http.delete(f"{SESSIONS}/claude-code-user-sub", headers=h).status_code == 204
-    again = api.http.delete(f"{SESSIONS}/claude-code-user-sub", headers=h)
+    assert api.http.delete(f"{SESSIONS}/claude-code-2c234e5a", headers=h).status_code == 204
+    again = api.http.delete(f"{SESSIONS}/claude-code-2c234e5a", headers=h)
     assert again.status_code == 204 and again.content == b""
     # deletion is graceful (the controller cleans up, then releases the finalizer)
     deadline = time.monotonic() + 10
-    while (gone := api.http.get(f"{SESSIONS}/claude-code-user-sub", headers=h)).status_code == 200:
+    while (gone := api.http.get(f"{SESSIONS}/claude-code-2c234e5a", headers=h)).status_code == 200:
         assert time.monotonic() < deadline, "sandbox never went away"
         time.sleep(0.02)
     assert gone.status_code == 404
     assert gone.json() == {
         "error": "sandbox-not-found",
-        "detail": 'sandbox "claude-code-user-sub" not found in namespace "acme"',
+        "detail": 'sandbox "claude-code-2c234e5a" not found in namespace "acme"',
     }
 
 
@@ -116,7 +116,7 @@ def test_sandboxes_survive_a_restart(make_api):
     assert first.http.post(SESSIONS, headers=h, json={"agent": "aider"}).status_code == 201
     second = make_api(store="sql")  # a new server over the same data dir
     listed = second.http.get(SESSIONS, headers=second.auth()).json()["sandboxes"]
-    assert [s["id"] for s in listed] == ["aider-user-sub"]
+    assert [s["id"] for s in listed] == ["aider-2c234e5a"]
 
 
 def test_name_rules_and_listing_order(api):
@@ -275,7 +275,7 @@ def test_create_publishes_sandbox_requested(api):
     assert event.type == SANDBOX_REQUESTED
     payload = dict(event.payload)
     assert payload["tenant_id"] == "acme"
-    assert payload["sandbox_id"] == "qwen-code-user-sub"
+    assert payload["sandbox_id"] == "qwen-code-2c234e5a"
     assert payload["requested_by"] == "dev@acme.com"
     assert payload["spec_hash"].startswith("sha256:") and len(payload["spec_hash"]) == 71
     assert payload["timestamp"].endswith("Z")

@@ -31,7 +31,7 @@ from openova_sandbox.testing.server import serve_in_thread
 from support.fake_agents import write_stand_ins
 
 SESSIONS = "/api/v1/sandbox/sessions"
-BOX = "claude-code-user-sub"
+BOX = "claude-code-2c234e5a"  # the default id of sub user-sub-abcdef12
 SHARES = f"{SESSIONS}/{BOX}/shares"
 SHARED = f"/api/v1/sandbox/shared/{BOX}"
 

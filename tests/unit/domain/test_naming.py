@@ -16,11 +16,11 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 @pytest.mark.parametrize(
     ("agent", "sub", "name", "expected"),
     [
-        ("claude-code", "user-sub-abcdef12", None, "claude-code-user-sub"),
-        ("aider", "abc", None, "aider-abc"),
+        ("claude-code", "user-sub-abcdef12", None, "claude-code-2c234e5a"),
+        ("aider", "abc", None, "aider-ba7816bf"),
         ("aider", "x", "My Sandbox!", "my-sandbox"),
         ("aider", "x", "---", "sandbox-aider"),
-        ("aider", "x", "  ", "aider-x"),
+        ("aider", "x", "  ", "aider-2d711642"),
         ("aider", "x", "Ünïcode__name", "n-code-name"),
         ("aider", "x", "a" * 62 + "-b", "a" * 62),
         ("aider", "x", "x" * 80, "x" * 63),
@@ -41,6 +41,54 @@ def test_object_name_is_always_a_dns_label(agent, sub, name):
     assert DNS_LABEL.match(result), result
     # deterministic: the same request gives the same id (duplicates conflict)
     assert naming.object_name(agent=agent, sub=sub, name=name) == result
+
+
+def test_default_ids_differ_for_subjects_sharing_a_prefix():
+    """Issue 11: ``<agent>-<sub[:8]>`` gave alice-acme and alice-acme-2 (or any sub
+    starting "alice-ac") one id, so one member's sandbox made the other's unnamed create
+    answer 409 forever. The id now comes from a hash of the whole subject."""
+    one = naming.object_name(agent="aider", sub="alice-acme", name=None)
+    two = naming.object_name(agent="aider", sub="alice-acme-2", name=None)
+    assert one != two
+    assert one == naming.default_id("aider", "alice-acme") == "aider-dd724cc2"
+
+
+@given(sub=st.text(min_size=1, max_size=60), other=st.text(min_size=1, max_size=60))
+def test_default_id_is_reserved_for_its_subject(sub, other):
+    agents = ("aider", "claude-code", "shell")
+    mine = naming.default_id("aider", sub)
+    # the subject itself may name a sandbox after its own default id
+    assert naming.reserved_name_problem(mine, sub=sub, agents=agents) == ""
+    if naming.default_id("aider", other) != mine:
+        assert "default id" in naming.reserved_name_problem(mine, sub=other, agents=agents)
+
+
+@pytest.mark.parametrize(
+    "name", ["aider-deadbeef0", "aider-deadbeeg", "aider-dead", "bench-deadbeef", "my-aider"]
+)
+def test_names_not_shaped_like_a_default_id_are_free(name):
+    assert naming.reserved_name_problem(name, sub="x", agents=("aider",)) == ""
+
+
+@pytest.mark.parametrize(
+    ("repo", "org", "allowed"),
+    [
+        ("acme/site", "acme", True),
+        ("acme/site", " acme ", True),  # the claim is trimmed, as for the namespace
+        ("acme/site", "ACME", False),  # slugs to acme, but is another org
+        ("default/site", "Acme Inc", False),  # both of these slug to "default"
+        ("default/site", "Default Corp", False),
+        ("default/site", "", False),  # org-less callers own no repos
+        ("default/site", "default", True),  # an org whose id is "default" does
+        ("acme.io/site", "acme.io", True),  # the id need not be a slug, only a repo org
+        ("other/site", "acme", False),
+    ],
+)
+def test_repo_access_is_keyed_on_the_org_id(repo, org, allowed):
+    problem = naming.repo_access_problem(repo, org)
+    assert (problem == "") is allowed, problem
+    if not allowed:
+        assert repo in problem
 
 
 @given(st.text(max_size=50))

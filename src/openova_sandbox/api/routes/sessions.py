@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from ...domain import audit
 from ...domain.errors import Invalid
 from ...domain.principal import Principal
 from ...services.sessions import CreateRequest
@@ -93,8 +94,8 @@ def _parse_create_body(raw: bytes) -> CreateRequest:
         400: {
             "model": _E,
             "description": "empty-body, invalid-json, missing-agent, invalid-agent, "
-            "invalid-repo, owner-email-missing, agent-not-installed, agent-not-configured, "
-            "repo-unavailable, cross-org-repo",
+            "invalid-repo, owner-email-missing, reserved-name, agent-not-installed, "
+            "agent-not-configured, repo-unavailable, cross-org-repo",
         },
         **_401,
         409: {"model": _E, "description": "sandbox-already-exists"},
@@ -107,7 +108,13 @@ def _parse_create_body(raw: bytes) -> CreateRequest:
 async def create_session(request: Request, caller: Caller) -> JSONResponse:
     raw = await request.body()
     create = _parse_create_body(raw)
-    stored = await request.app.state.deps.sessions.create(caller, create)
+    deps = request.app.state.deps
+    wanted = f"sandbox/{create.name}" if create.name else "sandbox"
+    async with deps.audit.action(
+        audit.SANDBOX_CREATE, caller, target=wanted, detail={"agent": create.agent}
+    ) as note:
+        stored = await deps.sessions.create(caller, create)
+        note.target = f"sandbox/{stored.name}"
     (item,) = await session_items(request, caller, [stored])
     return JSONResponse(item, status_code=201)
 
@@ -132,5 +139,7 @@ async def get_session(id: str, request: Request, caller: Caller) -> JSONResponse
     responses={204: {"description": "deleted, or already gone"}, **_401, **_404, **_500, **_503},
 )
 async def delete_session(id: str, request: Request, caller: Caller) -> Response:
-    await request.app.state.deps.sessions.delete(caller, id)
+    deps = request.app.state.deps
+    async with deps.audit.action(audit.SANDBOX_DELETE, caller, target=f"sandbox/{id}"):
+        await deps.sessions.delete(caller, id)
     return Response(status_code=204)
