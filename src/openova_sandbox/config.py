@@ -4,17 +4,33 @@ Names follow the specs: ``SANDBOX_*`` for this project's own settings, plus the 
 existing deployment already uses (``CATALYST_SANDBOX_DEFAULT_NAMESPACE``,
 ``OPENOVA_SANDBOX_AGENTS_PATH``). An invalid value fails at start with a message naming
 the variable (see :func:`load_settings`).
+
+``Settings`` is a plain frozen dataclass with its own small environment reader, so the
+terminal server's pod (``sandbox pty-server``) reads it without pydantic (docs/terminal.md,
+"pty-server RSS"); the control plane uses the same class. Its reading rules are those of
+the pydantic-settings class it replaced, kept exactly:
+
+- a field is read from ``SANDBOX_<FIELD>``; a field with aliases from its aliases first,
+  in order, then ``SANDBOX_<FIELD>``; names match case-insensitively;
+- keyword arguments (CLI flags, tests) win over the environment and may name a field or
+  one of its aliases; unknown ones are ignored;
+- values are checked and converted as the old class did: integers from ``" 4 "``,
+  ``"+4"``, ``"4.0"`` or ``"1_000"`` (not ``"4.5"``), booleans from
+  ``1/0/true/false/yes/no/on/off/t/f/y/n`` in any case, ``Literal`` choices exactly,
+  bounds inclusive; every problem is reported, in field order, with the variable's name.
+
+``Settings(...)`` built directly takes its values from the arguments and defaults only
+(no environment), checked the same way; :func:`load_settings` is the reader.
 """
 
 from __future__ import annotations
 
+import os
 import re
+from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
-
-from pydantic import AliasChoices, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from .domain.errors import Invalid
 from .domain.ledger import parse_budget
@@ -34,52 +50,55 @@ def clamp_ring_bytes(value: int | None, default: int = RING_DEFAULT) -> int:
     return min(value, RING_MAX)
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="SANDBOX_", extra="ignore", frozen=True, populate_by_name=True
-    )
+def _env(*names: str) -> dict[str, Any]:
+    """Field metadata: the environment names (aliases) read before ``SANDBOX_<FIELD>``."""
+    return {"aliases": names}
 
+
+def _bounded(ge: int, le: int, *aliases: str) -> dict[str, Any]:
+    return {"ge": ge, "le": le, "aliases": aliases}
+
+
+@dataclass(frozen=True)
+class Settings:
     # --- storage --------------------------------------------------------------------
     data_dir: Path = Path(".sandbox")
     database_url: str = ""  # empty: SQLite file in data_dir
     store: Literal["sql", "memory", "kube"] = "sql"
 
     # --- tenancy and quota defaults ---------------------------------------------------
-    default_namespace: str = Field(
-        "", validation_alias=AliasChoices("CATALYST_SANDBOX_DEFAULT_NAMESPACE")
-    )
+    default_namespace: str = field(default="", metadata=_env("CATALYST_SANDBOX_DEFAULT_NAMESPACE"))
     default_quota_cpu: str = "4"
     default_quota_memory: str = "8Gi"
     default_quota_storage: str = "50Gi"
-    default_quota_sessions: int = Field(3, ge=1, le=10)
+    default_quota_sessions: int = field(default=3, metadata=_bounded(1, 10))
 
     # --- agents -----------------------------------------------------------------------
-    agents_path: str = Field(
-        "/etc/openova/sandbox-agents.json",
-        validation_alias=AliasChoices("OPENOVA_SANDBOX_AGENTS_PATH"),
+    agents_path: str = field(
+        default="/etc/openova/sandbox-agents.json", metadata=_env("OPENOVA_SANDBOX_AGENTS_PATH")
     )
     # the agents the sessions API offers (comma list; empty: every catalogue agent)
-    agents: Annotated[tuple[str, ...], NoDecode] = Field(
-        (), validation_alias=AliasChoices("SANDBOX_AGENTS", "agents")
-    )
+    agents: tuple[str, ...] = field(default=(), metadata=_env("SANDBOX_AGENTS", "agents"))
     # Kubernetes mode: the agents the sandbox image carries (comma or space list, as the
     # image's AGENTS build argument); create refuses the others with agent-not-installed.
     # Empty: installation is not checked there.
-    image_agents: Annotated[tuple[str, ...], NoDecode] = ()
+    image_agents: tuple[str, ...] = ()
     ring_buffer_bytes: int = RING_DEFAULT
     # lines of scrollback each terminal's server-side screen keeps (sent on attach/resync)
-    screen_scrollback_lines: int = Field(1000, ge=0, le=100_000)
+    screen_scrollback_lines: int = field(default=1000, metadata=_bounded(0, 100_000))
     # sandbox.v2: how far (bytes) a viewer may be past its last ack before it gets a
     # snapshot instead of a queue (SANDBOX_VIEWER_WINDOW_BYTES; docs/terminal.md)
-    viewer_window_bytes: int = Field(1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)
+    viewer_window_bytes: int = field(
+        default=1024 * 1024, metadata=_bounded(64 * 1024, 64 * 1024 * 1024)
+    )
     # a URL that gets every terminal's busy/waiting/idle transition as a JSON POST
     # (SANDBOX_NOTIFY_WEBHOOK; empty: off; docs/activity.md). It may hold a secret
     # (userinfo, a token in the query): never logged, never shown in repr.
-    notify_webhook: str = Field("", repr=False)
+    notify_webhook: str = field(default="", repr=False)
     git_base_url: str = ""
-    llm_gateway_url: str = Field("", validation_alias=AliasChoices("LLM_GATEWAY_URL"))
-    openai_base_url: str = Field("", validation_alias=AliasChoices("OPENAI_BASE_URL"))
-    openai_api_key: str = Field("", validation_alias=AliasChoices("OPENAI_API_KEY"), repr=False)
+    llm_gateway_url: str = field(default="", metadata=_env("LLM_GATEWAY_URL"))
+    openai_base_url: str = field(default="", metadata=_env("OPENAI_BASE_URL"))
+    openai_api_key: str = field(default="", repr=False, metadata=_env("OPENAI_API_KEY"))
 
     # --- the model the agents ask for (SANDBOX_AGENT_MODEL) ------------------------------
     # passed to every agent as SANDBOX_AGENT_MODEL; the catalogue rows hand it on the way
@@ -101,37 +120,31 @@ class Settings(BaseSettings):
     # without /llm; Kubernetes: the operator renders the gateway Service's URL) and the
     # sandbox's own gateway token for it (docs/gateway.md, "Per-sandbox credentials")
     model_gateway_url: str = ""
-    model_gateway_token: str = Field("", repr=False)
-    anthropic_base_url: str = Field("", validation_alias=AliasChoices("ANTHROPIC_BASE_URL"))
-    anthropic_api_key: str = Field(
-        "", validation_alias=AliasChoices("ANTHROPIC_API_KEY"), repr=False
-    )
+    model_gateway_token: str = field(default="", repr=False)
+    anthropic_base_url: str = field(default="", metadata=_env("ANTHROPIC_BASE_URL"))
+    anthropic_api_key: str = field(default="", repr=False, metadata=_env("ANTHROPIC_API_KEY"))
 
     # --- terminal server (standalone `sandbox pty-server`: one per Sandbox in Kubernetes) ---
-    pty_sandbox_id: str = Field("", validation_alias=AliasChoices("SANDBOX_ID", "pty_sandbox_id"))
-    pty_namespace: str = Field(
-        "", validation_alias=AliasChoices("SANDBOX_NAMESPACE", "pty_namespace")
+    pty_sandbox_id: str = field(default="", metadata=_env("SANDBOX_ID", "pty_sandbox_id"))
+    pty_namespace: str = field(default="", metadata=_env("SANDBOX_NAMESPACE", "pty_namespace"))
+    pty_owner_email: str = field(
+        default="", metadata=_env("SANDBOX_OWNER_EMAIL", "pty_owner_email")
     )
-    pty_owner_email: str = Field(
-        "", validation_alias=AliasChoices("SANDBOX_OWNER_EMAIL", "pty_owner_email")
-    )
-    pty_org_id: str = Field("", validation_alias=AliasChoices("SANDBOX_ORG_ID", "pty_org_id"))
+    pty_org_id: str = field(default="", metadata=_env("SANDBOX_ORG_ID", "pty_org_id"))
     # the owner's token subject: when set, ownership is by subject, not by email
-    pty_owner_sub: str = Field(
-        "", validation_alias=AliasChoices("SANDBOX_OWNER_SUB", "pty_owner_sub")
+    pty_owner_sub: str = field(default="", metadata=_env("SANDBOX_OWNER_SUB", "pty_owner_sub"))
+    pty_default_agent: str = field(
+        default="", metadata=_env("SANDBOX_DEFAULT_AGENT", "pty_default_agent")
     )
-    pty_default_agent: str = Field(
-        "", validation_alias=AliasChoices("SANDBOX_DEFAULT_AGENT", "pty_default_agent")
+    pty_session_limit: int = field(
+        default=3, metadata=_bounded(1, 10, "SANDBOX_SESSION_LIMIT", "pty_session_limit")
     )
-    pty_session_limit: int = Field(
-        3, ge=1, le=10, validation_alias=AliasChoices("SANDBOX_SESSION_LIMIT", "pty_session_limit")
-    )
-    pty_workdir: str = Field("", validation_alias=AliasChoices("SANDBOX_WORKDIR", "pty_workdir"))
+    pty_workdir: str = field(default="", metadata=_env("SANDBOX_WORKDIR", "pty_workdir"))
     # opens /idle only: the operator probes idleness with it (from the pty-probe Secret)
-    probe_token: str = Field("", repr=False)
+    probe_token: str = field(default="", repr=False)
     # the pod's share grant key (from its sandbox-share-grant Secret): it admits the
     # viewers of share links the control plane vouches for (docs/shares.md); empty: none
-    share_grant_key: str = Field("", repr=False)
+    share_grant_key: str = field(default="", repr=False)
 
     # --- Kubernetes mode (operator rendering; env SANDBOX_KUBE_*) -----------------------
     kube_image: str = "ghcr.io/openova/sandbox:latest"
@@ -155,13 +168,13 @@ class Settings(BaseSettings):
     # the API's and the operator's shared secret from which each sandbox's share grant
     # key is derived (Secret sandbox-share-grant; docs/kubernetes.md); empty: share
     # links are refused in Kubernetes mode
-    share_grant_secret: str = Field("", repr=False)
+    share_grant_secret: str = field(default="", repr=False)
 
     # --- auth -------------------------------------------------------------------------
     oidc_issuer: str = ""
     oidc_audience: str = ""
     jwks_url: str = ""
-    cookie_secret: str = Field("", repr=False)
+    cookie_secret: str = field(default="", repr=False)
     public_url: str = ""  # how browsers reach us; WebSocket Origin is checked against it
 
     # --- BYOS (Claude Code) -------------------------------------------------------------
@@ -172,63 +185,25 @@ class Settings(BaseSettings):
     # RFC 7009 revocation endpoint; empty: the provider has none, disconnect only forgets
     byos_claude_code_revoke_url: str = ""
     byos_claude_code_callback_path: str = "/api/v1/sandbox/byos/claude-code/callback"
-    byos_claude_code_scopes: Annotated[tuple[str, ...], NoDecode] = (
-        "read:user",
-        "write:claude-code",
-    )
+    byos_claude_code_scopes: tuple[str, ...] = ("read:user", "write:claude-code")
 
     # --- logging ----------------------------------------------------------------------
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool | None = None  # None: JSON when stderr is not a TTY
 
-    @field_validator("budget_org_usd", "budget_user_usd", "budget_sandbox_usd", mode="before")
-    @classmethod
-    def _budget(cls, value: Any) -> Decimal | None:
-        """``""`` → no cap; else a non-negative amount in USD."""
-        try:
-            return parse_budget(value)
-        except Invalid as exc:
-            raise ValueError(exc.detail) from exc
-
-    @field_validator("default_quota_cpu")
-    @classmethod
-    def _cpu(cls, value: str) -> str:
-        if not _CPU.match(value):
-            raise ValueError(f"{value!r} is not a CPU quantity like 4, 0.5 or 500m")
-        return value
-
-    @field_validator(
-        "default_quota_memory", "default_quota_storage", "kube_repo_storage", "kube_home_storage"
-    )
-    @classmethod
-    def _quantity(cls, value: str) -> str:
-        if not _QUANTITY.match(value):
-            raise ValueError(f"{value!r} is not a quantity like 8Gi or 512Mi")
-        return value
-
-    @field_validator("ring_buffer_bytes", mode="before")
-    @classmethod
-    def _ring(cls, value: Any) -> int:
-        try:
-            return clamp_ring_bytes(int(value))
-        except (TypeError, ValueError):
-            return RING_DEFAULT
-
-    @field_validator("image_agents", mode="before")
-    @classmethod
-    def _word_list(cls, value: Any) -> tuple[str, ...]:
-        """``"aider opencode"`` or ``"aider,opencode"`` → ``("aider", "opencode")``."""
-        if isinstance(value, str):
-            return tuple(s for s in re.split(r"[\s,]+", value) if s)
-        return tuple(value)
-
-    @field_validator("byos_claude_code_scopes", "agents", mode="before")
-    @classmethod
-    def _comma_list(cls, value: Any) -> tuple[str, ...]:
-        """``"a, b,"`` from the environment → ``("a", "b")``."""
-        if isinstance(value, str):
-            return tuple(s.strip() for s in value.split(",") if s.strip())
-        return tuple(value)
+    def __post_init__(self) -> None:
+        """Every value checked and converted (strings from the environment included);
+        all problems at once, each naming its variable."""
+        problems = []
+        for spec in _specs():
+            try:
+                value = spec.convert(getattr(self, spec.name))
+            except ValueError as exc:
+                problems.append(f"{spec.env_name}: {exc}")
+                continue
+            object.__setattr__(self, spec.name, value)
+        if problems:
+            raise Invalid("invalid settings: " + "; ".join(problems), code="invalid-settings")
 
     @property
     def byos_enabled(self) -> bool:
@@ -257,24 +232,222 @@ class Settings(BaseSettings):
         }
 
 
-def _env_name(field_name: str) -> str:
-    info = Settings.model_fields.get(field_name)
-    alias = info.validation_alias if info else None
-    if isinstance(alias, AliasChoices):
-        return str(alias.choices[0])
-    return f"SANDBOX_{field_name.upper()}"
+# ------------------------------------------------------------------ value checks
+_INT = re.compile(r"[+-]?[0-9]+(?:_[0-9]+)*(?:\.0+)?")
+_TRUE = frozenset({"1", "on", "t", "true", "y", "yes"})
+_FALSE = frozenset({"0", "off", "f", "false", "n", "no"})
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("Input should be a valid string")
+    return value
+
+
+def _path(value: Any) -> Path:
+    if isinstance(value, str | os.PathLike):
+        return Path(value)
+    raise ValueError("Input should be a valid path")
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, int):  # bool too: True is 1
+        return int(value)
+    if isinstance(value, float | Decimal):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError("Input should be a finite number")
+        if value != int(value):
+            raise ValueError("Input should be a valid integer, got a number with a fractional part")
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if _INT.fullmatch(text):
+            return int(text.partition(".")[0])
+        raise ValueError("Input should be a valid integer, unable to parse string as an integer")
+    raise ValueError("Input should be a valid integer")
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+    if isinstance(value, str | int):
+        raise ValueError("Input should be a valid boolean, unable to interpret input")
+    raise ValueError("Input should be a valid boolean")
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, list | tuple | set | frozenset):
+        raise ValueError("Input should be a valid tuple")
+    if not all(isinstance(item, str) for item in value):
+        raise ValueError("Input should be a valid string")
+    return tuple(value)
+
+
+def _budget(value: Any) -> Decimal | None:
+    """``""`` → no cap; else a non-negative amount in USD."""
+    try:
+        return parse_budget(value)
+    except Invalid as exc:
+        raise ValueError(f"Value error, {exc.detail}") from exc
+
+
+def _cpu(value: str) -> str:
+    if not _CPU.match(value):
+        raise ValueError(f"Value error, {value!r} is not a CPU quantity like 4, 0.5 or 500m")
+    return value
+
+
+def _quantity(value: str) -> str:
+    if not _QUANTITY.match(value):
+        raise ValueError(f"Value error, {value!r} is not a quantity like 8Gi or 512Mi")
+    return value
+
+
+def _ring(value: Any) -> int:
+    try:
+        return clamp_ring_bytes(int(value))
+    except (TypeError, ValueError):
+        return RING_DEFAULT
+
+
+def _word_list(value: Any) -> Any:
+    """``"aider opencode"`` or ``"aider,opencode"`` → ``("aider", "opencode")``."""
+    if isinstance(value, str):
+        return tuple(s for s in re.split(r"[\s,]+", value) if s)
+    return value
+
+
+def _comma_list(value: Any) -> Any:
+    """``"a, b,"`` from the environment → ``("a", "b")``."""
+    if isinstance(value, str):
+        return tuple(s.strip() for s in value.split(",") if s.strip())
+    return value
+
+
+# validators run before the type's own check (``mode="before"``) or after it
+_BEFORE: dict[str, Any] = {
+    "budget_org_usd": _budget,
+    "budget_user_usd": _budget,
+    "budget_sandbox_usd": _budget,
+    "ring_buffer_bytes": _ring,
+    "image_agents": _word_list,
+    "agents": _comma_list,
+    "byos_claude_code_scopes": _comma_list,
+}
+_AFTER: dict[str, Any] = {
+    "default_quota_cpu": _cpu,
+    "default_quota_memory": _quantity,
+    "default_quota_storage": _quantity,
+    "kube_repo_storage": _quantity,
+    "kube_home_storage": _quantity,
+}
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """How one field is read: its environment names, type check and validators."""
+
+    name: str
+    envs: tuple[str, ...]  # lower-case, in the order they are looked up
+    keys: tuple[str, ...]  # keyword arguments that set it: its name and its aliases
+    env_name: str  # the name errors report
+    check: Any
+    ge: int | None = None
+    le: int | None = None
+
+    def convert(self, value: Any) -> Any:
+        before = _BEFORE.get(self.name)
+        if before is not None:
+            value = before(value)
+        value = self.check(value)
+        if self.ge is not None and value < self.ge:
+            raise ValueError(f"Input should be greater than or equal to {self.ge}")
+        if self.le is not None and value > self.le:
+            raise ValueError(f"Input should be less than or equal to {self.le}")
+        after = _AFTER.get(self.name)
+        return after(value) if after is not None else value
+
+
+def _literal(choices: tuple[str, ...]) -> Any:
+    said = ", ".join(repr(c) for c in choices[:-1]) + f" or {choices[-1]!r}"
+
+    def check(value: Any) -> str:
+        if isinstance(value, str) and value in choices:
+            return value
+        raise ValueError(f"Input should be {said}")
+
+    return check
+
+
+def _optional(check: Any) -> Any:
+    return lambda value: None if value is None else check(value)
+
+
+def _check_of(hint: Any) -> Any:
+    if get_origin(hint) is Literal:
+        return _literal(get_args(hint))
+    args = get_args(hint)
+    if type(None) in args:  # X | None
+        (inner,) = (a for a in args if a is not type(None))
+        return _optional(_check_of(inner))
+    simple = {str: _str, Path: _path, int: _int, bool: _bool, Decimal: lambda v: v}
+    if hint in simple:
+        return simple[hint]
+    if get_origin(hint) is tuple:
+        return _strings
+    raise TypeError(f"no reader for {hint!r}")  # pragma: no cover - a new field's type
+
+
+_SPECS: tuple[_Spec, ...] = ()
+
+
+def _specs() -> tuple[_Spec, ...]:
+    global _SPECS
+    if not _SPECS:
+        hints = get_type_hints(Settings)
+        built = []
+        for f in fields(Settings):
+            aliases: tuple[str, ...] = f.metadata.get("aliases", ())
+            own = f"SANDBOX_{f.name.upper()}"
+            built.append(
+                _Spec(
+                    name=f.name,
+                    envs=tuple(n.lower() for n in (*aliases, own)),
+                    keys=(f.name, *aliases),
+                    env_name=aliases[0] if aliases else own,
+                    check=_check_of(hints[f.name]),
+                    ge=f.metadata.get("ge"),
+                    le=f.metadata.get("le"),
+                )
+            )
+        _SPECS = tuple(built)
+    return _SPECS
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Build Settings from the environment (plus explicit overrides from CLI flags).
+    """Build Settings from the environment (plus explicit overrides from CLI flags; an
+    override of ``None`` is no override).
 
     Raises :class:`Invalid` naming the environment variable on a bad value.
     """
-    try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = str(err["loc"][0]) if err["loc"] else "?"
-            problems.append(f"{_env_name(loc)}: {err['msg']}")
-        raise Invalid("invalid settings: " + "; ".join(problems), code="invalid-settings") from exc
+    environ = {name.lower(): value for name, value in os.environ.items()}
+    values: dict[str, Any] = {}
+    for spec in _specs():
+        for key in spec.keys:
+            if overrides.get(key) is not None:
+                values[spec.name] = overrides[key]
+                break
+        else:
+            for env in spec.envs:
+                if env in environ:
+                    values[spec.name] = environ[env]
+                    break
+    return Settings(**values)

@@ -14,6 +14,7 @@ pending, saying so in a warning; ``SANDBOX_RC_EXPECT_READY=1`` makes Ready requi
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import threading
 import warnings
@@ -63,7 +64,7 @@ def operator(cluster: Client, test_namespace: str) -> Iterator[str]:
     if _deployed_operator_leads(cluster):
         yield "deployed"
         return
-    settings = load_settings().model_copy(update={"kube_control_plane_namespace": test_namespace})
+    settings = dataclasses.replace(load_settings(), kube_control_plane_namespace=test_namespace)
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     errors: list[BaseException] = []
