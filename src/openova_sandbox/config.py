@@ -174,6 +174,19 @@ class Settings:
     oidc_issuer: str = ""
     oidc_audience: str = ""
     jwks_url: str = ""
+    # console and CLI sign-in with that issuer (docs/auth.md, "Signing in with OIDC"):
+    # the client registered there; the secret is empty for a public client (PKCE only);
+    # the CLI's client (public: a secret cannot be kept on a laptop), default the same
+    oidc_client_id: str = ""
+    oidc_client_secret: str = field(default="", repr=False)
+    oidc_cli_client_id: str = ""
+    oidc_scopes: str = "openid email profile"
+    # claim mapping: where the org comes from and who is an org admin (auth/claims.py)
+    oidc_org_claim: str = "org_id"
+    oidc_org_group_prefix: str = ""
+    oidc_admin_roles: str = "org-admin"
+    oidc_admin_groups: str = ""
+    oidc_admin_tier: str = "admin"
     cookie_secret: str = field(default="", repr=False)
     public_url: str = ""  # how browsers reach us; WebSocket Origin is checked against it
 

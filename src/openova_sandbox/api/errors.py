@@ -74,7 +74,7 @@ def _failure_code(request: Request) -> str:
 def to_response(request: Request, exc: SandboxError) -> JSONResponse:
     if isinstance(exc, Unauthenticated):
         return unauthenticated_response(
-            clear_cookie=getattr(request.state, "token_source", None) == "cookie",
+            clear_cookie=getattr(request.state, "token_source", None) in ("cookie", "session"),
             detail=exc.detail if isinstance(exc, UnusableClaim) else None,
         )
     if isinstance(exc, BackendForbidden):

@@ -12,6 +12,7 @@ from typing import Protocol
 import structlog
 from starlette.requests import HTTPConnection, Request
 
+from ..auth.claims import ORG_HEADER, REQUESTED_ORG
 from ..auth.sources import CookieRejected
 from ..domain.errors import Forbidden, Unauthenticated
 from ..domain.principal import Principal
@@ -37,8 +38,21 @@ async def principal_from(conn: HTTPConnection) -> Principal:
     if found is None:
         raise Unauthenticated("no token")
     conn.state.token_source = found.source
+    if found.source == "session":  # a console session kept server-side (auth/oidc_sessions)
+        sessions = getattr(deps, "oidc_sessions", None)
+        if sessions is None:
+            raise Unauthenticated("a console session cookie, but no OIDC sign-in here")
+        resolved = await sessions.resolve(found.token)
+        conn.state.token = resolved.token  # the issuer's token, refreshed; never logged
+        conn.state.principal = resolved.principal
+        return resolved.principal  # type: ignore[no-any-return]
     conn.state.token = found.token  # forwarded to a sandbox's terminal server; never logged
-    principal: Principal = await deps.authenticator.authenticate(found.token)
+    # a token naming several orgs is used for the one the request asks for (auth/claims)
+    asked = REQUESTED_ORG.set(conn.headers.get(ORG_HEADER))
+    try:
+        principal: Principal = await deps.authenticator.authenticate(found.token)
+    finally:
+        REQUESTED_ORG.reset(asked)
     conn.state.principal = principal
     return principal
 
@@ -54,7 +68,7 @@ async def require_principal(request: Request) -> Principal:
     principal = await principal_from(request)
     if (
         request.method not in SAFE_METHODS
-        and request.state.token_source == "cookie"
+        and request.state.token_source in ("cookie", "session")
         and not origin_allowed(request, request.app.state.deps.settings.public_url)
     ):
         log.info("auth.cross_origin_refused", method=request.method)

@@ -26,7 +26,8 @@ import structlog
 
 from ..config import Settings
 from ..domain.errors import Invalid, SandboxError, Unauthenticated, UnusableClaim
-from ..domain.principal import LOGIN_PURPOSE, Principal, principal_from_claims
+from ..domain.principal import LOGIN_PURPOSE, Principal
+from .claims import REQUESTED_ORG, ClaimMapping
 from .issuer import EmbeddedIssuer
 from .keys import StaticKeySource
 from .oidc import RemoteJwks
@@ -39,9 +40,15 @@ class Authenticator:
     """Validates a token and answers who the caller is. ``validator`` may be a function
     that makes it, called at the first token (until it succeeds)."""
 
-    def __init__(self, validator: TokenValidator | Callable[[], TokenValidator]) -> None:
+    def __init__(
+        self,
+        validator: TokenValidator | Callable[[], TokenValidator],
+        *,
+        mapping: ClaimMapping | None = None,
+    ) -> None:
         self._validator = validator if isinstance(validator, TokenValidator) else None
         self._make = None if isinstance(validator, TokenValidator) else validator
+        self.mapping = mapping or ClaimMapping()
 
     @property
     def validator(self) -> TokenValidator:
@@ -67,7 +74,8 @@ class Authenticator:
             log.info("auth.rejected", reason="login-link token used as a credential")
             raise Unauthenticated("a login link's token is only for /login")
         try:
-            principal = principal_from_claims(claims)
+            # the org the request asked for (X-Sandbox-Org), for a token naming several
+            principal = self.mapping.principal(claims, requested_org=REQUESTED_ORG.get())
         except UnusableClaim as exc:
             log.info("auth.rejected", reason=exc.detail)
             raise
@@ -92,7 +100,8 @@ def build_authenticator(
             audience=settings.oidc_audience or None,
         )
         return Authenticator(
-            TokenValidator(keys, issuer=settings.oidc_issuer, audience=settings.oidc_audience)
+            TokenValidator(keys, issuer=settings.oidc_issuer, audience=settings.oidc_audience),
+            mapping=ClaimMapping.from_settings(settings),
         )
     if issuer is None:
         raise Invalid(

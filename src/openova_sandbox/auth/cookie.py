@@ -54,3 +54,43 @@ def verify_cookie(value: str, secret: str) -> str | None:
     if not hmac.compare_digest(expected.encode("ascii"), sig.encode("utf-8", "replace")):
         return None
     return jwt
+
+
+# --- the server-side session's cookie (auth/oidc_sessions.py) ---------------------------
+SESSION_PREFIX = "oidc:"
+SESSION_KEY_LABEL = b"openova-sandbox oidc-session key v1"
+_SESSION_SIG_LABEL = b"openova-sandbox oidc-session cookie v1:"
+
+
+def derived_key(secret: str, label: bytes) -> bytes:
+    """A key for one purpose, derived from the cookie secret (HMAC-SHA256 of a label)."""
+    return hmac.new(secret.encode("utf-8"), label, hashlib.sha256).digest()
+
+
+def session_cookie(sid: str, secret: str) -> str:
+    """``oidc:<sid>:<sig>`` for a server-side session; a JWT never holds a colon, so a
+    session cookie and a token cookie cannot be taken for each other."""
+    if not secret:
+        raise Invalid(
+            "no cookie secret configured (SANDBOX_COOKIE_SECRET)", code="no-cookie-secret"
+        )
+    key = derived_key(secret, _SESSION_SIG_LABEL)
+    sig = b64url(hmac.new(key, sid.encode("ascii"), hashlib.sha256).digest())
+    return f"{SESSION_PREFIX}{sid}:{sig}"
+
+
+def is_session(value: str) -> bool:
+    return value.startswith(SESSION_PREFIX)
+
+
+def session_id_of(value: str, secret: str) -> str | None:
+    """The session id of a session cookie whose signature verifies, else ``None``."""
+    if not secret or not is_session(value):
+        return None
+    sid, sep, _ = value[len(SESSION_PREFIX) :].partition(":")
+    if not sep or not sid or len(sid) > 128 or not sid.isascii() or not sid.isprintable():
+        return None
+    expected = session_cookie(sid, secret)
+    if not hmac.compare_digest(expected.encode("ascii"), value.encode("utf-8", "replace")):
+        return None
+    return sid

@@ -4,7 +4,9 @@ First match wins (sessions API, "Authentication"):
 
 1. ``Authorization: Bearer <jwt>`` (the scheme is case-insensitive);
 2. the query parameter ``access_token`` (EventSource and WebSocket cannot set headers);
-3. the ``catalyst_session`` cookie, either a bare JWT or ``<jwt>.<sig>`` (see ``cookie``).
+3. the ``catalyst_session`` cookie, either a bare JWT, ``<jwt>.<sig>`` (see ``cookie``), or
+   ``oidc:<sid>:<sig>``, a console session kept server-side (source ``session``: the
+   "token" is the session id, resolved by ``oidc_sessions``).
 
 An empty value counts as absent, and an ``Authorization`` header with another scheme
 (``Basic …``) is not a match, so the next source is looked at. A *signed* cookie whose
@@ -20,9 +22,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..domain.errors import Unauthenticated
-from .cookie import COOKIE_NAME, is_signed, verify_cookie
+from .cookie import COOKIE_NAME, is_session, is_signed, session_id_of, verify_cookie
 
-TokenSource = Literal["bearer", "query", "cookie"]
+TokenSource = Literal["bearer", "query", "cookie", "session"]
 
 
 class CookieRejected(Unauthenticated):
@@ -71,6 +73,12 @@ def extract_token(
         value = value[1:-1].strip()  # RFC 6265 allows a quoted cookie value
     if not value:
         return None
+    if is_session(value):
+        # a console session kept server-side (auth/oidc_sessions.py): the token is its id
+        sid = session_id_of(value, cookie_secret)
+        if sid is None:
+            raise CookieRejected(f"{COOKIE_NAME} session cookie signature does not verify")
+        return TokenFound(token=sid, source="session")
     if is_signed(value):
         jwt = verify_cookie(value, cookie_secret)
         if jwt is None:

@@ -1,0 +1,316 @@
+"""Console sessions signed in with an external OIDC issuer, kept server-side.
+
+The browser holds only ``catalyst_session=oidc:<sid>:<sig>`` — a random session id and
+its HMAC under the cookie secret. Everything else stays here:
+
+* one file per session in ``<data_dir>/oidc-sessions/``, named by the SHA-256 of the
+  session id (a directory listing gives no cookie away), mode 0600, written to a
+  temporary file and renamed into place;
+* its content — the issuer's access, refresh and ID tokens and the claims the caller
+  was signed in with — encrypted with Fernet (AES-128-CBC + HMAC-SHA256) under a key
+  derived from the cookie secret (HMAC-SHA256 of a fixed label), so the data dir alone
+  does not give tokens away when the secret is configured elsewhere
+  (``SANDBOX_COOKIE_SECRET``).
+
+A session lasts ``SESSION_TTL_S`` (4 h, the cookie's ``Max-Age`` in the spec). Within it
+the access token is refreshed with the refresh token shortly before it expires
+(``refresh_margin``); a refresh the issuer refuses ends the session (401). The files of
+ended and expired sessions are removed (expired ones at start and at each sign-in).
+Files rather than a store table, like the login links' used list and the BYOS vault:
+the store layer is for Sandbox objects; several API replicas need the data dir shared
+(docs/auth.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from ..domain.errors import BackendUnavailable, Unauthenticated
+from ..domain.principal import Principal
+from .claims import ClaimMapping
+from .cookie import SESSION_KEY_LABEL, derived_key
+from .oidc_client import OidcClient, TokenError, TokenSet, new_secret
+
+log = structlog.get_logger(__name__)
+
+SESSIONS_DIR = "oidc-sessions"
+SESSION_TTL_S = 4 * 3600.0
+REFRESH_MARGIN_S = 60.0
+
+
+@dataclass
+class SessionRecord:
+    """One signed-in console session. Tokens stay out of ``repr``."""
+
+    sub: str
+    org: str  # the org the caller asked for at sign-in ("" when none)
+    claims: dict[str, Any] = field(repr=False)
+    access_token: str = field(repr=False)
+    refresh_token: str = field(repr=False)
+    id_token: str = field(repr=False)
+    access_expires_at: float | None
+    obtained_at: float
+    created_at: float
+    expires_at: float
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.__dict__, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> SessionRecord:
+        data = json.loads(raw)
+        if not isinstance(data, dict):
+            raise ValueError("not a session record")
+        return cls(**data)
+
+    def bearer(self) -> str:
+        return TokenSet(
+            access_token=self.access_token, expires_at=None, id_token=self.id_token
+        ).bearer()
+
+
+@dataclass(frozen=True)
+class Resolved:
+    token: str = field(repr=False)  # what a sandbox's terminal server is given
+    principal: Principal
+
+
+Validate = Callable[[str], Awaitable[dict[str, Any]]]
+
+
+class OidcSessions:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        cookie_secret: str,
+        client: OidcClient,
+        mapping: ClaimMapping,
+        validate_bearer: Validate,
+        clock: Callable[[], float] = time.time,
+        ttl_s: float = SESSION_TTL_S,
+    ) -> None:
+        from cryptography.fernet import Fernet
+
+        if not cookie_secret:
+            raise ValueError("OIDC sessions need a cookie secret")
+        self._dir = directory
+        self._secret = cookie_secret
+        self._fernet = Fernet(
+            base64.urlsafe_b64encode(derived_key(cookie_secret, SESSION_KEY_LABEL))
+        )
+        self.client = client
+        self.mapping = mapping
+        self._validate_bearer = validate_bearer
+        self._clock = clock
+        self._ttl = ttl_s
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # --- files --------------------------------------------------------------------
+    def _path(self, sid: str) -> Path:
+        return self._dir / hashlib.sha256(sid.encode("ascii")).hexdigest()
+
+    def _write(self, sid: str, record: SessionRecord) -> None:
+        self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = self._path(sid)
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(self._fernet.encrypt(record.to_json()))
+            tmp.replace(path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+
+    def _read(self, sid: str) -> SessionRecord | None:
+        from cryptography.fernet import InvalidToken
+
+        try:
+            raw = self._path(sid).read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            return SessionRecord.from_json(self._fernet.decrypt(raw))
+        except (InvalidToken, ValueError, TypeError):
+            # another cookie secret wrote it (rotated), or it was damaged: not ours to use
+            log.warning("auth.oidc.session_unreadable")
+            return None
+
+    def _remove(self, sid: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._path(sid).unlink()
+
+    def prune(self) -> int:
+        """Remove the files of expired (or unreadable) sessions; how many went."""
+        from cryptography.fernet import InvalidToken
+
+        if not self._dir.is_dir():
+            return 0
+        now, removed = self._clock(), 0
+        for path in self._dir.iterdir():
+            if path.name.startswith("."):
+                continue
+            try:
+                record = SessionRecord.from_json(self._fernet.decrypt(path.read_bytes()))
+                alive = record.expires_at > now
+            except (InvalidToken, ValueError, TypeError, OSError):
+                alive = False
+            if not alive:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    removed += 1
+        return removed
+
+    # --- claims -------------------------------------------------------------------
+    async def _claims(self, tokens: TokenSet, id_claims: Mapping[str, Any]) -> dict[str, Any]:
+        """The ID token's claims, with the access token's over them when it is a JWT
+        this server accepts as a bearer (Keycloak puts realm roles only there)."""
+        claims = dict(id_claims)
+        if tokens.access_token.count(".") == 2:
+            try:
+                access = await self._validate_bearer(tokens.access_token)
+            except Unauthenticated as exc:
+                log.info("auth.oidc.access_token_not_a_bearer", reason=exc.detail)
+            else:
+                if access.get("sub") == claims.get("sub"):
+                    claims.update(access)
+        for key in ("nonce", "at_hash", "c_hash", "auth_time", "azp", "sid"):
+            claims.pop(key, None)
+        return claims
+
+    def _principal(self, record: SessionRecord) -> Principal:
+        principal = self.mapping.principal(record.claims, requested_org=record.org or None)
+        if principal is None:
+            raise Unauthenticated("the ID token has no sub")
+        # live connections end with the session, not with each access token (refreshed)
+        return replace(principal, expires_at=record.expires_at)
+
+    # --- the session's life ----------------------------------------------------------
+    async def sign_in(
+        self, tokens: TokenSet, id_claims: Mapping[str, Any], *, requested_org: str
+    ) -> tuple[str, Principal]:
+        """A new session for a completed sign-in: its id and the caller.
+        ``UnusableClaim`` when the claims do not map (nothing is stored then)."""
+        now = self._clock()
+        claims = await self._claims(tokens, id_claims)
+        record = SessionRecord(
+            sub=str(claims.get("sub", "")),
+            org=requested_org,
+            claims=claims,
+            access_token=tokens.access_token,
+            refresh_token=tokens.refresh_token,
+            id_token=tokens.id_token,
+            access_expires_at=tokens.expires_at or _exp(claims),
+            obtained_at=now,
+            created_at=now,
+            expires_at=now + self._ttl,
+        )
+        principal = self._principal(record)  # refuse before anything is stored
+        sid = new_secret()
+        self._write(sid, record)
+        with contextlib.suppress(OSError):
+            self.prune()
+        log.info("auth.oidc.signed_in", sub=principal.sub, org=principal.org)
+        return sid, principal
+
+    async def resolve(self, sid: str) -> Resolved:
+        """The caller of a session, its access token refreshed first when it is about
+        to expire. ``Unauthenticated`` when the session is unknown, over or refused."""
+        record = self._read(sid)
+        if record is None:
+            raise Unauthenticated("no such console session (signed out, or expired)")
+        now = self._clock()
+        if record.expires_at <= now:
+            self._remove(sid)
+            raise Unauthenticated("the console session has expired")
+        if self._due(record, now):
+            record = await self._refresh(sid)
+        return Resolved(token=record.bearer(), principal=self._principal(record))
+
+    def _due(self, record: SessionRecord, now: float) -> bool:
+        if record.access_expires_at is None:
+            return False
+        lifetime = max(0.0, record.access_expires_at - record.obtained_at)
+        margin = min(REFRESH_MARGIN_S, lifetime / 4)
+        return record.access_expires_at - now <= margin
+
+    async def _refresh(self, sid: str) -> SessionRecord:
+        lock = self._locks.setdefault(sid, asyncio.Lock())
+        async with lock:
+            record = self._read(sid)  # another request may have refreshed meanwhile
+            if record is None:
+                raise Unauthenticated("no such console session (signed out, or expired)")
+            now = self._clock()
+            if not self._due(record, now):
+                return record
+            expired = record.access_expires_at is not None and record.access_expires_at <= now
+            if not record.refresh_token:
+                if expired:
+                    self._remove(sid)
+                    raise Unauthenticated("the issuer's token expired and it gave no refresh")
+                return record
+            try:
+                tokens = await self.client.refresh(record.refresh_token)
+                id_claims: Mapping[str, Any] = record.claims
+                if tokens.id_token:
+                    id_claims = await self.client.id_token_claims(tokens.id_token, nonce=None)
+                    if id_claims.get("sub") != record.sub:
+                        raise Unauthenticated("the refreshed ID token names another sub")
+                claims = await self._claims(tokens, id_claims)
+            except TokenError as exc:
+                self._remove(sid)
+                log.info("auth.oidc.refresh_refused", sub=record.sub, reason=exc.detail)
+                raise Unauthenticated(f"the issuer refused the refresh: {exc.detail}") from exc
+            except BackendUnavailable:
+                if expired:
+                    raise
+                log.warning("auth.oidc.refresh_deferred", sub=record.sub)
+                return record
+            finally:
+                self._locks.pop(sid, None)
+            record.claims = claims
+            record.access_token = tokens.access_token
+            record.refresh_token = tokens.refresh_token or record.refresh_token
+            record.id_token = tokens.id_token or record.id_token
+            record.access_expires_at = tokens.expires_at or _exp(claims)
+            record.obtained_at = now
+            self._write(sid, record)
+            log.info("auth.oidc.refreshed", sub=record.sub)
+            return record
+
+    async def end(self, sid: str) -> SessionRecord | None:
+        """Forget the session here and revoke its refresh token at the issuer when it
+        offers revocation (best effort: a failure is logged); the record, for logout."""
+        record = self._read(sid)
+        self._remove(sid)
+        if record is None:
+            return None
+        if record.refresh_token:
+            try:
+                await self.client.revoke(record.refresh_token)
+            except (TokenError, BackendUnavailable) as exc:
+                log.warning("auth.oidc.revoke_failed", reason=exc.detail)
+        log.info("auth.oidc.signed_out", sub=record.sub)
+        return record
+
+
+def _exp(claims: Mapping[str, Any]) -> float | None:
+    value = claims.get("exp")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
