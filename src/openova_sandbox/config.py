@@ -34,6 +34,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from .domain.errors import Invalid
 from .domain.ledger import parse_budget
+from .domain.quotas import DEFAULT_ORG, DEFAULT_USER, parse_quota_setting
 
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti)?$")
 _CPU = re.compile(r"^[0-9]+(\.[0-9]+)?m?$")
@@ -111,6 +112,16 @@ class Settings:
     budget_org_usd: Decimal | None = None
     budget_user_usd: Decimal | None = None
     budget_sandbox_usd: Decimal | None = None
+
+    # --- quotas per user and org (issue 11; docs/api.md, "Quotas"): name=value pairs
+    # over the built-in defaults (sandboxes, terminals, websockets, waitingAttaches;
+    # "none": no limit); org admins override them per org and user, never above the org's
+    quota_user: str = ""
+    quota_org: str = ""
+    # personal access tokens (docs/api.md): the expiry a token gets when none is asked
+    # for, and the longest one may have, in days
+    pat_default_days: int = field(default=30, metadata=_bounded(1, 3650))
+    pat_max_days: int = field(default=365, metadata=_bounded(1, 3650))
 
     # --- model gateway upstreams (docs/gateway.md): SANDBOX_LLM_CONFIG names the
     # operator's YAML/JSON file; without it OPENAI_* above and ANTHROPIC_* are the zero
@@ -318,6 +329,19 @@ def _cpu(value: str) -> str:
     return value
 
 
+def _quotas(scope: str) -> Any:
+    def check(value: str) -> str:
+        defaults = DEFAULT_ORG if scope == "org" else DEFAULT_USER
+        variable = f"SANDBOX_QUOTA_{scope.upper()}"
+        try:
+            parse_quota_setting(value, defaults, variable=variable)
+        except Invalid as exc:
+            raise ValueError(f"Value error, {exc.detail.removeprefix(variable + ': ')}") from exc
+        return value
+
+    return check
+
+
 def _quantity(value: str) -> str:
     if not _QUANTITY.match(value):
         raise ValueError(f"Value error, {value!r} is not a quantity like 8Gi or 512Mi")
@@ -361,6 +385,8 @@ _AFTER: dict[str, Any] = {
     "default_quota_storage": _quantity,
     "kube_repo_storage": _quantity,
     "kube_home_storage": _quantity,
+    "quota_user": _quotas("user"),
+    "quota_org": _quotas("org"),
 }
 
 
