@@ -17,6 +17,7 @@ objects created elsewhere).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -42,6 +43,7 @@ from ..domain.model import (
 from ..domain.principal import Principal
 from ..events.bus import SANDBOX_REQUESTED, Event, EventBus, spec_hash
 from ..store.base import Store
+from .quotas import QuotasService
 
 log = structlog.get_logger(__name__)
 
@@ -102,6 +104,23 @@ class SessionsService:
         self._bus = bus
         self._clock = clock
         self._credentials = credentials
+        # quotas per user and org (issue 11; services.quotas): None checks none
+        self.quotas: QuotasService | None = None
+
+    def _sandbox_slot(
+        self, principal: Principal, sandbox: Sandbox, taken: Callable[[], AlreadyExists]
+    ) -> AbstractAsyncContextManager[None]:
+        """Held while one more sandbox is stored: the caller's ``sandboxes`` quota."""
+        if self.quotas is None:
+            return nullcontext()
+        return self.quotas.sandbox_slot(
+            principal,
+            sandbox.namespace,
+            lambda: self._store.list(sandbox.namespace),
+            lambda s: self.owns(principal, s),
+            sandbox.name,
+            taken,
+        )
 
     @property
     def policy(self) -> SessionsPolicy:
@@ -291,13 +310,18 @@ class SessionsService:
         self.validate(principal, request)
         self.check_runnable(principal, request)
         sandbox = self.build(principal, request)
-        try:
-            stored = await self._store.create(sandbox)
-        except AlreadyExists as exc:
-            raise AlreadyExists(
+
+        def taken() -> AlreadyExists:
+            return AlreadyExists(
                 f'sandbox "{sandbox.name}" already exists in namespace "{sandbox.namespace}"',
                 code="sandbox-already-exists",
-            ) from exc
+            )
+
+        try:
+            async with self._sandbox_slot(principal, sandbox, taken):
+                stored = await self._store.create(sandbox)
+        except AlreadyExists as exc:
+            raise taken() from exc
         log.info("sandbox created", sandbox=stored.name, namespace=stored.namespace)
         await self._publish_requested(principal, stored)
         return stored

@@ -48,14 +48,17 @@ from ..domain.errors import (
     SandboxError,
     SpawnFailed,
 )
+from ..domain.ledger import user_key
 from ..domain.model import ANNOTATION_SUB, Sandbox
 from ..domain.model_access import ModelAccess, agent_model_env
 from ..domain.principal import Principal
+from ..domain.quotas import QuotaRefused
 from ..domain.status import attach_path
-from ..domain.terminal_wire import CLOSE_INTERNAL, CLOSE_POLICY, SIGNALS
+from ..domain.terminal_wire import CLOSE_INTERNAL, CLOSE_POLICY, CLOSE_TRY_LATER, SIGNALS
 from ..terminal.registry import SandboxContext, SessionRequest, TerminalRegistry
 from ..terminal.session import TerminalSession
 from .agent_spawn import prepare_spawn
+from .quotas import Limits, QuotasService
 from .sandbox_tokens import SandboxTokens
 from .sessions import SessionsService
 from .terminal_port import (
@@ -144,6 +147,8 @@ class TerminalsService:
         # told (namespace, name) when the primary agent's startability changed, so the
         # controller looks again now rather than at its next sweep
         self.on_agent_change: Callable[[str, str], None] | None = None
+        # quotas per user and org (issue 11): checked before a terminal process starts
+        self.quotas: QuotasService | None = None
 
     # ----------------------------------------------------------- registry context
     def _model_access(self, sandbox: Sandbox, *, preview: bool) -> ModelAccess | None:
@@ -274,8 +279,9 @@ class TerminalsService:
             return None
         return None if session.exited else session.activity
 
-    def primary(self, sandbox: Sandbox) -> TerminalSession:
-        """The sandbox's primary terminal, spawned lazily with its default agent."""
+    def primary(self, sandbox: Sandbox, limits: Limits | None = None) -> TerminalSession:
+        """The sandbox's primary terminal, spawned lazily with its default agent;
+        ``limits``: the owner's quotas, checked before a process is started."""
         key = self._register(sandbox)
         banner = b""
         try:
@@ -293,6 +299,7 @@ class TerminalsService:
                 "started it again.\x1b[0m\r\n"
             ).encode()
             self.registry.forget(key, sandbox.name)
+        self._check_terminal_quota(sandbox, limits)
         session = self.registry.create(
             key,
             self.spawn_request(sandbox, sandbox.spec.default_agent, resume=True),
@@ -318,20 +325,25 @@ class TerminalsService:
     ) -> None:
         if self.pump is None:
             raise RuntimeError("TerminalsService was built without an attach pump")
+        limits: Limits | None = None
         if terminal_id is None:
             try:
                 await self._refresh_credentials(sandbox, sandbox.spec.default_agent)
+                limits = await self._owner_limits(sandbox)
             except SandboxError as exc:  # the ledger is down: not the agent's fault
                 await refuse(channel, CLOSE_INTERNAL, f"cannot start the agent: {exc.detail}")
                 return
         try:
             session = (
-                self.primary(sandbox)
+                self.primary(sandbox, limits)
                 if terminal_id is None
                 else self.terminal(sandbox, terminal_id)
             )
         except NotFound:
             await channel.close(CLOSE_POLICY, "terminal not found")
+            return
+        except QuotaRefused as exc:
+            await refuse(channel, CLOSE_TRY_LATER, f"{exc.code}: {exc.detail}")
             return
         except SandboxError as exc:
             if terminal_id is None:
@@ -355,14 +367,38 @@ class TerminalsService:
     async def open_extra(self, sandbox: Sandbox, agent: str, *, token: str) -> dict[str, Any]:
         check_extra_agent(self._sessions.catalogue, agent)
         await self._refresh_credentials(sandbox, agent)
+        limits = await self._owner_limits(sandbox)
         key = self._register(sandbox)
         self._check_extra_slot(sandbox, key)
+        self._check_terminal_quota(sandbox, limits)
         session = self.registry.create(key, self.spawn_request(sandbox, agent))
         return {
             "id": session.id,
             "agent": agent,
             "attachUrl": terminal_attach_path(sandbox.name, session.id),
         }
+
+    async def _owner_limits(self, sandbox: Sandbox) -> Limits | None:
+        """The quotas of the sandbox's owner (issue 11); ``None`` without quotas."""
+        if self.quotas is None:
+            return None
+        owner = user_key(
+            sandbox.spec.owner_email, sandbox.metadata.annotations.get(ANNOTATION_SUB, "")
+        )
+        return await self.quotas.limits(sandbox.namespace, owner)
+
+    def _check_terminal_quota(self, sandbox: Sandbox, limits: Limits | None) -> None:
+        if self.quotas is not None and limits is not None:
+            self.quotas.check_terminal(limits, sandbox.namespace, sandbox.spec.owner_email)
+
+    def live_terminals(self, namespace: str, owner_email: str | None) -> int:
+        """Live terminal processes of a namespace's sandboxes (of one owner's, by email)."""
+        return self.registry.live_where(
+            lambda c: (
+                c.namespace == namespace
+                and (owner_email is None or c.owner.strip().lower() == owner_email)
+            )
+        )
 
     def _check_extra_slot(self, sandbox: Sandbox, key: str) -> None:
         extras = sum(1 for s in self.registry.list(key) if not s.exited and s.id != sandbox.name)

@@ -204,6 +204,14 @@ class TerminalRegistry:
     def total_live(self) -> int:
         return sum(self.live_count(sid) for sid in self._sandboxes)
 
+    def live_where(self, admits: Callable[[SandboxContext], bool]) -> int:
+        """Live sessions of the sandboxes whose context ``admits`` (quotas, issue 11)."""
+        return sum(
+            sum(1 for s in entry.sessions.values() if not s.exited)
+            for entry in self._sandboxes.values()
+            if admits(entry.context)
+        )
+
     def last_activity_at(self, sandbox_id: str) -> datetime:
         """The newest input/output/attach of any session (registration time if none)."""
         entry = self._entry(sandbox_id)
