@@ -54,6 +54,13 @@ RESET = b"\x1bc"
 FEED_DELAY = 0.005  # the feeder parses at most this late (snapshots drain at once)
 PENDING_MAX = 8 * 1024 * 1024  # queued beyond this, the caller parses (the feeder lags)
 TAIL_MAX = 64 * 1024
+# Plain-text floods (``ScreenModel._write_skipping``): a batch of at least twice SKIP_MIN
+# bytes with a plain stretch of at least SKIP_MIN may have plain lines left out that no
+# snapshot could show; the tail parsed holds SKIP_MARGIN_LINES line feeds more than the
+# snapshot's lines plus the screen's rows.
+SKIP_MIN = 64 * 1024
+SKIP_MARGIN_LINES = 16
+_NOT_PLAIN = (b"\x1b", b"\x0e", b"\x0f")  # ESC, SO, SI: the only ASCII with lasting effect
 # libghostty keeps scrollback in pages of a fixed size and drops the oldest page whole;
 # measured with 0.1.3: a page is ~400 KiB and holds ~45,700 cells' worth of rows (see
 # ``ScreenModel._set_scrollback``). Bounds on the safe side of both:
@@ -228,6 +235,7 @@ class ScreenModel:
         self._closed = False
         self.on_title = on_title
         self.fed_bytes = 0  # bytes parsed so far (the feeder's progress)
+        self.skipped_bytes = 0  # of which left out as plain text no snapshot shows
 
     # ------------------------------------------------------------------ loop side
     @property
@@ -327,12 +335,72 @@ class ScreenModel:
                 chunks.append(pending.popleft())  # type: ignore[arg-type]
                 left -= 1
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            lib.ghostty_terminal_vt_write(self._handle, data, len(data))
+            if len(data) < 2 * SKIP_MIN or not self._write_skipping(data):
+                lib.ghostty_terminal_vt_write(self._handle, data, len(data))
             self.fed_bytes += len(data)
             self._track_tail(data)
         if _TITLED.get(self._key):  # libghostty said so while parsing (OSC 0 / 2)
             _TITLED[self._key] = False
             self._refresh_title()
+
+    def _write_skipping(self, data: bytes) -> bool:
+        """Parse a large batch, leaving out plain-text lines that cannot reach the screen
+        or the scrollback a snapshot sends; ``False`` (nothing parsed) when it does not
+        apply. Why the screen is then the same, byte for byte, as after parsing all of
+        it: "Plain-text floods" in docs/terminal.md.
+
+        The batch is cut in four: a head (parsed), two check lines (parsed), a middle
+        (left out) and a tail (parsed). Every byte from the check lines to well into
+        the tail is plain ASCII (below 0x80, no ESC, SO or SI), the middle starts and
+        ends right after a CR LF, the tail starts with a printable character and has at
+        least the snapshot's lines plus the screen's rows of plain lines before anything
+        else. The middle is left out only when parsing the check lines proved that a
+        line feed there scrolls a row into the scrollback with the cursor staying on its
+        region's bottom row: the middle would then leave the state it found (column 0,
+        same row, pen, modes, charsets and tab stops, parser in ground state), and every
+        row it would draw is pushed out of what is kept by the tail's plain lines.
+        """
+        rows = self._rows
+        keep = self._keep_lines + rows + SKIP_MARGIN_LINES
+        check = 0  # the head: the cursor reaches the bottom within rows + 1 line feeds
+        for _ in range(rows + 1):
+            check = data.find(b"\n", check) + 1
+            if not check:
+                return False
+        middle = check
+        for _ in range(2):  # two check lines
+            middle = data.find(b"\r\n", middle) + 2
+            if middle < 2:
+                return False
+        stop = min((i for i in (data.find(c, check) for c in _NOT_PLAIN) if i >= 0), default=-1)
+        stop = len(data) if stop < 0 else stop
+        if stop - middle < SKIP_MIN or not data[check:stop].isascii():
+            return False
+        sample = data[max(middle, stop - 65536) : stop]
+        per_line = len(sample) / max(1, sample.count(b"\n"))
+        end = data.find(b"\r\n", max(middle, stop - int(keep * per_line * 1.25) - 256))
+        while 0 <= end < stop - 2 and not 0x20 <= data[end + 2] < 0x7F:
+            end = data.find(b"\r\n", end + 2)
+        end += 2
+        if end < 2 or end - middle < SKIP_MIN // 2 or data.count(b"\n", end, stop) < keep:
+            return False
+        write = lib.ghostty_terminal_vt_write
+        handle = self._handle
+        write(handle, data, check)
+        scrollback = self._get(g.DATA_SCROLLBACK_ROWS, "size_t")
+        row = self._get(g.DATA_CURSOR_Y, "uint16_t")
+        write(handle, data[check:middle], middle - check)
+        if (
+            self._get(g.DATA_SCROLLBACK_ROWS, "size_t") - scrollback >= 2
+            and self._get(g.DATA_CURSOR_Y, "uint16_t") == row
+            and self._ground()
+        ):
+            self.skipped_bytes += end - middle
+        else:
+            write(handle, data[middle:end], end - middle)
+        tail = data[end:]
+        write(handle, tail, len(tail))
+        return True
 
     def _track_tail(self, data: bytes) -> None:
         """Keep the bytes of an escape sequence (or UTF-8 character) left unfinished."""
