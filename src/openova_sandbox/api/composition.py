@@ -243,6 +243,7 @@ def build_embedded(
         tokens=tokens,
     )
     deps.terminals = terminals
+    add_accounts(deps, settings)  # access tokens and quotas (after the terminals)
     controller = EmbeddedController(
         deps.store,
         TerminalHostAdapter(registry, agent_problem=terminals.agent_problem, tokens=tokens),
@@ -280,6 +281,7 @@ def build_api(settings: Settings, *, store: Store | None = None, public_url: str
     """The stateless control plane of Kubernetes mode: terminals are proxied to each
     sandbox's terminal server; the operator (a separate process) reconciles."""
     deps = build_control_plane(settings, store=store, public_url=public_url, kube=True)
+    add_accounts(deps, settings)  # access tokens and quotas
     deps.terminals = RemoteTerminals(
         store=deps.store,
         sessions=deps.sessions,

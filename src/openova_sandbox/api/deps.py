@@ -50,6 +50,10 @@ class AppDeps:
     ledger: Any = None
     # share links of sandboxes (services.shares.SharesService); None: not served
     shares: Any = None
+    # personal access tokens (services.tokens.TokensService) and quotas per user and
+    # org (services.quotas.QuotasService), issue 11; None: not served
+    tokens: Any = None
+    quotas: Any = None
     # the audit log (services.audit): ``await deps.audit.record(action, caller, ...)``
     audit: AuditLog = field(default_factory=MemoryAuditLog)
     # started in order after the store, stopped in reverse before it

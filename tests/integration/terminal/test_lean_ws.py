@@ -20,7 +20,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from openova_sandbox.api.terminal_edge.channel import WebSocketChannel
-from openova_sandbox.api.terminal_edge.lean_ws import LeanWebSocketProtocol, frame_header
+from openova_sandbox.api.terminal_edge.lean_ws import LeanWebSocketProtocol
+from openova_sandbox.api.terminal_edge.ws_frames import frame_header
 
 pytestmark = pytest.mark.asyncio
 

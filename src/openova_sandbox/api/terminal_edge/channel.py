@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from starlette.websockets import WebSocket, WebSocketState
 
 from ...domain.terminal_wire import RAW, SUBPROTOCOL_V2, clip_reason
-from .lean_ws import OP_TEXT, LeanSocket, Sink, take_lean
+from .lean_ws import take_lean
+from .ws_frames import OP_TEXT, LeanSocket, Sink
 
 
 def offered_protocol(websocket: WebSocket) -> str:
