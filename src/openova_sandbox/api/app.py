@@ -30,11 +30,13 @@ from .routes import (
     console,
     identity,
     llm,
+    quotas,
     resources,
     sessions,
     shares,
     system,
     terminals,
+    tokens,
     usage,
 )
 
@@ -94,6 +96,8 @@ def create_app(deps: AppDeps) -> FastAPI:
     app.include_router(terminals.router)
     app.include_router(resources.router)
     app.include_router(usage.router)
+    app.include_router(tokens.router)
+    app.include_router(quotas.router)
     app.include_router(console.router)
     return app
 

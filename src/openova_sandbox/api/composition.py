@@ -53,6 +53,7 @@ from ..store.factory import make_store
 from ..terminal.leftovers import ProcessGroups
 from ..terminal.metrics import TerminalMetrics
 from ..terminal.registry import TerminalRegistry
+from .accounts import add_accounts
 from .deps import AppDeps
 from .terminal_edge.attach import viewer_pump
 

@@ -1,0 +1,92 @@
+"""Wiring of personal access tokens and quotas into an assembled control plane
+(issue 11; docs/api.md). Called by both modes' builders in ``composition``:
+
+- the token and quota tables live where the gateway's ledger does: in memory for
+  ``SANDBOX_STORE=memory``, else the SQL database of the store (Kubernetes mode: the
+  database of ``SANDBOX_DATABASE_URL``; tokens and quotas are not Kubernetes objects);
+- the app's authenticator becomes ``PatAuthenticator`` over the JWT one;
+- sessions count sandboxes against the quotas; in embedded mode the terminals count
+  their processes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from ..config import Settings
+from ..domain.quotas import DEFAULT_ORG, DEFAULT_USER, QuotaDefaults, parse_quota_setting
+from ..services.quotas import MemoryQuotas, QuotasService, QuotaStore
+from ..services.tokens import MemoryTokens, PatAuthenticator, TokensService, TokenStore
+from .deps import AppDeps
+
+log = structlog.get_logger(__name__)
+
+
+def quota_defaults(settings: Settings) -> QuotaDefaults:
+    return QuotaDefaults(
+        user=parse_quota_setting(settings.quota_user, DEFAULT_USER, variable="SANDBOX_QUOTA_USER"),
+        org=parse_quota_setting(settings.quota_org, DEFAULT_ORG, variable="SANDBOX_QUOTA_ORG"),
+    )
+
+
+class AccountsLifecycle:
+    """The token/quota tables as a background part: opened after the store (a
+    database that cannot be reached at start opens on first use), closed before it."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    async def start(self) -> None:
+        from ..domain.errors import BackendUnavailable
+
+        try:
+            await self.store.start()
+        except BackendUnavailable as exc:
+            log.warning("accounts unreachable at start; opening on first use", error=exc.detail)
+
+    async def stop(self) -> None:
+        await self.store.close()
+
+
+def make_accounts(settings: Settings) -> tuple[TokenStore, QuotaStore, Any]:
+    """The token store, the quota store and what to start and stop (``None``: nothing)."""
+    if settings.store == "memory":
+        return MemoryTokens(), MemoryQuotas(), None
+    from ..store.sql_accounts import SqlAccounts
+
+    if settings.store == "kube" and not settings.database_url:
+        log.warning(
+            "accounts_on_local_sqlite",
+            detail="set SANDBOX_DATABASE_URL to a PostgreSQL database shared by every API "
+            "replica, or access tokens and quota overrides do not hold across them",
+        )
+    accounts = SqlAccounts(settings.effective_database_url)
+    return accounts, accounts, accounts
+
+
+def add_accounts(deps: AppDeps, settings: Settings) -> None:
+    """Tokens and quotas for ``deps`` (after its terminals, if any, are assembled)."""
+    token_store, quota_store, lifecycle = make_accounts(settings)
+    tokens = TokensService(
+        token_store, default_days=settings.pat_default_days, max_days=settings.pat_max_days
+    )
+    deps.authenticator = PatAuthenticator(deps.authenticator, tokens)
+    sessions = deps.sessions
+    quotas = QuotasService(
+        quota_store,
+        quota_defaults(settings),
+        namespace_of=sessions.namespace_of,
+        sandboxes=deps.store.list,
+        owns=sessions.owns,
+    )
+    sessions.quotas = quotas
+    live_terminals = getattr(deps.terminals, "live_terminals", None)
+    if callable(live_terminals) and hasattr(deps.terminals, "quotas"):
+        deps.terminals.quotas = quotas
+        quotas.terminals = live_terminals
+    deps.tokens = tokens
+    deps.quotas = quotas
+    if lifecycle is not None:
+        deps.background.append(AccountsLifecycle(lifecycle))
