@@ -26,15 +26,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, Protocol
 
 import structlog
 
 from ..domain import naming
-from ..domain.errors import Forbidden, Invalid
+from ..domain.errors import BackendUnavailable, Forbidden, Invalid
 from ..domain.ledger import user_key
 from ..domain.model import Sandbox, format_time, utcnow
 from ..domain.principal import Principal
@@ -51,6 +51,8 @@ from ..domain.quotas import (
     parse_quota_scope,
     parse_user_name,
 )
+from ..domain.terminal_wire import CLOSE_TRY_LATER, clip_reason
+from .terminal_port import Channel
 
 log = structlog.get_logger(__name__)
 
@@ -160,7 +162,13 @@ class QuotasService:
         if cached is not None and cached[1] > time.monotonic():
             return cached[0]
         generation = self._generation
-        rows = await self.store.quota_overrides(namespace)
+        try:
+            rows = await self.store.quota_overrides(namespace)
+        except BackendUnavailable as exc:
+            # the database is away for a moment: the last overrides known (else the
+            # defaults) rather than refusing every attach and terminal meanwhile
+            log.warning("quota.overrides_unavailable", namespace=namespace, error=exc.detail)
+            return cached[0] if cached is not None else []
         if generation == self._generation:
             if len(self._cache) > 10_000:
                 self._cache.clear()
@@ -223,7 +231,7 @@ class QuotasService:
 
     # --- connections ------------------------------------------------------------------
 
-    async def hold(self, quota: QuotaName, principal: Principal) -> _Held:
+    async def hold(self, quota: QuotaName, principal: Principal) -> Held:
         """Take one ``websockets`` or ``waitingAttaches`` slot of the caller; release it
         with ``release()`` (or as a context manager). ``QuotaRefused`` when full."""
         if quota not in COUNTED:
@@ -239,7 +247,7 @@ class QuotasService:
         )
         for slot in (user_slot, org_slot):
             self._held[slot] = self._held.get(slot, 0) + 1
-        return _Held(self, (user_slot, org_slot))
+        return Held(self, (user_slot, org_slot))
 
     def _release(self, slots: tuple[tuple[str, str, str], ...]) -> None:
         for slot in slots:
@@ -367,26 +375,26 @@ class QuotasService:
         }
 
 
-class _Held:
-    def __init__(self, owner: QuotasService, slots: tuple[tuple[str, str, str], ...]) -> None:
+class Held:
+    """Slots taken by ``QuotasService.hold``; ``release()`` gives them back (once).
+    ``Held(None, ())`` holds nothing (a server without quotas)."""
+
+    def __init__(
+        self, owner: QuotasService | None, slots: tuple[tuple[str, str, str], ...]
+    ) -> None:
         self._owner = owner
         self._slots: tuple[tuple[str, str, str], ...] | None = slots
 
     def release(self) -> None:
         slots, self._slots = self._slots, None
-        if slots is not None:
+        if slots and self._owner is not None:
             self._owner._release(slots)
 
-    def __enter__(self) -> _Held:
+    def __enter__(self) -> Held:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.release()
-
-
-@contextmanager
-def nothing_held() -> Iterator[None]:
-    yield
 
 
 def _user(principal: Principal) -> str:
@@ -397,4 +405,20 @@ def _clip(text: str) -> str:
     return text[:64].encode("utf-8", "replace").decode("utf-8")
 
 
-__all__ = ["QUOTA_SCOPES", "Limits", "MemoryQuotas", "QuotaStore", "QuotasService"]
+__all__ = ["QUOTA_SCOPES", "Held", "Limits", "MemoryQuotas", "QuotaStore", "QuotasService"]
+
+
+async def take_slot(
+    quotas: QuotasService | None, quota: QuotaName, caller: Principal, channel: Channel
+) -> Held | None:
+    """One of the caller's ``quota`` slots for a terminal connection; ``None`` once the
+    channel is closed 1013 ``quota-exceeded: <detail>`` (the spec's try-later code, as
+    the per-sandbox session limit closes)."""
+    if quotas is None:
+        return Held(None, ())
+    try:
+        return await quotas.hold(quota, caller)
+    except QuotaRefused as exc:
+        log.info("quota.refused", quota=quota, detail=exc.detail)
+        await channel.close(CLOSE_TRY_LATER, clip_reason(f"{exc.code}: {exc.detail}"))
+        return None

@@ -54,6 +54,7 @@ from ...domain.terminal_wire import (
     SIGNAL_HINT,
     SIGNAL_NAMES,
 )
+from ...services.quotas import Held, take_slot
 from ...services.resources import ResourceEvent, StreamEnd, Subscription
 from ...services.shares import SharedAccess
 from ...services.terminal_port import Channel, ViewerGrant, refuse
@@ -369,6 +370,7 @@ async def _wait_ready(
         sub = _changes_of(deps, deps.sessions.namespace_of(caller), sandbox_id)
     changed: _Opened | None = None  # the sandbox as the last change event carried it
     read: Sandbox | None = None  # the sandbox as the store was last read
+    waiting: Held | None = None  # the caller's waitingAttaches slot, once it waits
     try:
         while True:
             opened: _Opened | None = changed
@@ -398,6 +400,11 @@ async def _wait_ready(
             if left <= 0:
                 await channel.close(CLOSE_TRY_LATER, "sandbox not ready yet")
                 return None
+            if waiting is None:  # issue 11: waiting attaches are a quota of their own
+                quotas = getattr(deps, "quotas", None)
+                waiting = await take_slot(quotas, "waitingAttaches", caller, channel)
+                if waiting is None:
+                    return None
             if sub is None or sub.ended:
                 await asyncio.sleep(min(POLL, left))
             else:
@@ -411,6 +418,8 @@ async def _wait_ready(
             await channel.close(refused.code, refused.reason)
         return None
     finally:
+        if waiting is not None:
+            waiting.release()
         if sub is not None:
             deps.resources.informer.unsubscribe(sub)
 
@@ -435,12 +444,18 @@ async def _attach(websocket: WebSocket, sandbox_id: str, terminal_id: str | None
     if authorized is None:
         return
     channel, caller = authorized
-    ends: list[tuple[Awaitable[object], str]] = []
-    left = caller.seconds_left()
-    if left is not None:
-        ends.append((asyncio.sleep(left), REASON_TOKEN_EXPIRED))
-    serve = _serve(channel, websocket, caller, sandbox_id, terminal_id)
-    await _until_ended(channel, serve, ends, sub=caller.sub)
+    # the caller's WebSocket quota (issue 11), held for the connection's life
+    quotas = getattr(websocket.app.state.deps, "quotas", None)
+    held = await take_slot(quotas, "websockets", caller, channel)
+    if held is None:
+        return
+    with held:
+        ends: list[tuple[Awaitable[object], str]] = []
+        left = caller.seconds_left()
+        if left is not None:
+            ends.append((asyncio.sleep(left), REASON_TOKEN_EXPIRED))
+        serve = _serve(channel, websocket, caller, sandbox_id, terminal_id)
+        await _until_ended(channel, serve, ends, sub=caller.sub)
 
 
 async def _serve(
