@@ -26,10 +26,12 @@ from .metrics import HttpMetrics, ObservabilityMiddleware
 from .preflight import PreflightMiddleware
 from .routes import (
     agents,
+    audit,
     byos,
     console,
     identity,
     llm,
+    oidc,
     quotas,
     resources,
     sessions,
@@ -89,6 +91,7 @@ def create_app(deps: AppDeps) -> FastAPI:
     app.add_middleware(ObservabilityMiddleware, metrics=HttpMetrics(deps.metrics_registry))
     app.include_router(system.router)
     app.include_router(identity.router)
+    app.include_router(oidc.router)
     app.include_router(agents.router)
     app.include_router(sessions.router)
     app.include_router(shares.router)
@@ -98,6 +101,7 @@ def create_app(deps: AppDeps) -> FastAPI:
     app.include_router(usage.router)
     app.include_router(tokens.router)
     app.include_router(quotas.router)
+    app.include_router(audit.router)
     app.include_router(console.router)
     return app
 

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from ..agents.paths import agent_search_path
 from ..auth.authenticator import build_authenticator
 from ..auth.issuer import EmbeddedIssuer
+from ..auth.oidc_sessions import build_oidc_sessions
 from ..auth.share_grant import ShareGrantIssuer
 from ..config import Settings
 from ..controller.runner import EmbeddedController
@@ -173,6 +174,7 @@ def build_control_plane(
     )
     uses_embedded = not (settings.oidc_issuer or settings.jwks_url)
     resources = ResourcesService(informer=SandboxInformer(store), sessions=sessions)
+    sessions.cache = resources.informer  # lists from the informer's indexes (issue 11)
     # the model gateway's tokens, usage and budgets: this store's database (memory: memory)
     ledger = make_ledger(settings)
     # who did what (docs/api.md, "Audit"): this store's database too
@@ -191,6 +193,11 @@ def build_control_plane(
         ),
         cookie_secret=cookie_secret(settings),
         bus=bus,
+        oidc_sessions=build_oidc_sessions(
+            settings,
+            cookie_secret=cookie_secret(settings),
+            validate_bearer=authenticator.validator.validate,
+        ),
         metrics_registry=CollectorRegistry(),
         issuer=issuer if uses_embedded else None,
         byos=byos,
@@ -261,11 +268,13 @@ def build_embedded(
     # every terminal's busy/waiting/idle transition to SANDBOX_NOTIFY_WEBHOOK, if set
     webhook = attach_webhook(registry, settings.notify_webhook)
     deps.background = [
+        # stopped last: the terminals' detaches are recorded while they stop
+        deps.audit,
         controller,
         RegistryLifecycle(registry),
         *([webhook] if webhook is not None else []),
         deps.agent_installs,
-        *deps.background,
+        *(part for part in deps.background if part is not deps.audit),
     ]
     # stopped before the ledger closes: it revokes the tokens this process handed out
     deps.background += [deps.gateway, tokens]

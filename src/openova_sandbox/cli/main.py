@@ -31,6 +31,7 @@ from ..serving import Server as HttpServer
 from .agents import app as agents_app
 from .client import ApiClient, ApiError
 from .console import LazyConsole, escape
+from .tokens import app as tokens_app
 
 
 def _flags_show_no_type() -> None:
@@ -59,6 +60,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(agents_app, name="agents")
+app.add_typer(tokens_app, name="tokens")
 err = LazyConsole(stderr=True)  # rich is imported at the first print, not at start
 out = LazyConsole()
 

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import structlog
 
 from ..domain.audit import (
+    DEFAULT_LIMIT,
     GENESIS,
     AuditEntry,
     AuditQuery,
@@ -50,7 +51,7 @@ from ..domain.audit import (
     chain,
     verify,
 )
-from ..domain.errors import Forbidden, QuotaExceeded, SandboxError, Unauthenticated
+from ..domain.errors import Forbidden, Invalid, QuotaExceeded, SandboxError, Unauthenticated
 from ..domain.model import utcnow
 from ..domain.principal import Principal
 
@@ -67,7 +68,10 @@ __all__ = [
     "bind_client",
     "client_address",
     "make_audit_log",
+    "org_query",
     "outcome_of",
+    "parse_cursor",
+    "parse_time",
 ]
 
 # the address of the client whose request is being served (set by the API's edge)
@@ -236,6 +240,62 @@ class Note:
 
     target: str = ""
     detail: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_time(raw: str | None, name: str) -> datetime | None:
+    """``since``/``until``: a date (``2026-12-01``, midnight UTC) or an RFC 3339 time
+    with a zone; ``Invalid`` (``invalid-<name>``) otherwise."""
+    if raw is None or not raw.strip():
+        return None
+    text = raw.strip()
+    try:
+        if len(text) == 10:
+            return datetime.fromisoformat(text + "T00:00:00+00:00")
+        value = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        value = None
+    if value is None or value.tzinfo is None:
+        raise Invalid(
+            f"{name} must be a date (2026-12-01) or an RFC 3339 time with a zone "
+            "(2026-12-01T10:00:00Z)",
+            code=f"invalid-{name}",
+        )
+    return value
+
+
+def parse_cursor(raw: str | None) -> int | None:
+    """The ``cursor`` of a page: the ``seq`` the next page starts below."""
+    if raw is None or raw == "":
+        return None
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18 or int(raw) < 1:
+        raise Invalid("cursor is not one this server gave out", code="invalid-cursor")
+    return int(raw)
+
+
+def org_query(
+    caller: Principal,
+    *,
+    since: str | None = None,
+    until: str | None = None,
+    actor: str | None = None,
+    action: str | None = None,
+    cursor: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+    newest_first: bool = True,
+) -> AuditQuery:
+    """An org admin's query of their own org's records; ``Forbidden`` for anyone else."""
+    if not caller.is_org_admin:
+        raise Forbidden("the audit log is for org admins", code="org-admin-required")
+    return AuditQuery(
+        org=caller.org,
+        since=parse_time(since, "since"),
+        until=parse_time(until, "until"),
+        actor=(actor or "").strip(),
+        action=(action or "").strip(),
+        before=parse_cursor(cursor),
+        limit=limit,
+        newest_first=newest_first,
+    )
 
 
 def outcome_of(exc: BaseException) -> tuple[Outcome, str]:

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from ...auth.cookie import sign_cookie
+from ...domain import audit
 from ...domain.errors import Invalid, NotFound, SandboxError
 from ...domain.model import format_time
 from ...domain.principal import Principal
@@ -23,6 +24,7 @@ from .. import schemas
 from ..errors import COOKIE_NAME
 from ..json_body import load_json
 from ..security import origin_allowed, require_principal
+from .oidc import START_PATH, end_console_session
 
 router = APIRouter(tags=["identity"])
 
@@ -60,6 +62,21 @@ a terminal goes to that account's sandboxes.</p>
 def _failed(exc: SandboxError) -> HTMLResponse:
     reason = "It has expired or was already used." if exc.code != "invalid" else exc.detail
     return HTMLResponse(_LOGIN_FAILED.format(reason=html.escape(reason)), status_code=401)
+
+
+async def _audit_sign_in(
+    request: Request,
+    principal: Principal | None,
+    *,
+    via: str,
+    refused: SandboxError | None = None,
+) -> None:
+    """A sign-in (or a refused one: an unknown signer is recorded without an org)."""
+    detail = {"via": via, **({"error": refused.code} if refused else {})}
+    outcome = "denied" if refused else "success"
+    await request.app.state.deps.audit.record(
+        audit.SIGN_IN, principal, outcome=outcome, detail=detail
+    )
 
 
 def _secure(request: Request) -> bool:
@@ -116,11 +133,15 @@ async def login(
     this browser into their account unnoticed (login CSRF)."""
     deps = request.app.state.deps
     target = _next_or_default(next)
+    principal: Principal | None = None
     try:
         is_link, principal = await deps.logins.inspect(token)
         if is_link:
-            return _signed_in(request, await deps.logins.redeem(token, next_path=target))
+            redeemed = await deps.logins.redeem(token, next_path=target)
+            await _audit_sign_in(request, redeemed.principal, via="login-link")
+            return _signed_in(request, redeemed)
     except SandboxError as exc:
+        await _audit_sign_in(request, principal, via="login-link", refused=exc)
         return _failed(exc)
     nonce = secrets.token_urlsafe(24)
     page = _CONFIRM.format(
@@ -183,9 +204,12 @@ async def login_confirmed(request: Request) -> Response:
         return _failed(SandboxError("the form has no token", code="invalid"))
     target = _next_or_default((form.get("next") or [""])[0])
     try:
-        return _signed_in(request, await deps.logins.redeem(token, next_path=target))
+        redeemed = await deps.logins.redeem(token, next_path=target)
     except SandboxError as exc:
+        await _audit_sign_in(request, None, via="token", refused=exc)
         return _failed(exc)
+    await _audit_sign_in(request, redeemed.principal, via="token")
+    return _signed_in(request, redeemed)
 
 
 @router.post(
@@ -227,9 +251,30 @@ async def create_login_link(request: Request, caller: Caller) -> JSONResponse:
     )
 
 
-@router.post("/logout", status_code=204, response_class=Response)
-async def logout() -> Response:
-    response = Response(status_code=204)
+@router.post(
+    "/logout",
+    status_code=204,
+    response_class=Response,
+    responses={
+        200: {
+            "model": schemas.LogoutOut,
+            "description": "signed out here; open `logoutUrl` to end the session at the "
+            "identity provider too (RP-initiated logout)",
+        },
+        204: {"description": "signed out"},
+    },
+)
+async def logout(request: Request) -> Response:
+    """Sign out: clears the session cookie. A console session signed in with the OIDC
+    issuer is also ended server-side (its refresh token revoked when the issuer offers
+    revocation) and, when the issuer lists an `end_session_endpoint`, the answer is
+    200 `{"logoutUrl"}` for the browser to open."""
+    logout_url = await end_console_session(request)
+    response: Response = (
+        JSONResponse({"logoutUrl": logout_url}, headers={"Cache-Control": "no-store"})
+        if logout_url
+        else Response(status_code=204)
+    )
     response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict")
     return response
 
@@ -269,8 +314,15 @@ async def whoami(caller: Caller) -> JSONResponse:
 
 @router.get("/api/v1/sandbox/auth/config", response_model=schemas.AuthConfig)
 async def auth_config(request: Request) -> JSONResponse:
-    """Public: tells the sign-in page whether an external OIDC issuer is configured."""
-    settings = request.app.state.deps.settings
-    return JSONResponse(
-        {"oidcConfigured": bool(settings.oidc_issuer), "issuer": settings.oidc_issuer}
-    )
+    """Public: whether the console can sign in with an external OIDC issuer (an issuer
+    and a client are configured), which, and the client `sandbox login` uses."""
+    deps = request.app.state.deps
+    settings = deps.settings
+    sign_in = deps.oidc_sessions is not None
+    body: dict[str, Any] = {"oidcConfigured": sign_in, "issuer": settings.oidc_issuer}
+    if settings.oidc_issuer and (settings.oidc_cli_client_id or settings.oidc_client_id):
+        body["cliClientId"] = settings.oidc_cli_client_id or settings.oidc_client_id
+        body["scopes"] = settings.oidc_scopes
+    if sign_in:
+        body["signInUrl"] = START_PATH
+    return JSONResponse(body)

@@ -13,6 +13,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from ...domain import audit
 from ...domain.errors import Invalid, NotFound
 from ...domain.model import ANNOTATION_DISPLAY_NAME, format_time
 from ...domain.principal import Principal
@@ -81,7 +82,11 @@ def share_url(request: Request, sandbox_id: str, token: str) -> str:
 )
 async def create_share(id: str, request: Request, caller: Caller) -> JSONResponse:
     wanted = _parse_body(await request.body())
-    created = await _shares(request).create(caller, id, wanted)
+    async with request.app.state.deps.audit.action(
+        audit.SHARE_CREATE, caller, target=f"sandbox/{id}"
+    ) as note:
+        created = await _shares(request).create(caller, id, wanted)
+        note.detail.update(share=created.share.id, mode=created.share.mode)
     body = {
         **created.share.to_item(),
         "token": created.token,
@@ -113,7 +118,10 @@ async def list_shares(id: str, request: Request, caller: Caller) -> JSONResponse
     },
 )
 async def revoke_share(id: str, shareId: str, request: Request, caller: Caller) -> Response:
-    await _shares(request).revoke(caller, id, shareId)
+    async with request.app.state.deps.audit.action(
+        audit.SHARE_REVOKE, caller, target=f"sandbox/{id}", detail={"share": shareId}
+    ):
+        await _shares(request).revoke(caller, id, shareId)
     return Response(status_code=204)
 
 

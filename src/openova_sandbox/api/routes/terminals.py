@@ -29,6 +29,7 @@ from fastapi import APIRouter, Depends, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 from starlette.requests import HTTPConnection
 
+from ...domain import audit
 from ...domain.access import OWNER, SHARE
 from ...domain.errors import (
     UNSUPPORTED_SIGNAL,
@@ -471,6 +472,34 @@ async def _serve(
         return
     sandbox, grant = opened.sandbox, opened.grant
     log_watch(caller, sandbox.name, grant, terminal=terminal_id or sandbox.name)
+    # recorded in the sandbox's org (its namespace is the org): a share link's viewer
+    # may come from another org
+    seen: dict[str, Any] = {
+        "terminal": terminal_id or sandbox.name,
+        "mode": grant.mode,
+        "via": grant.via,
+    }
+    same_org = deps.sessions.namespace_of(caller) == sandbox.namespace
+    org = caller.org if same_org else sandbox.namespace
+    target = f"sandbox/{sandbox.name}"
+    await deps.audit.record(audit.TERMINAL_ATTACH, caller, target=target, org=org, detail=seen)
+    attached = time.monotonic()
+    try:
+        await _serve_attached(channel, websocket, deps, opened, terminal_id, caller)
+    finally:
+        seen["seconds"] = round(time.monotonic() - attached, 1)
+        await deps.audit.record(audit.TERMINAL_DETACH, caller, target=target, org=org, detail=seen)
+
+
+async def _serve_attached(
+    channel: Channel,
+    websocket: WebSocket,
+    deps: Any,
+    opened: _Opened,
+    terminal_id: str | None,
+    caller: Principal,
+) -> None:
+    sandbox, grant = opened.sandbox, opened.grant
     work = deps.terminals.attach(
         channel, sandbox, terminal_id, token=_token(websocket), grant=grant
     )

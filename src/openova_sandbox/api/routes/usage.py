@@ -19,6 +19,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
+from ...domain import audit
 from ...domain.errors import BackendUnavailable, Invalid
 from ...domain.ledger import parse_budget
 from ...domain.model import Sandbox
@@ -176,7 +177,14 @@ async def put_budget(scope: str, name: str, request: Request, caller: Caller) ->
     service = usage_service(request)
     key = service.changeable(caller, scope, name)
     limit = _parse_budget_body(await request.body())
-    return JSONResponse(await service.set_budget(caller, key, limit))
+    async with request.app.state.deps.audit.action(
+        audit.BUDGET_SET,
+        caller,
+        target=f"budget/{key.scope}/{key.name}",
+        detail={"limitUsd": None if limit is None else str(limit)},
+    ):
+        body = await service.set_budget(caller, key, limit)
+    return JSONResponse(body)
 
 
 @router.delete(
@@ -189,4 +197,7 @@ async def delete_budget(scope: str, name: str, request: Request, caller: Caller)
     """Org admins: back to the operator's default; answers the budget as it now stands."""
     service = usage_service(request)
     key = service.changeable(caller, scope, name)
-    return JSONResponse(await service.clear_budget(caller, key))
+    target = f"budget/{key.scope}/{key.name}"
+    async with request.app.state.deps.audit.action(audit.BUDGET_CLEAR, caller, target=target):
+        body = await service.clear_budget(caller, key)
+    return JSONResponse(body)
