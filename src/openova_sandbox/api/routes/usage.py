@@ -175,14 +175,12 @@ async def put_budget(scope: str, name: str, request: Request, caller: Caller) ->
     """Org admins: set the monthly budget (USD; ``null``: no cap) of the org, a user
     (by email) or a sandbox of the org; it overrides the operator's default."""
     service = usage_service(request)
-    key = service.changeable(caller, scope, name)
-    limit = _parse_budget_body(await request.body())
-    async with request.app.state.deps.audit.action(
-        audit.BUDGET_SET,
-        caller,
-        target=f"budget/{key.scope}/{key.name}",
-        detail={"limitUsd": None if limit is None else str(limit)},
-    ):
+    audit_log = request.app.state.deps.audit
+    async with audit_log.action(audit.BUDGET_SET, caller, target=f"budget/{scope}/{name}") as note:
+        key = service.changeable(caller, scope, name)
+        note.target = f"budget/{key.scope}/{key.name}"
+        limit = _parse_budget_body(await request.body())
+        note.detail["limitUsd"] = None if limit is None else str(limit)
         body = await service.set_budget(caller, key, limit)
     return JSONResponse(body)
 
@@ -196,8 +194,10 @@ async def put_budget(scope: str, name: str, request: Request, caller: Caller) ->
 async def delete_budget(scope: str, name: str, request: Request, caller: Caller) -> JSONResponse:
     """Org admins: back to the operator's default; answers the budget as it now stands."""
     service = usage_service(request)
-    key = service.changeable(caller, scope, name)
-    target = f"budget/{key.scope}/{key.name}"
-    async with request.app.state.deps.audit.action(audit.BUDGET_CLEAR, caller, target=target):
+    audit_log = request.app.state.deps.audit
+    target = f"budget/{scope}/{name}"
+    async with audit_log.action(audit.BUDGET_CLEAR, caller, target=target) as note:
+        key = service.changeable(caller, scope, name)
+        note.target = f"budget/{key.scope}/{key.name}"
         body = await service.clear_budget(caller, key)
     return JSONResponse(body)
