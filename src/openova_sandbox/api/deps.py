@@ -56,6 +56,9 @@ class AppDeps:
     quotas: Any = None
     # the audit log (services.audit): ``await deps.audit.record(action, caller, ...)``
     audit: AuditLog = field(default_factory=MemoryAuditLog)
+    # console sessions signed in with the OIDC issuer (auth.oidc_sessions.OidcSessions);
+    # None: no OIDC client configured
+    oidc_sessions: Any = None
     # started in order after the store, stopped in reverse before it
     background: list[Lifecycle] = field(default_factory=list)
     on_started: list[Callable[[], Awaitable[None]]] = field(default_factory=list)

@@ -132,8 +132,16 @@ class WhoAmI(BaseModel):
 
 
 class AuthConfig(BaseModel):
+    # true when the console can sign in with the issuer (issuer and client configured)
     oidcConfigured: bool
     issuer: str
+    signInUrl: str | None = None  # where the console's Sign in button goes
+    cliClientId: str | None = None  # the client `sandbox login` uses at the issuer
+    scopes: str | None = None
+
+
+class LogoutOut(BaseModel):
+    logoutUrl: str  # the identity provider's end-session URL (RP-initiated logout)
 
 
 class LoginLinkBody(BaseModel):

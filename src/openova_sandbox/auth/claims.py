@@ -9,10 +9,13 @@ where they are is configuration (``SANDBOX_OIDC_*``, docs/auth.md, "Claim mappin
   A string is the org. A list (Keycloak's ``organization`` claim), or an object whose
   keys are orgs (Keycloak's with attributes), or several matching groups, name the
   orgs the caller belongs to: the one the caller *asked for* is taken (the console's
-  sign-in ``?org=``, the CLI's ``X-Sandbox-Org``), and without a request or with one not
-  among them the token is refused. Any other shape (a number, a list holding a number)
-  is refused too. A refusal is :class:`UnusableClaim`: a 401 whose detail says what was
-  found, never a silent default — an org-less caller would land in the shared namespace.
+  sign-in ``?org=``, the CLI's ``X-Sandbox-Org``); a request for one not among them is
+  refused, and so is a list claim with no request, even a list of one (the issue's rule:
+  the one matching a requested org, or refused). Org *groups* are different: one
+  matching group is the caller's org; several need the request. Any other shape (a
+  number, a list holding a number; an object under the default ``org_id``) is refused
+  too. A refusal is :class:`UnusableClaim`: a 401 whose detail says what was found,
+  never a silent default — an org-less caller would land in the shared namespace.
 * **Org admin** — any of: a realm role in ``admin_roles`` (default ``org-admin``), a
   group in ``admin_groups`` (``{org}`` is replaced by the mapped org), a ``tier`` at or
   above ``admin_tier`` (default ``admin``; empty: tiers grant nothing). The decision is
@@ -105,7 +108,8 @@ class ClaimMapping:
                         "strings: this server reads organizations as strings"
                     )
                 return _unique(v.strip() for v in value if v.strip())
-            if isinstance(value, Mapping):
+            if isinstance(value, Mapping) and self.org_claim != DEFAULT_ORG_CLAIM:
+                # Keycloak's organization claim with attributes: {"acme": {...}, ...}
                 return _unique(str(k).strip() for k in value if str(k).strip())
             raise UnusableClaim(
                 f"the token's {name} claim is a {_json_type(value)}, not a string: this "
@@ -132,11 +136,14 @@ class ClaimMapping:
     def choose_org(self, claims: Mapping[str, Any], requested: str | None) -> str:
         """The caller's org under this mapping (``""``: the token names none)."""
         offered = self.orgs_offered(claims)
+        # one org group is the caller's org; a claim that is a list always needs the
+        # request (the issue: "a list → the one matching a requested org, or refused")
+        alone_is_enough = bool(self.org_group_prefix)
         wanted = (requested or "").strip()
         where = (
             f"groups under {self.org_group_prefix!r}"
             if self.org_group_prefix
-            else f"the {self.org_claim} claim"
+            else f"the token's {self.org_claim} claim"
         )
         if isinstance(offered, str):
             if wanted and wanted != offered:
@@ -157,8 +164,11 @@ class ClaimMapping:
                 f"organization {wanted!r} is not among those {where} names: "
                 + ", ".join(offered[:20])
             )
+        if len(offered) == 1 and alone_is_enough:
+            return offered[0]
+        shape = "" if self.org_group_prefix else ", not a string"
         raise UnusableClaim(
-            f"{where} names {len(offered)} organization(s) ({', '.join(offered[:20])}): "
+            f"{where} names {len(offered)} organization(s){shape} ({', '.join(offered[:20])}): "
             "say which one to use (sign in choosing an organization, or `sandbox login "
             "--org`)",
         )

@@ -348,9 +348,7 @@ class OidcClient:
         provider = await self.provider()
         if not provider.revocation_endpoint:
             return False
-        await self._post(
-            provider.revocation_endpoint, {"token": token, "token_type_hint": hint}
-        )
+        await self._post(provider.revocation_endpoint, {"token": token, "token_type_hint": hint})
         return True
 
     async def end_session_url(

@@ -34,7 +34,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -43,6 +43,9 @@ from ..domain.principal import Principal
 from .claims import ClaimMapping
 from .cookie import SESSION_KEY_LABEL, derived_key
 from .oidc_client import OidcClient, TokenError, TokenSet, new_secret
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -314,3 +317,29 @@ def _exp(claims: Mapping[str, Any]) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     return None
+
+
+def build_oidc_sessions(
+    settings: Settings, *, cookie_secret: str, validate_bearer: Validate
+) -> OidcSessions | None:
+    """The console's OIDC sessions when an issuer and a client id are configured, else
+    ``None`` (the console's Sign in stays hidden; login links still work)."""
+    if not (settings.oidc_issuer.strip() and settings.oidc_client_id.strip()):
+        return None
+    client = OidcClient(
+        issuer=settings.oidc_issuer.strip(),
+        client_id=settings.oidc_client_id.strip(),
+        client_secret=settings.oidc_client_secret,
+        scopes=settings.oidc_scopes,
+    )
+    sessions = OidcSessions(
+        Path(settings.data_dir) / SESSIONS_DIR,
+        cookie_secret=cookie_secret,
+        client=client,
+        mapping=ClaimMapping.from_settings(settings),
+        validate_bearer=validate_bearer,
+    )
+    with contextlib.suppress(OSError):
+        sessions.prune()
+    log.info("auth.oidc.console_sign_in", issuer=client.issuer, client_id=client.client_id)
+    return sessions

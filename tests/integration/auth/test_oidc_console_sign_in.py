@@ -1,0 +1,296 @@
+"""Console sign-in with an external OIDC issuer (issue 11), against a real provider
+process (``oidc-provider-mock``, tests/support/oidc_idp.py) and a real server on HTTP:
+authorization code + PKCE, state and nonce, the server-side session and its refresh,
+Keycloak-shaped claims (an org list, realm roles, groups), logout at the issuer."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from openova_sandbox.api.app import create_app
+from openova_sandbox.api.composition import build_embedded
+from openova_sandbox.config import load_settings
+from openova_sandbox.testing.server import serve_in_thread
+from support.oidc_idp import OidcIdp
+
+KEYCLOAK_ALICE = {
+    "email": "alice@acme.test",
+    "preferred_username": "alice",
+    "organization": ["acme", "globex"],
+    "realm_access": {"roles": ["offline_access", "org-admin"]},
+    "groups": ["/orgs/acme/admins", "/orgs/globex"],
+}
+
+
+@pytest.fixture(scope="module")
+def idp() -> Iterator[OidcIdp]:
+    provider = OidcIdp("--revocation", "--access-ttl", "60")
+    try:
+        yield provider
+    finally:
+        provider.stop()
+
+
+class Server:
+    def __init__(self, url: str, deps: Any) -> None:
+        self.url = url
+        self.deps = deps
+        self.offset = 0.0  # seconds added to the sessions' clock (no sleeping for expiry)
+        deps.oidc_sessions._clock = lambda: time.time() + self.offset
+
+    def browser(self) -> httpx.Client:
+        # what a browser sends on a same-origin fetch: its Origin
+        return httpx.Client(base_url=self.url, headers={"Origin": self.url}, timeout=15)
+
+
+def serve(idp: OidcIdp, tmp_path: Path, **mapping: str) -> Any:
+    settings = load_settings(
+        data_dir=tmp_path / "data",
+        store="memory",
+        oidc_issuer=idp.url,
+        oidc_client_id="sandbox-console",
+        oidc_client_secret="console-secret",
+        **mapping,
+    )
+    deps = build_embedded(settings)
+    return serve_in_thread(create_app(deps)), deps
+
+
+def sign_in(server: Server, idp: OidcIdp, browser: httpx.Client, sub: str, **query: str):
+    """The browser's round trip: our start → the provider's form → our callback."""
+    start = browser.get("/auth/oidc/start", params={"next": "/sandbox/s1", **query})
+    assert start.status_code == 303
+    authorize = start.headers["location"]
+    params = parse_qs(urlsplit(authorize).query)
+    assert params["code_challenge_method"] == ["S256"]
+    assert params["client_id"] == ["sandbox-console"]
+    assert params["redirect_uri"] == [server.url + "/auth/oidc/callback"]
+    assert len(params["state"][0]) >= 43 and len(params["nonce"][0]) >= 43
+    back = idp.authorize(authorize, sub)
+    assert back.startswith(server.url + "/auth/oidc/callback?")
+    return browser.get(back.removeprefix(server.url)), params
+
+
+def test_sign_in_keycloak_shaped_claims_session_and_logout(idp: OidcIdp, tmp_path: Path):
+    idp.set_user("alice", **KEYCLOAK_ALICE)
+    running, deps = serve(idp, tmp_path, oidc_org_claim="organization")
+    with running as http:
+        server = Server(http.url, deps)
+        with server.browser() as browser:
+            done, _ = sign_in(server, idp, browser, "alice", org="globex")
+            assert done.status_code == 303, done.text
+            assert done.headers["location"] == "/sandbox/s1"
+            cookie = browser.cookies.get("catalyst_session")
+            assert cookie is not None and cookie.startswith("oidc:")
+            set_cookie = done.headers.get_list("set-cookie")
+            session_line = next(c for c in set_cookie if c.startswith("catalyst_session="))
+            assert "HttpOnly" in session_line and "SameSite=strict" in session_line
+            me = browser.get("/api/v1/sandbox/whoami")
+            assert me.status_code == 200, me.text
+            assert me.json() == {
+                "sub": "alice",
+                "email": "alice@acme.test",
+                "org": "globex",
+                "orgAdmin": True,  # realm role org-admin
+            }
+            # what is stored: one file, 0600, nothing of the tokens or the email in clear
+            files = list((tmp_path / "data" / "oidc-sessions").iterdir())
+            assert len(files) == 1
+            assert stat.S_IMODE(files[0].stat().st_mode) == 0o600
+            raw = files[0].read_bytes()
+            record = deps.oidc_sessions._read(cookie.removeprefix("oidc:").split(":")[0])
+            assert record.refresh_token and record.refresh_token.encode() not in raw
+            assert b"alice@acme.test" not in raw and record.id_token.encode() not in raw
+            # a tampered cookie is a 401 and is cleared
+            forged = cookie[:-2] + ("AA" if not cookie.endswith("AA") else "BB")
+            bad = httpx.get(
+                server.url + "/api/v1/sandbox/whoami",
+                headers={"Cookie": f"catalyst_session={forged}"},
+            )
+            assert bad.status_code == 401
+            assert 'catalyst_session=""' in bad.headers["set-cookie"]
+            # a change with the session cookie from another origin is refused
+            cross = browser.post(
+                "/api/v1/sandbox/login-links", headers={"Origin": "http://evil.test"}
+            )
+            assert cross.status_code == 403
+
+            # the access token is refreshed before it expires, and the session goes on
+            before = idp.stats()["grants"].get("refresh_token", 0)
+            server.offset = 50  # 10 s left of 60: inside the refresh margin
+            assert browser.get("/api/v1/sandbox/whoami").status_code == 200
+            assert idp.stats()["grants"]["refresh_token"] == before + 1
+            assert browser.get("/api/v1/sandbox/whoami").status_code == 200
+            assert idp.stats()["grants"]["refresh_token"] == before + 1  # not again
+
+            # logout: ended here, refresh token revoked, the issuer's end-session URL
+            revoked = idp.stats()["revoked"]
+            out = browser.post("/logout")
+            assert out.status_code == 200
+            url = out.json()["logoutUrl"]
+            assert url.startswith(idp.url + "/oauth2/end_session?")
+            query = parse_qs(urlsplit(url).query)
+            assert query["post_logout_redirect_uri"] == [server.url + "/sandbox"]
+            assert query["id_token_hint"][0].count(".") == 2
+            assert idp.stats()["revoked"] == revoked + 1
+            assert not any((tmp_path / "data" / "oidc-sessions").iterdir())
+            again = httpx.get(
+                server.url + "/api/v1/sandbox/whoami",
+                headers={"Cookie": f"catalyst_session={cookie}"},
+            )
+            assert again.status_code == 401
+
+
+def test_an_org_list_without_a_choice_is_a_401_page_offering_each(idp, tmp_path):
+    idp.set_user("bob", **{**KEYCLOAK_ALICE, "email": "bob@acme.test"})
+    running, deps = serve(idp, tmp_path, oidc_org_claim="organization")
+    with running as http, Server(http.url, deps).browser() as browser:
+        server = Server(http.url, deps)
+        page, _ = sign_in(server, idp, browser, "bob")
+        assert page.status_code == 401
+        assert page.headers["content-type"].startswith("text/html")
+        assert "names 2 organization(s), not a string (acme, globex)" in page.text
+        assert 'href="/auth/oidc/start?org=acme&amp;next=%2Fsandbox%2Fs1"' in page.text
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+        assert browser.cookies.get("catalyst_session") is None
+        assert not (tmp_path / "data" / "oidc-sessions").exists() or not any(
+            (tmp_path / "data" / "oidc-sessions").iterdir()
+        )
+        # an org the token does not name is refused too
+        page, _ = sign_in(server, idp, browser, "bob", org="initech")
+        assert page.status_code == 401
+        assert (
+            "is not among those the token&#x27;s organization claim names: acme, globex"
+            in page.text
+            and "initech" in page.text
+        )
+
+
+def test_a_number_org_claim_is_refused(idp, tmp_path):
+    idp.set_user("carol", email="carol@acme.test", org_id=42)
+    running, deps = serve(idp, tmp_path)
+    with running as http, Server(http.url, deps).browser() as browser:
+        page, _ = sign_in(Server(http.url, deps), idp, browser, "carol")
+        assert page.status_code == 401
+        assert "org_id claim is a number, not a string" in page.text
+
+
+def test_groups_and_admin_group_mapping(idp, tmp_path):
+    idp.set_user(
+        "dave",
+        email="dave@acme.test",
+        groups=["/orgs/acme/admins", "/staff"],
+        realm_access={"roles": []},
+    )
+    running, deps = serve(
+        idp,
+        tmp_path,
+        oidc_org_group_prefix="/orgs/",
+        oidc_admin_groups="/orgs/{org}/admins",
+    )
+    with running as http, Server(http.url, deps).browser() as browser:
+        done, _ = sign_in(Server(http.url, deps), idp, browser, "dave")
+        assert done.status_code == 303, done.text
+        me = browser.get("/api/v1/sandbox/whoami").json()
+        assert (me["org"], me["orgAdmin"]) == ("acme", True)
+
+
+def test_state_and_flow_are_checked(idp, tmp_path):
+    idp.set_user("erin", email="erin@acme.test", org_id="acme")
+    running, deps = serve(idp, tmp_path)
+    with running as http:
+        server = Server(http.url, deps)
+        with server.browser() as browser:
+            start = browser.get("/auth/oidc/start")
+            back = idp.authorize(start.headers["location"], "erin")
+            code = parse_qs(urlsplit(back).query)["code"][0]
+            wrong = browser.get("/auth/oidc/callback", params={"code": code, "state": "x" * 43})
+            assert wrong.status_code == 401
+            assert "state does not match" in wrong.text
+        # another browser (no flow cookie) presenting a good code and state: refused
+        with server.browser() as other:
+            start = other.get("/auth/oidc/start")
+            back = idp.authorize(start.headers["location"], "erin")
+        with server.browser() as victim:
+            stolen = victim.get(back.removeprefix(server.url))
+            assert stolen.status_code == 401
+            assert "did not start this sign-in" in stolen.text
+            assert victim.cookies.get("catalyst_session") is None
+        with server.browser() as browser:
+            assert browser.get("/auth/oidc/callback").status_code == 400
+            denied = browser.get(
+                "/auth/oidc/callback", params={"error": "access_denied", "state": "s"}
+            )
+            assert denied.status_code == 401 and "access_denied" in denied.text
+
+
+def test_a_refused_refresh_ends_the_session(idp, tmp_path):
+    idp.set_user("frank", email="frank@acme.test", org_id="acme")
+    running, deps = serve(idp, tmp_path)
+    with running as http:
+        server = Server(http.url, deps)
+        with server.browser() as browser:
+            done, _ = sign_in(server, idp, browser, "frank")
+            assert done.status_code == 303
+            httpx.post(f"{idp.url}/users/frank/revoke-tokens").raise_for_status()
+            server.offset = 55
+            gone = browser.get("/api/v1/sandbox/whoami")
+            assert gone.status_code == 401
+            assert 'catalyst_session=""' in gone.headers["set-cookie"]
+
+
+def test_bearer_id_token_with_an_org_list_needs_x_sandbox_org(idp, tmp_path):
+    """The CLI's case: the issuer's token as a bearer; a token naming several orgs is
+    used for the one the request asks for."""
+    idp.set_user("gina", **{**KEYCLOAK_ALICE, "email": "gina@acme.test"})
+    running, deps = serve(idp, tmp_path, oidc_org_claim="organization")
+    with running as http:
+        server = Server(http.url, deps)
+        with server.browser() as browser:
+            sign_in(server, idp, browser, "gina", org="acme")
+            sid = browser.cookies["catalyst_session"].removeprefix("oidc:").split(":")[0]
+            id_token = deps.oidc_sessions._read(sid).id_token
+        plain = {"Authorization": f"Bearer {id_token}"}
+        refused = httpx.get(server.url + "/api/v1/sandbox/whoami", headers=plain)
+        assert refused.status_code == 401
+        assert "say which one to use" in refused.json()["detail"]
+        chosen = httpx.get(
+            server.url + "/api/v1/sandbox/whoami", headers={**plain, "X-Sandbox-Org": "acme"}
+        )
+        assert chosen.status_code == 200 and chosen.json()["org"] == "acme"
+
+
+def test_without_end_session_logout_is_local(tmp_path):
+    idp = OidcIdp("--no-end-session")
+    try:
+        idp.set_user("hank", email="hank@acme.test", org_id="acme")
+        running, deps = serve(idp, tmp_path)
+        with running as http:
+            server = Server(http.url, deps)
+            with server.browser() as browser:
+                sign_in(server, idp, browser, "hank")
+                assert browser.get("/api/v1/sandbox/whoami").status_code == 200
+                out = browser.post("/logout")
+                assert out.status_code == 204
+                assert browser.get("/api/v1/sandbox/whoami").status_code == 401
+    finally:
+        idp.stop()
+
+
+def test_auth_config_offers_sign_in(idp, tmp_path):
+    running, _ = serve(idp, tmp_path)
+    with running as http:
+        config = httpx.get(http.url + "/api/v1/sandbox/auth/config").json()
+        assert config["oidcConfigured"] is True
+        assert config["signInUrl"] == "/auth/oidc/start"
+        assert config["cliClientId"] == "sandbox-console"
+    assert os.environ.get("SANDBOX_OIDC_CLIENT_SECRET") is None
