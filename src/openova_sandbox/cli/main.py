@@ -29,6 +29,7 @@ from ..domain.errors import SandboxError
 from ..serving import UVICORN_OPTIONS, shutdown_hooks
 from ..serving import Server as HttpServer
 from .agents import app as agents_app
+from .audit import app as audit_app
 from .client import ApiClient, ApiError
 from .console import LazyConsole, escape
 from .tokens import app as tokens_app
@@ -60,6 +61,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(agents_app, name="agents")
+app.add_typer(audit_app, name="audit")
 app.add_typer(tokens_app, name="tokens")
 err = LazyConsole(stderr=True)  # rich is imported at the first print, not at start
 out = LazyConsole()
