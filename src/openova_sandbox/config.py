@@ -275,6 +275,8 @@ def _path(value: Any) -> Path:
 
 
 def _int(value: Any) -> int:
+    """An integer as pydantic's lax mode reads one (the terminal server's request bodies
+    use the same rule, :mod:`openova_sandbox.api.terminal_edge.pty_app`)."""
     if isinstance(value, int):  # bool too: True is 1
         return int(value)
     if isinstance(value, float | Decimal):
@@ -469,6 +471,10 @@ def _specs() -> tuple[_Spec, ...]:
             )
         _SPECS = tuple(built)
     return _SPECS
+
+
+check_int = _int
+check_str = _str
 
 
 def load_settings(**overrides: Any) -> Settings:

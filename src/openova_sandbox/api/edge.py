@@ -3,15 +3,17 @@ and which HTTP status a domain error is.
 
 The control plane (FastAPI, :mod:`.security`, :mod:`.errors`) and the terminal server
 (``sandbox pty-server``, plain Starlette, :mod:`.terminal_edge.pty_app`) both use this
-module, so neither keeps its own copy. Starlette only (no FastAPI): the terminal server
-imports it and stays small.
+module, so neither keeps its own copy. No web framework: a request is anything with
+Starlette's reading surface (:class:`Connection`: ``headers``, ``query_params``,
+``cookies``, ``url``), so the terminal server's own HTTP server (``sandbox pty-server``,
+:mod:`.terminal_edge.pty_server`) uses it without importing Starlette.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Protocol
 from urllib.parse import urlsplit
-
-from starlette.requests import HTTPConnection
 
 from ..auth.cookie import COOKIE_NAME
 from ..auth.sources import TokenFound, extract_token
@@ -26,10 +28,42 @@ from ..domain.errors import (
     Unauthenticated,
 )
 
-__all__ = ["COOKIE_NAME", "origin_allowed", "origin_of_url", "request_token", "status_of"]
+__all__ = [
+    "COOKIE_NAME",
+    "Connection",
+    "origin_allowed",
+    "origin_of_url",
+    "request_token",
+    "status_of",
+]
 
 
-def request_token(conn: HTTPConnection, cookie_secret: str) -> TokenFound | None:
+class _URL(Protocol):
+    @property
+    def scheme(self) -> str: ...
+
+    @property
+    def netloc(self) -> str: ...
+
+
+class Connection(Protocol):
+    """What the rules read of a request or WebSocket upgrade (Starlette's
+    ``HTTPConnection`` has it; so has the pty-server's own request)."""
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def query_params(self) -> Mapping[str, str]: ...
+
+    @property
+    def cookies(self) -> Mapping[str, str]: ...
+
+    @property
+    def url(self) -> _URL: ...
+
+
+def request_token(conn: Connection, cookie_secret: str) -> TokenFound | None:
     """Bearer header, then ``?access_token=``, then the ``catalyst_session`` cookie
     (``auth.sources``); raises ``CookieRejected`` for a signed cookie that does not verify."""
     return extract_token(
@@ -48,14 +82,14 @@ def origin_of_url(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
-def _reached_as(conn: HTTPConnection) -> tuple[str, str]:
+def _reached_as(conn: Connection) -> tuple[str, str]:
     """This server as the client reached it: scheme (``http``/``https``) and ``Host``."""
     scheme = {"ws": "http", "wss": "https"}.get(conn.url.scheme, conn.url.scheme)
     host = (conn.headers.get("host") or conn.url.netloc).strip()
     return scheme.lower(), host.lower()
 
 
-def origin_allowed(conn: HTTPConnection, public_url: str) -> bool:
+def origin_allowed(conn: Connection, public_url: str) -> bool:
     """Cross-site request and WebSocket hijacking guard, one rule for both edges.
 
     No ``Origin`` (CLI clients) is fine. With a public URL configured, a browser's

@@ -43,8 +43,18 @@ def free_port(host: str = "127.0.0.1") -> int:
 def serve_in_thread(
     app: Any, *, host: str = "127.0.0.1", port: int = 0, start_timeout: float = 20.0
 ) -> Iterator[RunningServer]:
-    """Serve ``app`` until the block exits; lifespan start-up completes before yielding."""
+    """Serve ``app`` until the block exits; lifespan start-up completes before yielding.
+    A terminal server's app (``sandbox pty-server``'s ``PtyApp``) runs on its own HTTP
+    server, as in its pod."""
     port = port or free_port(host)
+    from ..api.terminal_edge.pty_app import PtyApp
+
+    if isinstance(app, PtyApp):
+        from ..api.terminal_edge import pty_server
+
+        with pty_server.serve_in_thread(app, host=host, port=port) as running:
+            yield RunningServer(host, running.port)
+        return
     config = uvicorn.Config(app, host=host, port=port, lifespan="on", **UVICORN_OPTIONS)
     server = Server(config, on_shutdown=shutdown_hooks(app))
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)

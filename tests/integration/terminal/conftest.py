@@ -8,14 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
-from pty_harness import PtyServer, start_pty_server, stop_pty_server
+from pty_harness import PtyServer, ServerHandle, start_pty_server, stop_pty_server
 
 
 @pytest.fixture
 async def start_server(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     """Start as many servers as a test needs; all are stopped at the end."""
-    started: list[tuple[uvicorn.Server, asyncio.Task[None], PtyServer]] = []
+    started: list[tuple[ServerHandle, asyncio.Task[None], PtyServer]] = []
 
     async def start(**options: Any) -> PtyServer:
         triple = await start_pty_server(tmp_path, **options)

@@ -1,5 +1,5 @@
-"""Harness for the terminal integration tests: a real pty-server (uvicorn on 127.0.0.1,
-random port) over a real registry.
+"""Harness for the terminal integration tests: a real pty-server (the pod's own HTTP
+server, ``api.terminal_edge.pty_server``, on 127.0.0.1, random port) over a real registry.
 
 Token validation belongs to the auth package; here ``authenticate`` is the injected
 boundary, a table of three callers (owner, org admin, stranger). Everything else is real:
@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
-from openova_sandbox.api.terminal_edge.lean_ws import LeanWebSocketProtocol
 from openova_sandbox.api.terminal_edge.pty_app import create_pty_app
+from openova_sandbox.api.terminal_edge.pty_server import PtyHttpServer
 from openova_sandbox.api.terminal_edge.standalone import owner_or_org_admin
 from openova_sandbox.domain.catalogue import BUILTIN, AgentSpec, Catalogue
 from openova_sandbox.domain.errors import Unauthenticated
@@ -64,6 +63,27 @@ async def authenticate(token: str) -> Principal:
     if principal is None:
         raise Unauthenticated("unknown token")
     return principal
+
+
+class ServerHandle:
+    """The running server; ``should_exit = True`` starts its shutdown (as uvicorn's)."""
+
+    def __init__(self, server: PtyHttpServer) -> None:
+        self.server = server
+        self.stop_requested = asyncio.Event()
+
+    @property
+    def should_exit(self) -> bool:
+        return self.stop_requested.is_set()
+
+    @should_exit.setter
+    def should_exit(self, value: bool) -> None:
+        if value:
+            self.stop_requested.set()
+
+    async def run(self) -> None:
+        await self.stop_requested.wait()
+        await self.server.stop()
 
 
 @dataclass
@@ -159,7 +179,7 @@ async def start_pty_server(
     public_origin: str | None = None,
     ring_bytes: int = 1024 * 1024,
     viewer_window: int = 1024 * 1024,
-) -> tuple[uvicorn.Server, asyncio.Task[None], PtyServer]:
+) -> tuple[ServerHandle, asyncio.Task[None], PtyServer]:
     registry = TerminalRegistry(
         catalogue=make_catalogue(workdir),
         ring_bytes=ring_bytes,
@@ -186,23 +206,17 @@ async def start_pty_server(
         public_origin=public_origin,
         viewer_window=viewer_window,
     )
-    config = uvicorn.Config(  # the production WebSocket protocol (serving.UVICORN_OPTIONS)
-        app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", ws=LeanWebSocketProtocol
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    for _ in range(1000):
-        if server.started or task.done():
-            break
-        await asyncio.sleep(0.01)
-    assert server.started, "uvicorn did not start"
-    port = server.servers[0].sockets[0].getsockname()[1]
+    server = PtyHttpServer(app)  # the pod's server (sandbox pty-server)
+    await server.start("127.0.0.1", 0)
+    handle = ServerHandle(server)
+    task = asyncio.create_task(handle.run())
+    port = server.port
     http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=20)
-    return server, task, PtyServer(registry, "box", port, workdir, http)
+    return handle, task, PtyServer(registry, "box", port, workdir, http)
 
 
 async def stop_pty_server(
-    server: uvicorn.Server, task: asyncio.Task[None], running: PtyServer
+    server: ServerHandle, task: asyncio.Task[None], running: PtyServer
 ) -> None:
     for ws in running.sockets:
         await ws.close()

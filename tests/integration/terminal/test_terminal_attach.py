@@ -1,4 +1,4 @@
-"""Raw attach over a real uvicorn server and real PTYs.
+"""Raw attach over a real pty-server (its own HTTP server) and real PTYs.
 
 The replay is the server's screen (a snapshot that rebuilds it on a reset terminal),
 not the raw bytes: a viewer that attaches later sees the same *screen* as one that

@@ -352,7 +352,7 @@ async def test_server_shutdown_closes_viewers_and_ends_processes(tmp_path: Path)
     ws = await running.attach("box")
     await read_until(ws, b"agent ready")
     pid = running.registry.get("box", "box").pid
-    server.should_exit = True  # uvicorn's shutdown, then the app's lifespan closes the registry
+    server.should_exit = True  # the server's shutdown, then the app's closes the registry
     await asyncio.wait_for(task, 30)
     assert not _alive(pid)
     await _wait_for(lambda: ws.close_code is not None, timeout=20)

@@ -1,4 +1,4 @@
-"""The sandbox.v2 subprotocol over a real pty-server (uvicorn) and real PTYs.
+"""The sandbox.v2 subprotocol over a real pty-server (its own HTTP server) and real PTYs.
 
 Every binary frame carries its stream offset; a client that tracks them can tell a gap
 or a duplicate, so these tests check offsets byte for byte: a live frame starts where

@@ -23,15 +23,13 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable, Mapping
 
-from starlette.applications import Starlette
-
 from ...config import Settings
 from ...domain.access import SandboxOwner
 from ...domain.catalogue import load_catalogue
 from ...domain.model_access import ModelAccess, agent_model_env
 from ...domain.principal import Principal
 from ...terminal.registry import DEFAULT_CWD, SandboxContext, SpawnPreparer, TerminalRegistry
-from .pty_app import Authorize, VerifyGrant, create_pty_app
+from .pty_app import Authorize, PtyApp, VerifyGrant, create_pty_app
 
 
 def owner_or_org_admin(
@@ -68,8 +66,9 @@ def build_standalone_app(
     registry: TerminalRegistry | None = None,
     prepare_spawn: SpawnPreparer | None = None,
     home: str | None = None,
-) -> Starlette:
-    """The pty-server app for the sandbox described by ``settings``. ``home``: the
+) -> PtyApp:
+    """The pty-server app for the sandbox described by ``settings`` (served by
+    :mod:`.pty_server`). ``home``: the
     sandbox's own HOME (default: this process' ``HOME``, the pod's home volume), which
     ``prepare_spawn`` gets ready before each start (without it nothing is seeded)."""
     sandbox_id = settings.pty_sandbox_id or "sandbox"
