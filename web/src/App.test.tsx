@@ -2,6 +2,7 @@ import { render, screen, within } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
 import { describe, expect, it } from "vitest";
 import { App } from "./App";
+import { signInUrl } from "./pages/SignIn";
 import { FakeServer } from "./test/fakeServer";
 import { usageReport } from "./test/render";
 
@@ -19,8 +20,15 @@ describe("App sign-in gate", () => {
     expect(screen.getByText(/printed it when the server started/)).toBeInTheDocument();
     expect(screen.getByText(/^sandbox token --sub <id> --email <you@org> --org <org>$/)).toBeInTheDocument();
     const signIn = await screen.findByRole("button", { name: "Sign in" });
-    expect(signIn).toBeDisabled();
+    expect(signIn).toBeEnabled();
     expect(signIn).toHaveAccessibleDescription(/https:\/\/id.acme.test/);
+  });
+
+  it("Sign in goes to the server's OIDC sign-in, coming back to this page", () => {
+    window.history.replaceState(null, "", "/sandbox/s1?tab=2");
+    expect(signInUrl()).toBe("/auth/oidc/start?next=%2Fsandbox%2Fs1%3Ftab%3D2");
+    window.history.replaceState(null, "", "/elsewhere");
+    expect(signInUrl()).toBe("/auth/oidc/start?next=%2Fsandbox");
   });
 
   it("shows the caller's email in the header when signed in", async () => {

@@ -223,7 +223,18 @@ export function createApi(options: ApiOptions = {}) {
       ),
     byosDisconnect: async () =>
       settleEmpty(await client.DELETE("/api/v1/sandbox/byos/claude-code")),
-    logout: async () => settleEmpty(await client.POST("/logout")),
+    /** Signs out here; answers the identity provider's end-session URL when the session
+     * was an OIDC sign-in and the provider offers RP-initiated logout, else null. */
+    logout: async (): Promise<string | null> => {
+      const outcome = await client.POST("/logout");
+      settleEmpty(outcome);
+      const body: unknown = outcome.data;
+      if (body && typeof body === "object" && "logoutUrl" in body) {
+        const url = (body as { logoutUrl: unknown }).logoutUrl;
+        return typeof url === "string" && /^https?:\/\//.test(url) ? url : null;
+      }
+      return null;
+    },
     usage: async (query: UsageQuery) =>
       settle(await client.GET("/api/v1/sandbox/usage", { params: { query: { ...query } } })),
     listBudgets: async () => settle(await client.GET("/api/v1/sandbox/budgets")),

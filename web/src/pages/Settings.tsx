@@ -169,7 +169,12 @@ function AccountCard({ email, onSignedOut }: { email: string; onSignedOut: () =>
   const [error, setError] = useState<string | null>(null);
   const signOut = async () => {
     try {
-      await api.logout();
+      const providerLogout = await api.logout();
+      if (providerLogout) {
+        // end the session at the identity provider too (it sends the browser back)
+        window.location.assign(providerLogout);
+        return;
+      }
       onSignedOut();
     } catch (err) {
       setError(err instanceof Error ? err.message : String(err));

@@ -1,8 +1,16 @@
-/** Shown on any 401: explains where the login link comes from. */
+/** Shown on any 401: single sign-on when the server has it, and where the login link
+ * comes from. */
 import { useEffect, useState } from "react";
 import type { AuthConfig } from "../api/client";
 import { useApi } from "../api/context";
 import { useTitle } from "../hooks";
+
+/** The server's OIDC sign-in, coming back to this console page. */
+export function signInUrl(): string {
+  const here = window.location.pathname + window.location.search;
+  const next = here.startsWith("/sandbox") ? here : "/sandbox";
+  return `/auth/oidc/start?next=${encodeURIComponent(next)}`;
+}
 
 export function SignIn({ onRetry }: { onRetry: () => void }) {
   const api = useApi();
@@ -29,12 +37,17 @@ export function SignIn({ onRetry }: { onRetry: () => void }) {
         </p>
         {config?.oidcConfigured && (
           <div className="oidc">
-            <button type="button" className="btn btn-primary" disabled aria-describedby="oidc-note">
+            <button
+              type="button"
+              className="btn btn-primary"
+              aria-describedby="oidc-note"
+              onClick={() => window.location.assign(signInUrl())}
+            >
               Sign in
             </button>
             <p id="oidc-note" className="hint">
-              Single sign-on with {config.issuer || "your identity provider"} is not available in
-              the console yet; use the login link for now.
+              Signs you in with {config.issuer || "your identity provider"} and brings you back
+              here.
             </p>
           </div>
         )}
