@@ -22,6 +22,14 @@ should resume or list again), the others are untouched. ``stop`` ends every
 subscription with reason ``shutdown``; ``end_streams`` does the same while the cache
 keeps running (for a server about to stop).
 
+Indexes (issue 11: a neighbour's list must not cost a walk over another user's
+thousand sandboxes): the copy is also kept by namespace and by owner within a namespace
+(the owner's subject when the object records one, else their email, case-folded: the
+two ways ``domain.access`` recognises an owner), and in creation order, so ``owned`` and
+``in_namespace`` answer from a dict lookup and a sort of the caller's own objects.
+``applied_version`` is the newest resourceVersion applied; ``wait_for_version`` lets a
+reader wait (bounded) until a write this process made is in the copy.
+
 Resume: every announced change gets the next number of one counter and the id
 ``<epoch>-<seq>``; the epoch is random, chosen at construction and changed at every
 relist after the first, so an id names one unbroken run of the watch in one process.
@@ -39,14 +47,14 @@ import re
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
 
 from ..domain.errors import Conflict
-from ..domain.model import Sandbox, utcnow
+from ..domain.model import ANNOTATION_SUB, Sandbox, utcnow
 from ..store.base import EventType, Store, WatchEvent
 from .resources_query import Key
 
@@ -94,6 +102,17 @@ class StreamEnd:
 def _version(sandbox: Sandbox) -> int:
     text = sandbox.metadata.resource_version
     return int(text) if text.isdigit() else 0
+
+
+_SUB, _EMAIL = "sub:", "email:"
+
+
+def _owner_key(sandbox: Sandbox) -> str:
+    """How ``domain.access`` recognises the owner: the recorded subject, else the email."""
+    sub = sandbox.metadata.annotations.get(ANNOTATION_SUB, "").strip()
+    if sub:
+        return _SUB + sub
+    return _EMAIL + sandbox.spec.owner_email.strip().lower()
 
 
 class Subscription:
@@ -183,6 +202,14 @@ class SandboxInformer:
         self._backoff_max = backoff_max
         self._clock = clock
         self._objects: dict[Key, Sandbox] = {}
+        # the indexes (see the module docstring): namespace → name → object, (namespace,
+        # owner) → name → object, and each key's place in creation order
+        self._by_namespace: dict[str, dict[str, Sandbox]] = {}
+        self._by_owner: dict[tuple[str, str], dict[str, Sandbox]] = {}
+        self._born: dict[Key, int] = {}
+        self._births = 0
+        self._applied = 0  # the newest resourceVersion applied to the copy
+        self._advanced = asyncio.Event()  # set (and replaced) when _applied moves
         self._subscribers: set[Subscription] = set()
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -263,6 +290,46 @@ class SandboxInformer:
     def items(self) -> list[Sandbox]:
         """Every cached object, ordered by (namespace, name)."""
         return [self._objects[k] for k in sorted(self._objects)]
+
+    def in_namespace(self, namespace: str) -> list[Sandbox]:
+        """The namespace's objects, newest first (the store's list order)."""
+        return self._newest_first((self._by_namespace.get(namespace) or {}).values())
+
+    def owned(self, namespace: str, *, sub: str, email: str) -> list[Sandbox]:
+        """Candidates for "owned by this caller" in ``namespace``, newest first: objects
+        recording ``sub`` as their owner's subject, and objects recording none whose
+        owner email is ``email``. The caller still applies the access rule; this only
+        keeps it from looking at everyone else's objects."""
+        found: list[Sandbox] = []
+        if sub:
+            found += (self._by_owner.get((namespace, _SUB + sub)) or {}).values()
+        folded = email.strip().lower()
+        if folded:
+            found += (self._by_owner.get((namespace, _EMAIL + folded)) or {}).values()
+        return self._newest_first(found)
+
+    def _newest_first(self, objects: Iterable[Sandbox]) -> list[Sandbox]:
+        born = self._born
+        return sorted(objects, key=lambda s: born.get(s.key, 0), reverse=True)
+
+    @property
+    def applied_version(self) -> int:
+        return self._applied
+
+    async def wait_for_version(self, version: int, timeout: float) -> bool:
+        """Until the copy holds every change up to ``version`` (``False`` on timeout
+        or while the watch is down)."""
+        deadline = time.monotonic() + timeout
+        while self._applied < version:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._live:
+                return False
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._advanced.wait()
+            except TimeoutError:
+                return self._applied >= version
+        return True
 
     @property
     def epoch(self) -> str:
@@ -386,15 +453,21 @@ class SandboxInformer:
             self._epoch_base = self._seq
             self._history.clear()
         fresh = {s.key: s for s in listed}
+        for sandbox in reversed(listed):  # listed newest first: births oldest first
+            if sandbox.key not in self._born:
+                self._births += 1
+                self._born[sandbox.key] = self._births
         for key in sorted(set(self._objects) - set(fresh)):
-            gone = self._objects.pop(key)
+            gone = self._objects[key]
+            self._remove(key)
             self._fan_out("DELETED", gone, now)
         for key in sorted(fresh):
             new, old = fresh[key], self._objects.get(key)
             if old is not None and _version(old) == _version(new):
                 continue
-            self._objects[key] = new
+            self._put(new)
             self._fan_out("ADDED" if old is None else "MODIFIED", new, now)
+        self._advance(max((_version(s) for s in listed), default=0))
         self.relists += 1
         self._live = True
         self._last_sync = self._clock()
@@ -407,16 +480,52 @@ class SandboxInformer:
         obj = event.object
         key = obj.key
         current = self._objects.get(key)
+        version = event.resource_version
+        self._advance(int(version) if version.isdigit() else _version(obj))
         if current is not None and _version(current) >= _version(obj):
             return  # a replay of something the copy already has
         if event.type == "DELETED":
             if current is None:
                 return
-            del self._objects[key]
+            self._remove(key)
             self._fan_out("DELETED", obj, utcnow())
             return
-        self._objects[key] = obj
+        if current is None:
+            self._births += 1
+            self._born[key] = self._births
+        self._put(obj)
         self._fan_out("ADDED" if current is None else "MODIFIED", obj, utcnow())
+
+    def _put(self, obj: Sandbox) -> None:
+        key = obj.key
+        old = self._objects.get(key)
+        if old is not None and _owner_key(old) != _owner_key(obj):
+            self._unindex(old)
+        self._objects[key] = obj
+        self._by_namespace.setdefault(obj.namespace, {})[obj.name] = obj
+        self._by_owner.setdefault((obj.namespace, _owner_key(obj)), {})[obj.name] = obj
+        self._born.setdefault(key, 0)
+
+    def _remove(self, key: Key) -> None:
+        old = self._objects.pop(key, None)
+        self._born.pop(key, None)
+        if old is not None:
+            self._unindex(old)
+
+    def _unindex(self, old: Sandbox) -> None:
+        names = self._by_namespace.get(old.namespace)
+        if names is not None and names.pop(old.name, None) is not None and not names:
+            del self._by_namespace[old.namespace]
+        owner = (old.namespace, _owner_key(old))
+        owned = self._by_owner.get(owner)
+        if owned is not None and owned.pop(old.name, None) is not None and not owned:
+            del self._by_owner[owner]
+
+    def _advance(self, version: int) -> None:
+        if version > self._applied:
+            self._applied = version
+            self._advanced.set()
+            self._advanced = asyncio.Event()
 
     def _fan_out(self, type_: EventType, obj: Sandbox, at: datetime) -> None:
         self._seq += 1

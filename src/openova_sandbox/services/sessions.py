@@ -83,6 +83,21 @@ class Subscriptions(Protocol):
     def connected(self, sub: str) -> bool: ...
 
 
+class SandboxCache(Protocol):
+    """The informer's copy of every Sandbox, as the list reads it
+    (``services.resources.SandboxInformer``)."""
+
+    def in_namespace(self, namespace: str) -> list[Sandbox]: ...
+
+    def owned(self, namespace: str, *, sub: str, email: str) -> list[Sandbox]: ...
+
+    async def wait_for_version(self, version: int, timeout: float) -> bool: ...
+
+
+# how long a list waits for the copy to hold this service's last write before reading
+# the store instead (the copy is normally there within a loop iteration of the commit)
+CACHE_WAIT = 1.0
+
 BYOS_AGENT = "claude-code"
 BYOS_TOKEN_ENV = "CLAUDE_CODE_OAUTH_TOKEN"  # what a connected subscription gives it
 
@@ -106,6 +121,15 @@ class SessionsService:
         self._credentials = credentials
         # quotas per user and org (issue 11; services.quotas): None checks none
         self.quotas: QuotasService | None = None
+        # the informer's copy lists are answered from (None: from the store), and the
+        # newest resourceVersion this service wrote (the copy must hold it first)
+        self.cache: SandboxCache | None = None
+        self._written = 0
+
+    def _wrote(self, sandbox: Sandbox) -> None:
+        version = sandbox.metadata.resource_version
+        if version.isdigit():
+            self._written = max(self._written, int(version))
 
     def _sandbox_slot(
         self, principal: Principal, sandbox: Sandbox, taken: Callable[[], AlreadyExists]
@@ -153,6 +177,15 @@ class SessionsService:
 
     async def list(self, principal: Principal, *, org_scope: bool = False) -> list[Sandbox]:
         namespace = self.namespace_of(principal)
+        cache = self.cache
+        if cache is not None and await cache.wait_for_version(self._written, CACHE_WAIT):
+            # issue 11: from the informer's indexes (services.resources), not a read of
+            # every object of the namespace per request; once it holds this service's
+            # own writes, so a caller sees what they just created or deleted
+            if org_scope and principal.is_org_admin:
+                return cache.in_namespace(namespace)
+            mine = cache.owned(namespace, sub=principal.sub, email=principal.email)
+            return [s for s in mine if self.owns(principal, s)]
         items = await self._store.list(namespace)
         if org_scope and principal.is_org_admin:
             return items
@@ -184,9 +217,11 @@ class SessionsService:
                 code="sandbox-not-found",
             )
         try:
-            await self._store.delete(namespace, sandbox_id)
+            marked = await self._store.delete(namespace, sandbox_id)
         except NotFound:
             return
+        if marked is not None:
+            self._wrote(marked)
         log.info("sandbox delete requested", sandbox=sandbox_id, namespace=namespace)
 
     def validate(self, principal: Principal, request: CreateRequest) -> None:
@@ -322,6 +357,7 @@ class SessionsService:
                 stored = await self._store.create(sandbox)
         except AlreadyExists as exc:
             raise taken() from exc
+        self._wrote(stored)
         log.info("sandbox created", sandbox=stored.name, namespace=stored.namespace)
         await self._publish_requested(principal, stored)
         return stored
