@@ -17,9 +17,15 @@ a Conflict and a read, a missed one at most an extra pass; the events of the
 controller's own writes are not queued (their outcome was reconciled by the pass that
 wrote them), so a sandbox that just became Ready is not looked at again at once.
 
-The sweep re-queues every known Sandbox every few seconds. That is how ``status.sessions``
+The sweep looks at every known Sandbox every few seconds. That is how ``status.sessions``
 and ``status.lastActivityAt`` stay current and how ``PtyReady`` follows the terminal
-server, which announce nothing; the reconciler writes only when a value changed.
+server, which announce nothing; the reconciler writes only when a value changed. It
+reads no store (issue 11: re-reading every object each 3 s cost a thousand sandboxes'
+owner 44 % of a core while idle, and their neighbours' latency): the controller keeps
+the newest object it knows of each Sandbox (from watch events, the relist and its own
+writes), reconciles that copy against a fresh observation in memory, and queues a pass
+only for a Sandbox whose plan is not empty, starting from the copy (a stale copy costs
+a Conflict and one read, as for an event).
 """
 
 from __future__ import annotations
@@ -56,7 +62,8 @@ TOO_OLD = "resource-version-too-old"
 # A worker re-reconciles in place while plans keep making progress, up to this many passes.
 MAX_PASSES = 16
 STALL_DELAY = 1.0
-SWEEP_SECONDS = 3.0  # how often every known Sandbox is re-queued (activity, sessions)
+SWEEP_SECONDS = 3.0  # how often every known Sandbox is looked at (activity, sessions)
+SWEEP_SLICE = 64  # sandboxes the sweep reconciles in memory between two yields to the loop
 
 
 class EmbeddedController:
@@ -96,6 +103,10 @@ class EmbeddedController:
         # run starts from it instead of reading the store (any later change is a later
         # event, which queues another run; a stale one makes the first write Conflict)
         self._latest: dict[Key, Sandbox] = {}
+        # the newest object known of each Sandbox (events, relist, own writes, reads):
+        # what the sweep reconciles in memory instead of reading the store
+        self._objects: dict[Key, Sandbox] = {}
+        self.sweep_passes = 0  # passes the sweep queued (observability, tests)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -165,9 +176,11 @@ class EmbeddedController:
                         self._known.discard(key)
                         self._written.pop(key, None)
                         self._latest.pop(key, None)
+                        self._objects.pop(key, None)
                     else:
                         self._known.add(key)
                         self._latest[key] = event.object
+                        self._keep(event.object)
                         if event.object.deleting:
                             self._preempt(key)
                         if self._written.get(key) == event.resource_version:
@@ -194,6 +207,7 @@ class EmbeddedController:
         self._latest.clear()  # events of before the gap may describe objects now gone
         objects = await self._store.list()
         listed = {sb.key for sb in objects}
+        self._objects = {sb.key: sb for sb in objects}
         # Keys we knew that vanished while we were not watching: their worker finds them
         # gone and cleans up after them.
         vanished = self._known - listed
@@ -205,9 +219,29 @@ class EmbeddedController:
     async def _sweep_loop(self) -> None:
         while True:
             await asyncio.sleep(self._sweep_interval)
-            for key in tuple(self._known):
-                if self._queue is not None:
-                    self._queue.poke(key)  # a failing sandbox keeps its back-off
+            await self.sweep()
+
+    async def sweep(self) -> None:
+        """Queue a pass for every known Sandbox whose plan, from the copy and a fresh
+        observation, is not empty (a Sandbox with no copy yet is queued as before); a
+        failing one keeps its back-off (``WorkQueue.poke``)."""
+        for done, key in enumerate(tuple(self._known), start=1):
+            if done % SWEEP_SLICE == 0:
+                await asyncio.sleep(0)  # a thousand sandboxes must not hold the loop
+            queue = self._queue
+            if queue is None or queue.busy(key) or queue.backing_off(key):
+                continue
+            cached = self._objects.get(key)
+            if cached is not None:
+                try:
+                    settled = reconcile(cached, self._runtime.observe(cached), self._clock()).empty
+                except Exception:  # the worker will meet it, log it and back off
+                    settled = False
+                if settled:
+                    continue
+                self._latest.setdefault(key, cached)
+            self.sweep_passes += 1
+            queue.poke(key)
 
     def requeue(self, namespace: str, name: str) -> None:
         """Look at one Sandbox again soon (the terminals say its agent could not start,
@@ -236,6 +270,7 @@ class EmbeddedController:
                 except NotFound:
                     await self._clean_up_orphan(key)
                     return None
+                self._keep(sandbox)
             observed = self._runtime.observe(sandbox)
             plan = reconcile(sandbox, observed, self._clock())
             if plan.empty:
@@ -351,13 +386,22 @@ class EmbeddedController:
     def _remember(self, written: Sandbox | None, key: Key) -> None:
         if written is None:
             self._written.pop(key, None)
+            self._objects.pop(key, None)
         else:
             self._written[key] = written.metadata.resource_version
+            self._keep(written)
+
+    def _keep(self, sandbox: Sandbox) -> None:
+        """``sandbox`` becomes the copy of its key unless the copy is newer."""
+        current = self._objects.get(sandbox.key)
+        if current is None or _version(current) <= _version(sandbox):
+            self._objects[sandbox.key] = sandbox
 
     async def _clean_up_orphan(self, key: Key) -> None:
         self._known.discard(key)
         self._written.pop(key, None)
         self._latest.pop(key, None)
+        self._objects.pop(key, None)
         plan = reconcile_orphan(self._runtime.observe_orphan(*key))
         for action in plan.actions:
             if isinstance(action, StopTerminals):
@@ -365,3 +409,8 @@ class EmbeddedController:
             elif isinstance(action, RemoveWorkspace):
                 await self._runtime.remove_workspace(*key)
         self._runtime.forget(*key)
+
+
+def _version(sandbox: Sandbox) -> int:
+    text = sandbox.metadata.resource_version
+    return int(text) if text.isdigit() else 0

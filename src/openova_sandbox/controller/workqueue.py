@@ -76,9 +76,17 @@ class WorkQueue:
     def poke(self, key: Key) -> None:
         """:meth:`add`, except for a key waiting out its back-off after a failure: the
         periodic sweep must not turn a 30 s back-off into a retry every sweep."""
-        if key in self._failures and key in self._timers:
+        if self.backing_off(key):
             return
         self.add(key)
+
+    def backing_off(self, key: Key) -> bool:
+        """``key`` failed and waits for its retry timer."""
+        return key in self._failures and key in self._timers
+
+    def busy(self, key: Key) -> bool:
+        """A worker runs ``key`` now."""
+        return key in self._running
 
     def add_after(self, key: Key, delay: float) -> None:
         """Run ``key`` after ``delay`` seconds, unless an earlier run is already due."""
