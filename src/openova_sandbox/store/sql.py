@@ -14,13 +14,15 @@ Every call runs under a time budget (5 s by default) and is retried once, on fre
 opened connections, when its failure is transient; what still fails becomes
 ``BackendUnavailable`` (``sql_retry``, ``sql_errors``). Migrations run in ``start``.
 
-On SQLite, ``update_status`` commits on a second engine whose connections run
-``synchronous=NORMAL``: a status write is not fsynced before it returns (it survives a
-process crash, and power loss from the next synced commit on), every other write is
-(``FULL``). Status is what the controller observed; it writes it again after a restart,
-so losing the newest status writes to power loss loses nothing it cannot recompute,
-while the objects themselves (create, spec, finalizers, deletion) never go missing.
-docs/store.md, "Durability".
+On SQLite the store does not go through SQLAlchemy and aiosqlite after its migrations:
+each call is one transaction on its own ``sqlite3`` connections, on the event loop
+(``sql_sqlite``): reads and ``update_status`` with ``synchronous=NORMAL`` (a status
+write is not fsynced before it returns; it survives a process crash, and power loss
+from the next synced commit on), every other write with ``FULL``. Status is what the controller
+observed; it writes it again after a restart, so losing the newest status writes to
+power loss loses nothing it cannot recompute, while the objects themselves (create,
+spec, finalizers, deletion) never go missing. docs/store.md, "Durability". PostgreSQL
+runs the same statements (``sql_queries.SaTx``) through ``run_sync`` on its pool.
 """
 
 from __future__ import annotations
@@ -31,16 +33,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TypeVar
 
 import structlog
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..domain.errors import BackendUnavailable
 from ..domain.model import JSON, Sandbox
 from . import semantics as rules
 from . import sql_queries as q
-from .base import EventType, WatchEvent
+from .base import WatchEvent
 from .sql_engine import create_engine, migrate, migration_lock, parse_url, safe_url
-from .sql_retry import EngineCalls
+from .sql_retry import EngineCalls, retrying
+from .sql_sqlite import SqliteDirect
 
 log = structlog.get_logger(__name__)
 
@@ -48,7 +51,7 @@ T = TypeVar("T")
 # how many of this process's newest committed events watchers can take without a query
 RECENT_EVENTS = 512
 # A write's work: the value to return, and whether anything changed (else: roll back).
-Work = Callable[[AsyncConnection], Awaitable[tuple[T, bool]]]
+Work = Callable[[q.Tx], tuple[T, bool]]
 
 
 class SqlStore(EngineCalls):
@@ -68,13 +71,11 @@ class SqlStore(EngineCalls):
         self._budget = call_timeout
         self._poll = min(poll_interval, 1.0)
         self._retain = retain_events
-        self._engine: AsyncEngine | None = None
-        self._status_engine: AsyncEngine | None = None  # SQLite: synchronous=NORMAL
+        self._engine: AsyncEngine | None = None  # SQLite: for the migrations only
+        self._direct: SqliteDirect | None = None  # SQLite: every call after them
         self._start_lock = asyncio.Lock()
         self._write_lock = asyncio.Lock()
-        # the events of the transaction under way (under the write lock), and this
-        # process's newest committed ones by version
-        self._pending: builtins.list[q.Event] = []
+        # this process's newest committed events by version
         self._recent: dict[int, q.Event] = {}
         self._changed = asyncio.Event()
         self._closed = False
@@ -99,9 +100,8 @@ class SqlStore(EngineCalls):
                 raise
             self._engine = engine
             if self._url.get_backend_name() == "sqlite":
-                self._status_engine = create_engine(
-                    self._url, echo=self._echo, connect_timeout=self._budget, synchronous="NORMAL"
-                )
+                assert self._url.database is not None  # parse_url refused the rest
+                self._direct = SqliteDirect(self._url.database)
             log.info("store.started", backend=self._url.get_backend_name(), url=self.url)
 
     async def close(self) -> None:
@@ -109,12 +109,18 @@ class SqlStore(EngineCalls):
         self._notify()
         async with self._start_lock:
             engine, self._engine = self._engine, None
-            status_engine, self._status_engine = self._status_engine, None
-            for each in (engine, status_engine):
-                if each is not None:
-                    await each.dispose()
+            direct, self._direct = self._direct, None
+            if direct is not None:
+                await direct.close()
+            if engine is not None:
+                await engine.dispose()
 
     async def ping(self) -> None:
+        direct = await self._sqlite()
+        if direct is not None:
+            await self._direct_call("ping", direct, direct.ping)
+            return
+
         async def work(engine: AsyncEngine) -> None:
             async with engine.connect() as connection:
                 await connection.exec_driver_sql("SELECT 1")
@@ -124,11 +130,7 @@ class SqlStore(EngineCalls):
     # --- reads ------------------------------------------------------------------------
 
     async def get(self, namespace: str, name: str) -> Sandbox:
-        async def work(engine: AsyncEngine) -> tuple[JSON, int] | None:
-            async with engine.connect() as connection:
-                return await q.load(connection, namespace, name)
-
-        found = await self._call("get", work)
+        found = await self._read("get", lambda tx: tx.load(namespace, name))
         if found is None:
             raise rules.not_found(namespace, name)
         return Sandbox.from_dict(found[0])
@@ -139,13 +141,9 @@ class SqlStore(EngineCalls):
         *,
         labels: Mapping[str, str] | None = None,
     ) -> builtins.list[Sandbox]:
-        async def work(engine: AsyncEngine) -> builtins.list[JSON]:
-            async with engine.connect() as connection:
-                return await q.objects_newest_first(connection, namespace)
-
         wanted = dict(labels or {})
         out = []
-        for document in await self._call("list", work):
+        for document in await self._read("list", lambda tx: tx.objects_newest_first(namespace)):
             present = document["metadata"].get("labels") or {}
             if all(present.get(k) == v for k, v in wanted.items()):
                 out.append(Sandbox.from_dict(document))
@@ -156,72 +154,73 @@ class SqlStore(EngineCalls):
     async def create(self, sandbox: Sandbox) -> Sandbox:
         namespace, name = rules.check_key(sandbox)
 
-        async def work(connection: AsyncConnection) -> tuple[Sandbox, bool]:
-            version = await q.next_version(connection)
-            if await q.load(connection, namespace, name) is not None:
+        def work(tx: q.Tx) -> tuple[Sandbox, bool]:
+            version = tx.next_version()
+            if tx.load(namespace, name) is not None:
                 raise rules.already_exists(namespace, name)
             document = rules.created_document(
                 sandbox, uid=rules.new_uid(), version=version, now=rules.now_seconds()
             )
             try:
-                await q.insert_object(connection, document, version=version)
-            except IntegrityError as exc:  # a writer outside this store's protocol
+                tx.insert_object(document, version=version)
+            except q.Duplicate as exc:  # a writer outside this store's protocol
                 raise rules.already_exists(namespace, name) from exc
-            await self._append(connection, "ADDED", document, version)
+            tx.append_event("ADDED", document, version=version, retain=self._retain)
             return Sandbox.from_dict(document), True
 
         return await self._write("create", work)
 
     async def update(self, sandbox: Sandbox) -> Sandbox | None:
-        async def work(connection: AsyncConnection) -> tuple[Sandbox | None, bool]:
-            version = await q.next_version(connection)
-            stored = await self._current(connection, sandbox)
+        def work(tx: q.Tx) -> tuple[Sandbox | None, bool]:
+            version = tx.next_version()
+            stored = self._current(tx, sandbox)
             document = rules.updated_document(stored, sandbox)
             if document is None:
                 return Sandbox.from_dict(stored), False
             document = rules.stamped(document, version)
             if rules.is_marked(document) and not rules.has_finalizers(document):
-                await q.delete_object(connection, sandbox.namespace, sandbox.name)
-                await self._append(connection, "DELETED", document, version)
+                tx.delete_object(sandbox.namespace, sandbox.name)
+                tx.append_event("DELETED", document, version=version, retain=self._retain)
                 return None, True
-            await q.replace_object(connection, document)
-            await self._append(connection, "MODIFIED", document, version)
+            tx.replace_object(document)
+            tx.append_event("MODIFIED", document, version=version, retain=self._retain)
             return Sandbox.from_dict(document), True
 
         return await self._write("update", work)
 
     async def update_status(self, sandbox: Sandbox) -> Sandbox:
-        async def work(connection: AsyncConnection) -> tuple[Sandbox, bool]:
-            version = await q.next_version(connection)
-            stored = await self._current(connection, sandbox)
+        def work(tx: q.Tx) -> tuple[Sandbox, bool]:
+            version = tx.next_version()
+            stored = self._current(tx, sandbox)
             document = rules.status_document(stored, sandbox)
             if document is None:
                 return Sandbox.from_dict(stored), False
             document = rules.stamped(document, version)
-            await q.replace_object(connection, document)
-            await self._append(connection, "MODIFIED", document, version)
+            tx.replace_object(document)
+            tx.append_event("MODIFIED", document, version=version, retain=self._retain)
             return Sandbox.from_dict(document), True
 
-        return await self._write("update_status", work, status_only=True)
+        return await self._write("update_status", work, durable=False)
 
     async def delete(self, namespace: str, name: str) -> Sandbox | None:
-        async def work(connection: AsyncConnection) -> tuple[Sandbox | None, bool]:
-            version = await q.next_version(connection)
-            found = await q.load(connection, namespace, name)
+        def work(tx: q.Tx) -> tuple[Sandbox | None, bool]:
+            version = tx.next_version()
+            found = tx.load(namespace, name)
             if found is None:
                 raise rules.not_found(namespace, name)
             stored = found[0]
             if not rules.has_finalizers(stored):
-                await q.delete_object(connection, namespace, name)
-                await self._append(connection, "DELETED", rules.stamped(stored, version), version)
+                tx.delete_object(namespace, name)
+                gone = rules.stamped(stored, version)
+                tx.append_event("DELETED", gone, version=version, retain=self._retain)
                 return None, True
             if rules.is_marked(stored):
                 return Sandbox.from_dict(stored), False
             document = rules.stamped(
                 rules.marked_document(stored, now=rules.now_seconds()), version
             )
-            await q.replace_object(connection, document)
-            await self._append(connection, "MODIFIED", document, version)
+            tx.replace_object(document)
+            tx.append_event("MODIFIED", document, version=version, retain=self._retain)
             return Sandbox.from_dict(document), True
 
         return await self._write("delete", work)
@@ -234,7 +233,7 @@ class SqlStore(EngineCalls):
     async def _watch(self, since: str | None) -> AsyncIterator[WatchEvent]:
         start = rules.parse_version(since)
         if start is None:
-            snapshot, cursor = await self._call("watch", self._snapshot)
+            snapshot, cursor = await self._snapshot()
             for document in snapshot:
                 version = rules.version_of(document)
                 yield WatchEvent("ADDED", Sandbox.from_dict(document), str(version))
@@ -251,7 +250,7 @@ class SqlStore(EngineCalls):
                     cursor = version
                 continue
             try:
-                batch, compacted = await self._call("watch", self._events_after(cursor))
+                batch, compacted = await self._events_after(cursor)
             except BackendUnavailable:
                 if self._closed:
                     return
@@ -279,41 +278,33 @@ class SqlStore(EngineCalls):
             await connection.run_sync(migrate)
             await connection.commit()
 
-    async def _snapshot(self, engine: AsyncEngine) -> tuple[builtins.list[JSON], int]:
+    async def _snapshot(self) -> tuple[builtins.list[JSON], int]:
         """Every object and the version they are current at, from one snapshot."""
-        async with engine.connect() as connection:
-            if connection.dialect.name == "postgresql":
-                connection = await connection.execution_options(isolation_level="REPEATABLE READ")
-            version, _ = await q.current_state(connection)
-            documents = await q.objects_by_version(connection)
-            return documents, version
 
-    def _events_after(
-        self, cursor: int
-    ) -> Callable[[AsyncEngine], Awaitable[tuple[builtins.list[q.Event], int]]]:
-        async def work(engine: AsyncEngine) -> tuple[builtins.list[q.Event], int]:
+        def work(tx: q.Tx) -> tuple[builtins.list[JSON], int]:
+            version, _ = tx.current_state()
+            return tx.objects_by_version(), version
+
+        return await self._read("watch", work, snapshot=True)
+
+    async def _events_after(self, cursor: int) -> tuple[builtins.list[q.Event], int]:
+        def work(tx: q.Tx) -> tuple[builtins.list[q.Event], int]:
             # Events first, compaction mark second: if the mark read afterwards is still
             # at or below the cursor, nothing above the cursor was compacted before.
-            async with engine.connect() as connection:
-                batch = await q.events_after(connection, cursor)
-                _, compacted = await q.current_state(connection)
-                return batch, compacted
+            batch = tx.events_after(cursor)
+            _, compacted = tx.current_state()
+            return batch, compacted
 
-        return work
+        return await self._read("watch", work)
 
-    async def _current(self, connection: AsyncConnection, sandbox: Sandbox) -> JSON:
+    @staticmethod
+    def _current(tx: q.Tx, sandbox: Sandbox) -> JSON:
         namespace, name = rules.check_key(sandbox)
-        found = await q.load(connection, namespace, name)
+        found = tx.load(namespace, name)
         if found is None:
             raise rules.not_found(namespace, name)
         rules.check_version(found[0], sandbox)
         return found[0]
-
-    async def _append(
-        self, connection: AsyncConnection, type_: EventType, document: JSON, version: int
-    ) -> None:
-        await q.append_event(connection, type_, document, version=version, retain=self._retain)
-        self._pending.append((type_, document, version))
 
     def _recent_after(self, cursor: int) -> builtins.list[q.Event]:
         """The committed events right after ``cursor`` this process still holds, in
@@ -338,31 +329,77 @@ class SqlStore(EngineCalls):
                 break
             del self._recent[oldest]
 
-    async def _write(self, action: str, work: Work[T], *, status_only: bool = False) -> T:
-        """One write transaction: the counter row first, commit only when it changed.
-        ``status_only``: on SQLite, on the ``synchronous=NORMAL`` engine."""
+    async def _sqlite(self) -> SqliteDirect | None:
+        """The SQLite connections (``None`` on PostgreSQL), once started."""
+        await self._ready()
+        return self._direct
+
+    async def _direct_call(
+        self, action: str, direct: SqliteDirect, attempt: Callable[[], Awaitable[T]]
+    ) -> T:
+        async def fresh() -> None:
+            direct.recycle()
+
+        return await retrying(
+            action, attempt, budget=self._budget, retry=lambda: not self._closed, fresh=fresh
+        )
+
+    async def _read(self, action: str, work: Callable[[q.Tx], T], *, snapshot: bool = False) -> T:
+        """One read transaction. ``snapshot``: on PostgreSQL at REPEATABLE READ."""
+        direct = await self._sqlite()
+        if direct is not None:
+            return await self._direct_call(action, direct, lambda: direct.read(work))
 
         async def run(engine: AsyncEngine) -> T:
-            async with self._write_lock, engine.connect() as connection:
-                self._pending = []
-                connection = await connection.execution_options(sqlite_begin="immediate")
-                value, changed = await work(connection)
-                if changed:
-                    await connection.commit()
-                    self._committed(self._pending)
-                else:
-                    await connection.rollback()
-                self._pending = []
-            if changed:
-                self._notify()
-            return value
+            async with engine.connect() as connection:
+                if snapshot:
+                    connection = await connection.execution_options(
+                        isolation_level="REPEATABLE READ"
+                    )
 
-        if status_only:
-            await self._ready()
-            status_engine = self._status_engine
-            if status_engine is not None:
-                return await self._attempts(action, status_engine, run)
+                def sync(conn: Connection) -> T:
+                    return work(q.SaTx(conn))
+
+                return await connection.run_sync(sync)
+
         return await self._call(action, run)
+
+    async def _write(self, action: str, work: Work[T], *, durable: bool = True) -> T:
+        """One write transaction: the counter row first, commit only when it changed.
+        ``durable``: fsynced before it returns; on SQLite a status write is not
+        (``synchronous=NORMAL``, see the module's docstring)."""
+        direct = await self._sqlite()
+        if direct is not None:
+
+            async def attempt() -> tuple[T, builtins.list[q.Event]]:
+                async with self._write_lock:
+                    done = await direct.write(work, durable=durable)
+                    self._committed(done[1])  # in version order: under the lock
+                    return done
+
+            value, committed = await self._direct_call(action, direct, attempt)
+        else:
+
+            async def run(engine: AsyncEngine) -> tuple[T, builtins.list[q.Event]]:
+                async with self._write_lock, engine.connect() as connection:
+
+                    def sync(conn: Connection) -> tuple[T, builtins.list[q.Event]]:
+                        tx = q.SaTx(conn)
+                        result, changed = work(tx)
+                        if changed:
+                            conn.commit()
+                        else:
+                            conn.rollback()
+                        return result, tx.pending if changed else []
+
+                    done = await connection.run_sync(sync)
+                    self._committed(done[1])  # in version order: under the lock
+                    return done
+
+            value, committed = await self._call(action, run)
+        if committed:
+            self._notify()
+        return value
 
     def _notify(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()

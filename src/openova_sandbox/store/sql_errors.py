@@ -10,6 +10,8 @@ once (retrying a failing statement only doubles the wait).
 
 from __future__ import annotations
 
+import sqlite3
+
 from sqlalchemy import exc as sa
 
 # PostgreSQL SQLSTATE classes: 08 connection exception, 53 insufficient resources,
@@ -24,12 +26,17 @@ def _from_asyncpg(exc: BaseException) -> bool:
 
 
 def is_database_error(exc: BaseException) -> bool:
-    return isinstance(exc, (sa.SQLAlchemyError, OSError, TimeoutError)) or _from_asyncpg(exc)
+    return isinstance(
+        exc, (sa.SQLAlchemyError, sqlite3.Error, OSError, TimeoutError)
+    ) or _from_asyncpg(exc)
 
 
 def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, (TimeoutError, OSError, sa.DisconnectionError, sa.TimeoutError)):
         return True
+    if isinstance(exc, sqlite3.Error):  # the store's own SQLite connections (sql_sqlite)
+        # locked, I/O, cannot open: like SQLAlchemy's OperationalError below
+        return isinstance(exc, sqlite3.OperationalError)
     if isinstance(exc, (sa.OperationalError, sa.InterfaceError)):
         return True
     if isinstance(exc, sa.DBAPIError):

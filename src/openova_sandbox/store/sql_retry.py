@@ -35,19 +35,36 @@ async def run_with_retry(
     retry: Callable[[], bool],
 ) -> T:
     """Run ``work``; ``retry()`` says whether a second attempt is still wanted."""
-    for attempt in (1, 2):
+
+    async def fresh() -> None:
+        await recycle(engine)
+
+    return await retrying(action, lambda: work(engine), budget=budget, retry=retry, fresh=fresh)
+
+
+async def retrying(
+    action: str,
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    budget: float,
+    retry: Callable[[], bool],
+    fresh: Callable[[], Awaitable[None]],
+) -> T:
+    """The rule itself, for any connections: ``fresh()`` replaces them before the
+    second attempt."""
+    for number in (1, 2):
         try:
             async with asyncio.timeout(budget):
-                return await work(engine)
+                return await attempt()
         except SandboxError:
             raise
         except Exception as exc:
             if not is_database_error(exc):
                 raise
             transient = is_transient(exc)
-            if attempt == 1 and transient and retry():
+            if number == 1 and transient and retry():
                 log.warning("store.retrying", action=action, error=describe(exc))
-                await recycle(engine)
+                await fresh()
                 continue
             log.error("store.unavailable", action=action, error=describe(exc), transient=transient)
             raise BackendUnavailable(UNAVAILABLE) from exc
