@@ -11,6 +11,8 @@ import { Link, parseRoute, useLocationPath } from "./router";
 
 // the usage page is a chunk of its own, so the landing stays small
 const UsagePage = lazy(() => import("./pages/Usage"));
+// the org admin's page too (docs/console.md, "The org admin's page")
+const AdminPage = lazy(() => import("./pages/Admin"));
 
 type Auth = { state: "checking" } | { state: "in"; who: WhoAmI | null } | { state: "out" };
 
@@ -36,6 +38,7 @@ export function App({ api: injected }: { api?: Api }) {
     );
   }, [api]);
   useEffect(check, [check]);
+  const signedOut = useCallback(() => setAuth({ state: "out" }), []);
 
   let page: React.ReactNode = null;
   if (auth.state === "out") page = <SignIn onRetry={check} />;
@@ -52,6 +55,12 @@ export function App({ api: injected }: { api?: Api }) {
       page = (
         <Suspense fallback={<p className="page muted">Loading usage…</p>}>
           <UsagePage who={auth.who} />
+        </Suspense>
+      );
+    else if (route.name === "admin")
+      page = (
+        <Suspense fallback={<p className="page muted">Loading…</p>}>
+          <AdminPage who={auth.who} onUnauthenticated={signedOut} />
         </Suspense>
       );
     else if (route.name === "session" && shareToken)
@@ -92,6 +101,14 @@ export function App({ api: injected }: { api?: Api }) {
               aria-current={route.name === "usage" ? "page" : undefined}
             >
               Usage
+            </Link>
+          )}
+          {auth.state === "in" && auth.who?.orgAdmin && (
+            <Link
+              href="/sandbox/admin"
+              aria-current={route.name === "admin" ? "page" : undefined}
+            >
+              Admin
             </Link>
           )}
           <Link

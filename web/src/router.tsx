@@ -10,6 +10,7 @@ export type Route =
   | { name: "landing" }
   | { name: "settings" }
   | { name: "usage" }
+  | { name: "admin" }
   | { name: "session"; id: string }
   | { name: "notFound" };
 
@@ -22,6 +23,7 @@ export function parseRoute(pathname: string): Route {
   const rest = trimmed.slice(BASE.length + 1);
   if (rest === "settings") return { name: "settings" };
   if (rest === "usage") return { name: "usage" };
+  if (rest === "admin") return { name: "admin" };
   if (/^[^/]+$/.test(rest)) return { name: "session", id: decodeURIComponent(rest) };
   return { name: "notFound" };
 }
