@@ -6,7 +6,8 @@ tested against an issuer over HTTP, with real RS256 signatures:
   ``user_code`` and ``sub`` to ``/device``) and the device-code grant at the token endpoint;
 * ``--revocation``: RFC 7009 revocation (``/oauth2/revoke``);
 * ``--no-end-session``: discovery without ``end_session_endpoint``;
-* ``--access-ttl``: access tokens' lifetime in seconds (refresh tests).
+* ``--access-ttl``: access (and ID) tokens' lifetime in seconds (refresh tests);
+* ``--id-token-on-refresh``: a new ID token with each refresh, as Keycloak does.
 
 Test-only endpoints: ``GET /test/stats`` (token-endpoint grants by type, revoked tokens,
 live refresh tokens). Users and their claims are set with the mock's own
@@ -27,10 +28,14 @@ from typing import Any
 
 def build(args: argparse.Namespace) -> Any:
     import flask
-    from joserfc import jwt
+    from authlib.jose import jwt  # the mock's own JOSE library and key type
     from oidc_provider_mock import _app
     from oidc_provider_mock._storage import AccessToken, RefreshToken, User
 
+    # a public client (the CLI: PKCE, no secret) may use the code and refresh, as
+    # Keycloak allows
+    for grant in (_app.AuthorizationCodeGrant, _app.RefreshTokenGrant):
+        grant.TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
     app = _app.app(
         require_nonce=True,
         access_token_max_age=timedelta(seconds=args.access_ttl),
@@ -90,18 +95,7 @@ def build(args: argparse.Namespace) -> Any:
                 client_id=device["client_id"],
             )
         )
-        now = int(time.time())
-        claims = {
-            **user.claims,
-            "iss": request.host_url.rstrip("/"),
-            "sub": user.sub,
-            "aud": device["client_id"],
-            "iat": now,
-            "exp": now + args.access_ttl,
-        }
-        key = storage.jwk
-        header = {"alg": "RS256", **({"kid": key.kid} if key.kid else {})}
-        id_token = jwt.encode(header, claims, key)
+        id_token = id_token_for(user, device["client_id"])
         return flask.jsonify(
             {
                 "access_token": access,
@@ -112,6 +106,40 @@ def build(args: argparse.Namespace) -> Any:
                 "scope": device["scope"],
             }
         )
+
+    def id_token_for(user: Any, client_id: str) -> str:
+        now = int(time.time())
+        claims = {
+            **user.claims,
+            "iss": flask.request.host_url.rstrip("/"),
+            "sub": user.sub,
+            "aud": client_id,
+            "iat": now,
+            "exp": now + args.access_ttl,
+        }
+        key = _app.storage.jwk
+        kid = key.as_dict().get("kid")
+        header = {"alg": "RS256", **({"kid": kid} if kid else {})}
+        return str(jwt.encode(header, claims, key).decode("ascii"))
+
+    @app.after_request
+    def refreshed_id_token(response: Any) -> Any:
+        """Keycloak's habit (OIDC Core 12.2 allows it): a new ID token on refresh."""
+        request = flask.request
+        if (
+            not args.id_token_on_refresh
+            or request.path != "/oauth2/token"
+            or request.form.get("grant_type") != "refresh_token"
+            or response.status_code != 200
+        ):
+            return response
+        body = response.get_json()
+        refresh = _app.storage.get_refresh_token(body.get("refresh_token", ""))
+        user = _app.storage.get_user(refresh.user_id) if refresh else None
+        if refresh is None or user is None:
+            return response
+        body["id_token"] = id_token_for(user, refresh.client_id)
+        return flask.jsonify(body)
 
     @app.post("/oauth2/device")
     def device_authorization() -> Any:
@@ -232,6 +260,7 @@ def main() -> None:
     parser.add_argument("--revocation", action="store_true")
     parser.add_argument("--no-end-session", action="store_true")
     parser.add_argument("--access-ttl", type=int, default=3600)
+    parser.add_argument("--id-token-on-refresh", action="store_true")
     args = parser.parse_args()
     import werkzeug.serving
 

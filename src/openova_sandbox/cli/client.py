@@ -26,6 +26,9 @@ class ApiClient:
     token: str = field(repr=False)
     timeout: float = 15.0
     token_from: str = ""  # where the token came from, for advice when it is refused
+    # the organization asked for (`sandbox login --org`): sent as X-Sandbox-Org, it picks
+    # one of several orgs the token names
+    org: str = ""
 
     def request(self, method: str, path: str, *, json: Any = None) -> httpx.Response:
         import httpx
@@ -36,7 +39,10 @@ class ApiClient:
                 method,
                 url,
                 json=json,
-                headers={"Authorization": f"Bearer {self.token}"},
+                headers={
+                    **({"Authorization": f"Bearer {self.token}"} if self.token else {}),
+                    **({"X-Sandbox-Org": self.org} if self.org else {}),
+                },
                 timeout=self.timeout,
             )
         except httpx.ConnectError as exc:

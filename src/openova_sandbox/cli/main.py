@@ -32,6 +32,7 @@ from .agents import app as agents_app
 from .audit import app as audit_app
 from .client import ApiClient, ApiError
 from .console import LazyConsole, escape
+from .login import login_cmd, logout_cmd
 from .tokens import app as tokens_app
 
 
@@ -61,6 +62,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(agents_app, name="agents")
+app.command("login")(login_cmd)
+app.command("logout")(logout_cmd)
 app.add_typer(audit_app, name="audit")
 app.add_typer(tokens_app, name="tokens")
 err = LazyConsole(stderr=True)  # rich is imported at the first print, not at start
@@ -356,6 +359,11 @@ def client_for(server: str | None, data_dir: Path | None) -> ApiClient:
                 "`sandbox token`"
             )
         return ApiClient(url, env_token, token_from="SANDBOX_TOKEN")
+    from .login import stored_client
+
+    signed_in = stored_client(url)  # `sandbox login`'s token, refreshed when due
+    if signed_in is not None:
+        return signed_in
     from ..auth.issuer import EmbeddedIssuer
 
     settings = settings_or_exit(data_dir=data_dir)
@@ -411,6 +419,12 @@ def advice(client: ApiClient, exc: ApiError) -> str:
             "point --server at yours"
         )
     if exc.status == 401 and exc.code == "unauthenticated":
+        if client.token_from == "sandbox login":
+            return (
+                f"the server at {client.server} did not accept the sign-in of `sandbox "
+                f"login` (HTTP 401{': ' + exc.detail if exc.detail else ''}): run "
+                "`sandbox login` again"
+            )
         if client.token_from == "SANDBOX_TOKEN":
             return (
                 f"the server at {client.server} did not accept SANDBOX_TOKEN (HTTP 401: "
