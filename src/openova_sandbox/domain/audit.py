@@ -43,6 +43,7 @@ SANDBOX_CREATE = "sandbox.create"
 SANDBOX_DELETE = "sandbox.delete"
 TERMINAL_ATTACH = "terminal.attach"
 TERMINAL_DETACH = "terminal.detach"
+TERMINAL_CLOSE = "terminal.close"  # a terminal ended through the API (the admin's Stop)
 SHARE_CREATE = "share.create"
 SHARE_REVOKE = "share.revoke"
 TOKEN_CREATE = "token.create"
@@ -58,6 +59,7 @@ ACTIONS = (
     SANDBOX_DELETE,
     TERMINAL_ATTACH,
     TERMINAL_DETACH,
+    TERMINAL_CLOSE,
     SHARE_CREATE,
     SHARE_REVOKE,
     TOKEN_CREATE,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import pytest
@@ -152,18 +153,31 @@ def test_attach_and_detach_are_recorded_with_how_long(aapi):
                     seen += got if isinstance(got, bytes) else got.encode()
 
     asyncio.run(attach())
-    # the detach is written when the server has seen the close: wait for it
-    for _ in range(200):
-        records = items(aapi, ADMIN, action="terminal.*")
-        if len(records) == 2:
-            break
-        asyncio.run(asyncio.sleep(0.05))
+    # the detach is written once the server has seen the close: poll for it
+    deadline = time.monotonic() + 10
+    while len(records := items(aapi, ADMIN, action="terminal.*")) < 2:
+        assert time.monotonic() < deadline, records
+        time.sleep(0.05)
     detached, attached = records
     assert attached["action"] == "terminal.attach" and detached["action"] == "terminal.detach"
     assert attached["target"] == detached["target"] == "sandbox/box"
     assert attached["detail"] == {"terminal": "box", "mode": "write", "via": "owner"}
     assert detached["detail"]["seconds"] >= 0
     assert token not in json.dumps(records)
+
+    # the admin page's Stop: the admin ends the terminal through the API, recorded
+    closed = aapi.http.delete(f"{SESSIONS}/box/terminals/box", headers=aapi.auth(**ADMIN))
+    assert closed.status_code == 204, closed.text
+    (stop, *_) = items(aapi, ADMIN, action="terminal.*")
+    assert (stop["action"], stop["actor"]["email"], stop["outcome"]) == (
+        "terminal.close",
+        "boss@acme.com",
+        "success",
+    )
+    assert stop["detail"] == {"terminal": "box"}
+    gone = aapi.http.delete(f"{SESSIONS}/box/terminals/box", headers=aapi.auth(**ADMIN))
+    assert gone.status_code == 404
+    assert items(aapi, ADMIN, action="terminal.close")[0]["outcome"] == "failure"
 
 
 def test_only_org_admins_read_it(aapi):

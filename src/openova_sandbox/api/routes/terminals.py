@@ -220,9 +220,13 @@ async def signal_terminal(id: str, tid: str, request: Request, caller: Caller) -
 
 @router.delete("/{id}/terminals/{tid}", status_code=204, response_class=Response, responses=_COMMON)
 async def close_terminal(id: str, tid: str, request: Request, caller: Caller) -> Response:
-    terminals = request.app.state.deps.terminals
-    sandbox = await terminals.sandbox_for(caller, id)
-    await terminals.close(sandbox, tid, token=_token(request))
+    deps = request.app.state.deps
+    target = f"sandbox/{id}"
+    async with deps.audit.action(
+        audit.TERMINAL_CLOSE, caller, target=target, detail={"terminal": tid}
+    ):
+        sandbox = await deps.terminals.sandbox_for(caller, id)
+        await deps.terminals.close(sandbox, tid, token=_token(request))
     return Response(status_code=204)
 
 
@@ -482,12 +486,17 @@ async def _serve(
     same_org = deps.sessions.namespace_of(caller) == sandbox.namespace
     org = caller.org if same_org else sandbox.namespace
     target = f"sandbox/{sandbox.name}"
-    await deps.audit.record(audit.TERMINAL_ATTACH, caller, target=target, org=org, detail=seen)
+    # the attach is recorded while the agent starts, not before (issue 10: the record's
+    # write was 3-10 ms between Ready and the spawn); the detach after it, in order
+    recorded = asyncio.ensure_future(
+        deps.audit.record(audit.TERMINAL_ATTACH, caller, target=target, org=org, detail=dict(seen))
+    )
     attached = time.monotonic()
     try:
         await _serve_attached(channel, websocket, deps, opened, terminal_id, caller)
     finally:
         seen["seconds"] = round(time.monotonic() - attached, 1)
+        await asyncio.shield(recorded)
         await deps.audit.record(audit.TERMINAL_DETACH, caller, target=target, org=org, detail=seen)
 
 
