@@ -276,6 +276,10 @@ class OidcSessions:
                         raise Unauthenticated("the refreshed ID token names another sub")
                 claims = await self._claims(tokens, id_claims)
             except TokenError as exc:
+                current = self._read(sid)
+                if current is not None and current.refresh_token != record.refresh_token:
+                    # another process refreshed first (rotating the refresh token): theirs
+                    return current
                 self._remove(sid)
                 log.info("auth.oidc.refresh_refused", sub=record.sub, reason=exc.detail)
                 raise Unauthenticated(f"the issuer refused the refresh: {exc.detail}") from exc

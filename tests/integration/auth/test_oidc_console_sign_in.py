@@ -110,6 +110,10 @@ def test_sign_in_keycloak_shaped_claims_session_and_logout(idp: OidcIdp, tmp_pat
             record = deps.oidc_sessions._read(cookie.removeprefix("oidc:").split(":")[0])
             assert record.refresh_token and record.refresh_token.encode() not in raw
             assert b"alice@acme.test" not in raw and record.id_token.encode() not in raw
+            # the sign-in is in the org's audit log
+            audit = browser.get("/api/v1/sandbox/audit")
+            assert audit.status_code == 200, audit.text
+            assert '"auth.sign-in"' in audit.text and '"oidc"' in audit.text
             # a tampered cookie is a 401 and is cleared
             forged = cookie[:-2] + ("AA" if not cookie.endswith("AA") else "BB")
             bad = httpx.get(

@@ -226,11 +226,13 @@ async def oidc_callback(
         sid, principal = await sessions.sign_in(tokens, id_claims, requested_org=flow["org"])
     except UnusableClaim as exc:
         log.info("auth.oidc.claims_refused", reason=exc.detail)
+        await _audit(request, None, refused="unusable-claim")
         return _refused(exc.detail, more=_org_choices(sessions, id_claims, flow))
     except BackendUnavailable as exc:
         return _refused(exc.detail, status=503)
     except Unauthenticated as exc:
         log.info("auth.oidc.sign_in_refused", reason=exc.detail)
+        await _audit(request, None, refused="unauthenticated")
         return _refused(f"The sign-in could not be verified: {exc.detail}")
     response = RedirectResponse(
         flow["next"], status_code=303, headers={"Cache-Control": "no-store"}
@@ -249,14 +251,21 @@ async def oidc_callback(
     return response
 
 
-async def _audit(request: Request, principal: Any) -> None:
+async def _audit(request: Request, principal: Any, *, refused: str = "") -> None:
+    """A sign-in in the audit log (a refused one without a principal: who it was is
+    not established)."""
     audit = getattr(request.app.state.deps, "audit", None)
     if audit is None:
         return
     try:
         from ...domain import audit as kinds
 
-        await audit.record(kinds.SIGN_IN, principal, outcome="success", detail={"via": "oidc"})
+        await audit.record(
+            kinds.SIGN_IN,
+            principal,
+            outcome="denied" if refused else "success",
+            detail={"via": "oidc", **({"error": refused} if refused else {})},
+        )
     except Exception as exc:  # the audit's own failures are its to report
         log.warning("auth.oidc.audit_failed", error=type(exc).__name__)
 
