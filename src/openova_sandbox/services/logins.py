@@ -33,7 +33,7 @@ from urllib.parse import quote, urlsplit
 
 import structlog
 
-from ..domain.errors import Conflict, Invalid, Unauthenticated
+from ..domain.errors import Conflict, Forbidden, Invalid, Unauthenticated
 from ..domain.principal import LOGIN_PURPOSE, Principal, principal_from_claims
 
 log = structlog.get_logger(__name__)
@@ -236,6 +236,13 @@ class LoginService:
         self, principal: Principal, *, base_url: str, next_path: str | None = None
     ) -> LoginLink:
         """A one-time link (10 min) for another device, signing in as ``principal``."""
+        if principal.via_token:
+            # a personal access token mints no credentials: a browser session made from
+            # one would outlive its revocation (issue 11, docs/api.md)
+            raise Forbidden(
+                "a personal access token cannot make sign-in links: sign in to make one",
+                code="token-not-allowed",
+            )
         target = check_next(next_path) if next_path is not None else None
         expires = datetime.fromtimestamp(int(self._clock()), UTC) + DEVICE_LINK_TTL
         token = self.login_link_token(

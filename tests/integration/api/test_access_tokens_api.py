@@ -278,3 +278,14 @@ def test_a_token_opens_a_terminal_websocket_and_ends_there_at_its_expiry(sql_api
                 seen += frame if isinstance(frame, bytes) else frame.encode()
 
     asyncio.run(attach_with_header())
+
+
+def test_a_token_cannot_make_a_sign_in_link(sql_api: Api) -> None:
+    """A browser session made from a token would outlive the token's revocation."""
+    created = create(sql_api, DEV)
+    refused = sql_api.http.post(
+        "/api/v1/sandbox/login-links", headers=bearer(created["token"]), json={}
+    )
+    assert refused.status_code == 403 and refused.json()["error"] == "token-not-allowed"
+    allowed = sql_api.http.post("/api/v1/sandbox/login-links", headers=sql_api.auth(**DEV), json={})
+    assert allowed.status_code == 201

@@ -219,6 +219,7 @@ async def login_confirmed(request: Request) -> Response:
     responses={
         400: {"model": schemas.ErrorBody, "description": "invalid-json, invalid-next"},
         401: {"model": schemas.Unauthenticated},
+        403: {"model": schemas.ErrorBody, "description": "token-not-allowed (asked with a token)"},
         409: {"model": schemas.ErrorBody, "description": "login-links-unavailable"},
     },
     openapi_extra={
