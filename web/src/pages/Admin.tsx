@@ -88,7 +88,7 @@ function OrgSandboxes({ admin }: { admin: AdminApi }) {
       )}
       {groups === null && !error && <p className="muted">Loading sandboxes…</p>}
       {groups !== null && total === 0 && <p className="muted">No sandboxes in the org.</p>}
-      <p className="budget-done" role="status">
+      <p className="admin-done" role="status">
         {done}
       </p>
       {groups?.map((group) => (
