@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from ...domain import audit
 from ...domain.errors import Invalid
+from ...domain.model import Sandbox
 from ...domain.principal import Principal
 from ...services.sessions import CreateRequest
 from .. import schemas
@@ -115,8 +116,19 @@ async def create_session(request: Request, caller: Caller) -> JSONResponse:
     ) as note:
         stored = await deps.sessions.create(caller, create)
         note.target = f"sandbox/{stored.name}"
+    _issue_token_soon(deps, stored)
     (item,) = await session_items(request, caller, [stored])
     return JSONResponse(item, status_code=201)
+
+
+def _issue_token_soon(deps: Any, sandbox: Sandbox) -> None:
+    """Embedded mode: the new sandbox's gateway token is issued in the background now,
+    while the controller makes its workspace, so the agent's first start does not wait
+    for the ledger's write (issue 10). A failure is logged; the spawn tries again."""
+    tokens = getattr(getattr(deps, "terminals", None), "tokens", None)
+    ensure_soon = getattr(tokens, "ensure_soon", None)
+    if callable(ensure_soon):
+        ensure_soon(sandbox)
 
 
 @router.get(
