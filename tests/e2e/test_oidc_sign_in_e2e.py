@@ -49,6 +49,8 @@ def test_sign_in_and_out_with_the_identity_provider(
                 "SANDBOX_OIDC_ORG_CLAIM": "organization",
             },
         )
+        said = "".join(server.lines)
+        assert f"the CLI: sandbox login --server {server.base_url}" in said, said
         context = browser.new_context(base_url=server.base_url)
         page = context.new_page()
         page.goto("/sandbox/settings")

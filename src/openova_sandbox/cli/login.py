@@ -220,7 +220,10 @@ def stored_client(server: str) -> ApiClient | None:
     try:
         stored = fresh(server, stored)
     except SandboxError as exc:
-        fail(f"{exc.detail or exc.code} (signed in with `sandbox login` to {server})")
+        fail(
+            f"the sign-in of `sandbox login` to {server} cannot be renewed "
+            f"({exc.detail or exc.code}): run `sandbox login` again"
+        )
     return ApiClient(server, stored.bearer(), token_from="sandbox login", org=stored.org)
 
 

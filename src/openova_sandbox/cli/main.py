@@ -185,7 +185,16 @@ def serve(
         out.print(f"OpenOva Sandbox {__version__} serving on {base}", highlight=False)
         out.print(f"Console:  {base}/sandbox", highlight=False)
         out.print("Agents:   sandbox agents list / sandbox agents install <agent>", highlight=False)
-        if deps.issuer is None:
+        if deps.oidc_sessions is not None:
+            # the console and the CLI sign in at the external issuer (docs/auth.md)
+            out.print(
+                f"Sign-in:  the console's Sign in (identity provider "
+                f"{settings.oidc_issuer}); the CLI: sandbox login --server {base}; a "
+                f"token: open {base}/login?token=<token>",
+                highlight=False,
+                soft_wrap=True,
+            )
+        elif deps.issuer is None:
             # tokens come from the external issuer: a link minted here would not validate
             out.print(
                 f"Sign-in:  tokens of {settings.oidc_issuer or settings.jwks_url}; "
