@@ -4,15 +4,19 @@ order; the sessions list reads no store once the copy holds the service's own wr
 
 from __future__ import annotations
 
+import asyncio
 import random
 from dataclasses import replace
 
 from informer_support import eventually
 
 from openova_sandbox.domain.catalogue import load_catalogue
+from openova_sandbox.domain.errors import QuotaExceeded
 from openova_sandbox.domain.model import ANNOTATION_SUB, ObjectMeta, Quota, Sandbox, SandboxSpec
 from openova_sandbox.domain.principal import Principal
+from openova_sandbox.domain.quotas import QuotaDefaults
 from openova_sandbox.events.bus import InProcessBus
+from openova_sandbox.services.quotas import MemoryQuotas, QuotasService
 from openova_sandbox.services.sessions import CreateRequest, SessionsPolicy, SessionsService
 from openova_sandbox.store.memory import MemoryStore
 
@@ -108,5 +112,39 @@ async def test_the_sessions_list_reads_the_copy_and_sees_its_own_writes(informer
         await eventually(lambda: not informer.owned("acme", sub="me", email=""))
         assert await sessions.list(me) == []
         assert store.lists == before  # not one read of the namespace per list
+    finally:
+        await store.close()
+
+
+async def test_creates_under_quota_count_from_the_copy(informer_for):
+    """The sandboxes quota counts the namespace under its create lock: from the copy
+    (holding every earlier create of this service), not a read of the namespace per
+    create (which made a burst of a thousand creates quadratic)."""
+    store = CountingStore()
+    await store.start()
+    try:
+        sessions = _service(store)
+        sessions.quotas = QuotasService(
+            MemoryQuotas(),
+            QuotaDefaults(user={**QuotaDefaults().user, "sandboxes": 5}),
+            namespace_of=sessions.namespace_of,
+        )
+        informer = informer_for(store)
+        sessions.cache = informer
+        await informer.start()
+        assert await informer.wait_synced(15)
+        me = Principal(sub="me", email="me@acme.com", org="acme")
+        before = store.lists
+
+        async def make(i: int) -> object:
+            try:
+                return await sessions.create(me, CreateRequest(agent="aider", name=f"b{i}"))
+            except QuotaExceeded as exc:
+                return exc
+
+        made = await asyncio.gather(*(make(i) for i in range(8)))
+        assert sum(isinstance(m, QuotaExceeded) for m in made) == 3  # exactly the limit kept
+        assert len(await store.list("acme")) == 5
+        assert store.lists == before + 1  # only the check just above
     finally:
         await store.close()
