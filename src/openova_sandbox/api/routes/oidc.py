@@ -186,6 +186,7 @@ def _refused(reason: str, *, status: int = 401, more: str = "") -> HTMLResponse:
         303: {"description": "signed in: session cookie set, on to the console"},
         400: {"description": "a callback without code/state (HTML)"},
         401: {"description": "state, ID token or claims refused (HTML)"},
+        409: {"description": "no OIDC client configured (HTML)"},
         503: {"description": "the identity provider cannot be reached (HTML)"},
     },
 )
