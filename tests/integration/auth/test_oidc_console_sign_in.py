@@ -230,6 +230,8 @@ def test_state_and_flow_are_checked(idp, tmp_path):
             assert "did not start this sign-in" in stolen.text
             assert victim.cookies.get("catalyst_session") is None
         with server.browser() as browser:
+            bad_org = browser.get("/auth/oidc/start", params={"org": "acme\x07"})
+            assert bad_org.status_code == 400 and "control characters" in bad_org.text
             assert browser.get("/auth/oidc/callback").status_code == 400
             denied = browser.get(
                 "/auth/oidc/callback", params={"error": "access_denied", "state": "s"}

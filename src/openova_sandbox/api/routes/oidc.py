@@ -106,6 +106,7 @@ def _clean_org(value: str | None) -> str:
     status_code=303,
     responses={
         303: {"description": "to the identity provider's sign-in"},
+        400: {"description": "an org that cannot be one (HTML)"},
         409: {"description": "no OIDC client configured (HTML)"},
         503: {"description": "the identity provider cannot be reached (HTML)"},
     },
@@ -126,12 +127,17 @@ async def oidc_start(
             "This server has no OIDC client (SANDBOX_OIDC_ISSUER and SANDBOX_OIDC_CLIENT_ID); "
             "sign in with a login link instead.",
         )
+    chosen = _clean_org(org)
+    if org and org.strip() and not chosen:
+        return _page(
+            400, "Sign-in did not start", "org holds control characters: not an organization"
+        )
     flow = {
         "state": new_secret(),
         "nonce": new_secret(),
         "verifier": new_secret(),
         "next": _next(next),
-        "org": _clean_org(org),
+        "org": chosen,
         "redirect_uri": _base(request) + CALLBACK_PATH,
     }
     try:
