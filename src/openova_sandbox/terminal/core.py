@@ -187,14 +187,17 @@ class SessionCore:
         """Forget the viewer; ``False`` when it was not attached."""
         return self._viewers.pop(viewer_id, None) is not None
 
-    def feed(self, output: bytes | bytearray | memoryview) -> FeedResult:
-        """Append process output; returns one frame per live viewer (same bytes object)."""
+    def feed(self, output: bytes | bytearray | memoryview, *, to_screen: bool = True) -> FeedResult:
+        """Append process output; returns one frame per live viewer (same bytes object).
+        ``to_screen=False``: the caller feeds the screen itself, before anything can take
+        a snapshot (the session does, once the frames are sent)."""
         data = bytes(output)
         if not data:
             return FeedResult()
         start = self._ring.end
         end = self._ring.append(data)
-        self._screen.feed(data)
+        if to_screen:
+            self._screen.feed(data)
         result = FeedResult()
         size = len(data)
         for viewer_id, viewer in self._viewers.items():

@@ -410,15 +410,18 @@ class TerminalSession:
             return
         data = bytes(self._pending)
         self._pending.clear()
-        self._counters.output_bytes += len(data)
-        self._last_activity = self.last_output_ts = time.time()
-        result = self.core.feed(data)
+        # the frames go out first (a keystroke's echo is on its way while the screen,
+        # counters and activity are brought up to date: nothing can attach in between)
+        result = self.core.feed(data, to_screen=False)
         if result.frames:
             first = result.frames[0]
             output = Output(data, first.start, first.end)  # one object for every viewer
             viewers = self._viewers
             for frame in result.frames:
                 viewers[frame.viewer_id]._push(output)
+        self.screen.feed(data)
+        self._counters.output_bytes += len(data)
+        self._last_activity = self.last_output_ts = time.time()
         for viewer_id in result.resynced:
             self._counters.viewer_resyncs += 1
             self._viewers[viewer_id]._drop()
@@ -553,17 +556,26 @@ class TerminalSession:
         """Queue client input for the PTY (dropped past 1 MiB pending, or after exit)."""
         if self.exited or not data:
             return
+        if not self._input:  # nothing queued: to the PTY first, the bookkeeping after
+            try:
+                written = self.process.write(data)
+            except OSError:
+                written = len(data)  # the process is going away: dropped, as queued input
+            if written < len(data):
+                self._input += data[written:]
+                self._drain_input()
+        elif len(self._input) + len(data) > INPUT_BUFFER_MAX:
+            log.warning("terminal.input.dropped", session=self.id, nbytes=len(data))
+            return
+        else:
+            self._input += data
+            self._drain_input()
         self._counters.input_bytes += len(data)
         self.touch()
         changed = self._activity.on_input(self._loop.time(), data)
         if changed is not None:
             self._activity_moved(changed)
         self._retime_tick()
-        if len(self._input) + len(data) > INPUT_BUFFER_MAX:
-            log.warning("terminal.input.dropped", session=self.id, nbytes=len(data))
-            return
-        self._input += data
-        self._drain_input()
 
     def _drain_input(self) -> None:
         while self._input:
