@@ -289,3 +289,54 @@ def test_a_token_cannot_make_a_sign_in_link(sql_api: Api) -> None:
     assert refused.status_code == 403 and refused.json()["error"] == "token-not-allowed"
     allowed = sql_api.http.post("/api/v1/sandbox/login-links", headers=sql_api.auth(**DEV), json={})
     assert allowed.status_code == 201
+
+
+def test_token_and_quota_changes_are_audited(sql_api: Api) -> None:
+    created = create(sql_api, DEV)
+    sql_api.http.delete(f"{TOKENS}/{created['id']}", headers=sql_api.auth(**DEV))
+    refused = sql_api.http.post(TOKENS, headers=bearer(created["token"]), json={"name": "x"})
+    assert refused.status_code == 401  # revoked: nobody to record
+    denied = sql_api.http.delete(f"{TOKENS}/{created['id']}", headers=sql_api.auth(**OPS))
+    assert denied.status_code == 404
+    put = sql_api.http.put(
+        "/api/v1/sandbox/quotas/user/dev@acme.com",
+        headers=sql_api.auth(**ADMIN),
+        json={"sandboxes": 3, "terminals": None},
+    )
+    assert put.status_code == 200
+    page = sql_api.http.get("/api/v1/sandbox/audit", headers=sql_api.auth(**ADMIN)).json()
+    seen = [
+        (r["action"], r["target"], r["outcome"], r["actor"]["email"], r["detail"])
+        for r in reversed(page["items"])
+        if r["action"].startswith(("token.", "quota."))
+    ]
+    assert seen == [
+        (
+            "token.create",
+            f"token/{created['id']}",
+            "success",
+            "dev@acme.com",
+            {"name": "ci", "expiresAt": created["expiresAt"]},
+        ),
+        ("token.revoke", f"token/{created['id']}", "success", "dev@acme.com", {}),
+        (
+            "token.revoke",
+            f"token/{created['id']}",
+            "failure",
+            "ops@acme.com",
+            {"error": "token-not-found"},
+        ),
+        (
+            "quota.set",
+            "quota/user/dev@acme.com",
+            "success",
+            "admin@acme.com",
+            {"sandboxes": 3, "terminals": None},
+        ),
+    ]
+    assert (
+        created["token"]
+        not in sql_api.http.get(
+            "/api/v1/sandbox/audit", params={"format": "jsonl"}, headers=sql_api.auth(**ADMIN)
+        ).text
+    )

@@ -21,6 +21,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from ...domain import audit
 from ...domain.errors import BackendUnavailable, Invalid
 from ...domain.principal import Principal
 from ...services.quotas import QuotasService
@@ -116,8 +117,14 @@ async def put_quotas(scope: str, name: str, request: Request, caller: Caller) ->
     """Org admins: set quotas of the org or of one of its users (by email); ``null``
     returns a quota to the operator's default. At most the operator's org limit."""
     service = quotas_service(request)
-    key = service.changeable(caller, scope, name)
-    raw = await request.body()
-    if not raw:
-        raise Invalid('request body required: {"sandboxes": 10, ...}', code="empty-body")
-    return JSONResponse(await service.put(caller, key, load_json(raw)))
+    audit_log = request.app.state.deps.audit
+    async with audit_log.action(audit.QUOTA_SET, caller, target=f"quota/{scope}/{name}") as note:
+        key = service.changeable(caller, scope, name)
+        note.target = f"quota/{key.scope}/{key.name}"
+        raw = await request.body()
+        if not raw:
+            raise Invalid('request body required: {"sandboxes": 10, ...}', code="empty-body")
+        body = load_json(raw)
+        answer = await service.put(caller, key, body)
+        note.detail.update({k: v for k, v in body.items()})  # what was set (null: default)
+    return JSONResponse(answer)

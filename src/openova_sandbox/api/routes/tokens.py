@@ -20,6 +20,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from ...domain import audit
 from ...domain.errors import BackendUnavailable, Invalid
 from ...domain.principal import Principal
 from ...services.tokens import TokensService
@@ -96,12 +97,16 @@ def tokens_service(request: Request) -> TokensService:
 async def create_token(request: Request, caller: Caller) -> JSONResponse:
     """Create a token for scripts: use it as ``Authorization: Bearer``; it is shown once."""
     service = tokens_service(request)
-    raw = await request.body()
-    if not raw:
-        raise Invalid(
-            'request body required: {"name": "...", "expiresInDays"?: n}', code="empty-body"
-        )
-    created = await service.create(caller, load_json(raw))
+    audit_log = request.app.state.deps.audit
+    async with audit_log.action(audit.TOKEN_CREATE, caller, target="token") as note:
+        raw = await request.body()
+        if not raw:
+            raise Invalid(
+                'request body required: {"name": "...", "expiresInDays"?: n}', code="empty-body"
+            )
+        created = await service.create(caller, load_json(raw))
+        note.target = f"token/{created['id']}"
+        note.detail.update(name=created["name"], expiresAt=created["expiresAt"])
     return JSONResponse(created, status_code=201, headers={"Cache-Control": "no-store"})
 
 
@@ -137,5 +142,8 @@ async def list_tokens(
     },
 )
 async def revoke_token(id: str, request: Request, caller: Caller) -> Response:
-    await tokens_service(request).revoke(caller, id)
+    service = tokens_service(request)
+    target = f"token/{id}"
+    async with request.app.state.deps.audit.action(audit.TOKEN_REVOKE, caller, target=target):
+        await service.revoke(caller, id)
     return Response(status_code=204)
