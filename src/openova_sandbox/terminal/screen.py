@@ -52,6 +52,7 @@ log = structlog.get_logger(__name__)
 DEFAULT_SCROLLBACK_LINES = 1000
 RESET = b"\x1bc"
 FEED_DELAY = 0.005  # the feeder parses at most this late (snapshots drain at once)
+FLOOD_FEED_DELAY = 0.02  # after a batch of 2 * SKIP_MIN or more (a flood is going on)
 PENDING_MAX = 8 * 1024 * 1024  # queued beyond this, the caller parses (the feeder lags)
 TAIL_MAX = 64 * 1024
 # Plain-text floods (``ScreenModel._write_skipping``): a batch of at least twice SKIP_MIN
@@ -130,23 +131,27 @@ class _Feeder:
         self._queue.put(weakref.ref(model))
 
     def _run(self) -> None:
+        delay = FEED_DELAY
         while True:
             refs = [self._queue.get()]
             # Wait a moment before parsing: a keystroke's echo is sent by then (the feeder
             # never competes with it for the GIL), and bursts of small frames, of any
-            # number of terminals, are parsed in one native call each.
-            time.sleep(FEED_DELAY)
+            # number of terminals, are parsed in one native call each. While a flood
+            # goes on, longer: larger batches leave out more of its plain lines.
+            time.sleep(delay)
             with contextlib.suppress(queue.Empty):
                 while True:
                     refs.append(self._queue.get_nowait())
+            largest = 0
             for ref in refs:
                 model = ref()
                 if model is None:
                     continue
                 try:
-                    model._drain_scheduled()
+                    largest = max(largest, model._drain_scheduled())
                 except Exception:  # one terminal's failure never stops the others' screens
                     log.exception("terminal.screen.feed_failed")
+            delay = FLOOD_FEED_DELAY if largest >= 2 * SKIP_MIN else FEED_DELAY
 
 
 _FEEDER = _Feeder()
@@ -309,17 +314,19 @@ class ScreenModel:
             self._free()
 
     # ------------------------------------------------------------------ feeder side
-    def _drain_scheduled(self) -> None:
+    def _drain_scheduled(self) -> int:
         with self._lock:
             self._scheduled = False  # a feed from now on schedules another drain
-            self._drain_locked()
+            return self._drain_locked()
 
-    def _drain_locked(self) -> None:
+    def _drain_locked(self) -> int:
         """Parse what is queued *now* (bounded: the feeder never holds the lock through a
-        flood that keeps arriving; a feed after ``_scheduled`` was cleared resubmits)."""
+        flood that keeps arriving; a feed after ``_scheduled`` was cleared resubmits);
+        the size of the largest batch parsed."""
+        largest = 0
         if self._closed:
             self._pending.clear()
-            return
+            return largest
         pending = self._pending
         left = len(pending)
         while left:
@@ -335,6 +342,7 @@ class ScreenModel:
                 chunks.append(pending.popleft())  # type: ignore[arg-type]
                 left -= 1
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            largest = max(largest, len(data))
             if len(data) < 2 * SKIP_MIN or not self._write_skipping(data):
                 lib.ghostty_terminal_vt_write(self._handle, data, len(data))
             self.fed_bytes += len(data)
@@ -342,6 +350,7 @@ class ScreenModel:
         if _TITLED.get(self._key):  # libghostty said so while parsing (OSC 0 / 2)
             _TITLED[self._key] = False
             self._refresh_title()
+        return largest
 
     def _write_skipping(self, data: bytes) -> bool:
         """Parse a large batch, leaving out plain-text lines that cannot reach the screen

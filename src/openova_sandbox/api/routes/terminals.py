@@ -118,7 +118,9 @@ def _signal(body: dict[str, Any]) -> str:
 
 
 def _token(conn: HTTPConnection) -> str:
-    return str(getattr(conn.state, "token", ""))
+    """What a terminal call presents upstream (a personal access token is exchanged for
+    a short JWT in Kubernetes mode: ``api.accounts.upstream_token``)."""
+    return upstream_token(conn)
 
 
 # ------------------------------------------------------------------ REST
