@@ -439,3 +439,58 @@ async def test_record_never_raises_when_the_database_is_gone(tmp_path: Path) -> 
     with pytest.raises(BackendUnavailable):
         await store.append(AuditEntry(action="x", org="acme"), START)
     assert await log.record("sandbox.create", DEV, target="sandbox/a") is None
+
+
+class _Counting:
+    """The store as the log uses it, counting its transactions (and failing some)."""
+
+    def __init__(self, store: Any, fail: int = 0) -> None:
+        self.store = store
+        self.batches: list[int] = []
+        self.fail = fail
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    async def append_many(self, entries: Any) -> Any:
+        self.batches.append(len(entries))
+        if self.fail:
+            self.fail -= 1
+            raise BackendUnavailable("down for the test")
+        return await self.store.append_many(entries)
+
+
+async def test_records_made_together_are_committed_together_in_order(logs: Logs) -> None:
+    opened = await logs.open()
+    counting = _Counting(opened.store)
+    log = AuditLog(counting, clock=logs.clock)  # type: ignore[arg-type]
+    made = await asyncio.gather(
+        *(log.record("terminal.attach", DEV, target=f"sandbox/{i}") for i in range(60))
+    )
+    assert [r.target for r in made if r] == [f"sandbox/{i}" for i in range(60)]
+    assert [r.seq for r in made if r] == list(range(1, 61))
+    assert sum(counting.batches) == 60 and len(counting.batches) < 60
+    (report,) = await log.verify()
+    assert report.ok and report.records == 60
+
+
+async def test_a_failed_batch_fails_its_records_and_the_next_ones_are_stored(logs: Logs) -> None:
+    opened = await logs.open()
+    log = AuditLog(_Counting(opened.store, fail=1), clock=logs.clock)  # type: ignore[arg-type]
+    lost = await log.record("sandbox.create", DEV, target="sandbox/lost")
+    kept = await log.record("sandbox.create", DEV, target="sandbox/kept")
+    assert lost is None
+    assert kept is not None and kept.seq == 1
+
+
+async def test_stop_stores_what_was_recorded_before_it(logs: Logs) -> None:
+    log = await logs.open()
+    pending = [
+        asyncio.ensure_future(log.record("sandbox.create", DEV, target=f"sandbox/{i}"))
+        for i in range(20)
+    ]
+    await asyncio.sleep(0)  # each record() has queued its entry
+    await log.stop()
+    assert all(p.done() and p.result() is not None for p in pending)
+    again = await logs.open()
+    assert len(await again.query(AuditQuery(org="acme"))) == 20

@@ -1,12 +1,13 @@
 """The audit log on SQL (SQLite or PostgreSQL): ``services.audit.AuditStore``.
 
-An append is one write transaction::
+An append of a batch (the service group-commits what is queued) is one write
+transaction; for each org of the batch, in name order::
 
     INSERT INTO sandbox_audit_heads (org, seq, hash) VALUES (:org, 0, GENESIS)
         ON CONFLICT (org) DO NOTHING                   -- the org's chain exists
     SELECT seq, hash FROM sandbox_audit_heads WHERE org = :org FOR UPDATE
-    INSERT INTO sandbox_audit (..., seq = head + 1, prev = head hash, hash = ...)
-    UPDATE sandbox_audit_heads SET seq = :seq, hash = :hash WHERE org = :org
+    INSERT INTO sandbox_audit (...) VALUES (head + 1, ...), (head + 2, ...), ...
+    UPDATE sandbox_audit_heads SET seq = :last, hash = :last_hash WHERE org = :org
 
 On PostgreSQL the row lock makes a concurrent append of the same org wait until this
 one commits and then read the new head, so the chain stays linear across processes and
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -50,6 +51,23 @@ def _detail_text(detail: Any) -> str:
 
 def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _row(record: AuditRecord) -> dict[str, Any]:
+    return {
+        "org": record.org,
+        "seq": record.seq,
+        "at": record.at,
+        "actor_sub": record.actor_sub,
+        "actor_email": record.actor_email,
+        "action": record.action,
+        "target": record.target,
+        "outcome": record.outcome,
+        "client": record.client,
+        "detail": _detail_text(record.detail),
+        "prev": record.prev,
+        "hash": record.hash,
+    }
 
 
 def _record(row: Any) -> AuditRecord:
@@ -114,44 +132,49 @@ class SqlAuditStore(EngineCalls):
     # --- writes -----------------------------------------------------------------------
 
     async def append(self, entry: AuditEntry, at: datetime) -> AuditRecord:
-        entry = entry.cleaned()
-        at = _utc(at)
-        new_head = (sqlite_insert if self._sqlite else pg_insert)(heads).values(
-            org=entry.org, seq=0, hash=GENESIS
-        )
+        (record,) = await self.append_many([(entry, at)])
+        return record
 
-        async def work(connection: AsyncConnection) -> AuditRecord:
-            await connection.execute(new_head.on_conflict_do_nothing(index_elements=["org"]))
-            head = (
+    async def append_many(
+        self, entries: Sequence[tuple[AuditEntry, datetime]]
+    ) -> list[AuditRecord]:
+        """Every entry chained in order, in one transaction. Each org's head is locked
+        once, orgs in name order (two writers never wait on each other crosswise)."""
+        cleaned = [(entry.cleaned(), _utc(at)) for entry, at in entries]
+        by_org: dict[str, list[int]] = {}
+        for i, (entry, _) in enumerate(cleaned):
+            by_org.setdefault(entry.org, []).append(i)
+        insert_head = sqlite_insert if self._sqlite else pg_insert
+
+        async def work(connection: AsyncConnection) -> list[AuditRecord]:
+            out: list[AuditRecord | None] = [None] * len(cleaned)
+            for org in sorted(by_org):
                 await connection.execute(
-                    select(heads.c.seq, heads.c.hash)
-                    .where(heads.c.org == entry.org)
-                    .with_for_update()
+                    insert_head(heads)
+                    .values(org=org, seq=0, hash=GENESIS)
+                    .on_conflict_do_nothing(index_elements=["org"])
                 )
-            ).one()
-            record = chain(entry, seq=int(head.seq) + 1, at=at, prev=head.hash)
-            await connection.execute(
-                records.insert().values(
-                    org=record.org,
-                    seq=record.seq,
-                    at=record.at,
-                    actor_sub=record.actor_sub,
-                    actor_email=record.actor_email,
-                    action=record.action,
-                    target=record.target,
-                    outcome=record.outcome,
-                    client=record.client,
-                    detail=_detail_text(record.detail),
-                    prev=record.prev,
-                    hash=record.hash,
+                head = (
+                    await connection.execute(
+                        select(heads.c.seq, heads.c.hash)
+                        .where(heads.c.org == org)
+                        .with_for_update()
+                    )
+                ).one()
+                seq, prev = int(head.seq), head.hash
+                rows = []
+                for i in by_org[org]:
+                    entry, at = cleaned[i]
+                    seq += 1
+                    record = chain(entry, seq=seq, at=at, prev=prev)
+                    prev = record.hash
+                    out[i] = record
+                    rows.append(_row(record))
+                await connection.execute(records.insert(), rows)
+                await connection.execute(
+                    update(heads).where(heads.c.org == org).values(seq=seq, hash=prev)
                 )
-            )
-            await connection.execute(
-                update(heads)
-                .where(heads.c.org == entry.org)
-                .values(seq=record.seq, hash=record.hash)
-            )
-            return record
+            return [r for r in out if r is not None]
 
         return await self._write("audit.append", work)
 

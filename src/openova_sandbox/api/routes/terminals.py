@@ -60,6 +60,7 @@ from ...services.resources import ResourceEvent, StreamEnd, Subscription
 from ...services.shares import SharedAccess
 from ...services.terminal_port import Channel, ViewerGrant, refuse
 from .. import schemas
+from ..accounts import upstream_token
 from ..json_body import load_json
 from ..security import origin_allowed, principal_from, require_principal
 from ..terminal_edge.attach import log_watch
@@ -78,6 +79,7 @@ _E = schemas.ErrorBody
 _COMMON: dict[int | str, dict[str, Any]] = {
     400: {"model": _E},
     401: {"model": schemas.Unauthenticated},
+    403: {"model": _E, "description": "token-not-allowed (Kubernetes mode, see docs/api.md)"},
     404: {"model": _E},
     500: {"model": _E},
     503: {"model": _E},
