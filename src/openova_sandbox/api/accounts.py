@@ -11,13 +11,20 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import structlog
+from starlette.requests import HTTPConnection
 
+from ..auth.issuer import EmbeddedIssuer
 from ..config import Settings
+from ..domain.access_tokens import looks_like_token
+from ..domain.errors import Forbidden
+from ..domain.principal import Principal
 from ..domain.quotas import DEFAULT_ORG, DEFAULT_USER, QuotaDefaults, parse_quota_setting
 from ..services.quotas import MemoryQuotas, QuotasService, QuotaStore
+from ..services.remote_terminals import RemoteTerminals
 from ..services.tokens import MemoryTokens, PatAuthenticator, TokensService, TokenStore
 from .deps import AppDeps
 
@@ -90,3 +97,47 @@ def add_accounts(deps: AppDeps, settings: Settings) -> None:
     deps.quotas = quotas
     if lifecycle is not None:
         deps.background.append(AccountsLifecycle(lifecycle))
+
+
+# a token exchanged for a JWT lives this long at most (each call, each attach mints one)
+UPSTREAM_JWT_SECONDS = 300
+
+
+def upstream_token(conn: HTTPConnection) -> str:
+    """The credential a terminal call presents upstream (Kubernetes mode: the sandbox's
+    own terminal server, which checks it again against the issuer's keys and knows no
+    personal access tokens). A JWT goes as it came; a personal access token is exchanged
+    for a short JWT of the same identity from the embedded issuer (at most
+    ``UPSTREAM_JWT_SECONDS``, never past the token's expiry). With an external issuer
+    there is none to mint: a REST call is refused (403 ``token-not-allowed``), an
+    attach goes on with the token and is refused by the terminal server (1008)."""
+    token = str(getattr(conn.state, "token", ""))
+    principal: Principal | None = getattr(conn.state, "principal", None)
+    deps = conn.app.state.deps
+    if principal is None or not principal.via_token or not looks_like_token(token):
+        return token
+    if not isinstance(deps.terminals, RemoteTerminals):
+        return token  # embedded mode: terminals are in this process, nothing is sent
+    issuer = deps.issuer
+    if not isinstance(issuer, EmbeddedIssuer):
+        if conn.scope.get("type") == "websocket":
+            return token
+        raise Forbidden(
+            "a personal access token cannot reach a sandbox's terminal server when tokens "
+            "come from an external issuer; use a token of the issuer",
+            code="token-not-allowed",
+        )
+    left = principal.seconds_left()
+    seconds = UPSTREAM_JWT_SECONDS if left is None else min(UPSTREAM_JWT_SECONDS, left)
+    return issuer.mint(
+        sub=principal.sub,
+        email=principal.email,
+        org=principal.org,
+        roles=sorted(principal.roles),
+        ttl=timedelta(seconds=max(1, int(seconds))),
+        extra={
+            "tier": principal.tier,
+            "groups": list(principal.groups),
+            "preferred_username": principal.username,
+        },
+    )
