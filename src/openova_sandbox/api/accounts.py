@@ -99,18 +99,22 @@ def add_accounts(deps: AppDeps, settings: Settings) -> None:
         deps.background.append(AccountsLifecycle(lifecycle))
 
 
-# a token exchanged for a JWT lives this long at most (each call, each attach mints one)
+# a token exchanged for a JWT lives this long at most: a REST call's, and an attach's
+# (which must not end before the connection does, should the pod close connections at
+# their token's exp; the control plane itself closes it at the token's expiry)
 UPSTREAM_JWT_SECONDS = 300
+UPSTREAM_ATTACH_SECONDS = 24 * 3600
 
 
 def upstream_token(conn: HTTPConnection) -> str:
     """The credential a terminal call presents upstream (Kubernetes mode: the sandbox's
     own terminal server, which checks it again against the issuer's keys and knows no
     personal access tokens). A JWT goes as it came; a personal access token is exchanged
-    for a short JWT of the same identity from the embedded issuer (at most
-    ``UPSTREAM_JWT_SECONDS``, never past the token's expiry). With an external issuer
-    there is none to mint: a REST call is refused (403 ``token-not-allowed``), an
-    attach goes on with the token and is refused by the terminal server (1008)."""
+    for a JWT of the same identity from the embedded issuer (a REST call's lives
+    ``UPSTREAM_JWT_SECONDS``, an attach's ``UPSTREAM_ATTACH_SECONDS``; never past the
+    token's expiry). With an external issuer there is none to mint: a REST call is
+    refused (403 ``token-not-allowed``), an attach goes on with the token and is
+    refused by the terminal server (1008)."""
     token = str(getattr(conn.state, "token", ""))
     principal: Principal | None = getattr(conn.state, "principal", None)
     deps = conn.app.state.deps
@@ -127,8 +131,9 @@ def upstream_token(conn: HTTPConnection) -> str:
             "come from an external issuer; use a token of the issuer",
             code="token-not-allowed",
         )
+    cap = UPSTREAM_ATTACH_SECONDS if conn.scope.get("type") == "websocket" else UPSTREAM_JWT_SECONDS
     left = principal.seconds_left()
-    seconds = UPSTREAM_JWT_SECONDS if left is None else min(UPSTREAM_JWT_SECONDS, left)
+    seconds = cap if left is None else min(cap, left)
     return issuer.mint(
         sub=principal.sub,
         email=principal.email,

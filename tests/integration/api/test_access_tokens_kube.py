@@ -16,7 +16,11 @@ import httpx
 import pytest
 import websockets
 
-from openova_sandbox.api.accounts import UPSTREAM_JWT_SECONDS, upstream_token
+from openova_sandbox.api.accounts import (
+    UPSTREAM_ATTACH_SECONDS,
+    UPSTREAM_JWT_SECONDS,
+    upstream_token,
+)
 from openova_sandbox.api.app import create_app
 from openova_sandbox.api.composition import build_api
 from openova_sandbox.api.terminal_edge.standalone import build_standalone_app
@@ -171,6 +175,10 @@ def test_the_exchanged_jwt_is_short_and_an_external_issuer_refuses(tmp_path: Pat
         )
     )
     assert claims["exp"] - claims["iat"] <= 20
+    # an attach's lives as long as the connection may (the control plane ends it)
+    attach = upstream_token(_Conn(deps, who, pat, "websocket"))  # type: ignore[arg-type]
+    claims = asyncio.run(deps.authenticator.inner.validator.validate(attach))
+    assert claims["exp"] - claims["iat"] == UPSTREAM_ATTACH_SECONDS
     # a JWT passes unchanged
     assert upstream_token(_Conn(deps, replace(who, via_token=""), "a.b.c", "http")) == "a.b.c"  # type: ignore[arg-type]
     # with an external issuer there is none to mint from
