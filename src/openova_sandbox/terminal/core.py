@@ -37,8 +37,8 @@ Decisions:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
 
 from .ring import Ring
 
@@ -65,9 +65,9 @@ class NoScreen:
         return b""
 
 
-@dataclass(frozen=True)
-class Frame:
-    """Bytes for one viewer covering stream offsets ``[start, end)``.
+class Frame(NamedTuple):
+    """Bytes for one viewer covering stream offsets ``[start, end)``. (Immutable values
+    made on every flush: a named tuple is built ~4x faster than a frozen dataclass.)
 
     ``kind`` is ``"live"``, ``"resume"`` (exact bytes from the requested offset) or
     ``"snapshot"`` (the screen as of ``end``; ``start == end``; ``reason`` says why:
@@ -92,12 +92,11 @@ class _Viewer:
     resync: str = ""  # non-empty: marked for a snapshot, with this reason
 
 
-@dataclass(frozen=True)
-class FeedResult:
+class FeedResult(NamedTuple):
     """What one ``feed`` produced: frames to enqueue, viewers newly marked for resync."""
 
-    frames: list[Frame] = field(default_factory=list)
-    resynced: list[str] = field(default_factory=list)
+    frames: list[Frame]
+    resynced: list[str]
 
 
 class SessionCore:
@@ -193,12 +192,13 @@ class SessionCore:
         a snapshot (the session does, once the frames are sent)."""
         data = bytes(output)
         if not data:
-            return FeedResult()
+            return FeedResult([], [])
         start = self._ring.end
         end = self._ring.append(data)
         if to_screen:
             self._screen.feed(data)
-        result = FeedResult()
+        frames: list[Frame] = []
+        resynced: list[str] = []
         size = len(data)
         for viewer_id, viewer in self._viewers.items():
             if viewer.resync:
@@ -210,12 +210,12 @@ class SessionCore:
             if over:
                 viewer.resync = "resync"
                 viewer.queued = 0
-                result.resynced.append(viewer_id)
+                resynced.append(viewer_id)
                 continue
             viewer.queued += size
             viewer.next_offset = end
-            result.frames.append(Frame(viewer_id, data, start, end))
-        return result
+            frames.append(Frame(viewer_id, data, start, end))
+        return FeedResult(frames, resynced)
 
     def handed(self, viewer_id: str, end: int) -> None:
         """The sender took a frame ending at ``end`` for the socket (acks may reach it)."""

@@ -40,6 +40,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import structlog
 
@@ -81,9 +82,9 @@ class TerminalCounters:
     viewer_resyncs: int = 0
 
 
-@dataclass(frozen=True)
-class Output:
-    """Stream bytes for one viewer (``kind``: live, resume or snapshot; see :class:`Frame`).
+class Output(NamedTuple):
+    """Stream bytes for one viewer (``kind``: live, resume or snapshot; see :class:`Frame`;
+    a named tuple for the same reason).
 
     A snapshot has ``start == end``: the screen as of that offset; ``reason`` says why
     (``attach``, ``resync``, ``resize``, ``gap``).
