@@ -185,6 +185,13 @@ class LocalRuntime:
             last_activity=self._terminals.last_activity(namespace, name),
         )
 
+    def sessions(self, namespace: str, name: str) -> int:
+        """Live terminals of the sandbox now."""
+        return self._terminals.sessions(namespace, name)
+
+    def sandboxes_with_terminals(self) -> list[Key]:
+        return self._terminals.sandboxes()
+
     def forget(self, namespace: str, name: str) -> None:
         self._clone_errors.pop((namespace, name), None)
 

@@ -72,6 +72,11 @@ class TerminalHost(Protocol):
 
     def sessions(self, namespace: str, name: str) -> int: ...
 
+    def sandboxes(self) -> builtins.list[tuple[str, str]]:
+        """(namespace, name) of every sandbox with a live terminal: the sweep ends
+        those of sandboxes the store no longer has."""
+        ...
+
     def last_activity(self, namespace: str, name: str) -> datetime | None: ...
 
 

@@ -225,6 +225,14 @@ class EmbeddedController:
         """Queue a pass for every known Sandbox whose plan, from the copy and a fresh
         observation, is not empty (a Sandbox with no copy yet is queued as before); a
         failing one keeps its back-off (``WorkQueue.poke``)."""
+        queue = self._queue
+        if queue is not None and self._synced.is_set():
+            # terminals of a sandbox the store no longer has (an attach that spawned
+            # after the deletion's last look): the orphan clean-up ends them
+            for key in self._runtime.sandboxes_with_terminals():
+                if key not in self._known and not queue.busy(key):
+                    self.sweep_passes += 1
+                    queue.poke(key)
         for done, key in enumerate(tuple(self._known), start=1):
             if done % SWEEP_SLICE == 0:
                 await asyncio.sleep(0)  # a thousand sandboxes must not hold the loop
@@ -308,6 +316,17 @@ class EmbeddedController:
             if status is not None:
                 current, status = await self._write_status(current, status), None
             if isinstance(action, RemoveFinalizer):
+                if self._runtime.sessions(*current.key):
+                    # a terminal was opened while the others were stopped (an attach
+                    # past its checks just before the deletion): the object stays, and
+                    # with it the deletion mark that refuses attaches, until a pass
+                    # finds none (issue 11: the tombstone lasts until removal is done)
+                    log.info(
+                        "controller.deletion.terminals_left",
+                        namespace=current.namespace,
+                        sandbox=current.name,
+                    )
+                    return None
                 current = await self._set_finalizer(current, present=False)
                 continue
             assert not isinstance(action, AddFinalizer)  # only ever first (Plan)

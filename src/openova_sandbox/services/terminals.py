@@ -464,6 +464,15 @@ class TerminalHostAdapter:
         if self._tokens is not None:
             await self._tokens.revoke(namespace, name)
 
+    def sandboxes(self) -> list[tuple[str, str]]:
+        out = []
+        for context in self._registry.live_sandboxes():
+            namespace = context.namespace
+            prefix = f"{namespace}/"
+            if context.sandbox_id.startswith(prefix):
+                out.append((namespace, context.sandbox_id[len(prefix) :]))
+        return out
+
     def sessions(self, namespace: str, name: str) -> int:
         try:
             return self._registry.live_count(registry_key(namespace, name))

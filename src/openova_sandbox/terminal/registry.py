@@ -23,6 +23,7 @@ A request's own ``env`` comes last; an empty value there unsets the variable.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import os
 import re
 import secrets
@@ -173,7 +174,16 @@ class TerminalRegistry:
             entry.context = context
 
     async def remove_sandbox(self, sandbox_id: str) -> None:
-        await self.stop_all(sandbox_id)
+        """Stop every terminal of the sandbox, then forget it. Stops again until none is
+        left (issue 11): a terminal started while the others were stopping (an attach
+        past its checks just before the deletion) is stopped too, never dropped from the
+        registry with its process running on; nothing is awaited between the last check
+        and the removal."""
+        while True:
+            await self.stop_all(sandbox_id)
+            entry = self._sandboxes.get(sandbox_id)
+            if entry is None or not entry.sessions:
+                break
         self._sandboxes.pop(sandbox_id, None)
 
     def context(self, sandbox_id: str) -> SandboxContext:
@@ -194,6 +204,14 @@ class TerminalRegistry:
 
     def list(self, sandbox_id: str) -> list[TerminalSession]:
         return list(self._entry(sandbox_id).sessions.values())
+
+    def live_sandboxes(self) -> builtins.list[SandboxContext]:
+        """The contexts of the sandboxes that have a live terminal."""
+        return [
+            entry.context
+            for entry in self._sandboxes.values()
+            if any(not s.exited for s in entry.sessions.values())
+        ]
 
     def live_count(self, sandbox_id: str) -> int:
         entry = self._sandboxes.get(sandbox_id)

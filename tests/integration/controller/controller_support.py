@@ -46,6 +46,9 @@ class RecordingTerminals:
     def sessions(self, namespace: str, name: str) -> int:
         return self.live.get((namespace, name), 0)
 
+    def sandboxes(self) -> list[Key]:
+        return [key for key, count in self.live.items() if count]
+
     def last_activity(self, namespace: str, name: str) -> datetime | None:
         return self.activity.get((namespace, name))
 
