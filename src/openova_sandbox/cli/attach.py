@@ -48,6 +48,12 @@ def ws_url(server: str, sandbox_id: str, token: str) -> str:
     )
 
 
+def ws_headers(client: ApiClient) -> dict[str, str]:
+    """The handshake's headers: the org asked for at `sandbox login --org`, which picks
+    one of several orgs the token names (the token itself rides in the URL)."""
+    return {"X-Sandbox-Org": client.org} if client.org else {}
+
+
 # Close codes after which the CLI exits 0: the agent ended (1000), or had ended before
 # this attach (1001). Anything else (1008 refused, 1011 cannot start or provisioning
 # failed, 1012 server restart, 1013 not ready yet) exits 1.
@@ -96,7 +102,9 @@ async def attach(client: ApiClient, sandbox_id: str) -> Ended:
     stdin, stdout = sys.stdin.fileno(), sys.stdout.buffer
     keys: asyncio.Queue[bytes] = asyncio.Queue()
     async with websockets.connect(
-        ws_url(client.server, sandbox_id, client.token), max_size=None
+        ws_url(client.server, sandbox_id, client.token),
+        max_size=None,
+        additional_headers=ws_headers(client),
     ) as ws:
         await _send_size(client, sandbox_id)
 

@@ -4,6 +4,7 @@ with PKCE; tokens kept 0600 in the config dir, refreshed when expired, revoked a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -16,9 +17,12 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets
 
 from openova_sandbox.api.app import create_app
 from openova_sandbox.api.composition import build_embedded
+from openova_sandbox.cli.attach import ws_headers, ws_url
+from openova_sandbox.cli.client import ApiClient
 from openova_sandbox.config import load_settings
 from openova_sandbox.testing.server import serve_in_thread
 from support.cli import SANDBOX
@@ -84,6 +88,21 @@ def read_until(process: subprocess.Popen[str], pattern: str) -> re.Match[str]:
     raise AssertionError(f"{pattern!r} never printed; stderr:\n{''.join(seen)}")
 
 
+async def handshake(client: ApiClient) -> str:
+    """How the server closes `sandbox attach`'s WebSocket to a sandbox that is not
+    there: unauthenticated, or (let in) not found."""
+    try:
+        async with websockets.connect(
+            ws_url(client.server, "nope", client.token), additional_headers=ws_headers(client)
+        ) as ws:
+            await ws.recv()
+    except websockets.InvalidStatus as exc:
+        return str(exc.response.status_code)
+    except websockets.ConnectionClosed as exc:
+        return f"{exc.rcvd.code if exc.rcvd else None} {exc.rcvd.reason if exc.rcvd else ''}"
+    return "open"
+
+
 def finish(process: subprocess.Popen[str]) -> tuple[int, str, str]:
     out, err = process.communicate(timeout=60)
     return process.returncode, out, err
@@ -109,6 +128,10 @@ def test_device_login_use_refresh_and_logout(server, config_home):
 
     listed = run("ls", "--server", url, env=config_home)
     assert listed.returncode == 0, listed.stderr
+    # `sandbox attach`'s WebSocket handshake carries the org too
+    bearer = ApiClient(url, entry["id_token"], org="globex")
+    assert asyncio.run(handshake(bearer)) == "1008 sandbox not found"  # let in
+    assert asyncio.run(handshake(ApiClient(url, entry["id_token"]))) == "1008 unauthenticated"
 
     # expired: refreshed (and saved) before the request
     entry["expires_at"] = time.time() - 5
