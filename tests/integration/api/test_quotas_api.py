@@ -230,7 +230,14 @@ def test_websocket_connections_beyond_the_quota_close_1013(make_api: Any) -> Non
                 frame = await first.recv()
                 seen += frame if isinstance(frame, bytes) else frame.encode()
             code, reason = await close_of(url)
-        # the first closed: its slot is free again
+        # the first closed: its slot is free again once the server has seen it end
+        deadline = time.monotonic() + 10
+        async with httpx.AsyncClient(base_url=api.url) as client:
+            while (await client.get(QUOTAS, headers=api.auth(**DEV))).json()["user"]["usage"][
+                "websockets"
+            ]:
+                assert time.monotonic() < deadline, "slot not released"
+                await asyncio.sleep(0.02)
         async with asyncio.timeout(20), websockets.connect(url) as again:
             await again.send(b"echo again-$((2+2))\n")
             seen = b""
