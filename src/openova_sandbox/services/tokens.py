@@ -22,7 +22,7 @@ JWT one:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -316,20 +316,3 @@ class PatAuthenticator:
 
 def _clip(text: str) -> str:
     return text[:40].encode("utf-8", "replace").decode("utf-8")
-
-
-class TokensLifecycle:
-    """The token store as a background part: opened after the store, closed before it
-    (a database that cannot be reached at start opens on first use)."""
-
-    def __init__(self, store: TokenStore, *, also: Sequence[Any] = ()) -> None:
-        self.store = store
-
-    async def start(self) -> None:
-        try:
-            await self.store.start()
-        except Exception as exc:
-            log.warning("accounts unreachable at start; opening on first use", error=str(exc))
-
-    async def stop(self) -> None:
-        await self.store.close()
