@@ -163,12 +163,10 @@ class AuditLog:
                 records = await self.store.append_many([(e, at) for e, at, _ in batch])
             except Exception as exc:
                 for _, _, stored in batch:
-                    if not stored.done():
-                        stored.set_exception(exc)
+                    _settle(stored, exc)
                 continue
             for (_, _, stored), record in zip(batch, records, strict=True):
-                if not stored.done():  # a caller that went away: stored all the same
-                    stored.set_result(record)
+                _settle(stored, record)  # a caller that went away: stored all the same
 
     async def record(
         self,
@@ -275,6 +273,18 @@ class AuditLog:
                 "(the newest records were removed)",
             )
         return ChainReport(org, total, seq, prev)
+
+
+def _settle(stored: asyncio.Future[AuditRecord], outcome: AuditRecord | Exception) -> None:
+    """Tell a waiting ``record`` how its append went (unless it went away, or its event
+    loop did: a test's server stopped with records queued)."""
+    if stored.done():
+        return
+    with contextlib.suppress(RuntimeError):
+        if isinstance(outcome, Exception):
+            stored.set_exception(outcome)
+        else:
+            stored.set_result(outcome)
 
 
 @dataclass
