@@ -7,7 +7,7 @@ import { FakeServer } from "./test/fakeServer";
 import { usageReport } from "./test/render";
 
 describe("App sign-in gate", () => {
-  it("shows the sign-in page on 401 with where the login link comes from", async () => {
+  it("shows the sign-in page on 401 with the identity provider's Sign in", async () => {
     window.history.replaceState(null, "", "/sandbox");
     const s = new FakeServer()
       .on("GET", "/api/v1/sandbox/whoami", { status: 401, body: { error: "unauthenticated" } })
@@ -17,11 +17,22 @@ describe("App sign-in gate", () => {
       });
     render(<App api={s.api()} />);
     expect(await screen.findByRole("heading", { name: "Sign in to OpenOva Sandbox" })).toBeInTheDocument();
-    expect(screen.getByText(/printed it when the server started/)).toBeInTheDocument();
-    expect(screen.getByText(/^sandbox token --sub <id> --email <you@org> --org <org>$/)).toBeInTheDocument();
     const signIn = await screen.findByRole("button", { name: "Sign in" });
     expect(signIn).toBeEnabled();
     expect(signIn).toHaveAccessibleDescription(/https:\/\/id.acme.test/);
+    // the embedded issuer's instructions do not apply with an identity provider
+    expect(screen.queryByText(/printed it when the server started/)).toBeNull();
+  });
+
+  it("explains the login link when the server has no identity provider", async () => {
+    window.history.replaceState(null, "", "/sandbox");
+    const s = new FakeServer()
+      .on("GET", "/api/v1/sandbox/whoami", { status: 401, body: { error: "unauthenticated" } })
+      .on("GET", "/api/v1/sandbox/auth/config", { status: 200, body: { oidcConfigured: false, issuer: "" } });
+    render(<App api={s.api()} />);
+    expect(await screen.findByText(/printed it when the server started/)).toBeInTheDocument();
+    expect(screen.getByText(/^sandbox token --sub <id> --email <you@org> --org <org>$/)).toBeInTheDocument();
+    expect(screen.queryByRole("button", { name: "Sign in" })).toBeNull();
   });
 
   it("Sign in goes to the server's OIDC sign-in, coming back to this page", () => {

@@ -14,28 +14,20 @@ export function signInUrl(): string {
 
 export function SignIn({ onRetry }: { onRetry: () => void }) {
   const api = useApi();
-  const [config, setConfig] = useState<AuthConfig | null>(null);
+  // undefined: not asked yet; null: the server did not say (the login-link text then)
+  const [config, setConfig] = useState<AuthConfig | null | undefined>(undefined);
   useTitle("Sign in");
   useEffect(() => {
     api.authConfig().then(setConfig, () => setConfig(null));
   }, [api]);
+  const sso = config?.oidcConfigured === true;
   return (
     <div className="page narrow">
       <section className="card signin" aria-labelledby="signin-title">
         <h1 id="signin-title" className="page-title">
           Sign in to OpenOva Sandbox
         </h1>
-        <p>
-          This console signs you in with a login link. The terminal running{" "}
-          <code>sandbox serve</code> printed it when the server started: a line containing{" "}
-          <code>/login?token=…</code>. Open that link in this browser.
-        </p>
-        <p>
-          Lost it? Restart <code>sandbox serve</code> for a new one, or on the server run{" "}
-          <code>sandbox token --sub &lt;id&gt; --email &lt;you@org&gt; --org &lt;org&gt;</code>{" "}
-          and open <code>{window.location.origin}/login?token=&lt;token&gt;</code>.
-        </p>
-        {config?.oidcConfigured && (
+        {sso && (
           <div className="oidc">
             <button
               type="button"
@@ -50,6 +42,20 @@ export function SignIn({ onRetry }: { onRetry: () => void }) {
               here.
             </p>
           </div>
+        )}
+        {config !== undefined && !sso && (
+          <>
+            <p>
+              This console signs you in with a login link. The terminal running{" "}
+              <code>sandbox serve</code> printed it when the server started: a line containing{" "}
+              <code>/login?token=…</code>. Open that link in this browser.
+            </p>
+            <p>
+              Lost it? Restart <code>sandbox serve</code> for a new one, or on the server run{" "}
+              <code>sandbox token --sub &lt;id&gt; --email &lt;you@org&gt; --org &lt;org&gt;</code>{" "}
+              and open <code>{window.location.origin}/login?token=&lt;token&gt;</code>.
+            </p>
+          </>
         )}
         <button type="button" className="btn" onClick={onRetry}>
           I have signed in — try again
