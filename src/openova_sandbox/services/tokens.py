@@ -21,7 +21,9 @@ JWT one:
 
 from __future__ import annotations
 
+import asyncio
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -43,13 +45,24 @@ from ..domain.access_tokens import (
     parse_ttl_days,
     well_formed,
 )
-from ..domain.errors import Forbidden, Invalid, NotFound, QuotaExceeded, Unauthenticated
+from ..domain.errors import (
+    Forbidden,
+    Invalid,
+    NotFound,
+    QuotaExceeded,
+    SandboxError,
+    Unauthenticated,
+)
 from ..domain.model import format_time, utcnow
 from ..domain.principal import Principal
 
 log = structlog.get_logger(__name__)
 
 CACHE_SECONDS = 2.0
+# a connection opened with a token ends when the token is revoked: at once when revoked
+# through this process, within this many seconds when through another one
+REVOKED_CHECK_SECONDS = 30.0
+REASON_TOKEN_REVOKED = "token-revoked"
 CACHE_ENTRIES = 10_000
 TOUCH_EVERY = timedelta(minutes=1)
 PURGE_AFTER = timedelta(days=30)
@@ -170,6 +183,10 @@ class TokensService:
         self._cache: dict[str, tuple[AccessToken | None, float]] = {}
         self._touched: dict[str, datetime] = {}
         self._generation = 0  # bumped by every revoke: a lookup racing one is not kept
+        # token id -> set when revoked here; kept only while a connection waits on it
+        self._revoked: weakref.WeakValueDictionary[str, asyncio.Event] = (
+            weakref.WeakValueDictionary()
+        )
 
     # --- the use cases ----------------------------------------------------------------
 
@@ -238,6 +255,32 @@ class TokensService:
         if await self.store.revoke_token(found.id, self._clock()):
             log.info("token.revoked", token=found.id, by=principal.sub, org=principal.org)
         self._forget()
+        event = self._revoked.get(found.id)
+        if event is not None:
+            event.set()
+
+    async def wait_revoked(
+        self, token_id: str, *, check_every: float = REVOKED_CHECK_SECONDS
+    ) -> None:
+        """Return once token ``token_id`` is revoked: at once when through this process,
+        else at the next look at the store (every ``check_every`` seconds). A store that
+        cannot be read is looked at again later, never read as revoked."""
+        event = self._revoked.get(token_id)
+        if event is None:
+            event = self._revoked[token_id] = asyncio.Event()
+        while True:
+            try:
+                async with asyncio.timeout(check_every):
+                    await event.wait()
+                return
+            except TimeoutError:
+                pass
+            try:
+                token = await self.store.get_token(token_id)
+            except SandboxError:
+                continue
+            if token is None or token.revoked_at is not None:
+                return
 
     # --- authentication ---------------------------------------------------------------
 

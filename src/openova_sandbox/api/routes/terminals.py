@@ -59,6 +59,7 @@ from ...services.quotas import Held, take_slot
 from ...services.resources import ResourceEvent, StreamEnd, Subscription
 from ...services.shares import SharedAccess
 from ...services.terminal_port import Channel, ViewerGrant, refuse
+from ...services.tokens import REASON_TOKEN_REVOKED
 from .. import schemas
 from ..accounts import upstream_token
 from ..json_body import load_json
@@ -463,6 +464,9 @@ async def _attach(websocket: WebSocket, sandbox_id: str, terminal_id: str | None
         left = caller.seconds_left()
         if left is not None:
             ends.append((asyncio.sleep(left), REASON_TOKEN_EXPIRED))
+        tokens = getattr(websocket.app.state.deps, "tokens", None)
+        if caller.via_token and tokens is not None:  # a personal access token's revocation
+            ends.append((tokens.wait_revoked(caller.via_token), REASON_TOKEN_REVOKED))
         serve = _serve(channel, websocket, caller, sandbox_id, terminal_id)
         await _until_ended(channel, serve, ends, sub=caller.sub)
 
