@@ -5,12 +5,14 @@ on a WebSocket), scoped to owner and org, expiring, revocable, last use recorded
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import sqlite3
 import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
 import websockets
 
@@ -340,3 +342,52 @@ def test_token_and_quota_changes_are_audited(sql_api: Api) -> None:
             "/api/v1/sandbox/audit", params={"format": "jsonl"}, headers=sql_api.auth(**ADMIN)
         ).text
     )
+
+
+def test_a_terminal_opened_with_a_token_closes_when_it_is_revoked(sql_api: Api) -> None:
+    created = create(sql_api, DEV)
+    token = created["token"]
+    made = sql_api.http.post(SESSIONS, headers=bearer(token), json={"agent": "shell", "name": "rv"})
+    assert made.status_code == 201
+    deadline = time.monotonic() + 20
+    while sql_api.http.get(f"{SESSIONS}/rv", headers=bearer(token)).json().get("phase") != "Ready":
+        assert time.monotonic() < deadline, "sandbox not ready"
+        time.sleep(0.05)
+
+    async def attach_then_revoke() -> tuple[int | None, str, float]:
+        url = f"{sql_api.server.ws_url}{SESSIONS}/rv/attach?access_token={token}"
+        async with asyncio.timeout(20), websockets.connect(url) as ws:
+            await ws.send(b"echo live-$((4*4))\n")
+            seen = b""
+            while b"live-16" not in seen:
+                frame = await ws.recv()
+                seen += frame if isinstance(frame, bytes) else frame.encode()
+            async with httpx.AsyncClient(base_url=sql_api.url) as client:
+                gone = await client.delete(f"{TOKENS}/{created['id']}", headers=sql_api.auth(**DEV))
+            assert gone.status_code == 204
+            revoked = time.monotonic()
+            with contextlib.suppress(websockets.ConnectionClosed):
+                async for _ in ws:
+                    pass
+            return ws.close_code, ws.close_reason or "", time.monotonic() - revoked
+
+    code, reason, after = asyncio.run(attach_then_revoke())
+    assert (code, reason) == (1008, "token-revoked")
+    assert after < 5  # at once, not at the next look at the store
+
+
+async def test_wait_revoked_sees_another_replicas_revocation() -> None:
+    """Revoked through another process: noticed at the next look at the store."""
+    from openova_sandbox.domain.principal import Principal
+    from openova_sandbox.services.tokens import MemoryTokens, TokensService
+
+    store = MemoryTokens()
+    here, there = TokensService(store), TokensService(store)
+    owner = Principal(sub="s", email="s@acme.com", org="acme")
+    made = await here.create(owner, {"name": "ci"})
+    waiting = asyncio.ensure_future(here.wait_revoked(made["id"], check_every=0.05))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    await there.revoke(owner, made["id"])
+    async with asyncio.timeout(5):
+        await waiting
