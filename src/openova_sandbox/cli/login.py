@@ -357,10 +357,15 @@ def login_cmd(
     config = call(ApiClient(url, ""), "GET", "/api/v1/sandbox/auth/config")
     issuer = str(config.get("issuer") or "") if isinstance(config, dict) else ""
     client_id = str(config.get("cliClientId") or "") if isinstance(config, dict) else ""
-    if not issuer or not client_id:
+    if not issuer:
         fail(
             f"the server at {url} signs in with its own issuer, not an identity provider: "
             "the CLI uses its data dir (--data-dir) or SANDBOX_TOKEN there"
+        )
+    if not client_id:
+        fail(
+            f"the server at {url} names no client for the CLI at {issuer}: its operator "
+            "sets SANDBOX_OIDC_CLI_CLIENT_ID (a public client), or use SANDBOX_TOKEN"
         )
     scopes = str(config.get("scopes") or "openid email profile")
     client = OidcClient(issuer=issuer, client_id=client_id, scopes=scopes)

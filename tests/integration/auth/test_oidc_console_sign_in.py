@@ -5,7 +5,6 @@ Keycloak-shaped claims (an org list, realm roles, groups), logout at the issuer.
 
 from __future__ import annotations
 
-import os
 import stat
 import time
 from collections.abc import Iterator
@@ -298,5 +297,11 @@ def test_auth_config_offers_sign_in(idp, tmp_path):
         config = httpx.get(http.url + "/api/v1/sandbox/auth/config").json()
         assert config["oidcConfigured"] is True
         assert config["signInUrl"] == "/auth/oidc/start"
-        assert config["cliClientId"] == "sandbox-console"
-    assert os.environ.get("SANDBOX_OIDC_CLIENT_SECRET") is None
+        # the console's client has a secret: not one for the CLI
+        assert "cliClientId" not in config
+    public = load_settings(
+        data_dir=tmp_path / "public", store="memory", oidc_issuer=idp.url, oidc_client_id="pub"
+    )
+    with serve_in_thread(create_app(build_embedded(public))) as http:
+        config = httpx.get(http.url + "/api/v1/sandbox/auth/config").json()
+        assert (config["cliClientId"], config["scopes"]) == ("pub", "openid email profile")

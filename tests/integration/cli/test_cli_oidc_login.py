@@ -196,6 +196,24 @@ def test_an_org_list_without_org_is_refused_and_nothing_is_kept(server, config_h
     assert not creds(config_home).exists()
 
 
+def test_login_to_a_server_without_a_cli_client(tmp_path, config_home):
+    idp = OidcIdp()
+    try:
+        settings = load_settings(
+            data_dir=tmp_path / "data",
+            store="memory",
+            oidc_issuer=idp.url,
+            oidc_client_id="sandbox-console",
+            oidc_client_secret="console-secret",
+        )
+        with serve_in_thread(create_app(build_embedded(settings))) as http:
+            out = run("login", "--server", http.url, env=config_home)
+        assert out.returncode == 1
+        assert "SANDBOX_OIDC_CLI_CLIENT_ID" in out.stderr
+    finally:
+        idp.stop()
+
+
 def test_login_to_a_server_without_an_issuer(tmp_path, config_home):
     settings = load_settings(data_dir=tmp_path / "data", store="memory")
     with serve_in_thread(create_app(build_embedded(settings))) as http:

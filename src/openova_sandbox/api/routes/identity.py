@@ -321,8 +321,13 @@ async def auth_config(request: Request) -> JSONResponse:
     settings = deps.settings
     sign_in = deps.oidc_sessions is not None
     body: dict[str, Any] = {"oidcConfigured": sign_in, "issuer": settings.oidc_issuer}
-    if settings.oidc_issuer and (settings.oidc_cli_client_id or settings.oidc_client_id):
-        body["cliClientId"] = settings.oidc_cli_client_id or settings.oidc_client_id
+    # the CLI's client must be public (no secret on a laptop): the console's only when
+    # that one has no secret either
+    cli_client = settings.oidc_cli_client_id.strip() or (
+        "" if settings.oidc_client_secret else settings.oidc_client_id.strip()
+    )
+    if settings.oidc_issuer and cli_client:
+        body["cliClientId"] = cli_client
         body["scopes"] = settings.oidc_scopes
     if sign_in:
         body["signInUrl"] = START_PATH
