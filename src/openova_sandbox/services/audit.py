@@ -23,9 +23,9 @@ Around a call that may be refused, :meth:`AuditLog.action` records how it ended:
 ``Unauthenticated`` or ``QuotaExceeded``; ``failure`` for any other error, with its
 ``error`` code in the detail; the error propagates unchanged.)
 
-Two implementations keep the same rules: :class:`MemoryAuditLog` here (tests and
-``SANDBOX_STORE=memory``) and ``SqlAuditLog`` (``store/sql_audit.py``), whose chain stays
-linear under concurrent writers in any number of processes.
+Two stores keep the same rules: :class:`MemoryAuditStore` here (tests and
+``SANDBOX_STORE=memory``) and ``SqlAuditStore`` (``store/sql_audit.py``), whose chains
+stay linear under concurrent writers in any number of processes.
 """
 
 from __future__ import annotations
