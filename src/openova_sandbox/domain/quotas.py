@@ -111,7 +111,9 @@ def parse_user_name(name: str) -> str:
             "a user's quotas are named by the user's email (at most 320 characters)",
             code="invalid-name",
         )
-    return text.lower()
+    # as ``ledger.user_key`` names users: an email lowercased, a subject (a user without
+    # an email) as it is
+    return text.lower() if "@" in text else text
 
 
 def parse_limit(value: Any, *, what: str) -> int | None:

@@ -201,3 +201,15 @@ def _now():  # type: ignore[no-untyped-def]
     from openova_sandbox.domain.model import utcnow
 
     return utcnow()
+
+
+async def test_a_user_without_an_email_is_named_by_the_subject_as_it_is():
+    sessions = sessions_over(MemoryStore())
+    quotas = quotas_for(sessions)
+    nameless = Principal(sub="User-ABC", org="acme")
+    key = quotas.changeable(ADMIN, "user", "User-ABC")
+    await quotas.put(ADMIN, key, {"websockets": 0})
+    with pytest.raises(QuotaRefused):
+        await quotas.hold("websockets", nameless)
+    emailed = quotas.changeable(ADMIN, "user", "Dev@Acme.COM")
+    assert emailed.name == "dev@acme.com"
