@@ -17,6 +17,8 @@ JWT one:
   prefix and passes the rest to the JWT authenticator. A token's record is cached per
   process for ``CACHE_SECONDS`` (a revoke in this process applies at once, one in
   another process within that time). Its last use is written at most once a minute.
+- **connections**: a terminal WebSocket opened with a token ends when it is revoked
+  (``wait_revoked``: at once through this process, else at the next look at the store).
 """
 
 from __future__ import annotations
