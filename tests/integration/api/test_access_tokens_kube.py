@@ -187,3 +187,29 @@ def test_the_exchanged_jwt_is_short_and_an_external_issuer_refuses(tmp_path: Pat
         upstream_token(_Conn(deps, who, pat, "http"))  # type: ignore[arg-type]
     assert refused.value.code == "token-not-allowed"
     assert upstream_token(_Conn(deps, who, pat, "websocket")) == pat  # type: ignore[arg-type]
+
+
+def test_quotas_hold_in_kubernetes_mode_too(tmp_path: Path) -> None:
+    """The control plane of Kubernetes mode counts sandboxes and connections; terminals
+    run in the pods, so their usage is not counted here (null)."""
+    settings = load_settings(
+        data_dir=tmp_path / "data", quota_user="sandboxes=1", agents_path=str(tmp_path / "a")
+    )
+    (tmp_path / "a").write_text(json.dumps([{"slug": "aider", "binary": "/bin/sh"}]))
+    issuer = EmbeddedIssuer.load_or_create(tmp_path / "data")
+    h = {"Authorization": f"Bearer {issuer.mint(sub='u-1', email='dev@acme.com', org='acme')}"}
+    with (
+        serve_in_thread(create_app(build_api(settings))) as api,
+        httpx.Client(base_url=api.url, timeout=10) as http,
+    ):
+        first = http.post(SESSIONS, headers=h, json={"agent": "aider", "name": "one"})
+        assert first.status_code == 201, first.text
+        second = http.post(SESSIONS, headers=h, json={"agent": "aider", "name": "two"})
+        assert second.status_code == 429 and second.json()["error"] == "quota-exceeded"
+        usage = http.get("/api/v1/sandbox/quotas", headers=h).json()["user"]["usage"]
+        assert usage == {
+            "sandboxes": 1,
+            "terminals": None,
+            "websockets": 0,
+            "waitingAttaches": 0,
+        }
