@@ -8,6 +8,7 @@ from __future__ import annotations
 import stat
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -236,6 +237,32 @@ def test_state_and_flow_are_checked(idp, tmp_path):
                 "/auth/oidc/callback", params={"error": "access_denied", "state": "s"}
             )
             assert denied.status_code == 401 and "access_denied" in denied.text
+
+
+def test_concurrent_requests_share_one_refresh(idp, tmp_path):
+    idp.set_user("ivy", email="ivy@acme.test", org_id="acme")
+    running, deps = serve(idp, tmp_path)
+    with running as http:
+        server = Server(http.url, deps)
+        with server.browser() as browser:
+            sign_in(server, idp, browser, "ivy")
+            cookie = browser.cookies["catalyst_session"]
+        before = idp.stats()["grants"].get("refresh_token", 0)
+        server.offset = 50
+        headers = {"Cookie": f"catalyst_session={cookie}"}
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(
+                pool.map(
+                    lambda _: (
+                        httpx.get(
+                            server.url + "/api/v1/sandbox/whoami", headers=headers, timeout=15
+                        ).status_code
+                    ),
+                    range(8),
+                )
+            )
+        assert answers == [200] * 8
+        assert idp.stats()["grants"]["refresh_token"] == before + 1
 
 
 def test_a_refused_refresh_ends_the_session(idp, tmp_path):
