@@ -132,23 +132,34 @@ class LocalRuntime:
         self._git = git_binary
         self._clone_slots = asyncio.Semaphore(max_concurrent_clones)
         self._clone_errors: dict[Key, dict[str, _CloneError]] = {}
+        self._folders: dict[Key, str] = {}  # workspace folders by sandbox, as text
 
     # ----------------------------------------------------------------- observation
 
     def workspace(self, namespace: str, name: str) -> Path:
         return workspace_path(self._data_dir, namespace, name)
 
+    def _workspace_text(self, key: Key) -> str | None:
+        """The workspace folder as text (``None``: the names cannot be folders); kept per
+        sandbox, since the sweep observes every sandbox every few seconds."""
+        text = self._folders.get(key)
+        if text is None:
+            if not (safe_component(key[0]) and safe_component(key[1])):
+                return None
+            text = self._folders[key] = str(self.workspace(*key))
+        return text
+
     def observe(self, sandbox: Sandbox) -> Observed:
         ns, name = sandbox.key
         terminals = self._observe_terminals(ns, name)
-        if not (safe_component(ns) and safe_component(name)):
+        ws = self._workspace_text((ns, name))
+        if ws is None:
             return terminals
-        ws = self.workspace(ns, name)
         generation = sandbox.metadata.generation
         cloned: set[str] = set()
         for repo in unique_repos(sandbox):
             folder = repo_name(repo) if "/" in repo else ""
-            if safe_component(folder) and (ws / folder / ".git").exists():
+            if safe_component(folder) and os.path.exists(f"{ws}/{folder}/.git"):
                 cloned.add(repo)
         errors = {
             repo: err.message
@@ -156,7 +167,7 @@ class LocalRuntime:
             if err.generation == generation
         }
         return Observed(
-            workspace_exists=ws.is_dir(),
+            workspace_exists=os.path.isdir(ws),
             cloned=frozenset(cloned),
             clone_errors=errors,
             terminal_serving=terminals.terminal_serving,
@@ -194,6 +205,7 @@ class LocalRuntime:
 
     def forget(self, namespace: str, name: str) -> None:
         self._clone_errors.pop((namespace, name), None)
+        self._folders.pop((namespace, name), None)
 
     # ----------------------------------------------------------------- actions
 

@@ -46,6 +46,7 @@ from .reconcile import (
     AddFinalizer,
     CloneRepo,
     EnsureWorkspace,
+    Observed,
     Plan,
     RemoveFinalizer,
     RemoveWorkspace,
@@ -106,6 +107,8 @@ class EmbeddedController:
         # the newest object known of each Sandbox (events, relist, own writes, reads):
         # what the sweep reconciles in memory instead of reading the store
         self._objects: dict[Key, Sandbox] = {}
+        # per Sandbox, the (resourceVersion, observation) the sweep last found settled
+        self._settled: dict[Key, tuple[str, Observed]] = {}
         self.sweep_passes = 0  # passes the sweep queued (observability, tests)
 
     # ------------------------------------------------------------------ lifecycle
@@ -177,6 +180,7 @@ class EmbeddedController:
                         self._written.pop(key, None)
                         self._latest.pop(key, None)
                         self._objects.pop(key, None)
+                        self._settled.pop(key, None)
                     else:
                         self._known.add(key)
                         self._latest[key] = event.object
@@ -242,11 +246,19 @@ class EmbeddedController:
             cached = self._objects.get(key)
             if cached is not None:
                 try:
-                    settled = reconcile(cached, self._runtime.observe(cached), self._clock()).empty
+                    observed = self._runtime.observe(cached)
+                    seen = (cached.metadata.resource_version, observed)
+                    # the same object observed the same as when its plan was last
+                    # empty: still empty (reconcile is pure), so no need to ask again
+                    if self._settled.get(key) == seen:
+                        continue
+                    settled = reconcile(cached, observed, self._clock()).empty
                 except Exception:  # the worker will meet it, log it and back off
                     settled = False
                 if settled:
+                    self._settled[key] = seen
                     continue
+                self._settled.pop(key, None)
                 self._latest.setdefault(key, cached)
             self.sweep_passes += 1
             queue.poke(key)
@@ -421,6 +433,7 @@ class EmbeddedController:
         self._written.pop(key, None)
         self._latest.pop(key, None)
         self._objects.pop(key, None)
+        self._settled.pop(key, None)
         plan = reconcile_orphan(self._runtime.observe_orphan(*key))
         for action in plan.actions:
             if isinstance(action, StopTerminals):

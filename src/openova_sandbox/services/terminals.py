@@ -31,6 +31,7 @@ of the quota but one, which stays the primary agent's.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -97,6 +98,10 @@ class CredentialSource(Protocol):
 
 # stands in for a connected owner's token when only asking whether the agent could start
 CONNECTED_PLACEHOLDER = "connected"
+# how long the spawn's checks for one agent are reused by agent_problem: the sweep asks
+# for every sandbox every 3 s, and the answer depends on the agent (and, for
+# claude-code, whether the owner connected a subscription), not on the sandbox
+DRY_RUN_SECONDS = 1.0
 BinaryIdentity = tuple[str, int, int] | None  # path, inode, mtime (ns)
 
 
@@ -144,6 +149,8 @@ class TerminalsService:
         self.tokens = tokens
         self._credentials = credentials
         self._start_failures: dict[str, _StartFailure] = {}
+        # (agent, owner connected) → (when, the dry run's binary or why it cannot start)
+        self._dry_runs: dict[tuple[str, bool], tuple[float, str, str]] = {}
         # told (namespace, name) when the primary agent's startability changed, so the
         # controller looks again now rather than at its next sweep
         self.on_agent_change: Callable[[str, str], None] | None = None
@@ -231,19 +238,38 @@ class TerminalsService:
         if not agent:
             return None
         key = registry_key(sandbox.namespace, sandbox.name)
-        try:
-            spec = self.registry.dry_run(
-                self._context(sandbox, preview=True), self._preflight_request(sandbox, agent)
-            )
-        except (Invalid, SpawnFailed) as exc:
-            return exc.detail
+        binary, problem = self._dry_run(sandbox, agent)
+        if problem:
+            return problem
         failure = self._start_failures.get(key)
         if failure is None:
             return None
-        if failure.binary != _identity(spec.argv[0]):
+        if failure.binary != _identity(binary):
             del self._start_failures[key]  # reinstalled: the next attach tries again
             return None
         return failure.message
+
+    def _dry_run(self, sandbox: Sandbox, agent: str) -> tuple[str, str]:
+        """The binary the spawn would start and "", or "" and why it cannot start; the
+        same agent's answer is reused for ``DRY_RUN_SECONDS`` (issue 11: a thousand
+        sandboxes' checks every sweep were most of an idle server's CPU). The checks
+        (catalogue, required variables, binary on the search path) read the agent's
+        row, the server's environment and, for claude-code, the owner's connection:
+        nothing else of the sandbox."""
+        request = self._preflight_request(sandbox, agent)
+        memo = (agent, BYOS_TOKEN_ENV in request.env)
+        now = time.monotonic()
+        known = self._dry_runs.get(memo)
+        if known is not None and now - known[0] < DRY_RUN_SECONDS:
+            return known[1], known[2]
+        try:
+            spec = self.registry.dry_run(self._context(sandbox, preview=True), request)
+        except (Invalid, SpawnFailed) as exc:
+            answer = ("", exc.detail)
+        else:
+            answer = (spec.argv[0], "")
+        self._dry_runs[memo] = (now, *answer)
+        return answer
 
     def _start_failed(self, sandbox: Sandbox, exc: SandboxError) -> None:
         if isinstance(exc, QuotaExceeded) or self.registry.closing:
@@ -264,6 +290,7 @@ class TerminalsService:
             self._agent_changed(sandbox)
 
     def _agent_changed(self, sandbox: Sandbox) -> None:
+        self._dry_runs.clear()  # a start failed or succeeded: ask the spawn again
         if self.on_agent_change is not None:
             self.on_agent_change(sandbox.namespace, sandbox.name)
 
