@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
 from openova_sandbox.api.app import create_app
 from openova_sandbox.api.composition import build_embedded
@@ -263,6 +264,35 @@ def test_concurrent_requests_share_one_refresh(idp, tmp_path):
             )
         assert answers == [200] * 8
         assert idp.stats()["grants"]["refresh_token"] == before + 1
+
+
+def test_no_secret_of_the_flow_is_logged(idp, tmp_path):
+    idp.set_user("jack", email="jack@acme.test", org_id="acme")
+    running, deps = serve(idp, tmp_path)
+    with running as http, capture_logs() as events:
+        server = Server(http.url, deps)
+        with server.browser() as browser:
+            _, params = sign_in(server, idp, browser, "jack")
+            cookie = browser.cookies["catalyst_session"]
+            sid = cookie.removeprefix("oidc:").split(":")[0]
+            first = deps.oidc_sessions._read(sid)
+            server.offset = 50
+            assert browser.get("/api/v1/sandbox/whoami").status_code == 200
+            second = deps.oidc_sessions._read(sid)
+            assert browser.post("/logout").status_code == 200
+    assert any(e["event"] == "auth.oidc.refreshed" for e in events)
+    logged = repr(events)
+    secrets = {
+        "session id": sid,
+        "state": params["state"][0],
+        "nonce": params["nonce"][0],
+        "access token": first.access_token,
+        "refresh token": first.refresh_token,
+        "new refresh token": second.refresh_token,
+        "ID token": first.id_token,
+        "ID token signature": first.id_token.rsplit(".", 1)[1],
+    }
+    assert [name for name, value in secrets.items() if value in logged] == []
 
 
 def test_a_refused_refresh_ends_the_session(idp, tmp_path):
