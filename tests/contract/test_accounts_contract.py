@@ -254,3 +254,68 @@ async def test_the_tokens_service_over_the_store(accounts: Accounts):
     _, stranger = new_token()
     with pytest.raises(Unauthenticated):
         await fresh.authenticate(stranger)
+
+
+@pytest.mark.parametrize(
+    "backend", [pytest.param("sqlite"), pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+async def test_a_database_at_0002_is_brought_to_0003_and_back(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Migration 0003 on a database an older release left at 0002 (its ledger rows
+    kept), and its downgrade."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import inspect, text
+
+    from openova_sandbox.store.sql_engine import MIGRATIONS, create_engine, parse_url
+
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+    else:
+        url = await fresh_database(request.getfixturevalue("postgres_url"))
+    engine = create_engine(parse_url(url), echo=False, connect_timeout=5)
+
+    def to(revision: str, *, down: bool = False) -> Any:
+        def run(connection: Any) -> None:
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS))
+            config.attributes["connection"] = connection
+            (command.downgrade if down else command.upgrade)(config, revision)
+
+        return run
+
+    def tables(connection: Any) -> set[str]:
+        return set(inspect(connection).get_table_names())
+
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(to("0002"))
+            await connection.execute(
+                text(
+                    "INSERT INTO gateway_budgets (scope, namespace, name, limit_nanos, "
+                    "updated_at, updated_by) VALUES ('org', 'acme', 'acme', 5, "
+                    "CURRENT_TIMESTAMP, 'x')"
+                )
+            )
+        async with engine.connect() as connection:
+            assert "sandbox_access_tokens" not in await connection.run_sync(tables)
+        accounts = SqlAccounts(url)
+        await accounts.start()  # upgrades to head
+        try:
+            assert await accounts.add_token(token("000000000000000a"), "a" * 64, max_active=5)
+        finally:
+            await accounts.close()
+        async with engine.connect() as connection:
+            found = await connection.run_sync(tables)
+            assert {"sandbox_access_tokens", "sandbox_quotas", "gateway_budgets"} <= found
+            kept = await connection.execute(text("SELECT limit_nanos FROM gateway_budgets"))
+            assert kept.scalar_one() == 5
+        async with engine.begin() as connection:
+            await connection.run_sync(to("0002", down=True))
+        async with engine.connect() as connection:
+            found = await connection.run_sync(tables)
+            assert "sandbox_access_tokens" not in found and "sandbox_quotas" not in found
+            assert "gateway_budgets" in found
+    finally:
+        await engine.dispose()
