@@ -235,7 +235,7 @@ class TokensService:
                 "revoke one first",
                 code="quota-exceeded",
             )
-        log.info("token.created", token=token_id, sub=principal.sub, org=principal.org, days=days)
+        log.info("token.created", pat=token_id, sub=principal.sub, org=principal.org, days=days)
         return {**token_out(record, now), "token": secret}
 
     async def list(self, principal: Principal, *, scope: str | None = None) -> dict[str, Any]:
@@ -255,7 +255,7 @@ class TokensService:
         if found is None or not (mine or admin):
             raise NotFound(f'token "{_clip(token_id)}" not found', code="token-not-found")
         if await self.store.revoke_token(found.id, self._clock()):
-            log.info("token.revoked", token=found.id, by=principal.sub, org=principal.org)
+            log.info("token.revoked", pat=found.id, by=principal.sub, org=principal.org)
         self._forget()
         event = self._revoked.get(found.id)
         if event is not None:
@@ -325,7 +325,7 @@ class TokensService:
         try:
             await self.store.touch_token(token.id, now, older_than=now - TOUCH_EVERY)
         except Exception as exc:  # a last-used time is not worth refusing a request for
-            log.warning("token.touch_failed", token=token.id, error=str(exc))
+            log.warning("token.touch_failed", pat=token.id, error=str(exc))
 
     def _forget(self) -> None:
         self._generation += 1
