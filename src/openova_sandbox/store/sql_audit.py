@@ -24,20 +24,30 @@ audit log may say a thing twice, never lose it silently.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Awaitable, Callable, Sequence
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import structlog
-from sqlalchemy import Select, func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import Select, TextClause, func, or_, select, text
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..domain.audit import GENESIS, AuditEntry, AuditQuery, AuditRecord, chain
 from .sql_audit_schema import heads, records
-from .sql_engine import create_engine, migrate, migration_lock, parse_url, safe_url
+from .sql_engine import (
+    SQLITE_BUSY_TIMEOUT_MS,
+    create_engine,
+    migrate,
+    migration_lock,
+    parse_url,
+    safe_url,
+)
 from .sql_retry import EngineCalls
 
 log = structlog.get_logger(__name__)
@@ -87,6 +97,204 @@ def _record(row: Any) -> AuditRecord:
     )
 
 
+# --- an append: one synchronous transaction --------------------------------------------
+#
+# The same statements on both databases (named parameters, which sqlite3 and SQLAlchemy's
+# text() both take); only the head's lock differs (SQLite's write transaction is the lock).
+
+_NEW_HEAD = (
+    "INSERT INTO sandbox_audit_heads (org, seq, hash) VALUES (:org, 0, :genesis)"
+    " ON CONFLICT (org) DO NOTHING"
+)
+_HEAD = "SELECT seq, hash FROM sandbox_audit_heads WHERE org = :org"
+_HEAD_LOCKED = _HEAD + " FOR UPDATE"
+_INSERT = (
+    "INSERT INTO sandbox_audit (org, seq, at, actor_sub, actor_email, action, target,"
+    " outcome, client, detail, prev, hash) VALUES (:org, :seq, :at, :actor_sub,"
+    " :actor_email, :action, :target, :outcome, :client, :detail, :prev, :hash)"
+)
+_MOVE_HEAD = "UPDATE sandbox_audit_heads SET seq = :seq, hash = :hash WHERE org = :org"
+_TEXTS: dict[str, TextClause] = {
+    sql: text(sql) for sql in (_NEW_HEAD, _HEAD, _HEAD_LOCKED, _INSERT, _MOVE_HEAD)
+}
+# how SQLAlchemy's SQLite DateTime stores a time (what the reads parse)
+_SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%f"
+
+
+class _Db(Protocol):
+    def one(self, sql: str, params: dict[str, Any]) -> Any: ...
+
+    def run(self, sql: str, params: dict[str, Any] | list[dict[str, Any]]) -> None: ...
+
+
+class _SaDb:
+    """Statements on a synchronous SQLAlchemy connection (inside ``run_sync``)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def one(self, sql: str, params: dict[str, Any]) -> Any:
+        return self._connection.execute(_TEXTS[sql], params).one()
+
+    def run(self, sql: str, params: dict[str, Any] | list[dict[str, Any]]) -> None:
+        self._connection.execute(_TEXTS[sql], params)
+
+
+class _RawDb:
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+
+    def one(self, sql: str, params: dict[str, Any]) -> Any:
+        row = self._connection.execute(sql, params).fetchone()
+        assert row is not None
+        return row
+
+    def run(self, sql: str, params: dict[str, Any] | list[dict[str, Any]]) -> None:
+        if isinstance(params, list):
+            self._connection.executemany(sql, params)
+        else:
+            self._connection.execute(sql, params)
+
+
+def _append(
+    db: _Db, cleaned: list[tuple[AuditEntry, datetime]], *, sqlite: bool
+) -> list[AuditRecord]:
+    by_org: dict[str, list[int]] = {}
+    for i, (entry, _) in enumerate(cleaned):
+        by_org.setdefault(entry.org, []).append(i)
+    out: dict[int, AuditRecord] = {}
+    for org in sorted(by_org):
+        db.run(_NEW_HEAD, {"org": org, "genesis": GENESIS})
+        seq, prev = db.one(_HEAD if sqlite else _HEAD_LOCKED, {"org": org})
+        seq = int(seq)
+        rows = []
+        for i in by_org[org]:
+            entry, at = cleaned[i]
+            seq += 1
+            record = chain(entry, seq=seq, at=at, prev=prev)
+            prev = record.hash
+            out[i] = record
+            row = _row(record)
+            if sqlite:
+                row["at"] = record.at.replace(tzinfo=None).strftime(_SQLITE_DATETIME)
+            rows.append(row)
+        db.run(_INSERT, rows)
+        db.run(_MOVE_HEAD, {"org": org, "seq": seq, "hash": prev})
+    return [out[i] for i in range(len(cleaned))]
+
+
+_BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+FIRST_PAUSE, LAST_PAUSE = 0.0002, 0.005  # seconds between two tries on a locked database
+CHECKPOINT_EVERY = 256
+
+
+def _locked(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in _BUSY_CODES
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _as_sqlalchemy_error(exc: sqlite3.Error) -> sa_exc.DBAPIError:
+    """What the store's retry rule and error mapping know (``sql_errors``)."""
+    kind = (
+        sa_exc.OperationalError if isinstance(exc, sqlite3.OperationalError) else sa_exc.DBAPIError
+    )
+    return kind(None, None, exc)
+
+
+class _SqliteDirect:
+    """The appends on SQLite: one ``sqlite3`` connection (``synchronous=FULL``: a
+    returned record is fsynced) used on the event loop, one synchronous transaction per
+    batch. Through aiosqlite every statement was a hop to its thread and back with the
+    database's write lock held in between (the store's writes waiting behind it); here
+    the lock is held for the statements and the fsync only. A locked database (another
+    connection writing) is tried again after 0.2 ms, doubling up to 5 ms, for at most
+    ``SQLITE_BUSY_TIMEOUT_MS``. Every ``CHECKPOINT_EVERY`` commits a worker thread runs
+    a passive WAL checkpoint (none on the loop)."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._connection: sqlite3.Connection | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-sqlite")
+        self._worker: sqlite3.Connection | None = None
+        self._commits = 0
+
+    def _connect(self, *, busy_ms: int, autocheckpoint: int) -> sqlite3.Connection:
+        connection = sqlite3.connect(
+            self._path, isolation_level=None, check_same_thread=False, timeout=busy_ms / 1000
+        )
+        try:
+            connection.execute(f"PRAGMA busy_timeout = {busy_ms}")
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.execute("PRAGMA synchronous = FULL")
+            connection.execute(f"PRAGMA wal_autocheckpoint = {autocheckpoint}")
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    @staticmethod
+    def _transaction(connection: sqlite3.Connection, work: Callable[[_Db], T]) -> T:
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            value = work(_RawDb(connection))
+            connection.execute("COMMIT")
+            return value
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+
+    async def run(self, work: Callable[[_Db], T]) -> T:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SQLITE_BUSY_TIMEOUT_MS / 1000
+        pause = FIRST_PAUSE
+        while True:
+            try:
+                if self._connection is None:
+                    self._connection = self._connect(busy_ms=0, autocheckpoint=0)
+                value = self._transaction(self._connection, work)
+                break
+            except sqlite3.OperationalError as exc:
+                if not _locked(exc) or loop.time() + pause > deadline:
+                    self._drop()
+                    raise _as_sqlalchemy_error(exc) from exc
+            except sqlite3.Error as exc:
+                self._drop()
+                raise _as_sqlalchemy_error(exc) from exc
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, LAST_PAUSE)
+        self._commits += 1
+        if self._commits % CHECKPOINT_EVERY == 0:
+            loop.run_in_executor(self._executor, self._checkpoint)
+        return value
+
+    def _drop(self) -> None:
+        """A fresh connection for the next try (after a failure)."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(sqlite3.Error):
+                connection.close()
+
+    def _checkpoint(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            if self._worker is None:
+                self._worker = self._connect(busy_ms=SQLITE_BUSY_TIMEOUT_MS, autocheckpoint=1000)
+            self._worker.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    async def close(self) -> None:
+        self._drop()
+
+        def close_worker() -> None:
+            if self._worker is not None:
+                self._worker.close()
+                self._worker = None
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, close_worker)
+        self._executor.shutdown(wait=False)
+
+
 class SqlAuditStore(EngineCalls):
     def __init__(self, url: str, *, call_timeout: float = 5.0, echo: bool = False) -> None:
         self._url = parse_url(url)
@@ -95,7 +303,7 @@ class SqlAuditStore(EngineCalls):
         self._engine: AsyncEngine | None = None
         self._start_lock = asyncio.Lock()
         self._sqlite = self._url.get_backend_name() == "sqlite"
-        self._write_lock = asyncio.Lock()
+        self._direct: _SqliteDirect | None = None
         self._closed = False
 
     @property
@@ -113,6 +321,9 @@ class SqlAuditStore(EngineCalls):
             except BaseException:
                 await engine.dispose()
                 raise
+            if self._sqlite:
+                assert self._url.database is not None
+                self._direct = _SqliteDirect(self._url.database)
             self._engine = engine
             log.info("audit.started", backend=self._url.get_backend_name(), url=self.url)
 
@@ -120,6 +331,9 @@ class SqlAuditStore(EngineCalls):
         self._closed = True
         async with self._start_lock:
             engine, self._engine = self._engine, None
+            direct, self._direct = self._direct, None
+            if direct is not None:
+                await direct.close()
             if engine is not None:
                 await engine.dispose()
 
@@ -141,58 +355,27 @@ class SqlAuditStore(EngineCalls):
         """Every entry chained in order, in one transaction. Each org's head is locked
         once, orgs in name order (two writers never wait on each other crosswise)."""
         cleaned = [(entry.cleaned(), _utc(at)) for entry, at in entries]
-        by_org: dict[str, list[int]] = {}
-        for i, (entry, _) in enumerate(cleaned):
-            by_org.setdefault(entry.org, []).append(i)
-        insert_head = sqlite_insert if self._sqlite else pg_insert
+        sqlite = self._sqlite
 
-        async def work(connection: AsyncConnection) -> list[AuditRecord]:
-            out: list[AuditRecord | None] = [None] * len(cleaned)
-            for org in sorted(by_org):
-                await connection.execute(
-                    insert_head(heads)
-                    .values(org=org, seq=0, hash=GENESIS)
-                    .on_conflict_do_nothing(index_elements=["org"])
-                )
-                head = (
-                    await connection.execute(
-                        select(heads.c.seq, heads.c.hash)
-                        .where(heads.c.org == org)
-                        .with_for_update()
-                    )
-                ).one()
-                seq, prev = int(head.seq), head.hash
-                rows = []
-                for i in by_org[org]:
-                    entry, at = cleaned[i]
-                    seq += 1
-                    record = chain(entry, seq=seq, at=at, prev=prev)
-                    prev = record.hash
-                    out[i] = record
-                    rows.append(_row(record))
-                await connection.execute(records.insert(), rows)
-                await connection.execute(
-                    update(heads).where(heads.c.org == org).values(seq=seq, hash=prev)
-                )
-            return [r for r in out if r is not None]
+        def work(db: _Db) -> list[AuditRecord]:
+            return _append(db, cleaned, sqlite=sqlite)
 
-        return await self._write("audit.append", work)
+        engine = await self._ready()
+        direct = self._direct
+        if direct is not None:
 
-    async def _write(self, action: str, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        async def run(engine: AsyncEngine) -> T:
+            async def on_sqlite(_engine: AsyncEngine) -> list[AuditRecord]:
+                return await direct.run(work)
+
+            return await self._attempts("audit.append", engine, on_sqlite)
+
+        async def on_postgres(engine: AsyncEngine) -> list[AuditRecord]:
             async with engine.connect() as connection:
-                connection = await connection.execution_options(sqlite_begin="immediate")
-                value = await work(connection)
+                value = await connection.run_sync(lambda sync: work(_SaDb(sync)))
                 await connection.commit()
                 return value
 
-        async def serialised(engine: AsyncEngine) -> T:
-            if not self._sqlite:
-                return await run(engine)
-            async with self._write_lock:
-                return await run(engine)
-
-        return await self._call(action, serialised)
+        return await self._attempts("audit.append", engine, on_postgres)
 
     # --- reads ------------------------------------------------------------------------
 
