@@ -211,6 +211,20 @@ class Settings:
     byos_claude_code_callback_path: str = "/api/v1/sandbox/byos/claude-code/callback"
     byos_claude_code_scopes: tuple[str, ...] = ("read:user", "write:claude-code")
 
+    # --- embedded isolation (issue 12; docs/architecture.md, "Isolation") -------------
+    # auto: each sandbox in a bubblewrap view of its own when the kernel allows it, else
+    # none with a warning (and no start with an external issuer: several users); bwrap:
+    # required; none: every terminal runs as this server's user, seeing what it sees
+    isolation: Literal["auto", "bwrap", "none"] = "auto"
+    # more read-only paths inside every sandbox (comma list: /nix, a toolchain's prefix)
+    isolation_paths: tuple[str, ...] = ()
+    # processes (and threads) one sandbox may have at once
+    isolation_processes: int = field(default=1024, metadata=_bounded(16, 1_000_000))
+    # the network inside sandboxes (off: loopback only); orgs whose sandboxes never
+    # have it (comma list of org ids)
+    isolation_network: bool = True
+    isolation_offline_orgs: tuple[str, ...] = ()
+
     # --- logging ----------------------------------------------------------------------
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool | None = None  # None: JSON when stderr is not a TTY
@@ -380,6 +394,8 @@ _BEFORE: dict[str, Any] = {
     "image_agents": _word_list,
     "agents": _comma_list,
     "byos_claude_code_scopes": _comma_list,
+    "isolation_paths": _comma_list,
+    "isolation_offline_orgs": _comma_list,
 }
 _AFTER: dict[str, Any] = {
     "default_quota_cpu": _cpu,

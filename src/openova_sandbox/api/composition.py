@@ -40,6 +40,8 @@ from ..services.gateway_ledger import (
     budget_defaults,
     make_ledger,
 )
+from ..services.isolation import announce as announce_isolation
+from ..services.isolation import decide as decide_isolation
 from ..services.logins import USED_FILE, LoginService, UsedLinks
 from ..services.notify import attach_webhook
 from ..services.remote_terminals import RemoteTerminals
@@ -214,15 +216,12 @@ def build_embedded(
     settings: Settings, *, store: Store | None = None, public_url: str = ""
 ) -> AppDeps:
     """The all-in-one server: control plane, controller and terminals in this process."""
+    # each sandbox's processes in a view of their own (issue 12), or said why not;
+    # refuses to start unisolated with an external issuer (several users)
+    isolation = decide_isolation(settings, path_env=agent_path(settings))
+    announce_isolation(isolation)
     deps = build_control_plane(settings, store=store, public_url=public_url)
-    if settings.oidc_issuer or settings.jwks_url:
-        # an external issuer usually means several people; say what this mode isolates
-        log.warning(
-            "embedded_mode_is_one_trust_domain",
-            detail="every agent runs as this server's OS user and can read its data dir "
-            "(keys, other workspaces); use Kubernetes mode for users who must not reach "
-            "each other",
-        )
+    deps.isolation = isolation
     # the model gateway under /llm/ (docs/gateway.md); each sandbox's terminals reach it
     # on this server's loopback address with the sandbox's own token
     ledger = embedded_ledger(deps, settings)
@@ -239,6 +238,7 @@ def build_embedded(
         scrollback_lines=settings.screen_scrollback_lines,
         path=agent_path(settings),
         groups=groups,
+        isolation=isolation.policy,
     )
     terminal_metrics = TerminalMetrics(registry)
     deps.metrics_registry.register(terminal_metrics)

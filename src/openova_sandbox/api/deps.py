@@ -59,6 +59,9 @@ class AppDeps:
     # console sessions signed in with the OIDC issuer (auth.oidc_sessions.OidcSessions);
     # None: no OIDC client configured
     oidc_sessions: Any = None
+    # embedded mode: the isolation of the terminals (services.isolation.IsolationState);
+    # None: not this server's to say (Kubernetes mode: the pods)
+    isolation: Any = None
     # started in order after the store, stopped in reverse before it
     background: list[Lifecycle] = field(default_factory=list)
     on_started: list[Callable[[], Awaitable[None]]] = field(default_factory=list)

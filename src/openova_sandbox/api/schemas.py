@@ -6,6 +6,8 @@ error codes, which a generic 422 cannot express); these models describe the shap
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -124,11 +126,25 @@ class AgentInstallProgress(BaseModel):
     version: str | None = None
 
 
+class Isolation(BaseModel):
+    """What keeps this server's terminals apart (embedded mode; docs/architecture.md)."""
+
+    # bwrap: each sandbox in a bubblewrap view of its own; none: as the server's user
+    mode: Literal["bwrap", "none"]
+    reason: str | None = None  # why none
+    network: bool | None = None  # the network inside (an offline org has loopback only)
+    processLimit: int | None = None  # processes per sandbox; null: not enforced
+    memoryLimit: str | None = None
+    cpuLimit: str | None = None  # null: not enforced
+    notIsolated: list[str]  # what is still shared
+
+
 class WhoAmI(BaseModel):
     sub: str
     email: str
     org: str
     orgAdmin: bool
+    isolation: Isolation | None = None  # embedded mode only
 
 
 class AuthConfig(BaseModel):

@@ -185,6 +185,15 @@ def serve(
         out.print(f"OpenOva Sandbox {__version__} serving on {base}", highlight=False)
         out.print(f"Console:  {base}/sandbox", highlight=False)
         out.print("Agents:   sandbox agents list / sandbox agents install <agent>", highlight=False)
+        iso = deps.isolation
+        if iso is not None:  # issue 12: what keeps the terminals apart, or that nothing does
+            said = (
+                "each sandbox in its own bubblewrap view (workspace, HOME, /tmp, processes)"
+                if iso.policy is not None
+                else f"NONE ({iso.reason}): every terminal runs as this server's user and "
+                "can read the data dir and every workspace; serve one user only"
+            )
+            out.print(f"Isolation: {said}", highlight=False, soft_wrap=True)
         if deps.oidc_sessions is not None:
             # the console and the CLI sign in at the external issuer (docs/auth.md)
             out.print(

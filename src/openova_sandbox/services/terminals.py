@@ -179,6 +179,7 @@ class TerminalsService:
             session_limit=sandbox.spec.quota.concurrent_sessions,
             ring_bytes=self._ring_bytes,
             home=str(home_path(self._data_dir, sandbox.namespace, sandbox.name)),
+            memory=sandbox.spec.quota.memory,
         )
 
     def _register(self, sandbox: Sandbox) -> str:

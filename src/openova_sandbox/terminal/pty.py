@@ -57,6 +57,9 @@ class SpawnSpec:
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
     rows: int = 24
     cols: int = 80
+    # argv is a sandbox launcher (bubblewrap, terminal/isolation.py) whose command takes
+    # the terminal as its own controlling terminal inside: the launcher gets none
+    sandboxed: bool = False
 
 
 def _take_controlling_tty() -> None:  # runs in the child between fork and exec
@@ -135,8 +138,9 @@ def _posix_spawn(libc: ctypes.CDLL, spec: SpawnSpec, slave: str) -> _Spawned:
     try:
         # after setsid (the flag acts before the file actions), opening the slave
         # without O_NOCTTY makes it the new session's controlling terminal
+        flags = os.O_RDWR | (os.O_NOCTTY if spec.sandboxed else 0)
         libc.posix_spawn_file_actions_addopen(
-            actions, 0, os.fsencode(slave), os.O_RDWR, ctypes.c_uint(0)
+            actions, 0, os.fsencode(slave), flags, ctypes.c_uint(0)
         )
         libc.posix_spawn_file_actions_adddup2(actions, 0, 1)
         libc.posix_spawn_file_actions_adddup2(actions, 0, 2)
@@ -165,16 +169,29 @@ def _posix_spawn(libc: ctypes.CDLL, spec: SpawnSpec, slave: str) -> _Spawned:
     return _Spawned(pid.value)
 
 
+_TIOCGSID = getattr(termios, "TIOCGSID", 0x5429)
+
+
 def _winsize(rows: int, cols: int) -> bytes:
     return struct.pack("HHHH", rows, cols, 0, 0)
 
 
 _SCAN_MIN_TTL = 0.02
-_scan_cache: tuple[float, float, dict[int, list[int]]] = (0.0, 0.0, {})
 
 
-def _scan_sessions() -> dict[int, list[int]]:
-    """Live (non-zombie) processes by session id, from /proc.
+@dataclass(frozen=True)
+class _Table:
+    """Live (non-zombie) processes by session id, and children by parent."""
+
+    sessions: dict[int, list[int]]
+    children: dict[int, list[int]]
+
+
+_scan_cache: tuple[float, float, _Table] = (0.0, 0.0, _Table({}, {}))
+
+
+def _scan() -> _Table:
+    """Live (non-zombie) processes by session id and by parent, from /proc.
 
     Shared by every terminating session and reused for a while (at least 20 ms, and at
     least five times as long as the last scan took), so stopping a thousand terminals at
@@ -185,7 +202,7 @@ def _scan_sessions() -> dict[int, list[int]]:
     taken_at, took, table = _scan_cache
     if now - taken_at < max(_SCAN_MIN_TTL, 5 * took):
         return table
-    table = {}
+    table = _Table({}, {})
     try:
         entries = os.listdir("/proc")
     except OSError:
@@ -201,7 +218,8 @@ def _scan_sessions() -> dict[int, list[int]]:
         fields = raw[raw.rfind(b")") + 2 :].split()
         # state ppid pgrp session ...
         if len(fields) >= 4 and fields[0] not in (b"Z", b"X"):
-            table.setdefault(int(fields[3]), []).append(int(entry))
+            table.sessions.setdefault(int(fields[3]), []).append(int(entry))
+            table.children.setdefault(int(fields[1]), []).append(int(entry))
     done = time.monotonic()
     _scan_cache = (done, done - now, table)
     return table
@@ -209,7 +227,21 @@ def _scan_sessions() -> dict[int, list[int]]:
 
 def _session_members(sid: int) -> list[int]:
     """Live (non-zombie) processes whose session id is ``sid``."""
-    return _scan_sessions().get(sid, [])
+    return _scan().sessions.get(sid, [])
+
+
+def _sandbox_members(sid: int) -> list[int]:
+    """A sandbox launcher's session (the launcher, its namespace's init) and everything
+    below it: every process of the sandbox's PID namespace, whatever its session."""
+    table = _scan()
+    found = list(table.sessions.get(sid, []))
+    seen = set(found)
+    for pid in found:  # grows while it is walked
+        for child in table.children.get(pid, []):
+            if child not in seen:
+                seen.add(child)
+                found.append(child)
+    return found
 
 
 def exit_status(returncode: int) -> int:
@@ -220,11 +252,18 @@ def exit_status(returncode: int) -> int:
 class PtyProcess:
     """One child process on its own PTY; the master fd is non-blocking."""
 
-    def __init__(self, popen: subprocess.Popen[bytes] | _Spawned, master_fd: int) -> None:
+    def __init__(
+        self,
+        popen: subprocess.Popen[bytes] | _Spawned,
+        master_fd: int,
+        *,
+        sandboxed: bool = False,
+    ) -> None:
         self._popen = popen
         self.master_fd = master_fd
         self.pid = popen.pid
         self.pgid = popen.pid  # start_new_session: the child leads its session and group
+        self.sandboxed = sandboxed
         self.pidfd: int | None
         try:
             self.pidfd = os.pidfd_open(popen.pid)
@@ -252,7 +291,7 @@ class PtyProcess:
                     cwd=spec.cwd or None,
                     env=dict(spec.env),
                     start_new_session=True,
-                    preexec_fn=_take_controlling_tty,
+                    preexec_fn=None if spec.sandboxed else _take_controlling_tty,
                     close_fds=True,
                 )
         except FileNotFoundError as exc:
@@ -266,7 +305,7 @@ class PtyProcess:
             os.close(slave)
         os.set_blocking(master, False)
         log.info("pty.spawned", pid=popen.pid, argv0=spec.argv[0], cwd=spec.cwd)
-        return cls(popen, master)
+        return cls(popen, master, sandboxed=spec.sandboxed)
 
     @property
     def returncode(self) -> int | None:
@@ -298,18 +337,37 @@ class PtyProcess:
         except OSError:
             return self.pgid
 
+    def _terminal_session(self) -> int | None:
+        """The session whose controlling terminal the PTY is (the agent's, inside a
+        sandbox); ``None`` when it has none (yet, or any more)."""
+        try:
+            found = struct.unpack("i", fcntl.ioctl(self.master_fd, _TIOCGSID, b"\0" * 4))[0]
+        except OSError:
+            return None
+        return int(found) if found > 0 else None
+
     def resize(self, rows: int, cols: int) -> None:
         """Set the window size and tell the foreground process group (``SIGWINCH``)."""
         fcntl.ioctl(self.master_fd, termios.TIOCSWINSZ, _winsize(rows, cols))
         self.signal(signal.SIGWINCH)
 
     def signal(self, sig: int) -> None:
-        """Signal the terminal's foreground process group (where ``^C`` would go)."""
-        for target in {self.foreground_pgid(), self.pgid}:
+        """Signal the terminal's foreground process group (where ``^C`` would go) and
+        the session leader's group: the agent's, never a sandbox's launcher (its death
+        ends the sandbox at once)."""
+        if self.sandboxed:
+            targets = {self.foreground_pgid(), self._terminal_session()} - {self.pgid, None}
+        else:
+            targets = {self.foreground_pgid(), self.pgid}
+        for target in targets:
+            assert target is not None
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(target, sig)
 
     def _signal_everything(self, sig: int) -> None:
+        if self.sandboxed:
+            self._signal_sandbox(sig)
+            return
         targets = set(_session_members(self.pid))
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pgid, sig)
@@ -319,11 +377,31 @@ class PtyProcess:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
 
+    def _signal_sandbox(self, sig: int) -> None:
+        """Every process of the sandbox; the launcher only with ``SIGKILL`` (``SIGHUP``
+        or ``SIGTERM`` would kill it, and its death kills the rest at once with
+        ``SIGKILL``: they get their grace first). The namespace's init ignores what
+        it has no handler for; killing the launcher kills it, and with it, the kernel
+        every process left in the namespace."""
+        for pid in _sandbox_members(self.pid):
+            if pid == self.pid and sig != signal.SIGKILL:
+                continue
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        if sig == signal.SIGKILL and self._popen.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self.pid, sig)
+
     def gone(self) -> bool:
-        """Main process reaped and nothing left alive in its session."""
+        """Main process reaped and nothing left alive in its session (in a sandbox:
+        in its PID namespace)."""
         if self.poll() is None:
             return False
-        members = [pid for pid in _session_members(self.pid) if pid != self.pid]
+        members = [
+            pid
+            for pid in (_sandbox_members if self.sandboxed else _session_members)(self.pid)
+            if pid != self.pid
+        ]
         if not members:
             return True
         # The shared scan may be older than the last signal: confirm the survivors.

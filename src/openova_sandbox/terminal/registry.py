@@ -40,8 +40,10 @@ import structlog
 from ..config import RING_DEFAULT, clamp_ring_bytes
 from ..domain.catalogue import AgentSpec, Catalogue
 from ..domain.errors import AlreadyExists, Conflict, Invalid, NotFound, SessionLimit, SpawnFailed
+from . import isolation
 from .activity import BUSY
 from .core import DEFAULT_VIEWER_QUEUE_BYTES
+from .isolation import Policy
 from .leftovers import ProcessGroups
 from .pty import TERM_GRACE, PtyProcess, SpawnSpec
 from .screen import DEFAULT_SCROLLBACK_LINES
@@ -73,6 +75,8 @@ class SandboxContext:
     ring_bytes: int | None = None
     # the sandbox's own HOME (empty: the server's HOME, or the pod's in Kubernetes)
     home: str = ""
+    # the quota's memory (``8Gi``): the limit of each process in an isolated sandbox
+    memory: str = ""
 
 
 @dataclass(frozen=True)
@@ -142,8 +146,12 @@ class TerminalRegistry:
         prepare_spawn: SpawnPreparer | None = None,
         groups: ProcessGroups | None = None,
         scrollback_lines: int = DEFAULT_SCROLLBACK_LINES,
+        isolation: Policy | None = None,
     ) -> None:
         self.catalogue = catalogue
+        # embedded isolation (terminal/isolation.py): every process of a sandbox with a
+        # workspace of its own starts in that sandbox's view; None: as the server's user
+        self.isolation = isolation
         # spawned process groups recorded in the data dir (ended at the next start)
         self.groups = groups
         self.ring_bytes = clamp_ring_bytes(ring_bytes)
@@ -273,6 +281,7 @@ class TerminalRegistry:
             raise Invalid("rows and cols must be between 1 and 1000", code="invalid-size")
         slug, spec = self._spawn_spec(entry.context, req)
         spec = self._prepare(entry.context, req, slug, spec)
+        spec = self._isolate(entry.context, spec)
         process = PtyProcess.spawn(spec)
         if self.groups is not None:
             self.groups.record(process.pgid)
@@ -472,6 +481,21 @@ class TerminalRegistry:
             raise SpawnFailed(
                 f"cannot prepare the sandbox's HOME {context.home!r}: {reason}"
             ) from exc
+
+    def _isolate(self, context: SandboxContext, spec: SpawnSpec) -> SpawnSpec:
+        """The one place a spawn is put in its sandbox's view (when isolation is on and
+        the sandbox has a workspace of its own)."""
+        if self.isolation is None or not context.workdir:
+            return spec
+        return isolation.wrap(
+            self.isolation,
+            spec,
+            workspace=context.workdir,
+            home=context.home,
+            name=context.sandbox_id,
+            memory=context.memory,
+            org=context.org_id,
+        )
 
 
 def row_env(agent: AgentSpec, env: Mapping[str, str]) -> dict[str, str]:

@@ -302,15 +302,17 @@ async def jwks(request: Request) -> JSONResponse:
     response_model=schemas.WhoAmI,
     responses={401: {"model": schemas.Unauthenticated}},
 )
-async def whoami(caller: Caller) -> JSONResponse:
-    return JSONResponse(
-        {
-            "sub": caller.sub,
-            "email": caller.email,
-            "org": caller.org,
-            "orgAdmin": caller.is_org_admin,
-        }
-    )
+async def whoami(caller: Caller, request: Request) -> JSONResponse:
+    body: dict[str, Any] = {
+        "sub": caller.sub,
+        "email": caller.email,
+        "org": caller.org,
+        "orgAdmin": caller.is_org_admin,
+    }
+    isolation = request.app.state.deps.isolation
+    if isolation is not None:  # embedded mode: what keeps terminals apart (issue 12)
+        body["isolation"] = isolation.details()
+    return JSONResponse(body)
 
 
 @router.get("/api/v1/sandbox/auth/config", response_model=schemas.AuthConfig)
