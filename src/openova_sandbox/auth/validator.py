@@ -13,16 +13,28 @@ Rules (sessions API, "Authentication"):
 
 Every failure is :class:`Unauthenticated` whose ``detail`` says why — for logs only; the
 API answers 401 without a detail. The token itself never appears in a detail.
+
+A token that verified is remembered (its exact text, with the key that verified it, in
+memory, at most ``VERIFIED_SECONDS`` and ``VERIFIED_MAX`` of them): the same token again
+is answered without parsing it or checking its signature (issue 11: that was a quarter
+of a list request's cost, and a console sends its token with every request). Each use
+still asks the key source for the token's kid (which refreshes a remote JWKS on its
+schedule) and is refused unless the remembered key is still published, and ``exp`` is
+still checked with the same leeway: a remembered token stops working when it expires
+or its key is withdrawn, as an unremembered one does.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from ..domain.errors import Unauthenticated
-from .keys import ALGORITHMS, KeySource
+from .keys import ALGORITHMS, KeySource, PublicKey
 
 MAX_TOKEN_CHARS = 16 * 1024
+VERIFIED_SECONDS = 60.0  # how long a verified token is answered from memory
+VERIFIED_MAX = 4096  # tokens remembered at most (the oldest go first)
 
 
 class TokenValidator:
@@ -40,6 +52,9 @@ class TokenValidator:
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway_s
+        # token text → (monotonic time it is forgotten, its exp, the key that verified
+        # it, its kid, its claims)
+        self._verified: dict[str, tuple[float, float, PublicKey, str | None, dict[str, Any]]] = {}
 
     @property
     def issuer(self) -> str:
@@ -54,6 +69,25 @@ class TokenValidator:
             raise Unauthenticated("empty token")
         if len(token) > MAX_TOKEN_CHARS:
             raise Unauthenticated(f"token longer than {MAX_TOKEN_CHARS} characters")
+        known = self._verified.pop(token, None)
+        if known is not None:
+            forget_at, exp, key, kid, claims = known
+            if time.time() >= exp + self._leeway:
+                raise Unauthenticated("token has expired")
+            if time.monotonic() < forget_at and key in await self._keys.keys_for(kid):
+                self._verified[token] = known
+                return dict(claims)
+        claims, key = await self._verify(token)
+        expires = claims.get("exp")
+        if isinstance(expires, int | float) and not isinstance(expires, bool):
+            while len(self._verified) >= VERIFIED_MAX:
+                del self._verified[next(iter(self._verified))]
+            forget_at = time.monotonic() + VERIFIED_SECONDS
+            self._verified[token] = (forget_at, float(expires), key, key.kid, claims)
+            return dict(claims)
+        return claims
+
+    async def _verify(self, token: str) -> tuple[dict[str, Any], PublicKey]:
         # imported at the first token, not at start (the lean pty-server's idle memory)
         import jwt
         from jwt.exceptions import (
@@ -84,7 +118,7 @@ class TokenValidator:
             raise Unauthenticated(f"no {alg} key published for kid {kid!r}")
         for key in candidates:
             try:
-                return jwt.decode(
+                claims = jwt.decode(
                     token,
                     key.key,
                     algorithms=[key.algorithm],
@@ -97,6 +131,7 @@ class TokenValidator:
                     audience=self._audience or None,
                     leeway=self._leeway,
                 )
+                return claims, key
             except InvalidSignatureError:
                 continue  # another key with this kid (or no kid) may have signed it
             except ExpiredSignatureError as exc:
