@@ -28,13 +28,13 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field, fields
-from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal
 
 from .domain.errors import Invalid
-from .domain.ledger import parse_budget
-from .domain.quotas import DEFAULT_ORG, DEFAULT_USER, parse_quota_setting
+
+if TYPE_CHECKING:  # the budgets' parser (and decimal) load when a budget is set
+    from decimal import Decimal
 
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti)?$")
 _CPU = re.compile(r"^[0-9]+(\.[0-9]+)?m?$")
@@ -293,7 +293,7 @@ def _int(value: Any) -> int:
     use the same rule, :mod:`openova_sandbox.api.terminal_edge.pty_app`)."""
     if isinstance(value, int):  # bool too: True is 1
         return int(value)
-    if isinstance(value, float | Decimal):
+    if isinstance(value, float) or type(value).__name__ == "Decimal":
         if value != value or value in (float("inf"), float("-inf")):
             raise ValueError("Input should be a finite number")
         if value != int(value):
@@ -333,6 +333,10 @@ def _strings(value: Any) -> tuple[str, ...]:
 
 def _budget(value: Any) -> Decimal | None:
     """``""`` → no cap; else a non-negative amount in USD."""
+    if value is None or value == "":
+        return None
+    from .domain.ledger import parse_budget
+
     try:
         return parse_budget(value)
     except Invalid as exc:
@@ -347,6 +351,10 @@ def _cpu(value: str) -> str:
 
 def _quotas(scope: str) -> Any:
     def check(value: str) -> str:
+        if not value.replace(",", "").strip():  # no pairs: the defaults (nothing to load)
+            return value
+        from .domain.quotas import DEFAULT_ORG, DEFAULT_USER, parse_quota_setting
+
         defaults = DEFAULT_ORG if scope == "org" else DEFAULT_USER
         variable = f"SANDBOX_QUOTA_{scope.upper()}"
         try:
@@ -448,19 +456,26 @@ def _optional(check: Any) -> Any:
     return lambda value: None if value is None else check(value)
 
 
-def _check_of(hint: Any) -> Any:
-    if get_origin(hint) is Literal:
-        return _literal(get_args(hint))
-    args = get_args(hint)
-    if type(None) in args:  # X | None
-        (inner,) = (a for a in args if a is not type(None))
-        return _optional(_check_of(inner))
-    simple = {str: _str, Path: _path, int: _int, bool: _bool, Decimal: lambda v: v}
-    if hint in simple:
-        return simple[hint]
-    if get_origin(hint) is tuple:
+_SIMPLE: dict[str, Any] = {
+    "str": _str,
+    "Path": _path,
+    "int": _int,
+    "bool": _bool,
+    "Decimal": lambda value: value,  # the budgets: _budget has made it one, or None
+}
+
+
+def _check_of(annotation: str) -> Any:
+    """The check of a field's type, read from its annotation's text (no
+    ``get_type_hints``: ``Decimal`` is not imported unless a budget is set)."""
+    text = annotation.replace(" ", "")
+    if text.startswith("Literal["):
+        return _literal(tuple(re.findall(r"""['"]([^'"]*)['"]""", text)))
+    if text.endswith("|None"):
+        return _optional(_check_of(text.removesuffix("|None")))
+    if text == "tuple[str,...]":
         return _strings
-    raise TypeError(f"no reader for {hint!r}")  # pragma: no cover - a new field's type
+    return _SIMPLE[text]
 
 
 _SPECS: tuple[_Spec, ...] = ()
@@ -469,7 +484,6 @@ _SPECS: tuple[_Spec, ...] = ()
 def _specs() -> tuple[_Spec, ...]:
     global _SPECS
     if not _SPECS:
-        hints = get_type_hints(Settings)
         built = []
         for f in fields(Settings):
             aliases: tuple[str, ...] = f.metadata.get("aliases", ())
@@ -480,7 +494,7 @@ def _specs() -> tuple[_Spec, ...]:
                     envs=tuple(n.lower() for n in (*aliases, own)),
                     keys=(f.name, *aliases),
                     env_name=aliases[0] if aliases else own,
-                    check=_check_of(hints[f.name]),
+                    check=_check_of(str(f.type)),
                     ge=f.metadata.get("ge"),
                     le=f.metadata.get("le"),
                 )

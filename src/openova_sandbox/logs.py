@@ -25,20 +25,25 @@ def _structlog_without_rich() -> None:
     every exception into plain text before the renderer). Hiding ``rich`` from that one
     import keeps ~3 MiB out of every process, the per-sandbox pty-server's idle memory
     included (``tests/integration/cli/test_pty_server_footprint.py``). The CLI's own
-    ``rich`` (help, tables) is untouched: it is restored right after.
+    ``rich`` (help, tables) is untouched: it is restored right after. ``greenlet`` is
+    hidden the same way: structlog's deprecated ``threadlocal`` module picks
+    greenlet-local storage when greenlet is installed (SQLAlchemy brings it), which this
+    project never uses (1.1 MiB); SQLAlchemy imports it normally later.
     """
     if "structlog" in sys.modules:
         return
-    had = "rich" in sys.modules
-    held = sys.modules.get("rich")
-    sys.modules["rich"] = None  # type: ignore[assignment]  # `import rich` fails here
+    hidden = ("rich", "greenlet")
+    held = {name: sys.modules[name] for name in hidden if name in sys.modules}
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]  # `import rich` fails here
     try:
         import structlog  # noqa: F401
     finally:
-        if had:
-            sys.modules["rich"] = held  # type: ignore[assignment]
-        else:
-            del sys.modules["rich"]
+        for name in hidden:
+            if name in held:
+                sys.modules[name] = held[name]
+            else:
+                del sys.modules[name]
 
 
 _structlog_without_rich()

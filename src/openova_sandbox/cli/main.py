@@ -33,6 +33,7 @@ from .audit import app as audit_app
 from .client import ApiClient, ApiError
 from .console import LazyConsole, escape
 from .login import login_cmd, logout_cmd
+from .pod import startup_error
 from .tokens import app as tokens_app
 
 
@@ -267,18 +268,6 @@ async def settled(deps: Any) -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(STARTUP_SETTLE_SECONDS):
             await asyncio.gather(*waits)
-
-
-def startup_error(exc: SandboxError) -> str:
-    """What a server that cannot start says (an unusable override file names itself)."""
-    from ..domain.catalogue import CatalogueError
-
-    if isinstance(exc, CatalogueError):
-        return (
-            f"{exc.detail}; fix the file or remove it (OPENOVA_SANDBOX_AGENTS_PATH names "
-            "it), then start again"
-        )
-    return exc.detail
 
 
 @app.command("api")
@@ -661,37 +650,9 @@ def pty_server(
     """Run the terminal server of one sandbox (the per-sandbox pod in Kubernetes),
     configured by SANDBOX_ID, SANDBOX_NAMESPACE, SANDBOX_OWNER_EMAIL, SANDBOX_ORG_ID,
     SANDBOX_DEFAULT_AGENT, SANDBOX_SESSION_LIMIT and SANDBOX_OIDC_ISSUER/SANDBOX_JWKS_URL."""
-    import uvicorn
+    from .pod import run_pty_server  # the same run as the console script's early dispatch
 
-    from ..api.terminal_edge.standalone import build_standalone_app
-    from ..auth.authenticator import build_authenticator
-    from ..auth.issuer import EmbeddedIssuer
-    from ..logs import configure
-    from ..services.agent_spawn import prepare_spawn
-
-    settings = settings_or_exit()
-    configure(level=settings.log_level, json=settings.log_json)
-    if not settings.pty_sandbox_id:
-        fail("SANDBOX_ID is required: the sandbox whose terminals this server runs")
-    issuer = None
-    if not (settings.oidc_issuer or settings.jwks_url):
-        try:  # the key file must be there; it is read at the first token (idle memory)
-            issuer = EmbeddedIssuer.loader(Path(settings.data_dir))
-        except SandboxError as exc:
-            fail(f"no SANDBOX_OIDC_ISSUER or SANDBOX_JWKS_URL set, and {exc.detail}")
-    authenticator = build_authenticator(settings, issuer=issuer)
-
-    try:
-        app_ = build_standalone_app(
-            settings,
-            authenticate=authenticator.authenticate,
-            cookie_secret=settings.cookie_secret,
-            public_origin=settings.public_url or None,
-            prepare_spawn=prepare_spawn,  # seeds the pod's HOME (its home volume) per agent
-        )
-    except SandboxError as exc:
-        fail(startup_error(exc))
-    uvicorn.run(app_, host=host, port=port, **UVICORN_OPTIONS)
+    run_pty_server(host, port)
 
 
 @app.command()
@@ -748,4 +709,6 @@ def openapi_document() -> dict[str, Any]:
 
 
 def main() -> None:
+    """The full CLI (the console script enters at :mod:`.entry`, which runs
+    ``sandbox pty-server`` without it)."""
     app()

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..domain.access import OWNER
 from ..domain.catalogue import RESCUE_SHELL, Catalogue
 from ..domain.errors import Invalid, SessionLimit
-from ..domain.model import Sandbox
 from ..domain.principal import Principal
 from ..domain.terminal_wire import RAW, SIGNAL_NAMES, WRITE, clip_reason
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the pty-server pod imports this module, not the domain model
+    from ..domain.model import Sandbox
     from ..terminal.session import TerminalSession
 
 __all__ = ["SIGNAL_NAMES", "AttachPump", "Channel", "TerminalPort", "ViewerGrant", "refuse"]

@@ -69,7 +69,7 @@ class _UvicornOwner:
     def peer_gone(self, code: int, reason: str) -> None:
         self._proto.queue.put_nowait(
             {"type": "websocket.disconnect", "code": code, "reason": reason}
-        )  # noqa: E501
+        )
 
     def pong(self, payload: bytes) -> None:
         self._proto.handle_pong(Frame(Opcode.PONG, payload))
