@@ -29,7 +29,7 @@ def server(tmp_path: Path) -> Iterator[str]:
         text=True,
         env={**os.environ, "SANDBOX_LOG_JSON": "true", "OPENOVA_SANDBOX_AGENTS_PATH": str(agents)},
     )
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60  # a loaded machine starts it slowly
     assert process.stdout is not None
     while "/login?token=" not in (line := process.stdout.readline()):
         assert line, "serve exited: " + (process.stderr.read() if process.stderr else "")
