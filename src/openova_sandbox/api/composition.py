@@ -239,6 +239,7 @@ def build_embedded(
         path=agent_path(settings),
         groups=groups,
         isolation=isolation.policy,
+        cgroups=isolation.cgroups,
     )
     terminal_metrics = TerminalMetrics(registry)
     deps.metrics_registry.register(terminal_metrics)

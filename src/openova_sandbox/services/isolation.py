@@ -25,6 +25,8 @@ import structlog
 from ..agents.paths import agent_search_path
 from ..config import Settings
 from ..domain.errors import Invalid
+from ..terminal import cgroups as cgroup_finder
+from ..terminal.cgroups import Cgroups
 from ..terminal.isolation import Policy, probe
 
 log = structlog.get_logger(__name__)
@@ -55,25 +57,42 @@ class IsolationState:
     reason: str = ""
     probe_ms: float = 0.0
     not_isolated: tuple[str, ...] = field(default=())
+    # the per-sandbox cgroups this machine lets the server make (None: none)
+    cgroups: Cgroups | None = None
+
+    @property
+    def controllers(self) -> list[str]:
+        return self.cgroups.controllers if self.cgroups is not None else []
+
+    def process_limit(self) -> int | None:
+        """Processes per sandbox: a pids cgroup, else RLIMIT_NPROC in the sandbox's
+        user namespace, which the kernel does not apply to a server running as root."""
+        if self.policy is None:
+            return None
+        if "pids" in self.controllers or os.geteuid() != 0:
+            return self.policy.processes
+        return None
+
+    def memory_limit(self) -> str:
+        if "memory" in self.controllers:
+            return "the sandbox's quota, all its processes together (cgroup)"
+        return "the sandbox's quota, per process (RLIMIT_DATA)"
+
+    def cpu_limit(self) -> str | None:
+        return "the sandbox's quota, as a rate (cgroup)" if "cpu" in self.controllers else None
 
     def details(self) -> dict[str, Any]:
         """The JSON ``whoami`` reports (no path of this server's)."""
         body: dict[str, Any] = {"mode": self.mode}
         if self.policy is not None:
             body["network"] = self.policy.network
-            body["processLimit"] = process_limit(self.policy)
-            body["memoryLimit"] = "per process (RLIMIT_DATA): the sandbox's quota"
-            body["cpuLimit"] = None
+            body["processLimit"] = self.process_limit()
+            body["memoryLimit"] = self.memory_limit()
+            body["cpuLimit"] = self.cpu_limit()
         else:
             body["reason"] = self.reason
         body["notIsolated"] = list(self.not_isolated)
         return body
-
-
-def process_limit(policy: Policy) -> int | None:
-    """The processes a sandbox may have: RLIMIT_NPROC in its own user namespace, which
-    the kernel does not apply to a server running as root."""
-    return None if os.geteuid() == 0 else policy.processes
 
 
 def decide(settings: Settings, *, path_env: str | None = None) -> IsolationState:
@@ -92,7 +111,11 @@ def decide(settings: Settings, *, path_env: str | None = None) -> IsolationState
         network=settings.isolation_network,
     )
     if found.policy is not None:
-        shared = list(ALWAYS_SHARED)
+        groups = Cgroups(cgroup_finder.find(), processes=settings.isolation_processes)
+        groups.sweep()
+        shared = [*ALWAYS_SHARED]
+        if "cpu" in groups.controllers:
+            shared.remove(ALWAYS_SHARED[1])
         if os.geteuid() == 0:
             shared.append(
                 "files root owns, as this server runs as root (its sandboxes' processes "
@@ -100,7 +123,11 @@ def decide(settings: Settings, *, path_env: str | None = None) -> IsolationState
                 "/etc/ssl/private are masked): run it as an unprivileged user"
             )
         return IsolationState(
-            "bwrap", found.policy, probe_ms=found.took_ms, not_isolated=tuple(shared)
+            "bwrap",
+            found.policy,
+            probe_ms=found.took_ms,
+            not_isolated=tuple(shared),
+            cgroups=groups if groups.bases else None,
         )
     several_users = bool(settings.oidc_issuer or settings.jwks_url)
     if settings.isolation == "bwrap":
@@ -125,9 +152,10 @@ def announce(state: IsolationState) -> None:
             mode=state.mode,
             network=policy.network,
             offline_orgs=sorted(policy.offline_orgs),
-            process_limit=process_limit(policy) or "none (the server runs as root: exempt)",
-            memory_limit="RLIMIT_DATA per process: the sandbox's quota",
-            cpu_limit="none (no cgroup is used)",
+            cgroups=state.controllers or "none writable",
+            process_limit=state.process_limit() or "none (root is exempt from RLIMIT_NPROC)",
+            memory_limit=state.memory_limit(),
+            cpu_limit=state.cpu_limit() or "none (no writable cpu cgroup)",
             probe_ms=round(state.probe_ms, 1),
             not_isolated=list(state.not_isolated),
         )

@@ -180,6 +180,7 @@ class TerminalsService:
             ring_bytes=self._ring_bytes,
             home=str(home_path(self._data_dir, sandbox.namespace, sandbox.name)),
             memory=sandbox.spec.quota.memory,
+            cpu=sandbox.spec.quota.cpu,
         )
 
     def _register(self, sandbox: Sandbox) -> str:

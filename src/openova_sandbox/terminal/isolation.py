@@ -10,7 +10,7 @@ PID, IPC and UTS namespaces (and a network namespace for an offline org), so it 
   ``PWD`` and the agents' config files need no translation);
 - the managed agent installs (``<data dir>/agents``) read-only, and the prefix of the
   Python a managed venv was made with;
-- its own ``/tmp`` and ``/dev/shm`` (tmpfs, at most the sandbox's memory quota), its own
+- its own ``/tmp`` and ``/dev/shm`` (tmpfs, each at most half its memory quota), its own
   ``/proc`` (only its own processes: the server's are not there to read or signal), and
   a minimal ``/dev`` (null, zero, full, random, urandom, tty, its own ``devpts``);
 - never the data dir (signing keys, cookie secret, database, vault), another sandbox's
@@ -48,6 +48,7 @@ from pathlib import Path
 
 from ..domain.errors import SpawnFailed
 from ..domain.quantity import parse_quantity
+from .cgroups import Cgroups, enter_argv
 from .pty import SpawnSpec
 
 BWRAP = "bwrap"
@@ -98,6 +99,8 @@ class View:
     memory: int | None = None
     network: bool = True
     readonly: tuple[str, ...] = field(default=())
+    # the ``cgroup.procs`` files the launcher joins first (terminal/cgroups.py)
+    cgroups: tuple[str, ...] = field(default=())
 
 
 def inside(path: str, root: str) -> bool:
@@ -136,6 +139,7 @@ def bwrap_argv(
     """The launcher's argv: ``argv`` run in ``view``, starting in ``cwd``; ``terminal``:
     as the leader of a session whose controlling terminal is its stdin."""
     out = [
+        *enter_argv(view.cgroups),
         policy.bwrap,
         "--unshare-user",
         "--unshare-pid",
@@ -167,7 +171,9 @@ def bwrap_argv(
     for path in policy.masked_dirs:
         if any(inside(path, s) for s in shown):
             out += ["--tmpfs", path]
-    size = [] if view.memory is None else ["--size", str(view.memory)]
+    # /tmp and /dev/shm are memory: half the quota each at most, so filling them is
+    # refused (ENOSPC) before the sandbox as a whole runs out
+    size = [] if view.memory is None else ["--size", str(max(view.memory // 2, 1 << 20))]
     out += ["--proc", "/proc", "--dev", "/dev", *size, "--tmpfs", SHM]
     out += [*size, "--tmpfs", TMP]
     for path in (*policy.extra, *view.readonly):
@@ -338,18 +344,24 @@ def wrap(
     home: str = "",
     name: str = "sandbox",
     memory: str = "",
+    cpu: str = "",
     org: str = "",
+    cgroups: Cgroups | None = None,
 ) -> SpawnSpec:
-    """``spec`` started in its sandbox's view. Raises :class:`SpawnFailed` when the
-    working directory is not in that view."""
+    """``spec`` started in its sandbox's view, in the sandbox's cgroups when there are
+    (made now). Raises :class:`SpawnFailed` when the working directory is not in that
+    view."""
     readonly = venv_prefix(spec.argv[0], policy.agents_dir) if policy.agents_dir else None
+    limit = memory_bytes(memory)
+    joined = cgroups.prepare(name, memory=limit, cpu=cpu) if cgroups is not None else []
     view = View(
         workspace=os.path.abspath(workspace),
         home=os.path.abspath(home) if home else "",
         hostname=(name.rsplit("/", 1)[-1] or "sandbox")[:63],
-        memory=memory_bytes(memory),
+        memory=limit,
         network=org not in policy.offline_orgs,
         readonly=(readonly,) if readonly else (),
+        cgroups=tuple(joined),
     )
     cwd = os.path.abspath(spec.cwd or view.workspace)
     if not visible(cwd, policy, view):

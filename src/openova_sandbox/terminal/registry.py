@@ -42,6 +42,7 @@ from ..domain.catalogue import AgentSpec, Catalogue
 from ..domain.errors import AlreadyExists, Conflict, Invalid, NotFound, SessionLimit, SpawnFailed
 from . import isolation
 from .activity import BUSY
+from .cgroups import Cgroups
 from .core import DEFAULT_VIEWER_QUEUE_BYTES
 from .isolation import Policy
 from .leftovers import ProcessGroups
@@ -75,8 +76,9 @@ class SandboxContext:
     ring_bytes: int | None = None
     # the sandbox's own HOME (empty: the server's HOME, or the pod's in Kubernetes)
     home: str = ""
-    # the quota's memory (``8Gi``): the limit of each process in an isolated sandbox
+    # the quota's memory (``8Gi``) and CPU (``2``, ``500m``): an isolated sandbox's limits
     memory: str = ""
+    cpu: str = ""
 
 
 @dataclass(frozen=True)
@@ -147,11 +149,14 @@ class TerminalRegistry:
         groups: ProcessGroups | None = None,
         scrollback_lines: int = DEFAULT_SCROLLBACK_LINES,
         isolation: Policy | None = None,
+        cgroups: Cgroups | None = None,
     ) -> None:
         self.catalogue = catalogue
         # embedded isolation (terminal/isolation.py): every process of a sandbox with a
         # workspace of its own starts in that sandbox's view; None: as the server's user
         self.isolation = isolation
+        # an isolated sandbox's cgroups (terminal/cgroups.py), where they can be made
+        self.cgroups = cgroups
         # spawned process groups recorded in the data dir (ended at the next start)
         self.groups = groups
         self.ring_bytes = clamp_ring_bytes(ring_bytes)
@@ -193,6 +198,8 @@ class TerminalRegistry:
             if entry is None or not entry.sessions:
                 break
         self._sandboxes.pop(sandbox_id, None)
+        if self.cgroups is not None:
+            self.cgroups.remove(sandbox_id)
 
     def context(self, sandbox_id: str) -> SandboxContext:
         return self._entry(sandbox_id).context
@@ -358,6 +365,8 @@ class TerminalRegistry:
             self._unrecord(session)
         for entry in self._sandboxes.values():
             entry.sessions.clear()
+        if self.cgroups is not None:
+            self.cgroups.close()
 
     def _prompt_patterns(self, slug: str) -> tuple[str, ...]:
         agent = self.catalogue.get(slug) if slug else None
@@ -494,7 +503,9 @@ class TerminalRegistry:
             home=context.home,
             name=context.sandbox_id,
             memory=context.memory,
+            cpu=context.cpu,
             org=context.org_id,
+            cgroups=self.cgroups,
         )
 
 

@@ -1,0 +1,92 @@
+"""Per-sandbox cgroups (terminal/cgroups.py) on a stand-in hierarchy: which controllers
+are found where, the limits written, removal, and what earlier runs left."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from openova_sandbox.terminal.cgroups import PREFIX, Cgroups, cpu_quota_us, enter_argv, find
+
+OWN_V1 = "4:memory:/jobs/server\n8:pids:/\n1:cpu,cpuacct:/\n0::/\n"
+
+
+def hierarchy(root: Path, controllers: dict[str, str]) -> None:
+    for name, own in controllers.items():
+        folder = root / name / own.lstrip("/")
+        folder.mkdir(parents=True)
+        (folder / "cgroup.procs").write_text("")
+
+
+def test_v1_controllers_are_found_in_this_process_own_cgroup(tmp_path):
+    hierarchy(tmp_path, {"memory": "/jobs/server", "pids": "/", "cpu": "/"})
+    found = find(tmp_path, OWN_V1)
+    assert found["memory"].path == tmp_path / "memory/jobs/server"
+    assert found["pids"].path == tmp_path / "pids"
+    assert found["cpu"].path == tmp_path / "cpu"
+    assert not any(base.v2 for base in found.values())
+    assert list((tmp_path / "pids").iterdir()) == [tmp_path / "pids/cgroup.procs"]  # probe gone
+
+
+def test_v2_only_where_the_controller_is_delegated(tmp_path):
+    own = tmp_path / "user.slice/me"
+    own.mkdir(parents=True)
+    (own / "cgroup.subtree_control").write_text("cpu pids\n")
+    found = find(tmp_path, "0::/user.slice/me\n")
+    assert sorted(found) == ["cpu", "pids"] and all(b.v2 for b in found.values())
+    assert find(tmp_path, "0::/elsewhere\n") == {}
+
+
+def test_a_controller_that_is_not_mounted_is_not_found(tmp_path):
+    (tmp_path / "pids").mkdir()  # a folder, but no cgroup hierarchy in it
+    assert find(tmp_path, "8:pids:/\n4:memory:/\n") == {}
+
+
+def test_limits_written_for_v1_and_removed_with_the_sandbox(tmp_path):
+    hierarchy(tmp_path, {"memory": "/jobs/server", "pids": "/", "cpu": "/"})
+    groups = Cgroups(find(tmp_path, OWN_V1), processes=64)
+    procs = groups.prepare("acme/box", memory=256 << 20, cpu="500m")
+    server = f"{PREFIX}{os.getpid()}"
+    pids = tmp_path / "pids" / server / "acme.box"
+    memory = tmp_path / "memory/jobs/server" / server / "acme.box"
+    cpu = tmp_path / "cpu" / server / "acme.box"
+    assert sorted(procs) == sorted(str(f / "cgroup.procs") for f in (pids, memory, cpu))
+    assert (pids / "pids.max").read_text() == "64"
+    assert (memory / "memory.limit_in_bytes").read_text() == str(256 << 20)
+    assert (cpu / "cpu.cfs_quota_us").read_text() == "50000"
+    assert (cpu / "cpu.cfs_period_us").read_text() == "100000"
+    for folder in (pids, memory, cpu):  # a real cgroup dir has only control files
+        for file in folder.iterdir():
+            file.unlink()
+    groups.close()
+    assert not (tmp_path / "pids" / server).exists()
+    assert not (tmp_path / "memory/jobs/server" / server).exists()
+
+
+def test_v2_limits(tmp_path):
+    own = tmp_path / "me"
+    own.mkdir()
+    (own / "cgroup.subtree_control").write_text("cpu memory pids")
+    groups = Cgroups(find(tmp_path, "0::/me\n"), processes=10)
+    groups.prepare("a/b", memory=1 << 30, cpu="2")
+    folder = own / f"{PREFIX}{os.getpid()}" / "a.b"
+    assert (folder / "memory.max").read_text() == str(1 << 30)
+    assert (folder / "cpu.max").read_text() == "200000 100000"
+    assert (folder / "pids.max").read_text() == "10"
+
+
+def test_earlier_runs_empty_cgroups_are_swept(tmp_path):
+    hierarchy(tmp_path, {"pids": "/"})
+    old = tmp_path / "pids" / f"{PREFIX}1" / "acme.box"
+    old.mkdir(parents=True)
+    Cgroups(find(tmp_path, "8:pids:/\n"), processes=10).sweep()
+    assert not (tmp_path / "pids" / f"{PREFIX}1").exists()
+
+
+def test_cpu_quota_and_the_entry_prefix():
+    assert cpu_quota_us("4") == 400_000
+    assert cpu_quota_us("250m") == 25_000
+    assert cpu_quota_us("1m") == 1000  # the kernel's minimum
+    assert cpu_quota_us("") is None and cpu_quota_us("fast") is None
+    assert enter_argv([]) == []
+    assert enter_argv(["/a"])[-2:] == ["/a", "--"]
