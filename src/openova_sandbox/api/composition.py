@@ -18,7 +18,6 @@ from prometheus_client import CollectorRegistry
 from ..agents.paths import agent_search_path
 from ..auth.authenticator import build_authenticator
 from ..auth.issuer import EmbeddedIssuer
-from ..auth.oidc_sessions import build_oidc_sessions
 from ..auth.share_grant import ShareGrantIssuer
 from ..config import Settings
 from ..controller.runner import EmbeddedController
@@ -58,6 +57,7 @@ from ..terminal.metrics import TerminalMetrics
 from ..terminal.registry import TerminalRegistry
 from .accounts import add_accounts
 from .deps import AppDeps
+from .oidc_wiring import oidc_sessions_for
 from .terminal_edge.attach import viewer_pump
 
 log = structlog.get_logger(__name__)
@@ -181,6 +181,12 @@ def build_control_plane(
     ledger = make_ledger(settings)
     # who did what (docs/api.md, "Audit"): this store's database too
     audit = make_audit_log(settings)
+    # console sign-ins with the OIDC issuer (None without a client): this database too
+    oidc = oidc_sessions_for(
+        settings,
+        cookie_secret=cookie_secret(settings),
+        validate_bearer=authenticator.validator.validate,
+    )
     return AppDeps(
         settings=settings,
         store=store,
@@ -195,11 +201,7 @@ def build_control_plane(
         ),
         cookie_secret=cookie_secret(settings),
         bus=bus,
-        oidc_sessions=build_oidc_sessions(
-            settings,
-            cookie_secret=cookie_secret(settings),
-            validate_bearer=authenticator.validator.validate,
-        ),
+        oidc_sessions=oidc,
         metrics_registry=CollectorRegistry(),
         issuer=issuer if uses_embedded else None,
         byos=byos,
@@ -207,7 +209,7 @@ def build_control_plane(
         ledger=ledger,
         shares=SharesService(store=store, sessions=sessions),
         audit=audit,
-        background=[LedgerLifecycle(ledger), audit, resources],
+        background=[LedgerLifecycle(ledger), audit, *([oidc] if oidc else []), resources],
         agent_env=agent_env,
     )
 

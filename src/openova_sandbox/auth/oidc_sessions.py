@@ -1,24 +1,22 @@
 """Console sessions signed in with an external OIDC issuer, kept server-side.
 
 The browser holds only ``catalyst_session=oidc:<sid>:<sig>`` — a random session id and
-its HMAC under the cookie secret. Everything else stays here:
+its HMAC under the cookie secret. Everything else stays here, in a ``SessionBackend``:
 
-* one file per session in ``<data_dir>/oidc-sessions/``, named by the SHA-256 of the
-  session id (a directory listing gives no cookie away), mode 0600, written to a
-  temporary file and renamed into place;
-* its content — the issuer's access, refresh and ID tokens and the claims the caller
-  was signed in with — encrypted with Fernet (AES-128-CBC + HMAC-SHA256) under a key
-  derived from the cookie secret (HMAC-SHA256 of a fixed label), so the data dir alone
-  does not give tokens away when the secret is configured elsewhere
-  (``SANDBOX_COOKIE_SECRET``).
+* one record per session, keyed by the SHA-256 of the session id (the backend gives no
+  cookie away): the issuer's access, refresh and ID tokens and the claims the caller
+  was signed in with, **encrypted before it is stored** with Fernet (AES-128-CBC +
+  HMAC-SHA256) under a key derived from the cookie secret (HMAC-SHA256 of a fixed
+  label): the database never holds a token in clear;
+* the backend is the store's database (``store/sql_oidc_sessions.py``: SQLite in the
+  data dir, or ``SANDBOX_DATABASE_URL``, which every API replica of Kubernetes mode
+  shares), as for the gateway's ledger and the access tokens; memory with
+  ``SANDBOX_STORE=memory`` (``MemorySessionBackend``).
 
 A session lasts ``SESSION_TTL_S`` (4 h, the cookie's ``Max-Age`` in the spec). Within it
-the access token is refreshed with the refresh token shortly before it expires
-(``refresh_margin``); a refresh the issuer refuses ends the session (401). The files of
-ended and expired sessions are removed (expired ones at start and at each sign-in).
-Files rather than a store table, like the login links' used list and the BYOS vault:
-the store layer is for Sandbox objects; several API replicas need the data dir shared
-(docs/auth.md).
+the access token is refreshed with the refresh token shortly before it expires; a
+refresh the issuer refuses ends the session (401). Ended sessions are deleted, expired
+ones removed at start and at each sign-in.
 """
 
 from __future__ import annotations
@@ -28,13 +26,10 @@ import base64
 import contextlib
 import hashlib
 import json
-import os
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -49,9 +44,48 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-SESSIONS_DIR = "oidc-sessions"
 SESSION_TTL_S = 4 * 3600.0
 REFRESH_MARGIN_S = 60.0
+
+
+class SessionBackend(Protocol):
+    """Where encrypted session records are kept, by key (the SHA-256 of the id)."""
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+    async def get(self, key: str) -> bytes | None: ...
+    async def put(self, key: str, blob: bytes, expires_at: float) -> None: ...
+    async def delete(self, key: str) -> None: ...
+    async def prune(self, now: float) -> int: ...
+
+
+class MemorySessionBackend:
+    """This process only (``SANDBOX_STORE=memory`` and tests)."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, tuple[bytes, float]] = {}
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def get(self, key: str) -> bytes | None:
+        found = self.records.get(key)
+        return None if found is None else found[0]
+
+    async def put(self, key: str, blob: bytes, expires_at: float) -> None:
+        self.records[key] = (blob, expires_at)
+
+    async def delete(self, key: str) -> None:
+        self.records.pop(key, None)
+
+    async def prune(self, now: float) -> int:
+        gone = [key for key, (_, expires) in self.records.items() if expires <= now]
+        for key in gone:
+            del self.records[key]
+        return len(gone)
 
 
 @dataclass
@@ -97,7 +131,7 @@ Validate = Callable[[str], Awaitable[dict[str, Any]]]
 class OidcSessions:
     def __init__(
         self,
-        directory: Path,
+        backend: SessionBackend,
         *,
         cookie_secret: str,
         client: OidcClient,
@@ -110,7 +144,7 @@ class OidcSessions:
 
         if not cookie_secret:
             raise ValueError("OIDC sessions need a cookie secret")
-        self._dir = directory
+        self.backend = backend
         self._secret = cookie_secret
         self._fernet = Fernet(
             base64.urlsafe_b64encode(derived_key(cookie_secret, SESSION_KEY_LABEL))
@@ -122,30 +156,21 @@ class OidcSessions:
         self._ttl = ttl_s
         self._locks: dict[str, asyncio.Lock] = {}
 
-    # --- files --------------------------------------------------------------------
-    def _path(self, sid: str) -> Path:
-        return self._dir / hashlib.sha256(sid.encode("ascii")).hexdigest()
+    # --- records ------------------------------------------------------------------
+    @staticmethod
+    def _key(sid: str) -> str:
+        return hashlib.sha256(sid.encode("ascii")).hexdigest()
 
-    def _write(self, sid: str, record: SessionRecord) -> None:
-        self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path = self._path(sid)
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(self._fernet.encrypt(record.to_json()))
-            tmp.replace(path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
+    async def _write(self, sid: str, record: SessionRecord) -> None:
+        blob = self._fernet.encrypt(record.to_json())
+        await self.backend.put(self._key(sid), blob, record.expires_at)
 
-    def _read(self, sid: str) -> SessionRecord | None:
+    async def load(self, sid: str) -> SessionRecord | None:
+        """The session's record, decrypted; ``None`` when unknown or unreadable."""
         from cryptography.fernet import InvalidToken
 
-        try:
-            raw = self._path(sid).read_bytes()
-        except FileNotFoundError:
+        raw = await self.backend.get(self._key(sid))
+        if raw is None:
             return None
         try:
             return SessionRecord.from_json(self._fernet.decrypt(raw))
@@ -154,30 +179,22 @@ class OidcSessions:
             log.warning("auth.oidc.session_unreadable")
             return None
 
-    def _remove(self, sid: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self._path(sid).unlink()
+    async def _remove(self, sid: str) -> None:
+        await self.backend.delete(self._key(sid))
 
-    def prune(self) -> int:
-        """Remove the files of expired (or unreadable) sessions; how many went."""
-        from cryptography.fernet import InvalidToken
+    async def start(self) -> None:
+        """Open the backend and remove expired sessions (a lifecycle part of the app)."""
+        try:
+            await self.backend.start()
+            removed = await self.backend.prune(self._clock())
+        except BackendUnavailable as exc:  # opened at the first sign-in instead
+            log.warning("auth.oidc.sessions_unreachable_at_start", error=exc.detail)
+            return
+        if removed:
+            log.info("auth.oidc.sessions_pruned", removed=removed)
 
-        if not self._dir.is_dir():
-            return 0
-        now, removed = self._clock(), 0
-        for path in self._dir.iterdir():
-            if path.name.startswith("."):
-                continue
-            try:
-                record = SessionRecord.from_json(self._fernet.decrypt(path.read_bytes()))
-                alive = record.expires_at > now
-            except (InvalidToken, ValueError, TypeError, OSError):
-                alive = False
-            if not alive:
-                with contextlib.suppress(OSError):
-                    path.unlink()
-                    removed += 1
-        return removed
+    async def stop(self) -> None:
+        await self.backend.close()
 
     # --- claims -------------------------------------------------------------------
     async def _claims(self, tokens: TokenSet, id_claims: Mapping[str, Any]) -> dict[str, Any]:
@@ -225,21 +242,21 @@ class OidcSessions:
         )
         principal = self._principal(record)  # refuse before anything is stored
         sid = new_secret()
-        self._write(sid, record)
-        with contextlib.suppress(OSError):
-            self.prune()
+        await self._write(sid, record)
+        with contextlib.suppress(BackendUnavailable):
+            await self.backend.prune(now)
         log.info("auth.oidc.signed_in", sub=principal.sub, org=principal.org)
         return sid, principal
 
     async def resolve(self, sid: str) -> Resolved:
         """The caller of a session, its access token refreshed first when it is about
         to expire. ``Unauthenticated`` when the session is unknown, over or refused."""
-        record = self._read(sid)
+        record = await self.load(sid)
         if record is None:
             raise Unauthenticated("no such console session (signed out, or expired)")
         now = self._clock()
         if record.expires_at <= now:
-            self._remove(sid)
+            await self._remove(sid)
             raise Unauthenticated("the console session has expired")
         if self._due(record, now):
             record = await self._refresh(sid)
@@ -255,7 +272,7 @@ class OidcSessions:
     async def _refresh(self, sid: str) -> SessionRecord:
         lock = self._locks.setdefault(sid, asyncio.Lock())
         async with lock:
-            record = self._read(sid)  # another request may have refreshed meanwhile
+            record = await self.load(sid)  # another request may have refreshed meanwhile
             if record is None:
                 raise Unauthenticated("no such console session (signed out, or expired)")
             now = self._clock()
@@ -264,7 +281,7 @@ class OidcSessions:
             expired = record.access_expires_at is not None and record.access_expires_at <= now
             if not record.refresh_token:
                 if expired:
-                    self._remove(sid)
+                    await self._remove(sid)
                     raise Unauthenticated("the issuer's token expired and it gave no refresh")
                 return record
             try:
@@ -276,11 +293,11 @@ class OidcSessions:
                         raise Unauthenticated("the refreshed ID token names another sub")
                 claims = await self._claims(tokens, id_claims)
             except TokenError as exc:
-                current = self._read(sid)
+                current = await self.load(sid)
                 if current is not None and current.refresh_token != record.refresh_token:
                     # another process refreshed first (rotating the refresh token): theirs
                     return current
-                self._remove(sid)
+                await self._remove(sid)
                 log.info("auth.oidc.refresh_refused", sub=record.sub, reason=exc.detail)
                 raise Unauthenticated(f"the issuer refused the refresh: {exc.detail}") from exc
             except BackendUnavailable:
@@ -296,15 +313,15 @@ class OidcSessions:
             record.id_token = tokens.id_token or record.id_token
             record.access_expires_at = tokens.expires_at or _exp(claims)
             record.obtained_at = now
-            self._write(sid, record)
+            await self._write(sid, record)
             log.info("auth.oidc.refreshed", sub=record.sub)
             return record
 
     async def end(self, sid: str) -> SessionRecord | None:
         """Forget the session here and revoke its refresh token at the issuer when it
         offers revocation (best effort: a failure is logged); the record, for logout."""
-        record = self._read(sid)
-        self._remove(sid)
+        record = await self.load(sid)
+        await self._remove(sid)
         if record is None:
             return None
         if record.refresh_token:
@@ -324,7 +341,11 @@ def _exp(claims: Mapping[str, Any]) -> float | None:
 
 
 def build_oidc_sessions(
-    settings: Settings, *, cookie_secret: str, validate_bearer: Validate
+    settings: Settings,
+    *,
+    cookie_secret: str,
+    validate_bearer: Validate,
+    backend: SessionBackend,
 ) -> OidcSessions | None:
     """The console's OIDC sessions when an issuer and a client id are configured, else
     ``None`` (the console's Sign in stays hidden; login links still work)."""
@@ -337,13 +358,11 @@ def build_oidc_sessions(
         scopes=settings.oidc_scopes,
     )
     sessions = OidcSessions(
-        Path(settings.data_dir) / SESSIONS_DIR,
+        backend,
         cookie_secret=cookie_secret,
         client=client,
         mapping=ClaimMapping.from_settings(settings),
         validate_bearer=validate_bearer,
     )
-    with contextlib.suppress(OSError):
-        sessions.prune()
     log.info("auth.oidc.console_sign_in", issuer=client.issuer, client_id=client.client_id)
     return sessions

@@ -5,7 +5,8 @@ Keycloak-shaped claims (an org list, realm roles, groups), logout at the issuer.
 
 from __future__ import annotations
 
-import stat
+import asyncio
+import hashlib
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,7 @@ from structlog.testing import capture_logs
 from openova_sandbox.api.app import create_app
 from openova_sandbox.api.composition import build_embedded
 from openova_sandbox.config import load_settings
+from openova_sandbox.store.sql_oidc_sessions import SqlSessionBackend
 from openova_sandbox.testing.server import serve_in_thread
 from support.oidc_idp import OidcIdp
 
@@ -53,10 +55,21 @@ class Server:
         return httpx.Client(base_url=self.url, headers={"Origin": self.url}, timeout=15)
 
 
-def serve(idp: OidcIdp, tmp_path: Path, **mapping: str) -> Any:
+@pytest.fixture(autouse=True)
+def unisolated(monkeypatch: pytest.MonkeyPatch) -> None:
+    # an external issuer means several users: this machine cannot isolate sandboxes
+    # (no user namespaces), and these tests run none
+    monkeypatch.setenv("SANDBOX_ISOLATION", "none")
+
+
+def record_of(deps: Any, sid: str) -> Any:
+    return asyncio.run(deps.oidc_sessions.load(sid))
+
+
+def serve(idp: OidcIdp, tmp_path: Path, *, store: str = "memory", **mapping: str) -> Any:
     settings = load_settings(
         data_dir=tmp_path / "data",
-        store="memory",
+        store=store,
         oidc_issuer=idp.url,
         oidc_client_id="sandbox-console",
         oidc_client_secret="console-secret",
@@ -97,18 +110,18 @@ def test_sign_in_keycloak_shaped_claims_session_and_logout(idp: OidcIdp, tmp_pat
             assert "HttpOnly" in session_line and "SameSite=strict" in session_line
             me = browser.get("/api/v1/sandbox/whoami")
             assert me.status_code == 200, me.text
-            assert me.json() == {
+            assert {k: me.json()[k] for k in ("sub", "email", "org", "orgAdmin")} == {
                 "sub": "alice",
                 "email": "alice@acme.test",
                 "org": "globex",
                 "orgAdmin": True,  # realm role org-admin
             }
-            # what is stored: one file, 0600, nothing of the tokens or the email in clear
-            files = list((tmp_path / "data" / "oidc-sessions").iterdir())
-            assert len(files) == 1
-            assert stat.S_IMODE(files[0].stat().st_mode) == 0o600
-            raw = files[0].read_bytes()
-            record = deps.oidc_sessions._read(cookie.removeprefix("oidc:").split(":")[0])
+            # what is stored: one record under the id's digest, nothing in clear
+            sid = cookie.removeprefix("oidc:").split(":")[0]
+            stored = deps.oidc_sessions.backend.records
+            assert list(stored) == [hashlib.sha256(sid.encode()).hexdigest()]
+            raw = stored[hashlib.sha256(sid.encode()).hexdigest()][0]
+            record = record_of(deps, sid)
             assert record.refresh_token and record.refresh_token.encode() not in raw
             assert b"alice@acme.test" not in raw and record.id_token.encode() not in raw
             # the sign-in is in the org's audit log
@@ -147,7 +160,7 @@ def test_sign_in_keycloak_shaped_claims_session_and_logout(idp: OidcIdp, tmp_pat
             assert query["post_logout_redirect_uri"] == [server.url + "/sandbox"]
             assert query["id_token_hint"][0].count(".") == 2
             assert idp.stats()["revoked"] == revoked + 1
-            assert not any((tmp_path / "data" / "oidc-sessions").iterdir())
+            assert deps.oidc_sessions.backend.records == {}
             again = httpx.get(
                 server.url + "/api/v1/sandbox/whoami",
                 headers={"Cookie": f"catalyst_session={cookie}"},
@@ -167,9 +180,7 @@ def test_an_org_list_without_a_choice_is_a_401_page_offering_each(idp, tmp_path)
         assert 'href="/auth/oidc/start?org=acme&amp;next=%2Fsandbox%2Fs1"' in page.text
         assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
         assert browser.cookies.get("catalyst_session") is None
-        assert not (tmp_path / "data" / "oidc-sessions").exists() or not any(
-            (tmp_path / "data" / "oidc-sessions").iterdir()
-        )
+        assert deps.oidc_sessions.backend.records == {}  # nothing stored for a refusal
         # an org the token does not name is refused too
         page, _ = sign_in(server, idp, browser, "bob", org="initech")
         assert page.status_code == 401
@@ -275,10 +286,10 @@ def test_no_secret_of_the_flow_is_logged(idp, tmp_path):
             _, params = sign_in(server, idp, browser, "jack")
             cookie = browser.cookies["catalyst_session"]
             sid = cookie.removeprefix("oidc:").split(":")[0]
-            first = deps.oidc_sessions._read(sid)
+            first = record_of(deps, sid)
             server.offset = 50
             assert browser.get("/api/v1/sandbox/whoami").status_code == 200
-            second = deps.oidc_sessions._read(sid)
+            second = record_of(deps, sid)
             assert browser.post("/logout").status_code == 200
     assert any(e["event"] == "auth.oidc.refreshed" for e in events)
     logged = repr(events)
@@ -320,7 +331,7 @@ def test_bearer_id_token_with_an_org_list_needs_x_sandbox_org(idp, tmp_path):
         with server.browser() as browser:
             sign_in(server, idp, browser, "gina", org="acme")
             sid = browser.cookies["catalyst_session"].removeprefix("oidc:").split(":")[0]
-            id_token = deps.oidc_sessions._read(sid).id_token
+            id_token = record_of(deps, sid).id_token
         plain = {"Authorization": f"Bearer {id_token}"}
         refused = httpx.get(server.url + "/api/v1/sandbox/whoami", headers=plain)
         assert refused.status_code == 401
@@ -362,3 +373,42 @@ def test_auth_config_offers_sign_in(idp, tmp_path):
     with serve_in_thread(create_app(build_embedded(public))) as http:
         config = httpx.get(http.url + "/api/v1/sandbox/auth/config").json()
         assert (config["cliClientId"], config["scopes"]) == ("pub", "openid email profile")
+
+
+def test_sessions_on_sqlite_survive_a_restart_and_hold_no_token_in_clear(idp, tmp_path):
+    """The default store: sessions in the data dir's SQLite database, where another
+    process (a restart, another replica on that database) finds them."""
+    idp.set_user("kim", email="kim@acme.test", org_id="acme")
+    running, deps = serve(idp, tmp_path, store="sql")
+    with running as http:
+        server = Server(http.url, deps)
+        with server.browser() as browser:
+            done, _ = sign_in(server, idp, browser, "kim")
+            assert done.status_code == 303, done.text
+            cookie = browser.cookies["catalyst_session"]
+            assert browser.get("/api/v1/sandbox/whoami").json()["email"] == "kim@acme.test"
+            sid = cookie.removeprefix("oidc:").split(":")[0]
+    database = b"".join(p.read_bytes() for p in (tmp_path / "data").glob("sandbox.db*"))
+    assert hashlib.sha256(sid.encode()).hexdigest().encode() in database
+    assert sid.encode() not in database
+    # what the row holds, read back through a second handle on the database
+    url = load_settings(data_dir=tmp_path / "data", store="sql").effective_database_url
+
+    async def stored() -> Any:
+        deps.oidc_sessions.backend = SqlSessionBackend(url)
+        try:
+            return await deps.oidc_sessions.load(sid)
+        finally:
+            await deps.oidc_sessions.backend.close()
+
+    record = asyncio.run(stored())
+    assert record is not None and record.sub == "kim"
+    for secret in (record.refresh_token, record.id_token, record.access_token):
+        assert secret and secret.encode() not in database
+    running, deps = serve(idp, tmp_path, store="sql")  # the same data dir and secret
+    with running as http:
+        headers = {"Cookie": f"catalyst_session={cookie}", "Origin": http.url}
+        me = httpx.get(http.url + "/api/v1/sandbox/whoami", headers=headers)
+        assert me.status_code == 200 and me.json()["sub"] == "kim"
+        assert httpx.post(http.url + "/logout", headers=headers).status_code == 200
+        assert httpx.get(http.url + "/api/v1/sandbox/whoami", headers=headers).status_code == 401

@@ -36,6 +36,13 @@ ALICE = {
 }
 
 
+@pytest.fixture(autouse=True)
+def unisolated(monkeypatch: pytest.MonkeyPatch) -> None:
+    # an external issuer means several users: this machine cannot isolate sandboxes
+    # (no user namespaces), and these tests run none
+    monkeypatch.setenv("SANDBOX_ISOLATION", "none")
+
+
 @pytest.fixture
 def config_home(tmp_path: Path) -> dict[str, str]:
     return {"XDG_CONFIG_HOME": str(tmp_path / "config"), "COLUMNS": "400", "NO_COLOR": "1"}
