@@ -54,6 +54,7 @@ test: setup lint typecheck importlint webtest pytest
 bench: setup
 	$(BIN)/python bench/terminal.py
 	$(BIN)/python bench/gateway.py
+	$(BIN)/python bench/control_plane.py
 
 clean:
 	rm -rf $(VENV) $(WEB_DIST) web/node_modules .pytest_cache .mypy_cache .ruff_cache
