@@ -46,6 +46,8 @@ log = structlog.get_logger(__name__)
 
 SESSION_TTL_S = 4 * 3600.0
 REFRESH_MARGIN_S = 60.0
+CACHE_SECONDS = 2.0
+CACHE_ENTRIES = 10_000
 
 
 class SessionBackend(Protocol):
@@ -155,6 +157,9 @@ class OidcSessions:
         self._clock = clock
         self._ttl = ttl_s
         self._locks: dict[str, asyncio.Lock] = {}
+        # sid → (monotonic time read, record): a session is read from the database at
+        # most every CACHE_SECONDS per process (as access tokens are: services/tokens.py)
+        self._cache: dict[str, tuple[float, SessionRecord]] = {}
 
     # --- records ------------------------------------------------------------------
     @staticmethod
@@ -164,22 +169,36 @@ class OidcSessions:
     async def _write(self, sid: str, record: SessionRecord) -> None:
         blob = self._fernet.encrypt(record.to_json())
         await self.backend.put(self._key(sid), blob, record.expires_at)
+        self._remember(sid, record)
 
-    async def load(self, sid: str) -> SessionRecord | None:
-        """The session's record, decrypted; ``None`` when unknown or unreadable."""
+    def _remember(self, sid: str, record: SessionRecord) -> None:
+        if len(self._cache) >= CACHE_ENTRIES:
+            self._cache.clear()
+        self._cache[sid] = (time.monotonic(), record)
+
+    async def load(self, sid: str, *, fresh: bool = False) -> SessionRecord | None:
+        """The session's record, decrypted; ``None`` when unknown or unreadable.
+        ``fresh``: from the database, not this process's copy of the last 2 s."""
         from cryptography.fernet import InvalidToken
 
+        cached = None if fresh else self._cache.get(sid)
+        if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
+            return cached[1]
         raw = await self.backend.get(self._key(sid))
         if raw is None:
+            self._cache.pop(sid, None)
             return None
         try:
-            return SessionRecord.from_json(self._fernet.decrypt(raw))
+            record = SessionRecord.from_json(self._fernet.decrypt(raw))
         except (InvalidToken, ValueError, TypeError):
             # another cookie secret wrote it (rotated), or it was damaged: not ours to use
             log.warning("auth.oidc.session_unreadable")
             return None
+        self._remember(sid, record)
+        return record
 
     async def _remove(self, sid: str) -> None:
+        self._cache.pop(sid, None)
         await self.backend.delete(self._key(sid))
 
     async def start(self) -> None:
@@ -272,7 +291,8 @@ class OidcSessions:
     async def _refresh(self, sid: str) -> SessionRecord:
         lock = self._locks.setdefault(sid, asyncio.Lock())
         async with lock:
-            record = await self.load(sid)  # another request may have refreshed meanwhile
+            # another request, or another replica, may have refreshed meanwhile
+            record = await self.load(sid, fresh=True)
             if record is None:
                 raise Unauthenticated("no such console session (signed out, or expired)")
             now = self._clock()
@@ -293,7 +313,7 @@ class OidcSessions:
                         raise Unauthenticated("the refreshed ID token names another sub")
                 claims = await self._claims(tokens, id_claims)
             except TokenError as exc:
-                current = await self.load(sid)
+                current = await self.load(sid, fresh=True)
                 if current is not None and current.refresh_token != record.refresh_token:
                     # another process refreshed first (rotating the refresh token): theirs
                     return current
@@ -320,7 +340,7 @@ class OidcSessions:
     async def end(self, sid: str) -> SessionRecord | None:
         """Forget the session here and revoke its refresh token at the issuer when it
         offers revocation (best effort: a failure is logged); the record, for logout."""
-        record = await self.load(sid)
+        record = await self.load(sid, fresh=True)  # the newest refresh token, to revoke
         await self._remove(sid)
         if record is None:
             return None

@@ -20,6 +20,7 @@ from structlog.testing import capture_logs
 
 from openova_sandbox.api.app import create_app
 from openova_sandbox.api.composition import build_embedded
+from openova_sandbox.auth.oidc_sessions import CACHE_SECONDS
 from openova_sandbox.config import load_settings
 from openova_sandbox.store.sql_oidc_sessions import SqlSessionBackend
 from openova_sandbox.testing.server import serve_in_thread
@@ -397,7 +398,7 @@ def test_sessions_on_sqlite_survive_a_restart_and_hold_no_token_in_clear(idp, tm
     async def stored() -> Any:
         deps.oidc_sessions.backend = SqlSessionBackend(url)
         try:
-            return await deps.oidc_sessions.load(sid)
+            return await deps.oidc_sessions.load(sid, fresh=True)
         finally:
             await deps.oidc_sessions.backend.close()
 
@@ -405,10 +406,20 @@ def test_sessions_on_sqlite_survive_a_restart_and_hold_no_token_in_clear(idp, tm
     assert record is not None and record.sub == "kim"
     for secret in (record.refresh_token, record.id_token, record.access_token):
         assert secret and secret.encode() not in database
-    running, deps = serve(idp, tmp_path, store="sql")  # the same data dir and secret
-    with running as http:
-        headers = {"Cookie": f"catalyst_session={cookie}", "Origin": http.url}
-        me = httpx.get(http.url + "/api/v1/sandbox/whoami", headers=headers)
-        assert me.status_code == 200 and me.json()["sub"] == "kim"
-        assert httpx.post(http.url + "/logout", headers=headers).status_code == 200
-        assert httpx.get(http.url + "/api/v1/sandbox/whoami", headers=headers).status_code == 401
+    # two servers on that database at once (a restart; two replicas): both know the
+    # session, and a logout through one ends it for the other within CACHE_SECONDS
+    running_a, _ = serve(idp, tmp_path, store="sql")
+    running_b, _ = serve(idp, tmp_path, store="sql")
+    with running_a as a, running_b as b:
+
+        def whoami(server: Any) -> int:
+            headers = {"Cookie": f"catalyst_session={cookie}", "Origin": server.url}
+            return httpx.get(server.url + "/api/v1/sandbox/whoami", headers=headers).status_code
+
+        assert (whoami(a), whoami(b)) == (200, 200)
+        headers = {"Cookie": f"catalyst_session={cookie}", "Origin": b.url}
+        assert httpx.post(b.url + "/logout", headers=headers).status_code == 200
+        assert whoami(b) == 401
+        deadline = time.monotonic() + CACHE_SECONDS + 3
+        while whoami(a) == 200:  # each answer is the wait: a's copy is at most 2 s old
+            assert time.monotonic() < deadline, "the other server still admits the session"
