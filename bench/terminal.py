@@ -39,6 +39,12 @@ import httpx
 from common import Row, cpu_seconds, pct, rss_bytes, table
 
 SANDBOX = str(Path(sys.executable).parent / "sandbox")
+# The agent's interpreter: the system's python3 where there is one. `sandbox serve`
+# starts every terminal in a bubblewrap view of its own by default (issue 12), which
+# shows the system directories, not a venv's or pyenv's interpreter under the server's
+# HOME; the script's own folder is shown through SANDBOX_ISOLATION_PATHS. The raw PTY
+# baselines use the same interpreter.
+AGENT_PYTHON = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
 EMAIL = "bench@example.com"
 KIB, MIB = 1024, 1024 * 1024
 
@@ -89,7 +95,7 @@ class RawAgent:
         t0 = time.perf_counter()
         self.master, slave = os.openpty()
         self.proc = subprocess.Popen(
-            [sys.executable, str(script), *argv], stdin=slave, stdout=slave, stderr=slave
+            [AGENT_PYTHON, str(script), *argv], stdin=slave, stdout=slave, stderr=slave
         )
         os.close(slave)
         seen = b""
@@ -668,14 +674,15 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     from openova_sandbox.auth.issuer import EmbeddedIssuer
 
     total = args.bulk_mib * MIB
-    script = tmp / "agent.py"
+    (tmp / "agent").mkdir()  # its own folder: shown inside the sandboxes' views
+    script = tmp / "agent" / "agent.py"
     script.write_text(AGENT)
     agents = tmp / "agents.json"
     rows = [
-        {"slug": "bench-echo", "binary": sys.executable, "defaultArgs": [str(script), "echo"]},
+        {"slug": "bench-echo", "binary": AGENT_PYTHON, "defaultArgs": [str(script), "echo"]},
         {
             "slug": "bench-bulk",
-            "binary": sys.executable,
+            "binary": AGENT_PYTHON,
             "defaultArgs": [str(script), "bulk", str(total)],
         },
     ]
@@ -685,6 +692,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     (tmp / "work").mkdir()
     env = {
         "SANDBOX_DATA_DIR": str(data),
+        "SANDBOX_ISOLATION_PATHS": str(script.parent),
         "OPENOVA_SANDBOX_AGENTS_PATH": str(agents),
         "SANDBOX_LOG_LEVEL": "warning",
     }
@@ -731,7 +739,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         opened.append(lambda: serve.delete(echo_sid))
         clients = {
             "serve": serve.attach(echo_sid),
-            "pty-server": pty.attach(pty.create([sys.executable, str(script), "echo"])),
+            "pty-server": pty.attach(pty.create([AGENT_PYTHON, str(script), "echo"])),
         }
         raw = RawAgent(script, "echo")
         try:
@@ -747,7 +755,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         say("fan-out …")
         bulk_sids = {
             "serve": serve.create("bench-bulk"),
-            "pty-server": pty.create([sys.executable, str(script), "bulk", str(total)]),
+            "pty-server": pty.create([AGENT_PYTHON, str(script), "bulk", str(total)]),
         }
         opened.append(lambda: serve.delete(bulk_sids["serve"]))
         servers: dict[str, PtyServer | EmbeddedServer] = {"serve": serve, "pty-server": pty}
