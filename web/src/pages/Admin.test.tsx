@@ -113,6 +113,8 @@ describe("the org admin's page", () => {
       "/api/v1/sandbox/sessions/box/terminals/t2",
     ]);
     expect(screen.getByRole("status")).toHaveTextContent("Stopped “box”: 2 terminals ended.");
+    // the audit log is read again, so the Stop's own records show
+    await waitFor(() => expect(s.callsTo("GET", "/api/v1/sandbox/audit")).toHaveLength(2));
   });
 
   it("deletes a sandbox after confirming", async () => {
@@ -153,6 +155,16 @@ describe("the org admin's page", () => {
     expect(screen.getByTestId("audit-export")).toHaveAttribute(
       "href",
       "/api/v1/sandbox/audit?actor=dev%40acme.com&action=sandbox.*&format=jsonl",
+    );
+  });
+
+  it("reads the audit log again on Refresh, with the applied filters", async () => {
+    const s = server();
+    page(s);
+    await screen.findByTestId("audit-table");
+    await userEvent.click(screen.getByRole("button", { name: "Refresh" }));
+    await waitFor(() =>
+      expect(s.callsTo("GET", "/api/v1/sandbox/audit").map((c) => c.query)).toEqual(["limit=50", "limit=50"]),
     );
   });
 

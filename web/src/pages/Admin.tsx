@@ -37,7 +37,7 @@ const STATUS_PILL: Record<string, string> = {
 
 type Pending = { kind: "stop" | "delete"; item: SandboxItem } | null;
 
-function OrgSandboxes({ admin }: { admin: AdminApi }) {
+function OrgSandboxes({ admin, onChanged }: { admin: AdminApi; onChanged: () => void }) {
   const api = useApi();
   const [groups, setGroups] = useState<OwnerGroup[] | null>(null);
   const [error, setError] = useState<string | null>(null);
@@ -181,6 +181,7 @@ function OrgSandboxes({ admin }: { admin: AdminApi }) {
           onConfirm={async () => {
             await stop(pending.item);
             setPending(null);
+            onChanged();
             await load();
           }}
           onCancel={() => setPending(null)}
@@ -195,6 +196,7 @@ function OrgSandboxes({ admin }: { admin: AdminApi }) {
           onConfirm={async () => {
             await remove(pending.item);
             setPending(null);
+            onChanged();
             await load();
           }}
           onCancel={() => setPending(null)}
@@ -210,7 +212,9 @@ const OUTCOME_PILL: Record<string, string> = {
   failure: "pill-amber",
 };
 
-function AuditLog({ admin }: { admin: AdminApi }) {
+/** `version`: bumped when this page changed something, so the newest records show. */
+function AuditLog({ admin, version }: { admin: AdminApi; version: number }) {
+  const [refreshed, setRefreshed] = useState(0);
   const [draft, setDraft] = useState<AuditFilters>({});
   const [applied, setApplied] = useState<AuditFilters>({});
   const [records, setRecords] = useState<AuditRecord[] | null>(null);
@@ -238,7 +242,7 @@ function AuditLog({ admin }: { admin: AdminApi }) {
     return () => {
       live = false;
     };
-  }, [admin, applied]);
+  }, [admin, applied, version, refreshed]);
 
   const older = async () => {
     if (!cursor) return;
@@ -297,6 +301,9 @@ function AuditLog({ admin }: { admin: AdminApi }) {
         </div>
         <button type="submit" className="btn">
           Apply
+        </button>
+        <button type="button" className="btn" onClick={() => setRefreshed((n) => n + 1)}>
+          Refresh
         </button>
         <a className="btn" href={exportHref(applied)} download data-testid="audit-export">
           Export (JSON lines)
@@ -364,6 +371,8 @@ export function AdminPage({
   onUnauthenticated?: () => void;
 }) {
   useTitle("Org admin");
+  const [version, setVersion] = useState(0);
+  const bump = useCallback(() => setVersion((n) => n + 1), []);
   const admin = useMemo(
     () => injected ?? createAdminApi(onUnauthenticated ? { onUnauthenticated } : {}),
     [injected, onUnauthenticated],
@@ -381,8 +390,8 @@ export function AdminPage({
   return (
     <div className="page admin-page">
       <h1 className="page-title">Administer {org}</h1>
-      <OrgSandboxes admin={admin} />
-      <AuditLog admin={admin} />
+      <OrgSandboxes admin={admin} onChanged={bump} />
+      <AuditLog admin={admin} version={version} />
     </div>
   );
 }
