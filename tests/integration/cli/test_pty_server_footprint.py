@@ -1,10 +1,12 @@
 """`sandbox pty-server` (one per sandbox pod in Kubernetes) imports only what it serves.
 
-The command runs for real in a fresh interpreter, as far as building its app: the
-uvicorn server's ``run`` is replaced by one that reports the interpreter's modules and
-exits, so nothing listens. Whatever the command path pulls in is in that list, so a
-top-level import of the control plane, the operator or the SQL store shows up here
-(each costs the pod memory it never uses: bench/terminal.py measures the RSS).
+The command runs for real in a fresh interpreter, entered as the console script enters
+(``cli.entry``), as far as building its app: the pod server's ``run`` is replaced by one
+that reports the interpreter's modules and exits, so nothing listens. Whatever the
+command path pulls in is in that list, so a top-level import of the control plane, the
+operator, the SQL store, a web framework, the typer CLI or pydantic shows up here (each
+costs the pod memory it never uses: bench/terminal.py measures the RSS; the pod serves
+HTTP and WebSockets itself with h11 and ``api/terminal_edge/pty_server.py``).
 
 What the pty-server does need only at its first token or request (PyJWT and
 cryptography to verify a token, httpx to fetch a JWKS) is imported then; rich only when
@@ -24,22 +26,57 @@ import pytest
 from openova_sandbox.auth.issuer import EmbeddedIssuer
 
 PROBE = r"""
-import json, sys
-import uvicorn.server
+import importlib.abc, importlib.util, json, sys
 
-def report(self, *args, **kwargs):
+def report(app, host, port, **kwargs):
     print("MODULES " + json.dumps(sorted(sys.modules)))
     sys.stdout.flush()
     raise SystemExit(0)
 
-uvicorn.server.Server.run = report
-from openova_sandbox.cli.main import main
+class ReportInsteadOfServing(importlib.abc.MetaPathFinder):
+    # patches the pod server's run() as its module loads, in the command's own import
+    # order (importing it here first would hide an import-order mistake)
+    def find_spec(self, name, path, target=None):
+        if name != "openova_sandbox.api.terminal_edge.pty_server":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        exec_module = spec.loader.exec_module
+
+        def patched(module):
+            exec_module(module)
+            module.run = report
+
+        spec.loader.exec_module = patched
+        return spec
+
+sys.meta_path.insert(0, ReportInsteadOfServing())
+from openova_sandbox.cli.entry import main
 sys.argv = ["sandbox", "pty-server", "--host", "127.0.0.1", "--port", "7681"]
 main()
 """
 
-# third-party packages of other processes (control plane, operator, SQL store)
-FORBIDDEN_PACKAGES = ("sqlalchemy", "aiosqlite", "kopf", "lightkube", "fastapi")
+# third-party packages of other processes (control plane, operator, SQL store), the
+# ASGI stack the control plane runs on, the typer CLI and pydantic: none in the pod
+FORBIDDEN_PACKAGES = (
+    "sqlalchemy",
+    "aiosqlite",
+    "kopf",
+    "lightkube",
+    "fastapi",
+    "uvicorn",
+    "starlette",
+    "websockets",
+    "anyio",
+    "watchfiles",
+    "click",
+    "typer",
+    "pydantic",
+    "pydantic_core",
+    "pydantic_settings",
+    "greenlet",
+    "attr",
+)
 # this project's modules that only the control plane, operator or gateway use
 FORBIDDEN_MODULES = (
     "openova_sandbox.api.app",
@@ -59,10 +96,23 @@ FORBIDDEN_MODULES = (
     "openova_sandbox.events",
 )
 # imported at the first token (or request) that needs them, not at start: an idle pod
-# holds none (~14 MiB together); rich only when the CLI prints (structlog's rich
-# tracebacks are never used, see openova_sandbox.logs)
-LAZY_PACKAGES = ("jwt", "cryptography", "httpx", "pygments", "rich")
-LAZY_MODULES = ("openova_sandbox.services.notify",)
+# holds none (~14 MiB together); rich never (structlog's rich tracebacks are never used,
+# see openova_sandbox.logs); prometheus_client at the first /metrics scrape
+LAZY_PACKAGES = ("jwt", "cryptography", "httpx", "pygments", "rich", "prometheus_client")
+LAZY_MODULES = (
+    "openova_sandbox.services.notify",
+    "openova_sandbox.terminal.metrics",
+    "openova_sandbox.domain.ledger",
+    "openova_sandbox.domain.model",
+)
+# what the pod does import to serve: the runtime, its own HTTP server and h11 (uvloop
+# comes with run(), which the probe replaces)
+SERVED = (
+    "openova_sandbox.terminal.registry",
+    "openova_sandbox.api.terminal_edge.pty_server",
+    "openova_sandbox.api.terminal_edge.ws_frames",
+    "h11",
+)
 
 
 def pty_server_modules(tmp_path, *, embedded: bool = False) -> list[str]:
@@ -96,9 +146,8 @@ def pty_server_modules(tmp_path, *, embedded: bool = False) -> list[str]:
 
 def test_the_pty_server_imports_no_control_plane_operator_or_sql(tmp_path):
     modules = pty_server_modules(tmp_path)
-    # the command got as far as serving: its app and the terminal runtime are loaded
-    assert "openova_sandbox.terminal.registry" in modules
-    assert "uvicorn.server" in modules
+    # the command got as far as serving: its app, server and the terminal runtime
+    assert set(SERVED) <= set(modules), sorted(set(SERVED) - set(modules))
     heavy = sorted(m for m in modules if m.split(".")[0] in FORBIDDEN_PACKAGES)
     assert heavy == [], heavy
     ours = sorted(m for m in modules if m.startswith(FORBIDDEN_MODULES))
@@ -110,6 +159,6 @@ def test_the_pty_server_loads_token_libraries_at_the_first_token_not_at_start(tm
     modules = pty_server_modules(tmp_path, embedded=embedded)
     assert "openova_sandbox.auth.authenticator" in modules
     early = sorted(
-        m for m in modules if m.split(".")[0] in LAZY_PACKAGES or m.startswith(LAZY_MODULES)
+        m for m in modules if m.split(".")[0] in LAZY_PACKAGES or m in LAZY_MODULES
     )
     assert early == [], early

@@ -81,9 +81,6 @@ Authorize = Callable[[Principal], str | None]
 VerifyGrant = Callable[[str], ShareGrant]
 """A share grant's claims, or ``Unauthenticated`` (``share-grant-invalid``)."""
 
-# prometheus_client's CONTENT_TYPE_LATEST (checked by a test): the client library is
-# imported at the first scrape, not by an idle pod
-METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 JSON_TYPE = "application/json"
 TEXT_TYPE = "text/plain; charset=utf-8"
 
@@ -330,13 +327,14 @@ class LazyMetrics:
     def connection_closed(self) -> None:
         self.websocket_connections -= 1
 
-    def render(self) -> bytes:
-        if self._metrics is None:
-            from ...terminal.metrics import TerminalMetrics
+    def render(self) -> tuple[bytes, str]:
+        """The exposition and its content type (prometheus_client's)."""
+        from ...terminal.metrics import CONTENT_TYPE_LATEST, TerminalMetrics
 
+        if self._metrics is None:
             self._metrics = TerminalMetrics(self._registry, sandbox_id=self._sandbox_id)
         self._metrics.websocket_connections = self.websocket_connections
-        return self._metrics.render()
+        return self._metrics.render(), CONTENT_TYPE_LATEST
 
 
 # ------------------------------------------------------------------ routes
@@ -477,7 +475,8 @@ class PtyApp:
         return text_reply("ok")
 
     async def _metrics_route(self, _: Request) -> Reply:
-        return Reply(200, self.metrics.render(), METRICS_CONTENT_TYPE)
+        body, content_type = self.metrics.render()
+        return Reply(200, body, content_type)
 
     async def _idle(self, _: Request) -> Reply:
         info = self.registry.idle(self.sandbox_id)

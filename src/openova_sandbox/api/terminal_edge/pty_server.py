@@ -271,6 +271,12 @@ class HttpConnection(asyncio.Protocol):
     # -------------------------------------------------------------- asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # a keystroke is not held back by Nagle's algorithm (asyncio and uvloop set
+            # this too; said here so it does not depend on how the socket was made)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock = transport.get_extra_info("sockname")
         if isinstance(sock, tuple):
             host, port = sock[:2]
@@ -340,6 +346,12 @@ class HttpConnection(asyncio.Protocol):
                 return
 
     def _start(self, event: h11.Request) -> None:
+        # h11 bounds a request head that arrives in pieces; one that arrived whole is
+        # measured here
+        size = len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers)
+        if size > MAX_HEADER_BYTES:
+            self._refuse(text_reply("Request header fields too large", 431))
+            return
         headers = Headers(event.headers)
         ws = _is_upgrade(headers)
         request = (Upgrade if ws else HttpRequest)(
@@ -470,7 +482,12 @@ class HttpConnection(asyncio.Protocol):
         if subprotocol:
             headers.append((b"sec-websocket-protocol", subprotocol.encode()))
         self.transport.write(
-            self.conn.send(h11.InformationalResponse(status_code=101, headers=headers)) or b""
+            self.conn.send(
+                h11.InformationalResponse(
+                    status_code=101, headers=headers, reason=b"Switching Protocols"
+                )
+            )
+            or b""
         )
         self._answered = True
         trailing, _ = self.conn.trailing_data
@@ -566,7 +583,7 @@ def _listening_socket(host: str, port: int) -> socket.socket | None:
         family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
     except ValueError:
         return None
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
