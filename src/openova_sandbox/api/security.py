@@ -44,6 +44,7 @@ async def principal_from(conn: HTTPConnection) -> Principal:
             raise Unauthenticated("a console session cookie, but no OIDC sign-in here")
         resolved = await sessions.resolve(found.token)
         conn.state.token = resolved.token  # the issuer's token, refreshed; never logged
+        conn.state.oidc_session = found.token  # live connections end with the session
         conn.state.principal = resolved.principal
         return resolved.principal  # type: ignore[no-any-return]
     conn.state.token = found.token  # forwarded to a sandbox's terminal server; never logged

@@ -47,6 +47,10 @@ log = structlog.get_logger(__name__)
 SESSION_TTL_S = 4 * 3600.0
 REFRESH_MARGIN_S = 60.0
 CACHE_SECONDS = 2.0
+# how often a live connection of a session looks whether another process ended it
+ENDED_CHECK_SECONDS = 5.0
+# the close reason (WebSocket 1008) of a connection whose console session was ended
+REASON_SIGNED_OUT = "signed-out"
 CACHE_ENTRIES = 10_000
 
 
@@ -160,6 +164,9 @@ class OidcSessions:
         # sid → (monotonic time read, record): a session is read from the database at
         # most every CACHE_SECONDS per process (as access tokens are: services/tokens.py)
         self._cache: dict[str, tuple[float, SessionRecord]] = {}
+        # sid → set when this process ends the session (live connections wait on it)
+        self._ended: dict[str, asyncio.Event] = {}
+        self._waiters: dict[str, int] = {}
 
     # --- records ------------------------------------------------------------------
     @staticmethod
@@ -200,6 +207,37 @@ class OidcSessions:
     async def _remove(self, sid: str) -> None:
         self._cache.pop(sid, None)
         await self.backend.delete(self._key(sid))
+        ended = self._ended.pop(sid, None)
+        if ended is not None:
+            ended.set()
+
+    async def wait_ended(self, sid: str, *, check_every: float = ENDED_CHECK_SECONDS) -> None:
+        """Return once the session is over (signed out, expired, refused a refresh): at
+        once when this process ended it, else at the next look at the backend (every
+        ``check_every`` s). A backend that cannot be read is looked at again later, never
+        read as ended. For live connections opened with the session cookie."""
+        event = self._ended.setdefault(sid, asyncio.Event())
+        self._waiters[sid] = self._waiters.get(sid, 0) + 1
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(check_every):
+                        await event.wait()
+                    return
+                except TimeoutError:
+                    pass
+                try:
+                    record = await self.load(sid, fresh=True)
+                except BackendUnavailable:
+                    continue
+                if record is None or record.expires_at <= self._clock():
+                    return
+        finally:
+            left = self._waiters.pop(sid, 1) - 1
+            if left:
+                self._waiters[sid] = left
+            elif self._ended.get(sid) is event:
+                del self._ended[sid]  # the last connection of the session is gone
 
     async def start(self) -> None:
         """Open the backend and remove expired sessions (a lifecycle part of the app)."""

@@ -6,6 +6,7 @@ Keycloak-shaped claims (an org list, realm roles, groups), logout at the issuer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+import websockets
 from structlog.testing import capture_logs
 
 from openova_sandbox.api.app import create_app
@@ -423,3 +425,45 @@ def test_sessions_on_sqlite_survive_a_restart_and_hold_no_token_in_clear(idp, tm
         deadline = time.monotonic() + CACHE_SECONDS + 3
         while whoami(a) == 200:  # each answer is the wait: a's copy is at most 2 s old
             assert time.monotonic() < deadline, "the other server still admits the session"
+
+
+def test_a_terminal_of_a_console_session_closes_at_sign_out(idp, tmp_path):
+    """A WebSocket opened with the session cookie ends when the session does (1008
+    signed-out), at once through this server."""
+    idp.set_user("lee", email="lee@acme.test", org_id="acme")
+    running, deps = serve(idp, tmp_path)
+    with running as http:
+        server = Server(http.url, deps)
+        with server.browser() as browser:
+            sign_in(server, idp, browser, "lee")
+            cookie = browser.cookies["catalyst_session"]
+            made = browser.post("/api/v1/sandbox/sessions", json={"agent": "shell", "name": "so"})
+            assert made.status_code == 201, made.text
+            deadline = time.monotonic() + 30
+            while browser.get("/api/v1/sandbox/sessions/so").json().get("phase") != "Ready":
+                assert time.monotonic() < deadline, "sandbox not ready"
+
+            async def attach_then_sign_out() -> tuple[int | None, str, float]:
+                url = http.url.replace("http://", "ws://") + "/api/v1/sandbox/sessions/so/attach"
+                headers = {"Cookie": f"catalyst_session={cookie}", "Origin": http.url}
+                async with (
+                    asyncio.timeout(20),
+                    websockets.connect(url, additional_headers=headers) as ws,
+                ):
+                    await ws.send(b"echo live-$((4*4))\n")
+                    seen = b""
+                    while b"live-16" not in seen:
+                        frame = await ws.recv()
+                        seen += frame if isinstance(frame, bytes) else frame.encode()
+                    async with httpx.AsyncClient(base_url=http.url) as client:
+                        out = await client.post("/logout", headers=headers)
+                    assert out.status_code == 200
+                    signed_out = time.monotonic()
+                    with contextlib.suppress(websockets.ConnectionClosed):
+                        async for _ in ws:
+                            pass
+                    return ws.close_code, ws.close_reason or "", time.monotonic() - signed_out
+
+            code, reason, after = asyncio.run(attach_then_sign_out())
+    assert (code, reason) == (1008, "signed-out")
+    assert after < 2  # at once, not at the next look at the database

@@ -113,3 +113,51 @@ def test_expiry_of_the_presented_token_is_its_exp():
     token = TokenSet(access_token="e30.eyJleHAiOjEyMzR9.c2ln", expires_at=99.0)
     assert login._bearer_expiry(token) == 1234.0
     assert login._bearer_expiry(TokenSet(access_token="opaque", expires_at=99.0)) == 99.0
+
+
+async def test_a_session_ended_by_another_process_ends_its_connections_here():
+    """Two processes on one backend: one ends the session, the other's live
+    connections notice at their next look (here every 50 ms)."""
+    import asyncio
+
+    from openova_sandbox.auth.claims import ClaimMapping
+    from openova_sandbox.auth.oidc_client import OidcClient
+    from openova_sandbox.auth.oidc_sessions import (
+        MemorySessionBackend,
+        OidcSessions,
+        SessionRecord,
+    )
+
+    backend = MemorySessionBackend()
+
+    def process() -> OidcSessions:
+        client = OidcClient(issuer="https://id.invalid", client_id="c")
+        return OidcSessions(
+            backend,
+            cookie_secret="s",
+            client=client,
+            mapping=ClaimMapping(),
+            validate_bearer=None,  # type: ignore[arg-type]
+        )
+
+    here, there = process(), process()
+    now = time.time()
+    record = SessionRecord(
+        sub="u",
+        org="",
+        claims={"sub": "u"},
+        access_token="a",
+        refresh_token="",
+        id_token="",
+        access_expires_at=now + 300,
+        obtained_at=now,
+        created_at=now,
+        expires_at=now + 3600,
+    )
+    await here._write("sid-1", record)
+    waiting = asyncio.create_task(here.wait_ended("sid-1", check_every=0.05))
+    await asyncio.sleep(0)  # let it start waiting
+    assert not waiting.done()
+    assert (await there.end("sid-1")) is not None  # signed out through the other process
+    await asyncio.wait_for(waiting, timeout=5)
+    assert here._ended == {} and here._waiters == {}  # nothing left behind

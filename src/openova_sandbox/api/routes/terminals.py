@@ -29,6 +29,7 @@ from fastapi import APIRouter, Depends, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 from starlette.requests import HTTPConnection
 
+from ...auth.oidc_sessions import REASON_SIGNED_OUT
 from ...domain import audit
 from ...domain.access import OWNER, SHARE
 from ...domain.errors import (
@@ -467,6 +468,10 @@ async def _attach(websocket: WebSocket, sandbox_id: str, terminal_id: str | None
         tokens = getattr(websocket.app.state.deps, "tokens", None)
         if caller.via_token and tokens is not None:  # a personal access token's revocation
             ends.append((tokens.wait_revoked(caller.via_token), REASON_TOKEN_REVOKED))
+        sessions = getattr(websocket.app.state.deps, "oidc_sessions", None)
+        session_id = getattr(websocket.state, "oidc_session", None)
+        if sessions is not None and session_id:  # a console session's sign-out (issue 11)
+            ends.append((sessions.wait_ended(session_id), REASON_SIGNED_OUT))
         serve = _serve(channel, websocket, caller, sandbox_id, terminal_id)
         await _until_ended(channel, serve, ends, sub=caller.sub)
 
