@@ -123,3 +123,45 @@ def test_the_probe_token_opens_idle_and_nothing_else(pty_server):
     assert httpx.post(f"{url}/sessions", headers=probe, json={}).status_code == 401
     owner = issuer.mint(sub="u1", email="dev@acme.com", org="acme")
     assert httpx.get(f"{url}/idle", headers={"Authorization": f"Bearer {owner}"}).status_code == 200
+
+
+def test_help_and_usage_errors_are_the_full_clis(tmp_path):
+    """The console script runs `sandbox pty-server` without building the typer CLI, but
+    what it cannot read for certain goes to the CLI: help and usage errors unchanged."""
+    helped = subprocess.run(
+        [SANDBOX, "pty-server", "--help"], capture_output=True, text=True, timeout=30
+    )
+    assert helped.returncode == 0
+    assert "Usage: sandbox pty-server [OPTIONS]" in helped.stdout
+    assert "--host" in helped.stdout and "--port" in helped.stdout
+    for bad in (["--port", "0"], ["--port=abc"], ["--nope"], ["--port"]):
+        refused = subprocess.run(
+            [SANDBOX, "pty-server", *bad], capture_output=True, text=True, timeout=30
+        )
+        assert refused.returncode == 2, (bad, refused.stderr)
+        assert "Error" in refused.stderr  # typer's own message
+
+
+def test_flags_in_both_spellings_reach_the_server(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")}
+    port = free_port()
+    env.update(SANDBOX_ID="box", SANDBOX_DATA_DIR=str(tmp_path / "data"))
+    EmbeddedIssuer.load_or_create(tmp_path / "data")
+    proc = subprocess.Popen(
+        [SANDBOX, "pty-server", "--host=127.0.0.1", f"--port={port}"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                    break
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=20) == 0  # SIGTERM: a clean shutdown
