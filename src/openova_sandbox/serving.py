@@ -1,4 +1,8 @@
-"""How every server of this project runs under uvicorn (CLI, tests and benchmarks alike).
+"""How the control plane's servers run under uvicorn (CLI, tests and benchmarks alike).
+
+The per-sandbox terminal server (``sandbox pty-server``, one pod per sandbox) does not:
+it serves its few routes with its own HTTP/1.1 + WebSocket server
+(:mod:`openova_sandbox.api.terminal_edge.pty_server`), so its pod imports no ASGI stack.
 
 - WebSocket implementation: uvicorn's ``websockets-sansio`` (the leanest of its own),
   extended so a terminal viewer's frames bypass the ASGI message loop once accepted
