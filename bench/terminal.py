@@ -427,11 +427,21 @@ def _feed_cost(model_class: Any) -> dict[str, float]:
     return out
 
 
+def rss_split(pid: int) -> dict[str, int]:
+    """``RssAnon`` (Python's heap, module objects) and ``RssFile`` (shared libraries)."""
+    out = {}
+    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith(("RssAnon:", "RssFile:")):
+                out[line.split(":")[0]] = int(line.split()[1]) * 1024
+    return out
+
+
 def pty_server_idle_rss(server: PtyServer) -> dict[str, Any]:
     """RSS of a fresh ``sandbox pty-server`` that served nothing but its health check,
     and after it served one session (what the first request imports lazily)."""
     time.sleep(1.0)
-    out: dict[str, float] = {"idle_rss": rss_bytes(server.pid)}
+    out: dict[str, Any] = {"idle_rss": rss_bytes(server.pid), **rss_split(server.pid)}
     ws = server.attach(server.create(["/bin/sh", "-c", "printf READY; exec cat"]))
     try:
         ws.wait_for(b"READY")
@@ -921,6 +931,42 @@ def report(r: dict[str, Any]) -> str:
     return table(rows)
 
 
+def rss_only(runs: int) -> None:
+    """``--rss-only N``: the pty-server's idle and used RSS over N fresh servers."""
+    import logging
+
+    import structlog
+
+    from openova_sandbox.auth.issuer import EmbeddedIssuer
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    for i in range(runs):
+        with tempfile.TemporaryDirectory(prefix="bench-rss-") as tmp:
+            data = Path(tmp) / "data"
+            token = EmbeddedIssuer.load_or_create(data).mint(sub="b", email=EMAIL, org="b")
+            (Path(tmp) / "work").mkdir()
+            env = {
+                "SANDBOX_DATA_DIR": str(data),
+                "SANDBOX_LOG_LEVEL": "warning",
+                "SANDBOX_ID": "bench",
+                "SANDBOX_OWNER_EMAIL": EMAIL,
+                "SANDBOX_WORKDIR": str(Path(tmp) / "work"),
+            }
+            try:
+                got = pty_server_idle_rss(
+                    PtyServer(["pty-server"], env, token, Path(tmp) / "pty.log")
+                )
+            finally:
+                for server in STARTED:
+                    server.stop()
+                STARTED.clear()
+        print(
+            f"run {i + 1}: idle {got['idle_rss'] / MIB:.1f} MiB (anon "
+            f"{got['RssAnon'] / MIB:.1f}, file {got['RssFile'] / MIB:.1f}), after one "
+            f"session {got['used_rss'] / MIB:.1f} MiB; target <= {PTY_SERVER_RSS // MIB} MiB"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--bulk-mib", type=int, default=16)
@@ -939,6 +985,12 @@ def main() -> None:
     parser.add_argument(
         "--deadline", type=int, default=600, help="seconds before the run gives up (whole run)"
     )
+    parser.add_argument(
+        "--rss-only",
+        type=int,
+        metavar="RUNS",
+        help="only the pty-server's idle RSS, over RUNS fresh servers (a quick check)",
+    )
     parser.add_argument("--registry-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -956,6 +1008,9 @@ def main() -> None:
             print(json.dumps(asyncio.run(main_coro)))
         else:
             print(json.dumps(uvloop.run(main_coro)))
+        return
+    if args.rss_only:
+        rss_only(args.rss_only)
         return
     if args.idle < 100:
         parser.error("--idle must be at least 100")
