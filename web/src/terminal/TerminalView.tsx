@@ -108,6 +108,7 @@ const REFUSAL_TEXT: Record<string, string> = {
   "share-revoked": "This share link was revoked by the session's owner.",
   "share-expired": "This share link has expired.",
   "token-expired": "Your sign-in has expired: reload the page to sign in again.",
+  "signed-out": "You signed out: reload the page to sign in again.",
   unauthenticated: "You are not signed in: reload the page to sign in.",
   "sandbox-deleting": "This session is being deleted.",
 };
