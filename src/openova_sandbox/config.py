@@ -151,6 +151,9 @@ class Settings:
         default=3, metadata=_bounded(1, 10, "SANDBOX_SESSION_LIMIT", "pty_session_limit")
     )
     pty_workdir: str = field(default="", metadata=_env("SANDBOX_WORKDIR", "pty_workdir"))
+    # the pod's event loop (SANDBOX_PTY_EVENT_LOOP): uvloop when installed ("auto"), or
+    # asyncio's own: 2 MiB less idle RSS, ~50 us more per keystroke (docs/terminal.md)
+    pty_event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
     # opens /idle only: the operator probes idleness with it (from the pty-probe Secret)
     probe_token: str = field(default="", repr=False)
     # the pod's share grant key (from its sandbox-share-grant Secret): it admits the

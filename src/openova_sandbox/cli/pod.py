@@ -94,7 +94,7 @@ def run_pty_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
         )
     except SandboxError as exc:
         fail(startup_error(exc))
-    pty_server.run(app, host, port)
+    pty_server.run(app, host, port, loop=settings.pty_event_loop)
 
 
 def _settings() -> Settings:

@@ -142,10 +142,13 @@ def test_help_and_usage_errors_are_the_full_clis(tmp_path):
         assert "Error" in refused.stderr  # typer's own message
 
 
-def test_flags_in_both_spellings_reach_the_server(tmp_path):
+@pytest.mark.parametrize("loop", ["auto", "asyncio"])
+def test_flags_in_both_spellings_reach_the_server(tmp_path, loop):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")}
     port = free_port()
-    env.update(SANDBOX_ID="box", SANDBOX_DATA_DIR=str(tmp_path / "data"))
+    env.update(
+        SANDBOX_ID="box", SANDBOX_DATA_DIR=str(tmp_path / "data"), SANDBOX_PTY_EVENT_LOOP=loop
+    )
     EmbeddedIssuer.load_or_create(tmp_path / "data")
     proc = subprocess.Popen(
         [SANDBOX, "pty-server", "--host=127.0.0.1", f"--port={port}"],

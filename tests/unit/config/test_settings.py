@@ -111,6 +111,7 @@ def test_invalid_values_name_the_variable(monkeypatch, name, value):
         ({"SANDBOX_BUDGET_ORG_USD": ""}, "budget_org_usd", None),
         ({"SANDBOX_DATA_DIR": "/srv/x"}, "data_dir", Path("/srv/x")),
         ({"SANDBOX_STORE": "memory"}, "store", "memory"),
+        ({"SANDBOX_PTY_EVENT_LOOP": "asyncio"}, "pty_event_loop", "asyncio"),
     ],
 )
 def test_environment_is_read_as_before(monkeypatch, env, field, expected):
