@@ -7,7 +7,8 @@
   Stop ends it (the row says 0 terminals and Stop is off); the audit log shows the
   member's sign-in, create, attach and detach and the admin's terminal close, with the
   client address; a filter narrows it; the export downloads JSON lines that verify as a
-  chain; Delete removes the sandbox.
+  chain; on a 375 px screen the page does not scroll sideways; Delete removes the
+  sandbox.
 - The member has no Admin link, and the page tells them it is for admins.
 """
 
@@ -30,6 +31,12 @@ from .test_console_e2e import start_from_card, wait_for_terminal
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(240)]
 
 MEMBER_EMAIL = "member@example.com"
+# what sticks out past the right edge (outside a scrolling box): the failure names it
+WIDER_THAN_SCREEN = """() => [...document.querySelectorAll('body *')]
+  .filter((e) => e.getBoundingClientRect().right > innerWidth + 1)
+  .filter((e) => !e.parentElement?.closest('.table-scroll'))
+  .slice(0, 5).map((e) => `${e.tagName}.${e.className} ${Math.round(e.getBoundingClientRect().right)}`)
+"""
 SESSION = "member-box"
 
 
@@ -108,13 +115,13 @@ def test_org_admin_sees_stops_audits_and_deletes_a_members_sandbox(
     for action in ("auth.sign-in", "sandbox.create", "terminal.attach", "terminal.detach"):
         done = table.get_by_role("row").filter(has_text=action).filter(has_text=MEMBER_EMAIL)
         expect(done.first).to_be_visible()
-    page.get_by_label("Action").select_option("terminal.*")
+    page.get_by_label("Action", exact=True).select_option("terminal.*")
     page.get_by_role("button", name="Apply").click()
     expect(table.get_by_role("row").filter(has_text="sandbox.create")).to_have_count(0)
     expect(table.get_by_role("row").filter(has_text="terminal.attach").first).to_be_visible()
 
     # the export: JSON lines of the filtered records, each a record of the chain
-    page.get_by_label("Action").select_option("")
+    page.get_by_label("Action", exact=True).select_option("")
     page.get_by_role("button", name="Apply").click()
     with page.expect_download() as download_info:
         page.get_by_test_id("audit-export").click()
@@ -127,6 +134,15 @@ def test_org_admin_sees_stops_audits_and_deletes_a_members_sandbox(
     assert report.ok, report.reason
     actions = [r.action for r in records]
     assert actions.index("sandbox.create") < actions.index("terminal.close")
+
+    # on a phone the page does not scroll sideways (the tables scroll in their boxes)
+    page.set_viewport_size({"width": 375, "height": 740})
+    expect(row.get_by_role("button", name=f"Delete {SESSION}")).to_be_attached()
+    page.screenshot(path=str(artifacts / "admin-375.png"), full_page=True)
+    width = page.evaluate("document.documentElement.scrollWidth")
+    wide = page.evaluate(WIDER_THAN_SCREEN)
+    assert width <= 375, f"the admin page scrolls sideways at 375 px ({width} px): {wide}"
+    page.set_viewport_size({"width": 1280, "height": 800})
 
     # Delete removes it
     row.get_by_role("button", name=f"Delete {SESSION}").click()

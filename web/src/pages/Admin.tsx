@@ -122,9 +122,9 @@ function OrgSandboxes({ admin, onChanged }: { admin: AdminApi; onChanged: () => 
                   <th scope="col" className="num">
                     Spend (30 d)
                   </th>
-                  <th scope="col">
-                    <span className="visually-hidden">Actions</span>
-                  </th>
+                  {/* named for screen readers; no hidden text, which an absolutely
+                      positioned span would carry out of the scrolling box on a phone */}
+                  <th scope="col" aria-label="Actions" />
                 </tr>
               </thead>
               <tbody>
