@@ -127,8 +127,9 @@ def test_api_server_faults_map_to_503_and_403_to_a_visible_500(
     kube: FakeKube, tmp_path: Path
 ) -> None:
     for api in api_over(kube, tmp_path):
-        kube.inject(method="GET", path=".*/sandboxes$", status=500, times=2)
-        resp = api.http.get(SESSIONS, headers=api.auth)
+        # a read of the store (lists are answered from the informer's copy, issue 11)
+        kube.inject(method="GET", path=".*/sandboxes/some-box$", status=500, times=2)
+        resp = api.http.get(f"{SESSIONS}/some-box", headers=api.auth)
         assert resp.status_code == 503
         assert resp.json()["error"] == "sandbox-backend-unavailable"
         kube.inject(method="POST", path=".*/sandboxes$", status=403)
