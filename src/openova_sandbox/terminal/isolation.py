@@ -174,7 +174,7 @@ def bwrap_argv(
     # /tmp and /dev/shm are memory: half the quota each at most, so filling them is
     # refused (ENOSPC) before the sandbox as a whole runs out
     size = [] if view.memory is None else ["--size", str(max(view.memory // 2, 1 << 20))]
-    out += ["--proc", "/proc", "--dev", "/dev", *size, "--tmpfs", SHM]
+    out += ["--proc", "/proc", "--dev", "/dev", *size, "--tmpfs", SHM, "--remount-ro", "/dev"]
     out += [*size, "--tmpfs", TMP]
     for path in (*policy.extra, *view.readonly):
         if not any(inside(path, s) for s in shown):
