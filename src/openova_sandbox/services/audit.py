@@ -194,7 +194,7 @@ class AuditLog:
         ).cleaned()
         try:
             return await self._append(entry, self._clock())
-        except (TimeoutError, SandboxError, OSError) as exc:
+        except Exception as exc:  # the action happened: never fail it for its record
             log.error(
                 "audit.unrecorded",
                 action=entry.action,
@@ -203,6 +203,8 @@ class AuditLog:
                 target=entry.target,
                 outcome=entry.outcome,
                 error=getattr(exc, "detail", type(exc).__name__),
+                # a database that is down is expected; anything else is a bug to see
+                exc_info=not isinstance(exc, SandboxError | OSError | TimeoutError),
             )
             return None
 
