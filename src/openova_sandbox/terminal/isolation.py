@@ -366,6 +366,16 @@ def wrap(
     cwd = os.path.abspath(spec.cwd or view.workspace)
     if not visible(cwd, policy, view):
         raise SpawnFailed(f"working directory {spec.cwd!r} is not inside the sandbox")
+    program = spec.argv[0]
+    if os.path.isabs(program) and not (
+        visible(program, policy, view) and visible(os.path.realpath(program), policy, view)
+    ):
+        raise SpawnFailed(
+            f"{program!r} is not inside the sandbox's view (only the system folders, "
+            "the server's PATH outside its HOME, the managed agents and "
+            "SANDBOX_ISOLATION_PATHS are): install it there or add its folder to "
+            "SANDBOX_ISOLATION_PATHS"
+        )
     argv = bwrap_argv(policy, view, spec.argv, cwd)
     return SpawnSpec(
         argv=tuple(argv),

@@ -213,3 +213,11 @@ def test_the_launcher_joins_the_sandbox_cgroups_before_bubblewrap():
     ]
     assert "exec" in argv[2] and "exit 125" in argv[2]  # no join, no start
     assert bwrap_argv(POLICY, VIEW, ["/bin/sh"], WS)[0] == "/usr/bin/bwrap"
+
+
+def test_a_program_outside_the_view_is_refused_with_the_way_out():
+    spec = SpawnSpec(argv=("/home/server/.local/bin/agent",), cwd=WS)
+    with pytest.raises(SpawnFailed, match="SANDBOX_ISOLATION_PATHS"):
+        wrap(POLICY, spec, workspace=WS, home=HOME)
+    for program in ("/usr/bin/env", f"{DATA}/agents/bin/claude", f"{WS}/run.sh", "/nix/store/x"):
+        wrap(POLICY, SpawnSpec(argv=(program,), cwd=WS), workspace=WS, home=HOME)
