@@ -133,6 +133,21 @@ async def test_keep_alive_and_pipelined_requests_are_answered_in_order(start_ser
     assert b'{"sessions":["box"]}' in data or b'{"sessions":[]}' in data
 
 
+async def test_an_idle_keep_alive_connection_is_closed(
+    start_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pty_server, "KEEP_ALIVE_TIMEOUT", 0.3)
+    server = await start_server()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        answered = await asyncio.wait_for(_rest(reader), 10)  # EOF: closed once idle
+    finally:
+        writer.close()
+    assert answered.startswith(b"HTTP/1.1 200 OK") and answered.endswith(b"ok")
+
+
 async def test_a_body_error_is_a_400_naming_the_field_never_a_500(start_server: Any) -> None:
     server = await start_server()
     auth = {"Authorization": f"Bearer {OWNER}"}

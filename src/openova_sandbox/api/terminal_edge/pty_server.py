@@ -56,6 +56,7 @@ WS_MAX_SIZE = 16 * 1024 * 1024  # a client message (uvicorn's ws_max_size)
 PING_INTERVAL = 20.0
 PING_TIMEOUT = 20.0
 CLOSE_TIMEOUT = 10.0
+KEEP_ALIVE_TIMEOUT = 5.0  # an idle HTTP connection is closed after this (uvicorn's default)
 CLOSE_SERVICE_RESTART = 1012
 CLOSE_KEEPALIVE = 1011
 _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -267,6 +268,7 @@ class HttpConnection(asyncio.Protocol):
         self._ping: asyncio.TimerHandle | None = None
         self._awaiting_pong = False
         self._close_timer: asyncio.TimerHandle | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     # -------------------------------------------------------------- asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -282,6 +284,7 @@ class HttpConnection(asyncio.Protocol):
             host, port = sock[:2]
             self._local = f"{host}:{port}" if ":" not in str(host) else f"[{host}]:{port}"
         self.server.connections.add(self)
+        self._arm_idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._gone = True
@@ -303,6 +306,7 @@ class HttpConnection(asyncio.Protocol):
             if not lean.gone:
                 lean.feed(data)
             return
+        self._disarm_idle()
         try:
             self.conn.receive_data(data)
         except h11.RemoteProtocolError:  # data after the connection closed
@@ -411,6 +415,7 @@ class HttpConnection(asyncio.Protocol):
                 self.transport.close()
                 return
             self.conn.start_next_cycle()
+            self._arm_idle()
         finally:
             self._task = None
         if not self._gone and self.lean is None:
@@ -551,10 +556,26 @@ class HttpConnection(asyncio.Protocol):
         self._ping = self.loop.call_later(PING_TIMEOUT, self._keepalive)
 
     def _cancel_timers(self) -> None:
-        for timer in (self._ping, self._close_timer):
+        for timer in (self._ping, self._close_timer, self._idle_timer):
             if timer is not None:
                 timer.cancel()
-        self._ping = self._close_timer = None
+        self._ping = self._close_timer = self._idle_timer = None
+
+    def _arm_idle(self) -> None:
+        """Close a keep-alive connection that sends nothing for KEEP_ALIVE_TIMEOUT."""
+        self._disarm_idle()
+        self._idle_timer = self.loop.call_later(KEEP_ALIVE_TIMEOUT, self._idle_expired)
+
+    def _disarm_idle(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _idle_expired(self) -> None:
+        self._idle_timer = None
+        if self._task is None and self.lean is None and self.conn.their_state is h11.IDLE:
+            self._gone = True
+            self.transport.close()
 
     # -------------------------------------------------------------- shutdown
     def shutdown(self) -> None:
