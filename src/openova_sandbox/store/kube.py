@@ -421,6 +421,7 @@ class KubeStore:
         stream = client.watch(SandboxResource, namespace=ALL_NS, resource_version=position)
         iterator = aiter(stream)
         closed = asyncio.ensure_future(self._closed.wait())
+        step: asyncio.Future[Any] | None = None
         try:
             while True:
                 step = asyncio.ensure_future(anext(iterator))
@@ -450,6 +451,15 @@ class KubeStore:
                 yield WatchEvent(event_type, sandbox, sandbox.metadata.resource_version)
         finally:
             closed.cancel()
+            if step is not None and not step.done():
+                # Cancelled while a step was reading the stream (the consumer was
+                # cancelled: SIGTERM): that step still runs the stream's generator, and
+                # closing it now would raise "aclose(): asynchronous generator is already
+                # running" in place of the cancellation, which the informer would take
+                # for a failure and re-list. The step ends first.
+                step.cancel()
+                with contextlib.suppress(BaseException):
+                    await step
             aclose = getattr(iterator, "aclose", None)
             if aclose is not None:
                 await aclose()
