@@ -227,6 +227,9 @@ class Settings:
     # have it (comma list of org ids)
     isolation_network: bool = True
     isolation_offline_orgs: tuple[str, ...] = ()
+    # per-sandbox cgroups where this server may make them (pids, memory, CPU rate);
+    # off: rlimits only (joining cgroups costs a few ms per spawn; docs/architecture.md)
+    isolation_cgroups: bool = True
 
     # --- logging ----------------------------------------------------------------------
     log_level: Literal["debug", "info", "warning", "error"] = "info"

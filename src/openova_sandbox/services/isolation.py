@@ -111,7 +111,8 @@ def decide(settings: Settings, *, path_env: str | None = None) -> IsolationState
         network=settings.isolation_network,
     )
     if found.policy is not None:
-        groups = Cgroups(cgroup_finder.find(), processes=settings.isolation_processes)
+        bases = cgroup_finder.find() if settings.isolation_cgroups else {}
+        groups = Cgroups(bases, processes=settings.isolation_processes)
         groups.sweep()
         shared = [*ALWAYS_SHARED]
         if "cpu" in groups.controllers:
