@@ -4,7 +4,7 @@ For each of the ``pids``, ``memory`` and ``cpu`` controllers, :func:`find` looks
 cgroup this server may create children in: its own cgroup of a cgroup v1 hierarchy, or
 of the unified (v2) hierarchy when that cgroup already delegates the controller to its
 children (``cgroup.subtree_control``). Each sandbox then gets
-``<that cgroup>/openova-sandbox-<server pid>/<sandbox>``, with
+``<that cgroup>/openova-sandbox-<server pid>/<namespace>/<name>``, with
 
 - ``pids.max``: the process limit (exact for the whole sandbox, root included, which the
   kernel exempts from ``RLIMIT_NPROC``);
@@ -132,7 +132,10 @@ class Cgroups:
         return sorted(self.bases)
 
     def _dir(self, base: Base, key: str) -> Path:
-        return base.path / f"{PREFIX}{os.getpid()}" / _NAME.sub("_", key.replace("/", "."))
+        """``<base>/openova-sandbox-<pid>/<namespace>/<name>`` (a folder per part, so
+        no two keys share one)."""
+        parts = [_NAME.sub("_", part) or "_" for part in key.split("/")]
+        return base.path.joinpath(f"{PREFIX}{os.getpid()}", *parts)
 
     def prepare(self, key: str, *, memory: int | None, cpu: str) -> list[str]:
         """The sandbox's cgroups, made and limited now (again: the quota may have
@@ -171,6 +174,8 @@ class Cgroups:
         for folder in self.made.pop(key, []):
             with contextlib.suppress(OSError):
                 folder.rmdir()
+                if folder.parent.name != f"{PREFIX}{os.getpid()}":
+                    folder.parent.rmdir()  # the namespace's, when it was the last
 
     def close(self) -> None:
         for key in list(self.made):
@@ -180,18 +185,16 @@ class Cgroups:
                 (base.path / f"{PREFIX}{os.getpid()}").rmdir()
 
     def sweep(self) -> None:
-        """Remove the empty cgroups earlier runs of a server left (their sandboxes
-        died with them)."""
+        """Remove the empty cgroups earlier servers left (their sandboxes died with
+        them); never those of a server still running (several may share a machine)."""
         for base in self.bases.values():
             for folder in base.path.glob(f"{PREFIX}*"):
-                if folder.name == f"{PREFIX}{os.getpid()}":
+                owner = folder.name.removeprefix(PREFIX)
+                if not owner.isdigit() or os.path.exists(f"/proc/{owner}"):
                     continue
-                for child in folder.iterdir():
-                    if child.is_dir():
-                        with contextlib.suppress(OSError):
-                            child.rmdir()
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
+                for child in sorted(folder.glob("**/"), key=lambda p: -len(p.parts)):
+                    with contextlib.suppress(OSError):
+                        child.rmdir()
 
 
 def enter_argv(procs: Sequence[str]) -> list[str]:

@@ -47,9 +47,9 @@ def test_limits_written_for_v1_and_removed_with_the_sandbox(tmp_path):
     groups = Cgroups(find(tmp_path, OWN_V1), processes=64)
     procs = groups.prepare("acme/box", memory=256 << 20, cpu="500m")
     server = f"{PREFIX}{os.getpid()}"
-    pids = tmp_path / "pids" / server / "acme.box"
-    memory = tmp_path / "memory/jobs/server" / server / "acme.box"
-    cpu = tmp_path / "cpu" / server / "acme.box"
+    pids = tmp_path / "pids" / server / "acme" / "box"
+    memory = tmp_path / "memory/jobs/server" / server / "acme" / "box"
+    cpu = tmp_path / "cpu" / server / "acme" / "box"
     assert sorted(procs) == sorted(str(f / "cgroup.procs") for f in (pids, memory, cpu))
     assert (pids / "pids.max").read_text() == "64"
     assert (memory / "memory.limit_in_bytes").read_text() == str(256 << 20)
@@ -69,18 +69,30 @@ def test_v2_limits(tmp_path):
     (own / "cgroup.subtree_control").write_text("cpu memory pids")
     groups = Cgroups(find(tmp_path, "0::/me\n"), processes=10)
     groups.prepare("a/b", memory=1 << 30, cpu="2")
-    folder = own / f"{PREFIX}{os.getpid()}" / "a.b"
+    folder = own / f"{PREFIX}{os.getpid()}" / "a" / "b"
     assert (folder / "memory.max").read_text() == str(1 << 30)
     assert (folder / "cpu.max").read_text() == "200000 100000"
     assert (folder / "pids.max").read_text() == "10"
 
 
-def test_earlier_runs_empty_cgroups_are_swept(tmp_path):
+def test_earlier_servers_empty_cgroups_are_swept_not_a_running_one(tmp_path):
     hierarchy(tmp_path, {"pids": "/"})
-    old = tmp_path / "pids" / f"{PREFIX}1" / "acme.box"
+    dead = 2**22 + 1  # above pid_max's default ceiling: no such process
+    old = tmp_path / "pids" / f"{PREFIX}{dead}" / "acme" / "box"
     old.mkdir(parents=True)
+    running = tmp_path / "pids" / f"{PREFIX}1" / "acme" / "box"  # pid 1 is always there
+    running.mkdir(parents=True)
     Cgroups(find(tmp_path, "8:pids:/\n"), processes=10).sweep()
-    assert not (tmp_path / "pids" / f"{PREFIX}1").exists()
+    assert not (tmp_path / "pids" / f"{PREFIX}{dead}").exists()
+    assert running.is_dir()
+
+
+def test_keys_that_would_read_alike_get_their_own_cgroups(tmp_path):
+    hierarchy(tmp_path, {"pids": "/"})
+    groups = Cgroups(find(tmp_path, "8:pids:/\n"), processes=10)
+    assert groups.prepare("a.b/c", memory=None, cpu="") != groups.prepare(
+        "a/b.c", memory=None, cpu=""
+    )
 
 
 def test_cpu_quota_and_the_entry_prefix():
