@@ -703,6 +703,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     env = {
         "SANDBOX_DATA_DIR": str(data),
         "SANDBOX_ISOLATION_PATHS": str(script.parent),
+        "SANDBOX_ISOLATION": args.isolation,
         "OPENOVA_SANDBOX_AGENTS_PATH": str(agents),
         "SANDBOX_LOG_LEVEL": "warning",
     }
@@ -981,6 +982,12 @@ def main() -> None:
         help="fan out over raw attach (default: sandbox.v2 with acks, when offered)",
     )
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument(
+        "--isolation",
+        choices=("auto", "bwrap", "none"),
+        default="auto",
+        help="SANDBOX_ISOLATION of the sandbox serve measured (issue 12; default: auto)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument(
         "--deadline", type=int, default=600, help="seconds before the run gives up (whole run)"
