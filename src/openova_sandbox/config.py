@@ -179,6 +179,9 @@ class Settings:
     # how the control plane reaches a sandbox's terminal server; {namespace} is the
     # sandbox's workspace namespace
     kube_pty_url_template: str = "http://pty-server.{namespace}.svc:7681"
+    # the API as sandbox pods reach it: without an external issuer their terminal
+    # servers trust the API's shared embedded issuer through its JWKS there
+    kube_api_url: str = "http://sandbox-api.catalyst-system.svc"
     # the API's and the operator's shared secret from which each sandbox's share grant
     # key is derived (Secret sandbox-share-grant; docs/kubernetes.md); empty: share
     # links are refused in Kubernetes mode
@@ -202,6 +205,10 @@ class Settings:
     oidc_admin_groups: str = ""
     oidc_admin_tier: str = "admin"
     cookie_secret: str = field(default="", repr=False)
+    # the embedded issuer's signing key (PEM, P-256) when several servers must sign and
+    # trust the same tokens (Kubernetes: every API replica, from the Secret
+    # sandbox-issuer-key, docs/kubernetes.md); empty: the data dir's own key
+    issuer_key: str = field(default="", repr=False)
     public_url: str = ""  # how browsers reach us; WebSocket Origin is checked against it
 
     # --- BYOS (Claude Code) -------------------------------------------------------------

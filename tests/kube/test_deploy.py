@@ -109,7 +109,9 @@ def _grants(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
 
 def test_operator_holds_everything_it_grants_a_sandbox(manifests: list[dict[str, Any]]) -> None:
     operator = _grants(by_key(manifests)[("ClusterRole", "openova-sandbox-operator")]["rules"])
-    children = render_children(sandbox(), "ns", RenderConfig())
+    children = render_children(
+        sandbox(), "ns", RenderConfig(git_base_url="https://gitea.example.com")
+    )
     role = next(c for c in children if c["kind"] == "Role")
     missing = _grants(role["rules"]) - operator
     assert not missing, f"the operator cannot grant what it lacks: {sorted(missing)}"
@@ -244,7 +246,7 @@ def test_sandbox_pods_are_pointed_at_the_gateway_service(manifests: list[dict[st
     Service (its name, namespace and port)."""
     from urllib.parse import urlsplit
 
-    url = urlsplit(RenderConfig().model_gateway_url)
+    url = urlsplit(RenderConfig(git_base_url="https://gitea.example.com").model_gateway_url)
     service = by_key(manifests)[("Service", "sandbox-gateway")]
     namespace = service["metadata"]["namespace"]
     assert url.hostname == f"{service['metadata']['name']}.{namespace}.svc"
@@ -271,8 +273,9 @@ def test_dockerfile_matches_what_the_manifests_run() -> None:
 
 
 def test_the_operator_reaches_the_gateway_ledger(manifests: list[dict[str, Any]]) -> None:
-    """It issues each sandbox's gateway token in the gateway's database (optional: an
-    install without it runs sandboxes without a token) and may write Secrets."""
+    """It issues each sandbox's gateway token in the gateway's database (`sandbox
+    operator` refuses to start without it, naming it: test_kube_shared_auth.py) and may
+    write Secrets."""
     objects = by_key(manifests)
     pod = objects[("Deployment", "sandbox-operator")]["spec"]["template"]["spec"]
     env = {e["name"]: e for e in pod["containers"][0]["env"]}
@@ -298,3 +301,20 @@ def test_the_api_reads_usage_and_budgets_from_the_gateway_database(
     env = {e["name"]: e for e in api["spec"]["template"]["spec"]["containers"][0]["env"]}
     db = env["SANDBOX_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
     assert (db["name"], db["key"], db["optional"]) == ("sandbox-gateway-db", "url", True)
+
+
+def test_every_api_replica_reads_the_same_issuer_key_and_cookie_secret(
+    manifests: list[dict[str, Any]],
+) -> None:
+    """Sign-in across replicas (issue 13): the embedded issuer's key and the cookie secret
+    come from one Secret each, the same for every replica; nothing in the base holds a
+    value of its own."""
+    objects = by_key(manifests)
+    api = objects[("Deployment", "sandbox-api")]["spec"]
+    assert api["replicas"] >= 2
+    env = {e["name"]: e for e in api["template"]["spec"]["containers"][0]["env"]}
+    key = env["SANDBOX_ISSUER_KEY"]["valueFrom"]["secretKeyRef"]
+    assert (key["name"], key["key"]) == ("sandbox-issuer-key", "key.pem")
+    cookie = env["SANDBOX_COOKIE_SECRET"]["valueFrom"]["secretKeyRef"]
+    assert (cookie["name"], cookie["key"]) == ("sandbox-cookie-secret", "secret")
+    assert not any(k[0] == "Secret" for k in objects)  # made by the documented step

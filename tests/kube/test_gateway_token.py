@@ -75,7 +75,7 @@ def operator(
     config = KubeConfig.from_file(kube.kubeconfig_path)
     registry = build_registry(
         OperatorOptions(
-            render=RenderConfig(model_gateway_token=True),
+            render=RenderConfig(git_base_url="https://gitea.example.com", model_gateway_token=True),
             max_requeue=0.3,
             error_backoff=0.1,
             ledger=SqlLedger(ledger_url),

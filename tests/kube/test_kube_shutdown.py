@@ -22,8 +22,12 @@ from openova_sandbox.services.resources import SandboxInformer
 from openova_sandbox.store.kube import KubeStore
 from openova_sandbox.testing.kubeapi import FakeKube
 
+from .test_kube_shared_auth import new_key_pem
+
 SANDBOX = str(Path(sys.executable).with_name("sandbox"))
-KUBE_AUTH_ENV: dict[str, str] = {}
+# what every replica shares (test_kube_shared_auth.py): the issuer's key and the cookie
+# secret
+KUBE_AUTH_ENV = {"SANDBOX_ISSUER_KEY": new_key_pem(), "SANDBOX_COOKIE_SECRET": "c" * 43}
 
 
 @pytest.fixture

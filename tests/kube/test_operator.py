@@ -69,7 +69,7 @@ def running_operator(
     config = KubeConfig.from_file(kube.kubeconfig_path)
     registry = build_registry(
         OperatorOptions(
-            render=RenderConfig(),
+            render=RenderConfig(git_base_url="https://gitea.example.com"),
             max_requeue=0.3,
             error_backoff=0.1,
             metrics=metrics or OperatorMetrics(),
@@ -442,7 +442,7 @@ class OperatorThread:
         try:
             self.loop.run_until_complete(
                 run_operator(
-                    load_settings(),
+                    load_settings(git_base_url="https://gitea.example.com"),
                     stop_flag=self.stop_flag,
                     metrics=self.metrics,
                     **self.kwargs,

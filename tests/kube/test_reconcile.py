@@ -24,7 +24,7 @@ from openova_sandbox.domain.model import FINALIZER, Sandbox, SandboxStatus
 
 from .samples import NOW, sandbox
 
-CONFIG = RenderConfig()
+CONFIG = RenderConfig(git_base_url="https://gitea.example.com")
 NS = "sandbox-dev-at-acme-com"
 ORDER = ["NamespaceReady", "RBACReady", "PVCsReady", "PtyReady", "McpReady", "TokenReady", "Ready"]
 

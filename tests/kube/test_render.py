@@ -268,7 +268,9 @@ def test_network_policy_admits_only_gateway_and_control_plane(
 
 def test_mcp_config_lists_agents_and_capabilities() -> None:
     sb = sandbox(extra_spec={"capabilities": ["git.*"]})
-    config = RenderConfig(mcp_url="http://mcp.catalyst-system:8080/mcp")
+    config = RenderConfig(
+        git_base_url="https://gitea.example.com", mcp_url="http://mcp.catalyst-system:8080/mcp"
+    )
     cm = by_kind(render_children(sb, "ns-x", config))[("ConfigMap", "sandbox-mcp-config")]
     data = json.loads(cm["data"]["mcp.json"])
     assert data["agents"] == ["claude-code"]
@@ -405,7 +407,9 @@ def test_the_pod_reaches_the_model_gateway_and_holds_no_provider_key() -> None:
     """Its terminal server gives the agents the gateway Service's URLs; no provider key
     (nor any variable a key could hide in) is rendered. Without a ledger in the
     operator there is no token to render."""
-    config = RenderConfig(model_gateway_url="http://llm.gw.svc:8090")
+    config = RenderConfig(
+        git_base_url="https://gitea.example.com", model_gateway_url="http://llm.gw.svc:8090"
+    )
     sts = by_kind(render_children(sandbox(), "ns-x", config))[("StatefulSet", "pty-server")]
     (main,) = sts["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e for e in main["env"]}
@@ -413,7 +417,9 @@ def test_the_pod_reaches_the_model_gateway_and_holds_no_provider_key() -> None:
     keys = {"OPENAI_API_KEY", "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"}
     assert not keys & set(env)
     assert "SANDBOX_MODEL_GATEWAY_TOKEN" not in env
-    default = by_kind(render_children(sandbox(), "ns-x", RenderConfig()))
+    default = by_kind(
+        render_children(sandbox(), "ns-x", RenderConfig(git_base_url="https://gitea.example.com"))
+    )
     (main,) = default[("StatefulSet", "pty-server")]["spec"]["template"]["spec"]["containers"]
     urls = {e["name"]: e.get("value") for e in main["env"]}
     assert urls["SANDBOX_MODEL_GATEWAY_URL"] == "http://sandbox-gateway.catalyst-system.svc"
@@ -422,7 +428,7 @@ def test_the_pod_reaches_the_model_gateway_and_holds_no_provider_key() -> None:
 def test_the_gateway_token_comes_from_the_sandbox_secret() -> None:
     """With the ledger in the operator, the pod reads its token from the Secret the
     operator writes (``secretKeyRef``, not optional): never a literal in the spec."""
-    config = RenderConfig(model_gateway_token=True)
+    config = RenderConfig(git_base_url="https://gitea.example.com", model_gateway_token=True)
     sts = by_kind(render_children(sandbox(), "ns-x", config))[("StatefulSet", "pty-server")]
     (main,) = sts["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e for e in main["env"]}

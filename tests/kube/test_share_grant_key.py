@@ -41,7 +41,7 @@ def operator(kube: FakeKube, monkeypatch: pytest.MonkeyPatch) -> Iterator[KopfRu
     config = KubeConfig.from_file(kube.kubeconfig_path)
     registry = build_registry(
         OperatorOptions(
-            render=RenderConfig(share_grants=True),
+            render=RenderConfig(git_base_url="https://gitea.example.com", share_grants=True),
             max_requeue=0.3,
             error_backoff=0.1,
             share_grant_secret=GRANT_SECRET,

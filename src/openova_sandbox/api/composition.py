@@ -96,6 +96,26 @@ def cookie_secret(settings: Settings) -> str:
     return path.read_text().strip()
 
 
+def shared_auth_problems(settings: Settings) -> list[str]:
+    """What ``sandbox api`` in Kubernetes mode lacks to serve several replicas and the
+    sandbox pods (docs/kubernetes.md, "Sign-in across replicas"): every replica and pod
+    must trust the same tokens (an external issuer, or one embedded issuer key shared
+    by all), and every replica must sign console cookies alike. Empty: nothing lacks."""
+    problems = []
+    if not (settings.oidc_issuer or settings.jwks_url or settings.issuer_key):
+        problems.append(
+            "no token issuer shared by every replica and sandbox pod: set "
+            "SANDBOX_OIDC_ISSUER (or SANDBOX_JWKS_URL) to an external issuer, or "
+            "SANDBOX_ISSUER_KEY from the Secret sandbox-issuer-key"
+        )
+    if not settings.cookie_secret:
+        problems.append(
+            "no SANDBOX_COOKIE_SECRET (Secret sandbox-cookie-secret): each replica would "
+            "sign console sessions with a key of its own"
+        )
+    return problems
+
+
 def offered_catalogue(settings: Settings) -> Catalogue:
     """The catalogue, narrowed to ``SANDBOX_AGENTS`` when set; a name that is not in it
     is logged (and offers nothing) rather than stopping the server."""
@@ -161,7 +181,11 @@ def build_control_plane(
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     if data_dir.stat().st_mode & 0o077:
         log.warning("data_dir_readable_by_others", path=str(data_dir), fix="chmod 700")
-    issuer = EmbeddedIssuer.load_or_create(Path(settings.data_dir), issuer_url=public_url)
+    issuer = (
+        EmbeddedIssuer.from_pem(settings.issuer_key, issuer_url=public_url)
+        if settings.issuer_key
+        else EmbeddedIssuer.load_or_create(Path(settings.data_dir), issuer_url=public_url)
+    )
     authenticator = build_authenticator(settings, issuer=issuer)
     store = store if store is not None else make_store(settings)
     bus = InProcessBus()

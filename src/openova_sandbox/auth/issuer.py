@@ -77,6 +77,29 @@ class EmbeddedIssuer:
         return cls(_read_key(_existing_key(data_dir)), base_url=issuer_url)
 
     @classmethod
+    def from_pem(
+        cls, pem: str, *, issuer_url: str = "", source: str = "SANDBOX_ISSUER_KEY"
+    ) -> EmbeddedIssuer:
+        """The issuer of a key given as PEM text (several servers sharing one key, e.g.
+        every API replica in Kubernetes); ``Invalid`` naming ``source`` when it is not an
+        unencrypted P-256 private key."""
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        try:
+            key = serialization.load_pem_private_key(pem.strip().encode(), password=None)
+        except (ValueError, TypeError) as exc:
+            raise Invalid(
+                f"{source} is not an unencrypted PEM private key ({exc})",
+                code="invalid-issuer-key",
+            ) from exc
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(
+            key.curve, ec.SECP256R1
+        ):
+            raise Invalid(f"{source} is not a P-256 EC key", code="invalid-issuer-key")
+        return cls(key, base_url=issuer_url)
+
+    @classmethod
     def loader(cls, data_dir: Path, *, issuer_url: str = "") -> Callable[[], EmbeddedIssuer]:
         """``load`` deferred: ``NotFound`` now when there is no key file, the key itself
         is read (and cryptography imported) when the answer is first called. What the

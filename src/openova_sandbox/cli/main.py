@@ -280,11 +280,13 @@ def api_cmd(
     import uvicorn
 
     from ..api.app import create_app
-    from ..api.composition import build_api
+    from ..api.composition import build_api, shared_auth_problems
     from ..logs import configure
 
     settings = settings_or_exit()
     configure(level=settings.log_level, json=settings.log_json)
+    if settings.store == "kube" and (problems := shared_auth_problems(settings)):
+        fail("sandbox api (Kubernetes mode) cannot start: " + "; ".join(problems))
     try:
         deps = build_api(settings, public_url=settings.public_url)
     except SandboxError as exc:
@@ -669,11 +671,13 @@ def operator(
     or in-cluster config). Replicas elect a leader with a Lease; only it reconciles."""
     import asyncio
 
-    from ..controller.kube.operator import run_operator
+    from ..controller.kube.operator import run_operator, startup_problems
     from ..logs import configure
 
     settings = settings_or_exit()
     configure(level=settings.log_level, json=settings.log_json)
+    if problems := startup_problems(settings):
+        fail("sandbox operator cannot start: " + "; ".join(problems))
     from ..services.gateway_ledger import make_ledger
 
     asyncio.run(

@@ -18,6 +18,7 @@ import contextlib
 import signal
 import threading
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import kopf
 import structlog
@@ -33,6 +34,35 @@ from .metrics import HEARTBEAT_SECONDS, OperatorMetrics
 from .render import RenderConfig
 
 log = structlog.get_logger(__name__)
+
+# where the API publishes its embedded issuer's keys (auth.issuer.JWKS_PATH; the
+# controller layer does not reach up into auth)
+JWKS_PATH = "/.well-known/jwks.json"
+
+
+def pod_jwks_url(settings: Settings) -> str:
+    """Where a sandbox pod's terminal server finds the keys of the tokens it admits: the
+    external issuer's (``SANDBOX_JWKS_URL``, else discovered from
+    ``SANDBOX_OIDC_ISSUER``), or, without one, the API's shared embedded issuer
+    (``SANDBOX_ISSUER_KEY``) at ``SANDBOX_KUBE_API_URL``."""
+    if settings.jwks_url or settings.oidc_issuer:
+        return settings.jwks_url
+    return settings.kube_api_url.rstrip("/") + JWKS_PATH
+
+
+def startup_problems(settings: Settings) -> list[str]:
+    """What ``sandbox operator`` lacks to give sandboxes a working terminal; each
+    names its setting. Empty: nothing lacks."""
+    problems = []
+    if not settings.database_url:
+        problems.append(
+            "no SANDBOX_DATABASE_URL (the model gateway's database, Secret "
+            "sandbox-gateway-db): sandbox pods would get no model-gateway token"
+        )
+    base = settings.git_base_url.strip()
+    if base and urlsplit(base).scheme not in {"http", "https", "ssh"}:
+        problems.append(f"SANDBOX_GIT_BASE_URL {base!r} is not an absolute http(s) or ssh URL")
+    return problems
 
 
 def render_config(settings: Settings) -> RenderConfig:
@@ -50,7 +80,7 @@ def render_config(settings: Settings) -> RenderConfig:
         mcp_url=settings.kube_mcp_url,
         git_base_url=settings.git_base_url,
         oidc_issuer=settings.oidc_issuer,
-        jwks_url=settings.jwks_url,
+        jwks_url=pod_jwks_url(settings),
         ring_buffer_bytes=settings.ring_buffer_bytes,
         default_namespace=settings.default_namespace,
         mcp_needs_token=settings.kube_mcp_needs_token,

@@ -337,8 +337,14 @@ REPOS_END
 
 
 def _clone_url(repo: str, config: RenderConfig) -> str:
-    base = config.git_base_url.rstrip("/")
-    return f"{base}/{repo}.git" if base else f"{repo}.git"
+    base = config.git_base_url.strip().rstrip("/")
+    if not base:
+        # a relative URL would only fail inside the pod's init container, later and
+        # less clearly (condition ManifestRenderFailed names the setting instead)
+        raise RenderError(
+            f"repo {repo!r} needs a git server: the operator has no SANDBOX_GIT_BASE_URL"
+        )
+    return f"{base}/{repo}.git"
 
 
 def _statefulset(
