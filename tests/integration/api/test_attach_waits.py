@@ -100,3 +100,30 @@ def test_the_offered_agents_can_be_narrowed_by_configuration(make_api):
         "detail": 'agent "opencode" not in catalogue {aider, claude-code}',
     }
     assert api.http.post(SESSIONS, headers=api.auth(), json={"agent": "aider"}).status_code == 201
+
+
+def test_a_waiting_attach_reads_the_store_once(make_api, silent_git, monkeypatch):
+    """Issue 11: an attach waiting for Ready is woken by the informer's events; while
+    nothing changes it reads no store (before: a read every FALLBACK_POLL, 2 s, per
+    waiting attach: 300 of them pushed a neighbour's p99 to 378 ms)."""
+    monkeypatch.setattr(terminal_routes, "READY_WAIT", 1.5)
+    monkeypatch.setattr(terminal_routes, "FALLBACK_POLL", 0.05)
+    api = make_api(store="memory", git_base_url=silent_git)
+    h = api.auth()
+    created = api.http.post(
+        SESSIONS, headers=h, json={"agent": "aider", "name": "slow", "repo": "acme/site"}
+    )
+    assert created.status_code == 201
+    store = api.deps.store
+    real_get = store.get
+    reads: list[str] = []
+
+    async def counting_get(namespace, name):
+        reads.append(name)
+        return await real_get(namespace, name)
+
+    monkeypatch.setattr(store, "get", counting_get)
+    url = f"{api.server.ws_url}{SESSIONS}/slow/attach?access_token={api.token()}"
+    code, _ = asyncio.run(close_code(url))
+    assert code == 1013  # still not Ready after the wait
+    assert reads.count("slow") <= 2, reads  # its one read (the controller's own aside)

@@ -74,7 +74,9 @@ Caller = Annotated[Principal, Depends(require_principal)]
 
 READY_WAIT = 30.0
 POLL = 0.2  # without an informer (none running): how often to look again
-FALLBACK_POLL = 2.0  # with one: look again this often anyway (a change it missed)
+# with one: how often a waiting attach checks its own deadline and that the informer
+# is still watching (a quiet wait reads no store while it is, issue 11)
+FALLBACK_POLL = 2.0
 DELETING = REASON_SANDBOX_DELETING
 
 _E = schemas.ErrorBody
@@ -422,6 +424,11 @@ async def _wait_ready(
                 event = await sub.next(timeout=min(FALLBACK_POLL, left))
                 if share is None:
                     changed = _from_change(deps, caller, event, read)
+                    if event is None and opened is not None and deps.resources.informer.live:
+                        # nothing changed and the informer is watching: the sandbox is
+                        # as it was (issue 11: 300 waiting attaches each read the store
+                        # every 2 s); with the watch down, read it again
+                        changed = opened
     except _Refused as refused:
         if refused.written:
             await refuse(channel, refused.code, refused.reason)
