@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from . import __version__
 from .domain.errors import Invalid
 
 if TYPE_CHECKING:  # the budgets' parser (and decimal) load when a budget is set
@@ -161,7 +162,9 @@ class Settings:
     share_grant_key: str = field(default="", repr=False)
 
     # --- Kubernetes mode (operator rendering; env SANDBOX_KUBE_*) -----------------------
-    kube_image: str = "ghcr.io/openova/sandbox:latest"
+    # pinned to this release (a :latest tag is neither reproducible nor rewritten by
+    # kustomize `images:`); the base sets it from the operator's environment
+    kube_image: str = f"ghcr.io/openova/sandbox:{__version__}"
     kube_git_image: str = "alpine/git:2.45.2"
     kube_repo_storage: str = "5Gi"
     kube_home_storage: str = "5Gi"

@@ -10,6 +10,7 @@ for the facts the manifests rely on.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tomllib
@@ -259,8 +260,21 @@ def test_dockerfile_matches_what_the_manifests_run() -> None:
     assert "sandbox" in scripts  # the manifests run `sandbox serve|operator|pty-server`
     assert "USER 1000:1000" in text  # runAsNonRoot with runAsUser 1000
     assert "EXPOSE 8080 7681" in text
-    # the agent CLIs are chosen at build time, by catalogue id
-    assert 'ARG AGENTS=""' in text
+    # the agent CLIs are chosen at build time, by catalogue id; by default every agent
+    # with a pinned package (an image with no agent runs no terminal but the shell)
+    defaults = re.findall(r'^ARG AGENTS="([^"]*)"$', text, re.M)
+    assert defaults and len(set(defaults)) == 1, defaults
+    assert set(defaults[0].split()) == {"claude-code", "opencode", "qwen-code", "aider", "shell"}
+    # Node >= 20 (qwen-code needs it), never Debian's 18
+    node = re.search(r"^ARG NODE_IMAGE=node:(\d+)\.\d+\.\d+-", text, re.M)
+    assert node and int(node.group(1)) >= 20
+    assert "nodejs" not in text
+    # base images pinned to a version; nothing piped into a shell; downloads unprivileged
+    assert ":latest" not in text
+    assert not re.search(r"curl[^\n]*\|\s*(ba)?sh", text)
+    agents_stage = text.split("AS agents", 1)[1].split("\nFROM ", 1)[0]
+    assert agents_stage.index("USER 1000:1000") < agents_stage.index("npm install")
+    assert agents_stage.index("USER 1000:1000") < agents_stage.index("cursor.com/install")
     from openova_sandbox.domain.catalogue import load_catalogue
 
     catalogue = load_catalogue(None)
@@ -318,3 +332,54 @@ def test_every_api_replica_reads_the_same_issuer_key_and_cookie_secret(
     cookie = env["SANDBOX_COOKIE_SECRET"]["valueFrom"]["secretKeyRef"]
     assert (cookie["name"], cookie["key"]) == ("sandbox-cookie-secret", "secret")
     assert not any(k[0] == "Secret" for k in objects)  # made by the documented step
+
+
+def test_every_image_is_pinned_and_rewritten_by_kustomize(
+    manifests: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """No :latest anywhere, and an overlay's `images:` moves every image, the ones the
+    operator gives sandbox pods (its environment) included."""
+
+    def images(docs: list[dict[str, Any]]) -> dict[str, str]:
+        found = {}
+        for doc in docs:
+            if doc["kind"] != "Deployment":
+                continue
+            for c in doc["spec"]["template"]["spec"]["containers"]:
+                found[f"{doc['metadata']['name']}/{c['name']}"] = c["image"]
+                for e in c.get("env", []):
+                    if e["name"] in {"SANDBOX_KUBE_IMAGE", "SANDBOX_KUBE_GIT_IMAGE"}:
+                        found[e["name"]] = e["value"]
+        return found
+
+    base = images(manifests)
+    assert base["SANDBOX_KUBE_IMAGE"] == base["sandbox-operator/operator"]
+    for where, image in base.items():
+        name, _, tag = image.rpartition(":")
+        assert name and tag and tag != "latest", (where, image)
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "resources": [os.path.relpath(ROOT / "deploy" / "kubernetes", overlay)],
+                "images": [
+                    {
+                        "name": "ghcr.io/openova/sandbox",
+                        "newName": "registry.example/sb",
+                        "newTag": "7.7.7",
+                    },
+                    {"name": "alpine/git", "newName": "registry.example/git", "newTag": "2"},
+                ],
+            }
+        )
+    )
+    kubectl = shutil.which("kubectl")
+    assert kubectl is not None
+    out = subprocess.run(
+        [kubectl, "kustomize", str(overlay)], check=True, capture_output=True, text=True, timeout=60
+    ).stdout
+    moved = images([d for d in yaml.safe_load_all(out) if d])
+    assert moved["SANDBOX_KUBE_IMAGE"] == "registry.example/sb:7.7.7"
+    assert moved["SANDBOX_KUBE_GIT_IMAGE"] == "registry.example/git:2"
+    assert set(moved.values()) == {"registry.example/sb:7.7.7", "registry.example/git:2"}

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
+from ... import __version__
 from ...domain.model import ANNOTATION_SUB, Sandbox
 from ...domain.naming import repo_name
 from ...domain.quantity import smaller
@@ -75,7 +76,7 @@ class ChildRef(TypedDict):
 class RenderConfig:
     """Cluster-specific choices; defaults suit a plain cluster with a Gateway API gateway."""
 
-    image: str = "ghcr.io/openova/sandbox:latest"
+    image: str = f"ghcr.io/openova/sandbox:{__version__}"
     git_image: str = "alpine/git:2.45.2"
     image_pull_policy: str = "IfNotPresent"
     repo_storage: str = "5Gi"
