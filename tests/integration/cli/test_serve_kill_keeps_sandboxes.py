@@ -1,0 +1,80 @@
+"""`sandbox serve` killed with SIGKILL right after it answered creates loses none of
+them: on SQLite the store commits each create on the event loop before the 201 leaves
+(issue 10 moved the store's calls there from aiosqlite's thread). After the restart the
+controller takes them to Ready again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+from openova_sandbox.testing.server import free_port
+from support.cli import SANDBOX, run_sandbox
+from support.fake_agents import write_stand_ins
+
+SESSIONS = "/api/v1/sandbox/sessions"
+
+
+def _serve(data_dir: Path, port: int, agents: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "OPENOVA_SANDBOX_AGENTS_PATH": str(agents), "SANDBOX_ISOLATION": "none"}
+    process = subprocess.Popen(
+        [SANDBOX, "serve", "--port", str(port), "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    deadline = time.monotonic() + 60
+    assert process.stdout is not None
+    while True:
+        line = process.stdout.readline()
+        assert line, "serve exited"
+        if "/login?token=" in line:
+            return process
+        assert time.monotonic() < deadline
+
+
+def test_creates_answered_before_a_kill_are_kept(tmp_path):
+    agents = write_stand_ins(tmp_path / "agents.json", "/bin/sh", ("-c", "exec cat"))
+    data = tmp_path / "data"
+    port = free_port()
+    first = _serve(data, port, agents)
+    made: dict[str, str] = {}
+    try:
+        out = run_sandbox(
+            "token", "--sub", "u-1", "--email", "d@acme.com", "--org", "acme",
+            "--data-dir", str(data),
+        )  # fmt: skip
+        headers = {"Authorization": f"Bearer {out.stdout.strip()}"}
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            for name in ("one", "two", "three"):
+                answer = http.post(SESSIONS, headers=headers, json={"agent": "aider", "name": name})
+                assert answer.status_code == 201, answer.text
+                made[name] = answer.json()["createdAt"]
+        first.send_signal(signal.SIGKILL)  # at once: the controller may not have run yet
+        first.wait(timeout=10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+
+    second = _serve(data, port, agents)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            for name, created in made.items():
+                deadline = time.monotonic() + 30
+                while True:
+                    item = http.get(f"{SESSIONS}/{name}", headers=headers)
+                    assert item.status_code == 200, item.text
+                    assert item.json()["createdAt"] == created
+                    if item.json().get("phase") == "Ready":
+                        break
+                    assert time.monotonic() < deadline, f"{name} not Ready after the restart"
+                    time.sleep(0.05)
+    finally:
+        second.terminate()
+        second.wait(timeout=20)
