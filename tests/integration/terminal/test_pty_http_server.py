@@ -10,6 +10,8 @@ import base64
 import contextlib
 import os
 import re
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import pytest
@@ -96,6 +98,8 @@ async def test_routing_answers_404_405_307_and_head(start_server: Any) -> None:
     server = await start_server()
     missing = await server.http.get("/nowhere")
     assert (missing.status_code, missing.text) == (404, "Not Found")
+    sent = parsedate_to_datetime(missing.headers["date"])  # every answer is dated
+    assert abs((sent - datetime.now(UTC)).total_seconds()) < 60
     attach_as_http = await server.http.get("/sessions/box/attach")  # WebSocket only
     assert attach_as_http.status_code == 404
     wrong = await server.http.put("/metrics")

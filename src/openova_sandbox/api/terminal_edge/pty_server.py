@@ -35,6 +35,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from http.cookies import _unquote  # Starlette's cookie parser unquotes with it too
@@ -149,6 +150,25 @@ class HttpRequest:
     def subprotocols(self) -> list[str]:
         offered = ",".join(self.headers.all("sec-websocket-protocol"))
         return [p.strip() for p in offered.split(",") if p.strip()]
+
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_date_cache: list[Any] = [0, b""]
+
+
+def http_date() -> bytes:
+    """The ``Date`` header's value (RFC 9110 §5.6.7), made once a second."""
+    now = int(time.time())
+    if _date_cache[0] != now:
+        t = time.gmtime(now)
+        _date_cache[:] = [
+            now,
+            f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
+            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT".encode(),
+        ]
+    value: bytes = _date_cache[1]
+    return value
 
 
 def _tokens(value: str) -> set[str]:
@@ -380,9 +400,8 @@ class HttpConnection(asyncio.Protocol):
         self.transport.close()
 
     def _write_reply(self, reply: Reply, *, close: bool = False, head: bool = False) -> None:
-        headers = [
-            (name.encode("latin-1"), value.encode("latin-1")) for name, value in reply.headers
-        ]
+        headers = [(b"date", http_date())]
+        headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers]
         if reply.content_type is not None:
             headers.append((b"content-type", reply.content_type.encode("latin-1")))
         if reply.status >= 200 and reply.status not in (204, 304):
