@@ -59,7 +59,7 @@ PING_TIMEOUT = 20.0
 CLOSE_TIMEOUT = 10.0
 KEEP_ALIVE_TIMEOUT = 5.0  # an idle HTTP connection is closed after this (uvicorn's default)
 CLOSE_SERVICE_RESTART = 1012
-CLOSE_KEEPALIVE = 1011
+CLOSE_INTERNAL_ERROR = 1011  # an internal error, or a keepalive ping unanswered
 _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 # the reason phrases of the statuses this server sends (http.HTTPStatus costs an enum)
 _REASONS = {
@@ -483,12 +483,15 @@ class HttpConnection(asyncio.Protocol):
         upgrade.path_params = params
         try:
             await self.app.attach(upgrade)
+        except ConnectionError:  # the client left: nothing to answer before the 101
+            if not self._answered:
+                return
         except Exception:
             log.exception("terminal.server.error", route="/sessions/{id}/attach")
             if not self._answered:
                 self.deny_ws(text_reply("Internal Server Error", 500))
             else:
-                self.close_ws(CLOSE_KEEPALIVE, "")
+                self.close_ws(CLOSE_INTERNAL_ERROR, "")
             return
         if not self._answered:  # the app neither accepted nor denied: forbidden
             self.deny_ws(text_reply("", 403))
@@ -566,7 +569,7 @@ class HttpConnection(asyncio.Protocol):
         if self._gone or self.close_sent:
             return
         if self._awaiting_pong:  # no pong within PING_TIMEOUT: the peer is gone
-            self.close_ws(CLOSE_KEEPALIVE, "keepalive ping timeout")
+            self.close_ws(CLOSE_INTERNAL_ERROR, "keepalive ping timeout")
             self.transport.close()
             return
         self._awaiting_pong = True
