@@ -20,6 +20,7 @@ from ..auth.authenticator import build_authenticator
 from ..auth.issuer import EmbeddedIssuer
 from ..auth.share_grant import ShareGrantIssuer
 from ..config import Settings
+from ..controller.local import STORAGE_SECONDS
 from ..controller.runner import EmbeddedController
 from ..domain.catalogue import Catalogue, load_catalogue
 from ..domain.model import Quota
@@ -284,6 +285,8 @@ def build_embedded(
         TerminalHostAdapter(registry, agent_problem=terminals.agent_problem, tokens=tokens),
         data_dir=Path(settings.data_dir),
         git_base_url=settings.git_base_url,
+        # the workspaces' sizes in status.storageUsed, flagged past quota.storage
+        storage_interval=STORAGE_SECONDS,
     )
     terminals.on_agent_change = controller.requeue
     # installs from the console; the registry finds them through agent_path()

@@ -30,6 +30,7 @@ import os
 import secrets
 import shutil
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -57,6 +58,7 @@ RuntimeAction = EnsureWorkspace | CloneRepo | StopTerminals | RemoveWorkspace
 Key = tuple[str, str]
 
 WORKSPACE_MODE = 0o700
+STORAGE_SECONDS = 60.0  # how often `sandbox serve` measures a workspace's size again
 PARTIAL_PREFIX = ".clone-"
 DEFAULT_CLONE_TIMEOUT = 300.0
 
@@ -106,6 +108,32 @@ def _remove_tree(path: Path) -> None:
     shutil.rmtree(path, onerror=retry)
 
 
+def disk_usage(root: str) -> int | None:
+    """Bytes ``root`` takes on disk (allocated blocks, each inode once, symlinks not
+    followed; what cannot be read counts as nothing); ``None`` when it is no folder."""
+    if not os.path.isdir(root):
+        return None
+    total, seen, stack = 0, set(), [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if (info.st_dev, info.st_ino) in seen:
+                continue
+            seen.add((info.st_dev, info.st_ino))
+            total += info.st_blocks * 512
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+    return total
+
+
 @dataclass(frozen=True)
 class _CloneError:
     generation: int
@@ -124,6 +152,7 @@ class LocalRuntime:
         clone_timeout: float = DEFAULT_CLONE_TIMEOUT,
         max_concurrent_clones: int = 4,
         git_binary: str = "git",
+        storage_interval: float | None = None,
     ) -> None:
         self._terminals = terminals
         self._data_dir = data_dir.absolute()  # git and terminals must not depend on the cwd
@@ -133,6 +162,13 @@ class LocalRuntime:
         self._clone_slots = asyncio.Semaphore(max_concurrent_clones)
         self._clone_errors: dict[Key, dict[str, _CloneError]] = {}
         self._folders: dict[Key, str] = {}  # workspace folders by sandbox, as text
+        # the workspaces' sizes on disk (issue 12): (measured at, bytes) by sandbox,
+        # measured in a thread at most every STORAGE_SECONDS, one workspace at a time
+        self._usage: dict[Key, tuple[float, int]] = {}
+        self._measuring: dict[Key, asyncio.Task[None]] = {}
+        self._meter = asyncio.Semaphore(1)
+        # None: workspaces are not measured (status.storageUsed stays as it is)
+        self._storage_interval = storage_interval
 
     # ----------------------------------------------------------------- observation
 
@@ -166,15 +202,41 @@ class LocalRuntime:
             for repo, err in self._clone_errors.get((ns, name), {}).items()
             if err.generation == generation
         }
+        exists = os.path.isdir(ws)
         return Observed(
-            workspace_exists=os.path.isdir(ws),
+            workspace_exists=exists,
             cloned=frozenset(cloned),
             clone_errors=errors,
             terminal_serving=terminals.terminal_serving,
             sessions=terminals.sessions,
             last_activity=terminals.last_activity,
             agent_error=self._terminals.agent_problem(sandbox) or "",
+            storage_used=self._storage_used((ns, name), ws) if exists else None,
         )
+
+    def _storage_used(self, key: Key, ws: str) -> int | None:
+        """The workspace's last measured size; a new measurement is started when that
+        one is older than the interval (the sweep sees it when it is done)."""
+        if self._storage_interval is None:
+            return None
+        found = self._usage.get(key)
+        stale = found is None or time.monotonic() - found[0] >= self._storage_interval
+        if stale and key not in self._measuring:
+            with contextlib.suppress(RuntimeError):  # no running loop: not measured
+                task = asyncio.get_running_loop().create_task(self._measure(key, ws))
+                self._measuring[key] = task
+        return found[1] if found is not None else None
+
+    async def _measure(self, key: Key, ws: str) -> None:
+        try:
+            async with self._meter:
+                size = await asyncio.to_thread(disk_usage, ws)
+            if size is not None:  # None: the workspace went meanwhile
+                self._usage[key] = (time.monotonic(), size)
+        except Exception:  # a measurement never takes the controller down
+            log.exception("controller.storage.unmeasured", sandbox=f"{key[0]}/{key[1]}")
+        finally:
+            self._measuring.pop(key, None)
 
     def observe_orphan(self, namespace: str, name: str) -> Observed:
         """For a sandbox gone from the store: only its folder and its terminals matter."""
@@ -244,6 +306,7 @@ class LocalRuntime:
 
     async def remove_workspace(self, namespace: str, name: str) -> None:
         """The workspace and the sandbox's HOME (its agents' state and history) go."""
+        self._usage.pop((namespace, name), None)
         ws = self.workspace(namespace, name)
         if ws.exists():
             await asyncio.to_thread(shutil.rmtree, ws)

@@ -44,6 +44,7 @@ from datetime import datetime, timedelta
 from ..domain.errors import IllegalTransition
 from ..domain.model import FINALIZER, READY, Condition, Sandbox, SandboxStatus
 from ..domain.naming import is_valid_slug, repo_org, repo_problem
+from ..domain.quantity import parse_quantity
 from ..domain.status import (
     AGENT_UNAVAILABLE,
     FAILED,
@@ -64,6 +65,7 @@ ACTIVITY_RESOLUTION = timedelta(seconds=30)
 WAIT_POLL_SECONDS = 2.0
 
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
+STORAGE_WITHIN_QUOTA = "StorageWithinQuota"
 
 # Failure reasons (sandbox-resource.md).
 OWNER_EMAIL_MISSING = "OwnerEmailMissing"
@@ -92,6 +94,8 @@ class Observed:
     last_activity: datetime | None = None
     # why the sandbox's agent cannot start now ("" when it can, or nobody knows yet)
     agent_error: str = ""
+    # bytes the workspace takes on disk (None: not measured yet; issue 12)
+    storage_used: int | None = None
 
 
 # --------------------------------------------------------------------------- actions
@@ -432,6 +436,9 @@ def _next_status(
     failure: Failure | None = None,
 ) -> SandboxStatus:
     rows = [*desired, _summary(desired, failure, phase)]
+    storage = _storage(sandbox, observed)
+    if storage is not None:  # a flag beside the others, not one Ready waits for
+        rows.append(storage)
     conditions = _merge(sandbox.status.conditions, rows, now)
     return replace(
         _with_activity(sandbox.status, observed),
@@ -462,4 +469,36 @@ def _with_activity(status: SandboxStatus, observed: Observed) -> SandboxStatus:
     seen = observed.last_activity
     if seen is not None and (last is None or seen - last >= ACTIVITY_RESOLUTION):
         last = seen
-    return replace(status, sessions=max(0, observed.sessions), last_activity_at=last)
+    used = status.storage_used
+    if observed.storage_used is not None:
+        used = storage_quantity(observed.storage_used)
+    return replace(
+        status, sessions=max(0, observed.sessions), last_activity_at=last, storage_used=used
+    )
+
+
+def storage_quantity(size: int) -> str:
+    """Bytes as a quantity of at most one decimal (``1.5Gi``, ``312Mi``, ``900``), so a
+    workspace growing by a few bytes is not a status write."""
+    value, unit = float(size), ""
+    for suffix in ("Ki", "Mi", "Gi", "Ti"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, suffix
+    text = f"{value:.1f}".removesuffix(".0") if unit else str(size)
+    return f"{text}{unit}"
+
+
+def _storage(sandbox: Sandbox, observed: Observed) -> _Desired | None:
+    """``StorageWithinQuota``: the workspace against ``quota.storage`` (issue 12).
+    Nothing refuses writes past it; the sandbox is flagged (False, StorageExceeded)."""
+    if observed.storage_used is None:
+        return None
+    quota = sandbox.spec.quota.storage
+    limit = parse_quantity(quota) if quota else None
+    used = storage_quantity(observed.storage_used)
+    if limit is not None and observed.storage_used > limit:
+        message = f"the workspace uses {used}, past its storage quota of {quota}"
+        return (STORAGE_WITHIN_QUOTA, FALSE, "StorageExceeded", message)
+    of = f" of {quota}" if limit is not None else ""
+    return (STORAGE_WITHIN_QUOTA, TRUE, "WithinQuota", f"the workspace uses {used}{of}")

@@ -81,6 +81,7 @@ class EmbeddedController:
         sweep_interval: float | None = None,
         clone_timeout: float = DEFAULT_CLONE_TIMEOUT,
         max_concurrent_clones: int = 4,
+        storage_interval: float | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -91,6 +92,7 @@ class EmbeddedController:
             git_base_url=git_base_url,
             clone_timeout=clone_timeout,
             max_concurrent_clones=max_concurrent_clones,
+            storage_interval=storage_interval,
         )
         self._known: set[Key] = set()
         self._synced = asyncio.Event()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import stat
 from pathlib import Path
 
@@ -87,7 +88,7 @@ async def test_a_missing_git_binary_is_a_clone_failure(data_dir: Path, git_base:
 
 
 async def test_no_git_base_url_is_a_clone_failure(data_dir: Path) -> None:
-    rt = runtime(data_dir, "")
+    rt = runtime(data_dir, "", storage_interval=60.0)
     sb = new_sandbox("box", repos=("acme/app",))
     await rt.execute(sb, EnsureWorkspace())
     assert not await rt.execute(sb, CloneRepo("acme/app"))
@@ -95,7 +96,7 @@ async def test_no_git_base_url_is_a_clone_failure(data_dir: Path) -> None:
 
 
 async def test_clone_errors_belong_to_one_generation(data_dir: Path) -> None:
-    rt = runtime(data_dir, "")
+    rt = runtime(data_dir, "", storage_interval=60.0)
     sb = new_sandbox("box", repos=("acme/app",)).with_meta(generation=1)
     await rt.execute(sb, EnsureWorkspace())
     await rt.execute(sb, CloneRepo("acme/app"))
@@ -144,3 +145,23 @@ async def test_the_base_urls_credential_is_not_left_in_the_clone(
     finally:
         server.shutdown()
         server.server_close()
+
+
+async def test_the_workspace_size_is_measured_in_the_background(data_dir: Path) -> None:
+    rt = runtime(data_dir, "", storage_interval=60.0)
+    sb = new_sandbox("box")
+    assert await rt.execute(sb, EnsureWorkspace())
+    ws = workspace_path(data_dir.absolute(), "acme", "box")
+    (ws / "big").write_bytes(b"x" * (3 << 20))
+    (ws / "sub").mkdir()
+    (ws / "sub" / "same").hardlink_to(ws / "big")  # one inode, counted once
+    (ws / "link").symlink_to("/usr")  # not followed
+    assert rt.observe(sb).storage_used is None  # measuring now, in a thread
+    for _ in range(200):
+        used = rt.observe(sb).storage_used
+        if used is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert used is not None and 3 << 20 <= used < 4 << 20
+    assert await rt.execute(sb, RemoveWorkspace())
+    assert rt.observe(sb).storage_used is None
