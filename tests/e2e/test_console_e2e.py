@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from support.processes import grandchildren_named
+from support.processes import descendants_named
 
 from .git_server import HOLD_SECONDS, GitServer
 from .serve_process import ServeProcess, free_port, skip_or_fail, start_serve
@@ -56,9 +56,10 @@ def wait_for_terminal(page: Any) -> None:
 
 
 def wait_for_grandchild(ancestor: int, name: str, timeout: float = 20.0) -> None:
-    """Wait until a process called ``name`` runs under a child of ``ancestor``."""
+    """Wait until a process called ``name`` runs below ``ancestor`` (a terminal's
+    command, a few levels down in its sandbox)."""
     deadline = time.monotonic() + timeout
-    while not grandchildren_named(ancestor, name):
+    while not descendants_named(ancestor, name):
         assert time.monotonic() < deadline, f"no {name} under {ancestor}"
         time.sleep(0.05)
 

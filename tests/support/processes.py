@@ -37,6 +37,23 @@ def grandchildren_named(ancestor: int, name: str) -> list[int]:
     ]
 
 
+def descendants_named(ancestor: int, name: str) -> list[int]:
+    """The pids of processes called ``name`` anywhere below ``ancestor`` (an isolated
+    terminal's processes run a few levels down: the launcher, its namespace's init,
+    the agent; docs/architecture.md, "Isolation")."""
+    table = process_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    found, stack = [], list(children.get(ancestor, []))
+    while stack:
+        pid = stack.pop()
+        if table[pid][1] == name:
+            found.append(pid)
+        stack.extend(children.get(pid, []))
+    return found
+
+
 def processes_mentioning(text: str) -> list[str]:
     """The command lines (space-joined) of every live process whose argv contains ``text``."""
     found = []

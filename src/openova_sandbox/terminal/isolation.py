@@ -109,9 +109,10 @@ def inside(path: str, root: str) -> bool:
 
 
 def visible(path: str, policy: Policy, view: View) -> bool:
-    """Whether ``path`` (absolute, normalised) exists in the sandbox's view: under a
-    system directory or a read-only path, the workspace, HOME or ``/tmp``, and not under
-    anything hidden (the agents' folder excepted)."""
+    """Whether the server's ``path`` (absolute, normalised) is there, the same, in the
+    sandbox's view: under a system directory or a read-only path, the workspace or HOME,
+    and not under anything hidden (the agents' folder excepted). ``/tmp`` is not: the
+    sandbox's own is another, empty one."""
     roots = [
         *(p for p, _ in policy.system),
         *policy.extra,
@@ -119,7 +120,6 @@ def visible(path: str, policy: Policy, view: View) -> bool:
         view.workspace,
         *([view.home] if view.home else []),
         *([policy.agents_dir] if policy.agents_dir else []),
-        TMP,
     ]
     if not any(inside(path, r) for r in roots):
         return False
@@ -330,6 +330,38 @@ def venv_prefix(binary: str, agents_dir: str) -> str | None:
     return None
 
 
+def _check_program(program: str, policy: Policy, view: View) -> None:
+    """What ``exec`` inside would find wrong, said now as a spawn failure (as a spawn
+    without isolation reports it), not as an exit code 1 from inside: a program, or its
+    script's interpreter, missing or not in the view."""
+    if not os.path.isabs(program):
+        return
+    for path in (program, os.path.realpath(program)):
+        if not visible(path, policy, view):
+            raise SpawnFailed(
+                f"cannot start {program!r}: it is not inside the sandbox's view (the "
+                "system folders, the server's PATH outside its HOME, the managed agents, "
+                "SANDBOX_ISOLATION_PATHS): install it there or add its folder to "
+                "SANDBOX_ISOLATION_PATHS"
+            )
+    try:
+        with open(program, "rb") as fh:
+            head = fh.read(256)
+    except OSError:
+        return  # exec says why (not readable is not unexecutable)
+    if not head.startswith(b"#!"):
+        return
+    words = head[2:].split(b"\n", 1)[0].split()
+    interpreter = os.fsdecode(words[0]) if words else ""
+    if interpreter.startswith("/") and not (
+        os.path.exists(interpreter) and visible(os.path.realpath(interpreter), policy, view)
+    ):
+        raise SpawnFailed(
+            f"cannot start {program!r}: its interpreter {interpreter} is not found"
+            + ("" if not os.path.exists(interpreter) else " inside the sandbox's view")
+        )
+
+
 def memory_bytes(quantity: str) -> int | None:
     """A memory quota (``8Gi``) in bytes; ``None`` when empty or unreadable."""
     value = parse_quantity(quantity) if quantity else None
@@ -366,16 +398,7 @@ def wrap(
     cwd = os.path.abspath(spec.cwd or view.workspace)
     if not visible(cwd, policy, view):
         raise SpawnFailed(f"working directory {spec.cwd!r} is not inside the sandbox")
-    program = spec.argv[0]
-    if os.path.isabs(program) and not (
-        visible(program, policy, view) and visible(os.path.realpath(program), policy, view)
-    ):
-        raise SpawnFailed(
-            f"{program!r} is not inside the sandbox's view (only the system folders, "
-            "the server's PATH outside its HOME, the managed agents and "
-            "SANDBOX_ISOLATION_PATHS are): install it there or add its folder to "
-            "SANDBOX_ISOLATION_PATHS"
-        )
+    _check_program(spec.argv[0], policy, view)
     argv = bwrap_argv(policy, view, spec.argv, cwd)
     return SpawnSpec(
         argv=tuple(argv),

@@ -72,7 +72,7 @@ async def attach_outcome(url: str, send: bytes = b"") -> tuple[int | None, str, 
 
 def test_an_agent_removed_after_create_fails_the_sandbox_until_it_is_back(make_api, tmp_path):
     binary = agent_row(tmp_path)
-    api = make_api(store="sql")
+    api = make_api(store="sql", isolation_paths=(str(binary.parent),))
     h = api.auth()
     assert api.http.post(SESSIONS, headers=h, json={"agent": "aider", "name": "box"}).is_success
     wait_item(api, h, "box", lambda i: i["status"] == "running")
@@ -99,7 +99,8 @@ def test_an_agent_removed_after_create_fails_the_sandbox_until_it_is_back(make_a
 def test_an_exec_error_fails_the_sandbox_and_a_repaired_binary_clears_it(make_api, tmp_path):
     # executable, so every check passes; only starting it shows the interpreter is gone
     binary = agent_row(tmp_path, "#!/nonexistent/interpreter\n")
-    api = make_api(store="sql")
+    # the agent's folder is shown inside the sandboxes (docs/architecture.md, "Isolation")
+    api = make_api(store="sql", isolation_paths=(str(binary.parent),))
     h = api.auth()
     assert api.http.post(SESSIONS, headers=h, json={"agent": "aider", "name": "box"}).is_success
     wait_item(api, h, "box", lambda i: i["status"] == "running")
@@ -129,7 +130,7 @@ def test_a_sandbox_whose_agent_cannot_start_never_shows_running(make_api, tmp_pa
     """Written to the store by something else (create would refuse it): from its first
     status on, it is never ``running``."""
     binary = agent_row(tmp_path)
-    api = make_api(store="sql")
+    api = make_api(store="sql", isolation_paths=(str(binary.parent),))
     h = api.auth()
     binary.unlink()
     caller = Principal(sub="user-sub-abcdef12", email="dev@acme.com", org="acme")

@@ -13,7 +13,7 @@ import websockets
 
 from openova_sandbox.controller import reconcile as reconcile_module
 from openova_sandbox.controller import runner as runner_module
-from support.processes import children_named
+from support.processes import descendants_named
 
 SESSIONS = "/api/v1/sandbox/sessions"
 FAKE_AGENTS = [
@@ -40,7 +40,7 @@ def wait_ready(api, headers, sandbox_id, timeout=20.0):
 
 async def wait_for_child(parent: int, name: str, timeout: float = 20.0) -> None:
     async with asyncio.timeout(timeout):
-        while not children_named(parent, name):
+        while not descendants_named(parent, name):
             await asyncio.sleep(0.05)
 
 

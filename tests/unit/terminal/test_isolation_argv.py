@@ -151,7 +151,7 @@ def test_wrap_keeps_the_environment_and_size_and_marks_the_spec_sandboxed():
 
 @pytest.mark.parametrize(
     "cwd",
-    [DATA, f"{DATA}/workspaces/acme/other", "/home/server/project", "/var/lib", "/srv"],
+    [DATA, f"{DATA}/workspaces/acme/other", "/home/server/project", "/var/lib", "/srv", "/tmp/x"],
 )
 def test_a_working_directory_outside_the_view_is_refused(cwd):
     spec = SpawnSpec(argv=("/bin/sh",), cwd=cwd)
@@ -163,7 +163,7 @@ def test_what_is_visible():
     assert visible(f"{WS}/src", POLICY, VIEW)
     assert visible(HOME, POLICY, VIEW)
     assert visible("/usr/lib", POLICY, VIEW)
-    assert visible("/tmp/x", POLICY, VIEW)
+    assert not visible("/tmp/x", POLICY, VIEW)  # the sandbox's /tmp is its own
     assert visible(f"{DATA}/agents/bin", POLICY, VIEW)
     assert not visible(f"{DATA}/issuer", POLICY, VIEW)
     assert not visible(f"{DATA}/workspaces/acme/boxer", POLICY, VIEW)  # a prefix is not in
@@ -221,3 +221,20 @@ def test_a_program_outside_the_view_is_refused_with_the_way_out():
         wrap(POLICY, spec, workspace=WS, home=HOME)
     for program in ("/usr/bin/env", f"{DATA}/agents/bin/claude", f"{WS}/run.sh", "/nix/store/x"):
         wrap(POLICY, SpawnSpec(argv=(program,), cwd=WS), workspace=WS, home=HOME)
+
+
+def test_a_script_whose_interpreter_is_missing_or_hidden_is_refused(tmp_path):
+    ws = str(tmp_path / "ws")
+    policy = Policy(**{**POLICY.__dict__, "extra": (str(tmp_path / "bin"),)})
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "ws").mkdir()
+    script = tmp_path / "bin" / "agent"
+    script.write_text("#!/nonexistent/interpreter\n")
+    spec = SpawnSpec(argv=(str(script),), cwd=ws)
+    with pytest.raises(SpawnFailed, match="interpreter /nonexistent/interpreter is not found"):
+        wrap(policy, spec, workspace=ws)
+    script.write_text(f"#!{tmp_path}/ws/../hidden/python\n")  # exists nowhere visible
+    with pytest.raises(SpawnFailed, match="is not found"):
+        wrap(policy, spec, workspace=ws)
+    script.write_text("#!/bin/sh\necho fine\n")
+    assert wrap(policy, spec, workspace=ws).sandboxed
