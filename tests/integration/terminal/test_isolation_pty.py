@@ -99,3 +99,30 @@ def test_the_ladder_gives_term_its_grace_and_leaves_nothing(sandbox):
     assert process.gone() and took < 4
     for pid, started in members.items():  # none alive (a reused pid starts later)
         assert start_time(pid) != started, pid
+
+
+@pytest.mark.parametrize(("org", "reached"), [("online-org", True), ("offline-org", False)])
+def test_an_offline_org_has_loopback_only(tmp_path, org, reached):
+    import socket
+
+    data = tmp_path / "data"
+    ws = data / "workspaces" / org / "box"
+    ws.mkdir(parents=True)
+    found = probe(data_dir=str(data), path_env="/usr/bin:/bin", offline_orgs=("offline-org",))
+    assert found.policy is not None
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    script = (
+        f"if exec 3<>/dev/tcp/127.0.0.1/{port}; then echo REACHED; else echo REFUSED; fi;"
+        " ip -o link 2>/dev/null | wc -l; echo DONE"
+    )
+    spec = SpawnSpec(argv=("/bin/bash", "-c", script), cwd=str(ws), env={"PATH": "/usr/bin:/bin"})
+    process = PtyProcess.spawn(wrap(found.policy, spec, workspace=str(ws), org=org))
+    try:
+        out = read_until(process, b"DONE")
+    finally:
+        listener.close()
+        asyncio.run(process.terminate())
+        process.close()
+    assert (b"REACHED" in out) is reached, out
+    assert (b"REFUSED" in out) is not reached, out
