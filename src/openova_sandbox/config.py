@@ -234,7 +234,7 @@ class Settings:
     # processes (and threads) one sandbox may have at once
     isolation_processes: int = field(default=1024, metadata=_bounded(16, 1_000_000))
     # the network inside sandboxes (off: loopback only); orgs whose sandboxes never
-    # have it (comma list of org ids)
+    # have it (comma list of orgs as sandboxes record them: owner.orgRef.slug)
     isolation_network: bool = True
     isolation_offline_orgs: tuple[str, ...] = ()
     # per-sandbox cgroups where this server may make them (pids, memory, CPU rate);
