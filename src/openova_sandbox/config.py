@@ -185,6 +185,13 @@ class Settings:
     # the API as sandbox pods reach it: without an external issuer their terminal
     # servers trust the API's shared embedded issuer through its JWKS there
     kube_api_url: str = "http://sandbox-api.catalyst-system.svc"
+    # each sandbox pod: the share of its quota it requests (limits: the whole quota),
+    # its /tmp size and ephemeral-storage limit, and the namespaces besides the
+    # gateway's and the control plane's whose pods may open it (the data plane)
+    kube_request_percent: int = field(default=10, metadata=_bounded(1, 100))
+    kube_tmp_size: str = "1Gi"
+    kube_ephemeral_storage: str = "4Gi"
+    kube_ingress_namespaces: tuple[str, ...] = ()
     # the API's and the operator's shared secret from which each sandbox's share grant
     # key is derived (Secret sandbox-share-grant; docs/kubernetes.md); empty: share
     # links are refused in Kubernetes mode
@@ -420,6 +427,7 @@ _BEFORE: dict[str, Any] = {
     "byos_claude_code_scopes": _comma_list,
     "isolation_paths": _comma_list,
     "isolation_offline_orgs": _comma_list,
+    "kube_ingress_namespaces": _comma_list,
 }
 _AFTER: dict[str, Any] = {
     "default_quota_cpu": _cpu,

@@ -21,7 +21,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from openova_sandbox.controller.kube.render import RenderConfig, render_children
+from openova_sandbox.controller.kube.render import WORKSPACE_RULES, RenderConfig, render_children
 
 from .samples import sandbox
 
@@ -66,6 +66,9 @@ def test_the_base_contains_the_control_plane(manifests: list[dict[str, Any]]) ->
             ("ServiceAccount", "sandbox-operator"),
             ("ClusterRole", "openova-sandbox-api"),
             ("ClusterRole", "openova-sandbox-operator"),
+            ("ClusterRole", "openova-sandbox-workspace"),
+            ("ValidatingAdmissionPolicy", "openova-sandbox-operator-namespaces"),
+            ("ValidatingAdmissionPolicyBinding", "openova-sandbox-operator-namespaces"),
             ("ClusterRoleBinding", "openova-sandbox-api"),
             ("ClusterRoleBinding", "openova-sandbox-operator"),
             ("Role", "sandbox-operator-leader"),
@@ -75,6 +78,7 @@ def test_the_base_contains_the_control_plane(manifests: list[dict[str, Any]]) ->
             ("Deployment", "sandbox-gateway"),
             ("Service", "sandbox-api"),
             ("Service", "sandbox-gateway"),
+            ("PodDisruptionBudget", "sandbox-api"),
         ]
     )
     for doc in manifests:
@@ -83,6 +87,8 @@ def test_the_base_contains_the_control_plane(manifests: list[dict[str, Any]]) ->
             "CustomResourceDefinition",
             "ClusterRole",
             "ClusterRoleBinding",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
         ):
             assert doc["metadata"]["namespace"] == "catalyst-system"
 
@@ -108,31 +114,93 @@ def _grants(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
     }
 
 
-def test_operator_holds_everything_it_grants_a_sandbox(manifests: list[dict[str, Any]]) -> None:
-    operator = _grants(by_key(manifests)[("ClusterRole", "openova-sandbox-operator")]["rules"])
+def test_operator_holds_only_what_it_uses_and_binds_the_workspace_role(
+    manifests: list[dict[str, Any]],
+) -> None:
+    """Least privilege (issue 13): the operator no longer holds what each sandbox gets
+    (it binds the pre-made ClusterRole by name) and has no cluster-wide verbs on secrets,
+    pods or roles beyond what it uses."""
+    objects = by_key(manifests)
+    rules = objects[("ClusterRole", "openova-sandbox-operator")]["rules"]
+    operator = _grants([r for r in rules if "resourceNames" not in r])
+    workspace = objects[("ClusterRole", "openova-sandbox-workspace")]["rules"]
+    assert workspace == WORKSPACE_RULES  # the renderer's list, verbatim
+    # binding it: `bind` on that one name, nothing else on cluster roles or roles
+    named = [r for r in rules if "resourceNames" in r]
+    assert named == [
+        {
+            "apiGroups": ["rbac.authorization.k8s.io"],
+            "resources": ["clusterroles"],
+            "resourceNames": ["openova-sandbox-workspace"],
+            "verbs": ["bind"],
+        }
+    ]
+    assert not {g for g in operator if g[1] in {"roles", "clusterroles", "clusterrolebindings"}}
+    assert not {g for g in operator if g[2] in {"bind", "escalate", "impersonate", "*"}}
+    # secrets: its pods' own (written, never deleted or replaced); pods: read only
+    assert {v for g, r, v in operator if r == "secrets"} == {
+        "get",
+        "list",
+        "watch",
+        "create",
+        "patch",
+    }
+    assert {v for g, r, v in operator if r == "pods"} == {"get", "list", "watch"}
+    assert not {
+        r for g, r, v in operator if g in {"batch"} or r in {"deployments", "jobs", "pods/log"}
+    }
+    # delete only where the operator deletes: stale claims, its own namespaces
+    assert {r for g, r, v in operator if v == "delete"} == {"persistentvolumeclaims", "namespaces"}
+    # it may create every kind it renders
     children = render_children(
         sandbox(), "ns", RenderConfig(git_base_url="https://gitea.example.com")
     )
-    role = next(c for c in children if c["kind"] == "Role")
-    missing = _grants(role["rules"]) - operator
-    assert not missing, f"the operator cannot grant what it lacks: {sorted(missing)}"
-    # and it may create every kind it renders
-    kinds = {
-        ("", "resourcequotas"),
-        ("", "serviceaccounts"),
-        ("", "configmaps"),
-        ("", "services"),
-        ("", "persistentvolumeclaims"),
-        ("", "namespaces"),
-        ("rbac.authorization.k8s.io", "roles"),
-        ("rbac.authorization.k8s.io", "rolebindings"),
-        ("apps", "statefulsets"),
-        ("networking.k8s.io", "networkpolicies"),
-        ("gateway.networking.k8s.io", "httproutes"),
+    plural = {
+        "ResourceQuota": "resourcequotas",
+        "ServiceAccount": "serviceaccounts",
+        "RoleBinding": "rolebindings",
+        "PersistentVolumeClaim": "persistentvolumeclaims",
+        "ConfigMap": "configmaps",
+        "Service": "services",
+        "StatefulSet": "statefulsets",
+        "HTTPRoute": "httproutes",
+        "NetworkPolicy": "networkpolicies",
     }
-    for group, resource in kinds:
-        assert (group, resource, "create") in operator, resource
+    for child in children:
+        group = child["apiVersion"].rpartition("/")[0]
+        assert (group, plural[child["kind"]], "create") in operator, child["kind"]
+    assert ("", "namespaces", "create") in operator
     assert ("sandbox.openova.io", "sandboxes/status", "update") in operator
+    binding = next(c for c in children if c["kind"] == "RoleBinding")
+    assert binding["roleRef"]["name"] == "openova-sandbox-workspace"
+
+
+def test_namespace_deletion_is_limited_to_labelled_namespaces(
+    manifests: list[dict[str, Any]],
+) -> None:
+    """RBAC cannot narrow namespace deletion to some namespaces: the admission policy in
+    the base does, for the operator's service account, by the label the renderer sets.
+    The CEL itself is evaluated on a real cluster only (docs/kubernetes.md)."""
+    from openova_sandbox.controller.kube.render import LABEL_MANAGED_BY, MANAGED_BY
+
+    objects = by_key(manifests)
+    policy = objects[("ValidatingAdmissionPolicy", "openova-sandbox-operator-namespaces")]["spec"]
+    (rule,) = policy["matchConstraints"]["resourceRules"]
+    assert rule["resources"] == ["namespaces"] and "DELETE" in rule["operations"]
+    (condition,) = policy["matchConditions"]
+    account = objects[("ServiceAccount", "sandbox-operator")]["metadata"]
+    assert (
+        f"system:serviceaccount:{account['namespace']}:{account['name']}" in condition["expression"]
+    )
+    (validation,) = policy["validations"]
+    assert f'"{LABEL_MANAGED_BY}"' in validation["expression"]
+    assert f'"{MANAGED_BY}"' in validation["expression"]
+    assert policy["failurePolicy"] == "Fail"
+    binding = objects[("ValidatingAdmissionPolicyBinding", "openova-sandbox-operator-namespaces")]
+    assert binding["spec"] == {
+        "policyName": "openova-sandbox-operator-namespaces",
+        "validationActions": ["Deny"],
+    }
 
 
 def test_api_may_only_touch_sandboxes(manifests: list[dict[str, Any]]) -> None:
@@ -383,3 +451,11 @@ def test_every_image_is_pinned_and_rewritten_by_kustomize(
     assert moved["SANDBOX_KUBE_IMAGE"] == "registry.example/sb:7.7.7"
     assert moved["SANDBOX_KUBE_GIT_IMAGE"] == "registry.example/git:2"
     assert set(moved.values()) == {"registry.example/sb:7.7.7", "registry.example/git:2"}
+
+
+def test_a_drain_leaves_an_api_replica_serving(manifests: list[dict[str, Any]]) -> None:
+    objects = by_key(manifests)
+    pdb = objects[("PodDisruptionBudget", "sandbox-api")]["spec"]
+    api = objects[("Deployment", "sandbox-api")]["spec"]
+    assert pdb["selector"]["matchLabels"].items() <= api["template"]["metadata"]["labels"].items()
+    assert pdb["minAvailable"] == 1 < api["replicas"]

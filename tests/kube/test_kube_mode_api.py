@@ -24,7 +24,6 @@ NS = "sandbox-dev-at-acme-com"
 CHILDREN = (
     f"/api/v1/namespaces/{NS}/resourcequotas/sandbox-quota",
     f"/api/v1/namespaces/{NS}/serviceaccounts/sandbox",
-    f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/roles/sandbox",
     f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/rolebindings/sandbox",
     f"/api/v1/namespaces/{NS}/persistentvolumeclaims/repo-web",
     f"/api/v1/namespaces/{NS}/persistentvolumeclaims/home",

@@ -88,7 +88,6 @@ def test_namespace_first_then_everything_else_in_order() -> None:
     assert [o["kind"] for o in second.apply] == [
         "ResourceQuota",
         "ServiceAccount",
-        "Role",
         "RoleBinding",
         "PersistentVolumeClaim",
         "PersistentVolumeClaim",

@@ -25,10 +25,14 @@ from openova_sandbox.controller.kube.names import (
 )
 from openova_sandbox.controller.kube.render import (
     CLONE_SCRIPT,
+    WORKSPACE_CLUSTER_ROLE,
+    WORKSPACE_RULES,
     RenderConfig,
     RenderError,
     render_children,
     render_namespace,
+    service_namespace,
+    share,
 )
 
 from .samples import sandbox
@@ -68,7 +72,6 @@ def test_everything_the_spec_lists_is_rendered(rendered: list[dict[str, Any]]) -
             ("Namespace", "sandbox-dev-at-acme-com"),
             ("ResourceQuota", "sandbox-quota"),
             ("ServiceAccount", "sandbox"),
-            ("Role", "sandbox"),
             ("RoleBinding", "sandbox"),
             ("PersistentVolumeClaim", "repo-web-app"),
             ("PersistentVolumeClaim", "repo-api-server"),
@@ -93,7 +96,6 @@ BUILTIN_KINDS = [
     "Namespace",
     "ResourceQuota",
     "ServiceAccount",
-    "Role",
     "RoleBinding",
     "PersistentVolumeClaim",
     "ConfigMap",
@@ -142,33 +144,100 @@ def test_quota_mirrors_the_spec(rendered: list[dict[str, Any]]) -> None:
         "requests.memory": "8Gi",
         "limits.memory": "8Gi",
         "requests.storage": "50Gi",
+        # issue 13: ephemeral storage bounded, pods counted, no externally exposed service
+        "requests.ephemeral-storage": "4Gi",
+        "limits.ephemeral-storage": "4Gi",
+        "pods": "2",
+        "services.loadbalancers": "0",
+        "services.nodeports": "0",
     }
 
 
-def test_role_is_namespace_scoped_with_the_listed_resources(
+def test_the_workspace_binds_the_premade_read_only_cluster_role(
     rendered: list[dict[str, Any]],
 ) -> None:
-    role = by_kind(rendered)[("Role", "sandbox")]
-    resources = {
-        (g, r) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
-    }
-    assert resources == {
-        ("", "pods"),
-        ("", "pods/log"),
-        ("", "services"),
-        ("", "configmaps"),
-        ("", "secrets"),
-        ("", "persistentvolumeclaims"),
-        ("", "events"),
-        ("apps", "deployments"),
-        ("apps", "statefulsets"),
-        ("batch", "jobs"),
-    }
+    """Least privilege (issue 13): no Role is written (the operator would have to hold
+    everything it grants); the binding names the pre-made ClusterRole, inside the
+    workspace namespace only, and that role reads, never writes, and never secrets."""
+    assert not [o for o in rendered if o["kind"] == "Role"]
     binding = by_kind(rendered)[("RoleBinding", "sandbox")]
+    assert binding["metadata"]["namespace"] == "sandbox-dev-at-acme-com"
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": WORKSPACE_CLUSTER_ROLE,
+    }
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "sandbox", "namespace": "sandbox-dev-at-acme-com"}
     ]
+    resources = {
+        (g, r) for rule in WORKSPACE_RULES for g in rule["apiGroups"] for r in rule["resources"]
+    }
+    assert ("", "secrets") not in resources
+    assert {v for rule in WORKSPACE_RULES for v in rule["verbs"]} == {"get", "list", "watch"}
     assert by_kind(rendered)[("ServiceAccount", "sandbox")]["automountServiceAccountToken"] is False
+
+
+def test_the_workspace_namespace_enforces_pod_security_restricted(
+    rendered: list[dict[str, Any]],
+) -> None:
+    labels = by_kind(rendered)[("Namespace", "sandbox-dev-at-acme-com")]["metadata"]["labels"]
+    for mode in ("enforce", "audit", "warn"):
+        assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted"
+
+
+def test_the_pod_meets_pod_security_restricted(rendered: list[dict[str, Any]]) -> None:
+    """The rules of the restricted profile (Kubernetes' Pod Security Standards) checked
+    field by field, for every container; the fake API server does not run Pod Security
+    admission (docs/kubernetes.md)."""
+    pod = by_kind(rendered)[("StatefulSet", "pty-server")]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"]["type"] in {"RuntimeDefault", "Localhost"}
+    assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC")
+    allowed_volumes = {"configMap", "emptyDir", "persistentVolumeClaim", "secret", "projected"}
+    for volume in pod["volumes"]:
+        assert set(volume) - {"name"} <= allowed_volumes, volume
+    for c in pod["containers"] + pod.get("initContainers", []):
+        sc = c["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"]["drop"] == ["ALL"] and not sc["capabilities"].get("add")
+        assert sc.get("runAsUser", 1) != 0 and not sc.get("privileged")
+        assert not any("hostPort" in port for port in c.get("ports", []))
+
+
+def test_the_terminal_requests_a_share_of_the_quota_and_bounds_its_disk(
+    rendered: list[dict[str, Any]],
+) -> None:
+    pod = by_kind(rendered)[("StatefulSet", "pty-server")]["spec"]["template"]["spec"]
+    (main,) = pod["containers"]
+    # quota 4 CPU / 8Gi: requests 10 %, limits the whole quota
+    assert main["resources"]["requests"] == {
+        "cpu": "400m",
+        "memory": "819Mi",
+        "ephemeral-storage": "256Mi",
+    }
+    assert main["resources"]["limits"] == {"cpu": "4", "memory": "8Gi", "ephemeral-storage": "4Gi"}
+    tmp = next(v for v in pod["volumes"] if v["name"] == "tmp")
+    assert tmp["emptyDir"] == {"sizeLimit": "1Gi"}
+    assert pod["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
+
+
+@pytest.mark.parametrize(
+    ("quantity", "percent", "cpu", "expected"),
+    [
+        ("4", 10, True, "400m"),
+        ("250m", 10, True, "25m"),
+        ("50m", 10, True, "10m"),  # at least 10m
+        ("5m", 10, True, "5m"),  # never above the quota itself
+        ("8Gi", 25, False, "2048Mi"),
+        ("200Mi", 10, False, "32Mi"),  # at least 32Mi
+        ("16Mi", 10, False, "16Mi"),
+        ("1G", 50, False, "476Mi"),
+        ("4", 100, True, "4"),  # the whole quota written as the quota is
+    ],
+)
+def test_share_of_a_quota(quantity: str, percent: int, cpu: bool, expected: str) -> None:
+    assert share(quantity, percent, cpu=cpu) == expected
 
 
 def test_statefulset_is_one_hardened_replica(rendered: list[dict[str, Any]]) -> None:
@@ -255,7 +324,7 @@ def test_network_policy_admits_only_gateway_and_control_plane(
 ) -> None:
     policy = by_kind(rendered)[("NetworkPolicy", "sandbox-ingress")]
     assert policy["spec"]["podSelector"] == {}
-    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     (rule,) = policy["spec"]["ingress"]
     (peer,) = rule["from"]
     (expr,) = peer["namespaceSelector"]["matchExpressions"]
@@ -264,6 +333,42 @@ def test_network_policy_admits_only_gateway_and_control_plane(
         "operator": "In",
         "values": ["catalyst-system"],
     }
+
+
+def test_egress_is_denied_but_for_dns_git_the_gateway_and_the_api(
+    rendered: list[dict[str, Any]],
+) -> None:
+    egress = by_kind(rendered)[("NetworkPolicy", "sandbox-ingress")]["spec"]["egress"]
+    dns, internal, git = egress
+    assert dns["ports"] == [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
+    (peer,) = internal["to"]
+    # the control plane (the API's JWKS) and the model gateway's namespace (from its URL)
+    assert peer["namespaceSelector"]["matchExpressions"][0]["values"] == ["catalyst-system"]
+    assert "ports" not in internal
+    (block,) = git["to"]
+    assert block["ipBlock"] == {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}
+    assert sorted(p["port"] for p in git["ports"]) == [22, 443]
+    # nothing else reaches the metadata address: no rule without ports to all addresses
+    for rule in egress:
+        for to in rule["to"]:
+            assert to.get("ipBlock", {}).get("cidr") != "0.0.0.0/0" or "ports" in rule
+
+
+def test_the_data_plane_and_an_elsewhere_gateway_are_configurable() -> None:
+    config = RenderConfig(
+        git_base_url="https://gitea.example.com",
+        ingress_namespaces=("envoy-gateway-system",),
+        model_gateway_url="http://llm.models.svc.cluster.local:8090",
+    )
+    policy = by_kind(render_children(sandbox(), "ns-x", config))[
+        ("NetworkPolicy", "sandbox-ingress")
+    ]
+    (rule,) = policy["spec"]["ingress"]
+    values = rule["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"]
+    assert values == ["catalyst-system", "envoy-gateway-system"]
+    internal = policy["spec"]["egress"][1]["to"][0]["namespaceSelector"]
+    assert internal["matchExpressions"][0]["values"] == ["catalyst-system", "models"]
+    assert service_namespace("https://api.example.com") is None
 
 
 def test_mcp_config_lists_agents_and_capabilities() -> None:
@@ -387,12 +492,21 @@ def test_the_clone_container_stays_within_a_small_quota() -> None:
         ("StatefulSet", "pty-server")
     ]["spec"]["template"]["spec"]
     (clone,) = pod["initContainers"]
-    assert clone["resources"]["limits"] == {"cpu": "250m", "memory": "200Mi"}
-    assert clone["resources"]["requests"] == {"cpu": "100m", "memory": "128Mi"}
+    assert clone["resources"]["limits"] == {
+        "cpu": "250m",
+        "memory": "200Mi",
+        "ephemeral-storage": "256Mi",
+    }
+    assert clone["resources"]["requests"] == {
+        "cpu": "100m",
+        "memory": "128Mi",
+        "ephemeral-storage": "64Mi",
+    }
     # a roomy quota keeps the clone container's own bounds
     pod = by_kind(render_children(sandbox(), "ns-x", CONFIG))[("StatefulSet", "pty-server")]
     (clone,) = pod["spec"]["template"]["spec"]["initContainers"]
-    assert clone["resources"]["limits"] == {"cpu": "500m", "memory": "256Mi"}
+    assert clone["resources"]["limits"]["cpu"] == "500m"
+    assert clone["resources"]["limits"]["memory"] == "256Mi"
 
 
 def test_the_owner_subject_reaches_the_terminal_server() -> None:

@@ -67,7 +67,6 @@ PodResource: Any = resource_registry.load("v1", "Pod")
 CHILD_KINDS: dict[str, tuple[str, str, str]] = {
     "ResourceQuota": ("", "v1", "resourcequotas"),
     "ServiceAccount": ("", "v1", "serviceaccounts"),
-    "Role": ("rbac.authorization.k8s.io", "v1", "roles"),
     "RoleBinding": ("rbac.authorization.k8s.io", "v1", "rolebindings"),
     "PersistentVolumeClaim": ("", "v1", "persistentvolumeclaims"),
     "ConfigMap": ("", "v1", "configmaps"),

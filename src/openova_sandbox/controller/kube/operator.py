@@ -87,6 +87,10 @@ def render_config(settings: Settings) -> RenderConfig:
         model_gateway_url=settings.kube_model_gateway_url,
         model_gateway_token=bool(settings.database_url),
         share_grants=bool(settings.share_grant_secret),
+        request_percent=settings.kube_request_percent,
+        tmp_size=settings.kube_tmp_size,
+        ephemeral_storage=settings.kube_ephemeral_storage,
+        ingress_namespaces=settings.kube_ingress_namespaces,
     )
 
 

@@ -408,7 +408,7 @@ def _conditions(
     ns_obj = observed.namespaces.get(namespace)
     ns_ok = ns_obj is not None and not (ns_obj.get("metadata") or {}).get("deletionTimestamp")
     rbac = [("ResourceQuota", QUOTA_NAME)] + [
-        (kind, SERVICE_ACCOUNT) for kind in ("ServiceAccount", "Role", "RoleBinding")
+        (kind, SERVICE_ACCOUNT) for kind in ("ServiceAccount", "RoleBinding")
     ]
     wanted_pvcs = {("PersistentVolumeClaim", HOME_PVC)} | {
         ("PersistentVolumeClaim", repo_pvc(r)) for r in dict.fromkeys(sandbox.spec.repos)
@@ -428,7 +428,7 @@ def _conditions(
             "RBACReady",
             all(k in kids for k in rbac),
             "Created",
-            "quota, service account, role and binding exist",
+            "quota, service account and role binding exist",
             "creating access rules",
         ),
         row(

@@ -10,8 +10,17 @@ Decisions:
   the spec names them, and they outlive a StatefulSet that is recreated.
 - The StatefulSet's replicas are 1, or 0 while suspended; ``concurrentSessions`` never
   scales it (it is the terminal server's session limit instead).
-- The pod's container requests and limits equal the quota: the agents run as children
-  of the terminal server, so the sandbox's CPU and memory are that container's.
+- The pod's container limits equal the quota (the agents run as children of the
+  terminal server, so the sandbox's CPU and memory are that container's); it requests
+  only a fraction of it (``request_percent``, default 10 %), so an idle terminal does
+  not reserve a node's worth of CPU and memory (issue 13).
+- Least privilege (issue 13): the workspace's RoleBinding names the pre-made ClusterRole
+  ``openova-sandbox-workspace`` (deploy/kubernetes/rbac-workspace.yaml; read-only, no
+  secrets), which the operator may ``bind`` by that name only, instead of a Role the
+  operator would have to hold itself; the namespace enforces Pod Security
+  ``restricted``; the quota caps pods and forbids LoadBalancer and NodePort services;
+  egress is denied except DNS, git, the control plane and the model gateway, and never
+  to the cloud metadata address.
 """
 
 from __future__ import annotations
@@ -19,12 +28,14 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import ROUND_DOWN, Decimal
 from typing import Any, TypedDict
+from urllib.parse import urlsplit
 
 from ... import __version__
 from ...domain.model import ANNOTATION_SUB, Sandbox
 from ...domain.naming import repo_name
-from ...domain.quantity import smaller
+from ...domain.quantity import parse_quantity, smaller
 from .names import owner_label, repo_pvc, sandbox_key, sandbox_label
 
 JSON = dict[str, Any]
@@ -44,6 +55,15 @@ QUOTA_NAME = "sandbox-quota"
 MCP_CONFIGMAP = "sandbox-mcp-config"
 HOME_PVC = "home"
 NETWORK_POLICY = "sandbox-ingress"
+# the pre-made ClusterRole the workspace's RoleBinding names (rbac-workspace.yaml)
+WORKSPACE_CLUSTER_ROLE = "openova-sandbox-workspace"
+# pods a workspace may run at once: the terminal server, and one more while a
+# StatefulSet update replaces it
+POD_LIMIT = "2"
+# cloud instance metadata (AWS, GCP, Azure, OpenStack): never reachable from a sandbox
+METADATA_CIDRS = ("169.254.169.254/32",)
+# git over HTTPS and SSH (clones, and the agents' pushes)
+GIT_PORTS = (443, 22)
 GIT_SECRET = "sandbox-git-credentials"
 # the bearer secret that opens the terminal server's /idle to the operator's probe
 PROBE_SECRET = "pty-probe"
@@ -105,6 +125,15 @@ class RenderConfig:
     # Secret: the pod reads SANDBOX_SHARE_GRANT_KEY from it (False: share links are
     # refused in Kubernetes mode, docs/shares.md)
     share_grants: bool = False
+    # the share of the quota the terminal container requests (its limits are the quota)
+    request_percent: int = 10
+    # size limit of the pod's /tmp and its ephemeral-storage limit (also quota'd)
+    tmp_size: str = "1Gi"
+    ephemeral_storage: str = "4Gi"
+    # namespaces whose pods may open the terminal server besides the gateway's and the
+    # control plane's: the data plane (e.g. Envoy Gateway's proxies run in
+    # envoy-gateway-system, not where the Gateway object is)
+    ingress_namespaces: tuple[str, ...] = ()
 
 
 def labels(sandbox: Sandbox) -> dict[str, str]:
@@ -138,8 +167,15 @@ def _meta(sandbox: Sandbox, name: str, namespace: str | None) -> JSON:
     return meta
 
 
+# Pod Security admission: the workspace runs only pods that meet ``restricted``
+POD_SECURITY = {
+    f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "audit", "warn")
+}
+
+
 def render_namespace(sandbox: Sandbox, namespace: str) -> JSON:
     meta = _meta(sandbox, namespace, None)
+    meta["labels"].update(POD_SECURITY)
     meta["annotations"] = {ANNOTATION_HOLDER: sandbox_key(sandbox)}
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
 
@@ -165,9 +201,8 @@ def render_children(
     """Every namespaced child, in creation order (access rules before the workload)."""
     repos = _repos(sandbox)
     return [
-        _quota(sandbox, namespace),
+        _quota(sandbox, namespace, config),
         _service_account(sandbox, namespace, config),
-        _role(sandbox, namespace),
         _role_binding(sandbox, namespace),
         *[_pvc(sandbox, namespace, repo_pvc(r), config.repo_storage, config) for r in repos],
         _pvc(sandbox, namespace, HOME_PVC, config.home_storage, config),
@@ -179,8 +214,9 @@ def render_children(
     ]
 
 
-def _quota(sandbox: Sandbox, ns: str) -> JSON:
+def _quota(sandbox: Sandbox, ns: str, config: RenderConfig) -> JSON:
     q = sandbox.spec.quota
+    ephemeral = config.ephemeral_storage
     return {
         "apiVersion": "v1",
         "kind": "ResourceQuota",
@@ -192,6 +228,11 @@ def _quota(sandbox: Sandbox, ns: str) -> JSON:
                 "requests.memory": q.memory,
                 "limits.memory": q.memory,
                 "requests.storage": q.storage,
+                "requests.ephemeral-storage": ephemeral,
+                "limits.ephemeral-storage": ephemeral,
+                "pods": POD_LIMIT,
+                "services.loadbalancers": "0",
+                "services.nodeports": "0",
             }
         },
     }
@@ -206,36 +247,29 @@ def _service_account(sandbox: Sandbox, ns: str, config: RenderConfig) -> JSON:
     }
 
 
-_ALL_VERBS = ["get", "list", "watch", "create", "update", "patch", "delete"]
-
-
-def _role(sandbox: Sandbox, ns: str) -> JSON:
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": _meta(sandbox, SERVICE_ACCOUNT, ns),
-        "rules": [
-            {
-                "apiGroups": [""],
-                "resources": [
-                    "pods",
-                    "pods/log",
-                    "services",
-                    "configmaps",
-                    "secrets",
-                    "persistentvolumeclaims",
-                    "events",
-                ],
-                "verbs": _ALL_VERBS,
-            },
-            {
-                "apiGroups": ["apps"],
-                "resources": ["deployments", "statefulsets"],
-                "verbs": _ALL_VERBS,
-            },
-            {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": _ALL_VERBS},
+# What the sandbox's ServiceAccount may do in its own namespace (the ClusterRole
+# openova-sandbox-workspace in deploy/kubernetes/rbac-workspace.yaml holds exactly these;
+# a test keeps them equal): read what runs there, for an MCP server that reports on it.
+# No secrets, no writes: the agents' workloads are the terminal server's children.
+WORKSPACE_RULES: list[JSON] = [
+    {
+        "apiGroups": [""],
+        "resources": [
+            "pods",
+            "pods/log",
+            "services",
+            "configmaps",
+            "persistentvolumeclaims",
+            "events",
         ],
-    }
+        "verbs": ["get", "list", "watch"],
+    },
+    {
+        "apiGroups": ["apps"],
+        "resources": ["deployments", "statefulsets"],
+        "verbs": ["get", "list", "watch"],
+    },
+]
 
 
 def _role_binding(sandbox: Sandbox, ns: str) -> JSON:
@@ -245,8 +279,8 @@ def _role_binding(sandbox: Sandbox, ns: str) -> JSON:
         "metadata": _meta(sandbox, SERVICE_ACCOUNT, ns),
         "roleRef": {
             "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "Role",
-            "name": SERVICE_ACCOUNT,
+            "kind": "ClusterRole",
+            "name": WORKSPACE_CLUSTER_ROLE,
         },
         "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": ns}],
     }
@@ -337,6 +371,21 @@ REPOS_END
 """
 
 
+def share(quantity: str, percent: int, *, cpu: bool) -> str:
+    """``percent`` % of a quota ``quantity``, in millicores or MiB (rounded down), at least
+    10m or 32Mi and never above the quantity itself."""
+    value = parse_quantity(quantity)
+    if value is None:
+        return quantity
+    part = value * Decimal(percent) / 100
+    if cpu:
+        text = f"{max(int((part * 1000).to_integral_value(ROUND_DOWN)), 10)}m"
+    else:
+        mib = int((part / (1024 * 1024)).to_integral_value(ROUND_DOWN))
+        text = f"{max(mib, 32)}Mi"
+    return text if (parse_quantity(text) or value) < value else quantity
+
+
 def _clone_url(repo: str, config: RenderConfig) -> str:
     base = config.git_base_url.strip().rstrip("/")
     if not base:
@@ -359,7 +408,7 @@ def _statefulset(
     volumes += [
         {"name": HOME_PVC, "persistentVolumeClaim": {"claimName": HOME_PVC}},
         {"name": "mcp-config", "configMap": {"name": MCP_CONFIGMAP}},
-        {"name": "tmp", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": config.tmp_size}},
     ]
     owner_sub = sandbox.metadata.annotations.get(ANNOTATION_SUB, "")
     env = [
@@ -412,8 +461,16 @@ def _statefulset(
         "ports": [{"name": "http", "containerPort": PTY_PORT, "protocol": "TCP"}],
         "env": env,
         "resources": {
-            "requests": {"cpu": spec.quota.cpu, "memory": spec.quota.memory},
-            "limits": {"cpu": spec.quota.cpu, "memory": spec.quota.memory},
+            "requests": {
+                "cpu": share(spec.quota.cpu, config.request_percent, cpu=True),
+                "memory": share(spec.quota.memory, config.request_percent, cpu=False),
+                "ephemeral-storage": smaller("256Mi", config.ephemeral_storage),
+            },
+            "limits": {
+                "cpu": spec.quota.cpu,
+                "memory": spec.quota.memory,
+                "ephemeral-storage": config.ephemeral_storage,
+            },
         },
         "readinessProbe": {**probe, "initialDelaySeconds": 1},
         "livenessProbe": {**probe, "initialDelaySeconds": 10, "failureThreshold": 6},
@@ -438,6 +495,9 @@ def _statefulset(
             "runAsUser": RUN_AS,
             "runAsGroup": RUN_AS,
             "fsGroup": RUN_AS,
+            # a volume already owned by the group is not walked again at each start
+            # (a large workspace would otherwise delay every wake)
+            "fsGroupChangePolicy": "OnRootMismatch",
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [main],
@@ -470,10 +530,12 @@ def _statefulset(
                     "requests": {
                         "cpu": smaller("100m", spec.quota.cpu),
                         "memory": smaller("128Mi", spec.quota.memory),
+                        "ephemeral-storage": smaller("64Mi", config.ephemeral_storage),
                     },
                     "limits": {
                         "cpu": smaller("500m", spec.quota.cpu),
                         "memory": smaller("256Mi", spec.quota.memory),
+                        "ephemeral-storage": smaller("256Mi", config.ephemeral_storage),
                     },
                 },
                 "securityContext": dict(_HARDENED),
@@ -520,32 +582,67 @@ def _http_route(sandbox: Sandbox, ns: str, config: RenderConfig) -> JSON:
     }
 
 
+def service_namespace(url: str) -> str | None:
+    """The namespace of an in-cluster Service URL (``<service>.<namespace>.svc...``)."""
+    parts = (urlsplit(url).hostname or "").split(".")
+    if len(parts) >= 3 and parts[2] == "svc":
+        return parts[1]
+    return None
+
+
+def _namespaces(names: set[str]) -> JSON:
+    return {
+        "namespaceSelector": {
+            "matchExpressions": [
+                {"key": "kubernetes.io/metadata.name", "operator": "In", "values": sorted(names)}
+            ]
+        }
+    }
+
+
 def _network_policy(sandbox: Sandbox, ns: str, config: RenderConfig) -> JSON:
-    allowed = sorted({config.gateway_namespace, config.control_plane_namespace})
+    """Ingress: the terminal port, from the gateway's, the control plane's and the
+    configured data-plane namespaces. Egress: DNS; the control plane (the API's JWKS)
+    and the model gateway; git over HTTPS/SSH anywhere but the metadata address.
+    Nothing else: an agent reaches models only through the gateway."""
+    internal = {config.control_plane_namespace}
+    for url in (config.model_gateway_url, config.jwks_url):
+        namespace = service_namespace(url)
+        if namespace:
+            internal.add(namespace)
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": _meta(sandbox, NETWORK_POLICY, ns),
         "spec": {
             "podSelector": {},
-            "policyTypes": ["Ingress"],
+            "policyTypes": ["Ingress", "Egress"],
             "ingress": [
                 {
                     "from": [
-                        {
-                            "namespaceSelector": {
-                                "matchExpressions": [
-                                    {
-                                        "key": "kubernetes.io/metadata.name",
-                                        "operator": "In",
-                                        "values": allowed,
-                                    }
-                                ]
+                        _namespaces(
+                            {
+                                config.gateway_namespace,
+                                config.control_plane_namespace,
+                                *config.ingress_namespaces,
                             }
-                        }
+                        )
                     ],
                     "ports": [{"protocol": "TCP", "port": PTY_PORT}],
                 }
+            ],
+            "egress": [
+                {
+                    "to": [{"namespaceSelector": {}}],
+                    "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+                },
+                {"to": [_namespaces(internal)]},
+                {
+                    "to": [
+                        {"ipBlock": {"cidr": "0.0.0.0/0", "except": list(METADATA_CIDRS)}},
+                    ],
+                    "ports": [{"protocol": "TCP", "port": port} for port in GIT_PORTS],
+                },
             ],
         },
     }
