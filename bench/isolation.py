@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument(
         "--no-cgroups", action="store_true", help="as SANDBOX_ISOLATION_CGROUPS=false"
     )
+    parser.add_argument("--cpu", default="4", help="the sandbox's CPU quota (default: 4)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
@@ -90,7 +91,7 @@ def main() -> None:
                     if kind == "sandbox":
                         spec = wrap(
                             found.policy, plain, workspace=str(ws), home=str(home),
-                            name="b/box", memory="1Gi", cpu="1",
+                            name="b/box", memory="1Gi", cpu=args.cpu,
                             cgroups=groups if groups.bases else None,
                         )  # fmt: skip
                     process, took = _start(spec)

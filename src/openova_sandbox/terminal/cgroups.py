@@ -11,7 +11,8 @@ children (``cgroup.subtree_control``). Each sandbox then gets
 - ``memory.limit_in_bytes`` (v1) or ``memory.max`` (v2): the quota's memory, for every
   process of the sandbox together, ``/tmp`` included (tmpfs pages are charged there);
 - ``cpu.cfs_quota_us``/``cpu.cfs_period_us`` (v1) or ``cpu.max`` (v2): the quota's CPU as a
-  rate (``2`` cores: 200 ms of CPU time every 100 ms).
+  rate (``2`` cores: 200 ms of CPU time every 100 ms); not joined when the quota is at
+  least the machine's cores (it would limit nothing, and each join costs the spawn).
 
 The launcher joins them itself before bubblewrap starts (:func:`enter_argv`: a
 ``/bin/sh`` writes its own pid to each ``cgroup.procs`` and ``exec``\\ s), so no process
@@ -143,6 +144,8 @@ class Cgroups:
         procs = []
         quota = cpu_quota_us(cpu)
         for base in self.bases.values():
+            if base.controller == "cpu" and not self.limits_cpu(quota):
+                continue  # joining costs a migration and would limit nothing
             folder = self._dir(base, key)
             try:
                 folder.mkdir(parents=True, exist_ok=True)
@@ -155,6 +158,11 @@ class Cgroups:
                 made.append(folder)
             procs.append(str(folder / "cgroup.procs"))
         return procs
+
+    @staticmethod
+    def limits_cpu(quota: int | None) -> bool:
+        """Whether a CPU quota (µs per period) is below this machine's cores."""
+        return quota is not None and quota < (os.cpu_count() or 1) * PERIOD_US
 
     def _limit(self, base: Base, folder: Path, *, memory: int | None, quota: int | None) -> None:
         if base.controller == "pids":

@@ -68,10 +68,10 @@ def test_v2_limits(tmp_path):
     own.mkdir()
     (own / "cgroup.subtree_control").write_text("cpu memory pids")
     groups = Cgroups(find(tmp_path, "0::/me\n"), processes=10)
-    groups.prepare("a/b", memory=1 << 30, cpu="2")
+    groups.prepare("a/b", memory=1 << 30, cpu="500m")
     folder = own / f"{PREFIX}{os.getpid()}" / "a" / "b"
     assert (folder / "memory.max").read_text() == str(1 << 30)
-    assert (folder / "cpu.max").read_text() == "200000 100000"
+    assert (folder / "cpu.max").read_text() == "50000 100000"
     assert (folder / "pids.max").read_text() == "10"
 
 
@@ -102,3 +102,12 @@ def test_cpu_quota_and_the_entry_prefix():
     assert cpu_quota_us("") is None and cpu_quota_us("fast") is None
     assert enter_argv([]) == []
     assert enter_argv(["/a"])[-2:] == ["/a", "--"]
+
+
+def test_a_cpu_quota_of_all_the_machine_is_not_joined(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    hierarchy(tmp_path, {"cpu": "/", "pids": "/"})
+    groups = Cgroups(find(tmp_path, "1:cpu:/\n8:pids:/\n"), processes=10)
+    joined = groups.prepare("a/b", memory=None, cpu="4")
+    assert [Path(p).parts[-5] for p in joined] == ["pids"]
+    assert len(groups.prepare("a/c", memory=None, cpu="1500m")) == 2
