@@ -43,7 +43,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..domain.errors import SpawnFailed
@@ -78,6 +78,8 @@ class Policy:
     # read-only: the server's PATH directories and the operator's extra paths
     extra: tuple[str, ...] = ()
     agents_dir: str = ""
+    # where that folder really is, when it is a link to elsewhere (shown at both paths)
+    agents_real: str = ""
     # never visible: masked with an empty tmpfs where a visible path holds them
     hidden: tuple[str, ...] = ()
     # files masked with an empty file (secrets the operator's settings name, root's)
@@ -101,6 +103,9 @@ class View:
     readonly: tuple[str, ...] = field(default=())
     # the ``cgroup.procs`` files the launcher joins first (terminal/cgroups.py)
     cgroups: tuple[str, ...] = field(default=())
+    # a HOME of its own for a sandbox without one (its HOME variable names a folder
+    # not in the view): an empty tmpfs there, gone with the terminal
+    scratch_home: str = ""
 
 
 def inside(path: str, root: str) -> bool:
@@ -119,14 +124,20 @@ def visible(path: str, policy: Policy, view: View) -> bool:
         *view.readonly,
         view.workspace,
         *([view.home] if view.home else []),
-        *([policy.agents_dir] if policy.agents_dir else []),
+        *(p for p in (policy.agents_dir, policy.agents_real) if p),
     ]
     if not any(inside(path, r) for r in roots):
         return False
     for secret in policy.hidden:
         if inside(path, secret) and not any(
             inside(path, r) and inside(r, secret)
-            for r in (view.workspace, view.home, policy.agents_dir, *view.readonly)
+            for r in (
+                view.workspace,
+                view.home,
+                policy.agents_dir,
+                policy.agents_real,
+                *view.readonly,
+            )
             if r
         ):
             return False
@@ -176,11 +187,16 @@ def bwrap_argv(
     size = [] if view.memory is None else ["--size", str(max(view.memory // 2, 1 << 20))]
     out += ["--proc", "/proc", "--dev", "/dev", *size, "--tmpfs", SHM, "--remount-ro", "/dev"]
     out += [*size, "--tmpfs", TMP]
+    if view.scratch_home:
+        out += [*size, "--tmpfs", view.scratch_home]
     for path in (*policy.extra, *view.readonly):
         if not any(inside(path, s) for s in shown):
             out += ["--ro-bind-try", path, path]
     if policy.agents_dir:
-        out += ["--ro-bind-try", policy.agents_dir, policy.agents_dir]
+        real = policy.agents_real or policy.agents_dir
+        out += ["--ro-bind-try", real, policy.agents_dir]
+        if real != policy.agents_dir:
+            out += ["--ro-bind-try", real, real]
     out += ["--bind", view.workspace, view.workspace]
     if view.home and view.home != view.workspace:
         out += ["--bind", view.home, view.home]
@@ -290,6 +306,7 @@ def probe(
         system=system_entries(),
         extra=tuple(extra),
         agents_dir=os.path.join(data, "agents"),
+        agents_real=_real(os.path.join(data, "agents")),
         hidden=hidden,
         masked_files=tuple(f for f in dict.fromkeys(masked) if os.path.isfile(f)),
         masked_dirs=tuple(d for d in ROOT_SECRET_DIRS if is_root and os.path.isdir(d)),
@@ -383,7 +400,8 @@ def wrap(
     """``spec`` started in its sandbox's view, in the sandbox's cgroups when there are
     (made now). Raises :class:`SpawnFailed` when the working directory is not in that
     view."""
-    readonly = venv_prefix(spec.argv[0], policy.agents_dir) if policy.agents_dir else None
+    agents = policy.agents_real or policy.agents_dir
+    readonly = venv_prefix(spec.argv[0], agents) if agents else None
     limit = memory_bytes(memory)
     joined = cgroups.prepare(name, memory=limit, cpu=cpu) if cgroups is not None else []
     view = View(
@@ -395,6 +413,9 @@ def wrap(
         readonly=(readonly,) if readonly else (),
         cgroups=tuple(joined),
     )
+    home_env = spec.env.get("HOME", "")
+    if not view.home and os.path.isabs(home_env) and not visible(home_env, policy, view):
+        view = replace(view, scratch_home=os.path.normpath(home_env))
     cwd = os.path.abspath(spec.cwd or view.workspace)
     if not visible(cwd, policy, view):
         raise SpawnFailed(f"working directory {spec.cwd!r} is not inside the sandbox")

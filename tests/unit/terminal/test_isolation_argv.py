@@ -238,3 +238,22 @@ def test_a_script_whose_interpreter_is_missing_or_hidden_is_refused(tmp_path):
         wrap(policy, spec, workspace=ws)
     script.write_text("#!/bin/sh\necho fine\n")
     assert wrap(policy, spec, workspace=ws).sandboxed
+
+
+def test_a_linked_agents_folder_is_shown_at_both_paths():
+    linked = Policy(**{**POLICY.__dict__, "agents_real": "/srv/cache/agents"})
+    argv = bwrap_argv(linked, VIEW, ["/bin/sh"], WS)
+    shown = binds(argv, "--ro-bind-try")
+    assert ("/srv/cache/agents", f"{DATA}/agents") in shown
+    assert ("/srv/cache/agents", "/srv/cache/agents") in shown
+    assert visible("/srv/cache/agents/npm/x/bin/agent", linked, VIEW)
+
+
+def test_a_sandbox_without_a_home_gets_an_empty_one_where_its_home_points():
+    spec = SpawnSpec(argv=("/bin/sh",), cwd=WS, env={"HOME": "/home/server"})
+    argv = list(wrap(POLICY, spec, workspace=WS).argv)
+    at = argv.index("/home/server")
+    assert argv[at - 1] == "--tmpfs"
+    assert at < len(argv) - 1 - argv[::-1].index("--remount-ro")  # before the root is read-only
+    with_home = list(wrap(POLICY, spec, workspace=WS, home=HOME).argv)
+    assert "/home/server" not in with_home  # its own HOME: nothing of the server's
