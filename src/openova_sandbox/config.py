@@ -192,6 +192,9 @@ class Settings:
     kube_tmp_size: str = "1Gi"
     kube_ephemeral_storage: str = "4Gi"
     kube_ingress_namespaces: tuple[str, ...] = ()
+    # each sandbox's HTTPRoute: auto (when the Gateway API is installed at the
+    # operator's start), on, off (the API proxies terminals itself either way)
+    kube_http_route: Literal["auto", "on", "off"] = "auto"
     # the API's and the operator's shared secret from which each sandbox's share grant
     # key is derived (Secret sandbox-share-grant; docs/kubernetes.md); empty: share
     # links are refused in Kubernetes mode

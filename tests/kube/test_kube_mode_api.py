@@ -86,6 +86,7 @@ def test_api_created_sandbox_is_provisioned_and_deleted_with_every_child(
             "RBACReady",
             "PVCsReady",
             "PtyReady",
+            "RouteReady",
             "McpReady",
             "TokenReady",
             "Ready",

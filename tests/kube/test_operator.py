@@ -144,6 +144,7 @@ def test_operator_provisions_reports_ready_and_cleans_up(
             "RBACReady",
             "PVCsReady",
             "PtyReady",
+            "RouteReady",
             "McpReady",
             "TokenReady",
             "Ready",

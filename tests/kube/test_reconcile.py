@@ -26,7 +26,16 @@ from .samples import NOW, sandbox
 
 CONFIG = RenderConfig(git_base_url="https://gitea.example.com")
 NS = "sandbox-dev-at-acme-com"
-ORDER = ["NamespaceReady", "RBACReady", "PVCsReady", "PtyReady", "McpReady", "TokenReady", "Ready"]
+ORDER = [
+    "NamespaceReady",
+    "RBACReady",
+    "PVCsReady",
+    "PtyReady",
+    "RouteReady",
+    "McpReady",
+    "TokenReady",
+    "Ready",
+]
 
 
 def as_server(obj: dict[str, Any]) -> dict[str, Any]:
@@ -112,7 +121,7 @@ def test_waits_for_the_terminal_server_then_ready_then_quiet() -> None:
     sb = settled(sb, cluster(sb), waiting)
     ready = reconcile(sb, cluster(sb, ready=1), NOW + timedelta(seconds=5), CONFIG)
     assert ready.status is not None and ready.status.phase == "Ready"
-    assert [c[1] for c in conditions(ready)] == ["True"] * 7
+    assert [c[1] for c in conditions(ready)] == ["True"] * len(ORDER)
     assert [c[0] for c in conditions(ready)] == ORDER
     sb = settled(sb, cluster(sb, ready=1), ready)
     again = reconcile(sb, cluster(sb, ready=1), NOW + timedelta(seconds=10), CONFIG)

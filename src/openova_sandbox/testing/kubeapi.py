@@ -94,8 +94,9 @@ class Target:
 class FakeKubeApp:
     """The ASGI app plus its state; handlers run on the server's event loop."""
 
-    def __init__(self, *, history: int = 10_000) -> None:
+    def __init__(self, *, history: int = 10_000, without: frozenset[str] = frozenset()) -> None:
         self.history = history
+        self.without = without
         self.storage: Storage | None = None
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str]] = []
@@ -112,7 +113,7 @@ class FakeKubeApp:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
-        self.storage = Storage(history=self.history)
+        self.storage = Storage(history=self.history, without=self.without)
         self._controllers = asyncio.create_task(run_controllers(self.storage))
         try:
             yield
@@ -458,9 +459,12 @@ def run_fake_kube(
     crds: Sequence[Path | JSON] = (),
     namespaces: Sequence[str] = ("default",),
     history: int = 10_000,
+    gateway_api: bool = True,
 ) -> Iterator[FakeKube]:
-    """Run the fake API server on 127.0.0.1 (a free port) in its own thread."""
-    fake = FakeKubeApp(history=history)
+    """Run the fake API server on 127.0.0.1 (a free port) in its own thread.
+    ``gateway_api`` False: a cluster without the Gateway API (no HTTPRoute kind)."""
+    without = frozenset() if gateway_api else frozenset({"gateway.networking.k8s.io"})
+    fake = FakeKubeApp(history=history, without=without)
     config = uvicorn.Config(
         fake.app,
         host="127.0.0.1",

@@ -116,7 +116,9 @@ class Event:
 class Storage:
     """All objects of the fake cluster, with the API server's write rules."""
 
-    def __init__(self, *, history: int = 10_000) -> None:
+    def __init__(self, *, history: int = 10_000, without: frozenset[str] = frozenset()) -> None:
+        """``without``: API groups of the built-in kinds this cluster does not serve (e.g.
+        ``gateway.networking.k8s.io``: a cluster without the Gateway API CRDs)."""
         self.types: dict[tuple[str, str], ResourceType] = {}  # (apiVersion, plural)
         self.objects: dict[TypeKey, dict[Key, JSON]] = {}
         self.rv = 0
@@ -126,7 +128,8 @@ class Storage:
         self.dirty = asyncio.Event()
         self.closing = False
         for rt in BUILTIN:
-            self.register(rt)
+            if rt.group not in without:
+                self.register(rt)
 
     # ----- resource types -------------------------------------------------------------
     def register(self, rt: ResourceType) -> None:

@@ -250,7 +250,7 @@ class SandboxOperator:
                 LABEL_SANDBOX_NAMESPACE: sandbox.namespace,
             }
             for kind in CHILD_KINDS:
-                if kind == "Secret":
+                if kind == "Secret" or (kind == "HTTPRoute" and not self.options.render.http_route):
                     continue
                 async for item in self.client.list(
                     _resource(kind), namespace=chosen, labels=selector

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 import threading
 from collections.abc import Callable
@@ -22,7 +23,8 @@ from urllib.parse import urlsplit
 
 import kopf
 import structlog
-from lightkube import AsyncClient
+from lightkube import ApiError, AsyncClient
+from lightkube.generic_resource import create_namespaced_resource
 
 from ...config import Settings
 from ...domain.share_grant import check_secret
@@ -34,6 +36,9 @@ from .metrics import HEARTBEAT_SECONDS, OperatorMetrics
 from .render import RenderConfig
 
 log = structlog.get_logger(__name__)
+HTTPRouteResource = create_namespaced_resource(
+    "gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes"
+)
 
 # where the API publishes its embedded issuer's keys (auth.issuer.JWKS_PATH; the
 # controller layer does not reach up into auth)
@@ -91,7 +96,24 @@ def render_config(settings: Settings) -> RenderConfig:
         tmp_size=settings.kube_tmp_size,
         ephemeral_storage=settings.kube_ephemeral_storage,
         ingress_namespaces=settings.kube_ingress_namespaces,
+        http_route=settings.kube_http_route != "off",
     )
+
+
+async def gateway_api_installed(client: AsyncClient, namespace: str) -> bool:
+    """Whether the cluster serves HTTPRoutes (``gateway.networking.k8s.io/v1``): a 404
+    on listing them says no; any other answer (or none) says yes, and a missing kind
+    then shows as a failed route create, retried."""
+    try:
+        async for _ in client.list(HTTPRouteResource, namespace=namespace, chunk_size=1):
+            break
+    except ApiError as exc:
+        if int(exc.status.code or 0) == 404:
+            return False
+        log.warning("gateway_api_check_failed", error=str(exc))
+    except Exception as exc:  # unreachable now: the first create decides
+        log.warning("gateway_api_check_failed", error=str(exc))
+    return True
 
 
 def kopf_scope(namespace: str | None) -> dict[str, object]:
@@ -139,8 +161,24 @@ async def run_operator(
         check_secret(settings.share_grant_secret)  # too short: refuse to start
     # each sandbox's gateway token (gateway_token.py)
     ledger = open_ledger(settings, ledger_factory)
+    render = render_config(settings)
+    if settings.kube_http_route == "auto":
+        client = (client_factory or AsyncClient)()
+        try:
+            installed = await gateway_api_installed(client, settings.kube_control_plane_namespace)
+        finally:
+            await client.close()
+        render = dataclasses.replace(render, http_route=installed)
+        log.info(
+            "operator_http_routes",
+            enabled=installed,
+            detail="Gateway API installed"
+            if installed
+            else "Gateway API not installed: "
+            "no HTTPRoutes (condition RouteReady: Skipped); restart after installing it",
+        )
     options = OperatorOptions(
-        render=render_config(settings),
+        render=render,
         metrics=metrics,
         pty_url_template=settings.kube_pty_url_template,
         ledger=ledger,

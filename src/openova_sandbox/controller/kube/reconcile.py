@@ -61,6 +61,7 @@ from .render import (
     ref,
     render_children,
     render_namespace,
+    session_path,
 )
 
 JSON = dict[str, Any]
@@ -193,17 +194,28 @@ def reconcile(
     if failure is None and status.phase != PHASE_READY:
         failure = clone_failure(observed.pods)
     if failure is not None:
-        rows = _conditions(sandbox, observed, namespace, replicas=replicas, failure=failure)
+        rows = _conditions(
+            sandbox,
+            observed,
+            namespace,
+            replicas=replicas,
+            failure=failure,
+            route=config.http_route,
+        )
         new = _status(sandbox, rows, phase=FAILED, now=now, namespace=None, failure=failure)
         return _plan(status, new)
 
     if not has_finalizer:
-        rows = _conditions(sandbox, observed, namespace, replicas=replicas, failure=None)
+        rows = _conditions(
+            sandbox, observed, namespace, replicas=replicas, failure=None, route=config.http_route
+        )
         new = _status(sandbox, rows, phase=PENDING, now=now, namespace=namespace)
         return KubePlan(add_finalizer=True, status=_changed(status, new), requeue_after=0.0)
 
     ns_obj = observed.namespaces.get(namespace)
-    rows = _conditions(sandbox, observed, namespace, replicas=replicas, failure=None)
+    rows = _conditions(
+        sandbox, observed, namespace, replicas=replicas, failure=None, route=config.http_route
+    )
     if ns_obj is None:
         new = _status(sandbox, rows, phase=PROVISIONING, now=now, namespace=namespace)
         return KubePlan(
@@ -389,6 +401,7 @@ def _conditions(
     *,
     replicas: int,
     failure: Failure | None,
+    route: bool = True,
 ) -> list[Row]:
     kids = observed.children
     blocked = f"not attempted: {failure.reason}" if failure else ""
@@ -450,6 +463,22 @@ def _conditions(
                 "the terminal server is ready",
                 "waiting for the terminal server to become ready",
             )
+        )
+    if route:
+        out.append(
+            row(
+                "RouteReady",
+                ("HTTPRoute", PTY_NAME) in kids,
+                "Created",
+                f"route {session_path(sandbox)} exists",
+                "creating the route",
+            )
+        )
+    else:
+        out.append(
+            ("RouteReady", TRUE, "Skipped", "Gateway API not installed: the API proxies terminals")
+            if failure is None
+            else row("RouteReady", False, "", "", "")
         )
     out.append(
         row(

@@ -26,6 +26,7 @@ Decisions:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
@@ -106,7 +107,13 @@ class RenderConfig:
     gateway_name: str = "catalyst-gateway"
     gateway_namespace: str = "catalyst-system"
     control_plane_namespace: str = "catalyst-system"
-    sandbox_host: str = ""  # HTTPRoute hostname; empty: the gateway's listeners decide
+    # HTTPRoute hostname; ``{namespace}`` (the Sandbox's own, i.e. its org's) and
+    # ``{org}`` are filled in, so that a sandbox name used in two orgs gets two
+    # hostnames instead of clashing on one; empty: the gateway's listeners decide
+    sandbox_host: str = ""
+    # render the HTTPRoute (False: the Gateway API is not installed; the API proxies
+    # terminals itself, and condition RouteReady says the route was skipped)
+    http_route: bool = True
     oidc_issuer: str = ""
     jwks_url: str = ""
     ring_buffer_bytes: int = 2 * 1024 * 1024
@@ -209,7 +216,7 @@ def render_children(
         _mcp_config(sandbox, namespace, config),
         _service(sandbox, namespace),
         _statefulset(sandbox, namespace, config, repos=repos, replicas=replicas),
-        _http_route(sandbox, namespace, config),
+        *([_http_route(sandbox, namespace, config)] if config.http_route else []),
         _network_policy(sandbox, namespace, config),
     ]
 
@@ -562,6 +569,22 @@ def session_path(sandbox: Sandbox) -> str:
     return f"/sessions/{sandbox.name}"
 
 
+def route_host(sandbox: Sandbox, config: RenderConfig) -> str:
+    """The route's hostname: ``sandbox_host`` with ``{namespace}`` and ``{org}`` filled in
+    (an invalid result fails the render rather than the route's create)."""
+    host = config.sandbox_host.replace("{namespace}", sandbox.namespace).replace(
+        "{org}", sandbox.spec.org_slug
+    )
+    if not _HOSTNAME.match(host):
+        raise RenderError(f"SANDBOX_KUBE_SANDBOX_HOST gives {host!r}, which is not a DNS name")
+    return host
+
+
+_HOSTNAME = re.compile(
+    r"^(\*\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+)
+
+
 def _http_route(sandbox: Sandbox, ns: str, config: RenderConfig) -> JSON:
     spec: JSON = {
         "parentRefs": [{"name": config.gateway_name, "namespace": config.gateway_namespace}],
@@ -573,7 +596,7 @@ def _http_route(sandbox: Sandbox, ns: str, config: RenderConfig) -> JSON:
         ],
     }
     if config.sandbox_host:
-        spec["hostnames"] = [config.sandbox_host]
+        spec["hostnames"] = [route_host(sandbox, config)]
     return {
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "HTTPRoute",
