@@ -136,6 +136,7 @@ def visible(path: str, policy: Policy, view: View) -> bool:
                 view.home,
                 policy.agents_dir,
                 policy.agents_real,
+                *policy.extra,
                 *view.readonly,
             )
             if r

@@ -257,3 +257,11 @@ def test_a_sandbox_without_a_home_gets_an_empty_one_where_its_home_points():
     assert at < len(argv) - 1 - argv[::-1].index("--remount-ro")  # before the root is read-only
     with_home = list(wrap(POLICY, spec, workspace=WS, home=HOME).argv)
     assert "/home/server" not in with_home  # its own HOME: nothing of the server's
+
+
+def test_a_shown_folder_in_the_server_home_is_visible_the_rest_of_it_not():
+    python = Policy(**{**POLICY.__dict__, "extra": ("/home/server/.pyenv/versions/3.11",)})
+    assert visible("/home/server/.pyenv/versions/3.11/bin/python3", python, VIEW)
+    assert not visible("/home/server/.ssh/id_ed25519", python, VIEW)
+    spec = SpawnSpec(argv=("/home/server/.pyenv/versions/3.11/bin/python3",), cwd=WS)
+    assert wrap(python, spec, workspace=WS).sandboxed  # (a path that does not exist here)
