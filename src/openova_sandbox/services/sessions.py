@@ -122,14 +122,21 @@ class SessionsService:
         # quotas per user and org (issue 11; services.quotas): None checks none
         self.quotas: QuotasService | None = None
         # the informer's copy lists are answered from (None: from the store), and the
-        # newest resourceVersion this service wrote (the copy must hold it first)
+        # newest resourceVersion this service wrote per namespace and per caller (the
+        # copy must hold it first: a caller waits for their own writes only, never for
+        # a neighbour's burst)
         self.cache: SandboxCache | None = None
-        self._written = 0
+        self._written: dict[str, int] = {}
+        self._written_by: dict[tuple[str, str], int] = {}
 
-    def _wrote(self, sandbox: Sandbox) -> None:
-        version = sandbox.metadata.resource_version
-        if version.isdigit():
-            self._written = max(self._written, int(version))
+    def _wrote(self, principal: Principal, sandbox: Sandbox) -> None:
+        text = sandbox.metadata.resource_version
+        if not text.isdigit():
+            return
+        version, namespace = int(text), sandbox.namespace
+        self._written[namespace] = max(self._written.get(namespace, 0), version)
+        mine = (namespace, principal.sub)
+        self._written_by[mine] = max(self._written_by.get(mine, 0), version)
 
     def _sandbox_slot(
         self, principal: Principal, sandbox: Sandbox, taken: Callable[[], AlreadyExists]
@@ -181,18 +188,26 @@ class SessionsService:
         the whole namespace per create made a burst of creates quadratic), else from
         the store."""
         cache = self.cache
-        if cache is not None and await cache.wait_for_version(self._written, CACHE_WAIT):
+        written = self._written.get(namespace, 0)
+        if cache is not None and await cache.wait_for_version(written, CACHE_WAIT):
             return cache.in_namespace(namespace)
         return await self._store.list(namespace)
 
     async def list(self, principal: Principal, *, org_scope: bool = False) -> list[Sandbox]:
         namespace = self.namespace_of(principal)
         cache = self.cache
-        if cache is not None and await cache.wait_for_version(self._written, CACHE_WAIT):
+        org = org_scope and principal.is_org_admin
+        written = (
+            self._written.get(namespace, 0)
+            if org
+            else self._written_by.get((namespace, principal.sub), 0)
+        )
+        if cache is not None and await cache.wait_for_version(written, CACHE_WAIT):
             # issue 11: from the informer's indexes (services.resources), not a read of
-            # every object of the namespace per request; once it holds this service's
-            # own writes, so a caller sees what they just created or deleted
-            if org_scope and principal.is_org_admin:
+            # every object of the namespace per request; once it holds the caller's own
+            # writes (an org admin's list: the namespace's), so a caller sees what they
+            # just created or deleted without waiting for anyone else's
+            if org:
                 return cache.in_namespace(namespace)
             mine = cache.owned(namespace, sub=principal.sub, email=principal.email)
             return [s for s in mine if self.owns(principal, s)]
@@ -231,7 +246,7 @@ class SessionsService:
         except NotFound:
             return
         if marked is not None:
-            self._wrote(marked)
+            self._wrote(principal, marked)
         log.info("sandbox delete requested", sandbox=sandbox_id, namespace=namespace)
 
     def validate(self, principal: Principal, request: CreateRequest) -> None:
@@ -365,7 +380,7 @@ class SessionsService:
         try:
             async with self._sandbox_slot(principal, sandbox, taken):
                 stored = await self._store.create(sandbox)
-                self._wrote(stored)  # before the next create counts (under the lock)
+                self._wrote(principal, stored)  # before the next create counts (the lock)
         except AlreadyExists as exc:
             raise taken() from exc
         log.info("sandbox created", sandbox=stored.name, namespace=stored.namespace)

@@ -148,3 +148,43 @@ async def test_creates_under_quota_count_from_the_copy(informer_for):
         assert store.lists == before + 1  # only the check just above
     finally:
         await store.close()
+
+
+class LaggingCache:
+    """A copy that has not applied anything yet: records the versions lists wait for."""
+
+    def __init__(self) -> None:
+        self.waited: list[int] = []
+
+    def in_namespace(self, namespace: str) -> list[Sandbox]:
+        return []
+
+    def owned(self, namespace: str, *, sub: str, email: str) -> list[Sandbox]:
+        return []
+
+    async def wait_for_version(self, version: int, timeout: float) -> bool:
+        self.waited.append(version)
+        return version == 0
+
+
+async def test_a_neighbour_never_waits_for_someone_elses_write() -> None:
+    """During a user's burst of creates the copy trails their newest create; before, a
+    neighbour's list waited for it (up to a second) and then read the store."""
+    store = CountingStore()
+    await store.start()
+    try:
+        sessions = _service(store)
+        cache = LaggingCache()
+        sessions.cache = cache
+        burst = Principal(sub="a", email="a@acme.com", org="acme")
+        neighbour = Principal(sub="b", email="b@acme.com", org="acme")
+        made = await sessions.create(burst, CreateRequest(agent="aider", name="x1"))
+        before = store.lists
+        assert await sessions.list(neighbour) == []
+        assert cache.waited == [0] and store.lists == before  # from the copy at once
+        # the writer waits for its own create (here: the copy never gets it: the store)
+        assert [s.name for s in await sessions.list(burst)] == [made.name]
+        assert cache.waited[-1] == int(made.metadata.resource_version)
+        assert store.lists == before + 1
+    finally:
+        await store.close()
