@@ -113,7 +113,7 @@ def test_printer_columns(crd: dict[str, Any]) -> None:
         ("Org", ".spec.owner.orgRef.slug", 0),
         ("Sessions", ".status.sessions", 0),
         ("Storage", ".status.storageUsed", 0),
-        ("Phase", ".status.phase", 1),
+        ("Phase", ".status.phase", 0),  # shown by default (issue 13; the spec said 1)
         ("Age", ".metadata.creationTimestamp", 0),
     ]
     assert columns[-1]["type"] == "date"
@@ -147,6 +147,9 @@ GOOD_VALUES = [
     ("spec.quota.memory", "1024"),
     ("spec.quota.memory", "2Ti"),
     ("spec.quota.storage", "5.25Ki"),
+    # decimal units are Kubernetes quantities too (issue 13: 1G was refused)
+    ("spec.quota.memory", "1G"),
+    ("spec.quota.storage", "50G"),
     ("spec.quota.concurrentSessions", 10),
     ("spec.owner.orgRef.slug", "a" + "b" * 31),
     ("spec.repos.0.giteaRepo", "my_org.x/Repo.Name-1"),
@@ -188,7 +191,7 @@ BAD_VALUES = [
     ("spec.quota.memory", "8GB"),
     ("spec.quota.memory", "8gi"),
     ("spec.quota.storage", "-"),
-    ("spec.quota.storage", "50G"),
+    ("spec.quota.storage", "50GB"),
     ("spec.quota.concurrentSessions", "-"),
     ("spec.quota.concurrentSessions", 0),
     ("spec.quota.concurrentSessions", 11),

@@ -141,8 +141,13 @@ def test_a_sandbox_gets_its_token_secret_and_delete_revokes_it(
         renewed = wait_for(lambda: (t := token_in(http)) != token and t)
         assert authenticate(ledger_url, renewed) == identity
         assert authenticate(ledger_url, token) is None
-        template = http.get(STS).json()["spec"]["template"]
-        assert RESTARTED_AT in template["metadata"]["annotations"]
+        # the Secret is written first, the pod template stamped right after it
+        wait_for(
+            lambda: (
+                RESTARTED_AT
+                in (http.get(STS).json()["spec"]["template"]["metadata"].get("annotations") or {})
+            )
+        )
 
         # deleting the sandbox revokes its token
         http.delete(f"{SB}/alpha")

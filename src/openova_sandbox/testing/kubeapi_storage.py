@@ -190,8 +190,8 @@ class Storage:
     def _namespace_obj(self, name: str) -> JSON | None:
         return self.objects[("", "namespaces")].get(("", name))
 
-    def _validate(self, rt: ResourceType, obj: JSON) -> None:
-        causes = validation_causes(rt, obj)
+    def _validate(self, rt: ResourceType, obj: JSON, old: JSON | None = None) -> None:
+        causes = validation_causes(rt, obj, old)
         if causes:
             raise invalid(rt, obj["metadata"].get("name", ""), causes)
 
@@ -386,7 +386,7 @@ class Storage:
         merged["metadata"]["resourceVersion"] = old_meta["resourceVersion"]
         if merged == current:
             return copy.deepcopy(current)  # a no-op write does not bump resourceVersion
-        self._validate(rt, merged)
+        self._validate(rt, merged, current)
         if rt.generation and subresource != "status":
             spec_old = {k: v for k, v in current.items() if k not in ("metadata", "status")}
             spec_new = {k: v for k, v in merged.items() if k not in ("metadata", "status")}

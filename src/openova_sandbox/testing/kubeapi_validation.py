@@ -2,12 +2,16 @@
 
 Object names (RFC 1123 subdomain; label for namespaces), label keys and values,
 ownerReferences' required fields, and — for custom resources — the CRD's
-``openAPIV3Schema`` after its ``default:`` values are filled in.
+``openAPIV3Schema``: unknown fields are pruned where the schema does not preserve them,
+``default:`` values filled in, then the schema and its CEL rules
+(``x-kubernetes-validations``, with ``oldSelf`` on updates; evaluated with cel-python,
+which lacks Kubernetes' own CEL libraries such as ``quantity()``) are checked.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -20,8 +24,9 @@ _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9]$")
 
 
-def validation_causes(rt: ResourceType, obj: JSON) -> list[str]:
-    """The reasons ``obj`` is invalid (empty when it is valid); fills CRD defaults."""
+def validation_causes(rt: ResourceType, obj: JSON, old: JSON | None = None) -> list[str]:
+    """The reasons ``obj`` is invalid (empty when it is valid); prunes unknown fields and
+    fills CRD defaults. ``old``: the stored object an update replaces."""
     meta = obj["metadata"]
     name = meta.get("name", "")
     causes: list[str] = []
@@ -46,9 +51,83 @@ def validation_causes(rt: ResourceType, obj: JSON) -> list[str]:
             if not isinstance(owner, dict) or not owner.get(required):
                 causes.append(f"metadata.ownerReferences[{index}].{required}: Required value")
     if rt.schema is not None:
+        prune(rt.schema, obj, top=True)
         apply_defaults(rt.schema, obj)
-        causes.extend(_schema_errors(rt.schema, obj))
+        schema_errors = _schema_errors(rt.schema, obj)
+        causes.extend(schema_errors)
+        if not schema_errors:  # the server runs rules on schema-valid objects only
+            causes.extend(rule_causes(rt.schema, obj, old, ""))
     return causes
+
+
+def prune(schema: Mapping[str, Any], value: Any, *, top: bool = False) -> None:
+    """Drop fields a structural schema does not declare, in place, as the API server
+    does on every write: not below ``x-kubernetes-preserve-unknown-fields``, never in
+    ``metadata`` (the server owns it)."""
+    if isinstance(value, dict):
+        props = schema.get("properties")
+        additional = schema.get("additionalProperties")
+        if isinstance(props, Mapping) and not schema.get("x-kubernetes-preserve-unknown-fields"):
+            for key in list(value):
+                if key not in props and not (top and key == "metadata"):
+                    del value[key]
+        for key, item in value.items():
+            if top and key == "metadata":
+                continue
+            sub = props.get(key) if isinstance(props, Mapping) else None
+            if sub is None and isinstance(additional, Mapping):
+                sub = additional
+            if isinstance(sub, Mapping):
+                prune(sub, item)
+    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        for item in value:
+            prune(schema["items"], item)
+
+
+def rule_causes(schema: Mapping[str, Any], value: Any, old: Any, path: str) -> list[str]:
+    """Every ``x-kubernetes-validations`` rule that ``value`` breaks, depth first. A rule
+    naming ``oldSelf`` (a transition rule) runs only on updates where the old object
+    has the field too, as on a real server."""
+    causes: list[str] = []
+    for rule in schema.get("x-kubernetes-validations") or []:
+        expression = str(rule["rule"])
+        if "oldSelf" in expression and old is None:
+            continue
+        if not _cel_true(expression, value, old):
+            message = rule.get("message") or f"failed rule: {expression}"
+            causes.append(f"{path or '<root>'}: Invalid value: {message}")
+    if isinstance(value, dict):
+        for key, sub in (schema.get("properties") or {}).items():
+            if key in value and isinstance(sub, Mapping) and key != "metadata":
+                before = old.get(key) if isinstance(old, dict) else None
+                causes.extend(rule_causes(sub, value[key], before, f"{path}.{key}".lstrip(".")))
+    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        for index, item in enumerate(value):
+            causes.extend(rule_causes(schema["items"], item, None, f"{path}[{index}]"))
+    return causes
+
+
+def _cel_true(expression: str, value: Any, old: Any) -> bool:
+    import celpy
+    from celpy.adapter import json_to_cel
+
+    program = _compiled(expression)
+    activation = {"self": json_to_cel(value)}
+    if old is not None:
+        activation["oldSelf"] = json_to_cel(old)
+    try:
+        result = program.evaluate(activation)
+    except Exception:  # an evaluation error fails the rule, as on a server
+        return False
+    return isinstance(result, celpy.celtypes.BoolType) and bool(result)
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(expression: str) -> Any:
+    import celpy
+
+    env = celpy.Environment()
+    return env.program(env.compile(expression))
 
 
 def apply_defaults(schema: Mapping[str, Any], value: Any) -> None:
