@@ -195,6 +195,9 @@ class Settings:
     # each sandbox's HTTPRoute: auto (when the Gateway API is installed at the
     # operator's start), on, off (the API proxies terminals itself either way)
     kube_http_route: Literal["auto", "on", "off"] = "auto"
+    # the API creates an org's namespace on its first Sandbox (needs the RBAC of
+    # deploy/kubernetes/components/org-namespaces); off: namespace-not-found
+    kube_create_org_namespaces: bool = False
     # the API's and the operator's shared secret from which each sandbox's share grant
     # key is derived (Secret sandbox-share-grant; docs/kubernetes.md); empty: share
     # links are refused in Kubernetes mode

@@ -22,5 +22,5 @@ def make_store(settings: Settings) -> Store:
     if settings.store == "kube":
         from .kube import KubeStore
 
-        return KubeStore()
+        return KubeStore(create_namespaces=settings.kube_create_org_namespaces)
     raise Invalid(f"SANDBOX_STORE={settings.store} is not a known store", code="invalid-settings")

@@ -42,8 +42,11 @@ from lightkube import AsyncClient, ConfigError, KubeConfig
 from lightkube.core.exceptions import ApiError
 from lightkube.core.generic_client import ALL_NS
 from lightkube.generic_resource import create_namespaced_resource
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Namespace as NamespaceResource
 
 from ..domain.errors import (
+    AlreadyExists,
     BackendForbidden,
     BackendUnavailable,
     Conflict,
@@ -66,6 +69,13 @@ ORDER_ANNOTATION = "sandbox.openova.io/created-at-ns"
 BUDGET_SECONDS = 5.0
 
 SandboxResource = create_namespaced_resource(API_GROUP, "v1", KIND, PLURAL)
+NAMESPACE_NOT_FOUND = "namespace-not-found"
+# an org namespace made by the API (not a workspace: the operator's admission policy
+# keeps it from deleting it, docs/kubernetes.md)
+ORG_NAMESPACE_LABELS = {
+    "app.kubernetes.io/managed-by": "openova-sandbox-api",
+    "openova.io/org-namespace": "true",
+}
 
 CLUSTER_UNAVAILABLE = "sandbox-cluster-unavailable"
 CRD_NOT_INSTALLED = "sandbox-crd-not-installed"
@@ -143,8 +153,12 @@ class KubeStore:
         config: KubeConfig | None = None,
         kubeconfig_path: str | None = None,
         budget: float = BUDGET_SECONDS,
+        create_namespaces: bool = False,
     ) -> None:
         self._config = config
+        # an org's first Sandbox creates its namespace (labelled as ours) instead of
+        # failing with namespace-not-found (SANDBOX_KUBE_CREATE_ORG_NAMESPACES)
+        self._create_namespaces = create_namespaces
         self._kubeconfig_path = kubeconfig_path
         self._budget = budget
         self._client: AsyncClient | None = None
@@ -258,7 +272,7 @@ class KubeStore:
             if details.get("kind") == "namespaces":
                 return Invalid(
                     f'namespace "{namespace}" does not exist on this cluster',
-                    code="namespace-not-found",
+                    code=NAMESPACE_NOT_FOUND,
                 )
             if not details.get("name"):
                 return BackendUnavailable(CRD_MISSING_DETAIL, code=CRD_NOT_INSTALLED)
@@ -307,8 +321,30 @@ class KubeStore:
         async def run(client: AsyncClient) -> Any:
             return await client.create(SandboxResource.from_dict(body))
 
-        created = await self._call(run, verb="create", key=(namespace, name))
+        try:
+            created = await self._call(run, verb="create", key=(namespace, name))
+        except Invalid as exc:
+            if exc.code != NAMESPACE_NOT_FOUND or not self._create_namespaces:
+                raise
+            await self._create_namespace(namespace)
+            created = await self._call(run, verb="create", key=(namespace, name))
         return _decode(_plain(created))
+
+    async def _create_namespace(self, namespace: str) -> None:
+        """An org's namespace, made on its first Sandbox; one made meanwhile by someone
+        else is as good."""
+        labelled = NamespaceResource(
+            metadata=ObjectMeta(name=namespace, labels=dict(ORG_NAMESPACE_LABELS))
+        )
+
+        async def run(client: AsyncClient) -> Any:
+            return await client.create(labelled)
+
+        try:
+            await self._call(run, verb="create", key=("", namespace))
+        except AlreadyExists:
+            return
+        log.info("org_namespace_created", namespace=namespace)
 
     async def _raw(self, namespace: str, name: str) -> JSON:
         async def run(client: AsyncClient) -> Any:
