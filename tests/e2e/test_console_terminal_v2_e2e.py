@@ -54,7 +54,11 @@ def recorder(
             [{"slug": AGENT, "binary": str(script), "label": "Recorder", "blurb": "records"}]
         )
     )
-    server = start_serve(tmp, extra_env={"OPENOVA_SANDBOX_AGENTS_PATH": str(agents)})
+    # the recorder writes what it reads to a file of this test's, outside any sandbox:
+    # this server runs its terminals unisolated (the protocol is the subject here;
+    # isolation has tests/integration/terminal/test_isolation_attack.py)
+    env = {"OPENOVA_SANDBOX_AGENTS_PATH": str(agents), "SANDBOX_ISOLATION": "none"}
+    server = start_serve(tmp, extra_env=env)
     try:
         yield server, record
     finally:
