@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +91,8 @@ class AgentSpec:
     def resolve_binary(self, path: str | None) -> str | None:
         if os.path.isabs(self.binary):
             return self.binary if os.access(self.binary, os.X_OK) else None
+        import shutil  # at the first lookup: shutil loads bz2 and lzma (pod RSS)
+
         return shutil.which(self.binary, path=path)
 
     def missing_env(self, env: Mapping[str, str]) -> list[str]:

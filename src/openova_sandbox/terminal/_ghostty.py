@@ -2,10 +2,11 @@
 
 Why not ``import pyghostty``: its binding declares the whole C API (3,500 lines) with
 cffi at import, which costs ~0.45 s and a few MiB in every process that serves
-terminals (the per-sandbox ``pty-server`` is meant to stay small). These declarations
-are copied from pyghostty's ``_cdef.py`` (same library, same ABI; enums are ``int``);
-``tests/unit/terminal/test_ghostty_abi.py`` checks every size, offset and constant here
-against pyghostty's own declarations, so an upgrade that changes the ABI fails there.
+terminals (the per-sandbox ``pty-server`` is meant to stay small). The declarations
+are in :mod:`._ghostty_decls`, parsed ahead of time into :mod:`._ghostty_ffi` (so no C
+parser is loaded at run time either); ``tests/unit/terminal/test_ghostty_abi.py``
+checks every size, offset and constant against pyghostty's own declarations, so an
+upgrade that changes the ABI fails there.
 """
 
 from __future__ import annotations
@@ -15,68 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cffi import FFI  # type: ignore[import-untyped]
-
-CDEF = """
-typedef int GhosttyResult;
-typedef struct GhosttyTerminalImpl* GhosttyTerminal;
-typedef struct GhosttyFormatterImpl* GhosttyFormatter;
-typedef struct GhosttyRenderStateImpl* GhosttyRenderState;
-typedef uint16_t GhosttyMode;
-typedef struct { const uint8_t* ptr; size_t len; } GhosttyString;
-typedef struct { GhosttyMode mode; bool value; } GhosttyTerminalModeConfig;
-typedef struct {
-  size_t size; bool cursor; bool style; bool hyperlink; bool protection;
-  bool kitty_keyboard; bool charsets;
-} GhosttyFormatterScreenExtra;
-typedef struct {
-  size_t size; bool palette; bool modes; bool scrolling_region; bool tabstops; bool pwd;
-  bool keyboard; GhosttyFormatterScreenExtra screen;
-} GhosttyFormatterTerminalExtra;
-typedef struct { size_t size; void *node; uint16_t x; uint16_t y; } GhosttyGridRef;
-typedef struct {
-  size_t size; GhosttyGridRef start; GhosttyGridRef end; bool rectangle;
-} GhosttySelection;
-typedef struct {
-  size_t size; int emit; bool unwrap; bool trim; GhosttyFormatterTerminalExtra extra;
-  const GhosttySelection *selection;
-} GhosttyFormatterTerminalOptions;
-/* GhosttyPoint is a tagged union passed by value, which ABI-mode cffi cannot pass; a
-   struct of the same size and alignment has the same calling convention (pyghostty
-   uses the same twin; the ABI test compares it with the real type) */
-typedef struct { uint16_t x; uint32_t y; uint64_t _pad; } GhosttyPointValueS;
-typedef struct { int tag; GhosttyPointValueS value; } GhosttyPointS;
-
-GhosttyResult ghostty_terminal_new(const void* allocator, GhosttyTerminal* terminal,
-                                   uint16_t cols, uint16_t rows);
-void ghostty_terminal_free(GhosttyTerminal terminal);
-GhosttyResult ghostty_terminal_resize(GhosttyTerminal terminal, uint16_t cols, uint16_t rows,
-                                      uint32_t cell_width_px, uint32_t cell_height_px);
-GhosttyResult ghostty_terminal_set(GhosttyTerminal terminal, int option, const void* value);
-GhosttyResult ghostty_terminal_get(GhosttyTerminal terminal, int data, void *out);
-void ghostty_terminal_vt_write(GhosttyTerminal terminal, const uint8_t* data, size_t len);
-typedef void (*GhosttyTerminalTitleChangedFn)(GhosttyTerminal terminal, void* userdata);
-GhosttyResult ghostty_terminal_grid_ref(GhosttyTerminal terminal, GhosttyPointS point,
-                                        GhosttyGridRef *out_ref);
-typedef uint64_t GhosttyCell;
-GhosttyResult ghostty_grid_ref_cell(const GhosttyGridRef *ref, GhosttyCell *out_cell);
-GhosttyResult ghostty_grid_ref_graphemes(const GhosttyGridRef *ref, uint32_t *buf,
-                                         size_t buf_len, size_t *out_len);
-GhosttyResult ghostty_cell_get_multi(GhosttyCell cell, size_t count, const int* keys,
-                                     void** values, size_t* out_written);
-
-GhosttyResult ghostty_formatter_terminal_new(const void* allocator, GhosttyFormatter* formatter,
-                                             GhosttyTerminal terminal,
-                                             GhosttyFormatterTerminalOptions options);
-GhosttyResult ghostty_formatter_format_buf(GhosttyFormatter formatter, uint8_t* buf,
-                                           size_t buf_len, size_t* out_written);
-void ghostty_formatter_free(GhosttyFormatter formatter);
-
-GhosttyResult ghostty_render_state_new(const void* allocator, GhosttyRenderState* state);
-void ghostty_render_state_free(GhosttyRenderState state);
-GhosttyResult ghostty_render_state_update(GhosttyRenderState state, GhosttyTerminal terminal);
-GhosttyResult ghostty_render_state_get(GhosttyRenderState state, int data, void* out);
-"""
+from ._ghostty_ffi import ffi as ffi  # re-exported: the screen model uses it
 
 # enum values (pyghostty 0.1.x headers), checked against pyghostty by the ABI test
 CONSTANTS = {
@@ -170,6 +110,4 @@ def library_path() -> str:
     raise OSError(f"libghostty-vt not found in {folder}")
 
 
-ffi = FFI()
-ffi.cdef(CDEF)
 lib: Any = ffi.dlopen(library_path())

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import errno
 import fcntl
 import os
@@ -36,10 +35,14 @@ import termios
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from ..domain.errors import SpawnFailed
+
+if TYPE_CHECKING:
+    import ctypes
 
 log = structlog.get_logger(__name__)
 
@@ -94,6 +97,8 @@ _OPAQUE = 1024  # bytes for posix_spawnattr_t / posix_spawn_file_actions_t (336 
 def _libc() -> ctypes.CDLL | None:
     """glibc with what :func:`_posix_spawn` needs (chdir and closefrom file actions,
     the setsid flag), else ``None``."""
+    import ctypes  # at the first spawn: an idle pty-server pod has not spawned yet
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.gnu_get_libc_version  # noqa: B018 - glibc's flag values are used
@@ -104,7 +109,15 @@ def _libc() -> ctypes.CDLL | None:
     return libc
 
 
-_LIBC = _libc()
+_UNSET: Any = object()
+_LIBC: ctypes.CDLL | None = _UNSET  # found at the first spawn (see _spawn_libc)
+
+
+def _spawn_libc() -> ctypes.CDLL | None:
+    global _LIBC
+    if _LIBC is _UNSET:
+        _LIBC = _libc()
+    return _LIBC
 
 
 def _executable(argv0: str, env: Mapping[str, str]) -> str:
@@ -120,6 +133,8 @@ def _executable(argv0: str, env: Mapping[str, str]) -> str:
 
 
 def _strings(items: list[bytes]) -> ctypes.Array[ctypes.c_char_p]:
+    import ctypes
+
     return (ctypes.c_char_p * (len(items) + 1))(*items, None)
 
 
@@ -127,6 +142,8 @@ def _posix_spawn(libc: ctypes.CDLL, spec: SpawnSpec, slave: str) -> _Spawned:
     """``spec`` in a new session whose controlling terminal is ``slave`` (its stdin,
     stdout and stderr), started with glibc's ``posix_spawn``. ``SIGPIPE``/``SIGXFSZ``
     back to their defaults and no signal blocked, as ``Popen`` starts a child."""
+    import ctypes
+
     path = _executable(spec.argv[0], spec.env)
     if spec.cwd and not os.path.isdir(spec.cwd):
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), spec.cwd)
@@ -280,8 +297,9 @@ class PtyProcess:
         try:
             fcntl.ioctl(master, termios.TIOCSWINSZ, _winsize(spec.rows, spec.cols))
             popen: subprocess.Popen[bytes] | _Spawned
-            if _LIBC is not None:
-                popen = _posix_spawn(_LIBC, spec, os.ttyname(slave))
+            libc = _spawn_libc()
+            if libc is not None:
+                popen = _posix_spawn(libc, spec, os.ttyname(slave))
             else:
                 popen = subprocess.Popen(
                     list(spec.argv),

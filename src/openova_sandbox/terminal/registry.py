@@ -26,29 +26,28 @@ import asyncio
 import builtins
 import os
 import re
-import secrets
-import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from string import Template
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
 from ..config import RING_DEFAULT, clamp_ring_bytes
 from ..domain.catalogue import AgentSpec, Catalogue
 from ..domain.errors import AlreadyExists, Conflict, Invalid, NotFound, SessionLimit, SpawnFailed
-from . import isolation
 from .activity import BUSY
-from .cgroups import Cgroups
 from .core import DEFAULT_VIEWER_QUEUE_BYTES
-from .isolation import Policy
 from .leftovers import ProcessGroups
 from .pty import TERM_GRACE, PtyProcess, SpawnSpec
 from .screen import DEFAULT_SCROLLBACK_LINES
 from .session import TerminalCounters, TerminalSession
+
+if TYPE_CHECKING:  # isolation is loaded at the first isolated spawn (see _isolate)
+    from .cgroups import Cgroups
+    from .isolation import Policy
 
 log = structlog.get_logger(__name__)
 
@@ -130,7 +129,7 @@ ActivityListener = Callable[[str, TerminalSession, str, str], None]
 
 def new_session_id() -> str:
     """24 lowercase hex characters (12 random bytes)."""
-    return secrets.token_hex(12)
+    return os.urandom(12).hex()  # as secrets.token_hex, without loading random
 
 
 class TerminalRegistry:
@@ -496,6 +495,8 @@ class TerminalRegistry:
         the sandbox has a workspace of its own)."""
         if self.isolation is None or not context.workdir:
             return spec
+        from . import isolation  # only then: a pod (no isolation of its own) never loads it
+
         return isolation.wrap(
             self.isolation,
             spec,
@@ -524,4 +525,6 @@ def row_env(agent: AgentSpec, env: Mapping[str, str]) -> dict[str, str]:
 def _which(program: str, path: str) -> str | None:
     if os.path.isabs(program) or os.sep in program:
         return program if os.access(program, os.X_OK) else None
+    import shutil  # (with bz2 and lzma: an idle pod resolves no program)
+
     return shutil.which(program, path=path)

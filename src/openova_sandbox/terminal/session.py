@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -460,7 +460,7 @@ class TerminalSession:
         if self.exited:
             raise SessionExited(f"terminal session {self.id} has exited")
         self._flush()  # bytes already read belong to the first frame, not to a later one
-        viewer_id = secrets.token_hex(6)
+        viewer_id = os.urandom(6).hex()
         first = self.core.attach(viewer_id, since=since, window=window)
         viewer = Viewer(self, viewer_id, _output(first), mode=mode, who=who, window=window)
         self._viewers[viewer_id] = viewer

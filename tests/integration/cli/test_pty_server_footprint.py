@@ -76,6 +76,9 @@ FORBIDDEN_PACKAGES = (
     "pydantic_settings",
     "greenlet",
     "attr",
+    # cffi's C parser: the screen's declarations come parsed (terminal/_ghostty_ffi.py)
+    "pycparser",
+    "cffi",
 )
 # this project's modules that only the control plane, operator or gateway use
 FORBIDDEN_MODULES = (
@@ -94,6 +97,10 @@ FORBIDDEN_MODULES = (
     "openova_sandbox.controller",
     "openova_sandbox.store",
     "openova_sandbox.events",
+    # embedded isolation (bubblewrap, cgroups): a pod is the sandbox; loaded at the first
+    # isolated spawn only
+    "openova_sandbox.terminal.isolation",
+    "openova_sandbox.terminal.cgroups",
 )
 # imported at the first token (or request) that needs them, not at start: an idle pod
 # holds none (~14 MiB together); rich never (structlog's rich tracebacks are never used,

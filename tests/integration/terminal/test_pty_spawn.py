@@ -24,7 +24,7 @@ PROBE = (
 
 @pytest.fixture(params=["posix_spawn", "popen"])
 def spawn_path(request, monkeypatch):
-    if request.param == "posix_spawn" and pty._LIBC is None:
+    if request.param == "posix_spawn" and pty._spawn_libc() is None:
         pytest.skip("no glibc posix_spawn with chdir/closefrom here")
     if request.param == "popen":
         monkeypatch.setattr(pty, "_LIBC", None)

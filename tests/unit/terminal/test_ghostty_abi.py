@@ -1,6 +1,6 @@
 """The screen model's own libghostty-vt declarations match pyghostty's (same library).
 
-``terminal/_ghostty.py`` declares only the calls it makes (pyghostty's full binding
+``terminal/_ghostty_decls.py`` declares only the calls it makes (pyghostty's full binding
 costs ~0.45 s at import); every struct size/offset and constant it relies on is checked
 here against pyghostty's generated declarations, so an upgrade that moves one fails.
 """
@@ -79,3 +79,26 @@ def test_the_same_library_is_loaded() -> None:
     import pyghostty._ffi as binding
 
     assert binding._libpath() == _ghostty.library_path()
+
+
+def test_the_generated_ffi_module_is_the_declarations_of_today() -> None:
+    """``_ghostty_ffi.py`` is generated from ``_ghostty_decls.CDEF``: a change to the
+    declarations without regenerating it fails here (and a hand edit of it too)."""
+    from openova_sandbox.terminal import _ghostty_decls
+
+    assert _ghostty_decls.TARGET.read_text() == _ghostty_decls.generate(), (
+        "regenerate: python -m openova_sandbox.terminal._ghostty_decls"
+    )
+
+
+def test_the_screen_model_loads_no_c_parser() -> None:
+    """The run-time FFI comes from the generated module: no pycparser in the process."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import openova_sandbox.terminal.screen; "
+        "print(sorted(m for m in sys.modules if m.startswith(('pycparser', 'cffi'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
