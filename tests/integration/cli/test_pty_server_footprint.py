@@ -165,7 +165,5 @@ def test_the_pty_server_imports_no_control_plane_operator_or_sql(tmp_path):
 def test_the_pty_server_loads_token_libraries_at_the_first_token_not_at_start(tmp_path, embedded):
     modules = pty_server_modules(tmp_path, embedded=embedded)
     assert "openova_sandbox.auth.authenticator" in modules
-    early = sorted(
-        m for m in modules if m.split(".")[0] in LAZY_PACKAGES or m in LAZY_MODULES
-    )
+    early = sorted(m for m in modules if m.split(".")[0] in LAZY_PACKAGES or m in LAZY_MODULES)
     assert early == [], early
