@@ -36,6 +36,8 @@ from starlette.routing import Route
 
 from .kubeapi_controllers import run_controllers, settle
 from .kubeapi_patch import PatchError, json_patch, merge_patch
+from .kubeapi_rbac import RBAC, User, escalation, forbidden_message
+from .kubeapi_rbac import allowed as rbac_allowed
 from .kubeapi_resources import JSON, ResourceType, api_group, api_resource_list
 from .kubeapi_selectors import SelectorError, field_selector, label_selector
 from .kubeapi_storage import ApiError, Storage, invalid, status_body
@@ -97,6 +99,10 @@ class FakeKubeApp:
     def __init__(self, *, history: int = 10_000, without: frozenset[str] = frozenset()) -> None:
         self.history = history
         self.without = without
+        # tokens whose requests RBAC authorizes (kubeapi_rbac.py); others are admins
+        self.users: dict[str, User] = {}
+        # what RBAC refused: (method, path, message)
+        self.forbidden: list[tuple[str, str, str]] = []
         self.storage: Storage | None = None
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str]] = []
@@ -226,7 +232,49 @@ class FakeKubeApp:
             raise missing
         return Target(rt, None, rest[1], rest[2] if len(rest) > 2 else "")
 
+    async def _authorize(self, request: Request, t: Target) -> None:
+        header = request.headers.get("authorization", "")
+        user = self.users.get(header.removeprefix("Bearer ").strip()) if header else None
+        if user is None:
+            return
+        method = request.method
+        if method == "GET":
+            if t.name is not None:
+                verb = "get"
+            else:
+                verb = "watch" if request.query_params.get("watch") in ("true", "1") else "list"
+        else:
+            verb = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[method]
+        resource = t.rt.plural + (f"/{t.subresource}" if t.subresource else "")
+        objects = self.state.objects
+        refused = ""
+        if not rbac_allowed(
+            objects,
+            user,
+            verb=verb,
+            group=t.rt.group,
+            resource=resource,
+            namespace=t.namespace,
+            name=t.name or "",
+        ):
+            refused = forbidden_message(user, verb, t.rt.group, resource, t.namespace, t.name or "")
+        elif (
+            t.rt.group == RBAC
+            and t.rt.plural in ("rolebindings", "clusterrolebindings")
+            and method in ("POST", "PUT")
+        ):
+            body = json.loads(await request.body() or b"{}")
+            why = escalation(objects, user, body, t.namespace)
+            if why:
+                name = (body.get("metadata") or {}).get("name", "")
+                refused = f'{t.rt.plural}.{RBAC} "{name}" is forbidden: {why}'
+        if refused:
+            with self._lock:
+                self.forbidden.append((method, request.url.path, refused))
+            raise ApiError(403, "Forbidden", refused)
+
     async def _verb(self, request: Request, t: Target) -> Response:
+        await self._authorize(request, t)
         state = self.state
         if t.subresource not in ("", "status", "scale", "finalize"):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -359,6 +407,20 @@ class FakeKube:
         fault = Fault(method.upper() if method else None, re.compile(path), status, hang, times)
         self.fake.add_fault(fault)
         return fault
+
+    def add_user(self, token: str, user: User) -> Path:
+        """Authorize requests bearing ``token`` as ``user`` with the fake's RBAC objects
+        (kubeapi_rbac.py); answers a kubeconfig file that uses that token."""
+        self.fake.users[token] = user
+        path = self.kubeconfig_path.with_name(f"kubeconfig-{len(self.fake.users)}")
+        path.write_text(kubeconfig(self.url).replace("fake-token", token))
+        return path
+
+    @property
+    def forbidden(self) -> list[tuple[str, str, str]]:
+        """What RBAC refused so far: (method, path, message)."""
+        with self.fake._lock:
+            return list(self.fake.forbidden)
 
     def clear_faults(self) -> None:
         with self.fake._lock:
