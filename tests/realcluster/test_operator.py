@@ -7,8 +7,9 @@ leader election included, narrowed to the test's namespace).
 
 Readiness of the terminal server needs its image to be pullable by the cluster (``kind
 load docker-image``) and the PVCs to bind (kind's default ``standard`` storage class).
-Without those the test still proves every other condition and accepts ``PtyReady``
-pending, saying so in a warning; ``SANDBOX_RC_EXPECT_READY=1`` makes Ready required.
+Ready is required (issue 13: a cluster that never runs the terminal is a failure);
+``SANDBOX_RC_EXPECT_READY=0`` accepts ``PtyReady`` pending with a warning, for a cluster
+that cannot pull the image, after proving every other condition.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from .conftest import wait_until
 pytestmark = pytest.mark.realcluster
 
 SandboxResource = create_namespaced_resource("sandbox.openova.io", "v1", "Sandbox", "sandboxes")
-HTTPRoute = create_namespaced_resource("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes")
 READY_TIMEOUT = float(os.environ.get("SANDBOX_RC_READY_TIMEOUT", "240"))
 
 
@@ -57,10 +57,7 @@ def _deployed_operator_leads(cluster: Client) -> bool:
 @pytest.fixture
 def operator(cluster: Client, test_namespace: str) -> Iterator[str]:
     """The operator acting on ``test_namespace``: the deployed one, or one run here."""
-    try:
-        list(cluster.list(HTTPRoute, namespace=test_namespace))
-    except ApiError:
-        pytest.skip("Gateway API CRDs are not installed (docs/kind.md, step 2)")
+    # without the Gateway API the operator skips routes (RouteReady: Skipped)
     if _deployed_operator_leads(cluster):
         yield "deployed"
         return
@@ -142,13 +139,12 @@ def test_create_ready_delete(cluster: Client, test_namespace: str, operator: str
         )
     except AssertionError:
         pty = _conditions(read()).get("PtyReady", {})
-        if os.environ.get("SANDBOX_RC_EXPECT_READY") == "1":
+        if os.environ.get("SANDBOX_RC_EXPECT_READY", "1") != "0":
             raise
         assert pty.get("status") == "Unknown", pty  # pending, not failed
         warnings.warn(
             f"PtyReady still pending ({pty.get('message')}): is the image loaded into "
-            "the cluster and do PVCs bind? Accepted (set SANDBOX_RC_EXPECT_READY=1 to "
-            "require Ready).",
+            "the cluster and do PVCs bind? Accepted because SANDBOX_RC_EXPECT_READY=0.",
             stacklevel=1,
         )
 
