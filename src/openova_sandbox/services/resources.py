@@ -317,8 +317,10 @@ class SandboxInformer:
         return self._applied
 
     async def wait_for_version(self, version: int, timeout: float) -> bool:
-        """Until the copy holds every change up to ``version`` (``False`` on timeout
-        or while the watch is down)."""
+        """Until the copy holds every change up to ``version`` (``False`` on timeout,
+        before the first list and while the watch is down: the copy cannot answer)."""
+        if not self._live:
+            return False
         deadline = time.monotonic() + timeout
         while self._applied < version:
             remaining = deadline - time.monotonic()

@@ -188,3 +188,18 @@ async def test_a_neighbour_never_waits_for_someone_elses_write() -> None:
         assert store.lists == before + 1
     finally:
         await store.close()
+
+
+async def test_a_copy_that_is_not_watching_answers_no_list(informer_for):
+    """Before its first list (or while its watch is down) the copy is not the store's:
+    a list must read the store (and meet its error) rather than answer an empty copy."""
+    store = MemoryStore()
+    await store.start()
+    try:
+        informer = informer_for(store)  # never started: nothing listed
+        assert await informer.wait_for_version(0, 0.1) is False
+        await informer.start()
+        assert await informer.wait_synced(15)
+        assert await informer.wait_for_version(0, 0.1) is True
+    finally:
+        await store.close()
