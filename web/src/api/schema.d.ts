@@ -105,6 +105,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/sandbox/audit": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List Audit */
+        get: operations["list_audit_api_v1_sandbox_audit_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/sandbox/auth/config": {
         parameters: {
             query?: never;
@@ -114,7 +131,8 @@ export interface paths {
         };
         /**
          * Auth Config
-         * @description Public: tells the sign-in page whether an external OIDC issuer is configured.
+         * @description Public: whether the console can sign in with an external OIDC issuer (an issuer
+         *     and a client are configured), which, and the client `sandbox login` uses.
          */
         get: operations["auth_config_api_v1_sandbox_auth_config_get"];
         put?: never;
@@ -328,6 +346,48 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/sandbox/quotas": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Effective Quotas
+         * @description Your limits and usage: your own and your org's (both must admit one more).
+         */
+        get: operations["get_effective_quotas_api_v1_sandbox_quotas_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/sandbox/quotas/{scope}/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get Quotas */
+        get: operations["get_quotas_api_v1_sandbox_quotas__scope___name__get"];
+        /**
+         * Put Quotas
+         * @description Org admins: set quotas of the org or of one of its users (by email); ``null``
+         *     returns a quota to the operator's default. At most the operator's org limit.
+         */
+        put: operations["put_quotas_api_v1_sandbox_quotas__scope___name__put"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/sandbox/sessions": {
         parameters: {
             query?: never;
@@ -525,6 +585,44 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/sandbox/tokens": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List Tokens */
+        get: operations["list_tokens_api_v1_sandbox_tokens_get"];
+        put?: never;
+        /**
+         * Create Token
+         * @description Create a token for scripts: use it as ``Authorization: Bearer``; it is shown once.
+         */
+        post: operations["create_token_api_v1_sandbox_tokens_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/sandbox/tokens/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Revoke Token */
+        delete: operations["revoke_token_api_v1_sandbox_tokens__id__delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/sandbox/usage": {
         parameters: {
             query?: never;
@@ -593,6 +691,49 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/auth/oidc/callback": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Oidc Callback
+         * @description Where the identity provider sends the browser back (the redirect URI to register
+         *     there is `<public URL>/auth/oidc/callback`).
+         */
+        get: operations["oidc_callback_auth_oidc_callback_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/auth/oidc/start": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Oidc Start
+         * @description Sign in to the console with the configured identity provider: authorization code
+         *     with PKCE. `next`: the console page to land on; `org`: the organization to use when
+         *     the provider's token names several.
+         */
+        get: operations["oidc_start_auth_oidc_start_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/healthz": {
         parameters: {
             query?: never;
@@ -646,7 +787,13 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Logout */
+        /**
+         * Logout
+         * @description Sign out: clears the session cookie. A console session signed in with the OIDC
+         *     issuer is also ended server-side (its refresh token revoked when the issuer offers
+         *     revocation) and, when the issuer lists an `end_session_endpoint`, the answer is
+         *     200 `{"logoutUrl"}` for the browser to open.
+         */
         post: operations["logout_logout_post"];
         delete?: never;
         options?: never;
@@ -761,12 +908,85 @@ export interface components {
             /** Version */
             version?: string | null;
         };
+        /** AuditActor */
+        AuditActor: {
+            /** Email */
+            email: string;
+            /** Sub */
+            sub: string;
+        };
+        /** AuditPage */
+        AuditPage: {
+            /**
+             * Cursor
+             * @description pass back as `cursor` for the next (older) page
+             */
+            cursor: string | null;
+            /** Items */
+            items: components["schemas"]["AuditRecordOut"][];
+        };
+        /** AuditRecordOut */
+        AuditRecordOut: {
+            /**
+             * Action
+             * @example sandbox.create
+             */
+            action: string;
+            actor: components["schemas"]["AuditActor"];
+            /**
+             * At
+             * @description UTC, RFC 3339 with microseconds
+             */
+            at: string;
+            /**
+             * Client
+             * @description the client's address
+             */
+            client: string;
+            /** Detail */
+            detail: {
+                [key: string]: unknown;
+            };
+            /**
+             * Hash
+             * @description SHA-256 of this record's canonical JSON (docs/api.md)
+             */
+            hash: string;
+            /** Org */
+            org: string;
+            /**
+             * Outcome
+             * @description success | denied | failure
+             */
+            outcome: string;
+            /**
+             * Prev
+             * @description the hash of the org's previous record (64 zeros: first)
+             */
+            prev: string;
+            /**
+             * Seq
+             * @description 1, 2, ... within the org's chain
+             */
+            seq: number;
+            /**
+             * Target
+             * @example sandbox/aider-1a2b3c4d
+             */
+            target: string;
+        };
         /** AuthConfig */
         AuthConfig: {
+            /** Cliclientid */
+            cliClientId?: string | null;
             /** Issuer */
             issuer: string;
             /** Oidcconfigured */
             oidcConfigured: boolean;
+            /** Scopes */
+            scopes?: string | null;
+            /** Signinurl */
+            signInUrl?: string | null;
         };
         /** BudgetDefaultsOut */
         BudgetDefaultsOut: {
@@ -867,6 +1087,11 @@ export interface components {
             /** Type */
             type: string;
         };
+        /** EffectiveQuotas */
+        EffectiveQuotas: {
+            org: components["schemas"]["QuotaScopeUsage"];
+            user: components["schemas"]["QuotaScopeUsage"];
+        };
         /** ErrorBody */
         ErrorBody: {
             /** Detail */
@@ -878,6 +1103,29 @@ export interface components {
         HTTPValidationError: {
             /** Detail */
             detail?: components["schemas"]["ValidationError"][];
+        };
+        /**
+         * Isolation
+         * @description What keeps this server's terminals apart (embedded mode; docs/architecture.md).
+         */
+        Isolation: {
+            /** Cpulimit */
+            cpuLimit?: string | null;
+            /** Memorylimit */
+            memoryLimit?: string | null;
+            /**
+             * Mode
+             * @enum {string}
+             */
+            mode: "bwrap" | "none";
+            /** Network */
+            network?: boolean | null;
+            /** Notisolated */
+            notIsolated: string[];
+            /** Processlimit */
+            processLimit?: number | null;
+            /** Reason */
+            reason?: string | null;
         };
         /** LoginLinkOut */
         LoginLinkOut: {
@@ -894,6 +1142,11 @@ export interface components {
              */
             url: string;
         };
+        /** LogoutOut */
+        LogoutOut: {
+            /** Logouturl */
+            logoutUrl: string;
+        };
         /** Preview */
         Preview: {
             /** Prnumber */
@@ -902,6 +1155,42 @@ export interface components {
             sha?: string | null;
             /** Url */
             url: string;
+        };
+        /** QuotaOut */
+        QuotaOut: {
+            /** @description the operator's (SANDBOX_QUOTA_ORG/USER) */
+            defaults: components["schemas"]["QuotaValues"];
+            /** @description in force (null: no limit) */
+            limits: components["schemas"]["QuotaValues"];
+            /** Name */
+            name: string;
+            /** @description set by org admins (absent: the default) */
+            overrides: components["schemas"]["QuotaValues"];
+            /** Scope */
+            scope: string;
+            /** Updatedat */
+            updatedAt?: string | null;
+            /** Updatedby */
+            updatedBy?: string | null;
+        };
+        /** QuotaScopeUsage */
+        QuotaScopeUsage: {
+            limits: components["schemas"]["QuotaValues"];
+            /** Name */
+            name: string;
+            /** @description in use now (null: not counted by this server) */
+            usage: components["schemas"]["QuotaValues"];
+        };
+        /** QuotaValues */
+        QuotaValues: {
+            /** Sandboxes */
+            sandboxes?: number | null;
+            /** Terminals */
+            terminals?: number | null;
+            /** Waitingattaches */
+            waitingAttaches?: number | null;
+            /** Websockets */
+            websockets?: number | null;
         };
         /** ResourceList */
         ResourceList: {
@@ -1059,6 +1348,62 @@ export interface components {
             /** Id */
             id: string;
         };
+        /** TokenCreated */
+        TokenCreated: {
+            /** Createdat */
+            createdAt: string;
+            /** Expired */
+            expired: boolean;
+            /** Expiresat */
+            expiresAt: string;
+            /** Id */
+            id: string;
+            /**
+             * Lastusedat
+             * @description recorded at most once a minute
+             */
+            lastUsedAt: string | null;
+            /** Name */
+            name: string;
+            /**
+             * Owner
+             * @description the owner's email (else subject)
+             */
+            owner: string;
+            /**
+             * Token
+             * @description the token (osb_pat_...): shown once, never again
+             */
+            token: string;
+        };
+        /** TokenList */
+        TokenList: {
+            /** Tokens */
+            tokens: components["schemas"]["TokenOut"][];
+        };
+        /** TokenOut */
+        TokenOut: {
+            /** Createdat */
+            createdAt: string;
+            /** Expired */
+            expired: boolean;
+            /** Expiresat */
+            expiresAt: string;
+            /** Id */
+            id: string;
+            /**
+             * Lastusedat
+             * @description recorded at most once a minute
+             */
+            lastUsedAt: string | null;
+            /** Name */
+            name: string;
+            /**
+             * Owner
+             * @description the owner's email (else subject)
+             */
+            owner: string;
+        };
         /** Unauthenticated */
         Unauthenticated: {
             /**
@@ -1174,6 +1519,7 @@ export interface components {
         WhoAmI: {
             /** Email */
             email: string;
+            isolation?: components["schemas"]["Isolation"] | null;
             /** Org */
             org: string;
             /** Orgadmin */
@@ -1473,6 +1819,85 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    list_audit_api_v1_sandbox_audit_get: {
+        parameters: {
+            query?: {
+                /** @description from (inclusive): date or RFC 3339 */
+                since?: string | null;
+                /** @description to (exclusive): date or RFC 3339 */
+                until?: string | null;
+                /** @description a subject, or an email (any case) */
+                actor?: string | null;
+                /** @description exact (`sandbox.create`) or a prefix (`sandbox.*`) */
+                action?: string | null;
+                cursor?: string | null;
+                limit?: number;
+                /** @description json (default) or jsonl */
+                format?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description a page (JSON), or with `format=jsonl` / `Accept: application/x-ndjson` every matching record, oldest first, one a line */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuditPage"];
+                    "application/x-ndjson": string;
+                };
+            };
+            /** @description invalid-since, invalid-until, invalid-cursor, invalid-format, invalid-request (limit, action, since after until) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Unauthenticated"];
+                };
+            };
+            /** @description org-admin-required */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description sandbox-backend-unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };
@@ -2140,8 +2565,204 @@ export interface operations {
                     "application/json": components["schemas"]["Unauthenticated"];
                 };
             };
+            /** @description token-not-allowed (asked with a token) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description login-links-unavailable */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_effective_quotas_api_v1_sandbox_quotas_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EffectiveQuotas"];
+                };
+            };
+            /** @description missing or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Unauthenticated"];
+                };
+            };
+            /** @description the quota store is unreachable; retry later */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_quotas_api_v1_sandbox_quotas__scope___name__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                scope: string;
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["QuotaOut"];
+                };
+            };
+            /** @description invalid-scope, invalid-name */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description missing or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Unauthenticated"];
+                };
+            };
+            /** @description org-admin-required, other-org */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description the quota store is unreachable; retry later */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    put_quotas_api_v1_sandbox_quotas__scope___name__put: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                scope: string;
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** Sandboxes */
+                    sandboxes?: number | null;
+                    /** Terminals */
+                    terminals?: number | null;
+                    /** Waitingattaches */
+                    waitingAttaches?: number | null;
+                    /** Websockets */
+                    websockets?: number | null;
+                };
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["QuotaOut"];
+                };
+            };
+            /** @description invalid-scope, invalid-name, empty-body, invalid-json, invalid-quota */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description missing or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Unauthenticated"];
+                };
+            };
+            /** @description org-admin-required, other-org */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description the quota store is unreachable; retry later */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2249,7 +2870,7 @@ export interface operations {
                     "application/json": components["schemas"]["SandboxItem"];
                 };
             };
-            /** @description empty-body, invalid-json, missing-agent, invalid-agent, invalid-repo, owner-email-missing, agent-not-installed, agent-not-configured, repo-unavailable, cross-org-repo */
+            /** @description empty-body, invalid-json, missing-agent, invalid-agent, invalid-repo, owner-email-missing, reserved-name, agent-not-installed, agent-not-configured, repo-unavailable, cross-org-repo */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2483,6 +3104,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Unauthenticated"];
+                };
+            };
+            /** @description token-not-allowed (Kubernetes mode, see docs/api.md) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Not Found */
@@ -2801,6 +3431,15 @@ export interface operations {
                     "application/json": components["schemas"]["Unauthenticated"];
                 };
             };
+            /** @description token-not-allowed (Kubernetes mode, see docs/api.md) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Not Found */
             404: {
                 headers: {
@@ -2875,6 +3514,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Unauthenticated"];
+                };
+            };
+            /** @description token-not-allowed (Kubernetes mode, see docs/api.md) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Not Found */
@@ -2958,6 +3606,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Unauthenticated"];
+                };
+            };
+            /** @description token-not-allowed (Kubernetes mode, see docs/api.md) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Not Found */
@@ -3053,6 +3710,15 @@ export interface operations {
                     "application/json": components["schemas"]["Unauthenticated"];
                 };
             };
+            /** @description token-not-allowed (Kubernetes mode, see docs/api.md) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Not Found */
             404: {
                 headers: {
@@ -3137,6 +3803,15 @@ export interface operations {
                     "application/json": components["schemas"]["Unauthenticated"];
                 };
             };
+            /** @description token-not-allowed (Kubernetes mode, see docs/api.md) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Not Found */
             404: {
                 headers: {
@@ -3217,6 +3892,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Unauthenticated"];
+                };
+            };
+            /** @description token-not-allowed (Kubernetes mode, see docs/api.md) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Not Found */
@@ -3335,6 +4019,210 @@ export interface operations {
                 };
             };
             /** @description store unreachable; retry after Retry-After */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_tokens_api_v1_sandbox_tokens_get: {
+        parameters: {
+            query?: {
+                /** @description `own` (default); `org`: every token of the org (admins) */
+                scope?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TokenList"];
+                };
+            };
+            /** @description invalid-scope */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description missing or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Unauthenticated"];
+                };
+            };
+            /** @description org-admin-required (scope=org) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description the token store is unreachable; retry later */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    create_token_api_v1_sandbox_tokens_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /**
+                     * Expiresindays
+                     * @description default SANDBOX_PAT_DEFAULT_DAYS, at most SANDBOX_PAT_MAX_DAYS
+                     */
+                    expiresInDays?: number | null;
+                    /**
+                     * Name
+                     * @description a label, like the script's name (1-100 characters)
+                     */
+                    name: string;
+                };
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TokenCreated"];
+                };
+            };
+            /** @description empty-body, invalid-json, invalid-field, invalid-name, invalid-expiry */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description missing or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Unauthenticated"];
+                };
+            };
+            /** @description token-not-allowed (created with a token) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description quota-exceeded: too many tokens held */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the token store is unreachable; retry later */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    revoke_token_api_v1_sandbox_tokens__id__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description revoked (or already revoked) */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description missing or invalid token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Unauthenticated"];
+                };
+            };
+            /** @description token-not-found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description the token store is unreachable; retry later */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3626,6 +4514,117 @@ export interface operations {
             };
         };
     };
+    oidc_callback_auth_oidc_callback_get: {
+        parameters: {
+            query?: {
+                code?: string | null;
+                state?: string | null;
+                error?: string | null;
+                error_description?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description signed in: session cookie set, on to the console */
+            303: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description a callback without code/state (HTML) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description state, ID token or claims refused (HTML) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description no OIDC client configured (HTML) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description the identity provider cannot be reached (HTML) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    oidc_start_auth_oidc_start_get: {
+        parameters: {
+            query?: {
+                next?: string | null;
+                org?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description to the identity provider's sign-in */
+            303: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description an org that cannot be one (HTML) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description no OIDC client configured (HTML) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description the identity provider cannot be reached (HTML) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
     healthz_healthz_get: {
         parameters: {
             query?: never;
@@ -3699,7 +4698,16 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Successful Response */
+            /** @description signed out here; open `logoutUrl` to end the session at the identity provider too (RP-initiated logout) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LogoutOut"];
+                };
+            };
+            /** @description signed out */
             204: {
                 headers: {
                     [name: string]: unknown;
