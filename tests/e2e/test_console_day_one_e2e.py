@@ -145,7 +145,9 @@ def test_exit_code_restart_and_no_retry_of_a_refusal(
 
     put_binary()
     row = {"slug": "vanishing", "binary": str(binary), "label": "Vanishing", "blurb": "a shell"}
-    server = start_serve(tmp_path, extra_env=fresh_env(tmp_path, [row]))
+    env = fresh_env(tmp_path, [row])
+    env["SANDBOX_ISOLATION_PATHS"] = str(binary.parent)  # shown inside the sandboxes
+    server = start_serve(tmp_path, extra_env=env)
     try:
         context = browser.new_context(
             base_url=server.base_url, storage_state=sign_in(browser, server)
