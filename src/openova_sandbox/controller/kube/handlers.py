@@ -46,9 +46,12 @@ from .reconcile import (
     reconcile,
 )
 from .render import (
+    ANNOTATION_HOLDER,
     GIT_SECRET,
+    LABEL_MANAGED_BY,
     LABEL_SANDBOX,
     LABEL_SANDBOX_NAMESPACE,
+    MANAGED_BY,
     ChildRef,
     RenderConfig,
     selector_labels,
@@ -114,6 +117,10 @@ class OperatorOptions:
     # the grant secret each sandbox's share grant key is derived from
     # (share_grant_key.py); empty: no keys, share links refused in Kubernetes mode
     share_grant_secret: str = field(default="", repr=False)
+    # level-triggered (issue 13): every sandbox is looked at again at least this often,
+    # whatever happened, so drift nobody was told about (an edited child) is repaired;
+    # a deleted child is repaired at once through the child watches
+    resync_seconds: float = 300.0
 
 
 class SandboxOperator:
@@ -208,7 +215,32 @@ class SandboxOperator:
                     metrics.transition(sandbox.status, plan.status)
             if delay is not None:
                 self._schedule(key, min(delay, self.options.max_requeue))
+            elif not sandbox.metadata.deletion_timestamp:
+                self._schedule(key, self.options.resync_seconds)  # the periodic resync
             return plan
+
+    async def child_gone(self, obj: Mapping[str, Any]) -> None:
+        """A child of some sandbox was deleted (by anyone): reconcile that sandbox now.
+        Its workspace namespace's holder annotation names it (a child's own labels may
+        carry a hashed sandbox name); a namespace names itself."""
+        meta = obj.get("metadata") or {}
+        if obj.get("kind") == "Namespace":
+            holder_key = (meta.get("annotations") or {}).get(ANNOTATION_HOLDER, "")
+        else:
+            ns_obj = await self._get_namespace(str(meta.get("namespace", "")))
+            if ns_obj is None or (ns_obj.get("metadata") or {}).get("deletionTimestamp"):
+                return  # the whole workspace is going: its sandbox is being deleted
+            holder_key = holder(ns_obj) or ""
+        namespace, _, name = holder_key.partition("/")
+        if namespace and name:
+            log.info(
+                "sandbox_child_deleted_elsewhere",
+                kind=obj.get("kind"),
+                child=meta.get("name"),
+                namespace=namespace,
+                name=name,
+            )
+            await self.handle(namespace, name)
 
     def _schedule(self, key: tuple[str, str], delay: float) -> None:
         self._cancel(key)
@@ -442,5 +474,36 @@ def build_registry(
         if event.get("type") == "DELETED":
             return
         await operator.handle(str(meta.get("namespace", "")), str(meta.get("name", "")))
+
+    async def _on_child(event: Mapping[str, Any], **_: Any) -> None:
+        if event.get("type") == "DELETED":
+            obj = dict(event.get("object") or {})
+            obj.setdefault("kind", "")
+            await operator.child_gone(obj)
+
+    # The children, by our label: a deleted one is put back at once (kopf filters the
+    # label on its side, so each kind is watched cluster-wide; Secrets are not watched,
+    # every pass checks them and the resync repairs them)
+    watched = {
+        kind: gvp
+        for kind, gvp in CHILD_KINDS.items()
+        if kind != "Secret" and (kind != "HTTPRoute" or options.render.http_route)
+    }
+    watched["Namespace"] = ("", "v1", "namespaces")
+    for kind, (group, version, plural) in watched.items():
+
+        async def on_child(event: Mapping[str, Any], kind: str = kind, **_: Any) -> None:
+            obj = dict(event.get("object") or {})
+            obj["kind"] = kind
+            await _on_child({**event, "object": obj})
+
+        kopf.on.event(
+            group,
+            version,
+            plural,
+            id=f"child-{plural}",
+            labels={LABEL_MANAGED_BY: MANAGED_BY},
+            registry=registry,
+        )(on_child)
 
     return registry

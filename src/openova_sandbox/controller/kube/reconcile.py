@@ -52,6 +52,7 @@ from .render import (
     LABEL_SANDBOX_NAMESPACE,
     MANAGED_BY,
     MCP_CONFIGMAP,
+    NETWORK_POLICY,
     PTY_NAME,
     QUOTA_NAME,
     SERVICE_ACCOUNT,
@@ -420,7 +421,9 @@ def _conditions(
 
     ns_obj = observed.namespaces.get(namespace)
     ns_ok = ns_obj is not None and not (ns_obj.get("metadata") or {}).get("deletionTimestamp")
-    rbac = [("ResourceQuota", QUOTA_NAME)] + [
+    # access rules: the quota, the account and its binding, and the network policy (a
+    # deleted one shows here until it is put back: drift is visible, issue 13)
+    rbac = [("ResourceQuota", QUOTA_NAME), ("NetworkPolicy", NETWORK_POLICY)] + [
         (kind, SERVICE_ACCOUNT) for kind in ("ServiceAccount", "RoleBinding")
     ]
     wanted_pvcs = {("PersistentVolumeClaim", HOME_PVC)} | {
@@ -441,7 +444,7 @@ def _conditions(
             "RBACReady",
             all(k in kids for k in rbac),
             "Created",
-            "quota, service account and role binding exist",
+            "quota, service account, role binding and network policy exist",
             "creating access rules",
         ),
         row(
@@ -458,7 +461,7 @@ def _conditions(
         out.append(
             row(
                 "PtyReady",
-                ready >= 1,
+                ready >= 1 and ("Service", PTY_NAME) in kids,
                 "Ready",
                 "the terminal server is ready",
                 "waiting for the terminal server to become ready",
