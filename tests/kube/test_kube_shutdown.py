@@ -123,3 +123,55 @@ def test_sandbox_api_exits_on_sigterm(kube: FakeKube, tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_sandbox_operator_exits_on_sigterm_and_hands_the_lease_over(
+    kube: FakeKube, tmp_path: Path
+) -> None:
+    """The real process: it leads (the Lease names it), then SIGTERM: kopf stops, the
+    lease is released for the other replica, and the process is gone in time."""
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "catalyst-system"}})
+    lease = (
+        f"{kube.url}/apis/coordination.k8s.io/v1/namespaces/catalyst-system/leases/sandbox-operator"
+    )
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")},
+        "KUBECONFIG": str(kube.kubeconfig_path),
+        "SANDBOX_DATA_DIR": str(tmp_path / "data"),
+        "SANDBOX_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}",
+        "SANDBOX_GIT_BASE_URL": "https://gitea.example.com",
+        "POD_NAME": "operator-0",
+    }
+    proc = subprocess.Popen(
+        [SANDBOX, "operator", "--metrics-port", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+
+        def holder() -> str:
+            answer = httpx.get(lease, timeout=2)
+            return (
+                str(answer.json()["spec"].get("holderIdentity") or "")
+                if answer.status_code == 200
+                else ""
+            )
+
+        while not holder().startswith("operator-0"):
+            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+            assert time.monotonic() < deadline, "the operator never took the lease"
+            time.sleep(0.1)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=20)
+        took = time.monotonic() - started
+        output = proc.stdout.read().decode() if proc.stdout else ""
+        assert code in (0, -signal.SIGTERM), output
+        assert took < 10, f"took {took:.1f}s"
+        assert holder() == ""  # released: the other replica takes over on its next try
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -549,3 +549,23 @@ def test_the_gateway_token_comes_from_the_sandbox_secret() -> None:
     token = env["SANDBOX_MODEL_GATEWAY_TOKEN"]
     assert "value" not in token
     assert token["valueFrom"] == {"secretKeyRef": {"name": "sandbox-gateway-token", "key": "token"}}
+
+
+def test_no_provider_key_or_secret_value_is_ever_in_the_pod_spec() -> None:
+    """Model access (issue 13): the pod gets the gateway's URL and its own token from
+    a Secret by reference; no literal key, no envFrom that could carry one."""
+    config = RenderConfig(
+        git_base_url="https://gitea.example.com", model_gateway_token=True, share_grants=True
+    )
+    sts = by_kind(render_children(sandbox(), "ns-x", config))[("StatefulSet", "pty-server")]
+    pod = sts["spec"]["template"]["spec"]
+    for container in pod["containers"] + pod.get("initContainers", []):
+        assert "envFrom" not in container
+        for env in container["env"]:
+            secretish = any(w in env["name"] for w in ("KEY", "TOKEN", "SECRET", "PASSWORD"))
+            if secretish:
+                assert "value" not in env, env["name"]
+                assert "secretKeyRef" in env["valueFrom"], env["name"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["SANDBOX_MODEL_GATEWAY_URL"]["value"] == config.model_gateway_url
+    assert not {"OPENAI_API_KEY", "ANTHROPIC_API_KEY"} & set(env)
