@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from .kubeapi_psa import admission_refusal
 from .kubeapi_resources import BUILTIN, CRD_GROUP, JSON, ResourceType, from_crd
 from .kubeapi_selectors import Predicate
 from .kubeapi_validation import validation_causes
@@ -236,6 +237,10 @@ class Storage:
                     f'{rt.plural} "{meta.get("name", "")}" is forbidden: unable to create new '
                     f"content in namespace {namespace} because it is being terminated",
                 )
+            if rt.plural == "pods" and rt.group == "":
+                refused = admission_refusal(ns, obj)
+                if refused:
+                    raise ApiError(403, "Forbidden", refused)
         else:
             meta.pop("namespace", None)
         if not meta.get("name"):
