@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from openova_sandbox.controller.scrub import MAX_MESSAGE, clean_message, scrub_credentials
@@ -52,7 +52,9 @@ def test_no_userinfo_survives(user: str, token: str) -> None:
 
 @given(token=secret)
 def test_no_query_token_survives(token: str) -> None:
-    out = scrub_credentials(f"GET https://h/x?private_token={token}&a=b failed")
+    around = "GET https://h/x?private_token={}&a=b failed"
+    assume(token not in around.format(""))  # ("privat" is in the text whatever is scrubbed)
+    out = scrub_credentials(around.format(token))
     assert token not in out
 
 
