@@ -175,3 +175,41 @@ def test_sandbox_operator_exits_on_sigterm_and_hands_the_lease_over(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_sandbox_gateway_exits_on_sigterm(tmp_path: Path) -> None:
+    """The model gateway's Deployment gets the same 30 s grace: it is gone well within."""
+    port = _free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")},
+        "SANDBOX_STORE": "sql",
+        "SANDBOX_DATA_DIR": str(tmp_path / "data"),
+        "SANDBOX_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}",
+    }
+    proc = subprocess.Popen(
+        [SANDBOX, "gateway", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "sandbox gateway never became ready"
+            time.sleep(0.1)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=15)
+        output = proc.stdout.read().decode() if proc.stdout else ""
+        assert code in (0, -signal.SIGTERM), output
+        assert time.monotonic() - started < 10
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
