@@ -16,7 +16,6 @@ store's rule (``sql_retry``: a time budget, one retry on a fresh connection,
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
@@ -39,13 +38,12 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..domain.access_tokens import AccessToken
 from ..domain.ledger import as_utc
 from ..domain.quotas import QuotaKey, QuotaName, QuotaOverride, QuotaScope
-from .sql_engine import create_engine, migrate, migration_lock, parse_url, safe_url
-from .sql_retry import EngineCalls
+from .sql_tables import MigratedTables
 
 log = structlog.get_logger(__name__)
 
@@ -96,70 +94,12 @@ def _token_of(row: Any) -> AccessToken:
     )
 
 
-class SqlAccounts(EngineCalls):
+class SqlAccounts(MigratedTables):
     """The token and quota tables of one database (``TokenStore`` and ``QuotaStore`` of
     ``services.tokens`` / ``services.quotas``)."""
 
     def __init__(self, url: str, *, call_timeout: float = 5.0, echo: bool = False) -> None:
-        self._url = parse_url(url)
-        self._budget = call_timeout
-        self._echo = echo
-        self._engine: AsyncEngine | None = None
-        self._start_lock = asyncio.Lock()
-        self._closed = False
-        # SQLite takes one writer at a time: queue them here, not in its busy timeout
-        self._sqlite = self._url.get_backend_name() == "sqlite"
-        self._write_lock = asyncio.Lock()
-
-    @property
-    def url(self) -> str:
-        return safe_url(self._url)
-
-    async def start(self) -> None:
-        async with self._start_lock:
-            if self._engine is not None:
-                return
-            self._closed = False
-            engine = create_engine(self._url, echo=self._echo, connect_timeout=self._budget)
-            try:
-                await self._attempts("accounts.migrate", engine, self._migrate)
-            except BaseException:
-                await engine.dispose()
-                raise
-            self._engine = engine
-            log.info("accounts.started", backend=self._url.get_backend_name(), url=self.url)
-
-    async def close(self) -> None:
-        self._closed = True
-        async with self._start_lock:
-            engine, self._engine = self._engine, None
-            if engine is not None:
-                await engine.dispose()
-
-    async def _migrate(self, engine: AsyncEngine) -> None:
-        async with migration_lock(), engine.connect() as connection:
-            connection = await connection.execution_options(sqlite_begin="immediate")
-            await connection.run_sync(migrate)
-            await connection.commit()
-
-    async def _read(self, action: str, work: Any) -> Any:
-        async def run(engine: AsyncEngine) -> Any:
-            async with engine.connect() as connection:
-                return await work(connection)
-
-        return await self._call(action, run)
-
-    async def _write(self, action: str, work: Any) -> Any:
-        async def run(engine: AsyncEngine) -> Any:
-            async with engine.connect() as connection:
-                connection = await connection.execution_options(sqlite_begin="immediate")
-                async with connection.begin():
-                    return await work(connection)
-
-        if self._sqlite:
-            async with self._write_lock:
-                return await self._call(action, run)
-        return await self._call(action, run)
+        super().__init__(url, name="accounts", call_timeout=call_timeout, echo=echo)
 
     # --- tokens -----------------------------------------------------------------------
 

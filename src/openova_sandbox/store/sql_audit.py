@@ -42,13 +42,8 @@ from ..domain.audit import GENESIS, AuditEntry, AuditQuery, AuditRecord, chain
 from .sql_audit_schema import heads, records
 from .sql_engine import (
     SQLITE_BUSY_TIMEOUT_MS,
-    create_engine,
-    migrate,
-    migration_lock,
-    parse_url,
-    safe_url,
 )
-from .sql_retry import EngineCalls
+from .sql_tables import MigratedTables
 
 log = structlog.get_logger(__name__)
 
@@ -295,53 +290,20 @@ class _SqliteDirect:
         self._executor.shutdown(wait=False)
 
 
-class SqlAuditStore(EngineCalls):
+class SqlAuditStore(MigratedTables):
     def __init__(self, url: str, *, call_timeout: float = 5.0, echo: bool = False) -> None:
-        self._url = parse_url(url)
-        self._budget = call_timeout
-        self._echo = echo
-        self._engine: AsyncEngine | None = None
-        self._start_lock = asyncio.Lock()
-        self._sqlite = self._url.get_backend_name() == "sqlite"
+        super().__init__(url, name="audit", call_timeout=call_timeout, echo=echo)
         self._direct: _SqliteDirect | None = None
-        self._closed = False
 
-    @property
-    def url(self) -> str:
-        return safe_url(self._url)
+    async def _opened(self) -> None:
+        if self._sqlite:
+            assert self._url.database is not None
+            self._direct = _SqliteDirect(self._url.database)
 
-    async def start(self) -> None:
-        async with self._start_lock:
-            if self._engine is not None:
-                return
-            self._closed = False
-            engine = create_engine(self._url, echo=self._echo, connect_timeout=self._budget)
-            try:
-                await self._attempts("audit.migrate", engine, self._migrate)
-            except BaseException:
-                await engine.dispose()
-                raise
-            if self._sqlite:
-                assert self._url.database is not None
-                self._direct = _SqliteDirect(self._url.database)
-            self._engine = engine
-            log.info("audit.started", backend=self._url.get_backend_name(), url=self.url)
-
-    async def close(self) -> None:
-        self._closed = True
-        async with self._start_lock:
-            engine, self._engine = self._engine, None
-            direct, self._direct = self._direct, None
-            if direct is not None:
-                await direct.close()
-            if engine is not None:
-                await engine.dispose()
-
-    async def _migrate(self, engine: AsyncEngine) -> None:
-        async with migration_lock(), engine.connect() as connection:
-            connection = await connection.execution_options(sqlite_begin="immediate")
-            await connection.run_sync(migrate)
-            await connection.commit()
+    async def _closing(self) -> None:
+        direct, self._direct = self._direct, None
+        if direct is not None:
+            await direct.close()
 
     # --- writes -----------------------------------------------------------------------
 

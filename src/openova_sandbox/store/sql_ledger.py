@@ -95,14 +95,9 @@ from ..domain.ledger import (
 from ..domain.model import utcnow
 from .sql_engine import (
     SQLITE_BUSY_TIMEOUT_MS,
-    create_engine,
-    migrate,
-    migration_lock,
-    parse_url,
-    safe_url,
 )
 from .sql_ledger_schema import budgets, reservations, spend, tokens, usage
-from .sql_retry import EngineCalls
+from .sql_tables import MigratedTables
 
 log = structlog.get_logger(__name__)
 
@@ -387,7 +382,7 @@ def _lookup(db: _Db, digest: str) -> GatewayIdentity | None:
     )
 
 
-class SqlLedger(EngineCalls):
+class SqlLedger(MigratedTables):
     def __init__(
         self,
         url: str,
@@ -399,20 +394,12 @@ class SqlLedger(EngineCalls):
         echo: bool = False,
         token_cache_seconds: float = TOKEN_CACHE_SECONDS,
     ) -> None:
-        self._url = parse_url(url)
+        # (PostgreSQL writers run concurrently: row locks order them)
+        super().__init__(url, name="ledger", call_timeout=call_timeout, echo=echo)
         self.defaults = defaults or BudgetDefaults()
         self._clock = clock
         self._ttl = reservation_ttl
-        self._budget = call_timeout
-        self._echo = echo
-        self._engine: AsyncEngine | None = None
-        self._start_lock = asyncio.Lock()
-        # SQLite takes one writer at a time anyway: queue them here rather than in its
-        # busy timeout. PostgreSQL writers run concurrently (row locks order them).
-        self._sqlite = self._url.get_backend_name() == "sqlite"
-        self._write_lock = asyncio.Lock()
         self._next_sweep = 0.0
-        self._closed = False
         self._hot_path: _SqliteHotPath | None = None
         # the (month, budget) rows of gateway_spend known to exist (they are never
         # deleted): their INSERT ... ON CONFLICT DO NOTHING is skipped
@@ -423,38 +410,17 @@ class SqlLedger(EngineCalls):
         self._digests: dict[tuple[str, str], str] = {}
         self._token_generation = 0  # bumped by every change: a lookup racing one is not kept
 
-    @property
-    def url(self) -> str:
-        return safe_url(self._url)
-
     # --- lifecycle --------------------------------------------------------------------
 
-    async def start(self) -> None:
-        async with self._start_lock:
-            if self._engine is not None:
-                return
-            self._closed = False
-            engine = create_engine(self._url, echo=self._echo, connect_timeout=self._budget)
-            try:
-                await self._attempts("ledger.migrate", engine, self._migrate)
-            except BaseException:
-                await engine.dispose()
-                raise
-            if self._sqlite:
-                assert self._url.database is not None
-                self._hot_path = _SqliteHotPath(self._url.database)
-            self._engine = engine
-            log.info("ledger.started", backend=self._url.get_backend_name(), url=self.url)
+    async def _opened(self) -> None:
+        if self._sqlite:
+            assert self._url.database is not None
+            self._hot_path = _SqliteHotPath(self._url.database)
 
-    async def close(self) -> None:
-        self._closed = True
-        async with self._start_lock:
-            engine, self._engine = self._engine, None
-            hot_path, self._hot_path = self._hot_path, None
-            if hot_path is not None:
-                await hot_path.close()
-            if engine is not None:
-                await engine.dispose()
+    async def _closing(self) -> None:
+        hot_path, self._hot_path = self._hot_path, None
+        if hot_path is not None:
+            await hot_path.close()
 
     # --- tokens -----------------------------------------------------------------------
 
@@ -881,12 +847,6 @@ class SqlLedger(EngineCalls):
 
     def _insert(self, table: Any) -> Any:
         return (sqlite_insert if self._sqlite else pg_insert)(table)
-
-    async def _migrate(self, engine: AsyncEngine) -> None:
-        async with migration_lock(), engine.connect() as connection:
-            connection = await connection.execution_options(sqlite_begin="immediate")
-            await connection.run_sync(migrate)
-            await connection.commit()
 
     async def _write(self, action: str, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """One write transaction; committed when ``work`` returns, rolled back when it
