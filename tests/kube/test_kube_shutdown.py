@@ -77,6 +77,21 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_ready(proc: subprocess.Popen[bytes], port: int, what: str) -> float:
+    """Until the server's /readyz answers 200 (it must not exit first); the deadline it
+    was given, for the waits that follow."""
+    deadline = time.monotonic() + 30
+    while True:
+        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return deadline
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"{what} never became ready"
+        time.sleep(0.1)
+
+
 def test_sandbox_api_exits_on_sigterm(kube: FakeKube, tmp_path: Path) -> None:
     """The real process, against the fake API server: ready (its informer listed and
     watching), then SIGTERM, then gone well within a pod's 30 s grace period."""
@@ -95,16 +110,7 @@ def test_sandbox_api_exits_on_sigterm(kube: FakeKube, tmp_path: Path) -> None:
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "sandbox api never became ready"
-            time.sleep(0.1)
+        deadline = wait_ready(proc, port, "sandbox api")
         # the informer's watch is open: the list and then the watch were asked for
         while sum(m == "GET" and p.endswith("/sandboxes") for m, p in kube.requests) < 2:
             assert time.monotonic() < deadline, "the informer never watched"
@@ -193,16 +199,7 @@ def test_sandbox_gateway_exits_on_sigterm(tmp_path: Path) -> None:
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "sandbox gateway never became ready"
-            time.sleep(0.1)
+        wait_ready(proc, port, "sandbox gateway")
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=15)
