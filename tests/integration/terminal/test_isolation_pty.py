@@ -54,7 +54,8 @@ def test_the_agent_leads_its_session_on_the_pty(sandbox):
     )
     try:
         out = read_until(process, b"SID=")
-        read_until(process, b"\n")
+        if b"\n" not in out.split(b"SID=", 1)[1]:  # (the line may have come in one read)
+            out += read_until(process, b"\n")
         # inside: the shell is the session leader, the foreground group is its own
         pid, sid, tpgid, _ = out.split(b"\r\n")[0].split()
         assert pid == sid == tpgid, out
@@ -87,8 +88,13 @@ def test_the_ladder_gives_term_its_grace_and_leaves_nothing(sandbox):
     )
     process = spawn(script)
     read_until(process, b"READY")
-    members = {pid: start_time(pid) for pid in _sandbox_members(process.pid)}
-    assert len(members) >= 4  # launcher, the namespace's init, the shell, its sleep
+    # launcher, the namespace's init, the shell, its sleep (the process table the ladder
+    # reads is shared and reused for a few ms: wait until it has been read since)
+    deadline = time.monotonic() + 10
+    while len(found := _sandbox_members(process.pid)) < 4:
+        assert time.monotonic() < deadline, found
+        time.sleep(0.05)
+    members = {pid: start_time(pid) for pid in found}
     started = time.monotonic()
     asyncio.run(process.terminate(hup_grace=0.3, term_grace=1.0, kill_grace=2.0))
     took = time.monotonic() - started
