@@ -14,34 +14,10 @@ import httpx
 import pytest
 
 from openova_sandbox.testing.server import free_port
-from support.cli import SANDBOX, run_sandbox
+from support.cli import run_sandbox, serve_until_sign_in_link
 from support.fake_agents import write_stand_ins
 
 SESSIONS = "/api/v1/sandbox/sessions"
-
-
-def _serve(
-    data_dir: Path, port: int, agents: Path, isolation: str = "none"
-) -> subprocess.Popen[str]:
-    """``isolation`` none by default: the record of groups is what ends an unisolated
-    agent; an isolated one dies with the server (below)."""
-    env = {**os.environ, "OPENOVA_SANDBOX_AGENTS_PATH": str(agents)}
-    env["SANDBOX_ISOLATION"] = isolation
-    process = subprocess.Popen(
-        [SANDBOX, "serve", "--port", str(port), "--data-dir", str(data_dir)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )
-    deadline = time.monotonic() + 30
-    assert process.stdout is not None
-    while True:
-        line = process.stdout.readline()
-        assert line, "serve exited"
-        if "/login?token=" in line:
-            return process
-        assert time.monotonic() < deadline
 
 
 def _alive(pid: int) -> bool:
@@ -58,7 +34,9 @@ def test_an_agent_ignoring_sighup_is_ended_when_serve_starts_again(tmp_path):
     agents = write_stand_ins(tmp_path / "agents.json", "/bin/sh", ("-c", script))
     data = tmp_path / "data"
     port = free_port()
-    first = _serve(data, port, agents)
+    # unisolated: the record of groups is what ends such an agent (an isolated one dies
+    # with the server, below)
+    first = serve_until_sign_in_link(data, port, agents)
     survivor = 0
     try:
         out = run_sandbox(
@@ -87,7 +65,7 @@ def test_an_agent_ignoring_sighup_is_ended_when_serve_starts_again(tmp_path):
         time.sleep(0.5)
         assert _alive(survivor), "the agent should have survived the kill (it ignores SIGHUP)"
 
-        second = _serve(data, port, agents)
+        second = serve_until_sign_in_link(data, port, agents)
         try:
             deadline = time.monotonic() + 10
             while _alive(survivor):
@@ -111,7 +89,7 @@ def test_an_isolated_agent_ignoring_sighup_dies_with_a_killed_serve(tmp_path):
     agents = write_stand_ins(tmp_path / "agents.json", "/bin/sh", ("-c", script))
     data = tmp_path / "data"
     port = free_port()
-    first = _serve(data, port, agents, isolation="bwrap")
+    first = serve_until_sign_in_link(data, port, agents, isolation="bwrap")
     try:
         out = run_sandbox(
             "token", "--sub", "u-1", "--email", "d@acme.com", "--org", "acme",

@@ -5,45 +5,23 @@ controller takes them to Ready again."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import time
-from pathlib import Path
 
 import httpx
 
 from openova_sandbox.testing.server import free_port
-from support.cli import SANDBOX, run_sandbox
+from support.cli import run_sandbox, serve_until_sign_in_link
 from support.fake_agents import write_stand_ins
 
 SESSIONS = "/api/v1/sandbox/sessions"
-
-
-def _serve(data_dir: Path, port: int, agents: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "OPENOVA_SANDBOX_AGENTS_PATH": str(agents), "SANDBOX_ISOLATION": "none"}
-    process = subprocess.Popen(
-        [SANDBOX, "serve", "--port", str(port), "--data-dir", str(data_dir)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )
-    deadline = time.monotonic() + 60
-    assert process.stdout is not None
-    while True:
-        line = process.stdout.readline()
-        assert line, "serve exited"
-        if "/login?token=" in line:
-            return process
-        assert time.monotonic() < deadline
 
 
 def test_creates_answered_before_a_kill_are_kept(tmp_path):
     agents = write_stand_ins(tmp_path / "agents.json", "/bin/sh", ("-c", "exec cat"))
     data = tmp_path / "data"
     port = free_port()
-    first = _serve(data, port, agents)
+    first = serve_until_sign_in_link(data, port, agents)
     made: dict[str, str] = {}
     try:
         out = run_sandbox(
@@ -62,7 +40,7 @@ def test_creates_answered_before_a_kill_are_kept(tmp_path):
         if first.poll() is None:
             first.kill()
 
-    second = _serve(data, port, agents)
+    second = serve_until_sign_in_link(data, port, agents)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
             for name, created in made.items():
