@@ -4,6 +4,8 @@ percentile, and the Markdown table their reports print."""
 from __future__ import annotations
 
 import os
+import sys
+import time
 from typing import Any
 
 # A report row: measure, result, target ("" for none) and whether the target is met.
@@ -43,3 +45,14 @@ def table(rows: list[Row]) -> str:
         verdict = "" if target == "" else ("PASS" if ok else "FAIL")
         lines.append(f"| {name:<{width}} | {value:<{vwidth}} | {target} | {verdict} |")
     return "\n".join(lines)
+
+
+def run_header(name: str, started: float) -> str:
+    """The first line of a bench's report: which bench, when, on what, under what load,
+    and how long the run took (``started``: its ``time.monotonic()`` at the start)."""
+    load = os.getloadavg()
+    return (
+        f"{name}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"{os.cpu_count()} CPUs, load {load[0]:.1f}/{load[1]:.1f}, "
+        f"Python {sys.version.split()[0]}, run {time.monotonic() - started:.0f} s"
+    )

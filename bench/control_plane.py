@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import Row, cpu_seconds, pct, table
+from common import Row, cpu_seconds, pct, run_header, table
 
 SANDBOX = str(Path(sys.executable).parent / "sandbox")
 API = "/api/v1/sandbox/sessions"
@@ -435,12 +435,7 @@ def main() -> None:
     results["idle"] = args.idle
     if args.json:
         args.json.write_text(json.dumps(results))
-    load = os.getloadavg()
-    print(
-        f"bench/control_plane.py, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-        f"{os.cpu_count()} CPUs, load {load[0]:.1f}/{load[1]:.1f}, "
-        f"Python {sys.version.split()[0]}, run {time.monotonic() - t0:.0f} s"
-    )
+    print(run_header("bench/control_plane.py", t0))
     print(report(results))
 
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import httpx
 
-from common import Row, cpu_seconds, pct, rss_bytes, table
+from common import Row, cpu_seconds, pct, rss_bytes, run_header, table
 
 SANDBOX = str(Path(sys.executable).parent / "sandbox")
 # The agent's interpreter: the system's python3 where there is one. `sandbox serve`
@@ -1043,12 +1043,7 @@ def main() -> None:
     results["idle"] = args.idle
     if args.json:
         args.json.write_text(json.dumps(results))
-    load = os.getloadavg()
-    print(
-        f"bench/terminal.py, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-        f"{os.cpu_count()} CPUs, load {load[0]:.1f}/{load[1]:.1f}, "
-        f"Python {sys.version.split()[0]}, run {time.monotonic() - t0:.0f} s"
-    )
+    print(run_header("bench/terminal.py", t0))
     print(report(results))
 
 
