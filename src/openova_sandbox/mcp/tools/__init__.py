@@ -1,0 +1,12 @@
+"""Every MCP tool, gathered from the family modules (one module per family)."""
+
+from __future__ import annotations
+
+from .base import Tool
+
+
+def all_tools() -> list[Tool]:
+    """The tools of every family, in a stable order. Each family module exposes
+    ``TOOLS: list[Tool]``; add a module's import here when it lands."""
+    tools: list[Tool] = []
+    return tools
