@@ -55,6 +55,7 @@ class McpServices:
     secrets: Any = None  # sandbox-scoped secret store (secrets.*)
     previews: Any = None  # preview runner (preview.*)
     kube: Any = None  # Kubernetes read access (k8s.read.*)
+    live: Any = None  # live resources: openova://… read and subscribe (mcp.resources)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
