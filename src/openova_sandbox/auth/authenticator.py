@@ -26,7 +26,7 @@ import structlog
 
 from ..config import Settings
 from ..domain.errors import Invalid, SandboxError, Unauthenticated, UnusableClaim
-from ..domain.principal import LOGIN_PURPOSE, Principal
+from ..domain.principal import LOGIN_PURPOSE, MCP_PURPOSE, Principal
 from .claims import REQUESTED_ORG, ClaimMapping
 from .issuer import EmbeddedIssuer
 from .keys import StaticKeySource
@@ -73,6 +73,10 @@ class Authenticator:
             # a login link's token opens /login once; it is not a credential for the API
             log.info("auth.rejected", reason="login-link token used as a credential")
             raise Unauthenticated("a login link's token is only for /login")
+        if claims.get("purpose") == MCP_PURPOSE:
+            # a sandbox's MCP token speaks for that sandbox's agents at /mcp only
+            log.info("auth.rejected", reason="MCP token used as a credential")
+            raise Unauthenticated("a sandbox's MCP token is only for the MCP server (/mcp)")
         try:
             # the org the request asked for (X-Sandbox-Org), for a token naming several
             principal = self.mapping.principal(claims, requested_org=REQUESTED_ORG.get())

@@ -12,6 +12,9 @@ from .errors import UnusableClaim
 ORG_ADMIN_ROLE = "org-admin"
 # the ``purpose`` claim of a login link's token: it opens /login once, nothing else
 LOGIN_PURPOSE = "login"
+# the ``purpose`` claim of a sandbox's MCP token (services.mcp_tokens): it opens the MCP
+# server for that sandbox's agents, never the API
+MCP_PURPOSE = "mcp"
 _TIER_RANK = {"free": 0, "user": 0, "pro": 1, "team": 2, "admin": 3, "owner": 4, "superadmin": 5}
 
 
