@@ -43,6 +43,7 @@ from ..services.gateway_ledger import (
 from ..services.isolation import announce as announce_isolation
 from ..services.isolation import decide as decide_isolation
 from ..services.logins import USED_FILE, LoginService, UsedLinks
+from ..services.mcp_tokens import InformerLookup, McpTokens
 from ..services.notify import attach_webhook
 from ..services.remote_terminals import RemoteTerminals
 from ..services.resources import SandboxInformer
@@ -212,7 +213,15 @@ def build_control_plane(
         cookie_secret=cookie_secret(settings),
         validate_bearer=authenticator.validator.validate,
     )
+    # each sandbox's MCP token (docs/mcp.md): signed by this issuer key whatever issuer
+    # users sign in with, revoked with the live sandbox (the informer's copy)
+    mcp_tokens = McpTokens(
+        issuer,
+        InformerLookup(store, resources.informer),
+        url=settings.kube_mcp_url if kube else "",
+    )
     return AppDeps(
+        mcp_tokens=mcp_tokens,
         settings=settings,
         store=store,
         sessions=sessions,
@@ -256,6 +265,7 @@ def build_embedded(
     openai, anthropic = served_protocols(deps.gateway.config)
     tokens = SandboxTokens(ledger, openai=openai, anthropic=anthropic)
     deps.on_bound.append(tokens.listening)
+    deps.on_bound.append(deps.mcp_tokens.listening)  # agents reach /mcp there too
     # agents a previous run left behind (killed with SIGKILL; SIGHUP ignored) end now
     groups = ProcessGroups(Path(settings.data_dir))
     groups.end_leftovers()

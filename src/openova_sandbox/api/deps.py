@@ -54,6 +54,11 @@ class AppDeps:
     # org (services.quotas.QuotasService), issue 11; None: not served
     tokens: Any = None
     quotas: Any = None
+    # each sandbox's MCP token and the URL its agents reach the MCP server at
+    # (services.mcp_tokens.McpTokens; docs/mcp.md); None: no MCP server
+    mcp_tokens: Any = None
+    # the MCP server mounted at /mcp (mcp.server.McpServer); None: not served here
+    mcp: Any = None
     # the audit log (services.audit): ``await deps.audit.record(action, caller, ...)``
     audit: AuditLog = field(default_factory=MemoryAuditLog)
     # console sessions signed in with the OIDC issuer (auth.oidc_sessions.OidcSessions);
