@@ -212,6 +212,7 @@ class LocalRuntime:
             last_activity=terminals.last_activity,
             agent_error=self._terminals.agent_problem(sandbox) or "",
             storage_used=self._storage_used((ns, name), ws) if exists else None,
+            mcp=self._terminals.mcp_state(sandbox),
         )
 
     def _storage_used(self, key: Key, ws: str) -> int | None:

@@ -79,6 +79,12 @@ class TerminalHost(Protocol):
 
     def last_activity(self, namespace: str, name: str) -> datetime | None: ...
 
+    def mcp_state(self, sandbox: Sandbox) -> tuple[str, str, str] | None:
+        """The sandbox's ``McpReady`` (status, reason, message): whether the MCP server
+        its agents are configured for answers for it; ``None`` when this runtime serves
+        no MCP (``McpReady`` is then ``NotApplicable``)."""
+        ...
+
 
 class TokenLedger(Protocol):
     """What the Kubernetes operator needs of the model gateway's ledger: each sandbox's

@@ -96,6 +96,9 @@ class Observed:
     agent_error: str = ""
     # bytes the workspace takes on disk (None: not measured yet; issue 12)
     storage_used: int | None = None
+    # the McpReady row the terminal host gives for this sandbox, (status, reason,
+    # message): whether its agents' MCP server answers for it; None: no MCP server here
+    mcp: tuple[str, str, str] | None = None
 
 
 # --------------------------------------------------------------------------- actions
@@ -410,7 +413,11 @@ def _conditions(sandbox: Sandbox, observed: Observed, failure: Failure | None) -
     else:
         out.append(("PtyReady", UNKNOWN, "Waiting", "the terminal server is not serving yet"))
 
-    out.append(("McpReady", TRUE, "NotApplicable", "embedded mode: no per-sandbox MCP server"))
+    out.append(
+        ("McpReady", *observed.mcp)
+        if observed.mcp is not None
+        else ("McpReady", TRUE, "NotApplicable", "no MCP server in this runtime")
+    )
     out.append(("TokenReady", TRUE, "NotApplicable", "embedded mode: no sandbox token"))
     return out
 

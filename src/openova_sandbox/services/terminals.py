@@ -40,8 +40,11 @@ from typing import Any, Protocol
 
 import structlog
 
+from ..agents.mcp_config import TOKEN_VAR as MCP_TOKEN_VAR
+from ..agents.mcp_config import URL_VAR as MCP_URL_VAR
 from ..config import Settings
 from ..controller.local import home_path, workspace_path
+from ..controller.reconcile import FALSE, TRUE, UNKNOWN
 from ..domain.errors import (
     Invalid,
     NotFound,
@@ -59,6 +62,7 @@ from ..domain.terminal_wire import CLOSE_INTERNAL, CLOSE_POLICY, CLOSE_TRY_LATER
 from ..terminal.registry import SandboxContext, SessionRequest, TerminalRegistry
 from ..terminal.session import TerminalSession
 from .agent_spawn import prepare_spawn
+from .mcp_tokens import McpTokens
 from .quotas import Limits, QuotasService
 from .sandbox_tokens import SandboxTokens
 from .sessions import SessionsService
@@ -103,6 +107,7 @@ CONNECTED_PLACEHOLDER = "connected"
 # claude-code, whether the owner connected a subscription), not on the sandbox
 DRY_RUN_SECONDS = 1.0
 BinaryIdentity = tuple[str, int, int] | None  # path, inode, mtime (ns)
+MCP_MEMO_MAX = 10_000  # sandboxes whose McpReady answer is remembered
 
 
 @dataclass(frozen=True)
@@ -133,9 +138,13 @@ class TerminalsService:
         credentials: CredentialSource | None = None,
         pump: AttachPump | None = None,
         tokens: SandboxTokens | None = None,
+        mcp_tokens: McpTokens | None = None,
     ) -> None:
         """``tokens``: the sandboxes' gateway tokens (embedded mode's model gateway);
         without them terminals get no model access (never the server's own keys).
+        ``mcp_tokens``: each spawn gets the MCP server's URL and a fresh MCP token of its
+        sandbox (``SANDBOX_MCP_URL``/``SANDBOX_MCP_TOKEN``), which the agent's MCP client
+        config names (``agents.mcp_config``); without them, no MCP.
         ``pump``: serves a viewer's channel (the API layer's protocols); required to
         attach."""
         self.pump = pump
@@ -147,6 +156,9 @@ class TerminalsService:
         self._ring_bytes = settings.ring_buffer_bytes
         self._agent_model = settings.agent_model
         self.tokens = tokens
+        self.mcp_tokens = mcp_tokens
+        # (namespace, name) -> ((uid, owner sub, owner email), why no MCP token: "" none)
+        self._mcp_problems: dict[tuple[str, str], tuple[tuple[str, str, str], str]] = {}
         self._credentials = credentials
         self._start_failures: dict[str, _StartFailure] = {}
         # (agent, owner connected) → (when, the dry run's binary or why it cannot start)
@@ -194,13 +206,55 @@ class TerminalsService:
         """The spawn request; a connected owner's Claude subscription goes to claude-code
         sessions only, with any API key blanked so the subscription is what is billed.
         ``resume``: the primary agent, which continues its last conversation."""
-        env: dict[str, str] = {}
+        env = self._mcp_env(sandbox)
         owner_sub = sandbox.metadata.annotations.get(ANNOTATION_SUB, "")
         if agent == BYOS_AGENT and self._credentials is not None and owner_sub:
             creds = self._credentials.credentials_for(owner_sub)
             if creds:
-                env = {**creds, **dict.fromkeys(BYOS_UNSET, "")}
+                env.update({**creds, **dict.fromkeys(BYOS_UNSET, "")})
         return SessionRequest(agent=agent, env=env, resume=resume)
+
+    def _mcp_env(self, sandbox: Sandbox) -> dict[str, str]:
+        """The MCP server's URL and a fresh MCP token of the sandbox (none: no MCP server
+        here, or not listening yet; a token that cannot be issued is logged, and the
+        agent starts without MCP rather than not at all)."""
+        if self.mcp_tokens is None:
+            return {}
+        try:
+            access = self.mcp_tokens.access(sandbox)
+        except SandboxError as exc:
+            log.warning("mcp.token_not_issued", sandbox=sandbox.name, error=exc.detail)
+            return {}
+        if access is None:
+            return {}
+        return {MCP_URL_VAR: access.url, MCP_TOKEN_VAR: access.token}
+
+    def mcp_state(self, sandbox: Sandbox) -> tuple[str, str, str] | None:
+        """``McpReady`` for the controller: the MCP server is this process's own (mounted
+        at ``/mcp`` with ``mcp_tokens``), so it answers for the sandbox once it listens
+        and a token can be issued for the sandbox (it has a uid and an owner). Whether
+        one can is remembered per sandbox uid and owner: the sweep asks every few
+        seconds, and a signature each time would cost a thousand sandboxes' CPU."""
+        tokens = self.mcp_tokens
+        if tokens is None:
+            return None
+        if not tokens.url:
+            return (UNKNOWN, "Waiting", "the MCP server is not listening yet")
+        owner = (sandbox.metadata.annotations.get(ANNOTATION_SUB, ""), sandbox.spec.owner_email)
+        memo = (sandbox.metadata.uid, *owner)
+        problem = self._mcp_problems.get(sandbox.key)
+        if problem is None or problem[0] != memo:
+            try:
+                tokens.issue(sandbox)
+                problem = (memo, "")
+            except SandboxError as exc:
+                problem = (memo, exc.detail)
+            if len(self._mcp_problems) >= MCP_MEMO_MAX:  # deleted sandboxes' answers
+                self._mcp_problems.clear()
+            self._mcp_problems[sandbox.key] = problem
+        if problem[1]:
+            return (FALSE, "TokenNotIssued", f"no MCP token for this sandbox: {problem[1]}")
+        return (TRUE, "Serving", f"its agents reach this server's MCP endpoint {tokens.url}")
 
     async def _refresh_credentials(self, sandbox: Sandbox, agent: str) -> None:
         """Before a spawn: issue the sandbox's gateway token unless it has one, and
@@ -473,10 +527,12 @@ class TerminalHostAdapter:
         *,
         agent_problem: Callable[[Sandbox], str | None] | None = None,
         tokens: SandboxTokens | None = None,
+        mcp_state: Callable[[Sandbox], tuple[str, str, str] | None] | None = None,
     ) -> None:
         self._registry = registry
         self._agent_problem = agent_problem
         self._tokens = tokens
+        self._mcp_state = mcp_state
 
     def serving(self) -> bool:
         """In-process: the terminal server lives and dies with this process."""
@@ -484,6 +540,9 @@ class TerminalHostAdapter:
 
     def agent_problem(self, sandbox: Sandbox) -> str | None:
         return self._agent_problem(sandbox) if self._agent_problem is not None else None
+
+    def mcp_state(self, sandbox: Sandbox) -> tuple[str, str, str] | None:
+        return self._mcp_state(sandbox) if self._mcp_state is not None else None
 
     async def stop_sandbox(self, namespace: str, name: str) -> None:
         """The sandbox is being deleted: its processes end, then its gateway token is

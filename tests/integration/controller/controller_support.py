@@ -52,6 +52,9 @@ class RecordingTerminals:
     def last_activity(self, namespace: str, name: str) -> datetime | None:
         return self.activity.get((namespace, name))
 
+    def mcp_state(self, sandbox: Sandbox) -> tuple[str, str, str] | None:
+        return None  # no MCP server: McpReady NotApplicable
+
 
 def new_sandbox(
     name: str, *, org: str = "acme", repos: tuple[str, ...] = (), email: str = "dev@acme.com"
