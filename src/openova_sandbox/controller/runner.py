@@ -112,6 +112,9 @@ class EmbeddedController:
         # per Sandbox, the (resourceVersion, observation) the sweep last found settled
         self._settled: dict[Key, tuple[str, Observed]] = {}
         self.sweep_passes = 0  # passes the sweep queued (observability, tests)
+        # told every written status whose phase changed (the product's sandbox.ready and
+        # sandbox.failed events, events.product); must not raise or block
+        self.on_phase: Callable[[Sandbox], None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -414,6 +417,8 @@ class EmbeddedController:
                 previous=sandbox.status.phase or None,
                 reason=ready.reason if ready else None,
             )
+            if self.on_phase is not None and written is not None:
+                self.on_phase(written)
         return written
 
     def _remember(self, written: Sandbox | None, key: Key) -> None:

@@ -36,6 +36,7 @@ import structlog
 
 from ..domain.errors import Invalid, NotFound, Unauthenticated
 from ..domain.model import utcnow
+from ..events.product import Emitter, usage_recorded
 from ..gateway.config import GatewayConfig, Kind, ModelRoute, Provider, worst_case_cost
 from ..gateway.metrics import OTHER, GatewayMetrics
 from ..gateway.upstream import Upstream, UpstreamError, UpstreamResponse
@@ -212,6 +213,8 @@ class GatewayService:
         self.upstream = upstream or Upstream(config.timeouts)
         self.metrics = metrics
         self._clock = clock
+        # usage.recorded after every settle (events.product); None: not published
+        self.events: Emitter | None = None
 
     @property
     def max_request_bytes(self) -> int:
@@ -408,6 +411,17 @@ class GatewayService:
         )
         try:
             await self.ledger.settle(exchange.reservation, record)
+            if self.events is not None:
+                self.events.emit(
+                    usage_recorded(
+                        exchange.identity,
+                        model=route.alias,
+                        input_tokens=u.input_tokens,
+                        output_tokens=u.output_tokens,
+                        cost_usd=cost,
+                        status=status,
+                    )
+                )
         except Exception as exc:
             # the reservation expires in the ledger; the record is lost: say so loudly
             log.error(

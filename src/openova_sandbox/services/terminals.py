@@ -59,6 +59,7 @@ from ..domain.principal import Principal
 from ..domain.quotas import QuotaRefused
 from ..domain.status import attach_path
 from ..domain.terminal_wire import CLOSE_INTERNAL, CLOSE_POLICY, CLOSE_TRY_LATER, SIGNALS
+from ..events.product import Emitter
 from ..terminal.registry import SandboxContext, SessionRequest, TerminalRegistry
 from ..terminal.session import TerminalSession
 from .agent_spawn import prepare_spawn
@@ -168,6 +169,8 @@ class TerminalsService:
         self.on_agent_change: Callable[[str, str], None] | None = None
         # quotas per user and org (issue 11): checked before a terminal process starts
         self.quotas: QuotasService | None = None
+        # session.started / session.exited for every terminal process (events.product)
+        self.events: Emitter | None = None
 
     # ----------------------------------------------------------- registry context
     def _model_access(self, sandbox: Sandbox, *, preview: bool) -> ModelAccess | None:
@@ -391,6 +394,8 @@ class TerminalsService:
         if banner:
             session.announce(banner)
             log.info("terminal.respawned", sandbox=sandbox.name, namespace=sandbox.namespace)
+        if self.events is not None:
+            self.events.watch_exit(sandbox, session)
         return session
 
     # ----------------------------------------------------------- the TerminalPort
@@ -455,6 +460,8 @@ class TerminalsService:
         self._check_extra_slot(sandbox, key)
         self._check_terminal_quota(sandbox, limits)
         session = self.registry.create(key, self.spawn_request(sandbox, agent))
+        if self.events is not None:
+            self.events.watch_exit(sandbox, session)
         return {
             "id": session.id,
             "agent": agent,
