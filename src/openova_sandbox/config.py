@@ -254,6 +254,14 @@ class Settings:
     # off: rlimits only (joining cgroups costs a few ms per spawn; docs/architecture.md)
     isolation_cgroups: bool = True
 
+    # --- the MCP server (issue 14; docs/mcp.md, "Capabilities and plans") -------------
+    # plans as JSON {"plan": ["session.*", "usage.get", ...]} (empty: the built-in
+    # sandbox-free, sandbox-pro and sandbox-ent), the plan of each org as JSON
+    # {"org": "plan"}, and the plan of the orgs not named there
+    mcp_plans: str = ""
+    mcp_org_plans: str = ""
+    mcp_default_plan: str = "sandbox-pro"
+
     # --- logging ----------------------------------------------------------------------
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool | None = None  # None: JSON when stderr is not a TTY
@@ -395,6 +403,30 @@ def _quotas(scope: str) -> Any:
     return check
 
 
+def _json_map(value: str, *, of: str) -> str:
+    """A JSON object whose values are each ``of`` (a string, or a list of strings);
+    empty: not set."""
+    if not value.strip():
+        return value
+    import json
+
+    try:
+        parsed = json.loads(value)
+    except ValueError as exc:
+        raise ValueError(f"Value error, not JSON ({exc})") from exc
+    if not isinstance(parsed, dict):
+        raise ValueError("Value error, not a JSON object")
+    for key, item in parsed.items():
+        ok = (
+            isinstance(item, str)
+            if of == "a string"
+            else isinstance(item, list) and all(isinstance(i, str) for i in item)
+        )
+        if not ok:
+            raise ValueError(f"Value error, the value of {key!r} is not {of}")
+    return value
+
+
 def _quantity(value: str) -> str:
     if not _QUANTITY.match(value):
         raise ValueError(f"Value error, {value!r} is not a quantity like 8Gi or 512Mi")
@@ -443,6 +475,8 @@ _AFTER: dict[str, Any] = {
     "kube_home_storage": _quantity,
     "quota_user": _quotas("user"),
     "quota_org": _quotas("org"),
+    "mcp_plans": lambda value: _json_map(value, of="a list of strings"),
+    "mcp_org_plans": lambda value: _json_map(value, of="a string"),
 }
 
 

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import FastAPI
+from starlette.routing import Route
 
 from .. import __version__
 from ..domain.errors import BackendUnavailable
@@ -79,6 +80,10 @@ def create_app(deps: AppDeps) -> FastAPI:
     app.state.deps = deps
     # run when the server starts shutting down, before it waits for open responses
     app.state.shutdown_hooks = [deps.resources.end_streams] if deps.resources else []
+    if deps.mcp is not None:
+        # /mcp: the sandboxes' agents, each with its sandbox's MCP token (docs/mcp.md)
+        app.router.routes.append(Route("/mcp", endpoint=deps.mcp.http))
+        app.state.shutdown_hooks.append(deps.mcp.end_streams)
     errors.install(app)
     app.add_middleware(PreflightMiddleware)
     app.add_middleware(BodyLimitMiddleware)

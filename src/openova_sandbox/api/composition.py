@@ -29,6 +29,8 @@ from ..events.bus import InProcessBus
 from ..gateway.config import GatewayConfig
 from ..gateway.config import load_config as load_gateway_config
 from ..gateway.metrics import GatewayMetrics
+from ..mcp.server import McpServer
+from ..mcp.tools.base import McpServices
 from ..services.agent_installs import AgentInstalls
 from ..services.audit import make_audit_log
 from ..services.byos import ByosService
@@ -318,6 +320,7 @@ def build_embedded(
     ]
     # stopped before the ledger closes: it revokes the tokens this process handed out
     deps.background += [deps.gateway, tokens]
+    attach_mcp(deps)
     return deps
 
 
@@ -348,7 +351,34 @@ def build_api(settings: Settings, *, store: Store | None = None, public_url: str
     deps.byos = ByosService(settings=settings, unavailable=BYOS_CLUSTER_MODE)
     if settings.byos_enabled and settings.byos_client_id_configured:
         log.warning("byos_unavailable_in_cluster_mode", detail=BYOS_CLUSTER_MODE)
+    attach_mcp(deps)
     return deps
+
+
+# --- the MCP server ----------------------------------------------------------------------
+
+
+def mcp_services(deps: AppDeps) -> McpServices:
+    """What the MCP tools reach in this server (a field left ``None`` is not served:
+    its tools are not listed)."""
+    resources = deps.resources
+    return McpServices(
+        settings=deps.settings,
+        store=deps.store,
+        sessions=deps.sessions,
+        informer=resources.informer if resources is not None else None,
+        terminals=deps.terminals,
+        ledger=deps.ledger,
+        bus=deps.bus,
+        previews=getattr(deps, "previews", None),
+        extra={"audit": deps.audit},
+    )
+
+
+def attach_mcp(deps: AppDeps) -> None:
+    """The MCP server at /mcp (docs/mcp.md), stopped first when the server stops."""
+    deps.mcp = McpServer(mcp_services(deps), deps.mcp_tokens)
+    deps.background.append(deps.mcp)
 
 
 # --- the model gateway -------------------------------------------------------------------

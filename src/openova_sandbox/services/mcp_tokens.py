@@ -192,6 +192,11 @@ class McpTokens:
         )
 
     @property
+    def issuer_id(self) -> str:
+        """The ``iss`` of the tokens issued here."""
+        return self._issuer.issuer
+
+    @property
     def validator(self) -> TokenValidator:
         if self._validator is None:
             from ..auth.keys import StaticKeySource
@@ -209,7 +214,7 @@ class McpTokens:
         try:
             raw = await self.validator.validate(token)
         except Unauthenticated as exc:
-            raise Unauthenticated(f"not an MCP token of this server: {exc.detail}") from exc
+            raise Unauthenticated(_why_not(token, exc.detail)) from exc
         claims = _claims(raw)
         if self._lookup is not None:
             live = await self._lookup.current(
@@ -226,6 +231,28 @@ class McpTokens:
                     "its token was revoked with it"
                 )
         return claims
+
+
+def _why_not(token: str, detail: str) -> str:
+    """Why a token is refused, saying plainly when it is someone's own sign-in token or
+    access token (its unverified payload only shapes the message, never the decision)."""
+    if token.count(".") != 2:
+        return (
+            "not an MCP token of this server: a personal access token or other opaque "
+            "token is not accepted here; agents use their sandbox's MCP token"
+        )
+    try:
+        import jwt
+
+        unverified = jwt.decode(token, options={"verify_signature": False})
+    except Exception:  # any failure: the validator's reason stands
+        unverified = None
+    if isinstance(unverified, dict) and unverified.get("purpose") != MCP_PURPOSE:
+        return (
+            "not an MCP token of this server: a user's sign-in token is not accepted here; "
+            f"agents use their sandbox's MCP token ({detail})"
+        )
+    return f"not an MCP token of this server: {detail}"
 
 
 def _claims(raw: Mapping[str, Any]) -> McpClaims:

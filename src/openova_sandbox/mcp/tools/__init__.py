@@ -8,5 +8,10 @@ from .base import Tool
 def all_tools() -> list[Tool]:
     """The tools of every family, in a stable order. Each family module exposes
     ``TOOLS: list[Tool]``; add a module's import here when it lands."""
+    from . import sandbox, session, usage
+
     tools: list[Tool] = []
+    tools += session.TOOLS
+    tools += sandbox.TOOLS
+    tools += usage.TOOLS
     return tools

@@ -1,0 +1,117 @@
+"""``session.*``: who this agent is and where it runs (docs/mcp.md, "Tools: session,
+sandbox, usage"). Read-only; about the token's own sandbox only."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ...domain.errors import BackendUnavailable, SandboxError
+from ...domain.model import Sandbox
+from ...domain.status import to_item
+from ...services.terminals import TerminalsService
+from .base import McpServices, Tool, ToolContext, object_schema
+
+# what the server leaves in McpServices.extra for the tools that describe the grant
+SERVER_KEY = "mcp.server"
+
+
+def _plan(ctx: ToolContext) -> str:
+    server = ctx.services.extra.get(SERVER_KEY)
+    return str(server.plans.plan_of(ctx.caller.org)) if server is not None else ""
+
+
+def _visible_tools(ctx: ToolContext) -> list[str]:
+    server = ctx.services.extra.get(SERVER_KEY)
+    if server is None:
+        return []
+    return [t.name for t in server.tools_for(ctx.caller)]
+
+
+async def own_sandbox(ctx: ToolContext) -> Sandbox:
+    """The token's sandbox, as its owner sees it (``NotFound`` when gone)."""
+    sandbox: Sandbox = await ctx.services.sessions.get(ctx.caller.principal(), ctx.caller.sandbox)
+    return sandbox
+
+
+def embedded_terminals(services: McpServices) -> TerminalsService | None:
+    """The in-process terminals (embedded mode); ``None`` in Kubernetes mode, where each
+    sandbox's terminal server holds them and admits its owner's own token only."""
+    terminals = services.terminals
+    return terminals if isinstance(terminals, TerminalsService) else None
+
+
+async def terminals_of(services: McpServices, sandbox: Sandbox) -> list[dict[str, Any]] | None:
+    terminals = embedded_terminals(services)
+    if terminals is None:
+        return None
+    listed: list[dict[str, Any]] = await terminals.list_terminals(sandbox, token="")
+    return listed
+
+
+async def usage_30d(ctx: ToolContext, sandboxes: list[Sandbox]) -> dict[str, Any] | None:
+    """Each sandbox's model usage of the last 30 days; ``None`` without a ledger or when
+    it does not answer (the items are then shown without usage)."""
+    if ctx.services.ledger is None or not sandboxes:
+        return None
+    from ...services.usage import UsageService
+
+    service = UsageService(ledger=ctx.services.ledger, sessions=ctx.services.sessions)
+    return await service.sandbox_usage(ctx.caller.principal(), sandboxes)
+
+
+async def whoami(ctx: ToolContext, args: Mapping[str, Any]) -> Any:
+    caller = ctx.caller
+    return {
+        "sandbox": {"id": caller.sandbox, "namespace": caller.namespace, "uid": caller.uid},
+        "owner": {"email": caller.owner_email, "sub": caller.owner_sub},
+        "org": caller.org,
+        "plan": _plan(ctx),
+        "capabilities": list(caller.grant.sandbox),
+        "tools": _visible_tools(ctx),
+    }
+
+
+async def info(ctx: ToolContext, args: Mapping[str, Any]) -> Any:
+    sandbox = await own_sandbox(ctx)
+    usage = await usage_30d(ctx, [sandbox])
+    item = to_item(sandbox, usage.get(sandbox.name) if usage else None)
+    out: dict[str, Any] = {
+        "sandbox": item,
+        "org": ctx.caller.org,
+        "plan": _plan(ctx),
+        "owner": {"email": ctx.caller.owner_email, "sub": ctx.caller.owner_sub},
+        "quota": sandbox.spec.quota.to_dict(),
+        "repos": list(sandbox.spec.repos),
+        "agents": list(sandbox.spec.agent_catalogue),
+        "usage30d": item.get("usage30d"),
+    }
+    try:
+        out["terminals"] = await terminals_of(ctx.services, sandbox)
+    except (BackendUnavailable, SandboxError):
+        out["terminals"] = None
+    return out
+
+
+TOOLS: list[Tool] = [
+    Tool(
+        name="session.whoami",
+        description=(
+            "Who this agent acts for: its sandbox (id, namespace, uid), the sandbox's "
+            "owner, org and plan, and the tools this sandbox may call."
+        ),
+        input_schema=object_schema({}),
+        handler=whoami,
+    ),
+    Tool(
+        name="session.info",
+        description=(
+            "This sandbox as the console shows it (status, phase, conditions), with its "
+            "quota, repos, agents, model usage of the last 30 days (tokens and cost) and "
+            "open terminals (null where this server does not hold them)."
+        ),
+        input_schema=object_schema({}),
+        handler=info,
+        available=lambda services: services.sessions is not None,
+    ),
+]
