@@ -33,6 +33,7 @@ from .routes import (
     identity,
     llm,
     oidc,
+    preview,
     quotas,
     resources,
     sessions,
@@ -107,6 +108,7 @@ def create_app(deps: AppDeps) -> FastAPI:
     app.include_router(tokens.router)
     app.include_router(quotas.router)
     app.include_router(audit.router)
+    app.include_router(preview.router)  # /preview/<sandbox>/<port>/ (embedded previews)
     app.include_router(console.router)
     return app
 

@@ -47,6 +47,7 @@ from ..services.isolation import decide as decide_isolation
 from ..services.logins import USED_FILE, LoginService, UsedLinks
 from ..services.mcp_tokens import InformerLookup, McpTokens
 from ..services.notify import attach_webhook
+from ..services.previews import PreviewHost, PreviewsService
 from ..services.remote_terminals import RemoteTerminals
 from ..services.resources import SandboxInformer
 from ..services.resources_view import ResourcesService
@@ -291,10 +292,20 @@ def build_embedded(
         tokens=tokens,
     )
     deps.terminals = terminals
+    # previews (preview.*): commands serving a port, run as the terminals' processes
+    # are and proxied under /preview/ (docs/mcp.md, "Previews")
+    previews = PreviewsService(
+        registry, data_dir=Path(settings.data_dir), base_url=settings.public_url
+    )
+    deps.previews = previews
+    deps.on_bound.append(previews.listening)
     add_accounts(deps, settings)  # access tokens and quotas (after the terminals)
     controller = EmbeddedController(
         deps.store,
-        TerminalHostAdapter(registry, agent_problem=terminals.agent_problem, tokens=tokens),
+        PreviewHost(  # a deleted sandbox's previews end before its terminals
+            TerminalHostAdapter(registry, agent_problem=terminals.agent_problem, tokens=tokens),
+            previews,
+        ),
         data_dir=Path(settings.data_dir),
         git_base_url=settings.git_base_url,
         # the workspaces' sizes in status.storageUsed, flagged past quota.storage
@@ -314,6 +325,7 @@ def build_embedded(
         deps.audit,
         controller,
         RegistryLifecycle(registry),
+        previews,  # stopped before the terminals
         *([webhook] if webhook is not None else []),
         deps.agent_installs,
         *(part for part in deps.background if part is not deps.audit),

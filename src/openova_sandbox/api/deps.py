@@ -59,6 +59,9 @@ class AppDeps:
     mcp_tokens: Any = None
     # the MCP server mounted at /mcp (mcp.server.McpServer); None: not served here
     mcp: Any = None
+    # embedded mode: the sandboxes' previews served under /preview/ (services.previews
+    # .PreviewsService; docs/mcp.md, "Previews"); None: not served here
+    previews: Any = None
     # the audit log (services.audit): ``await deps.audit.record(action, caller, ...)``
     audit: AuditLog = field(default_factory=MemoryAuditLog)
     # console sessions signed in with the OIDC issuer (auth.oidc_sessions.OidcSessions);

@@ -8,10 +8,11 @@ from .base import Tool
 def all_tools() -> list[Tool]:
     """The tools of every family, in a stable order. Each family module exposes
     ``TOOLS: list[Tool]``; add a module's import here when it lands."""
-    from . import sandbox, session, usage
+    from . import preview, sandbox, session, usage
 
     tools: list[Tool] = []
     tools += session.TOOLS
     tools += sandbox.TOOLS
     tools += usage.TOOLS
+    tools += preview.TOOLS
     return tools

@@ -1,0 +1,204 @@
+"""``/preview/<sandbox>/<port>/…``: a sandbox's preview (services/previews.py), proxied
+for its owner (docs/mcp.md, "Previews").
+
+Authenticated as every route is (bearer, ``?access_token=``, the console's cookie) and
+scoped as the sessions are: the sandbox's owner, or an admin of its org; anyone else
+gets the 404 an unknown sandbox gets. A change made with the cookie must come from this
+server's pages (the console's CSRF rule). The prefix is stripped (the preview sees
+``/…``, with ``X-Forwarded-Prefix``); request and response bodies stream both ways.
+
+What never reaches the preview: the caller's credentials (``Authorization``, the session
+cookie, ``?access_token=``), which would give the sandbox its user's rights. What never
+comes back from it: a ``Set-Cookie`` of the session cookie's name and
+``Service-Worker-Allowed`` (a service worker of the preview's must stay within its
+prefix). Its redirects to ``/…`` or to its own address are rewritten into the prefix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from http.cookies import SimpleCookie
+from urllib.parse import urlencode, urlsplit
+
+import httpx
+import structlog
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
+
+from ...auth.cookie import COOKIE_NAME
+from ...domain.errors import Invalid, NotFound
+from ...services.previews import PATH_PREFIX, PreviewsService, check_port
+from ..errors import error_body
+from ..security import require_principal
+
+log = structlog.get_logger(__name__)
+router = APIRouter(include_in_schema=False)
+
+METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+# RFC 9110 7.6.1 hop-by-hop headers, the caller's credentials and what the proxy sets
+# itself (a body's Content-Length goes on: without it the body is sent chunked, which
+# simple servers do not read)
+HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "authorization",
+        "cookie",
+    }
+)
+DROPPED_BACK = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "upgrade",
+        "trailer",
+        "service-worker-allowed",
+        "set-cookie",
+    }
+)
+TIMEOUT = httpx.Timeout(connect=5.0, read=None, write=30.0, pool=5.0)
+
+
+def _previews(request: Request) -> PreviewsService:
+    previews: PreviewsService | None = getattr(request.app.state.deps, "previews", None)
+    if previews is None:
+        raise NotFound("previews are not served here", code="previews-not-served")
+    return previews
+
+
+def _port(text: str) -> int:
+    if not text.isdigit():
+        raise Invalid(f"{text!r} is not a port number", code="invalid-port")
+    return check_port(int(text))
+
+
+def _cookies_without_session(header: str) -> str:
+    """The ``Cookie`` header minus the console's session cookie."""
+    kept = []
+    for part in header.split(";"):
+        name = part.split("=", 1)[0].strip()
+        if name and name != COOKIE_NAME:
+            kept.append(part.strip())
+    return "; ".join(kept)
+
+
+def _forwarded_headers(request: Request, prefix: str) -> list[tuple[str, str]]:
+    headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP]
+    cookie = _cookies_without_session(request.headers.get("cookie", ""))
+    if cookie:
+        headers.append(("cookie", cookie))
+    headers += [
+        ("x-forwarded-host", request.headers.get("host", "")),
+        ("x-forwarded-proto", request.url.scheme),
+        ("x-forwarded-prefix", prefix.rstrip("/")),
+    ]
+    return headers
+
+
+def _location(value: str, prefix: str, upstream_port: int) -> str:
+    """A redirect of the preview's to ``/x`` or to its own address, inside the prefix."""
+    parts = urlsplit(value)
+    own = parts.hostname in ("127.0.0.1", "localhost", "::1") and parts.port == upstream_port
+    if parts.scheme and not own:
+        return value
+    if not parts.scheme and (parts.netloc or not value.startswith("/")):
+        return value  # //elsewhere, or relative: the browser resolves it in the prefix
+    path = parts.path or "/"
+    query = f"?{parts.query}" if parts.query else ""
+    fragment = f"#{parts.fragment}" if parts.fragment else ""
+    return f"{prefix.rstrip('/')}{path}{query}{fragment}"
+
+
+def _set_cookies(values: list[str]) -> list[str]:
+    """The preview's cookies, minus any of the console session cookie's name."""
+    kept = []
+    for value in values:
+        parsed: SimpleCookie = SimpleCookie()
+        with contextlib.suppress(Exception):
+            parsed.load(value)
+        if COOKIE_NAME in parsed or value.split("=", 1)[0].strip() == COOKIE_NAME:
+            continue
+        kept.append(value)
+    return kept
+
+
+@router.api_route(f"{PATH_PREFIX}/{{sandbox}}/{{port}}", methods=METHODS)
+async def preview_root(request: Request, sandbox: str, port: str) -> Response:
+    """The preview's root without its slash: the same place with it (relative links)."""
+    await _resolve(request, sandbox, port)
+    query = f"?{request.url.query}" if request.url.query else ""
+    return RedirectResponse(f"{PATH_PREFIX}/{sandbox}/{port}/{query}", status_code=307)
+
+
+async def _resolve(request: Request, name: str, port_text: str) -> tuple[str, int, str]:
+    """Authenticate, find the caller's sandbox and the preview's upstream address."""
+    principal = await require_principal(request)
+    previews = _previews(request)
+    port = _port(port_text)
+    sandbox = await request.app.state.deps.sessions.get(principal, name)
+    host = previews.upstream(sandbox, port)
+    return host, port, f"{PATH_PREFIX}/{name}/{port}/"
+
+
+@router.api_route(f"{PATH_PREFIX}/{{sandbox}}/{{port}}/{{path:path}}", methods=METHODS)
+async def preview(request: Request, sandbox: str, port: str, path: str) -> Response:
+    host, number, prefix = await _resolve(request, sandbox, port)
+    shown = f"[{host}]" if ":" in host else host
+    query = urlencode(
+        [(k, v) for k, v in request.query_params.multi_items() if k != "access_token"]
+    )
+    url = f"http://{shown}:{number}/{path}" + (f"?{query}" if query else "")
+    body = request.stream() if request.method not in ("GET", "HEAD") else None
+    # a client per request: nothing pooled across a preview's restarts (its port's
+    # listener changes), and closed with the answer
+    client = httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False, trust_env=False)
+    upstream = client.build_request(
+        request.method, url, headers=_forwarded_headers(request, prefix), content=body
+    )
+    try:
+        answer = await client.send(upstream, stream=True)
+    except httpx.HTTPError as exc:
+        await client.aclose()
+        log.info("preview.upstream_failed", sandbox=sandbox, port=number, error=type(exc).__name__)
+        detail = f"the preview on port {number} did not answer: {type(exc).__name__}"
+        return JSONResponse(error_body("preview-unreachable", detail), status_code=502)
+    headers: list[tuple[str, str]] = []
+    for key, value in answer.headers.multi_items():
+        lower = key.lower()
+        if lower in DROPPED_BACK:
+            continue
+        if lower == "location":
+            value = _location(value, prefix, number)
+        headers.append((lower, value))
+    for cookie in _set_cookies(answer.headers.get_list("set-cookie")):
+        headers.append(("set-cookie", cookie))
+    response = StreamingResponse(
+        _body(answer),
+        status_code=answer.status_code,
+        background=BackgroundTask(_close, answer, client),
+    )
+    response.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+    return response
+
+
+async def _body(answer: httpx.Response) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in answer.aiter_raw():
+            yield chunk
+    except httpx.HTTPError:
+        return  # the preview went away mid-answer: the client sees a short body
+
+
+async def _close(answer: httpx.Response, client: httpx.AsyncClient) -> None:
+    await answer.aclose()
+    await client.aclose()

@@ -1,0 +1,387 @@
+"""``preview.*`` (issue 14): a real embedded server (uvicorn on the test's loop, so the
+tools' handlers and the server share one loop), a real sandbox made Ready by the
+embedded controller, real preview processes (``python3 -m http.server``) started by the
+tool in the sandbox's isolation, and the ``/preview/<sandbox>/<port>/`` proxy reached
+with real HTTP requests: the owner's bearer and cookie, another user's 404, nobody's 401.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from openova_sandbox.api.app import create_app
+from openova_sandbox.api.composition import build_embedded
+from openova_sandbox.api.deps import AppDeps
+from openova_sandbox.auth.cookie import COOKIE_NAME, sign_cookie
+from openova_sandbox.auth.issuer import EmbeddedIssuer
+from openova_sandbox.config import load_settings
+from openova_sandbox.domain.errors import Conflict, Invalid, NotFound, QuotaExceeded
+from openova_sandbox.domain.model import ANNOTATION_SUB
+from openova_sandbox.domain.principal import Principal
+from openova_sandbox.mcp.capabilities import Grant
+from openova_sandbox.mcp.tools import preview as preview_tools
+from openova_sandbox.mcp.tools.base import McpCaller, McpServices, Tool, ToolContext
+from openova_sandbox.services.previews import members
+from openova_sandbox.serving import Server
+from openova_sandbox.testing.server import free_port
+from support.fake_agents import write_stand_ins
+
+pytestmark = pytest.mark.asyncio
+
+SESSIONS = "/api/v1/sandbox/sessions"
+PYTHON = "/usr/bin/python3"  # the system's: the sandbox's view shows /usr, not the server's HOME
+OWNER = {"sub": "sub-ada", "email": "ada@acme.com", "org": "acme"}
+OTHER = {"sub": "sub-bob", "email": "bob@acme.com", "org": "acme"}
+TOOLS = {t.name: t for t in preview_tools.TOOLS}
+
+
+@dataclass
+class World:
+    deps: AppDeps
+    url: str
+    issuer: EmbeddedIssuer
+    http: httpx.AsyncClient
+    data_dir: Path
+
+    def token(self, who: dict[str, str]) -> str:
+        return self.issuer.mint(sub=who["sub"], email=who["email"], org=who["org"])
+
+    def auth(self, who: dict[str, str]) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(who)}"}
+
+    async def sandbox(self, who: dict[str, str] = OWNER) -> dict[str, Any]:
+        made = await self.http.post(SESSIONS, json={"agent": "aider"}, headers=self.auth(who))
+        assert made.status_code == 201, made.text
+        name = made.json()["id"]
+        async with asyncio.timeout(20):
+            while True:
+                item = (await self.http.get(f"{SESSIONS}/{name}", headers=self.auth(who))).json()
+                if item.get("phase") in ("Ready", "Failed"):
+                    assert item["phase"] == "Ready", item
+                    return dict(item)
+                await asyncio.sleep(0.05)
+
+    async def context(self, name: str, who: dict[str, str] = OWNER) -> ToolContext:
+        stored = await self.deps.sessions.get(_principal(who), name)
+        caller = McpCaller(
+            namespace=stored.namespace,
+            sandbox=stored.name,
+            uid=stored.metadata.uid,
+            owner_sub=stored.metadata.annotations.get(ANNOTATION_SUB, ""),
+            owner_email=stored.spec.owner_email,
+            org=stored.spec.org_slug,
+            grant=Grant(("*",)),
+        )
+        services = McpServices(
+            settings=self.deps.settings, sessions=self.deps.sessions, previews=self.deps.previews
+        )
+        return ToolContext(caller, services)
+
+
+def _principal(who: dict[str, str]) -> Principal:
+    return Principal(sub=who["sub"], email=who["email"], org=who["org"])
+
+
+async def call(tool: str, ctx: ToolContext, **args: Any) -> Any:
+    found: Tool = TOOLS[tool]
+    result = await found.handler(ctx, args)
+    json.dumps(result)  # what the server sends: JSON-able
+    return result
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    agents = write_stand_ins(tmp_path / "agents.json")
+    settings = load_settings(data_dir=tmp_path / "data", agents_path=str(agents), store="memory")
+    deps = build_embedded(settings)
+    app = create_app(deps)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=free_port(), lifespan="on", log_level="warning"
+    )
+    server = Server(config)
+    task = asyncio.create_task(server.serve())
+    async with asyncio.timeout(20):
+        while not server.started:
+            assert not task.done(), "the server did not start"
+            await asyncio.sleep(0.01)
+    url = f"http://127.0.0.1:{config.port}"
+    http = httpx.AsyncClient(base_url=url, timeout=15)
+    try:
+        yield World(deps, url, EmbeddedIssuer.load(tmp_path / "data"), http, tmp_path / "data")
+    finally:
+        await http.aclose()
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)
+
+
+def server_command(port: int) -> str:
+    return f"exec {PYTHON} -m http.server {port} --bind 127.0.0.1"
+
+
+async def test_a_preview_serves_its_workspace_to_its_owner_only(world: World) -> None:
+    name = (await world.sandbox())["id"]
+    ctx = await world.context(name)
+    workspace = world.data_dir / "workspaces"
+    page = next(workspace.rglob(name))  # the sandbox's workspace folder
+    (page / "index.html").write_text("<h1>hello from the preview</h1>")
+    port = free_port()
+
+    started = await call("preview.start", ctx, port=port, command=server_command(port))
+    assert started["status"] == "listening", started
+    assert started["url"] == f"{world.url}/preview/{name}/{port}/"
+    assert started["path"] == f"/preview/{name}/{port}/"
+
+    # the owner, with a bearer token: the workspace's file, through the proxy
+    got = await world.http.get(started["path"], headers=world.auth(OWNER))
+    assert got.status_code == 200, got.text
+    assert got.text == "<h1>hello from the preview</h1>"
+    # with the console's cookie too (what a browser sends), and the cookie is not passed on
+    cookie = sign_cookie(world.token(OWNER), world.deps.cookie_secret)
+    got = await world.http.get(
+        f"{started['path']}index.html", headers={"cookie": f"{COOKIE_NAME}={cookie}"}
+    )
+    assert got.status_code == 200 and "hello" in got.text
+    # no slash after the port: the same place with one (relative links resolve inside)
+    bare = await world.http.get(f"/preview/{name}/{port}", headers=world.auth(OWNER))
+    assert bare.status_code == 307 and bare.headers["location"] == f"/preview/{name}/{port}/"
+
+    # nobody: 401; another user of the same org: the 404 an unknown sandbox gets
+    assert (await world.http.get(started["path"])).status_code == 401
+    other = await world.http.get(started["path"], headers=world.auth(OTHER))
+    assert other.status_code == 404
+    assert other.json()["error"] == "sandbox-not-found"
+    # a port with no preview, and one that is not a port
+    assert (
+        await world.http.get(
+            f"/preview/{name}/{port + 1 if port < 65535 else 1024}/", headers=world.auth(OWNER)
+        )
+    ).json()["error"] == "preview-not-found"
+    bad = await world.http.get(f"/preview/{name}/80/", headers=world.auth(OWNER))
+    assert bad.status_code == 400 and "1024-65535" in bad.json()["detail"]
+
+    listed = await call("preview.list", ctx)
+    assert [(p["port"], p["status"]) for p in listed["previews"]] == [(port, "listening")]
+
+    stopped = await call("preview.stop", ctx, port=port)
+    assert stopped["status"] == "exited"
+    assert (await call("preview.list", ctx))["previews"] == []
+    gone = await world.http.get(started["path"], headers=world.auth(OWNER))
+    assert gone.status_code == 404
+    with pytest.raises(NotFound, match="no preview on port"):
+        await call("preview.stop", ctx, port=port)
+
+
+async def test_the_proxy_streams_and_keeps_credentials_from_the_preview(world: World) -> None:
+    """A preview that echoes what it received: no Authorization, no session cookie, no
+    access_token reaches it; its other cookies and the body do; a streamed answer comes
+    through chunk by chunk; its Set-Cookie of the session's name never comes back."""
+    name = (await world.sandbox())["id"]
+    ctx = await world.context(name)
+    script = next((world.data_dir / "workspaces").rglob(name)) / "echo.py"
+    script.write_text(ECHO_SERVER)
+    port = free_port()
+    started = await call("preview.start", ctx, port=port, command=f"exec {PYTHON} echo.py {port}")
+    assert started["status"] == "listening", started
+    token = world.token(OWNER)
+    cookie = sign_cookie(token, world.deps.cookie_secret)
+    got = await world.http.post(
+        f"{started['path']}echo/x?access_token={token}&keep=1",
+        content=b"payload" * 1000,
+        headers={"cookie": f"{COOKIE_NAME}={cookie}; theme=dark"},
+    )
+    assert got.status_code == 200, got.text
+    seen = got.json()
+    assert seen["path"] == "/echo/x?keep=1"
+    assert seen["body"] == 7000
+    assert "authorization" not in seen["headers"]
+    assert seen["headers"].get("cookie") == "theme=dark"
+    assert seen["headers"]["x-forwarded-prefix"] == f"/preview/{name}/{port}"
+    assert COOKIE_NAME not in got.headers.get("set-cookie", "")
+    assert "pref=1" in got.headers.get("set-cookie", "")
+    assert "service-worker-allowed" not in got.headers
+    # a redirect to its own root lands inside the prefix
+    moved = await world.http.get(f"{started['path']}moved", headers=world.auth(OWNER))
+    assert moved.status_code == 302
+    assert moved.headers["location"] == f"/preview/{name}/{port}/landing"
+
+    # streamed: the first chunk arrives while the preview still holds the rest back
+    async with world.http.stream(
+        "GET", f"{started['path']}stream", headers=world.auth(OWNER)
+    ) as answer:
+        chunks = answer.aiter_raw()
+        first = await asyncio.wait_for(chunks.__anext__(), 5)
+        assert first.startswith(b"first")
+        rest = b"".join([chunk async for chunk in chunks])
+        assert rest.endswith(b"last\n")
+
+
+async def test_ports_are_checked_one_per_port_and_a_few_per_sandbox(world: World) -> None:
+    name = (await world.sandbox())["id"]
+    ctx = await world.context(name)
+    for bad in (80, 0, 70000, "8080", True):
+        with pytest.raises(Invalid):
+            await call("preview.start", ctx, port=bad, command="true")
+    with pytest.raises(Invalid, match="command"):
+        await call("preview.start", ctx, port=free_port(), command="  ")
+    # a port something else of this machine listens on
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(Conflict, match="already in use"):
+            await call("preview.start", ctx, port=taken.getsockname()[1], command="true")
+    # the server's own port
+    own = int(world.url.rsplit(":", 1)[1])
+    with pytest.raises(Conflict, match="already in use"):
+        await call("preview.start", ctx, port=own, command="true")
+
+    ports = [free_port() for _ in range(5)]
+    sleepers = [
+        await call("preview.start", ctx, port=p, command="exec sleep 60", wait=0) for p in ports[:4]
+    ]
+    assert {s["status"] for s in sleepers} == {"starting"}  # never listens
+    with pytest.raises(Conflict, match="already has a preview"):
+        await call("preview.start", ctx, port=ports[0], command="exec sleep 60", wait=0)
+    with pytest.raises(QuotaExceeded, match="4 previews"):
+        await call("preview.start", ctx, port=ports[4], command="exec sleep 60", wait=0)
+    # the proxy says a starting preview is not there yet, with a retry hint
+    starting = await world.http.get(f"/preview/{name}/{ports[0]}/", headers=world.auth(OWNER))
+    assert starting.status_code == 503 and starting.headers["retry-after"] == "1"
+    assert starting.json()["error"] == "preview-starting"
+
+
+async def test_an_exited_preview_says_its_code_and_output(world: World) -> None:
+    name = (await world.sandbox())["id"]
+    ctx = await world.context(name)
+    port = free_port()
+    done = await call("preview.start", ctx, port=port, command="echo broken build; exit 3")
+    assert done["status"] == "exited" and done["exitCode"] == 3
+    assert "broken build" in done["output"]
+    refused = await world.http.get(done["path"], headers=world.auth(OWNER))
+    assert refused.status_code == 503 and refused.json()["error"] == "preview-exited"
+    # an exited preview's port may be started again
+    again = await call("preview.start", ctx, port=port, command=server_command(port))
+    assert again["status"] == "listening"
+
+
+async def test_a_listener_that_is_not_the_previews_is_never_proxied(world: World) -> None:
+    """Every sandbox shares the machine's network: a preview whose port another process
+    took after it started stays ``starting`` and the proxy does not reach that process."""
+    name = (await world.sandbox())["id"]
+    ctx = await world.context(name)
+    port = free_port()
+    started = await call("preview.start", ctx, port=port, command="exec sleep 60", wait=0)
+    assert started["status"] == "starting"
+    with socket.socket() as intruder:
+        intruder.bind(("127.0.0.1", port))
+        intruder.listen()
+        listed = await call("preview.list", ctx)
+        assert listed["previews"][0]["status"] == "starting"
+        got = await world.http.get(started["path"], headers=world.auth(OWNER))
+        assert got.status_code == 503 and got.json()["error"] == "preview-starting"
+
+
+async def test_previews_end_with_their_sandbox(world: World) -> None:
+    name = (await world.sandbox())["id"]
+    ctx = await world.context(name)
+    port = free_port()
+    started = await call("preview.start", ctx, port=port, command=server_command(port))
+    assert started["status"] == "listening"
+    preview = world.deps.previews._previews[(ctx.caller.namespace, name)][port]
+    pids = members(preview.process.pid)
+    assert len(pids) >= 2  # the launcher and the server inside
+    deleted = await world.http.delete(f"{SESSIONS}/{name}", headers=world.auth(OWNER))
+    assert deleted.status_code in (200, 202, 204)
+    async with asyncio.timeout(20):
+        while any(_alive(pid) for pid in pids):
+            await asyncio.sleep(0.05)
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0  # nothing listens there now
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap missing")
+async def test_a_preview_runs_in_its_sandboxs_view(world: World) -> None:
+    """As the terminals do: the server's data dir (keys, database, cookie secret) is not
+    there, the workspace is, and the process is in a PID namespace of its own."""
+    assert world.deps.isolation.policy is not None, world.deps.isolation
+    name = (await world.sandbox())["id"]
+    ctx = await world.context(name)
+    secret = world.data_dir / "cookie-secret"
+    assert secret.exists()
+    port = free_port()
+    command = f'test ! -e {secret} && test -w "$PWD" && {server_command(port)}'
+    started = await call("preview.start", ctx, port=port, command=command)
+    assert started["status"] == "listening", started
+    preview = world.deps.previews._previews[(ctx.caller.namespace, name)][port]
+    inner = members(preview.process.pid)[-1]
+    nspid = next(
+        line
+        for line in Path(f"/proc/{inner}/status").read_text().splitlines()
+        if line.startswith("NSpid:")
+    )
+    assert len(nspid.split()) == 3  # a process of a PID namespace of its own
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2 :][:1] not in (b"Z", b"X")
+
+
+ECHO_SERVER = r"""
+import json, sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Echo(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        size = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(size)
+        out = json.dumps({
+            "path": self.path,
+            "body": len(body),
+            "headers": {k.lower(): v for k, v in self.headers.items()},
+        }).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(out)))
+        self.send_header("set-cookie", "catalyst_session=stolen; Path=/")
+        self.send_header("set-cookie", "pref=1; Path=/")
+        self.send_header("service-worker-allowed", "/")
+        self.end_headers()
+        self.wfile.write(out)
+
+    def do_GET(self):
+        if self.path == "/moved":
+            self.send_response(302)
+            self.send_header("location", "/landing")
+            self.send_header("content-length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        for part, pause in ((b"first\n", 1.0), (b"last\n", 0)):
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+            self.wfile.flush()
+            time.sleep(pause)
+        self.wfile.write(b"0\r\n\r\n")
+
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Echo).serve_forever()
+"""
