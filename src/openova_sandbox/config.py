@@ -198,6 +198,13 @@ class Settings:
     # the API creates an org's namespace on its first Sandbox (needs the RBAC of
     # deploy/kubernetes/components/org-namespaces); off: namespace-not-found
     kube_create_org_namespaces: bool = False
+    # the product's event stream (docs/mcp.md, "Live resources and events"): empty, in
+    # this process only; nats://host:4222 (or tls://): NATS JetStream, for several API
+    # replicas. One stream per deployment; one durable consumer per replica (empty: the
+    # host name, a pod's name)
+    events_url: str = ""
+    events_stream: str = "SANDBOX_EVENTS"
+    events_replica: str = ""
     # the API's and the operator's shared secret from which each sandbox's share grant
     # key is derived (Secret sandbox-share-grant; docs/kubernetes.md); empty: share
     # links are refused in Kubernetes mode
@@ -440,6 +447,21 @@ def _ring(value: Any) -> int:
         return RING_DEFAULT
 
 
+def _events_url(value: str) -> str:
+    value = value.strip()
+    if value and not re.match(r"^(nats|tls)://[^/\s]+/?$", value):
+        raise ValueError("Value error, not a NATS URL (nats://host:4222 or tls://host:4222)")
+    return value
+
+
+def _stream_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):
+        raise ValueError(
+            "Value error, not 1 to 64 letters, digits, '_' or '-' (a JetStream stream name)"
+        )
+    return value
+
+
 def _word_list(value: Any) -> Any:
     """``"aider opencode"`` or ``"aider,opencode"`` → ``("aider", "opencode")``."""
     if isinstance(value, str):
@@ -476,6 +498,8 @@ _AFTER: dict[str, Any] = {
     "quota_user": _quotas("user"),
     "quota_org": _quotas("org"),
     "mcp_plans": lambda value: _json_map(value, of="a list of strings"),
+    "events_url": _events_url,
+    "events_stream": _stream_name,
     "mcp_org_plans": lambda value: _json_map(value, of="a string"),
 }
 

@@ -25,7 +25,8 @@ from ..controller.runner import EmbeddedController
 from ..domain.catalogue import Catalogue, load_catalogue
 from ..domain.model import Quota
 from ..domain.model_access import ModelAccess, agent_model_env
-from ..events.bus import InProcessBus
+from ..events.factory import lifecycle_parts, make_bus
+from ..events.product import Emitter
 from ..gateway.config import GatewayConfig
 from ..gateway.config import load_config as load_gateway_config
 from ..gateway.metrics import GatewayMetrics
@@ -193,7 +194,8 @@ def build_control_plane(
     )
     authenticator = build_authenticator(settings, issuer=issuer)
     store = store if store is not None else make_store(settings)
-    bus = InProcessBus()
+    # in-process, or NATS JetStream with SANDBOX_EVENTS_URL (several API replicas)
+    bus = make_bus(settings)
     byos = ByosService(settings=settings)
     agent_env = agent_env_preview(settings, kube=kube)
     sessions = SessionsService(
@@ -246,7 +248,13 @@ def build_control_plane(
         ledger=ledger,
         shares=SharesService(store=store, sessions=sessions),
         audit=audit,
-        background=[LedgerLifecycle(ledger), audit, *([oidc] if oidc else []), resources],
+        background=[
+            *lifecycle_parts(bus),  # started first, stopped last
+            LedgerLifecycle(ledger),
+            audit,
+            *([oidc] if oidc else []),
+            resources,
+        ],
         agent_env=agent_env,
     )
 
@@ -312,6 +320,11 @@ def build_embedded(
         storage_interval=STORAGE_SECONDS,
     )
     terminals.on_agent_change = controller.requeue
+    # the product's events (events.product): phases, terminal sessions, model usage
+    events = Emitter(deps.bus)
+    controller.on_phase = events.phase_changed
+    terminals.events = events
+    deps.gateway.events = events
     # installs from the console; the registry finds them through agent_path()
     deps.agent_installs = AgentInstalls(
         data_dir=Path(settings.data_dir),
@@ -440,6 +453,11 @@ def build_gateway_app(settings: Settings) -> Any:
     ledger = make_ledger(settings)
     gateway = build_gateway(settings, ledger=ledger, registry=registry)
     lifecycle = LedgerLifecycle(ledger)
-    return create_gateway_app(
-        gateway, registry=registry, on_start=[lifecycle.start], on_stop=[lifecycle.stop]
-    )
+    on_start, on_stop = [lifecycle.start], [lifecycle.stop]
+    if settings.events_url:  # usage.recorded for the API replicas (docs/mcp.md)
+        bus = make_bus(settings)
+        gateway.events = Emitter(bus)
+        for part in lifecycle_parts(bus):
+            on_start.insert(0, part.start)
+            on_stop.append(part.stop)
+    return create_gateway_app(gateway, registry=registry, on_start=on_start, on_stop=on_stop)

@@ -134,6 +134,8 @@ class NatsBus:
             separators=(",", ":"),
             default=str,
         ).encode()
+        if self._task is None:
+            raise EventNotPublished(f"event {event.type} not published: the event bus is stopped")
         subject = f"{self.stream}.{event.type}"
         headers = {"Nats-Msg-Id": event.id}
         deadline = time.monotonic() + self._publish_timeout
