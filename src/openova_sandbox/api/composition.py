@@ -64,6 +64,7 @@ from ..terminal.registry import TerminalRegistry
 from .accounts import add_accounts
 from .deps import AppDeps
 from .oidc_wiring import oidc_sessions_for
+from .sandbox_data import add_sandbox_data
 from .terminal_edge.attach import viewer_pump
 
 log = structlog.get_logger(__name__)
@@ -308,6 +309,8 @@ def build_embedded(
     deps.previews = previews
     deps.on_bound.append(previews.listening)
     add_accounts(deps, settings)  # access tokens and quotas (after the terminals)
+    # the MCP tools' secrets and workspace index, removed with their sandbox
+    add_sandbox_data(deps, settings, workspace=True)
     controller = EmbeddedController(
         deps.store,
         PreviewHost(  # a deleted sandbox's previews end before its terminals
@@ -360,6 +363,8 @@ def build_api(settings: Settings, *, store: Store | None = None, public_url: str
     sandbox's terminal server; the operator (a separate process) reconciles."""
     deps = build_control_plane(settings, store=store, public_url=public_url, kube=True)
     add_accounts(deps, settings)  # access tokens and quotas
+    # the MCP tools' secrets (the workspaces are in the pods: no index here)
+    add_sandbox_data(deps, settings, workspace=False)
     deps.terminals = RemoteTerminals(
         store=deps.store,
         sessions=deps.sessions,
@@ -396,6 +401,8 @@ def mcp_services(deps: AppDeps) -> McpServices:
         ledger=deps.ledger,
         bus=deps.bus,
         previews=getattr(deps, "previews", None),
+        workspace=deps.workspace_index,
+        secrets=deps.sandbox_secrets,
         extra={"audit": deps.audit},
     )
 

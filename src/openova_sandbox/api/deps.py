@@ -59,6 +59,11 @@ class AppDeps:
     mcp_tokens: Any = None
     # the MCP server mounted at /mcp (mcp.server.McpServer); None: not served here
     mcp: Any = None
+    # the MCP tools' data per sandbox (api.sandbox_data): the secrets store
+    # (services.sandbox_secrets.SandboxSecrets, both modes) and the workspace index
+    # (services.workspace_index.WorkspaceIndex, embedded only); None: not kept here
+    sandbox_secrets: Any = None
+    workspace_index: Any = None
     # embedded mode: the sandboxes' previews served under /preview/ (services.previews
     # .PreviewsService; docs/mcp.md, "Previews"); None: not served here
     previews: Any = None

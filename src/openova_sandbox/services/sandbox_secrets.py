@@ -37,7 +37,7 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from ..auth.cookie import derived_key
 from ..config import Settings
-from ..domain.errors import Invalid, NotFound, QuotaExceeded, SandboxError
+from ..domain.errors import BackendUnavailable, Invalid, NotFound, QuotaExceeded, SandboxError
 from ..store.sql_secrets import SecretRow
 
 log = structlog.get_logger(__name__)
@@ -178,7 +178,12 @@ class SandboxSecrets:
         self._clock = clock
 
     async def start(self) -> None:
-        await self._backend.start()
+        """Opened with the server; a database that cannot be reached then does not stop
+        it: the backend opens on first use (the tools answer an error until then)."""
+        try:
+            await self._backend.start()
+        except BackendUnavailable as exc:
+            log.warning("secrets unreachable at start; opening on first use", error=exc.detail)
 
     async def stop(self) -> None:
         await self._backend.close()

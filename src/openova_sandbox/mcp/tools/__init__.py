@@ -8,11 +8,13 @@ from .base import Tool
 def all_tools() -> list[Tool]:
     """The tools of every family, in a stable order. Each family module exposes
     ``TOOLS: list[Tool]``; add a module's import here when it lands."""
-    from . import preview, sandbox, session, usage
+    from . import preview, sandbox, secrets, session, usage, workspace
 
     tools: list[Tool] = []
     tools += session.TOOLS
     tools += sandbox.TOOLS
     tools += usage.TOOLS
     tools += preview.TOOLS
+    tools += workspace.TOOLS
+    tools += secrets.TOOLS
     return tools

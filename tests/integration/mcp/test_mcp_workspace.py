@@ -1,0 +1,270 @@
+"""``workspace.search`` and ``workspace.read`` (issue 14) called through their tool
+handlers on real workspace folders where the embedded controller puts them
+(``<data_dir>/workspaces/<namespace>/<name>``) and a real tantivy index in the data dir:
+incremental re-indexing, deletions, skips, bounds, and paths that try to leave the
+workspace (``..``, absolute, symlinks out, a symlinked folder)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from openova_sandbox.config import load_settings
+from openova_sandbox.controller.local import workspace_path
+from openova_sandbox.domain.errors import Forbidden, Invalid, NotFound
+from openova_sandbox.domain.model import ObjectMeta, Sandbox, SandboxSpec
+from openova_sandbox.mcp.capabilities import Grant
+from openova_sandbox.mcp.tools import workspace as workspace_tools
+from openova_sandbox.mcp.tools.base import McpCaller, McpServices, ToolContext
+from openova_sandbox.services.sandbox_reaper import SandboxReaper
+from openova_sandbox.services.workspace_index import Limits, WorkspaceIndex
+from openova_sandbox.store.memory import MemoryStore
+
+TOOLS = {t.name: t for t in workspace_tools.TOOLS}
+
+
+class World:
+    def __init__(self, data_dir: Path, index: WorkspaceIndex) -> None:
+        self.data_dir = data_dir
+        self.index = index
+        self.settings = load_settings(data_dir=data_dir, store="memory")
+
+    def workspace(self, name: str, namespace: str = "acme") -> Path:
+        ws = workspace_path(self.data_dir, namespace, name)
+        ws.mkdir(parents=True, exist_ok=True)
+        return ws
+
+    def ctx(self, name: str, uid: str, namespace: str = "acme") -> ToolContext:
+        caller = McpCaller(
+            namespace=namespace,
+            sandbox=name,
+            uid=uid,
+            owner_sub="sub-ada",
+            owner_email="ada@acme.com",
+            org="acme",
+            grant=Grant(("*",)),
+        )
+        return ToolContext(caller, McpServices(settings=self.settings, workspace=self.index))
+
+
+async def call(ctx: ToolContext, tool: str, **args: Any) -> Any:
+    result = await TOOLS[tool].handler(ctx, args)
+    json.dumps(result)  # what the server sends: JSON-able
+    return result
+
+
+def paths(result: dict[str, Any]) -> list[str]:
+    return [hit["path"] for hit in result["hits"]]
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path / "data", WorkspaceIndex(tmp_path / "data"))
+
+
+async def test_search_finds_lines_and_follows_changes(world: World) -> None:
+    ws = world.workspace("one")
+    ctx = world.ctx("one", "uid-one")
+    (ws / "src").mkdir()
+    (ws / "src" / "app.py").write_text("import os\n\n\ndef frobnicate(x):\n    return x * 2\n")
+    (ws / "README.md").write_text("# Demo\nNothing to see.\n")
+
+    first = await call(ctx, "workspace.search", query="frobnicate")
+    assert paths(first) == ["src/app.py"]
+    assert first["hits"][0]["lines"] == [{"line": 4, "text": "def frobnicate(x):"}]
+    assert first["index"]["files"] == 2 and first["index"]["reindexed"] == 2
+
+    # a term added after the first index is found, and only the changed file is read again
+    (ws / "src" / "later.py").write_text("QUUXIFY_LIMIT = 3\n")
+    found = await call(ctx, "workspace.search", query="quuxify")
+    assert paths(found) == ["src/later.py"]
+    assert found["index"]["reindexed"] == 1
+
+    # an edit replaces the file's blocks: the old word is gone, the new one is there
+    (ws / "README.md").write_text("# Demo\nNow with a zanzibar.\n")
+    assert paths(await call(ctx, "workspace.search", query="zanzibar")) == ["README.md"]
+    assert (await call(ctx, "workspace.search", query="nothing"))["hits"] == []
+
+    # a deleted file disappears from the results
+    (ws / "src" / "app.py").unlink()
+    gone = await call(ctx, "workspace.search", query="frobnicate")
+    assert gone["hits"] == [] and gone["index"]["removed"] == 1
+
+    # nothing changed: nothing is read again
+    idle = await call(ctx, "workspace.search", query="zanzibar")
+    assert idle["index"]["reindexed"] == 0 and idle["index"]["removed"] == 0
+
+
+async def test_the_index_survives_a_restart_without_reading_everything_again(
+    world: World, tmp_path: Path
+) -> None:
+    ws = world.workspace("one")
+    for i in range(5):
+        (ws / f"f{i}.txt").write_text(f"common word{i}\n")
+    await call(world.ctx("one", "uid-one"), "workspace.search", query="common")
+    again = World(world.data_dir, WorkspaceIndex(world.data_dir))  # a new server process
+    (ws / "f2.txt").write_text("common changed\n")
+    result = await call(again.ctx("one", "uid-one"), "workspace.search", query="common")
+    assert sorted(paths(result)) == [f"f{i}.txt" for i in range(5)]  # no duplicates
+    assert result["index"]["reindexed"] == 1
+
+
+async def test_skips_git_binary_large_and_symlinks(world: World, tmp_path: Path) -> None:
+    ws = world.workspace("one")
+    outside = tmp_path / "outside.txt"
+    outside.write_text("plutonium outside the workspace\n")
+    (ws / ".git").mkdir()
+    (ws / ".git" / "config").write_text("plutonium in git\n")
+    (ws / "node_modules" / "pkg").mkdir(parents=True)
+    (ws / "node_modules" / "pkg" / "index.js").write_text("plutonium dependency\n")
+    (ws / "blob.bin").write_bytes(b"plutonium\0binary")
+    (ws / "latin1.txt").write_bytes("plutonium caf\xe9".encode("latin-1"))
+    (ws / "big.txt").write_text("plutonium " * 200_000)  # 2 MB > 1 MiB
+    os.symlink(outside, ws / "link.txt")
+    os.symlink(tmp_path, ws / "linked-dir")
+    (ws / "real.txt").write_text("plutonium here\n")
+
+    result = await call(world.ctx("one", "uid-one"), "workspace.search", query="plutonium")
+    assert paths(result) == ["real.txt"]
+    assert result["index"]["skipped"] == {"binary": 2, "tooLarge": 1, "overLimit": 0}
+
+
+async def test_limits_on_files_say_what_was_left_out(tmp_path: Path) -> None:
+    world = World(tmp_path / "data", WorkspaceIndex(tmp_path / "data", limits=Limits(max_files=3)))
+    ws = world.workspace("one")
+    for i in range(5):
+        (ws / f"f{i}.txt").write_text("kumquat\n")
+    result = await call(world.ctx("one", "uid-one"), "workspace.search", query="kumquat")
+    assert len(result["hits"]) == 3
+    assert result["index"]["files"] == 3 and result["index"]["skipped"]["overLimit"] == 2
+
+
+async def test_results_are_bounded_and_scoped_to_a_folder(world: World) -> None:
+    ws = world.workspace("one")
+    (ws / "a" / "deep").mkdir(parents=True)
+    (ws / "ab").mkdir()
+    for folder in ("a", "a/deep", "ab", "."):
+        for i in range(3):
+            (ws / folder / f"n{i}.txt").write_text("nectarine\n")
+    ctx = world.ctx("one", "uid-one")
+    everything = await call(ctx, "workspace.search", query="nectarine", limit=50)
+    assert everything["total"] == 12 and len(everything["hits"]) == 12
+    assert len((await call(ctx, "workspace.search", query="nectarine", limit=2))["hits"]) == 2
+    under_a = paths(await call(ctx, "workspace.search", query="nectarine", path="a", limit=50))
+    assert sorted(under_a) == sorted(
+        [f"a/n{i}.txt" for i in range(3)] + [f"a/deep/n{i}.txt" for i in range(3)]
+    )
+    with pytest.raises(Invalid):
+        await call(ctx, "workspace.search", query="nectarine", limit=51)
+    with pytest.raises(Invalid, match="no words"):
+        await call(ctx, "workspace.search", query="AND -- !!")
+    with pytest.raises(Forbidden):
+        await call(ctx, "workspace.search", query="nectarine", path="../other")
+
+
+async def test_a_sandbox_searches_its_own_workspace_only(world: World) -> None:
+    (world.workspace("one") / "mine.txt").write_text("persimmon of one\n")
+    (world.workspace("two") / "theirs.txt").write_text("persimmon of two\n")
+    one = await call(world.ctx("one", "uid-one"), "workspace.search", query="persimmon")
+    two = await call(world.ctx("two", "uid-two"), "workspace.search", query="persimmon")
+    assert paths(one) == ["mine.txt"] and paths(two) == ["theirs.txt"]
+    with pytest.raises(NotFound, match="no workspace"):
+        await call(world.ctx("three", "uid-three"), "workspace.search", query="persimmon")
+
+
+async def test_read_is_bounded(tmp_path: Path) -> None:
+    world = World(
+        tmp_path / "data", WorkspaceIndex(tmp_path / "data", limits=Limits(read_bytes=64))
+    )
+    ws = world.workspace("one")
+    (ws / "lines.txt").write_text("".join(f"line {i}\n" for i in range(1, 21)))
+    ctx = world.ctx("one", "uid-one")
+
+    part = await call(ctx, "workspace.read", path="lines.txt", line=3, limit=2)
+    assert part["content"] == "line 3\nline 4"
+    assert (part["startLine"], part["endLine"], part["truncated"], part["nextLine"]) == (
+        3,
+        4,
+        True,
+        5,
+    )
+    tail = await call(ctx, "workspace.read", path="./lines.txt", line=19)
+    assert tail["content"] == "line 19\nline 20" and not tail["truncated"]
+    cut = await call(ctx, "workspace.read", path="lines.txt")  # 64 bytes: whole lines only
+    assert cut["content"].split("\n") == [f"line {i}" for i in range(1, 10)]
+    assert cut["truncated"] and cut["nextLine"] == 10
+    with pytest.raises(Invalid, match="past its end"):
+        await call(ctx, "workspace.read", path="lines.txt", line=22)
+    with pytest.raises(Invalid):
+        await call(ctx, "workspace.read", path="lines.txt", limit=0)
+
+    (ws / "blob.bin").write_bytes(b"\0\1\2")
+    assert (await call(ctx, "workspace.read", path="blob.bin"))["binary"] is True
+    (ws / "sub").mkdir()
+    listing = await call(ctx, "workspace.read", path="")
+    assert [(e["name"], e["type"]) for e in listing["entries"]] == [
+        ("blob.bin", "file"),
+        ("lines.txt", "file"),
+        ("sub", "dir"),
+    ]
+    with pytest.raises(NotFound):
+        await call(ctx, "workspace.read", path="missing.txt")
+
+
+async def test_read_never_leaves_the_workspace(world: World, tmp_path: Path) -> None:
+    ws = world.workspace("one")
+    other = world.workspace("two")
+    (other / "theirs.txt").write_text("not yours\n")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("server secret\n")
+    (ws / "inside.txt").write_text("fine\n")
+    os.symlink(secret, ws / "abs-link")
+    os.symlink("../two/theirs.txt", ws / "rel-link")
+    os.symlink(tmp_path, ws / "dir-link")
+    os.symlink("inside.txt", ws / "ok-link")
+    (ws / "nested").mkdir()
+    os.symlink("../inside.txt", ws / "nested" / "up-link")
+    ctx = world.ctx("one", "uid-one")
+
+    for path in ("../two/theirs.txt", "nested/../../two/theirs.txt", ".."):
+        with pytest.raises(Forbidden, match=r"'\.\.'"):
+            await call(ctx, "workspace.read", path=path)
+    with pytest.raises(Invalid, match="relative"):
+        await call(ctx, "workspace.read", path=str(secret))
+    for path in ("abs-link", "rel-link", "dir-link/secret.txt", "dir-link"):
+        with pytest.raises(Forbidden, match="outside the workspace"):
+            await call(ctx, "workspace.read", path=path)
+    # a link that stays inside is followed, and the answer names where it led
+    for path in ("ok-link", "nested/up-link"):
+        followed = await call(ctx, "workspace.read", path=path)
+        assert (followed["path"], followed["content"]) == ("inside.txt", "fine")
+
+
+async def test_the_index_goes_with_its_sandbox(world: World) -> None:
+    store = MemoryStore()
+    live = await store.create(
+        Sandbox(
+            metadata=ObjectMeta(name="two", namespace="acme"),
+            spec=SandboxSpec(
+                owner_email="ada@acme.com", org_slug="acme", agent_catalogue=("aider",)
+            ),
+        )
+    )
+    (world.workspace("one") / "a.txt").write_text("tamarind\n")
+    (world.workspace("two") / "b.txt").write_text("tamarind\n")
+    await call(world.ctx("one", "uid-one"), "workspace.search", query="tamarind")
+    await call(world.ctx("two", live.metadata.uid), "workspace.search", query="tamarind")
+    gone, kept = world.index.folder("uid-one"), world.index.folder(live.metadata.uid)
+    assert set(await world.index.known()) == {"uid-one", live.metadata.uid}
+
+    # uid-one is no live sandbox (deleted while the server was down): the sweep removes it
+    assert await SandboxReaper(store, [world.index]).sweep() == 1
+    assert not gone.exists() and kept.is_dir()
+    assert set(await world.index.known()) == {live.metadata.uid}
+    # and its sandbox searches on, from a fresh index when it comes back
+    again = await call(world.ctx("one", "uid-one"), "workspace.search", query="tamarind")
+    assert paths(again) == ["a.txt"]
