@@ -394,6 +394,10 @@ class McpHttpEdge:
         await self.server.manager.handle_request(scope, receive, send)
 
 
+# JSON-RPC codes (the implementation-defined server range) of the edge's refusals
+REFUSAL_CODES = {401: -32001, 404: -32601, 503: -32000}
+
+
 @dataclass(frozen=True)
 class _Template:
     path: str
@@ -417,7 +421,19 @@ def _bearer(scope: Mapping[str, Any]) -> str:
 async def _refuse(
     send: Any, status: int, code: str, detail: str, retry_after: bool = False
 ) -> None:
-    body = json.dumps({"error": code, "detail": detail}).encode()
+    # a JSON-RPC error (no id: the request was not read), which MCP clients surface
+    # with its message, and the API's error code and detail under ``data``
+    body = json.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": None,
+            "error": {
+                "code": REFUSAL_CODES.get(status, -32000),
+                "message": f"{code}: {detail}",
+                "data": {"error": code, "detail": detail},
+            },
+        }
+    ).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
