@@ -103,6 +103,8 @@ class FakeKubeApp:
         self.users: dict[str, User] = {}
         # what RBAC refused: (method, path, message)
         self.forbidden: list[tuple[str, str, str]] = []
+        # pods' logs (FakeKube.set_pod_log): (namespace, pod, container) → text
+        self.pod_logs: dict[tuple[str, str, str], str] = {}
         self.storage: Storage | None = None
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str]] = []
@@ -276,6 +278,8 @@ class FakeKubeApp:
     async def _verb(self, request: Request, t: Target) -> Response:
         await self._authorize(request, t)
         state = self.state
+        if t.subresource == "log" and t.rt.plural == "pods" and request.method == "GET":
+            return self._pod_log(t, request.query_params)
         if t.subresource not in ("", "status", "scale", "finalize"):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         if t.subresource == "status" and not t.rt.status_subresource:
@@ -309,6 +313,34 @@ class FakeKubeApp:
                 options["propagationPolicy"] = query["propagationPolicy"]
             return _json(await state.delete(t.rt, ns, t.name, options=options))
         raise ApiError(405, "MethodNotAllowed", f"{method} is not supported here")
+
+    def _pod_log(self, t: Target, query: Any) -> Response:
+        """``pods/log``: the text set for the pod's container, its last ``tailLines``
+        lines; the real server's 400s for a missing or unknown container. Not modelled:
+        ``follow``, ``sinceSeconds``, ``limitBytes``, ``previous``, timestamps."""
+        pod = self.state.get(t.rt, t.namespace or "", t.name or "")
+        names = [c.get("name", "") for c in (pod.get("spec") or {}).get("containers") or []]
+        container = query.get("container") or ""
+        if not container:
+            if len(names) != 1:
+                raise ApiError(
+                    400,
+                    "BadRequest",
+                    f"a container name must be specified for pod {t.name}, choose one of: "
+                    f"[{' '.join(names)}]",
+                )
+            container = names[0]
+        elif container not in names:
+            raise ApiError(
+                400, "BadRequest", f"container {container} is not valid for pod {t.name}"
+            )
+        with self._lock:
+            text = self.pod_logs.get((t.namespace or "", t.name or "", container), "")
+        tail = query.get("tailLines")
+        if tail is not None and tail.isdigit():
+            lines = text.splitlines(keepends=True)
+            text = "".join(lines[len(lines) - int(tail) :] if int(tail) else [])
+        return Response(text, media_type="text/plain")
 
     async def _body(self, request: Request) -> Any:
         raw = await request.body()
@@ -407,6 +439,11 @@ class FakeKube:
         fault = Fault(method.upper() if method else None, re.compile(path), status, hang, times)
         self.fake.add_fault(fault)
         return fault
+
+    def set_pod_log(self, namespace: str, pod: str, container: str, text: str) -> None:
+        """What ``pods/log`` answers for ``container`` of ``pod`` (the pod must exist)."""
+        with self.fake._lock:
+            self.fake.pod_logs[(namespace, pod, container)] = text
 
     def add_user(self, token: str, user: User) -> Path:
         """Authorize requests bearing ``token`` as ``user`` with the fake's RBAC objects

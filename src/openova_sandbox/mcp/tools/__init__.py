@@ -8,13 +8,14 @@ from .base import Tool
 def all_tools() -> list[Tool]:
     """The tools of every family, in a stable order. Each family module exposes
     ``TOOLS: list[Tool]``; add a module's import here when it lands."""
-    from . import preview, sandbox, secrets, session, usage, workspace
+    from . import k8s, preview, sandbox, secrets, session, usage, workspace
 
     tools: list[Tool] = []
     tools += session.TOOLS
     tools += sandbox.TOOLS
     tools += usage.TOOLS
     tools += preview.TOOLS
+    tools += k8s.TOOLS
     tools += workspace.TOOLS
     tools += secrets.TOOLS
     return tools
