@@ -14,6 +14,13 @@ appear on screen, and can tell it from the echo of what it typed); otherwise
 ``PONG-<n>`` with ``n`` the number of completion requests so far. Every request is
 recorded (method, path, headers, parsed body) so a test can assert the agent really
 called it, with the key it was given.
+
+Scripted tool calls (:meth:`FakeLLM.script_tool_call`): a chat-completions request whose
+last user message holds the trigger word, and that offers a tool of that name, is
+answered with a call of that tool (the agent's own name for it: agents prefix the tools
+of an MCP server, so the offered tool whose name ends with the wanted one is called);
+once the conversation's last message is the tool's result, the answer is text again,
+``TOOL-DONE-<trigger>``.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from support.threaded_server import ThreadedServer
 MODEL = "fake-model"
 _PING = re.compile(r"ping-([A-Za-z0-9]+)", re.IGNORECASE)
 _CHUNK = 4  # characters per streamed chunk: the answer arrives in several pieces
+SEARCH_TOOL = "tool_search"  # qwen-code's: reveals deferred (MCP) tools by query
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,8 @@ class FakeLLM(ThreadedServer):
     _thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _completions: int = 0
+    # trigger word -> (the tool's name as the server names it, its arguments)
+    _scripts: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> FakeLLM:
@@ -128,6 +138,53 @@ class FakeLLM(ThreadedServer):
                 self._completions += 1
             return self._completions
 
+    def script_tool_call(
+        self, trigger: str, tool: str, arguments: dict[str, Any] | None = None
+    ) -> None:
+        """Answer a user message holding ``trigger`` with a call of ``tool``."""
+        with self._lock:
+            self._scripts[trigger] = (tool, dict(arguments or {}))
+
+    def tool_call_for(self, body: Any) -> tuple[str, dict[str, Any]] | None:
+        """The scripted call this request gets: (the offered tool's name, arguments);
+        ``None`` when no script applies or the tool's result is already there. A script
+        whose tool is not offered answers ``("", {"offered": [...]})``."""
+        if not isinstance(body, dict) or not self._scripts:
+            return None
+        trigger = self.trigger_in(body)
+        if trigger is None:
+            return None
+        with self._lock:
+            tool, arguments = self._scripts[trigger]
+        offered, called = offered_tools(body), called_tools(body)
+        wanted = _plain(tool)
+        if any(_plain(name).endswith(wanted) for name in called):
+            return None  # called: its result is in, the answer is text
+        for name in offered:
+            if _plain(name).endswith(wanted):
+                return name, arguments
+        # an agent that lists an MCP server's tools only once they are searched for
+        # (qwen-code 0.15 defers them behind tool_search): search first
+        if SEARCH_TOOL in offered and SEARCH_TOOL not in called:
+            return SEARCH_TOOL, {"query": tool}
+        return "", {"offered": offered}
+
+    def trigger_in(self, body: Any) -> str | None:
+        """The scripted trigger word the request's last user message holds."""
+        text = last_user_text(body)
+        with self._lock:
+            return next((t for t in self._scripts if t in text), None)
+
+    def tool_results(self) -> list[tuple[Recorded, list[dict[str, Any]]]]:
+        """The completion requests that carried tool results, with those messages."""
+        out = []
+        for r in self.completions():
+            messages = r.body.get("messages") if isinstance(r.body, dict) else None
+            found = [m for m in (messages or []) if isinstance(m, dict) and m.get("role") == "tool"]
+            if found:
+                out.append((r, found))
+        return out
+
     def answer_for(self, body: Any, count: int) -> str:
         match = _PING.search(last_user_text(body))
         return f"PONG-{match.group(1)}" if match else f"PONG-{count}"
@@ -153,6 +210,36 @@ class FakeLLM(ThreadedServer):
             time.sleep(0.05)
         paths = [f"{r.method} {r.path}" for r in self.requests]
         raise AssertionError(f"no completion request asked ping-{word}; requests: {paths}")
+
+
+def offered_tools(body: Any) -> list[str]:
+    """The function names a chat-completions request offers."""
+    tools = body.get("tools") if isinstance(body, dict) else None
+    names = []
+    for tool in tools or []:
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(function, dict) and isinstance(function.get("name"), str):
+            names.append(function["name"])
+    return names
+
+
+def called_tools(body: Any) -> list[str]:
+    """The function names the conversation's assistant messages called."""
+    messages = body.get("messages") if isinstance(body, dict) else None
+    names = []
+    for message in messages or []:
+        if not isinstance(message, dict) or message.get("role") != "assistant":
+            continue
+        for call in message.get("tool_calls") or []:
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict) and isinstance(function.get("name"), str):
+                names.append(function["name"])
+    return names
+
+
+def _plain(name: str) -> str:
+    """A tool name with every character an agent may replace as ``_``."""
+    return re.sub(r"[^A-Za-z0-9]", "_", name)
 
 
 def _chunks(text: str) -> Iterator[str]:
@@ -232,7 +319,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _chat(self, body: Any, count: int) -> None:
         body = body if isinstance(body, dict) else {}
+        call = self.llm.tool_call_for(body)
+        if call is not None and call[0]:
+            self._tool_call(body, count, *call)
+            return
         text = self.llm.answer_for(body, count)
+        if call is not None:  # scripted, but the tool is not among those offered
+            text = "NO-SUCH-TOOL offered: " + ", ".join(call[1]["offered"])
+        elif _last_role(body) == "tool":
+            text = f"TOOL-DONE-{self.llm.trigger_in(body)}"
         model = str(body.get("model") or MODEL)
         ident, created = f"chatcmpl-{count}", int(time.time())
         usage = {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}
@@ -270,6 +365,67 @@ class _Handler(BaseHTTPRequestHandler):
         for piece in _chunks(text):
             self._sse(chunk({"content": piece}, None))
         self._sse(chunk({}, "stop"))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            self._sse(
+                {
+                    "id": ident,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": [],
+                    "usage": usage,
+                }
+            )
+        self._sse("[DONE]")
+
+    def _tool_call(self, body: Any, count: int, name: str, arguments: dict[str, Any]) -> None:
+        """One call of ``name``, streamed the way OpenAI streams tool calls (or whole)."""
+        model = str(body.get("model") or MODEL)
+        ident, created = f"chatcmpl-{count}", int(time.time())
+        call_id = f"call_{count}"
+        args = json.dumps(arguments)
+        usage = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+        call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": args}}
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": None, "tool_calls": [call]}
+            choice = {"index": 0, "message": message, "finish_reason": "tool_calls"}
+            self._json(
+                200,
+                {
+                    "id": ident,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [choice],
+                    "usage": usage,
+                },
+            )
+            return
+
+        def chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+            return {
+                "id": ident,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+
+        self._sse_start()
+        self._sse(
+            chunk(
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {"index": 0, **call, "function": {"name": name, "arguments": ""}}
+                    ],
+                },
+                None,
+            )
+        )
+        self._sse(chunk({"tool_calls": [{"index": 0, "function": {"arguments": args}}]}, None))
+        self._sse(chunk({}, "tool_calls"))
         if (body.get("stream_options") or {}).get("include_usage"):
             self._sse(
                 {
@@ -353,6 +509,13 @@ class _Handler(BaseHTTPRequestHandler):
             "response.output_item.done",
         )
         self._sse({"type": "response.completed", "response": done}, "response.completed")
+
+
+def _last_role(body: Any) -> str:
+    messages = body.get("messages") if isinstance(body, dict) else None
+    if isinstance(messages, list) and messages and isinstance(messages[-1], dict):
+        return str(messages[-1].get("role") or "")
+    return ""
 
 
 def _model(name: str) -> dict[str, Any]:

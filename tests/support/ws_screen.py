@@ -82,6 +82,10 @@ class WsScreen:
                 raise AssertionError(f"{pattern!r} not on the screen in {timeout}s:\n{text}")
             await asyncio.sleep(0.05)
 
+    async def press(self, keys: bytes) -> None:
+        """Send ``keys`` as typed (``b"\\r"``: Enter), without waiting for anything."""
+        await self._ws.send(keys)
+
     async def type_line(self, text: str, timeout: float = 30.0) -> None:
         """Type ``text``, wait until the agent shows it, then press Enter apart."""
         await self._ws.send(text.encode())

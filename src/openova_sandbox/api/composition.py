@@ -299,6 +299,8 @@ def build_embedded(
         credentials=deps.byos,
         pump=viewer_pump(metrics=terminal_metrics, window=settings.viewer_window_bytes),
         tokens=tokens,
+        # each spawn: /mcp's URL and a fresh MCP token, named by the agents' MCP config
+        mcp_tokens=deps.mcp_tokens,
     )
     deps.terminals = terminals
     # previews (preview.*): commands serving a port, run as the terminals' processes
@@ -314,7 +316,12 @@ def build_embedded(
     controller = EmbeddedController(
         deps.store,
         PreviewHost(  # a deleted sandbox's previews end before its terminals
-            TerminalHostAdapter(registry, agent_problem=terminals.agent_problem, tokens=tokens),
+            TerminalHostAdapter(
+                registry,
+                agent_problem=terminals.agent_problem,
+                tokens=tokens,
+                mcp_state=terminals.mcp_state,  # McpReady: /mcp is served by this process
+            ),
             previews,
         ),
         data_dir=Path(settings.data_dir),
