@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from openova_sandbox.domain.audit import AuditQuery
 from support.mcp_world import SESSIONS, McpWorld, Person, mcp_world
 
 pytestmark = pytest.mark.asyncio
@@ -87,6 +88,14 @@ async def test_workspace_and_secrets_through_the_mcp_client(world: McpWorld) -> 
             await client.call_tool("secrets.set", {"name": "1bad", "value": "v"}),
             "invalid-arguments",
         )
+
+    # each value set or read is in the org's audit log, by name only
+    records = await world.deps.audit.query(AuditQuery(org="acme", action="secret.*"))
+    assert sorted((r.action, r.target, r.outcome) for r in records) == [
+        ("secret.read", f"sandbox/{sandbox.name}/secret/STRIPE_KEY", "success"),
+        ("secret.set", f"sandbox/{sandbox.name}/secret/STRIPE_KEY", "success"),
+    ]
+    assert all(r.actor_sub == ADA.sub for r in records) and VALUE not in repr(records)
 
     # the other sandbox sees none of them
     async with world.client(world.mcp_token(other)) as client:

@@ -4,12 +4,14 @@ services/sandbox_secrets.py).
 Every call is scoped to the caller's sandbox uid: no argument names a sandbox, so
 another sandbox's secrets cannot be asked for. ``secrets.get`` gives the value only when
 the grant allows ``secrets.read`` (the plan's and the sandbox's capabilities); without
-it, the secret's metadata and why the value is withheld. Values are never logged.
+it, the secret's metadata and why the value is withheld. Values are never logged; each
+value read or set is recorded in the audit log (by name).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from ...domain.errors import Invalid
@@ -22,6 +24,10 @@ from ...services.sandbox_secrets import (
     SandboxSecrets,
 )
 from .base import McpServices, Tool, ToolContext, object_schema
+
+# audit actions (docs/api.md, "Audit"): a value handed to an agent, a value stored
+SECRET_READ = "secret.read"
+SECRET_SET = "secret.set"
 
 WITHHELD = (
     f"the value is withheld: this sandbox's token lacks the {READ_CAPABILITY!r} capability "
@@ -58,7 +64,8 @@ async def get(ctx: ToolContext, args: Mapping[str, Any]) -> Any:
     if not ctx.caller.may(READ_CAPABILITY):
         info = await _secrets(ctx).info(ctx.caller.uid, name)
         return {**info.to_dict(), "value": None, "withheld": WITHHELD}
-    found = await _secrets(ctx).get(ctx.caller.uid, name)
+    async with _audited(ctx, SECRET_READ, name):
+        found = await _secrets(ctx).get(ctx.caller.uid, name)
     return {**found.info.to_dict(), "value": found.value}
 
 
@@ -66,8 +73,24 @@ async def set_(ctx: ToolContext, args: Mapping[str, Any]) -> Any:
     value = args.get("value")
     if not isinstance(value, str):
         raise Invalid("value is a string", code="invalid-secret-value")
-    info = await _secrets(ctx).set(ctx.caller.uid, _name(args), value)
+    name = _name(args)
+    async with _audited(ctx, SECRET_SET, name):
+        info = await _secrets(ctx).set(ctx.caller.uid, name, value)
     return info.to_dict()
+
+
+@contextlib.asynccontextmanager
+async def _audited(ctx: ToolContext, action: str, name: str) -> AsyncIterator[None]:
+    """The audit log's record of a value read or set, as the owner through this
+    sandbox's MCP token (the name, never the value), with its outcome."""
+    log = ctx.services.extra.get("audit")
+    if log is None:
+        yield
+        return
+    target = f"sandbox/{ctx.caller.sandbox}/secret/{name}"
+    detail = {"via": f"mcp:{ctx.caller.sandbox}"}
+    async with log.action(action, ctx.caller.principal(), target=target, detail=detail):
+        yield
 
 
 NAME = {
