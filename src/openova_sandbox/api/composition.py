@@ -30,6 +30,7 @@ from ..events.product import Emitter
 from ..gateway.config import GatewayConfig
 from ..gateway.config import load_config as load_gateway_config
 from ..gateway.metrics import GatewayMetrics
+from ..mcp.resources import LiveResources
 from ..mcp.server import McpServer
 from ..mcp.tools.base import McpServices
 from ..services.agent_installs import AgentInstalls
@@ -416,8 +417,12 @@ def mcp_services(deps: AppDeps) -> McpServices:
 
 def attach_mcp(deps: AppDeps) -> None:
     """The MCP server at /mcp (docs/mcp.md), stopped first when the server stops."""
-    deps.mcp = McpServer(mcp_services(deps), deps.mcp_tokens)
-    deps.background.append(deps.mcp)
+    services = mcp_services(deps)
+    # openova:// resources and their subscriptions (docs/mcp.md, "Live resources and
+    # events"): started after the informer and the bus, stopped before them
+    services.live = LiveResources(services)
+    deps.mcp = McpServer(services, deps.mcp_tokens)
+    deps.background += [services.live, deps.mcp]
 
 
 # --- the model gateway -------------------------------------------------------------------
