@@ -1,4 +1,5 @@
-"""``preview.*`` (issue 14): a real embedded server (uvicorn on the test's loop, so the
+"""``preview.*`` (issue 14), the handlers called directly (test_mcp_preview_client.py
+goes through the MCP client): a real embedded server (uvicorn on the test's loop, so the
 tools' handlers and the server share one loop), a real sandbox made Ready by the
 embedded controller, real preview processes (``python3 -m http.server``) started by the
 tool in the sandbox's isolation, and the ``/preview/<sandbox>/<port>/`` proxy reached
@@ -12,20 +13,12 @@ import json
 import shutil
 import socket
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-import uvicorn
 
-from openova_sandbox.api.app import create_app
-from openova_sandbox.api.composition import build_embedded
-from openova_sandbox.api.deps import AppDeps
 from openova_sandbox.auth.cookie import COOKIE_NAME, sign_cookie
-from openova_sandbox.auth.issuer import EmbeddedIssuer
-from openova_sandbox.config import load_settings
 from openova_sandbox.domain.errors import Conflict, Invalid, NotFound, QuotaExceeded
 from openova_sandbox.domain.model import ANNOTATION_SUB
 from openova_sandbox.domain.principal import Principal
@@ -33,47 +26,40 @@ from openova_sandbox.mcp.capabilities import Grant
 from openova_sandbox.mcp.tools import preview as preview_tools
 from openova_sandbox.mcp.tools.base import McpCaller, McpServices, Tool, ToolContext
 from openova_sandbox.services.previews import members
-from openova_sandbox.serving import Server
 from openova_sandbox.testing.server import free_port
-from support.fake_agents import write_stand_ins
+from support.mcp_world import SESSIONS, McpWorld, Person, mcp_world
 
 pytestmark = pytest.mark.asyncio
 
-SESSIONS = "/api/v1/sandbox/sessions"
 PYTHON = "/usr/bin/python3"  # the system's: the sandbox's view shows /usr, not the server's HOME
-OWNER = {"sub": "sub-ada", "email": "ada@acme.com", "org": "acme"}
-OTHER = {"sub": "sub-bob", "email": "bob@acme.com", "org": "acme"}
+OWNER = Person("sub-ada", "ada@acme.com", "acme")
+OTHER = Person("sub-bob", "bob@acme.com", "acme")
 TOOLS = {t.name: t for t in preview_tools.TOOLS}
 
 
-@dataclass
 class World:
-    deps: AppDeps
-    url: str
-    issuer: EmbeddedIssuer
-    http: httpx.AsyncClient
-    data_dir: Path
+    """The shared MCP test server (support/mcp_world.py), with this file's helpers."""
 
-    def token(self, who: dict[str, str]) -> str:
-        return self.issuer.mint(sub=who["sub"], email=who["email"], org=who["org"])
+    def __init__(self, made: McpWorld) -> None:
+        self.made = made
+        self.deps = made.deps
+        self.url = made.url
+        self.http = made.http
+        self.data_dir = Path(made.deps.settings.data_dir)
 
-    def auth(self, who: dict[str, str]) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token(who)}"}
+    def token(self, who: Person) -> str:
+        return self.made.token(who)
 
-    async def sandbox(self, who: dict[str, str] = OWNER) -> dict[str, Any]:
-        made = await self.http.post(SESSIONS, json={"agent": "aider"}, headers=self.auth(who))
-        assert made.status_code == 201, made.text
-        name = made.json()["id"]
-        async with asyncio.timeout(20):
-            while True:
-                item = (await self.http.get(f"{SESSIONS}/{name}", headers=self.auth(who))).json()
-                if item.get("phase") in ("Ready", "Failed"):
-                    assert item["phase"] == "Ready", item
-                    return dict(item)
-                await asyncio.sleep(0.05)
+    def auth(self, who: Person) -> dict[str, str]:
+        return self.made.auth(who)
 
-    async def context(self, name: str, who: dict[str, str] = OWNER) -> ToolContext:
-        stored = await self.deps.sessions.get(_principal(who), name)
+    async def sandbox(self, who: Person = OWNER) -> dict[str, Any]:
+        made = await self.made.create(who, agent="aider")
+        return await self.made.ready(who, made.name)
+
+    async def context(self, name: str, who: Person = OWNER) -> ToolContext:
+        principal = Principal(sub=who.sub, email=who.email, org=who.org)
+        stored = await self.deps.sessions.get(principal, name)
         caller = McpCaller(
             namespace=stored.namespace,
             sandbox=stored.name,
@@ -89,10 +75,6 @@ class World:
         return ToolContext(caller, services)
 
 
-def _principal(who: dict[str, str]) -> Principal:
-    return Principal(sub=who["sub"], email=who["email"], org=who["org"])
-
-
 async def call(tool: str, ctx: ToolContext, **args: Any) -> Any:
     found: Tool = TOOLS[tool]
     result = await found.handler(ctx, args)
@@ -102,27 +84,8 @@ async def call(tool: str, ctx: ToolContext, **args: Any) -> Any:
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    agents = write_stand_ins(tmp_path / "agents.json")
-    settings = load_settings(data_dir=tmp_path / "data", agents_path=str(agents), store="memory")
-    deps = build_embedded(settings)
-    app = create_app(deps)
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=free_port(), lifespan="on", log_level="warning"
-    )
-    server = Server(config)
-    task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(20):
-        while not server.started:
-            assert not task.done(), "the server did not start"
-            await asyncio.sleep(0.01)
-    url = f"http://127.0.0.1:{config.port}"
-    http = httpx.AsyncClient(base_url=url, timeout=15)
-    try:
-        yield World(deps, url, EmbeddedIssuer.load(tmp_path / "data"), http, tmp_path / "data")
-    finally:
-        await http.aclose()
-        server.should_exit = True
-        await asyncio.wait_for(task, 30)
+    async with mcp_world(tmp_path, store="memory") as made:
+        yield World(made)
 
 
 def server_command(port: int) -> str:

@@ -1,0 +1,80 @@
+"""``preview.*`` through the official MCP client against a real embedded server (``/mcp``,
+a real MCP token, a sandbox made Ready by the controller, isolation as the machine
+allows): the tools listed, a ``python3 -m http.server`` started by ``preview.start``,
+its URL fetched through the proxy by the owner (bearer), refused to another user (404)
+and to nobody (401), listed, stopped; bad arguments answered as tool errors; the
+``k8s.read.*`` tools not listed in embedded mode."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from openova_sandbox.testing.server import free_port
+from support.mcp_world import McpWorld, Person, mcp_world
+
+ADA = Person("sub-ada", "ada@acme.com", "acme")
+BOB = Person("sub-bob", "bob@acme.com", "acme")
+PYTHON = "/usr/bin/python3"  # the system's: the sandbox's view shows /usr
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[McpWorld]:
+    async with mcp_world(tmp_path) as made:  # the default plan has preview.*
+        yield made
+
+
+def ok(result: Any) -> dict[str, Any]:
+    assert not result.is_error, result.content
+    data: dict[str, Any] = result.structured_content
+    return data
+
+
+async def test_preview_through_the_mcp_client_and_the_proxy(world: McpWorld) -> None:
+    sandbox = await world.create(ADA)
+    await world.ready(ADA, sandbox.name)
+    workspace = world.deps.previews._context(sandbox).workdir
+    Path(workspace, "index.html").write_text("served by the sandbox")
+    port = free_port()
+
+    async with world.client(world.mcp_token(sandbox)) as client:
+        names = {t.name for t in (await client.list_tools()).tools}
+        assert {"preview.start", "preview.stop", "preview.list"} <= names
+        assert not any(n.startswith("k8s.read.") for n in names)  # no cluster here
+
+        started = ok(
+            await client.call_tool(
+                "preview.start",
+                {"port": port, "command": f"exec {PYTHON} -m http.server {port} --bind 127.0.0.1"},
+            )
+        )
+        assert started["status"] == "listening", started
+        assert started["url"] == f"{world.url}/preview/{sandbox.name}/{port}/"
+
+        page = await world.http.get(started["url"], headers=world.auth(ADA))
+        assert page.status_code == 200 and page.text == "served by the sandbox"
+        assert (await world.http.get(started["url"])).status_code == 401
+        assert (await world.http.get(started["url"], headers=world.auth(BOB))).status_code == 404
+        # the MCP token is the sandbox's, not a user's: the proxy does not take it
+        as_mcp = {"Authorization": f"Bearer {world.mcp_token(sandbox)}"}
+        assert (await world.http.get(started["url"], headers=as_mcp)).status_code == 401
+
+        listed = ok(await client.call_tool("preview.list", {}))
+        assert [(p["port"], p["status"]) for p in listed["previews"]] == [(port, "listening")]
+
+        # the schema refuses what the handler would too, as a tool error with a detail
+        refused = await client.call_tool("preview.start", {"port": 80, "command": "true"})
+        assert refused.is_error
+        taken = await client.call_tool(
+            "preview.start", {"port": port, "command": "exec sleep 60", "wait": 0}
+        )
+        assert taken.is_error and taken.structured_content["error"] == "preview-exists"
+
+        stopped = ok(await client.call_tool("preview.stop", {"port": port}))
+        assert stopped["status"] == "exited"
+        assert ok(await client.call_tool("preview.list", {}))["previews"] == []
+    gone = await world.http.get(started["url"], headers=world.auth(ADA))
+    assert gone.status_code == 404
