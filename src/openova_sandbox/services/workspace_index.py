@@ -14,8 +14,8 @@
   it was asked; searches that arrive while a pass runs share the next one. No watcher:
   inotify needs a watch per folder (a limit per user) and loses events on overflow,
   while a walk of 10,000 unchanged files costs about 0.1 s on a busy 2-core machine
-  (docs/mcp.md has the figures). A crash between commit and manifest only re-indexes those files (each file's
-  blocks are deleted by path before it is added).
+  (docs/mcp.md has the figures). A crash between commit and manifest only re-indexes
+  those files (each file's blocks are deleted by path before it is added).
 - **Skipped:** symlinks (never followed), ``.git`` and the usual dependency and cache
   folders (:data:`SKIP_DIRS`), files over :data:`Limits.max_file_bytes`, binary files (a
   NUL byte, or not UTF-8), and anything beyond :data:`Limits.max_files` files or
@@ -52,7 +52,7 @@ import structlog
 import tantivy
 
 from ..controller.local import workspace_path
-from ..domain.errors import Forbidden, Invalid, NotFound
+from ..domain.errors import BackendUnavailable, Forbidden, Invalid, NotFound, SandboxError
 
 log = structlog.get_logger(__name__)
 
@@ -553,16 +553,37 @@ class WorkspaceIndex:
             raise Invalid(f"limit is 1 to {MAX_RESULTS}", code="invalid-limit")
         prefix = relative_parts(path)
         ws = self.workspace(namespace, name)
+        if not await asyncio.to_thread(ws.is_dir):
+            _open_root(ws)  # raises the reason (no index is made for a missing workspace)
         entry = await self._entry(uid)
         asked = time.monotonic()
         async with entry.lock:
             if entry.last_pass_started < asked:  # no pass started since we were asked
                 entry.last_pass_started = time.monotonic()
                 async with self._passes:
-                    entry.last_pass = await asyncio.to_thread(_Walk(entry, self.limits).run, ws)
+                    entry.last_pass = await self._pass(entry, ws)
             found = await asyncio.to_thread(self._query, entry, query, limit, prefix)
             found["index"] = entry.last_pass.summary()
         return found
+
+    async def _pass(self, entry: _SandboxIndex, ws: Path) -> _Pass:
+        """One pass; an index that fails (a full disk, a damaged file) is dropped, so the
+        next search builds it again, and this one answers why."""
+        try:
+            return await asyncio.to_thread(_Walk(entry, self.limits).run, ws)
+        except SandboxError:
+            raise
+        except (OSError, ValueError) as exc:
+            log.warning("workspace_index.pass_failed", sandbox_uid=entry.uid, error=str(exc))
+            if self._open.get(entry.uid) is entry:
+                del self._open[entry.uid]
+            await asyncio.to_thread(shutil.rmtree, entry.folder, True)
+            raise BackendUnavailable(
+                "the workspace index could not be updated (logged); it is built again at "
+                "the next search",
+                code="index-unavailable",
+                retry_after=1,
+            ) from exc
 
     def _query(
         self, entry: _SandboxIndex, query: str, limit: int, prefix: list[str]

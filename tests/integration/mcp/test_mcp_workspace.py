@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 
 from openova_sandbox.config import load_settings
 from openova_sandbox.controller.local import workspace_path
-from openova_sandbox.domain.errors import Forbidden, Invalid, NotFound
+from openova_sandbox.domain.errors import BackendUnavailable, Forbidden, Invalid, NotFound
 from openova_sandbox.domain.model import ObjectMeta, Sandbox, SandboxSpec
 from openova_sandbox.mcp.capabilities import Grant
 from openova_sandbox.mcp.tools import workspace as workspace_tools
@@ -174,6 +175,7 @@ async def test_a_sandbox_searches_its_own_workspace_only(world: World) -> None:
     assert paths(one) == ["mine.txt"] and paths(two) == ["theirs.txt"]
     with pytest.raises(NotFound, match="no workspace"):
         await call(world.ctx("three", "uid-three"), "workspace.search", query="persimmon")
+    assert "uid-three" not in await world.index.known()  # no index for a missing workspace
 
 
 async def test_read_is_bounded(tmp_path: Path) -> None:
@@ -268,3 +270,17 @@ async def test_the_index_goes_with_its_sandbox(world: World) -> None:
     # and its sandbox searches on, from a fresh index when it comes back
     again = await call(world.ctx("one", "uid-one"), "workspace.search", query="tamarind")
     assert paths(again) == ["a.txt"]
+
+
+async def test_a_damaged_index_answers_why_and_is_built_again(world: World) -> None:
+    ws = world.workspace("one")
+    (ws / "a.txt").write_text("apricot\n")
+    ctx = world.ctx("one", "uid-one")
+    await call(ctx, "workspace.search", query="apricot")
+    shutil.rmtree(world.index.folder("uid-one"))  # the index's files gone under it
+    (ws / "b.txt").write_text("apricot jam\n")
+    with pytest.raises(BackendUnavailable) as caught:
+        await call(ctx, "workspace.search", query="apricot")
+    assert caught.value.code == "index-unavailable"
+    rebuilt = await call(ctx, "workspace.search", query="apricot")
+    assert sorted(paths(rebuilt)) == ["a.txt", "b.txt"]
