@@ -202,20 +202,33 @@ def reconcile(
             replicas=replicas,
             failure=failure,
             route=config.http_route,
+            mcp_url=config.mcp_url,
         )
         new = _status(sandbox, rows, phase=FAILED, now=now, namespace=None, failure=failure)
         return _plan(status, new)
 
     if not has_finalizer:
         rows = _conditions(
-            sandbox, observed, namespace, replicas=replicas, failure=None, route=config.http_route
+            sandbox,
+            observed,
+            namespace,
+            replicas=replicas,
+            failure=None,
+            route=config.http_route,
+            mcp_url=config.mcp_url,
         )
         new = _status(sandbox, rows, phase=PENDING, now=now, namespace=namespace)
         return KubePlan(add_finalizer=True, status=_changed(status, new), requeue_after=0.0)
 
     ns_obj = observed.namespaces.get(namespace)
     rows = _conditions(
-        sandbox, observed, namespace, replicas=replicas, failure=None, route=config.http_route
+        sandbox,
+        observed,
+        namespace,
+        replicas=replicas,
+        failure=None,
+        route=config.http_route,
+        mcp_url=config.mcp_url,
     )
     if ns_obj is None:
         new = _status(sandbox, rows, phase=PROVISIONING, now=now, namespace=namespace)
@@ -403,6 +416,7 @@ def _conditions(
     replicas: int,
     failure: Failure | None,
     route: bool = True,
+    mcp_url: str = "",
 ) -> list[Row]:
     kids = observed.children
     blocked = f"not attempted: {failure.reason}" if failure else ""
@@ -483,14 +497,18 @@ def _conditions(
             if failure is None
             else row("RouteReady", False, "", "", "")
         )
+    # McpReady (docs/mcp.md, "Agents configured automatically"): what the operator knows,
+    # no more - it does not call the MCP server, and it says so
     out.append(
         row(
             "McpReady",
             ("ConfigMap", MCP_CONFIGMAP) in kids,
             "Configured",
-            "MCP client configuration exists",
+            f"ConfigMap {MCP_CONFIGMAP} names the MCP server {mcp_url} (not probed)",
             "writing MCP client configuration",
         )
+        if mcp_url
+        else ("McpReady", TRUE, "NotApplicable", "no MCP server configured (SANDBOX_KUBE_MCP_URL)")
     )
     has_token = ("Secret", GIT_SECRET) in kids
     if not sandbox.spec.repos:
