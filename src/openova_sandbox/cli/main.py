@@ -33,6 +33,7 @@ from .audit import app as audit_app
 from .client import ApiClient, ApiError
 from .console import LazyConsole, escape
 from .login import login_cmd, logout_cmd
+from .mcp import mcp_cmd
 from .pod import startup_error
 from .tokens import app as tokens_app
 
@@ -67,6 +68,7 @@ app.command("login")(login_cmd)
 app.command("logout")(logout_cmd)
 app.add_typer(audit_app, name="audit")
 app.add_typer(tokens_app, name="tokens")
+app.command("mcp")(mcp_cmd)
 err = LazyConsole(stderr=True)  # rich is imported at the first print, not at start
 out = LazyConsole()
 
