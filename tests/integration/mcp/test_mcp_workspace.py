@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from openova_sandbox.api.composition import build_api
 from openova_sandbox.config import load_settings
 from openova_sandbox.controller.local import workspace_path
 from openova_sandbox.domain.errors import BackendUnavailable, Forbidden, Invalid, NotFound
@@ -284,3 +285,41 @@ async def test_a_damaged_index_answers_why_and_is_built_again(world: World) -> N
     assert caught.value.code == "index-unavailable"
     rebuilt = await call(ctx, "workspace.search", query="apricot")
     assert sorted(paths(rebuilt)) == ["a.txt", "b.txt"]
+
+
+async def test_a_link_swapped_in_after_the_check_is_not_followed(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race an agent could try: ``link`` resolves inside the workspace when checked,
+    and a folder on the resolved path is a link out by the time it is opened. The second
+    open, again one component at a time without following links, refuses it."""
+    ws = world.workspace("one")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("server secret\n")
+    (ws / "inside.txt").write_text("fine\n")
+    os.symlink("inside.txt", ws / "link")
+    os.symlink(outside, ws / "swapped")  # what the checked path became meanwhile
+    real = os.path.realpath
+    base = real(ws)
+
+    def resolved_then_swapped(path: Any) -> str:
+        found = real(path)
+        return os.path.join(base, "swapped", "secret.txt") if found != base else found
+
+    monkeypatch.setattr(os.path, "realpath", resolved_then_swapped)
+    with pytest.raises(Forbidden) as caught:
+        await call(world.ctx("one", "uid-one"), "workspace.read", path="link")
+    assert caught.value.code == "path-changed"
+
+
+def test_kubernetes_mode_offers_secrets_but_not_the_workspace(tmp_path: Path) -> None:
+    """``sandbox api``: the workspaces are volumes of the sandbox pods, not on this
+    machine, so the workspace tools are not listed; the secrets are (the database)."""
+    settings = load_settings(data_dir=tmp_path / "data", store="memory", cookie_secret="c" * 32)
+    deps = build_api(settings, store=MemoryStore())
+    caller = McpCaller("acme", "one", "uid-one", "sub-ada", "ada@acme.com", "acme", Grant(("*",)))
+    listed = {t.name for t in deps.mcp.tools_for(caller)}
+    assert {"secrets.list", "secrets.get", "secrets.set"} <= listed
+    assert not {n for n in listed if n.startswith("workspace.")}
+    assert deps.workspace_index is None and deps.sandbox_secrets is not None
