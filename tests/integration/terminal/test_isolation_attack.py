@@ -242,14 +242,15 @@ def test_the_server_environment_and_processes_are_not_there(server, shell):
 
 def test_another_sandbox_processes_cannot_be_signalled(server, shell, beta):
     bob = beta.attach()
-    bob.run("sleep 600 & echo $!")
-    found = subprocess.run(["pgrep", "-f", "^sleep 600$"], capture_output=True, text=True)
+    # a duration no other test uses: pgrep sees the whole machine (other tests, xdist workers)
+    bob.run("sleep 600.75 & echo $!")
+    found = subprocess.run(["pgrep", "-f", "^sleep 600[.]75$"], capture_output=True, text=True)
     outside = found.stdout.split()
     assert outside, "bob's sleep is not running"
     for pid in outside:
         code, _ = shell.run(f"kill -9 {pid}")
         assert code != 0 or int(pid) < 100  # a small pid inside may be alice's own
-    assert subprocess.run(["pgrep", "-f", "^sleep 600$"], capture_output=True).returncode == 0
+    assert subprocess.run(["pgrep", "-f", "^sleep 600[.]75$"], capture_output=True).returncode == 0
     bob.run("kill %1")
     bob.ws.close()
 
