@@ -16,8 +16,9 @@ Layout (docs/mcp.md, "Live resources and events"):
   the event's id as ``Nats-Msg-Id`` so a retry of a stored event is not stored twice;
   past the timeout it raises :class:`EventNotPublished`;
 - **delivery**: a supervisor task connects (retrying with a capped back-off while the
-  server is away), makes the stream and the consumer if they are missing, fetches in
-  batches, hands each event to the local subscribers' queues and acknowledges it. An
+  server is away), makes the stream and the consumer if they are missing, long-polls one
+  event at a time (JetStream holds a larger pull until it is full or expires: latency),
+  hands each event to the local subscribers' queues and acknowledges it. An
   event delivered again (its acknowledgement was lost in a restart) is dropped by id.
 
 The client reconnects by itself (``max_reconnect_attempts=-1``); what it cannot resume
@@ -286,8 +287,10 @@ class NatsBus:
         try:
             while True:
                 try:
-                    messages = await psub.fetch(batch=256, timeout=self._fetch_wait)
-                except nats.errors.TimeoutError:
+                    # one at a time: the server answers a one-message pull as soon as an
+                    # event is stored (a larger batch is held until full or expired)
+                    messages = await psub.fetch(batch=1, timeout=self._fetch_wait)
+                except (nats.errors.TimeoutError, TimeoutError):
                     if self._nc is None or self._nc.is_closed:
                         raise ConnectionError("the NATS connection is closed") from None
                     continue

@@ -10,7 +10,6 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,8 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 
 from openova_sandbox.domain.ledger import identity_of
-from openova_sandbox.domain.model import Sandbox
 from openova_sandbox.events.product import usage_recorded
+from support.mcp_updates import subscriber
 from support.mcp_world import SESSIONS, McpWorld, Person, mcp_world
 
 pytestmark = [
@@ -42,41 +41,6 @@ WITHIN = 1.0  # seconds: the issue's bound from a change to its notification
 async def world(tmp_path: Path) -> AsyncIterator[McpWorld]:
     async with mcp_world(tmp_path, isolation="none") as made:
         yield made
-
-
-class Updates:
-    """Every ``notifications/resources/updated`` a client got, with when it arrived."""
-
-    def __init__(self) -> None:
-        self.got: list[tuple[float, str]] = []
-        self._arrived = asyncio.Event()
-
-    async def __call__(self, message: Any) -> None:
-        if isinstance(message, types.ResourceUpdatedNotification):
-            self.got.append((time.monotonic(), str(message.params.uri)))
-            self._arrived.set()
-
-    def uris(self) -> list[str]:
-        return [uri for _, uri in self.got]
-
-    async def next_for(self, uri: str, *, after: float, timeout: float = 5.0) -> float:
-        """When the first update of ``uri`` that arrived at or after ``after`` came."""
-        async with asyncio.timeout(timeout):
-            while True:
-                for at, got in self.got:
-                    if got == uri and at >= after:
-                        return at
-                self._arrived.clear()
-                await self._arrived.wait()
-
-
-@asynccontextmanager
-async def subscriber(world: McpWorld, sandbox: Sandbox) -> AsyncIterator[tuple[Client, Updates]]:
-    updates = Updates()
-    async with world.client(
-        world.mcp_token(sandbox), mode="legacy", message_handler=updates
-    ) as client:
-        yield client, updates
 
 
 async def read(client: Client, uri: str) -> dict[str, Any]:
