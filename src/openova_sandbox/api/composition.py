@@ -46,6 +46,7 @@ from ..services.gateway_ledger import (
 )
 from ..services.isolation import announce as announce_isolation
 from ..services.isolation import decide as decide_isolation
+from ..services.kube_read import KubeReader
 from ..services.logins import USED_FILE, LoginService, UsedLinks
 from ..services.mcp_tokens import InformerLookup, McpTokens
 from ..services.notify import attach_webhook
@@ -389,6 +390,11 @@ def build_api(settings: Settings, *, store: Store | None = None, public_url: str
     deps.byos = ByosService(settings=settings, unavailable=BYOS_CLUSTER_MODE)
     if settings.byos_enabled and settings.byos_client_id_configured:
         log.warning("byos_unavailable_in_cluster_mode", detail=BYOS_CLUSTER_MODE)
+    # k8s.read.* (docs/mcp.md, "Kubernetes reads"): each sandbox's workspace namespace,
+    # within its Role, with this process's cluster identity (KUBECONFIG or in-cluster)
+    if settings.store == "kube":
+        deps.kube_reader = KubeReader()
+        deps.background.append(deps.kube_reader)
     attach_mcp(deps)
     return deps
 
@@ -409,6 +415,7 @@ def mcp_services(deps: AppDeps) -> McpServices:
         ledger=deps.ledger,
         bus=deps.bus,
         previews=getattr(deps, "previews", None),
+        kube=getattr(deps, "kube_reader", None),
         workspace=deps.workspace_index,
         secrets=deps.sandbox_secrets,
         extra={"audit": deps.audit},

@@ -67,6 +67,9 @@ class AppDeps:
     # embedded mode: the sandboxes' previews served under /preview/ (services.previews
     # .PreviewsService; docs/mcp.md, "Previews"); None: not served here
     previews: Any = None
+    # Kubernetes mode: the sandboxes' namespaces read for k8s.read.* (services.kube_read
+    # .KubeReader; docs/mcp.md, "Kubernetes reads"); None: no cluster here
+    kube_reader: Any = None
     # the audit log (services.audit): ``await deps.audit.record(action, caller, ...)``
     audit: AuditLog = field(default_factory=MemoryAuditLog)
     # console sessions signed in with the OIDC issuer (auth.oidc_sessions.OidcSessions);

@@ -237,32 +237,51 @@ def event_view(obj: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- the reader
 class KubeReader:
-    """Read access to sandboxes' workspace namespaces, within their Role."""
+    """Read access to sandboxes' workspace namespaces, within their Role. Its client is
+    made at the first read (from ``kubeconfig_path``, else the environment: in-cluster,
+    the pod's ServiceAccount), so a process without a cluster configuration starts and
+    each read says what is missing."""
 
-    def __init__(self, client: AsyncClient) -> None:
+    def __init__(self, client: AsyncClient | None = None, *, kubeconfig_path: str = "") -> None:
         self._client = client
+        self._kubeconfig_path = kubeconfig_path
 
     @classmethod
-    def from_config(cls, kubeconfig_path: str | None = None) -> KubeReader:
-        """A reader with the kubeconfig at ``kubeconfig_path``, else the environment's
-        (in-cluster: the pod's ServiceAccount)."""
-        try:
-            config = (
-                KubeConfig.from_file(kubeconfig_path) if kubeconfig_path else KubeConfig.from_env()
+    def from_config(cls, kubeconfig_path: str = "") -> KubeReader:
+        return cls(kubeconfig_path=kubeconfig_path)
+
+    def _current(self) -> AsyncClient:
+        if self._client is None:
+            try:
+                config = (
+                    KubeConfig.from_file(self._kubeconfig_path)
+                    if self._kubeconfig_path
+                    else KubeConfig.from_env()
+                )
+            except (ConfigError, OSError, ValueError) as exc:
+                raise BackendUnavailable(f"no Kubernetes configuration: {exc}") from exc
+            self._client = AsyncClient(
+                config=config, timeout=httpx2.Timeout(TIMEOUT), trust_env=False
             )
-        except (ConfigError, OSError, ValueError) as exc:
-            raise BackendUnavailable(f"no Kubernetes configuration: {exc}") from exc
-        return cls(AsyncClient(config=config, timeout=httpx2.Timeout(TIMEOUT), trust_env=False))
+        return self._client
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        await self.close()
 
     async def close(self) -> None:
-        await self._client.close()
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
     async def get(self, sandbox: Sandbox, kind: Any, name: Any) -> dict[str, Any]:
         found = kind_of(kind)
         name = check_name(name)
         namespace = workspace_namespace(sandbox)
         try:
-            obj = await self._client.get(found.resource, name=name, namespace=namespace)
+            obj = await self._current().get(found.resource, name=name, namespace=namespace)
         except (ApiError, httpx2.HTTPError) as exc:
             raise _error(exc, f"{found.name} {name!r}") from exc
         return trimmed(_plain(obj))
@@ -277,7 +296,7 @@ class KubeReader:
         items: list[dict[str, Any]] = []
         more = False
         try:
-            async for obj in self._client.list(
+            async for obj in self._current().list(
                 found.resource, namespace=namespace, labels=selector or None, chunk_size=most
             ):
                 if len(items) == most:
@@ -302,7 +321,7 @@ class KubeReader:
         size = 0
         cut = False
         try:
-            async for line in self._client.log(
+            async for line in self._current().log(
                 pod,
                 namespace=namespace,
                 container=container,
@@ -331,7 +350,7 @@ class KubeReader:
         found: list[dict[str, Any]] = []
         seen = 0
         try:
-            async for obj in self._client.list(Event, namespace=namespace, chunk_size=MAX_LIST):
+            async for obj in self._current().list(Event, namespace=namespace, chunk_size=MAX_LIST):
                 seen += 1
                 event = _plain(obj)
                 if name is None or (event.get("involvedObject") or {}).get("name") == name:

@@ -9,6 +9,7 @@ read; the sandbox comes from the Kubernetes store through the sessions service.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from collections.abc import AsyncIterator, Iterator
@@ -16,9 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import httpx2
 import pytest
+import uvicorn
 import yaml
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
+from openova_sandbox.api.app import create_app
 from openova_sandbox.api.composition import build_api
 from openova_sandbox.api.deps import AppDeps
 from openova_sandbox.config import load_settings
@@ -29,9 +35,11 @@ from openova_sandbox.mcp.capabilities import Grant
 from openova_sandbox.mcp.tools import k8s as k8s_tools
 from openova_sandbox.mcp.tools.base import McpCaller, McpServices, ToolContext
 from openova_sandbox.services.kube_read import MAX_LIST, KubeReader
+from openova_sandbox.serving import UVICORN_OPTIONS, Server
 from openova_sandbox.store.kube import KubeStore
 from openova_sandbox.testing.kubeapi import FakeKube, run_fake_kube
 from openova_sandbox.testing.kubeapi_rbac import User
+from openova_sandbox.testing.server import free_port
 
 ROOT = Path(__file__).parents[3]
 CRD = ROOT / "deploy" / "crds" / "sandboxes.sandbox.openova.io.yaml"
@@ -76,6 +84,7 @@ class World:
     deps: AppDeps
     reader: KubeReader
     sandbox: Sandbox
+    sa_config: Path  # a kubeconfig of the sandbox's ServiceAccount
 
     def ctx(self, **services: Any) -> ToolContext:
         caller = McpCaller(
@@ -160,7 +169,7 @@ async def world(kube: FakeKube, tmp_path: Path) -> AsyncIterator[World]:
     config = kube.add_user(SA_TOKEN, User.service_account(WS, "sandbox"))
     reader = KubeReader.from_config(str(config))
     try:
-        yield World(kube, deps, reader, made)
+        yield World(kube, deps, reader, made, config)
     finally:
         await reader.close()
         await deps.store.close()
@@ -275,6 +284,57 @@ async def test_a_sandbox_without_a_namespace_yet_and_another_users_sandbox(
     )
     with pytest.raises(NotFound):
         await TOOLS["k8s.read.get"].handler(stranger, {"kind": "Pod", "name": "pty-server-0"})
+
+
+async def test_k8s_reads_through_the_mcp_client_in_kubernetes_mode(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sandbox api``'s app (the same as ``sandbox mcp --http``'s) over the fake: the
+    tools listed for the sandbox's MCP token, called with the official client, the reader
+    made from KUBECONFIG (here: the sandbox's ServiceAccount)."""
+    monkeypatch.setenv("KUBECONFIG", str(world.sa_config))
+    settings = load_settings(data_dir=tmp_path / "api-data", store="kube")
+    deps = build_api(settings, store=KubeStore(kubeconfig_path=str(world.kube.kubeconfig_path)))
+    assert deps.kube_reader is not None
+    config = uvicorn.Config(
+        create_app(deps), host="127.0.0.1", port=free_port(), lifespan="on", **UVICORN_OPTIONS
+    )
+    server = Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(20):
+            while not server.started:
+                assert not task.done(), "the server did not start"
+                await asyncio.sleep(0.01)
+        token = deps.mcp_tokens.issue(await deps.store.get("acme", "alpha"))
+        url = f"http://127.0.0.1:{config.port}/mcp"
+        async with (
+            httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as h,
+            Client(streamable_http_client(url, http_client=h)) as client,
+        ):
+            names = {t.name for t in (await client.list_tools()).tools}
+            assert {"k8s.read.get", "k8s.read.list", "k8s.read.logs", "k8s.read.events"} <= names
+            assert not any(n.startswith("preview.") for n in names)  # no previews in pods yet
+            listed = await client.call_tool("k8s.read.list", {"kind": "Pod"})
+            assert not listed.is_error, listed.content
+            assert sorted(p["name"] for p in listed.structured_content["items"]) == [
+                "pty-server-0",
+                "two-0",
+            ]
+            logs = await client.call_tool("k8s.read.logs", {"pod": "pty-server-0", "tail": 2})
+            assert logs.structured_content["lines"] == ["line 299", "line 300"]
+            secret = await client.call_tool(
+                "k8s.read.get", {"kind": "Secret", "name": "sandbox-gateway-token"}
+            )
+            assert secret.is_error
+            assert secret.structured_content["error"] == "kind-not-allowed"
+            assert "sk-never-shown" not in str(secret.content)
+            too_many = await client.call_tool("k8s.read.logs", {"pod": "x", "tail": 5000})
+            assert too_many.is_error  # the schema's maximum, said as a tool error
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)
+    assert world.kube.forbidden == []  # every read was within the sandbox's Role
 
 
 def test_the_tools_are_not_offered_without_a_cluster() -> None:
