@@ -2,7 +2,9 @@
 reason, never ``running``; it clears once the agent can start again (issue 8).
 
 Real server (uvicorn, SQLite), real PTYs, real binaries that are removed, broken and
-repaired on disk while the server runs.
+repaired on disk while the server runs. The controller sweeps every ``SWEEP`` s here
+instead of every 3 s (what is under test is what a sweep does, not how often it runs),
+so a negative check over several sweeps takes a second or two.
 """
 
 from __future__ import annotations
@@ -13,13 +15,23 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 import websockets
 
+from openova_sandbox.controller import runner as runner_module
 from openova_sandbox.domain.principal import Principal
 from openova_sandbox.services.sessions import CreateRequest
 
 SESSIONS = "/api/v1/sandbox/sessions"
 WORKS = "#!/bin/sh\nexec cat\n"
+SWEEP = 0.5  # the controller's sweep interval in these tests (3 s in production)
+# a negative check's window: several sweeps, and more than the agent check's 1 s memo
+SWEEPS_WINDOW = 5 * SWEEP
+
+
+@pytest.fixture(autouse=True)
+def quick_sweeps(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner_module, "SWEEP_SECONDS", SWEEP)
 
 
 def agent_row(tmp_path: Path, content: str = WORKS) -> Path:
@@ -111,7 +123,7 @@ def test_an_exec_error_fails_the_sandbox_and_a_repaired_binary_clears_it(make_ap
     item = wait_item(api, h, "box", failed_unavailable)
     assert "cannot start" in ready_reason(item)[1]
     # lasting: the next sweeps do not turn it back to running while nothing changed
-    time.sleep(4)  # longer than the controller's 3 s sweep, on purpose
+    time.sleep(SWEEPS_WINDOW)  # several of the controller's sweeps, on purpose
     assert failed_unavailable(api.http.get(f"{SESSIONS}/box", headers=h).json())
     # attaching again tries again (and fails again, saying why)
     code, _, text = asyncio.run(attach_outcome(url))
@@ -122,7 +134,7 @@ def test_an_exec_error_fails_the_sandbox_and_a_repaired_binary_clears_it(make_ap
     code, _, text = asyncio.run(attach_outcome(url, b"repaired\r"))
     assert b"repaired" in text
     # a successful start keeps it running
-    time.sleep(4)
+    time.sleep(SWEEPS_WINDOW)
     assert api.http.get(f"{SESSIONS}/box", headers=h).json()["status"] == "running"
 
 
