@@ -23,7 +23,7 @@ from openova_sandbox.api.deps import AppDeps
 from openova_sandbox.auth.issuer import EmbeddedIssuer
 from openova_sandbox.config import load_settings
 from openova_sandbox.domain.model import Sandbox
-from openova_sandbox.serving import UVICORN_OPTIONS, Server
+from openova_sandbox.serving import UVICORN_OPTIONS, Server, shutdown_hooks
 from openova_sandbox.testing.server import free_port
 from support.fake_agents import write_stand_ins
 
@@ -43,6 +43,13 @@ class McpWorld:
     url: str
     issuer: EmbeddedIssuer
     http: httpx.AsyncClient
+    server: Any = None
+    task: Any = None
+
+    async def stop(self, timeout: float = 30) -> None:
+        """Stop the server as SIGTERM does (shutdown hooks first) and wait for it."""
+        self.server.should_exit = True
+        await asyncio.wait_for(asyncio.shield(self.task), timeout)
 
     def token(self, who: Person) -> str:
         return self.issuer.mint(sub=who.sub, email=who.email, org=who.org)
@@ -89,6 +96,7 @@ class McpWorld:
 
 @contextlib.asynccontextmanager
 async def mcp_world(tmp_path: Path, **overrides: Any) -> AsyncIterator[McpWorld]:
+    """The server runs until the block ends; ``world.stop()`` stops it earlier."""
     agents = write_stand_ins(tmp_path / "agents.json")
     settings = load_settings(data_dir=tmp_path / "data", agents_path=str(agents), **overrides)
     deps = build_embedded(settings)
@@ -96,7 +104,7 @@ async def mcp_world(tmp_path: Path, **overrides: Any) -> AsyncIterator[McpWorld]
     config = uvicorn.Config(
         app, host="127.0.0.1", port=free_port(), lifespan="on", **UVICORN_OPTIONS
     )
-    server = Server(config)
+    server = Server(config, on_shutdown=shutdown_hooks(app))
     task = asyncio.create_task(server.serve())
     async with asyncio.timeout(20):
         while not server.started:
@@ -105,7 +113,7 @@ async def mcp_world(tmp_path: Path, **overrides: Any) -> AsyncIterator[McpWorld]
     url = f"http://127.0.0.1:{config.port}"
     http = httpx.AsyncClient(base_url=url, timeout=15)
     try:
-        yield McpWorld(deps, url, EmbeddedIssuer.load(tmp_path / "data"), http)
+        yield McpWorld(deps, url, EmbeddedIssuer.load(tmp_path / "data"), http, server, task)
     finally:
         await http.aclose()
         server.should_exit = True

@@ -6,6 +6,7 @@ own org; a deleted sandbox's token, a user's token and garbage are refused with 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -373,3 +374,31 @@ async def test_a_session_is_bound_to_the_token_that_opened_it(world: McpWorld) -
     )
     assert hijack.status_code == 404
     assert "Session not found" in hijack.text
+
+
+async def test_the_server_stops_promptly_with_clients_connected(world: McpWorld) -> None:
+    """A client of the 2025 protocol (what agent CLIs speak) holds a session with an
+    event stream open (GET /mcp); stopping the server does not wait for it to go away."""
+    token = world.mcp_token(await world.create(ADA))
+    async with world.client(token, mode="legacy") as client:
+        ok(await client.call_tool("session.whoami", {}))
+        assert world.deps.mcp.manager._server_instances  # the session is open
+        started = time.monotonic()
+        await world.stop(timeout=10)
+        assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+async def test_both_protocol_eras_list_and_call_as_the_same_caller(
+    world: McpWorld, mode: str
+) -> None:
+    """The 2025 handshake (sessions; what agent CLIs speak today) and the 2026 per-request
+    protocol both reach the same tools with the same caller and refusals."""
+    mine = await world.create(ADA)
+    async with world.client(world.mcp_token(mine), mode=mode) as client:
+        assert {t.name for t in (await client.list_tools()).tools} >= MINE
+        whoami = ok(await client.call_tool("session.whoami", {}))
+        assert whoami["sandbox"]["id"] == mine.name
+        failed(await client.call_tool("sandbox.delete", {"id": mine.name}), "own-sandbox")
+        with pytest.raises(MCPError, match="unknown tool"):
+            await client.call_tool("nope.nothing", {})
