@@ -68,19 +68,30 @@ class SandboxReaper:
 
     async def _run(self) -> None:
         while True:
-            if self._informer is None:
-                await self.sweep()
-                await asyncio.sleep(self._sweep_seconds)
-                continue
-            sub = self._informer.subscribe(lambda _sandbox: True)
             try:
-                await self.sweep()
-                ended = await self._follow(sub)
-            finally:
-                self._informer.unsubscribe(sub)
-            if not self._informer.running:
-                await asyncio.sleep(RETRY_SECONDS)  # stopped or not started yet
-            log.info("sandbox_reaper.resubscribing", reason=ended)
+                await self._round()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug must not end the reaper for the process's life
+                log.exception("sandbox_reaper.failed")
+                await asyncio.sleep(RETRY_SECONDS)
+
+    async def _round(self) -> None:
+        """A sweep, then (with an informer) the deletions it announces until its stream
+        ends; without one, the next sweep after the interval."""
+        if self._informer is None:
+            await self.sweep()
+            await asyncio.sleep(self._sweep_seconds)
+            return
+        sub = self._informer.subscribe(lambda _sandbox: True)
+        try:
+            await self.sweep()
+            ended = await self._follow(sub)
+        finally:
+            self._informer.unsubscribe(sub)
+        if not self._informer.running:
+            await asyncio.sleep(RETRY_SECONDS)  # stopped or not started yet
+        log.info("sandbox_reaper.resubscribing", reason=ended)
 
     async def _follow(self, sub: Any) -> str:
         """Remove what each deleted sandbox leaves; sweep when nothing happens for a

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from openova_sandbox.services.sandbox_reaper import SandboxReaper
 from openova_sandbox.services.sandbox_secrets import (
     MAX_SECRETS,
     MAX_VALUE_BYTES,
+    MemorySecretBackend,
     SandboxSecrets,
     build_sandbox_secrets,
 )
@@ -235,3 +237,27 @@ def test_a_key_is_needed(tmp_path: Path) -> None:
     with pytest.raises(Invalid, match="SANDBOX_COOKIE_SECRET"):
         build_sandbox_secrets(settings, cookie_secret="")
     assert isinstance(build_sandbox_secrets(settings, cookie_secret="x"), SandboxSecrets)
+
+
+async def test_the_sweep_spares_data_newer_than_its_list(world: World) -> None:
+    """A secret set after the sweep listed the sandboxes (its sandbox too new to be in
+    the list) is not taken for a leftover."""
+    later = SandboxSecrets(MemorySecretBackend(), key=b"k" * 32, clock=lambda: time.time() + 60)
+    await later.set("uid-born-after-the-list", "TOKEN", "v")
+    await later.set("uid-gone", "TOKEN", "v")
+    assert await SandboxReaper(world.store, [later]).sweep() == 0
+    assert set(await later.known()) == {"uid-born-after-the-list", "uid-gone"}
+
+
+async def test_without_an_informer_the_periodic_sweep_removes_them(world: World) -> None:
+    reaper = SandboxReaper(world.store, [world.secrets], sweep_seconds=0.05)
+    one = await world.sandbox("one")
+    await call(world.ctx(one), "secrets.set", name="TOKEN", value=VALUE)
+    await reaper.start()
+    try:
+        await world.store.delete("acme", "one")
+        async with asyncio.timeout(10):
+            while await world.secrets.known():
+                await asyncio.sleep(0.02)
+    finally:
+        await reaper.stop()
