@@ -336,6 +336,7 @@ def build_embedded(
     events = Emitter(deps.bus)
     controller.on_phase = events.phase_changed
     terminals.events = events
+    previews.events = events  # preview.started|stopped|exited
     deps.gateway.events = events
     # installs from the console; the registry finds them through agent_path()
     deps.agent_installs = AgentInstalls(

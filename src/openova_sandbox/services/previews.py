@@ -41,6 +41,8 @@ from ..controller.local import home_path, workspace_path
 from ..controller.ports import TerminalHost
 from ..domain.errors import BackendUnavailable, Conflict, Invalid, NotFound, QuotaExceeded
 from ..domain.model import Sandbox
+from ..events.bus import Event
+from ..events.product import Emitter, sandbox_scope
 from ..terminal.pty import PtyProcess, SpawnSpec, exit_status
 from ..terminal.registry import SandboxContext, TerminalRegistry
 from .terminals import registry_key
@@ -57,6 +59,12 @@ EXITED_KEPT = 8  # exited previews listed per sandbox (the newest)
 MAX_WAIT = 30.0
 WAIT_STEP = 0.05
 PATH_PREFIX = "/preview"
+
+# on the event bus (events/product.py's scope, plus ``port``; ``code`` on exit): the MCP
+# live resource openova://preview/{id}/{port} follows them
+PREVIEW_STARTED = "preview.started"
+PREVIEW_STOPPED = "preview.stopped"
+PREVIEW_EXITED = "preview.exited"
 
 STARTING = "starting"
 LISTENING = "listening"
@@ -180,10 +188,12 @@ class Preview:
     process: PtyProcess
     started_at: datetime
     output: bytearray = field(default_factory=bytearray)
+    scope: dict[str, str] = field(default_factory=dict)  # for its events (sandbox_scope)
     exit_code: int | None = None
     # the address the preview's own listening socket is reached on (None: not listening)
     host: str | None = None
     ended: bool = False  # its processes are gone and its descriptors closed
+    stopping: bool = False  # ended on request (preview.stopped), not of itself
 
     def observe(self) -> str:
         """The status now: ``exited`` once the main process was reaped, ``listening``
@@ -245,6 +255,8 @@ class PreviewsService:
         self._closing = False
         self._server_port: int | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # the product's events (events.product.Emitter); None: not published
+        self.events: Emitter | None = None
 
     # ------------------------------------------------------------ server lifecycle
     def listening(self, host: str, port: int) -> None:
@@ -376,9 +388,15 @@ class PreviewsService:
             command=command,
             process=process,
             started_at=datetime.now(UTC).replace(microsecond=0),
+            scope=sandbox_scope(sandbox),
         )
         self._watch(preview)
+        self._emit(PREVIEW_STARTED, preview)
         return preview
+
+    def _emit(self, kind: str, preview: Preview, **extra: Any) -> None:
+        if self.events is not None:
+            self.events.emit(Event(kind, {**preview.scope, "port": preview.port, **extra}))
 
     def _watch(self, preview: Preview) -> None:
         """Drain the PTY (a full one would block the preview) into its bounded output;
@@ -407,6 +425,8 @@ class PreviewsService:
                 port=preview.port,
                 code=preview.exit_code,
             )
+            if not preview.stopping:
+                self._emit(PREVIEW_EXITED, preview, code=preview.exit_code)
             task = loop.create_task(self._end(preview))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -433,6 +453,14 @@ class PreviewsService:
             self._registry.groups.forget(process.pgid)
         process.close()
 
+    async def _stop(self, preview: Preview) -> None:
+        """End ``preview`` on request: ``preview.stopped`` (unless it had exited)."""
+        if preview.ended:
+            return
+        preview.stopping = True
+        await self._end(preview)
+        self._emit(PREVIEW_STOPPED, preview, code=preview.exit_code)
+
     def _prune(self, previews: dict[int, Preview]) -> None:
         exited = [p for p in previews.values() if p.exit_code is not None and p.ended]
         exited.sort(key=lambda p: p.started_at)
@@ -449,7 +477,7 @@ class PreviewsService:
                 f"sandbox {sandbox.name!r} has no preview on port {port}",
                 code="preview-not-found",
             )
-        await self._end(preview)
+        await self._stop(preview)
         previews.pop(port, None)
         log.info("preview.stopped", sandbox=sandbox.name, namespace=sandbox.namespace, port=port)
         return preview.view(self.base_url)
@@ -491,7 +519,7 @@ class PreviewsService:
 
     async def stop_sandbox(self, namespace: str, name: str) -> None:
         previews = self._previews.pop((namespace, name), {})
-        await asyncio.gather(*(self._end(p) for p in previews.values()))
+        await asyncio.gather(*(self._stop(p) for p in previews.values()))
         if previews:
             log.info("preview.sandbox_stopped", sandbox=name, namespace=namespace)
 

@@ -348,3 +348,34 @@ class Echo(BaseHTTPRequestHandler):
 
 ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Echo).serve_forever()
 """
+
+
+async def test_previews_publish_their_events(world: World) -> None:
+    """``preview.started|stopped|exited`` on the bus, scoped as every product event (the
+    live resource openova://preview/{id}/{port} follows them)."""
+    name = (await world.sandbox())["id"]
+    ctx = await world.context(name)
+    queue = world.deps.bus.subscribe()
+    try:
+        port = free_port()
+        await call("preview.start", ctx, port=port, command=server_command(port))
+        await call("preview.stop", ctx, port=port)
+        await call("preview.start", ctx, port=port, command="exit 4")
+        seen: list[tuple[str, Any]] = []
+        async with asyncio.timeout(10):
+            while len(seen) < 4:
+                event = await queue.get()
+                if event.type.startswith("preview."):
+                    assert event.payload["namespace"] == ctx.caller.namespace
+                    assert event.payload["sandbox"] == name
+                    assert event.payload["owner_email"] == "ada@acme.com"
+                    assert event.payload["port"] == port
+                    seen.append((event.type, event.payload.get("code")))
+        assert seen == [
+            ("preview.started", None),
+            ("preview.stopped", seen[1][1]),
+            ("preview.started", None),
+            ("preview.exited", 4),
+        ]
+    finally:
+        world.deps.bus.unsubscribe(queue)

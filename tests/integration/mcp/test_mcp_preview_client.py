@@ -7,13 +7,17 @@ and to nobody (401), listed, stopped; bad arguments answered as tool errors; the
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import mcp_types as types
 import pytest
 
 from openova_sandbox.testing.server import free_port
+from support.mcp_updates import subscriber
 from support.mcp_world import McpWorld, Person, mcp_world
 
 ADA = Person("sub-ada", "ada@acme.com", "acme")
@@ -78,3 +82,29 @@ async def test_preview_through_the_mcp_client_and_the_proxy(world: McpWorld) -> 
         assert ok(await client.call_tool("preview.list", {}))["previews"] == []
     gone = await world.http.get(started["url"], headers=world.auth(ADA))
     assert gone.status_code == 404
+
+
+@pytest.mark.filterwarnings("ignore:resources/(un)?subscribe is removed")
+async def test_a_preview_resource_follows_start_exit_and_stop(world: McpWorld) -> None:
+    """``openova://preview/{id}/{port}``: read, and updated (within a second) when the
+    preview starts, exits of itself and is started again then stopped."""
+    sandbox = await world.create(ADA)
+    await world.ready(ADA, sandbox.name)
+    port = free_port()
+    uri = f"openova://preview/{sandbox.name}/{port}"
+    async with subscriber(world, sandbox) as (client, updates):
+        await client.subscribe_resource(uri)
+        before = time.monotonic()
+        ok(await client.call_tool("preview.start", {"port": port, "command": "exit 5"}))
+        await updates.next_for(uri, after=before)  # started (and exited)
+        read = await client.read_resource(uri)
+        content = read.contents[0]
+        assert isinstance(content, types.TextResourceContents)
+        shown = json.loads(content.text)
+        assert (shown["status"], shown.get("exitCode")) == ("exited", 5)
+
+        command = f"exec {PYTHON} -m http.server {port} --bind 127.0.0.1"
+        ok(await client.call_tool("preview.start", {"port": port, "command": command}))
+        stopping = time.monotonic()
+        ok(await client.call_tool("preview.stop", {"port": port}))
+        assert await updates.next_for(uri, after=stopping) - stopping < 1.0
