@@ -25,6 +25,7 @@ from lightkube import AsyncClient, KubeConfig
 from openova_sandbox.config import Settings
 from openova_sandbox.controller.kube.gateway_token import open_ledger
 from openova_sandbox.controller.kube.handlers import OperatorOptions, build_registry
+from openova_sandbox.controller.kube.metrics import OperatorMetrics
 from openova_sandbox.controller.kube.operator import render_config
 from openova_sandbox.controller.kube.pod_secret import RESTARTED_AT
 from openova_sandbox.controller.kube.render import RenderConfig
@@ -32,7 +33,7 @@ from openova_sandbox.domain.ledger import GatewayIdentity
 from openova_sandbox.store.sql_ledger import SqlLedger
 from openova_sandbox.testing.kubeapi import FakeKube
 
-from .test_operator import MERGE, NS, SB, make_ready, sandbox_body, wait_for
+from .test_operator import MERGE, NS, SB, make_ready, sample, sandbox_body, wait_for
 
 SECRET = f"/api/v1/namespaces/{NS}/secrets/sandbox-gateway-token"
 STS = f"/apis/apps/v1/namespaces/{NS}/statefulsets/pty-server"
@@ -68,8 +69,13 @@ def revoke(url: str, namespace: str, name: str) -> None:
 
 
 @pytest.fixture
+def metrics() -> OperatorMetrics:
+    return OperatorMetrics()
+
+
+@pytest.fixture
 def operator(
-    kube: FakeKube, ledger_url: str, monkeypatch: pytest.MonkeyPatch
+    kube: FakeKube, ledger_url: str, metrics: OperatorMetrics, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[KopfRunner]:
     monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig_path))
     config = KubeConfig.from_file(kube.kubeconfig_path)
@@ -79,6 +85,7 @@ def operator(
             max_requeue=0.3,
             error_backoff=0.1,
             ledger=SqlLedger(ledger_url),
+            metrics=metrics,
         ),
         client_factory=lambda: AsyncClient(config=config, trust_env=False),
     )
@@ -102,7 +109,7 @@ def token_in(http: httpx.Client) -> str:
 
 
 def test_a_sandbox_gets_its_token_secret_and_delete_revokes_it(
-    kube: FakeKube, operator: KopfRunner, ledger_url: str
+    kube: FakeKube, operator: KopfRunner, ledger_url: str, metrics: OperatorMetrics
 ) -> None:
     with httpx.Client(base_url=kube.url, timeout=5) as http:
         assert http.post(SB, json=sandbox_body("alpha")).status_code == 201
@@ -126,8 +133,13 @@ def test_a_sandbox_gets_its_token_secret_and_delete_revokes_it(
 
         # settled passes (Ready, idle checks) keep the Secret and the token
         make_ready(kube, http, "alpha", NS)
-        passes = len(kube.requests)
-        wait_for(lambda: len(kube.requests) > passes + 20)  # a few more reconciles
+        settled = sample(metrics, "sandbox_operator_reconciles_total", result="unchanged")
+        wait_for(  # a few more reconciles (from the informer cache: few requests)
+            lambda: (
+                sample(metrics, "sandbox_operator_reconciles_total", result="unchanged")
+                > settled + 5
+            )
+        )
         assert token_in(http) == token
         assert authenticate(ledger_url, token) is not None
         creates = [r for r in kube.requests if r[0] == "POST" and r[1].endswith("/secrets")]

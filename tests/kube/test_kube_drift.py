@@ -14,6 +14,7 @@ from kopf.testing import KopfRunner
 from lightkube import AsyncClient, KubeConfig
 
 from openova_sandbox.controller.kube.handlers import OperatorOptions, build_registry
+from openova_sandbox.controller.kube.metrics import OperatorMetrics
 from openova_sandbox.controller.kube.reconcile import FINALIZER, reconcile
 from openova_sandbox.controller.kube.render import RenderConfig
 from openova_sandbox.testing.kubeapi import FakeKube
@@ -45,7 +46,14 @@ def test_a_missing_child_shows_in_the_conditions_and_is_put_back() -> None:
 
 
 @contextmanager
-def operator(kube: FakeKube, *, resync: float, max_requeue: float = 0.3) -> Iterator[KopfRunner]:
+def operator(
+    kube: FakeKube,
+    *,
+    resync: float,
+    max_requeue: float = 0.3,
+    metrics: OperatorMetrics | None = None,
+    informer_cache: bool = True,
+) -> Iterator[KopfRunner]:
     config = KubeConfig.from_file(kube.kubeconfig_path)
     registry = build_registry(
         OperatorOptions(
@@ -53,6 +61,8 @@ def operator(kube: FakeKube, *, resync: float, max_requeue: float = 0.3) -> Iter
             max_requeue=max_requeue,
             error_backoff=0.1,
             resync_seconds=resync,
+            metrics=metrics or OperatorMetrics(),
+            informer_cache=informer_cache,
         ),
         client_factory=lambda: AsyncClient(config=config, trust_env=False),
     )

@@ -20,6 +20,7 @@ from lightkube import AsyncClient, KubeConfig
 
 from openova_sandbox.config import Settings
 from openova_sandbox.controller.kube.handlers import OperatorOptions, build_registry
+from openova_sandbox.controller.kube.metrics import OperatorMetrics
 from openova_sandbox.controller.kube.operator import render_config
 from openova_sandbox.controller.kube.pod_secret import RESTARTED_AT
 from openova_sandbox.controller.kube.render import RenderConfig
@@ -28,7 +29,7 @@ from openova_sandbox.domain.model import Sandbox
 from openova_sandbox.domain.share_grant import derive_key
 from openova_sandbox.testing.kubeapi import FakeKube
 
-from .test_operator import NS, SB, make_ready, sandbox_body, wait_for
+from .test_operator import NS, SB, make_ready, sample, sandbox_body, wait_for
 
 SECRET = f"/api/v1/namespaces/{NS}/secrets/sandbox-share-grant"
 STS = f"/apis/apps/v1/namespaces/{NS}/statefulsets/pty-server"
@@ -36,7 +37,14 @@ GRANT_SECRET = "operator-grant-secret-" + "z" * 32
 
 
 @pytest.fixture
-def operator(kube: FakeKube, monkeypatch: pytest.MonkeyPatch) -> Iterator[KopfRunner]:
+def metrics() -> OperatorMetrics:
+    return OperatorMetrics()
+
+
+@pytest.fixture
+def operator(
+    kube: FakeKube, metrics: OperatorMetrics, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[KopfRunner]:
     monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig_path))
     config = KubeConfig.from_file(kube.kubeconfig_path)
     registry = build_registry(
@@ -45,6 +53,7 @@ def operator(kube: FakeKube, monkeypatch: pytest.MonkeyPatch) -> Iterator[KopfRu
             max_requeue=0.3,
             error_backoff=0.1,
             share_grant_secret=GRANT_SECRET,
+            metrics=metrics,
         ),
         client_factory=lambda: AsyncClient(config=config, trust_env=False),
     )
@@ -67,7 +76,9 @@ def key_in(http: httpx.Client) -> str:
     return base64.b64decode(got.json()["data"]["key"]).decode()
 
 
-def test_a_sandbox_gets_its_own_grant_key_secret(kube: FakeKube, operator: KopfRunner) -> None:
+def test_a_sandbox_gets_its_own_grant_key_secret(
+    kube: FakeKube, operator: KopfRunner, metrics: OperatorMetrics
+) -> None:
     with httpx.Client(base_url=kube.url, timeout=5) as http:
         assert http.post(SB, json=sandbox_body("alpha")).status_code == 201
         key = wait_for(lambda: key_in(http))
@@ -84,8 +95,13 @@ def test_a_sandbox_gets_its_own_grant_key_secret(kube: FakeKube, operator: KopfR
         assert key not in json.dumps(sts) and GRANT_SECRET not in json.dumps(sts)
 
         make_ready(kube, http, "alpha", NS)
-        passes = len(kube.requests)
-        wait_for(lambda: len(kube.requests) > passes + 20)  # a few more reconciles
+        settled = sample(metrics, "sandbox_operator_reconciles_total", result="unchanged")
+        wait_for(  # a few more reconciles (from the informer cache: few requests)
+            lambda: (
+                sample(metrics, "sandbox_operator_reconciles_total", result="unchanged")
+                > settled + 5
+            )
+        )
         writes = [r for r in kube.requests if r[0] in ("PATCH", "PUT") and r[1] == SECRET]
         assert writes == []
         assert key_in(http) == key

@@ -93,6 +93,17 @@ class Target:
     subresource: str
 
 
+def kube_verb(method: str, t: Target, watch: str | None) -> str:
+    """The Kubernetes verb of a request: get, list, watch, create, update, patch, delete."""
+    if method == "GET":
+        if t.name is not None:
+            return "get"
+        return "watch" if watch in ("true", "1") else "list"
+    return {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(
+        method, method.lower()
+    )
+
+
 class FakeKubeApp:
     """The ASGI app plus its state; handlers run on the server's event loop."""
 
@@ -108,6 +119,8 @@ class FakeKubeApp:
         self.storage: Storage | None = None
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str]] = []
+        # (Kubernetes verb, resource plural) of every request that reached a resource
+        self.calls: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         self._controllers: asyncio.Task[None] | None = None
         self.app = Starlette(
@@ -240,13 +253,7 @@ class FakeKubeApp:
         if user is None:
             return
         method = request.method
-        if method == "GET":
-            if t.name is not None:
-                verb = "get"
-            else:
-                verb = "watch" if request.query_params.get("watch") in ("true", "1") else "list"
-        else:
-            verb = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[method]
+        verb = kube_verb(method, t, request.query_params.get("watch"))
         resource = t.rt.plural + (f"/{t.subresource}" if t.subresource else "")
         objects = self.state.objects
         refused = ""
@@ -276,6 +283,10 @@ class FakeKubeApp:
             raise ApiError(403, "Forbidden", refused)
 
     async def _verb(self, request: Request, t: Target) -> Response:
+        with self._lock:
+            self.calls.append(
+                (kube_verb(request.method, t, request.query_params.get("watch")), t.rt.plural)
+            )
         await self._authorize(request, t)
         state = self.state
         if t.subresource == "log" and t.rt.plural == "pods" and request.method == "GET":
@@ -483,6 +494,14 @@ class FakeKube:
     def requests(self) -> list[tuple[str, str]]:
         with self.fake._lock:
             return list(self.fake.requests)
+
+    @property
+    def calls(self) -> list[tuple[str, str]]:
+        """(verb, resource plural) of every request that reached a resource, in order:
+        what a client asked by Kubernetes verb (``get``/``list``/``watch``/``create``/
+        ``update``/``patch``/``delete``); faults injected before that are not in it."""
+        with self.fake._lock:
+            return list(self.fake.calls)
 
     def apply(self, obj: JSON) -> JSON:
         """Create ``obj`` directly (no HTTP), e.g. a CRD or a namespace for a test."""

@@ -27,7 +27,8 @@ from ...domain.errors import SandboxError
 from ...domain.ledger import identity_of
 from ...domain.model import Sandbox
 from ..ports import TokenLedger as Ledger
-from .pod_secret import put_secret, read_secret, secret_value
+from .pod_secret import SecretReader, put_secret, secret_value
+from .pod_secret import reader as _reader
 from .render import GATEWAY_TOKEN_SECRET
 
 log = structlog.get_logger(__name__)
@@ -82,10 +83,11 @@ async def ensure_gateway_token(
     namespace: str,
     *,
     labels: dict[str, str],
+    read: SecretReader | None = None,
 ) -> bool:
     """Make the workspace namespace's token Secret hold a token the ledger knows for
     ``sandbox``. True when a token was issued."""
-    existing = await read_secret(client, GATEWAY_TOKEN_SECRET, namespace)
+    existing = await (read or _reader(client))(GATEWAY_TOKEN_SECRET, namespace)
     if existing is not None:
         token = secret_value(existing, "token")
         valid = await _valid(ledger, sandbox, token) if token else False

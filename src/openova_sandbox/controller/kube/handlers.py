@@ -16,7 +16,6 @@ wrote first: the loop simply runs again on fresh state.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -33,10 +32,20 @@ from lightkube.types import PatchType
 
 from ...domain.model import API_GROUP, FINALIZER, KIND, Sandbox, utcnow
 from ..ports import TokenLedger as Ledger
+from .cache import (
+    NAMESPACE_INDEX,
+    SANDBOX_INDEX,
+    Freshness,
+    InformerCache,
+    child_index,
+    same_version,
+    versions,
+)
 from .gateway_token import ensure_gateway_token, revoke_gateway_token
 from .idle import IdleReport, ensure_probe_token, probe_idle
 from .metrics import OperatorMetrics
 from .names import sandbox_key, sandbox_label
+from .pod_secret import read_secret
 from .reconcile import (
     KubeObserved,
     KubePlan,
@@ -92,6 +101,26 @@ def _resource(kind: str) -> Any:
     return resource_registry.load(f"{group}/{version}" if group else version, kind)
 
 
+def cached_kinds(options: OperatorOptions) -> dict[str, tuple[str, str, str]]:
+    """The child kinds kopf watches (by our label) and caches: all of them, routes
+    only when they are rendered."""
+    return {
+        kind: gvp
+        for kind, gvp in CHILD_KINDS.items()
+        if kind != "HTTPRoute" or options.render.http_route
+    }
+
+
+def _managed(obj: Mapping[str, Any]) -> bool:
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return bool(labels.get(LABEL_MANAGED_BY) == MANAGED_BY)
+
+
+def _child_selector(sandbox: Sandbox) -> dict[str, str]:
+    """The labels every child of ``sandbox`` carries (besides ``managed-by``)."""
+    return {LABEL_SANDBOX: sandbox_label(sandbox), LABEL_SANDBOX_NAMESPACE: sandbox.namespace}
+
+
 def _plain(obj: Any) -> JSON:
     return cast(JSON, obj.to_dict())
 
@@ -121,6 +150,9 @@ class OperatorOptions:
     # whatever happened, so drift nobody was told about (an edited child) is repaired;
     # a deleted child is repaired at once through the child watches
     resync_seconds: float = 300.0
+    # read the Sandboxes, our namespaces and children from kopf's indices when they
+    # agree with the API server (cache.py); False: every pass reads the API server
+    informer_cache: bool = True
 
 
 class SandboxOperator:
@@ -135,6 +167,14 @@ class SandboxOperator:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._timers: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._failures: dict[tuple[str, str], int] = {}
+        # kopf's indices of what it watches, read instead of the API server when they
+        # agree with it (cache.py); the git credentials Secret (not ours, so not
+        # watched) as last read directly, per sandbox
+        self.cache = InformerCache(
+            {kind: plural for kind, (_, _, plural) in cached_kinds(options).items()}
+        )
+        self.freshness = Freshness()
+        self._git_secret: dict[tuple[str, str], JSON | None] = {}
 
     @property
     def client(self) -> AsyncClient:
@@ -187,17 +227,23 @@ class SandboxOperator:
         key = (namespace, name)
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
-            try:
-                raw = _plain(await self.client.get(SandboxResource, name, namespace=namespace))
-            except ApiError as exc:
-                if _code(exc) == 404:
-                    self._cancel(key)
-                    return None
-                raise
+            direct = not self.cache.ready or self.freshness.stale(key)
+            raw = None if direct else self.cache.sandbox(key)
+            if raw is None:
+                direct = True
+                try:
+                    raw = _plain(await self.client.get(SandboxResource, name, namespace=namespace))
+                except ApiError as exc:
+                    if _code(exc) == 404:
+                        self._cancel(key)
+                        self._forget(key)
+                        return None
+                    raise
             sandbox = Sandbox.from_dict(raw)
-            observed = await self.observe(sandbox)
-            await self._gateway_token(sandbox, observed)
-            await self._share_grant_key(sandbox, observed)
+            self.freshness.wrote(key)  # until this pass is known to have written nothing
+            observed = await self.observe(sandbox) if direct else await self.observe_cached(sandbox)
+            wrote = await self._gateway_token(sandbox, observed, cached=not direct)
+            wrote = await self._share_grant_key(sandbox, observed, cached=not direct) or wrote
             plan = reconcile(sandbox, observed, self.options.clock(), self.options.render)
             delay = plan.requeue_after
             metrics = self.options.metrics
@@ -213,6 +259,8 @@ class SandboxOperator:
                 metrics.reconciles.labels(result="unchanged" if plan.empty else "changed").inc()
                 if plan.status is not None:
                     metrics.transition(sandbox.status, plan.status)
+                if plan.empty and not wrote and (not direct or self._agrees(raw, observed)):
+                    self.freshness.agreed(key)
             if delay is not None:
                 self._schedule(key, min(delay, self.options.max_requeue))
             elif not sandbox.metadata.deletion_timestamp:
@@ -227,7 +275,12 @@ class SandboxOperator:
         if obj.get("kind") == "Namespace":
             holder_key = (meta.get("annotations") or {}).get(ANNOTATION_HOLDER, "")
         else:
-            ns_obj = await self._get_namespace(str(meta.get("namespace", "")))
+            ns_name = str(meta.get("namespace", ""))
+            ns_obj = (
+                self.cache.namespace(ns_name)
+                if self.cache.ready
+                else await self._get_namespace(ns_name)
+            )
             if ns_obj is None or (ns_obj.get("metadata") or {}).get("deletionTimestamp"):
                 return  # the whole workspace is going: its sandbox is being deleted
             holder_key = holder(ns_obj) or ""
@@ -241,6 +294,27 @@ class SandboxOperator:
                 name=name,
             )
             await self.handle(namespace, name)
+
+    def _forget(self, key: tuple[str, str]) -> None:
+        self.freshness.forget(key)
+        self._git_secret.pop(key, None)
+
+    def _agrees(self, raw: JSON, observed: KubeObserved) -> bool:
+        """Whether what was just read from the API server is what the cache holds:
+        the Sandbox, our namespaces and our children, at the same resourceVersions."""
+        if not self.cache.ready:
+            return False
+        sandbox = Sandbox.from_dict(raw)
+        if not same_version(self.cache.sandbox((sandbox.namespace, sandbox.name)), raw):
+            return False
+        for name, obj in observed.namespaces.items():
+            if _managed(obj) and not same_version(self.cache.namespace(name), obj):
+                return False
+        chosen = choose_namespace(sandbox, observed)
+        read = {k: v for k, v in observed.children.items() if _managed(v)}
+        cached = self.cache.children(chosen, _child_selector(sandbox))
+        cached = {k: v for k, v in cached.items() if k[0] != "Secret"}
+        return versions(read) == versions(cached)
 
     def _schedule(self, key: tuple[str, str], delay: float) -> None:
         self._cancel(key)
@@ -277,10 +351,7 @@ class SandboxOperator:
         pods: list[JSON] = []
         ns_obj = namespaces.get(chosen)
         if ns_obj is not None and holder(ns_obj) == sandbox_key(sandbox):
-            selector: dict[str, Any] = {
-                LABEL_SANDBOX: sandbox_label(sandbox),
-                LABEL_SANDBOX_NAMESPACE: sandbox.namespace,
-            }
+            selector: dict[str, Any] = _child_selector(sandbox)
             for kind in CHILD_KINDS:
                 if kind == "Secret" or (kind == "HTTPRoute" and not self.options.render.http_route):
                     continue
@@ -290,18 +361,70 @@ class SandboxOperator:
                     obj = _plain(item)
                     obj.setdefault("kind", kind)
                     children[(kind, obj["metadata"]["name"])] = obj
-            with contextlib.suppress(ApiError):
-                secret = await self.client.get(_resource("Secret"), GIT_SECRET, namespace=chosen)
-                children[("Secret", GIT_SECRET)] = _plain(secret)
-            if sandbox.status.phase != "Ready":  # only a failed clone is read from them
-                pod_selector: dict[str, Any] = dict(selector_labels(sandbox))
-                pods = [
-                    _plain(p)
-                    async for p in self.client.list(
-                        PodResource, namespace=chosen, labels=pod_selector
-                    )
-                ]
-        attempted, report = await self._probe(sandbox, chosen, children)
+            git = await read_secret(self.client, GIT_SECRET, chosen)
+            if git is not None:
+                children[("Secret", GIT_SECRET)] = _plain(git)
+            self._git_secret[(sandbox.namespace, sandbox.name)] = (
+                _plain(git) if git is not None else None
+            )
+            pods = await self._pods(sandbox, chosen)
+        return await self._with_probe(sandbox, namespaces, children, chosen, pods, cached=False)
+
+    async def observe_cached(self, sandbox: Sandbox) -> KubeObserved:
+        """:meth:`observe` from the informer cache. A candidate namespace the cache
+        does not hold may still exist without our label (someone else's): the one
+        about to be chosen is then asked for."""
+        namespaces: dict[str, JSON] = {}
+        for name in candidate_namespaces(sandbox):
+            found = self.cache.namespace(name)
+            if found is not None:
+                namespaces[name] = found
+        asked: set[str] = set()
+        chosen = choose_namespace(sandbox, KubeObserved(namespaces=namespaces))
+        while chosen not in namespaces and chosen not in asked:
+            asked.add(chosen)
+            found = await self._get_namespace(chosen)
+            if found is None:
+                break
+            namespaces[chosen] = found
+            chosen = choose_namespace(sandbox, KubeObserved(namespaces=namespaces))
+        children: dict[tuple[str, str], JSON] = {}
+        pods: list[JSON] = []
+        ns_obj = namespaces.get(chosen)
+        if ns_obj is not None and holder(ns_obj) == sandbox_key(sandbox):
+            children = {
+                k: v
+                for k, v in self.cache.children(chosen, _child_selector(sandbox)).items()
+                if k[0] != "Secret"
+            }
+            git = self._git_secret.get((sandbox.namespace, sandbox.name))
+            if git is not None:
+                children[("Secret", GIT_SECRET)] = git
+            pods = await self._pods(sandbox, chosen)
+        return await self._with_probe(sandbox, namespaces, children, chosen, pods, cached=True)
+
+    async def _pods(self, sandbox: Sandbox, namespace: str) -> list[JSON]:
+        """The sandbox's pods, while it is not Ready (only a failed clone is read from
+        them; pods are not cached)."""
+        if sandbox.status.phase == "Ready":
+            return []
+        pod_selector: dict[str, Any] = dict(selector_labels(sandbox))
+        return [
+            _plain(p)
+            async for p in self.client.list(PodResource, namespace=namespace, labels=pod_selector)
+        ]
+
+    async def _with_probe(
+        self,
+        sandbox: Sandbox,
+        namespaces: dict[str, JSON],
+        children: dict[tuple[str, str], JSON],
+        chosen: str,
+        pods: list[JSON],
+        *,
+        cached: bool,
+    ) -> KubeObserved:
+        attempted, report = await self._probe(sandbox, chosen, children, cached=cached)
         if report is None:
             return KubeObserved(
                 namespaces=namespaces, children=children, probe_failed=attempted, pods=tuple(pods)
@@ -316,8 +439,24 @@ class SandboxOperator:
             probed=True,
         )
 
+    def _secret_reader(self, cached: bool) -> Any:
+        """How this pass reads our own Secrets: from the cache when it agrees with the
+        API server, else directly."""
+
+        async def read(name: str, namespace: str) -> Any:
+            if not cached:
+                return await read_secret(self.client, name, namespace)
+            return self.cache.children(namespace, {}).get(("Secret", name))
+
+        return read
+
     async def _probe(
-        self, sandbox: Sandbox, namespace: str, children: Mapping[tuple[str, str], JSON]
+        self,
+        sandbox: Sandbox,
+        namespace: str,
+        children: Mapping[tuple[str, str], JSON],
+        *,
+        cached: bool = False,
     ) -> tuple[bool, IdleReport | None]:
         """Ask a Ready sandbox's running terminal server how idle it is: whether it was
         asked, and its report (None when not asked or it did not answer)."""
@@ -326,7 +465,9 @@ class SandboxOperator:
         ready = int((sts.get("status") or {}).get("readyReplicas") or 0)
         if not template or sandbox.status.phase != "Ready" or ready < 1:
             return False, None
-        token = await ensure_probe_token(self.client, namespace, labels=child_labels(sandbox))
+        token = await ensure_probe_token(
+            self.client, namespace, labels=child_labels(sandbox), read=self._secret_reader(cached)
+        )
         return True, await probe_idle(template.format(namespace=namespace), token)
 
     def _held_workspace(self, sandbox: Sandbox, observed: KubeObserved) -> str | None:
@@ -342,25 +483,39 @@ class SandboxOperator:
             return None
         return chosen
 
-    async def _gateway_token(self, sandbox: Sandbox, observed: KubeObserved) -> None:
+    async def _gateway_token(
+        self, sandbox: Sandbox, observed: KubeObserved, *, cached: bool
+    ) -> bool:
         """Before the plan runs (so before the StatefulSet is created): the sandbox's
-        token Secret, in the workspace namespace this sandbox holds."""
+        token Secret, in the workspace namespace this sandbox holds. True when written."""
         ledger = self.options.ledger
         chosen = self._held_workspace(sandbox, observed) if ledger is not None else None
         if ledger is None or chosen is None:
-            return
-        await ensure_gateway_token(
-            self.client, ledger, sandbox, chosen, labels=child_labels(sandbox)
+            return False
+        return await ensure_gateway_token(
+            self.client,
+            ledger,
+            sandbox,
+            chosen,
+            labels=child_labels(sandbox),
+            read=self._secret_reader(cached),
         )
 
-    async def _share_grant_key(self, sandbox: Sandbox, observed: KubeObserved) -> None:
+    async def _share_grant_key(
+        self, sandbox: Sandbox, observed: KubeObserved, *, cached: bool
+    ) -> bool:
         """Before the plan runs, too: the sandbox's share grant key Secret."""
         secret = self.options.share_grant_secret
         chosen = self._held_workspace(sandbox, observed) if secret else None
         if chosen is None:
-            return
-        await ensure_share_grant_key(
-            self.client, secret, sandbox, chosen, labels=child_labels(sandbox)
+            return False
+        return await ensure_share_grant_key(
+            self.client,
+            secret,
+            sandbox,
+            chosen,
+            labels=child_labels(sandbox),
+            read=self._secret_reader(cached),
         )
 
     # ----- execute --------------------------------------------------------------------
@@ -459,14 +614,57 @@ def build_registry(
         # In a pod: the service account; elsewhere: $KUBECONFIG (kopf's own readers).
         return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
+    children = cached_kinds(options)
+    ours = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+
     @kopf.on.startup(registry=registry)
-    async def _configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    async def _configure(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
         settings.posting.level = logging.WARNING
         settings.watching.server_timeout = 300
+        # the API server filters the child watches by our label (kopf's filters on the
+        # handlers alone would stream every object of each kind to us). Not namespaces:
+        # kopf's own scan of them (--namespace) must see unlabelled ones too
+        for _, _, plural in children.values():
+            settings.watching.label_selectors[plural] = ours
+        # the indices are filled by the watches before any handler runs
+        if options.informer_cache:
+            operator.cache.bind(kwargs)
 
     @kopf.on.cleanup(registry=registry)
     async def _close(**_: Any) -> None:
+        operator.cache.unbind()
         await operator.close()
+
+    # ----- the informer cache: kopf's indices of what it watches (cache.py)
+    @kopf.index(API_GROUP, "v1", "sandboxes", id=SANDBOX_INDEX, registry=registry)
+    def _index_sandbox(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
+        return {(namespace or "", name): {**body, "kind": KIND}}
+
+    @kopf.index(
+        "",
+        "v1",
+        "namespaces",
+        id=NAMESPACE_INDEX,
+        labels={LABEL_MANAGED_BY: MANAGED_BY},
+        registry=registry,
+    )
+    def _index_namespace(body: kopf.Body, name: str, **_: Any) -> Any:
+        return {name: {**body, "kind": "Namespace"}}
+
+    for kind, (group, version, plural) in children.items():
+
+        def index_child(body: kopf.Body, namespace: str | None, param: Any = None, **_: Any) -> Any:
+            return {namespace or "": {**body, "kind": param}}
+
+        kopf.index(
+            group,
+            version,
+            plural,
+            id=child_index(plural),
+            param=kind,
+            labels={LABEL_MANAGED_BY: MANAGED_BY},
+            registry=registry,
+        )(index_child)
 
     @kopf.on.event(API_GROUP, "v1", "sandboxes", registry=registry)
     async def _on_sandbox(event: Mapping[str, Any], **_: Any) -> None:
@@ -481,14 +679,8 @@ def build_registry(
             obj.setdefault("kind", "")
             await operator.child_gone(obj)
 
-    # The children, by our label: a deleted one is put back at once (kopf filters the
-    # label on its side, so each kind is watched cluster-wide; Secrets are not watched,
-    # every pass checks them and the resync repairs them)
-    watched = {
-        kind: gvp
-        for kind, gvp in CHILD_KINDS.items()
-        if kind != "Secret" and (kind != "HTTPRoute" or options.render.http_route)
-    }
+    # The children, by our label: a deleted one is put back at once
+    watched = dict(children)
     watched["Namespace"] = ("", "v1", "namespaces")
     for kind, (group, version, plural) in watched.items():
 

@@ -24,7 +24,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Secret
 
 from ...domain.model import parse_time
-from .pod_secret import secret_value
+from .pod_secret import SecretReader, reader, secret_value
 from .render import PROBE_SECRET
 
 log = structlog.get_logger(__name__)
@@ -43,12 +43,16 @@ def _token_of(secret: Any) -> str:
     return secret_value(secret, "token")
 
 
-async def ensure_probe_token(client: AsyncClient, namespace: str, *, labels: dict[str, str]) -> str:
-    try:
-        return _token_of(await client.get(Secret, PROBE_SECRET, namespace=namespace))
-    except ApiError as exc:
-        if int(exc.status.code or 0) != 404:
-            raise
+async def ensure_probe_token(
+    client: AsyncClient,
+    namespace: str,
+    *,
+    labels: dict[str, str],
+    read: SecretReader | None = None,
+) -> str:
+    existing = await (read or reader(client))(PROBE_SECRET, namespace)
+    if existing is not None:
+        return _token_of(existing)
     token = secrets.token_urlsafe(32)
     secret = Secret(
         metadata=ObjectMeta(name=PROBE_SECRET, namespace=namespace, labels=labels),

@@ -183,6 +183,8 @@ async def run_operator(
         pty_url_template=settings.kube_pty_url_template,
         ledger=ledger,
         share_grant_secret=settings.share_grant_secret,
+        # with --namespace the workspace namespaces are not watched: nothing to cache
+        informer_cache=namespace is None,
     )
     registry = build_registry(options, client_factory=client_factory)
     scope = kopf_scope(namespace)

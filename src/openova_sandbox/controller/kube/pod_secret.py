@@ -7,6 +7,7 @@ does), because a running pod holds the old value in its environment."""
 from __future__ import annotations
 
 import base64
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import structlog
@@ -40,9 +41,18 @@ async def read_secret(client: AsyncClient, name: str, namespace: str) -> Any:
     return None
 
 
+# how a Secret is read: (name, namespace) -> the Secret or None (the operator reads its
+# own labelled Secrets from its informer cache when it can, handlers.py)
+SecretReader = Callable[[str, str], Awaitable[Any]]
+
+
 def secret_value(secret: Any, key: str) -> str:
-    """One decoded value of a Secret read with :func:`read_secret` ("" when absent)."""
-    data = getattr(secret, "data", None) or {}
+    """One decoded value of a Secret read with :func:`read_secret`, or of a Secret's
+    JSON from a cache ("" when absent)."""
+    if isinstance(secret, Mapping):
+        data = secret.get("data") or {}
+    else:
+        data = getattr(secret, "data", None) or {}
     raw = data.get(key, "")
     return base64.b64decode(raw).decode() if raw else ""
 
@@ -92,3 +102,12 @@ async def restart_pod(client: AsyncClient, namespace: str) -> None:
     except ApiError as exc:
         if api_code(exc) != 404:
             raise
+
+
+def reader(client: AsyncClient) -> SecretReader:
+    """:func:`read_secret` through ``client``."""
+
+    async def read(name: str, namespace: str) -> Any:
+        return await read_secret(client, name, namespace)
+
+    return read

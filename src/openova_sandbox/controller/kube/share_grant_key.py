@@ -22,7 +22,8 @@ from lightkube import AsyncClient
 
 from ...domain.model import Sandbox
 from ...domain.share_grant import derive_key
-from .pod_secret import put_secret, read_secret, secret_value
+from .pod_secret import SecretReader, put_secret, secret_value
+from .pod_secret import reader as _reader
 from .render import SHARE_GRANT_KEY_SECRET
 
 log = structlog.get_logger(__name__)
@@ -35,11 +36,12 @@ async def ensure_share_grant_key(
     namespace: str,
     *,
     labels: dict[str, str],
+    read: SecretReader | None = None,
 ) -> bool:
     """Make the workspace namespace's Secret hold ``sandbox``'s grant key. True when it
     was written."""
     key = derive_key(grant_secret, sandbox.namespace, sandbox.name)
-    existing = await read_secret(client, SHARE_GRANT_KEY_SECRET, namespace)
+    existing = await (read or _reader(client))(SHARE_GRANT_KEY_SECRET, namespace)
     if existing is not None and hmac.compare_digest(secret_value(existing, "key"), key):
         return False
     created = await put_secret(

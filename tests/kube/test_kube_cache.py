@@ -1,0 +1,81 @@
+"""The operator reads through its informer cache (issue 13): a steady Ready sandbox's
+pass asks the API server nothing, where it used to make ~13 reads; a deleted child is
+still seen at once, shown in the conditions and put back."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import httpx
+import pytest
+
+from openova_sandbox.controller.kube.metrics import OperatorMetrics
+from openova_sandbox.testing.kubeapi import FakeKube
+
+from .test_kube_drift import POLICY, operator, ready_sandbox
+from .test_operator import SB, sample, wait_for
+
+
+def passes(metrics: OperatorMetrics) -> float:
+    return sum(
+        sample(metrics, "sandbox_operator_reconciles_total", result=r)
+        for r in ("changed", "unchanged", "conflict", "error")
+    )
+
+
+def steady_calls(kube: FakeKube, *, informer_cache: bool) -> tuple[Counter[str], float]:
+    """The requests (by verb, watches aside) of 20 passes of a settled Ready sandbox
+    (resync every 0.2 s, no idle checks), and how many passes that was."""
+    metrics = OperatorMetrics()
+    with (
+        operator(kube, resync=0.2, metrics=metrics, informer_cache=informer_cache),
+        httpx.Client(base_url=kube.url, timeout=5) as http,
+    ):
+        ready_sandbox(kube, http)
+        settled = passes(metrics) + 10  # past the passes that follow its last write
+        wait_for(lambda: passes(metrics) >= settled)
+        mark, first = len(kube.calls), passes(metrics)
+        wait_for(lambda: passes(metrics) >= first + 20)
+        calls, done = kube.calls[mark:], passes(metrics) - first
+    return Counter(verb for verb, _ in calls if verb != "watch"), done
+
+
+@pytest.mark.parametrize("informer_cache", [False, True], ids=["direct", "cached"])
+def test_requests_per_pass_of_a_steady_ready_sandbox(
+    kube: FakeKube, monkeypatch: Any, informer_cache: bool
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig_path))
+    verbs, done = steady_calls(kube, informer_cache=informer_cache)
+    per_pass = {verb: n / done for verb, n in sorted(verbs.items())}
+    print(f"requests per pass ({'cached' if informer_cache else 'direct'}): {per_pass}")
+    assert not {"create", "update", "patch", "delete"} & set(verbs)  # settled: no writes
+    if informer_cache:
+        assert sum(verbs.values()) == 0, per_pass
+    else:
+        # the Sandbox, two candidate namespaces, the git Secret; one LIST per child kind
+        assert per_pass == {"get": 4.0, "list": 9.0}
+
+
+def test_a_deleted_child_shows_in_the_conditions_until_it_is_back(
+    kube: FakeKube, monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig_path))
+    with (
+        operator(kube, resync=3600, max_requeue=0.3),
+        httpx.Client(base_url=kube.url, timeout=5) as http,
+    ):
+        ready_sandbox(kube, http)
+        # the first recreations fail: meanwhile the status says what is missing
+        fault = kube.inject(method="POST", path=r"/networkpolicies$", status=500, times=3)
+        assert http.delete(POLICY).status_code == 200
+
+        def rbac() -> tuple[str, str, str]:
+            status = http.get(f"{SB}/alpha").json()["status"]
+            row = next(c for c in status["conditions"] if c["type"] == "RBACReady")
+            return status["phase"], row["status"], row["reason"]
+
+        wait_for(lambda: rbac() == ("Provisioning", "Unknown", "Creating"), timeout=10)
+        wait_for(lambda: http.get(POLICY).status_code == 200, timeout=10)
+        assert fault.hits == 3
+        wait_for(lambda: rbac() == ("Ready", "True", "Created"), timeout=10)
