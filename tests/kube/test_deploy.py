@@ -79,6 +79,11 @@ def test_the_base_contains_the_control_plane(manifests: list[dict[str, Any]]) ->
             ("Service", "sandbox-api"),
             ("Service", "sandbox-gateway"),
             ("PodDisruptionBudget", "sandbox-api"),
+            ("ServiceAccount", "sandbox-mcp"),
+            ("ClusterRoleBinding", "openova-sandbox-mcp"),
+            ("Deployment", "sandbox-mcp"),
+            ("Service", "sandbox-mcp"),
+            ("PodDisruptionBudget", "sandbox-mcp"),
         ]
     )
     for doc in manifests:
@@ -218,7 +223,7 @@ def test_api_may_only_touch_sandboxes(manifests: list[dict[str, Any]]) -> None:
 
 
 def test_pods_are_hardened(manifests: list[dict[str, Any]]) -> None:
-    for name in ("sandbox-api", "sandbox-operator", "sandbox-gateway"):
+    for name in ("sandbox-api", "sandbox-operator", "sandbox-gateway", "sandbox-mcp"):
         pod = by_key(manifests)[("Deployment", name)]["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -459,3 +464,40 @@ def test_a_drain_leaves_an_api_replica_serving(manifests: list[dict[str, Any]]) 
     api = objects[("Deployment", "sandbox-api")]["spec"]
     assert pdb["selector"]["matchLabels"].items() <= api["template"]["metadata"]["labels"].items()
     assert pdb["minAvailable"] == 1 < api["replicas"]
+
+
+def test_the_mcp_server_runs_beside_the_api_with_its_rights_and_issuer_key(
+    manifests: list[dict[str, Any]],
+) -> None:
+    """``sandbox mcp --http`` (issue 14): its own Deployment and Service, the API's
+    rights on Sandboxes (the same ClusterRole, its own account), the shared issuer key its
+    tokens are signed with, and the URL the operator gives sandbox pods is its Service."""
+    from urllib.parse import urlsplit
+
+    objects = by_key(manifests)
+    deployment = objects[("Deployment", "sandbox-mcp")]["spec"]
+    assert deployment["replicas"] >= 2
+    pod = deployment["template"]["spec"]
+    assert pod["serviceAccountName"] == "sandbox-mcp"
+    binding = objects[("ClusterRoleBinding", "openova-sandbox-mcp")]
+    assert binding["roleRef"]["name"] == "openova-sandbox-api"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "sandbox-mcp", "namespace": "catalyst-system"}
+    ]
+    [container] = pod["containers"]
+    assert container["args"][:3] == ["sandbox", "mcp", "--http"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["SANDBOX_STORE"]["value"] == "kube"
+    key = env["SANDBOX_ISSUER_KEY"]["valueFrom"]["secretKeyRef"]
+    assert (key["name"], key["key"]) == ("sandbox-issuer-key", "key.pem")
+    port = container["ports"][0]["containerPort"]
+    assert str(port) == container["args"][container["args"].index("--port") + 1]
+    service = objects[("Service", "sandbox-mcp")]
+    assert service["spec"]["ports"][0]["targetPort"] == port
+    config = next(v for k, v in objects.items() if k[1].startswith("sandbox-config"))
+    url = urlsplit(config["data"]["SANDBOX_KUBE_MCP_URL"])
+    assert url.hostname == f"sandbox-mcp.{service['metadata']['namespace']}.svc"
+    assert (url.port or 80) == service["spec"]["ports"][0]["port"]
+    assert url.path == "/mcp"
+    pdb = objects[("PodDisruptionBudget", "sandbox-mcp")]["spec"]
+    assert pdb["minAvailable"] == 1 < deployment["replicas"]
