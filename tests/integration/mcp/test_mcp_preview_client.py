@@ -8,6 +8,7 @@ and to nobody (401), listed, stopped; bad arguments answered as tool errors; the
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Any
 
 import mcp_types as types
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from openova_sandbox.testing.server import free_port
 from support.mcp_updates import subscriber
@@ -108,3 +111,56 @@ async def test_a_preview_resource_follows_start_exit_and_stop(world: McpWorld) -
         stopping = time.monotonic()
         ok(await client.call_tool("preview.stop", {"port": port}))
         assert await updates.next_for(uri, after=stopping) - stopping < 1.0
+
+
+WS_ECHO = """
+import asyncio, sys
+from websockets.asyncio.server import serve
+
+async def echo(ws):
+    await ws.send("path=" + ws.request.path + " auth=" + str("authorization" in ws.request.headers))
+    async for message in ws:
+        await ws.send(message if isinstance(message, bytes) else "echo:" + message)
+
+async def main():
+    async with serve(echo, "127.0.0.1", int(sys.argv[1]), subprotocols=["hmr"]):
+        await asyncio.Future()
+
+asyncio.run(main())
+"""
+
+
+async def test_a_websocket_is_relayed_to_the_owner_only(tmp_path: Path) -> None:
+    """A dev server's live-reload socket: upgraded through the proxy with the owner's
+    bearer (the preview sees neither the token nor the prefix), its subprotocol
+    accepted, text and bytes relayed; another user's and a foreign origin's handshakes
+    refused. Without isolation: the preview runs this venv's Python (``websockets``)."""
+    async with mcp_world(tmp_path, isolation="none") as world:
+        sandbox = await world.create(ADA)
+        await world.ready(ADA, sandbox.name)
+        workspace = world.deps.previews._context(sandbox).workdir
+        Path(workspace, "ws_echo.py").write_text(WS_ECHO)
+        port = free_port()
+        async with world.client(world.mcp_token(sandbox)) as client:
+            started = ok(
+                await client.call_tool(
+                    "preview.start",
+                    {"port": port, "command": f"exec {sys.executable} ws_echo.py {port}"},
+                )
+            )
+        assert started["status"] == "listening", started
+        url = started["url"].replace("http://", "ws://") + "live?x=1"
+        async with connect(
+            url, additional_headers=world.auth(ADA), subprotocols=["hmr"], proxy=None
+        ) as ws:
+            assert ws.subprotocol == "hmr"
+            assert await ws.recv() == "path=/live?x=1 auth=False"
+            await ws.send("hello")
+            assert await ws.recv() == "echo:hello"
+            await ws.send(b"\x00\x01")
+            assert await ws.recv() == b"\x00\x01"
+        for headers in (world.auth(BOB), {}, {**world.auth(ADA), "Origin": "http://evil.example"}):
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(url, additional_headers=headers, proxy=None):
+                    pass
+            assert refused.value.response.status_code == 403

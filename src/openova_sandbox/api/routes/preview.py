@@ -12,26 +12,36 @@ cookie, ``?access_token=``), which would give the sandbox its user's rights. Wha
 comes back from it: a ``Set-Cookie`` of the session cookie's name and
 ``Service-Worker-Allowed`` (a service worker of the preview's must stay within its
 prefix). Its redirects to ``/…`` or to its own address are rewritten into the prefix.
+
+A WebSocket upgrade under the same path is proxied too (a dev server's live reload):
+the same checks, plus the ``Origin`` rule of the terminals' sockets and one of the
+caller's WebSocket slots (issue 11's quota) for the connection's life; a refusal closes
+the handshake (1008, or 1013 when the preview is not listening or the quota is full),
+the subprotocol the preview picks is the one accepted, and frames are relayed both ways
+until either side closes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from http.cookies import SimpleCookie
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import httpx
 import structlog
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from ...auth.cookie import COOKIE_NAME
-from ...domain.errors import Invalid, NotFound
+from ...domain.errors import BackendUnavailable, Invalid, NotFound, SandboxError
+from ...domain.terminal_wire import CLOSE_POLICY, CLOSE_TRY_LATER
 from ...services.previews import PATH_PREFIX, PreviewsService, check_port
 from ..errors import error_body
-from ..security import require_principal
+from ..security import origin_allowed, principal_from, require_principal
 
 log = structlog.get_logger(__name__)
 router = APIRouter(include_in_schema=False)
@@ -92,14 +102,17 @@ def _cookies_without_session(header: str) -> str:
     return "; ".join(kept)
 
 
-def _forwarded_headers(request: Request, prefix: str) -> list[tuple[str, str]]:
+def _forwarded_headers(request: Request | WebSocket, prefix: str) -> list[tuple[str, str]]:
     headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP]
     cookie = _cookies_without_session(request.headers.get("cookie", ""))
     if cookie:
         headers.append(("cookie", cookie))
     headers += [
         ("x-forwarded-host", request.headers.get("host", "")),
-        ("x-forwarded-proto", request.url.scheme),
+        (
+            "x-forwarded-proto",
+            {"ws": "http", "wss": "https"}.get(request.url.scheme, request.url.scheme),
+        ),
         ("x-forwarded-prefix", prefix.rstrip("/")),
     ]
     return headers
@@ -202,3 +215,116 @@ async def _body(answer: httpx.Response) -> AsyncIterator[bytes]:
 async def _close(answer: httpx.Response, client: httpx.AsyncClient) -> None:
     await answer.aclose()
     await client.aclose()
+
+
+WS_HANDSHAKE = frozenset(
+    {
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+        "sec-websocket-accept",
+    }
+)
+WS_MAX_MESSAGE = 16 * 1024 * 1024
+CLOSE_ERROR = 1011
+
+
+@router.websocket(f"{PATH_PREFIX}/{{sandbox}}/{{port}}/{{path:path}}")
+async def preview_socket(websocket: WebSocket, sandbox: str, port: str, path: str) -> None:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import WebSocketException
+
+    deps = websocket.app.state.deps
+    if not origin_allowed(websocket, deps.settings.public_url):
+        await websocket.close(CLOSE_POLICY, "cross-origin")
+        return
+    try:
+        principal = await principal_from(websocket)
+        previews: PreviewsService | None = getattr(deps, "previews", None)
+        if previews is None:
+            raise NotFound("previews are not served here", code="previews-not-served")
+        number = _port(port)
+        found = await deps.sessions.get(principal, sandbox)
+        host = previews.upstream(found, number)
+    except BackendUnavailable as exc:
+        await websocket.close(CLOSE_TRY_LATER, exc.code)
+        return
+    except SandboxError as exc:
+        await websocket.close(CLOSE_POLICY, exc.code)
+        return
+    quotas = getattr(deps, "quotas", None)
+    held = None
+    if quotas is not None:
+        try:
+            held = await quotas.hold("websockets", principal)
+        except SandboxError as exc:
+            await websocket.close(CLOSE_TRY_LATER, exc.code)
+            return
+    prefix = f"{PATH_PREFIX}/{sandbox}/{number}/"
+    shown = f"[{host}]" if ":" in host else host
+    query = urlencode(
+        [(k, v) for k, v in websocket.query_params.multi_items() if k != "access_token"]
+    )
+    url = f"ws://{shown}:{number}/{path}" + (f"?{query}" if query else "")
+    headers = [
+        (k, v) for k, v in _forwarded_headers(websocket, prefix) if k.lower() not in WS_HANDSHAKE
+    ]
+    offered = websocket.scope.get("subprotocols") or None
+    try:
+        upstream = await connect(
+            url,
+            additional_headers=headers,
+            subprotocols=offered,
+            open_timeout=5,
+            max_size=WS_MAX_MESSAGE,
+            proxy=None,
+        )
+    except (OSError, TimeoutError, WebSocketException) as exc:
+        if held is not None:
+            held.release()
+        log.info("preview.socket_failed", sandbox=sandbox, port=number, error=type(exc).__name__)
+        await websocket.close(CLOSE_ERROR, "preview-unreachable")
+        return
+    try:
+        await websocket.accept(subprotocol=upstream.subprotocol)
+        await _relay(websocket, upstream)
+    finally:
+        await upstream.close()
+        if held is not None:
+            held.release()
+
+
+async def _relay(websocket: WebSocket, upstream: Any) -> None:
+    """Frames both ways until either side closes; the other side is closed with it."""
+    from starlette.websockets import WebSocketDisconnect
+    from websockets.exceptions import ConnectionClosed
+
+    async def inbound() -> None:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("bytes") is not None:
+                await upstream.send(message["bytes"])
+            elif message.get("text") is not None:
+                await upstream.send(message["text"])
+
+    async def outbound() -> None:
+        async for message in upstream:
+            if isinstance(message, bytes):
+                await websocket.send_bytes(message)
+            else:
+                await websocket.send_text(message)
+
+    tasks = [asyncio.create_task(inbound()), asyncio.create_task(outbound())]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            with contextlib.suppress(ConnectionClosed, WebSocketDisconnect, RuntimeError):
+                task.result()
+    finally:
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(RuntimeError):
+            await websocket.close()
