@@ -5,8 +5,8 @@
   ``<data_dir>/mcp/workspace-index/<sandbox uid>`` (0700, out of every sandbox's view),
   removed when the sandbox is deleted (``services.sandbox_reaper``). A document is a
   block of :data:`CHUNK_LINES` lines of one file, so a hit points at lines, not at a
-  whole file; the file's path is indexed too (a lower boost), so a file is also found
-  by its name.
+  whole file; the file's path is indexed too, with its first block and a lower boost, so
+  a file is also found by its name (once).
 - **Incremental, checked at query time.** Each search first walks the workspace and
   compares every file's (mtime, size, inode) with the manifest of the last pass: only
   new or changed files are read and indexed again, files gone are removed, and the
@@ -57,7 +57,7 @@ from ..domain.errors import BackendUnavailable, Forbidden, Invalid, NotFound, Sa
 log = structlog.get_logger(__name__)
 
 INDEX_DIR = ("mcp", "workspace-index")
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # another value: indexes of the old one are built again
 VERSION_FILE = "schema-version"
 MANIFEST_FILE = "manifest.json"
 CHUNK_LINES = 40
@@ -473,7 +473,9 @@ class _Walk:
         writer = self._writer()
         facet = _dir_facet(rel)
         for line, block in _chunks(text):
-            doc = tantivy.Document(path=rel, pathtext=rel, text=block, line=line)
+            doc = tantivy.Document(path=rel, text=block, line=line)
+            if line == 1:  # a match on the name is one hit (the file's start), not one a block
+                doc.add_text("pathtext", rel)
             doc.add_facet("dir", facet)
             writer.add_document(doc)
 

@@ -323,3 +323,15 @@ def test_kubernetes_mode_offers_secrets_but_not_the_workspace(tmp_path: Path) ->
     assert {"secrets.list", "secrets.get", "secrets.set"} <= listed
     assert not {n for n in listed if n.startswith("workspace.")}
     assert deps.workspace_index is None and deps.sandbox_secrets is not None
+
+
+async def test_a_file_is_found_by_its_name_once(world: World) -> None:
+    ws = world.workspace("one")
+    (ws / "docs").mkdir()
+    (ws / "docs" / "quokka_guide.md").write_text("".join(f"line {i}\n" for i in range(100)))
+    (ws / "other.md").write_text("a quokka appears on line one\n")
+    found = await call(world.ctx("one", "uid-one"), "workspace.search", query="quokka")
+    assert sorted((h["path"], h["startLine"]) for h in found["hits"]) == [
+        ("docs/quokka_guide.md", 1),  # its name: the first block only, of three
+        ("other.md", 1),
+    ]
