@@ -379,3 +379,23 @@ async def test_previews_publish_their_events(world: World) -> None:
         ]
     finally:
         world.deps.bus.unsubscribe(queue)
+
+
+async def test_a_preview_on_ipv6_loopback_is_found_and_proxied(world: World) -> None:
+    """A server bound to ``::1`` only: its socket is read from ``/proc/net/tcp6`` and the
+    proxy reaches it there."""
+    with socket.socket(socket.AF_INET6) as probe:
+        try:
+            probe.bind(("::1", 0))
+        except OSError:
+            pytest.skip("no IPv6 loopback on this machine")
+    name = (await world.sandbox())["id"]
+    ctx = await world.context(name)
+    ws = next((world.data_dir / "workspaces").rglob(name))
+    (ws / "index.html").write_text("over ipv6")
+    port = free_port()
+    command = f"exec {PYTHON} -m http.server {port} --bind ::1"
+    started = await call("preview.start", ctx, port=port, command=command)
+    assert started["status"] == "listening", started
+    got = await world.http.get(started["path"], headers=world.auth(OWNER))
+    assert got.status_code == 200 and got.text == "over ipv6"
