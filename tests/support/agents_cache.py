@@ -32,15 +32,26 @@ the other). A test that needs an agent whose install is under way waits for it; 
 failed in the background is installed again in the test, which then reports the error.
 Every install's CLI run is kept (:attr:`AgentsCache.installs`) for the tests of the
 install command itself.
+
+Under pytest-xdist the run's workers share one cache (in the run's temporary folder,
+above each worker's own): installs hold a file lock and leave a record of their CLI run
+(``installs/<slug>.json``), so an agent is installed once per run whichever worker asks
+first, and the others find it (and its run) there. Both workers prefetch the same groups
+in the same order, so a worker's :meth:`AgentsCache.settle` returns once every prefetched
+agent is installed, by whichever worker; a copy of the cache is made under the lock, so
+no install of the other worker changes the tree while it is copied.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
 import shutil
 import subprocess
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -91,6 +102,34 @@ class AgentsCache:
     def agents_dir(self) -> Path:
         return self.data_dir / "agents"
 
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Held while installing into or copying the cache: across the threads of this
+        process and the other xdist workers of the run, which share the cache."""
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.data_dir.parent / "install.lock", "a") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)  # released when the file closes
+            yield
+
+    def _record_path(self, slug: str) -> Path:
+        return self.data_dir.parent / "installs" / f"{slug}.json"
+
+    def _recorded(self, slug: str) -> subprocess.CompletedProcess[str] | None:
+        """The CLI run that installed ``slug`` into the cache (another worker's too)."""
+        try:
+            run = json.loads(self._record_path(slug).read_text())
+        except FileNotFoundError:
+            return None
+        return subprocess.CompletedProcess(
+            run["args"], run["returncode"], run["stdout"], run["stderr"]
+        )
+
+    def _record(self, slug: str, out: subprocess.CompletedProcess[str]) -> None:
+        path = self._record_path(slug)
+        path.parent.mkdir(exist_ok=True)
+        run = {"args": list(out.args), "returncode": out.returncode}
+        path.write_text(json.dumps({**run, "stdout": out.stdout, "stderr": out.stderr}))
+
     def ensure(self, *slugs: str) -> Path:
         """Install the ones not installed yet (one CLI call); the cache's agents dir."""
         while True:
@@ -115,6 +154,18 @@ class AgentsCache:
                 done.set()
 
     def _install(self, todo: list[str]) -> None:
+        with self._exclusive():
+            found = {slug: run for slug in todo if (run := self._recorded(slug)) is not None}
+            rest = [slug for slug in todo if slug not in found]
+            if rest:
+                found.update(dict.fromkeys(rest, self._run_install(rest)))
+                for slug in rest:
+                    self._record(slug, found[slug])
+        with self._lock:
+            self._installed.update(todo)
+            self.installs.update(found)
+
+    def _run_install(self, todo: list[str]) -> subprocess.CompletedProcess[str]:
         if NPM_AGENTS & set(todo):
             problem = node_problem()
             if problem:
@@ -125,9 +176,7 @@ class AgentsCache:
                 f"`sandbox agents install {' '.join(todo)}` failed ({out.returncode}):\n"
                 f"{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
             )
-        with self._lock:
-            self._installed.update(todo)
-            self.installs.update(dict.fromkeys(todo, out))
+        return out
 
     def prefetch(self, *groups: tuple[str, ...]) -> None:
         """Install ``groups`` (one CLI call each, in order) in a background thread."""
@@ -156,7 +205,8 @@ class AgentsCache:
             target.symlink_to(source, target_is_directory=True)
         else:
             self.settle()
-            shutil.copytree(source, target, symlinks=True, copy_function=_link_or_copy)
+            with self._exclusive():
+                shutil.copytree(source, target, symlinks=True, copy_function=_link_or_copy)
         return data_dir
 
 
@@ -175,7 +225,10 @@ def session_cache(config: pytest.Config) -> AgentsCache:
     cache = config.stash.get(_CACHE, None)
     if cache is None:
         factory: pytest.TempPathFactory = config._tmp_path_factory  # type: ignore[attr-defined]
-        cache = AgentsCache(factory.mktemp("agents-cache") / "data")
+        root = factory.getbasetemp()
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            root = root.parent  # the run's folder: each worker's basetemp is below it
+        cache = AgentsCache(root / "agents-cache" / "data")
         config.stash[_CACHE] = cache
     return cache
 
