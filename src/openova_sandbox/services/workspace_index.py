@@ -291,6 +291,7 @@ class _SandboxIndex:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     last_pass_started: float = -1.0
     last_pass: _Pass = field(default_factory=_Pass)
+    users: int = 0  # searches holding it: it is not closed under them
 
 
 def _chunks(text: str) -> list[tuple[int, str]]:
@@ -558,14 +559,17 @@ class WorkspaceIndex:
         if not await asyncio.to_thread(ws.is_dir):
             _open_root(ws)  # raises the reason (no index is made for a missing workspace)
         entry = await self._entry(uid)
-        asked = time.monotonic()
-        async with entry.lock:
-            if entry.last_pass_started < asked:  # no pass started since we were asked
-                entry.last_pass_started = time.monotonic()
-                async with self._passes:
-                    entry.last_pass = await self._pass(entry, ws)
-            found = await asyncio.to_thread(self._query, entry, query, limit, prefix)
-            found["index"] = entry.last_pass.summary()
+        try:
+            asked = time.monotonic()
+            async with entry.lock:
+                if entry.last_pass_started < asked:  # no pass started since we were asked
+                    entry.last_pass_started = time.monotonic()
+                    async with self._passes:
+                        entry.last_pass = await self._pass(entry, ws)
+                found = await asyncio.to_thread(self._query, entry, query, limit, prefix)
+                found["index"] = entry.last_pass.summary()
+        finally:
+            entry.users -= 1
         return found
 
     async def _pass(self, entry: _SandboxIndex, ws: Path) -> _Pass:
@@ -629,17 +633,21 @@ class WorkspaceIndex:
         return {"query": query, "total": int(total or 0), "hits": hits}
 
     async def _entry(self, uid: str) -> _SandboxIndex:
+        """The sandbox's open index, held for one search (the caller releases it:
+        ``users -= 1``)."""
         folder = self.folder(uid)
         async with self._opening:
             entry = self._open.get(uid)
             if entry is not None:
                 self._open.move_to_end(uid)
-                return entry
-            entry = self._open[uid] = await asyncio.to_thread(self._open_index, uid, folder)
-            # the least recently used indexes close (not one a pass or query holds)
-            idle = [u for u, e in self._open.items() if not e.lock.locked() and u != uid]
-            for old in idle[: max(0, len(self._open) - self.limits.open_indexes)]:
-                del self._open[old]
+            else:
+                entry = self._open[uid] = await asyncio.to_thread(self._open_index, uid, folder)
+                # the least recently used indexes close, never one a search holds (a second
+                # Index on the same folder could not take its writer lock)
+                idle = [u for u, e in self._open.items() if e.users == 0 and u != uid]
+                for old in idle[: max(0, len(self._open) - self.limits.open_indexes)]:
+                    del self._open[old]
+            entry.users += 1
             return entry
 
     @staticmethod

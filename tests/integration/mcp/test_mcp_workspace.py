@@ -6,6 +6,7 @@ workspace (``..``, absolute, symlinks out, a symlinked folder)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -335,3 +336,25 @@ async def test_a_file_is_found_by_its_name_once(world: World) -> None:
         ("docs/quokka_guide.md", 1),  # its name: the first block only, of three
         ("other.md", 1),
     ]
+
+
+async def test_many_sandboxes_at_once_with_few_open_indexes(tmp_path: Path) -> None:
+    """Six sandboxes searched twice each, all at once, with room for two open indexes:
+    indexes close and open again under concurrent searches (one in use is never closed:
+    a second one on its folder could not take the writer lock), every search succeeds and
+    each sandbox finds its own file only."""
+    world = World(
+        tmp_path / "data", WorkspaceIndex(tmp_path / "data", limits=Limits(open_indexes=2))
+    )
+    names = [f"s{i}" for i in range(6)]
+    for name in names:
+        (world.workspace(name) / f"{name}.txt").write_text(f"guava {name}\n")
+
+    async def one(name: str, round_: int) -> list[str]:
+        (world.workspace(name) / f"{name}.txt").write_text(f"guava {name} round{round_}\n")
+        ctx = world.ctx(name, f"uid-{name}")
+        return paths(await call(ctx, "workspace.search", query=f"guava round{round_}"))
+
+    for round_ in range(2):  # two searches of each sandbox at once
+        results = await asyncio.gather(*(one(name, round_) for name in names * 2))
+        assert results == [[f"{name}.txt"] for name in names * 2]
