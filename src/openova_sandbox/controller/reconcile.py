@@ -31,7 +31,8 @@ Decisions:
   terminal is opened.
 - A condition keeps its ``lastTransitionTime`` while its status is unchanged, and the
   plan writes status only when something differs, so an up-to-date sandbox gets an
-  empty plan and the store sees no write.
+  empty plan and the store sees no write. Phase steps, the ``Ready`` summary and that
+  merge are the status kernel's (``domain.status``), shared with the operator.
 """
 
 from __future__ import annotations
@@ -41,8 +42,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from ..domain.errors import IllegalTransition
-from ..domain.model import FINALIZER, READY, Condition, Sandbox, SandboxStatus
+from ..domain.model import FINALIZER, READY, Sandbox, SandboxStatus
 from ..domain.naming import is_valid_slug, repo_org, repo_problem
 from ..domain.quantity import parse_quantity
 from ..domain.status import (
@@ -50,11 +50,16 @@ from ..domain.status import (
     FAILED,
     PENDING,
     PROVISIONING,
-    TRANSITIONS,
+    Failure,
+    Row,
     agent_unavailable,
-    check_transition,
+    next_status,
+    step,
 )
+from ..domain.status import FALSE as FALSE  # re-exported: the terminal port's conditions
 from ..domain.status import READY as PHASE_READY
+from ..domain.status import TRUE as TRUE
+from ..domain.status import UNKNOWN as UNKNOWN
 from .scrub import clean_message
 
 # lastActivityAt is advanced only when the terminals report activity at least this much
@@ -64,7 +69,6 @@ ACTIVITY_RESOLUTION = timedelta(seconds=30)
 # up), look again after this many seconds.
 WAIT_POLL_SECONDS = 2.0
 
-TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
 STORAGE_WITHIN_QUOTA = "StorageWithinQuota"
 
 # Failure reasons (sandbox-resource.md).
@@ -159,13 +163,6 @@ class Plan:
         return not self.actions and self.status is None
 
 
-@dataclass(frozen=True)
-class Failure:
-    reason: str
-    message: str
-    condition: str  # the provisioning condition it belongs to, or READY
-
-
 # --------------------------------------------------------------------------- validation
 
 
@@ -256,7 +253,7 @@ def reconcile(sandbox: Sandbox, observed: Observed, now: datetime) -> Plan:
                 first = (*first, EnsureWorkspace())
             return Plan(actions=first, requeue_after=0.0)
         conditions = _conditions(sandbox, observed, None)
-        target = _step(status.phase, PENDING)
+        target = step(status.phase, PENDING)
         new = _next_status(sandbox, observed, conditions, phase=target, now=now)
         return _plan(status, new, actions=(AddFinalizer(),), requeue_after=0.0)
 
@@ -279,7 +276,7 @@ def reconcile(sandbox: Sandbox, observed: Observed, now: datetime) -> Plan:
 
     all_true = all(c[1] == TRUE for c in conditions)
     target = PHASE_READY if all_true else PROVISIONING
-    phase = _step(status.phase, target)
+    phase = step(status.phase, target)
     new = _next_status(sandbox, observed, conditions, phase=phase, now=now)
     requeue: float | None = None
     if phase != target:
@@ -319,35 +316,6 @@ def _plan(
     return Plan(actions=actions, status=None if new == old else new, requeue_after=requeue_after)
 
 
-# phases of a sandbox provisioned for the first time, from which Ready is reached in one
-# write; a Failed one going back to Ready shows its Provisioning step
-_FIRST_TIME = frozenset({"", PENDING})
-
-
-def _legal(current: str, target: str) -> bool:
-    try:
-        check_transition(current, target)
-    except IllegalTransition:
-        return False
-    return True
-
-
-def _step(current: str, target: str) -> str:
-    """``target`` if the phase table allows it, else the one legal stop on the way.
-
-    ``Ready`` is decided only when every condition is observed ``True``: for a sandbox
-    provisioned for the first time the stop in between (``Provisioning``) is then
-    already behind it, and the phase goes the whole legal way in this one write."""
-    if current not in TRANSITIONS:
-        current = ""
-    if _legal(current, target):
-        return target
-    if target == PHASE_READY and current in _FIRST_TIME:
-        return target
-    check_transition(current, PROVISIONING)
-    return PROVISIONING
-
-
 def _clone_failure(sandbox: Sandbox, observed: Observed) -> Failure | None:
     for repo in unique_repos(sandbox):
         if repo in observed.cloned:
@@ -361,7 +329,7 @@ def _clone_failure(sandbox: Sandbox, observed: Observed) -> Failure | None:
 
 # --------------------------------------------------------------------------- status
 
-_Desired = tuple[str, str, str, str]  # type, status, reason, message
+_Desired = Row  # type, status, reason, message
 
 
 def _conditions(sandbox: Sandbox, observed: Observed, failure: Failure | None) -> list[_Desired]:
@@ -422,17 +390,6 @@ def _conditions(sandbox: Sandbox, observed: Observed, failure: Failure | None) -
     return out
 
 
-def _summary(conditions: list[_Desired], failure: Failure | None, phase: str) -> _Desired:
-    if failure is not None:
-        return (READY, FALSE, failure.reason, failure.message)
-    waiting = [c[0] for c in conditions if c[1] != TRUE]
-    if waiting:
-        return (READY, UNKNOWN, phase or PENDING, "waiting for " + ", ".join(waiting))
-    if phase != PHASE_READY:  # everything is up, but the phase has one more step to take
-        return (READY, UNKNOWN, phase or PENDING, f"all conditions are met; phase is {phase}")
-    return (READY, TRUE, "Ready", "all conditions are met")
-
-
 def _next_status(
     sandbox: Sandbox,
     observed: Observed,
@@ -442,33 +399,18 @@ def _next_status(
     now: datetime,
     failure: Failure | None = None,
 ) -> SandboxStatus:
-    rows = [*desired, _summary(desired, failure, phase)]
+    """The status kernel's (``domain.status.next_status``), with the workspace's storage
+    as a flag beside the others, not one ``Ready`` waits for, and the live counters."""
     storage = _storage(sandbox, observed)
-    if storage is not None:  # a flag beside the others, not one Ready waits for
-        rows.append(storage)
-    conditions = _merge(sandbox.status.conditions, rows, now)
-    return replace(
+    return next_status(
         _with_activity(sandbox.status, observed),
+        desired,
         phase=phase,
-        conditions=conditions,
-        observed_generation=sandbox.metadata.generation,
+        now=now,
+        generation=sandbox.metadata.generation,
+        failure=failure,
+        flags=() if storage is None else (storage,),
     )
-
-
-def _merge(
-    old: tuple[Condition, ...], rows: list[_Desired], now: datetime
-) -> tuple[Condition, ...]:
-    by_type = {c.type: c for c in old}
-    ours = {row[0] for row in rows}
-    merged: list[Condition] = []
-    for type_, status, reason, message in rows:
-        before = by_type.get(type_)
-        keep = before is not None and before.status == status and before.last_transition_time
-        when = before.last_transition_time if keep and before is not None else now
-        merged.append(Condition(type_, status, reason, message, when))
-    # Conditions other writers added (or a later version knows) are kept, after ours.
-    merged.extend(c for c in old if c.type not in ours)
-    return tuple(merged)
 
 
 def _with_activity(status: SandboxStatus, observed: Observed) -> SandboxStatus:

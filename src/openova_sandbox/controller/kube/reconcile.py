@@ -25,6 +25,8 @@ Decisions:
   readiness.
 - Deletion deletes the workspace namespace and releases the finalizer only when the
   namespace is gone (everything in it went with it).
+- Phase steps, the ``Ready`` summary and the condition merge are the status kernel's
+  (``domain.status``), shared with the embedded controller.
 """
 
 from __future__ import annotations
@@ -34,12 +36,23 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from ...domain.errors import IllegalTransition
-from ...domain.model import FINALIZER, READY, Condition, Sandbox, SandboxStatus, parse_time
+from ...domain.model import FINALIZER, Sandbox, SandboxStatus, parse_time
 from ...domain.quantity import parse_quantity
-from ...domain.status import FAILED, PENDING, PROVISIONING, SUSPENDED, TRANSITIONS, check_transition
+from ...domain.status import (
+    FAILED,
+    FALSE,
+    PENDING,
+    PROVISIONING,
+    SUSPENDED,
+    TRUE,
+    UNKNOWN,
+    Failure,
+    Row,
+    next_status,
+    step,
+)
 from ...domain.status import READY as PHASE_READY
-from ..reconcile import CLONE_FAILED, MANIFEST_RENDER_FAILED, Failure, validate
+from ..reconcile import CLONE_FAILED, MANIFEST_RENDER_FAILED, validate
 from ..scrub import clean_message
 from .names import hashed_namespace, plain_namespace, repo_pvc, sandbox_key, sandbox_label
 from .render import (
@@ -66,7 +79,6 @@ from .render import (
 )
 
 JSON = dict[str, Any]
-TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
 STATUS_NAMESPACE = "workspaceNamespace"
 ANNOTATION_WAKE = "openova.io/wake-requested"
 WAIT_SECONDS = 5.0
@@ -263,7 +275,7 @@ def reconcile(
         target = PHASE_READY
     else:
         target = PROVISIONING
-    phase = _step(status.phase, target)
+    phase = step(status.phase, target)
     new = _with_activity(
         _status(sandbox, rows, phase=phase, now=now, namespace=namespace), observed
     )
@@ -405,9 +417,6 @@ def _latest(a: datetime | None, b: datetime | None) -> datetime | None:
     return max(a, b)
 
 
-Row = tuple[str, str, str, str]  # type, status, reason, message
-
-
 def _conditions(
     sandbox: Sandbox,
     observed: KubeObserved,
@@ -526,17 +535,6 @@ def _conditions(
     return out
 
 
-def _summary(rows: Sequence[Row], failure: Failure | None, phase: str) -> Row:
-    if failure is not None:
-        return (READY, FALSE, failure.reason, failure.message)
-    if phase == SUSPENDED:
-        return (READY, FALSE, "Suspended", "idle: scaled to zero until the next attach")
-    waiting = [r[0] for r in rows if r[1] != TRUE]
-    if waiting:
-        return (READY, UNKNOWN, "Provisioning", "waiting for " + ", ".join(waiting))
-    return (READY, TRUE, "Ready", "all conditions are met")
-
-
 def _status(
     sandbox: Sandbox,
     rows: list[Row],
@@ -546,43 +544,20 @@ def _status(
     namespace: str | None,
     failure: Failure | None = None,
 ) -> SandboxStatus:
+    """The status kernel's (``domain.status.next_status``), with the chosen workspace
+    namespace recorded."""
     old = sandbox.status
-    phase = _step(old.phase, phase)
-    all_rows = [*rows, _summary(rows, failure, phase)]
-    by_type = {c.type: c for c in old.conditions}
-    conditions: list[Condition] = []
-    for type_, value, reason, message in all_rows:
-        before = by_type.get(type_)
-        when = (
-            before.last_transition_time
-            if before is not None and before.status == value and before.last_transition_time
-            else now
-        )
-        conditions.append(Condition(type_, value, reason, message, when))
-    ours = {r[0] for r in all_rows}
-    conditions.extend(c for c in old.conditions if c.type not in ours)
     extra = dict(old.extra)
     if namespace is not None:
         extra[STATUS_NAMESPACE] = namespace
-    return replace(
-        old,
+    return next_status(
+        replace(old, extra=extra),
+        rows,
         phase=phase,
-        conditions=tuple(conditions),
-        observed_generation=sandbox.metadata.generation,
-        extra=extra,
+        now=now,
+        generation=sandbox.metadata.generation,
+        failure=failure,
     )
-
-
-def _step(current: str, target: str) -> str:
-    """``target`` when the phase table allows it, else ``Provisioning`` (always legal
-    from where a reconcile can stand)."""
-    if current not in TRANSITIONS:
-        current = ""
-    try:
-        check_transition(current, target)
-    except IllegalTransition:
-        return PROVISIONING
-    return target
 
 
 def _changed(old: SandboxStatus, new: SandboxStatus) -> SandboxStatus | None:
