@@ -10,6 +10,8 @@ live resources, and anything outside that reads the JetStream stream).
 ``session.started``           a terminal process started (``session``, ``agent``)
 ``session.exited``            it exited (``code``: its exit status, ``None`` if unknown)
 ``usage.recorded``            the model gateway settled one request's cost
+``preview.started|stopped``   a preview was started / stopped (``port``)
+``preview.exited``            its command exited (``port``, ``code``)
 ============================  ==========================================================
 
 Every payload names its scope the same way: ``namespace`` (the org's namespace),
@@ -44,6 +46,9 @@ SANDBOX_FAILED = "sandbox.failed"
 SESSION_STARTED = "session.started"
 SESSION_EXITED = "session.exited"
 USAGE_RECORDED = "usage.recorded"
+PREVIEW_STARTED = "preview.started"
+PREVIEW_STOPPED = "preview.stopped"
+PREVIEW_EXITED = "preview.exited"
 
 PRODUCT_EVENTS = (
     SANDBOX_CREATED,
@@ -53,6 +58,9 @@ PRODUCT_EVENTS = (
     SESSION_STARTED,
     SESSION_EXITED,
     USAGE_RECORDED,
+    PREVIEW_STARTED,
+    PREVIEW_STOPPED,
+    PREVIEW_EXITED,
 )
 
 SCOPE_KEYS = ("namespace", "sandbox", "org", "owner_sub", "owner_email")
@@ -114,6 +122,14 @@ def session_exited(sandbox: Sandbox, session: str, agent: str, code: int | None)
         SESSION_EXITED,
         {**sandbox_scope(sandbox), "session": session, "agent": agent, "code": code},
     )
+
+
+def preview_event(type_: str, sandbox: Sandbox, port: int, code: int | None = None) -> Event:
+    """``preview.started|stopped|exited`` of ``sandbox``'s preview on ``port``."""
+    payload: dict[str, Any] = {**sandbox_scope(sandbox), "port": port}
+    if type_ == PREVIEW_EXITED:
+        payload["code"] = code
+    return Event(type_, payload)
 
 
 def usage_recorded(

@@ -67,6 +67,9 @@ from ..domain.model import ANNOTATION_SUB, Sandbox, utcnow
 from ..domain.status import to_item
 from ..events.bus import Event
 from ..events.product import (
+    PREVIEW_EXITED,
+    PREVIEW_STARTED,
+    PREVIEW_STOPPED,
     SESSION_EXITED,
     SESSION_STARTED,
     USAGE_RECORDED,
@@ -83,10 +86,6 @@ USAGE_WINDOW = timedelta(days=30)
 # bounds: subscriptions one session may hold, and sessions (subscribers) in all
 MAX_PER_SUBSCRIBER = 256
 MAX_SUBSCRIBERS = 10_000
-
-PREVIEW_STARTED = "preview.started"
-PREVIEW_STOPPED = "preview.stopped"
-PREVIEW_EXITED = "preview.exited"
 
 _NAME = r"[a-z0-9]([-a-z0-9]{0,251}[a-z0-9])?"
 _URI = re.compile(

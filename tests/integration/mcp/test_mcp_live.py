@@ -20,7 +20,7 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 
 from openova_sandbox.domain.ledger import identity_of
-from openova_sandbox.events.product import usage_recorded
+from openova_sandbox.events.product import PREVIEW_STARTED, preview_event, usage_recorded
 from support.mcp_updates import subscriber
 from support.mcp_world import SESSIONS, McpWorld, Person, mcp_world
 
@@ -174,6 +174,12 @@ async def test_terminals_and_usage_follow_the_product_events(world: McpWorld):
         assert await updates.next_for(usage, after=settled) - settled < WITHIN
         body = await read(client, usage)
         assert body["sandbox"] == own.name and body["currency"] == "USD"
+        # a preview's events (the vocabulary's preview.*) update its resource
+        preview = f"openova://preview/{own.name}/8080"
+        await client.subscribe_resource(preview)
+        started = time.monotonic()
+        await world.deps.bus.publish(preview_event(PREVIEW_STARTED, own, 8080))
+        assert await updates.next_for(preview, after=started) - started < WITHIN
 
 
 async def test_a_token_sees_nothing_of_another_user_or_org(world: McpWorld):
