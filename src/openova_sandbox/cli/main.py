@@ -243,7 +243,9 @@ def serve(
         ws_ping_timeout=20,
         timeout_graceful_shutdown=10,
     )
-    server = HttpServer(config, on_shutdown=shutdown_hooks(app_), on_listening=[announce])
+    server = HttpServer(
+        config, on_shutdown=shutdown_hooks(app_), on_listening=[announce], gc_policy=True
+    )
     try:
         server.run()
     except SystemExit:  # uvicorn's way of saying the startup failed
@@ -295,7 +297,7 @@ def api_cmd(
         fail(startup_error(exc))
     app_ = create_app(deps)
     config = uvicorn.Config(app_, host=host, port=port, **UVICORN_OPTIONS)
-    HttpServer(config, on_shutdown=shutdown_hooks(app_)).run()
+    HttpServer(config, on_shutdown=shutdown_hooks(app_), gc_policy=True).run()
 
 
 @app.command("gateway")
@@ -318,7 +320,7 @@ def gateway_cmd(
     except SandboxError as exc:
         fail(startup_error(exc))
     config = uvicorn.Config(app_, host=host, port=port, **UVICORN_OPTIONS)
-    HttpServer(config, on_shutdown=shutdown_hooks(app_)).run()
+    HttpServer(config, on_shutdown=shutdown_hooks(app_), gc_policy=True).run()
 
 
 @app.command()
