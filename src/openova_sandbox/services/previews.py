@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import structlog
 
 from ..controller.local import home_path, workspace_path
@@ -69,6 +70,8 @@ PREVIEW_EXITED = "preview.exited"
 STARTING = "starting"
 LISTENING = "listening"
 EXITED = "exited"
+
+PROXY_TIMEOUT = httpx.Timeout(connect=5.0, read=None, write=30.0, pool=5.0)
 
 SHELL = "/bin/sh"
 _LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp
@@ -161,9 +164,10 @@ def members(pid: int) -> list[int]:
     return found
 
 
-def socket_inodes(pids: list[int]) -> set[int]:
-    """The socket inodes the processes ``pids`` hold open."""
-    found: set[int] = set()
+def socket_inodes(pids: list[int]) -> dict[int, str]:
+    """The socket inodes the processes ``pids`` hold open, each with one descriptor's
+    path (``/proc/<pid>/fd/<n>``) that holds it."""
+    found: dict[int, str] = {}
     for pid in pids:
         folder = f"/proc/{pid}/fd"
         try:
@@ -174,8 +178,16 @@ def socket_inodes(pids: list[int]) -> set[int]:
             with contextlib.suppress(OSError):
                 target = os.readlink(f"{folder}/{name}")
                 if target.startswith("socket:["):
-                    found.add(int(target[8:-1]))
+                    found.setdefault(int(target[8:-1]), f"{folder}/{name}")
     return found
+
+
+def holds(descriptor: str, inode: int) -> bool:
+    """Whether ``descriptor`` (``/proc/<pid>/fd/<n>``) still is socket ``inode``."""
+    try:
+        return os.readlink(descriptor) == f"socket:[{inode}]"
+    except OSError:
+        return False
 
 
 # ---------------------------------------------------------------- one preview
@@ -193,6 +205,8 @@ class Preview:
     # the address the preview's own listening socket is reached on (None: not listening)
     host: str | None = None
     ended: bool = False  # its processes are gone and its descriptors closed
+    # the listening socket found last: (inode, a descriptor of the preview's holding it)
+    held: tuple[int, str] | None = None
     stopping: bool = False  # ended on request (preview.stopped), not of itself
 
     def observe(self) -> str:
@@ -209,11 +223,24 @@ class Preview:
         return LISTENING if self.host is not None else STARTING
 
     def _own_listener(self) -> str | None:
+        """The address of the preview's own listening socket on its port. Once found,
+        it is the preview's as long as the preview's descriptor still holds that socket
+        (one ``readlink``: no other socket can listen on that address and port meanwhile,
+        but for a server that opted into ``SO_REUSEPORT``); otherwise ``/proc/net/tcp``
+        and the preview's descriptors are read again (tens of milliseconds on a busy
+        machine: the kernel walks every socket)."""
+        if self.held is not None and self.host is not None and holds(self.held[1], self.held[0]):
+            return self.host
+        self.held = None
         found = listeners(self.port)
         if not found:
             return None
-        own = socket_inodes(members(self.process.pid)) & found.keys()
-        return found[min(own)] if own else None
+        held = socket_inodes(members(self.process.pid))
+        own = sorted(held.keys() & found.keys())
+        if not own:
+            return None
+        self.held = (own[0], held[own[0]])
+        return found[own[0]]
 
     def view(self, base_url: str) -> dict[str, Any]:
         status = self.observe()
@@ -257,6 +284,7 @@ class PreviewsService:
         self._tasks: set[asyncio.Task[None]] = set()
         # the product's events (events.product.Emitter); None: not published
         self.events: Emitter | None = None
+        self._http: httpx.AsyncClient | None = None
 
     # ------------------------------------------------------------ server lifecycle
     def listening(self, host: str, port: int) -> None:
@@ -274,6 +302,23 @@ class PreviewsService:
         self._closing = True
         for key in list(self._previews):
             await self.stop_sandbox(*key)
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    def http(self) -> httpx.AsyncClient:
+        """The proxy's client (made once: a client's set-up costs tens of milliseconds).
+        It keeps no connection between requests: a kept connection to a port would
+        outlive the check that the port is still the preview's (a process that let go
+        of its listener could still answer on it)."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                timeout=PROXY_TIMEOUT,
+                follow_redirects=False,
+                trust_env=False,
+                limits=httpx.Limits(max_keepalive_connections=0, max_connections=None),
+            )
+        return self._http
 
     # ------------------------------------------------------------ the tools
     def _sandbox_previews(self, sandbox: Sandbox) -> dict[int, Preview]:
@@ -445,6 +490,9 @@ class PreviewsService:
         await process.terminate()
         with contextlib.suppress(ValueError, OSError):
             loop.remove_reader(process.master_fd)
+        while data := process.read(65536):  # what it printed last, before the fd closes
+            preview.output += data
+            del preview.output[:-OUTPUT_BYTES]
         if process.pidfd is not None:
             with contextlib.suppress(ValueError, OSError):
                 loop.remove_reader(process.pidfd)

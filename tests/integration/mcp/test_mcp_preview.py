@@ -399,3 +399,41 @@ async def test_a_preview_on_ipv6_loopback_is_found_and_proxied(world: World) -> 
     assert started["status"] == "listening", started
     got = await world.http.get(started["path"], headers=world.auth(OWNER))
     assert got.status_code == 200 and got.text == "over ipv6"
+
+
+CLOSER = """
+import os, socket, sys, time
+s = socket.socket()
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen()
+while not os.path.exists("close"):
+    time.sleep(0.02)
+s.close()
+time.sleep(60)
+"""
+
+
+async def test_a_port_the_preview_let_go_of_is_not_proxied_to_its_next_holder(
+    world: World,
+) -> None:
+    """The preview's socket, once found, is trusted only while the preview still holds
+    it: closed, and the port taken by another process, the preview is ``starting`` again
+    and the proxy does not reach the newcomer."""
+    name = (await world.sandbox())["id"]
+    ctx = await world.context(name)
+    ws = next((world.data_dir / "workspaces").rglob(name))
+    (ws / "closer.py").write_text(CLOSER)
+    port = free_port()
+    started = await call("preview.start", ctx, port=port, command=f"exec {PYTHON} closer.py {port}")
+    assert started["status"] == "listening", started
+    (ws / "close").write_text("")
+    async with asyncio.timeout(10):
+        while (await call("preview.list", ctx))["previews"][0]["status"] != "starting":
+            await asyncio.sleep(0.05)
+    with socket.socket() as intruder:
+        intruder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        intruder.bind(("127.0.0.1", port))
+        intruder.listen()
+        assert (await call("preview.list", ctx))["previews"][0]["status"] == "starting"
+        got = await world.http.get(started["path"], headers=world.auth(OWNER))
+        assert got.status_code == 503 and got.json()["error"] == "preview-starting"

@@ -76,7 +76,6 @@ DROPPED_BACK = frozenset(
         "set-cookie",
     }
 )
-TIMEOUT = httpx.Timeout(connect=5.0, read=None, write=30.0, pool=5.0)
 
 
 def _previews(request: Request) -> PreviewsService:
@@ -172,16 +171,13 @@ async def preview(request: Request, sandbox: str, port: str, path: str) -> Respo
     )
     url = f"http://{shown}:{number}/{path}" + (f"?{query}" if query else "")
     body = request.stream() if request.method not in ("GET", "HEAD") else None
-    # a client per request: nothing pooled across a preview's restarts (its port's
-    # listener changes), and closed with the answer
-    client = httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False, trust_env=False)
+    client = _previews(request).http()
     upstream = client.build_request(
         request.method, url, headers=_forwarded_headers(request, prefix), content=body
     )
     try:
         answer = await client.send(upstream, stream=True)
     except httpx.HTTPError as exc:
-        await client.aclose()
         log.info("preview.upstream_failed", sandbox=sandbox, port=number, error=type(exc).__name__)
         detail = f"the preview on port {number} did not answer: {type(exc).__name__}"
         return JSONResponse(error_body("preview-unreachable", detail), status_code=502)
@@ -198,7 +194,7 @@ async def preview(request: Request, sandbox: str, port: str, path: str) -> Respo
     response = StreamingResponse(
         _body(answer),
         status_code=answer.status_code,
-        background=BackgroundTask(_close, answer, client),
+        background=BackgroundTask(answer.aclose),
     )
     response.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
     return response
@@ -210,11 +206,6 @@ async def _body(answer: httpx.Response) -> AsyncIterator[bytes]:
             yield chunk
     except httpx.HTTPError:
         return  # the preview went away mid-answer: the client sees a short body
-
-
-async def _close(answer: httpx.Response, client: httpx.AsyncClient) -> None:
-    await answer.aclose()
-    await client.aclose()
 
 
 WS_HANDSHAKE = frozenset(
