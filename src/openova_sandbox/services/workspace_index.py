@@ -14,8 +14,9 @@
   it was asked; searches that arrive while a pass runs share the next one. No watcher:
   inotify needs a watch per folder (a limit per user) and loses events on overflow,
   while a walk of 10,000 unchanged files costs about 0.1 s on a busy 2-core machine
-  (docs/mcp.md has the figures). A crash between commit and manifest only re-indexes
-  those files (each file's blocks are deleted by path before it is added).
+  (docs/mcp.md has the figures). The manifest says "pending" while a commit is under
+  way: after a crash there, the next open builds the index again instead of trusting a
+  manifest that may not match it.
 - **Skipped:** symlinks (never followed), ``.git`` and the usual dependency and cache
   folders (:data:`SKIP_DIRS`), files over :data:`Limits.max_file_bytes`, binary files (a
   NUL byte, or not UTF-8), and anything beyond :data:`Limits.max_files` files or
@@ -57,7 +58,7 @@ from ..domain.errors import BackendUnavailable, Forbidden, Invalid, NotFound, Sa
 log = structlog.get_logger(__name__)
 
 INDEX_DIR = ("mcp", "workspace-index")
-SCHEMA_VERSION = "2"  # another value: indexes of the old one are built again
+SCHEMA_VERSION = "3"  # another value: indexes of the old one are built again
 VERSION_FILE = "schema-version"
 MANIFEST_FILE = "manifest.json"
 CHUNK_LINES = 40
@@ -343,13 +344,19 @@ class _Walk:
             if old[rel][3] == INDEXED:
                 self._writer().delete_documents_by_term("path", rel)
         if self.writer is not None:
+            # "pending" until the commit is done: a crash in between is found at the next
+            # open, which builds the index again rather than trust a manifest that may not
+            # match it
+            _save_manifest(self.entry.folder, self.seen, clean=False)
             self.writer.commit()
             self.writer.wait_merging_threads()  # releases the index's writer lock
             self.writer = None
             self.entry.index.reload()
-        if self.result.changed or self.result.removed or old.keys() != self.seen.keys():
-            self.entry.manifest = self.seen
             _save_manifest(self.entry.folder, self.seen)
+            self.entry.manifest = self.seen
+        elif old.keys() != self.seen.keys() or self.result.changed:
+            _save_manifest(self.entry.folder, self.seen)
+            self.entry.manifest = self.seen
         self.result.seconds = time.perf_counter() - started
         return self.result
 
@@ -409,21 +416,18 @@ class _Walk:
             self.seen[rel] = [*key, LARGE]
             self.result.large += 1
             return
+        if not self._room(st.st_size):  # not read: it would not be indexed
+            self._drop(rel, old)
+            return
         text = self._read(parent, item.name)
         if text is None:
             self._replace(rel, old, None)
             self.seen[rel] = [*key, BINARY]
             self.result.binary += 1
             return
-        size = len(text.encode("utf-8"))
-        if not self._room(size):
-            self._replace(rel, old, None)
-            self.result.files -= 1
-            self.result.over_limit += 1
-            return
         self._replace(rel, old, text)
         self.seen[rel] = [*key, INDEXED]
-        self.result.indexed_bytes += size
+        self.result.indexed_bytes += st.st_size
         self.result.changed += 1
 
     def _room(self, size: int) -> bool:
@@ -437,8 +441,10 @@ class _Walk:
         elif state == LARGE:
             self.result.large += 1
 
-    def _drop(self, rel: str, old: list[Any]) -> None:
-        """An unchanged file that no longer fits (others came first): out of the index."""
+    def _drop(self, rel: str, old: list[Any] | None) -> None:
+        """A file beyond the bytes limit (others came first): out of the index, not read
+        and not in the manifest (it is looked at again at each pass, at the cost of a
+        stat)."""
         self._replace(rel, old, None)
         self.result.files -= 1
         self.result.over_limit += 1
@@ -465,9 +471,9 @@ class _Walk:
             return None
 
     def _replace(self, rel: str, old: list[Any] | None, text: str | None) -> None:
-        """The file's blocks out of the index (always when it is new: a crash between a
-        commit and its manifest may have left some), and its new ones in."""
-        if old is None or old[3] == INDEXED or text is not None:
+        """The file's old blocks out of the index (the manifest matches the index: only
+        a file it lists as indexed has some), and its new ones in."""
+        if old is not None and old[3] == INDEXED:
             self._writer().delete_documents_by_term("path", rel)
         if text is None:
             return
@@ -481,22 +487,29 @@ class _Walk:
             writer.add_document(doc)
 
 
-def _save_manifest(folder: Path, manifest: dict[str, list[Any]]) -> None:
+def _save_manifest(folder: Path, manifest: dict[str, list[Any]], *, clean: bool = True) -> None:
+    """The files the index holds; ``clean=False`` while a commit is under way."""
     tmp = folder / f".{MANIFEST_FILE}.tmp"
-    tmp.write_text(json.dumps(manifest, separators=(",", ":")))
+    body = {"state": "clean" if clean else "pending", "files": manifest}
+    tmp.write_text(json.dumps(body, separators=(",", ":")))
     os.replace(tmp, folder / MANIFEST_FILE)
 
 
 def _load_manifest(folder: Path) -> dict[str, list[Any]] | None:
+    """The manifest of a clean index; ``None`` (build it again) when missing, damaged
+    or left pending by a crash during a commit."""
     try:
         data: Any = json.loads((folder / MANIFEST_FILE).read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(data, dict):
+    if not isinstance(data, dict) or data.get("state") != "clean":
+        return None
+    files = data.get("files")
+    if not isinstance(files, dict):
         return None
     return {
         str(k): v
-        for k, v in data.items()
+        for k, v in files.items()
         if isinstance(v, list) and len(v) == 4 and v[3] in (INDEXED, BINARY, LARGE)
     }
 

@@ -358,3 +358,39 @@ async def test_many_sandboxes_at_once_with_few_open_indexes(tmp_path: Path) -> N
     for round_ in range(2):  # two searches of each sandbox at once
         results = await asyncio.gather(*(one(name, round_) for name in names * 2))
         assert results == [[f"{name}.txt"] for name in names * 2]
+
+
+async def test_a_crash_during_a_commit_rebuilds_the_index(world: World) -> None:
+    ws = world.workspace("one")
+    for i in range(3):
+        (ws / f"f{i}.txt").write_text("loquat\n")
+    await call(world.ctx("one", "uid-one"), "workspace.search", query="loquat")
+    manifest = world.index.folder("uid-one") / "manifest.json"
+    body = json.loads(manifest.read_text())
+    assert body["state"] == "clean" and len(body["files"]) == 3
+    # as a crash between "pending" and the commit's end leaves it
+    manifest.write_text(json.dumps({**body, "state": "pending"}))
+    again = World(world.data_dir, WorkspaceIndex(world.data_dir))  # the next process
+    found = await call(again.ctx("one", "uid-one"), "workspace.search", query="loquat")
+    assert found["index"]["reindexed"] == 3  # built again, not trusted
+    assert sorted(paths(found)) == ["f0.txt", "f1.txt", "f2.txt"]
+
+
+async def test_files_beyond_the_bytes_limit_cost_no_commit(tmp_path: Path) -> None:
+    limits = Limits(max_indexed_bytes=100)
+    world = World(tmp_path / "data", WorkspaceIndex(tmp_path / "data", limits=limits))
+    ws = world.workspace("one")
+    for i in range(4):
+        (ws / f"f{i}.txt").write_text(f"lychee {i} " + "x" * 30 + "\n")  # 41 bytes each
+    ctx = world.ctx("one", "uid-one")
+    first = await call(ctx, "workspace.search", query="lychee")
+    assert sorted(paths(first)) == ["f0.txt", "f1.txt"]
+    assert first["index"]["skipped"]["overLimit"] == 2
+    meta = world.index.folder("uid-one") / "meta.json"
+    committed = meta.stat().st_mtime_ns
+    again = await call(ctx, "workspace.search", query="lychee")
+    assert again["index"]["reindexed"] == 0 and again["index"]["skipped"]["overLimit"] == 2
+    assert meta.stat().st_mtime_ns == committed  # nothing written for the left-out files
+    (ws / "f0.txt").unlink()  # room again: the next file in the walk's order comes in
+    third = await call(ctx, "workspace.search", query="lychee")
+    assert sorted(paths(third)) == ["f1.txt", "f2.txt"]
