@@ -21,6 +21,7 @@ from mcp.shared.exceptions import MCPError
 
 from openova_sandbox.domain.ledger import identity_of
 from openova_sandbox.events.product import PREVIEW_STARTED, preview_event, usage_recorded
+from support.fake_llm import MODEL, FakeLLM
 from support.mcp_updates import subscriber
 from support.mcp_world import SESSIONS, McpWorld, Person, mcp_world
 
@@ -180,6 +181,34 @@ async def test_terminals_and_usage_follow_the_product_events(world: McpWorld):
         started = time.monotonic()
         await world.deps.bus.publish(preview_event(PREVIEW_STARTED, own, 8080))
         assert await updates.next_for(preview, after=started) - started < WITHIN
+
+
+async def test_a_settled_model_request_updates_the_usage_resource(tmp_path: Path):
+    """usage.recorded as the gateway publishes it: a real request through /llm/ to a
+    fake provider, metered and settled, then announced."""
+    with FakeLLM() as llm:
+        async with mcp_world(
+            tmp_path, isolation="none", openai_base_url=llm.base_url, openai_api_key="sk-fake"
+        ) as world:
+            own = await world.create(ADA)
+            await world.ready(ADA, own.name)
+            tokens = world.deps.terminals.tokens
+            await tokens.ensure(own)
+            usage = f"openova://usage/{own.name}"
+            async with subscriber(world, own) as (client, updates):
+                await client.subscribe_resource(usage)
+                before = await read(client, usage)
+                sent = time.monotonic()
+                answer = await world.http.post(
+                    "/llm/openai/v1/chat/completions",
+                    headers={"Authorization": f"Bearer {tokens.access(own).token}"},
+                    json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}]},
+                )
+                assert answer.status_code == 200, answer.text
+                # within a second of the settle (the request's own time on top)
+                assert await updates.next_for(usage, after=sent) - sent < WITHIN + 1
+                after = await read(client, usage)
+                assert after["requests"] == before["requests"] + 1, (before, after)
 
 
 async def test_a_token_sees_nothing_of_another_user_or_org(world: McpWorld):
