@@ -325,7 +325,7 @@ class PreviewsService:
         return self._previews.setdefault((sandbox.namespace, sandbox.name), {})
 
     async def start_preview(
-        self, sandbox: Sandbox, port: Any, command: Any, *, wait: float = 10.0
+        self, sandbox: Sandbox, port: Any, command: Any, *, wait: Any = 10.0
     ) -> dict[str, Any]:
         """Run ``command`` for ``port``; waits up to ``wait`` seconds for it to listen
         (or exit) and answers its view."""
@@ -337,8 +337,12 @@ class PreviewsService:
                 f"command must be at most {MAX_COMMAND} characters, without NUL",
                 code="invalid-command",
             )
+        if isinstance(wait, bool) or not isinstance(wait, int | float):
+            raise Invalid(f"wait must be a number of seconds, not {wait!r}", code="invalid-wait")
         if self._closing or self._registry.closing:
             raise Conflict("the server is shutting down", code="shutting-down")
+        if sandbox.deleting:
+            raise Conflict(f"sandbox {sandbox.name!r} is being deleted", code="sandbox-deleting")
         policy = self._registry.isolation
         if policy is not None and sandbox.spec.org_slug in policy.offline_orgs:
             raise Invalid(

@@ -13,6 +13,7 @@ import json
 import shutil
 import socket
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +198,13 @@ async def test_ports_are_checked_one_per_port_and_a_few_per_sandbox(world: World
             await call("preview.start", ctx, port=bad, command="true")
     with pytest.raises(Invalid, match="command"):
         await call("preview.start", ctx, port=free_port(), command="  ")
+    with pytest.raises(Invalid, match="wait"):
+        await call("preview.start", ctx, port=free_port(), command="true", wait="soon")
+    # a sandbox being deleted (its processes are being ended) starts nothing more
+    stored = await world.deps.sessions.get(Principal(OWNER.sub, OWNER.email, OWNER.org), name)
+    deleting = stored.with_meta(deletion_timestamp=datetime.now(UTC))
+    with pytest.raises(Conflict, match="being deleted"):
+        await world.deps.previews.start_preview(deleting, free_port(), "true")
     # a port something else of this machine listens on
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

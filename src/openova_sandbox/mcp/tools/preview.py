@@ -39,7 +39,7 @@ def _previews(ctx: ToolContext) -> PreviewsService:
 async def start(ctx: ToolContext, args: Mapping[str, Any]) -> Any:
     sandbox = await _own_sandbox(ctx)
     return await _previews(ctx).start_preview(
-        sandbox, args.get("port"), args.get("command"), wait=float(args.get("wait", 10))
+        sandbox, args.get("port"), args.get("command"), wait=args.get("wait", 10)
     )
 
 
