@@ -70,16 +70,21 @@ class WsScreen:
         return "\n".join(line.rstrip() for line in self.screen.display)
 
     async def wait_for(self, pattern: str, timeout: float = 60.0) -> str:
-        regex = re.compile(re.escape(pattern))
+        return await self.wait_for_any(pattern, timeout=timeout)
+
+    async def wait_for_any(self, *patterns: str, timeout: float = 60.0) -> str:
+        """The screen's text once any of ``patterns`` (literal text) is on it."""
+        regex = re.compile("|".join(re.escape(p) for p in patterns))
+        pattern = " or ".join(repr(p) for p in patterns)
         deadline = time.monotonic() + timeout
         while True:
             text = self.text()
             if regex.search(text):
                 return text
             if self.closed:
-                raise AssertionError(f"the terminal closed before {pattern!r}:\n{text}")
+                raise AssertionError(f"the terminal closed before {pattern}:\n{text}")
             if time.monotonic() > deadline:
-                raise AssertionError(f"{pattern!r} not on the screen in {timeout}s:\n{text}")
+                raise AssertionError(f"{pattern} not on the screen in {timeout}s:\n{text}")
             await asyncio.sleep(0.05)
 
     async def press(self, keys: bytes) -> None:

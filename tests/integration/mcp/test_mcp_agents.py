@@ -156,10 +156,14 @@ def test_a_real_agent_calls_a_tool_of_its_sandbox_through_its_own_mcp_client(
             async with WsScreen(attach) as screen:
                 await screen.wait_for(READY[slug])
                 await screen.type_line(f"use the sandbox tools: {trigger}")
-                if APPROVAL[slug]:
-                    await screen.wait_for(APPROVAL[slug])
+                # the fake model says NO-SUCH-TOOL at once when the agent offered no such tool
+                approval = APPROVAL[slug]
+                if approval:
+                    seen = await screen.wait_for_any(approval, "NO-SUCH-TOOL")
+                    assert "NO-SUCH-TOOL" not in seen, f"the agent had no MCP tool:\n{seen}"
                     await screen.press(b"\r")
-                await screen.wait_for(f"TOOL-DONE-{trigger}")
+                done = await screen.wait_for_any(f"TOOL-DONE-{trigger}", "NO-SUCH-TOOL")
+                assert "NO-SUCH-TOOL" not in done, f"the agent had no MCP tool:\n{done}"
                 return sandbox_processes(home)
 
         processes = asyncio.run(turn())
