@@ -174,6 +174,11 @@ async def test_the_proxy_streams_and_keeps_credentials_from_the_preview(world: W
     assert COOKIE_NAME not in got.headers.get("set-cookie", "")
     assert "pref=1" in got.headers.get("set-cookie", "")
     assert "service-worker-allowed" not in got.headers
+    # the path as the client encoded it: %2F and %3F stay what they are
+    odd = await world.http.post(
+        f"{started['path']}echo/a%2Fb%3Fc%20d", content=b"", headers=world.auth(OWNER)
+    )
+    assert odd.json()["path"] == "/echo/a%2Fb%3Fc%20d"
     # a redirect to its own root lands inside the prefix
     moved = await world.http.get(f"{started['path']}moved", headers=world.auth(OWNER))
     assert moved.status_code == 302

@@ -28,7 +28,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from http.cookies import SimpleCookie
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
 import structlog
@@ -117,6 +117,14 @@ def _forwarded_headers(request: Request | WebSocket, prefix: str) -> list[tuple[
     return headers
 
 
+def _target(conn: Request | WebSocket, sandbox: str, port: str, path: str) -> str:
+    """The path to ask the preview for, as the client wrote it (still percent-encoded:
+    a decoded ``%2F`` or ``%3F`` would change what is asked), without the prefix."""
+    raw = (conn.scope.get("raw_path") or b"").decode("latin-1")
+    marker = f"{PATH_PREFIX}/{sandbox}/{port}/"
+    return raw[len(marker) :] if raw.startswith(marker) else quote(path)
+
+
 def _location(value: str, prefix: str, upstream_port: int) -> str:
     """A redirect of the preview's to ``/x`` or to its own address, inside the prefix."""
     parts = urlsplit(value)
@@ -169,7 +177,8 @@ async def preview(request: Request, sandbox: str, port: str, path: str) -> Respo
     query = urlencode(
         [(k, v) for k, v in request.query_params.multi_items() if k != "access_token"]
     )
-    url = f"http://{shown}:{number}/{path}" + (f"?{query}" if query else "")
+    url = f"http://{shown}:{number}/{_target(request, sandbox, port, path)}"
+    url += f"?{query}" if query else ""
     body = request.stream() if request.method not in ("GET", "HEAD") else None
     client = _previews(request).http()
     upstream = client.build_request(
@@ -257,7 +266,8 @@ async def preview_socket(websocket: WebSocket, sandbox: str, port: str, path: st
     query = urlencode(
         [(k, v) for k, v in websocket.query_params.multi_items() if k != "access_token"]
     )
-    url = f"ws://{shown}:{number}/{path}" + (f"?{query}" if query else "")
+    url = f"ws://{shown}:{number}/{_target(websocket, sandbox, port, path)}"
+    url += f"?{query}" if query else ""
     headers = [
         (k, v) for k, v in _forwarded_headers(websocket, prefix) if k.lower() not in WS_HANDSHAKE
     ]
