@@ -164,8 +164,11 @@ class McpServer:
             on_list_tools=self._list_tools,
             on_call_tool=self._call_tool,
         )
+        # answers to POSTs as plain JSON, not a one-event stream: half the CPU of a call
+        # (bench/mcp_calls.py); notifications (resources/updated) still travel on the
+        # session's GET stream, and no tool asks the client anything mid-call
         self.manager = StreamableHTTPSessionManager(
-            app=self.lowlevel, session_idle_timeout=session_idle_timeout
+            app=self.lowlevel, session_idle_timeout=session_idle_timeout, json_response=True
         )
         self.http = McpHttpEdge(self)
         self._live_attached = False
@@ -259,7 +262,8 @@ class McpServer:
             return _error_result(
                 "internal-error", f"{name} failed unexpectedly; see the server log"
             )
-        log.info("mcp.tool_called", tool=name, sandbox=caller.sandbox, namespace=caller.namespace)
+        # the request's access line is at info already; this one says which tool
+        log.debug("mcp.tool_called", tool=name, sandbox=caller.sandbox, namespace=caller.namespace)
         return _result(result)
 
     def _invalid_arguments(self, tool: Tool, args: Mapping[str, Any]) -> str:
