@@ -26,11 +26,9 @@ from openova_sandbox.domain.principal import Principal
 from openova_sandbox.mcp.capabilities import Grant
 from openova_sandbox.mcp.tools import preview as preview_tools
 from openova_sandbox.mcp.tools.base import McpCaller, McpServices, Tool, ToolContext
-from openova_sandbox.services.previews import members
+from openova_sandbox.services.previews import listeners, members
 from openova_sandbox.testing.server import free_port
 from support.mcp_world import SESSIONS, McpWorld, Person, mcp_world
-
-pytestmark = pytest.mark.asyncio
 
 PYTHON = "/usr/bin/python3"  # the system's: the sandbox's view shows /usr, not the server's HOME
 OWNER = Person("sub-ada", "ada@acme.com", "acme")
@@ -450,3 +448,34 @@ async def test_a_port_the_preview_let_go_of_is_not_proxied_to_its_next_holder(
         assert (await call("preview.list", ctx))["previews"][0]["status"] == "starting"
         got = await world.http.get(started["path"], headers=world.auth(OWNER))
         assert got.status_code == 503 and got.json()["error"] == "preview-starting"
+
+
+TCP = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:1F40 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 101 1 0 100 0 0 10 0
+   1: 0500007F:1F40 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 102 1 0 100 0 0 10 0
+   2: 0100007F:1F40 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 103 1 0 100 0 0 10 0
+   3: 0A00020F:1F40 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 104 1 0 100 0 0 10 0
+   4: 0100007F:1F41 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 105 1 0 100 0 0 10 0
+"""
+TCP6 = """  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000000000000000000000000000:1F40 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 201 1 0 100 0 0 10 0
+   1: 00000000000000000000000001000000:1F40 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 202 1 0 100 0 0 10 0
+"""
+
+
+def test_listeners_read_the_kernels_tables(tmp_path: Path) -> None:
+    """``/proc/net/tcp{,6}`` as the kernel writes them (addresses in host byte order per
+    32-bit word): listening sockets of the port only, each with the address to reach it
+    on (loopback for a wildcard)."""
+    (tmp_path / "net").mkdir()
+    (tmp_path / "net" / "tcp").write_text(TCP)
+    (tmp_path / "net" / "tcp6").write_text(TCP6)
+    assert listeners(8000, proc=str(tmp_path)) == {
+        101: "127.0.0.1",  # 0.0.0.0
+        102: "127.0.0.5",
+        104: "15.2.0.10",  # a specific address, reached there
+        201: "::1",  # ::
+        202: "::1",
+    }  # 103 is a connection, not a listener; 105 another port
+    assert listeners(8001, proc=str(tmp_path)) == {105: "127.0.0.1"}
+    assert listeners(9000, proc=str(tmp_path / "missing")) == {}
