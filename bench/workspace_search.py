@@ -4,7 +4,8 @@ changes? (docs/mcp.md, "Workspace search")
 One bounded run in this process, on the service the tool calls
 (``services.workspace_index.WorkspaceIndex``; the MCP call's own cost is
 ``bench/mcp_calls.py``'s): a synthetic workspace of ``--files`` text files of 60 lines
-(words from a 5,000-word vocabulary) in 100 x 7 folders, then
+(words from a 5,000-word vocabulary) in 100 x 7 folders under a 21-pattern
+``.gitignore``, then
 
 1. the first search, which indexes everything;
 2. searches with nothing changed: the walk that compares every file's (mtime, size,
@@ -39,9 +40,19 @@ WORDS = [f"w{i}" for i in range(5000)] + ["def", "return", "class", "import", "s
 NS, NAME, UID = "bench", "big", "uid-bench"
 
 
+# a repository's usual .gitignore: every file is matched against it once, then only
+# when it or the file changes
+GITIGNORE = "\n".join(
+    ["*.pyc", "*.log", "*.tmp", "dist/", "build/", ".env", "coverage/", "*.egg-info/"]
+    + [f"generated_{i}/" for i in range(12)]
+    + ["!keep.log"]
+)
+
+
 def make_workspace(ws: Path, files: int) -> int:
     rnd = random.Random(1)
     total = 0
+    (ws / ".gitignore").write_text(GITIGNORE + "\n")
     for i in range(files):
         folder = ws / f"pkg{i % 100}" / f"mod{i % 7}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -111,7 +122,7 @@ async def main(files: int, samples: int) -> None:
                 None,
             ),
         ]
-        assert first["index"]["files"] == files
+        assert first["index"]["files"] == files + 1  # and the .gitignore
         print(run_header("bench/workspace_search.py", started))
         print()
         print(table(rows))

@@ -18,9 +18,11 @@
   way: after a crash there, the next open builds the index again instead of trusting a
   manifest that may not match it.
 - **Skipped:** symlinks (never followed), ``.git`` and the usual dependency and cache
-  folders (:data:`SKIP_DIRS`), files over :data:`Limits.max_file_bytes`, binary files (a
-  NUL byte, or not UTF-8), and anything beyond :data:`Limits.max_files` files or
-  :data:`Limits.max_indexed_bytes` of text; a search says how many were left out.
+  folders (:data:`SKIP_DIRS`), what each repository's ``.gitignore`` files leave out
+  (git's rules, decided again only for changed files or rules), files over
+  :data:`Limits.max_file_bytes`, binary files (a NUL byte, or not UTF-8), and anything
+  beyond :data:`Limits.max_files` files or :data:`Limits.max_indexed_bytes` of text; a
+  search says how many were left out.
 - **Bounded memory.** The writer's heap is tantivy's floor (15 MB), one pass at a time
   per sandbox and at most :data:`Limits.concurrent_passes` in all; at most
   :data:`Limits.open_indexes` indexes stay open.
@@ -39,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -49,6 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pathspec
 import structlog
 import tantivy
 
@@ -58,7 +62,7 @@ from ..domain.errors import BackendUnavailable, Forbidden, Invalid, NotFound, Sa
 log = structlog.get_logger(__name__)
 
 INDEX_DIR = ("mcp", "workspace-index")
-SCHEMA_VERSION = "3"  # another value: indexes of the old one are built again
+SCHEMA_VERSION = "4"  # another value: indexes of the old one are built again
 VERSION_FILE = "schema-version"
 MANIFEST_FILE = "manifest.json"
 CHUNK_LINES = 40
@@ -252,8 +256,30 @@ def _schema() -> tantivy.Schema:
 
 SCHEMA = _schema()
 
-# manifest entry: [mtime_ns, size, inode, state]
-INDEXED, BINARY, LARGE = "indexed", "binary", "large"
+# manifest entry: [mtime_ns, size, inode, state, the rules' fingerprint]
+INDEXED, BINARY, LARGE, IGNORED = "indexed", "binary", "large", "ignored"
+STATES = (INDEXED, BINARY, LARGE, IGNORED)
+GITIGNORE = ".gitignore"
+MAX_GITIGNORE_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class _Rules:
+    """The ``.gitignore`` files that apply in a folder (base folder and patterns, the
+    deepest last) and their fingerprint (which files, which versions), kept with each
+    file's decision so an unchanged file under unchanged rules is not matched again."""
+
+    specs: tuple[tuple[str, pathspec.GitIgnoreSpec], ...] = ()
+    fingerprint: str = ""
+
+    def ignored(self, rel: str, *, folder: bool) -> bool:
+        """git's answer: the deepest file with a matching pattern decides, its last
+        matching pattern wins (``!pattern`` takes a path back)."""
+        for base, spec in reversed(self.specs):
+            decided = spec.check_file(rel[len(base) :] + ("/" if folder else "")).include
+            if decided is not None:
+                return bool(decided)
+        return False
 
 
 @dataclass
@@ -267,6 +293,7 @@ class _Pass:
     binary: int = 0
     large: int = 0
     over_limit: int = 0
+    ignored: int = 0
     seconds: float = 0.0
 
     def summary(self) -> dict[str, Any]:
@@ -278,6 +305,7 @@ class _Pass:
                 "binary": self.binary,
                 "tooLarge": self.large,
                 "overLimit": self.over_limit,
+                "gitignored": self.ignored,
             },
             "passMs": round(self.seconds * 1000, 1),
         }
@@ -293,6 +321,12 @@ class _SandboxIndex:
     last_pass_started: float = -1.0
     last_pass: _Pass = field(default_factory=_Pass)
     users: int = 0  # searches holding it: it is not closed under them
+    # parsed .gitignore files by folder, with the (mtime, size, inode) they were read at
+    gitignores: dict[str, tuple[tuple[int, int, int], pathspec.GitIgnoreSpec]] = field(
+        default_factory=dict
+    )
+    # folders' decisions by path: (the rules' fingerprint, ignored)
+    folders: dict[str, tuple[str, bool]] = field(default_factory=dict)
 
 
 def _chunks(text: str) -> list[tuple[int, str]]:
@@ -361,20 +395,52 @@ class _Walk:
         return self.result
 
     def _walk(self, root: int) -> None:
-        stack: list[tuple[int, str, int]] = [(os.dup(root), "", 0)]
+        stack: list[tuple[int, str, int, _Rules]] = [(os.dup(root), "", 0, _Rules())]
         try:
             while stack:
-                fd, prefix, depth = stack.pop()
+                fd, prefix, depth, rules = stack.pop()
                 try:
+                    rules = self._rules(fd, prefix, rules)
                     with os.scandir(fd) as entries:
                         listed = sorted(entries, key=lambda e: e.name)
                     for item in listed:
-                        self._visit(fd, item, prefix, depth, stack)
+                        self._visit(fd, item, prefix, depth, rules, stack)
                 finally:
                     os.close(fd)
         finally:
-            for fd, _, _ in stack:
+            for fd, _, _, _ in stack:
                 os.close(fd)
+
+    def _rules(self, fd: int, prefix: str, outer: _Rules) -> _Rules:
+        """``outer`` and the folder's own ``.gitignore`` (a regular file, not a link), read
+        again only when it changed."""
+        try:
+            st = os.stat(GITIGNORE, dir_fd=fd, follow_symlinks=False)
+        except OSError:
+            return outer
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_GITIGNORE_BYTES:
+            return outer
+        version = (st.st_mtime_ns, st.st_size, st.st_ino)
+        known = self.entry.gitignores.get(prefix)
+        if known is None or known[0] != version:
+            text = self._read(fd, GITIGNORE, MAX_GITIGNORE_BYTES) or ""
+            known = self.entry.gitignores[prefix] = (
+                version,
+                pathspec.GitIgnoreSpec.from_lines(text.splitlines()),
+            )
+        mark = f"{outer.fingerprint}|{prefix}:{version[0]}:{version[1]}:{version[2]}"
+        fingerprint = hashlib.sha256(mark.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        return _Rules((*outer.specs, (prefix, known[1])), fingerprint)
+
+    def _folder_ignored(self, rel: str, rules: _Rules) -> bool:
+        if not rules.specs:
+            return False
+        known = self.entry.folders.get(rel)
+        if known is not None and known[0] == rules.fingerprint:
+            return known[1]
+        ignored = rules.ignored(rel, folder=True)
+        self.entry.folders[rel] = (rules.fingerprint, ignored)
+        return ignored
 
     def _visit(
         self,
@@ -382,15 +448,20 @@ class _Walk:
         item: os.DirEntry[str],
         prefix: str,
         depth: int,
-        stack: list[tuple[int, str, int]],
+        rules: _Rules,
+        stack: list[tuple[int, str, int, _Rules]],
     ) -> None:
         try:
             if item.is_symlink():
                 return
             if item.is_dir(follow_symlinks=False):
-                if item.name not in SKIP_DIRS and depth < self.limits.max_depth:
-                    fd = os.open(item.name, _OPEN_DIR, dir_fd=parent)
-                    stack.append((fd, f"{prefix}{item.name}/", depth + 1))
+                if item.name in SKIP_DIRS or depth >= self.limits.max_depth:
+                    return
+                if self._folder_ignored(prefix + item.name, rules):
+                    self.result.ignored += 1
+                    return
+                fd = os.open(item.name, _OPEN_DIR, dir_fd=parent)
+                stack.append((fd, f"{prefix}{item.name}/", depth + 1, rules))
                 return
             if not item.is_file(follow_symlinks=False):
                 return
@@ -398,35 +469,45 @@ class _Walk:
         except OSError:
             return  # gone or unreadable meanwhile: as if it were not there
         rel = prefix + item.name
+        key = [st.st_mtime_ns, st.st_size, st.st_ino]
+        old = self.entry.manifest.get(rel)
+        unchanged = old is not None and old[:3] == key
+        if unchanged and old is not None and old[4] == rules.fingerprint:
+            ignored = old[3] == IGNORED
+        else:
+            ignored = bool(rules.specs) and rules.ignored(rel, folder=False)
+        if ignored:
+            self._replace(rel, old, None)
+            self.seen[rel] = [*key, IGNORED, rules.fingerprint]
+            self.result.ignored += 1
+            return
         if self.result.files >= self.limits.max_files:
             self.result.over_limit += 1
             return
         self.result.files += 1
-        key = [st.st_mtime_ns, st.st_size, st.st_ino]
-        old = self.entry.manifest.get(rel)
-        if old is not None and old[:3] == key:
+        if unchanged and old is not None and old[3] != IGNORED:
             if old[3] == INDEXED and not self._room(st.st_size):
                 self._drop(rel, old)
                 return
             self._count(old[3], st.st_size)
-            self.seen[rel] = old
+            self.seen[rel] = [*key, old[3], rules.fingerprint]
             return
         if st.st_size > self.limits.max_file_bytes:
             self._replace(rel, old, None)
-            self.seen[rel] = [*key, LARGE]
+            self.seen[rel] = [*key, LARGE, rules.fingerprint]
             self.result.large += 1
             return
         if not self._room(st.st_size):  # not read: it would not be indexed
             self._drop(rel, old)
             return
-        text = self._read(parent, item.name)
+        text = self._read(parent, item.name, self.limits.max_file_bytes)
         if text is None:
             self._replace(rel, old, None)
-            self.seen[rel] = [*key, BINARY]
+            self.seen[rel] = [*key, BINARY, rules.fingerprint]
             self.result.binary += 1
             return
         self._replace(rel, old, text)
-        self.seen[rel] = [*key, INDEXED]
+        self.seen[rel] = [*key, INDEXED, rules.fingerprint]
         self.result.indexed_bytes += st.st_size
         self.result.changed += 1
 
@@ -449,7 +530,7 @@ class _Walk:
         self.result.files -= 1
         self.result.over_limit += 1
 
-    def _read(self, parent: int, name: str) -> str | None:
+    def _read(self, parent: int, name: str, limit: int) -> str | None:
         """The file's text; ``None`` when binary or not a regular file any more."""
         try:
             fd = os.open(name, _OPEN_FILE, dir_fd=parent)
@@ -458,7 +539,7 @@ class _Walk:
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 return None
-            raw = _read_fd(fd, self.limits.max_file_bytes)
+            raw = _read_fd(fd, limit)
         except OSError:
             return None
         finally:
@@ -510,7 +591,7 @@ def _load_manifest(folder: Path) -> dict[str, list[Any]] | None:
     return {
         str(k): v
         for k, v in files.items()
-        if isinstance(v, list) and len(v) == 4 and v[3] in (INDEXED, BINARY, LARGE)
+        if isinstance(v, list) and len(v) == 5 and v[3] in STATES
     }
 
 

@@ -133,7 +133,12 @@ async def test_skips_git_binary_large_and_symlinks(world: World, tmp_path: Path)
 
     result = await call(world.ctx("one", "uid-one"), "workspace.search", query="plutonium")
     assert paths(result) == ["real.txt"]
-    assert result["index"]["skipped"] == {"binary": 2, "tooLarge": 1, "overLimit": 0}
+    assert result["index"]["skipped"] == {
+        "binary": 2,
+        "tooLarge": 1,
+        "overLimit": 0,
+        "gitignored": 0,
+    }
 
 
 async def test_limits_on_files_say_what_was_left_out(tmp_path: Path) -> None:
@@ -394,3 +399,35 @@ async def test_files_beyond_the_bytes_limit_cost_no_commit(tmp_path: Path) -> No
     (ws / "f0.txt").unlink()  # room again: the next file in the walk's order comes in
     third = await call(ctx, "workspace.search", query="lychee")
     assert sorted(paths(third)) == ["f1.txt", "f2.txt"]
+
+
+async def test_gitignored_files_are_left_out_as_git_would(world: World) -> None:
+    ws = world.workspace("one")
+    repo = ws / "site"
+    (repo / "build").mkdir(parents=True)
+    (repo / "src" / "gen").mkdir(parents=True)
+    (repo / ".gitignore").write_text("build/\n*.log\n!keep.log\n")
+    (repo / "src" / ".gitignore").write_text("gen/\n!debug.log\n")
+    (repo / "build" / "out.js").write_text("pomelo built\n")
+    (repo / "app.log").write_text("pomelo logged\n")
+    (repo / "keep.log").write_text("pomelo kept\n")
+    (repo / "src" / "main.py").write_text("pomelo = 1\n")
+    (repo / "src" / "gen" / "api.py").write_text("pomelo generated\n")
+    (repo / "src" / "debug.log").write_text("pomelo debug\n")  # taken back by src/
+    (ws / "app.log").write_text("pomelo outside the repo\n")  # its rules stop at site/
+    ctx = world.ctx("one", "uid-one")
+
+    found = await call(ctx, "workspace.search", query="pomelo", limit=50)
+    assert sorted(paths(found)) == [
+        "app.log",
+        "site/keep.log",
+        "site/src/debug.log",
+        "site/src/main.py",
+    ]
+    assert found["index"]["skipped"]["gitignored"] == 3  # build/, app.log, src/gen/
+
+    # the rules change: what they no longer leave out comes in, nothing else is read again
+    (repo / ".gitignore").write_text("build/\n")
+    changed = await call(ctx, "workspace.search", query="pomelo", limit=50)
+    assert "site/app.log" in paths(changed) and "site/build/out.js" not in paths(changed)
+    assert changed["index"]["reindexed"] == 2  # app.log and the .gitignore itself
