@@ -7,6 +7,13 @@ as root, so as root the directory is handed to the ``postgres`` user and every c
 runs through ``runuser -u postgres --``. ``fsync=off``: these databases die with the test
 session, so durability is not what they test (the SQL store's own durability settings
 are tested on SQLite and in its code).
+
+The temporary directory is on ``/dev/shm`` (memory) when that has room to spare: every
+test database is a ~7.5 MB copy of ``template1``, a run makes a hundred or more, and on a
+disk shared with other busy processes creating them and removing the folder at the end
+took tens of seconds (45 s for the removal alone in one measured run). Databases are
+created with ``STRATEGY FILE_COPY`` (PostgreSQL 15+): a file copy instead of writing the
+template through the WAL, which with ``fsync=off`` is the cheaper of the two.
 """
 
 from __future__ import annotations
@@ -24,6 +31,29 @@ from pathlib import Path
 from typing import NoReturn
 
 REQUIRE_ALL = "SANDBOX_TEST_REQUIRE_ALL"
+SHM = Path("/dev/shm")
+SHM_SPARE = 4 << 30  # bytes free in /dev/shm and in memory for the servers to live there
+
+
+def fast_tmp() -> str | None:
+    """``/dev/shm`` when it and the machine's memory have room to spare, else ``None``
+    (the default temporary directory)."""
+    try:
+        shm = os.statvfs(SHM)
+        meminfo = Path("/proc/meminfo").read_text()
+    except OSError:
+        return None
+    available = next(
+        (
+            int(line.split()[1]) * 1024
+            for line in meminfo.splitlines()
+            if line.startswith("MemAvailable:")
+        ),
+        0,
+    )
+    if shm.f_bavail * shm.f_frsize < SHM_SPARE or available < SHM_SPARE:
+        return None
+    return str(SHM) if os.access(SHM, os.W_OK | os.X_OK) else None
 
 
 class PostgresUnavailable(RuntimeError):
@@ -64,7 +94,7 @@ class PostgresServer:
                 raise PostgresUnavailable("running as root but no 'postgres' user") from exc
             if shutil.which("runuser") is None:
                 raise PostgresUnavailable("running as root but 'runuser' is missing")
-        self.root = Path(tempfile.mkdtemp(prefix="sandbox-pg-"))
+        self.root = Path(tempfile.mkdtemp(prefix="sandbox-pg-", dir=fast_tmp()))
         self.data = self.root / "data"
         self.socket_dir = self.root / "sock"
         self.log = self.root / "server.log"
@@ -146,8 +176,17 @@ class PostgresServer:
     def create_database(self, name: str | None = None) -> str:
         """Create a new empty database and return its URL."""
         name = name or f"t_{uuid.uuid4().hex[:12]}"
-        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, name)
+        strategy = ["--strategy=file_copy"] if self.major >= 15 else []
+        self._run(
+            "createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, *strategy, name
+        )
         return self.url(name)
+
+    @property
+    def major(self) -> int:
+        """The major version of the binaries (``/usr/lib/postgresql/<major>/bin``)."""
+        version = self.bindir.parent.name
+        return int(version) if version.isdigit() else 0
 
 
 async def fresh_database(url: str) -> str:
@@ -161,7 +200,9 @@ async def fresh_database(url: str) -> str:
         host=parsed.host, port=parsed.port, user=parsed.username, database=parsed.database
     )
     try:
-        await connection.execute(f'CREATE DATABASE "{name}"')
+        file_copy = connection.get_server_version().major >= 15
+        strategy = " STRATEGY FILE_COPY" if file_copy else ""
+        await connection.execute(f'CREATE DATABASE "{name}"{strategy}')
     finally:
         await connection.close()
     return parsed.set(database=name).render_as_string(hide_password=False)
