@@ -23,8 +23,6 @@ from openova_sandbox.domain.ledger import UsageRecord, identity_of
 from openova_sandbox.services.mcp_tokens import McpTokens
 from support.mcp_world import SESSIONS, McpWorld, Person, mcp_world
 
-pytestmark = pytest.mark.asyncio
-
 ADA = Person("sub-ada", "ada@acme.com", "acme")
 BOB = Person("sub-bob", "bob@acme.com", "acme")
 CAROL = Person("sub-carol", "carol@globex.com", "globex")
@@ -402,3 +400,26 @@ async def test_both_protocol_eras_list_and_call_as_the_same_caller(
         failed(await client.call_tool("sandbox.delete", {"id": mine.name}), "own-sandbox")
         with pytest.raises(MCPError, match="unknown tool"):
             await client.call_tool("nope.nothing", {})
+
+
+def test_plans_from_settings_refuse_what_is_not_defined() -> None:
+    from openova_sandbox.config import Settings
+    from openova_sandbox.domain.errors import Invalid
+    from openova_sandbox.mcp.server import BUILTIN_PLANS, PlanBook
+
+    book = PlanBook.from_settings(Settings())
+    assert book.plans.plans == BUILTIN_PLANS
+    assert book.plan_of("anyone") == "sandbox-pro"
+    assert book.grant("anyone", ()).allows("sandbox.create")
+    assert not book.grant("anyone", ("session.*",)).allows("sandbox.create")
+    custom = PlanBook.from_settings(
+        Settings(mcp_plans=PLANS, mcp_org_plans=ORG_PLANS, mcp_default_plan="reader")
+    )
+    assert custom.plan_of("acme") == "builder" and custom.plan_of("initech") == "reader"
+    assert not custom.grant("initech", ()).allows("sandbox.create")
+    with pytest.raises(Invalid, match="SANDBOX_MCP_DEFAULT_PLAN: plan 'gold' is not one of"):
+        PlanBook.from_settings(Settings(mcp_default_plan="gold"))
+    with pytest.raises(Invalid, match=r"SANDBOX_MCP_ORG_PLANS: plan\(s\) gold are not defined"):
+        PlanBook.from_settings(Settings(mcp_org_plans='{"acme": "gold"}'))
+    with pytest.raises(Invalid, match="SANDBOX_MCP_PLANS: Value error, not JSON"):
+        Settings(mcp_plans="{")
