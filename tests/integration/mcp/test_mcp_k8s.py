@@ -352,3 +352,19 @@ def test_the_tools_are_not_offered_without_a_cluster() -> None:
         "k8s.read.events",
     }
     assert all(t.family == "k8s.read" for t in k8s_tools.TOOLS)
+
+
+async def test_a_reader_the_cluster_refuses_says_so(world: World) -> None:
+    """A reader whose identity holds no grant (a deployment that did not bind it): the
+    cluster's 403 comes back as ``forbidden`` with the cluster's reason."""
+    config = world.kube.add_user("nobody-token", User("system:serviceaccount:catalyst-system:mcp"))
+    reader = KubeReader.from_config(str(config))
+    try:
+        ctx = world.ctx(kube=reader)
+        with pytest.raises(Forbidden, match="the cluster refused to read pods") as refused:
+            await TOOLS["k8s.read.list"].handler(ctx, {"kind": "Pod"})
+        assert "cannot list resource" in refused.value.detail
+        with pytest.raises(Forbidden, match="cluster refused"):
+            await TOOLS["k8s.read.logs"].handler(ctx, {"pod": "pty-server-0"})
+    finally:
+        await reader.close()
