@@ -240,17 +240,25 @@ def test_the_server_environment_and_processes_are_not_there(server, shell):
     assert _healthz_ms(server.url) < 1000
 
 
+def _pgrep(pattern: str) -> list[str]:
+    """The pids of every process on the machine whose command line matches."""
+    found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
+    return found.stdout.split()
+
+
 def test_another_sandbox_processes_cannot_be_signalled(server, shell, beta):
     bob = beta.attach()
     # a duration no other test uses: pgrep sees the whole machine (other tests, xdist workers)
     bob.run("sleep 600.75 & echo $!")
-    found = subprocess.run(["pgrep", "-f", "^sleep 600[.]75$"], capture_output=True, text=True)
-    outside = found.stdout.split()
-    assert outside, "bob's sleep is not running"
+    # the shell printed the pid once it forked: the child may not have exec'd sleep yet
+    deadline = time.monotonic() + 10
+    while not (outside := _pgrep("^sleep 600[.]75$")):
+        assert time.monotonic() < deadline, "bob's sleep is not running"
+        time.sleep(0.05)
     for pid in outside:
         code, _ = shell.run(f"kill -9 {pid}")
         assert code != 0 or int(pid) < 100  # a small pid inside may be alice's own
-    assert subprocess.run(["pgrep", "-f", "^sleep 600[.]75$"], capture_output=True).returncode == 0
+    assert _pgrep("^sleep 600[.]75$")
     bob.run("kill %1")
     bob.ws.close()
 
