@@ -35,11 +35,23 @@ async def world(tmp_path: Path) -> AsyncIterator[McpWorld]:
 
 
 async def next_of(queue: asyncio.Queue[Event], type_: str, sandbox: str) -> Event:
-    async with asyncio.timeout(20):
-        while True:
-            event = await queue.get()
-            if event.type == type_ and event.payload.get("sandbox") == sandbox:
-                return event
+    """The first such event; the others read meanwhile go back in order (events of one
+    sandbox from different publishers are not causally ordered: the controller's Ready
+    may come before the create's own event)."""
+    skipped: list[Event] = []
+    try:
+        async with asyncio.timeout(20):
+            while True:
+                event = await queue.get()
+                if event.type == type_ and event.payload.get("sandbox") == sandbox:
+                    return event
+                skipped.append(event)
+    finally:
+        rest = [*skipped]
+        while not queue.empty():
+            rest.append(queue.get_nowait())
+        for event in rest:
+            queue.put_nowait(event)
 
 
 async def test_a_sandbox_life_is_published(world: McpWorld):

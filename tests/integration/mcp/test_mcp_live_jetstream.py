@@ -21,7 +21,7 @@ from openova_sandbox.events.product import (
     SESSION_STARTED,
     session_started,
 )
-from support.mcp_updates import Updates, subscriber
+from support.mcp_updates import subscriber
 from support.mcp_world import SESSIONS, McpWorld, Person, mcp_world
 from support.nats_server import NatsServer, running_nats
 
@@ -63,47 +63,58 @@ async def world(
         yield made
 
 
-async def until(queue: asyncio.Queue[Event], type_: str, sandbox: str) -> Event:
-    async with asyncio.timeout(10):
+class Seen:
+    """Every event a replica's bus delivered, kept in order (events of one sandbox from
+    different publishers need not come in causal order: the controller may say Ready
+    before the create's own event is acknowledged)."""
+
+    def __init__(self, bus: NatsBus) -> None:
+        self.events: list[Event] = []
+        self._queue = bus.subscribe()
+        self._task = asyncio.create_task(self._drain())
+
+    async def _drain(self) -> None:
         while True:
-            event = await queue.get()
-            if event.type == type_ and event.payload.get("sandbox") == sandbox:
-                return event
+            self.events.append(await self._queue.get())
+
+    async def first(self, type_: str, sandbox: str) -> Event:
+        async with asyncio.timeout(10):
+            while True:
+                for event in self.events:
+                    if event.type == type_ and event.payload.get("sandbox") == sandbox:
+                        return event
+                await asyncio.sleep(0.01)
+
+    def close(self) -> None:
+        self._task.cancel()
 
 
 async def test_events_of_one_replica_reach_the_other_and_its_mcp_subscribers(
     world: McpWorld, replica_b: NatsBus
 ):
-    on_b = replica_b.subscribe()
-    own = await world.create(ADA)
-    # what A's sessions service and controller published, read by replica B's consumer
-    created = await until(on_b, SANDBOX_CREATED, own.name)
-    assert created.payload["namespace"] == "acme"
-    assert created.payload["owner_email"] == "ada@acme.com"
-    await world.ready(ADA, own.name)
-    await until(on_b, SANDBOX_READY, own.name)
+    on_b = Seen(replica_b)
+    try:
+        own = await world.create(ADA)
+        # what A's sessions service and controller published, read by replica B's consumer
+        created = await on_b.first(SANDBOX_CREATED, own.name)
+        assert created.payload["namespace"] == "acme"
+        assert created.payload["owner_email"] == "ada@acme.com"
+        await world.ready(ADA, own.name)
+        await on_b.first(SANDBOX_READY, own.name)
 
-    terminals = f"openova://sandbox/{own.name}/terminals"
-    async with subscriber(world, own) as (client, updates):
-        assert isinstance(updates, Updates)
-        await client.subscribe_resource(terminals)
-        # replica B saw a terminal start (in Kubernetes mode: a pod's session) and says so
-        sent = time.monotonic()
-        await replica_b.publish(session_started(own, "t-on-b", "shell"))
-        arrived = await updates.next_for(terminals, after=sent)
-        assert arrived - sent < 1.0
-        # and A's own events arrive on B too, the MCP deletion included
-        on_b_again = replica_b.subscribe()
-        gone = await world.http.delete(f"{SESSIONS}/{own.name}", headers=world.auth(ADA))
-        assert gone.status_code in (202, 204)
-        await until(on_b_again, SANDBOX_DELETED, own.name)
-    # one stream, one order: B's own publish came back to B as well
-    seen = [e.type for e in _drain(on_b)]
-    assert SESSION_STARTED in seen
-
-
-def _drain(queue: asyncio.Queue[Event]) -> list[Event]:
-    out = []
-    while not queue.empty():
-        out.append(queue.get_nowait())
-    return out
+        terminals = f"openova://sandbox/{own.name}/terminals"
+        async with subscriber(world, own) as (client, updates):
+            await client.subscribe_resource(terminals)
+            # replica B saw a terminal start (in Kubernetes mode: a pod's session)
+            sent = time.monotonic()
+            await replica_b.publish(session_started(own, "t-on-b", "shell"))
+            arrived = await updates.next_for(terminals, after=sent)
+            assert arrived - sent < 1.0
+            # and A's own events keep arriving on B, the deletion included
+            gone = await world.http.delete(f"{SESSIONS}/{own.name}", headers=world.auth(ADA))
+            assert gone.status_code in (202, 204)
+            await on_b.first(SANDBOX_DELETED, own.name)
+        # one stream, one order for all: B's own publish came back to B as well
+        await on_b.first(SESSION_STARTED, own.name)
+    finally:
+        on_b.close()
