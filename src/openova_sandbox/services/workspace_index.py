@@ -469,8 +469,17 @@ class _Walk:
         except OSError:
             return  # gone or unreadable meanwhile: as if it were not there
         rel = prefix + item.name
-        key = [st.st_mtime_ns, st.st_size, st.st_ino]
         old = self.entry.manifest.get(rel)
+        if (  # the common case, kept short: nothing changed, the old decision stands
+            old is not None
+            and old[0] == st.st_mtime_ns
+            and old[1] == st.st_size
+            and old[2] == st.st_ino
+            and old[4] == rules.fingerprint
+        ):
+            self._unchanged(rel, old, st.st_size)
+            return
+        key = [st.st_mtime_ns, st.st_size, st.st_ino]
         unchanged = old is not None and old[:3] == key
         if unchanged and old is not None and old[4] == rules.fingerprint:
             ignored = old[3] == IGNORED
@@ -510,6 +519,27 @@ class _Walk:
         self.seen[rel] = [*key, INDEXED, rules.fingerprint]
         self.result.indexed_bytes += st.st_size
         self.result.changed += 1
+
+    def _unchanged(self, rel: str, old: list[Any], size: int) -> None:
+        state = old[3]
+        result = self.result
+        if state == IGNORED:
+            result.ignored += 1
+        elif result.files >= self.limits.max_files:
+            result.over_limit += 1
+            return  # not in the manifest: its blocks go at the end of the pass
+        else:
+            result.files += 1
+            if state == INDEXED:
+                if result.indexed_bytes + size > self.limits.max_indexed_bytes:
+                    self._drop(rel, old)
+                    return
+                result.indexed_bytes += size
+            elif state == BINARY:
+                result.binary += 1
+            else:
+                result.large += 1
+        self.seen[rel] = old
 
     def _room(self, size: int) -> bool:
         return self.result.indexed_bytes + size <= self.limits.max_indexed_bytes
