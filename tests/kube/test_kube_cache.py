@@ -14,7 +14,7 @@ from openova_sandbox.controller.kube.metrics import OperatorMetrics
 from openova_sandbox.testing.kubeapi import FakeKube
 
 from .test_kube_drift import POLICY, operator, ready_sandbox
-from .test_operator import SB, sample, wait_for
+from .test_operator import NS, SB, sample, wait_for
 
 
 def passes(metrics: OperatorMetrics) -> float:
@@ -79,3 +79,34 @@ def test_a_deleted_child_shows_in_the_conditions_until_it_is_back(
         wait_for(lambda: http.get(POLICY).status_code == 200, timeout=10)
         assert fault.hits == 3
         wait_for(lambda: rbac() == ("Ready", "True", "Created"), timeout=10)
+
+
+def test_the_uncached_git_secret_is_read_once_per_start(kube: FakeKube, monkeypatch: Any) -> None:
+    """``sandbox-git-credentials`` is not ours (not labelled, so not cached): each start
+    reads it once, and a restart with nothing changed still writes nothing."""
+    monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig_path))
+    git = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "sandbox-git-credentials", "namespace": NS},
+        "stringData": {"token": "t"},
+    }
+
+    def token_reason(http: httpx.Client) -> str:
+        status = http.get(f"{SB}/alpha").json()["status"]
+        return str(next(c for c in status["conditions"] if c["type"] == "TokenReady")["reason"])
+
+    with httpx.Client(base_url=kube.url, timeout=5) as http:
+        with operator(kube, resync=0.2):
+            ready_sandbox(kube, http)
+            assert token_reason(http) == "Anonymous"
+        assert http.post(f"/api/v1/namespaces/{NS}/secrets", json=git).status_code == 201
+        with operator(kube, resync=0.2):
+            wait_for(lambda: token_reason(http) == "CredentialPresent")
+        mark = len(kube.calls)
+        metrics = OperatorMetrics()
+        with operator(kube, resync=0.2, metrics=metrics):
+            wait_for(lambda: passes(metrics) >= 10)
+        writes = [c for c in kube.calls[mark:] if c[0] in ("create", "update", "patch", "delete")]
+        assert writes == []
+        assert token_reason(http) == "CredentialPresent"

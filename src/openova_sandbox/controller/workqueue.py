@@ -1,5 +1,8 @@
 """A per-key work queue: one worker per key at a time, different keys in parallel.
 
+Both controllers run their passes through it: the embedded controller's runner, and the
+Kubernetes operator (kube/handlers.py), whose triggers are kopf's watch events.
+
 The controller's rule for concurrency (as in client-go's workqueue and kopf): a Sandbox
 is never reconciled by two tasks at once, because its plan was computed from one
 observation; but a slow clone of one Sandbox must not hold up another. So every key gets
@@ -34,15 +37,25 @@ BACKOFF_START = 0.5
 BACKOFF_MAX = 30.0
 
 
-def backoff_delay(failures: int) -> float:
-    """0.5 s, 1 s, 2 s, ... capped at 30 s."""
-    return float(min(BACKOFF_START * 2 ** max(failures - 1, 0), BACKOFF_MAX))
+def backoff_delay(
+    failures: int, *, start: float = BACKOFF_START, cap: float = BACKOFF_MAX
+) -> float:
+    """0.5 s, 1 s, 2 s, ... capped at 30 s (by default)."""
+    return float(min(start * 2 ** max(failures - 1, 0), cap))
 
 
 class WorkQueue:
-    def __init__(self, handler: Handler, spawn: Spawn) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        spawn: Spawn,
+        *,
+        backoff_start: float = BACKOFF_START,
+        backoff_max: float = BACKOFF_MAX,
+    ) -> None:
         self._handler = handler
         self._spawn = spawn
+        self._backoff = (backoff_start, backoff_max)
         self._running: set[Key] = set()
         self._dirty: set[Key] = set()
         self._timers: dict[Key, asyncio.TimerHandle] = {}
@@ -115,7 +128,7 @@ class WorkQueue:
                 except Exception as exc:  # one sandbox's failure must not stop the others
                     failures = self._failures.get(key, 0) + 1
                     self._failures[key] = failures
-                    delay = backoff_delay(failures)
+                    delay = backoff_delay(failures, start=self._backoff[0], cap=self._backoff[1])
                     log.warning(
                         "controller.reconcile.retry",
                         namespace=key[0],

@@ -16,8 +16,9 @@ wrote first: the loop simply runs again on fresh state.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -32,6 +33,7 @@ from lightkube.types import PatchType
 
 from ...domain.model import API_GROUP, FINALIZER, KIND, Sandbox, utcnow
 from ..ports import TokenLedger as Ledger
+from ..workqueue import WorkQueue
 from .cache import (
     NAMESPACE_INDEX,
     SANDBOX_INDEX,
@@ -53,6 +55,7 @@ from .reconcile import (
     choose_namespace,
     holder,
     reconcile,
+    refused_status,
 )
 from .render import (
     ANNOTATION_HOLDER,
@@ -88,6 +91,8 @@ CHILD_KINDS: dict[str, tuple[str, str, str]] = {
     "NetworkPolicy": ("networking.k8s.io", "v1", "networkpolicies"),
     "Secret": ("", "v1", "secrets"),
 }
+# what the API server answers for an object it will never accept as rendered
+PERMANENT_CODES = frozenset({400, 422})
 # Claims are created once: their spec is immutable apart from growing, so never patched.
 CREATE_ONLY = {"PersistentVolumeClaim"}
 
@@ -156,7 +161,17 @@ class OperatorOptions:
 
 
 class SandboxOperator:
-    """One reconcile loop per Sandbox key, serialised by a per-key lock."""
+    """One reconcile pass per Sandbox key at a time, through the controllers' work queue
+    (``controller/workqueue.py``): kopf's events add a key (any number of them while a
+    pass runs coalesce into one more pass), a plan's "look again" and the periodic
+    resync are its timers, a failed pass is retried with a doubling delay.
+
+    Why a queue beside kopf: kopf retries (``TemporaryError(delay=…)``), timers and
+    daemons only for handlers that hold kopf's finalizer on every object, and naming
+    kopf's finalizer ours makes kopf remove it whenever no such handler needs it. The
+    spec names one finalizer, held until the workspace namespace is gone, so the
+    operator keeps its own and kopf is used for watching, indexing and serialising
+    events (docs/kubernetes.md, "Level-triggered operator")."""
 
     def __init__(
         self, options: OperatorOptions, *, client_factory: Callable[[], AsyncClient]
@@ -164,9 +179,13 @@ class SandboxOperator:
         self.options = options
         self._client_factory = client_factory
         self._client: AsyncClient | None = None
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
-        self._timers: dict[tuple[str, str], asyncio.Task[None]] = {}
-        self._failures: dict[tuple[str, str], int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.queue = WorkQueue(
+            self._pass,
+            self._spawn,
+            backoff_start=options.error_backoff,
+            backoff_max=options.max_requeue,
+        )
         # kopf's indices of what it watches, read instead of the API server when they
         # agree with it (cache.py); the git credentials Secret (not ours, so not
         # watched) as last read directly, per sandbox
@@ -182,10 +201,26 @@ class SandboxOperator:
             self._client = self._client_factory()
         return self._client
 
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def close(self) -> None:
-        for task in self._timers.values():
+        self.queue.close()
+        for task in list(self._tasks):
             task.cancel()
-        self._timers.clear()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.queue = WorkQueue(
+            self._pass,
+            self._spawn,
+            backoff_start=self.options.error_backoff,
+            backoff_max=self.options.max_requeue,
+        )  # a new leader term starts with an open queue
+        self.freshness = Freshness()  # and a new cache, read directly once per sandbox
+        self._git_secret.clear()
         if self._client is not None:
             await self._client.close()
             self._client = None
@@ -193,79 +228,89 @@ class SandboxOperator:
             await self.options.ledger.close()  # opened again on its next use
 
     # ----- the loop -------------------------------------------------------------------
-    async def handle(self, namespace: str, name: str) -> None:
-        """One pass that never raises: a failed pass (500, timeout, connection) is
-        logged, counted and retried with a doubling delay; kopf does not retry event
-        handlers, so without this a transient error would wait for the next event."""
-        key = (namespace, name)
+    def trigger(self, namespace: str, name: str) -> None:
+        """Reconcile this Sandbox now (or once more after its running pass)."""
+        self.queue.add((namespace, name))
+
+    async def _pass(self, key: tuple[str, str]) -> float | None:
+        """One pass for the queue: when to look again (None: only on an event). A failed
+        pass (500, timeout, connection) is counted and raised: the queue retries it with
+        a doubling delay; kopf does not retry event handlers."""
         metrics = self.options.metrics
         try:
-            await self.run(namespace, name)
+            return await self.run(*key)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            self.freshness.wrote(key)
             code = _code(exc) if isinstance(exc, ApiError) else 0
             error = str(code) if code else type(exc).__name__
             metrics.reconciles.labels(result="error").inc()
             metrics.failures.labels(error=error).inc()
-            count = self._failures.get(key, 0) + 1
-            self._failures[key] = count
-            delay = min(self.options.error_backoff * 2 ** (count - 1), self.options.max_requeue)
-            log.warning(
-                "sandbox_reconcile_failed",
-                namespace=namespace,
-                name=name,
-                error=error,
-                detail=str(exc),
-                retry_in=delay,
-            )
-            self._schedule(key, delay)
-        else:
-            self._failures.pop(key, None)
+            raise
 
-    async def run(self, namespace: str, name: str) -> KubePlan | None:
+    async def run(self, namespace: str, name: str) -> float | None:
+        """One pass: read, decide, act. Answers when to look again."""
         key = (namespace, name)
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            direct = not self.cache.ready or self.freshness.stale(key)
-            raw = None if direct else self.cache.sandbox(key)
-            if raw is None:
-                direct = True
-                try:
-                    raw = _plain(await self.client.get(SandboxResource, name, namespace=namespace))
-                except ApiError as exc:
-                    if _code(exc) == 404:
-                        self._cancel(key)
-                        self._forget(key)
-                        return None
-                    raise
-            sandbox = Sandbox.from_dict(raw)
-            self.freshness.wrote(key)  # until this pass is known to have written nothing
-            observed = await self.observe(sandbox) if direct else await self.observe_cached(sandbox)
-            wrote = await self._gateway_token(sandbox, observed, cached=not direct)
-            wrote = await self._share_grant_key(sandbox, observed, cached=not direct) or wrote
-            plan = reconcile(sandbox, observed, self.options.clock(), self.options.render)
-            delay = plan.requeue_after
-            metrics = self.options.metrics
+        # read directly while the cache may not agree, and once per sandbox and term
+        # (the git credentials Secret is not cached: it is remembered from that read)
+        direct = not self.cache.ready or self.freshness.stale(key) or key not in self._git_secret
+        raw = None if direct else self.cache.sandbox(key)
+        if raw is None:
+            direct = True
             try:
-                await self.execute(sandbox, plan)
+                raw = _plain(await self.client.get(SandboxResource, name, namespace=namespace))
             except ApiError as exc:
-                if _code(exc) != 409:
-                    raise
-                log.info("sandbox_write_conflict", namespace=namespace, name=name)
-                metrics.reconciles.labels(result="conflict").inc()
-                delay = 0.0
-            else:
-                metrics.reconciles.labels(result="unchanged" if plan.empty else "changed").inc()
-                if plan.status is not None:
-                    metrics.transition(sandbox.status, plan.status)
-                if plan.empty and not wrote and (not direct or self._agrees(raw, observed)):
-                    self.freshness.agreed(key)
-            if delay is not None:
-                self._schedule(key, min(delay, self.options.max_requeue))
-            elif not sandbox.metadata.deletion_timestamp:
-                self._schedule(key, self.options.resync_seconds)  # the periodic resync
-            return plan
+                if _code(exc) == 404:
+                    self._forget(key)
+                    return None
+                raise
+        sandbox = Sandbox.from_dict(raw)
+        self.freshness.wrote(key)  # until this pass is known to have written nothing
+        observed = await self.observe(sandbox) if direct else await self.observe_cached(sandbox)
+        wrote = await self._gateway_token(sandbox, observed, cached=not direct)
+        wrote = await self._share_grant_key(sandbox, observed, cached=not direct) or wrote
+        plan = reconcile(sandbox, observed, self.options.clock(), self.options.render)
+        delay = plan.requeue_after
+        metrics = self.options.metrics
+        try:
+            await self.execute(sandbox, plan)
+        except kopf.PermanentError as exc:
+            # the API server refuses what this spec renders: retrying cannot help until
+            # the spec changes (a new generation), as with every spec problem
+            await self._refused(key, str(exc))
+            return None
+        except ApiError as exc:
+            if _code(exc) != 409:
+                raise
+            log.info("sandbox_write_conflict", namespace=namespace, name=name)
+            metrics.reconciles.labels(result="conflict").inc()
+            delay = 0.0
+        else:
+            metrics.reconciles.labels(result="unchanged" if plan.empty else "changed").inc()
+            if plan.status is not None:
+                metrics.transition(sandbox.status, plan.status)
+            if plan.empty and not wrote and (not direct or self._agrees(raw, observed)):
+                self.freshness.agreed(key)
+        if delay is not None:
+            return min(delay, self.options.max_requeue)
+        if sandbox.metadata.deletion_timestamp:
+            return None
+        return self.options.resync_seconds  # the periodic resync
+
+    async def _refused(self, key: tuple[str, str], message: str) -> None:
+        """Fail the sandbox for this generation with the API server's refusal."""
+        current = Sandbox.from_dict(
+            _plain(await self.client.get(SandboxResource, key[1], namespace=key[0]))
+        )
+        status = refused_status(current, message, self.options.clock())
+        body = current.with_status(status).to_dict()
+        await self.client.replace(
+            SandboxResource.Status.from_dict(body), current.name, namespace=current.namespace
+        )
+        log.warning("sandbox_manifest_refused", namespace=key[0], name=key[1], detail=message)
+        self.options.metrics.reconciles.labels(result="changed").inc()
+        self.options.metrics.transition(current.status, status)
 
     async def child_gone(self, obj: Mapping[str, Any]) -> None:
         """A child of some sandbox was deleted (by anyone): reconcile that sandbox now.
@@ -293,7 +338,7 @@ class SandboxOperator:
                 namespace=namespace,
                 name=name,
             )
-            await self.handle(namespace, name)
+            self.trigger(namespace, name)
 
     def _forget(self, key: tuple[str, str]) -> None:
         self.freshness.forget(key)
@@ -316,21 +361,6 @@ class SandboxOperator:
         cached = {k: v for k, v in cached.items() if k[0] != "Secret"}
         return versions(read) == versions(cached)
 
-    def _schedule(self, key: tuple[str, str], delay: float) -> None:
-        self._cancel(key)
-
-        async def later() -> None:
-            await asyncio.sleep(delay)
-            self._timers.pop(key, None)
-            await self.handle(*key)
-
-        self._timers[key] = asyncio.create_task(later())
-
-    def _cancel(self, key: tuple[str, str]) -> None:
-        task = self._timers.pop(key, None)
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
-
     # ----- observe --------------------------------------------------------------------
     async def _get_namespace(self, name: str) -> JSON | None:
         try:
@@ -341,6 +371,7 @@ class SandboxOperator:
             raise
 
     async def observe(self, sandbox: Sandbox) -> KubeObserved:
+        self._git_secret[(sandbox.namespace, sandbox.name)] = None  # until read below
         namespaces: dict[str, JSON] = {}
         for name in candidate_namespaces(sandbox):
             found = await self._get_namespace(name)
@@ -556,6 +587,21 @@ class SandboxOperator:
         return Sandbox.from_dict(_plain(result))
 
     async def _apply(self, obj: Mapping[str, Any]) -> None:
+        """Create or update ``obj``. A refusal for what the object is (400 BadRequest,
+        422 Invalid: a schema, a CEL rule, an admission policy) is permanent for this
+        spec: ``kopf.PermanentError``, and no retry."""
+        try:
+            await self._apply_one(obj)
+        except ApiError as exc:
+            if _code(exc) not in PERMANENT_CODES:
+                raise
+            meta = obj["metadata"]
+            raise kopf.PermanentError(
+                f"the API server refused {obj['kind']} {meta['name']}: "
+                f"{exc.status.message or exc.status.reason}"
+            ) from exc
+
+    async def _apply_one(self, obj: Mapping[str, Any]) -> None:
         kind = obj["kind"]
         meta = obj["metadata"]
         if kind == "Namespace":
@@ -671,7 +717,7 @@ def build_registry(
         meta = (event.get("object") or {}).get("metadata") or {}
         if event.get("type") == "DELETED":
             return
-        await operator.handle(str(meta.get("namespace", "")), str(meta.get("name", "")))
+        operator.trigger(str(meta.get("namespace", "")), str(meta.get("name", "")))
 
     async def _on_child(event: Mapping[str, Any], **_: Any) -> None:
         if event.get("type") == "DELETED":

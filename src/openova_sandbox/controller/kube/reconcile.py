@@ -560,6 +560,29 @@ def _status(
     )
 
 
+MANIFEST_REFUSED = "ManifestRefused"
+
+
+def refused_status(sandbox: Sandbox, message: str, now: datetime) -> SandboxStatus:
+    """``Failed``/``ManifestRefused`` for this generation: the API server refused an
+    object this spec renders (400/422), so no pass can succeed until the spec changes.
+    The provisioning conditions stay as last written."""
+    rows = [
+        (c.type, c.status, c.reason, c.message)
+        for c in sandbox.status.conditions
+        if c.type != "Ready"
+    ]
+    failure = Failure(MANIFEST_REFUSED, clean_message(message), "Ready")
+    return next_status(
+        sandbox.status,
+        rows,
+        phase=FAILED,
+        now=now,
+        generation=sandbox.metadata.generation,
+        failure=failure,
+    )
+
+
 def _changed(old: SandboxStatus, new: SandboxStatus) -> SandboxStatus | None:
     return None if new == old else new
 
@@ -578,4 +601,5 @@ __all__ = [
     "contains",
     "parse_time",
     "reconcile",
+    "refused_status",
 ]
