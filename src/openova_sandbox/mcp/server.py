@@ -297,6 +297,9 @@ class McpServer:
         from .resources import sdk_handlers
 
         handlers = sdk_handlers(live, self.caller_of)
+        subscribe = handlers.get("on_subscribe_resource")
+        if subscribe is not None and callable(getattr(live, "forget", None)):
+            handlers["on_subscribe_resource"] = _forgotten_when_closed(live, subscribe)
         for option, (method, params_type) in LIVE_METHODS.items():
             handler = handlers.get(option)
             if handler is not None:
@@ -346,6 +349,30 @@ class McpServer:
         self.attach_live()
         async with stdio_server() as (read, write):
             await self.lowlevel.run(read, write, self.lowlevel.create_initialization_options())
+
+
+def _forgotten_when_closed(live: Any, subscribe: Any) -> Any:
+    """``subscribe``, and the subscriber forgotten (``live.forget``) when its connection
+    ends (a 2025 session closed or timed out; a 2026 request answered): a session that
+    went away without a word must not hold its subscriptions, and its slot among
+    ``live``'s bounded subscribers, for ever. The SDK unwinds each connection's
+    ``exit_stack`` when it ends; the request's ``ServerSession`` does not expose its
+    connection publicly (hence the private attribute, checked). The subscriber is the
+    one ``live`` keyed it by (``mcp.resources.subscriber_of``)."""
+
+    from .resources import subscriber_of
+
+    async def handler(ctx: Any, params: Any) -> Any:
+        result = await subscribe(ctx, params)
+        connection = getattr(ctx.session, "_connection", None)
+        stack = getattr(connection, "exit_stack", None)
+        if isinstance(stack, contextlib.AsyncExitStack):
+            stack.callback(live.forget, subscriber_of(ctx))
+        else:
+            log.warning("mcp.subscriber_not_tracked", reason="no connection exit stack")
+        return result
+
+    return handler
 
 
 class McpHttpEdge:

@@ -5,6 +5,7 @@ own org; a deleted sandbox's token, a user's token and garbage are refused with 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -423,3 +424,17 @@ def test_plans_from_settings_refuse_what_is_not_defined() -> None:
         PlanBook.from_settings(Settings(mcp_org_plans='{"acme": "gold"}'))
     with pytest.raises(Invalid, match="SANDBOX_MCP_PLANS: Value error, not JSON"):
         Settings(mcp_plans="{")
+
+
+@pytest.mark.filterwarnings("ignore:resources/(un)?subscribe is removed")
+async def test_a_closed_sessions_subscriptions_are_forgotten(world: McpWorld) -> None:
+    """A 2025 session that subscribed and then ended (the client closed it) leaves no
+    subscription behind in the live resources."""
+    mine = await world.create(ADA)
+    live = world.deps.mcp.services.live
+    async with world.client(world.mcp_token(mine), mode="legacy") as client:
+        await client.subscribe_resource(f"openova://sandbox/{mine.name}")
+        assert live.subscription_count == 1
+    async with asyncio.timeout(10):
+        while live.subscription_count:
+            await asyncio.sleep(0.02)
