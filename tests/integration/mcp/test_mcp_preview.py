@@ -479,3 +479,16 @@ def test_listeners_read_the_kernels_tables(tmp_path: Path) -> None:
     }  # 103 is a connection, not a listener; 105 another port
     assert listeners(8001, proc=str(tmp_path)) == {105: "127.0.0.1"}
     assert listeners(9000, proc=str(tmp_path / "missing")) == {}
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap missing")
+async def test_an_offline_orgs_sandbox_has_no_preview(tmp_path: Path) -> None:
+    """An offline org's sandboxes run without a network namespace to share: a preview of
+    theirs could not be reached, so it is refused, saying why."""
+    async with mcp_world(tmp_path, store="memory", isolation_offline_orgs=("acme",)) as made:
+        world = World(made)
+        name = (await world.sandbox())["id"]
+        ctx = await world.context(name)
+        with pytest.raises(Invalid, match="offline") as refused:
+            await call("preview.start", ctx, port=free_port(), command="true")
+        assert refused.value.code == "preview-offline"
