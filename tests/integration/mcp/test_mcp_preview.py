@@ -91,7 +91,9 @@ def server_command(port: int) -> str:
     return f"exec {PYTHON} -m http.server {port} --bind 127.0.0.1"
 
 
-async def test_a_preview_serves_its_workspace_to_its_owner_only(world: World) -> None:
+async def test_a_preview_serves_its_workspace_to_its_owner_and_org_admins_only(
+    world: World,
+) -> None:
     name = (await world.sandbox())["id"]
     ctx = await world.context(name)
     workspace = world.data_dir / "workspaces"
@@ -123,6 +125,13 @@ async def test_a_preview_serves_its_workspace_to_its_owner_only(world: World) ->
     other = await world.http.get(started["path"], headers=world.auth(OTHER))
     assert other.status_code == 404
     assert other.json()["error"] == "sandbox-not-found"
+    # the org's admin may, as in the console; another org's admin may not
+    for org, status in (("acme", 200), ("globex", 404)):
+        admin = world.made.issuer.mint(
+            sub=f"sub-admin-{org}", email=f"admin@{org}.com", org=org, roles=("org-admin",)
+        )
+        seen = await world.http.get(started["path"], headers={"Authorization": f"Bearer {admin}"})
+        assert seen.status_code == status, (org, seen.text)
     # a port with no preview, and one that is not a port
     assert (
         await world.http.get(
