@@ -4,6 +4,7 @@ still seen at once, shown in the conditions and put back."""
 
 from __future__ import annotations
 
+import socket
 from collections import Counter
 from typing import Any
 
@@ -24,12 +25,29 @@ def passes(metrics: OperatorMetrics) -> float:
     )
 
 
+def closed_port() -> int:
+    """A local port nothing listens on (bound, then closed: refused at once)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def steady_calls(kube: FakeKube, *, informer_cache: bool) -> tuple[Counter[str], float]:
     """The requests (by verb, watches aside) of 20 passes of a settled Ready sandbox
     (resync every 0.2 s, no idle checks), and how many passes that was."""
     metrics = OperatorMetrics()
     with (
-        operator(kube, resync=0.2, metrics=metrics, informer_cache=informer_cache),
+        operator(
+            kube,
+            resync=0.2,
+            metrics=metrics,
+            informer_cache=informer_cache,
+            # as deployed: each pass also checks the share grant key's Secret and asks
+            # the terminal server how idle it is (here nothing answers: an unknown,
+            # which changes nothing)
+            share_grant_secret="operator-grant-secret-" + "z" * 32,
+            pty_url_template=f"http://127.0.0.1:{closed_port()}/{{namespace}}",
+        ),
         httpx.Client(base_url=kube.url, timeout=5) as http,
     ):
         ready_sandbox(kube, http)
@@ -53,8 +71,9 @@ def test_requests_per_pass_of_a_steady_ready_sandbox(
     if informer_cache:
         assert sum(verbs.values()) == 0, per_pass
     else:
-        # the Sandbox, two candidate namespaces, the git Secret; one LIST per child kind
-        assert per_pass == {"get": 4.0, "list": 9.0}
+        # the Sandbox, two candidate namespaces, the git Secret, the share grant key's
+        # and the probe token's Secrets; one LIST per child kind
+        assert per_pass == {"get": 6.0, "list": 9.0}
 
 
 def test_a_deleted_child_shows_in_the_conditions_until_it_is_back(

@@ -53,6 +53,8 @@ def operator(
     max_requeue: float = 0.3,
     metrics: OperatorMetrics | None = None,
     informer_cache: bool = True,
+    share_grant_secret: str = "",
+    pty_url_template: str = "",
 ) -> Iterator[KopfRunner]:
     config = KubeConfig.from_file(kube.kubeconfig_path)
     registry = build_registry(
@@ -63,6 +65,8 @@ def operator(
             resync_seconds=resync,
             metrics=metrics or OperatorMetrics(),
             informer_cache=informer_cache,
+            share_grant_secret=share_grant_secret,
+            pty_url_template=pty_url_template,
         ),
         client_factory=lambda: AsyncClient(config=config, trust_env=False),
     )
