@@ -137,8 +137,7 @@ class McpServer:
     """One MCP server: the tools (and live resources) for every sandbox's token.
 
     ``start``/``stop`` run the SDK's session manager (a Lifecycle of the app's
-    background parts); ``http`` is the ASGI endpoint for ``/mcp``; ``serve_stdio`` serves
-    one token over stdin/stdout.
+    background parts); ``http`` is the ASGI endpoint for ``/mcp``.
     """
 
     def __init__(
@@ -155,7 +154,6 @@ class McpServer:
         self.plans = plans or PlanBook.from_settings(services.settings)
         self._tools = {t.name: t for t in (all_tools() if tools is None else tools)}
         self._validators: dict[str, Validator] = {}
-        self._stdio_token = ""
         services.extra.setdefault(SERVER_KEY, self)  # session.whoami: plan and tools
         self.lowlevel: Server[Any] = Server(
             SERVER_NAME,
@@ -196,20 +194,14 @@ class McpServer:
         ]
 
     async def caller_of(self, ctx: Any) -> McpCaller:
-        """The verified caller of a request: the one the HTTP edge attached, or (stdio)
-        the process's token, verified again for each request (a deleted sandbox's
-        token stops working at once)."""
+        """The verified caller of a request: the one the HTTP edge attached (``sandbox mcp
+        --stdio`` is a bridge to the HTTP edge, so every request comes through it)."""
         request = getattr(ctx, "request", None)
         scope = getattr(request, "scope", None)
         if isinstance(scope, Mapping):
             caller = scope.get(CALLER_SCOPE_KEY)
             if isinstance(caller, McpCaller):
                 return caller
-        if self._stdio_token:
-            try:
-                return self.caller_for(await self.tokens.verify(self._stdio_token))
-            except Unauthenticated as exc:
-                raise MCPError(types.INVALID_REQUEST, f"unauthenticated: {exc.detail}") from exc
         raise MCPError(types.INVALID_REQUEST, "unauthenticated: no MCP token on this request")
 
     # --- tools ---------------------------------------------------------------------------
@@ -337,18 +329,6 @@ class McpServer:
         transports = list(getattr(self.manager, "_server_instances", {}).values())
         for transport in transports:
             loop.create_task(transport.terminate())
-
-    # --- stdio ---------------------------------------------------------------------------
-
-    async def serve_stdio(self, token: str) -> None:
-        """Serve one sandbox's token over this process's stdin/stdout until EOF."""
-        from mcp.server.stdio import stdio_server
-
-        await self.tokens.verify(token)  # refused at once, not at the first request
-        self._stdio_token = token
-        self.attach_live()
-        async with stdio_server() as (read, write):
-            await self.lowlevel.run(read, write, self.lowlevel.create_initialization_options())
 
 
 def _forgotten_when_closed(live: Any, subscribe: Any) -> Any:
