@@ -34,10 +34,11 @@ standalone stream carries ``notifications/resources/updated`` on the handshake-e
 protocol versions agents speak) has one sender task and a set of URIs waiting to be
 announced; an update for a URI already waiting is merged into it (the client re-reads
 anyway), so a slow client holds at most one pending notification per URI and never
-slows the others. Subscribers are held weakly: a session that ends (and is collected)
-takes its subscriptions with it; a send that fails drops them too. When the caller's
-own sandbox is deleted its token is revoked: its subscribers get the deletion's update,
-then their subscriptions end.
+slows the others. Subscribers are held weakly, and a session that ends takes its
+subscriptions with it: the server calls :meth:`LiveResources.forget` when its connection
+ends; failing that, at the next update it would have got (its stream is closed), or when
+it is collected. When the caller's own sandbox is deleted its token is revoked: its
+subscribers get the deletion's update, then their subscriptions end.
 
 The server (``mcp.server``) calls, per request: :meth:`LiveResources.templates`,
 :meth:`LiveResources.list`, :meth:`LiveResources.read` (JSON text), :meth:`subscribe`,
@@ -599,7 +600,7 @@ class LiveResources:
                     self._drop(sink)
                     return
                 try:
-                    await target.send_resource_updated(uri)
+                    await _send(target, uri)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -618,6 +619,19 @@ class LiveResources:
 
 
 CallerOf = Callable[[Any], Awaitable[McpCaller]]
+UPDATED = "notifications/resources/updated"
+
+
+async def _send(target: Subscriber, uri: str) -> None:
+    """Announce ``uri``. Over the SDK's ``Connection``, on its standalone channel
+    directly: ``Connection.send_resource_updated`` swallows a closed stream, which is
+    exactly how this learns that the session ended (and drops its subscriptions then,
+    not when the collector finds the connection)."""
+    outbound = getattr(target, "outbound", None)
+    if outbound is not None and hasattr(outbound, "notify"):
+        await outbound.notify(UPDATED, {"uri": uri})
+    else:
+        await target.send_resource_updated(uri)
 
 
 def subscriber_of(ctx: Any) -> Subscriber:

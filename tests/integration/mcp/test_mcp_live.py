@@ -7,6 +7,7 @@ sandbox; a malformed URI answers a clear error; a deleted sandbox's subscription
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import time
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 
 from openova_sandbox.domain.ledger import identity_of
+from openova_sandbox.domain.model import Sandbox
 from openova_sandbox.events.product import PREVIEW_STARTED, preview_event, usage_recorded
 from support.fake_llm import MODEL, FakeLLM
 from support.mcp_updates import subscriber
@@ -298,3 +300,36 @@ async def test_a_deleted_sandbox_ends_its_subscriptions(world: McpWorld):
         async with asyncio.timeout(5):
             while live.subscription_count:
                 await asyncio.sleep(0.01)
+
+
+async def test_a_session_that_ends_takes_its_subscriptions_with_it(world: McpWorld):
+    own = await world.create(ADA)
+    live = world.deps.mcp.services.live
+    usage = f"openova://usage/{own.name}"
+    # not the collector: the server forgets a session's subscribers when its connection
+    # ends, and a send to a closed stream drops them too
+    gc.disable()
+    try:
+        async with subscriber(world, own) as (client, _updates):
+            await client.subscribe_resource(usage)
+            assert live.subscription_count == 1
+        # the client closed its session (and an update for it comes by)
+        await announce_usage(world, own)
+        async with asyncio.timeout(5):
+            while live.subscription_count:
+                await asyncio.sleep(0.01)
+    finally:
+        gc.enable()
+
+
+async def announce_usage(world: McpWorld, own: Sandbox) -> None:
+    await world.deps.bus.publish(
+        usage_recorded(
+            identity_of(own),
+            model="m",
+            input_tokens=1,
+            output_tokens=1,
+            cost_usd=Decimal("0.01"),
+            status=200,
+        )
+    )
