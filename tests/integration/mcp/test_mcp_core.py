@@ -136,6 +136,9 @@ async def test_session_whoami_and_info(world: McpWorld) -> None:
     assert info["agents"] == ["shell"]
     assert info["usage30d"] == {"inputTokens": 0, "outputTokens": 0, "costUsd": 0.0}
     assert isinstance(info["terminals"], list)
+    from openova_sandbox.domain.quotas import DEFAULT_ORG, DEFAULT_USER
+
+    assert info["limits"] == {"user": dict(DEFAULT_USER), "org": dict(DEFAULT_ORG)}
 
 
 async def test_sandbox_list_create_terminals_and_delete_act_as_the_owner(
@@ -213,6 +216,8 @@ async def test_sandbox_create_respects_the_owners_quota(tmp_path: Path) -> None:
     async with mcp_world(tmp_path, isolation="none", quota_user="sandboxes=2") as world:
         mine = await world.create(ADA)
         token = world.mcp_token(mine)
+        info = ok(await call(world, token, "session.info"))
+        assert info["limits"]["user"]["sandboxes"] == 2
         ok(await call(world, token, "sandbox.create", agent="shell", name="second"))
         detail = failed(
             await call(world, token, "sandbox.create", agent="shell", name="third"),

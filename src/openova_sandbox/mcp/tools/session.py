@@ -90,7 +90,18 @@ async def info(ctx: ToolContext, args: Mapping[str, Any]) -> Any:
         out["terminals"] = await terminals_of(ctx.services, sandbox)
     except (BackendUnavailable, SandboxError):
         out["terminals"] = None
+    out["limits"] = await _limits(ctx)
     return out
+
+
+async def _limits(ctx: ToolContext) -> dict[str, Any] | None:
+    """The owner's quotas (issue 11: sandboxes, terminals, ...; ``null``: no limit) and
+    the org's, as they apply to a create from here; ``None`` without quotas."""
+    quotas = getattr(ctx.services.sessions, "quotas", None)
+    if quotas is None:
+        return None
+    limits = await quotas.limits_of(ctx.caller.principal())
+    return {"user": dict(limits.user_limits), "org": dict(limits.org_limits)}
 
 
 TOOLS: list[Tool] = [
@@ -107,8 +118,9 @@ TOOLS: list[Tool] = [
         name="session.info",
         description=(
             "This sandbox as the console shows it (status, phase, conditions), with its "
-            "quota, repos, agents, model usage of the last 30 days (tokens and cost) and "
-            "open terminals (null where this server does not hold them)."
+            "quota, repos, agents, model usage of the last 30 days (tokens and cost), "
+            "open terminals (null where this server does not hold them) and its owner's "
+            "and org's limits (sandboxes, terminals; null: none)."
         ),
         input_schema=object_schema({}),
         handler=info,
