@@ -42,7 +42,7 @@ from ..domain.model import (
 )
 from ..domain.principal import Principal
 from ..events.bus import SANDBOX_REQUESTED, Event, EventBus, spec_hash
-from ..events.product import sandbox_created, sandbox_deleted
+from ..events.product import Emitter, sandbox_created, sandbox_deleted
 from ..store.base import Store
 from .quotas import QuotasService
 
@@ -118,6 +118,9 @@ class SessionsService:
         self._catalogue = catalogue
         self._policy = policy
         self._bus = bus
+        # the product's events (events.product), published without making a create or
+        # a delete wait for the bus (a JetStream that is away would hold them seconds)
+        self._events = Emitter(bus)
         self._clock = clock
         self._credentials = credentials
         # quotas per user and org (issue 11; services.quotas): None checks none
@@ -249,7 +252,7 @@ class SessionsService:
         if marked is not None:
             self._wrote(principal, marked)
         log.info("sandbox delete requested", sandbox=sandbox_id, namespace=namespace)
-        await self._publish(sandbox_deleted(sandbox))
+        self._events.emit(sandbox_deleted(sandbox))
 
     def validate(self, principal: Principal, request: CreateRequest) -> None:
         """Rules 4 to 6 of the create route, in order."""
@@ -387,14 +390,8 @@ class SessionsService:
             raise taken() from exc
         log.info("sandbox created", sandbox=stored.name, namespace=stored.namespace)
         await self._publish_requested(principal, stored)
-        await self._publish(sandbox_created(stored))
+        self._events.emit(sandbox_created(stored))
         return stored
-
-    async def _publish(self, event: Event) -> None:
-        try:
-            await self._bus.publish(event)
-        except Exception:  # best effort by contract: never fail what was stored
-            log.exception("event not published", event_type=event.type)
 
     async def _publish_requested(self, principal: Principal, sandbox: Sandbox) -> None:
         payload: dict[str, Any] = {
