@@ -119,8 +119,13 @@ def test_the_uncached_git_secret_is_read_once_per_start(kube: FakeKube, monkeypa
         with operator(kube, resync=0.2):
             ready_sandbox(kube, http)
             assert token_reason(http) == "Anonymous"
-        assert http.post(f"/api/v1/namespaces/{NS}/secrets", json=git).status_code == 201
-        with operator(kube, resync=0.2):
+        with operator(kube, resync=0.2, metrics=(seen := OperatorMetrics())):
+            wait_for(lambda: passes(seen) >= 3)  # past the start's direct read
+            assert http.post(f"/api/v1/namespaces/{NS}/secrets", json=git).status_code == 201
+            first = passes(seen)
+            wait_for(lambda: passes(seen) >= first + 10)  # cached passes: not seen
+            assert token_reason(http) == "Anonymous"
+        with operator(kube, resync=0.2):  # the first pass of a start reads it
             wait_for(lambda: token_reason(http) == "CredentialPresent")
         mark = len(kube.calls)
         metrics = OperatorMetrics()
@@ -129,3 +134,29 @@ def test_the_uncached_git_secret_is_read_once_per_start(kube: FakeKube, monkeypa
         writes = [c for c in kube.calls[mark:] if c[0] in ("create", "update", "patch", "delete")]
         assert writes == []
         assert token_reason(http) == "CredentialPresent"
+
+
+def test_each_sandbox_is_still_read_directly_now_and_then(kube: FakeKube, monkeypatch: Any) -> None:
+    """What no watch announces (the git credentials Secret here; a deletion while kopf
+    re-listed) is seen by the next direct read, at most ``verify_seconds`` away."""
+    monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig_path))
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "sandbox-git-credentials", "namespace": NS},
+        "stringData": {"token": "t"},
+    }
+    with (
+        operator(kube, resync=0.2, verify_seconds=0.5),
+        httpx.Client(base_url=kube.url, timeout=5) as http,
+    ):
+        ready_sandbox(kube, http)
+
+        def token_reason() -> str:
+            status = http.get(f"{SB}/alpha").json()["status"]
+            row = next(c for c in status["conditions"] if c["type"] == "TokenReady")
+            return str(row["reason"])
+
+        assert token_reason() == "Anonymous"
+        assert http.post(f"/api/v1/namespaces/{NS}/secrets", json=secret).status_code == 201
+        wait_for(lambda: token_reason() == "CredentialPresent", timeout=10)

@@ -55,6 +55,7 @@ def operator(
     informer_cache: bool = True,
     share_grant_secret: str = "",
     pty_url_template: str = "",
+    verify_seconds: float = 3600.0,
 ) -> Iterator[KopfRunner]:
     config = KubeConfig.from_file(kube.kubeconfig_path)
     registry = build_registry(
@@ -67,6 +68,7 @@ def operator(
             informer_cache=informer_cache,
             share_grant_secret=share_grant_secret,
             pty_url_template=pty_url_template,
+            verify_seconds=verify_seconds,
         ),
         client_factory=lambda: AsyncClient(config=config, trust_env=False),
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -158,6 +159,10 @@ class OperatorOptions:
     # read the Sandboxes, our namespaces and children from kopf's indices when they
     # agree with the API server (cache.py); False: every pass reads the API server
     informer_cache: bool = True
+    # with the cache: each sandbox is still read directly at least this often, which
+    # bounds what a cache can miss (a deletion while kopf re-listed after a 410, the
+    # git credentials Secret, which is not cached)
+    verify_seconds: float = 3600.0
 
 
 class SandboxOperator:
@@ -194,6 +199,8 @@ class SandboxOperator:
         )
         self.freshness = Freshness()
         self._git_secret: dict[tuple[str, str], JSON | None] = {}
+        # when each sandbox was last read directly (monotonic seconds)
+        self._verified: dict[tuple[str, str], float] = {}
 
     @property
     def client(self) -> AsyncClient:
@@ -221,6 +228,7 @@ class SandboxOperator:
         )  # a new leader term starts with an open queue
         self.freshness = Freshness()  # and a new cache, read directly once per sandbox
         self._git_secret.clear()
+        self._verified.clear()
         if self._client is not None:
             await self._client.close()
             self._client = None
@@ -252,9 +260,16 @@ class SandboxOperator:
     async def run(self, namespace: str, name: str) -> float | None:
         """One pass: read, decide, act. Answers when to look again."""
         key = (namespace, name)
-        # read directly while the cache may not agree, and once per sandbox and term
-        # (the git credentials Secret is not cached: it is remembered from that read)
-        direct = not self.cache.ready or self.freshness.stale(key) or key not in self._git_secret
+        # read directly while the cache may not agree, once per sandbox and term (the
+        # git credentials Secret is not cached: it is remembered from that read), and
+        # every verify_seconds
+        verified = self._verified.get(key)
+        direct = (
+            not self.cache.ready
+            or self.freshness.stale(key)
+            or verified is None
+            or time.monotonic() - verified >= self.options.verify_seconds
+        )
         raw = None if direct else self.cache.sandbox(key)
         if raw is None:
             direct = True
@@ -343,6 +358,7 @@ class SandboxOperator:
     def _forget(self, key: tuple[str, str]) -> None:
         self.freshness.forget(key)
         self._git_secret.pop(key, None)
+        self._verified.pop(key, None)
 
     def _agrees(self, raw: JSON, observed: KubeObserved) -> bool:
         """Whether what was just read from the API server is what the cache holds:
@@ -372,6 +388,7 @@ class SandboxOperator:
 
     async def observe(self, sandbox: Sandbox) -> KubeObserved:
         self._git_secret[(sandbox.namespace, sandbox.name)] = None  # until read below
+        self._verified[(sandbox.namespace, sandbox.name)] = time.monotonic()
         namespaces: dict[str, JSON] = {}
         for name in candidate_namespaces(sandbox):
             found = await self._get_namespace(name)
