@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import structlog
 
 from ..domain.errors import SandboxError
-from .resources import StreamEnd
+from .resources import END_SHUTDOWN, StreamEnd
 
 log = structlog.get_logger(__name__)
 
@@ -83,15 +83,21 @@ class SandboxReaper:
             await self.sweep()
             await asyncio.sleep(self._sweep_seconds)
             return
+        running = self._informer.running
         sub = self._informer.subscribe(lambda _sandbox: True)
         try:
             await self.sweep()
             ended = await self._follow(sub)
         finally:
             self._informer.unsubscribe(sub)
-        if not self._informer.running:
-            await asyncio.sleep(RETRY_SECONDS)  # stopped or not started yet
-        log.info("sandbox_reaper.resubscribing", reason=ended)
+        if not running:
+            await asyncio.sleep(RETRY_SECONDS)  # not started yet: subscribe again later
+        elif ended == END_SHUTDOWN:
+            # the server is stopping (end_streams): sweeps only from now on
+            log.info("sandbox_reaper.events_ended", reason=ended)
+            self._informer = None
+        else:
+            log.info("sandbox_reaper.resubscribing", reason=ended)  # fell behind
 
     async def _follow(self, sub: Any) -> str:
         """Remove what each deleted sandbox leaves; sweep when nothing happens for a
