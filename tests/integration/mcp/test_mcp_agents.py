@@ -27,7 +27,7 @@ import contextlib
 import json
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ from openova_sandbox.agents.mcp_config import CLIENTS, SERVER_NAME, entry_for
 from openova_sandbox.api.app import create_app
 from openova_sandbox.api.composition import build_embedded
 from openova_sandbox.auth.issuer import EmbeddedIssuer
-from openova_sandbox.config import load_settings
+from openova_sandbox.config import Settings, load_settings
 from openova_sandbox.testing.server import serve_in_thread
 from support.fake_llm import FakeLLM
 from support.files import holding
@@ -92,22 +92,44 @@ def fake_llm() -> Iterator[FakeLLM]:
         yield llm
 
 
+def embedded_settings(tmp_path: Path, data: Path, llm: FakeLLM, **extra: Any) -> Settings:
+    agents = tmp_path / "agents.json"
+    agents.write_text("[]")  # the built-in rows, as shipped
+    return load_settings(
+        data_dir=data,
+        store="sql",
+        agents_path=str(agents),
+        openai_base_url=llm.base_url,
+        openai_api_key="sk-provider-" + secrets.token_hex(8),
+        agent_model=MODEL,
+        **extra,
+    )
+
+
+def signed_in(data: Path) -> Callable[[], dict[str, str]]:
+    """Headers of the sandbox owner, signed by the server's own issuer."""
+    issuer = EmbeddedIssuer.load(data)
+
+    def auth() -> dict[str, str]:
+        token = issuer.mint(
+            sub="user-sub-abcdef12",
+            email="dev@acme.com",
+            org="acme",
+            roles=(),
+            ttl=timedelta(minutes=10),
+            extra={},
+        )
+        return {"Authorization": f"Bearer {token}"}
+
+    return auth
+
+
 @pytest.mark.parametrize("slug", ["qwen-code", "opencode"])
 def test_a_real_agent_calls_a_tool_of_its_sandbox_through_its_own_mcp_client(
     tmp_path: Path, slug: str, installed_agents_dir: Any, fake_llm: FakeLLM
 ) -> None:
     data = installed_agents_dir(tmp_path / "data", slug, share=True)
-    agents = tmp_path / "agents.json"
-    agents.write_text("[]")  # the built-in rows, as shipped
-    settings = load_settings(
-        data_dir=data,
-        store="sql",
-        agents_path=str(agents),
-        openai_base_url=fake_llm.base_url,
-        openai_api_key="sk-provider-" + secrets.token_hex(8),
-        agent_model=MODEL,
-    )
-    deps = build_embedded(settings)
+    deps = build_embedded(embedded_settings(tmp_path, data, fake_llm))
     # the real server's tool calls, as they arrive (the server itself is not changed)
     arrived: list[tuple[str, str, str, str, bool]] = []
     real_call = deps.mcp.call
@@ -124,19 +146,7 @@ def test_a_real_agent_calls_a_tool_of_its_sandbox_through_its_own_mcp_client(
     with contextlib.ExitStack() as stack:
         running = stack.enter_context(serve_in_thread(create_app(deps)))
         http = stack.enter_context(httpx.Client(base_url=running.url, timeout=20))
-        issuer = EmbeddedIssuer.load(data)
-
-        def auth() -> dict[str, str]:
-            token = issuer.mint(
-                sub="user-sub-abcdef12",
-                email="dev@acme.com",
-                org="acme",
-                roles=(),
-                ttl=timedelta(minutes=10),
-                extra={},
-            )
-            return {"Authorization": f"Bearer {token}"}
-
+        auth = signed_in(data)
         created = http.post(SESSIONS, headers=auth(), json={"agent": slug, "name": "box"})
         assert created.status_code == 201, created.text
 
@@ -200,3 +210,51 @@ def test_a_real_agent_calls_a_tool_of_its_sandbox_through_its_own_mcp_client(
         refused = http.post("/mcp", json=INITIALIZE, headers=headers)
         assert refused.status_code == 401, refused.text
         wait("the sandbox's processes to end", lambda: not sandbox_processes(home))
+
+
+def test_claude_code_connects_to_its_sandbox_mcp_server(
+    tmp_path: Path, installed_agents_dir: Any, fake_llm: FakeLLM
+) -> None:
+    """claude-code has no model here (the fake speaks OpenAI only), but its MCP client
+    connects to the configured servers and lists their tools as it starts: started as a
+    terminal of a sandbox, configured by the spawn path only, it reaches the real /mcp
+    with this sandbox's token (``${NAME}`` expanded in ``~/.claude.json``, user scope)."""
+    data = installed_agents_dir(tmp_path / "data", "claude-code", share=True)
+    # an Anthropic provider, so claude-code's row has its gateway variables (never called)
+    deps = build_embedded(
+        embedded_settings(tmp_path, data, fake_llm, anthropic_api_key="sk-ant-unused")
+    )
+    listed: list[tuple[str, str, str]] = []  # (namespace, sandbox, uid) of each tools/list
+    real_tools_for = deps.mcp.tools_for
+
+    def recording(caller: Any) -> Any:
+        listed.append((caller.namespace, caller.sandbox, caller.uid))
+        return real_tools_for(caller)
+
+    deps.mcp.tools_for = recording
+    with contextlib.ExitStack() as stack:
+        running = stack.enter_context(serve_in_thread(create_app(deps)))
+        http = stack.enter_context(httpx.Client(base_url=running.url, timeout=20))
+        auth = signed_in(data)
+        created = http.post(SESSIONS, headers=auth(), json={"agent": "claude-code", "name": "box"})
+        assert created.status_code == 201, created.text
+        wait(
+            "running",
+            lambda: http.get(f"{SESSIONS}/box", headers=auth()).json()["status"] == "running",
+        )
+        (home,) = (data / "homes").glob("*/box")
+        attach = f"{running.ws_url}{SESSIONS}/box/attach?access_token={auth()['Authorization'][7:]}"
+
+        async def start() -> list[tuple[int, dict[str, str]]]:
+            async with WsScreen(attach, cols=120) as screen:  # the attach starts the agent
+                await screen.wait_for_any("\u276f", ">", timeout=90)
+                await asyncio.to_thread(wait, "claude-code's tools/list", lambda: listed, 90)
+                return sandbox_processes(home)
+
+        processes = asyncio.run(start())
+        entry = json.loads((home / ".claude.json").read_text())["mcpServers"][SERVER_NAME]
+        assert entry == entry_for(CLIENTS["claude-code"])
+        token = next(env["SANDBOX_MCP_TOKEN"] for _, env in processes)
+        uid = jwt.decode(token, options={"verify_signature": False})["sandbox"]["uid"]
+        assert set(listed) == {("acme", "box", uid)}, listed
+        assert holding([home, data / "workspaces", data / "homes"], token) == []
