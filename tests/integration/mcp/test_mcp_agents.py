@@ -18,6 +18,9 @@ config: the spawn path does. Then:
   token; no file of the HOME, the workspace or the data dir holds the token;
 - ``McpReady`` is ``True``/``Serving``;
 - once the sandbox is deleted the same token gets 401 from ``/mcp``.
+
+claude-code (no model here: the fake speaks OpenAI only) is started as a sandbox's agent
+too, and its MCP client lists the real server's tools for that sandbox as it starts.
 """
 
 from __future__ import annotations
