@@ -188,6 +188,8 @@ def serve(
         out.print(f"OpenOva Sandbox {__version__} serving on {base}", highlight=False)
         out.print(f"Console:  {base}/sandbox", highlight=False)
         out.print("Agents:   sandbox agents list / sandbox agents install <agent>", highlight=False)
+        if deps.mcp is not None:  # each agent's MCP config gets its sandbox's token at start
+            out.print(f"MCP:      {base}/mcp (docs/mcp.md)", highlight=False)
         iso = deps.isolation
         if iso is not None:  # issue 12: what keeps the terminals apart, or that nothing does
             said = (
