@@ -51,6 +51,7 @@ export const AUDIT_ACTIONS: readonly [string, string][] = [
   ["token.*", "Access tokens"],
   ["quota.*", "Quotas"],
   ["budget.*", "Budgets"],
+  ["secret.*", "Sandbox secrets read or set by agents"],
 ];
 
 /** The day after a `YYYY-MM-DD` date (so "until" a day includes that day). */

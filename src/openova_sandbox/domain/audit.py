@@ -52,6 +52,8 @@ QUOTA_SET = "quota.set"
 QUOTA_CLEAR = "quota.clear"
 BUDGET_SET = "budget.set"
 BUDGET_CLEAR = "budget.clear"
+SECRET_READ = "secret.read"  # an agent read a sandbox secret's value (MCP secrets.get)
+SECRET_SET = "secret.set"  # an agent set a sandbox secret (MCP secrets.set)
 ACTIONS = (
     SIGN_IN,
     SIGN_OUT,
@@ -68,6 +70,8 @@ ACTIONS = (
     QUOTA_CLEAR,
     BUDGET_SET,
     BUDGET_CLEAR,
+    SECRET_READ,
+    SECRET_SET,
 )
 
 # column sizes (the SQL table's); longer values are cut, not refused: a record is

@@ -14,6 +14,7 @@ import contextlib
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+from ...domain.audit import SECRET_READ, SECRET_SET
 from ...domain.errors import Invalid
 from ...services.sandbox_secrets import (
     MAX_NAME,
@@ -26,8 +27,6 @@ from ...services.sandbox_secrets import (
 from .base import McpServices, Tool, ToolContext, object_schema
 
 # audit actions (docs/api.md, "Audit"): a value handed to an agent, a value stored
-SECRET_READ = "secret.read"
-SECRET_SET = "secret.set"
 
 WITHHELD = (
     f"the value is withheld: this sandbox's token lacks the {READ_CAPABILITY!r} capability "
