@@ -44,7 +44,7 @@ from ..agents.mcp_config import TOKEN_VAR as MCP_TOKEN_VAR
 from ..agents.mcp_config import URL_VAR as MCP_URL_VAR
 from ..config import Settings
 from ..controller.local import home_path, workspace_path
-from ..controller.reconcile import FALSE, TRUE, UNKNOWN
+from ..controller.reconcile import FALSE, TRUE
 from ..domain.errors import (
     Invalid,
     NotFound,
@@ -109,6 +109,7 @@ CONNECTED_PLACEHOLDER = "connected"
 DRY_RUN_SECONDS = 1.0
 BinaryIdentity = tuple[str, int, int] | None  # path, inode, mtime (ns)
 MCP_MEMO_MAX = 10_000  # sandboxes whose McpReady answer is remembered
+MCP_SERVING = "served by this process at /mcp; its agents get the sandbox's MCP token"
 
 
 @dataclass(frozen=True)
@@ -234,15 +235,17 @@ class TerminalsService:
 
     def mcp_state(self, sandbox: Sandbox) -> tuple[str, str, str] | None:
         """``McpReady`` for the controller: the MCP server is this process's own (mounted
-        at ``/mcp`` with ``mcp_tokens``), so it answers for the sandbox once it listens
-        and a token can be issued for the sandbox (it has a uid and an owner). Whether
-        one can is remembered per sandbox uid and owner: the sweep asks every few
-        seconds, and a signature each time would cost a thousand sandboxes' CPU."""
+        at ``/mcp`` with ``mcp_tokens``), so it answers for the sandbox when a token can
+        be issued for it (it has a uid and an owner). Like ``PtyReady`` it holds before
+        the server listens (the controller starts first): no agent can start before then
+        either, since spawns come through the server's own requests, and saying
+        "waiting" there would turn every Ready sandbox Provisioning at each restart.
+        Whether a token can be issued is remembered per sandbox uid and owner: the sweep
+        asks every few seconds, and a signature each time would cost a thousand
+        sandboxes' CPU."""
         tokens = self.mcp_tokens
         if tokens is None:
             return None
-        if not tokens.url:
-            return (UNKNOWN, "Waiting", "the MCP server is not listening yet")
         owner = (sandbox.metadata.annotations.get(ANNOTATION_SUB, ""), sandbox.spec.owner_email)
         memo = (sandbox.metadata.uid, *owner)
         problem = self._mcp_problems.get(sandbox.key)
@@ -257,7 +260,8 @@ class TerminalsService:
             self._mcp_problems[sandbox.key] = problem
         if problem[1]:
             return (FALSE, "TokenNotIssued", f"no MCP token for this sandbox: {problem[1]}")
-        return (TRUE, "Serving", f"its agents reach this server's MCP endpoint {tokens.url}")
+        # one message whatever the address: a restart on another port writes no status
+        return (TRUE, "Serving", MCP_SERVING)
 
     async def _refresh_credentials(self, sandbox: Sandbox, agent: str) -> None:
         """Before a spawn: issue the sandbox's gateway token unless it has one, and

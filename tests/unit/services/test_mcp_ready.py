@@ -1,8 +1,9 @@
 """McpReady and the MCP variables of a spawn in embedded mode (docs/mcp.md, "Agents
 configured automatically"): each spawn gets /mcp's URL and a fresh MCP token that
-verifies for its sandbox; McpReady says Waiting until the server listens, TokenNotIssued
-with the reason when no token can be issued, and Serving otherwise; a runtime without an
-MCP server says NotApplicable. The controller's row is what the terminal host said."""
+verifies for its sandbox; McpReady says TokenNotIssued with the reason when no token can
+be issued, and Serving otherwise, also before the server listens (a restart must not
+turn Ready sandboxes Provisioning); a runtime without an MCP server says NotApplicable.
+The controller's row is what the terminal host said."""
 
 from __future__ import annotations
 
@@ -81,7 +82,6 @@ def test_without_an_mcp_server_nothing_is_given_and_mcp_is_not_applicable(tmp_pa
 
 async def test_each_spawn_gets_the_url_and_a_fresh_token_for_its_sandbox(tmp_path, tokens):
     svc = service(tmp_path, tokens)
-    assert svc.mcp_state(box()) == ("Unknown", "Waiting", "the MCP server is not listening yet")
     assert "SANDBOX_MCP_URL" not in svc.spawn_request(box(), "tool").env  # not yet known
     tokens.listening("0.0.0.0", 8123)
     first = svc.spawn_request(box(), "tool").env
@@ -98,10 +98,10 @@ async def test_each_spawn_gets_the_url_and_a_fresh_token_for_its_sandbox(tmp_pat
 
 def test_mcp_ready_serving_or_why_not(tmp_path, tokens):
     svc = service(tmp_path, tokens)
+    before = svc.mcp_state(box())
+    assert before is not None and before[:2] == ("True", "Serving") and "/mcp" in before[2]
     tokens.listening("127.0.0.1", 8123)
-    status, reason, message = svc.mcp_state(box())  # type: ignore[misc]
-    assert (status, reason) == ("True", "Serving")
-    assert "http://127.0.0.1:8123/mcp" in message
+    assert svc.mcp_state(box()) == before  # the same row: listening writes no status
     # a sandbox without an owner gets no token: the agent starts without MCP, and says so
     orphan = box("orphan", email="")
     state = svc.mcp_state(orphan)
@@ -114,22 +114,33 @@ def test_mcp_ready_serving_or_why_not(tmp_path, tokens):
 
 
 def test_the_controller_shows_what_the_terminal_host_says(tmp_path, tokens):
+    """Before the server listens (the controller starts first) and after, a Ready
+    sandbox stays Ready: the status is not even written again."""
     svc = service(tmp_path, tokens)
     host = TerminalHostAdapter(svc.registry, mcp_state=svc.mcp_state)
     sandbox = box()
-    for listening, expected, phase in (
-        (False, ("Unknown", "Waiting"), "Provisioning"),
-        (True, ("True", "Serving"), "Ready"),
-    ):
+    for listening in (False, True):
         if listening:
             tokens.listening("127.0.0.1", 8123)
         observed = Observed(
             workspace_exists=True, terminal_serving=True, mcp=host.mcp_state(sandbox)
         )
-        plan = reconcile(sandbox.with_status(sandbox.status), observed, NOW)
-        assert plan.status is not None
+        plan = reconcile(sandbox, observed, NOW)
+        if plan.status is None:  # nothing changed: what it said before still holds
+            continue
+        sandbox = sandbox.with_status(plan.status)
         rows = {c.type: c for c in plan.status.conditions}
-        assert (rows["McpReady"].status, rows["McpReady"].reason) == expected
-        assert plan.status.phase == phase
+        assert (rows["McpReady"].status, rows["McpReady"].reason) == ("True", "Serving")
+        assert plan.status.phase == "Ready"
+    assert sandbox.status.phase == "Ready"
+    orphan = box("orphan", email="")
+    plan = reconcile(
+        orphan,
+        Observed(workspace_exists=True, terminal_serving=True, mcp=host.mcp_state(orphan)),
+        NOW,
+    )
+    assert plan.status is not None and plan.status.phase != "Ready"
+    row = {c.type: c for c in plan.status.conditions}["McpReady"]
+    assert (row.status, row.reason) == ("False", "TokenNotIssued")
     # a host without an MCP server: McpReady is not applicable
     assert TerminalHostAdapter(svc.registry).mcp_state(sandbox) is None
