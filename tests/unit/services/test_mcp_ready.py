@@ -114,25 +114,28 @@ def test_mcp_ready_serving_or_why_not(tmp_path, tokens):
 
 
 def test_the_controller_shows_what_the_terminal_host_says(tmp_path, tokens):
-    """Before the server listens (the controller starts first) and after, a Ready
-    sandbox stays Ready: the status is not even written again."""
-    svc = service(tmp_path, tokens)
+    """A sandbox made Ready by a server that listened, reconciled by the next server
+    process before it listens (its controller starts first): no status write, no phase
+    change, and none once it listens on another port."""
+    before_restart = service(tmp_path, tokens)
+    tokens.listening("127.0.0.1", 8123)
+    host = TerminalHostAdapter(before_restart.registry, mcp_state=before_restart.mcp_state)
+    ready = box()
+    observed = Observed(workspace_exists=True, terminal_serving=True, mcp=host.mcp_state(ready))
+    plan = reconcile(ready, observed, NOW)
+    assert plan.status is not None and plan.status.phase == "Ready"
+    ready = ready.with_status(plan.status)
+    row = {c.type: c for c in plan.status.conditions}["McpReady"]
+    assert (row.status, row.reason) == ("True", "Serving")
+
+    restarted = McpTokens(EmbeddedIssuer.generate(), lookup=None)  # a new process
+    svc = service(tmp_path, restarted)
     host = TerminalHostAdapter(svc.registry, mcp_state=svc.mcp_state)
-    sandbox = box()
     for listening in (False, True):
         if listening:
-            tokens.listening("127.0.0.1", 8123)
-        observed = Observed(
-            workspace_exists=True, terminal_serving=True, mcp=host.mcp_state(sandbox)
-        )
-        plan = reconcile(sandbox, observed, NOW)
-        if plan.status is None:  # nothing changed: what it said before still holds
-            continue
-        sandbox = sandbox.with_status(plan.status)
-        rows = {c.type: c for c in plan.status.conditions}
-        assert (rows["McpReady"].status, rows["McpReady"].reason) == ("True", "Serving")
-        assert plan.status.phase == "Ready"
-    assert sandbox.status.phase == "Ready"
+            restarted.listening("127.0.0.1", 9321)
+        observed = Observed(workspace_exists=True, terminal_serving=True, mcp=host.mcp_state(ready))
+        assert reconcile(ready, observed, NOW).status is None, listening
     orphan = box("orphan", email="")
     plan = reconcile(
         orphan,
@@ -143,4 +146,4 @@ def test_the_controller_shows_what_the_terminal_host_says(tmp_path, tokens):
     row = {c.type: c for c in plan.status.conditions}["McpReady"]
     assert (row.status, row.reason) == ("False", "TokenNotIssued")
     # a host without an MCP server: McpReady is not applicable
-    assert TerminalHostAdapter(svc.registry).mcp_state(sandbox) is None
+    assert TerminalHostAdapter(svc.registry).mcp_state(ready) is None
