@@ -49,13 +49,16 @@ def probe_version(
     binary: str,
     *,
     env: Mapping[str, str] | None = None,
-    timeout: float = PROBE_TIMEOUT,
+    timeout: float | None = None,
 ) -> str | None:
     """``binary --version`` parsed, or None (not runnable, failed, timed out, no version).
 
     ``env`` is the environment to run it with (PATH, the row's no-update settings); HOME
-    is always a fresh temporary folder, removed afterwards.
+    is always a fresh temporary folder, removed afterwards. ``timeout`` defaults to
+    ``PROBE_TIMEOUT``, read at each call (a test on a busy machine may raise it).
     """
+    if timeout is None:
+        timeout = PROBE_TIMEOUT
     key = _key(binary)
     if key is None:
         return None
