@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,9 +180,8 @@ def _make_dirs(folder: Path, stop: Path) -> None:
 
 def _replace(target: Path, text: str, mode: int) -> None:
     """Write ``text`` to a new file beside ``target`` and rename it over ``target``."""
-    tmp = target.with_name(f".{target.name}.openova-{os.getpid()}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
+    # a name of its own: two spawns of the sandbox may write the same file at once
+    tmp = target.with_name(f".{target.name}.openova-{os.getpid()}-{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:

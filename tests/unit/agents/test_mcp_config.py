@@ -228,3 +228,22 @@ def test_the_spawn_hook_merges_into_the_rows_seeded_files(tmp_path, slug):
     for path in home.rglob("*"):
         if path.is_file():
             assert TOKEN not in path.read_text(errors="replace"), path
+
+
+def test_spawns_configuring_at_once_never_fail_or_leave_half_a_file(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".claude.json").write_text(json.dumps({"theme": "dark", "projects": {"x": {}}}))
+
+    def spawn(i: int) -> str:
+        env = ENV if i % 2 else {k: v for k, v in ENV.items() if not k.startswith("SANDBOX_MCP")}
+        return configure(home, "claude-code", env).state
+
+    with ThreadPoolExecutor(8) as pool:
+        states = list(pool.map(spawn, range(64)))
+    assert set(states) <= {"written", "unchanged"}
+    data = json.loads((home / ".claude.json").read_text())
+    assert data["theme"] == "dark" and data["projects"] == {"x": {}}
+    assert sorted(p.name for p in home.iterdir()) == [".claude.json"]  # no temp file left
