@@ -127,6 +127,27 @@ def test_deleted_children_are_put_back_at_once(kube: FakeKube, monkeypatch: Any)
         wait_for(lambda: http.get(STS).status_code == 200, timeout=10)
 
 
+def test_an_edited_child_is_repaired_at_once(kube: FakeKube, monkeypatch: Any) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig_path))
+    # a resync far away and no short requeues: only the child watch can repair in time
+    with (
+        operator(kube, resync=3600, max_requeue=6),
+        httpx.Client(base_url=kube.url, timeout=5) as http,
+    ):
+        ready_sandbox(kube, http)
+        quiet(kube)
+        merge = {"Content-Type": "application/merge-patch+json"}
+        opened = {"spec": {"policyTypes": ["Ingress"], "egress": None}}
+        assert http.patch(POLICY, headers=merge, json=opened).status_code == 200
+        wait_for(
+            lambda: http.get(POLICY).json()["spec"]["policyTypes"] == ["Ingress", "Egress"],
+            timeout=10,
+        )
+        # a pod becoming unready is seen when it happens, not at the next poll
+        kube.set_ready_replicas(NS, "pty-server", 0)
+        wait_for(lambda: phase(http) == "Provisioning", timeout=10)
+
+
 def test_an_edited_child_is_repaired_by_the_resync(kube: FakeKube, monkeypatch: Any) -> None:
     monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig_path))
     with operator(kube, resync=0.5), httpx.Client(base_url=kube.url, timeout=5) as http:

@@ -327,10 +327,11 @@ class SandboxOperator:
         self.options.metrics.reconciles.labels(result="changed").inc()
         self.options.metrics.transition(current.status, status)
 
-    async def child_gone(self, obj: Mapping[str, Any]) -> None:
-        """A child of some sandbox was deleted (by anyone): reconcile that sandbox now.
-        Its workspace namespace's holder annotation names it (a child's own labels may
-        carry a hashed sandbox name); a namespace names itself."""
+    async def child_changed(self, obj: Mapping[str, Any], *, deleted: bool) -> None:
+        """A child of some sandbox was changed or deleted (by anyone, ourselves
+        included): reconcile that sandbox now (a pass that finds it as wanted writes
+        nothing). Its workspace namespace's holder annotation names it (a child's own
+        labels may carry a hashed sandbox name); a namespace names itself."""
         meta = obj.get("metadata") or {}
         if obj.get("kind") == "Namespace":
             holder_key = (meta.get("annotations") or {}).get(ANNOTATION_HOLDER, "")
@@ -346,13 +347,14 @@ class SandboxOperator:
             holder_key = holder(ns_obj) or ""
         namespace, _, name = holder_key.partition("/")
         if namespace and name:
-            log.info(
-                "sandbox_child_deleted_elsewhere",
-                kind=obj.get("kind"),
-                child=meta.get("name"),
-                namespace=namespace,
-                name=name,
-            )
+            if deleted:
+                log.info(
+                    "sandbox_child_deleted_elsewhere",
+                    kind=obj.get("kind"),
+                    child=meta.get("name"),
+                    namespace=namespace,
+                    name=name,
+                )
             self.trigger(namespace, name)
 
     def _forget(self, key: tuple[str, str]) -> None:
@@ -737,12 +739,14 @@ def build_registry(
         operator.trigger(str(meta.get("namespace", "")), str(meta.get("name", "")))
 
     async def _on_child(event: Mapping[str, Any], **_: Any) -> None:
-        if event.get("type") == "DELETED":
+        # not the initial listing (type None) nor creations (our own, mostly)
+        if event.get("type") in ("MODIFIED", "DELETED"):
             obj = dict(event.get("object") or {})
             obj.setdefault("kind", "")
-            await operator.child_gone(obj)
+            await operator.child_changed(obj, deleted=event.get("type") == "DELETED")
 
-    # The children, by our label: a deleted one is put back at once
+    # The children, by our label: a deleted or edited one is put back at once, and a
+    # StatefulSet's readiness is seen when it changes
     watched = dict(children)
     watched["Namespace"] = ("", "v1", "namespaces")
     for kind, (group, version, plural) in watched.items():
