@@ -308,10 +308,16 @@ async def test_tokens_other_than_a_live_sandboxs_mcp_token_are_refused(
 
     assert (await post(token)).status_code == 200
 
+    made = await world.http.post(
+        "/api/v1/sandbox/tokens", json={"name": "ci"}, headers=world.auth(ADA)
+    )
+    assert made.status_code == 201, made.text
+    pat = made.json()["token"]  # Ada's real personal access token: good for the API
+    assert (await world.http.get(SESSIONS, headers={"Authorization": f"Bearer {pat}"})).is_success
     refusals = {
         None: "an MCP token is required",
         world.token(ADA): "a user's sign-in token is not accepted here",
-        "sbx_pat_not_a_jwt": "personal access token",
+        pat: "personal access token",
         "a.b.c": "not an MCP token of this server",
         McpTokens(EmbeddedIssuer.generate(), None).issue(mine): "not an MCP token",
     }
