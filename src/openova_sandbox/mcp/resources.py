@@ -519,26 +519,29 @@ class LiveResources:
 
     async def _follow_informer(self, sub: Any) -> None:
         informer = self.services.informer
-        while True:
-            item = await sub.next()
-            if isinstance(item, StreamEnd):
-                if item.reason != END_SLOW:
-                    log.info("mcp live resources: informer stream ended", reason=item.reason)
-                    return
-                # fell behind: changes were missed; follow again and announce every
-                # subscribed sandbox (the clients read it again)
-                log.warning("mcp live resources fell behind the informer; resubscribed")
-                sub = informer.subscribe(lambda _sandbox: True)
-                self._announce_all_sandboxes()
-                continue
-            if item is None:
-                continue
-            sandbox: Sandbox = item.object
-            self.notify(
-                sandbox.namespace, sandbox.name, sandbox_uri(sandbox.name), _owner_of(sandbox)
-            )
-            if item.type == "DELETED":
-                self._revoked(sandbox)
+        try:
+            while True:
+                item = await sub.next()
+                if isinstance(item, StreamEnd):
+                    if item.reason != END_SLOW:
+                        log.info("mcp live resources: informer stream ended", reason=item.reason)
+                        return
+                    # fell behind: changes were missed; follow again and announce every
+                    # subscribed sandbox (the clients read it again)
+                    log.warning("mcp live resources fell behind the informer; resubscribed")
+                    sub = informer.subscribe(lambda _sandbox: True)
+                    self._announce_all_sandboxes()
+                    continue
+                if item is None:
+                    continue
+                sandbox: Sandbox = item.object
+                self.notify(
+                    sandbox.namespace, sandbox.name, sandbox_uri(sandbox.name), _owner_of(sandbox)
+                )
+                if item.type == "DELETED":
+                    self._revoked(sandbox)
+        finally:
+            informer.unsubscribe(sub)
 
     def _revoked(self, sandbox: Sandbox) -> None:
         """The sandbox is gone, and with it its token: its callers' subscribers end
