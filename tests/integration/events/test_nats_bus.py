@@ -144,3 +144,19 @@ def test_names():
     assert safe_url("nats://u:p@nats.svc:4222") == "nats://nats.svc:4222"
     with pytest.raises(ValueError, match="stream name"):
         NatsBus("nats://x", stream="a.b")
+
+
+async def test_an_event_published_twice_is_stored_once(nats_server):
+    """What a publish retried after a lost acknowledgement does: the same id again."""
+    a = await started(NatsBus(nats_server.url, replica="api-a"))
+    try:
+        queue = a.subscribe()
+        twice, fence = event(1), event(2)
+        await a.publish(twice)
+        await a.publish(twice)
+        await a.publish(fence)
+        got = await collect(queue, {fence.id}, 5)
+        assert [e.id for e in got] == [twice.id, fence.id]
+        assert a.redelivered == 0  # JetStream kept one copy: nothing came twice
+    finally:
+        await a.stop()
