@@ -3,13 +3,13 @@ authenticated API request on the same server in the same run?
 
 One bounded run on 127.0.0.1: ``sandbox serve`` (embedded mode, its default SQLite store,
 log level warning) with a stand-in agent; one user, one sandbox, its MCP token. Driven
-from this process over one keep-alive HTTP/1.1 connection per figure (httpx: the same
-client for every row, so the differences are the server's):
+from this process over one keep-alive HTTP/1.1 connection per figure (httpx2, the MCP
+SDK's own HTTP client, for every row, so the differences are the server's; httpx 0.x
+added ~3 ms to every POST here, not to GETs):
 
 1. the baseline: ``GET /api/v1/sandbox/whoami`` with the user's token;
 2. ``tools/call session.whoami`` in a 2025 session (the handshake-era protocol agent CLIs
-   speak; the answer as an event stream, as the SDK sends it): token check, plan, the
-   SDK's dispatch, the tool;
+   speak): token check, plan, the SDK's dispatch, the schema check, the tool;
 3. ``tools/call sandbox.list`` (the owner's sandboxes from the resource cache, with their
    usage from the ledger) the same way;
 4. ``tools/call session.whoami`` with the 2026 per-request protocol (no session);
@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 
 from common import Row, cpu_seconds, pct, run_header, table
 
@@ -78,9 +78,9 @@ class Server:
 
     async def wait_up(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
-        async with httpx.AsyncClient() as http:
+        async with httpx2.AsyncClient() as http:
             while True:
-                with contextlib.suppress(httpx.TransportError):
+                with contextlib.suppress(httpx2.TransportError):
                     if (await http.get(f"{self.url}/readyz")).status_code == 200:
                         return
                 if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -118,7 +118,7 @@ async def timed(
     return samples
 
 
-def _result_of(response: httpx.Response) -> dict[str, Any]:
+def _result_of(response: httpx2.Response) -> dict[str, Any]:
     """The JSON-RPC response in a plain JSON body or in an event stream's data line."""
     if response.status_code != 200:
         raise RuntimeError(f"{response.status_code}: {response.text[:300]}")
@@ -149,7 +149,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         issuer = EmbeddedIssuer.load(data)
         user = issuer.mint(sub="bench-user", email="bench@bench.local", org=ORG)
         auth = {"Authorization": f"Bearer {user}"}
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        async with httpx2.AsyncClient(base_url=server.url, timeout=30) as http:
             made = await http.post(
                 "/api/v1/sandbox/sessions", json={"agent": "bench-idle"}, headers=auth
             )
@@ -165,7 +165,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         mcp_auth = {"Authorization": f"Bearer {token}", "Accept": ACCEPT}
         out: dict[str, Any] = {"samples": args.samples}
 
-        async with httpx.AsyncClient(base_url=server.url, timeout=30, headers=auth) as http:
+        async with httpx2.AsyncClient(base_url=server.url, timeout=30, headers=auth) as http:
 
             async def whoami() -> None:
                 (await http.get("/api/v1/sandbox/whoami")).raise_for_status()
@@ -174,7 +174,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 args.samples, args.warmup, whoami, pid=server.proc.pid, key="baseline"
             )
 
-        async with httpx.AsyncClient(base_url=server.url, timeout=30, headers=mcp_auth) as http:
+        async with httpx2.AsyncClient(base_url=server.url, timeout=30, headers=mcp_auth) as http:
             opened = await http.post(
                 "/mcp",
                 json={
@@ -214,7 +214,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                     args.samples, args.warmup, tool_call(tool), pid=server.proc.pid, key=key
                 )
 
-        async with httpx.AsyncClient(base_url=server.url, timeout=30, headers=mcp_auth) as http:
+        async with httpx2.AsyncClient(base_url=server.url, timeout=30, headers=mcp_auth) as http:
             modern = {
                 "mcp-protocol-version": MODERN_VERSION,
                 "mcp-method": "tools/call",
@@ -250,7 +250,6 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
 
 async def official_client(url: str, token: str, args: argparse.Namespace) -> list[float]:
-    import httpx2
     from mcp import Client
     from mcp.client.streamable_http import streamable_http_client
 

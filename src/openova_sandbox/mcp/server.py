@@ -58,6 +58,7 @@ log = structlog.get_logger(__name__)
 SERVER_NAME = "openova-sandbox"
 # where the edge leaves the verified caller in the ASGI scope (read by the handlers)
 CALLER_SCOPE_KEY = "openova.mcp.caller"
+MAX_GRANTS_REMEMBERED = 1024  # tools_for's memo; cleared when full
 MAX_TEXT_CHARS = 256 * 1024  # a result's JSON text beyond this is cut (structured stays)
 
 INSTRUCTIONS = (
@@ -154,6 +155,7 @@ class McpServer:
         self.plans = plans or PlanBook.from_settings(services.settings)
         self._tools = {t.name: t for t in (all_tools() if tools is None else tools)}
         self._validators: dict[str, Validator] = {}
+        self._visible: dict[Grant, list[Tool]] = {}
         services.extra.setdefault(SERVER_KEY, self)  # session.whoami: plan and tools
         self.lowlevel: Server[Any] = Server(
             SERVER_NAME,
@@ -188,10 +190,21 @@ class McpServer:
         )
 
     def tools_for(self, caller: McpCaller) -> list[Tool]:
-        """What ``caller`` sees in ``tools/list``: served here, and granted."""
-        return [
-            t for t in self._tools.values() if t.available(self.services) and caller.may(t.name)
-        ]
+        """What ``caller`` sees in ``tools/list``: served here, and granted. Remembered
+        per grant (matching every tool's name against the patterns was half of a
+        ``session.whoami``); a few distinct grants exist (plans x capability lists)."""
+        grant = caller.grant
+        found = self._visible.get(grant)
+        if found is None:
+            found = [
+                t
+                for t in self._tools.values()
+                if t.available(self.services) and grant.allows(t.name)
+            ]
+            if len(self._visible) >= MAX_GRANTS_REMEMBERED:
+                self._visible.clear()
+            self._visible[grant] = found
+        return list(found)
 
     async def caller_of(self, ctx: Any) -> McpCaller:
         """The verified caller of a request: the one the HTTP edge attached (``sandbox mcp
