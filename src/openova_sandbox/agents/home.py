@@ -113,9 +113,27 @@ def mark_run(home: Path, slug: str) -> None:
     marker.touch(mode=FILE_MODE)
 
 
+# A login shell (the Shell row's ``bash -l``, the rescue ``sh -l``) runs /etc/profile,
+# which on Debian sets PATH from scratch: the managed agents' folder, on the PATH every
+# terminal of the sandbox is given, was gone in the Shell (``claude: command not found``).
+# The spawn passes that PATH as ``SANDBOX_PATH`` too, and this file puts it back; then
+# what Debian's own skeleton ~/.profile does. ``$$`` is a literal ``$`` (the template is
+# rendered with ``string.Template``).
+PROFILE = HomeFile(
+    path=".profile",
+    template=(
+        "# Written by OpenOva Sandbox when this HOME had none; yours to edit.\n"
+        "# /etc/profile resets PATH for login shells: put back the sandbox's (its agents).\n"
+        'if [ -n "$${SANDBOX_PATH:-}" ]; then PATH="$$SANDBOX_PATH"; export PATH; fi\n'
+        'if [ -n "$${BASH_VERSION:-}" ] && [ -f "$$HOME/.bashrc" ]; then . "$$HOME/.bashrc"; fi\n'
+        'if [ -d "$$HOME/.local/bin" ]; then PATH="$$HOME/.local/bin:$$PATH"; fi\n'
+    ),
+)
+
+
 def common_files(env: Mapping[str, str]) -> tuple[HomeFile, ...]:
     """Files every sandbox HOME gets, whatever runs in it."""
-    return (GITCONFIG,) if env.get("SANDBOX_OWNER") else ()
+    return (PROFILE, GITCONFIG) if env.get("SANDBOX_OWNER") else (PROFILE,)
 
 
 def prepare_home(

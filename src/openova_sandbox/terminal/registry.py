@@ -450,6 +450,7 @@ class TerminalRegistry:
             else:  # an empty value in a request unsets the variable
                 env.pop(name, None)
         path = env.get("PATH", self.path)
+        env["SANDBOX_PATH"] = path  # for login shells, whose /etc/profile resets PATH
         if agent is None:
             binary = _which(req.command[0], path)
             if binary is None:

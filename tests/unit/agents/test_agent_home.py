@@ -126,3 +126,44 @@ def test_builtin_rows_turn_updates_and_telemetry_off():
     assert rows["claude-code"].env_map["DISABLE_AUTOUPDATER"] == "1"
     assert rows["claude-code"].resume_args == ()  # its --continue fails without a chat
     assert {rows[s].resume_args for s in ("qwen-code", "opencode")} == {("--continue",)}
+
+
+def _login_shell_path(home: Path, sandbox_path: str) -> str:
+    import shutil
+    import subprocess
+
+    bash = shutil.which("bash")
+    assert bash is not None
+    done = subprocess.run(
+        [bash, "-l", "-c", 'printf %s "$PATH"'],
+        env={"HOME": str(home), "PATH": sandbox_path, "SANDBOX_PATH": sandbox_path},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return done.stdout
+
+
+def test_a_login_shell_keeps_the_sandbox_path_that_etc_profile_resets(tmp_path):
+    """The Shell row is ``bash -l``: /etc/profile sets PATH from scratch (Debian), and the
+    managed agents' folder was gone. The seeded ~/.profile puts the sandbox's back."""
+    agents_bin = tmp_path / "agents" / "bin"
+    agents_bin.mkdir(parents=True)
+    sandbox_path = f"{agents_bin}:/usr/local/bin:/usr/bin:/bin"
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    if str(agents_bin) in _login_shell_path(bare, sandbox_path).split(":"):
+        pytest.skip("this machine's /etc/profile keeps PATH: nothing to put back")
+    home = tmp_path / "home"
+    prepare_home(home, None, ENV, resume=False)
+    assert (home / ".profile").is_file() and mode(home / ".profile") == FILE_MODE
+    assert _login_shell_path(home, sandbox_path).split(":")[0] == str(agents_bin)
+
+
+def test_the_users_own_profile_is_kept(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".profile").write_text("export EDITOR=vim\n")
+    prepare_home(home, None, ENV, resume=False)
+    assert (home / ".profile").read_text() == "export EDITOR=vim\n"
