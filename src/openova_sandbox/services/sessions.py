@@ -389,11 +389,11 @@ class SessionsService:
         except AlreadyExists as exc:
             raise taken() from exc
         log.info("sandbox created", sandbox=stored.name, namespace=stored.namespace)
-        await self._publish_requested(principal, stored)
+        self._publish_requested(principal, stored)
         self._events.emit(sandbox_created(stored))
         return stored
 
-    async def _publish_requested(self, principal: Principal, sandbox: Sandbox) -> None:
+    def _publish_requested(self, principal: Principal, sandbox: Sandbox) -> None:
         payload: dict[str, Any] = {
             "tenant_id": sandbox.namespace,
             "sandbox_id": sandbox.name,
@@ -401,7 +401,6 @@ class SessionsService:
             "timestamp": format_time(self._clock()),
             "spec_hash": spec_hash(sandbox.spec.to_dict()),
         }
-        try:
-            await self._bus.publish(Event(SANDBOX_REQUESTED, payload))
-        except Exception:  # best effort by contract: never fail a stored create
-            log.exception("sandbox_requested event not published", sandbox=sandbox.name)
+        # best effort by contract (sessions-api.md): published in the background like the
+        # product events, so a bus that is down (NATS restarting) never holds a create
+        self._events.emit(Event(SANDBOX_REQUESTED, payload))

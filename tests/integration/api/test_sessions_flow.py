@@ -271,7 +271,15 @@ def test_invalid_scope(api):
 def test_create_publishes_sandbox_requested(api):
     queue = api.deps.bus.subscribe()
     api.http.post(SESSIONS, headers=api.auth(), json={"agent": "qwen-code"})
-    event = queue.get_nowait()
+    # published in the background (a bus that is down never holds a create)
+    deadline = time.monotonic() + 5
+    event = None
+    while event is None or event.type != SANDBOX_REQUESTED:
+        assert time.monotonic() < deadline, "no sandbox_requested event within 5 s"
+        try:
+            event = queue.get_nowait()
+        except asyncio.QueueEmpty:
+            time.sleep(0.01)
     assert event.type == SANDBOX_REQUESTED
     payload = dict(event.payload)
     assert payload["tenant_id"] == "acme"
