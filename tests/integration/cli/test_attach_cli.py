@@ -168,8 +168,15 @@ def test_attach_types_resizes_and_detaches(tmp_path):
         read_until(primary, b"# ")
         os.write(primary, b"echo attached-$((20+1))\r")
         read_until(primary, b"attached-21")
-        os.write(primary, b"stty size\r")
-        read_until(primary, b"27 91")  # the local window size reached the agent
+        # the local window size reaches the agent apart from the keystrokes (the CLI
+        # sends it once attached): ask again until it has arrived
+        deadline = time.monotonic() + 15
+        while True:
+            os.write(primary, b"stty size\r")
+            if b"27 91" in read_until(primary, b"# ", timeout=10):
+                break
+            assert time.monotonic() < deadline, "the local window size never reached the agent"
+            time.sleep(0.1)
         os.write(primary, b"\x1d")  # Ctrl-]
         read_until(primary, b"detached")
         assert attach.wait(timeout=10) == 0
