@@ -38,6 +38,8 @@ from support.threaded_server import ThreadedServer
 
 MODEL = "fake-model"
 _PING = re.compile(r"ping-([A-Za-z0-9]+)", re.IGNORECASE)
+# the function names OpenAI's chat completions accept (a dot is refused with a 400)
+_FUNCTION_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 _CHUNK = 4  # characters per streamed chunk: the answer arrives in several pieces
 SEARCH_TOOL = "tool_search"  # qwen-code's: reveals deferred (MCP) tools by query
 
@@ -166,7 +168,8 @@ class FakeLLM(ThreadedServer):
         # an agent that lists an MCP server's tools only once they are searched for
         # (qwen-code 0.15 defers them behind tool_search): search first
         if SEARCH_TOOL in offered and SEARCH_TOOL not in called:
-            return SEARCH_TOOL, {"query": tool}
+            # keywords, as a model searches (it does not know the listed name yet)
+            return SEARCH_TOOL, {"query": " ".join(re.split(r"[^A-Za-z0-9]+", tool))}
         return "", {"offered": offered}
 
     def trigger_in(self, body: Any) -> str | None:
@@ -319,6 +322,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _chat(self, body: Any, count: int) -> None:
         body = body if isinstance(body, dict) else {}
+        for index, name in enumerate(offered_tools(body)):
+            if not _FUNCTION_NAME.fullmatch(name):  # as OpenAI's API refuses it
+                message = (
+                    f"Invalid 'tools[{index}].function.name': string does not match pattern. "
+                    "Expected a string that matches the pattern '^[a-zA-Z0-9_-]+$'."
+                )
+                self._json(400, {"error": {"message": message, "type": "invalid_request_error"}})
+                return
         call = self.llm.tool_call_for(body)
         if call is not None and call[0]:
             self._tool_call(body, count, *call)

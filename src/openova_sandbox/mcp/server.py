@@ -82,6 +82,16 @@ BUILTIN_PLANS: dict[str, tuple[str, ...]] = {
 }
 
 
+def wire_name(name: str) -> str:
+    """A tool's name on the wire: its dotted name (``k8s.read.get``: family and verb, what
+    plans and capabilities match) with ``_`` for each dot. Agents hand MCP tools to their
+    model as functions, and OpenAI's and Anthropic's APIs accept function names of
+    ``[A-Za-z0-9_-]`` only: qwen-code sent ``mcp__openova-sandbox__session.whoami`` and
+    OpenAI refuses a request with it (400). The dotted name is the tool's title, and a
+    call by it is answered too."""
+    return name.replace(".", "_")
+
+
 @dataclass(frozen=True)
 class PlanBook:
     """The operator's plans and which org has which (docs/mcp.md, "Capabilities and
@@ -154,6 +164,8 @@ class McpServer:
         self.tokens = tokens
         self.plans = plans or PlanBook.from_settings(services.settings)
         self._tools = {t.name: t for t in (all_tools() if tools is None else tools)}
+        # what clients call them: the dotted names with ``_`` (see :func:`wire_name`)
+        self._by_wire = {wire_name(name): name for name in self._tools}
         self._validators: dict[str, Validator] = {}
         self._visible: dict[Grant, list[Tool]] = {}
         services.extra.setdefault(SERVER_KEY, self)  # session.whoami: plan and tools
@@ -226,7 +238,10 @@ class McpServer:
         return types.ListToolsResult(
             tools=[
                 types.Tool(
-                    name=t.name, description=t.description, input_schema=dict(t.input_schema)
+                    name=wire_name(t.name),
+                    title=t.name,
+                    description=t.description,
+                    input_schema=dict(t.input_schema),
                 )
                 for t in self.tools_for(caller)
             ]
@@ -236,12 +251,18 @@ class McpServer:
         self, ctx: Any, params: types.CallToolRequestParams
     ) -> types.CallToolResult:
         caller = await self.caller_of(ctx)
-        return await self.call(caller, params.name, params.arguments)
+        return await self.call(caller, self.canonical(params.name), params.arguments)
+
+    def canonical(self, name: str) -> str:
+        """The tool a client names: its listed name (``session_whoami``) or the dotted
+        one (``session.whoami``); an unknown name as it is."""
+        return self._by_wire.get(name, name)
 
     async def call(
         self, caller: McpCaller, name: str, arguments: Mapping[str, Any] | None
     ) -> types.CallToolResult:
         """One tool call for ``caller`` (see the module docstring for the rules)."""
+        name = self.canonical(name)
         tool = self._tools.get(name)
         if tool is None or not tool.available(self.services):
             raise MCPError(types.INVALID_PARAMS, f"unknown tool {name!r}: see tools/list")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -55,9 +56,18 @@ async def world(tmp_path: Path) -> AsyncIterator[McpWorld]:
         yield made
 
 
+WIRE_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")  # what OpenAI and Anthropic accept
+
+
 async def names(world: McpWorld, token: str) -> set[str]:
+    """The tools listed, by their dotted names (the titles); each one's wire name is
+    that with ``_`` for the dots, a function name every model API accepts."""
     async with world.client(token) as client:
-        return {t.name for t in (await client.list_tools()).tools}
+        tools = (await client.list_tools()).tools
+    for tool in tools:
+        assert tool.title and tool.name == tool.title.replace(".", "_"), tool
+        assert WIRE_NAME.fullmatch(tool.name), tool.name
+    return {t.title or "" for t in tools}
 
 
 async def call(world: McpWorld, token: str, tool: str, **args: Any) -> Any:
@@ -406,8 +416,10 @@ async def test_both_protocol_eras_list_and_call_as_the_same_caller(
     protocol both reach the same tools with the same caller and refusals."""
     mine = await world.create(ADA)
     async with world.client(world.mcp_token(mine), mode=mode) as client:
-        assert {t.name for t in (await client.list_tools()).tools} >= MINE
+        assert {t.title for t in (await client.list_tools()).tools} >= MINE
         whoami = ok(await client.call_tool("session.whoami", {}))
+        # by the name it is listed under too
+        assert ok(await client.call_tool("session_whoami", {})) == whoami
         assert whoami["sandbox"]["id"] == mine.name
         failed(await client.call_tool("sandbox.delete", {"id": mine.name}), "own-sandbox")
         with pytest.raises(MCPError, match="unknown tool"):

@@ -312,7 +312,7 @@ async def test_k8s_reads_through_the_mcp_client_in_kubernetes_mode(
             httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as h,
             Client(streamable_http_client(url, http_client=h)) as client,
         ):
-            names = {t.name for t in (await client.list_tools()).tools}
+            names = {t.title for t in (await client.list_tools()).tools}
             assert {"k8s.read.get", "k8s.read.list", "k8s.read.logs", "k8s.read.events"} <= names
             assert not any(n.startswith("preview.") for n in names)  # no previews in pods yet
             listed = await client.call_tool("k8s.read.list", {"kind": "Pod"})

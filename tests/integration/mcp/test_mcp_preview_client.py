@@ -48,7 +48,7 @@ async def test_preview_through_the_mcp_client_and_the_proxy(world: McpWorld) -> 
     port = free_port()
 
     async with world.client(world.mcp_token(sandbox)) as client:
-        names = {t.name for t in (await client.list_tools()).tools}
+        names = {t.title for t in (await client.list_tools()).tools}
         assert {"preview.start", "preview.stop", "preview.list"} <= names
         assert not any(n.startswith("k8s.read.") for n in names)  # no cluster here
 

@@ -53,7 +53,7 @@ async def test_stdio_bridges_a_local_client_to_the_servers_mcp(world: McpWorld) 
     mine = await world.create(ADA)
     token = world.mcp_token(mine)
     async with Client(stdio(world, token)) as client:
-        names = {t.name for t in (await client.list_tools()).tools}
+        names = {t.title for t in (await client.list_tools()).tools}
         assert {"session.whoami", "sandbox.list", "usage.get"} <= names
         whoami = await client.call_tool("session.whoami", {})
         assert not whoami.is_error
@@ -163,7 +163,7 @@ async def test_http_serves_mcp_alone_on_the_shared_store(mcp_process: McpProcess
             httpx2.AsyncClient(headers=headers, timeout=30) as http,
             Client(streamable_http_client(f"{mcp_process.url}/mcp", http_client=http)) as client,
         ):
-            names = {t.name for t in (await client.list_tools()).tools}
+            names = {t.title for t in (await client.list_tools()).tools}
             # the default plan here is sandbox-free; terminals live in the pods (not listed)
             assert names == {"session.whoami", "session.info", "sandbox.list", "usage.get"}
             # written by another process: listed once this one's resource cache has it

@@ -53,7 +53,7 @@ async def test_workspace_and_secrets_through_the_mcp_client(world: McpWorld) -> 
     (ws / "notes.md").write_text("The launch code word is marmalade.\n")
 
     async with world.client(world.mcp_token(sandbox)) as client:
-        listed = {t.name for t in (await client.list_tools()).tools}
+        listed = {t.title for t in (await client.list_tools()).tools}
         assert {
             "workspace.search",
             "workspace.read",
