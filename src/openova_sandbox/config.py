@@ -133,6 +133,11 @@ class Settings:
     # sandbox's own gateway token for it (docs/gateway.md, "Per-sandbox credentials")
     model_gateway_url: str = ""
     model_gateway_token: str = field(default="", repr=False)
+    # the MCP server a standalone `sandbox pty-server`'s agents reach and the sandbox's
+    # MCP token for it (Kubernetes: rendered by the operator, the token from its Secret;
+    # docs/mcp.md, "Server and tokens"); both or nothing
+    mcp_url: str = ""
+    mcp_token: str = field(default="", repr=False)
     anthropic_base_url: str = field(default="", metadata=_env("ANTHROPIC_BASE_URL"))
     anthropic_api_key: str = field(default="", repr=False, metadata=_env("ANTHROPIC_API_KEY"))
 

@@ -38,8 +38,16 @@ def test_without_an_mcp_server_mcp_is_not_applicable() -> None:
     assert data["mcpServers"] == {}
 
 
-def test_a_configured_server_is_configured_once_its_configmap_exists() -> None:
+def test_a_server_without_tokens_says_the_agents_get_none() -> None:
     config = RenderConfig(git_base_url="https://gitea.example.com", mcp_url=MCP_URL)
+    sb = sandbox(finalizers=(FINALIZER,), status={STATUS_NAMESPACE: NS})
+    status, reason, message = mcp_row(config, cluster(sb, ready=1))
+    assert (status, reason) == ("True", "NoToken")
+    assert "SANDBOX_ISSUER_KEY" in message
+
+
+def test_a_configured_server_is_configured_once_its_configmap_exists() -> None:
+    config = RenderConfig(git_base_url="https://gitea.example.com", mcp_url=MCP_URL, mcp_token=True)
     sb = sandbox(finalizers=(FINALIZER,), status={STATUS_NAMESPACE: NS})
     observed = cluster(sb, ready=1)
     status, reason, message = mcp_row(config, observed)

@@ -685,13 +685,25 @@ def operator(
     if problems := startup_problems(settings):
         fail("sandbox operator cannot start: " + "; ".join(problems))
     from ..services.gateway_ledger import make_ledger
+    from ..services.mcp_tokens import pod_mcp_tokens
 
+    try:
+        mcp_tokens = pod_mcp_tokens(settings)
+    except SandboxError as exc:
+        fail(startup_error(exc))
+    if settings.kube_mcp_url and mcp_tokens is None:
+        typer.echo(
+            "sandbox operator: no SANDBOX_ISSUER_KEY (Secret sandbox-issuer-key): sandbox "
+            "pods get no MCP token, so their agents are not configured for the MCP server",
+            err=True,
+        )
     asyncio.run(
         run_operator(
             settings,
             namespace=namespace or None,
             metrics_port=metrics_port or None,
             ledger_factory=make_ledger,
+            mcp_tokens=mcp_tokens,
         )
     )
 

@@ -99,3 +99,13 @@ class TokenLedger(Protocol):
     async def revoke(self, namespace: str, sandbox: str) -> None: ...
 
     async def close(self) -> None: ...
+
+
+class McpTokenSource(Protocol):
+    """What the Kubernetes operator needs to hand each sandbox pod its MCP token (issue
+    14; the tokens are signed with the control plane's issuer key, which the entry
+    point loads): a fresh one, and whether one the pod holds is still good for it."""
+
+    def issue(self, sandbox: Sandbox) -> str: ...
+
+    async def current(self, token: str, sandbox: Sandbox) -> bool: ...

@@ -29,13 +29,15 @@ when it is listening (:meth:`McpTokens.listening`, the same rule as the gateway'
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
+from ..config import Settings
 from ..domain.errors import Invalid, NotFound, Unauthenticated
 from ..domain.model import ANNOTATION_SUB, Sandbox
 from ..domain.model_access import loopback_url
@@ -286,3 +288,57 @@ def _claims(raw: Mapping[str, Any]) -> McpClaims:
 def _text(source: Mapping[str, Any], key: str) -> str:
     value = source.get(key)
     return value if isinstance(value, str) else ""
+
+
+RENEW_BEFORE = timedelta(days=7)  # a pod's token is replaced this long before it expires
+
+
+class PodMcpTokens:
+    """The Kubernetes operator's MCP tokens for sandbox pods
+    (``controller.ports.McpTokenSource``; ``controller/kube/mcp_token.py`` keeps each in
+    the sandbox's ``sandbox-mcp-token`` Secret). A token the pod holds is still good when
+    it is signed by this issuer for this very sandbox (uid included) with its current
+    capabilities, and is not within ``renew_before`` of its expiry; otherwise the
+    operator writes a new one (and the pod starts again with it)."""
+
+    def __init__(
+        self,
+        tokens: McpTokens,
+        *,
+        renew_before: timedelta = RENEW_BEFORE,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self._tokens = tokens
+        self._renew_before = renew_before.total_seconds()
+        self._clock = clock or time.time
+
+    def issue(self, sandbox: Sandbox) -> str:
+        return self._tokens.issue(sandbox)
+
+    async def current(self, token: str, sandbox: Sandbox) -> bool:
+        try:
+            claims = await self._tokens.verify(token)
+        except Unauthenticated:
+            return False
+        if (claims.namespace, claims.sandbox, claims.uid) != (
+            sandbox.namespace,
+            sandbox.name,
+            sandbox.metadata.uid,
+        ):
+            return False
+        if claims.capabilities != capabilities_of(sandbox):
+            return False
+        expires = claims.expires_at
+        return expires is None or expires - self._clock() > self._renew_before
+
+
+def pod_mcp_tokens(settings: Settings) -> PodMcpTokens | None:
+    """The operator's MCP tokens from Settings: the control plane's issuer key
+    (``SANDBOX_ISSUER_KEY``) and the MCP server the pods' agents reach
+    (``SANDBOX_KUBE_MCP_URL``); ``None`` without either (no MCP for pods' agents)."""
+    if not (settings.issuer_key and settings.kube_mcp_url):
+        return None
+    from ..auth.issuer import EmbeddedIssuer
+
+    issuer = EmbeddedIssuer.from_pem(settings.issuer_key, issuer_url=settings.public_url)
+    return PodMcpTokens(McpTokens(issuer, None, url=settings.kube_mcp_url))

@@ -23,6 +23,8 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable, Mapping
 
+from ...agents.mcp_config import TOKEN_VAR as MCP_TOKEN_VAR
+from ...agents.mcp_config import URL_VAR as MCP_URL_VAR
 from ...config import Settings
 from ...domain.access import SandboxOwner
 from ...domain.catalogue import load_catalogue
@@ -56,6 +58,16 @@ def gateway_env(settings: Settings) -> dict[str, str]:
     return agent_model_env(access, settings.agent_model)
 
 
+def mcp_env(settings: Settings) -> dict[str, str]:
+    """The MCP server of ``SANDBOX_MCP_URL`` with the sandbox's token
+    ``SANDBOX_MCP_TOKEN`` (the operator's Secret), under the names the agents' MCP client
+    config refers to (``agents.mcp_config``, written before each agent starts); nothing
+    unless both are set."""
+    if not (settings.mcp_url and settings.mcp_token):
+        return {}
+    return {MCP_URL_VAR: settings.mcp_url, MCP_TOKEN_VAR: settings.mcp_token}
+
+
 def build_standalone_app(
     settings: Settings,
     *,
@@ -84,6 +96,7 @@ def build_standalone_app(
 
         attach_webhook(terminals, settings.notify_webhook)
     env = gateway_env(settings)
+    env.update(mcp_env(settings))
     env.update(extra_env or {})
     terminals.add_sandbox(
         SandboxContext(

@@ -33,6 +33,7 @@ from lightkube.generic_resource import create_namespaced_resource
 from lightkube.types import PatchType
 
 from ...domain.model import API_GROUP, FINALIZER, KIND, Sandbox, utcnow
+from ..ports import McpTokenSource
 from ..ports import TokenLedger as Ledger
 from ..workqueue import WorkQueue
 from .cache import (
@@ -46,6 +47,7 @@ from .cache import (
 )
 from .gateway_token import ensure_gateway_token, revoke_gateway_token
 from .idle import IdleReport, ensure_probe_token, probe_idle
+from .mcp_token import ensure_mcp_token
 from .metrics import OperatorMetrics
 from .names import sandbox_key, sandbox_label
 from .pod_secret import read_secret
@@ -152,6 +154,8 @@ class OperatorOptions:
     # the grant secret each sandbox's share grant key is derived from
     # (share_grant_key.py); empty: no keys, share links refused in Kubernetes mode
     share_grant_secret: str = field(default="", repr=False)
+    # signs each sandbox's MCP token (mcp_token.py); None: no tokens, no MCP in pods
+    mcp_tokens: McpTokenSource | None = None
     # level-triggered (issue 13): every sandbox is looked at again at least this often,
     # whatever happened, so drift nobody was told about (an edited child) is repaired;
     # a deleted child is repaired at once through the child watches
@@ -285,6 +289,7 @@ class SandboxOperator:
         observed = await self.observe(sandbox) if direct else await self.observe_cached(sandbox)
         wrote = await self._gateway_token(sandbox, observed, cached=not direct)
         wrote = await self._share_grant_key(sandbox, observed, cached=not direct) or wrote
+        wrote = await self._mcp_token(sandbox, observed, cached=not direct) or wrote
         plan = reconcile(sandbox, observed, self.options.clock(), self.options.render)
         delay = plan.requeue_after
         metrics = self.options.metrics
@@ -562,6 +567,21 @@ class SandboxOperator:
         return await ensure_share_grant_key(
             self.client,
             secret,
+            sandbox,
+            chosen,
+            labels=child_labels(sandbox),
+            read=self._secret_reader(cached),
+        )
+
+    async def _mcp_token(self, sandbox: Sandbox, observed: KubeObserved, *, cached: bool) -> bool:
+        """Before the plan runs, too: the sandbox's MCP token Secret."""
+        source = self.options.mcp_tokens
+        chosen = self._held_workspace(sandbox, observed) if source is not None else None
+        if source is None or chosen is None:
+            return False
+        return await ensure_mcp_token(
+            self.client,
+            source,
             sandbox,
             chosen,
             labels=child_labels(sandbox),

@@ -28,7 +28,7 @@ from lightkube.generic_resource import create_namespaced_resource
 
 from ...config import Settings
 from ...domain.share_grant import check_secret
-from ..ports import TokenLedger
+from ..ports import McpTokenSource, TokenLedger
 from .gateway_token import open_ledger
 from .handlers import OperatorOptions, build_registry
 from .leader import ElectionTiming, LeaseElector
@@ -147,6 +147,7 @@ async def run_operator(
     client_factory: Callable[[], AsyncClient] | None = None,
     metrics: OperatorMetrics | None = None,
     ledger_factory: Callable[[Settings], TokenLedger] | None = None,
+    mcp_tokens: McpTokenSource | None = None,
 ) -> None:
     """Campaign for the lease and reconcile Sandboxes while holding it, until
     ``stop_flag`` is set or SIGTERM. ``namespace`` narrows the watch to one namespace;
@@ -162,6 +163,11 @@ async def run_operator(
     # each sandbox's gateway token (gateway_token.py)
     ledger = open_ledger(settings, ledger_factory)
     render = render_config(settings)
+    if mcp_tokens is not None and settings.kube_mcp_url:
+        # each sandbox's MCP token Secret (mcp_token.py), read by its pod
+        render = dataclasses.replace(render, mcp_token=True)
+    else:
+        mcp_tokens = None
     if settings.kube_http_route == "auto":
         client = (client_factory or AsyncClient)()
         try:
@@ -183,6 +189,7 @@ async def run_operator(
         pty_url_template=settings.kube_pty_url_template,
         ledger=ledger,
         share_grant_secret=settings.share_grant_secret,
+        mcp_tokens=mcp_tokens,
         # with --namespace the workspace namespaces are not watched: nothing to cache
         informer_cache=namespace is None,
     )

@@ -65,6 +65,7 @@ from .render import (
     LABEL_SANDBOX_NAMESPACE,
     MANAGED_BY,
     MCP_CONFIGMAP,
+    MCP_TOKEN_SECRET,
     NETWORK_POLICY,
     PTY_NAME,
     QUOTA_NAME,
@@ -215,6 +216,7 @@ def reconcile(
             failure=failure,
             route=config.http_route,
             mcp_url=config.mcp_url,
+            mcp_token=config.mcp_token,
         )
         new = _status(sandbox, rows, phase=FAILED, now=now, namespace=None, failure=failure)
         return _plan(status, new)
@@ -228,6 +230,7 @@ def reconcile(
             failure=None,
             route=config.http_route,
             mcp_url=config.mcp_url,
+            mcp_token=config.mcp_token,
         )
         new = _status(sandbox, rows, phase=PENDING, now=now, namespace=namespace)
         return KubePlan(add_finalizer=True, status=_changed(status, new), requeue_after=0.0)
@@ -241,6 +244,7 @@ def reconcile(
         failure=None,
         route=config.http_route,
         mcp_url=config.mcp_url,
+        mcp_token=config.mcp_token,
     )
     if ns_obj is None:
         new = _status(sandbox, rows, phase=PROVISIONING, now=now, namespace=namespace)
@@ -426,6 +430,7 @@ def _conditions(
     failure: Failure | None,
     route: bool = True,
     mcp_url: str = "",
+    mcp_token: bool = False,
 ) -> list[Row]:
     kids = observed.children
     blocked = f"not attempted: {failure.reason}" if failure else ""
@@ -508,17 +513,28 @@ def _conditions(
         )
     # McpReady (docs/mcp.md, "Agents configured automatically"): what the operator knows,
     # no more - it does not call the MCP server, and it says so
-    out.append(
-        row(
+    # the agents' token: the Secret mcp_token.py writes, when the operator can sign one
+    if not mcp_url:
+        mcp = ("McpReady", TRUE, "NotApplicable", "no MCP server configured (SANDBOX_KUBE_MCP_URL)")
+    elif not mcp_token:
+        mcp = (
             "McpReady",
+            TRUE,
+            "NoToken",
+            f"MCP server {mcp_url} configured, but the operator has no issuer key "
+            "(SANDBOX_ISSUER_KEY): the agents get no MCP token",
+        )
+    else:
+        mcp = row(
+            "McpReady",
+            # the token Secret is written before every plan (a failure fails the pass)
             ("ConfigMap", MCP_CONFIGMAP) in kids,
             "Configured",
-            f"ConfigMap {MCP_CONFIGMAP} names the MCP server {mcp_url} (not probed)",
-            "writing MCP client configuration",
+            f"the agents reach the MCP server {mcp_url} with the sandbox's token "
+            f"(Secret {MCP_TOKEN_SECRET}; the server is not probed)",
+            "writing the MCP client configuration and token",
         )
-        if mcp_url
-        else ("McpReady", TRUE, "NotApplicable", "no MCP server configured (SANDBOX_KUBE_MCP_URL)")
-    )
+    out.append(mcp)
     has_token = ("Secret", GIT_SECRET) in kids
     if not sandbox.spec.repos:
         token = ("TokenReady", TRUE, "NotRequired", "no repos to clone")

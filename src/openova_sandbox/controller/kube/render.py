@@ -74,6 +74,9 @@ GATEWAY_TOKEN_SECRET = "sandbox-gateway-token"
 # the sandbox's share grant key (key ``key``), derived by the operator from the grant
 # secret (``share_grant_key.py``) and read by the pod as SANDBOX_SHARE_GRANT_KEY
 SHARE_GRANT_KEY_SECRET = "sandbox-share-grant"
+# the sandbox's MCP token (key ``token``), signed by the operator with the control
+# plane's issuer key (``mcp_token.py``) and read by the pod as SANDBOX_MCP_TOKEN
+MCP_TOKEN_SECRET = "sandbox-mcp-token"
 WORKSPACE = "/workspace"
 CLONE_CONTAINER = "git-clone"
 WORKSPACE_SUBPATH = "workspace"  # the folder of the home volume mounted at WORKSPACE
@@ -132,6 +135,10 @@ class RenderConfig:
     # Secret: the pod reads SANDBOX_SHARE_GRANT_KEY from it (False: share links are
     # refused in Kubernetes mode, docs/shares.md)
     share_grants: bool = False
+    # the operator has the issuer key and writes each sandbox's MCP token Secret: the
+    # pod reads SANDBOX_MCP_TOKEN from it and SANDBOX_MCP_URL (``mcp_url``) beside it,
+    # and its agents' MCP client config names both (False: no MCP for the agents)
+    mcp_token: bool = False
     # the share of the quota the terminal container requests (its limits are the quota)
     request_percent: int = 10
     # size limit of the pod's /tmp and its ephemeral-storage limit (also quota'd)
@@ -459,6 +466,16 @@ def _statefulset(
                 "valueFrom": {"secretKeyRef": {"name": SHARE_GRANT_KEY_SECRET, "key": "key"}},
             }
         )
+    if config.mcp_token and config.mcp_url:
+        # the agents' MCP server and the sandbox's token for it (written before the
+        # StatefulSet); the terminals put both into each agent's MCP client config
+        env += [
+            {"name": "SANDBOX_MCP_URL", "value": config.mcp_url},
+            {
+                "name": "SANDBOX_MCP_TOKEN",
+                "valueFrom": {"secretKeyRef": {"name": MCP_TOKEN_SECRET, "key": "token"}},
+            },
+        ]
     probe = {"httpGet": {"path": "/healthz", "port": PTY_PORT}, "periodSeconds": 10}
     main: JSON = {
         "name": PTY_NAME,
