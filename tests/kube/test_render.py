@@ -178,6 +178,36 @@ def test_the_workspace_binds_the_premade_read_only_cluster_role(
     assert by_kind(rendered)[("ServiceAccount", "sandbox")]["automountServiceAccountToken"] is False
 
 
+def test_the_mcp_servers_account_reads_the_workspace_through_the_same_binding() -> None:
+    """With an MCP server (its k8s.read.* tools), its ServiceAccount of mcp.yaml is a
+    second subject of the workspace's RoleBinding: the same read-only rules, in that
+    namespace only; without one, the sandbox's own account alone."""
+    import yaml
+
+    root = Path(__file__).parents[2] / "deploy" / "kubernetes"
+    (account,) = [
+        o
+        for o in yaml.safe_load_all((root / "mcp.yaml").read_text())
+        if o and o["kind"] == "ServiceAccount"
+    ]
+    sb = sandbox()
+    with_mcp = RenderConfig(
+        git_base_url="https://gitea.example.com", mcp_url="http://sandbox-mcp/mcp"
+    )
+    binding = by_kind(render_children(sb, "ws", with_mcp))[("RoleBinding", "sandbox")]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "sandbox", "namespace": "ws"},
+        {
+            "kind": "ServiceAccount",
+            "name": account["metadata"]["name"],
+            "namespace": account["metadata"]["namespace"],
+        },
+    ]
+    assert account["metadata"]["namespace"] == with_mcp.control_plane_namespace
+    binding = by_kind(render_children(sb, "ws", CONFIG))[("RoleBinding", "sandbox")]
+    assert [s["name"] for s in binding["subjects"]] == ["sandbox"]
+
+
 def test_the_workspace_namespace_enforces_pod_security_restricted(
     rendered: list[dict[str, Any]],
 ) -> None:

@@ -77,6 +77,9 @@ SHARE_GRANT_KEY_SECRET = "sandbox-share-grant"
 # the sandbox's MCP token (key ``token``), signed by the operator with the control
 # plane's issuer key (``mcp_token.py``) and read by the pod as SANDBOX_MCP_TOKEN
 MCP_TOKEN_SECRET = "sandbox-mcp-token"
+# the MCP server's ServiceAccount in the control plane's namespace (mcp.yaml): a second
+# subject of each workspace's RoleBinding, for its k8s.read.* tools
+MCP_SERVICE_ACCOUNT = "sandbox-mcp"
 WORKSPACE = "/workspace"
 CLONE_CONTAINER = "git-clone"
 WORKSPACE_SUBPATH = "workspace"  # the folder of the home volume mounted at WORKSPACE
@@ -217,7 +220,7 @@ def render_children(
     return [
         _quota(sandbox, namespace, config),
         _service_account(sandbox, namespace, config),
-        _role_binding(sandbox, namespace),
+        _role_binding(sandbox, namespace, config),
         *[_pvc(sandbox, namespace, repo_pvc(r), config.repo_storage, config) for r in repos],
         _pvc(sandbox, namespace, HOME_PVC, config.home_storage, config),
         _mcp_config(sandbox, namespace, config),
@@ -286,7 +289,18 @@ WORKSPACE_RULES: list[JSON] = [
 ]
 
 
-def _role_binding(sandbox: Sandbox, ns: str) -> JSON:
+def _role_binding(sandbox: Sandbox, ns: str, config: RenderConfig) -> JSON:
+    subjects = [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": ns}]
+    if config.mcp_url:
+        # the MCP server's k8s.read.* tools read this namespace with its own
+        # ServiceAccount (deploy/kubernetes/mcp.yaml): the same read-only rules, here only
+        subjects.append(
+            {
+                "kind": "ServiceAccount",
+                "name": MCP_SERVICE_ACCOUNT,
+                "namespace": config.control_plane_namespace,
+            }
+        )
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
@@ -296,7 +310,7 @@ def _role_binding(sandbox: Sandbox, ns: str) -> JSON:
             "kind": "ClusterRole",
             "name": WORKSPACE_CLUSTER_ROLE,
         },
-        "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": ns}],
+        "subjects": subjects,
     }
 
 
