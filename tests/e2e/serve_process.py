@@ -9,6 +9,7 @@ download): `/usr/bin/chromium` is launched directly.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -69,7 +70,9 @@ def free_port() -> int:
 
 
 def ensure_console_built() -> None:
-    """Build the console when the assets are missing (a fresh clone running pytest alone)."""
+    """Build the console when the assets are missing (a fresh clone running pytest alone).
+    Under a file lock: both pytest-xdist workers may get here at once, and two `npm ci`
+    in one folder break each other."""
     if DIST_INDEX.is_file():
         return
     npm = shutil.which("npm")
@@ -77,8 +80,15 @@ def ensure_console_built() -> None:
         skip_or_fail("the console is not built and npm is not installed")
         return
     web = ROOT / "web"
-    for args in ([npm, "ci", "--no-audit", "--no-fund"], [npm, "run", "build"]):
-        subprocess.run(args, cwd=web, check=True, timeout=600, capture_output=True)
+    guard = os.open(web, os.O_RDONLY)  # the lock is on the folder itself: no lock file
+    try:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        if DIST_INDEX.is_file():  # the other worker built it meanwhile
+            return
+        for args in ([npm, "ci", "--no-audit", "--no-fund"], [npm, "run", "build"]):
+            subprocess.run(args, cwd=web, check=True, timeout=600, capture_output=True)
+    finally:
+        os.close(guard)  # releases the lock
 
 
 @dataclass
