@@ -98,7 +98,7 @@ def _serve_http(host: str, port: int) -> None:
         fail(startup_error(exc))
     app_ = create_mcp_app(deps)
     config = uvicorn.Config(app_, host=host, port=port, **UVICORN_OPTIONS)
-    HttpServer(config, on_shutdown=shutdown_hooks(app_)).run()
+    HttpServer(config, on_shutdown=shutdown_hooks(app_), gc_policy=True).run()
 
 
 def _bridge(url: str, token: str) -> None:
