@@ -44,9 +44,11 @@ importlint: $(STAMP)
 webtest: web
 	@if [ -f web/package.json ]; then cd web && npm run --silent gen:api && npm run --silent typecheck && npm test --silent; fi
 
-# pytest's exit code 5 (no test collected) is a failure here, never a silent pass.
+# pytest's exit code 5 (no test collected) is a failure here, never a silent pass (the
+# `|| rc=` keeps bash's -e from exiting before the message). Two workers:
+# PYTEST_ARGS="-n 2 --dist loadfile --no-loadscope-reorder" (docs/testing.md, "Wall time").
 pytest: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	rc=0; $(BIN)/python -m pytest $(PYTEST_ARGS) || rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 test: setup lint typecheck importlint webtest pytest
