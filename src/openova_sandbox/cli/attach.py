@@ -15,7 +15,7 @@ import signal
 import sys
 import termios
 import tty
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -83,17 +83,21 @@ def closed(code: int | None, reason: str, tail: bytes) -> Ended:
     return Ended(f"connection closed ({code}): {reason}", ok)
 
 
-async def _send_size(client: ApiClient, sandbox_id: str) -> None:
+async def _send_size(client: ApiClient, sandbox_id: str) -> bool:
     """Best effort: the terminal may not exist yet (it is spawned by this very attach,
-    or the sandbox is not Ready), and then the server says why over the socket."""
+    or the sandbox is not Ready), and then the server says why over the socket. Whether
+    the size arrived."""
     size = shutil.get_terminal_size()
-    with contextlib.suppress(ApiError):
+    try:
         await asyncio.to_thread(
             client.request,
             "POST",
             f"/api/v1/sandbox/sessions/{quote(sandbox_id, safe='')}/resize",
             json={"rows": size.lines, "cols": size.columns},
         )
+    except ApiError:
+        return False
+    return True
 
 
 async def attach(client: ApiClient, sandbox_id: str) -> Ended:
@@ -108,7 +112,7 @@ async def attach(client: ApiClient, sandbox_id: str) -> Ended:
     ) as ws:
         await _send_size(client, sandbox_id)
 
-        resizes: set[asyncio.Task[None]] = set()
+        resizes: set[asyncio.Task[bool]] = set()
 
         def on_winch() -> None:
             task = loop.create_task(_send_size(client, sandbox_id))
@@ -123,14 +127,21 @@ async def attach(client: ApiClient, sandbox_id: str) -> Ended:
             loop.add_signal_handler(signal.SIGWINCH, on_winch)
             loop.add_reader(stdin, on_key)
             try:
-                return await _pump(ws, keys, stdout)
+                # the size is sent again once the terminal speaks: sent before this attach
+                # had spawned the terminal, it was refused (no terminal yet) or taken by a
+                # terminal the spawn then replaced (seen under load: the agent stayed 24x80)
+                return await _pump(ws, keys, stdout, on_first_output=on_winch)
             finally:
                 loop.remove_reader(stdin)
                 loop.remove_signal_handler(signal.SIGWINCH)
 
 
 async def _pump(
-    ws: websockets.ClientConnection, keys: asyncio.Queue[bytes], stdout: object
+    ws: websockets.ClientConnection,
+    keys: asyncio.Queue[bytes],
+    stdout: object,
+    *,
+    on_first_output: Callable[[], None] | None = None,
 ) -> Ended:
     async def outbound() -> Ended:
         while True:
@@ -145,9 +156,13 @@ async def _pump(
             await ws.send(data)
 
     async def inbound() -> Ended:
+        nonlocal on_first_output
         tail = b""
         try:
             async for frame in ws:
+                if on_first_output is not None:
+                    on_first_output()
+                    on_first_output = None
                 chunk = frame if isinstance(frame, bytes) else frame.encode()
                 stdout.write(chunk)  # type: ignore[attr-defined]
                 stdout.flush()  # type: ignore[attr-defined]
