@@ -45,10 +45,14 @@ webtest: web
 	@if [ -f web/package.json ]; then cd web && npm run --silent gen:api && npm run --silent typecheck && npm test --silent; fi
 
 # pytest's exit code 5 (no test collected) is a failure here, never a silent pass (the
-# `|| rc=` keeps bash's -e from exiting before the message). Two workers:
-# PYTEST_ARGS="-n 2 --dist loadfile --no-loadscope-reorder" (docs/testing.md, "Wall time").
+# `|| rc=` keeps bash's -e from exiting before the message). Two pytest-xdist workers by
+# default (most tests wait on processes and sockets, so two share two cores well); a
+# test file runs whole on one worker, so its module fixtures start once; files go in
+# collection order (docs/testing.md, "Wall time"). PYTEST_WORKERS=0: one process.
+PYTEST_WORKERS ?= 2
 pytest: setup
-	rc=0; $(BIN)/python -m pytest $(PYTEST_ARGS) || rc=$$?; \
+	rc=0; $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+	  $(PYTEST_ARGS) || rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 test: setup lint typecheck importlint webtest pytest
@@ -57,6 +61,8 @@ bench: setup
 	$(BIN)/python bench/terminal.py
 	$(BIN)/python bench/gateway.py
 	$(BIN)/python bench/control_plane.py
+	$(BIN)/python bench/mcp_calls.py
+	$(BIN)/python bench/mcp_events.py
 
 clean:
 	rm -rf $(VENV) $(WEB_DIST) web/node_modules .pytest_cache .mypy_cache .ruff_cache
