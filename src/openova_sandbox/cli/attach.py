@@ -15,7 +15,7 @@ import signal
 import sys
 import termios
 import tty
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -83,21 +83,30 @@ def closed(code: int | None, reason: str, tail: bytes) -> Ended:
     return Ended(f"connection closed ({code}): {reason}", ok)
 
 
-async def _send_size(client: ApiClient, sandbox_id: str) -> bool:
+def window_size() -> os.terminal_size:
+    """The local terminal's size as the terminal itself says (``TIOCGWINSZ`` on stdin,
+    else stdout), as ssh and tmux read it. Not ``shutil.get_terminal_size``, which
+    prefers ``COLUMNS``/``LINES`` from the environment: those are often exported stale
+    (pytest-xdist's workers set 80x24), and the agent then stayed at that size."""
+    for stream in (sys.stdin, sys.stdout):
+        try:
+            return os.get_terminal_size(stream.fileno())
+        except (OSError, ValueError):
+            continue
+    return shutil.get_terminal_size()
+
+
+async def _send_size(client: ApiClient, sandbox_id: str) -> None:
     """Best effort: the terminal may not exist yet (it is spawned by this very attach,
-    or the sandbox is not Ready), and then the server says why over the socket. Whether
-    the size arrived."""
-    size = shutil.get_terminal_size()
-    try:
+    or the sandbox is not Ready), and then the server says why over the socket."""
+    size = window_size()
+    with contextlib.suppress(ApiError):
         await asyncio.to_thread(
             client.request,
             "POST",
             f"/api/v1/sandbox/sessions/{quote(sandbox_id, safe='')}/resize",
             json={"rows": size.lines, "cols": size.columns},
         )
-    except ApiError:
-        return False
-    return True
 
 
 async def attach(client: ApiClient, sandbox_id: str) -> Ended:
@@ -112,7 +121,7 @@ async def attach(client: ApiClient, sandbox_id: str) -> Ended:
     ) as ws:
         await _send_size(client, sandbox_id)
 
-        resizes: set[asyncio.Task[bool]] = set()
+        resizes: set[asyncio.Task[None]] = set()
 
         def on_winch() -> None:
             task = loop.create_task(_send_size(client, sandbox_id))
@@ -127,21 +136,14 @@ async def attach(client: ApiClient, sandbox_id: str) -> Ended:
             loop.add_signal_handler(signal.SIGWINCH, on_winch)
             loop.add_reader(stdin, on_key)
             try:
-                # the size is sent again once the terminal speaks: sent before this attach
-                # had spawned the terminal, it was refused (no terminal yet) or taken by a
-                # terminal the spawn then replaced (seen under load: the agent stayed 24x80)
-                return await _pump(ws, keys, stdout, on_first_output=on_winch)
+                return await _pump(ws, keys, stdout)
             finally:
                 loop.remove_reader(stdin)
                 loop.remove_signal_handler(signal.SIGWINCH)
 
 
 async def _pump(
-    ws: websockets.ClientConnection,
-    keys: asyncio.Queue[bytes],
-    stdout: object,
-    *,
-    on_first_output: Callable[[], None] | None = None,
+    ws: websockets.ClientConnection, keys: asyncio.Queue[bytes], stdout: object
 ) -> Ended:
     async def outbound() -> Ended:
         while True:
@@ -156,13 +158,9 @@ async def _pump(
             await ws.send(data)
 
     async def inbound() -> Ended:
-        nonlocal on_first_output
         tail = b""
         try:
             async for frame in ws:
-                if on_first_output is not None:
-                    on_first_output()
-                    on_first_output = None
                 chunk = frame if isinstance(frame, bytes) else frame.encode()
                 stdout.write(chunk)  # type: ignore[attr-defined]
                 stdout.flush()  # type: ignore[attr-defined]
