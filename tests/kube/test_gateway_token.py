@@ -11,20 +11,16 @@ pod rolled); deleting the sandbox revokes it.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import kopf
 import pytest
 from kopf.testing import KopfRunner
-from lightkube import AsyncClient, KubeConfig
 
 from openova_sandbox.config import Settings
 from openova_sandbox.controller.kube.gateway_token import open_ledger
-from openova_sandbox.controller.kube.handlers import OperatorOptions, build_registry
 from openova_sandbox.controller.kube.metrics import OperatorMetrics
 from openova_sandbox.controller.kube.operator import render_config
 from openova_sandbox.controller.kube.pod_secret import RESTARTED_AT
@@ -33,7 +29,17 @@ from openova_sandbox.domain.ledger import GatewayIdentity
 from openova_sandbox.store.sql_ledger import SqlLedger
 from openova_sandbox.testing.kubeapi import FakeKube
 
-from .test_operator import MERGE, NS, SB, make_ready, sample, sandbox_body, wait_for
+from .test_operator import (
+    MERGE,
+    NS,
+    SB,
+    make_ready,
+    running_operator,
+    sample,
+    sandbox_body,
+    secret_in,
+    wait_for,
+)
 
 SECRET = f"/api/v1/namespaces/{NS}/secrets/sandbox-gateway-token"
 STS = f"/apis/apps/v1/namespaces/{NS}/statefulsets/pty-server"
@@ -78,34 +84,15 @@ def operator(
     kube: FakeKube, ledger_url: str, metrics: OperatorMetrics, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[KopfRunner]:
     monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig_path))
-    config = KubeConfig.from_file(kube.kubeconfig_path)
-    registry = build_registry(
-        OperatorOptions(
-            render=RenderConfig(git_base_url="https://gitea.example.com", model_gateway_token=True),
-            max_requeue=0.3,
-            error_backoff=0.1,
-            ledger=SqlLedger(ledger_url),
-            metrics=metrics,
-        ),
-        client_factory=lambda: AsyncClient(config=config, trust_env=False),
-    )
-    settings = kopf.OperatorSettings()
-    settings.watching.server_timeout = 10
-    with KopfRunner(
-        ["run", "--standalone", "--all-namespaces"],
-        registry=registry,
-        settings=settings,
-        timeout=30,
+    render = RenderConfig(git_base_url="https://gitea.example.com", model_gateway_token=True)
+    with running_operator(
+        kube, metrics=metrics, render=render, ledger=SqlLedger(ledger_url)
     ) as runner:
         yield runner
-    assert runner.exception is None, runner.output
 
 
 def token_in(http: httpx.Client) -> str:
-    got = http.get(SECRET)
-    if got.status_code != 200:
-        return ""
-    return base64.b64decode(got.json()["data"]["token"]).decode()
+    return secret_in(http, SECRET, "token")
 
 
 def test_a_sandbox_gets_its_token_secret_and_delete_revokes_it(

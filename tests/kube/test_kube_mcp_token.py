@@ -9,14 +9,12 @@ check accepts the token the operator wrote."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import time
 from collections.abc import Iterator
 from datetime import timedelta
 
 import httpx
-import kopf
 import pytest
 from kopf.testing import KopfRunner
 from lightkube import AsyncClient, KubeConfig
@@ -24,7 +22,6 @@ from lightkube import AsyncClient, KubeConfig
 from openova_sandbox.api.terminal_edge.standalone import mcp_env
 from openova_sandbox.auth.issuer import EmbeddedIssuer
 from openova_sandbox.config import Settings
-from openova_sandbox.controller.kube.handlers import OperatorOptions, build_registry
 from openova_sandbox.controller.kube.mcp_token import ensure_mcp_token
 from openova_sandbox.controller.kube.metrics import OperatorMetrics
 from openova_sandbox.controller.kube.pod_secret import RESTARTED_AT
@@ -33,7 +30,17 @@ from openova_sandbox.domain.model import Sandbox
 from openova_sandbox.services.mcp_tokens import McpTokens, PodMcpTokens, pod_mcp_tokens
 from openova_sandbox.testing.kubeapi import FakeKube
 
-from .test_operator import NS, SB, make_ready, sample, sandbox_body, wait_for
+from .test_operator import (
+    NS,
+    SB,
+    bare_statefulset,
+    make_ready,
+    running_operator,
+    sample,
+    sandbox_body,
+    secret_in,
+    wait_for,
+)
 
 SECRET = f"/api/v1/namespaces/{NS}/secrets/sandbox-mcp-token"
 STS = f"/apis/apps/v1/namespaces/{NS}/statefulsets/pty-server"
@@ -55,36 +62,13 @@ def operator(
     kube: FakeKube, metrics: OperatorMetrics, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[KopfRunner]:
     monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig_path))
-    config = KubeConfig.from_file(kube.kubeconfig_path)
-    registry = build_registry(
-        OperatorOptions(
-            render=RenderConfig(
-                git_base_url="https://gitea.example.com", mcp_url=MCP_URL, mcp_token=True
-            ),
-            max_requeue=0.3,
-            error_backoff=0.1,
-            mcp_tokens=source(),
-            metrics=metrics,
-        ),
-        client_factory=lambda: AsyncClient(config=config, trust_env=False),
-    )
-    settings = kopf.OperatorSettings()
-    settings.watching.server_timeout = 10
-    with KopfRunner(
-        ["run", "--standalone", "--all-namespaces"],
-        registry=registry,
-        settings=settings,
-        timeout=30,
-    ) as runner:
+    render = RenderConfig(git_base_url="https://gitea.example.com", mcp_url=MCP_URL, mcp_token=True)
+    with running_operator(kube, metrics=metrics, render=render, mcp_tokens=source()) as runner:
         yield runner
-    assert runner.exception is None, runner.output
 
 
 def token_in(http: httpx.Client) -> str:
-    got = http.get(SECRET)
-    if got.status_code != 200:
-        return ""
-    return base64.b64decode(got.json()["data"]["token"]).decode()
+    return secret_in(http, SECRET, "token")
 
 
 def test_a_sandbox_pod_gets_its_own_mcp_token(
@@ -136,17 +120,7 @@ def test_a_token_that_no_longer_fits_is_replaced_and_the_pod_rolled(kube: FakeKu
     rotated = EmbeddedIssuer.generate(issuer_url="https://sandbox.example.com")
     other_key = source(rotated)
     with httpx.Client(base_url=kube.url, timeout=5) as http:
-        assert http.post("/api/v1/namespaces", json={"metadata": {"name": NS}}).is_success
-        sts = {
-            "apiVersion": "apps/v1",
-            "kind": "StatefulSet",
-            "metadata": {"name": "pty-server", "namespace": NS},
-            "spec": {
-                "selector": {"matchLabels": {"app": "pty"}},
-                "template": {"metadata": {"labels": {"app": "pty"}}, "spec": {"containers": []}},
-            },
-        }
-        assert http.post(f"/apis/apps/v1/namespaces/{NS}/statefulsets", json=sts).is_success
+        bare_statefulset(http, NS)
 
         async def passes() -> list[bool]:
             client = AsyncClient(config=config, trust_env=False)

@@ -8,6 +8,7 @@ waits for the namespace cascade before releasing the finalizer.
 from __future__ import annotations
 
 import asyncio
+import base64
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -63,17 +64,24 @@ def sandbox_body(
 
 @contextmanager
 def running_operator(
-    kube: FakeKube, *, metrics: OperatorMetrics | None = None, pty_url_template: str = ""
+    kube: FakeKube,
+    *,
+    metrics: OperatorMetrics | None = None,
+    pty_url_template: str = "",
+    render: RenderConfig | None = None,
+    **options: Any,
 ) -> Iterator[KopfRunner]:
-    """kopf for real (its own thread and loop), watching every namespace of ``kube``."""
+    """kopf for real (its own thread and loop), watching every namespace of ``kube``;
+    ``options``: more of :class:`OperatorOptions` (a ledger, a grant secret, ...)."""
     config = KubeConfig.from_file(kube.kubeconfig_path)
     registry = build_registry(
         OperatorOptions(
-            render=RenderConfig(git_base_url="https://gitea.example.com"),
+            render=render or RenderConfig(git_base_url="https://gitea.example.com"),
             max_requeue=0.3,
             error_backoff=0.1,
             metrics=metrics or OperatorMetrics(),
             pty_url_template=pty_url_template,
+            **options,
         ),
         client_factory=lambda: AsyncClient(config=config, trust_env=False),
     )
@@ -101,6 +109,30 @@ def operator(
     monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig_path))
     with running_operator(kube, metrics=metrics) as runner:
         yield runner
+
+
+def secret_in(http: httpx.Client, path: str, key: str) -> str:
+    """The value of ``key`` in the Secret at ``path`` ("" while there is none)."""
+    got = http.get(path)
+    if got.status_code != 200:
+        return ""
+    return base64.b64decode(got.json()["data"][key]).decode()
+
+
+def bare_statefulset(http: httpx.Client, namespace: str) -> None:
+    """A namespace and a minimal ``pty-server`` StatefulSet in it (what a Secret's
+    rewrite stamps for a restart), without an operator."""
+    assert http.post("/api/v1/namespaces", json={"metadata": {"name": namespace}}).is_success
+    sts = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": "pty-server", "namespace": namespace},
+        "spec": {
+            "selector": {"matchLabels": {"app": "pty"}},
+            "template": {"metadata": {"labels": {"app": "pty"}}, "spec": {"containers": []}},
+        },
+    }
+    assert http.post(f"/apis/apps/v1/namespaces/{namespace}/statefulsets", json=sts).is_success
 
 
 def sample(metrics: OperatorMetrics, name: str, **labels: str) -> float:

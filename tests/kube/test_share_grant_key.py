@@ -7,19 +7,16 @@ again, and a rotated grant secret rewrites it and rolls the pod."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import kopf
 import pytest
 from kopf.testing import KopfRunner
 from lightkube import AsyncClient, KubeConfig
 
 from openova_sandbox.config import Settings
-from openova_sandbox.controller.kube.handlers import OperatorOptions, build_registry
 from openova_sandbox.controller.kube.metrics import OperatorMetrics
 from openova_sandbox.controller.kube.operator import render_config
 from openova_sandbox.controller.kube.pod_secret import RESTARTED_AT
@@ -29,7 +26,17 @@ from openova_sandbox.domain.model import Sandbox
 from openova_sandbox.domain.share_grant import derive_key
 from openova_sandbox.testing.kubeapi import FakeKube
 
-from .test_operator import NS, SB, make_ready, sample, sandbox_body, wait_for
+from .test_operator import (
+    NS,
+    SB,
+    bare_statefulset,
+    make_ready,
+    running_operator,
+    sample,
+    sandbox_body,
+    secret_in,
+    wait_for,
+)
 
 SECRET = f"/api/v1/namespaces/{NS}/secrets/sandbox-share-grant"
 STS = f"/apis/apps/v1/namespaces/{NS}/statefulsets/pty-server"
@@ -46,34 +53,15 @@ def operator(
     kube: FakeKube, metrics: OperatorMetrics, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[KopfRunner]:
     monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig_path))
-    config = KubeConfig.from_file(kube.kubeconfig_path)
-    registry = build_registry(
-        OperatorOptions(
-            render=RenderConfig(git_base_url="https://gitea.example.com", share_grants=True),
-            max_requeue=0.3,
-            error_backoff=0.1,
-            share_grant_secret=GRANT_SECRET,
-            metrics=metrics,
-        ),
-        client_factory=lambda: AsyncClient(config=config, trust_env=False),
-    )
-    settings = kopf.OperatorSettings()
-    settings.watching.server_timeout = 10
-    with KopfRunner(
-        ["run", "--standalone", "--all-namespaces"],
-        registry=registry,
-        settings=settings,
-        timeout=30,
+    render = RenderConfig(git_base_url="https://gitea.example.com", share_grants=True)
+    with running_operator(
+        kube, metrics=metrics, render=render, share_grant_secret=GRANT_SECRET
     ) as runner:
         yield runner
-    assert runner.exception is None, runner.output
 
 
 def key_in(http: httpx.Client) -> str:
-    got = http.get(SECRET)
-    if got.status_code != 200:
-        return ""
-    return base64.b64decode(got.json()["data"]["key"]).decode()
+    return secret_in(http, SECRET, "key")
 
 
 def test_a_sandbox_gets_its_own_grant_key_secret(
@@ -114,17 +102,7 @@ def test_a_rotated_secret_rewrites_the_key_and_rolls_the_pod(kube: FakeKube) -> 
     )
     rotated = "rotated-grant-secret-" + "r" * 32
     with httpx.Client(base_url=kube.url, timeout=5) as http:
-        assert http.post("/api/v1/namespaces", json={"metadata": {"name": NS}}).is_success
-        sts = {
-            "apiVersion": "apps/v1",
-            "kind": "StatefulSet",
-            "metadata": {"name": "pty-server", "namespace": NS},
-            "spec": {
-                "selector": {"matchLabels": {"app": "pty"}},
-                "template": {"metadata": {"labels": {"app": "pty"}}, "spec": {"containers": []}},
-            },
-        }
-        assert http.post(f"/apis/apps/v1/namespaces/{NS}/statefulsets", json=sts).is_success
+        bare_statefulset(http, NS)
 
         async def passes() -> list[bool]:
             client = AsyncClient(config=config, trust_env=False)

@@ -9,8 +9,8 @@ runs the reverse, so no request is served by a half-built app.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import structlog
 from fastapi import FastAPI
@@ -47,7 +47,13 @@ from .routes import (
 log = structlog.get_logger(__name__)
 
 
-def create_app(deps: AppDeps) -> FastAPI:
+def deps_lifespan(
+    deps: AppDeps, *, started_hooks: bool = True
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """An app's lifespan over ``deps``: the store opened (or retried in the background),
+    the background parts started in order (then ``deps.on_started`` unless
+    ``started_hooks`` is False), and on the way out stopped in reverse, the store last."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         retry = await _start_store(deps)
@@ -56,8 +62,9 @@ def create_app(deps: AppDeps) -> FastAPI:
             for part in deps.background:
                 await part.start()
                 started.append(part)
-            for hook in deps.on_started:
-                await hook()
+            if started_hooks:
+                for hook in deps.on_started:
+                    await hook()
             yield
         finally:
             for part in reversed(started):
@@ -69,6 +76,11 @@ def create_app(deps: AppDeps) -> FastAPI:
                 retry.cancel()
             await deps.store.close()
 
+    return lifespan
+
+
+def create_app(deps: AppDeps) -> FastAPI:
+    lifespan = deps_lifespan(deps)
     app = FastAPI(
         title="OpenOva Sandbox",
         version=__version__,

@@ -9,21 +9,15 @@ same store, so a token is revoked everywhere when its sandbox is deleted.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
-import structlog
 from fastapi import FastAPI
 from starlette.routing import Route
 
 from .. import __version__
 from . import errors
-from .app import _start_store
+from .app import deps_lifespan
 from .deps import AppDeps
 from .metrics import HttpMetrics, ObservabilityMiddleware
 from .routes import system
-
-log = structlog.get_logger(__name__)
 
 
 def create_mcp_app(deps: AppDeps) -> FastAPI:
@@ -31,24 +25,7 @@ def create_mcp_app(deps: AppDeps) -> FastAPI:
     if deps.mcp is None:
         raise ValueError("create_mcp_app needs deps.mcp (composition.attach_mcp)")
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        retry = await _start_store(deps)
-        started = []
-        try:
-            for part in deps.background:
-                await part.start()
-                started.append(part)
-            yield
-        finally:
-            for part in reversed(started):
-                try:
-                    await part.stop()
-                except Exception:
-                    log.exception("background part failed to stop", part=type(part).__name__)
-            if retry is not None:
-                retry.cancel()
-            await deps.store.close()
+    lifespan = deps_lifespan(deps, started_hooks=False)
 
     app = FastAPI(
         title="OpenOva Sandbox MCP",
