@@ -1,4 +1,4 @@
-import { render, screen, within } from "@testing-library/react";
+import { render, screen, waitFor, within } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
 import { describe, expect, it } from "vitest";
 import { App } from "./App";
@@ -96,6 +96,8 @@ describe("App sign-in gate", () => {
     render(<App api={s.api()} />);
     expect(await screen.findByRole("heading", { name: heading })).toBeInTheDocument();
     expect(document.title).toBe("Usage · OpenOva Sandbox");
+    // the heading is up before the page's first request has gone out (a busy machine)
+    await waitFor(() => expect(s.callsTo("GET", "/api/v1/sandbox/usage")).not.toHaveLength(0));
     expect(s.callsTo("GET", "/api/v1/sandbox/usage")[0]!.query).toMatch(new RegExp(`^${scope}&`));
     const nav = screen.getByRole("navigation", { name: "Main" });
     const link = within(nav).queryByRole("link", { name: "Usage" });
