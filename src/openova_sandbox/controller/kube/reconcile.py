@@ -214,9 +214,7 @@ def reconcile(
             namespace,
             replicas=replicas,
             failure=failure,
-            route=config.http_route,
-            mcp_url=config.mcp_url,
-            mcp_token=config.mcp_token,
+            config=config,
         )
         new = _status(sandbox, rows, phase=FAILED, now=now, namespace=None, failure=failure)
         return _plan(status, new)
@@ -228,9 +226,7 @@ def reconcile(
             namespace,
             replicas=replicas,
             failure=None,
-            route=config.http_route,
-            mcp_url=config.mcp_url,
-            mcp_token=config.mcp_token,
+            config=config,
         )
         new = _status(sandbox, rows, phase=PENDING, now=now, namespace=namespace)
         return KubePlan(add_finalizer=True, status=_changed(status, new), requeue_after=0.0)
@@ -242,9 +238,7 @@ def reconcile(
         namespace,
         replicas=replicas,
         failure=None,
-        route=config.http_route,
-        mcp_url=config.mcp_url,
-        mcp_token=config.mcp_token,
+        config=config,
     )
     if ns_obj is None:
         new = _status(sandbox, rows, phase=PROVISIONING, now=now, namespace=namespace)
@@ -428,10 +422,9 @@ def _conditions(
     *,
     replicas: int,
     failure: Failure | None,
-    route: bool = True,
-    mcp_url: str = "",
-    mcp_token: bool = False,
+    config: RenderConfig,
 ) -> list[Row]:
+    route, mcp_url, mcp_token = config.http_route, config.mcp_url, config.mcp_token
     kids = observed.children
     blocked = f"not attempted: {failure.reason}" if failure else ""
 
