@@ -12,36 +12,17 @@ import pytest
 
 from openova_sandbox.auth.oidc_sessions import MemorySessionBackend
 from openova_sandbox.store.sql_oidc_sessions import SqlSessionBackend
-from support.postgres import fresh_database
-
-BACKENDS = [
-    pytest.param("memory", id="memory"),
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
-]
+from support.backends import BACKENDS, backend_opener
 
 
 @pytest.fixture(params=BACKENDS)
 async def open_backend(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[Callable[[], Any]]:
-    url: str | None = None
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'sandbox.db'}"
-    elif request.param == "postgres":
-        url = await fresh_database(request.getfixturevalue("postgres_url"))
-    memory = MemorySessionBackend()
-    opened: list[Any] = []
-
-    async def open_one() -> Any:
-        backend = memory if url is None else SqlSessionBackend(url)
-        await backend.start()
-        opened.append(backend)
-        return backend
-
-    yield open_one
-    for backend in reversed(opened):
-        await backend.close()
+    async with backend_opener(
+        request, tmp_path, MemorySessionBackend(), SqlSessionBackend
+    ) as open_one:
+        yield open_one
 
 
 async def test_put_get_replace_delete(open_backend) -> None:

@@ -12,36 +12,17 @@ import pytest
 
 from openova_sandbox.services.sandbox_secrets import MemorySecretBackend
 from openova_sandbox.store.sql_secrets import SqlSecretBackend
-from support.postgres import fresh_database
-
-BACKENDS = [
-    pytest.param("memory", id="memory"),
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
-]
+from support.backends import BACKENDS, backend_opener
 
 
 @pytest.fixture(params=BACKENDS)
 async def open_backend(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[Callable[[], Any]]:
-    url: str | None = None
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'sandbox.db'}"
-    elif request.param == "postgres":
-        url = await fresh_database(request.getfixturevalue("postgres_url"))
-    memory = MemorySecretBackend()
-    opened: list[Any] = []
-
-    async def open_one() -> Any:
-        backend = memory if url is None else SqlSecretBackend(url)
-        await backend.start()
-        opened.append(backend)
-        return backend
-
-    yield open_one
-    for backend in reversed(opened):
-        await backend.close()
+    async with backend_opener(
+        request, tmp_path, MemorySecretBackend(), SqlSecretBackend
+    ) as open_one:
+        yield open_one
 
 
 async def test_put_get_replace_list(open_backend) -> None:
