@@ -1,12 +1,20 @@
-"""What both benches share: reading a process's RSS and CPU time from /proc, a
-percentile, and the Markdown table their reports print."""
+"""What the benches share: reading a process's RSS and CPU time from /proc, a
+percentile, the Markdown table their reports print, and a run bounded in time in a
+temporary folder whose figures end up printed (and as JSON when asked)."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import sys
+import tempfile
 import time
-from typing import Any
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 # A report row: measure, result, target ("" for none) and whether the target is met.
 Row = tuple[str, str, str, Any]
@@ -56,3 +64,38 @@ def run_header(name: str, started: float) -> str:
         f"{os.cpu_count()} CPUs, load {load[0]:.1f}/{load[1]:.1f}, "
         f"Python {sys.version.split()[0]}, run {time.monotonic() - started:.0f} s"
     )
+
+
+def bounded_run(
+    run: Callable[[Path], T],
+    *,
+    deadline: int,
+    prefix: str,
+    cleanup: Callable[[], None] | None = None,
+) -> T:
+    """``run(folder)`` in a fresh temporary folder, ended by a ``TimeoutError`` after
+    ``deadline`` seconds (SIGALRM; a bench stops its processes on the way out);
+    ``cleanup`` runs either way."""
+
+    def give_up(signum: int, frame: Any) -> None:
+        raise TimeoutError(f"the bench did not finish in {deadline} s")
+
+    signal.signal(signal.SIGALRM, give_up)
+    signal.alarm(deadline)
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        try:
+            return run(Path(tmp))
+        finally:
+            signal.alarm(0)
+            if cleanup is not None:
+                cleanup()
+
+
+def publish(
+    name: str, started: float, results: Mapping[str, Any], report: str, json_path: Path | None
+) -> None:
+    """The run's raw results to ``json_path`` (when given), then its header and report."""
+    if json_path:
+        json_path.write_text(json.dumps(results))
+    print(run_header(name, started))
+    print(report)

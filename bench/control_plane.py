@@ -32,12 +32,11 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from common import Row, cpu_seconds, pct, run_header, table
+from common import Row, bounded_run, cpu_seconds, pct, publish, table
 
 SANDBOX = str(Path(sys.executable).parent / "sandbox")
 API = "/api/v1/sandbox/sessions"
@@ -421,22 +420,14 @@ def main() -> None:
     args = parser.parse_args()
     t0 = time.monotonic()
 
-    def give_up(signum: int, frame: Any) -> None:
-        raise TimeoutError(f"the bench did not finish in {args.deadline} s")
-
-    signal.signal(signal.SIGALRM, give_up)  # the server is stopped on the way out
-    signal.alarm(args.deadline)
-    with tempfile.TemporaryDirectory(prefix="bench-control-plane-") as tmp:
-        try:
-            results = asyncio.run(run(args, Path(tmp)))
-        finally:
-            signal.alarm(0)
+    results = bounded_run(
+        lambda tmp: asyncio.run(run(args, tmp)),
+        deadline=args.deadline,
+        prefix="bench-control-plane-",
+    )
     results["in_flight"] = args.in_flight
     results["idle"] = args.idle
-    if args.json:
-        args.json.write_text(json.dumps(results))
-    print(run_header("bench/control_plane.py", t0))
-    print(report(results))
+    publish("bench/control_plane.py", t0, results, report(results), args.json)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -41,7 +40,7 @@ from typing import Any
 
 import httpx2
 
-from common import Row, cpu_seconds, pct, run_header, table
+from common import Row, bounded_run, cpu_seconds, pct, publish, table
 
 SANDBOX = str(Path(sys.executable).parent / "sandbox")
 ORG = "bench"
@@ -322,20 +321,10 @@ def main() -> None:
     args = parser.parse_args()
     t0 = time.monotonic()
 
-    def give_up(signum: int, frame: Any) -> None:
-        raise TimeoutError(f"the bench did not finish in {args.deadline} s")
-
-    signal.signal(signal.SIGALRM, give_up)  # the server is stopped on the way out
-    signal.alarm(args.deadline)
-    with tempfile.TemporaryDirectory(prefix="bench-mcp-") as tmp:
-        try:
-            results = asyncio.run(run(args, Path(tmp)))
-        finally:
-            signal.alarm(0)
-    if args.json:
-        args.json.write_text(json.dumps(results))
-    print(run_header("bench/mcp_calls.py", t0))
-    print(report(results))
+    results = bounded_run(
+        lambda tmp: asyncio.run(run(args, tmp)), deadline=args.deadline, prefix="bench-mcp-"
+    )
+    publish("bench/mcp_calls.py", t0, results, report(results), args.json)
 
 
 if __name__ == "__main__":

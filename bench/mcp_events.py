@@ -34,14 +34,13 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from common import Row, cpu_seconds, pct, rss_bytes, run_header, table
+from common import Row, bounded_run, cpu_seconds, pct, publish, rss_bytes, table
 
 SANDBOX = str(Path(sys.executable).parent / "sandbox")
 API = "/api/v1/sandbox/sessions"
@@ -364,20 +363,10 @@ def main() -> None:
     # 2026-07-28 protocol replaces it)
     warnings.filterwarnings("ignore", message="resources/(un)?subscribe is removed")
 
-    def give_up(signum: int, frame: Any) -> None:
-        raise TimeoutError(f"the bench did not finish in {args.deadline} s")
-
-    signal.signal(signal.SIGALRM, give_up)  # the processes are stopped on the way out
-    signal.alarm(args.deadline)
-    with tempfile.TemporaryDirectory(prefix="bench-mcp-events-") as tmp:
-        try:
-            results = asyncio.run(run(args, Path(tmp)))
-        finally:
-            signal.alarm(0)
-    if args.json:
-        args.json.write_text(json.dumps(results))
-    print(run_header("bench/mcp_events.py", t0))
-    print(report(results))
+    results = bounded_run(
+        lambda tmp: asyncio.run(run(args, tmp)), deadline=args.deadline, prefix="bench-mcp-events-"
+    )
+    publish("bench/mcp_events.py", t0, results, report(results), args.json)
 
 
 if __name__ == "__main__":

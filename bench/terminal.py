@@ -36,7 +36,7 @@ from typing import Any
 
 import httpx
 
-from common import Row, cpu_seconds, pct, rss_bytes, run_header, table
+from common import Row, bounded_run, cpu_seconds, pct, publish, rss_bytes, table
 
 SANDBOX = str(Path(sys.executable).parent / "sandbox")
 # The agent's interpreter: the system's python3 where there is one. `sandbox serve`
@@ -1027,24 +1027,19 @@ def main() -> None:
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     t0 = time.monotonic()
-
-    def give_up(signum: int, frame: Any) -> None:
-        raise TimeoutError(f"the bench did not finish in {args.deadline} s")
-
-    signal.signal(signal.SIGALRM, give_up)  # the servers are stopped on the way out
-    signal.alarm(args.deadline)
-    with tempfile.TemporaryDirectory(prefix="bench-terminal-") as tmp:
-        try:
-            results = run(args, Path(tmp))
-        finally:
-            signal.alarm(0)
-            for server in STARTED:
-                server.stop()  # a no-op for those already stopped
+    results = bounded_run(
+        lambda tmp: run(args, tmp),
+        deadline=args.deadline,
+        prefix="bench-terminal-",
+        cleanup=stop_started,
+    )
     results["idle"] = args.idle
-    if args.json:
-        args.json.write_text(json.dumps(results))
-    print(run_header("bench/terminal.py", t0))
-    print(report(results))
+    publish("bench/terminal.py", t0, results, report(results), args.json)
+
+
+def stop_started() -> None:
+    for server in STARTED:
+        server.stop()  # a no-op for those already stopped
 
 
 if __name__ == "__main__":
