@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import json
 import secrets
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -41,6 +40,7 @@ from openova_sandbox.testing.server import RunningServer, serve_in_thread
 from support.fake_llm import FakeLLM
 from support.files import holding
 from support.processes import environ
+from support.waiting import wait_for
 from support.ws_screen import WsScreen
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -74,13 +74,7 @@ class Server:
         return {"Authorization": f"Bearer {self.token()}"}
 
     def wait(self, what: str, check: Any, timeout: float = 30.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            found = check()
-            if found:
-                return found
-            assert time.monotonic() < deadline, f"no {what} after {timeout}s"
-            time.sleep(0.1)
+        return wait_for(what, check, timeout)
 
 
 @pytest.fixture

@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import json
 import secrets
-import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -48,6 +47,7 @@ from openova_sandbox.testing.server import serve_in_thread
 from support.fake_llm import FakeLLM
 from support.files import holding
 from support.processes import environ
+from support.waiting import wait_for as wait
 from support.ws_screen import WsScreen
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -77,16 +77,6 @@ def sandbox_processes(home: Path) -> list[tuple[int, dict[str, str]]]:
         if env.get("HOME") == str(home):
             found.append((int(entry.name), env))
     return found
-
-
-def wait(what: str, check: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"no {what} after {timeout}s"
-        time.sleep(0.1)
 
 
 @pytest.fixture
