@@ -61,6 +61,10 @@ def _bounded(ge: int, le: int, *aliases: str) -> dict[str, Any]:
     return {"ge": ge, "le": le, "aliases": aliases}
 
 
+# field metadata: a setting of the claim mapping (see ``claim_mapping_env``)
+_CLAIM_MAPPING: dict[str, Any] = {"claim_mapping": True}
+
+
 @dataclass(frozen=True)
 class Settings:
     # --- storage --------------------------------------------------------------------
@@ -226,12 +230,14 @@ class Settings:
     oidc_client_secret: str = field(default="", repr=False)
     oidc_cli_client_id: str = ""
     oidc_scopes: str = "openid email profile"
-    # claim mapping: where the org comes from and who is an org admin (auth/claims.py)
-    oidc_org_claim: str = "org_id"
-    oidc_org_group_prefix: str = ""
-    oidc_admin_roles: str = "org-admin"
-    oidc_admin_groups: str = ""
-    oidc_admin_tier: str = "admin"
+    # claim mapping: where the org comes from and who is an org admin (auth/claims.py);
+    # marked: the operator passes each marked field on to the sandbox pods, whose terminal
+    # servers map the tokens the control plane relays (claim_mapping_env)
+    oidc_org_claim: str = field(default="org_id", metadata=_CLAIM_MAPPING)
+    oidc_org_group_prefix: str = field(default="", metadata=_CLAIM_MAPPING)
+    oidc_admin_roles: str = field(default="org-admin", metadata=_CLAIM_MAPPING)
+    oidc_admin_groups: str = field(default="", metadata=_CLAIM_MAPPING)
+    oidc_admin_tier: str = field(default="admin", metadata=_CLAIM_MAPPING)
     cookie_secret: str = field(default="", repr=False)
     # the embedded issuer's signing key (PEM, P-256) when several servers must sign and
     # trust the same tokens (Kubernetes: every API replica, from the Secret
@@ -598,6 +604,27 @@ def _specs() -> tuple[_Spec, ...]:
 
 check_int = _int
 check_str = _str
+
+
+def env_name(name: str) -> str:
+    """The environment variable a Settings field is read from first (its first alias,
+    else ``SANDBOX_<FIELD>``)."""
+    for spec in _specs():
+        if spec.name == name:
+            return spec.env_name
+    raise KeyError(name)
+
+
+def claim_mapping_env(settings: Settings) -> tuple[tuple[str, str], ...]:
+    """Every claim-mapping setting (the fields marked so) as ``(variable, value)``, each
+    one also when empty or default: what a sandbox pod is given so that its terminal
+    server maps the tokens the control plane relays to it as the control plane does
+    (docs/auth.md, "Kubernetes mode's sandbox pods")."""
+    return tuple(
+        (env_name(f.name), str(getattr(settings, f.name)))
+        for f in fields(Settings)
+        if f.metadata.get("claim_mapping")
+    )
 
 
 def load_settings(**overrides: Any) -> Settings:

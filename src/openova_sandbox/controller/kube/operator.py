@@ -26,7 +26,7 @@ import structlog
 from lightkube import ApiError, AsyncClient
 from lightkube.generic_resource import create_namespaced_resource
 
-from ...config import Settings
+from ...config import Settings, claim_mapping_env
 from ...domain.share_grant import check_secret
 from ..ports import McpTokenSource, TokenLedger
 from .gateway_token import open_ledger
@@ -86,6 +86,7 @@ def render_config(settings: Settings) -> RenderConfig:
         git_base_url=settings.git_base_url,
         oidc_issuer=settings.oidc_issuer,
         jwks_url=pod_jwks_url(settings),
+        claim_mapping=claim_mapping_env(settings),
         ring_buffer_bytes=settings.ring_buffer_bytes,
         default_namespace=settings.default_namespace,
         mcp_needs_token=settings.kube_mcp_needs_token,

@@ -122,6 +122,9 @@ class RenderConfig:
     http_route: bool = True
     oidc_issuer: str = ""
     jwks_url: str = ""
+    # the control plane's claim mapping as (variable, value) pairs, every one of them
+    # (``config.claim_mapping_env``): the terminal server maps relayed tokens the same way
+    claim_mapping: tuple[tuple[str, str], ...] = ()
     ring_buffer_bytes: int = 2 * 1024 * 1024
     mcp_url: str = ""  # the agents' MCP server; empty: none configured
     mcp_needs_token: bool = False  # mount the ServiceAccount token for the MCP server
@@ -451,6 +454,7 @@ def _statefulset(
         {"name": "SANDBOX_RING_BUFFER_BYTES", "value": str(config.ring_buffer_bytes)},
         {"name": "SANDBOX_OIDC_ISSUER", "value": config.oidc_issuer},
         {"name": "SANDBOX_JWKS_URL", "value": config.jwks_url},
+        *({"name": name, "value": value} for name, value in config.claim_mapping),
         {"name": "SANDBOX_WORKDIR", "value": WORKSPACE},
         {"name": "SANDBOX_MCP_CONFIG", "value": "/etc/openova/mcp/mcp.json"},
         # the agents' model gateway; never a provider key
