@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
+from ...auth.claims import requested_org
 from ...config import check_int, check_str, clamp_ring_bytes
 from ...domain.access import SHARE
 from ...domain.errors import (
@@ -73,6 +74,7 @@ from .attach import DEFAULT_WINDOW, log_watch, serve_viewer
 
 if TYPE_CHECKING:
     from ...terminal.metrics import TerminalMetrics
+    from ...terminal.preview_runner import PodPreviews
 
 log = structlog.get_logger(__name__)
 
@@ -387,11 +389,22 @@ class PtyApp:
         self._window = viewer_window
         self._share_grants = share_grants
         self.metrics = LazyMetrics(registry, sandbox_id)
+        self._pod_previews: PodPreviews | None = None  # made at the first preview request
         every = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH")
         self.routes = (
             _route("/healthz", dict.fromkeys(every, self._healthz)),
             _route("/metrics", {"GET": self._metrics_route}),
             _route("/idle", {"GET": self._probe_or_guarded(self._idle)}),
+            # the operator's alone (its probe token; never a user's): the previews it
+            # wants running in this pod (Kubernetes mode, docs/kubernetes.md "Previews")
+            _route("/previews", {"GET": self._probe_only(self._previews_list)}),
+            _route(
+                "/previews/{port}",
+                {
+                    "PUT": self._probe_only(self._preview_put),
+                    "DELETE": self._probe_only(self._preview_delete),
+                },
+            ),
             _route(
                 "/sessions",
                 {"POST": self._guarded(self._create), "GET": self._guarded(self._list)},
@@ -418,6 +431,8 @@ class PtyApp:
         return found.groupdict() if found else None
 
     async def shutdown(self) -> None:
+        if self._pod_previews is not None:
+            await self._pod_previews.close()
         if self._close_registry:
             await self.registry.close()
 
@@ -426,7 +441,8 @@ class PtyApp:
         found = request_token(conn, self._cookie_secret)
         if found is None:
             raise Unauthenticated("a bearer token, access_token or session cookie is required")
-        principal = await self._authenticate(found.token)
+        with requested_org(conn.headers):  # the org the control plane chose, relayed
+            principal = await self._authenticate(found.token)
         via = self._authorize(principal)
         if via is None:
             raise Forbidden("the caller neither owns this sandbox nor administers its org")
@@ -469,6 +485,48 @@ class PtyApp:
             return await checked(request)
 
         return endpoint
+
+    def _probe_only(self, handler: Handler) -> Handler:
+        """Routes of the operator's alone: its probe token opens them, nothing else does
+        (a user's token, a cookie or a share grant is a bare 401, as no token is)."""
+
+        async def endpoint(request: Request) -> Reply:
+            bearer = (request.headers.get("authorization") or "").partition(" ")
+            offered = bearer[2].strip() if bearer[0].lower() == "bearer" else ""
+            probe = self._probe_token
+            if not (probe and offered and hmac.compare_digest(offered, probe)):
+                return error_response(Unauthenticated("the operator's probe token is required"))
+            try:
+                return await handler(request)
+            except SandboxError as exc:
+                return error_response(exc)
+
+        return endpoint
+
+    # -------------------------------------------------------------- previews
+    def _previews(self) -> PodPreviews:
+        if self._pod_previews is None:
+            # imported at the first use: an idle pod does not load the runner
+            from ...terminal.preview_runner import PodPreviews
+
+            self._pod_previews = PodPreviews(self.registry, self.sandbox_id)
+        return self._pod_previews
+
+    async def _previews_list(self, _: Request) -> Reply:
+        return json_reply({"previews": self._previews().list()})
+
+    async def _preview_put(self, request: Request) -> Reply:
+        from ...terminal.preview_runner import check_port, parse_run
+
+        port = check_port(request.path_params["port"])
+        run_id, command = parse_run(_json(request.body))
+        return json_reply(await self._previews().put(port, run_id, command))
+
+    async def _preview_delete(self, request: Request) -> Reply:
+        from ...terminal.preview_runner import check_port
+
+        port = check_port(request.path_params["port"])
+        return json_reply(await self._previews().delete(port))
 
     # -------------------------------------------------------------- REST
     async def _healthz(self, _: Request) -> Reply:
@@ -599,8 +657,10 @@ def create_pty_app(
     """The pty-server app for the sessions of ``sandbox_id`` in ``registry``.
 
     ``cookie_secret`` verifies signed session cookies (without it only bare ones are
-    read). ``probe_token``, when set, is a bearer secret that opens ``/idle`` only: the
-    operator, which holds no user token, probes idleness with it. ``share_grants``
+    read). ``probe_token``, when set, is a bearer secret that opens ``/idle`` and the
+    operator-only ``/previews`` routes, nothing else: the operator, which holds no user
+    token, probes idleness and runs the sandbox's previews with it (no user token opens
+    ``/previews``). ``share_grants``
     verifies the share grants the control plane relays share-link viewers with
     (``None``: such attaches are refused). Serve it with :mod:`.pty_server`.
     """

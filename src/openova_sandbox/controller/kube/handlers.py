@@ -51,6 +51,9 @@ from .mcp_token import ensure_mcp_token
 from .metrics import OperatorMetrics
 from .names import sandbox_key, sandbox_label
 from .pod_secret import read_secret
+from .previews import act as act_on_previews
+from .previews import fetch as fetch_previews
+from .previews import wanted_or_shown as previews_wanted
 from .reconcile import (
     KubeObserved,
     KubePlan,
@@ -484,6 +487,9 @@ class SandboxOperator:
             return KubeObserved(
                 namespaces=namespaces, children=children, probe_failed=attempted, pods=tuple(pods)
             )
+        runs = None
+        if previews_wanted(sandbox):  # what the pod runs, asked as /idle was (previews.py)
+            runs = await fetch_previews(*await self._pod_access(sandbox, chosen, cached=cached))
         return KubeObserved(
             namespaces=namespaces,
             children=children,
@@ -492,7 +498,18 @@ class SandboxOperator:
             sessions=report.sessions,
             last_activity=report.last_activity,
             probed=True,
+            pod_previews=None if runs is None else tuple(runs),
         )
+
+    async def _pod_access(
+        self, sandbox: Sandbox, namespace: str, *, cached: bool
+    ) -> tuple[str, str]:
+        """The sandbox's terminal server: its URL and the probe token that opens /idle
+        and /previews."""
+        token = await ensure_probe_token(
+            self.client, namespace, labels=child_labels(sandbox), read=self._secret_reader(cached)
+        )
+        return self.options.pty_url_template.format(namespace=namespace), token
 
     def _secret_reader(self, cached: bool) -> Any:
         """How this pass reads our own Secrets: from the cache when it agrees with the
@@ -593,6 +610,11 @@ class SandboxOperator:
         current = sandbox
         if plan.add_finalizer:
             current = await self._set_finalizers(current, (*current.metadata.finalizers, FINALIZER))
+        if plan.preview_actions:
+            # before the status: a preview stopped here has left it only once it is
+            # stopped (a failure retries the pass, which asks again)
+            url, token = await self._pod_access(sandbox, plan.workspace, cached=False)
+            await act_on_previews(url, token, plan.preview_actions)
         if plan.status is not None:
             body = current.with_status(plan.status).to_dict()
             written = await self.client.replace(

@@ -55,6 +55,7 @@ from ...domain.status import READY as PHASE_READY
 from ..reconcile import CLONE_FAILED, MANIFEST_RENDER_FAILED, validate
 from ..scrub import clean_message
 from .names import hashed_namespace, plain_namespace, repo_pvc, sandbox_key, sandbox_label
+from .previews import PodAction, plan_previews, with_entries
 from .render import (
     ANNOTATION_HOLDER,
     CLONE_CONTAINER,
@@ -112,6 +113,9 @@ class KubeObserved:
     probe_failed: bool = False
     # the sandbox's terminal-server pods (their status tells a failed clone)
     pods: tuple[JSON, ...] = ()
+    # what the terminal server runs as previews (GET /previews, asked with /idle when
+    # the sandbox has any); None: not asked, or no answer (previews.py)
+    pod_previews: tuple[JSON, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,9 @@ class KubePlan:
     status: SandboxStatus | None = None  # None: unchanged
     remove_finalizer: bool = False
     requeue_after: float | None = None
+    # what the pod's terminal server must start or stop (previews.py), in ``workspace``
+    preview_actions: tuple[PodAction, ...] = ()
+    workspace: str = ""
 
     @property
     def empty(self) -> bool:
@@ -131,6 +138,7 @@ class KubePlan:
             or self.delete
             or self.status is not None
             or self.remove_finalizer
+            or self.preview_actions
         )
 
 
@@ -266,6 +274,20 @@ def reconcile(
         for key, obj in sorted(observed.children.items())
         if key not in wanted_keys and key[0] == "PersistentVolumeClaim" and _ours(sandbox, obj)
     ]
+    # the previews the Sandbox's annotation wants (previews.py): their objects, the
+    # pod's runs and status.portPreviews
+    previews = plan_previews(
+        sandbox,
+        namespace,
+        observed.children,
+        observed.pod_previews,
+        config,
+        pod_up=observed.probed or observed.probe_failed,
+    )
+    for obj in previews.objects:
+        if not contains(observed.children.get((obj["kind"], obj["metadata"]["name"])), obj):
+            apply.append(obj)
+    stale += previews.stale
 
     if replicas == 0:
         target = SUSPENDED
@@ -275,7 +297,16 @@ def reconcile(
         target = PROVISIONING
     phase = step(status.phase, target)
     new = _with_activity(
-        _status(sandbox, rows, phase=phase, now=now, namespace=namespace), observed
+        _status(
+            sandbox,
+            rows,
+            phase=phase,
+            now=now,
+            namespace=namespace,
+            flags=() if previews.flag is None else (previews.flag,),
+            previews=previews.entries,
+        ),
+        observed,
     )
     requeue: float | None = None
     if apply or stale or phase != target:
@@ -284,8 +315,15 @@ def reconcile(
         requeue = WAIT_SECONDS
     elif phase == PHASE_READY and _idle_enabled(sandbox):
         requeue = IDLE_CHECK_SECONDS
+    if previews.requeue is not None:
+        requeue = previews.requeue if requeue is None else min(requeue, previews.requeue)
     return KubePlan(
-        apply=tuple(apply), delete=tuple(stale), status=_changed(status, new), requeue_after=requeue
+        apply=tuple(apply),
+        delete=tuple(stale),
+        status=_changed(status, new),
+        requeue_after=requeue,
+        preview_actions=previews.actions,
+        workspace=namespace,
     )
 
 
@@ -552,11 +590,13 @@ def _status(
     now: datetime,
     namespace: str | None,
     failure: Failure | None = None,
+    flags: Sequence[Row] = (),
+    previews: tuple[JSON, ...] | None = None,
 ) -> SandboxStatus:
     """The status kernel's (``domain.status.next_status``), with the chosen workspace
-    namespace recorded."""
+    namespace recorded (and the previews' entries and condition, previews.py)."""
     old = sandbox.status
-    extra = dict(old.extra)
+    extra = with_entries(old.extra, previews)
     if namespace is not None:
         extra[STATUS_NAMESPACE] = namespace
     return next_status(
@@ -566,6 +606,7 @@ def _status(
         now=now,
         generation=sandbox.metadata.generation,
         failure=failure,
+        flags=flags,
     )
 
 
