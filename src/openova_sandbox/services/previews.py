@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import ipaddress
 import os
+import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -208,6 +209,9 @@ class Preview:
     # the listening socket found last: (inode, a descriptor of the preview's holding it)
     held: tuple[int, str] | None = None
     stopping: bool = False  # ended on request (preview.stopped), not of itself
+    # this run's id: a preview grant (domain/preview_grant.py) names it, so a grant
+    # opens nothing once the preview stops or is started again
+    instance: str = field(default_factory=lambda: secrets.token_urlsafe(12))
 
     def observe(self) -> str:
         """The status now: ``exited`` once the main process was reaped, ``listening``
@@ -559,6 +563,17 @@ class PreviewsService:
                 f"the preview on port {port} is not listening yet", code="preview-starting"
             )
         return preview.host
+
+    def instance(self, sandbox: Sandbox, port: int) -> str:
+        """The id of the run of ``port``'s preview of ``sandbox`` (``NotFound`` when
+        there is none): what a preview grant is bound to."""
+        preview = self._previews.get((sandbox.namespace, sandbox.name), {}).get(port)
+        if preview is None:
+            raise NotFound(
+                f"sandbox {sandbox.name!r} has no preview on port {port}",
+                code="preview-not-found",
+            )
+        return preview.instance
 
     # ------------------------------------------------------------ with the sandbox
     def sandboxes(self) -> list[tuple[str, str]]:

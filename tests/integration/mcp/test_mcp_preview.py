@@ -3,7 +3,10 @@ goes through the MCP client): a real embedded server (uvicorn on the test's loop
 tools' handlers and the server share one loop), a real sandbox made Ready by the
 embedded controller, real preview processes (``python3 -m http.server``) started by the
 tool in the sandbox's isolation, and the ``/preview/<sandbox>/<port>/`` proxy reached
-with real HTTP requests: the owner's bearer and cookie, another user's 404, nobody's 401.
+with real HTTP requests: the owner's bearer and cookie sent into a capability path of
+their own, which then opens the preview without any credential for that user, that
+port and that run of the preview until it expires; another user's 404, nobody's 401.
+(test_preview_browser_isolation.py: the same in Chromium.)
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ from typing import Any
 
 import pytest
 
-from openova_sandbox.auth.cookie import COOKIE_NAME, sign_cookie
+from openova_sandbox.auth.cookie import COOKIE_NAME, derived_key, sign_cookie
 from openova_sandbox.domain.errors import Conflict, Invalid, NotFound, QuotaExceeded
 from openova_sandbox.domain.model import ANNOTATION_SUB
+from openova_sandbox.domain.preview_grant import KEY_LABEL, PreviewGrant, mint_grant
 from openova_sandbox.domain.principal import Principal
 from openova_sandbox.mcp.capabilities import Grant
 from openova_sandbox.mcp.tools import preview as preview_tools
@@ -91,6 +95,16 @@ def server_command(port: int) -> str:
     return f"exec {PYTHON} -m http.server {port} --bind 127.0.0.1"
 
 
+async def capability(world: World, link: str, who: Person = OWNER) -> str:
+    """The capability path the link sends ``who`` (bearer) into, ending in ``/``."""
+    sent = await world.http.get(link, headers=world.auth(who))
+    assert sent.status_code == 307, sent.text
+    assert sent.headers["cache-control"] == "no-store"
+    location: str = sent.headers["location"]
+    assert location.startswith(f"{link}~") and location.endswith("/"), location
+    return location
+
+
 async def test_a_preview_serves_its_workspace_to_its_owner_and_org_admins_only(
     world: World,
 ) -> None:
@@ -106,16 +120,31 @@ async def test_a_preview_serves_its_workspace_to_its_owner_and_org_admins_only(
     assert started["url"] == f"{world.url}/preview/{name}/{port}/"
     assert started["path"] == f"/preview/{name}/{port}/"
 
-    # the owner, with a bearer token: the workspace's file, through the proxy
-    got = await world.http.get(started["path"], headers=world.auth(OWNER))
+    # the owner, with a bearer token: sent into a capability path, which serves the
+    # workspace's file with no credential at all, sandboxed, readable by its own page
+    cap = await capability(world, started["path"])
+    got = await world.http.get(cap)
     assert got.status_code == 200, got.text
     assert got.text == "<h1>hello from the preview</h1>"
-    # with the console's cookie too (what a browser sends), and the cookie is not passed on
-    cookie = sign_cookie(world.token(OWNER), world.deps.cookie_secret)
-    got = await world.http.get(
-        f"{started['path']}index.html", headers={"cookie": f"{COOKIE_NAME}={cookie}"}
+    assert got.headers["content-security-policy"].startswith(
+        "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads;"
     )
+    assert got.headers["access-control-allow-origin"] == "*"
+    # with the console's cookie too (what a browser sends): the rest of the path and the
+    # query (without access_token) go along
+    cookie = sign_cookie(world.token(OWNER), world.deps.cookie_secret)
+    sent = await world.http.get(
+        f"{started['path']}index.html?a=1", headers={"cookie": f"{COOKIE_NAME}={cookie}"}
+    )
+    assert sent.status_code == 307, sent.text
+    assert sent.headers["location"].endswith("/index.html?a=1")
+    by_query = await world.http.get(f"{started['path']}?access_token={world.token(OWNER)}&b=2")
+    assert by_query.status_code == 307 and by_query.headers["location"].endswith("/?b=2")
+    got = await world.http.get(sent.headers["location"])
     assert got.status_code == 200 and "hello" in got.text
+    # the capability without its slash: the same place with it
+    bare = await world.http.get(cap.rstrip("/") + "?q=1")
+    assert bare.status_code == 307 and bare.headers["location"] == f"{cap}?q=1"
     # no slash after the port: the same place with one (relative links resolve inside)
     bare = await world.http.get(f"/preview/{name}/{port}", headers=world.auth(OWNER))
     assert bare.status_code == 307 and bare.headers["location"] == f"/preview/{name}/{port}/"
@@ -126,12 +155,14 @@ async def test_a_preview_serves_its_workspace_to_its_owner_and_org_admins_only(
     assert other.status_code == 404
     assert other.json()["error"] == "sandbox-not-found"
     # the org's admin may, as in the console; another org's admin may not
-    for org, status in (("acme", 200), ("globex", 404)):
+    for org, status in (("acme", 307), ("globex", 404)):
         admin = world.made.issuer.mint(
             sub=f"sub-admin-{org}", email=f"admin@{org}.com", org=org, roles=("org-admin",)
         )
         seen = await world.http.get(started["path"], headers={"Authorization": f"Bearer {admin}"})
         assert seen.status_code == status, (org, seen.text)
+        if status == 307:
+            assert (await world.http.get(seen.headers["location"])).status_code == 200
     # a port with no preview, and one that is not a port
     assert (
         await world.http.get(
@@ -149,6 +180,8 @@ async def test_a_preview_serves_its_workspace_to_its_owner_and_org_admins_only(
     assert (await call("preview.list", ctx))["previews"] == []
     gone = await world.http.get(started["path"], headers=world.auth(OWNER))
     assert gone.status_code == 404
+    revoked = await world.http.get(cap)  # the capability dies with the preview
+    assert revoked.status_code == 401 and revoked.json()["error"] == "preview-grant-revoked"
     with pytest.raises(NotFound, match="no preview on port"):
         await call("preview.stop", ctx, port=port)
 
@@ -166,8 +199,9 @@ async def test_the_proxy_streams_and_keeps_credentials_from_the_preview(world: W
     assert started["status"] == "listening", started
     token = world.token(OWNER)
     cookie = sign_cookie(token, world.deps.cookie_secret)
+    cap = await capability(world, started["path"])
     got = await world.http.post(
-        f"{started['path']}echo/x?access_token={token}&keep=1",
+        f"{cap}echo/x?access_token={token}&keep=1",
         content=b"payload" * 1000,
         headers={"cookie": f"{COOKIE_NAME}={cookie}; theme=dark"},
     )
@@ -177,24 +211,20 @@ async def test_the_proxy_streams_and_keeps_credentials_from_the_preview(world: W
     assert seen["body"] == 7000
     assert "authorization" not in seen["headers"]
     assert seen["headers"].get("cookie") == "theme=dark"
-    assert seen["headers"]["x-forwarded-prefix"] == f"/preview/{name}/{port}"
+    assert seen["headers"]["x-forwarded-prefix"] == cap.rstrip("/")
     assert COOKIE_NAME not in got.headers.get("set-cookie", "")
     assert "pref=1" in got.headers.get("set-cookie", "")
     assert "service-worker-allowed" not in got.headers
     # the path as the client encoded it: %2F and %3F stay what they are
-    odd = await world.http.post(
-        f"{started['path']}echo/a%2Fb%3Fc%20d", content=b"", headers=world.auth(OWNER)
-    )
+    odd = await world.http.post(f"{cap}echo/a%2Fb%3Fc%20d", content=b"")
     assert odd.json()["path"] == "/echo/a%2Fb%3Fc%20d"
     # a redirect to its own root lands inside the prefix
-    moved = await world.http.get(f"{started['path']}moved", headers=world.auth(OWNER))
+    moved = await world.http.get(f"{cap}moved")
     assert moved.status_code == 302
-    assert moved.headers["location"] == f"/preview/{name}/{port}/landing"
+    assert moved.headers["location"] == f"{cap}landing"
 
     # streamed: the first chunk arrives while the preview still holds the rest back
-    async with world.http.stream(
-        "GET", f"{started['path']}stream", headers=world.auth(OWNER)
-    ) as answer:
+    async with world.http.stream("GET", f"{cap}stream") as answer:
         chunks = answer.aiter_raw()
         first = await asyncio.wait_for(chunks.__anext__(), 5)
         assert first.startswith(b"first")
@@ -417,7 +447,7 @@ async def test_a_preview_on_ipv6_loopback_is_found_and_proxied(world: World) -> 
     command = f"exec {PYTHON} -m http.server {port} --bind ::1"
     started = await call("preview.start", ctx, port=port, command=command)
     assert started["status"] == "listening", started
-    got = await world.http.get(started["path"], headers=world.auth(OWNER))
+    got = await world.http.get(started["path"], headers=world.auth(OWNER), follow_redirects=True)
     assert got.status_code == 200 and got.text == "over ipv6"
 
 

@@ -61,7 +61,7 @@ async def test_preview_through_the_mcp_client_and_the_proxy(world: McpWorld) -> 
         assert started["status"] == "listening", started
         assert started["url"] == f"{world.url}/preview/{sandbox.name}/{port}/"
 
-        page = await world.http.get(started["url"], headers=world.auth(ADA))
+        page = await world.http.get(started["url"], headers=world.auth(ADA), follow_redirects=True)
         assert page.status_code == 200 and page.text == "served by the sandbox"
         assert (await world.http.get(started["url"])).status_code == 401
         assert (await world.http.get(started["url"], headers=world.auth(BOB))).status_code == 404

@@ -1,31 +1,49 @@
 """``/preview/<sandbox>/<port>/…``: a sandbox's preview (services/previews.py), proxied
 for its owner (docs/mcp.md, "Previews").
 
-Authenticated as every route is (bearer, ``?access_token=``, the console's cookie) and
-scoped as the sessions are: the sandbox's owner, or an admin of its org; anyone else
-gets the 404 an unknown sandbox gets. A change made with the cookie must come from this
-server's pages (the console's CSRF rule). The prefix is stripped (the preview sees
-``/…``, with ``X-Forwarded-Prefix``); request and response bodies stream both ways.
+Two kinds of address. The **link**, ``/preview/<sandbox>/<port>/…`` (what
+``preview.start`` answers), is authenticated as every route is (bearer,
+``?access_token=``, the console's cookie) and scoped as the sessions are: the sandbox's
+owner, or an admin of its org; anyone else gets the 404 an unknown sandbox gets. It
+serves nothing itself: it answers a redirect (307, no-store) into the **capability
+path** ``/preview/<sandbox>/<port>/~<grant>/…``, the grant (domain/preview_grant.py)
+minted for that user, that port and that run of the preview. Requests under the
+capability path are authenticated by the grant alone (the user's access is checked
+again from it), never by a cookie or a bearer.
 
-What never reaches the preview: the caller's credentials (``Authorization``, the session
-cookie, ``?access_token=``), which would give the sandbox its user's rights. What never
+Every answer under the capability path carries ``Content-Security-Policy: sandbox …``
+without ``allow-same-origin``: the preview's pages run in an opaque origin, so the
+browser gives their scripts neither the console's ``SameSite=Strict`` cookie nor its
+storage, and their requests to the API are cross-site requests without credentials.
+Those requests to the preview itself are CORS requests (``Origin: null``): capability
+answers allow them, and preflights are answered here (the grant is the secret, not a
+credential the browser adds). A grant that no longer opens the preview (expired, the
+preview stopped or started again, the sandbox gone, access lost) is a 401; on a page
+load the browser is sent back to the link instead, which signs a new one.
+
+The prefix is stripped (the preview sees ``/…``, with ``X-Forwarded-Prefix``); request
+and response bodies stream both ways. What never reaches the preview: the caller's
+credentials (``Authorization``, the session cookie, ``?access_token=``). What never
 comes back from it: a ``Set-Cookie`` of the session cookie's name and
-``Service-Worker-Allowed`` (a service worker of the preview's must stay within its
-prefix). Its redirects to ``/…`` or to its own address are rewritten into the prefix.
+``Service-Worker-Allowed``. Its redirects to ``/…`` or to its own address are rewritten
+into the prefix.
 
-A WebSocket upgrade under the same path is proxied too (a dev server's live reload):
-the same checks, plus the ``Origin`` rule of the terminals' sockets and one of the
-caller's WebSocket slots (issue 11's quota) for the connection's life; a refusal closes
-the handshake (1008, or 1013 when the preview is not listening or the quota is full),
-the subprotocol the preview picks is the one accepted, and frames are relayed both ways
-until either side closes.
+A WebSocket upgrade is proxied too (a dev server's live reload): under the capability
+path with the grant's checks (the page's ``Origin`` is ``null``), under the link with
+the link's checks plus the ``Origin`` rule of the terminals' sockets; either holds one
+of the user's WebSocket slots (issue 11's quota) for the connection's life. A refusal
+closes the handshake (1008, or 1013 when the preview is not listening or the quota is
+full), the subprotocol the preview picks is the one accepted, and frames are relayed
+both ways until either side closes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -35,9 +53,21 @@ import structlog
 from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
+from starlette.requests import HTTPConnection
 
-from ...auth.cookie import COOKIE_NAME
+from ...auth.cookie import COOKIE_NAME, derived_key
 from ...domain.errors import BackendUnavailable, Invalid, NotFound, SandboxError
+from ...domain.model import Sandbox
+from ...domain.preview_grant import (
+    GRANT_MARK,
+    GRANT_TTL_SECONDS,
+    KEY_LABEL,
+    GrantRefused,
+    PreviewGrant,
+    mint_grant,
+    read_grant,
+)
+from ...domain.principal import Principal
 from ...domain.terminal_wire import CLOSE_POLICY, CLOSE_TRY_LATER
 from ...services.previews import PATH_PREFIX, PreviewsService, check_port
 from ..errors import error_body
@@ -47,6 +77,12 @@ log = structlog.get_logger(__name__)
 router = APIRouter(include_in_schema=False)
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+# the sandbox flags of every capability answer: scripts, forms, popups, dialogs and
+# downloads work; without allow-same-origin the page's origin is opaque (no cookie, no
+# storage of the console's origin), and its popups inherit the flags
+SANDBOX_POLICY = "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads"
+PREFLIGHT_MAX_AGE = "600"
+REVOKED = "preview-grant-revoked"
 # RFC 9110 7.6.1 hop-by-hop headers, the caller's credentials and what the proxy sets
 # itself (a body's Content-Length goes on: without it the body is sent chunked, which
 # simple servers do not read)
@@ -78,8 +114,20 @@ DROPPED_BACK = frozenset(
 )
 
 
-def _previews(request: Request) -> PreviewsService:
-    previews: PreviewsService | None = getattr(request.app.state.deps, "previews", None)
+@dataclass(frozen=True)
+class Place:
+    """Where a request under ``/preview/<sandbox>/<port>/`` goes: the grant of a
+    capability path (``None`` under the link), the prefix the preview lives under and
+    the rest of the path, as the client encoded it."""
+
+    grant: str | None
+    prefix: str
+    rest: str
+    bare: bool = False  # ``…/~<grant>`` without its slash
+
+
+def _previews(conn: HTTPConnection) -> PreviewsService:
+    previews: PreviewsService | None = getattr(conn.app.state.deps, "previews", None)
     if previews is None:
         raise NotFound("previews are not served here", code="previews-not-served")
     return previews
@@ -89,6 +137,25 @@ def _port(text: str) -> int:
     if not text.isdigit():
         raise Invalid(f"{text!r} is not a port number", code="invalid-port")
     return check_port(int(text))
+
+
+def _place(conn: HTTPConnection, sandbox: str, port: str, path: str) -> Place:
+    """The path to ask the preview for, as the client wrote it (still percent-encoded:
+    a decoded ``%2F`` or ``%3F`` would change what is asked), without the prefix; the
+    grant first when the path is a capability path."""
+    raw = (conn.scope.get("raw_path") or b"").decode("latin-1")
+    link = f"{PATH_PREFIX}/{sandbox}/{port}/"
+    target = raw[len(link) :] if raw.startswith(link) else quote(path)
+    if not target.startswith(GRANT_MARK):
+        return Place(None, link, target)
+    grant, slash, rest = target[len(GRANT_MARK) :].partition("/")
+    return Place(grant, f"{link}{GRANT_MARK}{grant}/", rest, bare=not slash)
+
+
+def _query(conn: HTTPConnection) -> str:
+    """The query without ``access_token`` (a credential of the caller's)."""
+    query = urlencode([(k, v) for k, v in conn.query_params.multi_items() if k != "access_token"])
+    return f"?{query}" if query else ""
 
 
 def _cookies_without_session(header: str) -> str:
@@ -101,28 +168,20 @@ def _cookies_without_session(header: str) -> str:
     return "; ".join(kept)
 
 
-def _forwarded_headers(request: Request | WebSocket, prefix: str) -> list[tuple[str, str]]:
-    headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP]
-    cookie = _cookies_without_session(request.headers.get("cookie", ""))
+def _forwarded_headers(conn: HTTPConnection, prefix: str) -> list[tuple[str, str]]:
+    headers = [(k, v) for k, v in conn.headers.items() if k.lower() not in HOP]
+    cookie = _cookies_without_session(conn.headers.get("cookie", ""))
     if cookie:
         headers.append(("cookie", cookie))
     headers += [
-        ("x-forwarded-host", request.headers.get("host", "")),
+        ("x-forwarded-host", conn.headers.get("host", "")),
         (
             "x-forwarded-proto",
-            {"ws": "http", "wss": "https"}.get(request.url.scheme, request.url.scheme),
+            {"ws": "http", "wss": "https"}.get(conn.url.scheme, conn.url.scheme),
         ),
         ("x-forwarded-prefix", prefix.rstrip("/")),
     ]
     return headers
-
-
-def _target(conn: Request | WebSocket, sandbox: str, port: str, path: str) -> str:
-    """The path to ask the preview for, as the client wrote it (still percent-encoded:
-    a decoded ``%2F`` or ``%3F`` would change what is asked), without the prefix."""
-    raw = (conn.scope.get("raw_path") or b"").decode("latin-1")
-    marker = f"{PATH_PREFIX}/{sandbox}/{port}/"
-    return raw[len(marker) :] if raw.startswith(marker) else quote(path)
 
 
 def _location(value: str, prefix: str, upstream_port: int) -> str:
@@ -152,6 +211,110 @@ def _set_cookies(values: list[str]) -> list[str]:
     return kept
 
 
+# ---------------------------------------------------------------- grants
+def _grant_key(conn: HTTPConnection) -> bytes:
+    return derived_key(conn.app.state.deps.cookie_secret, KEY_LABEL)
+
+
+def _mint(conn: HTTPConnection, principal: Principal, sandbox: Sandbox, port: int) -> str:
+    """A grant of ``port`` of ``sandbox`` (its preview's current run) for ``principal``,
+    expiring after ``GRANT_TTL_SECONDS`` and never after the caller's own token."""
+    expires = int(time.time()) + GRANT_TTL_SECONDS
+    if principal.expires_at is not None:
+        expires = min(expires, int(principal.expires_at))
+    grant = PreviewGrant(
+        namespace=sandbox.namespace,
+        sandbox=sandbox.name,
+        port=port,
+        instance=_previews(conn).instance(sandbox, port),
+        sub=principal.sub,
+        email=principal.email,
+        org=principal.org,
+        roles=tuple(sorted(principal.roles)),
+        tier=principal.tier,
+        expires_at=expires,
+    )
+    return mint_grant(_grant_key(conn), grant)
+
+
+async def _granted(
+    conn: HTTPConnection, name: str, port_text: str, text: str
+) -> tuple[Principal, Sandbox, int, str]:
+    """What the grant ``text`` opens: its user (access to the sandbox checked again),
+    the sandbox, the port and the preview's upstream address. ``GrantRefused`` when it
+    opens nothing (``preview-grant-revoked``: the preview stopped or started again, the
+    sandbox is gone or the user lost access); 503 while the preview is not listening."""
+    previews = _previews(conn)
+    port = _port(port_text)
+    grant = read_grant(_grant_key(conn), text, sandbox=name, port=port, now=time.time())
+    principal = Principal(
+        sub=grant.sub,
+        email=grant.email,
+        org=grant.org,
+        roles=frozenset(grant.roles),
+        tier=grant.tier,
+        expires_at=float(grant.expires_at),
+    )
+    try:
+        sandbox = await conn.app.state.deps.sessions.get(principal, name)
+        instance = previews.instance(sandbox, port)
+    except NotFound as exc:
+        raise GrantRefused(
+            f"this preview address no longer opens it ({exc.detail})", code=REVOKED
+        ) from exc
+    if sandbox.namespace != grant.namespace or instance != grant.instance:
+        raise GrantRefused(
+            f"the preview on port {port} was started again since this address was made",
+            code=REVOKED,
+        )
+    return principal, sandbox, port, previews.upstream(sandbox, port)
+
+
+def _capability_headers(
+    request: Request, names: list[str], policies: list[str] | None = None
+) -> list[tuple[str, str]]:
+    """What every capability answer carries: the sandbox policy, and the CORS answer
+    that lets the preview's own opaque-origin page read it (the request's ``Origin``
+    echoed, else ``*``; ``names``: the answer's headers, exposed to its scripts).
+
+    The preview's own policies (``policies``) are kept, in the same header after ours
+    (a comma separates policies, each enforced): one header, because the frame guard
+    (api/frame_guard.py) rewrites an HTML answer's policy header into one value, which
+    would drop every header but the first."""
+    policy = ", ".join([SANDBOX_POLICY, *(p for p in policies or () if p.strip())])
+    headers = [("content-security-policy", policy)]
+    origin = request.headers.get("origin")
+    if origin:
+        headers += [
+            ("access-control-allow-origin", origin),
+            ("access-control-allow-credentials", "true"),
+            ("vary", "Origin"),
+        ]
+    else:
+        headers.append(("access-control-allow-origin", "*"))
+    exposed = sorted({n for n in names if not n.startswith("access-control-")})
+    if exposed:
+        headers.append(("access-control-expose-headers", ", ".join(exposed)))
+    return headers
+
+
+def _refused(
+    request: Request, sandbox: str, port: str, place: Place, exc: GrantRefused
+) -> Response:
+    """A grant that opens nothing: a page load goes back to the link (which signs a new
+    grant for a signed-in user); anything else is a 401 saying why."""
+    log.info("preview.grant_refused", sandbox=sandbox, port=port, code=exc.code)
+    navigating = request.headers.get("sec-fetch-mode") == "navigate"
+    if navigating and request.method in ("GET", "HEAD"):
+        link = f"{PATH_PREFIX}/{sandbox}/{port}/{place.rest}{_query(request)}"
+        return RedirectResponse(link, status_code=303, headers={"cache-control": "no-store"})
+    response = JSONResponse(error_body(exc.code, exc.detail), status_code=401)
+    for key, value in _capability_headers(request, []):
+        response.headers.append(key, value)
+    return response
+
+
+# ---------------------------------------------------------------- HTTP
 @router.api_route(f"{PATH_PREFIX}/{{sandbox}}/{{port}}", methods=METHODS)
 async def preview_root(request: Request, sandbox: str, port: str) -> Response:
     """The preview's root without its slash: the same place with it (relative links)."""
@@ -160,52 +323,89 @@ async def preview_root(request: Request, sandbox: str, port: str) -> Response:
     return RedirectResponse(f"{PATH_PREFIX}/{sandbox}/{port}/{query}", status_code=307)
 
 
-async def _resolve(request: Request, name: str, port_text: str) -> tuple[str, int, str]:
-    """Authenticate, find the caller's sandbox and the preview's upstream address."""
+async def _resolve(request: Request, name: str, port_text: str) -> tuple[Principal, Sandbox, int]:
+    """Authenticate, find the caller's sandbox, check the preview serves."""
     principal = await require_principal(request)
     previews = _previews(request)
     port = _port(port_text)
     sandbox = await request.app.state.deps.sessions.get(principal, name)
-    host = previews.upstream(sandbox, port)
-    return host, port, f"{PATH_PREFIX}/{name}/{port}/"
+    previews.upstream(sandbox, port)
+    return principal, sandbox, port
 
 
 @router.api_route(f"{PATH_PREFIX}/{{sandbox}}/{{port}}/{{path:path}}", methods=METHODS)
 async def preview(request: Request, sandbox: str, port: str, path: str) -> Response:
-    host, number, prefix = await _resolve(request, sandbox, port)
+    place = _place(request, sandbox, port, path)
+    if place.grant is None:
+        # the link: the signed-in user is sent into a capability path of their own
+        principal, found, number = await _resolve(request, sandbox, port)
+        grant = _mint(request, principal, found, number)
+        target = f"{place.prefix}{GRANT_MARK}{grant}/{place.rest}{_query(request)}"
+        return RedirectResponse(
+            target,
+            status_code=307,
+            headers={"cache-control": "no-store", "referrer-policy": "no-referrer"},
+        )
+    try:
+        _, _, number, host = await _granted(request, sandbox, port, place.grant)
+    except GrantRefused as exc:
+        return _refused(request, sandbox, port, place, exc)
+    if place.bare:
+        return RedirectResponse(f"{place.prefix}{_query(request)}", status_code=307)
+    if request.method == "OPTIONS" and "access-control-request-method" in request.headers:
+        return _preflight(request)
     shown = f"[{host}]" if ":" in host else host
-    query = urlencode(
-        [(k, v) for k, v in request.query_params.multi_items() if k != "access_token"]
-    )
-    url = f"http://{shown}:{number}/{_target(request, sandbox, port, path)}"
-    url += f"?{query}" if query else ""
+    url = f"http://{shown}:{number}/{place.rest}{_query(request)}"
     body = request.stream() if request.method not in ("GET", "HEAD") else None
     client = _previews(request).http()
     upstream = client.build_request(
-        request.method, url, headers=_forwarded_headers(request, prefix), content=body
+        request.method, url, headers=_forwarded_headers(request, place.prefix), content=body
     )
     try:
         answer = await client.send(upstream, stream=True)
     except httpx.HTTPError as exc:
         log.info("preview.upstream_failed", sandbox=sandbox, port=number, error=type(exc).__name__)
         detail = f"the preview on port {number} did not answer: {type(exc).__name__}"
-        return JSONResponse(error_body("preview-unreachable", detail), status_code=502)
+        failed = JSONResponse(error_body("preview-unreachable", detail), status_code=502)
+        for key, value in _capability_headers(request, []):
+            failed.headers.append(key, value)
+        return failed
     headers: list[tuple[str, str]] = []
+    policies: list[str] = []
     for key, value in answer.headers.multi_items():
         lower = key.lower()
-        if lower in DROPPED_BACK:
+        if lower == "content-security-policy":
+            policies.append(value)
+            continue
+        if lower in DROPPED_BACK or lower.startswith("access-control-"):
             continue
         if lower == "location":
-            value = _location(value, prefix, number)
+            value = _location(value, place.prefix, number)
         headers.append((lower, value))
     for cookie in _set_cookies(answer.headers.get_list("set-cookie")):
         headers.append(("set-cookie", cookie))
+    headers += _capability_headers(request, [k for k, _ in headers], policies)
     response = StreamingResponse(
         _body(answer),
         status_code=answer.status_code,
         background=BackgroundTask(answer.aclose),
     )
     response.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+    return response
+
+
+def _preflight(request: Request) -> Response:
+    """A CORS preflight of the preview's own page (its origin is opaque): allowed, for
+    the methods and headers it asks; the preview is not asked (servers that were
+    written for one origin do not answer OPTIONS)."""
+    response = Response(status_code=204)
+    for key, value in _capability_headers(request, []):
+        response.headers.append(key, value)
+    response.headers["access-control-allow-methods"] = ", ".join(METHODS)
+    asked = request.headers.get("access-control-request-headers")
+    if asked:
+        response.headers["access-control-allow-headers"] = asked
+    response.headers["access-control-max-age"] = PREFLIGHT_MAX_AGE
     return response
 
 
@@ -217,6 +417,7 @@ async def _body(answer: httpx.Response) -> AsyncIterator[bytes]:
         return  # the preview went away mid-answer: the client sees a short body
 
 
+# ---------------------------------------------------------------- WebSocket
 WS_HANDSHAKE = frozenset(
     {
         "sec-websocket-key",
@@ -230,27 +431,47 @@ WS_MAX_MESSAGE = 16 * 1024 * 1024
 CLOSE_ERROR = 1011
 
 
+async def _socket_through_link(
+    websocket: WebSocket, sandbox: str, port: str
+) -> tuple[Principal, int, str]:
+    deps = websocket.app.state.deps
+    if not origin_allowed(websocket, deps.settings.public_url):
+        raise _Refused(CLOSE_POLICY, "cross-origin")
+    principal = await principal_from(websocket)
+    previews = _previews(websocket)
+    number = _port(port)
+    found = await deps.sessions.get(principal, sandbox)
+    return principal, number, previews.upstream(found, number)
+
+
+class _Refused(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
 @router.websocket(f"{PATH_PREFIX}/{{sandbox}}/{{port}}/{{path:path}}")
 async def preview_socket(websocket: WebSocket, sandbox: str, port: str, path: str) -> None:
     from websockets.asyncio.client import connect
     from websockets.exceptions import WebSocketException
 
     deps = websocket.app.state.deps
-    if not origin_allowed(websocket, deps.settings.public_url):
-        await websocket.close(CLOSE_POLICY, "cross-origin")
-        return
+    place = _place(websocket, sandbox, port, path)
     try:
-        principal = await principal_from(websocket)
-        previews: PreviewsService | None = getattr(deps, "previews", None)
-        if previews is None:
-            raise NotFound("previews are not served here", code="previews-not-served")
-        number = _port(port)
-        found = await deps.sessions.get(principal, sandbox)
-        host = previews.upstream(found, number)
+        if place.grant is None:
+            principal, number, host = await _socket_through_link(websocket, sandbox, port)
+        else:  # the grant is the secret: the page's opaque origin says ``Origin: null``
+            principal, _, number, host = await _granted(websocket, sandbox, port, place.grant)
+    except _Refused as exc:
+        await websocket.close(exc.code, exc.reason)
+        return
     except BackendUnavailable as exc:
         await websocket.close(CLOSE_TRY_LATER, exc.code)
         return
     except SandboxError as exc:
+        if isinstance(exc, GrantRefused):
+            log.info("preview.grant_refused", sandbox=sandbox, port=port, code=exc.code)
         await websocket.close(CLOSE_POLICY, exc.code)
         return
     quotas = getattr(deps, "quotas", None)
@@ -261,15 +482,12 @@ async def preview_socket(websocket: WebSocket, sandbox: str, port: str, path: st
         except SandboxError as exc:
             await websocket.close(CLOSE_TRY_LATER, exc.code)
             return
-    prefix = f"{PATH_PREFIX}/{sandbox}/{number}/"
     shown = f"[{host}]" if ":" in host else host
-    query = urlencode(
-        [(k, v) for k, v in websocket.query_params.multi_items() if k != "access_token"]
-    )
-    url = f"ws://{shown}:{number}/{_target(websocket, sandbox, port, path)}"
-    url += f"?{query}" if query else ""
+    url = f"ws://{shown}:{number}/{place.rest}{_query(websocket)}"
     headers = [
-        (k, v) for k, v in _forwarded_headers(websocket, prefix) if k.lower() not in WS_HANDSHAKE
+        (k, v)
+        for k, v in _forwarded_headers(websocket, place.prefix)
+        if k.lower() not in WS_HANDSHAKE
     ]
     offered = websocket.scope.get("subprotocols") or None
     try:
