@@ -5,7 +5,9 @@ a route that lacks it with 405. This middleware answers it first: 204 with ``All
 listing the methods of the routes the path matches, and 404 (the app's usual answer)
 when none does. It adds no ``Access-Control-Allow-*`` headers, so a browser on another
 origin is still refused by its CORS check: the console is same-origin, and a preflight
-that passes authentication is not one that grants access.
+that passes authentication is not one that grants access. The one exception is a
+preview's capability path (``/preview/<sandbox>/<port>/~<grant>/…``), whose route answers
+its own page's preflights (api/routes/preview.py).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ class PreflightMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "OPTIONS":
+        if scope["type"] != "http" or scope["method"] != "OPTIONS" or _capability(scope["path"]):
             await self.app(scope, receive, send)
             return
         routes = scope["app"].router.routes
@@ -42,3 +44,8 @@ class PreflightMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": b""})
+
+
+def _capability(path: str) -> bool:
+    parts = path.split("/", 5)
+    return len(parts) > 4 and parts[1] == "preview" and parts[4].startswith("~")

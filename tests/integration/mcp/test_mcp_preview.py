@@ -12,11 +12,12 @@ port and that run of the preview until it expires; another user's 404, nobody's 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import shutil
 import socket
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -531,3 +532,127 @@ async def test_an_offline_orgs_sandbox_has_no_preview(tmp_path: Path) -> None:
         with pytest.raises(Invalid, match="offline") as refused:
             await call("preview.start", ctx, port=free_port(), command="true")
         assert refused.value.code == "preview-offline"
+
+
+async def test_a_capability_opens_one_run_of_one_preview_for_its_user_until_it_expires(
+    world: World,
+) -> None:
+    """The grant in a capability path is bound to the sandbox, the port, the preview's
+    run and the user, expires, and dies with the preview and the sandbox; a refused one
+    says why (a page load is sent back to the link, which signs a new one)."""
+    name = (await world.sandbox())["id"]
+    ctx = await world.context(name)
+    page = next((world.data_dir / "workspaces").rglob(name))
+    (page / "index.html").write_text("run one")
+    port, other_port = free_port(), free_port()
+    started = await call("preview.start", ctx, port=port, command=server_command(port))
+    assert started["status"] == "listening", started
+    cap = await capability(world, started["path"])
+    grant = cap.split("~", 1)[1].rstrip("/")
+    assert (await world.http.get(cap)).text == "run one"
+
+    def refused(answer: Any, code: str) -> None:
+        assert answer.status_code == 401, answer.text
+        assert answer.json()["error"] == code, answer.text
+        assert grant not in answer.text  # the detail never repeats the grant
+
+    # another port or another sandbox's name: not what it was signed for
+    refused(
+        await world.http.get(f"/preview/{name}/{other_port}/~{grant}/"), "preview-grant-invalid"
+    )
+    refused(await world.http.get(f"/preview/shell-0/{port}/~{grant}/"), "preview-grant-invalid")
+    # forged: a changed signature, a changed payload, garbage, too long
+    payload, signature = grant.split(".")
+    flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
+    for forged in (f"{payload}.{flipped}", f"{payload[:-4]}AAAA.{signature}", "x", "a.b.c"):
+        refused(await world.http.get(f"/preview/{name}/{port}/~{forged}/"), "preview-grant-invalid")
+    refused(
+        await world.http.get(f"/preview/{name}/{port}/~{'a' * 3000}.b/"), "preview-grant-invalid"
+    )
+
+    # signed with the server's key but for someone else: checked against the sandbox
+    key = derived_key(world.deps.cookie_secret, KEY_LABEL)
+    preview = world.deps.previews._previews[(ctx.caller.namespace, name)][port]
+    now = int(datetime.now(UTC).timestamp())
+
+    def signed(**changes: Any) -> str:
+        fields: dict[str, Any] = {
+            "namespace": ctx.caller.namespace,
+            "sandbox": name,
+            "port": port,
+            "instance": preview.instance,
+            "sub": OWNER.sub,
+            "email": OWNER.email,
+            "org": OWNER.org,
+            "roles": (),
+            "tier": "",
+            "expires_at": now + 600,
+            **changes,
+        }
+        return f"/preview/{name}/{port}/~{mint_grant(key, PreviewGrant(**fields))}/"
+
+    assert (await world.http.get(signed())).status_code == 200  # the control: it opens
+    refused(await world.http.get(signed(sub=OTHER.sub, email=OTHER.email)), "preview-grant-revoked")
+    refused(
+        await world.http.get(
+            signed(sub="sub-x", email="x@globex.com", org="globex", roles=("org-admin",))
+        ),
+        "preview-grant-revoked",
+    )
+    refused(await world.http.get(signed(instance="another-run")), "preview-grant-revoked")
+    expired = await world.http.get(signed(expires_at=now - 1))
+    refused(expired, "preview-grant-expired")
+    # a page load with a refused grant goes back to the link (Chromium sends this header
+    # on every navigation), keeping the rest of the path and the query
+    navigating = {"sec-fetch-mode": "navigate"}
+    back = await world.http.get(signed(expires_at=now - 1) + "a/b?c=1", headers=navigating)
+    assert back.status_code == 303, back.text
+    assert back.headers["location"] == f"/preview/{name}/{port}/a/b?c=1"
+
+    # minted from a token that ends soon: the grant ends with it
+    short = world.made.issuer.mint(
+        sub=OWNER.sub, email=OWNER.email, org=OWNER.org, ttl=timedelta(seconds=90)
+    )
+    sent = await world.http.get(started["path"], headers={"Authorization": f"Bearer {short}"})
+    minted = sent.headers["location"].split("~", 1)[1].rstrip("/")
+    claims = json.loads(base64.urlsafe_b64decode(minted.split(".")[0] + "=="))
+    assert now + 80 <= claims["x"] <= now + 100
+    assert (claims["u"], claims["s"], claims["p"], claims["i"]) == (
+        OWNER.sub,
+        name,
+        port,
+        preview.instance,
+    )
+
+    # a CORS preflight of the page (Origin null: its origin is opaque) is answered here
+    asked = {
+        "origin": "null",
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "content-type",
+    }
+    pre = await world.http.options(f"{cap}api", headers=asked)
+    assert pre.status_code == 204, (pre.text, pre.headers)
+    assert pre.headers["access-control-allow-origin"] == "null"
+    assert pre.headers["access-control-allow-headers"] == "content-type"
+    assert "POST" in pre.headers["access-control-allow-methods"]
+    refused(
+        await world.http.options(f"/preview/{name}/{port}/~x.y/api", headers=asked),
+        "preview-grant-invalid",
+    )
+
+    # started again on the same port: the old capability opens nothing, a new link does
+    await call("preview.stop", ctx, port=port)
+    refused(await world.http.get(cap), "preview-grant-revoked")
+    (page / "index.html").write_text("run two")
+    await call("preview.start", ctx, port=port, command=server_command(port))
+    refused(await world.http.get(cap), "preview-grant-revoked")
+    fresh = await capability(world, started["path"])
+    assert (await world.http.get(fresh)).text == "run two"
+
+    # the sandbox goes: its capabilities with it
+    deleted = await world.http.delete(f"{SESSIONS}/{name}", headers=world.auth(OWNER))
+    assert deleted.status_code in (200, 202, 204)
+    async with asyncio.timeout(20):
+        while (await world.http.get(fresh)).status_code == 200:
+            await asyncio.sleep(0.05)
+    refused(await world.http.get(fresh), "preview-grant-revoked")
