@@ -191,6 +191,9 @@ class Settings:
     # how the control plane reaches a sandbox's terminal server; {namespace} is the
     # sandbox's workspace namespace
     kube_pty_url_template: str = "http://pty-server.{namespace}.svc:7681"
+    # where the API's preview proxy reaches a preview ({namespace}, {port}): its Service
+    # (controller/kube/preview_render.upstream_url); the port must be {port}
+    kube_preview_url_template: str = "http://preview-{port}.{namespace}.svc:{port}"
     # the API as sandbox pods reach it: without an external issuer their terminal
     # servers trust the API's shared embedded issuer through its JWKS there
     kube_api_url: str = "http://sandbox-api.catalyst-system.svc"

@@ -46,6 +46,7 @@ from ..services.gateway_ledger import (
 )
 from ..services.isolation import announce as announce_isolation
 from ..services.isolation import decide as decide_isolation
+from ..services.kube_previews import KubePreviews
 from ..services.kube_read import KubeReader
 from ..services.logins import USED_FILE, LoginService, UsedLinks
 from ..services.mcp_tokens import InformerLookup, McpTokens
@@ -396,6 +397,15 @@ def build_api(settings: Settings, *, store: Store | None = None, public_url: str
     if settings.store == "kube":
         deps.kube_reader = KubeReader()
         deps.background.append(deps.kube_reader)
+    # previews (preview.*, the /preview/ proxy): wanted on the Sandbox, run by the
+    # operator in the sandbox's pod, proxied to the port's Service (docs/mcp.md)
+    deps.previews = KubePreviews(
+        deps.store,
+        informer=deps.resources.informer if deps.resources is not None else None,
+        base_url=settings.public_url,
+        url_template=settings.kube_preview_url_template,
+    )
+    deps.background.append(deps.previews)
     attach_mcp(deps)
     return deps
 

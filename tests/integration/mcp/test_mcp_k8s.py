@@ -314,7 +314,8 @@ async def test_k8s_reads_through_the_mcp_client_in_kubernetes_mode(
         ):
             names = {t.title for t in (await client.list_tools()).tools}
             assert {"k8s.read.get", "k8s.read.list", "k8s.read.logs", "k8s.read.events"} <= names
-            assert not any(n.startswith("preview.") for n in names)  # no previews in pods yet
+            # previews run in the sandbox's pod (tests/kube/test_kube_previews.py)
+            assert {"preview.start", "preview.stop", "preview.list"} <= names
             listed = await client.call_tool("k8s.read.list", {"kind": "Pod"})
             assert not listed.is_error, listed.content
             assert sorted(p["name"] for p in listed.structured_content["items"]) == [
