@@ -154,8 +154,15 @@ def test_operator_holds_only_what_it_uses_and_binds_the_workspace_role(
     assert not {
         r for g, r, v in operator if g in {"batch"} or r in {"deployments", "jobs", "pods/log"}
     }
-    # delete only where the operator deletes: stale claims, its own namespaces
-    assert {r for g, r, v in operator if v == "delete"} == {"persistentvolumeclaims", "namespaces"}
+    # delete only where the operator deletes: stale claims, its own namespaces, and a
+    # stopped preview's Service, NetworkPolicy and HTTPRoute
+    assert {r for g, r, v in operator if v == "delete"} == {
+        "persistentvolumeclaims",
+        "namespaces",
+        "services",
+        "networkpolicies",
+        "httproutes",
+    }
     # it may create every kind it renders
     children = render_children(
         sandbox(), "ns", RenderConfig(git_base_url="https://gitea.example.com")

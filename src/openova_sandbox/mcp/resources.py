@@ -8,8 +8,9 @@ sandbox and its owner's other sandboxes, and subscribe to.
                                             delete...)
 ``openova://sandbox/{id}/terminals``        its live terminals (embedded mode);
                                             updated on ``session.started|exited``
-``openova://preview/{id}/{port}``           one preview (embedded mode); updated on
+``openova://preview/{id}/{port}``           one preview; updated on
                                             ``preview.started|stopped|exited``
+                                            (Kubernetes: on its sandbox's changes)
 ``openova://usage/{id}``                    its model usage of the last 30 days;
                                             updated on ``usage.recorded``
 ==========================================  =============================================
@@ -538,6 +539,17 @@ class LiveResources:
                 self.notify(
                     sandbox.namespace, sandbox.name, sandbox_uri(sandbox.name), _owner_of(sandbox)
                 )
+                # Kubernetes mode: a preview's state is the sandbox's (its annotation and
+                # status), so its resource follows the object's changes
+                changed = getattr(self.services.previews, "changed_ports", None)
+                if changed is not None:
+                    for port in changed(sandbox, deleted=item.type == "DELETED"):
+                        self.notify(
+                            sandbox.namespace,
+                            sandbox.name,
+                            preview_uri(sandbox.name, port),
+                            _owner_of(sandbox),
+                        )
                 if item.type == "DELETED":
                     self._revoked(sandbox)
         finally:

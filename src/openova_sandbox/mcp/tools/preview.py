@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ...domain.errors import Invalid
 from ...domain.model import Sandbox
-from ...services.previews import MAX_PORT, MAX_WAIT, MIN_PORT, PreviewsService
+from ...services.kube_previews import PreviewBackend
+from ...services.previews import MAX_PORT, MAX_WAIT, MIN_PORT
 from .base import McpServices, Tool, ToolContext, object_schema
 
 PORT = {
@@ -31,14 +33,29 @@ async def _own_sandbox(ctx: ToolContext) -> Sandbox:
     return sandbox
 
 
-def _previews(ctx: ToolContext) -> PreviewsService:
-    previews: PreviewsService = ctx.services.previews
+def _previews(ctx: ToolContext) -> PreviewBackend:
+    previews: PreviewBackend = ctx.services.previews
     return previews
 
 
 async def start(ctx: ToolContext, args: Mapping[str, Any]) -> Any:
     sandbox = await _own_sandbox(ctx)
-    return await _previews(ctx).start_preview(
+    previews = _previews(ctx)
+    public = args.get("public", False)
+    if public is not False:
+        # Kubernetes mode publishes a port on the sandbox's route host; embedded mode
+        # has no route of its own to publish it on
+        if not getattr(previews, "supports_public", False):
+            raise Invalid(
+                "public previews need Kubernetes mode (an HTTPRoute); this server "
+                "serves previews through its authenticated proxy only",
+                code="preview-public-unavailable",
+            )
+        start_public: Any = previews.start_preview
+        return await start_public(
+            sandbox, args.get("port"), args.get("command"), wait=args.get("wait", 10), public=public
+        )
+    return await previews.start_preview(
         sandbox, args.get("port"), args.get("command"), wait=args.get("wait", 10)
     )
 
@@ -77,6 +94,13 @@ TOOLS: list[Tool] = [
                     "minimum": 0,
                     "maximum": MAX_WAIT,
                     "description": "seconds to wait for it to listen (default 10)",
+                },
+                "public": {
+                    "type": "boolean",
+                    "description": (
+                        "Kubernetes mode only: also publish it, without sign-in, on the "
+                        "sandbox's route host (anyone with the link opens it)"
+                    ),
                 },
             },
             required=("port", "command"),

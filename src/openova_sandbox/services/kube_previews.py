@@ -1,0 +1,344 @@
+"""Previews in Kubernetes mode (issue 14, ``preview.*``; docs/mcp.md, "Previews"): the
+API and the MCP server (``sandbox mcp --http``) only say what is wanted; the operator
+does it (controller/kube/previews.py).
+
+``preview.start`` adds ``{port, command, public, id}`` to the Sandbox's annotation
+``sandbox.openova.io/previews`` (a write checked against the resourceVersion it read,
+read again and retried on a conflict), then waits up to ``wait`` seconds for the
+operator's ``status.portPreviews`` entry of that ``id`` to leave ``starting``, following
+the sandbox through the informer (the copy every live view reads) or, without one, the
+store. ``preview.stop`` removes the entry; ``preview.list`` and the live resource
+``openova://preview/{id}/{port}`` read the annotation and the status of the object they
+are given. The proxy (``/preview/<sandbox>/<port>/``) forwards to the port's Service
+(``SANDBOX_KUBE_PREVIEW_URL_TEMPLATE``, by default ``preview_render.upstream_url``).
+
+:class:`PreviewBackend` is what the tools, the live resources and the proxy need of a
+previews service: embedded mode's ``PreviewsService`` has it, and so does
+:class:`KubePreviews`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import httpx
+import structlog
+
+from ..controller.kube.preview_render import upstream_url
+from ..controller.kube.previews import (
+    ANNOTATION,
+    EXITED,
+    LISTENING,
+    MAX_COMMAND,
+    MAX_PREVIEWS,
+    REFUSED,
+    STARTING,
+    InvalidPreviews,
+    Wanted,
+    encode_wanted,
+    parse_wanted,
+    preview_path,
+    status_entries,
+)
+from ..domain.errors import Conflict, Invalid, NotFound, QuotaExceeded
+from ..domain.model import Sandbox
+from ..store.base import Store
+from .previews import MAX_WAIT, PROXY_TIMEOUT, PreviewUnavailable, check_port
+
+log = structlog.get_logger(__name__)
+
+WRITE_ATTEMPTS = 5
+POLL_SECONDS = 0.2  # following the store when there is no informer
+
+
+class PreviewBackend(Protocol):
+    """What the preview tools, live resources and proxy ask of a previews service."""
+
+    async def start_preview(
+        self, sandbox: Sandbox, port: Any, command: Any, *, wait: Any = 10.0
+    ) -> dict[str, Any]: ...
+
+    async def stop_preview(self, sandbox: Sandbox, port: Any) -> dict[str, Any]: ...
+
+    def list_previews(self, sandbox: Sandbox) -> list[dict[str, Any]]: ...
+
+    def upstream(self, sandbox: Sandbox, port: int) -> str: ...
+
+    def instance(self, sandbox: Sandbox, port: int) -> str: ...
+
+    def http(self) -> httpx.AsyncClient: ...
+
+
+def _wanted(sandbox: Sandbox) -> list[Wanted]:
+    """The annotation's previews; one the operator calls malformed is refused here too."""
+    try:
+        return parse_wanted(sandbox.metadata.annotations.get(ANNOTATION))
+    except InvalidPreviews as exc:
+        raise Conflict(
+            f"sandbox {sandbox.name!r} has a malformed previews annotation: {exc}",
+            code="previews-annotation-invalid",
+        ) from None
+
+
+class KubePreviews:
+    """``preview.*`` over the Sandbox's annotation and status (Kubernetes mode)."""
+
+    supports_public = True
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        informer: Any = None,
+        base_url: str = "",
+        url_template: str = "",
+    ) -> None:
+        self._store = store
+        self._informer = informer
+        # how browsers reach the API (SANDBOX_PUBLIC_URL): the proxy's URLs; empty:
+        # answers carry the path alone
+        self.base_url = base_url
+        # where the proxy reaches a port ({namespace}, {port}); the port's Service
+        self._url_template = url_template
+        self._http: httpx.AsyncClient | None = None
+        self._seen: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    def http(self) -> httpx.AsyncClient:
+        """The proxy's client (one: a client's set-up costs tens of milliseconds)."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                timeout=PROXY_TIMEOUT, follow_redirects=False, trust_env=False
+            )
+        return self._http
+
+    # ------------------------------------------------------------ views
+    def _view(
+        self, sandbox: Sandbox, wanted: Wanted, entry: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
+        seen = dict(entry) if entry is not None and entry.get("id") == wanted.id else {}
+        path = preview_path(sandbox, wanted.port)
+        out: dict[str, Any] = {
+            "sandbox": sandbox.name,
+            "port": wanted.port,
+            "command": wanted.command,
+            "public": wanted.public,
+            "status": seen.get("status") or STARTING,
+            "url": f"{self.base_url.rstrip('/')}{path}" if self.base_url else path,
+            "path": path,
+            "output": str(seen.get("output") or ""),
+        }
+        if wanted.public and seen.get("url"):
+            out["publicUrl"] = seen["url"]
+        if out["status"] == EXITED:
+            out["exitCode"] = seen.get("exitCode")
+        if out["status"] == REFUSED:
+            out["message"] = str(seen.get("message") or "")
+        return out
+
+    def list_previews(self, sandbox: Sandbox) -> list[dict[str, Any]]:
+        try:
+            wanted = _wanted(sandbox)
+        except Conflict:
+            return []
+        entries = status_entries(sandbox)
+        return [self._view(sandbox, w, entries.get(w.port)) for w in wanted]
+
+    def changed_ports(self, sandbox: Sandbox, *, deleted: bool = False) -> list[int]:
+        """The ports whose view changed since the last object of this sandbox seen here
+        (the live resources announce them)."""
+        key = (sandbox.namespace, sandbox.name)
+        before = self._seen.pop(key, {})
+        now = {} if deleted else {v["port"]: v for v in self.list_previews(sandbox)}
+        if now:
+            self._seen[key] = now
+        return sorted(p for p in before.keys() | now.keys() if before.get(p) != now.get(p))
+
+    # ------------------------------------------------------------ the tools
+    async def start_preview(
+        self,
+        sandbox: Sandbox,
+        port: Any,
+        command: Any,
+        *,
+        wait: Any = 10.0,
+        public: Any = False,
+    ) -> dict[str, Any]:
+        port = check_port(port)
+        if not isinstance(command, str) or not command.strip():
+            raise Invalid("command must be a non-empty string", code="invalid-command")
+        if len(command) > MAX_COMMAND or "\0" in command:
+            raise Invalid(
+                f"command must be at most {MAX_COMMAND} characters, without NUL",
+                code="invalid-command",
+            )
+        if isinstance(wait, bool) or not isinstance(wait, int | float):
+            raise Invalid(f"wait must be a number of seconds, not {wait!r}", code="invalid-wait")
+        if not isinstance(public, bool):
+            raise Invalid("public must be true or false", code="invalid-public")
+        started = Wanted(port, command, public, secrets.token_hex(8))
+
+        def change(current: Sandbox, wanted: list[Wanted]) -> list[Wanted]:
+            entries = status_entries(current)
+
+            def live(w: Wanted) -> bool:
+                entry = entries.get(w.port) or {}
+                return entry.get("id") != w.id or entry.get("status") not in (EXITED, REFUSED)
+
+            existing = next((w for w in wanted if w.port == port), None)
+            if existing is not None and live(existing):
+                raise Conflict(
+                    f"port {port} of sandbox {current.name!r} already has a preview "
+                    f"({existing.command!r}); stop it first",
+                    code="preview-exists",
+                )
+            others = [w for w in wanted if w.port != port]
+            if len(others) >= MAX_PREVIEWS or sum(live(w) for w in others) >= MAX_PREVIEWS:
+                raise QuotaExceeded(
+                    f"sandbox {current.name!r} already has {MAX_PREVIEWS} previews (the "
+                    "limit); stop one first",
+                    code="preview-limit",
+                )
+            return [*others, started]
+
+        current = await self._write(sandbox, change)
+        log.info("preview.requested", sandbox=sandbox.name, namespace=sandbox.namespace, port=port)
+        current = await self._wait(current, started, min(max(float(wait), 0.0), MAX_WAIT))
+        return self._view(current, started, status_entries(current).get(port))
+
+    async def stop_preview(self, sandbox: Sandbox, port: Any) -> dict[str, Any]:
+        port = check_port(port)
+        last: dict[str, Any] = {}
+
+        def change(current: Sandbox, wanted: list[Wanted]) -> list[Wanted]:
+            found = next((w for w in wanted if w.port == port), None)
+            if found is None:
+                raise NotFound(
+                    f"sandbox {current.name!r} has no preview on port {port}",
+                    code="preview-not-found",
+                )
+            last.update(self._view(current, found, status_entries(current).get(port)))
+            return [w for w in wanted if w.port != port]
+
+        await self._write(sandbox, change)
+        log.info("preview.stop_requested", sandbox=sandbox.name, namespace=sandbox.namespace)
+        return {**last, "status": "stopped"}
+
+    async def _write(self, sandbox: Sandbox, change: Any) -> Sandbox:
+        """Apply ``change`` to the freshly read annotation and write it with the
+        resourceVersion it was read at; a conflict reads and tries again."""
+        for _ in range(WRITE_ATTEMPTS):
+            current = await self._store.get(sandbox.namespace, sandbox.name)
+            if current.metadata.uid != sandbox.metadata.uid or current.deleting:
+                raise Conflict(
+                    f"sandbox {sandbox.name!r} is being deleted", code="sandbox-deleting"
+                )
+            wanted = change(current, _wanted(current))
+            annotations = dict(current.metadata.annotations)
+            if wanted:
+                annotations[ANNOTATION] = encode_wanted(wanted)
+            else:
+                annotations.pop(ANNOTATION, None)
+            try:
+                written = await self._store.update(current.with_meta(annotations=annotations))
+            except Conflict:
+                continue
+            return written if written is not None else current
+        raise Conflict(
+            f"sandbox {sandbox.name!r} kept changing while its previews were written; retry",
+            code="sandbox-busy",
+        )
+
+    async def _wait(self, sandbox: Sandbox, started: Wanted, seconds: float) -> Sandbox:
+        """The sandbox once its entry for ``started`` left ``starting`` (or as it is when
+        ``seconds`` ran out)."""
+
+        def settled(candidate: Sandbox) -> bool:
+            entry = status_entries(candidate).get(started.port) or {}
+            return entry.get("id") == started.id and entry.get("status") not in (None, STARTING)
+
+        deadline = time.monotonic() + seconds
+        informer = self._informer
+        if informer is not None and informer.live:
+            key = (sandbox.namespace, sandbox.name)
+            sub = informer.subscribe(lambda s: (s.namespace, s.name) == key)
+            try:
+                current = next(
+                    (s for s in informer.in_namespace(sandbox.namespace) if s.name == sandbox.name),
+                    sandbox,
+                )
+                while not settled(current):
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    item = await sub.next(timeout=remaining)
+                    if item is None or not hasattr(item, "object"):
+                        break  # timed out, or the stream ended
+                    current = item.object
+                return current
+            finally:
+                informer.unsubscribe(sub)
+        current = sandbox
+        while not settled(current) and time.monotonic() < deadline:
+            await asyncio.sleep(POLL_SECONDS)  # no informer: the store, read again
+            current = await self._store.get(sandbox.namespace, sandbox.name)
+        return current
+
+    # ------------------------------------------------------------ the proxy
+    def upstream(self, sandbox: Sandbox, port: int) -> str:
+        """The host the proxy forwards ``port`` of ``sandbox`` to (the port's Service),
+        once the operator reports it listening."""
+        wanted = next((w for w in self._wanted_or_none(sandbox) if w.port == port), None)
+        if wanted is None:
+            raise NotFound(
+                f"sandbox {sandbox.name!r} has no preview on port {port}",
+                code="preview-not-found",
+            )
+        view = self._view(sandbox, wanted, status_entries(sandbox).get(port))
+        if view["status"] in (EXITED, REFUSED):
+            raise PreviewUnavailable(
+                f"the preview on port {port} {view['status']}"
+                + (f" with code {view.get('exitCode')}" if view["status"] == EXITED else ""),
+                code="preview-exited",
+            )
+        if view["status"] != LISTENING:
+            raise PreviewUnavailable(
+                f"the preview on port {port} is not listening yet", code="preview-starting"
+            )
+        namespace = str(sandbox.status.extra.get("workspaceNamespace") or "")
+        template = self._url_template
+        url = template.format(namespace=namespace, port=port) if template else ""
+        return urlsplit(url or upstream_url(namespace, port)).hostname or ""
+
+    def instance(self, sandbox: Sandbox, port: int) -> str:
+        """The id of the current run of ``port`` (a new ``preview.start`` makes a new
+        one): what the proxy binds a preview address to. ``NotFound`` without one."""
+        wanted = next((w for w in self._wanted_or_none(sandbox) if w.port == port), None)
+        if wanted is None:
+            raise NotFound(
+                f"sandbox {sandbox.name!r} has no preview on port {port}",
+                code="preview-not-found",
+            )
+        return wanted.id
+
+    @staticmethod
+    def _wanted_or_none(sandbox: Sandbox) -> list[Wanted]:
+        try:
+            return _wanted(sandbox)
+        except Conflict:
+            return []
+
+
+__all__ = ["KubePreviews", "PreviewBackend"]

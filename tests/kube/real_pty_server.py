@@ -1,0 +1,86 @@
+"""A real ``sandbox pty-server`` process, configured from the environment as the operator
+configures a sandbox's pod (docs/kubernetes.md), on 127.0.0.1: for the tests that need
+what runs in a pod (previews)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from openova_sandbox.testing.server import free_port
+
+SANDBOX = str(Path(sys.executable).parent / "sandbox")
+
+
+@dataclass
+class PtyServer:
+    url: str
+    pid: int
+    workdir: Path
+
+    def rss_bytes(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")
+
+
+@contextmanager
+def running_pty_server(
+    tmp_path: Path,
+    *,
+    probe_token: str,
+    sandbox: str = "box",
+    namespace: str = "acme",
+    owner: str = "dev@acme.com",
+    data_dir: Path | None = None,
+) -> Iterator[PtyServer]:
+    """The server with its issuer's keys in ``data_dir`` (tokens minted there verify)."""
+    agents = tmp_path / "pty-agents.json"
+    agents.write_text(json.dumps([{"slug": "aider", "binary": "/bin/sh", "defaultArgs": ["-i"]}]))
+    work = tmp_path / "pty-work"
+    work.mkdir(exist_ok=True)
+    port = free_port()
+    env = {
+        **os.environ,
+        "SANDBOX_DATA_DIR": str(data_dir or tmp_path / "pty-data"),
+        "SANDBOX_ID": sandbox,
+        "SANDBOX_NAMESPACE": namespace,
+        "SANDBOX_OWNER_EMAIL": owner,
+        "SANDBOX_ORG_ID": namespace,
+        "SANDBOX_DEFAULT_AGENT": "aider",
+        "SANDBOX_WORKDIR": str(work),
+        "SANDBOX_PROBE_TOKEN": probe_token,
+        "OPENOVA_SANDBOX_AGENTS_PATH": str(agents),
+    }
+    proc = subprocess.Popen(
+        [SANDBOX, "pty-server", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the pty-server did not answer"
+            time.sleep(0.1)
+        yield PtyServer(url=url, pid=proc.pid, workdir=work)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
