@@ -12,7 +12,7 @@ from typing import Protocol
 import structlog
 from starlette.requests import HTTPConnection, Request
 
-from ..auth.claims import ORG_HEADER, REQUESTED_ORG
+from ..auth.claims import requested_org
 from ..auth.sources import CookieRejected
 from ..domain.errors import Forbidden, Unauthenticated
 from ..domain.principal import Principal
@@ -49,11 +49,8 @@ async def principal_from(conn: HTTPConnection) -> Principal:
         return resolved.principal  # type: ignore[no-any-return]
     conn.state.token = found.token  # forwarded to a sandbox's terminal server; never logged
     # a token naming several orgs is used for the one the request asks for (auth/claims)
-    asked = REQUESTED_ORG.set(conn.headers.get(ORG_HEADER))
-    try:
+    with requested_org(conn.headers):
         principal: Principal = await deps.authenticator.authenticate(found.token)
-    finally:
-        REQUESTED_ORG.reset(asked)
     conn.state.principal = principal
     return principal
 

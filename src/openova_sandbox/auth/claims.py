@@ -27,7 +27,8 @@ The default mapping is what ``principal_from_claims`` has always done.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,18 @@ DEFAULT_ORG_CLAIM = "org_id"
 REQUESTED_ORG: ContextVar[str | None] = ContextVar("requested_org", default=None)
 ORG_HEADER = "x-sandbox-org"
 MAX_ORG_CHARS = 253
+
+
+@contextmanager
+def requested_org(headers: Mapping[str, str]) -> Iterator[None]:
+    """Authenticate within this to read a token for the org the request's
+    ``X-Sandbox-Org`` header asks for: the control plane's API and a sandbox pod's
+    terminal server (to which the control plane relays the org it chose) alike."""
+    asked = REQUESTED_ORG.set(headers.get(ORG_HEADER))
+    try:
+        yield
+    finally:
+        REQUESTED_ORG.reset(asked)
 
 
 def _words(value: str | Sequence[str]) -> tuple[str, ...]:

@@ -12,6 +12,10 @@ attach route ends the relay (1008 ``share-revoked``/``share-expired``). WebSocke
 frames are relayed as they are, both ways, and the upstream close code is passed on;
 the subprotocol the browser was accepted with (``sandbox.v2``) and its ``since`` are
 passed to the terminal server, which speaks the protocol itself.
+The org the control plane read the caller's token for (``Principal.org``: the
+``X-Sandbox-Org`` the request asked for, or a console session's) goes along as
+``X-Sandbox-Org``: a token naming several orgs is read for the same one there, with
+the same claim mapping (the operator gives the pod those settings).
 An attach to a suspended sandbox first asks the operator to wake it (annotation
 ``openova.io/wake-requested``), then waits for Ready like any attach.
 """
@@ -30,6 +34,7 @@ import structlog
 import websockets
 from websockets.typing import Subprotocol
 
+from ..auth.claims import ORG_HEADER
 from ..auth.share_grant import ShareGrantIssuer
 from ..domain.access import SHARE
 from ..domain.errors import (
@@ -85,6 +90,14 @@ def upstream_base(template: str, sandbox: Sandbox) -> str:
     return template.format(namespace=namespace).rstrip("/")
 
 
+def _credential(token: str, org: str) -> dict[str, str]:
+    """The caller's token and the org it was read for (none: no header)."""
+    headers = {"Authorization": f"Bearer {token}"}
+    if org:
+        headers[ORG_HEADER] = org
+    return headers
+
+
 def _error_from(response: httpx.Response) -> SandboxError:
     try:
         body = response.json()
@@ -133,13 +146,20 @@ class RemoteTerminals:
 
     # ------------------------------------------------------------------ HTTP calls
     async def _call(
-        self, sandbox: Sandbox, method: str, path: str, *, token: str, json: Any = None
+        self,
+        sandbox: Sandbox,
+        method: str,
+        path: str,
+        *,
+        token: str,
+        org: str = "",
+        json: Any = None,
     ) -> httpx.Response:
         url = upstream_base(self._template, sandbox) + path
         try:
             async with httpx.AsyncClient(transport=self._transport, timeout=TIMEOUT) as client:
                 response = await client.request(
-                    method, url, json=json, headers={"Authorization": f"Bearer {token}"}
+                    method, url, json=json, headers=_credential(token, org)
                 )
         except httpx.HTTPError as exc:
             log.warning("terminal server unreachable", sandbox=sandbox.name, error=str(exc))
@@ -168,23 +188,34 @@ class RemoteTerminals:
             return
 
     async def resize(
-        self, sandbox: Sandbox, terminal_id: str | None, rows: int, cols: int, *, token: str
+        self,
+        sandbox: Sandbox,
+        terminal_id: str | None,
+        rows: int,
+        cols: int,
+        *,
+        token: str,
+        org: str = "",
     ) -> None:
         path = f"/sessions/{self._sid(sandbox, terminal_id)}/resize"
-        await self._call(sandbox, "POST", path, token=token, json={"rows": rows, "cols": cols})
+        size = {"rows": rows, "cols": cols}
+        await self._call(sandbox, "POST", path, token=token, org=org, json=size)
 
     async def signal(
-        self, sandbox: Sandbox, terminal_id: str | None, name: str, *, token: str
+        self, sandbox: Sandbox, terminal_id: str | None, name: str, *, token: str, org: str = ""
     ) -> None:
         path = f"/sessions/{self._sid(sandbox, terminal_id)}/signal"
-        await self._call(sandbox, "POST", path, token=token, json={"signal": name})
+        await self._call(sandbox, "POST", path, token=token, org=org, json={"signal": name})
 
-    async def open_extra(self, sandbox: Sandbox, agent: str, *, token: str) -> dict[str, Any]:
+    async def open_extra(
+        self, sandbox: Sandbox, agent: str, *, token: str, org: str = ""
+    ) -> dict[str, Any]:
         check_extra_agent(self._sessions.catalogue, agent)
         # the pod's own limit counts every session; the agent's slot is kept here
-        live = await self.list_terminals(sandbox, token=token)
+        live = await self.list_terminals(sandbox, token=token, org=org)
         check_extra_slot(sandbox, sum(1 for t in live if t["id"] != sandbox.name))
-        created = await self._call(sandbox, "POST", "/sessions", token=token, json={"agent": agent})
+        body = {"agent": agent}
+        created = await self._call(sandbox, "POST", "/sessions", token=token, org=org, json=body)
         terminal_id = str(created.json()["id"])
         return {
             "id": terminal_id,
@@ -192,14 +223,15 @@ class RemoteTerminals:
             "attachUrl": terminal_attach_path(sandbox.name, terminal_id),
         }
 
-    async def list_terminals(self, sandbox: Sandbox, *, token: str) -> list[dict[str, Any]]:
-        ids = (await self._call(sandbox, "GET", "/sessions", token=token)).json()["sessions"]
+    async def list_terminals(
+        self, sandbox: Sandbox, *, token: str, org: str = ""
+    ) -> list[dict[str, Any]]:
+        listed = await self._call(sandbox, "GET", "/sessions", token=token, org=org)
         out = []
-        for terminal_id in ids:
+        for terminal_id in listed.json()["sessions"]:
+            path = f"/sessions/{quote(terminal_id)}"
             try:
-                info = (
-                    await self._call(sandbox, "GET", f"/sessions/{quote(terminal_id)}", token=token)
-                ).json()
+                info = (await self._call(sandbox, "GET", path, token=token, org=org)).json()
             except NotFound:
                 continue  # ended between the two calls
             if info.get("exited"):
@@ -212,8 +244,9 @@ class RemoteTerminals:
             out.append({"id": terminal_id, "agent": info.get("agent", ""), "attachUrl": url})
         return out
 
-    async def close(self, sandbox: Sandbox, terminal_id: str, *, token: str) -> None:
-        await self._call(sandbox, "DELETE", f"/sessions/{quote(terminal_id, safe='')}", token=token)
+    async def close(self, sandbox: Sandbox, terminal_id: str, *, token: str, org: str = "") -> None:
+        path = f"/sessions/{quote(terminal_id, safe='')}"
+        await self._call(sandbox, "DELETE", path, token=token, org=org)
 
     # ------------------------------------------------------------------ WebSocket relay
     async def attach(
@@ -224,17 +257,19 @@ class RemoteTerminals:
         *,
         token: str,
         grant: ViewerGrant,
+        org: str = "",
     ) -> None:
         """Relay ``channel`` to the terminal server's attach route. ``grant`` is the
-        control plane's decision; the terminal server decides again from the token, or,
-        for a share link's viewer, from the share grant minted here for this attach."""
+        control plane's decision; the terminal server decides again from the token (read
+        for ``org``), or, for a share link's viewer, from the share grant minted here for
+        this attach."""
         if grant.via == SHARE:
             headers = self._share_headers(sandbox, grant)
             if headers is None:
                 await channel.close(CLOSE_INTERNAL, SHARES_UNAVAILABLE)
                 return
         else:
-            headers = {"Authorization": f"Bearer {token}"}
+            headers = _credential(token, org)
         try:
             base = upstream_base(self._template, sandbox)
         except SandboxError as exc:

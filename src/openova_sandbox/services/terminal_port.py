@@ -3,8 +3,9 @@
 Embedded mode runs them in-process (``services.terminals.TerminalsService``); Kubernetes
 mode proxies to the sandbox's own terminal server pod
 (``services.remote_terminals.RemoteTerminals``). The routes speak only this Protocol.
-``token`` is the caller's own credential: the remote implementation presents it to the
-terminal server, which checks it again (owner or org admin); it is never logged.
+``token`` is the caller's own credential and ``org`` the org it was read for
+(``Principal.org``): the remote implementation presents both to the terminal server,
+which checks them again (owner or org admin); the token is never logged.
 
 A viewer's connection is a :class:`Channel`: an accepted WebSocket as the services see
 it (no web framework here; the API layer adapts Starlette's WebSocket to it). How bytes
@@ -121,19 +122,33 @@ class TerminalPort(Protocol):
         *,
         token: str,
         grant: ViewerGrant,
+        org: str = "",
     ) -> None:
         """Serve an accepted channel as a viewer of a terminal (``None``: primary)."""
 
     async def resize(
-        self, sandbox: Sandbox, terminal_id: str | None, rows: int, cols: int, *, token: str
+        self,
+        sandbox: Sandbox,
+        terminal_id: str | None,
+        rows: int,
+        cols: int,
+        *,
+        token: str,
+        org: str = "",
     ) -> None: ...
 
     async def signal(
-        self, sandbox: Sandbox, terminal_id: str | None, name: str, *, token: str
+        self, sandbox: Sandbox, terminal_id: str | None, name: str, *, token: str, org: str = ""
     ) -> None: ...
 
-    async def open_extra(self, sandbox: Sandbox, agent: str, *, token: str) -> dict[str, Any]: ...
+    async def open_extra(
+        self, sandbox: Sandbox, agent: str, *, token: str, org: str = ""
+    ) -> dict[str, Any]: ...
 
-    async def list_terminals(self, sandbox: Sandbox, *, token: str) -> list[dict[str, Any]]: ...
+    async def list_terminals(
+        self, sandbox: Sandbox, *, token: str, org: str = ""
+    ) -> list[dict[str, Any]]: ...
 
-    async def close(self, sandbox: Sandbox, terminal_id: str, *, token: str) -> None: ...
+    async def close(
+        self, sandbox: Sandbox, terminal_id: str, *, token: str, org: str = ""
+    ) -> None: ...

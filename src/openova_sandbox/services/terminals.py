@@ -414,6 +414,7 @@ class TerminalsService:
         *,
         token: str,
         grant: ViewerGrant,
+        org: str = "",
     ) -> None:
         if self.pump is None:
             raise RuntimeError("TerminalsService was built without an attach pump")
@@ -447,16 +448,25 @@ class TerminalsService:
         await self.pump(channel, session, grant)
 
     async def resize(
-        self, sandbox: Sandbox, terminal_id: str | None, rows: int, cols: int, *, token: str
+        self,
+        sandbox: Sandbox,
+        terminal_id: str | None,
+        rows: int,
+        cols: int,
+        *,
+        token: str,
+        org: str = "",
     ) -> None:
         self.terminal(sandbox, terminal_id or sandbox.name).resize(rows, cols)
 
     async def signal(
-        self, sandbox: Sandbox, terminal_id: str | None, name: str, *, token: str
+        self, sandbox: Sandbox, terminal_id: str | None, name: str, *, token: str, org: str = ""
     ) -> None:
         self.terminal(sandbox, terminal_id or sandbox.name).signal(SIGNALS[name])
 
-    async def open_extra(self, sandbox: Sandbox, agent: str, *, token: str) -> dict[str, Any]:
+    async def open_extra(
+        self, sandbox: Sandbox, agent: str, *, token: str, org: str = ""
+    ) -> dict[str, Any]:
         check_extra_agent(self._sessions.catalogue, agent)
         await self._refresh_credentials(sandbox, agent)
         limits = await self._owner_limits(sandbox)
@@ -508,12 +518,14 @@ class TerminalsService:
                 code="terminal-not-found",
             ) from exc
 
-    async def close(self, sandbox: Sandbox, terminal_id: str, *, token: str) -> None:
+    async def close(self, sandbox: Sandbox, terminal_id: str, *, token: str, org: str = "") -> None:
         """End one terminal (404 when unknown); returns once its processes are gone."""
         self.terminal(sandbox, terminal_id)
         await self.registry.delete(registry_key(sandbox.namespace, sandbox.name), terminal_id)
 
-    async def list_terminals(self, sandbox: Sandbox, *, token: str) -> list[dict[str, Any]]:
+    async def list_terminals(
+        self, sandbox: Sandbox, *, token: str, org: str = ""
+    ) -> list[dict[str, Any]]:
         key = self._register(sandbox)
         out = []
         for session in self.registry.list(key):

@@ -125,7 +125,9 @@ def _signal(body: dict[str, Any]) -> str:
 
 def _token(conn: HTTPConnection) -> str:
     """What a terminal call presents upstream (a personal access token is exchanged for
-    a short JWT in Kubernetes mode: ``api.accounts.upstream_token``)."""
+    a short JWT in Kubernetes mode: ``api.accounts.upstream_token``), with ``org=`` the
+    caller's org (the one its token was read for, which the terminal server reads it
+    for too)."""
     return upstream_token(conn)
 
 
@@ -136,7 +138,7 @@ async def _resize(
     rows, cols = _size(_body(await request.body()))
     terminals = request.app.state.deps.terminals
     sandbox = await terminals.sandbox_for(caller, sandbox_id)
-    await terminals.resize(sandbox, tid, rows, cols, token=_token(request))
+    await terminals.resize(sandbox, tid, rows, cols, token=_token(request), org=caller.org)
     return Response(status_code=204)
 
 
@@ -144,7 +146,7 @@ async def _send(request: Request, caller: Principal, sandbox_id: str, tid: str |
     sig = _signal(_body(await request.body()))
     terminals = request.app.state.deps.terminals
     sandbox = await terminals.sandbox_for(caller, sandbox_id)
-    await terminals.signal(sandbox, tid, sig, token=_token(request))
+    await terminals.signal(sandbox, tid, sig, token=_token(request), org=caller.org)
     return Response(status_code=204)
 
 
@@ -176,7 +178,7 @@ async def send_signal(id: str, request: Request, caller: Caller) -> Response:
 async def list_terminals(id: str, request: Request, caller: Caller) -> JSONResponse:
     terminals = request.app.state.deps.terminals
     sandbox = await terminals.sandbox_for(caller, id)
-    listed = await terminals.list_terminals(sandbox, token=_token(request))
+    listed = await terminals.list_terminals(sandbox, token=_token(request), org=caller.org)
     return JSONResponse({"terminals": listed})
 
 
@@ -200,7 +202,7 @@ async def open_terminal(id: str, request: Request, caller: Caller) -> JSONRespon
     terminals = request.app.state.deps.terminals
     sandbox = await terminals.sandbox_for(caller, id)
     _require_ready(sandbox)
-    opened = await terminals.open_extra(sandbox, agent, token=_token(request))
+    opened = await terminals.open_extra(sandbox, agent, token=_token(request), org=caller.org)
     return JSONResponse(opened, status_code=201)
 
 
@@ -234,7 +236,7 @@ async def close_terminal(id: str, tid: str, request: Request, caller: Caller) ->
         audit.TERMINAL_CLOSE, caller, target=target, detail={"terminal": tid}
     ):
         sandbox = await deps.terminals.sandbox_for(caller, id)
-        await deps.terminals.close(sandbox, tid, token=_token(request))
+        await deps.terminals.close(sandbox, tid, token=_token(request), org=caller.org)
     return Response(status_code=204)
 
 
@@ -530,7 +532,7 @@ async def _serve_attached(
 ) -> None:
     sandbox, grant = opened.sandbox, opened.grant
     work = deps.terminals.attach(
-        channel, sandbox, terminal_id, token=_token(websocket), grant=grant
+        channel, sandbox, terminal_id, token=_token(websocket), grant=grant, org=caller.org
     )
     if opened.share is None:
         await work
