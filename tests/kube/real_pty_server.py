@@ -43,13 +43,14 @@ def running_pty_server(
     namespace: str = "acme",
     owner: str = "dev@acme.com",
     data_dir: Path | None = None,
+    port: int = 0,
 ) -> Iterator[PtyServer]:
     """The server with its issuer's keys in ``data_dir`` (tokens minted there verify)."""
     agents = tmp_path / "pty-agents.json"
     agents.write_text(json.dumps([{"slug": "aider", "binary": "/bin/sh", "defaultArgs": ["-i"]}]))
     work = tmp_path / "pty-work"
     work.mkdir(exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     env = {
         **os.environ,
         "SANDBOX_DATA_DIR": str(data_dir or tmp_path / "pty-data"),
