@@ -605,11 +605,12 @@ def fan_out(
     go: bytes,
     *,
     v2: bool,
+    cpu: Callable[[int], float] = cpu_seconds,
 ) -> dict[str, Any]:
     """One burst to ``viewers`` blocking clients, one thread each (recv drops the GIL).
     A viewer is complete when it received every byte of the burst, in order; one that
     fell behind gets a marked snapshot (v2) or a resync (raw) instead of part of it and
-    is credited only with the bytes it received."""
+    is credited only with the bytes it received. ``cpu``: the server's CPU seconds."""
     sockets = [server.attach(sid, v2=v2) for _ in range(viewers)]
     starts = [first_frame(ws) for ws in sockets]
     done: list[Delivery] = []
@@ -619,7 +620,7 @@ def fan_out(
         done.append(drain_v2(ws, end, t0, start) if ws.v2 else drain_raw(ws, end, t0))
 
     before = resyncs(server)
-    cpu0 = cpu_seconds(server.pid)
+    cpu0 = cpu(server.pid)
     t0 = time.perf_counter()
     threads = [
         threading.Thread(target=drain, args=(ws, start, t0), daemon=True)
@@ -631,7 +632,7 @@ def fan_out(
     deadline = time.monotonic() + 120
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
-    cpu = cpu_seconds(server.pid) - cpu0
+    used = cpu(server.pid) - cpu0
     after = resyncs(server)
     for ws in sockets:
         ws.close()
@@ -644,8 +645,8 @@ def fan_out(
         "snapshots": sum(d.snapshots for d in done),
         "gaps": sum(d.gaps for d in done),
         "resyncs": None if before is None or after is None else int(after - before),
-        "ms_per_mb": cpu * 1e3 / (total * viewers / 1e6),
-        "cpu_share": cpu / max(d.seconds for d in done),
+        "ms_per_mb": used * 1e3 / (total * viewers / 1e6),
+        "cpu_share": used / max(d.seconds for d in done),
     }
 
 
