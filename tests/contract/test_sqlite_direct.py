@@ -7,12 +7,18 @@ contract suite's SQLite runs.
 - Rows written through these connections read back through SQLAlchemy (the migrations'
   engine, what an older server would read) and the other way round.
 - A status write is ``synchronous=NORMAL``, every other write ``FULL``.
+- A write's COMMIT (the WAL write and the fsync) runs in the committer thread: the
+  event loop serves reads meanwhile (issue 11: a burst of creates stalled a neighbour's
+  lists behind the fsyncs), and a COMMIT once started is waited for and its outcome
+  returned, even when the call's budget runs out or the caller is cancelled meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -142,18 +148,93 @@ async def test_status_writes_are_normal_and_the_rest_full(
 ) -> None:
     store, _ = sqlite_store
     used: list[str] = []
-    real = sql_sqlite._transaction
+    real = sql_sqlite._commit
 
-    def recording(connection: sqlite3.Connection, work: object, *, write: bool) -> object:
-        if write:
-            (level,) = connection.execute("PRAGMA synchronous").fetchone()
-            used.append({1: "NORMAL", 2: "FULL"}[level])
-        return real(connection, work, write=write)  # type: ignore[arg-type]
+    def recording(connection: sqlite3.Connection) -> None:
+        (level,) = connection.execute("PRAGMA synchronous").fetchone()
+        used.append({1: "NORMAL", 2: "FULL"}[level])
+        real(connection)
 
-    monkeypatch.setattr(sql_sqlite, "_transaction", recording)
+    monkeypatch.setattr(sql_sqlite, "_commit", recording)
     created = await store.create(_sandbox("alpha"))
     ready = await store.update_status(created.with_status(SandboxStatus(phase="Ready")))
     labelled = await store.update(ready.with_meta(labels={"a": "1"}))
     assert labelled is not None
     await store.delete("team-a", "alpha")
     assert used == ["FULL", "NORMAL", "FULL", "FULL"]
+
+
+def _held_commits(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """COMMITs that wait for ``release`` (set by the test) once ``entered`` is set."""
+    entered, release = threading.Event(), threading.Event()
+    real = sql_sqlite._commit
+
+    def held(connection: sqlite3.Connection) -> None:
+        entered.set()
+        release.wait(30)
+        real(connection)
+
+    monkeypatch.setattr(sql_sqlite, "_commit", held)
+    return entered, release
+
+
+async def test_the_loop_serves_reads_while_a_commit_runs(
+    sqlite_store: tuple[SqlStore, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, _ = sqlite_store
+    alpha = await store.create(_sandbox("alpha"))
+    entered, release = _held_commits(monkeypatch)
+    creating = asyncio.create_task(store.create(_sandbox("beta")))
+    try:
+        assert await asyncio.to_thread(entered.wait, 10)
+        # the COMMIT has not returned: the loop answers, and beta is not there yet
+        assert await store.get("team-a", "alpha") == alpha
+        assert [s.name for s in await store.list("team-a")] == ["alpha"]
+        assert not creating.done()
+    finally:
+        release.set()
+    async with asyncio.timeout(10):
+        beta = await creating
+    assert (await store.get("team-a", "beta")).metadata.uid == beta.metadata.uid
+
+
+async def test_a_commit_past_the_budget_answers_its_outcome(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SqlStore(f"sqlite+aiosqlite:///{tmp_path / 'sandbox.db'}")
+    await store.start()  # the migrations under the usual budget (a loaded machine)
+    store._budget = 0.2  # then every call's
+    try:
+        real = sql_sqlite._commit
+
+        def slow_disk(connection: sqlite3.Connection) -> None:
+            time.sleep(0.6)  # an fsync three budgets long
+            real(connection)
+
+        monkeypatch.setattr(sql_sqlite, "_commit", slow_disk)
+        # the create is in the database: its caller is told so (a retry would have
+        # answered "already exists" for its own sandbox)
+        created = await store.create(_sandbox("alpha"))
+        monkeypatch.setattr(sql_sqlite, "_commit", real)
+        assert (await store.get("team-a", "alpha")).metadata.uid == created.metadata.uid
+        assert [s.name for s in await store.list()] == ["alpha"]
+    finally:
+        await store.close()
+
+
+async def test_a_caller_cancelled_during_its_commit_leaves_the_store_usable(
+    sqlite_store: tuple[SqlStore, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, _ = sqlite_store
+    entered, release = _held_commits(monkeypatch)
+    creating = asyncio.create_task(store.create(_sandbox("alpha")))
+    assert await asyncio.to_thread(entered.wait, 10)
+    creating.cancel()
+    release.set()
+    async with asyncio.timeout(10):
+        created = await creating  # the COMMIT's outcome, not a cancellation
+    assert (await store.get("team-a", "alpha")).metadata.uid == created.metadata.uid
+    # the writer connection is out of its transaction: the next writes go through
+    ready = await store.update_status(created.with_status(SandboxStatus(phase="Ready")))
+    assert ready.status.phase == "Ready"
+    assert (await store.create(_sandbox("beta"))).metadata.name == "beta"

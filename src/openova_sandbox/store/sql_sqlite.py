@@ -5,15 +5,20 @@ Through SQLAlchemy and aiosqlite every statement of a transaction was a hop to
 aiosqlite's thread and back (six for a create), each woken through the event loop and
 each waiting for the GIL while the loop ran Python (up to the 5 ms switch interval):
 3-5 ms per write on an idle server and 10-20 under the load of a sandbox being created
-(issue 10, "create → first agent byte"). Here a transaction is one synchronous function
-(``sql_queries.Tx`` over plain SQL, the same statements as ``sql_queries.SaTx``) run
-**on the event loop**, on connections that never wait for a lock (``busy_timeout=0``)
-and never checkpoint: tens of microseconds plus, for a durable write, one fsync.
+(issue 10, "create → first agent byte"). Here a transaction's statements are one
+synchronous function (``sql_queries.Tx`` over plain SQL, the same statements as
+``sql_queries.SaTx``) run **on the event loop**, on connections that never wait for a
+lock (``busy_timeout=0``) and never checkpoint: tens of microseconds. A write's COMMIT -
+its WAL write and, for a durable one, the fsync - runs in one committer thread, so that
+I/O never stops the loop (issue 11, below): one hop per write, not one per statement.
 
-- Reads and status writes use a connection with ``synchronous=NORMAL`` (nothing is
-  fsynced); create, update and delete one with ``FULL`` (the WAL is fsynced before the
-  commit returns; on this project's machine 0.1 ms, on a slow disk a few ms during which
-  the loop waits - these writes are a sandbox's lifecycle, not its traffic).
+- Reads use their own connection (``synchronous=NORMAL``), on the loop; status writes a
+  writer with ``NORMAL`` (nothing is fsynced); create, update and delete one with
+  ``FULL`` (the WAL is fsynced before the COMMIT returns, and the call with it).
+- One write transaction at a time: the writer's statements run while no COMMIT is in
+  flight. A COMMIT once started is waited for even if the caller's budget runs out or it
+  is cancelled, and its outcome is returned: the change is in the database, and a retry
+  would answer "already exists" for the caller's own create.
 - When the database is locked (another connection is writing: the ledger's or the
   audit log's in this process, or another process) the call tries again on the loop
   after a short sleep (0.2 ms, doubling up to 5 ms) until ``SQLITE_BUSY_TIMEOUT_MS``.
@@ -22,8 +27,13 @@ and never checkpoint: tens of microseconds plus, for a durable write, one fsync.
   write waited 42 ms behind it in a worker thread that way, against ~1 ms here.
 - Every ``CHECKPOINT_EVERY`` commits a worker thread runs a passive WAL checkpoint.
 
-A worker thread for every durable write was tried and measured first: a create took
-1-12 ms on a busy server, for the thread waiting for the GIL at each statement.
+A worker thread for every statement was tried and measured first: a create took 1-12 ms
+on a busy server, for the thread waiting for the GIL at each statement. The COMMIT on
+the loop was measured next (issue 11, ``bench/control_plane.py``): during a burst of
+creates (four fsyncs each: the create, the finalizer, the audit record, the gateway
+token) the loop stopped in fsyncs and WAL writes for 15-25 % of its time, in runs of
+tens of them per loop iteration, and the neighbour's lists waited behind them
+(docs/lifecycle.md, "Performance: a thousand sandboxes").
 
 What a ``NORMAL`` commit keeps is in docs/store.md, "Durability": everything across a
 process crash; across power loss, everything up to the last fsync, which any later
@@ -207,13 +217,47 @@ def _transaction(
     return value, tx.pending if changed else []
 
 
+def _statements(connection: sqlite3.Connection, work: Work[T]) -> tuple[T, list[Event] | None]:
+    """``work``'s statements in a write transaction left open for its COMMIT; ``None``
+    for the events: nothing changed, rolled back already."""
+    connection.execute("BEGIN IMMEDIATE")
+    tx = SqliteTx(connection)
+    try:
+        value, changed = work(tx)
+        if not changed:
+            connection.execute("ROLLBACK")
+            return value, None
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+    return value, tx.pending
+
+
+def _commit(connection: sqlite3.Connection) -> None:
+    """The open transaction's COMMIT (run in the committer thread): the WAL frames
+    written and, on a ``FULL`` connection, fsynced."""
+    try:
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+
+
 class SqliteDirect:
-    """The store's ``sqlite3`` connections on the event loop (``NORMAL`` and ``FULL``),
-    and a thread for checkpoints."""
+    """The store's ``sqlite3`` connections: a reader on the event loop, two writers
+    (``NORMAL`` and ``FULL``) whose statements run on the loop and whose COMMIT runs in
+    a thread, and a thread for checkpoints."""
 
     def __init__(self, path: str) -> None:
         self._path = path
-        self._inline: dict[bool, sqlite3.Connection] = {}  # durable? -> connection
+        self._reader: sqlite3.Connection | None = None
+        self._writers: dict[bool, sqlite3.Connection] = {}  # durable? -> connection
+        self._writing = asyncio.Lock()  # one write transaction at a time
+        self._recycle_writers = False
+        # the commits' thread: the only place a write's I/O (WAL write, fsync) happens
+        self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-commit")
         # the checkpoints' thread and connection (used in that thread only)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-sqlite")
         self._worker: sqlite3.Connection | None = None
@@ -241,13 +285,23 @@ class SqliteDirect:
             raise
         return connection
 
-    def _inline_connection(self, *, durable: bool = False) -> sqlite3.Connection:
-        connection = self._inline.get(durable)
-        if connection is None:
+    def _reader_connection(self) -> sqlite3.Connection:
+        if self._reader is None:
+            self._reader = self._connect(busy_ms=0, synchronous="NORMAL", autocheckpoint=0)
+        return self._reader
+
+    def _writer_connection(self, *, durable: bool) -> sqlite3.Connection:
+        if self._recycle_writers:  # no commit runs: the write lock is held
+            self._recycle_writers = False
+            writers, self._writers = self._writers, {}
+            for old in writers.values():
+                old.close()
+        found = self._writers.get(durable)
+        if found is None:
             synchronous = "FULL" if durable else "NORMAL"
-            connection = self._connect(busy_ms=0, synchronous=synchronous, autocheckpoint=0)
-            self._inline[durable] = connection
-        return connection
+            found = self._connect(busy_ms=0, synchronous=synchronous, autocheckpoint=0)
+            self._writers[durable] = found
+        return found
 
     def _worker_connection(self) -> sqlite3.Connection:
         if self._recycle_worker and self._worker is not None:
@@ -263,38 +317,55 @@ class SqliteDirect:
     # ------------------------------------------------------------------ calls
 
     async def read(self, work: Callable[[Tx], T]) -> T:
-        """A read transaction (a snapshot)."""
+        """A read transaction (a snapshot), on the loop."""
 
         def as_work(tx: Tx) -> tuple[T, bool]:
             return work(tx), False
 
-        value, _ = await self._until_unlocked(as_work, write=False, durable=False)
-        return value
-
-    async def write(self, work: Work[T], *, durable: bool) -> tuple[T, list[Event]]:
-        """A write transaction; ``durable``: fsynced before it returns (``FULL``), else
-        ``NORMAL``. Returns the value and the events it committed."""
-        done = await self._until_unlocked(work, write=True, durable=durable)
-        if done[1]:
-            self._committed_inline()
-        return done
-
-    async def _until_unlocked(
-        self, work: Work[T], *, write: bool, durable: bool
-    ) -> tuple[T, list[Event]]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + SQLITE_BUSY_TIMEOUT_MS / 1000
         pause = FIRST_PAUSE
         while True:
             try:
-                return _transaction(self._inline_connection(durable=durable), work, write=write)
+                value, _ = _transaction(self._reader_connection(), as_work, write=False)
+                return value
             except sqlite3.OperationalError as exc:
                 if not locked(exc) or loop.time() + pause > deadline:
                     raise
             await asyncio.sleep(pause)
             pause = min(pause * 2, LAST_PAUSE)
 
-    def _committed_inline(self) -> None:
+    async def write(self, work: Work[T], *, durable: bool) -> tuple[T, list[Event]]:
+        """A write transaction; ``durable``: fsynced before it returns (``FULL``), else
+        ``NORMAL``. Returns the value and the events it committed.
+
+        The statements run on the loop (a locked database is tried again after a short
+        sleep); the COMMIT - the WAL write and, for ``FULL``, the fsync - in the
+        committer thread, so the loop serves others meanwhile. A COMMIT once started is
+        waited for even if the caller is cancelled meanwhile, and its outcome returned,
+        as a COMMIT on the loop could not be interrupted either: a caller whose budget
+        ran out must not retry a write that is in the database."""
+        async with self._writing:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + SQLITE_BUSY_TIMEOUT_MS / 1000
+            pause = FIRST_PAUSE
+            while True:
+                try:
+                    connection = self._writer_connection(durable=durable)
+                    value, events = _statements(connection, work)
+                    if events is None:
+                        return value, []
+                    await _uninterrupted(loop.run_in_executor(self._committer, _commit, connection))
+                    break
+                except sqlite3.OperationalError as exc:
+                    if not locked(exc) or loop.time() + pause > deadline:
+                        raise
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, LAST_PAUSE)
+        self._committed()
+        return value, events
+
+    def _committed(self) -> None:
         self._commits += 1
         if self._commits % CHECKPOINT_EVERY == 0 and (
             self._checkpoint is None or self._checkpoint.done()
@@ -309,21 +380,28 @@ class SqliteDirect:
             self._worker_connection().execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     async def ping(self) -> None:
-        self._inline_connection().execute("SELECT 1").fetchone()
+        self._reader_connection().execute("SELECT 1").fetchone()
 
     # ------------------------------------------------------------------ lifecycle
 
     def recycle(self) -> None:
-        """Open fresh connections for the next attempt (after a transient failure)."""
-        inline, self._inline = self._inline, {}
-        for connection in inline.values():
-            connection.close()
+        """Open fresh connections for the next attempt (after a transient failure); the
+        writers once no write transaction uses them."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
+        self._recycle_writers = True
         self._recycle_worker = True
 
     async def close(self) -> None:
-        inline, self._inline = self._inline, {}
-        for connection in inline.values():
-            connection.close()
+        async with self._writing:  # a COMMIT in flight ends first
+            writers, self._writers = self._writers, {}
+            for connection in writers.values():
+                connection.close()
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
+        self._committer.shutdown(wait=False)
 
         def close_worker() -> None:
             if self._worker is not None:
@@ -333,3 +411,12 @@ class SqliteDirect:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, close_worker)
         self._executor.shutdown(wait=False)
+
+
+async def _uninterrupted(commit: asyncio.Future[None]) -> None:
+    """Until ``commit`` is done, through any cancellation of the caller; its error, if
+    it failed."""
+    while not commit.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(commit)
+    commit.result()

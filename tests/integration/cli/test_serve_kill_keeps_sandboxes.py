@@ -1,7 +1,6 @@
 """`sandbox serve` killed with SIGKILL right after it answered creates loses none of
-them: on SQLite the store commits each create on the event loop before the 201 leaves
-(issue 10 moved the store's calls there from aiosqlite's thread). After the restart the
-controller takes them to Ready again."""
+them: on SQLite the store commits each create (fsynced, in its commit thread; issue 11)
+before the 201 leaves. After the restart the controller takes them to Ready again."""
 
 from __future__ import annotations
 
