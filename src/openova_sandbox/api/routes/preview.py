@@ -56,7 +56,13 @@ from starlette.background import BackgroundTask
 from starlette.requests import HTTPConnection
 
 from ...auth.cookie import COOKIE_NAME, derived_key
-from ...domain.errors import BackendUnavailable, Invalid, NotFound, SandboxError
+from ...domain.errors import (
+    BackendUnavailable,
+    Invalid,
+    NotFound,
+    SandboxError,
+    Unauthenticated,
+)
 from ...domain.model import Sandbox
 from ...domain.preview_grant import (
     GRANT_MARK,
@@ -219,9 +225,12 @@ def _grant_key(conn: HTTPConnection) -> bytes:
 def _mint(conn: HTTPConnection, principal: Principal, sandbox: Sandbox, port: int) -> str:
     """A grant of ``port`` of ``sandbox`` (its preview's current run) for ``principal``,
     expiring after ``GRANT_TTL_SECONDS`` and never after the caller's own token."""
-    expires = int(time.time()) + GRANT_TTL_SECONDS
+    now = int(time.time())
+    expires = now + GRANT_TTL_SECONDS
     if principal.expires_at is not None:
         expires = min(expires, int(principal.expires_at))
+    if expires <= now:  # a token past its exp still within the validator's leeway
+        raise Unauthenticated("the sign-in has expired")
     grant = PreviewGrant(
         namespace=sandbox.namespace,
         sandbox=sandbox.name,
