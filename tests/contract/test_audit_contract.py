@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,6 +28,7 @@ from openova_sandbox.domain.audit import GENESIS, AuditEntry, AuditQuery, chain,
 from openova_sandbox.domain.errors import BackendUnavailable, Invalid
 from openova_sandbox.domain.principal import Principal
 from openova_sandbox.services.audit import AuditLog, MemoryAuditStore
+from openova_sandbox.store import sql_sqlite
 from openova_sandbox.store.sql_audit import SqlAuditStore
 from support.postgres import fresh_database
 
@@ -494,3 +496,28 @@ async def test_stop_stores_what_was_recorded_before_it(logs: Logs) -> None:
     assert all(p.done() and p.result() is not None for p in pending)
     again = await logs.open()
     assert len(await again.query(AuditQuery(org="acme"))) == 20
+
+
+async def test_on_sqlite_a_batch_is_fsynced_in_the_committer_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # issue 11: the fsync of a record must not stop the event loop (a burst of creates
+    # did, once a record each); the record is still FULL, committed before it returns
+    loop_thread = threading.get_ident()
+    commits: list[tuple[int, bool]] = []  # (synchronous, on the loop's thread?)
+    real = sql_sqlite._commit
+
+    def committing(connection: sqlite3.Connection) -> None:
+        (level,) = connection.execute("PRAGMA synchronous").fetchone()
+        commits.append((level, threading.get_ident() == loop_thread))
+        real(connection)
+
+    monkeypatch.setattr(sql_sqlite, "_commit", committing)
+    log = AuditLog(SqlAuditStore(f"sqlite+aiosqlite:///{tmp_path / 'sandbox.db'}"))
+    await log.start()
+    try:
+        made = await log.record("sandbox.create", DEV, target="sandbox/one")
+        assert made is not None and made.seq == 1
+        assert commits == [(2, False)]
+    finally:
+        await log.stop()

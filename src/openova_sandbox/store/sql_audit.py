@@ -43,6 +43,7 @@ from .sql_audit_schema import heads, records
 from .sql_engine import (
     SQLITE_BUSY_TIMEOUT_MS,
 )
+from .sql_sqlite import commit_in_thread
 from .sql_tables import MigratedTables
 
 log = structlog.get_logger(__name__)
@@ -200,17 +201,21 @@ def _as_sqlalchemy_error(exc: sqlite3.Error) -> sa_exc.DBAPIError:
 
 class _SqliteDirect:
     """The appends on SQLite: one ``sqlite3`` connection (``synchronous=FULL``: a
-    returned record is fsynced) used on the event loop, one synchronous transaction per
-    batch. Through aiosqlite every statement was a hop to its thread and back with the
-    database's write lock held in between (the store's writes waiting behind it); here
-    the lock is held for the statements and the fsync only. A locked database (another
-    connection writing) is tried again after 0.2 ms, doubling up to 5 ms, for at most
-    ``SQLITE_BUSY_TIMEOUT_MS``. Every ``CHECKPOINT_EVERY`` commits a worker thread runs
-    a passive WAL checkpoint (none on the loop)."""
+    returned record is fsynced), one transaction per batch, its statements on the event
+    loop and its COMMIT (the WAL write and the fsync) in a thread of its own
+    (``sql_sqlite.commit_in_thread``; issue 11: on the loop, a burst of creates stopped
+    it in these fsyncs). Through aiosqlite every statement was a hop to its thread and
+    back with the database's write lock held in between (the store's writes waiting
+    behind it); here the lock is held for the statements and the COMMIT only. A locked
+    database (another connection writing) is tried again after 0.2 ms, doubling up to
+    5 ms, for at most ``SQLITE_BUSY_TIMEOUT_MS``. Every ``CHECKPOINT_EVERY`` commits a
+    worker thread runs a passive WAL checkpoint (none on the loop)."""
 
     def __init__(self, path: str) -> None:
         self._path = path
         self._connection: sqlite3.Connection | None = None
+        self._writing = asyncio.Lock()  # one batch at a time on the connection
+        self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-commit")
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-sqlite")
         self._worker: sqlite3.Connection | None = None
         self._commits = 0
@@ -230,36 +235,37 @@ class _SqliteDirect:
         return connection
 
     @staticmethod
-    def _transaction(connection: sqlite3.Connection, work: Callable[[_Db], T]) -> T:
+    def _statements(connection: sqlite3.Connection, work: Callable[[_Db], T]) -> T:
+        """``work`` in a write transaction left open for its COMMIT."""
         connection.execute("BEGIN IMMEDIATE")
         try:
-            value = work(_RawDb(connection))
-            connection.execute("COMMIT")
-            return value
+            return work(_RawDb(connection))
         except BaseException:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
             raise
 
     async def run(self, work: Callable[[_Db], T]) -> T:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + SQLITE_BUSY_TIMEOUT_MS / 1000
-        pause = FIRST_PAUSE
-        while True:
-            try:
-                if self._connection is None:
-                    self._connection = self._connect(busy_ms=0, autocheckpoint=0)
-                value = self._transaction(self._connection, work)
-                break
-            except sqlite3.OperationalError as exc:
-                if not _locked(exc) or loop.time() + pause > deadline:
+        async with self._writing:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + SQLITE_BUSY_TIMEOUT_MS / 1000
+            pause = FIRST_PAUSE
+            while True:
+                try:
+                    if self._connection is None:
+                        self._connection = self._connect(busy_ms=0, autocheckpoint=0)
+                    value = self._statements(self._connection, work)
+                    await commit_in_thread(self._connection, self._committer)
+                    break
+                except sqlite3.OperationalError as exc:
+                    if not _locked(exc) or loop.time() + pause > deadline:
+                        self._drop()
+                        raise _as_sqlalchemy_error(exc) from exc
+                except sqlite3.Error as exc:
                     self._drop()
                     raise _as_sqlalchemy_error(exc) from exc
-            except sqlite3.Error as exc:
-                self._drop()
-                raise _as_sqlalchemy_error(exc) from exc
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, LAST_PAUSE)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, LAST_PAUSE)
         self._commits += 1
         if self._commits % CHECKPOINT_EVERY == 0:
             loop.run_in_executor(self._executor, self._checkpoint)
@@ -279,7 +285,9 @@ class _SqliteDirect:
             self._worker.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     async def close(self) -> None:
-        self._drop()
+        async with self._writing:  # a COMMIT in flight ends first
+            self._drop()
+        self._committer.shutdown(wait=False)
 
         def close_worker() -> None:
             if self._worker is not None:

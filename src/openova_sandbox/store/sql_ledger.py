@@ -97,6 +97,7 @@ from .sql_engine import (
     SQLITE_BUSY_TIMEOUT_MS,
 )
 from .sql_ledger_schema import budgets, reservations, spend, tokens, usage
+from .sql_sqlite import commit_in_thread
 from .sql_tables import MigratedTables
 
 log = structlog.get_logger(__name__)
@@ -261,15 +262,22 @@ class _SqliteHotPath:
     A call first runs on the event loop itself, on a connection that never waits for a
     lock (``busy_timeout=0``) and never checkpoints: a transaction of a few statements
     that fsyncs nothing takes tens of microseconds, less than a hop to a thread and
-    back. When the database is locked (another process is writing) the call runs
-    instead on the second connection, in one worker thread, which waits up to the
-    store's busy timeout. Every ``CHECKPOINT_EVERY`` commits on the loop the worker
-    runs a passive WAL checkpoint (the one place the ledger's commits are fsynced)."""
+    back. A durable write (a token's issue) runs its statements on the loop too, on a
+    ``FULL`` connection of its own, and its COMMIT (the fsync) in a thread
+    (``sql_sqlite.commit_in_thread``; issue 11: on the loop, a burst of creates stopped
+    it in these fsyncs). When the database is locked (another process is writing) the
+    call runs instead on the second connection, in one worker thread, which waits up to
+    the store's busy timeout. Every ``CHECKPOINT_EVERY`` commits on the loop the worker
+    runs a passive WAL checkpoint."""
 
     def __init__(self, path: str) -> None:
         self._path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-sqlite")
         self._inline: sqlite3.Connection | None = None
+        # durable writes: statements on the loop, the COMMIT in the committer thread
+        self._durable: sqlite3.Connection | None = None
+        self._durable_writing = asyncio.Lock()
+        self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-commit")
         self._threaded: sqlite3.Connection | None = None
         self._commits = 0
 
@@ -321,10 +329,12 @@ class _SqliteHotPath:
         """``durable``: this write's commit is fsynced before it returns
         (``synchronous=FULL`` for it; the worker's connection is ``NORMAL`` too, so a
         locked database's durable write runs there the same way)."""
+        if write and durable:
+            return await self._durable_write(fn)
         try:
             if self._inline is None:
                 self._inline = self._connect(0, 0)
-            value = self._durably(self._inline, fn, write, durable)
+            value = self._transaction(self._inline, fn, write)
         except sqlite3.OperationalError as exc:
             if exc.sqlite_errorcode & 0xFF not in _SQLITE_BUSY:
                 raise _as_sqlalchemy_error(exc) from exc
@@ -332,12 +342,41 @@ class _SqliteHotPath:
             raise _as_sqlalchemy_error(exc) from exc
         else:
             if write:
-                self._commits += 1
-                if self._commits % CHECKPOINT_EVERY == 0:
-                    self._executor.submit(self._checkpoint)
+                self._counted_commit()
             return value
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._in_thread, fn, write, durable)
+        return await loop.run_in_executor(self._executor, self._in_thread, fn, write, False)
+
+    async def _durable_write(self, fn: Callable[[_Db], T]) -> T:
+        async with self._durable_writing:
+            try:
+                if self._durable is None:
+                    self._durable = self._connect(0, 0)
+                    self._durable.execute("PRAGMA synchronous = FULL")
+                connection = self._durable
+                connection.execute("BEGIN IMMEDIATE")
+                try:
+                    value = fn(_RawDb(connection))
+                except BaseException:
+                    if connection.in_transaction:
+                        connection.execute("ROLLBACK")
+                    raise
+                await commit_in_thread(connection, self._committer)
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF not in _SQLITE_BUSY:
+                    raise _as_sqlalchemy_error(exc) from exc
+            except sqlite3.Error as exc:
+                raise _as_sqlalchemy_error(exc) from exc
+            else:
+                self._counted_commit()
+                return value
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._in_thread, fn, True, True)
+
+    def _counted_commit(self) -> None:
+        self._commits += 1
+        if self._commits % CHECKPOINT_EVERY == 0:
+            self._executor.submit(self._checkpoint)
 
     def _durably(
         self, connection: sqlite3.Connection, fn: Callable[[_Db], T], write: bool, durable: bool
@@ -359,6 +398,11 @@ class _SqliteHotPath:
         connection, self._inline = self._inline, None
         if connection is not None:
             connection.close()
+        async with self._durable_writing:  # a COMMIT in flight ends first
+            durable, self._durable = self._durable, None
+            if durable is not None:
+                durable.close()
+        self._committer.shutdown(wait=False)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._close_threaded)
         self._executor.shutdown(wait=False)

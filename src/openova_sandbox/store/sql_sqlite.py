@@ -47,7 +47,7 @@ import contextlib
 import json
 import sqlite3
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
@@ -355,7 +355,7 @@ class SqliteDirect:
                     value, events = _statements(connection, work)
                     if events is None:
                         return value, []
-                    await _uninterrupted(loop.run_in_executor(self._committer, _commit, connection))
+                    await commit_in_thread(connection, self._committer)
                     break
                 except sqlite3.OperationalError as exc:
                     if not locked(exc) or loop.time() + pause > deadline:
@@ -413,10 +413,14 @@ class SqliteDirect:
         self._executor.shutdown(wait=False)
 
 
-async def _uninterrupted(commit: asyncio.Future[None]) -> None:
-    """Until ``commit`` is done, through any cancellation of the caller; its error, if
-    it failed."""
-    while not commit.done():
+async def commit_in_thread(connection: sqlite3.Connection, committer: Executor) -> None:
+    """The open transaction of ``connection`` committed in ``committer`` (a thread of
+    its own), the loop free meanwhile; waited for through any cancellation of the
+    caller (the outcome is the database's once the COMMIT started); its error, if it
+    failed (rolled back). The store's writes, the audit log's and the ledger's durable
+    ones use it; ``connection`` must not be used elsewhere until it returns."""
+    future = asyncio.get_running_loop().run_in_executor(committer, _commit, connection)
+    while not future.done():
         with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.shield(commit)
-    commit.result()
+            await asyncio.shield(future)
+    future.result()
