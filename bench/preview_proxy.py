@@ -7,9 +7,10 @@ preview started through ``/mcp`` with the official MCP client (``preview.start``
 ``python3 -m http.server`` serving a 1 KB and a 1 MB file from the workspace. Then,
 sequentially, from this process over one keep-alive connection each (httpx):
 
-1. ``GET`` the 1 KB file straight from the preview, and through the proxy with the
-   user's bearer (authentication, the sandbox's ownership, the preview's socket check,
-   a new upstream connection, the streamed answer);
+1. ``GET`` the 1 KB file straight from the preview, and through the proxy under the
+   capability path the preview's link sends the user to (the grant's check, the
+   sandbox's ownership, the preview's socket check, a new upstream connection, the
+   streamed answer);
 2. the same for the 1 MB file (throughput);
 3. the server's CPU per proxied request (user + system, from /proc).
 
@@ -85,7 +86,14 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         if started.is_error or preview.get("status") != "listening":
             raise RuntimeError(f"preview.start: {started.content}")
         out: dict[str, Any] = {"samples": args.samples}
-        proxied = httpx.AsyncClient(base_url=preview["url"], timeout=30, headers=auth)
+        # the link sends the user into a capability path, which a browser then uses for
+        # every request (the grant in the path, no credential)
+        async with httpx.AsyncClient(timeout=30, headers=auth) as link:
+            sent = await link.get(preview["url"])
+        if sent.status_code != 307:
+            raise RuntimeError(f"the preview's link answered {sent.status_code}: {sent.text}")
+        capability = f"{server.url}{sent.headers['location']}"
+        proxied = httpx.AsyncClient(base_url=capability, timeout=30)
         direct = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}/", timeout=30)
         async with proxied, direct:
             for key, client, path, n in (
