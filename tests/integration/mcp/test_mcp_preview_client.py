@@ -164,3 +164,26 @@ async def test_a_websocket_is_relayed_to_the_owner_only(tmp_path: Path) -> None:
                 async with connect(url, additional_headers=headers, proxy=None):
                     pass
             assert refused.value.response.status_code == 403
+
+        # under the capability path: the grant alone, from the page's opaque origin
+        # (what Chromium sends from a sandboxed page); refused once the preview stops
+        sent = await world.http.get(started["url"], headers=world.auth(ADA))
+        capability = world.url.replace("http://", "ws://") + sent.headers["location"]
+        async with connect(
+            f"{capability}live",
+            additional_headers={"Origin": "null"},
+            subprotocols=["hmr"],
+            proxy=None,
+        ) as ws:
+            assert await ws.recv() == "path=/live auth=False"
+            await ws.send("again")
+            assert await ws.recv() == "echo:again"
+        forged = capability.replace("~", "~x", 1)
+        async with world.client(world.mcp_token(sandbox)) as client:
+            for url_, stop in ((forged, False), (capability, True)):
+                if stop:
+                    ok(await client.call_tool("preview.stop", {"port": port}))
+                with pytest.raises(InvalidStatus) as refused:
+                    async with connect(f"{url_}live", subprotocols=["hmr"], proxy=None):
+                        pass
+                assert refused.value.response.status_code == 403
