@@ -214,7 +214,11 @@ async def test_the_proxy_streams_and_keeps_credentials_from_the_preview(world: W
     assert seen["headers"].get("cookie") == "theme=dark"
     assert seen["headers"]["x-forwarded-prefix"] == cap.rstrip("/")
     assert COOKIE_NAME not in got.headers.get("set-cookie", "")
-    assert "pref=1" in got.headers.get("set-cookie", "")
+    # its other cookies: scoped to its own link and this host, never the console's
+    assert got.headers.get_list("set-cookie") == [
+        f"pref=1; HttpOnly; Path=/preview/{name}/{port}/",
+        f"wide=2; SameSite=Lax; Path=/preview/{name}/{port}/",
+    ]
     assert "service-worker-allowed" not in got.headers
     # the path as the client encoded it: %2F and %3F stay what they are
     odd = await world.http.post(f"{cap}echo/a%2Fb%3Fc%20d", content=b"")
@@ -376,7 +380,8 @@ class Echo(BaseHTTPRequestHandler):
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(out)))
         self.send_header("set-cookie", "catalyst_session=stolen; Path=/")
-        self.send_header("set-cookie", "pref=1; Path=/")
+        self.send_header("set-cookie", "pref=1; Path=/; HttpOnly")
+        self.send_header("set-cookie", "wide=2; Domain=127.0.0.1; SameSite=Lax; path=/auth/oidc")
         self.send_header("service-worker-allowed", "/")
         self.end_headers()
         self.wfile.write(out)

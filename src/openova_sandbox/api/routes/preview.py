@@ -24,9 +24,9 @@ load the browser is sent back to the link instead, which signs a new one.
 The prefix is stripped (the preview sees ``/…``, with ``X-Forwarded-Prefix``); request
 and response bodies stream both ways. What never reaches the preview: the caller's
 credentials (``Authorization``, the session cookie, ``?access_token=``). What never
-comes back from it: a ``Set-Cookie`` of the session cookie's name and
-``Service-Worker-Allowed``. Its redirects to ``/…`` or to its own address are rewritten
-into the prefix.
+comes back from it: a ``Set-Cookie`` of the session cookie's name (the others are
+scoped to the preview's link and this host) and ``Service-Worker-Allowed``. Its
+redirects to ``/…`` or to its own address are rewritten into the prefix.
 
 A WebSocket upgrade is proxied too (a dev server's live reload): under the capability
 path with the grant's checks (the page's ``Origin`` is ``null``), under the link with
@@ -204,8 +204,11 @@ def _location(value: str, prefix: str, upstream_port: int) -> str:
     return f"{prefix.rstrip('/')}{path}{query}{fragment}"
 
 
-def _set_cookies(values: list[str]) -> list[str]:
-    """The preview's cookies, minus any of the console session cookie's name."""
+def _set_cookies(values: list[str], link: str) -> list[str]:
+    """The preview's cookies, minus any of the console session cookie's name, each
+    scoped to the preview's own link (``Path=/preview/<sandbox>/<port>/``, the
+    capability paths lie under it) and to this host (``Domain`` dropped): a preview
+    cannot set a cookie the console, its sign-in or another preview would receive."""
     kept = []
     for value in values:
         parsed: SimpleCookie = SimpleCookie()
@@ -213,7 +216,13 @@ def _set_cookies(values: list[str]) -> list[str]:
             parsed.load(value)
         if COOKIE_NAME in parsed or value.split("=", 1)[0].strip() == COOKIE_NAME:
             continue
-        kept.append(value)
+        pair, *attributes = value.split(";")
+        scoped = [
+            a.strip()
+            for a in attributes
+            if a.split("=", 1)[0].strip().lower() not in ("path", "domain") and a.strip()
+        ]
+        kept.append("; ".join([pair.strip(), *scoped, f"Path={link}"]))
     return kept
 
 
@@ -391,7 +400,8 @@ async def preview(request: Request, sandbox: str, port: str, path: str) -> Respo
         if lower == "location":
             value = _location(value, place.prefix, number)
         headers.append((lower, value))
-    for cookie in _set_cookies(answer.headers.get_list("set-cookie")):
+    link = f"{PATH_PREFIX}/{sandbox}/{number}/"
+    for cookie in _set_cookies(answer.headers.get_list("set-cookie"), link):
         headers.append(("set-cookie", cookie))
     headers += _capability_headers(request, [k for k, _ in headers], policies)
     response = StreamingResponse(
