@@ -2,7 +2,10 @@
 an authenticated URL for it (docs/mcp.md, "Previews"; services/previews.py).
 
 The tools act on the token's own sandbox only: an agent previews its own work. The URL
-opens for the sandbox's owner (and the org's admins, as the console does), signed in.
+is the preview's link: it opens for the sandbox's owner (and the org's admins, as the
+console does), signed in, and sends the browser into a capability path of that user's
+where the preview's pages run sandboxed (api/routes/preview.py). The agent gets the
+link, never a capability: its user's sign-in is what opens the preview.
 """
 
 from __future__ import annotations
