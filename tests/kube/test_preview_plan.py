@@ -138,6 +138,9 @@ def test_a_pod_that_did_not_answer_keeps_what_was_seen() -> None:
     plan = plan_previews(sb, NS, {}, None, CONFIG, pod_up=True)
     assert plan.actions == ()
     assert plan.entries == tuple(shown)  # 9000 stays until the pod says it stopped
+    # asked again gently, even for a preview still starting (an image without the routes)
+    starting = box([Wanted(8000, SERVE, False, "r2")], entries=shown)
+    assert plan_previews(starting, NS, {}, None, CONFIG, pod_up=True).requeue == RUNNING_POLL
 
 
 def test_a_suspended_pod_shows_its_previews_starting_without_polling() -> None:

@@ -20,7 +20,8 @@
   ``port``, ``id``, ``public``, ``status`` (``starting``, ``listening``, ``exited`` with
   ``exitCode`` and the tail of its output, ``refused`` with a ``message``), ``path``
   (the API's proxy), ``url`` for a public one. The pass is requeued in a second while
-  one is starting, in ten while one runs (an exit is seen then).
+  one is starting, in ten while one runs (an exit is seen then) or the pod did not
+  answer.
 
 Why ``status.portPreviews`` and not ``status.previews``: the spec's ``previews[]`` is
 ``{prNumber, url, sha}`` (a preview per pull request), typed in the CRD without unknown
@@ -243,9 +244,10 @@ def plan_previews(
         entries += [e for port, e in sorted(old.items()) if port not in kept]
     requeue = None
     statuses = {e.get("status") for e in entries}
-    if pod_up and STARTING in statuses:
+    if pod_up and pod is not None and STARTING in statuses:
         requeue = STARTING_POLL
-    elif pod_up and LISTENING in statuses:
+    elif pod_up and statuses & {STARTING, LISTENING}:
+        # running, or a pod that did not answer (an image without the routes): gently
         requeue = RUNNING_POLL
     flag: Row | None = None
     if wanted or shown:
