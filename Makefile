@@ -59,6 +59,7 @@ test: setup lint typecheck importlint webtest pytest
 
 bench: setup
 	$(BIN)/python bench/terminal.py
+	$(BIN)/python bench/isolation_ab.py
 	$(BIN)/python bench/gateway.py
 	$(BIN)/python bench/control_plane.py
 	$(BIN)/python bench/mcp_calls.py
