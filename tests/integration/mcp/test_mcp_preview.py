@@ -482,6 +482,7 @@ async def test_a_port_the_preview_let_go_of_is_not_proxied_to_its_next_holder(
     port = free_port()
     started = await call("preview.start", ctx, port=port, command=f"exec {PYTHON} closer.py {port}")
     assert started["status"] == "listening", started
+    cap = await capability(world, started["path"])
     (ws / "close").write_text("")
     async with asyncio.timeout(10):
         while (await call("preview.list", ctx))["previews"][0]["status"] != "starting":
@@ -493,6 +494,11 @@ async def test_a_port_the_preview_let_go_of_is_not_proxied_to_its_next_holder(
         assert (await call("preview.list", ctx))["previews"][0]["status"] == "starting"
         got = await world.http.get(started["path"], headers=world.auth(OWNER))
         assert got.status_code == 503 and got.json()["error"] == "preview-starting"
+        # under the capability path too, readable by the preview's own page
+        got = await world.http.get(cap, headers={"origin": "null"})
+        assert got.status_code == 503 and got.json()["error"] == "preview-starting"
+        assert got.headers["access-control-allow-origin"] == "null"
+        assert got.headers["retry-after"] == "1"
 
 
 TCP = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode

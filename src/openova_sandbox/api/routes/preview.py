@@ -76,7 +76,7 @@ from ...domain.preview_grant import (
 from ...domain.principal import Principal
 from ...domain.terminal_wire import CLOSE_POLICY, CLOSE_TRY_LATER
 from ...services.previews import PATH_PREFIX, PreviewsService, check_port
-from ..errors import error_body
+from ..errors import error_body, to_response
 from ..security import origin_allowed, principal_from, require_principal
 
 log = structlog.get_logger(__name__)
@@ -368,6 +368,11 @@ async def preview(request: Request, sandbox: str, port: str, path: str) -> Respo
         _, _, number, host = await _granted(request, sandbox, port, place.grant)
     except GrantRefused as exc:
         return _refused(request, sandbox, port, place, exc)
+    except SandboxError as exc:  # 503 starting/exited…: readable by the preview's page
+        unavailable = to_response(request, exc)
+        for key, value in _capability_headers(request, []):
+            unavailable.headers.append(key, value)
+        return unavailable
     if place.bare:
         return RedirectResponse(f"{place.prefix}{_query(request)}", status_code=307)
     if request.method == "OPTIONS" and "access-control-request-method" in request.headers:
