@@ -36,18 +36,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def task_cpu_seconds(pid: int) -> float:
-    """CPU time of a process's live threads, to the nanosecond (``/proc/<pid>/task/*/
-    schedstat``): for short windows, where ``cpu_seconds``' clock ticks (10 ms) are
-    too coarse. A thread that ended in the window is not counted."""
-    total = 0
-    for task in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{task}/schedstat", "rb") as fh:
-                total += int(fh.read().split()[0])
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    return total / 1e9
+def precise_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process to the nanosecond, its ended threads included:
+    its CPU-time clock (``clock_getcpuclockid``: ``(~pid << 3) | CPUCLOCK_SCHED``), for
+    windows too short for ``cpu_seconds``' clock ticks (10 ms: 1.2 ms/MB of an 8 MiB
+    burst)."""
+    return time.clock_gettime((~pid << 3) | 2)
 
 
 def pct(values: list[float], q: float) -> float:

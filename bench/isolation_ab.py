@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import bounded_run, pct, publish, task_cpu_seconds
+from common import bounded_run, pct, precise_cpu_seconds, publish
 from paired import Comparison, compare
 from terminal import (
     AGENT,
@@ -102,7 +102,7 @@ class Side:
         go = GO[self.sent % len(GO) : self.sent % len(GO) + 1]  # a new end marker each
         self.sent += 1
         return fan_out(
-            self.server, self.bulk_sid, viewers, self.total, go, v2=True, cpu=task_cpu_seconds
+            self.server, self.bulk_sid, viewers, self.total, go, v2=True, cpu=precise_cpu_seconds
         )
 
     def close(self) -> None:
@@ -148,9 +148,9 @@ def settle(sides: list[Side], seconds: float = 2.0) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         pids = [side.server.pid for side in sides]
-        before = [task_cpu_seconds(pid) for pid in pids]
+        before = [precise_cpu_seconds(pid) for pid in pids]
         time.sleep(0.05)
-        if all(task_cpu_seconds(pid) - b < 0.002 for pid, b in zip(pids, before, strict=True)):
+        if all(precise_cpu_seconds(pid) - b < 0.002 for pid, b in zip(pids, before, strict=True)):
             return
 
 
