@@ -44,6 +44,9 @@ def precise_cpu_seconds(pid: int) -> float:
     return time.clock_gettime((~pid << 3) | 2)
 
 
+task_cpu_seconds = precise_cpu_seconds  # its first name (when it summed the threads' schedstat)
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]

@@ -4,22 +4,28 @@ Issue 12 asks that keystroke latency and throughput stay within 10 % of the unis
 run. Two separate runs of bench/terminal.py differ by more than that on a shared
 machine, so this bench measures both setups in one run: two ``sandbox serve`` processes
 on 127.0.0.1, one with ``SANDBOX_ISOLATION=auto`` (each terminal in a bubblewrap view;
-the bench stops if the machine falls back to none) and one with ``none``, each with a
+it prints n/a if the machine falls back to none) and one with ``none``, each with a
 sandbox of bench/terminal.py's echo agent (an attached viewer, raw attach) and one of
 its bulk agent. Round after round it measures both, in ABBA order (A B, then B A), so
 drift in the machine's load falls on both alike:
 
 - keystroke round trip p50 and p99: ``--keys`` samples per setup per round, taken in
   turn (A, B, B, A, …) through the WebSocket, as bench/terminal.py measures them;
-- a ``--bulk-mib`` burst to one viewer (MB/s) and to 10 viewers (the slowest, MB/s),
-  ``sandbox.v2`` viewers as the console; the server's CPU per MB to one viewer.
+- ``--bursts`` bursts of ``--bulk-mib`` per setup per round to one viewer (MB/s) and to
+  10 viewers (the slowest, MB/s), in turn A, B, B, A, ``sandbox.v2`` viewers as the
+  console; the server's CPU per MB to one viewer (its CPU-time clock, to the ns).
+
+Two pairs of rounds warm up and are not kept; then ``--rounds`` rounds or ``--budget``
+seconds of them, whichever ends first (the run gives up after ``--deadline``).
 
 Each measure is reported with both medians, the ratio isolated/none (the trimmed
 geometric mean of the per-round ratios) and its 95 % bootstrap confidence interval
 (bench/paired.py): "within 10 %" only when the whole interval lies within ±10 %, "over"
 when it lies wholly beyond, else "undecided" with the interval.
 
-    .venv/bin/python bench/isolation_ab.py [--rounds 24] [--keys 400] [--bulk-mib 8]
+    .venv/bin/python bench/isolation_ab.py [--rounds 60] [--budget 150] [--json out.json]
+
+How to read it, and why it is built so: docs/terminal.md, "Isolation against none".
 
 Not a test: nothing here asserts; the figures depend on the machine and its load.
 """
@@ -319,7 +325,7 @@ def report(results: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--rounds", type=int, default=60, help="paired rounds kept (even)")
-    parser.add_argument("--warmup", type=int, default=2, help="paired rounds not kept")
+    parser.add_argument("--warmup", type=int, default=4, help="rounds not kept (even)")
     parser.add_argument("--keys", type=int, default=1000, help="keystrokes per setup per round")
     parser.add_argument("--bulk-mib", type=int, default=8, help="MiB per burst")
     parser.add_argument(
@@ -345,8 +351,8 @@ def main() -> None:
     )
     parser.add_argument("--deadline", type=int, default=400, help="seconds before the run gives up")
     args = parser.parse_args()
-    if args.rounds < 2 or args.rounds % 2:
-        parser.error("--rounds must be even (ABBA pairs) and at least 2")
+    if args.rounds < 2 or args.rounds % 2 or args.warmup < 0 or args.warmup % 2:
+        parser.error("--rounds and --warmup must be even (ABBA pairs), --rounds at least 2")
     if args.pin and len(os.sched_getaffinity(0)) < 2:
         parser.error("--pin needs at least 2 CPUs")
     import logging
