@@ -22,24 +22,27 @@ on the official SDK's low-level server and its streamable HTTP session manager.
 - **Live resources** are pluggable: when ``McpServices.live`` is set
   (``mcp.resources.LiveResources``), ``resources/*`` are served by its
   ``sdk_handlers``, given this server's verified caller (:meth:`McpServer.attach_live`).
+- **Built at the first request.** Importing the SDK is ~0.9 s of CPU, which every
+  ``sandbox serve`` start paid before its first ``/healthz``. This module imports none
+  of it: the SDK's server and session manager are built once, when the first ``/mcp``
+  request with a valid token arrives (the import in a worker thread, so the loop keeps
+  serving; concurrent first requests wait for the one build), and the live resources'
+  handlers are attached before that request is handled. ``start`` only checks that the
+  SDK is installed, so a server that cannot serve ``/mcp`` still fails at start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
+import importlib.util
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import mcp_types as types
 import structlog
-from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
-from mcp.server.auth.provider import AccessToken
-from mcp.server.lowlevel.server import Server
-from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-from mcp.shared.exceptions import MCPError
 
 from .. import __version__
 from ..config import Settings
@@ -50,8 +53,11 @@ from .tools import all_tools
 from .tools.base import McpCaller, McpServices, Tool, ToolContext
 from .tools.session import SERVER_KEY
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the SDK is imported at the first /mcp request (module docstring)
+    import mcp_types as types
     from jsonschema.protocols import Validator  # type: ignore[import-untyped]
+    from mcp.server.lowlevel.server import Server
+    from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
 log = structlog.get_logger(__name__)
 
@@ -134,21 +140,38 @@ class PlanBook:
         return Grant(plan=self.plans.patterns(self.plan_of(org)), sandbox=tuple(capabilities))
 
 
-# the resources/* requests and their params, served by ``McpServices.live`` when set
+# the resources/* requests and the names of their params' types in ``mcp_types``,
+# served by ``McpServices.live`` when set
 LIVE_METHODS = {
-    "on_list_resources": ("resources/list", types.PaginatedRequestParams),
-    "on_list_resource_templates": ("resources/templates/list", types.PaginatedRequestParams),
-    "on_read_resource": ("resources/read", types.ReadResourceRequestParams),
-    "on_subscribe_resource": ("resources/subscribe", types.SubscribeRequestParams),
-    "on_unsubscribe_resource": ("resources/unsubscribe", types.UnsubscribeRequestParams),
+    "on_list_resources": ("resources/list", "PaginatedRequestParams"),
+    "on_list_resource_templates": ("resources/templates/list", "PaginatedRequestParams"),
+    "on_read_resource": ("resources/read", "ReadResourceRequestParams"),
+    "on_subscribe_resource": ("resources/subscribe", "SubscribeRequestParams"),
+    "on_unsubscribe_resource": ("resources/unsubscribe", "UnsubscribeRequestParams"),
 }
+# what the first /mcp request imports (in a worker thread), and ``start`` finds
+SDK_MODULES = (
+    "mcp_types",
+    "mcp.shared.exceptions",
+    "mcp.server.auth.middleware.bearer_auth",
+    "mcp.server.auth.provider",
+    "mcp.server.lowlevel.server",
+    "mcp.server.streamable_http_manager",
+)
+
+
+def _import_sdk() -> None:
+    for name in SDK_MODULES:
+        importlib.import_module(name)
 
 
 class McpServer:
     """One MCP server: the tools (and live resources) for every sandbox's token.
 
-    ``start``/``stop`` run the SDK's session manager (a Lifecycle of the app's
-    background parts); ``http`` is the ASGI endpoint for ``/mcp``.
+    ``start``/``stop`` are a Lifecycle of the app's background parts; ``http`` is the
+    ASGI endpoint for ``/mcp``. The SDK's server (``lowlevel``) and session manager
+    (``manager``) are ``None`` until the first ``/mcp`` request builds them
+    (:meth:`sdk_manager`); the manager then runs in a task of its own until ``stop``.
     """
 
     def __init__(
@@ -169,22 +192,15 @@ class McpServer:
         self._validators: dict[str, Validator] = {}
         self._visible: dict[Grant, list[Tool]] = {}
         services.extra.setdefault(SERVER_KEY, self)  # session.whoami: plan and tools
-        self.lowlevel: Server[Any] = Server(
-            SERVER_NAME,
-            version=__version__,
-            instructions=INSTRUCTIONS,
-            on_list_tools=self._list_tools,
-            on_call_tool=self._call_tool,
-        )
-        # answers to POSTs as plain JSON, not a one-event stream: half the CPU of a call
-        # (bench/mcp_calls.py); notifications (resources/updated) still travel on the
-        # session's GET stream, and no tool asks the client anything mid-call
-        self.manager = StreamableHTTPSessionManager(
-            app=self.lowlevel, session_idle_timeout=session_idle_timeout, json_response=True
-        )
+        self._idle_timeout = session_idle_timeout
+        self.lowlevel: Server[Any] | None = None
+        self.manager: StreamableHTTPSessionManager | None = None
         self.http = McpHttpEdge(self)
         self._live_attached = False
-        self._stack: contextlib.AsyncExitStack | None = None
+        self._started = False
+        self._build_lock = asyncio.Lock()
+        self._stopping: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- callers and what they may call --------------------------------------------------
@@ -227,6 +243,9 @@ class McpServer:
             caller = scope.get(CALLER_SCOPE_KEY)
             if isinstance(caller, McpCaller):
                 return caller
+        import mcp_types as types
+        from mcp.shared.exceptions import MCPError
+
         raise MCPError(types.INVALID_REQUEST, "unauthenticated: no MCP token on this request")
 
     # --- tools ---------------------------------------------------------------------------
@@ -234,6 +253,8 @@ class McpServer:
     async def _list_tools(
         self, ctx: Any, params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
+        import mcp_types as types
+
         caller = await self.caller_of(ctx)
         return types.ListToolsResult(
             tools=[
@@ -262,6 +283,9 @@ class McpServer:
         self, caller: McpCaller, name: str, arguments: Mapping[str, Any] | None
     ) -> types.CallToolResult:
         """One tool call for ``caller`` (see the module docstring for the rules)."""
+        import mcp_types as types
+        from mcp.shared.exceptions import MCPError
+
         name = self.canonical(name)
         tool = self._tools.get(name)
         if tool is None or not tool.available(self.services):
@@ -326,31 +350,112 @@ class McpServer:
         subscribe = handlers.get("on_subscribe_resource")
         if subscribe is not None and callable(getattr(live, "forget", None)):
             handlers["on_subscribe_resource"] = _forgotten_when_closed(live, subscribe)
+        import mcp_types as types
+
+        lowlevel = self.lowlevel
+        if lowlevel is None:  # attached when the first request builds the SDK's server
+            return
         for option, (method, params_type) in LIVE_METHODS.items():
             handler = handlers.get(option)
             if handler is not None:
-                self.lowlevel.add_request_handler(method, params_type, handler)
+                lowlevel.add_request_handler(method, getattr(types, params_type), handler)
         self._live_attached = True
 
     # --- lifecycle ---------------------------------------------------------------------
 
     @property
     def running(self) -> bool:
-        return self._stack is not None
+        return self._started
 
     async def start(self) -> None:
-        if self._stack is not None:
+        """Ready to serve ``/mcp``; the SDK is found here and imported at the first
+        request (the module docstring says why)."""
+        if self._started:
             return
-        self.attach_live()
-        stack = contextlib.AsyncExitStack()
-        await stack.enter_async_context(self.manager.run())
-        self._stack = stack
+        missing = [n for n in ("mcp", "mcp_types") if importlib.util.find_spec(n) is None]
+        if missing:
+            raise BackendUnavailable(
+                f"the MCP SDK is not installed ({', '.join(missing)}): reinstall openova-sandbox",
+                code="mcp-unavailable",
+            )
         self._loop = asyncio.get_running_loop()
+        self._started = True
+
+    async def sdk_manager(self) -> StreamableHTTPSessionManager:
+        """The SDK's session manager, built and running: by the first caller, once (the
+        others wait for it). ``BackendUnavailable`` once stopped, or when it cannot be
+        built (the reason logged)."""
+        manager = self.manager
+        if manager is not None and self._started:
+            return manager
+        async with self._build_lock:
+            if not self._started:
+                raise BackendUnavailable("the MCP server is not running", code="mcp-unavailable")
+            if self.manager is None:
+                try:
+                    await self._build()
+                except Exception as exc:
+                    log.exception("mcp.build_failed")
+                    raise BackendUnavailable(
+                        f"the MCP server could not be built: {exc}", code="mcp-unavailable"
+                    ) from exc
+            assert self.manager is not None
+            return self.manager
+
+    async def _build(self) -> None:
+        await asyncio.to_thread(_import_sdk)  # the ~0.9 s of CPU, off the loop
+        from mcp.server.lowlevel.server import Server
+        from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+
+        lowlevel: Server[Any] = Server(
+            SERVER_NAME,
+            version=__version__,
+            instructions=INSTRUCTIONS,
+            on_list_tools=self._list_tools,
+            on_call_tool=self._call_tool,
+        )
+        # answers to POSTs as plain JSON, not a one-event stream: half the CPU of a call
+        # (bench/mcp_calls.py); notifications (resources/updated) still travel on the
+        # session's GET stream, and no tool asks the client anything mid-call
+        manager = StreamableHTTPSessionManager(
+            app=lowlevel, session_idle_timeout=self._idle_timeout, json_response=True
+        )
+        self.lowlevel = lowlevel
+        self.attach_live()  # before the first request is handled: its subscriptions work
+        # the manager's task group lives in a task of its own (not the request's, which
+        # ends first; ``stop`` ends it from another task)
+        started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._stopping = asyncio.Event()
+        self._task = asyncio.create_task(self._run(manager, started, self._stopping))
+        await started
+        self.manager = manager
+
+    @staticmethod
+    async def _run(
+        manager: StreamableHTTPSessionManager,
+        started: asyncio.Future[None],
+        stopping: asyncio.Event,
+    ) -> None:
+        try:
+            async with manager.run():
+                started.set_result(None)
+                await stopping.wait()
+        except BaseException as exc:
+            if not started.done():
+                started.set_exception(exc)
+                return
+            raise
 
     async def stop(self) -> None:
-        stack, self._stack = self._stack, None
-        if stack is not None:
-            await stack.aclose()
+        async with self._build_lock:  # a build under way finishes first, then ends
+            self._started = False
+            task, self._task = self._task, None
+            if self._stopping is not None:
+                self._stopping.set()
+            if task is not None:
+                await task
+            # a start after this builds afresh (a session manager runs once)
+            self.manager, self.lowlevel, self._live_attached = None, None, False
 
     def end_streams(self) -> None:
         """End every open session (their event streams included): the server is about
@@ -360,6 +465,8 @@ class McpServer:
         if loop is None or loop.is_closed():
             return
         # the SDK keeps its sessions' transports here and has no public "end all"
+        if self.manager is None:  # never built: no session to end
+            return
         transports = list(getattr(self.manager, "_server_instances", {}).values())
         for transport in transports:
             loop.create_task(transport.terminate())
@@ -419,9 +526,14 @@ class McpHttpEdge:
         except BackendUnavailable as exc:
             await _refuse(send, 503, exc.code, exc.detail, retry_after=True)
             return
-        if not self.server.running:
-            await _refuse(send, 503, "mcp-unavailable", "the MCP server is not running", True)
+        try:
+            manager = await self.server.sdk_manager()  # built by the first request
+        except BackendUnavailable as exc:
+            await _refuse(send, 503, exc.code, exc.detail, retry_after=True)
             return
+        from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+        from mcp.server.auth.provider import AccessToken
+
         caller = self.server.caller_for(claims)
         scope = dict(scope)
         scope[CALLER_SCOPE_KEY] = caller
@@ -436,7 +548,7 @@ class McpHttpEdge:
                 claims={"iss": self.server.tokens.issuer_id},
             )
         )
-        await self.server.manager.handle_request(scope, receive, send)
+        await manager.handle_request(scope, receive, send)
 
 
 # JSON-RPC codes (the implementation-defined server range) of the edge's refusals
@@ -505,6 +617,8 @@ def _json_text(value: Any) -> str:
 
 
 def _result(value: Any) -> types.CallToolResult:
+    import mcp_types as types
+
     structured = value if isinstance(value, dict) else {"result": value}
     return types.CallToolResult(
         content=[types.TextContent(text=_json_text(value))], structured_content=structured
@@ -512,6 +626,8 @@ def _result(value: Any) -> types.CallToolResult:
 
 
 def _error_result(code: str, detail: str) -> types.CallToolResult:
+    import mcp_types as types
+
     return types.CallToolResult(
         content=[types.TextContent(text=f"{code}: {detail}")],
         structured_content={"error": code, "detail": detail},
