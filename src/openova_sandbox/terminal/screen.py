@@ -8,12 +8,16 @@ viewer then answers as typed input). The model is a headless Ghostty terminal
 :meth:`ScreenModel.snapshot` serialises it as VT that rebuilds the same screen on a
 fresh or reset terminal.
 
-Threading: ``feed`` is called on the event loop for every output frame and only queues
-the bytes; one process-wide daemon thread (the *feeder*) drains the queues. cffi releases
-the GIL during the native call, so parsing runs beside the loop instead of inside the
-keystroke path. :meth:`snapshot` (and :meth:`text`) drain what is still queued under the
-model's lock first, so a snapshot always covers every byte fed so far. Resizes are queued
-in order with the bytes (output read before a resize was drawn for the old size).
+Threading: ``feed`` is called on the event loop for every output frame and queues the
+bytes; one process-wide daemon thread (the *feeder*) drains the queues. An echo's few
+bytes (``INLINE_MAX``) with nothing queued and nobody parsing are parsed by the caller
+instead, after the frame was sent: waking the feeder for them (a futex wake, a thread
+switch, the feeder's sleep and the GIL handed over twice) cost a typed key far more
+than the parse (~1.5 µs). cffi releases the GIL during the native call, so the
+feeder's parsing runs beside the loop instead of inside the keystroke path.
+:meth:`snapshot` (and :meth:`text`) drain what is still queued under the model's lock
+first, so a snapshot always covers every byte fed so far. Resizes are queued in order
+with the bytes (output read before a resize was drawn for the old size).
 
 What a snapshot holds, in order: a full reset (``ESC c``: a resync over a live viewer
 starts clean), the primary screen with its scrollback when the alternate screen is active
@@ -53,6 +57,7 @@ DEFAULT_SCROLLBACK_LINES = 1000
 RESET = b"\x1bc"
 FEED_DELAY = 0.005  # the feeder parses at most this late (snapshots drain at once)
 FLOOD_FEED_DELAY = 0.02  # after a batch of 2 * SKIP_MIN or more (a flood is going on)
+INLINE_MAX = 512  # a batch this small, with nothing queued, is parsed by the caller
 PENDING_MAX = 8 * 1024 * 1024  # queued beyond this, the caller parses (the feeder lags)
 TAIL_MAX = 64 * 1024
 # Plain-text floods (``ScreenModel._write_skipping``): a batch of at least twice SKIP_MIN
@@ -236,6 +241,7 @@ class ScreenModel:
         self._background = background
         self._tail: list[bytes] = []  # the unfinished escape sequence at the stream's end
         self._tail_len = 0
+        self._grounded = True  # the parser was in ground state after the last batch
         self._title = ""
         self._closed = False
         self.on_title = on_title
@@ -252,7 +258,8 @@ class ScreenModel:
         return self._cols
 
     def feed(self, data: bytes) -> None:
-        """Queue output for the model (cheap: parsing happens on the feeder thread)."""
+        """Queue output for the model (cheap: parsing happens on the feeder thread), or
+        parse it at once when it is an echo's few bytes (see ``_enqueue``)."""
         if data:
             self._enqueue(data)
 
@@ -263,6 +270,22 @@ class ScreenModel:
             self._enqueue((rows, cols))
 
     def _enqueue(self, item: bytes | tuple[int, int]) -> None:
+        if (
+            type(item) is bytes
+            and len(item) <= INLINE_MAX
+            and not self._pending
+            and self._lock.acquire(blocking=False)
+        ):
+            # an echo with nothing queued and nobody parsing: parsed here and now, in
+            # order (waking the feeder would cost the process far more than the parse)
+            try:
+                self._enqueued += len(item)
+                if not self._closed:
+                    self._parse(item)
+                    self._check_title()
+            finally:
+                self._lock.release()
+            return
         self._pending.append(item)
         if isinstance(item, bytes):
             self._enqueued += len(item)
@@ -343,14 +366,24 @@ class ScreenModel:
                 left -= 1
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             largest = max(largest, len(data))
-            if len(data) < 2 * SKIP_MIN or not self._write_skipping(data):
-                lib.ghostty_terminal_vt_write(self._handle, data, len(data))
-            self.fed_bytes += len(data)
-            self._track_tail(data)
+            self._parse(data)
+        self._check_title()
+        return largest
+
+    def _parse(self, data: bytes) -> None:
+        if len(data) < 2 * SKIP_MIN or not self._write_skipping(data):
+            lib.ghostty_terminal_vt_write(self._handle, data, len(data))
+        self.fed_bytes += len(data)
+        # from ground, ASCII without ESC stays in ground (and sets no title); (find, not
+        # ``in``: ``bytes in bytes`` raises and clears a TypeError each time)
+        if len(data) <= INLINE_MAX and self._grounded and data.isascii() and data.find(b"\x1b") < 0:
+            return
+        self._track_tail(data)
+
+    def _check_title(self) -> None:
         if _TITLED.get(self._key):  # libghostty said so while parsing (OSC 0 / 2)
             _TITLED[self._key] = False
             self._refresh_title()
-        return largest
 
     def _write_skipping(self, data: bytes) -> bool:
         """Parse a large batch, leaving out plain-text lines that cannot reach the screen
@@ -383,7 +416,7 @@ class ScreenModel:
                 return False
         stop = min((i for i in (data.find(c, check) for c in _NOT_PLAIN) if i >= 0), default=-1)
         stop = len(data) if stop < 0 else stop
-        if stop - middle < SKIP_MIN or not data[check:stop].isascii():
+        if stop - middle < SKIP_MIN or not (data.isascii() or data[check:stop].isascii()):
             return False
         sample = data[max(middle, stop - 65536) : stop]
         per_line = len(sample) / max(1, sample.count(b"\n"))
@@ -413,7 +446,8 @@ class ScreenModel:
 
     def _track_tail(self, data: bytes) -> None:
         """Keep the bytes of an escape sequence (or UTF-8 character) left unfinished."""
-        if self._ground():
+        self._grounded = self._ground()
+        if self._grounded:
             if self._tail:
                 self._tail, self._tail_len = [], 0
             return
