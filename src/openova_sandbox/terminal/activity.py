@@ -140,7 +140,8 @@ class ActivityTracker:
     def on_input(self, now: float, data: bytes = b"") -> str | None:
         """Somebody typed (``data``, when given, lets a submitted line be recognised)."""
         self._last_input = now
-        if self.state != BUSY and (b"\r" in data or b"\n" in data):
+        # (find, not ``in``: ``bytes in bytes`` raises and clears a TypeError each time)
+        if self.state != BUSY and (data.find(b"\r") >= 0 or data.find(b"\n") >= 0):
             self._recheck = True  # a submitted line
         if self.state == IDLE:
             return self._enter(WAITING, now)
@@ -169,7 +170,7 @@ class ActivityTracker:
 
     def next_tick(self) -> float | None:
         """Monotonic time at which :meth:`tick` may change something (None: never)."""
-        idle_at = self._last_activity() + self._idle
+        idle_at = max(self._since, self._last_output, self._last_input) + self._idle
         if self.state == BUSY:
             if self._patterns:
                 check_at = max(self._last_output + self._quiet, self._next_check)

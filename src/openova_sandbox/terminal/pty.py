@@ -342,6 +342,16 @@ class PtyProcess:
         except OSError:  # EIO: every slave fd is closed
             return b""
 
+    def read_into(self, buffer: memoryview) -> int | None:
+        """Read into ``buffer`` (no bytes object made per read): the count; ``None``
+        when nothing is ready; 0 at end of output."""
+        try:
+            return os.readv(self.master_fd, (buffer,))
+        except BlockingIOError:
+            return None
+        except OSError:  # EIO: every slave fd is closed
+            return 0
+
     def write(self, data: bytes | memoryview) -> int:
         """Write what the PTY accepts now; 0 when it is full (caller keeps the rest)."""
         try:

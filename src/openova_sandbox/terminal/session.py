@@ -3,8 +3,8 @@
 The session wires the sans-I/O :class:`~.core.SessionCore` to real I/O:
 
 * **Reading** happens in a ``loop.add_reader`` callback on the master fd. Each callback
-  drains what the kernel has (until ``EAGAIN`` or 64 KiB) into a pending buffer, which is
-  flushed at once — unless every viewer still has output queued (its socket is backed
+  drains what the kernel has (until ``EAGAIN`` or 64 KiB) into a pending buffer (read in
+  place, ``os.readv``: the frame's ``bytes`` is its one copy), which is flushed at once — unless every viewer still has output queued (its socket is backed
   up): then the bytes wait for the first viewer to ask for more (or 64 KiB, or
   ``COALESCE_DELAY`` at most), so frames grow only when a viewer could not take them
   anyway. Keystroke echo is never held, and no timer runs per burst.
@@ -246,8 +246,10 @@ class Viewer:
         """Input from this viewer; dropped for a spectator."""
         if self.mode != WRITE or not data:
             return
-        self._session._typed_by(self)
-        self._session.write(data)
+        session = self._session
+        if session._typist != self.id:
+            session._typed_by(self)
+        session.write(data)
 
     def resize(self, rows: int, cols: int) -> None:
         """This viewer's terminal size; ignored for a spectator. The PTY follows the
@@ -297,11 +299,14 @@ class TerminalSession:
             ring_bytes=ring_bytes, viewer_queue_bytes=viewer_queue_bytes, screen=self.screen
         )
         self.state = "running"
+        self.exited = False  # (an attribute: read on every keystroke and output)
         self.exit_code: int | None = None
         self._counters = counters
         self._term_grace = term_grace
         self._viewers: dict[str, Viewer] = {}
-        self._pending = bytearray()
+        self._pending = bytearray(FRAME_MAX)  # output read and not yet flushed: its first
+        self._held = 0  # ``_held`` bytes (read into in place: one copy per frame, at the flush)
+        self._room = memoryview(self._pending)
         self._flush_handle: asyncio.TimerHandle | None = None
         self._input = bytearray()
         self._writer_on = False
@@ -317,7 +322,7 @@ class TerminalSession:
         self._on_activity = on_activity
         self._tick_handle: asyncio.TimerHandle | None = None
         self._schedule_tick()
-        self._loop.add_reader(process.master_fd, self._on_readable)
+        self._loop.add_reader(process.master_fd, self._read)
         self._owner = self._loop.create_task(self._own(), name=f"terminal-{session_id}")
 
     # ------------------------------------------------------------------ state
@@ -325,10 +330,7 @@ class TerminalSession:
         if target not in _TRANSITIONS[self.state]:
             raise IllegalTransition(f"terminal session cannot go from {self.state} to {target}")
         self.state = target
-
-    @property
-    def exited(self) -> bool:
-        return self.state == "exited"
+        self.exited = target == "exited"
 
     @property
     def pid(self) -> int:
@@ -364,29 +366,29 @@ class TerminalSession:
         return [{"id": v.id, "who": v.who, "mode": v.mode} for v in self._viewers.values()]
 
     # ------------------------------------------------------------------ output
-    def _on_readable(self) -> None:
-        self._read(drain=False)
-
-    def _read(self, *, drain: bool) -> None:
+    def _read(self, drain: bool = False) -> None:
         """Read into the pending buffer and flush it (or hold it, see the module's doc).
         Without ``drain`` a short read ends the callback: the loop calls again when
         there is more, and no read is spent on ``EAGAIN`` (on Linux that read also
         waits for the tty's buffer work)."""
-        pending = self._pending
-        while len(pending) < FRAME_MAX:
-            chunk = self.process.read(FRAME_MAX - len(pending))
-            if chunk is None:
+        held = self._held
+        room = self._room
+        read_into = self.process.read_into
+        while held < FRAME_MAX:
+            count = read_into(room[held:])
+            if count is None:
                 break
-            if not chunk:
+            if not count:
                 self._eof = True
                 self._loop.remove_reader(self.process.master_fd)
                 break
-            pending += chunk
-            if len(chunk) < SHORT_READ and not drain:
+            held += count
+            if count < SHORT_READ and not drain:
                 break
-        if not pending:
+        self._held = held
+        if not held:
             return
-        if self._eof or len(pending) >= FRAME_MAX or not self._backed_up():
+        if self._eof or held >= FRAME_MAX or not self._backed_up():
             self._flush()
         elif self._flush_handle is None:  # held for a backed-up audience, not for long
             self._flush_handle = self._loop.call_later(COALESCE_DELAY, self._flush)
@@ -396,21 +398,27 @@ class TerminalSession:
         viewers = self._viewers
         if not viewers:
             return False
-        return all(viewer._items for viewer in viewers.values())
+        for viewer in viewers.values():  # noqa: SIM110 - no generator: called per read
+            if not viewer._items:
+                return False
+        return True
 
     def _wants_more(self) -> None:
         """A viewer's queue ran dry: what was held for it goes out now."""
-        if self._pending:
+        if self._held:
             self._flush()
 
     def _flush(self) -> None:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        if not self._pending:
+        if not self._held:
             return
-        data = bytes(self._pending)
-        self._pending.clear()
+        data = bytes(self._room[: self._held])
+        self._held = 0
+        self._send_out(data)
+
+    def _send_out(self, data: bytes) -> None:
         # the frames go out first (a keystroke's echo is on its way while the screen,
         # counters and activity are brought up to date: nothing can attach in between)
         result = self.core.feed(data, to_screen=False)
@@ -437,8 +445,7 @@ class TerminalSession:
         if not text or self.exited:
             return
         self._flush()
-        self._pending += text
-        self._flush()
+        self._send_out(text)
 
     # ------------------------------------------------------------------ viewers
     def attach(
@@ -572,7 +579,7 @@ class TerminalSession:
             self._input += data
             self._drain_input()
         self._counters.input_bytes += len(data)
-        self.touch()
+        self._last_activity = time.time()
         changed = self._activity.on_input(self._loop.time(), data)
         if changed is not None:
             self._activity_moved(changed)

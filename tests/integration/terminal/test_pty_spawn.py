@@ -71,3 +71,27 @@ def test_what_cannot_start_says_what_is_missing(spawn_path, tmp_path, argv, cwd,
     spec = pty.SpawnSpec(argv=argv, cwd=cwd or str(tmp_path), env={"PATH": "/usr/bin:/bin"})
     with pytest.raises(SpawnFailed, match=f"{missing} not found"):
         pty.PtyProcess.spawn(spec)
+
+
+def test_read_into_fills_a_buffer_in_place(tmp_path):
+    """The session's reads: ``None`` while nothing is ready, the count read into the
+    buffer, then 0 once the process is gone (EIO on the master)."""
+    code = "import sys, time; sys.stdin.readline(); print('abcdef', flush=True); time.sleep(0.2)"
+    spec = pty.SpawnSpec(argv=(sys.executable, "-c", code), cwd=str(tmp_path), env={})
+    process = pty.PtyProcess.spawn(spec)
+    try:
+        buffer = bytearray(64)
+        room = memoryview(buffer)
+        assert process.read_into(room) is None  # not written yet: nothing ready
+        process.write(b"go\n")
+        held, deadline = 0, time.monotonic() + 10
+        while b"abcdef\r\n" not in buffer[:held] and time.monotonic() < deadline:
+            select.select([process.master_fd], [], [], 0.1)
+            held += process.read_into(room[held:]) or 0
+        assert b"abcdef\r\n" in buffer[:held]
+        while process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        ends = [process.read_into(room[held:]) for _ in range(20)]
+        assert 0 in ends and all(n in (0, None) for n in ends)
+    finally:
+        process.close()
