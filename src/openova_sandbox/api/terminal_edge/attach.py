@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Protocol
 
 import structlog
@@ -82,7 +83,7 @@ async def _raw_output(channel: Channel, viewer: Viewer) -> int:
 async def _raw_input(channel: Channel, viewer: Viewer) -> int | None:
     set_sink = getattr(channel, "set_sink", None)
     if set_sink is not None:  # the lean path: input goes to the PTY as it is parsed
-        set_sink(lambda frame: _raw_sink(viewer, frame))
+        set_sink(partial(_raw_sink, viewer))
     while True:
         frame = await channel.receive()
         if frame is None:

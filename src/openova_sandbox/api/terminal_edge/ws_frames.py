@@ -62,13 +62,6 @@ def frame_header(opcode: int, size: int) -> bytes:
     return _HEAD_64(0x80 | opcode, 127, size)
 
 
-def _took(sink: Sink, message: Message) -> bool:
-    try:
-        return sink(message)
-    except Exception:  # left to receive, where the app meets the failure again
-        return False
-
-
 def _close_payload(code: int, reason: str = "") -> bytes:
     return code.to_bytes(2, "big") + reason.encode()
 
@@ -117,11 +110,13 @@ class LeanSocket:
 
     # ------------------------------------------------------------------ output
     def _write(self, opcode: int, data: bytes) -> None:
-        header = frame_header(opcode, len(data))
-        if len(data) <= _SMALL:
-            self._transport.write(header + data)
+        size = len(data)
+        if size < 126:  # (a keystroke's echo: the header inline)
+            self._transport.write(bytes((0x80 | opcode, size)) + data)
+        elif size <= _SMALL:
+            self._transport.write(frame_header(opcode, size) + data)
         else:
-            self._transport.writelines((header, data))
+            self._transport.writelines((frame_header(opcode, size), data))
 
     def send_now(self, data: bytes) -> bool:
         """One binary frame, written only if the transport takes it now (not paused)."""
@@ -172,8 +167,13 @@ class LeanSocket:
         if self._proto.close_sent:  # the app is past close: discard, like uvicorn
             return
         sink = self._sink
-        if sink is not None and not self._inbox and _took(sink, message):
-            return
+        if sink is not None and not self._inbox:
+            try:
+                took = sink(message)
+            except Exception:  # left to receive, where the app meets the failure again
+                took = False
+            if took:
+                return
         self._inbox.append(message)
         self._inbox_bytes += len(message)
         if self._inbox_bytes >= INBOX_PAUSE and not self._paused:
@@ -204,6 +204,17 @@ class LeanSocket:
             view: bytes | bytearray = buffer
         else:
             view = data
+            end = len(data)
+            if (  # one whole final binary frame, masked, of 1-125 bytes (a keystroke)
+                6 < end < 132
+                and data[0] == 0x82
+                and data[1] == 0x7A + end  # 0x80 (mask) | end - 6
+                and end - 6 <= self._max_size
+                and not self._fragments
+                and not self.gone
+            ):
+                self._deliver(apply_mask(data[6:], data[2:6]))
+                return
         end = len(view)
         pos = 0
         while end - pos >= 2 and not self.gone:
