@@ -190,6 +190,8 @@ async def test_a_preview_runs_in_the_pod_is_proxied_and_stopped(world: World) ->
         assert not await world.exists(route)  # not public: no route
         entry = (await world.entries())[port]
         assert (entry["status"], entry["id"]) == ("listening", wanted[0]["id"])
+        # bound to 127.0.0.1 (this test's machine): in a pod the Service could not reach it
+        assert "loopback address only" in started["message"]
         assert (await world.condition("PreviewsReady"))["status"] == "True"
         assert listening(port)
 

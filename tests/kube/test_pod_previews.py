@@ -14,7 +14,7 @@ import pytest
 from tests.support.waiting import wait_for
 
 from openova_sandbox.auth.issuer import EmbeddedIssuer
-from openova_sandbox.terminal.preview_runner import listening
+from openova_sandbox.terminal.preview_runner import bound, listening, loopback
 from openova_sandbox.testing.server import free_port
 
 from .real_pty_server import PtyServer, running_pty_server
@@ -64,6 +64,7 @@ def test_the_operator_runs_a_server_lists_it_and_stops_it(
     assert put.status_code == 200, put.text
     assert put.json()["status"] in ("starting", "listening")
     wait_for("the preview listening", lambda: _status(server, port) == "listening")
+    assert "loopback address only" in _runs(server)[port]["message"]  # bound to 127.0.0.1
     page = httpx.get(f"http://127.0.0.1:{port}/index.html")
     assert page.text == "<h1>from the pod</h1>"
     # the same id again is a no-op: the server is not restarted
@@ -77,6 +78,33 @@ def test_the_operator_runs_a_server_lists_it_and_stops_it(
     assert not listening(port)  # ended before the answer
     assert _runs(server) == {}
     assert httpx.delete(f"{server.url}/previews/{port}", headers=OPERATOR).status_code == 404
+
+
+def test_loopback_addresses_are_told_apart(tmp_path: Path) -> None:
+    """A server bound to loopback only cannot be reached through its Service: said."""
+    net = tmp_path / "net"
+    net.mkdir()
+    head = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid\n"
+    (net / "tcp").write_text(
+        head
+        + "   0: 0100007F:1F40 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0\n"
+        + "   1: 00000000:1F41 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0\n"
+        + "   2: 0100007F:1F42 0100007F:9999 01 00000000:00000000 00:00000000 00000000 0\n"
+    )
+    (net / "tcp6").write_text(
+        head
+        + "   0: 00000000000000000000000001000000:1F43 "
+        + "00000000000000000000000000000000:0000 0A 0 0 0 0\n"
+        + "   1: 0000000000000000FFFF00000100007F:1F44 "
+        + "00000000000000000000000000000000:0000 0A 0 0 0 0\n"
+    )
+    proc = str(tmp_path)
+    assert bound(8000, proc) == ["0100007F"] and loopback("0100007F")
+    assert bound(8001, proc) == ["00000000"] and not loopback("00000000")
+    assert bound(8002, proc) == []  # an established connection, not a listener
+    assert [loopback(a) for a in bound(8003, proc) + bound(8004, proc)] == [True, True]
+    assert not loopback("0000000000000000FFFF00000A000001")  # ::ffff:10.0.0.1
+    assert not listening(8005, proc)
 
 
 def test_an_exit_is_reported_with_its_code_and_output_and_a_new_id_runs_again(

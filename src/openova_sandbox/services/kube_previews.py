@@ -144,8 +144,8 @@ class KubePreviews:
             out["publicUrl"] = seen["url"]
         if out["status"] == EXITED:
             out["exitCode"] = seen.get("exitCode")
-        if out["status"] == REFUSED:
-            out["message"] = str(seen.get("message") or "")
+        if seen.get("message"):  # why it was refused, or a listening one's warning
+            out["message"] = str(seen["message"])
         return out
 
     def list_previews(self, sandbox: Sandbox) -> list[dict[str, Any]]:

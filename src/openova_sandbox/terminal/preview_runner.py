@@ -50,8 +50,10 @@ _LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp
 
 
 # ---------------------------------------------------------------- who listens
-def listening(port: int, proc: str = "/proc") -> bool:
-    """Whether a socket of this network namespace listens on TCP ``port``."""
+def bound(port: int, proc: str = "/proc") -> list[str]:
+    """The addresses (as ``/proc/net/tcp{,6}`` writes them, hex) that sockets of this
+    network namespace listen on TCP ``port`` at."""
+    found = []
     for name in ("tcp", "tcp6"):
         try:
             lines = Path(proc, "net", name).read_text().splitlines()[1:]
@@ -59,13 +61,35 @@ def listening(port: int, proc: str = "/proc") -> bool:
             continue
         for line in lines:
             fields = line.split()
-            if (
-                len(fields) >= 4
-                and fields[3] == _LISTEN
-                and int(fields[1].rpartition(":")[2], 16) == port
-            ):
-                return True
-    return False
+            if len(fields) < 4 or fields[3] != _LISTEN:
+                continue
+            address, _, hexport = fields[1].rpartition(":")
+            if int(hexport, 16) == port:
+                found.append(address.upper())
+    return found
+
+
+def listening(port: int, proc: str = "/proc") -> bool:
+    """Whether a socket of this network namespace listens on TCP ``port``."""
+    return bool(bound(port, proc))
+
+
+_V6_LOOPBACK = "0" * 24 + "01000000"
+_V4_MAPPED = "0000000000000000FFFF0000"
+
+
+def loopback(address: str) -> bool:
+    """Whether a ``/proc/net/tcp{,6}`` address is a loopback one (127/8, ::1, or a
+    v4-mapped 127/8): reachable from inside the pod only, not through a Service."""
+    if len(address) == 8:
+        return address[6:8] == "7F"  # little-endian: the first octet is last
+    return address == _V6_LOOPBACK or (address[:24] == _V4_MAPPED and address[30:32] == "7F")
+
+
+LOOPBACK_ONLY = (
+    "listening on a loopback address only, which the preview's Service cannot reach: "
+    "bind 0.0.0.0 (the pod's network is the sandbox's own)"
+)
 
 
 # ---------------------------------------------------------------- checks
@@ -124,6 +148,8 @@ class Run:
         }
         if status == EXITED:
             out["exitCode"] = self.exit_code
+        elif status == LISTENING and all(loopback(a) for a in bound(self.port)):
+            out["message"] = LOOPBACK_ONLY
         return out
 
     def keep(self, data: bytes) -> None:
@@ -259,4 +285,4 @@ class PodPreviews:
         process.close()
 
 
-__all__ = ["PodPreviews", "check_port", "listening", "parse_run"]
+__all__ = ["PodPreviews", "bound", "check_port", "listening", "loopback", "parse_run"]

@@ -276,7 +276,10 @@ def _observed(run: Mapping[str, Any]) -> JSON:
         if tail:
             out["output"] = tail
         return out
-    return {"status": LISTENING if status == LISTENING else STARTING}
+    if status == LISTENING:
+        said = str(run.get("message") or "")[:OUTPUT_TAIL]  # e.g. bound to loopback only
+        return {"status": LISTENING, **({"message": said} if said else {})}
+    return {"status": STARTING}
 
 
 def with_entries(extra: Mapping[str, Any], entries: tuple[JSON, ...] | None) -> dict[str, Any]:

@@ -78,7 +78,8 @@ TOOLS: list[Tool] = [
         name="preview.start",
         description=(
             "Run a shell command in this sandbox's workspace that serves HTTP on `port` "
-            "(given to it as $PORT; bind 127.0.0.1), and get the URL where the sandbox's "
+            "(given to it as $PORT; bind 127.0.0.1, or 0.0.0.0 in Kubernetes mode, where "
+            "the sandbox's pod has a network of its own), and get the URL where the sandbox's "
             "owner opens it, signed in. Waits up to `wait` seconds for it to listen. "
             "Status: starting, listening, or exited with its exit code; `output` is the "
             "tail of what it printed. One preview per port; a few per sandbox."
