@@ -36,7 +36,7 @@ from typing import Any
 
 import httpx
 
-from common import Row, bounded_run, cpu_seconds, pct, publish, rss_bytes, table
+from common import Row, bounded_run, cpu_seconds, pct, publish, rss_bytes, table, task_cpu_seconds
 
 SANDBOX = str(Path(sys.executable).parent / "sandbox")
 # The agent's interpreter: the system's python3 where there is one. `sandbox serve`
@@ -757,8 +757,15 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         try:
             for ws in clients.values():
                 ws.wait_for(b"READY")
+            pids = {"serve": serve.pid, "pty-server": pty.pid}
+            cpu0 = {name: task_cpu_seconds(pid) for name, pid in pids.items()}
             # three rounds: a burst of load from elsewhere shows as their spread
             results["echo"] = [keystrokes(raw, clients, args.samples // 3) for _ in range(3)]
+            typed = 3 * (args.samples // 3 + 50)  # (with the warm-up samples)
+            results["key_cpu"] = {  # each server's CPU per keystroke, in µs
+                name: (task_cpu_seconds(pid) - cpu0[name]) / typed * 1e6
+                for name, pid in pids.items()
+            }
         finally:
             raw.close()
             for ws in clients.values():
@@ -778,7 +785,15 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             first.close()
             for viewers in (1, 10):
                 trials = [
-                    fan_out(server, bulk_sids[name], viewers, total, bytes([next(go)]), v2=args.v2)
+                    fan_out(
+                        server,
+                        bulk_sids[name],
+                        viewers,
+                        total,
+                        bytes([next(go)]),
+                        v2=args.v2,
+                        cpu=task_cpu_seconds,  # to the ns (ticks are 0.6 ms/MB at 16 MiB)
+                    )
                     for _ in range(args.trials)
                 ]
                 results[f"{name}/{viewers}"] = max(trials, key=lambda t: min(t["rates"]))
@@ -820,6 +835,15 @@ def report(r: dict[str, Any]) -> str:
                 f"({x50:.1f}x / {x99:.1f}x raw; p50 rounds {r50[0]:.1f}-{r50[-1]:.1f}x)",
                 f"p50 ≤ {ECHO_P50_X}x, p99 ≤ {ECHO_P99_X}x raw",
                 x50 <= ECHO_P50_X and x99 <= ECHO_P99_X,
+            )
+        )
+    if "key_cpu" in r:
+        rows.append(
+            (
+                "server CPU per keystroke, `serve` / `pty-server` (all rounds)",
+                f"{r['key_cpu']['serve']:.0f} / {r['key_cpu']['pty-server']:.0f} µs",
+                "",
+                "",
             )
         )
     raw_rate = r["raw_rate"]
