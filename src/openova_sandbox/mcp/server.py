@@ -379,6 +379,7 @@ class McpServer:
                 code="mcp-unavailable",
             )
         self._loop = asyncio.get_running_loop()
+        self._build_lock = asyncio.Lock()  # of this loop (a restart may run on another)
         self._started = True
 
     async def sdk_manager(self) -> StreamableHTTPSessionManager:
