@@ -7,13 +7,15 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 
 from openova_sandbox.controller.kube.previews import ANNOTATION
 from openova_sandbox.domain.errors import Conflict, Invalid, NotFound, QuotaExceeded
 from openova_sandbox.domain.model import ObjectMeta, Sandbox, SandboxSpec
-from openova_sandbox.services.kube_previews import KubePreviews
+from openova_sandbox.services.kube_previews import ANNOTATION_WAKE, KubePreviews
+from openova_sandbox.services.previews import PreviewUnavailable
 from openova_sandbox.store.kube import KubeStore
 from openova_sandbox.testing.kubeapi import FakeKube
 
@@ -95,3 +97,33 @@ async def test_what_the_tools_refuse(made: tuple[KubePreviews, KubeStore, Sandbo
         await previews.start_preview(sandbox, 9000, "x", wait=0)
     assert broken.value.code == "previews-annotation-invalid"
     assert previews.list_previews(await store.get("acme", "dev")) == []
+
+
+async def test_opening_a_suspended_sandboxs_preview_wakes_it(
+    kube: FakeKube, made: tuple[KubePreviews, KubeStore, Sandbox]
+) -> None:
+    previews, store, sandbox = made
+    await previews.start_preview(sandbox, 8000, "serve", wait=0)
+    current = await store.get("acme", "dev")
+    suspended = await store.update_status(
+        current.with_status(replace(current.status, phase="Suspended"))
+    )
+    with pytest.raises(PreviewUnavailable) as waking:
+        previews.upstream(suspended, 8000)
+    assert waking.value.code == "preview-starting"
+    assert "being woken" in waking.value.detail
+
+    async def woken() -> bool:
+        found = await store.get("acme", "dev")
+        return bool(found.metadata.annotations.get(ANNOTATION_WAKE))
+
+    async with asyncio.timeout(10):
+        while not await woken():
+            await asyncio.sleep(0.05)
+    writes = sum(1 for m, p in kube.requests if m == "PUT" and p == SB)
+    with pytest.raises(PreviewUnavailable):
+        previews.upstream(suspended, 8000)  # asked again at once: no second write
+    await asyncio.gather(*previews._tasks)
+    assert sum(1 for m, p in kube.requests if m == "PUT" and p == SB) == writes
+    with pytest.raises(NotFound):
+        previews.upstream(suspended, 9000)  # no such preview: not woken for it

@@ -46,7 +46,7 @@ from ..controller.kube.previews import (
     status_entries,
 )
 from ..domain.errors import Conflict, Invalid, NotFound, QuotaExceeded
-from ..domain.model import Sandbox
+from ..domain.model import Sandbox, format_time, utcnow
 from ..store.base import Store
 from .previews import MAX_WAIT, PROXY_TIMEOUT, PreviewUnavailable, check_port
 
@@ -54,6 +54,8 @@ log = structlog.get_logger(__name__)
 
 WRITE_ATTEMPTS = 5
 POLL_SECONDS = 0.2  # following the store when there is no informer
+ANNOTATION_WAKE = "openova.io/wake-requested"  # the operator's (controller/kube/reconcile.py)
+WAKE_EVERY = 30.0  # seconds between two wake requests for one sandbox
 
 
 class PreviewBackend(Protocol):
@@ -107,11 +109,15 @@ class KubePreviews:
         self._url_template = url_template
         self._http: httpx.AsyncClient | None = None
         self._seen: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+        self._woken: dict[tuple[str, str], float] = {}  # when a wake was last asked
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         return None
 
     async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
         if self._http is not None:
             await self._http.aclose()
             self._http = None
@@ -306,6 +312,13 @@ class KubePreviews:
                 f"sandbox {sandbox.name!r} has no preview on port {port}",
                 code="preview-not-found",
             )
+        if sandbox.status.phase == "Suspended":
+            self._wake(sandbox)
+            raise PreviewUnavailable(
+                f"sandbox {sandbox.name!r} was suspended while idle and is being woken; "
+                "its previews start again with it",
+                code="preview-starting",
+            )
         view = self._view(sandbox, wanted, status_entries(sandbox).get(port))
         if view["status"] in (EXITED, REFUSED):
             raise PreviewUnavailable(
@@ -321,6 +334,36 @@ class KubePreviews:
         template = self._url_template
         url = template.format(namespace=namespace, port=port) if template else ""
         return urlsplit(url or upstream_url(namespace, port)).hostname or ""
+
+    def _wake(self, sandbox: Sandbox) -> None:
+        """Ask the operator to wake ``sandbox`` (the annotation an attach sets), at most
+        every ``WAKE_EVERY`` seconds, without holding the request that asked."""
+        key = (sandbox.namespace, sandbox.name)
+        now = time.monotonic()
+        if now - self._woken.get(key, -WAKE_EVERY) < WAKE_EVERY:
+            return
+        self._woken[key] = now
+        task = asyncio.get_running_loop().create_task(self._write_wake(sandbox))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _write_wake(self, sandbox: Sandbox) -> None:
+        for _ in range(WRITE_ATTEMPTS):
+            try:
+                current = await self._store.get(sandbox.namespace, sandbox.name)
+                annotations = {
+                    **current.metadata.annotations,
+                    ANNOTATION_WAKE: format_time(utcnow()),
+                }
+                await self._store.update(current.with_meta(annotations=annotations))
+            except Conflict:
+                continue
+            except Exception as exc:  # the next request asks again
+                log.info("preview.wake_failed", sandbox=sandbox.name, error=type(exc).__name__)
+                self._woken.pop((sandbox.namespace, sandbox.name), None)
+                return
+            log.info("preview.wake_requested", sandbox=sandbox.name, namespace=sandbox.namespace)
+            return
 
     def instance(self, sandbox: Sandbox, port: int) -> str:
         """The id of the current run of ``port`` (a new ``preview.start`` makes a new
