@@ -18,8 +18,8 @@ drift in the machine's load falls on both alike:
 Two pairs of rounds warm up and are not kept; then ``--rounds`` rounds or ``--budget``
 seconds of them, whichever ends first (the run gives up after ``--deadline``).
 
-Each measure is reported with both medians, the ratio isolated/none (the trimmed
-geometric mean of the per-round ratios) and its 95 % bootstrap confidence interval
+Each measure is reported with both medians, the ratio isolated/none (the geometric
+mean of the middle half of the per-round ratios) and its 95 % bootstrap confidence interval
 (bench/paired.py): "within 10 %" only when the whole interval lies within ±10 %, "over"
 when it lies wholly beyond, else "undecided" with the interval.
 

@@ -31,8 +31,12 @@ def test_paired_ratios_are_per_round_and_refuse_unpaired_or_non_positive_figures
 def test_trimmed_geomean_weighs_a_ratio_and_its_inverse_alike_and_drops_the_ends() -> None:
     assert paired.trimmed_geomean([0.5, 2.0], trim=0) == pytest.approx(1.0)
     assert paired.trimmed_geomean([1.0, 4.0], trim=0) == pytest.approx(2.0)
-    # a fifth of each end out: the 0.001 and the 100 (one round a burst hit) are not counted
+    # a quarter of each end out (one of five): the 0.001 and the 100 (rounds a burst hit)
     assert paired.trimmed_geomean([100.0, 1.0, 2.0, 4.0, 0.001]) == pytest.approx(2.0)
+    # the middle half of eight: 2, 4, 4 and 8 (geometric mean 4), not 0.01, 0.5, 32, 900
+    assert paired.trimmed_geomean([900.0, 2.0, 0.5, 8.0, 32.0, 0.01, 4.0, 4.0]) == (
+        pytest.approx(4.0)
+    )
     assert paired.trimmed_geomean([100.0, 1.0, 2.0, 4.0, 0.001], trim=0) != pytest.approx(2.0)
     # trim 0.5: the median, odd and even counts
     assert paired.trimmed_geomean([9.0, 1.0, 3.0], trim=0.5) == pytest.approx(3.0)
