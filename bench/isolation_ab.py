@@ -232,7 +232,9 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     if args.pin:
         # the servers (and every thread they start) on the last CPU, this client and the
         # agents on the others: the client's viewers and the agent's writes do not take
-        # the CPU from the server measured, and no process is moved between CPUs
+        # the CPU from the server measured, and no process is moved between CPUs. Not the
+        # default: on a busy machine it halved the burst rates and did not narrow the
+        # intervals (docs/terminal.md, "Isolation against none")
         os.sched_setaffinity(0, {cpus[-1]})  # the servers inherit it
     try:
         for kind in (ISOLATED, NONE):
@@ -339,7 +341,7 @@ def main() -> None:
     parser.add_argument(
         "--pin",
         action="store_true",
-        help="the servers on the last CPU, the client and the agents on the others",
+        help="the servers on the last CPU, the client and the agents on the others (not better)",
     )
     parser.add_argument("--json", type=Path, help="also write the raw per-round figures here")
     parser.add_argument("-v", "--verbose", action="store_true", help="each round's figures")
