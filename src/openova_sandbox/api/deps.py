@@ -64,8 +64,9 @@ class AppDeps:
     # (services.workspace_index.WorkspaceIndex, embedded only); None: not kept here
     sandbox_secrets: Any = None
     workspace_index: Any = None
-    # embedded mode: the sandboxes' previews served under /preview/ (services.previews
-    # .PreviewsService; docs/mcp.md, "Previews"); None: not served here
+    # the sandboxes' previews served under /preview/ (a services.kube_previews
+    # .PreviewBackend: embedded PreviewsService, Kubernetes KubePreviews; docs/mcp.md,
+    # "Previews"); None: not served here
     previews: Any = None
     # Kubernetes mode: the sandboxes' namespaces read for k8s.read.* (services.kube_read
     # .KubeReader; docs/mcp.md, "Kubernetes reads"); None: no cluster here

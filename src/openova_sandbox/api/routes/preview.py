@@ -75,7 +75,8 @@ from ...domain.preview_grant import (
 )
 from ...domain.principal import Principal
 from ...domain.terminal_wire import CLOSE_POLICY, CLOSE_TRY_LATER
-from ...services.previews import PATH_PREFIX, PreviewsService, check_port
+from ...services.kube_previews import PreviewBackend
+from ...services.previews import PATH_PREFIX, check_port
 from ..errors import error_body, to_response
 from ..security import origin_allowed, principal_from, require_principal
 
@@ -132,8 +133,8 @@ class Place:
     bare: bool = False  # ``…/~<grant>`` without its slash
 
 
-def _previews(conn: HTTPConnection) -> PreviewsService:
-    previews: PreviewsService | None = getattr(conn.app.state.deps, "previews", None)
+def _previews(conn: HTTPConnection) -> PreviewBackend:
+    previews: PreviewBackend | None = getattr(conn.app.state.deps, "previews", None)
     if previews is None:
         raise NotFound("previews are not served here", code="previews-not-served")
     return previews
