@@ -259,8 +259,24 @@ class ScreenModel:
 
     def feed(self, data: bytes) -> None:
         """Queue output for the model (cheap: parsing happens on the feeder thread), or
-        parse it at once when it is an echo's few bytes (see ``_enqueue``)."""
-        if data:
+        parse it at once when it is an echo's few bytes."""
+        if (
+            len(data) <= INLINE_MAX
+            and data
+            and not self._pending
+            and self._lock.acquire(blocking=False)
+        ):
+            # an echo with nothing queued and nobody parsing: parsed here and now, in
+            # order (waking the feeder would cost the process far more than the parse)
+            try:
+                self._enqueued += len(data)
+                if not self._closed:
+                    self._parse(data)
+                    if _TITLED.get(self._key):
+                        self._check_title()
+            finally:
+                self._lock.release()
+        elif data:
             self._enqueue(data)
 
     def resize(self, rows: int, cols: int) -> None:
@@ -270,22 +286,6 @@ class ScreenModel:
             self._enqueue((rows, cols))
 
     def _enqueue(self, item: bytes | tuple[int, int]) -> None:
-        if (
-            type(item) is bytes
-            and len(item) <= INLINE_MAX
-            and not self._pending
-            and self._lock.acquire(blocking=False)
-        ):
-            # an echo with nothing queued and nobody parsing: parsed here and now, in
-            # order (waking the feeder would cost the process far more than the parse)
-            try:
-                self._enqueued += len(item)
-                if not self._closed:
-                    self._parse(item)
-                    self._check_title()
-            finally:
-                self._lock.release()
-            return
         self._pending.append(item)
         if isinstance(item, bytes):
             self._enqueued += len(item)
