@@ -79,6 +79,7 @@ from ..events.product import (
 )
 from ..services.resources import END_SLOW, StreamEnd
 from .tools.base import McpCaller, McpServices
+from .tools.session import embedded_terminals, lists_terminals, terminals_view
 
 log = structlog.get_logger(__name__)
 
@@ -282,18 +283,12 @@ class LiveResources:
 
     def _kind_available(self, name: str) -> bool:
         if name == "sandbox-terminals":
-            return self._embedded_terminals() is not None
+            return lists_terminals(self.services)
         if name == "preview":
             return self.services.previews is not None
         if name == "usage":
             return self.services.ledger is not None
         return True
-
-    def _embedded_terminals(self) -> Any:
-        """The terminals service when it lists terminals without a user's token (the
-        embedded registry); Kubernetes mode's remote terminals need one: not offered."""
-        terminals = self.services.terminals
-        return terminals if hasattr(terminals, "registry") else None
 
     async def _owned(self, caller: McpCaller) -> list[Sandbox]:
         sessions = self.services.sessions
@@ -318,7 +313,7 @@ class LiveResources:
                     "mimeType": MIME,
                 }
             )
-            if self._embedded_terminals() is not None:
+            if lists_terminals(self.services):
                 out.append(
                     {
                         "uri": terminals_uri(name),
@@ -373,17 +368,12 @@ class LiveResources:
         if ref.kind == "sandbox":
             body = to_item(sandbox)
         elif ref.kind == "terminals":
-            terminals = self._embedded_terminals()
-            if terminals is None:
-                raise NotFound(
-                    "terminals are not listed over MCP in this mode (Kubernetes: see the "
-                    "sandbox's own terminal server)",
-                    code="resource-unavailable",
-                )
-            body = {
-                "sandbox": sandbox.name,
-                "terminals": await terminals.list_terminals(sandbox, token=""),
-            }
+            if not lists_terminals(self.services):
+                raise NotFound("terminals are not held here", code="resource-unavailable")
+            # Kubernetes mode: the caller's own sandbox's from its terminal server (the
+            # token relayed), another's count only (tools.session.terminals_view)
+            view = await terminals_view(self.services, caller, sandbox)
+            body = {"sandbox": sandbox.name, **view}
         elif ref.kind == "preview":
             previews = self.services.previews
             if previews is None:
@@ -520,6 +510,9 @@ class LiveResources:
 
     async def _follow_informer(self, sub: Any) -> None:
         informer = self.services.informer
+        terminals_follow_object = (
+            lists_terminals(self.services) and embedded_terminals(self.services) is None
+        )
         try:
             while True:
                 item = await sub.next()
@@ -539,6 +532,15 @@ class LiveResources:
                 self.notify(
                     sandbox.namespace, sandbox.name, sandbox_uri(sandbox.name), _owner_of(sandbox)
                 )
+                if terminals_follow_object:
+                    # Kubernetes mode: pods publish no session events; the operator
+                    # writes each sandbox's session count into its status
+                    self.notify(
+                        sandbox.namespace,
+                        sandbox.name,
+                        terminals_uri(sandbox.name),
+                        _owner_of(sandbox),
+                    )
                 # Kubernetes mode: a preview's state is the sandbox's (its annotation and
                 # status), so its resource follows the object's changes
                 changed = getattr(self.services.previews, "changed_ports", None)

@@ -205,8 +205,9 @@ class McpServer:
 
     # --- callers and what they may call --------------------------------------------------
 
-    def caller_for(self, claims: McpClaims) -> McpCaller:
-        """Whom a verified token speaks for, with its grant."""
+    def caller_for(self, claims: McpClaims, token: str = "") -> McpCaller:
+        """Whom a verified token speaks for, with its grant (and the token, which the
+        terminals tools relay to the sandbox's own terminal server)."""
         return McpCaller(
             namespace=claims.namespace,
             sandbox=claims.sandbox,
@@ -215,6 +216,7 @@ class McpServer:
             owner_email=claims.owner_email,
             org=claims.org,
             grant=self.plans.grant(claims.org, claims.capabilities),
+            token=token,
         )
 
     def tools_for(self, caller: McpCaller) -> list[Tool]:
@@ -535,7 +537,7 @@ class McpHttpEdge:
         from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
         from mcp.server.auth.provider import AccessToken
 
-        caller = self.server.caller_for(claims)
+        caller = self.server.caller_for(claims, token)
         scope = dict(scope)
         scope[CALLER_SCOPE_KEY] = caller
         # the SDK binds each session to the credential that opened it (by these three)

@@ -40,6 +40,7 @@ from ..domain.access import SHARE
 from ..domain.errors import (
     BackendUnavailable,
     Conflict,
+    Forbidden,
     Invalid,
     NotFound,
     SandboxError,
@@ -154,7 +155,9 @@ class RemoteTerminals:
         token: str,
         org: str = "",
         json: Any = None,
+        refused: SandboxError | None = None,
     ) -> httpx.Response:
+        """``refused``: raised instead on a 401/403 (default: terminal not found)."""
         url = upstream_base(self._template, sandbox) + path
         try:
             async with httpx.AsyncClient(transport=self._transport, timeout=TIMEOUT) as client:
@@ -166,6 +169,8 @@ class RemoteTerminals:
             raise BackendUnavailable(
                 "the sandbox's terminal server is unreachable", code="sandbox-pty-unavailable"
             ) from exc
+        if response.status_code in (401, 403) and refused is not None:
+            raise refused
         if response.status_code >= 400:
             raise _error_from(response)
         return response
@@ -224,14 +229,20 @@ class RemoteTerminals:
         }
 
     async def list_terminals(
-        self, sandbox: Sandbox, *, token: str, org: str = ""
+        self, sandbox: Sandbox, *, token: str, org: str = "", refused: SandboxError | None = None
     ) -> list[dict[str, Any]]:
-        listed = await self._call(sandbox, "GET", "/sessions", token=token, org=org)
+        """The live terminals; ``token`` a caller's (the terminal server decides again),
+        or the sandbox's own MCP token (``list_for_mcp``)."""
+        listed = await self._call(
+            sandbox, "GET", "/sessions", token=token, org=org, refused=refused
+        )
         out = []
         for terminal_id in listed.json()["sessions"]:
             path = f"/sessions/{quote(terminal_id)}"
             try:
-                info = (await self._call(sandbox, "GET", path, token=token, org=org)).json()
+                info = (
+                    await self._call(sandbox, "GET", path, token=token, org=org, refused=refused)
+                ).json()
             except NotFound:
                 continue  # ended between the two calls
             if info.get("exited"):
@@ -243,6 +254,20 @@ class RemoteTerminals:
             )
             out.append({"id": terminal_id, "agent": info.get("agent", ""), "attachUrl": url})
         return out
+
+    async def list_for_mcp(self, sandbox: Sandbox, mcp_token: str) -> list[dict[str, Any]]:
+        """The live terminals of ``sandbox`` for its own agents' MCP token: the terminal
+        server holds that very token (``SANDBOX_MCP_TOKEN``) and lists its sessions for
+        it, read only (docs/mcp.md). ``Forbidden`` ``terminals-refused`` when it does not
+        hold this one (the operator replaced it, and the pod has not restarted yet)."""
+        refused = Forbidden(
+            f'the terminal server of sandbox "{sandbox.name}" does not hold this MCP token '
+            "(a newer one was issued: the agent's MCP config gets it at its next start)",
+            code="terminals-refused",
+        )
+        if not mcp_token:
+            raise refused
+        return await self.list_terminals(sandbox, token=mcp_token, refused=refused)
 
     async def close(self, sandbox: Sandbox, terminal_id: str, *, token: str, org: str = "") -> None:
         path = f"/sessions/{quote(terminal_id, safe='')}"

@@ -377,6 +377,7 @@ class PtyApp:
         probe_token: str = "",
         viewer_window: int = DEFAULT_WINDOW,
         share_grants: VerifyGrant | None = None,
+        listing_token: str = "",
     ) -> None:
         self.registry = registry
         self.sandbox_id = sandbox_id
@@ -388,6 +389,7 @@ class PtyApp:
         self._probe_token = probe_token
         self._window = viewer_window
         self._share_grants = share_grants
+        self._listing_token = listing_token
         self.metrics = LazyMetrics(registry, sandbox_id)
         self._pod_previews: PodPreviews | None = None  # made at the first preview request
         every = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH")
@@ -407,11 +409,11 @@ class PtyApp:
             ),
             _route(
                 "/sessions",
-                {"POST": self._guarded(self._create), "GET": self._guarded(self._list)},
+                {"POST": self._guarded(self._create), "GET": self._listing(self._list)},
             ),
             _route(
                 "/sessions/{id}",
-                {"GET": self._guarded(self._get), "DELETE": self._guarded(self._delete)},
+                {"GET": self._listing(self._get), "DELETE": self._guarded(self._delete)},
             ),
             _route("/sessions/{id}/resize", {"POST": self._guarded(self._resize)}),
             _route("/sessions/{id}/signal", {"POST": self._guarded(self._signal)}),
@@ -482,6 +484,26 @@ class PtyApp:
             probe = self._probe_token
             if probe and offered and hmac.compare_digest(offered, probe):
                 return await handler(request)
+            return await checked(request)
+
+        return endpoint
+
+    def _listing(self, handler: Handler) -> Handler:
+        """The read-only listing (``GET /sessions``, ``GET /sessions/{id}``): also open
+        to this sandbox's own MCP token (``listing_token``, the exact one the pod holds,
+        compared in constant time, from the ``Authorization`` header only), which the
+        MCP server relays for ``sandbox.terminals``; that token opens nothing else."""
+        checked = self._guarded(handler)
+
+        async def endpoint(request: Request) -> Reply:
+            bearer = (request.headers.get("authorization") or "").partition(" ")
+            offered = bearer[2].strip() if bearer[0].lower() == "bearer" else ""
+            listing = self._listing_token
+            if listing and offered and hmac.compare_digest(offered.encode(), listing.encode()):
+                try:
+                    return await handler(request)
+                except SandboxError as exc:
+                    return error_response(exc)
             return await checked(request)
 
         return endpoint
@@ -653,6 +675,7 @@ def create_pty_app(
     probe_token: str = "",
     viewer_window: int = DEFAULT_WINDOW,
     share_grants: VerifyGrant | None = None,
+    listing_token: str = "",
 ) -> PtyApp:
     """The pty-server app for the sessions of ``sandbox_id`` in ``registry``.
 
@@ -662,7 +685,9 @@ def create_pty_app(
     token, probes idleness and runs the sandbox's previews with it (no user token opens
     ``/previews``). ``share_grants``
     verifies the share grants the control plane relays share-link viewers with
-    (``None``: such attaches are refused). Serve it with :mod:`.pty_server`.
+    (``None``: such attaches are refused). ``listing_token``: the sandbox's own MCP
+    token (``SANDBOX_MCP_TOKEN``), which opens ``GET /sessions`` and ``GET
+    /sessions/{id}`` and nothing else (docs/mcp.md). Serve it with :mod:`.pty_server`.
     """
     return PtyApp(
         registry=registry,
@@ -675,4 +700,5 @@ def create_pty_app(
         probe_token=probe_token,
         viewer_window=viewer_window,
         share_grants=share_grants,
+        listing_token=listing_token,
     )

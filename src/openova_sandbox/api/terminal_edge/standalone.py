@@ -127,6 +127,8 @@ def build_standalone_app(
         probe_token=settings.probe_token,
         viewer_window=settings.viewer_window_bytes,
         share_grants=_share_grants(settings, sandbox_id),
+        # the sandbox's own MCP token lists its terminals (read only) for the MCP server
+        listing_token=settings.mcp_token,
     )
 
 

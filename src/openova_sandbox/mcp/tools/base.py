@@ -31,6 +31,10 @@ class McpCaller:
     owner_email: str
     org: str
     grant: Grant
+    # the MCP token itself: relayed to this sandbox's own terminal server, which holds
+    # the same one and lists its terminals for it (Kubernetes mode); never compared,
+    # never shown
+    token: str = field(default="", repr=False, compare=False)
 
     def principal(self) -> Principal:
         return Principal(sub=self.owner_sub, email=self.owner_email, org=self.org)

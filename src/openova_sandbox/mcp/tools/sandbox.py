@@ -10,12 +10,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from ...domain import audit
-from ...domain.errors import Invalid, NotFound
+from ...domain.errors import Invalid
 from ...domain.model import Sandbox
 from ...domain.status import to_item
 from ...services.sessions import CreateRequest
 from .base import McpServices, Tool, ToolContext, object_schema
-from .session import embedded_terminals, terminals_of, usage_30d
+from .session import lists_terminals, terminals_view, usage_30d
 
 ID = {
     "type": "string",
@@ -85,10 +85,8 @@ async def delete(ctx: ToolContext, args: Mapping[str, Any]) -> Any:
 async def terminals(ctx: ToolContext, args: Mapping[str, Any]) -> Any:
     target = str(args.get("id") or ctx.caller.sandbox)
     sandbox: Sandbox = await ctx.services.sessions.get(ctx.caller.principal(), target)
-    listed = await terminals_of(ctx.services, sandbox)
-    if listed is None:  # not listed as a tool then; kept for a clear answer
-        raise NotFound("this server does not hold the sandboxes' terminals", code="not-here")
-    return {"id": sandbox.name, "terminals": listed}
+    # where no terminals are held the tool is not listed; called anyway: not-here
+    return {"id": sandbox.name, **await terminals_view(ctx.services, ctx.caller, sandbox)}
 
 
 TOOLS: list[Tool] = [
@@ -145,10 +143,11 @@ TOOLS: list[Tool] = [
         name="sandbox.terminals",
         description=(
             "The open terminals of a sandbox of this owner (default: this one): id, "
-            "agent and attach path of each."
+            "agent and attach path of each. In Kubernetes mode another sandbox's are "
+            "not listed (terminals null): only how many it has (sessions)."
         ),
         input_schema=object_schema({"id": ID}),
         handler=terminals,
-        available=lambda s: _sessions(s) and embedded_terminals(s) is not None,
+        available=lambda s: _sessions(s) and lists_terminals(s),
     ),
 ]

@@ -4,13 +4,16 @@ sandbox, usage"). Read-only; about the token's own sandbox only."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ...domain.errors import BackendUnavailable, SandboxError
+from ...domain.errors import BackendUnavailable, NotFound, SandboxError
 from ...domain.model import Sandbox
 from ...domain.status import to_item
 from ...services.terminals import TerminalsService
-from .base import McpServices, Tool, ToolContext, object_schema
+from .base import McpCaller, McpServices, Tool, ToolContext, object_schema
+
+if TYPE_CHECKING:
+    from ...services.remote_terminals import RemoteTerminals
 
 # what the server leaves in McpServices.extra for the tools that describe the grant
 SERVER_KEY = "mcp.server"
@@ -35,18 +38,62 @@ async def own_sandbox(ctx: ToolContext) -> Sandbox:
 
 
 def embedded_terminals(services: McpServices) -> TerminalsService | None:
-    """The in-process terminals (embedded mode); ``None`` in Kubernetes mode, where each
-    sandbox's terminal server holds them and admits its owner's own token only."""
+    """The in-process terminals (embedded mode); ``None`` in Kubernetes mode."""
     terminals = services.terminals
     return terminals if isinstance(terminals, TerminalsService) else None
 
 
-async def terminals_of(services: McpServices, sandbox: Sandbox) -> list[dict[str, Any]] | None:
-    terminals = embedded_terminals(services)
-    if terminals is None:
+def remote_terminals(services: McpServices) -> RemoteTerminals | None:
+    """Kubernetes mode's terminals: each sandbox's own terminal server, which lists its
+    terminals for the sandbox's own MCP token (``RemoteTerminals.list_for_mcp``)."""
+    terminals = services.terminals
+    if terminals is None or isinstance(terminals, TerminalsService):
         return None
-    listed: list[dict[str, Any]] = await terminals.list_terminals(sandbox, token="")
-    return listed
+    from ...services.remote_terminals import RemoteTerminals
+
+    return terminals if isinstance(terminals, RemoteTerminals) else None
+
+
+def lists_terminals(services: McpServices) -> bool:
+    """Whether this server can show sandboxes' terminals (either mode)."""
+    return embedded_terminals(services) is not None or remote_terminals(services) is not None
+
+
+# what another sandbox's terminals are in Kubernetes mode (docs/mcp.md)
+OTHER_POD = (
+    "only this sandbox's own terminals are listed here (its terminal server admits this "
+    "token; another sandbox's does not): sessions is the count its operator last "
+    "published"
+)
+
+
+def own(caller: McpCaller, sandbox: Sandbox) -> bool:
+    """Whether ``sandbox`` is the caller's own (this very object: a sandbox re-created
+    under the name has another uid)."""
+    return (
+        caller.namespace == sandbox.namespace
+        and caller.sandbox == sandbox.name
+        and (not caller.uid or caller.uid == sandbox.metadata.uid)
+    )
+
+
+async def terminals_view(
+    services: McpServices, caller: McpCaller, sandbox: Sandbox
+) -> dict[str, Any]:
+    """``{"terminals": [{id, agent, attachUrl}]}``. In Kubernetes mode the caller's own
+    sandbox's are its terminal server's answer to the relayed MCP token; another
+    sandbox's are ``{"terminals": null, "sessions": <status.sessions>, "detail"}``:
+    that pod holds another token, and the MCP server has no credential of its own there.
+    ``NotFound`` ``not-here`` where no terminals are held at all."""
+    embedded = embedded_terminals(services)
+    if embedded is not None:
+        return {"terminals": await embedded.list_terminals(sandbox, token="")}
+    remote = remote_terminals(services)
+    if remote is None:
+        raise NotFound("this server does not hold the sandboxes' terminals", code="not-here")
+    if own(caller, sandbox):
+        return {"terminals": await remote.list_for_mcp(sandbox, caller.token)}
+    return {"terminals": None, "sessions": sandbox.status.sessions, "detail": OTHER_POD}
 
 
 async def usage_30d(ctx: ToolContext, sandboxes: list[Sandbox]) -> dict[str, Any] | None:
@@ -87,8 +134,9 @@ async def info(ctx: ToolContext, args: Mapping[str, Any]) -> Any:
         "usage30d": item.get("usage30d"),
     }
     try:
-        out["terminals"] = await terminals_of(ctx.services, sandbox)
-    except (BackendUnavailable, SandboxError):
+        view = await terminals_view(ctx.services, ctx.caller, sandbox)
+        out["terminals"] = view["terminals"]
+    except (BackendUnavailable, SandboxError):  # not ready, unreachable, refused
         out["terminals"] = None
     out["limits"] = await _limits(ctx)
     return out
