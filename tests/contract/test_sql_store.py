@@ -7,6 +7,7 @@ Runs against SQLite (a file in ``tmp_path``) and a real PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import sqlite3
 import sys
@@ -318,4 +319,46 @@ async def test_a_watcher_sees_another_process_write_between_two_of_its_own(
             ("ADDED", three),
         ]
     finally:
+        await watch.aclose()  # type: ignore[attr-defined]
+
+
+async def test_a_watcher_caught_up_with_this_process_reads_the_table_only_at_its_polls(
+    sql_store_factory: StoreFactory, make_sandbox: MakeSandbox
+) -> None:
+    # issue 11: after taking this process's commits from memory a watcher used to read
+    # the table once more on every wake-up, twice per create with two watchers
+    store = await sql_store_factory.open(poll_interval=1.0)
+    start = await store.create(make_sandbox("start"))
+    reads = 0
+    real = store._events_after
+
+    async def counting(cursor: int) -> object:
+        nonlocal reads
+        reads += 1
+        return await real(cursor)
+
+    store._events_after = counting  # type: ignore[method-assign]
+    watch = store.watch(start.metadata.resource_version)
+    received: asyncio.Queue[object] = asyncio.Queue()
+
+    async def consume() -> None:
+        # like the informer: take each event, then wait for the next one at once
+        while True:
+            received.put_nowait((await anext(watch)).object)
+
+    consumer = asyncio.create_task(consume())
+    try:
+        began = time.monotonic()
+        async with asyncio.timeout(10):
+            for i in range(20):
+                made = await store.create(make_sandbox(f"s{i:02d}"))
+                assert await received.get() == made  # the watcher caught up again
+        polls = int(time.monotonic() - began)  # poll_interval=1.0
+        # one read when the watch began (its cursor is not this process's newest
+        # commit yet), and one a poll after that: not one a create
+        assert reads <= 2 + polls < 20, (reads, polls)
+    finally:
+        consumer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await consumer
         await watch.aclose()  # type: ignore[attr-defined]

@@ -3,6 +3,7 @@ informer: bound to one live sandbox, never a user credential, revoked with the s
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -147,6 +148,11 @@ async def test_deleting_the_sandbox_revokes_its_token(world: World) -> None:
     token = world.tokens.issue(stored)
     await world.tokens.verify(token)
     assert await world.store.delete("acme", "helper") is None
+    # the informer's copy follows the store's watch: the deletion is in it a moment
+    # after the write (the store's COMMIT runs off the event loop since issue 11)
+    async with asyncio.timeout(5):
+        while any(s.name == "helper" for s in world.informer.in_namespace("acme")):
+            await asyncio.sleep(0.005)
     with pytest.raises(Unauthenticated, match="no longer exists"):
         await world.tokens.verify(token)
     again = await world.store.create(box("helper"))
