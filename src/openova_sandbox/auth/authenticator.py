@@ -90,10 +90,15 @@ class Authenticator:
 
 
 def build_authenticator(
-    settings: Settings, *, issuer: EmbeddedIssuer | Callable[[], EmbeddedIssuer] | None
+    settings: Settings,
+    *,
+    issuer: EmbeddedIssuer | Callable[[], EmbeddedIssuer] | None,
+    more_audiences: tuple[str, ...] = (),
 ) -> Authenticator:
     """The authenticator for these settings (see the module docstring for the rules).
-    ``issuer``: the embedded issuer, or a function that loads it at the first token."""
+    ``issuer``: the embedded issuer, or a function that loads it at the first token.
+    ``more_audiences``: accepted besides ``SANDBOX_OIDC_AUDIENCE`` when that is set (a
+    sandbox pod: the console client's ID tokens, docs/auth.md)."""
     if settings.oidc_issuer or settings.jwks_url:
         keys = RemoteJwks(jwks_url=settings.jwks_url, issuer=settings.oidc_issuer)
         log.info(
@@ -104,7 +109,12 @@ def build_authenticator(
             audience=settings.oidc_audience or None,
         )
         return Authenticator(
-            TokenValidator(keys, issuer=settings.oidc_issuer, audience=settings.oidc_audience),
+            TokenValidator(
+                keys,
+                issuer=settings.oidc_issuer,
+                audience=settings.oidc_audience,
+                more_audiences=more_audiences,
+            ),
             mapping=ClaimMapping.from_settings(settings),
         )
     if issuer is None:

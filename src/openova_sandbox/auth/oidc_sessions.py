@@ -145,7 +145,10 @@ class OidcSessions:
         validate_bearer: Validate,
         clock: Callable[[], float] = time.time,
         ttl_s: float = SESSION_TTL_S,
+        audience: str = "",
     ) -> None:
+        """``audience``: the one bearers must name (``SANDBOX_OIDC_AUDIENCE``), which a
+        sandbox pod checks on the token relayed for a session (:meth:`relayed`)."""
         from cryptography.fernet import Fernet
 
         if not cookie_secret:
@@ -158,6 +161,7 @@ class OidcSessions:
         self.client = client
         self.mapping = mapping
         self._validate_bearer = validate_bearer
+        self._audience = audience
         self._clock = clock
         self._ttl = ttl_s
         self._locks: dict[str, asyncio.Lock] = {}
@@ -317,7 +321,24 @@ class OidcSessions:
             raise Unauthenticated("the console session has expired")
         if self._due(record, now):
             record = await self._refresh(sid)
-        return Resolved(token=record.bearer(), principal=self._principal(record))
+        return Resolved(token=self.relayed(record), principal=self._principal(record))
+
+    def relayed(self, record: SessionRecord) -> str:
+        """The token a sandbox's terminal server is given for this session (Kubernetes
+        mode): the access token when it is a JWT, else the ID token — except that with an
+        audience configured, an access token that does not name it gives way to the ID
+        token (whose audience, our client, the pod accepts too: docs/auth.md,
+        "Kubernetes mode's sandbox pods"). The unverified ``aud`` only picks which one;
+        the pod verifies what it gets."""
+        token = record.bearer()
+        if (
+            self._audience
+            and record.id_token
+            and token == record.access_token
+            and not _names_audience(token, self._audience)
+        ):
+            return record.id_token
+        return token
 
     def _due(self, record: SessionRecord, now: float) -> bool:
         if record.access_expires_at is None:
@@ -421,6 +442,18 @@ def build_oidc_sessions(
         client=client,
         mapping=ClaimMapping.from_settings(settings),
         validate_bearer=validate_bearer,
+        audience=settings.oidc_audience,
     )
     log.info("auth.oidc.console_sign_in", issuer=client.issuer, client_id=client.client_id)
     return sessions
+
+
+def _names_audience(token: str, audience: str) -> bool:
+    """Whether a JWT's (unverified) ``aud`` names ``audience``."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return False
+    aud = claims.get("aud") if isinstance(claims, dict) else None
+    return aud == audience or (isinstance(aud, list) and audience in aud)

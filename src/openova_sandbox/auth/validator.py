@@ -47,10 +47,16 @@ class TokenValidator:
         issuer: str = "",
         audience: str = "",
         leeway_s: int = 30,
+        more_audiences: tuple[str, ...] = (),
     ) -> None:
+        """``more_audiences``: further audiences accepted besides ``audience`` (a
+        token's ``aud`` must name one of them); ignored without ``audience``."""
         self._keys = keys
         self._issuer = issuer
         self._audience = audience
+        self._audiences = (
+            tuple(dict.fromkeys(a for a in (audience, *more_audiences) if a)) if audience else ()
+        )
         self._leeway = leeway_s
         # token text → (monotonic time it is forgotten, its exp, the key that verified
         # it, its kid, its claims)
@@ -128,7 +134,7 @@ class TokenValidator:
                         "verify_aud": bool(self._audience),
                     },
                     issuer=self._issuer or None,
-                    audience=self._audience or None,
+                    audience=list(self._audiences) or None,
                     leeway=self._leeway,
                 )
                 return claims, key
@@ -143,9 +149,8 @@ class TokenValidator:
             except InvalidIssuerError as exc:
                 raise Unauthenticated(f"token issuer is not {self._issuer!r}") from exc
             except InvalidAudienceError as exc:
-                raise Unauthenticated(
-                    f"token audience does not include {self._audience!r}"
-                ) from exc
+                named = " or ".join(repr(a) for a in self._audiences)
+                raise Unauthenticated(f"token audience does not include {named}") from exc
             except InvalidIssuedAtError as exc:
                 raise Unauthenticated(f"token iat is invalid: {exc}") from exc
             except InvalidTokenError as exc:

@@ -83,7 +83,11 @@ def run_pty_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
             issuer = EmbeddedIssuer.loader(Path(settings.data_dir))
         except SandboxError as exc:
             fail(f"no SANDBOX_OIDC_ISSUER or SANDBOX_JWKS_URL set, and {exc.detail}")
-    authenticator = build_authenticator(settings, issuer=issuer)
+    # besides the control plane's audience, the console client's: the ID tokens it
+    # relays for console sessions name that one (docs/auth.md, "Kubernetes mode's
+    # sandbox pods"); none checked without SANDBOX_OIDC_AUDIENCE
+    console = (settings.oidc_client_id,) if settings.oidc_client_id else ()
+    authenticator = build_authenticator(settings, issuer=issuer, more_audiences=console)
     try:
         app = build_standalone_app(
             settings,

@@ -55,6 +55,17 @@ def pod_jwks_url(settings: Settings) -> str:
     return settings.kube_api_url.rstrip("/") + JWKS_PATH
 
 
+def pod_audience(settings: Settings) -> tuple[str, str]:
+    """The audiences a sandbox pod's terminal server checks: the control plane's
+    ``SANDBOX_OIDC_AUDIENCE`` and its console client ``SANDBOX_OIDC_CLIENT_ID`` (the
+    ``aud`` of the ID tokens it relays for console sessions), with an external issuer
+    only: the embedded issuer's tokens are not checked for an audience by the control
+    plane either (docs/auth.md, "Kubernetes mode's sandbox pods")."""
+    if not (settings.oidc_issuer or settings.jwks_url) or not settings.oidc_audience:
+        return "", ""
+    return settings.oidc_audience, settings.oidc_client_id
+
+
 def startup_problems(settings: Settings) -> list[str]:
     """What ``sandbox operator`` lacks to give sandboxes a working terminal; each
     names its setting. Empty: nothing lacks."""
@@ -86,6 +97,8 @@ def render_config(settings: Settings) -> RenderConfig:
         git_base_url=settings.git_base_url,
         oidc_issuer=settings.oidc_issuer,
         jwks_url=pod_jwks_url(settings),
+        oidc_audience=pod_audience(settings)[0],
+        oidc_client_id=pod_audience(settings)[1],
         claim_mapping=claim_mapping_env(settings),
         ring_buffer_bytes=settings.ring_buffer_bytes,
         default_namespace=settings.default_namespace,

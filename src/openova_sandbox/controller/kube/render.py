@@ -122,6 +122,11 @@ class RenderConfig:
     http_route: bool = True
     oidc_issuer: str = ""
     jwks_url: str = ""
+    # the audience the control plane checks on bearers, and its console client (the
+    # audience of the ID tokens it relays for console sessions): the terminal server
+    # admits a token naming one of them (empty: no audience, the control plane's rule)
+    oidc_audience: str = ""
+    oidc_client_id: str = ""
     # the control plane's claim mapping as (variable, value) pairs, every one of them
     # (``config.claim_mapping_env``): the terminal server maps relayed tokens the same way
     claim_mapping: tuple[tuple[str, str], ...] = ()
@@ -454,6 +459,8 @@ def _statefulset(
         {"name": "SANDBOX_RING_BUFFER_BYTES", "value": str(config.ring_buffer_bytes)},
         {"name": "SANDBOX_OIDC_ISSUER", "value": config.oidc_issuer},
         {"name": "SANDBOX_JWKS_URL", "value": config.jwks_url},
+        {"name": "SANDBOX_OIDC_AUDIENCE", "value": config.oidc_audience},
+        {"name": "SANDBOX_OIDC_CLIENT_ID", "value": config.oidc_client_id},
         *({"name": name, "value": value} for name, value in config.claim_mapping),
         {"name": "SANDBOX_WORKDIR", "value": WORKSPACE},
         {"name": "SANDBOX_MCP_CONFIG", "value": "/etc/openova/mcp/mcp.json"},
