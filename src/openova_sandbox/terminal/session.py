@@ -3,11 +3,12 @@
 The session wires the sans-I/O :class:`~.core.SessionCore` to real I/O:
 
 * **Reading** happens in a ``loop.add_reader`` callback on the master fd. Each callback
-  drains what the kernel has (until ``EAGAIN`` or 64 KiB) into a pending buffer (read in
-  place, ``os.readv``: the frame's ``bytes`` is its one copy), which is flushed at once — unless every viewer still has output queued (its socket is backed
-  up): then the bytes wait for the first viewer to ask for more (or 64 KiB, or
-  ``COALESCE_DELAY`` at most), so frames grow only when a viewer could not take them
-  anyway. Keystroke echo is never held, and no timer runs per burst.
+  drains what the kernel has (until ``EAGAIN`` or 64 KiB), read in place into the
+  thread's buffer (``os.readv``: the frame's ``bytes`` is its one copy unless it was held
+  over several callbacks), and flushes it at once — unless every viewer still has output
+  queued (its socket is backed up): then the bytes wait for the first viewer to ask for
+  more (or 64 KiB, or ``COALESCE_DELAY`` at most), so frames grow only when a viewer
+  could not take them anyway. Keystroke echo is never held, and no timer runs per burst.
 * **Flushing** feeds the core once per frame (ring + screen model); the core returns the
   same ``bytes`` for every viewer, which lands in that viewer's own queue. Sending is done
   by each viewer's pump (the API layer's attach edge) outside the core. A viewer over its
@@ -35,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -62,6 +64,18 @@ WRITE, READ = "write", "read"
 TICK_FLOOR = 0.01
 
 _TRANSITIONS = {"running": {"exited"}, "exited": set[str]()}
+
+# One read buffer per thread, shared by its sessions (a loop runs one callback at a
+# time, and what a callback read leaves it as ``bytes``): reads land in place, and an
+# idle terminal holds no buffer of its own.
+_SCRATCH = threading.local()
+
+
+def _scratch() -> memoryview:
+    view: memoryview | None = getattr(_SCRATCH, "view", None)
+    if view is None:
+        view = _SCRATCH.view = memoryview(bytearray(FRAME_MAX))
+    return view
 
 
 ActivityListener = Callable[["TerminalSession", str, str], None]
@@ -304,9 +318,9 @@ class TerminalSession:
         self._counters = counters
         self._term_grace = term_grace
         self._viewers: dict[str, Viewer] = {}
-        self._pending = bytearray(FRAME_MAX)  # output read and not yet flushed: its first
-        self._held = 0  # ``_held`` bytes (read into in place: one copy per frame, at the flush)
-        self._room = memoryview(self._pending)
+        self._held: list[bytes] = []  # output read and not flushed yet (one per callback)
+        self._held_size = 0
+        self._room = _scratch()
         self._flush_handle: asyncio.TimerHandle | None = None
         self._input = bytearray()
         self._writer_on = False
@@ -371,24 +385,27 @@ class TerminalSession:
         Without ``drain`` a short read ends the callback: the loop calls again when
         there is more, and no read is spent on ``EAGAIN`` (on Linux that read also
         waits for the tty's buffer work)."""
-        held = self._held
         room = self._room
+        size = self._held_size
+        read = 0
         read_into = self.process.read_into
-        while held < FRAME_MAX:
-            count = read_into(room[held:])
+        while size + read < FRAME_MAX:
+            count = read_into(room[read : FRAME_MAX - size])
             if count is None:
                 break
             if not count:
                 self._eof = True
                 self._loop.remove_reader(self.process.master_fd)
                 break
-            held += count
+            read += count
             if count < SHORT_READ and not drain:
                 break
-        self._held = held
-        if not held:
+        if read:
+            self._held.append(bytes(room[:read]))  # (the buffer is the thread's)
+            self._held_size = size = size + read
+        if not size:
             return
-        if self._eof or held >= FRAME_MAX or not self._backed_up():
+        if self._eof or size >= FRAME_MAX or not self._backed_up():
             self._flush()
         elif self._flush_handle is None:  # held for a backed-up audience, not for long
             self._flush_handle = self._loop.call_later(COALESCE_DELAY, self._flush)
@@ -405,17 +422,19 @@ class TerminalSession:
 
     def _wants_more(self) -> None:
         """A viewer's queue ran dry: what was held for it goes out now."""
-        if self._held:
+        if self._held_size:
             self._flush()
 
     def _flush(self) -> None:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        if not self._held:
+        held = self._held
+        if not held:
             return
-        data = bytes(self._room[: self._held])
-        self._held = 0
+        data = held[0] if len(held) == 1 else b"".join(held)
+        self._held = []
+        self._held_size = 0
         self._send_out(data)
 
     def _send_out(self, data: bytes) -> None:

@@ -108,3 +108,37 @@ async def test_stop_all_ends_every_terminal_of_one_sandbox_only(
     before = registry.last_activity_at("t")
     other.write(b"x")
     assert registry.last_activity_at("t") >= before
+
+
+NUMBERED = (
+    "import os, sys, tty\n"
+    "tty.setraw(0)\n"
+    "tag = sys.argv[1].encode()\n"
+    "os.write(1, b'READY')\n"
+    "os.read(0, 1)\n"
+    "for i in range(4000):\n"
+    "    os.write(1, b'%s%05d\\n' % (tag, i))\n"
+    "os.write(1, b'DONE')\n"
+    "os.read(0, 1)\n"
+)
+
+
+async def test_sessions_reading_side_by_side_keep_their_own_bytes(
+    registry: TerminalRegistry,
+) -> None:
+    """Sessions of one loop share its read buffer; each session's output, read in many
+    callbacks and held while its viewer is backed up, arrives whole and in order."""
+    tags = (b"A", b"B", b"C")
+    sessions = [
+        registry.create("s", SessionRequest(command=(sys.executable, "-c", NUMBERED, t.decode())))
+        for t in tags
+    ]
+    viewers = [s.attach() for s in sessions]
+    for viewer in viewers:
+        await _until(viewer, b"READY")
+    for session in sessions:
+        session.write(b"g")  # all three write at once
+    for tag, viewer in zip(tags, viewers, strict=True):
+        seen = await _until(viewer, b"DONE")  # (the others' viewers are backed up meanwhile)
+        lines = seen[: seen.index(b"DONE")].split(b"\n")  # (READY came before the go)
+        assert lines[:-1] == [b"%s%05d" % (tag, i) for i in range(4000)]
