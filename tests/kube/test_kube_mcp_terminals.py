@@ -306,3 +306,45 @@ async def test_the_pods_token_opens_the_read_only_listing_and_nothing_else(
                 async for _ in ws:
                     pass
         assert ws.close_code == 1008
+
+
+class Updates:
+    def __init__(self) -> None:
+        self.uris: list[str] = []
+
+    async def __call__(self, message: Any) -> None:
+        if isinstance(message, types.ResourceUpdatedNotification):
+            self.uris.append(str(message.params.uri))
+
+
+@pytest.mark.filterwarnings("ignore:resources/(un)?subscribe is removed")
+async def test_the_terminals_resource_follows_the_sandbox_object(world: World) -> None:
+    # pods publish no session events: the resource is announced on the object's changes
+    # (the operator writes the session count into the status)
+    uri = "openova://sandbox/dev/terminals"
+    updates = Updates()
+    token = world.pod_token
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    client = Client(
+        streamable_http_client(f"{world.api_url}/mcp", http_client=http),
+        mode="legacy",
+        message_handler=updates,
+    )
+    async with http, client:
+        await client.subscribe_resource(uri)
+        heard = len(updates.uris)
+        patch = {"metadata": {"annotations": {"example.com/touched": "1"}}}
+        async with httpx.AsyncClient(base_url=world.cluster_url, timeout=10) as cluster:
+            patched = await cluster.patch(
+                f"{SB}/dev",
+                content=json.dumps(patch),
+                headers={"Content-Type": "application/merge-patch+json"},
+            )
+        assert patched.status_code == 200, patched.text
+        async with asyncio.timeout(10):
+            while uri not in updates.uris[heard:]:
+                await asyncio.sleep(0.05)
+        read = await client.read_resource(uri)
+        content = read.contents[0]
+        assert isinstance(content, types.TextResourceContents)
+        assert json.loads(content.text)["terminals"] == []
