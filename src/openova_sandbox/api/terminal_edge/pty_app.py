@@ -26,6 +26,10 @@ Share links (Kubernetes mode): the control plane relays a share link's viewer wi
 ``share-grant-invalid``); the viewer is served in the grant's mode (``read``: input
 dropped, resizes ignored) and closed 1008 ``share-expired`` at the share's expiry. A
 grant opens the attach route only, never the REST routes.
+
+The sandbox's own MCP token (``listing_token``: ``SANDBOX_MCP_TOKEN``, which the MCP
+server relays for its terminals tools) opens ``GET /sessions`` and ``GET
+/sessions/{id}`` only (docs/mcp.md, "Terminals in Kubernetes mode").
 """
 
 from __future__ import annotations
