@@ -65,7 +65,23 @@ class SpawnSpec:
     sandboxed: bool = False
 
 
+# Ignored signals survive exec: a server started with SIGINT ignored (``nohup``, a parent
+# that set SIG_IGN) would hand that to every terminal, and ^C would not stop an agent.
+# Every terminal process starts with every signal at its default and none blocked.
+_RESET_SIGNALS = tuple(
+    s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP)
+)
+
+
+def _reset_signals() -> None:  # runs in the child between fork and exec
+    for sig in _RESET_SIGNALS:
+        with contextlib.suppress(OSError, ValueError):
+            signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+
+
 def _take_controlling_tty() -> None:  # runs in the child between fork and exec
+    _reset_signals()
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
@@ -140,8 +156,8 @@ def _strings(items: list[bytes]) -> ctypes.Array[ctypes.c_char_p]:
 
 def _posix_spawn(libc: ctypes.CDLL, spec: SpawnSpec, slave: str) -> _Spawned:
     """``spec`` in a new session whose controlling terminal is ``slave`` (its stdin,
-    stdout and stderr), started with glibc's ``posix_spawn``. ``SIGPIPE``/``SIGXFSZ``
-    back to their defaults and no signal blocked, as ``Popen`` starts a child."""
+    stdout and stderr), started with glibc's ``posix_spawn``. Every signal back to its
+    default (also one the server ignores) and none blocked."""
     import ctypes
 
     path = _executable(spec.argv[0], spec.env)
@@ -166,8 +182,9 @@ def _posix_spawn(libc: ctypes.CDLL, spec: SpawnSpec, slave: str) -> _Spawned:
         libc.posix_spawn_file_actions_addclosefrom_np(actions, 3)
         libc.sigemptyset(sigs)
         libc.posix_spawnattr_setsigmask(attr, sigs)
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ):
-            libc.sigaddset(sigs, int(sig))
+        # every signal back to its default, ignored ones too (glibc's set leaves out
+        # its internal ones; SIGKILL/SIGSTOP are refused by the kernel and skipped)
+        libc.sigfillset(sigs)
         libc.posix_spawnattr_setsigdefault(attr, sigs)
         libc.posix_spawnattr_setflags(
             attr, ctypes.c_short(_SPAWN_SETSID | _SPAWN_SETSIGMASK | _SPAWN_SETSIGDEF)
@@ -309,7 +326,7 @@ class PtyProcess:
                     cwd=spec.cwd or None,
                     env=dict(spec.env),
                     start_new_session=True,
-                    preexec_fn=None if spec.sandboxed else _take_controlling_tty,
+                    preexec_fn=_reset_signals if spec.sandboxed else _take_controlling_tty,
                     close_fds=True,
                 )
         except FileNotFoundError as exc:
