@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 
+from ..auth.signouts import SignOuts
 from ..config import Settings
 from ..events.bus import EventBus
 from ..services.audit import AuditLog, MemoryAuditLog
@@ -76,6 +77,9 @@ class AppDeps:
     # console sessions signed in with the OIDC issuer (auth.oidc_sessions.OidcSessions);
     # None: no OIDC client configured
     oidc_sessions: Any = None
+    # token cookies signed out of (POST /logout), until they expire: what was opened
+    # from them (preview grants) ends with them
+    signouts: SignOuts = field(default_factory=SignOuts)
     # embedded mode: the isolation of the terminals (services.isolation.IsolationState);
     # None: not this server's to say (Kubernetes mode: the pods)
     isolation: Any = None

@@ -165,10 +165,11 @@ class OidcSessions:
         self._clock = clock
         self._ttl = ttl_s
         self._locks: dict[str, asyncio.Lock] = {}
-        # sid → (monotonic time read, record): a session is read from the database at
-        # most every CACHE_SECONDS per process (as access tokens are: services/tokens.py)
+        # key (``handle``) → (monotonic time read, record): a session is read from the
+        # database at most every CACHE_SECONDS per process (as access tokens are:
+        # services/tokens.py)
         self._cache: dict[str, tuple[float, SessionRecord]] = {}
-        # sid → set when this process ends the session (live connections wait on it)
+        # key → set when this process ends the session (live connections wait on it)
         self._ended: dict[str, asyncio.Event] = {}
         self._waiters: dict[str, int] = {}
 
@@ -177,27 +178,37 @@ class OidcSessions:
     def _key(sid: str) -> str:
         return hashlib.sha256(sid.encode("ascii")).hexdigest()
 
+    @staticmethod
+    def handle(sid: str) -> str:
+        """What names a session without giving its cookie away: the SHA-256 of its id,
+        its record's key. A preview grant carries it (domain/preview_grant.py) to end
+        with the session (:meth:`live`, :meth:`wait_ended_key`)."""
+        return OidcSessions._key(sid)
+
     async def _write(self, sid: str, record: SessionRecord) -> None:
         blob = self._fernet.encrypt(record.to_json())
         await self.backend.put(self._key(sid), blob, record.expires_at)
-        self._remember(sid, record)
+        self._remember(self._key(sid), record)
 
-    def _remember(self, sid: str, record: SessionRecord) -> None:
+    def _remember(self, key: str, record: SessionRecord) -> None:
         if len(self._cache) >= CACHE_ENTRIES:
             self._cache.clear()
-        self._cache[sid] = (time.monotonic(), record)
+        self._cache[key] = (time.monotonic(), record)
 
     async def load(self, sid: str, *, fresh: bool = False) -> SessionRecord | None:
         """The session's record, decrypted; ``None`` when unknown or unreadable.
         ``fresh``: from the database, not this process's copy of the last 2 s."""
+        return await self._load(self._key(sid), fresh=fresh)
+
+    async def _load(self, key: str, *, fresh: bool) -> SessionRecord | None:
         from cryptography.fernet import InvalidToken
 
-        cached = None if fresh else self._cache.get(sid)
+        cached = None if fresh else self._cache.get(key)
         if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
             return cached[1]
-        raw = await self.backend.get(self._key(sid))
+        raw = await self.backend.get(key)
         if raw is None:
-            self._cache.pop(sid, None)
+            self._cache.pop(key, None)
             return None
         try:
             record = SessionRecord.from_json(self._fernet.decrypt(raw))
@@ -205,13 +216,22 @@ class OidcSessions:
             # another cookie secret wrote it (rotated), or it was damaged: not ours to use
             log.warning("auth.oidc.session_unreadable")
             return None
-        self._remember(sid, record)
+        self._remember(key, record)
         return record
 
+    async def live(self, key: str) -> bool:
+        """Whether the session of handle ``key`` is still on (not signed out, expired or
+        refused a refresh), from this process's copy of the last 2 s as every request
+        with the cookie is: a sign-out through this process applies at once, through
+        another one within ``CACHE_SECONDS``. ``BackendUnavailable`` when unreadable."""
+        record = await self._load(key, fresh=False)
+        return record is not None and record.expires_at > self._clock()
+
     async def _remove(self, sid: str) -> None:
-        self._cache.pop(sid, None)
-        await self.backend.delete(self._key(sid))
-        ended = self._ended.pop(sid, None)
+        key = self._key(sid)
+        self._cache.pop(key, None)
+        await self.backend.delete(key)
+        ended = self._ended.pop(key, None)
         if ended is not None:
             ended.set()
 
@@ -220,8 +240,12 @@ class OidcSessions:
         once when this process ended it, else at the next look at the backend (every
         ``check_every`` s). A backend that cannot be read is looked at again later, never
         read as ended. For live connections opened with the session cookie."""
-        event = self._ended.setdefault(sid, asyncio.Event())
-        self._waiters[sid] = self._waiters.get(sid, 0) + 1
+        await self.wait_ended_key(self._key(sid), check_every=check_every)
+
+    async def wait_ended_key(self, key: str, *, check_every: float = ENDED_CHECK_SECONDS) -> None:
+        """:meth:`wait_ended` by the session's :meth:`handle` (a preview grant's)."""
+        event = self._ended.setdefault(key, asyncio.Event())
+        self._waiters[key] = self._waiters.get(key, 0) + 1
         try:
             while True:
                 try:
@@ -231,17 +255,17 @@ class OidcSessions:
                 except TimeoutError:
                     pass
                 try:
-                    record = await self.load(sid, fresh=True)
+                    record = await self._load(key, fresh=True)
                 except BackendUnavailable:
                     continue
                 if record is None or record.expires_at <= self._clock():
                     return
         finally:
-            left = self._waiters.pop(sid, 1) - 1
+            left = self._waiters.pop(key, 1) - 1
             if left:
-                self._waiters[sid] = left
-            elif self._ended.get(sid) is event:
-                del self._ended[sid]  # the last connection of the session is gone
+                self._waiters[key] = left
+            elif self._ended.get(key) is event:
+                del self._ended[key]  # the last connection of the session is gone
 
     async def start(self) -> None:
         """Open the backend and remove expired sessions (a lifecycle part of the app)."""

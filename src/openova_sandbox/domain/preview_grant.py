@@ -11,12 +11,20 @@ A grant is ``<payload>.<signature>``: the payload a base64url JSON object naming
 sandbox (namespace and name), the port, the preview *instance* (a random id of one run
 of the preview: started again on the same port, it is another instance), the user it
 was minted for (subject, email, org, roles, tier: the proxy checks that user's access
-to the sandbox again on every request) and its expiry; the signature a base64url
-HMAC-SHA256 of the payload under a key derived from the server's cookie secret (every
-replica that signs the console's cookies checks grants alike). So a grant opens one
-port of one sandbox, for one run of its preview, as one user, until it expires: a
-stopped preview, one started again, a deleted sandbox or a user who lost access makes
-it worthless.
+to the sandbox again on every request), the sign-in it was minted from (the
+*credential*, below) and its expiry; the signature a base64url HMAC-SHA256 of the
+payload under a key derived from the server's cookie secret (every replica that signs
+the console's cookies checks grants alike). So a grant opens one port of one sandbox,
+for one run of its preview, as one user, for as long as the sign-in lasts and at most
+until it expires: a stopped preview, one started again, a deleted sandbox, a user who
+lost access, or the sign-in ended (signed out, the token revoked) makes it worthless.
+
+The credential names the sign-in without giving it away (the grant is in the page's
+address, which the page and its server read): ``s:<handle>`` a console session
+(auth/oidc_sessions.py, the SHA-256 of its id), ``t:<id>`` a personal access token (its
+id, which is not the token), ``j:<jti>`` a JWT by its id (a token cookie is signed out
+of by ``POST /logout``: auth/signouts.py), ``""`` a JWT without one (it ends at its
+expiry only).
 
 Pure: HMAC and JSON from the standard library.
 """
@@ -38,6 +46,10 @@ GRANT_TTL_SECONDS = 4 * 60 * 60  # at most; never past the sign-in it was minted
 KEY_LABEL = b"openova-sandbox preview-grant key v1"
 MAX_GRANT_CHARS = 2048
 INVALID = "preview-grant-invalid"
+# the kinds of sign-in a grant can be bound to (``PreviewGrant.credential``)
+VIA_SESSION = "s"
+VIA_TOKEN = "t"
+VIA_JWT = "j"
 EXPIRED = "preview-grant-expired"
 
 
@@ -53,6 +65,23 @@ class PreviewGrant:
     roles: tuple[str, ...]
     tier: str
     expires_at: int  # epoch seconds
+    credential: str = ""  # the sign-in it came from: ``<kind>:<id>``, "" for none
+
+    @property
+    def via(self) -> tuple[str, str]:
+        """The credential as ``(kind, id)``; ``("", "")`` for none."""
+        return via_of(self.credential)
+
+
+def credential(kind: str, ident: str) -> str:
+    """``<kind>:<id>`` for a grant's ``credential``; ``""`` when ``ident`` is empty."""
+    return f"{kind}:{ident}" if ident else ""
+
+
+def via_of(text: str) -> tuple[str, str]:
+    """A ``credential`` as ``(kind, id)``; ``("", "")`` for none."""
+    kind, _, ident = text.partition(":")
+    return (kind, ident) if ident else ("", "")
 
 
 class GrantRefused(Unauthenticated):
@@ -85,6 +114,7 @@ def mint_grant(key: bytes, grant: PreviewGrant) -> str:
         "r": list(grant.roles),
         "t": grant.tier,
         "x": grant.expires_at,
+        "c": grant.credential,
     }
     payload = _b64(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode())
     return f"{payload}.{_signature(key, payload)}"
@@ -134,7 +164,7 @@ def _grant(claims: Any) -> PreviewGrant:
         raise GrantRefused("the preview grant's port or expiry is not a number", code=INVALID)
     if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
         raise GrantRefused("the preview grant's roles are not a list of names", code=INVALID)
-    return PreviewGrant(
+    grant = PreviewGrant(
         namespace=text("n"),
         sandbox=text("s"),
         port=port,
@@ -145,4 +175,8 @@ def _grant(claims: Any) -> PreviewGrant:
         roles=tuple(roles),
         tier=text("t"),
         expires_at=expires,
+        credential=text("c"),
     )
+    if grant.credential and grant.via[0] not in (VIA_SESSION, VIA_TOKEN, VIA_JWT):
+        raise GrantRefused("the preview grant names no sign-in it knows", code=INVALID)
+    return grant

@@ -183,6 +183,8 @@ class TokensService:
         self._clock = clock
         self._cache_seconds = cache_seconds
         self._cache: dict[str, tuple[AccessToken | None, float]] = {}
+        # token id -> (revoked or gone, until when): ``revoked``'s copy, as ``_cache``
+        self._ended: dict[str, tuple[bool, float]] = {}
         self._touched: dict[str, datetime] = {}
         self._generation = 0  # bumped by every revoke: a lookup racing one is not kept
         # token id -> set when revoked here; kept only while a connection waits on it
@@ -284,6 +286,23 @@ class TokensService:
             if token is None or token.revoked_at is not None:
                 return
 
+    async def revoked(self, token_id: str) -> bool:
+        """Whether token ``token_id`` is revoked (or purged), as a request with it would
+        find: from this process's copy of the last ``CACHE_SECONDS``, dropped by every
+        revoke here (a revoke through another process applies within that time). What a
+        preview grant minted from the token checks on each request."""
+        cached = self._ended.get(token_id)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        generation = self._generation
+        token = await self.store.get_token(token_id)
+        ended = token is None or token.revoked_at is not None
+        if generation == self._generation:
+            if len(self._ended) >= CACHE_ENTRIES:
+                self._ended.clear()
+            self._ended[token_id] = (ended, time.monotonic() + self._cache_seconds)
+        return ended
+
     # --- authentication ---------------------------------------------------------------
 
     async def authenticate(self, credential: str) -> Principal:
@@ -330,6 +349,7 @@ class TokensService:
     def _forget(self) -> None:
         self._generation += 1
         self._cache.clear()
+        self._ended.clear()
 
 
 class JwtAuthenticator(Protocol):

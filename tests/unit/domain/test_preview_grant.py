@@ -13,8 +13,12 @@ import pytest
 from openova_sandbox.domain.preview_grant import (
     EXPIRED,
     INVALID,
+    VIA_JWT,
+    VIA_SESSION,
+    VIA_TOKEN,
     GrantRefused,
     PreviewGrant,
+    credential,
     mint_grant,
     read_grant,
 )
@@ -32,6 +36,21 @@ GRANT = PreviewGrant(
     tier="",
     expires_at=2_000,
 )
+
+
+VALID = {
+    "n": "acme",
+    "s": "shell-1",
+    "p": 5173,
+    "i": "r",
+    "u": "u",
+    "e": "",
+    "o": "",
+    "r": [],
+    "t": "",
+    "x": 2000,
+    "c": "t:pat_1",
+}
 
 
 def read(
@@ -91,6 +110,7 @@ def test_forged_and_malformed_grants_are_refused() -> None:
             "r": [],
             "t": "",
             "x": 2000,
+            "c": "",
         },
         {
             "n": "acme",
@@ -103,6 +123,7 @@ def test_forged_and_malformed_grants_are_refused() -> None:
             "r": [],
             "t": "",
             "x": 2000,
+            "c": "",
         },
         {
             "n": "acme",
@@ -115,6 +136,7 @@ def test_forged_and_malformed_grants_are_refused() -> None:
             "r": "admin",
             "t": "",
             "x": 2000,
+            "c": "",
         },
         {
             "n": "acme",
@@ -127,18 +149,41 @@ def test_forged_and_malformed_grants_are_refused() -> None:
             "r": [],
             "t": "",
             "x": "2000",
+            "c": "",
         },
+        # the sign-in it came from: required, a string, of a kind this server knows
+        {**VALID, "c": None},
+        {k: v for k, v in VALID.items() if k != "c"},
+        {**VALID, "c": 5},
+        {**VALID, "c": "x:sub-ada"},
+        {**VALID, "c": "session:abc"},
     ],
 )
 def test_a_signed_grant_with_claims_of_the_wrong_shape_is_refused(claims: object) -> None:
     """Signed with the right key (as only a bug could make it): still checked field by field."""
+    refused(signed(claims), INVALID)
+
+
+def signed(claims: object) -> str:
     import hashlib
     import hmac
 
     payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
     digest = hmac.new(KEY, payload.encode(), hashlib.sha256).digest()
     signature = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
-    refused(f"{payload}.{signature}", INVALID)
+    return f"{payload}.{signature}"
+
+
+def test_a_grant_says_the_sign_in_it_came_from() -> None:
+    """The credential round-trips for each kind, and a JWT without an id binds to none."""
+    for kind, ident in ((VIA_SESSION, "ab" * 32), (VIA_TOKEN, "pat_x1"), (VIA_JWT, "j-1")):
+        bound = replace(GRANT, credential=credential(kind, ident))
+        got = read(mint_grant(KEY, bound))
+        assert got == bound and got.via == (kind, ident)
+    assert credential(VIA_JWT, "") == "" and read(mint_grant(KEY, GRANT)).via == ("", "")
+    assert mint_grant(KEY, GRANT) != mint_grant(KEY, replace(GRANT, credential="t:pat_x1"))
+    # the well-shaped claims the refused shapes above differ from: read
+    assert read(signed(VALID), sandbox="shell-1").via == (VIA_TOKEN, "pat_1")
 
 
 def test_a_changed_field_changes_the_grant() -> None:

@@ -14,6 +14,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from ...auth.cookie import sign_cookie
+from ...auth.signouts import jwt_id
+from ...auth.sources import CookieRejected
 from ...domain import audit
 from ...domain.errors import Invalid, NotFound, SandboxError
 from ...domain.model import format_time
@@ -21,6 +23,7 @@ from ...domain.principal import Principal
 from ...services.logins import Redeemed, check_next
 from ...services.qr import qr_svg
 from .. import schemas
+from ..edge import request_token
 from ..errors import COOKIE_NAME
 from ..json_body import load_json
 from ..security import origin_allowed, require_principal
@@ -271,6 +274,7 @@ async def logout(request: Request) -> Response:
     revocation) and, when the issuer lists an `end_session_endpoint`, the answer is
     200 `{"logoutUrl"}` for the browser to open."""
     logout_url = await end_console_session(request)
+    await _end_token_cookie(request)
     response: Response = (
         JSONResponse({"logoutUrl": logout_url}, headers={"Cache-Control": "no-store"})
         if logout_url
@@ -278,6 +282,32 @@ async def logout(request: Request) -> Response:
     )
     response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="strict")
     return response
+
+
+async def _end_token_cookie(request: Request) -> None:
+    """A console signed in with a JWT cookie (no server-side session): the token is
+    remembered as signed out of until it expires (auth/signouts.py), so the preview
+    grants minted from it end now. Only the cookie's own token, once it verifies, and
+    only from this server's pages (as an OIDC session's sign-out)."""
+    deps = request.app.state.deps
+    try:
+        found = request_token(request, deps.cookie_secret)
+    except CookieRejected:
+        return
+    if found is None or found.source != "cookie" or found.token.count(".") != 2:
+        return
+    if not origin_allowed(request, deps.settings.public_url):
+        return
+    validator = getattr(deps.authenticator, "validator", None)
+    if validator is None:
+        return
+    try:
+        claims = await validator.validate(found.token)
+    except SandboxError:
+        return
+    sub, exp, jti = claims.get("sub"), claims.get("exp"), jwt_id(found.token)
+    if isinstance(sub, str) and isinstance(exp, int | float) and jti:
+        deps.signouts.end(sub, jti, float(exp))
 
 
 @router.get("/.well-known/openid-configuration", responses={404: {"model": schemas.ErrorBody}})

@@ -42,7 +42,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from typing import Any
@@ -56,6 +56,8 @@ from starlette.background import BackgroundTask
 from starlette.requests import HTTPConnection
 
 from ...auth.cookie import COOKIE_NAME, derived_key
+from ...auth.oidc_sessions import REASON_SIGNED_OUT
+from ...auth.signouts import jwt_id
 from ...domain.errors import (
     BackendUnavailable,
     Invalid,
@@ -65,18 +67,25 @@ from ...domain.errors import (
 )
 from ...domain.model import Sandbox
 from ...domain.preview_grant import (
+    EXPIRED,
     GRANT_MARK,
     GRANT_TTL_SECONDS,
     KEY_LABEL,
+    VIA_JWT,
+    VIA_SESSION,
+    VIA_TOKEN,
     GrantRefused,
     PreviewGrant,
+    credential,
     mint_grant,
     read_grant,
+    via_of,
 )
 from ...domain.principal import Principal
-from ...domain.terminal_wire import CLOSE_POLICY, CLOSE_TRY_LATER
+from ...domain.terminal_wire import CLOSE_POLICY, CLOSE_TRY_LATER, REASON_TOKEN_EXPIRED
 from ...services.kube_previews import PreviewBackend
 from ...services.previews import PATH_PREFIX, check_port
+from ...services.tokens import REASON_TOKEN_REVOKED
 from ..errors import error_body, to_response
 from ..security import origin_allowed, principal_from, require_principal
 
@@ -232,15 +241,59 @@ def _grant_key(conn: HTTPConnection) -> bytes:
     return derived_key(conn.app.state.deps.cookie_secret, KEY_LABEL)
 
 
-def _mint(conn: HTTPConnection, principal: Principal, sandbox: Sandbox, port: int) -> str:
+def _credential(conn: HTTPConnection, principal: Principal) -> str:
+    """What names the sign-in of an authenticated connection (domain/preview_grant.py):
+    its console session, else its personal access token, else its JWT's ``jti``."""
+    sid = getattr(conn.state, "oidc_session", None)
+    sessions = getattr(conn.app.state.deps, "oidc_sessions", None)
+    if sid and sessions is not None:
+        return credential(VIA_SESSION, sessions.handle(sid))
+    if principal.via_token:
+        return credential(VIA_TOKEN, principal.via_token)
+    return credential(VIA_JWT, jwt_id(getattr(conn.state, "token", "") or ""))
+
+
+async def _sign_in_on(conn: HTTPConnection, sub: str, via: tuple[str, str]) -> None:
+    """``GrantRefused`` (``preview-grant-revoked``) when the sign-in ``via`` names has
+    ended: the console session signed out of (or expired, or refused a refresh), the
+    access token revoked, the token cookie signed out of. Each as a request with that
+    credential finds it: the session and the token from this process's copy of the
+    last 2 s (at once after a sign-out or revocation through this process), a token
+    cookie's sign-out from memory; no database read per request."""
+    kind, ident = via
+    deps = conn.app.state.deps
+    if kind == VIA_SESSION:
+        sessions = getattr(deps, "oidc_sessions", None)
+        on = sessions is not None and await sessions.live(ident)
+        why = "the console session it was opened from has ended (signed out, or expired)"
+    elif kind == VIA_TOKEN:
+        tokens = getattr(deps, "tokens", None)
+        on = tokens is not None and not await tokens.revoked(ident)
+        why = "the access token it was opened with has been revoked"
+    elif kind == VIA_JWT:
+        on = not deps.signouts.ended(sub, ident)
+        why = "the sign-in it was opened from has been signed out of"
+    else:
+        return
+    if not on:
+        raise GrantRefused(f"this preview address no longer opens it: {why}", code=REVOKED)
+
+
+async def _mint(conn: HTTPConnection, principal: Principal, sandbox: Sandbox, port: int) -> str:
     """A grant of ``port`` of ``sandbox`` (its preview's current run) for ``principal``,
-    expiring after ``GRANT_TTL_SECONDS`` and never after the caller's own token."""
+    bound to the caller's sign-in, expiring after ``GRANT_TTL_SECONDS`` and never after
+    the caller's own token."""
     now = int(time.time())
     expires = now + GRANT_TTL_SECONDS
     if principal.expires_at is not None:
         expires = min(expires, int(principal.expires_at))
     if expires <= now:  # a token past its exp still within the validator's leeway
         raise Unauthenticated("the sign-in has expired")
+    bound = _credential(conn, principal)
+    try:  # a token whose cookie was signed out of: no grant (it would be refused)
+        await _sign_in_on(conn, principal.sub, via_of(bound))
+    except GrantRefused as exc:
+        raise Unauthenticated(exc.detail) from exc
     grant = PreviewGrant(
         namespace=sandbox.namespace,
         sandbox=sandbox.name,
@@ -252,20 +305,23 @@ def _mint(conn: HTTPConnection, principal: Principal, sandbox: Sandbox, port: in
         roles=tuple(sorted(principal.roles)),
         tier=principal.tier,
         expires_at=expires,
+        credential=bound,
     )
     return mint_grant(_grant_key(conn), grant)
 
 
 async def _granted(
     conn: HTTPConnection, name: str, port_text: str, text: str
-) -> tuple[Principal, Sandbox, int, str]:
-    """What the grant ``text`` opens: its user (access to the sandbox checked again),
-    the sandbox, the port and the preview's upstream address. ``GrantRefused`` when it
-    opens nothing (``preview-grant-revoked``: the preview stopped or started again, the
-    sandbox is gone or the user lost access); 503 while the preview is not listening."""
+) -> tuple[PreviewGrant, Principal, int, str]:
+    """What the grant ``text`` opens: the grant, its user (access to the sandbox checked
+    again), the port and the preview's upstream address. ``GrantRefused`` when it opens
+    nothing (``preview-grant-revoked``: the sign-in it came from ended, the preview
+    stopped or started again, the sandbox is gone or the user lost access); 503 while
+    the preview is not listening."""
     previews = _previews(conn)
     port = _port(port_text)
     grant = read_grant(_grant_key(conn), text, sandbox=name, port=port, now=time.time())
+    await _sign_in_on(conn, grant.sub, grant.via)
     principal = Principal(
         sub=grant.sub,
         email=grant.email,
@@ -286,7 +342,7 @@ async def _granted(
             f"the preview on port {port} was started again since this address was made",
             code=REVOKED,
         )
-    return principal, sandbox, port, previews.upstream(sandbox, port)
+    return grant, principal, port, previews.upstream(sandbox, port)
 
 
 def _capability_headers(
@@ -358,7 +414,7 @@ async def preview(request: Request, sandbox: str, port: str, path: str) -> Respo
     if place.grant is None:
         # the link: the signed-in user is sent into a capability path of their own
         principal, found, number = await _resolve(request, sandbox, port)
-        grant = _mint(request, principal, found, number)
+        grant = await _mint(request, principal, found, number)
         target = f"{place.prefix}{GRANT_MARK}{grant}/{place.rest}{_query(request)}"
         return RedirectResponse(
             target,
@@ -486,8 +542,11 @@ async def preview_socket(websocket: WebSocket, sandbox: str, port: str, path: st
     try:
         if place.grant is None:
             principal, number, host = await _socket_through_link(websocket, sandbox, port)
+            via = via_of(_credential(websocket, principal))
+            expiry = (principal.expires_at, REASON_TOKEN_EXPIRED)
         else:  # the grant is the secret: the page's opaque origin says ``Origin: null``
-            principal, _, number, host = await _granted(websocket, sandbox, port, place.grant)
+            grant, principal, number, host = await _granted(websocket, sandbox, port, place.grant)
+            via, expiry = grant.via, (float(grant.expires_at), EXPIRED)
     except _Refused as exc:
         await websocket.close(exc.code, exc.reason)
         return
@@ -532,15 +591,44 @@ async def preview_socket(websocket: WebSocket, sandbox: str, port: str, path: st
         return
     try:
         await websocket.accept(subprotocol=upstream.subprotocol)
-        await _relay(websocket, upstream)
+        await _relay(websocket, upstream, _socket_ends(websocket, principal.sub, via, expiry))
     finally:
         await upstream.close()
         if held is not None:
             held.release()
 
 
-async def _relay(websocket: WebSocket, upstream: Any) -> None:
-    """Frames both ways until either side closes; the other side is closed with it."""
+Ends = list[tuple[Awaitable[object], str]]
+
+
+def _socket_ends(
+    conn: HTTPConnection, sub: str, via: tuple[str, str], expiry: tuple[float | None, str]
+) -> Ends:
+    """What ends a preview socket before either side closes it, as a terminal's
+    (api/routes/terminals.py): its grant's (or token's) expiry, and the end of the
+    sign-in it came from, each with its close reason: the console session's sign-out
+    (at once through this process, else at its next look at the database), the access
+    token's revocation (likewise), the token cookie's sign-out."""
+    deps = conn.app.state.deps
+    ends: Ends = []
+    at, reason = expiry
+    if at is not None:
+        ends.append((asyncio.sleep(max(0.0, at - time.time())), reason))
+    kind, ident = via
+    sessions = getattr(deps, "oidc_sessions", None)
+    tokens = getattr(deps, "tokens", None)
+    if kind == VIA_SESSION and sessions is not None:
+        ends.append((sessions.wait_ended_key(ident), REASON_SIGNED_OUT))
+    elif kind == VIA_TOKEN and tokens is not None:
+        ends.append((tokens.wait_revoked(ident), REASON_TOKEN_REVOKED))
+    elif kind == VIA_JWT:
+        ends.append((deps.signouts.wait(sub, ident), REASON_SIGNED_OUT))
+    return ends
+
+
+async def _relay(websocket: WebSocket, upstream: Any, ends: Ends) -> None:
+    """Frames both ways until either side closes (the other side is closed with it) or
+    one of ``ends`` happens (the client's side is closed 1008 with its reason)."""
     from starlette.websockets import WebSocketDisconnect
     from websockets.exceptions import ConnectionClosed
 
@@ -562,13 +650,21 @@ async def _relay(websocket: WebSocket, upstream: Any) -> None:
                 await websocket.send_text(message)
 
     tasks = [asyncio.create_task(inbound()), asyncio.create_task(outbound())]
+    waits = {asyncio.ensure_future(end): reason for end, reason in ends}
+    code, why = 1000, None
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait([*tasks, *waits], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
+            if task in waits:
+                if not task.cancelled() and task.exception() is None and why is None:
+                    code, why = CLOSE_POLICY, waits[task]
+                continue
             with contextlib.suppress(ConnectionClosed, WebSocketDisconnect, RuntimeError):
                 task.result()
+        if why is not None:
+            log.info("preview.socket_ended", reason=why)
     finally:
-        for task in tasks:
+        for task in [*tasks, *waits]:
             task.cancel()
         with contextlib.suppress(RuntimeError):
-            await websocket.close()
+            await websocket.close(code, why)
