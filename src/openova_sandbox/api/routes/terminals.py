@@ -386,6 +386,7 @@ async def _wait_ready(
     changed: _Opened | None = None  # the sandbox as the last change event carried it
     read: Sandbox | None = None  # the sandbox as the store was last read
     waiting: Held | None = None  # the caller's waitingAttaches slot, once it waits
+    gone: asyncio.Future[None] | None = None  # ends when the client leaves, while waiting
     try:
         while True:
             opened: _Opened | None = changed
@@ -420,10 +421,15 @@ async def _wait_ready(
                 waiting = await take_slot(quotas, "waitingAttaches", caller, channel)
                 if waiting is None:
                     return None
+                gone = _gone_watch(channel)
             if sub is None or sub.ended:
-                await asyncio.sleep(min(POLL, left))
+                if not await _unless_gone(gone, asyncio.sleep(min(POLL, left))):
+                    return None
             else:
-                event = await sub.next(timeout=min(FALLBACK_POLL, left))
+                step = asyncio.ensure_future(sub.next(timeout=min(FALLBACK_POLL, left)))
+                if not await _unless_gone(gone, step):
+                    return None
+                event = step.result()
                 if share is None:
                     changed = _from_change(deps, caller, event, read)
                     if event is None and opened is not None and deps.resources.informer.live:
@@ -438,10 +444,39 @@ async def _wait_ready(
             await channel.close(refused.code, refused.reason)
         return None
     finally:
+        if gone is not None:
+            gone.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await gone  # (it reads the channel on ASGI: done before the pump does)
         if waiting is not None:
             waiting.release()
         if sub is not None:
             deps.resources.informer.unsubscribe(sub)
+
+
+def _gone_watch(channel: Channel) -> asyncio.Future[None] | None:
+    """Done when the client leaves (``Channel.wait_gone`` where the channel has one):
+    a waiting attach whose client left gives its ``waitingAttaches`` slot back at once,
+    not at ``READY_WAIT``."""
+    wait_gone = getattr(channel, "wait_gone", None)
+    return asyncio.ensure_future(wait_gone()) if callable(wait_gone) else None
+
+
+async def _unless_gone(gone: asyncio.Future[None] | None, step: Awaitable[object]) -> bool:
+    """Await ``step`` unless the client leaves first (then ``step`` is cancelled and
+    the answer is ``False``)."""
+    if gone is None:
+        await step
+        return True
+    task = asyncio.ensure_future(step)
+    await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        return True
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    log.info("terminal.wait_left", reason="client gone while waiting for Ready")
+    return False
 
 
 async def _authorized(websocket: WebSocket) -> tuple[WebSocketChannel, Principal] | None:

@@ -8,7 +8,9 @@ another server) it speaks ASGI, with the same behaviour.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Mapping
 
 from starlette.websockets import WebSocket, WebSocketState
@@ -24,6 +26,9 @@ def offered_protocol(websocket: WebSocket) -> str:
     return SUBPROTOCOL_V2 if SUBPROTOCOL_V2 in offered else RAW
 
 
+_EARLY_MAX = 65536
+
+
 class WebSocketChannel:
     """An accepted WebSocket. Build it with :meth:`accept`."""
 
@@ -33,6 +38,8 @@ class WebSocketChannel:
         self._query: Mapping[str, str] = dict(websocket.query_params)
         self._gone = False
         self._lean = lean
+        self._early: deque[bytes | str] = deque()  # frames read by wait_gone (ASGI)
+        self._early_bytes = 0
 
     @classmethod
     async def accept(cls, websocket: WebSocket) -> WebSocketChannel:
@@ -87,6 +94,13 @@ class WebSocketChannel:
     async def receive(self) -> bytes | str | None:
         if self._lean is not None:
             return await self._lean.receive()
+        if self._early:
+            frame = self._early.popleft()
+            self._early_bytes -= len(frame)
+            return frame
+        return await self._receive_asgi()
+
+    async def _receive_asgi(self) -> bytes | str | None:
         if self._gone:
             return None
         message = await self.websocket.receive()
@@ -97,6 +111,21 @@ class WebSocketChannel:
         if data is not None:
             return bytes(data)
         return str(message.get("text") or "")
+
+    async def wait_gone(self) -> None:
+        """Until the client has gone (a waiting attach gives its quota slot back at
+        once). Frames that arrive meanwhile are kept, in order, for :meth:`receive`;
+        on ASGI, past 64 KiB of them it stops reading (and so watching)."""
+        if self._lean is not None:
+            await self._lean.wait_gone()
+            return
+        while self._early_bytes < _EARLY_MAX:
+            frame = await self._receive_asgi()
+            if frame is None:
+                return
+            self._early.append(frame)
+            self._early_bytes += len(frame)
+        await asyncio.Event().wait()  # the rest waits in the server's buffers
 
     async def close(self, code: int, reason: str = "") -> None:
         with contextlib.suppress(Exception):  # already closed, or the peer is gone

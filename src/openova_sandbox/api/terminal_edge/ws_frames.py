@@ -107,6 +107,7 @@ class LeanSocket:
         self._sink: Sink | None = None
         self._paused = False
         self.gone = False
+        self._gone_event: asyncio.Event | None = None  # made by wait_gone, set by lost
 
     # ------------------------------------------------------------------ output
     def _write(self, opcode: int, data: bytes) -> None:
@@ -184,6 +185,15 @@ class LeanSocket:
     def lost(self) -> None:
         self.gone = True
         self._wake()
+        if self._gone_event is not None:
+            self._gone_event.set()
+
+    async def wait_gone(self) -> None:
+        """Until the peer has gone (closed or dropped); frames are left where they are."""
+        if self._gone_event is None:
+            self._gone_event = asyncio.Event()
+        if not self.gone:
+            await self._gone_event.wait()
 
     def _fail(self, code: int, reason: str = "") -> None:
         """A protocol violation by the client: close with ``code`` and drop the link."""
