@@ -3,28 +3,39 @@
 The probe runs with stdin closed, a throwaway HOME (an agent must not write its first-run
 state into the server's HOME just because someone listed the agents) and a short
 timeout, in its own process group so a binary that ignores ``--version`` and starts a
-UI is killed with everything it started. Results (also "no version") are cached by the
-binary's real path, inode, size and mtime, so a reinstall or upgrade is probed again and
-an unchanged binary never is.
+UI is killed with everything it started. Definite results (a version, or a binary that
+ran and named none) are cached by the binary's real path, inode, size and mtime, so a
+reinstall or upgrade is probed again and an unchanged binary never is. A probe that timed
+out (a cold start on a busy machine) or could not start says nothing about the binary:
+it answers "no version" and is tried again after a back-off (``RETRY_AFTER``, doubling to
+``RETRY_MAX``), so one slow first run does not hide the version for good.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import signal
 import subprocess
 import tempfile
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 
 PROBE_TIMEOUT = 5.0
+RETRY_AFTER = 30.0  # seconds after an inconclusive probe before the next one
+RETRY_MAX = 600.0
 _VERSION = re.compile(r"\d+\.\d+(?:\.\d+)?(?:-[0-9A-Za-z.-]+)?")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_TRANSIENT = {errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE}
 
 _cache: dict[str, tuple[tuple[int, int, int], str | None]] = {}
+# an inconclusive probe's binary: (its stamp, when to try again, the back-off used)
+_retry: dict[str, tuple[tuple[int, int, int], float, float]] = {}
 _lock = threading.Lock()
+_clock: Callable[[], float] = time.monotonic
 
 
 def parse_version(output: str) -> str | None:
@@ -65,15 +76,27 @@ def probe_version(
     real, stamp = key
     with _lock:
         cached = _cache.get(real)
+        retry = _retry.get(real)
     if cached is not None and cached[0] == stamp:
         return cached[1]
-    version = _run(binary, env or {}, timeout)
+    if retry is not None and retry[0] == stamp and _clock() < retry[1]:
+        return None  # inconclusive a moment ago: not run again before the back-off
+    definite, version = _run(binary, env or {}, timeout)
     with _lock:
-        _cache[real] = (stamp, version)
+        if definite:
+            _cache[real] = (stamp, version)
+            _retry.pop(real, None)
+        else:
+            backoff = RETRY_AFTER
+            if retry is not None and retry[0] == stamp:
+                backoff = min(RETRY_MAX, retry[2] * 2)
+            _retry[real] = (stamp, _clock() + backoff, backoff)
     return version
 
 
-def _run(binary: str, env: Mapping[str, str], timeout: float) -> str | None:
+def _run(binary: str, env: Mapping[str, str], timeout: float) -> tuple[bool, str | None]:
+    """``(definite, version)``: ``definite`` is False when the binary did not get to
+    answer (it could not be started, or it timed out)."""
     with tempfile.TemporaryDirectory(prefix="sandbox-version-probe-") as home:
         full_env = {
             "PATH": os.environ.get("PATH", ""),
@@ -94,18 +117,18 @@ def _run(binary: str, env: Mapping[str, str], timeout: float) -> str | None:
                 cwd=home,
                 start_new_session=True,
             )
-        except OSError:
-            return None
+        except OSError as exc:  # not executable, bad format: an answer about the binary;
+            return exc.errno not in _TRANSIENT, None  # out of processes or fds: not one
         try:
             out, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
-            return None
+            return False, None
         finally:
             _kill_group(proc)  # nothing it started outlives the probe
         if proc.returncode != 0:
-            return None
-        return parse_version(out.decode("utf-8", "replace")[:4096])
+            return True, None
+        return True, parse_version(out.decode("utf-8", "replace")[:4096])
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -120,3 +143,4 @@ def forget_versions() -> None:
     """Drop the cache (tests)."""
     with _lock:
         _cache.clear()
+        _retry.clear()
