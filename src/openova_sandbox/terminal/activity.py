@@ -126,9 +126,18 @@ class ActivityTracker:
         if self._pstate == _GROUND and data.find(b"\x07") < 0 and data.find(b"\x1b") < 0:
             # no BEL and no ESC (most of a flood of text, every plain echo): one run of
             # other output, as ``_scan`` would find it at once (memchr speed)
-            before = self.state
+            state = self.state
+            # (_output's two cases without a change, inline: busy, or a reaction)
+            if state == BUSY:
+                self._last_output = now
+                self._next_check = now + self._quiet
+                return None
+            if now - self._last_input <= self._echo or now - self._last_notify <= self._echo:
+                self._last_output = now
+                self._burst_start = None  # an echo, or the frame drawn with a bell
+                return None
             self._output(now)
-            return self.state if self.state != before else None
+            return self.state if self.state != state else None
         before = self.state
         for notify in self._scan(data):
             if notify:

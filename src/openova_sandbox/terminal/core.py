@@ -37,7 +37,9 @@ Decisions:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import NamedTuple, Protocol
 
 from .ring import Ring
@@ -97,6 +99,13 @@ class FeedResult(NamedTuple):
 
     frames: list[Frame]
     resynced: list[str]
+
+
+_feed_result = partial(tuple.__new__, FeedResult)  # (no Python frame: made per flush)
+
+Take = Callable[[str, bytes, int], bool]
+"""``take(viewer_id, data, start)``: the sender writes a live frame at once when it can
+(``True``: taken whole; ``False``: it is left in the feed's result to be queued)."""
 
 
 class SessionCore:
@@ -186,20 +195,32 @@ class SessionCore:
         """Forget the viewer; ``False`` when it was not attached."""
         return self._viewers.pop(viewer_id, None) is not None
 
-    def feed(self, output: bytes | bytearray | memoryview, *, to_screen: bool = True) -> FeedResult:
+    def feed(
+        self,
+        output: bytes | bytearray | memoryview,
+        *,
+        to_screen: bool = True,
+        take: Take | None = None,
+    ) -> FeedResult:
         """Append process output; returns one frame per live viewer (same bytes object).
         ``to_screen=False``: the caller feeds the screen itself, before anything can take
-        a snapshot (the session does, once the frames are sent)."""
-        data = bytes(output)
+        a snapshot (the session does, once the frames are sent).
+
+        ``take`` (the sender's synchronous write, tried first for each live frame): a
+        frame it takes is not in the result and is counted exactly as a frame returned,
+        then reported with :meth:`handed` (its end) and :meth:`delivered` (its size) —
+        the sender wrote it before anything else could happen — without the objects
+        (a keystroke's echo to a waiting viewer makes no ``Frame``)."""
+        data = output if type(output) is bytes else bytes(output)
         if not data:
             return FeedResult([], [])
-        start = self._ring.end
+        size = len(data)
         end = self._ring.append(data)
+        start = end - size
         if to_screen:
             self._screen.feed(data)
         frames: list[Frame] = []
         resynced: list[str] = []
-        size = len(data)
         for viewer_id, viewer in self._viewers.items():
             if viewer.resync:
                 continue
@@ -212,10 +233,15 @@ class SessionCore:
                 viewer.queued = 0
                 resynced.append(viewer_id)
                 continue
-            viewer.queued += size
             viewer.next_offset = end
+            if take is not None and take(viewer_id, data, start):
+                # handed (sent = max(sent, end)) and delivered (queued + size - size)
+                if viewer.sent < end:
+                    viewer.sent = end
+                continue
+            viewer.queued += size
             frames.append(Frame(viewer_id, data, start, end))
-        return FeedResult(frames, resynced)
+        return _feed_result((frames, resynced))
 
     def handed(self, viewer_id: str, end: int) -> None:
         """The sender took a frame ending at ``end`` for the socket (acks may reach it)."""

@@ -65,6 +65,7 @@ TAIL_MAX = 64 * 1024
 # snapshot could show; the tail parsed holds SKIP_MARGIN_LINES line feeds more than the
 # snapshot's lines plus the screen's rows.
 SKIP_MIN = 64 * 1024
+assert INLINE_MAX < 2 * SKIP_MIN  # (feed's inline parse never skips)
 SKIP_MARGIN_LINES = 16
 _NOT_PLAIN = (b"\x1b", b"\x0e", b"\x0f")  # ESC, SO, SI: the only ASCII with lasting effect
 # libghostty keeps scrollback in pages of a fixed size and drops the oldest page whole;
@@ -269,9 +270,14 @@ class ScreenModel:
             # an echo with nothing queued and nobody parsing: parsed here and now, in
             # order (waking the feeder would cost the process far more than the parse)
             try:
-                self._enqueued += len(data)
+                size = len(data)
+                self._enqueued += size
                 if not self._closed:
-                    self._parse(data)
+                    # (_parse, inline: a batch this small is never a skipping one)
+                    lib.ghostty_terminal_vt_write(self._handle, data, size)
+                    self.fed_bytes += size
+                    if not (self._grounded and data.isascii() and data.find(b"\x1b") < 0):
+                        self._track_tail(data)
                     if _TITLED.get(self._key):
                         self._check_title()
             finally:

@@ -62,6 +62,7 @@ EXIT_POLL = 0.2
 RESIZE_SETTLE = 0.15  # after a PTY size change, acknowledging viewers get the new screen
 WRITE, READ = "write", "read"
 TICK_FLOOR = 0.01
+_NEVER = float("inf")
 
 _TRANSITIONS = {"running": {"exited"}, "exited": set[str]()}
 
@@ -152,7 +153,7 @@ class Viewer:
         self._unsent = 0
         self._kicked = False
         self._parked = False  # the pump waits in next() with nothing in flight
-        self._direct: Callable[[Output], bool] | None = None
+        self._direct: Callable[[bytes, int], bool] | None = None
         self.resyncs = 0
 
     @property
@@ -169,28 +170,15 @@ class Viewer:
         """1000 when the session ended, 1001 when the server sent the viewer away."""
         return 1001 if self._kicked else 1000
 
-    def send_directly(self, direct: Callable[[Output], bool] | None) -> None:
-        """While the pump waits for output, live output goes to ``direct`` at once (on
-        the reading callback, no task switch), counted as handed and sent; ``direct``
-        returns ``False`` when it cannot take it now (a backed-up socket), and the
-        output is queued for the pump instead."""
+    def send_directly(self, direct: Callable[[bytes, int], bool] | None) -> None:
+        """While the pump waits for output, live output goes to ``direct(data, start)``
+        at once (on the reading callback, no task switch), counted as handed and sent;
+        ``direct`` returns ``False`` when it cannot take it now (a backed-up socket), and
+        the output is queued for the pump instead (the core's ``take``)."""
         self._direct = direct
 
     def _push(self, item: Output | Control) -> None:
-        direct = self._direct
-        # (counted once written: the client's ack can only come in a later callback, and
-        # output that was not written may still be superseded by a snapshot)
-        if (
-            direct is not None
-            and self._parked
-            and not self._items
-            and type(item) is Output
-            and direct(item)
-        ):
-            core = self._session.core
-            core.handed(self.id, item.end)
-            core.delivered(self.id, len(item.data))
-            return
+        # (live output the socket took at once never gets here: the core's ``take``)
         self._items.append(item)
         self._wake.set()
 
@@ -265,6 +253,28 @@ class Viewer:
             session._typed_by(self)
         session.write(data)
 
+    def input_frame(self, frame: bytes | str) -> bool:
+        """:meth:`write` as a WebSocket's frame sink (a text frame is its UTF-8); always
+        takes the frame."""
+        if self.mode == WRITE and frame:
+            session = self._session
+            if session._typist != self.id:
+                session._typed_by(self)
+            session.write(frame if isinstance(frame, bytes) else frame.encode())
+        return True
+
+    def input_binary(self, frame: bytes | str) -> bool:
+        """:meth:`input_frame` for binary frames only (``sandbox.v2``: a text frame is a
+        control, left to the input task)."""
+        if type(frame) is not bytes:
+            return False
+        if self.mode == WRITE and frame:
+            session = self._session
+            if session._typist != self.id:
+                session._typed_by(self)
+            session.write(frame)
+        return True
+
     def resize(self, rows: int, cols: int) -> None:
         """This viewer's terminal size; ignored for a spectator. The PTY follows the
         writer who typed last; a writer's first size (the device just opened) counts as
@@ -335,7 +345,9 @@ class TerminalSession:
         self._activity_state = self._activity.state
         self._on_activity = on_activity
         self._tick_handle: asyncio.TimerHandle | None = None
+        self._tick_at = _NEVER  # the pending tick's ``when()`` (read per keystroke)
         self._schedule_tick()
+        self._fd = process.master_fd  # (the PTY's calls on the hot path use it directly)
         self._loop.add_reader(process.master_fd, self._read)
         self._owner = self._loop.create_task(self._own(), name=f"terminal-{session_id}")
 
@@ -389,6 +401,33 @@ class TerminalSession:
         size = self._held_size
         read = 0
         read_into = self.process.read_into
+        if not size and not drain:
+            # the common case (an echo, a line): nothing held, one short read, flushed at
+            # once unless every viewer is backed up — the loop below, unrolled
+            try:  # (PtyProcess.read_into, inline: per keystroke)
+                count: int | None = os.readv(self._fd, (room,))
+            except BlockingIOError:
+                return
+            except OSError:  # EIO: every slave fd is closed
+                count = 0
+            if count and count < SHORT_READ:
+                for viewer in self._viewers.values():
+                    if not viewer._items:
+                        break
+                else:
+                    if self._viewers:  # all backed up: held as below
+                        self._held.append(bytes(room[:count]))
+                        self._held_size = count
+                        if self._flush_handle is None:
+                            self._flush_handle = self._loop.call_later(COALESCE_DELAY, self._flush)
+                        return
+                self._send_out(bytes(room[:count]))  # (what _flush does with one read)
+                return
+            if not count:
+                self._eof = True
+                self._loop.remove_reader(self.process.master_fd)
+                return
+            read = count
         while size + read < FRAME_MAX:
             count = read_into(room[read : FRAME_MAX - size])
             if count is None:
@@ -440,7 +479,8 @@ class TerminalSession:
     def _send_out(self, data: bytes) -> None:
         # the frames go out first (a keystroke's echo is on its way while the screen,
         # counters and activity are brought up to date: nothing can attach in between)
-        result = self.core.feed(data, to_screen=False)
+        # (a viewer whose pump waits, nothing queued, takes it at once: see _take)
+        result = self.core.feed(data, to_screen=False, take=self._take)
         if result.frames:
             first = result.frames[0]
             output = Output(data, first.start, first.end)  # one object for every viewer
@@ -457,7 +497,24 @@ class TerminalSession:
         changed = self._activity.on_output(data, self._loop.time())
         if changed is not None:
             self._activity_moved(changed)
-        self._retime_tick()
+        at = self._activity.next_tick()  # (_retime_tick, inline: called per output)
+        if at is not None and at < self._tick_at and not self.exited:
+            self._retime_tick()
+
+    def _take(self, viewer_id: str, data: bytes, start: int) -> bool:
+        """The core's ``take``: a viewer whose pump waits with nothing queued has live
+        output written to its socket now, when the socket takes it (counted once
+        written: the client's ack can only come in a later callback, and output not
+        written may still be superseded by a snapshot)."""
+        viewer = self._viewers[viewer_id]
+        direct = viewer._direct
+        if direct is None or not viewer._parked or viewer._items:
+            return False
+        try:
+            return direct(data, start)
+        except Exception:  # the pump meets the socket's failure on its own send
+            log.exception("terminal.viewer.direct_failed", session=self.id, viewer=viewer_id)
+            return False
 
     def announce(self, text: bytes) -> None:
         """Put a server message (e.g. a restart banner) into the stream, as output."""
@@ -555,7 +612,8 @@ class TerminalSession:
         at = self._activity.next_tick()
         if at is not None:  # (a floor: a tracker that asks for the past never spins)
             at = max(at, self._loop.time() + TICK_FLOOR)
-            self._tick_handle = self._loop.call_at(at, self._tick)
+            self._tick_handle = handle = self._loop.call_at(at, self._tick)
+            self._tick_at = handle.when()
 
     def _retime_tick(self) -> None:
         """Schedule the activity tick, or move it earlier when the tracker needs it sooner
@@ -563,14 +621,16 @@ class TerminalSession:
         deadline the pending tick was set for). Later is fine: an early tick reschedules."""
         handle = self._tick_handle
         at = self._activity.next_tick()
-        if at is None or self.exited or (handle is not None and handle.when() <= at):
+        if at is None or self.exited or (handle is not None and self._tick_at <= at):
             return
         if handle is not None:
             handle.cancel()
-        self._tick_handle = self._loop.call_at(at, self._tick)
+        self._tick_handle = handle = self._loop.call_at(at, self._tick)
+        self._tick_at = handle.when()
 
     def _tick(self) -> None:
         self._tick_handle = None
+        self._tick_at = _NEVER
         if self.exited:
             return
         changed = self._activity.tick(self._loop.time(), self.screen.text)
@@ -584,8 +644,10 @@ class TerminalSession:
         if self.exited or not data:
             return
         if not self._input:  # nothing queued: to the PTY first, the bookkeeping after
-            try:
-                written = self.process.write(data)
+            try:  # (PtyProcess.write, inline: per keystroke)
+                written = os.write(self._fd, data)
+            except BlockingIOError:
+                written = 0  # the PTY is full: queued below
             except OSError:
                 written = len(data)  # the process is going away: dropped, as queued input
             if written < len(data):
@@ -602,7 +664,9 @@ class TerminalSession:
         changed = self._activity.on_input(self._loop.time(), data)
         if changed is not None:
             self._activity_moved(changed)
-        self._retime_tick()
+        at = self._activity.next_tick()  # (_retime_tick, inline: called per keystroke)
+        if at is not None and at < self._tick_at and not self.exited:
+            self._retime_tick()
 
     def _drain_input(self) -> None:
         while self._input:

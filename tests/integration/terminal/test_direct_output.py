@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from openova_sandbox.domain.catalogue import load_catalogue
-from openova_sandbox.terminal.core import LIVE, SNAPSHOT
+from openova_sandbox.terminal.core import SNAPSHOT
 from openova_sandbox.terminal.registry import SandboxContext, SessionRequest, TerminalRegistry
 from openova_sandbox.terminal.session import Output, TerminalSession
 
@@ -42,15 +42,15 @@ async def test_a_waiting_pump_gets_live_output_written_directly(
 ) -> None:
     session = registry.create("s", SessionRequest(command=SLEEPER))
     viewer = session.attach()
-    written: list[Output] = []
-    viewer.send_directly(lambda item: written.append(item) is None)
+    written: list[tuple[bytes, int]] = []
+    viewer.send_directly(lambda data, start: written.append((data, start)) is None)
     pump = asyncio.create_task(viewer.next())
     await _parked(session, pump)
     session.announce(b"one")
     session.announce(b"two")
-    assert [w.data for w in written] == [b"one", b"two"]
-    assert all(w.kind == LIVE for w in written)
-    assert written[0].end == written[1].start  # contiguous offsets
+    assert [data for data, _ in written] == [b"one", b"two"]
+    assert written[0][1] == viewer.first.end  # live from where the first frame ended
+    assert written[0][1] + 3 == written[1][1]  # contiguous offsets
     assert not pump.done()  # nothing was left for the pump
     pump.cancel()
     viewer.close()
@@ -64,7 +64,7 @@ async def test_output_a_socket_refused_is_queued_and_a_resync_still_comes(
     session = registry.create("s", SessionRequest(command=SLEEPER))
     viewer = session.attach(window=100)
     assert not isinstance(await viewer.next(), Output)  # the viewers control
-    viewer.send_directly(lambda item: False)  # a backed-up socket
+    viewer.send_directly(lambda data, start: False)  # a backed-up socket
     pump = asyncio.create_task(viewer.next())
     await _parked(session, pump)
     session.announce(b"a" * 60)  # refused, queued

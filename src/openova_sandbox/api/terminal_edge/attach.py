@@ -31,7 +31,6 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable
-from functools import partial
 from typing import Any, Protocol
 
 import structlog
@@ -47,7 +46,7 @@ from ...domain.terminal_wire import (
     pack_frame,
 )
 from ...services.terminal_port import AttachPump, Channel, ViewerGrant
-from ...terminal.core import LIVE, RESUME, SNAPSHOT
+from ...terminal.core import RESUME, SNAPSHOT
 from ...terminal.session import Output, SessionExited, TerminalSession, Viewer
 
 log = structlog.get_logger(__name__)
@@ -62,17 +61,19 @@ class AttachMetrics(Protocol):
 
 
 # ------------------------------------------------------------------ raw
-def _send_now(channel: Channel) -> Callable[[bytes], bool] | None:
-    """The channel's synchronous send (the lean path), else ``None``."""
-    send_now: Callable[[bytes], bool] | None = getattr(channel, "send_now", None)
-    return send_now
+def _direct_send(channel: Channel, *, offsets: bool) -> Callable[[bytes, int], bool] | None:
+    """The channel's synchronous send of live output, ``(data, start) -> bool`` (the
+    lean path; ``offsets``: sandbox.v2's frames), else ``None``."""
+    direct: Callable[[bool], Callable[[bytes, int], bool] | None] | None = getattr(
+        channel, "direct_send", None
+    )
+    return direct(offsets) if direct is not None else None
 
 
 async def _raw_output(channel: Channel, viewer: Viewer) -> int:
     await channel.send_bytes(viewer.first.data)
-    send_now = _send_now(channel)
-    if send_now is not None:  # live output straight from the PTY reader to the socket
-        viewer.send_directly(lambda item: send_now(item.data))
+    # live output straight from the PTY reader to the socket (None: through the pump)
+    viewer.send_directly(_direct_send(channel, offsets=False))
     while True:
         data = await viewer.next_bytes()
         if data is None:
@@ -83,17 +84,12 @@ async def _raw_output(channel: Channel, viewer: Viewer) -> int:
 async def _raw_input(channel: Channel, viewer: Viewer) -> int | None:
     set_sink = getattr(channel, "set_sink", None)
     if set_sink is not None:  # the lean path: input goes to the PTY as it is parsed
-        set_sink(partial(_raw_sink, viewer))
+        set_sink(viewer.input_frame)
     while True:
         frame = await channel.receive()
         if frame is None:
             return None
         viewer.write(frame if isinstance(frame, bytes) else frame.encode())
-
-
-def _raw_sink(viewer: Viewer, frame: bytes | str) -> bool:
-    viewer.write(frame if isinstance(frame, bytes) else frame.encode())
-    return True
 
 
 # ------------------------------------------------------------------ sandbox.v2
@@ -126,11 +122,7 @@ def _control(viewer: Viewer, body: dict[str, object]) -> dict[str, object]:
 
 async def _v2_output(channel: Channel, session: TerminalSession, viewer: Viewer) -> int:
     await _send_output(channel, viewer.first)
-    send_now = _send_now(channel)
-    if send_now is not None:  # live output straight from the PTY reader to the socket
-        viewer.send_directly(
-            lambda item: item.kind == LIVE and send_now(pack_frame(item.start, item.data))
-        )
+    viewer.send_directly(_direct_send(channel, offsets=True))  # (as in _raw_output)
     while True:
         item = await viewer.next()
         if item is None:
@@ -155,7 +147,7 @@ async def _v2_input(channel: Channel, viewer: Viewer) -> int | None:
     """Input and controls; returns 1003 on a text frame that is not a JSON object."""
     set_sink = getattr(channel, "set_sink", None)
     if set_sink is not None:  # the lean path: binary input goes to the PTY as it is parsed
-        set_sink(lambda frame: isinstance(frame, bytes) and _raw_sink(viewer, frame))
+        set_sink(viewer.input_binary)
     while True:
         frame = await channel.receive()
         if frame is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from starlette.websockets import WebSocket, WebSocketState
 
@@ -78,6 +78,14 @@ class WebSocketChannel:
         """A binary frame written at once, when the lean path's socket takes it now;
         ``False`` (nothing sent) when it is backed up or gone."""
         return self._lean is not None and self._lean.send_now(data)
+
+    def direct_send(self, offsets: bool) -> Callable[[bytes, int], bool] | None:
+        """The lean path's ``send(data, start)`` that writes a live frame at once or
+        returns ``False`` (``offsets``: ``sandbox.v2``'s offset before the payload), for
+        ``Viewer.send_directly``; ``None`` under ASGI."""
+        if self._lean is None:
+            return None
+        return self._lean.send_live_at if offsets else self._lean.send_live
 
     async def send_bytes(self, data: bytes) -> None:
         if self._lean is not None:

@@ -237,6 +237,10 @@ class WsChannel:
     def send_now(self, data: bytes) -> bool:
         return self._lean.send_now(data)
 
+    def direct_send(self, offsets: bool) -> Callable[[bytes, int], bool]:
+        """The socket's synchronous send for ``Viewer.send_directly`` (see channel.py)."""
+        return self._lean.send_live_at if offsets else self._lean.send_live
+
     async def send_bytes(self, data: bytes) -> None:
         await self._lean.send(data)
 

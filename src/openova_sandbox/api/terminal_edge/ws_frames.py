@@ -127,6 +127,32 @@ class LeanSocket:
         self._write(OP_BINARY, data)
         return True
 
+    def send_live(self, data: bytes, start: int) -> bool:
+        """:meth:`send_now` as a viewer's direct send (``Viewer.send_directly``) for the
+        raw protocol: the stream offset ``start`` is not sent."""
+        proto = self._proto
+        if not self._writable.is_set() or self.gone or proto.close_sent or proto.disconnected:
+            return False
+        size = len(data)
+        if size < 126:  # (a keystroke's echo: the frame as one bytes, no call)
+            self._transport.write(bytes((0x82, size)) + data)
+        else:
+            self._write(OP_BINARY, data)
+        return True
+
+    def send_live_at(self, data: bytes, start: int) -> bool:
+        """:meth:`send_live` for ``sandbox.v2``: the payload follows its 8-byte
+        big-endian stream offset (``terminal_wire.pack_frame``)."""
+        proto = self._proto
+        if not self._writable.is_set() or self.gone or proto.close_sent or proto.disconnected:
+            return False
+        size = len(data) + 8
+        if size < 126:
+            self._transport.write(bytes((0x82, size)) + start.to_bytes(8, "big") + data)
+        else:
+            self._write(OP_BINARY, start.to_bytes(8, "big") + data)
+        return True
+
     async def send(self, data: bytes, opcode: int = OP_BINARY) -> None:
         """One final data frame; waits while the transport is paused (back-pressure)."""
         if not self._writable.is_set():
@@ -175,6 +201,9 @@ class LeanSocket:
                 took = False
             if took:
                 return
+        self._queue(message)
+
+    def _queue(self, message: Message) -> None:
         self._inbox.append(message)
         self._inbox_bytes += len(message)
         if self._inbox_bytes >= INBOX_PAUSE and not self._paused:
@@ -223,7 +252,26 @@ class LeanSocket:
                 and not self._fragments
                 and not self.gone
             ):
-                self._deliver(apply_mask(data[6:], data[2:6]))
+                # apply_mask and _deliver, inline (per keystroke)
+                if end == 7:
+                    payload = bytes((data[6] ^ data[2],))
+                else:
+                    size = end - 6
+                    key = (data[2:6] * (size // 4 + 1))[:size]
+                    payload = (
+                        int.from_bytes(data[6:], "little") ^ int.from_bytes(key, "little")
+                    ).to_bytes(size, "little")
+                if self._proto.close_sent:  # the app is past close: discard
+                    return
+                sink = self._sink
+                if sink is not None and not self._inbox:
+                    try:
+                        took = sink(payload)
+                    except Exception:  # left to receive, where the app meets it again
+                        took = False
+                    if took:
+                        return
+                self._queue(payload)
                 return
         end = len(view)
         pos = 0
