@@ -3,7 +3,9 @@
 A sandbox's workspace is a folder ``<data_dir>/workspaces/<namespace>/<name>`` (mode
 0700: the server's user owns every workspace, other local users see none), its HOME is
 ``<data_dir>/homes/<namespace>/<name>`` (0700 too; made with the workspace, seeded with
-the agent's config before each start, removed with the workspace), its repos are
+the agent's config before each start, removed with the workspace), its temporary folder
+``<data_dir>/tmp/<namespace>/<name>`` (``TMPDIR``, ``TMP``, ``TEMP``, ``TEMPDIR`` of its
+terminals without isolation; counted in its storage, removed with it), its repos are
 ``git clone``\\ s inside it, and its terminals live in the in-process terminal server,
 reached through :class:`~.ports.TerminalHost`.
 
@@ -69,6 +71,23 @@ def workspace_path(data_dir: Path, namespace: str, name: str) -> Path:
         if not safe_component(value):
             raise Invalid(f"{value!r} cannot name a workspace folder", code="invalid-name")
     return data_dir / "workspaces" / namespace / name
+
+
+# Agents unpack into the temporary folder at every start and never clean up (opencode:
+# ~13 MB of .so a start): each sandbox gets its own, which goes with it. Inside a
+# bubblewrap view these name the view's own /tmp instead (terminal/isolation.py).
+TMP_VARS = ("TMPDIR", "TMP", "TEMP", "TEMPDIR")
+
+
+def tmp_path(data_dir: Path, namespace: str, name: str) -> Path:
+    """``<data_dir>/tmp/<namespace>/<name>``: the sandbox's temporary folder."""
+    workspace_path(data_dir, namespace, name)  # the same naming rules
+    return data_dir / "tmp" / namespace / name
+
+
+def tmp_env(folder: str) -> dict[str, str]:
+    """The variables that point a process's temporary files at ``folder``."""
+    return dict.fromkeys(TMP_VARS, folder)
 
 
 def home_path(data_dir: Path, namespace: str, name: str) -> Path:
@@ -169,6 +188,18 @@ class LocalRuntime:
         self._meter = asyncio.Semaphore(1)
         # None: workspaces are not measured (status.storageUsed stays as it is)
         self._storage_interval = storage_interval
+        self._ensure_tmp_folders()
+
+    def _ensure_tmp_folders(self) -> None:
+        """Every existing workspace's temporary folder (sandboxes made before there
+        were any): terminals are told to write there."""
+        root = self._data_dir / "workspaces"
+        with contextlib.suppress(OSError):
+            for ns in os.scandir(root):
+                if ns.is_dir(follow_symlinks=False) and safe_component(ns.name):
+                    for ws in os.scandir(ns.path):
+                        if ws.is_dir(follow_symlinks=False) and safe_component(ws.name):
+                            self._make_folders((tmp_path(self._data_dir, ns.name, ws.name),))
 
     # ----------------------------------------------------------------- observation
 
@@ -229,9 +260,13 @@ class LocalRuntime:
         return found[1] if found is not None else None
 
     async def _measure(self, key: Key, ws: str) -> None:
+        tmp = str(tmp_path(self._data_dir, *key))
         try:
             async with self._meter:
                 size = await asyncio.to_thread(disk_usage, ws)
+                if size is not None:  # the temporary folder counts too
+                    in_tmp = await asyncio.to_thread(disk_usage, tmp)
+                    size += in_tmp or 0
             if size is not None:  # None: the workspace went meanwhile
                 self._usage[key] = (time.monotonic(), size)
         except Exception:  # a measurement never takes the controller down
@@ -291,22 +326,30 @@ class LocalRuntime:
     def _make_workspace(self, namespace: str, name: str) -> None:
         ws = self.workspace(namespace, name)
         home = home_path(self._data_dir, namespace, name)
-        for folder in (ws.parent.parent, ws.parent, ws, home.parent.parent, home.parent, home):
-            try:
-                folder.mkdir(mode=WORKSPACE_MODE, parents=True)
-            except FileExistsError:
-                continue
-            folder.chmod(WORKSPACE_MODE)  # mkdir's mode is filtered by the umask
+        tmp = tmp_path(self._data_dir, namespace, name)
+        self._make_folders((ws, home, tmp))
         if not ws.is_dir():
             raise NotADirectoryError(f"workspace {ws} exists and is not a folder")
         log.info("controller.workspace.created", namespace=namespace, sandbox=name, path=str(ws))
+
+    @staticmethod
+    def _make_folders(folders: tuple[Path, ...]) -> None:
+        """Each folder with its two parents (namespace, kind), all 0700."""
+        for leaf in folders:
+            for folder in (leaf.parent.parent, leaf.parent, leaf):
+                try:
+                    folder.mkdir(mode=WORKSPACE_MODE, parents=True)
+                except FileExistsError:
+                    continue
+                folder.chmod(WORKSPACE_MODE)  # mkdir's mode is filtered by the umask
 
     async def stop_terminals(self, namespace: str, name: str) -> None:
         await self._terminals.stop_sandbox(namespace, name)
         log.info("controller.terminals.stopped", namespace=namespace, sandbox=name)
 
     async def remove_workspace(self, namespace: str, name: str) -> None:
-        """The workspace and the sandbox's HOME (its agents' state and history) go."""
+        """The workspace, the sandbox's HOME (its agents' state and history) and its
+        temporary folder go."""
         self._usage.pop((namespace, name), None)
         ws = self.workspace(namespace, name)
         if ws.exists():
@@ -316,7 +359,11 @@ class LocalRuntime:
         if home.exists() or home.is_symlink():
             await asyncio.to_thread(_remove_tree, home)
             log.info("controller.home.removed", namespace=namespace, sandbox=name)
-        for folder in (ws.parent, home.parent):
+        tmp = tmp_path(self._data_dir, namespace, name)
+        if tmp.exists() or tmp.is_symlink():
+            await asyncio.to_thread(_remove_tree, tmp)
+            log.info("controller.tmp.removed", namespace=namespace, sandbox=name)
+        for folder in (ws.parent, home.parent, tmp.parent):
             with contextlib.suppress(OSError):
                 folder.rmdir()  # the namespace folder, when this was its last sandbox
         self.forget(namespace, name)

@@ -39,7 +39,7 @@ from typing import Any
 import httpx
 import structlog
 
-from ..controller.local import home_path, workspace_path
+from ..controller.local import home_path, tmp_env, tmp_path, workspace_path
 from ..controller.ports import TerminalHost
 from ..domain.errors import BackendUnavailable, Conflict, Invalid, NotFound, QuotaExceeded
 from ..domain.model import Sandbox
@@ -400,7 +400,10 @@ class PreviewsService:
             owner=sandbox.spec.owner_email,
             workdir=str(workspace_path(self._data_dir, sandbox.namespace, sandbox.name)),
             home=str(home_path(self._data_dir, sandbox.namespace, sandbox.name)),
-            env={"SANDBOX_ID": sandbox.name},
+            env={
+                "SANDBOX_ID": sandbox.name,
+                **tmp_env(str(tmp_path(self._data_dir, sandbox.namespace, sandbox.name))),
+            },
             memory=sandbox.spec.quota.memory,
             cpu=sandbox.spec.quota.cpu,
         )

@@ -43,7 +43,7 @@ import structlog
 from ..agents.mcp_config import TOKEN_VAR as MCP_TOKEN_VAR
 from ..agents.mcp_config import URL_VAR as MCP_URL_VAR
 from ..config import Settings
-from ..controller.local import home_path, workspace_path
+from ..controller.local import home_path, tmp_env, tmp_path, workspace_path
 from ..controller.reconcile import FALSE, TRUE
 from ..domain.errors import (
     Invalid,
@@ -184,6 +184,7 @@ class TerminalsService:
         token not issued yet (for the checks that do not spawn)."""
         env = agent_model_env(self._model_access(sandbox, preview=preview), self._agent_model)
         env["SANDBOX_ID"] = sandbox.name
+        env.update(tmp_env(str(tmp_path(self._data_dir, sandbox.namespace, sandbox.name))))
         return SandboxContext(
             sandbox_id=registry_key(sandbox.namespace, sandbox.name),
             namespace=sandbox.namespace,

@@ -62,6 +62,7 @@ ROOT_SECRETS = ("/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-")
 ROOT_SECRET_DIRS = ("/etc/ssh", "/etc/ssl/private")
 DEFAULT_PROCESSES = 1024
 TMP = "/tmp"  # noqa: S108 - the sandbox's own tmpfs, not the server's
+TMP_VARS = ("TMPDIR", "TMP", "TEMP", "TEMPDIR")
 SHM = "/dev/shm"  # noqa: S108 - the same
 
 
@@ -422,10 +423,22 @@ def wrap(
         raise SpawnFailed(f"working directory {spec.cwd!r} is not inside the sandbox")
     _check_program(spec.argv[0], policy, view)
     argv = bwrap_argv(policy, view, spec.argv, cwd)
+    env = spec.env
+    outside = [
+        k
+        for k in TMP_VARS
+        if k in env
+        and env[k] != TMP
+        and not (os.path.isabs(env[k]) and visible(os.path.normpath(env[k]), policy, view))
+    ]
+    if outside:
+        # a temporary folder outside the view (the sandbox's own, in the data dir) is
+        # not there: inside, the view's own /tmp is (a tmpfs, gone with the terminal)
+        env = {**env, **dict.fromkeys(outside, TMP)}
     return SpawnSpec(
         argv=tuple(argv),
         cwd=cwd,
-        env=spec.env,
+        env=env,
         rows=spec.rows,
         cols=spec.cols,
         sandboxed=True,
