@@ -17,6 +17,7 @@ import contextlib
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from openova_sandbox.auth.oidc_sessions import CACHE_SECONDS, ENDED_CHECK_SECONDS
 from openova_sandbox.testing.server import free_port
 from support.mcp_world import McpWorld, Person, mcp_world
 from support.oidc_idp import OidcIdp
@@ -253,3 +255,50 @@ async def test_a_console_sessions_sign_out_ends_its_grants_not_another_sessions(
             assert not await opens(world, cap_phone)
         await laptop.aclose()
         await phone.aclose()
+
+
+async def test_a_sign_out_or_revocation_through_another_replica_ends_grants_within_seconds(
+    tmp_path: Path, idp: OidcIdp
+) -> None:
+    """Another API replica on the same database signs the session out (its record
+    deleted) and revokes the token (its row marked): this server, which did neither,
+    refuses their grants once its 2-second copies are older than the change, and closes
+    the session's preview socket at its next look at the database (5 s)."""
+    idp.set_user("kim", email="kim@acme.test", org_id="acme")
+    async with mcp_world(
+        tmp_path,
+        isolation="none",
+        oidc_issuer=idp.url,
+        oidc_client_id="sandbox-console",
+        oidc_client_secret="console-secret",
+    ) as world:
+        browser = await oidc_browser(world, idp, "kim")
+        made = await browser.post(SESSIONS, json={"agent": "shell"})
+        assert made.status_code == 201, made.text
+        name = made.json()["id"]
+        async with asyncio.timeout(30):
+            while (await browser.get(f"{SESSIONS}/{name}")).json().get("phase") != "Ready":
+                await asyncio.sleep(0.05)
+        link = await start_preview(world, "acme", name)
+        created = await browser.post(TOKENS, json={"name": "ci"})
+        assert created.status_code == 201, created.text
+        pat = created.json()
+        cap_session = await capability(browser, link)
+        cap_pat = await capability(world.http, link, authorization=f"Bearer {pat['token']}")
+        sid = browser.cookies["catalyst_session"].split(":")[1]
+        sessions = world.deps.oidc_sessions
+        async with socket(world, cap_session) as ws:
+            assert await opens(world, cap_session) and await opens(world, cap_pat)
+            # what the other replica's logout and revoke write
+            await sessions.backend.delete(sessions.handle(sid))
+            await world.deps.tokens.store.revoke_token(pat["id"], datetime.now(UTC))
+            changed = time.monotonic()
+            for cap in (cap_session, cap_pat):
+                async with asyncio.timeout(CACHE_SECONDS + 3):
+                    while await opens(world, cap):
+                        await asyncio.sleep(0.05)
+            assert time.monotonic() - changed <= CACHE_SECONDS + 1
+            code, reason, _ = await closed(ws)
+            assert (code, reason) == (1008, "signed-out")
+            assert time.monotonic() - changed <= ENDED_CHECK_SECONDS + 2
+        await browser.aclose()
