@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 import websockets
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from openova_sandbox.api.routes import terminals as terminal_routes
+from openova_sandbox.testing import server as server_module
 
 if TYPE_CHECKING:
     from conftest import Api
@@ -62,10 +64,13 @@ async def _waiting(api: Api, client: httpx.AsyncClient, count: int) -> None:
         await asyncio.sleep(0.05)
 
 
+@pytest.mark.parametrize("path", ["lean", "asgi"])
 def test_waiting_attaches_whose_clients_left_release_their_slots_at_once(
-    make_api: Any, hanging_git: str
+    make_api: Any, hanging_git: str, monkeypatch: pytest.MonkeyPatch, path: str
 ) -> None:
     assert terminal_routes.READY_WAIT >= 30  # the wait itself ends far later than this test
+    if path == "asgi":  # uvicorn's own WebSocket protocol: frames come through ASGI
+        monkeypatch.setitem(server_module.UVICORN_OPTIONS, "ws", WebSocketsSansIOProtocol)
     api: Api = make_api(store="memory", git_base_url=hanging_git, quota_user="waitingAttaches=3")
     made = api.http.post(
         SESSIONS,
