@@ -18,7 +18,8 @@ JWT one:
   process for ``CACHE_SECONDS`` (a revoke in this process applies at once, one in
   another process within that time). Its last use is written at most once a minute.
 - **connections**: a terminal WebSocket opened with a token ends when it is revoked
-  (``wait_revoked``: at once through this process, else at the next look at the store).
+  (``wait_revoked``: at once through this process, else at the next look at the store),
+  and so do the preview grants minted from it (``revoked``, on each request).
 """
 
 from __future__ import annotations

@@ -18,8 +18,9 @@ storage, and their requests to the API are cross-site requests without credentia
 Those requests to the preview itself are CORS requests (``Origin: null``): capability
 answers allow them, and preflights are answered here (the grant is the secret, not a
 credential the browser adds). A grant that no longer opens the preview (expired, the
-preview stopped or started again, the sandbox gone, access lost) is a 401; on a page
-load the browser is sent back to the link instead, which signs a new one.
+sign-in it was minted from ended, the preview stopped or started again, the sandbox
+gone, access lost) is a 401; on a page load the browser is sent back to the link
+instead, which signs a new one for a signed-in user.
 
 The prefix is stripped (the preview sees ``/…``, with ``X-Forwarded-Prefix``); request
 and response bodies stream both ways. What never reaches the preview: the caller's
@@ -34,7 +35,8 @@ the link's checks plus the ``Origin`` rule of the terminals' sockets; either hol
 of the user's WebSocket slots (issue 11's quota) for the connection's life. A refusal
 closes the handshake (1008, or 1013 when the preview is not listening or the quota is
 full), the subprotocol the preview picks is the one accepted, and frames are relayed
-both ways until either side closes.
+both ways until either side closes, or until the grant (the token, through the link)
+expires or the sign-in it came from ends, which closes it 1008 as a terminal's.
 """
 
 from __future__ import annotations
