@@ -179,13 +179,18 @@ class ActivityTracker:
 
     def next_tick(self) -> float | None:
         """Monotonic time at which :meth:`tick` may change something (None: never)."""
-        idle_at = max(self._since, self._last_output, self._last_input) + self._idle
+        # (comparisons rather than max(): called twice per keystroke; same values)
+        last = self._last_input
+        if self._last_output > last:
+            last = self._last_output
+        latest = self._since if self._since > last else last
+        idle_at = latest + self._idle
         if self.state == BUSY:
             if self._patterns:
                 check_at = max(self._last_output + self._quiet, self._next_check)
                 return min(check_at, idle_at)
             return idle_at
-        recheck_at = max(self._last_input, self._last_output) + self._quiet
+        recheck_at = last + self._quiet
         if self.state == WAITING:
             return min(recheck_at, idle_at) if self._recheck else idle_at
         return recheck_at if self._recheck else None
