@@ -164,8 +164,15 @@ async def test_http_serves_mcp_alone_on_the_shared_store(mcp_process: McpProcess
             Client(streamable_http_client(f"{mcp_process.url}/mcp", http_client=http)) as client,
         ):
             names = {t.title for t in (await client.list_tools()).tools}
-            # the default plan here is sandbox-free; terminals live in the pods (not listed)
-            assert names == {"session.whoami", "session.info", "sandbox.list", "usage.get"}
+            # the default plan here is sandbox-free; terminals live in the pods, listed
+            # through each pod's terminal server for the sandbox's own token (docs/mcp.md)
+            assert names == {
+                "session.whoami",
+                "session.info",
+                "sandbox.list",
+                "sandbox.terminals",
+                "usage.get",
+            }
             # written by another process: listed once this one's resource cache has it
             async with asyncio.timeout(10):
                 while True:
