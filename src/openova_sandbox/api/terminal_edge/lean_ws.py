@@ -31,7 +31,6 @@ client and other servers do not offer it, and the channel then uses ASGI as befo
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -44,42 +43,6 @@ from .ws_frames import LeanSocket
 EXTENSION = "openova.lean-ws"
 
 
-class _UvicornOwner:
-    """uvicorn's protocol as the :class:`~.ws_frames.FrameOwner` of a taken connection."""
-
-    def __init__(self, proto: LeanWebSocketProtocol) -> None:
-        self._proto = proto
-        self.transport: asyncio.Transport = proto.transport
-        self.writable: asyncio.Event = proto.writable
-        self.loop: asyncio.AbstractEventLoop = proto.loop
-        self.max_size: int = proto.config.ws_max_size
-
-    @property
-    def close_sent(self) -> bool:
-        return bool(self._proto.close_sent)
-
-    @close_sent.setter
-    def close_sent(self, value: bool) -> None:
-        self._proto.close_sent = value
-
-    @property
-    def disconnected(self) -> bool:
-        return bool(self._proto.disconnected)
-
-    def peer_gone(self, code: int, reason: str) -> None:
-        self._proto.queue.put_nowait(
-            {"type": "websocket.disconnect", "code": code, "reason": reason}
-        )
-
-    def pong(self, payload: bytes) -> None:
-        self._proto.handle_pong(Frame(Opcode.PONG, payload))
-
-    def close_answered(self) -> None:
-        if self._proto.close_timer is not None:
-            self._proto.close_timer.cancel()
-            self._proto.close_timer = None
-
-
 class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's websockets-sansio protocol that lets the app take the data path of an
     accepted connection (:class:`LeanSocket`)."""
@@ -87,6 +50,21 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.lean: LeanSocket | None = None
+        self.max_size: int = self.config.ws_max_size
+
+    # the FrameOwner of a taken connection is the protocol itself: the lean socket reads
+    # ``close_sent``, ``disconnected``, ``transport``, ``writable`` and ``loop`` as they
+    # are (per keystroke: no property in between)
+    def peer_gone(self, code: int, reason: str) -> None:
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+
+    def pong(self, payload: bytes) -> None:
+        self.handle_pong(Frame(Opcode.PONG, payload))
+
+    def close_answered(self) -> None:
+        if self.close_timer is not None:
+            self.close_timer.cancel()
+            self.close_timer = None
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
@@ -104,7 +82,7 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         )
         if not ready or self.lean is not None:
             return None
-        lean = LeanSocket(_UvicornOwner(self))
+        lean = LeanSocket(self)
         while not self.queue.empty():  # what uvicorn queued before the take (rare)
             message = self.queue.get_nowait()
             if message["type"] == "websocket.receive":
