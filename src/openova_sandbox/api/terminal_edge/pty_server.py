@@ -286,7 +286,7 @@ class HttpConnection(asyncio.Protocol):
         self._body = bytearray()
         self._task: asyncio.Task[None] | None = None
         self._local = ""
-        self._gone = False
+        self.disconnected = False
         self._answered = False  # the upgrade got its 101 or its HTTP answer
         self._closing_down = False
         self._ping: asyncio.TimerHandle | None = None
@@ -311,7 +311,7 @@ class HttpConnection(asyncio.Protocol):
         self._arm_idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._gone = True
+        self.disconnected = True
         self.server.gone(self)
         self._cancel_timers()
         self.writable.set()  # a writer waiting for room finds the link gone
@@ -347,7 +347,7 @@ class HttpConnection(asyncio.Protocol):
 
     # -------------------------------------------------------------- HTTP
     def _pump(self) -> None:
-        while self._task is None and not self._gone and self.lean is None:
+        while self._task is None and not self.disconnected and self.lean is None:
             try:
                 event = self.conn.next_event()
             except h11.RemoteProtocolError as exc:
@@ -400,7 +400,7 @@ class HttpConnection(asyncio.Protocol):
         if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             with contextlib.suppress(h11.LocalProtocolError):
                 self._write_reply(reply, close=True)
-        self._gone = True
+        self.disconnected = True
         self.transport.close()
 
     def _write_reply(self, reply: Reply, *, close: bool = False, head: bool = False) -> None:
@@ -426,7 +426,7 @@ class HttpConnection(asyncio.Protocol):
                 await self._websocket(request)
                 return
             reply = await self._dispatch(request)
-            if self._gone:
+            if self.disconnected:
                 return
             close = self._closing_down or self.conn.their_state is not h11.DONE
             try:
@@ -441,7 +441,7 @@ class HttpConnection(asyncio.Protocol):
             self._arm_idle()
         finally:
             self._task = None
-        if not self._gone and self.lean is None:
+        if not self.disconnected and self.lean is None:
             self.transport.resume_reading()
             self._pump()
 
@@ -503,7 +503,7 @@ class HttpConnection(asyncio.Protocol):
             self.close_ws(1000, "")
 
     def accept_ws(self, upgrade: Upgrade, subprotocol: str | None) -> WsChannel:
-        if self._answered or self._gone:
+        if self._answered or self.disconnected:
             raise ConnectionError("the connection is gone")
         headers = [
             (b"upgrade", b"websocket"),
@@ -530,17 +530,17 @@ class HttpConnection(asyncio.Protocol):
         return WsChannel(self, subprotocol or RAW, upgrade.query_params)
 
     def deny_ws(self, reply: Reply) -> None:
-        if self._answered or self._gone:
+        if self._answered or self.disconnected:
             return
         self._answered = True
         with contextlib.suppress(h11.LocalProtocolError):
             self._write_reply(reply, close=True)
-        self._gone = True
+        self.disconnected = True
         self.transport.close()
 
     def close_ws(self, code: int, reason: str) -> None:
         """Our close frame; the TCP link ends when the peer answers (or in 10 s)."""
-        if self.close_sent or self._gone or self.transport.is_closing():
+        if self.close_sent or self.disconnected or self.transport.is_closing():
             return
         self.close_sent = True
         payload = code.to_bytes(2, "big") + reason.encode()
@@ -550,11 +550,7 @@ class HttpConnection(asyncio.Protocol):
             return
         self._close_timer = self.loop.call_later(CLOSE_TIMEOUT, self.transport.close)
 
-    # FrameOwner
-    @property
-    def disconnected(self) -> bool:
-        return self._gone
-
+    # FrameOwner (``disconnected`` is the attribute: read per keystroke)
     def peer_gone(self, code: int, reason: str) -> None:
         self._cancel_timers()
 
@@ -570,7 +566,7 @@ class HttpConnection(asyncio.Protocol):
         self._ping = self.loop.call_later(PING_INTERVAL, self._keepalive)
 
     def _keepalive(self) -> None:
-        if self._gone or self.close_sent:
+        if self.disconnected or self.close_sent:
             return
         if self._awaiting_pong:  # no pong within PING_TIMEOUT: the peer is gone
             self.close_ws(CLOSE_INTERNAL_ERROR, "keepalive ping timeout")
@@ -600,7 +596,7 @@ class HttpConnection(asyncio.Protocol):
     def _idle_expired(self) -> None:
         self._idle_timer = None
         if self._task is None and self.lean is None and self.conn.their_state is h11.IDLE:
-            self._gone = True
+            self.disconnected = True
             self.transport.close()
 
     # -------------------------------------------------------------- shutdown
@@ -615,7 +611,7 @@ class HttpConnection(asyncio.Protocol):
 
     @property
     def busy(self) -> bool:
-        return self._task is not None or (self.lean is not None and not self._gone)
+        return self._task is not None or (self.lean is not None and not self.disconnected)
 
 
 # ------------------------------------------------------------------ server
