@@ -37,7 +37,7 @@ Decisions:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple, Protocol
@@ -103,8 +103,8 @@ class FeedResult(NamedTuple):
 
 _feed_result = partial(tuple.__new__, FeedResult)  # (no Python frame: made per flush)
 
-Take = Callable[[str, bytes, int], bool]
-"""``take(viewer_id, data, start)``: the sender writes a live frame at once when it can
+Take = Callable[[bytes, int], bool]
+"""``take(data, start)``: a viewer's sender writes a live frame at once when it can
 (``True``: taken whole; ``False``: it is left in the feed's result to be queued)."""
 
 
@@ -200,17 +200,17 @@ class SessionCore:
         output: bytes | bytearray | memoryview,
         *,
         to_screen: bool = True,
-        take: Take | None = None,
+        take: Mapping[str, Take] | None = None,
     ) -> FeedResult:
         """Append process output; returns one frame per live viewer (same bytes object).
         ``to_screen=False``: the caller feeds the screen itself, before anything can take
         a snapshot (the session does, once the frames are sent).
 
-        ``take`` (the sender's synchronous write, tried first for each live frame): a
-        frame it takes is not in the result and is counted exactly as a frame returned,
-        then reported with :meth:`handed` (its end) and :meth:`delivered` (its size) —
-        the sender wrote it before anything else could happen — without the objects
-        (a keystroke's echo to a waiting viewer makes no ``Frame``)."""
+        ``take`` (viewer id → that viewer's synchronous write, tried first for its live
+        frame): a frame taken is not in the result and is counted exactly as a frame
+        returned, then reported with :meth:`handed` (its end) and :meth:`delivered` (its
+        size) — the sender wrote it before anything else could happen — without the
+        objects (a keystroke's echo to a waiting viewer makes no ``Frame``)."""
         data = output if type(output) is bytes else bytes(output)
         if not data:
             return FeedResult([], [])
@@ -234,7 +234,8 @@ class SessionCore:
                 resynced.append(viewer_id)
                 continue
             viewer.next_offset = end
-            if take is not None and take(viewer_id, data, start):
+            send = take.get(viewer_id) if take is not None else None
+            if send is not None and send(data, start):
                 # handed (sent = max(sent, end)) and delivered (queued + size - size)
                 if viewer.sent < end:
                     viewer.sent = end

@@ -176,10 +176,21 @@ class Viewer:
         ``direct`` returns ``False`` when it cannot take it now (a backed-up socket), and
         the output is queued for the pump instead (the core's ``take``)."""
         self._direct = direct
+        if self._parked:
+            self._offer()
+
+    def _offer(self) -> None:
+        """The pump waits with nothing queued: live output may go to ``direct`` (the
+        session's ``_live``, the core's ``take``) until it wakes or output is queued."""
+        if self._direct is not None:
+            self._session._live[self.id] = self._direct
+        else:
+            self._session._live.pop(self.id, None)
 
     def _push(self, item: Output | Control) -> None:
         # (live output the socket took at once never gets here: the core's ``take``)
         self._items.append(item)
+        self._session._live.pop(self.id, None)  # queued: the rest follows it, in order
         self._wake.set()
 
     def _drop(self) -> None:
@@ -227,10 +238,12 @@ class Viewer:
                 continue
             self._wake.clear()
             self._parked = True
+            self._offer()
             try:
                 await self._wake.wait()
             finally:
                 self._parked = False
+                self._session._live.pop(self.id, None)
 
     async def next_bytes(self) -> bytes | None:
         """For the raw pump: the next output's bytes (controls skipped), ``None`` at the end."""
@@ -328,6 +341,9 @@ class TerminalSession:
         self._counters = counters
         self._term_grace = term_grace
         self._viewers: dict[str, Viewer] = {}
+        # viewers whose pump waits with nothing queued, and their socket's synchronous
+        # send: live output is written at once, on the reading callback (the core's take)
+        self._live: dict[str, Callable[[bytes, int], bool]] = {}
         self._held: list[bytes] = []  # output read and not flushed yet (one per callback)
         self._held_size = 0
         self._room = _scratch()
@@ -479,8 +495,8 @@ class TerminalSession:
     def _send_out(self, data: bytes) -> None:
         # the frames go out first (a keystroke's echo is on its way while the screen,
         # counters and activity are brought up to date: nothing can attach in between)
-        # (a viewer whose pump waits, nothing queued, takes it at once: see _take)
-        result = self.core.feed(data, to_screen=False, take=self._take)
+        # (a viewer whose pump waits with nothing queued takes it at once: _live)
+        result = self.core.feed(data, to_screen=False, take=self._live)
         if result.frames:
             first = result.frames[0]
             output = Output(data, first.start, first.end)  # one object for every viewer
@@ -500,21 +516,6 @@ class TerminalSession:
         at = self._activity.next_tick()  # (_retime_tick, inline: called per output)
         if at is not None and at < self._tick_at and not self.exited:
             self._retime_tick()
-
-    def _take(self, viewer_id: str, data: bytes, start: int) -> bool:
-        """The core's ``take``: a viewer whose pump waits with nothing queued has live
-        output written to its socket now, when the socket takes it (counted once
-        written: the client's ack can only come in a later callback, and output not
-        written may still be superseded by a snapshot)."""
-        viewer = self._viewers[viewer_id]
-        direct = viewer._direct
-        if direct is None or not viewer._parked or viewer._items:
-            return False
-        try:
-            return direct(data, start)
-        except Exception:  # the pump meets the socket's failure on its own send
-            log.exception("terminal.viewer.direct_failed", session=self.id, viewer=viewer_id)
-            return False
 
     def announce(self, text: bytes) -> None:
         """Put a server message (e.g. a restart banner) into the stream, as output."""
@@ -568,6 +569,7 @@ class TerminalSession:
 
     def detach(self, viewer: Viewer) -> None:
         if self._viewers.pop(viewer.id, None) is not None:
+            self._live.pop(viewer.id, None)
             self.core.detach(viewer.id)
             if self._typist == viewer.id:
                 self._typist = None
