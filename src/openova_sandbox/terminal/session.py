@@ -11,7 +11,9 @@ The session wires the sans-I/O :class:`~.core.SessionCore` to real I/O:
   could not take them anyway. Keystroke echo is never held, and no timer runs per burst.
 * **Flushing** feeds the core once per frame (ring + screen model); the core returns the
   same ``bytes`` for every viewer, which lands in that viewer's own queue. Sending is done
-  by each viewer's pump (the API layer's attach edge) outside the core. A viewer over its
+  by each viewer's pump (the API layer's attach edge) outside the core — except for a
+  viewer whose pump waits with nothing queued: its socket's synchronous send takes the
+  frame at once, on the reading callback (the core's ``take``; no objects made). A viewer over its
   budget (raw) or window (``sandbox.v2``) has its queue dropped and later receives a
   snapshot of the screen (:mod:`.screen`), never the raw tail.
 * **Viewers** attach with a mode (``write``, or ``read`` for spectators: input dropped,
