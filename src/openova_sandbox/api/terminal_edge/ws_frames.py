@@ -134,10 +134,13 @@ class LeanSocket:
         if not self._writable.is_set() or self.gone or proto.close_sent or proto.disconnected:
             return False
         size = len(data)
-        if size < 126:  # (a keystroke's echo: the frame as one bytes, no call)
-            self._transport.write(bytes((0x82, size)) + data)
-        else:
-            self._write(OP_BINARY, data)
+        try:  # (called inside the core's feed: a failure must not stop it half way)
+            if size < 126:  # (a keystroke's echo: the frame as one bytes, no call)
+                self._transport.write(bytes((0x82, size)) + data)
+            else:
+                self._write(OP_BINARY, data)
+        except Exception:  # a transport closed under us: queued, the pump meets it
+            return False
         return True
 
     def send_live_at(self, data: bytes, start: int) -> bool:
@@ -147,10 +150,13 @@ class LeanSocket:
         if not self._writable.is_set() or self.gone or proto.close_sent or proto.disconnected:
             return False
         size = len(data) + 8
-        if size < 126:
-            self._transport.write(bytes((0x82, size)) + start.to_bytes(8, "big") + data)
-        else:
-            self._write(OP_BINARY, start.to_bytes(8, "big") + data)
+        try:  # (as in send_live)
+            if size < 126:
+                self._transport.write(bytes((0x82, size)) + start.to_bytes(8, "big") + data)
+            else:
+                self._write(OP_BINARY, start.to_bytes(8, "big") + data)
+        except Exception:
+            return False
         return True
 
     async def send(self, data: bytes, opcode: int = OP_BINARY) -> None:
