@@ -13,6 +13,7 @@ import structlog
 from starlette.requests import HTTPConnection, Request
 
 from ..auth.claims import requested_org
+from ..auth.signouts import jwt_id
 from ..auth.sources import CookieRejected
 from ..domain.errors import Forbidden, Unauthenticated
 from ..domain.principal import Principal
@@ -51,6 +52,13 @@ async def principal_from(conn: HTTPConnection) -> Principal:
     # a token naming several orgs is used for the one the request asks for (auth/claims)
     with requested_org(conn.headers):
         principal: Principal = await deps.authenticator.authenticate(found.token)
+    if found.source == "cookie":
+        # a token cookie signed out of (POST /logout) is dead for every route, though its
+        # JWT has not expired (auth/signouts.py); live connections end with it
+        jti = jwt_id(found.token)
+        if jti and deps.signouts.ended(principal.sub, jti):
+            raise Unauthenticated("this console session was signed out of")
+        conn.state.cookie_jti = jti
     conn.state.principal = principal
     return principal
 
