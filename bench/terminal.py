@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import gc
 import json
 import os
 import select
@@ -28,7 +29,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -526,13 +526,25 @@ def keystrokes(
 
 
 class Delivery:
-    """What one viewer got of a burst: bytes, time, and (v2) marked snapshots and gaps."""
+    """What one viewer got of a burst: bytes, when it ended, and (v2) marked snapshots
+    and gaps."""
 
     def __init__(self) -> None:
         self.received = 0
-        self.seconds = 0.0
+        self.ended = 0.0  # time.perf_counter() when the end marker arrived
         self.snapshots = 0  # v2: marked snapshots instead of some of the bytes
         self.gaps = 0  # v2: output frames that did not start where the last one ended
+
+    def encode(self) -> bytes:
+        return json.dumps(vars(self)).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Delivery:
+        fields = json.loads(data)
+        got = cls()
+        for name in vars(got):
+            setattr(got, name, type(getattr(got, name))(fields[name]))
+        return got
 
 
 def first_frame(ws: MinimalWebSocket) -> int:
@@ -552,17 +564,17 @@ def first_frame(ws: MinimalWebSocket) -> int:
             return frame[0] + frame[1]
 
 
-def drain_raw(ws: MinimalWebSocket, end: bytes, t0: float) -> Delivery:
+def drain_raw(ws: MinimalWebSocket, end: bytes) -> Delivery:
     got, tail = Delivery(), b""
     while end not in tail:
         size, last = ws.recv_counted()
         got.received += size
         tail = (tail + last)[-32:]
-    got.seconds = time.perf_counter() - t0
+    got.ended = time.perf_counter()
     return got
 
 
-def drain_v2(ws: MinimalWebSocket, end: bytes, t0: float, expect: int) -> Delivery:
+def drain_v2(ws: MinimalWebSocket, end: bytes, expect: int) -> Delivery:
     """Follow the offsets: each output frame must start where the last ended, unless a
     marked snapshot came between; ack every ACK_EVERY bytes as a rendering client would."""
     got, tail, acked = Delivery(), b"", expect
@@ -593,8 +605,64 @@ def drain_v2(ws: MinimalWebSocket, end: bytes, t0: float, expect: int) -> Delive
         if expect - acked >= ACK_EVERY:
             ws.send_json({"type": "ack", "seq": expect})
             acked = expect
-    got.seconds = time.perf_counter() - t0
+    got.ended = time.perf_counter()
     return got
+
+
+FAN_OUT_S = 120  # a burst's viewers not done by then: the fan-out fails, its viewers killed
+
+
+def viewer_process(
+    ws: MinimalWebSocket, start: int, end: bytes, others: list[int]
+) -> tuple[int, socket.socket]:
+    """Fork a process that drains ``ws`` to ``end``; answer its pid and this side of a
+    socket pair on which it says ``R`` (ready), then its ``Delivery`` (or ``!`` and the
+    error) and a newline, and waits for this side to close. It closes ``others`` (fds of
+    this process it inherited and must not hold: the other viewers' sockets and pairs),
+    ends itself after FAN_OUT_S + 10 s whatever happens (SIGALRM at its default), and
+    never returns into this process's code (``os._exit``)."""
+    mine, theirs = socket.socketpair()
+    pid = os.fork()
+    if pid:
+        theirs.close()
+        return pid, mine
+    code = 1
+    try:
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)  # the parent's alarm is not inherited
+        signal.alarm(FAN_OUT_S + 10)
+        gc.disable()  # no collection walking (and copying) the parent's heap; no cycles here
+        mine.close()
+        for fd in others:
+            os.close(fd)
+        theirs.sendall(b"R")
+        got = drain_v2(ws, end, start) if ws.v2 else drain_raw(ws, end)
+        theirs.sendall(got.encode() + b"\n")
+        code = 0
+        theirs.recv(1)  # until the parent measured: its viewers' closes are not in it
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            theirs.sendall(b"!" + repr(exc).encode()[:1000] + b"\n")
+    finally:
+        os._exit(code)
+
+
+def collect(pairs: dict[int, socket.socket], deadline: float, until: bytes) -> dict[int, bytes]:
+    """What each viewer said up to and with ``until`` (its first), by ``deadline``
+    (monotonic); a viewer that did not say it by then (or closed first) is left out."""
+    said = {pid: b"" for pid in pairs}
+    waiting = dict(pairs)
+    while waiting and (left := deadline - time.monotonic()) > 0:
+        readable, _, _ = select.select(list(waiting.values()), [], [], left)
+        for pid, pair in list(waiting.items()):
+            if pair not in readable:
+                continue
+            chunk = pair.recv(65536)
+            said[pid] += chunk
+            if until in chunk or not chunk:
+                del waiting[pid]
+                if not chunk:
+                    del said[pid]
+    return {pid: data for pid, data in said.items() if pid not in waiting}
 
 
 def fan_out(
@@ -607,46 +675,62 @@ def fan_out(
     v2: bool,
     cpu: Callable[[int], float] = cpu_seconds,
 ) -> dict[str, Any]:
-    """One burst to ``viewers`` blocking clients, one thread each (recv drops the GIL).
-    A viewer is complete when it received every byte of the burst, in order; one that
-    fell behind gets a marked snapshot (v2) or a resync (raw) instead of part of it and
-    is credited only with the bytes it received. ``cpu``: the server's CPU seconds."""
+    """One burst to ``viewers`` blocking clients, each drained in a process of its own:
+    10 threads of this process would share its GIL, and the slowest viewer's rate would
+    be this client's, not the server's. They attach from here, fork and say they are
+    ready; then the go byte, and each says what it got and when the end marker arrived
+    (perf_counter is CLOCK_MONOTONIC on Linux: one clock for every process). A viewer is
+    complete when it received every byte of the burst, in order; one that fell behind
+    gets a marked snapshot (v2) or a resync (raw) instead of part of it and is credited
+    only with the bytes it received. ``cpu``: the server's CPU seconds (of its process
+    alone: the viewers are this process's children, not the server's), taken before the
+    viewers close their sockets."""
     sockets = [server.attach(sid, v2=v2) for _ in range(viewers)]
-    starts = [first_frame(ws) for ws in sockets]
-    done: list[Delivery] = []
+    protocol = V2 if sockets[0].v2 else "raw"
     end = b"BULKEND" + go
-
-    def drain(ws: MinimalWebSocket, start: int, t0: float) -> None:
-        done.append(drain_v2(ws, end, t0, start) if ws.v2 else drain_raw(ws, end, t0))
-
-    before = resyncs(server)
-    cpu0 = cpu(server.pid)
-    t0 = time.perf_counter()
-    threads = [
-        threading.Thread(target=drain, args=(ws, start, t0), daemon=True)
-        for ws, start in zip(sockets, starts, strict=True)
-    ]
-    for thread in threads:
-        thread.start()
-    sockets[0].send(go)
-    deadline = time.monotonic() + 120
-    for thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
-    used = cpu(server.pid) - cpu0
-    after = resyncs(server)
-    for ws in sockets:
-        ws.close()
-    if len(done) != viewers:
-        raise RuntimeError(f"{viewers - len(done)} viewer(s) did not get the burst in 120 s")
+    pairs: dict[int, socket.socket] = {}  # viewer pid -> this side of its socket pair
+    try:
+        starts = [first_frame(ws) for ws in sockets]
+        for ws, start in zip(sockets, starts, strict=True):
+            others = [s.sock.fileno() for s in sockets if s is not ws]
+            pid, pair = viewer_process(
+                ws, start, end, others + [p.fileno() for p in pairs.values()]
+            )
+            pairs[pid] = pair
+        for ws in sockets[1:]:
+            ws.close()  # each is its viewer's now; the first one also takes the go byte
+        if len(collect(pairs, time.monotonic() + 30, b"R")) != viewers:
+            raise RuntimeError("a viewer process did not start in 30 s")
+        before = resyncs(server)
+        cpu0 = cpu(server.pid)
+        t0 = time.perf_counter()
+        sockets[0].send(go)
+        said = collect(pairs, time.monotonic() + FAN_OUT_S, b"\n")
+        used = cpu(server.pid) - cpu0
+        after = resyncs(server)
+    finally:
+        sockets[0].close()
+        for pid, pair in pairs.items():
+            pair.close()  # a viewer that reported ends on it; any other is killed
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    failed = [data.decode(errors="replace").strip() for data in said.values() if data[:1] != b"{"]
+    if len(said) != viewers or failed:
+        raise RuntimeError(
+            f"{viewers - len(said)} viewer(s) did not get the burst in {FAN_OUT_S} s; "
+            f"failed: {failed}"
+        )
+    done = [Delivery.decode(data) for data in said.values()]
     return {
-        "protocol": V2 if sockets[0].v2 else "raw",
-        "rates": [min(d.received, total) / d.seconds for d in done],
+        "protocol": protocol,
+        "rates": [min(d.received, total) / (d.ended - t0) for d in done],
         "complete": sum(d.received == total + MARK and not d.snapshots for d in done),
         "snapshots": sum(d.snapshots for d in done),
         "gaps": sum(d.gaps for d in done),
         "resyncs": None if before is None or after is None else int(after - before),
         "ms_per_mb": used * 1e3 / (total * viewers / 1e6),
-        "cpu_share": used / max(d.seconds for d in done),
+        "cpu_share": used / (max(d.ended for d in done) - t0),
     }
 
 
