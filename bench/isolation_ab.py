@@ -13,7 +13,8 @@ drift in the machine's load falls on both alike:
   turn (A, B, B, A, …) through the WebSocket, as bench/terminal.py measures them;
 - ``--bursts`` bursts of ``--bulk-mib`` per setup per round to one viewer (MB/s) and to
   10 viewers (the slowest, MB/s), in turn A, B, B, A, ``sandbox.v2`` viewers as the
-  console; the server's CPU per MB to one viewer (its CPU-time clock, to the ns).
+  console, each drained by a process of its own (bench/terminal.py's ``fan_out``); the
+  server's CPU per MB to one viewer (its CPU-time clock, to the ns).
 
 Two pairs of rounds warm up and are not kept; then ``--rounds`` rounds or ``--budget``
 seconds of them, whichever ends first (the run gives up after ``--deadline``).
