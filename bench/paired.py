@@ -85,6 +85,25 @@ def verdict(low: float, high: float, tolerance: float = 0.10) -> str:
     return UNDECIDED
 
 
+def cost_verdict(
+    low: float, high: float, *, higher_is_better: bool, tolerance: float = 0.10
+) -> str:
+    """One-sided: what setup A *costs* against B. ``within`` when the interval's worse
+    end stays within ``tolerance`` (a throughput's low end at least 1 - tolerance, a
+    latency's or a cost's high end at most 1 + tolerance), ``over`` when even its better
+    end is past it, else ``undecided``. A setup faster than the other by more than the
+    tolerance is two-sided ``undecided`` or ``over`` but costs nothing here."""
+    if low > high:
+        raise ValueError(f"an interval from {low} to {high}")
+    if higher_is_better:  # a rate: the low end is the worse one
+        if low >= 1 - tolerance:
+            return WITHIN
+        return OVER if high < 1 - tolerance else UNDECIDED
+    if high <= 1 + tolerance:  # a latency or a cost: the high end is the worse one
+        return WITHIN
+    return OVER if low > 1 + tolerance else UNDECIDED
+
+
 @dataclass(frozen=True)
 class Comparison:
     """One measure, setup A against setup B over the same rounds."""

@@ -132,3 +132,32 @@ def test_compare_pairs_rounds_so_load_falling_on_both_cancels() -> None:
     assert found.verdict == "within"
     slower = paired.compare([x * 1.4 for x in b], b)
     assert slower.verdict == "over" and slower.low > 1.1
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "higher_is_better", "expected"),
+    [
+        (1.026, 1.127, True, "within"),  # a rate faster by up to 12.7 %: costs nothing
+        (0.90, 1.30, True, "within"),  # the low edge is within
+        (0.89, 1.05, True, "undecided"),
+        (0.60, 0.89, True, "over"),  # slower by more than 10 % even at its best
+        (0.70, 0.99, False, "within"),  # a latency lower by up to 30 %: costs nothing
+        (0.95, 1.10, False, "within"),  # the high edge is within
+        (0.95, 1.11, False, "undecided"),
+        (1.11, 1.40, False, "over"),  # slower by more than 10 % even at its best
+    ],
+)
+def test_cost_verdict_is_one_sided_towards_the_worse_end(
+    low: float, high: float, higher_is_better: bool, expected: str
+) -> None:
+    assert paired.cost_verdict(low, high, higher_is_better=higher_is_better) == expected
+    # the two-sided verdict of the same interval differs where only the better side is out
+    if expected == "within" and (high > 1.10 or low < 0.90):
+        assert paired.verdict(low, high) != "within"
+
+
+def test_cost_verdict_follows_its_tolerance_and_refuses_an_inverted_interval() -> None:
+    assert paired.cost_verdict(0.96, 1.0, higher_is_better=True, tolerance=0.05) == "within"
+    assert paired.cost_verdict(0.94, 1.0, higher_is_better=True, tolerance=0.05) == "undecided"
+    with pytest.raises(ValueError):
+        paired.cost_verdict(1.1, 0.9, higher_is_better=False)
