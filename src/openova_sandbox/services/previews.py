@@ -45,6 +45,7 @@ from ..domain.errors import BackendUnavailable, Conflict, Invalid, NotFound, Quo
 from ..domain.model import Sandbox
 from ..events.bus import Event
 from ..events.product import Emitter, sandbox_scope
+from ..terminal import watched
 from ..terminal.pty import PtyProcess, SpawnSpec, exit_status
 from ..terminal.registry import SandboxContext, TerminalRegistry
 from .terminals import registry_key
@@ -212,6 +213,11 @@ class Preview:
     # this run's id: a preview grant (domain/preview_grant.py) names it, so a grant
     # opens nothing once the preview stops or is started again
     instance: str = field(default_factory=lambda: secrets.token_urlsafe(12))
+
+    def keep(self, data: bytes) -> None:
+        """Output it printed: the newest ``OUTPUT_BYTES`` are kept."""
+        self.output += data
+        del self.output[:-OUTPUT_BYTES]
 
     def observe(self) -> str:
         """The status now: ``exited`` once the main process was reaped, ``listening``
@@ -458,21 +464,8 @@ class PreviewsService:
         """Drain the PTY (a full one would block the preview) into its bounded output;
         on the main process's exit, end what is left of it."""
         loop = asyncio.get_running_loop()
-        process = preview.process
-
-        def readable() -> None:
-            data = process.read(65536)
-            if data is None:
-                return
-            if not data:
-                loop.remove_reader(process.master_fd)
-                return
-            preview.output += data
-            del preview.output[:-OUTPUT_BYTES]
 
         def exited() -> None:
-            if process.pidfd is not None:
-                loop.remove_reader(process.pidfd)
             preview.observe()
             log.info(
                 "preview.exited",
@@ -487,9 +480,7 @@ class PreviewsService:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-        loop.add_reader(process.master_fd, readable)
-        if process.pidfd is not None:
-            loop.add_reader(process.pidfd, exited)
+        watched.watch(preview.process, preview.keep, exited)
 
     async def _end(self, preview: Preview) -> None:
         """End every process of ``preview`` (the terminals' ladder) and release it."""
@@ -497,16 +488,7 @@ class PreviewsService:
             return
         preview.ended = True
         process = preview.process
-        loop = asyncio.get_running_loop()
-        await process.terminate()
-        with contextlib.suppress(ValueError, OSError):
-            loop.remove_reader(process.master_fd)
-        while data := process.read(65536):  # what it printed last, before the fd closes
-            preview.output += data
-            del preview.output[:-OUTPUT_BYTES]
-        if process.pidfd is not None:
-            with contextlib.suppress(ValueError, OSError):
-                loop.remove_reader(process.pidfd)
+        await watched.end(process, preview.keep)  # what it printed last is kept
         preview.observe()
         if self._registry.groups is not None:
             self._registry.groups.forget(process.pgid)

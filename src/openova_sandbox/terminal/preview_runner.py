@@ -30,6 +30,7 @@ from typing import Any
 import structlog
 
 from ..domain.errors import Invalid, NotFound
+from . import watched
 from .pty import PtyProcess, SpawnSpec, exit_status
 from .registry import TerminalRegistry
 
@@ -242,47 +243,24 @@ class PodPreviews:
 
     def _watch(self, run: Run) -> None:
         loop = asyncio.get_running_loop()
-        process = run.process
-
-        def readable() -> None:
-            data = process.read(65536)
-            if data is None:
-                return
-            if not data:
-                loop.remove_reader(process.master_fd)
-                return
-            run.keep(data)
 
         def exited() -> None:
-            if process.pidfd is not None:
-                loop.remove_reader(process.pidfd)
             run.status()
             log.info("preview.exited", port=run.port, id=run.id, code=run.exit_code)
             task = loop.create_task(self._end(run))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-        loop.add_reader(process.master_fd, readable)
-        if process.pidfd is not None:
-            loop.add_reader(process.pidfd, exited)
+        watched.watch(run.process, run.keep, exited)
 
     async def _end(self, run: Run) -> None:
         """End every process of ``run`` and release its descriptors."""
         if run.ended:
             return
         run.ended = True
-        process = run.process
-        loop = asyncio.get_running_loop()
-        await process.terminate()
-        with contextlib.suppress(ValueError, OSError):
-            loop.remove_reader(process.master_fd)
-        while data := process.read(65536):
-            run.keep(data)
-        if process.pidfd is not None:
-            with contextlib.suppress(ValueError, OSError):
-                loop.remove_reader(process.pidfd)
+        await watched.end(run.process, run.keep)
         run.status()
-        process.close()
+        run.process.close()
 
 
 __all__ = ["PodPreviews", "bound", "check_port", "listening", "loopback", "parse_run"]
