@@ -6,19 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 from openova_sandbox.testing.server import free_port
-
-SANDBOX = str(Path(sys.executable).parent / "sandbox")
+from support.pod import pty_server_process
 
 
 @dataclass
@@ -63,25 +57,5 @@ def running_pty_server(
         "SANDBOX_PROBE_TOKEN": probe_token,
         "OPENOVA_SANDBOX_AGENTS_PATH": str(agents),
     }
-    proc = subprocess.Popen(
-        [SANDBOX, "pty-server", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-            assert time.monotonic() < deadline, "the pty-server did not answer"
-            time.sleep(0.1)
-        yield PtyServer(url=url, pid=proc.pid, workdir=work)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with pty_server_process(env, port) as (url, pid):
+        yield PtyServer(url=url, pid=pid, workdir=work)

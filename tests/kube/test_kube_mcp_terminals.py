@@ -19,8 +19,6 @@ import base64
 import contextlib
 import json
 import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -44,12 +42,12 @@ from openova_sandbox.services.mcp_tokens import McpTokens, PodMcpTokens
 from openova_sandbox.store.kube import KubeStore
 from openova_sandbox.testing.kubeapi import FakeKube
 from openova_sandbox.testing.server import free_port, serve_in_thread
+from support.pod import pty_server
 from support.waiting import wait_for
 
 from .test_operator import running_operator
 
 pytestmark = pytest.mark.timeout(120)
-SANDBOX = str(Path(sys.executable).parent / "sandbox")
 SESSIONS = "/api/v1/sandbox/sessions"
 NS = "sandbox-dev-at-acme-com"
 SB = "/apis/sandbox.openova.io/v1/namespaces/acme/sandboxes"
@@ -90,30 +88,6 @@ def pod_env(cluster: httpx.Client, tmp_path: Path, agents: Path) -> dict[str, st
     )
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SANDBOX_", "CATALYST_"))}
     return {**base, **env}
-
-
-@contextlib.contextmanager
-def pty_server(env: dict[str, str], port: int) -> Iterator[str]:
-    proc = subprocess.Popen(
-        [SANDBOX, "pty-server", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-        with contextlib.suppress(httpx.TransportError):
-            return httpx.get(f"{url}/healthz").status_code == 200
-        return False
-
-    try:
-        wait_for("pty-server answering /healthz", healthy)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 class World:

@@ -26,7 +26,7 @@ import pytest
 import websockets
 from auth_idp import IssuerServer, jwks_of, token
 from cryptography.hazmat.primitives.asymmetric import rsa
-from test_pod_claim_mapping import close_code, edit_sandbox, pod_environment, pty_server
+from test_pod_claim_mapping import close_code, edit_sandbox, pod_environment
 
 from openova_sandbox.api.app import create_app
 from openova_sandbox.api.composition import build_api, cookie_secret
@@ -39,6 +39,7 @@ from openova_sandbox.controller.kube.operator import render_config
 from openova_sandbox.domain.naming import namespace_for
 from openova_sandbox.store.sql_oidc_sessions import SqlSessionBackend
 from openova_sandbox.testing.server import free_port, serve_in_thread
+from support.pod import pty_server
 
 pytestmark = pytest.mark.timeout(120)
 SESSIONS = "/api/v1/sandbox/sessions"

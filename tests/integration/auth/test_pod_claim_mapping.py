@@ -18,8 +18,6 @@ import asyncio
 import contextlib
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -39,10 +37,9 @@ from openova_sandbox.controller.kube.render import render_children
 from openova_sandbox.domain.naming import namespace_for
 from openova_sandbox.store.sql import SqlStore
 from openova_sandbox.testing.server import free_port, serve_in_thread
-from support.waiting import wait_for
+from support.pod import pty_server
 
 pytestmark = pytest.mark.timeout(120)
-SANDBOX = str(Path(sys.executable).parent / "sandbox")
 SESSIONS = "/api/v1/sandbox/sessions"
 KID = "k1"
 MEMBER = {
@@ -143,30 +140,6 @@ def pod_environment(settings: Settings, stored: Any, tmp_path: Path) -> dict[str
     # this process's own settings stay out (the pod has only what was rendered)
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SANDBOX_", "CATALYST_"))}
     return {**base, **rendered}
-
-
-@contextlib.contextmanager
-def pty_server(env: dict[str, str], port: int) -> Iterator[str]:
-    proc = subprocess.Popen(
-        [SANDBOX, "pty-server", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-        with contextlib.suppress(httpx.TransportError):
-            return httpx.get(f"{url}/healthz").status_code == 200
-        return False
-
-    try:
-        wait_for("pty-server answering /healthz", healthy)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 @pytest.fixture
