@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import time
@@ -45,14 +44,13 @@ from typing import Any
 from common import bounded_run, pct, precise_cpu_seconds, publish
 from paired import Comparison, compare, cost_verdict
 from terminal import (
-    AGENT,
-    AGENT_PYTHON,
     EMAIL,
     MIB,
     EmbeddedServer,
     MinimalWebSocket,
     fan_out,
     stop_started,
+    write_agents,
 )
 
 ISOLATED, NONE = "auto", "none"
@@ -208,19 +206,7 @@ def one_round(sides: list[Side], args: argparse.Namespace) -> dict[str, dict[str
 
 def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     total = args.bulk_mib * MIB
-    (tmp / "agent").mkdir()  # its own folder: shown inside the sandboxes' views
-    script = tmp / "agent" / "agent.py"
-    script.write_text(AGENT)
-    agents = tmp / "agents.json"
-    rows = [
-        {"slug": "bench-echo", "binary": AGENT_PYTHON, "defaultArgs": [str(script), "echo"]},
-        {
-            "slug": "bench-bulk",
-            "binary": AGENT_PYTHON,
-            "defaultArgs": [str(script), "bulk", str(total)],
-        },
-    ]
-    agents.write_text(json.dumps(rows))
+    script, agents = write_agents(tmp, total)
     results: dict[str, Any] = {
         "total": total,
         "keys": args.keys,

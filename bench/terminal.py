@@ -765,11 +765,10 @@ def create_to_first_byte(
 
 
 # ---------------------------------------------------------------------- the run
-def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    from openova_sandbox.auth.issuer import EmbeddedIssuer
-
-    total = args.bulk_mib * MIB
-    (tmp / "agent").mkdir()  # its own folder: shown inside the sandboxes' views
+def write_agents(tmp: Path, total: int) -> tuple[Path, Path]:
+    """The bench's agent script, in a folder of its own (shown inside the sandboxes'
+    views), and the catalogue naming its echo and bulk modes (``total`` bytes a burst)."""
+    (tmp / "agent").mkdir()
     script = tmp / "agent" / "agent.py"
     script.write_text(AGENT)
     agents = tmp / "agents.json"
@@ -782,6 +781,14 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         },
     ]
     agents.write_text(json.dumps(rows))
+    return script, agents
+
+
+def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    from openova_sandbox.auth.issuer import EmbeddedIssuer
+
+    total = args.bulk_mib * MIB
+    script, agents = write_agents(tmp, total)
     data = tmp / "data"
     token = EmbeddedIssuer.load_or_create(data).mint(sub="bench", email=EMAIL, org="bench")
     (tmp / "work").mkdir()
