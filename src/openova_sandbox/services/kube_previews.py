@@ -34,7 +34,6 @@ from ..controller.kube.previews import (
     ANNOTATION,
     EXITED,
     LISTENING,
-    MAX_COMMAND,
     MAX_PREVIEWS,
     REFUSED,
     STARTING,
@@ -48,7 +47,7 @@ from ..controller.kube.previews import (
 from ..domain.errors import Conflict, Invalid, NotFound, QuotaExceeded
 from ..domain.model import Sandbox, format_time, utcnow
 from ..store.base import Store
-from .previews import MAX_WAIT, PROXY_TIMEOUT, PreviewUnavailable, check_port
+from .previews import PROXY_TIMEOUT, PreviewUnavailable, check_port, check_start
 
 log = structlog.get_logger(__name__)
 
@@ -182,16 +181,7 @@ class KubePreviews:
         wait: Any = 10.0,
         public: Any = False,
     ) -> dict[str, Any]:
-        port = check_port(port)
-        if not isinstance(command, str) or not command.strip():
-            raise Invalid("command must be a non-empty string", code="invalid-command")
-        if len(command) > MAX_COMMAND or "\0" in command:
-            raise Invalid(
-                f"command must be at most {MAX_COMMAND} characters, without NUL",
-                code="invalid-command",
-            )
-        if isinstance(wait, bool) or not isinstance(wait, int | float):
-            raise Invalid(f"wait must be a number of seconds, not {wait!r}", code="invalid-wait")
+        port, command, seconds = check_start(port, command, wait)
         if not isinstance(public, bool):
             raise Invalid("public must be true or false", code="invalid-public")
         started = Wanted(port, command, public, secrets.token_hex(8))
@@ -221,7 +211,7 @@ class KubePreviews:
 
         current = await self._write(sandbox, change)
         log.info("preview.requested", sandbox=sandbox.name, namespace=sandbox.namespace, port=port)
-        current = await self._wait(current, started, min(max(float(wait), 0.0), MAX_WAIT))
+        current = await self._wait(current, started, seconds)
         return self._view(current, started, status_entries(current).get(port))
 
     async def stop_preview(self, sandbox: Sandbox, port: Any) -> dict[str, Any]:

@@ -95,6 +95,22 @@ def check_port(port: Any) -> int:
     return port
 
 
+def check_start(port: Any, command: Any, wait: Any) -> tuple[int, str, float]:
+    """A ``preview.start``'s arguments checked (``Invalid`` saying why not): the port,
+    the command, and the seconds to wait for it to listen (0 to ``MAX_WAIT``)."""
+    port = check_port(port)
+    if not isinstance(command, str) or not command.strip():
+        raise Invalid("command must be a non-empty string", code="invalid-command")
+    if len(command) > MAX_COMMAND or "\0" in command:
+        raise Invalid(
+            f"command must be at most {MAX_COMMAND} characters, without NUL",
+            code="invalid-command",
+        )
+    if isinstance(wait, bool) or not isinstance(wait, int | float):
+        raise Invalid(f"wait must be a number of seconds, not {wait!r}", code="invalid-wait")
+    return port, command, min(max(float(wait), 0.0), MAX_WAIT)
+
+
 # ---------------------------------------------------------------- who listens where
 def _v4(hexaddr: str) -> str:
     raw = bytes.fromhex(hexaddr)[::-1]
@@ -339,16 +355,7 @@ class PreviewsService:
     ) -> dict[str, Any]:
         """Run ``command`` for ``port``; waits up to ``wait`` seconds for it to listen
         (or exit) and answers its view."""
-        port = check_port(port)
-        if not isinstance(command, str) or not command.strip():
-            raise Invalid("command must be a non-empty string", code="invalid-command")
-        if len(command) > MAX_COMMAND or "\0" in command:
-            raise Invalid(
-                f"command must be at most {MAX_COMMAND} characters, without NUL",
-                code="invalid-command",
-            )
-        if isinstance(wait, bool) or not isinstance(wait, int | float):
-            raise Invalid(f"wait must be a number of seconds, not {wait!r}", code="invalid-wait")
+        port, command, seconds = check_start(port, command, wait)
         if self._closing or self._registry.closing:
             raise Conflict("the server is shutting down", code="shutting-down")
         if sandbox.deleting:
@@ -388,7 +395,7 @@ class PreviewsService:
             previews[port] = preview
             self._prune(previews)
         log.info("preview.started", sandbox=sandbox.name, namespace=sandbox.namespace, port=port)
-        await self._wait(preview, min(max(float(wait), 0.0), MAX_WAIT))
+        await self._wait(preview, seconds)
         return preview.view(self.base_url)
 
     async def _wait(self, preview: Preview, seconds: float) -> None:
