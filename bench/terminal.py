@@ -22,6 +22,7 @@ import gc
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import statistics
@@ -85,6 +86,7 @@ CREATE_FIRST_BYTE_S = 0.050
 SNAPSHOT_S = 0.010
 IDLE_BYTES = 200 * KIB
 PTY_SERVER_RSS = 30 * MIB
+FLOOR_NAMES = ("floor-python", "floor-native")  # bench/floors' relays, in this order
 
 
 # ---------------------------------------------------------------------- raw PTY
@@ -261,6 +263,61 @@ class MinimalWebSocket:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
+
+
+# ---------------------------------------------------------------------- floors
+FLOORS = Path(__file__).resolve().parent / "floors"
+
+
+class FloorRelay:
+    """A relay of one WebSocket to one agent on a PTY with nothing else (bench/floors):
+    ``python`` is a uvloop protocol, the least a Python server does per keystroke;
+    ``native`` the same in C, the least any server does. Measured in the same rounds as
+    the raw PTY and the servers, they split a server's keystroke into what two loopback
+    hops cost (native - raw), what the interpreter costs (python - native) and what the
+    server itself adds (server - python)."""
+
+    def __init__(self, argv: list[str], agent: list[str]) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
+        self.proc = subprocess.Popen(
+            [*argv, str(self.port), *agent], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
+        ready = self.proc.stdout.readline() if self.proc.stdout else b""
+        if ready.strip() != b"ready":
+            self.close()
+            raise RuntimeError(f"floor relay {argv[-1]} did not start")
+
+    @classmethod
+    def python(cls, agent: list[str]) -> FloorRelay:
+        return cls([sys.executable, str(FLOORS / "relay.py")], agent)
+
+    @classmethod
+    def native(cls, agent: list[str], tmp: Path) -> FloorRelay | str:
+        """Built with the machine's C compiler, or why not (a reason, for the report)."""
+        compiler = shutil.which("cc") or shutil.which("gcc")
+        if compiler is None:
+            return "no C compiler here"
+        binary = tmp / "floor-relay"
+        built = subprocess.run(
+            [compiler, "-O2", "-o", str(binary), str(FLOORS / "relay.c"), "-lutil"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if built.returncode != 0:
+            return f"relay.c did not build: {built.stderr.strip()[-200:]}"
+        return cls([str(binary)], agent)
+
+    def attach(self) -> MinimalWebSocket:
+        return MinimalWebSocket(self.port, "/", "")
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
 
 
 # ---------------------------------------------------------------------- servers
@@ -844,6 +901,16 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "serve": serve.attach(echo_sid),
             "pty-server": pty.attach(pty.create([AGENT_PYTHON, str(script), "echo"])),
         }
+        echo_agent = [AGENT_PYTHON, str(script), "echo"]
+        floors: list[FloorRelay] = [FloorRelay.python(echo_agent)]
+        native = FloorRelay.native(echo_agent, tmp)
+        if isinstance(native, str):
+            results["floor_missing"] = native
+        else:
+            floors.append(native)
+        for label, floor in zip(FLOOR_NAMES, floors, strict=False):
+            opened.append(floor.close)
+            clients[label] = floor.attach()
         raw = RawAgent(script, "echo")
         try:
             for ws in clients.values():
@@ -928,6 +995,34 @@ def report(r: dict[str, Any]) -> str:
                 x50 <= ECHO_P50_X and x99 <= ECHO_P99_X,
             )
         )
+    floors = [name for name in FLOOR_NAMES if name in rounds[0]]
+    for name in floors:
+        what = "uvloop" if name == "floor-python" else "C"
+        rows.append(
+            (
+                f"floor: a bare {what} relay (bench/floors) p50 / p99",
+                f"{mid(name, 0.5) * 1e6:.0f} / {mid(name, 0.99) * 1e6:.0f} µs "
+                f"({statistics.median(ratio(name, 0.5)):.1f}x / "
+                f"{statistics.median(ratio(name, 0.99)):.1f}x raw)",
+                "",
+                "",
+            )
+        )
+    if "floor-python" in floors:
+        over = {
+            name: statistics.median(pct(x[name], 0.5) - pct(x["floor-python"], 0.5) for x in rounds)
+            for name in ("serve", "pty-server")
+        }
+        rows.append(
+            (
+                "keystroke p50 over the bare uvloop relay, `serve` / `pty-server`",
+                f"{over['serve'] * 1e6:+.1f} / {over['pty-server'] * 1e6:+.1f} µs",
+                "",
+                "",
+            )
+        )
+    if "floor_missing" in r:
+        rows.append(("floor: a bare C relay (bench/floors)", f"n/a: {r['floor_missing']}", "", ""))
     if "key_cpu" in r:
         rows.append(
             (
