@@ -86,7 +86,11 @@ CREATE_FIRST_BYTE_S = 0.050
 SNAPSHOT_S = 0.010
 IDLE_BYTES = 200 * KIB
 PTY_SERVER_RSS = 30 * MIB
-FLOOR_NAMES = ("floor-python", "floor-native")  # bench/floors' relays, in this order
+FLOOR_NAMES = {  # bench/floors' relays
+    "floor-python": "a bare uvloop relay",
+    "floor-picows": "the same, picows framing",
+    "floor-native": "a bare C relay",
+}
 
 
 # ---------------------------------------------------------------------- raw PTY
@@ -292,6 +296,15 @@ class FloorRelay:
     @classmethod
     def python(cls, agent: list[str]) -> FloorRelay:
         return cls([sys.executable, str(FLOORS / "relay.py")], agent)
+
+    @classmethod
+    def picows(cls, agent: list[str]) -> FloorRelay | str:
+        """The Python relay with picows' compiled framing, or why not."""
+        try:
+            import picows  # noqa: F401  (only asks whether it is installed)
+        except ImportError:
+            return "picows is not installed"
+        return cls([sys.executable, str(FLOORS / "relay_picows.py")], agent)
 
     @classmethod
     def native(cls, agent: list[str], tmp: Path) -> FloorRelay | str:
@@ -902,13 +915,16 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "pty-server": pty.attach(pty.create([AGENT_PYTHON, str(script), "echo"])),
         }
         echo_agent = [AGENT_PYTHON, str(script), "echo"]
-        floors: list[FloorRelay] = [FloorRelay.python(echo_agent)]
-        native = FloorRelay.native(echo_agent, tmp)
-        if isinstance(native, str):
-            results["floor_missing"] = native
-        else:
-            floors.append(native)
-        for label, floor in zip(FLOOR_NAMES, floors, strict=False):
+        floors: dict[str, FloorRelay | str] = {
+            "floor-python": FloorRelay.python(echo_agent),
+            "floor-picows": FloorRelay.picows(echo_agent),
+            "floor-native": FloorRelay.native(echo_agent, tmp),
+        }
+        results["floor_missing"] = {}
+        for label, floor in floors.items():
+            if isinstance(floor, str):
+                results["floor_missing"][label] = floor
+                continue
             opened.append(floor.close)
             clients[label] = floor.attach()
         raw = RawAgent(script, "echo")
@@ -997,10 +1013,9 @@ def report(r: dict[str, Any]) -> str:
         )
     floors = [name for name in FLOOR_NAMES if name in rounds[0]]
     for name in floors:
-        what = "uvloop" if name == "floor-python" else "C"
         rows.append(
             (
-                f"floor: a bare {what} relay (bench/floors) p50 / p99",
+                f"floor: {FLOOR_NAMES[name]} (bench/floors) p50 / p99",
                 f"{mid(name, 0.5) * 1e6:.0f} / {mid(name, 0.99) * 1e6:.0f} µs "
                 f"({statistics.median(ratio(name, 0.5)):.1f}x / "
                 f"{statistics.median(ratio(name, 0.99)):.1f}x raw)",
@@ -1021,8 +1036,8 @@ def report(r: dict[str, Any]) -> str:
                 "",
             )
         )
-    if "floor_missing" in r:
-        rows.append(("floor: a bare C relay (bench/floors)", f"n/a: {r['floor_missing']}", "", ""))
+    for name, why in r.get("floor_missing", {}).items():
+        rows.append((f"floor: {FLOOR_NAMES[name]} (bench/floors)", f"n/a: {why}", "", ""))
     if "key_cpu" in r:
         rows.append(
             (
