@@ -233,18 +233,29 @@ class RemoteTerminals:
     ) -> list[dict[str, Any]]:
         """The live terminals; ``token`` a caller's (the terminal server decides again),
         or the sandbox's own MCP token (``list_for_mcp``)."""
-        listed = await self._call(
-            sandbox, "GET", "/sessions", token=token, org=org, refused=refused
-        )
+        listed = (
+            await self._call(
+                sandbox, "GET", "/sessions?details=1", token=token, org=org, refused=refused
+            )
+        ).json()
+        details = listed.get("details")
+        if not isinstance(details, list):  # a terminal server older than ``details``
+            details = []
+            for terminal_id in listed["sessions"]:
+                path = f"/sessions/{quote(terminal_id)}"
+                try:
+                    details.append(
+                        (
+                            await self._call(
+                                sandbox, "GET", path, token=token, org=org, refused=refused
+                            )
+                        ).json()
+                    )
+                except NotFound:
+                    continue  # ended between the two calls
         out = []
-        for terminal_id in listed.json()["sessions"]:
-            path = f"/sessions/{quote(terminal_id)}"
-            try:
-                info = (
-                    await self._call(sandbox, "GET", path, token=token, org=org, refused=refused)
-                ).json()
-            except NotFound:
-                continue  # ended between the two calls
+        for info in details:
+            terminal_id = str(info.get("id", ""))
             if info.get("exited"):
                 continue
             url = (

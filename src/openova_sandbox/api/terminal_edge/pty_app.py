@@ -581,8 +581,22 @@ class PtyApp:
         )
         return json_reply({"id": session.id, "createdAt": rfc3339(session.created_at)}, 201)
 
-    async def _list(self, _: Request) -> Reply:
-        return json_reply({"sessions": [s.id for s in self.registry.list(self.sandbox_id)]})
+    async def _list(self, request: Request) -> Reply:
+        """``{"sessions": [id, ...]}`` as the spec says; with ``?details=1`` also
+        ``"details"``: each session's ``GET /sessions/{id}`` body, in the same order, so
+        a caller that needs them (the control plane's terminal list) makes one call, not
+        one per session. Any other value of ``details`` is a 400."""
+        sessions = self.registry.list(self.sandbox_id)
+        body: dict[str, object] = {"sessions": [s.id for s in sessions]}
+        details = request.query_params.get("details")
+        if details is not None:
+            if details not in ("0", "1"):
+                raise Invalid(
+                    f'details must be "0" or "1", not {details!r}', code="invalid-request"
+                )
+            if details == "1":
+                body["details"] = [s.info() for s in sessions]
+        return json_reply(body)
 
     async def _get(self, request: Request) -> Reply:
         session = self.registry.get(self.sandbox_id, request.path_params["id"])
