@@ -66,7 +66,7 @@ from ..terminal.metrics import TerminalMetrics
 from ..terminal.registry import TerminalRegistry
 from .accounts import add_accounts
 from .deps import AppDeps
-from .oidc_wiring import oidc_sessions_for
+from .oidc_wiring import oidc_sessions_for, signouts_for
 from .sandbox_data import add_sandbox_data
 from .terminal_edge.attach import viewer_pump
 
@@ -222,6 +222,9 @@ def build_control_plane(
         cookie_secret=cookie_secret(settings),
         validate_bearer=authenticator.validator.validate,
     )
+    # token cookies signed out of (POST /logout): checked in memory, kept in this
+    # database too (auth/signouts.py), loaded before the first request
+    signouts = signouts_for(settings)
     # each sandbox's MCP token (docs/mcp.md): signed by this issuer key whatever issuer
     # users sign in with, revoked with the live sandbox (the informer's copy)
     mcp_tokens = McpTokens(
@@ -245,6 +248,7 @@ def build_control_plane(
         cookie_secret=cookie_secret(settings),
         bus=bus,
         oidc_sessions=oidc,
+        signouts=signouts,
         metrics_registry=CollectorRegistry(),
         issuer=issuer if uses_embedded else None,
         byos=byos,
@@ -257,6 +261,7 @@ def build_control_plane(
             LedgerLifecycle(ledger),
             audit,
             *([oidc] if oidc else []),
+            signouts,
             resources,
         ],
         agent_env=agent_env,

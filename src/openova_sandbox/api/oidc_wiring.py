@@ -1,4 +1,5 @@
-"""The console's OIDC sessions assembled for the settings: which backend keeps them.
+"""The console's OIDC sessions assembled for the settings: which backend keeps them; and
+the token cookies' sign-outs (auth/signouts.py), kept in the same place.
 
 The store's database, as for the gateway's ledger, the access tokens and the audit log
 (SQLite in the data dir, or ``SANDBOX_DATABASE_URL``: in Kubernetes mode every API
@@ -20,6 +21,7 @@ from ..auth.oidc_sessions import (
     SessionBackend,
     build_oidc_sessions,
 )
+from ..auth.signouts import SignOuts
 from ..config import Settings
 
 log = structlog.get_logger(__name__)
@@ -54,3 +56,20 @@ def oidc_sessions_for(
         validate_bearer=validate_bearer,
         backend=session_backend(settings),
     )
+
+
+def signouts_for(settings: Settings) -> SignOuts:
+    """Token cookies signed out of: checked in memory, recorded in the store's database
+    as the OIDC sessions are (so a sign-out outlives a restart); memory alone with
+    ``SANDBOX_STORE=memory``, where nothing outlives one."""
+    if settings.store == "memory":
+        return SignOuts()
+    from ..store.sql_signouts import SqlSignOutBackend
+
+    if settings.store == "kube" and not settings.database_url:
+        log.warning(
+            "signouts_on_local_sqlite",
+            detail="set SANDBOX_DATABASE_URL to a database every API replica shares, or a "
+            "token cookie signed out through one replica is unknown to the others",
+        )
+    return SignOuts(backend=SqlSignOutBackend(settings.effective_database_url))

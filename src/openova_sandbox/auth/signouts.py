@@ -3,15 +3,30 @@
 with at ``/login``).
 
 Such a cookie holds no server-side session to forget: the JWT stays valid until its
-``exp``. Logging out clears the cookie, and remembers the token here by its ``jti`` (and
-``sub``) until it expires, so what was opened *from* that sign-in ends with it: the
-preview grants minted from it (docs/mcp.md, "Previews") are refused from the next
-request, and a preview WebSocket under one is closed (:meth:`SignOuts.wait`).
+``exp``. Logging out clears the cookie, and remembers the token by its ``jti`` (and
+``sub``) until it expires, so the cookie is refused from the next request, and what was
+opened *from* that sign-in ends with it: the preview grants minted from it (docs/mcp.md,
+"Previews") are refused from the next request, and a terminal or preview WebSocket under
+one is closed (:meth:`SignOuts.wait`).
 
-In this process's memory: the embedded server is one process, and the token cookie
-lives there (Kubernetes mode's console signs in with server-side OIDC sessions, which
-every replica shares; a token cookie signed out through one replica is known by that
-replica only). A server restart forgets it, and ends every embedded preview with it.
+Durable: every sign-out is written through to the store's database (a
+:class:`SignOutBackend`: ``store/sql_signouts.py``, SQLite or PostgreSQL, the same
+database as the console's OIDC sessions, in Kubernetes mode too) and the unexpired ones
+are loaded at start, so a restart forgets none of them. The check itself stays in
+memory (it is on every request's path: no database read per request). :meth:`SignOuts.end`
+marks the token in memory first (this process refuses it at once, its live connections
+end) and then awaits the write; a write that fails raises ``BackendUnavailable``, which
+``POST /logout`` answers 503 with the cookie kept, so the sign-out is tried again rather
+than reported done while a restart would undo it. Until the stored sign-outs are loaded
+(a database unreachable at start: retried every few seconds) :meth:`SignOuts.ended`
+raises ``BackendUnavailable`` too: a token cookie is answered 503, never let in unchecked.
+
+Without a backend (``SANDBOX_STORE=memory``, and tests that build bare deps) the
+sign-outs are this process's memory only and a restart forgets them; nothing else is
+kept across a restart there either. In Kubernetes mode every API replica reads the
+shared database at its start, but a running replica does not poll it: a token cookie
+signed out through one replica is refused by the others from their next start (that
+mode's console signs in with OIDC sessions, which every replica sees at once).
 """
 
 from __future__ import annotations
@@ -22,9 +37,34 @@ import json
 import time
 import weakref
 from collections.abc import Callable
+from typing import Protocol
 
-# at most this many sign-outs are remembered; past it the ones expiring first go
+import structlog
+
+from ..domain.errors import BackendUnavailable
+
+log = structlog.get_logger(__name__)
+
+# at most this many sign-outs are remembered in memory; past it the ones expiring first
+# go (the database keeps them all until they expire: a restart loads the latest ones)
 MAX_REMEMBERED = 100_000
+# between two loads of a database that could not be read at start
+LOAD_RETRY_SECONDS = 2.0
+NOT_LOADED = "the signed-out sign-ins are not loaded yet; try again shortly"
+NOT_RECORDED = (
+    "signed out on this server, but the sign-out could not be recorded: it would not "
+    "outlive a restart; try again"
+)
+
+
+class SignOutBackend(Protocol):
+    """Where sign-outs outlive the process (``store/sql_signouts.py``)."""
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+    async def add(self, sub: str, jti: str, expires_at: float, now: float) -> None: ...
+    async def load(self, now: float, limit: int) -> list[tuple[str, str, float]]: ...
+    async def prune(self, now: float) -> int: ...
 
 
 def jwt_id(token: str) -> str:
@@ -42,33 +82,105 @@ def jwt_id(token: str) -> str:
 
 
 class SignOuts:
-    """Token cookies signed out of, by ``(sub, jti)``, until they expire."""
+    """Token cookies signed out of, by ``(sub, jti)``, until they expire; a lifecycle part
+    of the app (:meth:`start` loads the stored ones, :meth:`stop` closes the backend)."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.time, *, backend: SignOutBackend | None = None
+    ) -> None:
         self._clock = clock
+        self._backend = backend
+        # nothing to load without a backend; else set once the stored ones are in memory
+        self._loaded = backend is None
+        self._loading: asyncio.Task[None] | None = None
         self._ended: dict[tuple[str, str], float] = {}  # (sub, jti) -> the token's exp
         # set when signed out here; kept only while a connection waits on it
         self._events: weakref.WeakValueDictionary[tuple[str, str], asyncio.Event] = (
             weakref.WeakValueDictionary()
         )
 
-    def end(self, sub: str, jti: str, expires_at: float) -> None:
-        """The token ``jti`` of ``sub`` was signed out of: remembered until it expires."""
+    @property
+    def loaded(self) -> bool:
+        """Whether every stored sign-out is known here (always, without a backend)."""
+        return self._loaded
+
+    async def start(self) -> None:
+        """Load the stored sign-outs (the expired ones removed first); a database that
+        cannot be read now is read again every few seconds, token cookies answered 503
+        until then."""
+        if self._backend is None or self._loaded:
+            return
+        try:
+            await self._load()
+        except BackendUnavailable as exc:
+            log.warning("auth.signouts_unreachable_at_start", error=exc.detail)
+            self._loading = asyncio.create_task(self._load_until_done(), name="signouts-load")
+
+    async def stop(self) -> None:
+        loading, self._loading = self._loading, None
+        if loading is not None:
+            loading.cancel()
+            await asyncio.gather(loading, return_exceptions=True)
+        if self._backend is not None:
+            await self._backend.close()
+
+    async def _load(self) -> None:
+        assert self._backend is not None
+        await self._backend.start()
+        now = self._clock()
+        removed = await self._backend.prune(now)
+        rows = await self._backend.load(now, MAX_REMEMBERED)
+        for sub, jti, expires_at in rows:
+            self._remember(sub, jti, expires_at)
+        self._loaded = True
+        log.info("auth.signouts_loaded", signed_out=len(rows), expired_removed=removed)
+
+    async def _load_until_done(self) -> None:
+        while True:
+            await asyncio.sleep(LOAD_RETRY_SECONDS)
+            try:
+                await self._load()
+            except BackendUnavailable:
+                continue
+            return
+
+    async def end(self, sub: str, jti: str, expires_at: float) -> None:
+        """The token ``jti`` of ``sub`` was signed out of: refused here at once, and
+        recorded until it expires. ``BackendUnavailable`` when the record failed (the
+        token stays refused by this process, but a restart would forget it)."""
         now = self._clock()
         if not jti or expires_at <= now:
             return
-        if len(self._ended) >= MAX_REMEMBERED:
+        self._remember(sub, jti, expires_at)
+        if self._backend is not None:
+            try:
+                await self._backend.add(sub, jti, expires_at, now)
+            except BackendUnavailable as exc:
+                log.warning("auth.signout_not_recorded", sub=sub, error=exc.detail)
+                raise BackendUnavailable(NOT_RECORDED, retry_after=5) from exc
+
+    def _remember(self, sub: str, jti: str, expires_at: float) -> None:
+        now = self._clock()
+        if expires_at <= now:
+            return
+        if (sub, jti) not in self._ended and len(self._ended) >= MAX_REMEMBERED:
             for key in [k for k, exp in self._ended.items() if exp <= now]:
                 del self._ended[key]
             while len(self._ended) >= MAX_REMEMBERED:
                 del self._ended[min(self._ended, key=self._ended.__getitem__)]
-        self._ended[(sub, jti)] = expires_at
+        self._ended[(sub, jti)] = max(expires_at, self._ended.get((sub, jti), 0.0))
         event = self._events.get((sub, jti))
         if event is not None:
             event.set()
 
     def ended(self, sub: str, jti: str) -> bool:
-        """Whether the token ``jti`` of ``sub`` was signed out of (and has not expired)."""
+        """Whether the token ``jti`` of ``sub`` was signed out of (and has not expired).
+        ``BackendUnavailable`` while the stored sign-outs are not loaded yet."""
+        if not self._loaded:
+            raise BackendUnavailable(NOT_LOADED, retry_after=int(LOAD_RETRY_SECONDS) + 1)
+        return self._known(sub, jti)
+
+    def _known(self, sub: str, jti: str) -> bool:
         exp = self._ended.get((sub, jti))
         if exp is None:
             return False
@@ -83,6 +195,6 @@ class SignOuts:
         event = self._events.get(key)
         if event is None:
             event = self._events[key] = asyncio.Event()
-        if self.ended(sub, jti):
+        if self._known(sub, jti):
             return
         await event.wait()

@@ -1,5 +1,7 @@
 """Token cookies signed out of (auth/signouts.py): remembered by ``(sub, jti)`` until the
-token expires, waiters woken at once, bounded; ``jwt_id`` reads a real token's ``jti``."""
+token expires, waiters woken at once, bounded; ``jwt_id`` reads a real token's ``jti``.
+Their database (restarts, pruning, a failed write) is tested on SQLite and PostgreSQL in
+tests/contract/test_signout_records.py and tests/integration/api/test_token_cookie_logout.py."""
 
 from __future__ import annotations
 
@@ -21,29 +23,29 @@ class Clock:
         return self.now
 
 
-def test_a_sign_out_is_remembered_for_its_token_until_it_expires() -> None:
+async def test_a_sign_out_is_remembered_for_its_token_until_it_expires() -> None:
     clock = Clock()
     ended = SignOuts(clock)
-    ended.end("ada", "j1", 1_100)
+    await ended.end("ada", "j1", 1_100)
     assert ended.ended("ada", "j1")
     assert not ended.ended("ada", "j2")  # another sign-in of the same user
     assert not ended.ended("bob", "j1")  # the same id from someone else's token
     clock.now = 1_100
     assert not ended.ended("ada", "j1")  # expired: the grant has expired too
-    ended.end("ada", "j3", 900)  # an expired token: nothing to remember
-    ended.end("ada", "", 2_000)  # a token without an id: nothing to remember
+    await ended.end("ada", "j3", 900)  # an expired token: nothing to remember
+    await ended.end("ada", "", 2_000)  # a token without an id: nothing to remember
     assert not ended.ended("ada", "j3") and not ended.ended("ada", "")
 
 
-def test_at_most_so_many_are_kept_the_first_to_expire_go_first(
+async def test_at_most_so_many_are_kept_the_first_to_expire_go_first(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(signouts, "MAX_REMEMBERED", 3)
     clock = Clock()
     ended = SignOuts(clock)
     for jti, exp in (("a", 1_500), ("b", 1_200), ("c", 1_800)):
-        ended.end("ada", jti, exp)
-    ended.end("ada", "d", 1_900)
+        await ended.end("ada", jti, exp)
+    await ended.end("ada", "d", 1_900)
     assert [ended.ended("ada", j) for j in "abcd"] == [True, False, True, True]
 
 
@@ -53,7 +55,7 @@ async def test_a_waiter_wakes_at_the_sign_out_and_at_once_after_it() -> None:
     other = asyncio.ensure_future(ended.wait("ada", "j2"))
     await asyncio.sleep(0)
     assert not waiting.done()
-    ended.end("ada", "j1", 2e10)
+    await ended.end("ada", "j1", 2e10)
     async with asyncio.timeout(5):
         await waiting
     assert not other.done()

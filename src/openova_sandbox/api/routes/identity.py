@@ -266,13 +266,21 @@ async def create_login_link(request: Request, caller: Caller) -> JSONResponse:
             "identity provider too (RP-initiated logout)",
         },
         204: {"description": "signed out"},
+        503: {
+            "model": schemas.ErrorBody,
+            "description": "the sign-out could not be recorded in the database; the "
+            "cookie is kept: try again",
+        },
     },
 )
 async def logout(request: Request) -> Response:
     """Sign out: clears the session cookie. A console session signed in with the OIDC
     issuer is also ended server-side (its refresh token revoked when the issuer offers
     revocation) and, when the issuer lists an `end_session_endpoint`, the answer is
-    200 `{"logoutUrl"}` for the browser to open."""
+    200 `{"logoutUrl"}` for the browser to open. A console signed in with a token cookie
+    has its token recorded as signed out of until it expires, refused from then on,
+    across restarts; when that record cannot be written the answer is 503 and the cookie
+    stays, so that the sign-out is tried again rather than reported done."""
     logout_url = await end_console_session(request)
     await _end_token_cookie(request)
     response: Response = (
@@ -287,8 +295,10 @@ async def logout(request: Request) -> Response:
 async def _end_token_cookie(request: Request) -> None:
     """A console signed in with a JWT cookie (no server-side session): the token is
     remembered as signed out of until it expires (auth/signouts.py), so the preview
-    grants minted from it end now. Only the cookie's own token, once it verifies, and
-    only from this server's pages (as an OIDC session's sign-out)."""
+    grants minted from it end now; recorded in the database before the answer
+    (``BackendUnavailable``, 503 with the cookie kept, when that fails). Only the
+    cookie's own token, once it verifies, and only from this server's pages (as an OIDC
+    session's sign-out)."""
     deps = request.app.state.deps
     try:
         found = request_token(request, deps.cookie_secret)
@@ -307,7 +317,7 @@ async def _end_token_cookie(request: Request) -> None:
         return
     sub, exp, jti = claims.get("sub"), claims.get("exp"), jwt_id(found.token)
     if isinstance(sub, str) and isinstance(exp, int | float) and jti:
-        deps.signouts.end(sub, jti, float(exp))
+        await deps.signouts.end(sub, jti, float(exp))
 
 
 @router.get("/.well-known/openid-configuration", responses={404: {"model": schemas.ErrorBody}})

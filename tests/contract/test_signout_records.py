@@ -1,0 +1,265 @@
+"""Token cookies' sign-outs on the store's database (store/sql_signouts.py, migration 0007)
+and the service over it (auth/signouts.py), on SQLite and PostgreSQL (a real server):
+what a new process over the same database loads, what expires, what a failed write and
+an unreachable database at start do, and the migration from a database at 0006. Two
+handles on one database stand for two processes (a restart, or two API replicas)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import inspect, text
+
+from openova_sandbox.auth import signouts as signouts_module
+from openova_sandbox.auth.signouts import NOT_LOADED, NOT_RECORDED, SignOuts
+from openova_sandbox.domain.errors import BackendUnavailable
+from openova_sandbox.store.sql_engine import MIGRATIONS, create_engine, parse_url
+from openova_sandbox.store.sql_signouts import SqlSignOutBackend
+from support.postgres import fresh_database
+
+SQL = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+]
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(params=SQL)
+async def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'sandbox.db'}"
+    return await fresh_database(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+async def open_signouts(database: str) -> AsyncIterator[Callable[..., Awaitable[SignOuts]]]:
+    """``open(clock)``: a started :class:`SignOuts` on ``database`` (a new process)."""
+    opened: list[SignOuts] = []
+
+    async def open_one(clock: Clock) -> SignOuts:
+        signouts = SignOuts(clock, backend=SqlSignOutBackend(database))
+        await signouts.start()
+        opened.append(signouts)
+        return signouts
+
+    yield open_one
+    for signouts in reversed(opened):
+        await signouts.stop()
+
+
+async def rows(database: str) -> list[tuple[Any, ...]]:
+    engine = create_engine(parse_url(database), echo=False, connect_timeout=5)
+    try:
+        async with engine.connect() as connection:
+            found = await connection.execute(
+                text("SELECT * FROM sandbox_signed_out_tokens ORDER BY sub, jti")
+            )
+            return [tuple(row) for row in found]
+    finally:
+        await engine.dispose()
+
+
+async def test_a_sign_out_is_loaded_by_the_next_process_until_it_expires(
+    open_signouts: Callable[..., Awaitable[SignOuts]], database: str
+) -> None:
+    clock = Clock(1_000_000.0)
+    first = await open_signouts(clock)
+    assert first.loaded and not first.ended("ada", "j1")
+    await first.end("ada", "j1", 1_000_600)
+    await first.end("ada", "j2", 1_000_100)
+    await first.end("ada", "j1", 1_000_600)  # signed out of twice: one record
+    await first.end("ada", "", 1_000_600)  # nothing to name it by: nothing kept
+    await first.end("ada", "j0", 999_999)  # expired already: nothing kept
+
+    # only what names the token, never the token itself
+    kept = await rows(database)
+    assert [(sub, jti) for sub, jti, _ in kept] == [("ada", "j1"), ("ada", "j2")]
+
+    restarted = await open_signouts(clock)
+    assert restarted.ended("ada", "j1") and restarted.ended("ada", "j2")
+    assert not restarted.ended("ada", "j3") and not restarted.ended("bob", "j1")
+
+    # later: j2 has expired; a process starting now neither loads nor keeps it
+    clock.now = 1_000_100
+    later = await open_signouts(clock)
+    assert later.ended("ada", "j1") and not later.ended("ada", "j2")
+    assert [(sub, jti) for sub, jti, _ in await rows(database)] == [("ada", "j1")]
+
+
+async def test_each_write_removes_the_expired_records(database: str) -> None:
+    backend = SqlSignOutBackend(database)
+    try:
+        await backend.add("ada", "old", 1_000, now=500)
+        await backend.add("ada", "edge", 2_000, now=500)
+        await backend.add("bob", "live", 3_000, now=2_000)  # old and edge expired by now
+        assert [(sub, jti) for sub, jti, _ in await rows(database)] == [("bob", "live")]
+        assert await backend.load(2_000, limit=10) == [("bob", "live", 3_000.0)]
+        assert await backend.load(3_000, limit=10) == []  # expired: not loaded
+        assert await backend.prune(3_000) == 1
+        assert await backend.prune(3_000) == 0
+    finally:
+        await backend.close()
+
+
+async def test_a_full_memory_loads_the_latest_to_expire(
+    open_signouts: Callable[..., Awaitable[SignOuts]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(signouts_module, "MAX_REMEMBERED", 2)
+    clock = Clock(1_000.0)
+    first = await open_signouts(clock)
+    for jti, exp in (("a", 1_500), ("b", 1_200), ("c", 1_800)):
+        await first.end("ada", jti, exp)
+    # this process keeps two in memory; the database keeps all three
+    assert [first.ended("ada", j) for j in "abc"] == [True, False, True]
+    restarted = await open_signouts(clock)
+    assert [restarted.ended("ada", j) for j in "abc"] == [True, False, True]
+
+
+async def test_a_failed_write_is_an_error_and_the_token_stays_refused_here(
+    open_signouts: Callable[..., Awaitable[SignOuts]], database: str
+) -> None:
+    """The database refuses the insert (a trigger raising): ``end`` raises, so the
+    logout cannot answer that it is done; this process refuses the token all the
+    same, and a new one does not know of it (nothing was recorded)."""
+    clock = Clock(1_000.0)
+    signouts = await open_signouts(clock)
+    await refuse_inserts(database)
+    waiting = asyncio.ensure_future(signouts.wait("ada", "j1"))
+    with pytest.raises(BackendUnavailable) as caught:
+        await signouts.end("ada", "j1", 2_000)
+    assert caught.value.detail == NOT_RECORDED
+    assert signouts.ended("ada", "j1")
+    async with asyncio.timeout(5):
+        await waiting  # its live connections ended with it
+    assert await rows(database) == []
+    assert not (await open_signouts(clock)).ended("ada", "j1")
+
+
+async def refuse_inserts(database: str) -> None:
+    engine = create_engine(parse_url(database), echo=False, connect_timeout=5)
+    statements = (
+        [
+            "CREATE TRIGGER refuse BEFORE INSERT ON sandbox_signed_out_tokens "
+            "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        ]
+        if database.startswith("sqlite")
+        else [
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'disk full'; END $$",
+            "CREATE TRIGGER refuse BEFORE INSERT ON sandbox_signed_out_tokens "
+            "FOR EACH ROW EXECUTE FUNCTION refuse()",
+        ]
+    )
+    try:
+        async with engine.begin() as connection:
+            for statement in statements:
+                await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+async def test_a_database_unreadable_at_start_refuses_token_cookies_until_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not loaded: every check is ``BackendUnavailable`` (a 503), never a token let in
+    unchecked; loaded by the retries once the database can be opened."""
+    monkeypatch.setattr(signouts_module, "LOAD_RETRY_SECONDS", 0.05)
+    clock = Clock(1_000.0)
+    path = tmp_path / "sandbox.db"
+    earlier = SignOuts(clock, backend=SqlSignOutBackend(f"sqlite+aiosqlite:///{path}"))
+    await earlier.start()
+    await earlier.end("ada", "j1", 2_000)
+    await earlier.stop()
+    path.rename(tmp_path / "elsewhere.db")
+    path.mkdir()  # a directory where the database was: it cannot be opened now
+
+    signouts = SignOuts(clock, backend=SqlSignOutBackend(f"sqlite+aiosqlite:///{path}"))
+    try:
+        await signouts.start()
+        assert not signouts.loaded
+        for who in (("ada", "j1"), ("bob", "j9")):
+            with pytest.raises(BackendUnavailable) as caught:
+                signouts.ended(*who)
+            assert caught.value.detail == NOT_LOADED
+        path.rmdir()
+        (tmp_path / "elsewhere.db").rename(path)
+        async with asyncio.timeout(20):
+            while not signouts.loaded:
+                await asyncio.sleep(0.02)
+        assert signouts.ended("ada", "j1") and not signouts.ended("bob", "j9")
+    finally:
+        await signouts.stop()
+
+
+async def test_a_database_at_0006_is_brought_to_0007_and_back(database: str) -> None:
+    """Migration 0007 on a database an older release left at 0006 (its rows kept), and
+    its downgrade."""
+    from alembic import command
+    from alembic.config import Config
+
+    engine = create_engine(parse_url(database), echo=False, connect_timeout=5)
+
+    def to(revision: str, *, down: bool = False) -> Any:
+        def run(connection: Any) -> None:
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS))
+            config.attributes["connection"] = connection
+            (command.downgrade if down else command.upgrade)(config, revision)
+
+        return run
+
+    def tables(connection: Any) -> set[str]:
+        return set(inspect(connection).get_table_names())
+
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(to("0006"))
+            await connection.execute(
+                text(
+                    "INSERT INTO sandbox_oidc_sessions (id_sha256, record, expires_at) "
+                    "VALUES ('k', 'sealed', CURRENT_TIMESTAMP)"
+                )
+            )
+        async with engine.connect() as connection:
+            assert "sandbox_signed_out_tokens" not in await connection.run_sync(tables)
+        signouts = SignOuts(Clock(1_000.0), backend=SqlSignOutBackend(database))
+        await signouts.start()  # upgrades to head
+        try:
+            await signouts.end("ada", "j1", 2_000)
+        finally:
+            await signouts.stop()
+        async with engine.connect() as connection:
+            assert "sandbox_signed_out_tokens" in await connection.run_sync(tables)
+            kept = await connection.execute(text("SELECT record FROM sandbox_oidc_sessions"))
+            assert kept.scalar_one() == "sealed"
+        async with engine.begin() as connection:
+            await connection.run_sync(to("0006", down=True))
+        async with engine.connect() as connection:
+            found = await connection.run_sync(tables)
+            assert "sandbox_signed_out_tokens" not in found
+            assert "sandbox_oidc_sessions" in found
+    finally:
+        await engine.dispose()
+
+
+async def test_the_table_holds_no_token(tmp_path: Path) -> None:
+    """The columns are the ones that name a token: nowhere to put the token itself."""
+    path = tmp_path / "schema.db"
+    backend = SqlSignOutBackend(f"sqlite+aiosqlite:///{path}")
+    await backend.start()
+    await backend.close()
+    with sqlite3.connect(path) as raw:
+        columns = [row[1] for row in raw.execute("PRAGMA table_info(sandbox_signed_out_tokens)")]
+    assert columns == ["sub", "jti", "expires_at"]
