@@ -12,6 +12,15 @@ store. ``preview.stop`` removes the entry; ``preview.list`` and the live resourc
 are given. The proxy (``/preview/<sandbox>/<port>/``) forwards to the port's Service
 (``SANDBOX_KUBE_PREVIEW_URL_TEMPLATE``, by default ``preview_render.upstream_url``).
 
+The proxy's use of a sandbox's previews is its activity (services/preview_use.py), and
+the operator decides idleness: this replica writes the time of the use into the
+annotation ``sandbox.openova.io/preview-used-at`` at most once per ``use_interval``
+(30 s) per sandbox, in the background (never in the request's way), and skips the write
+when the stored time is already that recent (another replica wrote it). While a preview
+WebSocket is open, the write is repeated every interval. The write reads the Sandbox
+and writes it with that resourceVersion (a conflict reads again), as the previews
+annotation's; it needs the ``update`` on Sandboxes the API's Role already grants.
+
 :class:`PreviewBackend` is what the tools, the live resources and the proxy need of a
 previews service: embedded mode's ``PreviewsService`` has it, and so does
 :class:`KubePreviews`.
@@ -20,9 +29,11 @@ previews service: embedded mode's ``PreviewsService`` has it, and so does
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from datetime import datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -32,11 +43,13 @@ import structlog
 from ..controller.kube.preview_render import upstream_url
 from ..controller.kube.previews import (
     ANNOTATION,
+    ANNOTATION_USED,
     EXITED,
     LISTENING,
     MAX_PREVIEWS,
     REFUSED,
     STARTING,
+    USE_INTERVAL,
     InvalidPreviews,
     Wanted,
     encode_wanted,
@@ -45,8 +58,9 @@ from ..controller.kube.previews import (
     status_entries,
 )
 from ..domain.errors import Conflict, Invalid, NotFound, QuotaExceeded
-from ..domain.model import Sandbox, format_time, utcnow
+from ..domain.model import Sandbox, format_time, parse_time, utcnow
 from ..store.base import Store
+from .preview_use import PreviewUse
 from .previews import PROXY_TIMEOUT, PreviewUnavailable, check_port, check_start
 
 log = structlog.get_logger(__name__)
@@ -73,6 +87,10 @@ class PreviewBackend(Protocol):
     def instance(self, sandbox: Sandbox, port: int) -> str: ...
 
     def http(self) -> httpx.AsyncClient: ...
+
+    def used(self, namespace: str, name: str) -> None: ...
+
+    def holding(self, namespace: str, name: str) -> contextlib.AbstractContextManager[None]: ...
 
 
 def _wanted(sandbox: Sandbox) -> list[Wanted]:
@@ -110,11 +128,19 @@ class KubePreviews:
         self._seen: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
         self._woken: dict[tuple[str, str], float] = {}  # when a wake was last asked
         self._tasks: set[asyncio.Task[None]] = set()
+        # the proxy's use of each sandbox's previews, and when it was last written
+        self.use = PreviewUse()
+        self.use_interval = USE_INTERVAL
+        self._reported: dict[tuple[str, str], float] = {}
+        self._ticker: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         return None
 
     async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
         for task in list(self._tasks):
             task.cancel()
         if self._http is not None:
@@ -166,6 +192,9 @@ class KubePreviews:
         (the live resources announce them)."""
         key = (sandbox.namespace, sandbox.name)
         before = self._seen.pop(key, {})
+        if deleted:
+            self.use.forget(*key)
+            self._reported.pop(key, None)
         now = {} if deleted else {v["port"]: v for v in self.list_previews(sandbox)}
         if now:
             self._seen[key] = now
@@ -354,6 +383,73 @@ class KubePreviews:
                 return
             log.info("preview.wake_requested", sandbox=sandbox.name, namespace=sandbox.namespace)
             return
+
+    # ------------------------------------------------------------ use (activity)
+    def used(self, namespace: str, name: str) -> None:
+        """The proxy served a request of the sandbox's previews: recorded, and written
+        onto the Sandbox when the last write is ``use_interval`` old."""
+        self.use.used(namespace, name)
+        self._report(namespace, name)
+
+    @contextlib.contextmanager
+    def holding(self, namespace: str, name: str) -> Iterator[None]:
+        """A WebSocket open to one of the sandbox's previews: use, written every
+        interval while it is open."""
+        with self.use.holding(namespace, name):
+            self._report(namespace, name)
+            if self._ticker is None or self._ticker.done():
+                self._ticker = asyncio.get_running_loop().create_task(self._tick())
+            yield
+        self._report(namespace, name)
+
+    def last_used(self, namespace: str, name: str) -> datetime | None:
+        return self.use.last(namespace, name)
+
+    async def _tick(self) -> None:
+        """Every interval while a preview WebSocket is open: its sandbox is in use."""
+        while self.use.held():
+            await asyncio.sleep(max(self.use_interval / 2, 0.05))
+            for namespace, name in self.use.held():
+                self._report(namespace, name)
+
+    def _report(self, namespace: str, name: str) -> None:
+        """Write the use onto the Sandbox unless it was written less than
+        ``use_interval`` ago by this replica (a dict lookup per request otherwise)."""
+        key = (namespace, name)
+        now = time.monotonic()
+        if now - self._reported.get(key, -self.use_interval) < self.use_interval:
+            return
+        at = self.use.last(namespace, name)
+        if at is None:
+            return
+        self._reported[key] = now
+        task = asyncio.get_running_loop().create_task(self._write_used(namespace, name, at))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _write_used(self, namespace: str, name: str, at: datetime) -> None:
+        stamp = format_time(at)
+        for _ in range(WRITE_ATTEMPTS):
+            try:
+                current = await self._store.get(namespace, name)
+                if current.deleting:
+                    return
+                stored = parse_time(current.metadata.annotations.get(ANNOTATION_USED))
+                if stored is not None and (at - stored).total_seconds() < self.use_interval:
+                    return  # as recent as this replica would write (another one did)
+                annotations = {**current.metadata.annotations, ANNOTATION_USED: stamp}
+                await self._store.update(current.with_meta(annotations=annotations))
+            except Conflict:
+                continue
+            except NotFound:
+                return
+            except Exception as exc:  # the next use asks again
+                log.info("preview.use_write_failed", sandbox=name, error=type(exc).__name__)
+                self._reported.pop((namespace, name), None)
+                return
+            log.debug("preview.use_written", sandbox=name, namespace=namespace, at=stamp)
+            return
+        self._reported.pop((namespace, name), None)  # kept changing: the next use retries
 
     def instance(self, sandbox: Sandbox, port: int) -> str:
         """The id of the current run of ``port`` (a new ``preview.start`` makes a new

@@ -18,6 +18,11 @@ listens there (another sandbox, the server itself). That same check is the statu
 ``starting`` until the preview's process listens on its port, ``listening``, then
 ``exited`` with its code.
 
+The proxy's use of a preview is its sandbox's activity (services/preview_use.py, in
+memory): :class:`PreviewHost` answers the controller the later of the terminals' last
+activity and the previews' last use (now while a preview WebSocket is open), which the
+controller records in ``status.lastActivityAt``.
+
 Limits: ports 1024-65535 (no privileged port), one preview per port per sandbox, a port
 another process of this machine listens on is refused at start, and at most
 ``limit`` live previews per sandbox.
@@ -48,6 +53,7 @@ from ..events.product import Emitter, sandbox_scope
 from ..terminal import watched
 from ..terminal.pty import PtyProcess, SpawnSpec, exit_status
 from ..terminal.registry import SandboxContext, TerminalRegistry
+from .preview_use import PreviewUse, latest
 from .terminals import registry_key
 
 log = structlog.get_logger(__name__)
@@ -311,6 +317,8 @@ class PreviewsService:
         # the product's events (events.product.Emitter); None: not published
         self.events: Emitter | None = None
         self._http: httpx.AsyncClient | None = None
+        # the proxy's use of each sandbox's previews: its activity (PreviewHost)
+        self.use = PreviewUse()
 
     # ------------------------------------------------------------ server lifecycle
     def listening(self, host: str, port: int) -> None:
@@ -567,6 +575,18 @@ class PreviewsService:
             )
         return preview.instance
 
+    # ------------------------------------------------------------ use (activity)
+    def used(self, namespace: str, name: str) -> None:
+        """The proxy served a request of the sandbox's previews (its owner's use)."""
+        self.use.used(namespace, name)
+
+    def holding(self, namespace: str, name: str) -> contextlib.AbstractContextManager[None]:
+        """A WebSocket open to one of the sandbox's previews: use while it is open."""
+        return self.use.holding(namespace, name)
+
+    def last_used(self, namespace: str, name: str) -> datetime | None:
+        return self.use.last(namespace, name)
+
     # ------------------------------------------------------------ with the sandbox
     def sandboxes(self) -> list[tuple[str, str]]:
         """(namespace, name) of every sandbox with a preview not ended."""
@@ -578,6 +598,7 @@ class PreviewsService:
 
     async def stop_sandbox(self, namespace: str, name: str) -> None:
         previews = self._previews.pop((namespace, name), {})
+        self.use.forget(namespace, name)
         await asyncio.gather(*(self._stop(p) for p in previews.values()))
         if previews:
             log.info("preview.sandbox_stopped", sandbox=name, namespace=namespace)
@@ -595,8 +616,10 @@ class PreviewUnavailable(BackendUnavailable):
 
 class PreviewHost:
     """The controller's ``TerminalHost`` with the previews: a deleted sandbox's previews
-    end before its terminals (and before its cgroups go), and a sandbox with a preview
-    but no terminal is still among those the sweep checks against the store."""
+    end before its terminals (and before its cgroups go), a sandbox with a preview but
+    no terminal is still among those the sweep checks against the store, and the use of
+    its previews through the proxy is its activity as its terminals' is (a preview
+    running unused is not)."""
 
     def __init__(self, inner: TerminalHost, previews: PreviewsService) -> None:
         self._inner = inner
@@ -620,7 +643,10 @@ class PreviewHost:
         return found + [key for key in self._previews.sandboxes() if key not in found]
 
     def last_activity(self, namespace: str, name: str) -> datetime | None:
-        return self._inner.last_activity(namespace, name)
+        return latest(
+            self._inner.last_activity(namespace, name),
+            self._previews.last_used(namespace, name),
+        )
 
     def __getattr__(self, name: str) -> Any:
         """Whatever else the port asks of the terminals (it grows) is theirs to answer."""

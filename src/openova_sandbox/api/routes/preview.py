@@ -37,6 +37,11 @@ closes the handshake (1008, or 1013 when the preview is not listening or the quo
 full), the subprotocol the preview picks is the one accepted, and frames are relayed
 both ways until either side closes, or until the grant (the token, through the link)
 expires or the sign-in it came from ends, which closes it 1008 as a terminal's.
+
+What the proxy serves is the owner's use of the sandbox, its activity as typing in a
+terminal is (services/preview_use.py): each request under the capability path, each
+chunk of an answer streamed back, and a WebSocket for as long as it is open. A preview
+process running with nobody using it is not activity.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from typing import Any
@@ -424,7 +429,7 @@ async def preview(request: Request, sandbox: str, port: str, path: str) -> Respo
             headers={"cache-control": "no-store", "referrer-policy": "no-referrer"},
         )
     try:
-        _, _, number, host = await _granted(request, sandbox, port, place.grant)
+        granted, _, number, host = await _granted(request, sandbox, port, place.grant)
     except GrantRefused as exc:
         return _refused(request, sandbox, port, place, exc)
     except SandboxError as exc:  # 503 starting/exited…: readable by the preview's page
@@ -432,6 +437,12 @@ async def preview(request: Request, sandbox: str, port: str, path: str) -> Respo
         for key, value in _capability_headers(request, []):
             unavailable.headers.append(key, value)
         return unavailable
+    previews = _previews(request)
+
+    def used() -> None:  # the owner's use: the sandbox's activity (services/preview_use.py)
+        previews.used(granted.namespace, sandbox)
+
+    used()
     if place.bare:
         return RedirectResponse(f"{place.prefix}{_query(request)}", status_code=307)
     if request.method == "OPTIONS" and "access-control-request-method" in request.headers:
@@ -439,7 +450,7 @@ async def preview(request: Request, sandbox: str, port: str, path: str) -> Respo
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{number}/{place.rest}{_query(request)}"
     body = request.stream() if request.method not in ("GET", "HEAD") else None
-    client = _previews(request).http()
+    client = previews.http()
     upstream = client.build_request(
         request.method, url, headers=_forwarded_headers(request, place.prefix), content=body
     )
@@ -469,7 +480,7 @@ async def preview(request: Request, sandbox: str, port: str, path: str) -> Respo
         headers.append(("set-cookie", cookie))
     headers += _capability_headers(request, [k for k, _ in headers], policies)
     response = StreamingResponse(
-        _body(answer),
+        _body(answer, used),
         status_code=answer.status_code,
         background=BackgroundTask(answer.aclose),
     )
@@ -492,9 +503,12 @@ def _preflight(request: Request) -> Response:
     return response
 
 
-async def _body(answer: httpx.Response) -> AsyncIterator[bytes]:
+async def _body(answer: httpx.Response, used: Callable[[], None]) -> AsyncIterator[bytes]:
+    """The preview's answer as it comes; each chunk is use (a long stream, such as a dev
+    server's event stream, keeps its sandbox in use while it flows)."""
     try:
         async for chunk in answer.aiter_raw():
+            used()
             yield chunk
     except httpx.HTTPError:
         return  # the preview went away mid-answer: the client sees a short body
@@ -516,7 +530,7 @@ CLOSE_ERROR = 1011
 
 async def _socket_through_link(
     websocket: WebSocket, sandbox: str, port: str
-) -> tuple[Principal, int, str]:
+) -> tuple[Principal, str, int, str]:
     deps = websocket.app.state.deps
     if not origin_allowed(websocket, deps.settings.public_url):
         raise _Refused(CLOSE_POLICY, "cross-origin")
@@ -524,7 +538,7 @@ async def _socket_through_link(
     previews = _previews(websocket)
     number = _port(port)
     found = await deps.sessions.get(principal, sandbox)
-    return principal, number, previews.upstream(found, number)
+    return principal, found.namespace, number, previews.upstream(found, number)
 
 
 class _Refused(Exception):
@@ -543,12 +557,15 @@ async def preview_socket(websocket: WebSocket, sandbox: str, port: str, path: st
     place = _place(websocket, sandbox, port, path)
     try:
         if place.grant is None:
-            principal, number, host = await _socket_through_link(websocket, sandbox, port)
+            principal, namespace, number, host = await _socket_through_link(
+                websocket, sandbox, port
+            )
             via = via_of(_credential(websocket, principal))
             expiry = (principal.expires_at, REASON_TOKEN_EXPIRED)
         else:  # the grant is the secret: the page's opaque origin says ``Origin: null``
             grant, principal, number, host = await _granted(websocket, sandbox, port, place.grant)
             via, expiry = grant.via, (float(grant.expires_at), EXPIRED)
+            namespace = grant.namespace
     except _Refused as exc:
         await websocket.close(exc.code, exc.reason)
         return
@@ -592,8 +609,11 @@ async def preview_socket(websocket: WebSocket, sandbox: str, port: str, path: st
         await websocket.close(CLOSE_ERROR, "preview-unreachable")
         return
     try:
-        await websocket.accept(subprotocol=upstream.subprotocol)
-        await _relay(websocket, upstream, _socket_ends(websocket, principal.sub, via, expiry))
+        # open, it is the owner's use of the sandbox (services/preview_use.py)
+        with _previews(websocket).holding(namespace, sandbox):
+            await websocket.accept(subprotocol=upstream.subprotocol)
+            ends = _socket_ends(websocket, principal.sub, via, expiry)
+            await _relay(websocket, upstream, ends)
     finally:
         await upstream.close()
         if held is not None:

@@ -30,6 +30,12 @@ status are kept.
 
 Pod actions run before the status is written (``handlers.py``): a stopped preview whose
 entry left the status is never left running by a write that went through first.
+
+- **Use**: the annotation ``sandbox.openova.io/preview-used-at`` (RFC 3339, whole
+  seconds) is when the owner last used a preview through the API's proxy, written by
+  the API at most once per ``USE_INTERVAL`` per sandbox (``services/kube_previews.py``).
+  The idle rule (``reconcile.py``) counts it as activity; a preview merely running is
+  not activity.
 """
 
 from __future__ import annotations
@@ -51,6 +57,8 @@ from .render import JSON, ChildRef, RenderConfig, RenderError, ref, route_host
 log = structlog.get_logger(__name__)
 
 ANNOTATION = "sandbox.openova.io/previews"
+ANNOTATION_USED = "sandbox.openova.io/preview-used-at"
+USE_INTERVAL = 30.0  # seconds: the most often the API writes ANNOTATION_USED per sandbox
 STATUS_FIELD = "portPreviews"
 CONDITION = "PreviewsReady"
 MAX_PREVIEWS = 4

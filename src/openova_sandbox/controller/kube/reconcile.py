@@ -22,7 +22,11 @@ Decisions:
   terminal server reports (``status.lastActivityAt``); a sandbox that never reported any
   is never suspended, since its idleness cannot be known; an attach request (the API
   sets ``openova.io/wake-requested`` to the attach time) → replicas 1 and back through
-  readiness.
+  readiness. The owner's use of a preview through the API's proxy is activity too: the
+  API writes ``sandbox.openova.io/preview-used-at`` (previews.py) at most every 30 s
+  while it is used, and it counts as the pod's report does (folded into
+  ``status.lastActivityAt``); a time ahead of the operator's clock counts as now, one
+  more than ``USE_SKEW`` ahead not at all.
 - Deletion deletes the workspace namespace and releases the finalizer only when the
   namespace is gone (everything in it went with it).
 - Phase steps, the ``Ready`` summary and the condition merge are the status kernel's
@@ -55,7 +59,7 @@ from ...domain.status import READY as PHASE_READY
 from ..reconcile import CLONE_FAILED, MANIFEST_RENDER_FAILED, validate
 from ..scrub import clean_message
 from .names import hashed_namespace, plain_namespace, repo_pvc, sandbox_key, sandbox_label
-from .previews import PodAction, plan_previews, with_entries
+from .previews import ANNOTATION_USED, PodAction, plan_previews, with_entries
 from .render import (
     ANNOTATION_HOLDER,
     CLONE_CONTAINER,
@@ -87,6 +91,7 @@ WAIT_SECONDS = 5.0
 DELETE_POLL_SECONDS = 2.0
 IDLE_CHECK_SECONDS = 60.0
 ACTIVITY_GRANULARITY = timedelta(seconds=30)
+USE_SKEW = timedelta(seconds=60)  # how far ahead the API's clock may be (preview use)
 DEFAULT_IDLE_MINUTES = 30
 
 ChildKey = tuple[str, str]  # (kind, name)
@@ -307,6 +312,7 @@ def reconcile(
             previews=previews.entries,
         ),
         observed,
+        _used_at(sandbox, now),
     )
     requeue: float | None = None
     if apply or stale or phase != target:
@@ -327,19 +333,32 @@ def reconcile(
     )
 
 
-def _with_activity(status: SandboxStatus, observed: KubeObserved) -> SandboxStatus:
-    """Record what the terminal server reported: live sessions, and its last activity
-    (only when it moved by ``ACTIVITY_GRANULARITY``, so a busy agent is not a status
-    write per probe). A suspended sandbox has no live sessions."""
+def _with_activity(
+    status: SandboxStatus, observed: KubeObserved, used: datetime | None = None
+) -> SandboxStatus:
+    """Record what the terminal server reported: live sessions, and its last activity,
+    or the last use of a preview (``used``) when that is later (only when it moved by
+    ``ACTIVITY_GRANULARITY``, so a busy agent is not a status write per probe). A
+    suspended sandbox has no live sessions."""
     if status.phase == SUSPENDED:
         return replace(status, sessions=0)
-    if not observed.probed:
-        return status
     last = status.last_activity_at
-    seen = observed.last_activity
+    seen = _latest(observed.last_activity if observed.probed else None, used)
     if seen is not None and (last is None or seen - last >= ACTIVITY_GRANULARITY):
         last = seen.replace(microsecond=0)
+    if not observed.probed:
+        return replace(status, last_activity_at=last)
     return replace(status, sessions=observed.sessions, last_activity_at=last)
+
+
+def _used_at(sandbox: Sandbox, now: datetime) -> datetime | None:
+    """When the owner last used a preview through the API's proxy (the annotation the
+    API writes), never later than ``now``; a time more than ``USE_SKEW`` ahead (not a
+    clock's drift: a hand-written time) is ignored, so it cannot keep a sandbox up."""
+    used = parse_time(sandbox.metadata.annotations.get(ANNOTATION_USED))
+    if used is None or used - now > USE_SKEW:
+        return None
+    return min(used, now)
 
 
 def storage_failure(sandbox: Sandbox, config: RenderConfig) -> Failure | None:
@@ -440,6 +459,7 @@ def _replicas(sandbox: Sandbox, observed: KubeObserved, now: datetime) -> int:
     if status.phase != PHASE_READY or observed.probe_failed:
         return 1
     last = _latest(_latest(status.last_activity_at, observed.last_activity), wake_at)
+    last = _latest(last, _used_at(sandbox, now))
     if last is None:
         return 1  # no activity ever reported: never guess a sandbox idle
     if observed.sessions > 0 and observed.last_activity is None:
