@@ -24,6 +24,22 @@ import uvloop
 _101 = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
 
 
+def start_agent(argv: list[str]) -> tuple[int, subprocess.Popen[bytes]]:
+    """The agent on a PTY of its own: the PTY's master side and the process."""
+    master, slave = os.openpty()
+    agent = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    return master, agent
+
+
+def read_pty(master: int) -> bytes:
+    """One read of the PTY; ``b""`` once the agent is gone."""
+    try:
+        return os.read(master, 65535)
+    except OSError:  # EIO: no process holds the other side any more
+        return b""
+
+
 class Relay(asyncio.Protocol):
     def __init__(self, argv: list[str]) -> None:
         self.argv = argv
@@ -32,16 +48,11 @@ class Relay(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport: asyncio.Transport = transport  # type: ignore[assignment]
-        self.master, slave = os.openpty()
-        self.agent = subprocess.Popen(self.argv, stdin=slave, stdout=slave, stderr=slave)
-        os.close(slave)
+        self.master, self.agent = start_agent(self.argv)
         asyncio.get_running_loop().add_reader(self.master, self.readable)
 
     def readable(self) -> None:
-        try:
-            data = os.read(self.master, 65535)
-        except OSError:
-            data = b""
+        data = read_pty(self.master)
         if not data:
             asyncio.get_running_loop().remove_reader(self.master)
             self.transport.close()

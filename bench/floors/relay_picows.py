@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
 
 import uvloop
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_create_server
+from relay import read_pty, start_agent  # (this folder: the script's own)
 
 
 class Relay(WSListener):  # type: ignore[misc]
@@ -23,16 +23,11 @@ class Relay(WSListener):  # type: ignore[misc]
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
-        self.master, slave = os.openpty()
-        self.agent = subprocess.Popen(self.argv, stdin=slave, stdout=slave, stderr=slave)
-        os.close(slave)
+        self.master, self.agent = start_agent(self.argv)
         asyncio.get_running_loop().add_reader(self.master, self.readable)
 
     def readable(self) -> None:
-        try:
-            data = os.read(self.master, 65535)
-        except OSError:
-            data = b""
+        data = read_pty(self.master)
         if not data:
             asyncio.get_running_loop().remove_reader(self.master)
             self.transport.disconnect()
