@@ -2,23 +2,33 @@
 JWT in ``catalyst_session``) ends that sign-in everywhere, though the JWT itself has not
 expired (issue 11: "`/logout` cannot end it"; auth/signouts.py): a copy of the cookie is
 refused on every route, a terminal opened with it closes 1008 ``signed-out`` at once, and
-the same user's other sign-ins keep working.
+the same user's other sign-ins keep working. The sign-out is recorded in the store's
+database before the answer, so a new server over the same data (SQLite, or PostgreSQL)
+refuses the copy too; when that record fails the answer is 503 and the cookie stays.
 
 A real embedded server (support/mcp_world.py), login links redeemed into real cookies,
-real HTTP and WebSocket clients."""
+real HTTP and WebSocket clients, a real database (SQLite in the data dir, or a fresh
+PostgreSQL database)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
+import pytest
+from sqlalchemy import text
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from openova_sandbox.auth.cookie import verify_cookie
+from openova_sandbox.auth.signouts import NOT_RECORDED, jwt_id
+from openova_sandbox.store.sql_engine import create_engine, parse_url
 from support.mcp_world import McpWorld, Person, mcp_world
+from support.postgres import fresh_database
 
 ADA = Person("sub-ada", "ada@acme.com", "acme")
 SESSIONS = "/api/v1/sandbox/sessions"
@@ -96,3 +106,99 @@ async def test_a_logout_from_another_sites_page_ends_nothing(tmp_path: Path) -> 
         # the sign-in itself lives on: only this server's pages sign it out
         assert (await world.http.get(SESSIONS, headers=cookie)).status_code == 200
         await browser.aclose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def database(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The server's settings for its database: SQLite in its data dir, or PostgreSQL."""
+    if request.param == "sqlite":
+        return {}
+    return {"database_url": await fresh_database(request.getfixturevalue("postgres_url"))}
+
+
+async def test_a_signed_out_cookie_stays_refused_by_a_restarted_server(
+    tmp_path: Path, database: dict[str, str]
+) -> None:
+    async with mcp_world(tmp_path, isolation="none", **database) as world:
+        one, two = await signed_in(world, ADA), await signed_in(world, ADA)
+        copy = {"Cookie": f"catalyst_session={one.cookies['catalyst_session']}"}
+        other = {"Cookie": f"catalyst_session={two.cookies['catalyst_session']}"}
+        out = await one.post("/logout")
+        assert out.status_code == 204, out.text
+        assert (await world.http.get(SESSIONS, headers=copy)).status_code == 401
+        await one.aclose()
+        await two.aclose()
+
+    # a new server over the same data dir and database: the JWT still verifies (the
+    # other sign-in's does), yet the signed-out one is refused, not valid again until exp
+    async with mcp_world(tmp_path, isolation="none", **database) as world:
+        refused = await world.http.get(SESSIONS, headers=copy)
+        assert refused.status_code == 401, refused.text
+        assert (await world.http.get(SESSIONS, headers=other)).status_code == 200
+        # refused for its sign-out alone: the token in it verifies and has not expired
+        token = verify_cookie(copy["Cookie"].split("=", 1)[1], world.deps.cookie_secret)
+        assert token is not None
+        claims = await world.deps.authenticator.validator.validate(token)
+        assert claims["exp"] > time.time()
+        assert world.deps.signouts.ended(ADA.sub, jwt_id(token))
+
+
+async def refuse_inserts(url: str) -> Callable[[], Awaitable[None]]:
+    """The database refuses every new sign-out record (a trigger raising, as a full disk
+    or a read-only database would); returns what lifts that again."""
+    sqlite = url.startswith("sqlite")
+    install = (
+        [
+            "CREATE TRIGGER refuse BEFORE INSERT ON sandbox_signed_out_tokens "
+            "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        ]
+        if sqlite
+        else [
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'disk full'; END $$",
+            "CREATE TRIGGER refuse BEFORE INSERT ON sandbox_signed_out_tokens "
+            "FOR EACH ROW EXECUTE FUNCTION refuse()",
+        ]
+    )
+    lift = (
+        ["DROP TRIGGER refuse"] if sqlite else ["DROP TRIGGER refuse ON sandbox_signed_out_tokens"]
+    )
+
+    async def run(statements: list[str]) -> None:
+        engine = create_engine(parse_url(url), echo=False, connect_timeout=5)
+        try:
+            async with engine.begin() as connection:
+                for statement in statements:
+                    await connection.execute(text(statement))
+        finally:
+            await engine.dispose()
+
+    await run(install)
+    return lambda: run(lift)
+
+
+async def test_a_logout_that_cannot_be_recorded_is_503_and_keeps_the_cookie(
+    tmp_path: Path, database: dict[str, str]
+) -> None:
+    async with mcp_world(tmp_path, isolation="none", **database) as world:
+        browser = await signed_in(world, ADA)
+        cookie = browser.cookies["catalyst_session"]
+        copy = {"Cookie": f"catalyst_session={cookie}"}
+        lift = await refuse_inserts(world.deps.settings.effective_database_url)
+
+        failed = await browser.post("/logout")
+        assert failed.status_code == 503, failed.text
+        assert failed.json()["detail"] == NOT_RECORDED
+        assert "set-cookie" not in failed.headers  # the cookie stays, to sign out again
+        assert browser.cookies.get("catalyst_session") == cookie
+        # this server refuses it already
+        assert (await world.http.get(SESSIONS, headers=copy)).status_code == 401
+
+        await lift()
+        again = await browser.post("/logout")
+        assert again.status_code == 204, again.text
+        assert not browser.cookies.get("catalyst_session")  # cleared this time
+        await browser.aclose()
+
+    async with mcp_world(tmp_path, isolation="none", **database) as world:
+        assert (await world.http.get(SESSIONS, headers=copy)).status_code == 401
