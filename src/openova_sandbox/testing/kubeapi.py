@@ -363,8 +363,11 @@ class FakeKubeApp:
         state = self.state
         assert t.name is not None
         ctype = request.headers.get("content-type", "").split(";")[0].strip()
-        current = state.get(t.rt, t.namespace or "", t.name)
+        # the body first: with no await between reading the object and writing it, a
+        # patch without a resourceVersion never conflicts with a concurrent write (the
+        # API server retries such a patch itself)
         patch = await self._body(request)
+        current = state.get(t.rt, t.namespace or "", t.name)
         if ctype == "application/json-patch+json":
             updated = json_patch(current, patch)
         elif ctype == "application/merge-patch+json" or (
