@@ -1,5 +1,5 @@
-"""Using a preview keeps a Kubernetes sandbox awake (docs/kubernetes.md, "Idle
-suspension"; services/kube_previews.py): the API writes the owner's use into the
+"""Using a preview keeps a Kubernetes sandbox awake (docs/kubernetes.md, the idle
+rule under "What the operator creates"; services/kube_previews.py): the API writes the owner's use into the
 annotation ``sandbox.openova.io/preview-used-at`` at most once per interval per sandbox,
 and the operator's idle rule counts it as activity.
 
