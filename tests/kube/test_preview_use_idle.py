@@ -358,7 +358,7 @@ async def test_requests_through_the_proxy_write_the_use_once_per_interval(
 
     first = await until("the use written", stored)
     assert parse_time(first) is not None
-    # twenty requests (and the link's): one write, the interval being 30 s
+    # twenty requests under the capability path: one write, the interval being 30 s
     await until("the write finished", lambda: _settled(world))
     assert puts(world.kube) == before + 1
     wanted = json.loads((await world.sandbox())["metadata"]["annotations"][ANNOTATION])
