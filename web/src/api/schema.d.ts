@@ -792,7 +792,10 @@ export interface paths {
          * @description Sign out: clears the session cookie. A console session signed in with the OIDC
          *     issuer is also ended server-side (its refresh token revoked when the issuer offers
          *     revocation) and, when the issuer lists an `end_session_endpoint`, the answer is
-         *     200 `{"logoutUrl"}` for the browser to open.
+         *     200 `{"logoutUrl"}` for the browser to open. A console signed in with a token cookie
+         *     has its token recorded as signed out of until it expires, refused from then on,
+         *     across restarts; when that record cannot be written the answer is 503 and the cookie
+         *     stays, so that the sign-out is tried again rather than reported done.
          */
         post: operations["logout_logout_post"];
         delete?: never;
@@ -4713,6 +4716,15 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description the sign-out could not be recorded in the database; the cookie is kept: try again */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
             };
         };
     };
