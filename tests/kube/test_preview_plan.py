@@ -5,6 +5,7 @@ objects, pod actions, ``status.portPreviews``, the ``PreviewsReady`` flag, reque
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -13,6 +14,8 @@ from openova_sandbox.controller.kube.preview_render import render_preview
 from openova_sandbox.controller.kube.previews import (
     ANNOTATION,
     CONDITION,
+    OUTPUT_EVERY,
+    OUTPUT_TAIL,
     RUNNING_POLL,
     STARTING_POLL,
     InvalidPreviews,
@@ -22,10 +25,10 @@ from openova_sandbox.controller.kube.previews import (
     parse_wanted,
     plan_previews,
 )
-from openova_sandbox.controller.kube.render import RenderConfig
+from openova_sandbox.controller.kube.render import JSON, RenderConfig
 from openova_sandbox.domain.model import Sandbox
 
-from .samples import sandbox
+from .samples import NOW, sandbox
 
 CONFIG = RenderConfig(git_base_url="https://gitea.example.com", sandbox_host="{org}.example.com")
 NS = "sandbox-dev-at-acme-com"
@@ -54,14 +57,14 @@ def present(sb: Sandbox, port: int, *, public: bool = False) -> dict[tuple[str, 
 
 
 def test_nothing_wanted_nothing_shown_is_an_empty_plan() -> None:
-    plan = plan_previews(box(), NS, {}, [], CONFIG, pod_up=True)
+    plan = plan_previews(box(), NS, {}, [], CONFIG, pod_up=True, now=NOW)
     assert (plan.objects, plan.stale, plan.actions, plan.entries) == ((), (), (), ())
     assert plan.flag is None and plan.requeue is None
 
 
 def test_a_new_preview_is_rendered_started_and_polled_each_second() -> None:
     sb = box([Wanted(8000, SERVE, False, "r1")])
-    plan = plan_previews(sb, NS, {}, [], CONFIG, pod_up=True)
+    plan = plan_previews(sb, NS, {}, [], CONFIG, pod_up=True, now=NOW)
     assert [(o["kind"], o["metadata"]["name"]) for o in plan.objects] == [
         ("Service", "preview-8000"),
         ("NetworkPolicy", "preview-8000"),
@@ -83,7 +86,7 @@ def test_a_new_preview_is_rendered_started_and_polled_each_second() -> None:
 def test_a_listening_run_is_left_alone_and_polled_for_its_exit() -> None:
     sb = box([Wanted(8000, SERVE, True, "r1")])
     pod = [{"port": 8000, "id": "r1", "status": "listening", "output": "..."}]
-    plan = plan_previews(sb, NS, present(sb, 8000, public=True), pod, CONFIG, pod_up=True)
+    plan = plan_previews(sb, NS, present(sb, 8000, public=True), pod, CONFIG, pod_up=True, now=NOW)
     assert plan.actions == ()
     assert plan.entries is not None
     entry = plan.entries[0]
@@ -92,32 +95,84 @@ def test_a_listening_run_is_left_alone_and_polled_for_its_exit() -> None:
     assert plan.requeue == RUNNING_POLL
 
 
+def running(output: str, status: str = "listening") -> list[dict[str, Any]]:
+    return [{"port": 8000, "id": "r1", "status": status, "output": output}]
+
+
+def passed(sb: Sandbox, pod: list[dict[str, Any]], seconds: float) -> tuple[JSON, ...]:
+    """The entries of a pass ``seconds`` after ``NOW`` over ``sb`` and the pod's runs."""
+    at = NOW + timedelta(seconds=seconds)
+    entries = plan_previews(sb, NS, {}, pod, CONFIG, pod_up=True, now=at).entries
+    assert entries is not None
+    return entries
+
+
+def test_a_running_preview_shows_the_tail_of_its_output() -> None:
+    sb = box([Wanted(8000, SERVE, False, "r1")])
+    (starting,) = passed(sb, running("compiling...\n", "starting"), 0)
+    assert (starting["status"], starting["output"]) == ("starting", "compiling...\n")
+    assert starting["outputAt"] == "2026-01-01T12:00:00Z"
+    # bounded: the newest OUTPUT_TAIL characters of what the pod keeps (16 KiB)
+    (chatty,) = passed(sb, running("x" * 5000 + "listening on :8000"), 0)
+    assert len(chatty["output"]) == OUTPUT_TAIL and chatty["output"].endswith("on :8000")
+    # nothing printed yet: no output field at all (as before)
+    (quiet,) = passed(sb, running(""), 0)
+    assert "output" not in quiet and "outputAt" not in quiet
+
+
+def test_an_unchanged_tail_leaves_the_status_as_it_was() -> None:
+    wanted = [Wanted(8000, SERVE, False, "r1")]
+    shown = passed(box(wanted), running("ready in 300 ms\n"), 0)
+    # later passes over the same output: the very same entries, so no status write
+    again = box(wanted, entries=[dict(e) for e in shown])
+    for later in (1, 5, 60):
+        assert passed(again, running("ready in 300 ms\n"), later) == shown
+
+
+def test_new_output_alone_is_written_at_most_every_output_every() -> None:
+    wanted = [Wanted(8000, SERVE, False, "r1")]
+    shown = passed(box(wanted), running("a\n"), 0)
+    sb = box(wanted, entries=[dict(e) for e in shown])
+    # the pass its own write causes, a second later: only the output would change
+    assert passed(sb, running("a\nb\n"), 1) == shown
+    # OUTPUT_EVERY later it is written, stamped anew
+    (later,) = passed(sb, running("a\nb\n"), OUTPUT_EVERY)
+    assert (later["output"], later["outputAt"]) == ("a\nb\n", "2026-01-01T12:00:02Z")
+    # a change of the entry takes the newest output with it at once
+    (exited,) = passed(sb, [{**running("a\nb\nboom\n")[0], "status": "exited", "exitCode": 1}], 1)
+    assert (exited["status"], exited["output"]) == ("exited", "a\nb\nboom\n")
+    (listening,) = passed(
+        box(wanted, entries=[{**dict(shown[0]), "status": "starting"}]), running("a\nb\n"), 1
+    )
+    assert (listening["status"], listening["output"]) == ("listening", "a\nb\n")
+
+
 def test_an_exit_is_recorded_with_its_tail_and_never_run_again() -> None:
     sb = box([Wanted(8000, SERVE, False, "r1")])
     pod = [{"port": 8000, "id": "r1", "status": "exited", "exitCode": 2, "output": "x" * 5000}]
-    entry = dict(plan_previews(sb, NS, {}, pod, CONFIG, pod_up=True).entries[0])  # type: ignore[index]
+    entry = dict(plan_previews(sb, NS, {}, pod, CONFIG, pod_up=True, now=NOW).entries[0])  # type: ignore[index]
     assert (entry["status"], entry["exitCode"], len(entry["output"])) == ("exited", 2, 1000)
     # the pod restarted (it runs nothing): the exited entry stands, nothing is started
     restarted = box([Wanted(8000, SERVE, False, "r1")], entries=[entry])
-    plan = plan_previews(restarted, NS, {}, [], CONFIG, pod_up=True)
+    plan = plan_previews(restarted, NS, {}, [], CONFIG, pod_up=True, now=NOW)
     assert plan.actions == () and plan.entries == (entry,) and plan.requeue is None
     # a new start (a new id) runs it again
     again = box([Wanted(8000, SERVE, False, "r2")], entries=[entry])
-    plan = plan_previews(again, NS, {}, [], CONFIG, pod_up=True)
+    plan = plan_previews(again, NS, {}, [], CONFIG, pod_up=True, now=NOW)
     assert plan.actions == (PodAction("put", 8000, "r2", SERVE),)
 
 
 def test_a_restarted_pod_runs_a_listening_preview_again() -> None:
     shown = [{"port": 8000, "id": "r1", "public": False, "status": "listening"}]
     sb = box([Wanted(8000, SERVE, False, "r1")], entries=shown)
-    plan = plan_previews(sb, NS, {}, [], CONFIG, pod_up=True)
+    plan = plan_previews(sb, NS, {}, [], CONFIG, pod_up=True, now=NOW)
     assert plan.actions == (PodAction("put", 8000, "r1", SERVE),)
 
 
 def test_what_is_not_wanted_is_stopped_and_its_objects_deleted() -> None:
     sb = box(entries=[{"port": 8000, "id": "r1", "status": "listening"}])
     pod = [{"port": 8000, "id": "r1", "status": "listening"}]
-    plan = plan_previews(sb, NS, present(sb, 8000, public=True), pod, CONFIG, pod_up=True)
+    plan = plan_previews(sb, NS, present(sb, 8000, public=True), pod, CONFIG, pod_up=True, now=NOW)
     assert plan.actions == (PodAction("delete", 8000),)
     assert sorted(r["kind"] for r in plan.stale) == ["HTTPRoute", "NetworkPolicy", "Service"]
     assert plan.entries == ()
@@ -125,7 +180,9 @@ def test_what_is_not_wanted_is_stopped_and_its_objects_deleted() -> None:
 
 def test_a_public_preview_turned_private_loses_its_route_only() -> None:
     sb = box([Wanted(8000, SERVE, False, "r1")])
-    plan = plan_previews(sb, NS, present(sb, 8000, public=True), None, CONFIG, pod_up=False)
+    plan = plan_previews(
+        sb, NS, present(sb, 8000, public=True), None, CONFIG, pod_up=False, now=NOW
+    )
     assert [r["kind"] for r in plan.stale] == ["HTTPRoute"]
 
 
@@ -135,18 +192,20 @@ def test_a_pod_that_did_not_answer_keeps_what_was_seen() -> None:
         {"port": 9000, "id": "r9", "status": "listening"},  # being stopped
     ]
     sb = box([Wanted(8000, SERVE, False, "r1")], entries=shown)
-    plan = plan_previews(sb, NS, {}, None, CONFIG, pod_up=True)
+    plan = plan_previews(sb, NS, {}, None, CONFIG, pod_up=True, now=NOW)
     assert plan.actions == ()
     assert plan.entries == tuple(shown)  # 9000 stays until the pod says it stopped
     # asked again gently, even for a preview still starting (an image without the routes)
     starting = box([Wanted(8000, SERVE, False, "r2")], entries=shown)
-    assert plan_previews(starting, NS, {}, None, CONFIG, pod_up=True).requeue == RUNNING_POLL
+    assert (
+        plan_previews(starting, NS, {}, None, CONFIG, pod_up=True, now=NOW).requeue == RUNNING_POLL
+    )
 
 
 def test_a_suspended_pod_shows_its_previews_starting_without_polling() -> None:
     shown = [{"port": 8000, "id": "r1", "status": "listening"}]
     sb = box([Wanted(8000, SERVE, False, "r1")], entries=shown)
-    plan = plan_previews(sb, NS, {}, None, CONFIG, pod_up=False)
+    plan = plan_previews(sb, NS, {}, None, CONFIG, pod_up=False, now=NOW)
     assert plan.entries is not None and plan.entries[0]["status"] == "starting"
     assert plan.requeue is None and plan.actions == ()
 
@@ -154,7 +213,7 @@ def test_a_suspended_pod_shows_its_previews_starting_without_polling() -> None:
 def test_a_public_preview_without_routes_is_refused_with_the_reason() -> None:
     no_routes = RenderConfig(git_base_url="https://gitea.example.com", http_route=False)
     sb = box([Wanted(8000, SERVE, True, "r1")])
-    plan = plan_previews(sb, NS, {}, [], no_routes, pod_up=True)
+    plan = plan_previews(sb, NS, {}, [], no_routes, pod_up=True, now=NOW)
     assert plan.objects == () and plan.actions == ()
     assert plan.entries is not None and plan.entries[0]["status"] == "refused"
     assert plan.flag is not None and plan.flag[1:3] == ("False", "PreviewRefused")
@@ -164,7 +223,7 @@ def test_a_public_preview_without_routes_is_refused_with_the_reason() -> None:
 def test_a_refusal_by_the_pod_is_shown() -> None:
     sb = box([Wanted(8000, SERVE, False, "r1")])
     pod = [{"port": 8000, "id": "r1", "status": "refused", "message": "port 8000 in use"}]
-    plan = plan_previews(sb, NS, {}, pod, CONFIG, pod_up=True)
+    plan = plan_previews(sb, NS, {}, pod, CONFIG, pod_up=True, now=NOW)
     assert plan.entries is not None
     assert (plan.entries[0]["status"], plan.entries[0]["message"]) == (
         "refused",
@@ -175,7 +234,7 @@ def test_a_refusal_by_the_pod_is_shown() -> None:
 def test_a_malformed_annotation_touches_nothing_and_says_why() -> None:
     sb = box("[{]")
     pod = [{"port": 8000, "id": "r1", "status": "listening"}]
-    plan = plan_previews(sb, NS, present(sb, 8000), pod, CONFIG, pod_up=True)
+    plan = plan_previews(sb, NS, present(sb, 8000), pod, CONFIG, pod_up=True, now=NOW)
     assert (plan.objects, plan.stale, plan.actions, plan.entries) == ((), (), (), None)
     assert plan.flag is not None and plan.flag[1:3] == ("False", "InvalidPreviews")
     assert "is not JSON" in plan.flag[3]

@@ -104,6 +104,15 @@ def _wanted(sandbox: Sandbox) -> list[Wanted]:
         ) from None
 
 
+def _announced(view: Mapping[str, Any]) -> dict[str, Any]:
+    """What of a view the live resource announces a change of: all but a running
+    preview's output (an exited one's comes with its exit)."""
+    out = dict(view)
+    if out.get("status") in (STARTING, LISTENING):
+        out.pop("output", None)
+    return out
+
+
 class KubePreviews:
     """``preview.*`` over the Sandbox's annotation and status (Kubernetes mode)."""
 
@@ -189,13 +198,16 @@ class KubePreviews:
 
     def changed_ports(self, sandbox: Sandbox, *, deleted: bool = False) -> list[int]:
         """The ports whose view changed since the last object of this sandbox seen here
-        (the live resources announce them)."""
+        (the live resources announce them). A running preview's new output alone is no
+        change: embedded mode announces a start, a stop and an exit, never output, and
+        the operator rewrites a chatty server's tail every pass or two (the resource's
+        next read shows it)."""
         key = (sandbox.namespace, sandbox.name)
         before = self._seen.pop(key, {})
         if deleted:
             self.use.forget(*key)
             self._reported.pop(key, None)
-        now = {} if deleted else {v["port"]: v for v in self.list_previews(sandbox)}
+        now = {} if deleted else {v["port"]: _announced(v) for v in self.list_previews(sandbox)}
         if now:
             self._seen[key] = now
         return sorted(p for p in before.keys() | now.keys() if before.get(p) != now.get(p))

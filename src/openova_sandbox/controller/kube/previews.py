@@ -18,10 +18,21 @@
   /previews/{port}``) and to stop what is not wanted (``DELETE``), except an ``exited``
   run, which stays exited; and ``status.portPreviews``, one entry per wanted port:
   ``port``, ``id``, ``public``, ``status`` (``starting``, ``listening``, ``exited`` with
-  ``exitCode`` and the tail of its output, ``refused`` with a ``message``), ``path``
-  (the API's proxy), ``url`` for a public one. The pass is requeued in a second while
-  one is starting, in ten while one runs (an exit is seen then) or the pod did not
-  answer.
+  ``exitCode``, ``refused`` with a ``message``), ``output`` (the newest ``OUTPUT_TAIL``
+  characters the run printed, running or exited) with ``outputAt`` (when a running
+  run's was written), ``path`` (the API's proxy), ``url`` for a public one. The pass is
+  requeued in a second while one is starting, in ten while one runs (an exit is seen
+  then) or the pod did not answer.
+
+Why a running run's output is in the status (and not read from the pod by the API when
+an agent lists): every reader sees the same thing (``preview.list``, the live resource,
+``preview.start``'s answer, another sandbox's previews, several API replicas), and the
+pod's ``/previews`` stays the operator's alone. Its cost is bounded: an unchanged tail
+leaves the entry as it was, so nothing is written; a changed one rides with any other
+change of the entry, and alone is rewritten at most every ``OUTPUT_EVERY`` (the pass its
+own write causes does not write again), so a chatty dev server costs one status write per
+1 s poll while it starts and per 10 s poll while it runs, and the status holds at most
+``MAX_PREVIEWS`` × ``OUTPUT_TAIL`` characters of output.
 
 Why ``status.portPreviews`` and not ``status.previews``: the spec's ``previews[]`` is
 ``{prNumber, url, sha}`` (a preview per pull request), typed in the CRD without unknown
@@ -44,12 +55,13 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import httpx
 import structlog
 
-from ...domain.model import Sandbox
+from ...domain.model import Sandbox, format_time, parse_time
 from ...domain.status import FALSE, TRUE, Row
 from .preview_render import LABEL_PREVIEW_PORT, MAX_PORT, MIN_PORT, render_preview
 from .render import JSON, ChildRef, RenderConfig, RenderError, ref, route_host
@@ -64,7 +76,8 @@ CONDITION = "PreviewsReady"
 MAX_PREVIEWS = 4
 MAX_COMMAND = 4096
 MAX_ANNOTATION = 24 * 1024
-OUTPUT_TAIL = 1000  # characters of an exited run's output kept in the status
+OUTPUT_TAIL = 1000  # characters of a run's output kept in the status (the newest)
+OUTPUT_EVERY = 2.0  # seconds: the most often a running run's output alone is rewritten
 STARTING_POLL = 1.0
 RUNNING_POLL = 10.0
 TIMEOUT = 5.0
@@ -187,10 +200,13 @@ def plan_previews(
     config: RenderConfig,
     *,
     pod_up: bool,
+    now: datetime,
 ) -> PreviewPlan:
     """What to do about the sandbox's previews. ``pod``: what its terminal server runs
     (``None``: not known this pass); ``pod_up``: whether the pod is ready (when it is
-    and ``pod`` is unknown, the probe failed: nothing is stopped or forgotten)."""
+    and ``pod`` is unknown, the probe failed: nothing is stopped or forgotten); ``now``:
+    the pass's time (a running preview's output is rewritten at most every
+    ``OUTPUT_EVERY``)."""
     shown = CONDITION in {c.type for c in sandbox.status.conditions}
     raw = sandbox.metadata.annotations.get(ANNOTATION)
     try:
@@ -218,20 +234,21 @@ def plan_previews(
     entries: list[JSON] = []
     for w in wanted:
         before = old.get(w.port) if (old.get(w.port) or {}).get("id") == w.id else None
-        now = running.get(w.port)
+        seen = running.get(w.port)
         entry: JSON = {"port": w.port, "id": w.id, "public": w.public}
         entry["path"] = preview_path(sandbox, w.port)
         if w.public and config.sandbox_host and w.port not in refused:
             entry["url"] = f"https://{route_host(sandbox, config)}{entry['path']}"
         if w.port in refused:
             entry.update(status=REFUSED, message=refused[w.port])
-            if now is not None:
+            if seen is not None:
                 actions.append(PodAction("delete", w.port))
-        elif now is not None and now.get("id") == w.id:
-            entry.update(_observed(now))
+        elif seen is not None and seen.get("id") == w.id:
+            entry.update(_observed(seen))
+            _with_output(entry, before, seen, now)
         elif before is not None and before.get("status") in (EXITED, REFUSED):
             entry = before  # exited stays exited: run again only on a new start
-            if now is not None:
+            if seen is not None:
                 actions.append(PodAction("delete", w.port))
         elif pod is not None:
             actions.append(PodAction("put", w.port, w.id, w.command))
@@ -288,6 +305,33 @@ def _observed(run: Mapping[str, Any]) -> JSON:
         said = str(run.get("message") or "")[:OUTPUT_TAIL]  # e.g. bound to loopback only
         return {"status": LISTENING, **({"message": said} if said else {})}
     return {"status": STARTING}
+
+
+def _with_output(
+    entry: JSON, before: Mapping[str, Any] | None, run: Mapping[str, Any], now: datetime
+) -> None:
+    """A running (``starting``, ``listening``) preview's output tail in ``entry``, with
+    ``outputAt``, when it was last rewritten. An unchanged tail keeps its time, so the
+    status stays as it was and nothing is written; a changed tail is written with any
+    other change of the entry, and alone at most every ``OUTPUT_EVERY``: a chatty dev
+    server costs a status write per pass at most, never a write per event its own
+    write causes."""
+    if entry.get("status") not in (STARTING, LISTENING):
+        return
+    tail = str(run.get("output") or "")[-OUTPUT_TAIL:]
+    old = dict(before or {})
+    old_tail, old_at = str(old.pop("output", "") or ""), old.pop("outputAt", None)
+    if tail == old_tail:
+        if tail:
+            entry.update(output=tail, outputAt=old_at or format_time(now))
+        return
+    last = parse_time(old_at)
+    if old == entry and last is not None and (now - last).total_seconds() < OUTPUT_EVERY:
+        if old_tail:  # held back: only the output would change, and it did just now
+            entry.update(output=old_tail, outputAt=old_at)
+        return
+    if tail:
+        entry.update(output=tail, outputAt=format_time(now))
 
 
 def with_entries(extra: Mapping[str, Any], entries: tuple[JSON, ...] | None) -> dict[str, Any]:

@@ -288,6 +288,7 @@ def reconcile(
         observed.pod_previews,
         config,
         pod_up=observed.probed or observed.probe_failed,
+        now=now,
     )
     for obj in previews.objects:
         if not contains(observed.children.get((obj["kind"], obj["metadata"]["name"])), obj):
