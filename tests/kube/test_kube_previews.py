@@ -29,7 +29,8 @@ from openova_sandbox.api.composition import build_api
 from openova_sandbox.api.deps import AppDeps
 from openova_sandbox.auth.issuer import EmbeddedIssuer
 from openova_sandbox.config import load_settings
-from openova_sandbox.controller.kube.previews import ANNOTATION
+from openova_sandbox.controller.kube.metrics import OperatorMetrics
+from openova_sandbox.controller.kube.previews import ANNOTATION, OUTPUT_TAIL
 from openova_sandbox.controller.kube.render import RenderConfig
 from openova_sandbox.domain.model import Sandbox
 from openova_sandbox.store.kube import KubeStore
@@ -38,7 +39,7 @@ from openova_sandbox.testing.kubeapi import FakeKube
 from openova_sandbox.testing.server import free_port, serve_in_thread
 
 from .real_pty_server import PtyServer, running_pty_server
-from .test_operator import running_operator
+from .test_operator import running_operator, sample
 
 SESSIONS = "/api/v1/sandbox/sessions"
 NS = "sandbox-dev-at-acme-com"
@@ -67,6 +68,7 @@ class World:
         self.auth = {"Authorization": f"Bearer {token}"}
         self.user_token = token
         self.pod: PtyServer | None = None
+        self.metrics = OperatorMetrics()  # the operator's (set by the fixture)
         self.cluster = httpx.AsyncClient(base_url=kube.url, timeout=10)
         self.api = httpx.AsyncClient(base_url=api_url, timeout=20)
 
@@ -112,12 +114,16 @@ async def world(
     )
     deps = build_api(settings, store=KubeStore(kubeconfig_path=str(kube.kubeconfig_path)))
     render = RenderConfig(git_base_url="https://gitea.example.com", sandbox_host=HOST)
+    metrics = OperatorMetrics()
     with (
         serve_in_thread(create_app(deps)) as server,
-        running_operator(kube, pty_url_template=f"http://127.0.0.1:{pty_port}", render=render),
+        running_operator(
+            kube, pty_url_template=f"http://127.0.0.1:{pty_port}", render=render, metrics=metrics
+        ),
     ):
         issuer = EmbeddedIssuer.load(tmp_path / "data")
         world = World(kube, server.url, deps, issuer)
+        world.metrics = metrics
         made = await world.api.post(
             SESSIONS, headers=world.auth, json={"agent": "aider", "name": "dev"}
         )
@@ -228,6 +234,68 @@ async def test_a_preview_runs_in_the_pod_is_proxied_and_stopped(world: World) ->
         assert ok(await client.call_tool("preview.list", {}))["previews"] == []
     gone = await world.api.get(url, headers=world.auth, follow_redirects=True)
     assert gone.status_code == 404
+
+
+@pytest.mark.filterwarnings("ignore:resources/(un)?subscribe is removed")
+async def test_a_running_preview_shows_what_it_prints(world: World) -> None:
+    """What a dev server prints while it keeps running reaches ``preview.list`` (the
+    operator keeps its tail in the status), bounded; a tail that does not change writes
+    no status, and new output alone does not announce the live resource (embedded mode
+    announces a start, a stop and an exit only)."""
+    port, chatty = free_port(), free_port()
+    uri = f"openova://preview/dev/{port}"
+    updates = Updates()
+    http, client = await mcp_client(world, mode="legacy", message_handler=updates)
+    async with http, client:
+        await client.subscribe_resource(uri)
+        command = f"echo 'compiled: 3 modules'; {SERVE}"
+        started = ok(
+            await client.call_tool("preview.start", {"port": port, "command": command, "wait": 30})
+        )
+        assert started["status"] == "listening", started
+
+        async def listed(port: int, said: str) -> dict[str, Any] | None:
+            views = ok(await client.call_tool("preview.list", {}))["previews"]
+            view: dict[str, Any] = next(v for v in views if v["port"] == port)
+            return view if said in view["output"] else None
+
+        # what it printed while it started and once it listened, the server still running
+        shown = await until("the startup output", lambda: listed(port, "Serving HTTP on"))
+        assert shown["status"] == "listening" and "compiled: 3 modules" in shown["output"]
+        assert listening(port)
+
+        # settled: passes that read the pod's unchanged output write no status
+        def status_writes() -> int:
+            return world.kube.requests.count(("PUT", f"{SB}/status"))
+
+        def settled_passes() -> float:
+            return sample(world.metrics, "sandbox_operator_reconciles_total", result="unchanged")
+
+        writes, passes = status_writes(), settled_passes()
+        await until("settled passes", lambda: _true(settled_passes() >= passes + 4))
+        assert status_writes() == writes
+        assert (await world.entries())[port]["output"] == shown["output"]
+
+        # a line it prints while it runs (a request's log line) is shown, not announced
+        heard = len(updates.uris)
+        page = await world.api.get(
+            f"{world.api_url}/preview/dev/{port}/", headers=world.auth, follow_redirects=True
+        )
+        assert page.status_code == 200
+        served = await until("the request's log line", lambda: listed(port, '"GET / HTTP/1.1" 200'))
+        assert served["status"] == "listening" and listening(port)
+        ok(await client.call_tool("preview.stop", {"port": port}))
+        await until("the status entry gone", lambda: _empty(world))
+        await until("the stop announced", lambda: _true(uri in updates.uris[heard:]))
+        assert updates.uris[heard:].count(uri) == 1, updates.uris[heard:]
+
+        # bounded: the newest OUTPUT_TAIL characters of a chatty start
+        flood = f"head -c 30000 /dev/zero | tr '\\0' y; echo; echo ready; {SERVE}"
+        ok(await client.call_tool("preview.start", {"port": chatty, "command": flood, "wait": 30}))
+        tail = await until("the chatty tail", lambda: listed(chatty, "Serving HTTP on"))
+        assert "ready" in tail["output"] and len(tail["output"]) <= OUTPUT_TAIL
+        assert len((await world.entries())[chatty]["output"]) <= OUTPUT_TAIL
+        ok(await client.call_tool("preview.stop", {"port": chatty}))
 
 
 async def test_an_exit_a_public_preview_and_the_limits(world: World) -> None:
