@@ -30,7 +30,7 @@ from openova_sandbox.api.deps import AppDeps
 from openova_sandbox.auth.issuer import EmbeddedIssuer
 from openova_sandbox.config import load_settings
 from openova_sandbox.controller.kube.metrics import OperatorMetrics
-from openova_sandbox.controller.kube.previews import ANNOTATION, OUTPUT_TAIL
+from openova_sandbox.controller.kube.previews import ANNOTATION, OUTPUT_EVERY, OUTPUT_TAIL
 from openova_sandbox.controller.kube.render import RenderConfig
 from openova_sandbox.domain.model import Sandbox
 from openova_sandbox.store.kube import KubeStore
@@ -265,15 +265,12 @@ async def test_a_running_preview_shows_what_it_prints(world: World) -> None:
         assert listening(port)
 
         # settled: passes that read the pod's unchanged output write no status
-        def status_writes() -> int:
-            return world.kube.requests.count(("PUT", f"{SB}/status"))
-
         def settled_passes() -> float:
             return sample(world.metrics, "sandbox_operator_reconciles_total", result="unchanged")
 
-        writes, passes = status_writes(), settled_passes()
+        writes, passes = _status_writes(world), settled_passes()
         await until("settled passes", lambda: _true(settled_passes() >= passes + 4))
-        assert status_writes() == writes
+        assert _status_writes(world) == writes
         assert (await world.entries())[port]["output"] == shown["output"]
 
         # a line it prints while it runs (a request's log line) is shown, not announced
@@ -296,6 +293,43 @@ async def test_a_running_preview_shows_what_it_prints(world: World) -> None:
         assert "ready" in tail["output"] and len(tail["output"]) <= OUTPUT_TAIL
         assert len((await world.entries())[chatty]["output"]) <= OUTPUT_TAIL
         ok(await client.call_tool("preview.stop", {"port": chatty}))
+
+
+async def test_a_chatty_preview_rewrites_its_output_at_most_every_output_every(
+    world: World,
+) -> None:
+    """A dev server that prints all the time: the operator's passes (every 0.3 s here,
+    and one after each of its own writes) rewrite the status with its output at most
+    every ``OUTPUT_EVERY`` (the pass's clock has whole seconds: more than a second
+    apart), not once per pass."""
+    port = free_port()
+    chatter = f"while :; do echo tick; sleep 0.05; done & {SERVE}"
+    http, client = await mcp_client(world)
+    async with http, client:
+        started = ok(
+            await client.call_tool("preview.start", {"port": port, "command": chatter, "wait": 30})
+        )
+        assert started["status"] == "listening", started
+
+        def passes() -> float:
+            return sum(
+                sample(world.metrics, "sandbox_operator_reconciles_total", result=r)
+                for r in ("changed", "unchanged", "conflict")
+            )
+
+        first_writes, first_passes = _status_writes(world), passes()
+        began = time.monotonic()
+        await until("passes", lambda: _true(passes() >= first_passes + 15))
+        seconds = time.monotonic() - began
+        writes = _status_writes(world) - first_writes
+        ran = passes() - first_passes
+        assert 1 <= writes <= seconds / (OUTPUT_EVERY - 1) + 1, (writes, ran, seconds)
+        assert "tick" in (await world.entries())[port]["output"]
+        ok(await client.call_tool("preview.stop", {"port": port}))
+
+
+def _status_writes(world: World) -> int:
+    return world.kube.requests.count(("PUT", f"{SB}/status"))
 
 
 async def test_an_exit_a_public_preview_and_the_limits(world: World) -> None:
