@@ -10,7 +10,9 @@ sandbox and its owner's other sandboxes, and subscribe to.
                                             updated on ``session.started|exited``
 ``openova://preview/{id}/{port}``           one preview; updated on
                                             ``preview.started|stopped|exited``
-                                            (Kubernetes: on its sandbox's changes)
+                                            (Kubernetes: on its sandbox's changes
+                                            of its view, not of a running one's
+                                            output alone)
 ``openova://usage/{id}``                    its model usage of the last 30 days;
                                             updated on ``usage.recorded``
 ==========================================  =============================================

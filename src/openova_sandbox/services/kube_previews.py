@@ -200,7 +200,7 @@ class KubePreviews:
         """The ports whose view changed since the last object of this sandbox seen here
         (the live resources announce them). A running preview's new output alone is no
         change: embedded mode announces a start, a stop and an exit, never output, and
-        the operator rewrites a chatty server's tail every pass or two (the resource's
+        the operator rewrites a chatty server's tail every few seconds (the resource's
         next read shows it)."""
         key = (sandbox.namespace, sandbox.name)
         before = self._seen.pop(key, {})

@@ -29,10 +29,12 @@ an agent lists): every reader sees the same thing (``preview.list``, the live re
 ``preview.start``'s answer, another sandbox's previews, several API replicas), and the
 pod's ``/previews`` stays the operator's alone. Its cost is bounded: an unchanged tail
 leaves the entry as it was, so nothing is written; a changed one rides with any other
-change of the entry, and alone is rewritten at most every ``OUTPUT_EVERY`` (the pass its
-own write causes does not write again), so a chatty dev server costs one status write per
-1 s poll while it starts and per 10 s poll while it runs, and the status holds at most
-``MAX_PREVIEWS`` × ``OUTPUT_TAIL`` characters of output.
+change of the entry, and alone is rewritten at most every ``OUTPUT_EVERY`` (2 s on the
+pass's whole-second clock; the pass its own write causes does not write again), so a
+chatty dev server costs a status write every second or two while it starts (1 s polls)
+and one per 10 s poll while it runs, and the status holds at most ``OUTPUT_TAIL``
+characters of output per preview (``MAX_PREVIEWS`` of them). The price: while a preview
+runs, what it printed shows up to a poll late (10 s), where embedded mode reads it live.
 
 Why ``status.portPreviews`` and not ``status.previews``: the spec's ``previews[]`` is
 ``{prNumber, url, sha}`` (a preview per pull request), typed in the CRD without unknown
