@@ -173,8 +173,10 @@ async def refuse_inserts(database: str) -> None:
 async def test_a_database_unreadable_at_start_refuses_token_cookies_until_loaded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Not loaded: every check is ``BackendUnavailable`` (a 503), never a token let in
-    unchecked; loaded by the retries once the database can be opened."""
+    """Not loaded: a check of a token issued before this process started (or without
+    ``iat``) is ``BackendUnavailable`` (a 503), never let in unchecked; one issued since
+    is answered from this process's memory; loaded by the retries once the database can
+    be opened."""
     monkeypatch.setattr(signouts_module, "LOAD_RETRY_SECONDS", 0.05)
     clock = Clock(1_000.0)
     path = tmp_path / "sandbox.db"
@@ -191,14 +193,27 @@ async def test_a_database_unreadable_at_start_refuses_token_cookies_until_loaded
         assert not signouts.loaded
         for who in (("ada", "j1"), ("bob", "j9")):
             with pytest.raises(BackendUnavailable) as caught:
-                signouts.ended(*who)
+                signouts.ended(*who)  # no iat: it may be older than this process
             assert caught.value.detail == NOT_LOADED
+            with pytest.raises(BackendUnavailable):
+                signouts.ended(*who, 999.0)  # issued before this process started
+        # issued since this process started: only a sign-out here could have ended it,
+        # and this process remembers those (a sign-in on this server while its database
+        # is down: the console still opens, with what needs no database)
+        assert not signouts.ended("bob", "j9", 1_000.0)
+        clock.now = 1_010.0
+        with pytest.raises(BackendUnavailable):
+            await signouts.end("bob", "j9", 2_000)  # cannot be recorded: a 503 ...
+        assert signouts.ended("bob", "j9", 1_005.0)  # ... but refused here from now on
+        with pytest.raises(BackendUnavailable):
+            signouts.ended("ada", "j1", 999.0)
         path.rmdir()
         (tmp_path / "elsewhere.db").rename(path)
         async with asyncio.timeout(20):
             while not signouts.loaded:
                 await asyncio.sleep(0.02)
-        assert signouts.ended("ada", "j1") and not signouts.ended("bob", "j9")
+        assert signouts.ended("ada", "j1") and signouts.ended("bob", "j9")
+        assert not signouts.ended("cy", "j3")
     finally:
         await signouts.stop()
 

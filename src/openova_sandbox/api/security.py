@@ -13,7 +13,7 @@ import structlog
 from starlette.requests import HTTPConnection, Request
 
 from ..auth.claims import requested_org
-from ..auth.signouts import jwt_id
+from ..auth.signouts import jwt_id, jwt_issued_at
 from ..auth.sources import CookieRejected
 from ..domain.errors import Forbidden, Unauthenticated
 from ..domain.principal import Principal
@@ -56,7 +56,7 @@ async def principal_from(conn: HTTPConnection) -> Principal:
         # a token cookie signed out of (POST /logout) is dead for every route, though its
         # JWT has not expired (auth/signouts.py); live connections end with it
         jti = jwt_id(found.token)
-        if jti and deps.signouts.ended(principal.sub, jti):
+        if jti and deps.signouts.ended(principal.sub, jti, jwt_issued_at(found.token)):
             raise Unauthenticated("this console session was signed out of")
         conn.state.cookie_jti = jti
     conn.state.principal = principal

@@ -19,7 +19,11 @@ end) and then awaits the write; a write that fails raises ``BackendUnavailable``
 ``POST /logout`` answers 503 with the cookie kept, so the sign-out is tried again rather
 than reported done while a restart would undo it. Until the stored sign-outs are loaded
 (a database unreachable at start: retried every few seconds) :meth:`SignOuts.ended`
-raises ``BackendUnavailable`` too: a token cookie is answered 503, never let in unchecked.
+raises ``BackendUnavailable`` for a token issued before this process started: such a
+cookie is answered 503, never let in unchecked. One issued since (a sign-in on this
+server while its database is down) is checked against this process's memory, which
+holds every sign-out of it there can be: the console signs in and serves what needs no
+database (the agent catalogue) while the store is down.
 
 Without a backend (``SANDBOX_STORE=memory``, and tests that build bare deps) the
 sign-outs are this process's memory only and a restart forgets them; nothing else is
@@ -67,18 +71,29 @@ class SignOutBackend(Protocol):
     async def prune(self, now: float) -> int: ...
 
 
-def jwt_id(token: str) -> str:
-    """The ``jti`` of a compact JWT, ``""`` when it has none. The payload is read, not
-    verified: only for a token the authenticator has just admitted."""
+def _claims(token: str) -> dict[str, object]:
+    """A compact JWT's payload, read, not verified: only for a token the authenticator
+    has just admitted (``{}`` when it is not one)."""
     parts = token.split(".")
     if len(parts) != 3:
-        return ""
+        return {}
     try:
         claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
     except ValueError:
-        return ""
-    jti = claims.get("jti") if isinstance(claims, dict) else None
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+def jwt_id(token: str) -> str:
+    """The ``jti`` of a compact JWT, ``""`` when it has none."""
+    jti = _claims(token).get("jti")
     return jti if isinstance(jti, str) and 0 < len(jti) <= 256 else ""
+
+
+def jwt_issued_at(token: str) -> float | None:
+    """The ``iat`` of a compact JWT (seconds), ``None`` when it has none."""
+    iat = _claims(token).get("iat")
+    return float(iat) if isinstance(iat, int | float) and not isinstance(iat, bool) else None
 
 
 class SignOuts:
@@ -92,6 +107,9 @@ class SignOuts:
         self._backend = backend
         # nothing to load without a backend; else set once the stored ones are in memory
         self._loaded = backend is None
+        # a token issued from then on can only have been signed out of through this
+        # process (which remembers it) until the stored sign-outs are loaded
+        self._since = clock()
         self._loading: asyncio.Task[None] | None = None
         self._ended: dict[tuple[str, str], float] = {}  # (sub, jti) -> the token's exp
         # set when signed out here; kept only while a connection waits on it
@@ -173,10 +191,14 @@ class SignOuts:
         if event is not None:
             event.set()
 
-    def ended(self, sub: str, jti: str) -> bool:
+    def ended(self, sub: str, jti: str, issued_at: float | None = None) -> bool:
         """Whether the token ``jti`` of ``sub`` was signed out of (and has not expired).
-        ``BackendUnavailable`` while the stored sign-outs are not loaded yet."""
-        if not self._loaded:
+        While the stored sign-outs are not loaded yet, a token issued (``iat``) since
+        this process started is answered from memory (it can only have been signed out
+        of here: a sign-out elsewhere needs the database this one cannot read, and the
+        logout that cannot record it answers 503); an older one, or one without ``iat``,
+        raises ``BackendUnavailable``: it may have been signed out of before."""
+        if not self._loaded and (issued_at is None or issued_at < self._since):
             raise BackendUnavailable(NOT_LOADED, retry_after=int(LOAD_RETRY_SECONDS) + 1)
         return self._known(sub, jti)
 
