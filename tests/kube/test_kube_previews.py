@@ -9,11 +9,10 @@ the process. A malformed annotation is a condition, not a crash."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from openova_sandbox.store.kube import KubeStore
 from openova_sandbox.terminal.preview_runner import listening
 from openova_sandbox.testing.kubeapi import FakeKube
 from openova_sandbox.testing.server import free_port, serve_in_thread
+from support.waiting import until
 
 from .real_pty_server import PtyServer, running_pty_server
 from .test_operator import running_operator, sample
@@ -46,17 +46,6 @@ NS = "sandbox-dev-at-acme-com"
 SB = "/apis/sandbox.openova.io/v1/namespaces/acme/sandboxes/dev"
 SERVE = "exec python3 -m http.server $PORT --bind 127.0.0.1"
 HOST = "{namespace}.sandbox.test"
-
-
-async def until(what: str, check: Callable[[], Awaitable[Any]], timeout: float = 30.0) -> Any:
-    """``check()``'s first truthy answer, asked every 0.1 s (the loop stays free)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = await check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"no {what} after {timeout}s"
-        await asyncio.sleep(0.1)
 
 
 class World:

@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import httpx
 import pytest
@@ -39,6 +37,7 @@ from openova_sandbox.store.kube import KubeStore
 from openova_sandbox.testing.kubeapi import FakeKube
 from openova_sandbox.testing.kubeapi_rbac import User
 from openova_sandbox.testing.server import free_port
+from support.waiting import until
 
 from .samples import NOW
 from .test_kube_previews import World, mcp_client, ok, world  # noqa: F401 (a fixture)
@@ -118,14 +117,6 @@ def test_a_use_time_ahead_of_the_clock() -> None:
 
 
 # ---------------------------------------------------------------- the API's writes
-async def until(what: str, check: Callable[[], Awaitable[Any]], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = await check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"no {what} after {timeout}s"
-        await asyncio.sleep(0.05)
 
 
 def puts(kube: FakeKube, path: str = DEV) -> int:

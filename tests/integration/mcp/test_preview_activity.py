@@ -13,13 +13,9 @@ operator's (tests/kube/test_preview_use_idle.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import sys
-import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from websockets.asyncio.client import connect
 
@@ -28,6 +24,7 @@ from openova_sandbox.domain.model import Sandbox
 from openova_sandbox.services.previews import PreviewsService
 from openova_sandbox.testing.server import free_port
 from support.mcp_world import McpWorld, Person, mcp_world
+from support.waiting import until
 
 ADA = Person("sub-ada", "ada@acme.com", "acme")
 PYTHON = "/usr/bin/python3"
@@ -47,17 +44,6 @@ async def main():
 
 asyncio.run(main())
 """
-
-
-async def until(what: str, check: Callable[[], Awaitable[Any]], timeout: float = 30.0) -> Any:
-    """``check()``'s first truthy answer, asked every 0.05 s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = await check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"no {what} after {timeout}s"
-        await asyncio.sleep(0.05)
 
 
 def controller(world: McpWorld) -> EmbeddedController:
