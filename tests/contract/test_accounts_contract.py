@@ -21,6 +21,7 @@ from openova_sandbox.domain.quotas import QuotaKey
 from openova_sandbox.services.quotas import MemoryQuotas
 from openova_sandbox.services.tokens import MemoryTokens, TokensService
 from openova_sandbox.store.sql_accounts import SqlAccounts
+from support.migrations import tables, to
 from support.postgres import fresh_database
 
 BACKENDS = [
@@ -264,29 +265,15 @@ async def test_a_database_at_0002_is_brought_to_0003_and_back(
 ) -> None:
     """Migration 0003 on a database an older release left at 0002 (its ledger rows
     kept), and its downgrade."""
-    from alembic import command
-    from alembic.config import Config
-    from sqlalchemy import inspect, text
+    from sqlalchemy import text
 
-    from openova_sandbox.store.sql_engine import MIGRATIONS, create_engine, parse_url
+    from openova_sandbox.store.sql_engine import create_engine, parse_url
 
     if backend == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
     else:
         url = await fresh_database(request.getfixturevalue("postgres_url"))
     engine = create_engine(parse_url(url), echo=False, connect_timeout=5)
-
-    def to(revision: str, *, down: bool = False) -> Any:
-        def run(connection: Any) -> None:
-            config = Config()
-            config.set_main_option("script_location", str(MIGRATIONS))
-            config.attributes["connection"] = connection
-            (command.downgrade if down else command.upgrade)(config, revision)
-
-        return run
-
-    def tables(connection: Any) -> set[str]:
-        return set(inspect(connection).get_table_names())
 
     try:
         async with engine.begin() as connection:

@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import inspect, text
+from sqlalchemy import text
 
 from openova_sandbox.auth import signouts as signouts_module
 from openova_sandbox.auth.signouts import NOT_LOADED, NOT_RECORDED, SignOuts
 from openova_sandbox.domain.errors import BackendUnavailable
-from openova_sandbox.store.sql_engine import MIGRATIONS, create_engine, parse_url
+from openova_sandbox.store.sql_engine import create_engine, parse_url
 from openova_sandbox.store.sql_signouts import SqlSignOutBackend
+from support.migrations import tables, to
 from support.postgres import fresh_database
 
 SQL = [
@@ -221,22 +222,8 @@ async def test_a_database_unreadable_at_start_refuses_token_cookies_until_loaded
 async def test_a_database_at_0006_is_brought_to_0007_and_back(database: str) -> None:
     """Migration 0007 on a database an older release left at 0006 (its rows kept), and
     its downgrade."""
-    from alembic import command
-    from alembic.config import Config
 
     engine = create_engine(parse_url(database), echo=False, connect_timeout=5)
-
-    def to(revision: str, *, down: bool = False) -> Any:
-        def run(connection: Any) -> None:
-            config = Config()
-            config.set_main_option("script_location", str(MIGRATIONS))
-            config.attributes["connection"] = connection
-            (command.downgrade if down else command.upgrade)(config, revision)
-
-        return run
-
-    def tables(connection: Any) -> set[str]:
-        return set(inspect(connection).get_table_names())
 
     try:
         async with engine.begin() as connection:
