@@ -13,7 +13,7 @@ import structlog
 from starlette.requests import HTTPConnection, Request
 
 from ..auth.claims import requested_org
-from ..auth.signouts import jwt_id, jwt_issued_at
+from ..auth.signouts import issued_here_at, jwt_id
 from ..auth.sources import CookieRejected
 from ..domain.errors import Forbidden, Unauthenticated
 from ..domain.principal import Principal
@@ -56,7 +56,8 @@ async def principal_from(conn: HTTPConnection) -> Principal:
         # a token cookie signed out of (POST /logout) is dead for every route, though its
         # JWT has not expired (auth/signouts.py); live connections end with it
         jti = jwt_id(found.token)
-        if jti and deps.signouts.ended(principal.sub, jti, jwt_issued_at(found.token)):
+        own = deps.issuer.issuer if deps.issuer is not None else None
+        if jti and deps.signouts.ended(principal.sub, jti, issued_here_at(found.token, own)):
             raise Unauthenticated("this console session was signed out of")
         conn.state.cookie_jti = jti
     conn.state.principal = principal

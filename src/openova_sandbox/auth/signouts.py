@@ -19,10 +19,11 @@ end) and then awaits the write; a write that fails raises ``BackendUnavailable``
 ``POST /logout`` answers 503 with the cookie kept, so the sign-out is tried again rather
 than reported done while a restart would undo it. Until the stored sign-outs are loaded
 (a database unreachable at start: retried every few seconds) :meth:`SignOuts.ended`
-raises ``BackendUnavailable`` for a token issued before this process started: such a
-cookie is answered 503, never let in unchecked. One issued since (a sign-in on this
-server while its database is down) is checked against this process's memory, which
-holds every sign-out of it there can be: the console signs in and serves what needs no
+raises ``BackendUnavailable`` for a token issued before this process started, or by
+another issuer (whose clock may run ahead of ours): such a cookie is answered 503, never
+let in unchecked. One this server's own issuer minted since (a sign-in on this server
+while its database is down) is checked against this process's memory, which holds
+every sign-out of it there can be: the console signs in and serves what needs no
 database (the agent catalogue) while the store is down.
 
 Without a backend (``SANDBOX_STORE=memory``, and tests that build bare deps) the
@@ -90,9 +91,14 @@ def jwt_id(token: str) -> str:
     return jti if isinstance(jti, str) and 0 < len(jti) <= 256 else ""
 
 
-def jwt_issued_at(token: str) -> float | None:
-    """The ``iat`` of a compact JWT (seconds), ``None`` when it has none."""
-    iat = _claims(token).get("iat")
+def issued_here_at(token: str, issuer: str | None) -> float | None:
+    """The ``iat`` of a compact JWT that ``issuer`` (this server's own, on this server's
+    clock) minted, in seconds; ``None`` for another issuer's token (its clock may be
+    ahead of ours) or one without ``iat``."""
+    claims = _claims(token)
+    iat = claims.get("iat")
+    if not issuer or claims.get("iss") != issuer:
+        return None
     return float(iat) if isinstance(iat, int | float) and not isinstance(iat, bool) else None
 
 
@@ -193,10 +199,11 @@ class SignOuts:
 
     def ended(self, sub: str, jti: str, issued_at: float | None = None) -> bool:
         """Whether the token ``jti`` of ``sub`` was signed out of (and has not expired).
-        While the stored sign-outs are not loaded yet, a token issued (``iat``) since
-        this process started is answered from memory (it can only have been signed out
-        of here: a sign-out elsewhere needs the database this one cannot read, and the
-        logout that cannot record it answers 503); an older one, or one without ``iat``,
+        While the stored sign-outs are not loaded yet, a token this server's issuer
+        minted (``issued_at``: its ``iat``, :func:`issued_here_at`) since this process
+        started is answered from memory (it can only have been signed out of here: a
+        sign-out elsewhere needs the database this one cannot read, and the logout that
+        cannot record it answers 503); an older one, or another issuer's (``None``),
         raises ``BackendUnavailable``: it may have been signed out of before."""
         if not self._loaded and (issued_at is None or issued_at < self._since):
             raise BackendUnavailable(NOT_LOADED, retry_after=int(LOAD_RETRY_SECONDS) + 1)

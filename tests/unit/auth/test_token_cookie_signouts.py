@@ -6,13 +6,14 @@ tests/contract/test_signout_records.py and tests/integration/api/test_token_cook
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import timedelta
 
 import pytest
 
 from openova_sandbox.auth import signouts
 from openova_sandbox.auth.issuer import EmbeddedIssuer
-from openova_sandbox.auth.signouts import SignOuts, jwt_id
+from openova_sandbox.auth.signouts import SignOuts, issued_here_at, jwt_id
 
 
 class Clock:
@@ -71,3 +72,18 @@ def test_jwt_id_reads_a_real_tokens_id_and_nothing_else() -> None:
     assert jti and jti != jwt_id(issuer.mint(sub="ada", email="ada@acme.com", org="acme"))
     for text in ("", "osb_pat_abc", "a.b", "a.!!!.c", "a.bnVsbA.c", f"{token}.sig"):
         assert jwt_id(text) == ""
+
+
+def test_issued_here_at_is_the_iat_of_this_servers_own_tokens_only() -> None:
+    """While the stored sign-outs are not loaded, only this server's own tokens (one
+    clock) are answered by their ``iat``: another issuer's clock may run ahead of ours."""
+    ours, theirs = EmbeddedIssuer.generate(), EmbeddedIssuer.generate()
+    before = time.time()
+    token = ours.mint(sub="ada", email="ada@acme.com", org="acme")
+    at = issued_here_at(token, ours.issuer)
+    assert at is not None and int(before) <= at <= time.time()
+    other = theirs.mint(sub="ada", email="ada@acme.com", org="acme")
+    assert issued_here_at(other, ours.issuer) is None
+    assert issued_here_at(token, None) is None and issued_here_at(token, "") is None
+    for text in ("", "osb_pat_abc", "a.b", "a.!!!.c", "a.bnVsbA.c"):
+        assert issued_here_at(text, ours.issuer) is None
