@@ -56,8 +56,11 @@ async def principal_from(conn: HTTPConnection) -> Principal:
         # a token cookie signed out of (POST /logout) is dead for every route, though its
         # JWT has not expired (auth/signouts.py); live connections end with it
         jti = jwt_id(found.token)
-        own = deps.issuer.issuer if deps.issuer is not None else None
-        if jti and deps.signouts.ended(principal.sub, jti, issued_here_at(found.token, own)):
+        issued = None  # read only while the stored sign-outs are not loaded (the rare case)
+        if jti and not deps.signouts.loaded:
+            own = deps.issuer.issuer if deps.issuer is not None else None
+            issued = issued_here_at(found.token, own)
+        if jti and deps.signouts.ended(principal.sub, jti, issued):
             raise Unauthenticated("this console session was signed out of")
         conn.state.cookie_jti = jti
     conn.state.principal = principal
