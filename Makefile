@@ -58,6 +58,7 @@ pytest: setup
 test: setup lint typecheck importlint webtest pytest
 
 bench: setup
+	@bench/reference/ttyd.sh >/dev/null || echo "ttyd (the bench's reference) not built: its row says n/a"
 	$(BIN)/python bench/terminal.py
 	$(BIN)/python bench/isolation_ab.py
 	$(BIN)/python bench/gateway.py

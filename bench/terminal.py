@@ -138,12 +138,20 @@ class MinimalWebSocket:
     """A blocking RFC 6455 client (raw attach) with no library overhead."""
 
     def __init__(
-        self, port: int, path: str, token: str, *, v2: bool = False, timeout: float = 30
+        self,
+        port: int,
+        path: str,
+        token: str,
+        *,
+        v2: bool = False,
+        timeout: float = 30,
+        protocol: str = "",
     ) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         key = base64.b64encode(os.urandom(16)).decode()
-        offer = f"Sec-WebSocket-Protocol: {V2}\r\n" if v2 else ""
+        protocol = V2 if v2 else protocol
+        offer = f"Sec-WebSocket-Protocol: {protocol}\r\n" if protocol else ""
         request = (
             f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n{offer}"
@@ -331,6 +339,71 @@ class FloorRelay:
         self.proc.wait()
         if self.proc.stdout:
             self.proc.stdout.close()
+
+
+# ---------------------------------------------------------------------- reference
+TTYD_BUILT = Path(__file__).resolve().parent.parent / ".cache/bench/ttyd-1.7.7/build/ttyd"
+
+
+class TtydClient(MinimalWebSocket):
+    """ttyd's protocol over the same minimal client: subprotocol ``tty``, a JSON hello
+    that starts the agent (ttyd spawns one per connection), input as a binary frame of
+    ``0`` + the bytes; output arrives as ``0`` + the bytes (title and preferences
+    frames come first)."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(port, "/ws", "", protocol="tty")
+        self._send(0x2, json.dumps({"AuthToken": "", "columns": 80, "rows": 24}).encode())
+
+    def send(self, data: bytes) -> None:
+        self._send(0x2, b"0" + data)
+
+
+class Ttyd:
+    """ttyd, the C terminal server (libwebsockets + libuv) issue 10's targets were set
+    from, serving the same echo agent, when built: ``SANDBOX_BENCH_TTYD``, else
+    ``bench/reference/ttyd.sh``'s build (``make bench`` runs it), else ``ttyd`` on the
+    PATH. Like our lazy attach, it starts the agent when a viewer connects."""
+
+    def __init__(self, binary: str, agent: list[str]) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
+        version = subprocess.run([binary, "--version"], capture_output=True, text=True)
+        self.version = version.stdout.split()[2].split("-")[0] if version.stdout else "?"
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--interface", "lo", "--writable", *agent],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.pid = self.proc.pid
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.close()
+                    raise RuntimeError("ttyd did not start") from None
+                time.sleep(0.02)
+
+    @classmethod
+    def start(cls, agent: list[str]) -> Ttyd | str:
+        """ttyd serving ``agent``, or why not (a reason, for the report)."""
+        binary = os.environ.get("SANDBOX_BENCH_TTYD") or (
+            str(TTYD_BUILT) if TTYD_BUILT.is_file() else shutil.which("ttyd")
+        )
+        if not binary:
+            return "ttyd is not built (bench/reference/ttyd.sh) or installed"
+        return cls(binary, agent)
+
+    def attach(self) -> TtydClient:
+        return TtydClient(self.port)
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
 
 
 # ---------------------------------------------------------------------- servers
@@ -805,20 +878,29 @@ def fan_out(
 
 
 def create_to_first_byte(
-    server: EmbeddedServer, script: Path, rounds: int
+    server: EmbeddedServer, script: Path, rounds: int, ttyd: Ttyd | None = None
 ) -> dict[str, list[float]]:
     """POST a sandbox, attach, until the agent's first byte arrives (embedded mode);
     also when the POST answered and when the upgrade was accepted (where the time goes),
     and, in the same round, the same agent started on a raw PTY until its first byte
-    (the agent's own start-up, which the figure includes). Each round starts once the
+    (the agent's own start-up, which the figure includes), and with ``ttyd``, its connect
+    → the agent's first byte (it starts one per connection). Each round starts once the
     previous round's sandbox is gone (its deletion runs in the background: terminal
     stopped, token revoked, workspace removed), so a create does not share the server
     with the last one's clean-up."""
     times: dict[str, list[float]] = {"first": [], "post": [], "upgrade": [], "raw": []}
+    if ttyd is not None:
+        times["ttyd"] = []
     for _ in range(rounds):
         raw = RawAgent(script, "echo")
         times["raw"].append(raw.started)
         raw.close()
+        if ttyd is not None:
+            t0 = time.perf_counter()
+            viewer = ttyd.attach()
+            viewer.wait_for(b"READY")
+            times["ttyd"].append(time.perf_counter() - t0)
+            viewer.close()
         t0 = time.perf_counter()
         sid = server.create("bench-echo")
         times["post"].append(time.perf_counter() - t0)
@@ -902,10 +984,19 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     pty = PtyServer(["pty-server"], pty_env, token, tmp / "pty.log")
     serve = EmbeddedServer(["serve"], env, token, tmp / "serve.log")
     opened: list[Callable[[], None]] = []
+    echo_agent = [AGENT_PYTHON, str(script), "echo"]
+    reference = Ttyd.start(echo_agent)
+    if isinstance(reference, str):
+        results["ttyd_missing"] = reference
+        ttyd = None
+    else:
+        ttyd = reference
+        opened.append(ttyd.close)
+        results["ttyd_version"] = ttyd.version
     try:
         say("create → first byte …")
-        create_to_first_byte(serve, script, 1)  # the first one also warms the caches
-        results["first_byte"] = create_to_first_byte(serve, script, args.creates)
+        create_to_first_byte(serve, script, 1, ttyd)  # the first one also warms the caches
+        results["first_byte"] = create_to_first_byte(serve, script, args.creates, ttyd)
 
         say("keystrokes …")
         echo_sid = serve.create("bench-echo")
@@ -914,7 +1005,6 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "serve": serve.attach(echo_sid),
             "pty-server": pty.attach(pty.create([AGENT_PYTHON, str(script), "echo"])),
         }
-        echo_agent = [AGENT_PYTHON, str(script), "echo"]
         floors: dict[str, FloorRelay | str] = {
             "floor-python": FloorRelay.python(echo_agent),
             "floor-picows": FloorRelay.picows(echo_agent),
@@ -927,11 +1017,15 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 continue
             opened.append(floor.close)
             clients[label] = floor.attach()
+        pids = {"serve": serve.pid, "pty-server": pty.pid}
+        pids.update((label, f.proc.pid) for label, f in floors.items() if not isinstance(f, str))
+        if ttyd is not None:
+            clients["ttyd"] = ttyd.attach()
+            pids["ttyd"] = ttyd.pid
         raw = RawAgent(script, "echo")
         try:
             for ws in clients.values():
                 ws.wait_for(b"READY")
-            pids = {"serve": serve.pid, "pty-server": pty.pid}
             cpu0 = {name: task_cpu_seconds(pid) for name, pid in pids.items()}
             # three rounds: a burst of load from elsewhere shows as their spread
             results["echo"] = [keystrokes(raw, clients, args.samples // 3) for _ in range(3)]
@@ -1038,11 +1132,50 @@ def report(r: dict[str, Any]) -> str:
         )
     for name, why in r.get("floor_missing", {}).items():
         rows.append((f"floor: {FLOOR_NAMES[name]} (bench/floors)", f"n/a: {why}", "", ""))
+    ttyd = f"ttyd {r.get('ttyd_version', '')}".strip()
+    if "ttyd" in rounds[0]:
+        rows.append(
+            (
+                f"reference: {ttyd} (C, libwebsockets) p50 / p99",
+                f"{mid('ttyd', 0.5) * 1e6:.0f} / {mid('ttyd', 0.99) * 1e6:.0f} µs "
+                f"({statistics.median(ratio('ttyd', 0.5)):.1f}x / "
+                f"{statistics.median(ratio('ttyd', 0.99)):.1f}x raw)",
+                "",
+                "",
+            )
+        )
+        to_ttyd = {  # per round, p50 and p99 over ttyd's in the same round
+            (name, q): statistics.median(pct(x[name], q) / pct(x["ttyd"], q) for x in rounds)
+            for name in ("serve", "pty-server")
+            for q in (0.5, 0.99)
+        }
+        rows.append(
+            (
+                f"keystroke over {ttyd}, `serve` / `pty-server`: p50; p99",
+                f"{to_ttyd['serve', 0.5]:.2f}x / {to_ttyd['pty-server', 0.5]:.2f}x; "
+                f"{to_ttyd['serve', 0.99]:.2f}x / {to_ttyd['pty-server', 0.99]:.2f}x",
+                "",
+                "",
+            )
+        )
+    elif "ttyd_missing" in r:
+        rows.append(("reference: ttyd", f"n/a: {r['ttyd_missing']}", "", ""))
     if "key_cpu" in r:
+        cpu = r["key_cpu"]
         rows.append(
             (
                 "server CPU per keystroke, `serve` / `pty-server` (all rounds)",
-                f"{r['key_cpu']['serve']:.0f} / {r['key_cpu']['pty-server']:.0f} µs",
+                f"{cpu['serve']:.0f} / {cpu['pty-server']:.0f} µs ("
+                + "; ".join(
+                    f"{label}: {cpu[key]:.0f}"
+                    for key, label in (
+                        ("floor-python", "uvloop floor"),
+                        ("floor-native", "C floor"),
+                        ("ttyd", ttyd),
+                    )
+                    if key in cpu
+                )
+                + ")",
                 "",
                 "",
             )
@@ -1101,6 +1234,16 @@ def report(r: dict[str, Any]) -> str:
             statistics.median(first) < CREATE_FIRST_BYTE_S,
         )
     )
+    if "ttyd" in r["first_byte"]:
+        connect = r["first_byte"]["ttyd"]
+        rows.append(
+            (
+                f"reference: {ttyd} connect → first agent byte (no isolation, same rounds)",
+                f"{statistics.median(connect) * 1e3:.0f} ms (max {max(connect) * 1e3:.0f})",
+                "",
+                "",
+            )
+        )
     snap = r["snapshot"]
     if "missing" in snap:
         rows.append(
