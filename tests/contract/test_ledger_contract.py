@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
-from openova_sandbox.domain.ledger import hash_token
+from openova_sandbox.domain.errors import BackendUnavailable
+from openova_sandbox.domain.ledger import UsageRow, UsageTotals, hash_token
+from openova_sandbox.domain.model import Sandbox
 from openova_sandbox.services.gateway_ledger import (
     BudgetDefaults,
     BudgetExceeded,
@@ -30,8 +32,9 @@ from openova_sandbox.services.gateway_ledger import (
     UsageRecord,
     usage_report,
 )
+from openova_sandbox.services.usage import UsageService
 from openova_sandbox.store.sql_ledger import SqlLedger
-from support.postgres import fresh_database
+from support.postgres import free_port, fresh_database
 
 BACKENDS = [
     pytest.param("memory", id="memory"),
@@ -416,6 +419,130 @@ async def test_usage_rows_by_day_and_group_with_filters(ledgers: Ledgers) -> Non
     assert one.totals.cost_usd == Decimal("0.3")
     empty = await usage_report(ledger, UsageQuery("initech", since))
     assert empty.totals.requests == 0 and empty.groups == ()
+
+
+def by_group(rows: list[UsageRow]) -> dict[str | None, UsageTotals]:
+    return {row.group: row.totals for row in rows}
+
+
+async def test_the_items_usage_matches_the_general_query(
+    ledgers: Ledgers, monkeypatch: pytest.MonkeyPatch, make_sandbox: Callable[..., Sandbox]
+) -> None:
+    """Session items ask for named sandboxes of one namespace in a window, per sandbox:
+    the SQL ledger answers that shape with statements of its own (batched, the names
+    padded to a power of two). Their figures are the general query's, over rows inside
+    and outside the window, other sandboxes, another owner and the same name in another
+    namespace; and the same past one batch of names."""
+    ledger = await ledgers.open()
+    now = ledgers.clock.now
+    since = now - timedelta(days=30)
+    ns_twin = GatewayIdentity("aider-dev", "globex", "sub-x", "x@globex.com", "globex")
+    unlisted = GatewayIdentity("unlisted", "acme", "sub-dev", "Dev@Acme.com", "acme")
+    for identity, cost, at, tokens in [
+        (DEV, "0.10", now - timedelta(hours=1), (100, 20)),
+        (DEV, "0.20", since, (7, 3)),  # the window's first moment: in
+        (DEV, "5.00", since - timedelta(microseconds=1), (1000, 1000)),  # out
+        (DEV, "7.00", now, (1000, 1000)),  # the window's end is not in it
+        (DEV2, "0.30", now - timedelta(days=10), (50, 5)),
+        (DEV2, "0.01", now - timedelta(days=29), (1, 1)),
+        (OPS, "1.00", now - timedelta(days=2), (10, 1)),  # another owner: counted
+        (ns_twin, "9.00", now - timedelta(hours=2), (900, 90)),  # same name, globex
+        (OTHER, "3.00", now - timedelta(hours=3), (30, 3)),
+        (unlisted, "4.00", now - timedelta(hours=4), (40, 4)),
+    ]:
+        await ledger.settle(
+            await ledger.reserve(identity, Decimal(0)),
+            record(identity, cost, at=at, tokens=tokens),
+        )
+
+    def items(namespace: str, names: list[str]) -> UsageQuery:
+        return UsageQuery(
+            namespace, since, until=now, sandboxes=tuple(names), group_by="sandbox", by_day=False
+        )
+
+    wanted = ["aider-dev", "qwen-dev", "aider-ops", "never-metered"]
+    many = [f"idle-{i}" for i in range(700)]
+    many[0], many[513], many[600], many[699] = "qwen-dev", "aider-dev", "aider-ops", "qwen-dev"
+    queries = [
+        items("acme", wanted),
+        items("acme", ["aider-dev"]),
+        items("acme", ["qwen-dev", "aider-ops", "qwen-dev"]),  # 3 names: padded to 4
+        items("acme", many),  # two batches
+        items("globex", ["aider-dev", "aider-x", "qwen-dev"]),
+        items("initech", ["aider-dev"]),
+    ]
+    if isinstance(ledger, SqlLedger):
+        general = ledger.general_usage_rows
+
+        async def refused(query: UsageQuery) -> list[UsageRow]:
+            raise AssertionError("the items' shape took the general query")
+
+        expected = [by_group(await general(query)) for query in queries]
+        monkeypatch.setattr(ledger, "general_usage_rows", refused)
+    else:
+        expected = [by_group(await ledger.usage_rows(query)) for query in queries]
+    found = [await ledger.usage_rows(query) for query in queries]
+    assert [by_group(rows) for rows in found] == expected
+    assert all(len(rows) == len(by_group(rows)) for rows in found)  # one row a sandbox
+    assert all(row.day is None for rows in found for row in rows)
+
+    first = by_group(found[0])
+    assert set(first) == {"aider-dev", "aider-ops", "qwen-dev"}
+    assert (first["aider-dev"].requests, first["aider-dev"].cost_usd) == (2, Decimal("0.3"))
+    assert (first["aider-dev"].input_tokens, first["aider-dev"].output_tokens) == (107, 23)
+    assert first["aider-dev"].cache_read_tokens == 6 and first["aider-dev"].cache_write_tokens == 2
+    assert first["qwen-dev"].cost_usd == Decimal("0.31")
+    assert first["aider-ops"].cost_usd == Decimal(1)
+    assert by_group(found[3]) == first
+    assert {g: t.cost_usd for g, t in by_group(found[4]).items()} == {
+        "aider-dev": Decimal(9),
+        "aider-x": Decimal(3),
+    }
+    assert found[5] == []
+
+    # the service: per namespace, keyed by name, zeros for none
+    service = UsageService(ledger=ledger, sessions=cast(Any, None), clock=ledgers.clock)
+    boxes = [make_sandbox("aider-dev", "acme"), make_sandbox("never-metered", "acme")]
+    usage = await service.sandbox_usage(cast(Any, None), boxes)
+    assert usage == {"aider-dev": first["aider-dev"], "never-metered": UsageTotals()}
+    twin = await service.sandbox_usage(cast(Any, None), [make_sandbox("aider-dev", "globex")])
+    assert twin is not None and twin["aider-dev"].cost_usd == Decimal(9)
+
+
+async def test_items_without_a_readable_ledger_have_no_usage(
+    tmp_path: Path, make_sandbox: Callable[..., Sandbox]
+) -> None:
+    """A ledger that cannot be read (its table gone; a server that does not answer)
+    fails the items' query as it fails the general one, and the service then answers
+    ``None``: the items are served without usage."""
+    path = tmp_path / "data" / "sandbox.db"
+    broken = SqlLedger(f"sqlite+aiosqlite:///{path}")
+    unreachable = SqlLedger(
+        f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nothing", call_timeout=1.0
+    )
+    try:
+        await broken.start()
+        await broken.settle(await broken.reserve(DEV, Decimal(0)), record(DEV, "0.5"))
+        with sqlite3.connect(path) as other:
+            other.execute("DROP TABLE gateway_usage")
+        now = datetime.now(UTC)
+        query = UsageQuery(
+            "acme",
+            now - timedelta(days=30),
+            until=now,
+            sandboxes=("aider-dev",),
+            group_by="sandbox",
+            by_day=False,
+        )
+        for ledger in (broken, unreachable):
+            for call in (ledger.usage_rows, ledger.general_usage_rows):
+                with pytest.raises(BackendUnavailable):
+                    await call(query)
+            service = UsageService(ledger=ledger, sessions=cast(Any, None))
+            assert await service.sandbox_usage(cast(Any, None), [make_sandbox("aider-dev")]) is None
+    finally:
+        await broken.close()
+        await unreachable.close()
 
 
 # --- assembly and an unreachable database ---------------------------------------------

@@ -208,9 +208,11 @@ class UsageService:
         by_namespace: dict[str, list[str]] = {}
         for sandbox in sandboxes:
             by_namespace.setdefault(sandbox.namespace, []).append(sandbox.name)
-        out: dict[str, UsageTotals] = {}
+        out: dict[tuple[str, str], UsageTotals] = {}
         try:
             for namespace, names in by_namespace.items():
+                # the items' shape: the SQL ledger answers it with SQL written once, on
+                # SQLite on the event loop (``SqlLedger.item_usage_rows``)
                 rows = await self.ledger.usage_rows(
                     UsageQuery(
                         namespace=namespace,
@@ -223,11 +225,12 @@ class UsageService:
                 )
                 for row in rows:
                     if row.group is not None:
-                        out[row.group] = out.get(row.group, UsageTotals()) + row.totals
+                        slot = (namespace, row.group)
+                        out[slot] = out.get(slot, UsageTotals()) + row.totals
         except BackendUnavailable as exc:
             log.warning("usage.unavailable_for_items", error=exc.detail)
             return None
-        return {s.name: out.get(s.name, UsageTotals()) for s in sandboxes}
+        return {s.name: out.get((s.namespace, s.name), UsageTotals()) for s in sandboxes}
 
     # --- budgets ----------------------------------------------------------------------
 

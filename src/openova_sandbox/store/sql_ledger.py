@@ -192,9 +192,30 @@ _NEW_TOKEN = (
     " org, issued_at) VALUES (:namespace, :sandbox, :digest, :owner_sub, :owner_email, :org,"
     " :issued_at)"
 )
+
+
+# A session item's last 30 days, on every read of a session (``usage_rows`` in the
+# items' shape: one namespace, named sandboxes, a window, grouped by sandbox). Built per
+# call with SQLAlchemy and run through aiosqlite's thread this took 2-5 ms for one
+# sandbox, most of ``GET /sessions/{id}``: half building and compiling the select, half
+# the hops to the thread. Written once here, per number of names rounded up to a power
+# of two (the list padded with its last name: ten statements in all, each prepared once
+# by the driver), and run like the hot path's reads.
+ITEM_BATCH = 512  # sandbox names per statement at most (SQLite takes 32766 parameters)
+_ITEM_SUMS = (
+    "SELECT sandbox, count(*), sum(input_tokens), sum(output_tokens),"
+    " sum(cache_read_tokens), sum(cache_write_tokens), sum(cost_nanos) FROM gateway_usage"
+    " WHERE namespace = :namespace AND sandbox IN ({names})"
+    " AND started_at >= :since AND started_at < :until GROUP BY sandbox"
+)
+_ITEM_SIZES = tuple(1 << bit for bit in range(ITEM_BATCH.bit_length()))  # 1, 2, 4 ... 512
+_ITEM_STATEMENTS = {
+    size: _ITEM_SUMS.format(names=", ".join(f":s{i}" for i in range(size))) for size in _ITEM_SIZES
+}
 _TEXTS: dict[str, TextClause] = {
     sql: text(sql)
     for sql in (
+        *_ITEM_STATEMENTS.values(),
         _DROP_TOKEN,
         _NEW_TOKEN,
         _LOOKUP,
@@ -793,6 +814,61 @@ class SqlLedger(MigratedTables):
     # --- reports ----------------------------------------------------------------------
 
     async def usage_rows(self, query: UsageQuery) -> list[UsageRow]:
+        if (
+            query.group_by == "sandbox"
+            and not query.by_day
+            and query.owner_sub is None
+            and query.sandboxes is not None
+            and query.until is not None
+        ):
+            return await self.item_usage_rows(query)
+        return await self.general_usage_rows(query)
+
+    async def item_usage_rows(self, query: UsageQuery) -> list[UsageRow]:
+        """``usage_rows`` in the items' shape (named sandboxes of one namespace, a
+        window, per sandbox; ``owner_sub`` and ``by_day`` are not looked at): the SQL of
+        ``_ITEM_STATEMENTS``, ``ITEM_BATCH`` names per statement, on the hot path's
+        connection (SQLite: on the event loop)."""
+        names = list(dict.fromkeys(query.sandboxes or ()))
+        if not names:
+            return []
+        assert query.until is not None
+        base = {
+            "namespace": query.namespace,
+            "since": self._stamp(query.since),
+            "until": self._stamp(query.until),
+        }
+        batches = [names[i : i + ITEM_BATCH] for i in range(0, len(names), ITEM_BATCH)]
+
+        def work(db: _Db) -> list[UsageRow]:
+            out = []
+            for batch in batches:
+                size = next(size for size in _ITEM_SIZES if size >= len(batch))
+                params = dict(base)
+                for i in range(size):
+                    params[f"s{i}"] = batch[min(i, len(batch) - 1)]
+                _, rows = db.run(_ITEM_STATEMENTS[size], params)
+                for sandbox, requests, inputs, outputs, cache_read, cache_write, cost in rows:
+                    out.append(
+                        UsageRow(
+                            day=None,
+                            group=sandbox,
+                            totals=UsageTotals(
+                                requests=int(requests),
+                                input_tokens=int(inputs or 0),
+                                output_tokens=int(outputs or 0),
+                                cache_read_tokens=int(cache_read or 0),
+                                cache_write_tokens=int(cache_write or 0),
+                                cost_nanos=int(cost or 0),
+                            ),
+                        )
+                    )
+            return out
+
+        return await self._hot("ledger.usage", work, write=False)
+
+    async def general_usage_rows(self, query: UsageQuery) -> list[UsageRow]:
+        """``usage_rows`` for any query (reports, budgets), built with SQLAlchemy."""
         group = {
             None: None,
             "sandbox": usage.c.sandbox,
