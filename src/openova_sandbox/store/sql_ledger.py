@@ -209,8 +209,10 @@ _ITEM_SUMS = (
     " AND started_at >= :since AND started_at < :until GROUP BY sandbox"
 )
 _ITEM_SIZES = tuple(1 << bit for bit in range(ITEM_BATCH.bit_length()))  # 1, 2, 4 ... 512
+_ITEM_PARAMS = {size: tuple(f"s{i}" for i in range(size)) for size in _ITEM_SIZES}
 _ITEM_STATEMENTS = {
-    size: _ITEM_SUMS.format(names=", ".join(f":s{i}" for i in range(size))) for size in _ITEM_SIZES
+    size: _ITEM_SUMS.format(names=", ".join(f":{name}" for name in _ITEM_PARAMS[size]))
+    for size in _ITEM_SIZES
 }
 _TEXTS: dict[str, TextClause] = {
     sql: text(sql)
@@ -844,9 +846,9 @@ class SqlLedger(MigratedTables):
             out = []
             for batch in batches:
                 size = next(size for size in _ITEM_SIZES if size >= len(batch))
+                padded = batch + batch[-1:] * (size - len(batch))
                 params = dict(base)
-                for i in range(size):
-                    params[f"s{i}"] = batch[min(i, len(batch) - 1)]
+                params.update(zip(_ITEM_PARAMS[size], padded, strict=True))
                 _, rows = db.run(_ITEM_STATEMENTS[size], params)
                 for sandbox, requests, inputs, outputs, cache_read, cache_write, cost in rows:
                     out.append(
