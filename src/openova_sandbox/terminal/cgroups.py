@@ -18,6 +18,15 @@ The launcher joins them itself before bubblewrap starts (:func:`enter_argv`: a
 ``/bin/sh`` writes its own pid to each ``cgroup.procs`` and ``exec``\\ s), so no process
 of the sandbox is ever outside them. A controller with no writable cgroup is reported at
 start and left out; the per-process rlimits (terminal/isolation.py) still apply.
+
+A join is the slowest step of an isolated start: every move of a process between
+cgroups takes the kernel's cgroup threadgroup lock for writing, which first waits for an
+RCU grace period (6-14 ms on the 2-vCPU test machine), unless another move took it less
+than a grace period ago. :meth:`Cgroups.prime` starts that wait early, from a thread,
+when a spawn begins: the thread moves itself to the cgroup it is already in (a move that
+changes nothing but takes the lock), so the wait runs while the server prepares the
+spawn and the launcher starts, and the launcher's join finds the lock's grace period
+already passed (docs/terminal.md, "What isolation costs an agent's start").
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -127,6 +137,15 @@ class Cgroups:
     bases: dict[str, Base]
     processes: int
     made: dict[str, list[Path]] = field(default_factory=dict)
+    # per sandbox: the limits last written and the cgroup.procs files they were for
+    _ready: dict[str, tuple[int | None, int | None, list[str]]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+    # prime(): the file it writes to (opened at its first use, kept), the thread taking
+    # the lock now, and off once the machine refused it
+    _prime_fd: int | None = field(default=None, init=False, repr=False)
+    _primer: threading.Thread | None = field(default=None, init=False, repr=False)
+    _prime_off: bool = field(default=False, init=False, repr=False)
 
     @property
     def controllers(self) -> list[str]:
@@ -139,10 +158,14 @@ class Cgroups:
         return base.path.joinpath(f"{PREFIX}{os.getpid()}", *parts)
 
     def prepare(self, key: str, *, memory: int | None, cpu: str) -> list[str]:
-        """The sandbox's cgroups, made and limited now (again: the quota may have
-        changed); the ``cgroup.procs`` files its launcher joins."""
-        procs = []
+        """The sandbox's cgroups, made and limited now (again when the quota changed);
+        the ``cgroup.procs`` files its launcher joins."""
         quota = cpu_quota_us(cpu)
+        ready = self._ready.get(key)
+        if ready is not None and ready[:2] == (memory, quota):
+            return list(ready[2])
+        procs = []
+        whole = True  # every controller's cgroup made: worth remembering
         for base in self.bases.values():
             if base.controller == "cpu" and not self.limits_cpu(quota):
                 continue  # joining costs a migration and would limit nothing
@@ -152,12 +175,54 @@ class Cgroups:
                 self._limit(base, folder, memory=memory, quota=quota)
             except OSError as exc:
                 log.warning("cgroup.unusable", controller=base.controller, error=str(exc))
+                whole = False
                 continue
             made = self.made.setdefault(key, [])
             if folder not in made:
                 made.append(folder)
             procs.append(str(folder / "cgroup.procs"))
-        return procs
+        if whole:
+            self._ready[key] = (memory, quota, procs)
+        return list(procs)
+
+    def prime(self) -> threading.Thread | None:
+        """Start the kernel's wait for the next cgroup move now, in a thread of its own
+        (see the module's doc); the thread, ``None`` when one is still at it or the
+        machine refused before. The thread writes its own id to the cgroup it is in
+        (``tasks`` on v1, where a thread moves alone; the process's id to
+        ``cgroup.procs`` on v2), so it moves nothing: only the lock is taken. The file
+        is opened here, once, so that the thread makes a single system call: a thread
+        that needs the interpreter's lock back mid-way would wait out the caller's
+        Python work (up to the 5 ms switch interval) and start the wait too late. A
+        refused open or write (no permission on the server's own cgroup) turns priming
+        off; the launcher's join then waits as before."""
+        primer = self._primer
+        if self._prime_off or not self.bases or (primer is not None and primer.is_alive()):
+            return None
+        base = next(iter(self.bases.values()))
+        if self._prime_fd is None:
+            name = "cgroup.procs" if base.v2 else "tasks"
+            try:
+                self._prime_fd = os.open(base.path / name, os.O_WRONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                self._primer_refused(base, exc)
+                return None
+        self._primer = primer = threading.Thread(
+            target=self._prime, args=(self._prime_fd, base), name="cgroup-prime", daemon=True
+        )
+        primer.start()
+        return primer
+
+    def _prime(self, fd: int, base: Base) -> None:
+        own = os.getpid() if base.v2 else threading.get_native_id()
+        try:
+            os.write(fd, b"%d" % own)
+        except OSError as exc:
+            self._primer_refused(base, exc)
+
+    def _primer_refused(self, base: Base, exc: OSError) -> None:
+        self._prime_off = True
+        log.info("cgroup.prime.unavailable", path=str(base.path), error=str(exc))
 
     @staticmethod
     def limits_cpu(quota: int | None) -> bool:
@@ -179,6 +244,7 @@ class Cgroups:
 
     def remove(self, key: str) -> None:
         """Remove the sandbox's cgroups (its processes are gone: empty ones only)."""
+        self._ready.pop(key, None)
         for folder in self.made.pop(key, []):
             with contextlib.suppress(OSError):
                 folder.rmdir()
@@ -186,6 +252,12 @@ class Cgroups:
                     folder.parent.rmdir()  # the namespace's, when it was the last
 
     def close(self) -> None:
+        primer, fd = self._primer, self._prime_fd
+        if primer is not None:
+            primer.join(5)  # (a grace period or two) before its file is closed
+        if fd is not None and not (primer is not None and primer.is_alive()):
+            self._prime_fd = None
+            os.close(fd)
         for key in list(self.made):
             self.remove(key)
         for base in self.bases.values():

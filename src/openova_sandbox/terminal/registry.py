@@ -286,6 +286,7 @@ class TerminalRegistry:
         if not (1 <= req.rows <= 1000 and 1 <= req.cols <= 1000):
             raise Invalid("rows and cols must be between 1 and 1000", code="invalid-size")
         slug, spec = self._spawn_spec(entry.context, req)
+        self._cgroups_ready(entry.context)
         spec = self._prepare(entry.context, req, slug, spec)
         spec = self._isolate(entry.context, spec)
         process = PtyProcess.spawn(spec)
@@ -490,6 +491,19 @@ class TerminalRegistry:
             raise SpawnFailed(
                 f"cannot prepare the sandbox's HOME {context.home!r}: {reason}"
             ) from exc
+
+    def _cgroups_ready(self, context: SandboxContext) -> None:
+        """An isolated sandbox's cgroups are made and limited first, then the kernel's
+        wait for its launcher's join starts (:meth:`.cgroups.Cgroups.prime`) while the
+        rest of the spawn is prepared. In that order because making a cgroup would
+        wait behind the primed lock; :meth:`_isolate` then finds them made."""
+        if self.cgroups is None or self.isolation is None or not context.workdir:
+            return
+        from .isolation import memory_bytes
+
+        memory = memory_bytes(context.memory)
+        self.cgroups.prepare(context.sandbox_id, memory=memory, cpu=context.cpu)
+        self.cgroups.prime()
 
     def _isolate(self, context: SandboxContext, spec: SpawnSpec) -> SpawnSpec:
         """The one place a spawn is put in its sandbox's view (when isolation is on and

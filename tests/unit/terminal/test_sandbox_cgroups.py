@@ -3,7 +3,9 @@ are found where, the limits written, removal, and what earlier runs left."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from pathlib import Path
 
 from openova_sandbox.terminal.cgroups import PREFIX, Cgroups, cpu_quota_us, enter_argv, find
@@ -111,3 +113,90 @@ def test_a_cpu_quota_of_all_the_machine_is_not_joined(tmp_path, monkeypatch):
     joined = groups.prepare("a/b", memory=None, cpu="4")
     assert [Path(p).parts[-5] for p in joined] == ["pids"]
     assert len(groups.prepare("a/c", memory=None, cpu="1500m")) == 2
+
+
+def test_prime_writes_the_thread_own_id_to_the_cgroup_it_is_in_v1(tmp_path):
+    hierarchy(tmp_path, {"memory": "/jobs/server", "pids": "/", "cpu": "/"})
+    for base in ("pids", "memory/jobs/server", "cpu"):
+        (tmp_path / base / "tasks").write_text("")
+    groups = Cgroups(find(tmp_path, OWN_V1), processes=64)
+    primer = groups.prime()
+    assert primer is not None
+    primer.join(5)
+    first = next(iter(groups.bases.values())).path
+    assert (first / "tasks").read_text() == str(primer.native_id)  # the thread, not the process
+    assert primer.native_id != threading.get_native_id()
+    groups.close()
+
+
+def test_prime_writes_the_process_id_on_v2(tmp_path):
+    own = tmp_path / "user.slice/me"
+    own.mkdir(parents=True)
+    (own / "cgroup.subtree_control").write_text("pids\n")
+    (own / "cgroup.procs").write_text("")
+    groups = Cgroups(find(tmp_path, "0::/user.slice/me\n"), processes=64)
+    primer = groups.prime()
+    assert primer is not None
+    primer.join(5)
+    assert (own / "cgroup.procs").read_text() == str(os.getpid())
+    groups.close()
+
+
+def test_one_primer_at_a_time_and_close_waits_for_it(tmp_path):
+    """A write that blocks (a FIFO whose buffer is full stands in for the kernel's wait)
+    keeps the primer alive: no second one starts; close() waits for it, then closes."""
+    hierarchy(tmp_path, {"pids": "/"})
+    tasks = tmp_path / "pids" / "tasks"
+    os.mkfifo(tasks)
+    reader = os.open(tasks, os.O_RDONLY | os.O_NONBLOCK)
+    filler = os.open(tasks, os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                os.write(filler, b"x" * 4096)
+        groups = Cgroups(find(tmp_path, "8:pids:/\n"), processes=64)
+        primer = groups.prime()
+        assert primer is not None and primer.is_alive()
+        assert groups.prime() is None  # the first is still waiting
+        drained = b""
+        closing = threading.Thread(target=groups.close)
+        closing.start()
+        while primer.is_alive():
+            with contextlib.suppress(BlockingIOError):
+                drained += os.read(reader, 65536)
+        closing.join(5)
+        with contextlib.suppress(BlockingIOError):
+            drained += os.read(reader, 65536)
+        assert drained.endswith(str(primer.native_id).encode())
+        assert groups._prime_fd is None
+    finally:
+        os.close(filler)
+        os.close(reader)
+
+
+def test_a_refused_prime_turns_priming_off(tmp_path):
+    hierarchy(tmp_path, {"pids": "/"})
+    (tmp_path / "pids" / "tasks").mkdir()  # cannot be opened for writing
+    groups = Cgroups(find(tmp_path, "8:pids:/\n"), processes=64)
+    assert groups.prime() is None
+    (tmp_path / "pids" / "tasks").rmdir()
+    (tmp_path / "pids" / "tasks").write_text("")
+    assert groups.prime() is None  # not tried again
+    assert (tmp_path / "pids" / "tasks").read_text() == ""
+
+
+def test_prepare_again_with_the_same_limits_writes_nothing(tmp_path):
+    hierarchy(tmp_path, {"pids": "/", "memory": "/jobs/server"})
+    groups = Cgroups(find(tmp_path, OWN_V1), processes=64)
+    first = groups.prepare("acme/box", memory=256 << 20, cpu="")
+    limit = (
+        tmp_path
+        / "memory/jobs/server"
+        / f"{PREFIX}{os.getpid()}"
+        / "acme/box/memory.limit_in_bytes"
+    )
+    limit.write_text("changed by hand")
+    assert groups.prepare("acme/box", memory=256 << 20, cpu="") == first
+    assert limit.read_text() == "changed by hand"  # the same limits: not written again
+    groups.prepare("acme/box", memory=512 << 20, cpu="")  # a new quota is written
+    assert limit.read_text() == str(512 << 20)
