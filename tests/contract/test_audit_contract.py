@@ -461,6 +461,21 @@ class _Counting:
             raise BackendUnavailable("down for the test")
         return await self.store.append_many(entries)
 
+    def append_soon(self, entries: Any, done: Any) -> bool:
+        """The store's way in without a task (SQLite), counted the same way."""
+        soon = getattr(self.store, "append_soon", None)
+        if soon is None:
+            return False
+        if self.fail:
+            self.fail -= 1
+            self.batches.append(len(entries))
+            asyncio.get_running_loop().call_soon(done, BackendUnavailable("down for the test"))
+            return True
+        started = bool(soon(entries, done))
+        if started:
+            self.batches.append(len(entries))
+        return started
+
 
 async def test_records_made_together_are_committed_together_in_order(logs: Logs) -> None:
     opened = await logs.open()
@@ -521,3 +536,102 @@ async def test_on_sqlite_a_batch_is_fsynced_in_the_committer_thread(
         assert commits == [(2, False)]
     finally:
         await log.stop()
+
+
+async def test_two_hundred_records_made_at_once_are_one_transaction(logs: Logs) -> None:
+    opened = await logs.open()
+    counting = _Counting(opened.store)
+    log = AuditLog(counting, clock=logs.clock)  # type: ignore[arg-type]
+    made = await asyncio.gather(
+        *(log.record("terminal.attach", DEV, target=f"sandbox/{i}") for i in range(200))
+    )
+    assert [r.seq for r in made if r] == list(range(1, 201))
+    assert counting.batches == [200]
+    (report,) = await log.verify()
+    assert report.ok and report.records == 200
+
+
+async def test_on_sqlite_a_lone_record_is_begun_without_a_task(tmp_path: Path) -> None:
+    # the store begins the batch from the log's callback (append_soon) and calls back
+    # from the commit: no writer task, no append_many, for a record on a free database
+    store = SqlAuditStore(f"sqlite+aiosqlite:///{tmp_path / 'sandbox.db'}")
+    counting = _Counting(store)
+    awaited: list[int] = []
+    real = store.append_many
+
+    async def append_many(entries: Any) -> Any:
+        awaited.append(len(entries))
+        return await real(entries)
+
+    store.append_many = append_many  # type: ignore[method-assign]
+    log = AuditLog(counting)  # type: ignore[arg-type]
+    await log.start()
+    try:
+        for i in range(3):
+            made = await log.record("sandbox.create", DEV, target=f"sandbox/{i}")
+            assert made is not None and made.seq == i + 1
+        assert counting.batches == [1, 1, 1] and awaited == []
+    finally:
+        await log.stop()
+
+
+async def test_on_sqlite_a_locked_database_is_waited_for_before_the_record_returns(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "sandbox.db"
+    log = AuditLog(SqlAuditStore(f"sqlite+aiosqlite:///{path}"))
+    await log.start()
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process writing
+        pending = asyncio.ensure_future(log.record("sandbox.create", DEV, target="sandbox/a"))
+        done, _ = await asyncio.wait({pending}, timeout=0.2)
+        assert not done, "a record returned while the database was locked"
+        other.execute("COMMIT")
+        made = await pending
+        assert made is not None and made.seq == 1
+        (count,) = other.execute("SELECT count(*) FROM sandbox_audit").fetchone()
+        assert count == 1  # committed before record() returned
+    finally:
+        other.close()
+        await log.stop()
+
+
+async def test_on_sqlite_a_failed_commit_is_retried_and_stored_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = sql_sqlite._commit
+    failures = [sqlite3.OperationalError("disk I/O error")]
+
+    def failing_once(connection: sqlite3.Connection) -> None:
+        if failures:
+            connection.execute("ROLLBACK")
+            raise failures.pop()
+        real(connection)
+
+    monkeypatch.setattr(sql_sqlite, "_commit", failing_once)
+    path = tmp_path / "sandbox.db"
+    log = AuditLog(SqlAuditStore(f"sqlite+aiosqlite:///{path}"))
+    await log.start()
+    try:
+        made = await log.record("sandbox.create", DEV, target="sandbox/a")
+        assert failures == [] and made is not None and made.seq == 1
+        after = await log.record("sandbox.create", DEV, target="sandbox/b")
+        assert after is not None and after.seq == 2
+        (report,) = await log.verify()
+        assert report.ok and report.records == 2
+    finally:
+        await log.stop()
+
+
+async def test_a_caller_that_goes_away_leaves_its_record_stored(logs: Logs) -> None:
+    log = await logs.open()
+    gone = asyncio.ensure_future(log.record("sandbox.create", DEV, target="sandbox/gone"))
+    await asyncio.sleep(0)  # queued, its batch on its way
+    gone.cancel()
+    kept = await log.record("sandbox.create", DEV, target="sandbox/kept")
+    assert kept is not None
+    found = {r.target: r.seq for r in await log.query(AuditQuery(org="acme"))}
+    assert found == {"sandbox/gone": 1, "sandbox/kept": 2}
+    (report,) = await log.verify()
+    assert report.ok
