@@ -298,7 +298,13 @@ class _SqliteDirect:
             else:  # not an error of the COMMIT's: the thread is going away
                 done(RuntimeError(f"audit commit interrupted: {error!r}"))
 
-        commit_soon(connection, self._committer, committed)
+        try:
+            commit_soon(connection, self._committer, committed)
+        except BaseException:  # the committer is gone (closing): nothing was written
+            with contextlib.suppress(sqlite3.Error):
+                connection.execute("ROLLBACK")
+            self._turn.give()
+            raise
         return True
 
     async def run(self, work: Callable[[_Db], T]) -> T:
