@@ -197,15 +197,32 @@ _REGION = re.compile(rb"\x1b\[\d+;\d+r")
 _MARGINS = re.compile(rb"\x1b\[\d+;\d+s")
 _SGR_RESET = b"\x1b[0m"
 _SGR = re.compile(rb"\x1b\[[0-9;:]*m")
-# Text after an SGR (or after a letter m) with a space after its first character: where
-# a pen's run may hold never-written cells (the run's first character is a written cell:
-# the pen was opened for it). Searched first because it is cheap; the pen is checked after.
-_SPACED_TEXT = re.compile(rb"m[^\x1b\r][^\x1b\r ]* ")
+# Text after an SGR with a space after its first character: where a pen's run may hold
+# never-written cells (the run's first character is a written cell: the pen was opened for
+# it). Searched first because it is cheap; the pen is checked after (``_pen_runs``). The
+# lookbehinds, tried only once the text matched, drop inside the search what the pen check
+# would drop too — a letter m in text (a pen's last SGR has parameters), and the runs of
+# the commonest pens that cannot show on a blank cell: one single-digit attribute (bold,
+# faint, italic, blink, invisible) or a palette foreground, right after a reset. The search
+# still stops at every m (an SGR's last byte): on a screen of coloured words it is about
+# half of a snapshot's time.
+_SPACED_TEXT = re.compile(
+    rb"m[^\x1b\r](?=[^\x1b\r ]*+ )"
+    rb"(?<=[0-9;:]m.)"
+    rb"(?<!\x1b\[0m\x1b\[[123568]m.)"
+    rb"(?<!\x1b\[0m\x1b\[38;5;[0-9]m.)"
+    rb"(?<!\x1b\[0m\x1b\[38;5;[0-9][0-9]m.)"
+    rb"(?<!\x1b\[0m\x1b\[38;5;[0-9][0-9][0-9]m.)",
+    re.DOTALL,
+)
 _PENS = re.compile(rb"(?:\x1b\[[0-9;:]+m)+")
 # what shows on a blank cell: background, inverse, underline, strikethrough, overline (the
 # formatter writes each attribute as its own SGR); other attributes look the same there
 _SHOWS_ON_BLANK = re.compile(rb"\x1b\[(?:48;[0-9;:]*|7|9|53|4(?::[0-9])?)m")
 _PEN_MAX = 256  # a pen's SGR sequences are shorter
+# pen bytes -> whether the pen shows on a blank cell (the same pens recur on every row)
+_PEN_SHOWS: dict[bytes, bool] = {}
+_PEN_SHOWS_MAX = 4096
 # an escape sequence as the formatter writes them: CSI, OSC/DCS-like strings, ESC x
 _ESCAPE = re.compile(
     rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|[\]P_^X][^\x07\x1b]*(?:\x07|\x1b\\)|[ -/]*[0-~])"
@@ -323,13 +340,18 @@ class ScreenModel:
         """VT that rebuilds this screen on a fresh or reset terminal (see the module doc)."""
         with self._lock:
             self._drain_locked()
-            parts = [RESET]
+            parts: list[bytes | memoryview] = [RESET]
             selection, covered, first = self._selection(scrollback_lines=self._keep_lines)
             active = self._unbleed(self._format(_FULL, selection), first)
-            active = self._origin_relative(self._with_blank_rows(active, selection, covered))
+            # (in pieces, joined once below: each copy of a large screen costs ~0.2 ms)
+            pieces = self._with_blank_parts(active, selection, covered)
+            if self._mode(6):
+                pieces = [self._origin_relative(b"".join(pieces))]
             if self._active_screen() == g.SCREEN_ALTERNATE:
+                active = b"".join(pieces)
                 parts.append(self._primary_under_alt_at_ground(active))
-            parts.append(active)
+                pieces = [active]
+            parts.extend(pieces)
             parts.append(self._cursor_shape())
             if self._title:
                 parts.append(b"\x1b]2;" + _osc_safe(self._title) + b"\x1b\\")
@@ -555,6 +577,17 @@ class ScreenModel:
         plain = self._format(_PLAIN, selection)
         return plain.split(b"\n") if plain else []
 
+    def _printed_count(self, selection: Any, covered: int, height: int) -> int:
+        """How many rows the formatter prints for ``selection`` (``covered`` rows, the
+        screen's ``height`` last): the rows it leaves out are blank ones at the bottom, so
+        when the screen prints a row, every row above it is printed too and only the
+        screen's rows need a plain-text pass (~40 rows instead of the scrollback's
+        thousand). A blank screen takes the whole pass."""
+        on_screen = len(self._printed_rows(self._selection(scrollback_lines=0)[0]))
+        if on_screen:
+            return covered - height + on_screen
+        return len(self._printed_rows(selection))
+
     def _visible_text(self) -> str:
         selection, _, _ = self._selection(scrollback_lines=0)
         lines = self._printed_rows(selection)
@@ -601,17 +634,7 @@ class ScreenModel:
         rows first: a scrollback full of coloured bars keeps its oldest gaps coloured
         rather than make a snapshot slow.
         """
-        rows: dict[int, list[tuple[int, int, bytes]]] = {}  # row start -> its runs
-        for hit in _SPACED_TEXT.finditer(formatted):
-            at = hit.start() + 1
-            reset = formatted.rfind(_SGR_RESET, max(0, at - _PEN_MAX), at)
-            pen = formatted[reset + len(_SGR_RESET) : at] if reset >= 0 else b""
-            if not (pen and _PENS.fullmatch(pen) and _SHOWS_ON_BLANK.search(pen)):
-                continue
-            end = formatted.find(b"\x1b", at)
-            start = formatted.rfind(b"\r\n", 0, at)
-            run = (at, len(formatted) if end < 0 else end, pen)
-            rows.setdefault(0 if start < 0 else start + 2, []).append(run)
+        rows = _pen_runs(formatted)
         if not rows:
             return formatted
         found = []
@@ -725,7 +748,14 @@ class ScreenModel:
                 self._set_mode(47, False)
 
     def _with_blank_rows(self, formatted: bytes, selection: Any, covered: int) -> bytes:
-        """The formatter's output with the blank rows at the bottom it leaves out.
+        """:meth:`_with_blank_parts`, joined."""
+        return b"".join(self._with_blank_parts(formatted, selection, covered))
+
+    def _with_blank_parts(
+        self, formatted: bytes, selection: Any, covered: int
+    ) -> list[bytes | memoryview]:
+        """The formatter's output with the blank rows at the bottom it leaves out (in
+        pieces to be joined).
 
         The formatter stops at the last row with content, so on the viewer the screen
         sits that many rows too low (the cursor's empty line after a newline, a cleared
@@ -736,32 +766,31 @@ class ScreenModel:
         Not DECSC/DECRC around the scroll: xterm.js saves the cursor's row in its buffer,
         not on the screen, so DECRC put the cursor a row higher per line scrolled out.
         """
-        printed = len(self._printed_rows(selection))
         height = self._get(g.DATA_ROWS, "uint16_t")
+        printed = self._printed_count(selection, covered, height)
         shift = (covered - height) - max(0, printed - height)
         if shift <= 0:
-            return formatted
+            return [formatted]
         regions = _REGION.findall(formatted, max(0, len(formatted) - 1024))  # it ends there
         region = regions[-1] if regions else b""
         x, y = self._cursor()
         at = formatted.rfind(b"\x1b[%d;%dH" % (y + 1, x + 1))
         scroll = b"\x1b[r\x1b[%d;1H%s%s" % (height, b"\n" * shift, region)
         if at < 0:  # (not expected) keep the cursor the formatter left
-            return formatted + b"\x1b7" + scroll + b"\x1b8"
+            return [formatted, b"\x1b7" + scroll + b"\x1b8"]
         tail = formatted[at:]
         if _SGR.search(tail):  # the pen is set again after
             scroll = _SGR_RESET + scroll
-        return formatted[:at] + scroll + tail
+        return [memoryview(formatted)[:at], scroll, tail]
 
     def _origin_relative(self, formatted: bytes) -> bytes:
-        """In origin mode, the formatter's cursor position made relative to the margins.
+        """In origin mode (the caller checks), the formatter's cursor position made
+        relative to the margins.
 
         The formatter writes the cursor's screen position (CUP) after the scrolling
         region, with origin mode already on; the viewer reads it from the region's top
         (and left margin), so the cursor landed that many rows lower.
         """
-        if not self._mode(6):
-            return formatted
         x, y = self._cursor()
         cup = b"\x1b[%d;%dH" % (y + 1, x + 1)
         at = formatted.rfind(cup)
@@ -833,6 +862,35 @@ class _CellReader:
             space = text.find(b" ", space + 1)
         self.budget -= len(text) - 1
         return found
+
+
+def _pen_runs(formatted: bytes) -> dict[int, list[tuple[int, int, bytes]]]:
+    """The runs ``ScreenModel._unbleed`` checks, by the start of their row: each run's
+    start and end and its pen, for every run of text with a space after its first
+    character whose pen (the SGR sequences since the last reset) shows on a blank cell."""
+    rows: dict[int, list[tuple[int, int, bytes]]] = {}  # row start -> its runs
+    shows = _PEN_SHOWS
+    rfind = formatted.rfind
+    for hit in _SPACED_TEXT.finditer(formatted):
+        at = hit.start() + 1
+        reset = rfind(_SGR_RESET, at - _PEN_MAX if at > _PEN_MAX else 0, at)
+        if reset < 0:
+            continue
+        pen = formatted[reset + 4 : at]  # (4: the reset's length)
+        show = shows.get(pen)
+        if show is None:
+            if not (pen and _PENS.fullmatch(pen)):  # (text since the reset: not a pen)
+                continue
+            show = _SHOWS_ON_BLANK.search(pen) is not None
+            if len(shows) < _PEN_SHOWS_MAX:
+                shows[pen] = show
+        if not show:
+            continue
+        end = formatted.find(b"\x1b", at)
+        start = rfind(b"\r\n", 0, at)
+        run = (at, len(formatted) if end < 0 else end, pen)
+        rows.setdefault(0 if start < 0 else start + 2, []).append(run)
+    return rows
 
 
 def _unbleed_ascii(
