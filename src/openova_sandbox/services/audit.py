@@ -119,32 +119,21 @@ class AuditStore(Protocol):
 # at most this many records per transaction of the writer
 MAX_BATCH = 500
 
-_Queued = tuple[AuditEntry, datetime, "asyncio.Future[AuditRecord]"]
-
 
 class AuditLog:
     """The service the routes and other services call.
 
     Appends are group-committed: ``record`` queues its entry and waits for it to be
-    stored; at the end of the loop's current round the log takes whatever is queued and
-    stores it in one transaction (``append_many``), in the order it was queued, and the
-    next batch as soon as that one is committed. A lone record costs one transaction as
-    before; 200 at once cost one instead of 200 queued on the database's write lock.
-
-    A store that can begin a batch without awaiting anything (``append_soon``: the SQL
-    store on SQLite, its connection free) is handed it from a plain callback and calls
-    back once it is committed: no task to schedule, and the waiting callers are told
-    straight from the commit's callback. Otherwise (PostgreSQL, memory, a locked SQLite
-    database, a store not started yet) a writer task awaits ``append_many``."""
+    stored; one writer task per log takes whatever is queued and stores it in one
+    transaction (``append_many``), in the order it was queued. A lone record costs one
+    transaction as before; 200 at once cost one instead of 200 queued on the database's
+    write lock."""
 
     def __init__(self, store: AuditStore, *, clock: Callable[[], datetime] = utcnow) -> None:
         self.store = store
         self._clock = clock
-        self._queued: list[_Queued] = []
-        self._loop: asyncio.AbstractEventLoop | None = None  # of what is queued or in flight
-        self._flushing = False  # a batch is scheduled or being stored
+        self._queued: list[tuple[AuditEntry, datetime, asyncio.Future[AuditRecord]]] = []
         self._writer: asyncio.Task[None] | None = None
-        self._idle: list[asyncio.Future[None]] = []  # stop() waiting for the last batch
 
     async def start(self) -> None:
         try:
@@ -153,63 +142,31 @@ class AuditLog:
             log.warning("audit log unreachable at start; opening on first use", error=exc.detail)
 
     async def stop(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self._flushing and self._loop is loop:
-            idle = loop.create_future()
-            self._idle.append(idle)
-            await asyncio.wait({idle})  # what was recorded before the stop is stored
+        writer = self._writer
+        if writer is not None and not writer.done():
+            await asyncio.wait({writer})  # what was recorded before the stop is stored
         await self.store.close()
 
     async def _append(self, entry: AuditEntry, at: datetime) -> AuditRecord:
         loop = asyncio.get_running_loop()
-        if self._loop is not loop:  # a first record, or the last loop went away with ours
-            self._loop, self._queued, self._flushing, self._idle = loop, [], False, []
         stored: asyncio.Future[AuditRecord] = loop.create_future()
         self._queued.append((entry, at, stored))
-        if not self._flushing:
-            self._flushing = True
-            loop.call_soon(self._flush)  # once this round's records are queued too
+        writer = self._writer
+        if writer is None or writer.done() or writer.get_loop() is not loop:
+            self._writer = loop.create_task(self._write_queued())
         return await stored
 
-    def _flush(self) -> None:
-        """Store the next batch (on the loop; nothing in flight)."""
-        if not self._queued:
-            self._flushing = False
-            for idle in self._idle:
-                _settle_idle(idle)
-            self._idle = []
-            return
-        batch, self._queued = self._queued[:MAX_BATCH], self._queued[MAX_BATCH:]
-        entries = [(entry, at) for entry, at, _ in batch]
-        soon = getattr(self.store, "append_soon", None)
-        if soon is not None:
+    async def _write_queued(self) -> None:
+        while self._queued:
+            batch, self._queued = self._queued[:MAX_BATCH], self._queued[MAX_BATCH:]
             try:
-                if soon(entries, lambda outcome: self._stored(batch, outcome)):
-                    return
-            except Exception as exc:  # a bug: the awaited way may still store the batch
-                log.error("audit.append_soon_failed", error=type(exc).__name__, exc_info=True)
-        self._writer = asyncio.get_running_loop().create_task(self._write(batch, entries))
-
-    async def _write(
-        self, batch: list[_Queued], entries: list[tuple[AuditEntry, datetime]]
-    ) -> None:
-        try:
-            outcome: list[AuditRecord] | Exception = await self.store.append_many(entries)
-        except Exception as exc:
-            outcome = exc
-        self._stored(batch, outcome)
-
-    def _stored(self, batch: list[_Queued], outcome: list[AuditRecord] | Exception) -> None:
-        if not isinstance(outcome, Exception) and len(outcome) != len(batch):
-            outcome = RuntimeError(f"{len(outcome)} records stored for {len(batch)} entries")
-        if isinstance(outcome, Exception):
-            for _, _, stored in batch:
-                _settle(stored, outcome)
-        else:
-            for (_, _, stored), record in zip(batch, outcome, strict=True):
+                records = await self.store.append_many([(e, at) for e, at, _ in batch])
+            except Exception as exc:
+                for _, _, stored in batch:
+                    _settle(stored, exc)
+                continue
+            for (_, _, stored), record in zip(batch, records, strict=True):
                 _settle(stored, record)  # a caller that went away: stored all the same
-        if asyncio.get_running_loop() is self._loop:
-            self._flush()  # the next batch: what was queued meanwhile
 
     async def record(
         self,
@@ -330,12 +287,6 @@ def _settle(stored: asyncio.Future[AuditRecord], outcome: AuditRecord | Exceptio
             stored.set_exception(outcome)
         else:
             stored.set_result(outcome)
-
-
-def _settle_idle(idle: asyncio.Future[None]) -> None:
-    if not idle.done():
-        with contextlib.suppress(RuntimeError):
-            idle.set_result(None)
 
 
 @dataclass

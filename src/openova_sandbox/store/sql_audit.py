@@ -3,20 +3,17 @@
 An append of a batch (the service group-commits what is queued) is one write
 transaction; for each org of the batch, in name order::
 
-    SELECT seq, hash FROM sandbox_audit_heads WHERE org = :org FOR UPDATE
-    -- only when the org has no head row yet (its first record), then the SELECT again:
     INSERT INTO sandbox_audit_heads (org, seq, hash) VALUES (:org, 0, GENESIS)
-        ON CONFLICT (org) DO NOTHING
+        ON CONFLICT (org) DO NOTHING                   -- the org's chain exists
+    SELECT seq, hash FROM sandbox_audit_heads WHERE org = :org FOR UPDATE
     INSERT INTO sandbox_audit (...) VALUES (head + 1, ...), (head + 2, ...), ...
     UPDATE sandbox_audit_heads SET seq = :last, hash = :last_hash WHERE org = :org
 
 On PostgreSQL the row lock makes a concurrent append of the same org wait until this
 one commits and then read the new head, so the chain stays linear across processes and
-replicas; orgs do not wait on each other (two first appends of one org: the second
-``INSERT ... DO NOTHING`` waits for the first to commit, and its ``SELECT ... FOR
-UPDATE`` then reads the head the first left). On SQLite write transactions begin
-``IMMEDIATE`` (one writer at a time; ``_Turn`` queues this process's). The (org, seq)
-primary key refuses a second record with one number whatever happens.
+replicas; orgs do not wait on each other. On SQLite write transactions begin
+``IMMEDIATE`` (one writer at a time; an ``asyncio.Lock`` queues this process's).
+The (org, seq) primary key refuses a second record with one number whatever happens.
 
 Calls run under the store's rule (``sql_retry``): a time budget, one retry on fresh
 connections for a transient failure, ``BackendUnavailable`` for the rest. A retried
@@ -27,7 +24,6 @@ audit log may say a thing twice, never lose it silently.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import json
 import sqlite3
@@ -47,7 +43,7 @@ from .sql_audit_schema import heads, records
 from .sql_engine import (
     SQLITE_BUSY_TIMEOUT_MS,
 )
-from .sql_sqlite import commit_in_thread, commit_soon
+from .sql_sqlite import commit_in_thread
 from .sql_tables import MigratedTables
 
 log = structlog.get_logger(__name__)
@@ -122,7 +118,7 @@ _SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%f"
 
 
 class _Db(Protocol):
-    def first(self, sql: str, params: dict[str, Any]) -> Any: ...
+    def one(self, sql: str, params: dict[str, Any]) -> Any: ...
 
     def run(self, sql: str, params: dict[str, Any] | list[dict[str, Any]]) -> None: ...
 
@@ -133,8 +129,8 @@ class _SaDb:
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
 
-    def first(self, sql: str, params: dict[str, Any]) -> Any:
-        return self._connection.execute(_TEXTS[sql], params).first()
+    def one(self, sql: str, params: dict[str, Any]) -> Any:
+        return self._connection.execute(_TEXTS[sql], params).one()
 
     def run(self, sql: str, params: dict[str, Any] | list[dict[str, Any]]) -> None:
         self._connection.execute(_TEXTS[sql], params)
@@ -144,8 +140,10 @@ class _RawDb:
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
 
-    def first(self, sql: str, params: dict[str, Any]) -> Any:
-        return self._connection.execute(sql, params).fetchone()
+    def one(self, sql: str, params: dict[str, Any]) -> Any:
+        row = self._connection.execute(sql, params).fetchone()
+        assert row is not None
+        return row
 
     def run(self, sql: str, params: dict[str, Any] | list[dict[str, Any]]) -> None:
         if isinstance(params, list):
@@ -162,12 +160,8 @@ def _append(
         by_org.setdefault(entry.org, []).append(i)
     out: dict[int, AuditRecord] = {}
     for org in sorted(by_org):
-        head = _HEAD if sqlite else _HEAD_LOCKED
-        found = db.first(head, {"org": org})
-        if found is None:  # the org's first record (or its head row was removed)
-            db.run(_NEW_HEAD, {"org": org, "genesis": GENESIS})
-            found = db.first(head, {"org": org})
-        seq, prev = found
+        db.run(_NEW_HEAD, {"org": org, "genesis": GENESIS})
+        seq, prev = db.one(_HEAD if sqlite else _HEAD_LOCKED, {"org": org})
         seq = int(seq)
         rows = []
         for i in by_org[org]:
@@ -215,20 +209,12 @@ class _SqliteDirect:
     behind it); here the lock is held for the statements and the COMMIT only. A locked
     database (another connection writing) is tried again after 0.2 ms, doubling up to
     5 ms, for at most ``SQLITE_BUSY_TIMEOUT_MS``. Every ``CHECKPOINT_EVERY`` commits a
-    worker thread runs a passive WAL checkpoint (none on the loop).
-
-    Two ways in, one transaction at a time on the connection (``_turn``): :meth:`run`
-    (awaited: waits for its turn and for a locked database) and :meth:`start` (the
-    audit log's batches: only when the connection is free and the database is not
-    locked, else it declines and the caller awaits :meth:`run`). ``start`` runs the
-    statements at once and calls back from the COMMIT's thread (``commit_soon``), so a
-    lone record waits for no task to be scheduled on the loop: one hop to the committer
-    thread and one back."""
+    worker thread runs a passive WAL checkpoint (none on the loop)."""
 
     def __init__(self, path: str) -> None:
         self._path = path
         self._connection: sqlite3.Connection | None = None
-        self._turn = _Turn()  # one batch at a time on the connection
+        self._writing = asyncio.Lock()  # one batch at a time on the connection
         self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-commit")
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-sqlite")
         self._worker: sqlite3.Connection | None = None
@@ -248,11 +234,6 @@ class _SqliteDirect:
             raise
         return connection
 
-    def _writer(self) -> sqlite3.Connection:
-        if self._connection is None:
-            self._connection = self._connect(busy_ms=0, autocheckpoint=0)
-        return self._connection
-
     @staticmethod
     def _statements(connection: sqlite3.Connection, work: Callable[[_Db], T]) -> T:
         """``work`` in a write transaction left open for its COMMIT."""
@@ -264,59 +245,17 @@ class _SqliteDirect:
                 connection.execute("ROLLBACK")
             raise
 
-    def start(self, work: Callable[[_Db], T], done: Callable[[T | Exception], None]) -> bool:
-        """``work``'s transaction begun now, on the loop, when nobody else's is in flight
-        and the database takes a writer at once; ``done`` is called on the loop with its
-        value once committed, or with the error (the COMMIT failed: rolled back). False:
-        nothing was done (the connection is busy, the database locked, or a statement
-        failed): the caller awaits :meth:`run`, which waits, retries and reports."""
-        if not self._turn.take_now():
-            return False
-        try:
-            connection = self._writer()
-            value = self._statements(connection, work)
-        except sqlite3.Error as exc:
-            if not (isinstance(exc, sqlite3.OperationalError) and _locked(exc)):
-                self._drop()
-            self._turn.give()
-            return False
-        except BaseException:
-            self._turn.give()
-            raise
-
-        def committed(error: BaseException | None) -> None:
-            if error is not None and not (
-                isinstance(error, sqlite3.OperationalError) and _locked(error)
-            ):
-                self._drop()
-            self._turn.give()
-            if error is None:
-                self._committed()
-                done(value)
-            elif isinstance(error, Exception):
-                done(error)
-            else:  # not an error of the COMMIT's: the thread is going away
-                done(RuntimeError(f"audit commit interrupted: {error!r}"))
-
-        try:
-            commit_soon(connection, self._committer, committed)
-        except BaseException:  # the committer is gone (closing): nothing was written
-            with contextlib.suppress(sqlite3.Error):
-                connection.execute("ROLLBACK")
-            self._turn.give()
-            raise
-        return True
-
     async def run(self, work: Callable[[_Db], T]) -> T:
-        async with self._turn:
+        async with self._writing:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + SQLITE_BUSY_TIMEOUT_MS / 1000
             pause = FIRST_PAUSE
             while True:
                 try:
-                    connection = self._writer()
-                    value = self._statements(connection, work)
-                    await commit_in_thread(connection, self._committer)
+                    if self._connection is None:
+                        self._connection = self._connect(busy_ms=0, autocheckpoint=0)
+                    value = self._statements(self._connection, work)
+                    await commit_in_thread(self._connection, self._committer)
                     break
                 except sqlite3.OperationalError as exc:
                     if not _locked(exc) or loop.time() + pause > deadline:
@@ -327,13 +266,10 @@ class _SqliteDirect:
                     raise _as_sqlalchemy_error(exc) from exc
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, LAST_PAUSE)
-        self._committed()
-        return value
-
-    def _committed(self) -> None:
         self._commits += 1
         if self._commits % CHECKPOINT_EVERY == 0:
-            asyncio.get_running_loop().run_in_executor(self._executor, self._checkpoint)
+            loop.run_in_executor(self._executor, self._checkpoint)
+        return value
 
     def _drop(self) -> None:
         """A fresh connection for the next try (after a failure)."""
@@ -349,7 +285,7 @@ class _SqliteDirect:
             self._worker.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     async def close(self) -> None:
-        async with self._turn:  # a COMMIT in flight ends first
+        async with self._writing:  # a COMMIT in flight ends first
             self._drop()
         self._committer.shutdown(wait=False)
 
@@ -362,61 +298,10 @@ class _SqliteDirect:
         self._executor.shutdown(wait=False)
 
 
-class _Turn:
-    """A lock that can also be taken without awaiting (``take_now``), for the batches
-    begun from a callback; ``async with`` waits for it, in arrival order."""
-
-    def __init__(self) -> None:
-        self._held = False
-        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
-
-    def take_now(self) -> bool:
-        if self._held or self._waiting:
-            return False
-        self._held = True
-        return True
-
-    async def __aenter__(self) -> None:
-        if self.take_now():
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append(waiter)
-        try:
-            await waiter  # handed over by give(): held for us
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self.give()  # handed over as we were cancelled: pass it on
-            else:
-                with contextlib.suppress(ValueError):
-                    self._waiting.remove(waiter)
-            raise
-
-    async def __aexit__(self, *_: object) -> None:
-        self.give()
-
-    def give(self) -> None:
-        while self._waiting:
-            waiter = self._waiting.popleft()
-            if not waiter.done():
-                waiter.set_result(None)  # stays held, by the next one
-                return
-        self._held = False
-
-
-def _outcome(task: asyncio.Task[list[AuditRecord]]) -> list[AuditRecord] | Exception:
-    if task.cancelled():
-        return RuntimeError("audit append cancelled")
-    error = task.exception()
-    if error is None:
-        return task.result()
-    return error if isinstance(error, Exception) else RuntimeError(repr(error))
-
-
 class SqlAuditStore(MigratedTables):
     def __init__(self, url: str, *, call_timeout: float = 5.0, echo: bool = False) -> None:
         super().__init__(url, name="audit", call_timeout=call_timeout, echo=echo)
         self._direct: _SqliteDirect | None = None
-        self._retries: set[asyncio.Task[list[AuditRecord]]] = set()
 
     async def _opened(self) -> None:
         if self._sqlite:
@@ -461,37 +346,6 @@ class SqlAuditStore(MigratedTables):
                 return value
 
         return await self._attempts("audit.append", engine, on_postgres)
-
-    def append_soon(
-        self,
-        entries: Sequence[tuple[AuditEntry, datetime]],
-        done: Callable[[list[AuditRecord] | Exception], None],
-    ) -> bool:
-        """SQLite, started, its connection free and the database not locked: the
-        batch's transaction begun now (``entries`` cleaned already, as the audit log's
-        are) and ``done`` called on the loop with the records once they are committed
-        (fsynced), or with the error. A COMMIT that failed is retried as
-        :meth:`append_many` retries (``done`` gets its outcome). False otherwise: nothing
-        was done, ``append_many`` does the rest (starts the store, waits, retries)."""
-        direct = self._direct
-        if direct is None or self._engine is None or self._closed:
-            return False
-        batch = [(entry, _utc(at)) for entry, at in entries]
-
-        def work(db: _Db) -> list[AuditRecord]:
-            return _append(db, batch, sqlite=True)
-
-        def committed(outcome: list[AuditRecord] | Exception) -> None:
-            if not isinstance(outcome, Exception):
-                done(outcome)
-                return
-            log.warning("audit.commit_retried", error=str(outcome))
-            retry = asyncio.get_running_loop().create_task(self.append_many(batch))
-            self._retries.add(retry)
-            retry.add_done_callback(self._retries.discard)
-            retry.add_done_callback(lambda task: done(_outcome(task)))
-
-        return direct.start(work, committed)
 
     # --- reads ------------------------------------------------------------------------
 

@@ -413,31 +413,6 @@ class SqliteDirect:
         self._executor.shutdown(wait=False)
 
 
-def commit_soon(
-    connection: sqlite3.Connection,
-    committer: Executor,
-    done: Callable[[BaseException | None], None],
-) -> None:
-    """The open transaction of ``connection`` committed in ``committer``, as
-    :func:`commit_in_thread` does, with no task waiting for it: ``done`` is called on
-    the running loop once the COMMIT ended (``None``, or its error: rolled back). One
-    hop back to the loop where an awaited commit takes three (the executor's future,
-    the shield, the awaiting task); the audit log's lone records use it. Nothing is
-    called when the loop has closed meanwhile."""
-    loop = asyncio.get_running_loop()
-
-    def run() -> None:
-        error: BaseException | None = None
-        try:
-            _commit(connection)
-        except BaseException as exc:  # handed to the loop, as an awaited commit raises it
-            error = exc
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-            loop.call_soon_threadsafe(done, error)
-
-    committer.submit(run)
-
-
 async def commit_in_thread(connection: sqlite3.Connection, committer: Executor) -> None:
     """The open transaction of ``connection`` committed in ``committer`` (a thread of
     its own), the loop free meanwhile; waited for through any cancellation of the
