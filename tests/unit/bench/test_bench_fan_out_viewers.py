@@ -5,30 +5,14 @@ real forks. The bench folder is not a package; its modules are loaded from their
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import socket
 import struct
-import sys
 import time
-from pathlib import Path
-from types import ModuleType
 
-BENCH = Path(__file__).resolve().parents[3] / "bench"
+from support import bench_modules
 
-
-def _load(name: str, file: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, BENCH / file)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-if "common" not in sys.modules:  # bench/terminal.py imports it by that name
-    _load("common", "common.py")
-terminal = _load("bench_terminal", "terminal.py")
+terminal = bench_modules.terminal()
 
 
 def frame(opcode: int, payload: bytes) -> bytes:

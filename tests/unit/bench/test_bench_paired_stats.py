@@ -4,20 +4,14 @@ verdict. The bench folder is not a package; the module is loaded from its file."
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import random
-import sys
-from pathlib import Path
 
 import pytest
 
-PATH = Path(__file__).resolve().parents[3] / "bench" / "paired.py"
-_spec = importlib.util.spec_from_file_location("bench_paired", PATH)
-assert _spec is not None and _spec.loader is not None
-paired = importlib.util.module_from_spec(_spec)
-sys.modules["bench_paired"] = paired  # dataclasses look their module up
-_spec.loader.exec_module(paired)
+from support import bench_modules
+
+paired = bench_modules.load("bench_paired", "paired.py")
 
 
 def test_paired_ratios_are_per_round_and_refuse_unpaired_or_non_positive_figures() -> None:

@@ -5,30 +5,15 @@ client in ttyd's own protocol (subprotocol ``tty``, a JSON hello that starts the
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[3] / "bench"
+from support import bench_modules
 
-
-def _load(name: str, file: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, BENCH / file)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-if "common" not in sys.modules:  # bench/terminal.py imports it by that name
-    _load("common", "common.py")
-terminal = sys.modules.get("bench_terminal") or _load("bench_terminal", "terminal.py")
+terminal = bench_modules.terminal()
 
 
 def _ttyd() -> str | None:
