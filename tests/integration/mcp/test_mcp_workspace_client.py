@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from openova_sandbox.domain.audit import AuditQuery
+from openova_sandbox.domain.errors import Conflict
 from support.mcp_world import SESSIONS, McpWorld, Person, mcp_world
 
 pytestmark = pytest.mark.asyncio
@@ -103,11 +104,21 @@ async def test_workspace_and_secrets_through_the_mcp_client(world: McpWorld) -> 
         failed(await client.call_tool("secrets.get", {"name": "STRIPE_KEY"}), "secret-not-found")
 
     # the sandbox's capabilities without secrets.read: metadata, and why not the value
-    narrowed = replace(
-        sandbox,
-        spec=replace(sandbox.spec, extra={"capabilities": ["secrets.list", "secrets.get"]}),
-    )
-    stored = await world.deps.store.update(narrowed)
+    # (as any writer of the spec does: read it, change it, and on a Conflict - the
+    # controller's status writes move the version meanwhile - read it again and retry)
+    for _ in range(20):
+        current = await world.deps.store.get(sandbox.namespace, sandbox.name)
+        narrowed = replace(
+            current,
+            spec=replace(current.spec, extra={"capabilities": ["secrets.list", "secrets.get"]}),
+        )
+        try:
+            stored = await world.deps.store.update(narrowed)
+        except Conflict:
+            continue
+        break
+    else:
+        raise AssertionError("the spec could not be written in 20 tries")
     assert stored is not None
     async with world.client(world.mcp_token(stored)) as client:
         got = ok(await client.call_tool("secrets.get", {"name": "STRIPE_KEY"}))
