@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from openova_sandbox.api.composition import build_embedded
 from openova_sandbox.api.deps import AppDeps
 from openova_sandbox.auth.issuer import EmbeddedIssuer
 from openova_sandbox.config import load_settings
+from openova_sandbox.domain.errors import Conflict
 from openova_sandbox.domain.model import Sandbox
 from openova_sandbox.serving import UVICORN_OPTIONS, Server, shutdown_hooks
 from openova_sandbox.testing.server import free_port
@@ -83,6 +84,23 @@ class McpWorld:
     def mcp_token(self, sandbox: Sandbox) -> str:
         token: str = self.deps.mcp_tokens.issue(sandbox)
         return token
+
+    async def set_capabilities(self, sandbox: Sandbox, capabilities: list[str]) -> Sandbox:
+        """The sandbox's ``spec.capabilities`` written as any client of the store writes
+        a spec: read it, change it, and on a Conflict (the controller's status writes
+        move the version meanwhile) read it again and retry."""
+        for _ in range(50):
+            current = await self.deps.store.get(sandbox.namespace, sandbox.name)
+            narrowed = replace(
+                current, spec=replace(current.spec, extra={"capabilities": capabilities})
+            )
+            try:
+                stored = await self.deps.store.update(narrowed)
+            except Conflict:
+                continue
+            assert stored is not None
+            return stored
+        raise AssertionError(f"the spec of {sandbox.name} could not be written in 50 tries")
 
     @contextlib.asynccontextmanager
     async def client(self, token: str, **options: Any) -> AsyncIterator[Client]:

@@ -10,7 +10,6 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -21,7 +20,6 @@ import pytest
 from mcp.shared.exceptions import MCPError
 
 from openova_sandbox.auth.issuer import EmbeddedIssuer
-from openova_sandbox.domain.errors import Conflict
 from openova_sandbox.domain.ledger import UsageRecord, identity_of
 from openova_sandbox.services.mcp_tokens import McpTokens
 from support.mcp_world import SESSIONS, McpWorld, Person, mcp_world
@@ -110,22 +108,8 @@ async def test_two_plans_list_different_tools_and_a_sandbox_narrows_its_plan(
     assert "'reader'" in refused.value.message
     assert refused.value.code == -32602
 
-    # the sandbox's spec.capabilities narrow its plan (never widen it); the controller
-    # writes the object meanwhile, so the update is read, changed, written again on a
-    # conflict, as any client of the store does
-    stored = None
-    for _ in range(50):
-        current = await world.deps.store.get(builder.namespace, builder.name)
-        narrowed = replace(
-            current,
-            spec=replace(current.spec, extra={"capabilities": ["session.*", "preview.*"]}),
-        )
-        try:
-            stored = await world.deps.store.update(narrowed)
-            break
-        except Conflict:
-            continue
-    assert stored is not None
+    # the sandbox's spec.capabilities narrow its plan (never widen it)
+    stored = await world.set_capabilities(builder, ["session.*", "preview.*"])
     token = world.mcp_token(stored)
     assert await names(world, token) == {"session.whoami", "session.info"} | {
         n for n in listed_builder if n.startswith("preview.")

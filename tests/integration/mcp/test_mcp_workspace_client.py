@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from openova_sandbox.domain.audit import AuditQuery
-from openova_sandbox.domain.errors import Conflict
 from support.mcp_world import SESSIONS, McpWorld, Person, mcp_world
 
 pytestmark = pytest.mark.asyncio
@@ -104,22 +102,7 @@ async def test_workspace_and_secrets_through_the_mcp_client(world: McpWorld) -> 
         failed(await client.call_tool("secrets.get", {"name": "STRIPE_KEY"}), "secret-not-found")
 
     # the sandbox's capabilities without secrets.read: metadata, and why not the value
-    # (as any writer of the spec does: read it, change it, and on a Conflict - the
-    # controller's status writes move the version meanwhile - read it again and retry)
-    for _ in range(20):
-        current = await world.deps.store.get(sandbox.namespace, sandbox.name)
-        narrowed = replace(
-            current,
-            spec=replace(current.spec, extra={"capabilities": ["secrets.list", "secrets.get"]}),
-        )
-        try:
-            stored = await world.deps.store.update(narrowed)
-        except Conflict:
-            continue
-        break
-    else:
-        raise AssertionError("the spec could not be written in 20 tries")
-    assert stored is not None
+    stored = await world.set_capabilities(sandbox, ["secrets.list", "secrets.get"])
     async with world.client(world.mcp_token(stored)) as client:
         got = ok(await client.call_tool("secrets.get", {"name": "STRIPE_KEY"}))
         assert got["value"] is None and "secrets.read" in got["withheld"]
