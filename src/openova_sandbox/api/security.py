@@ -52,17 +52,22 @@ async def principal_from(conn: HTTPConnection) -> Principal:
     # a token naming several orgs is used for the one the request asks for (auth/claims)
     with requested_org(conn.headers):
         principal: Principal = await deps.authenticator.authenticate(found.token)
-    if found.source == "cookie":
-        # a token cookie signed out of (POST /logout) is dead for every route, though its
-        # JWT has not expired (auth/signouts.py); live connections end with it
-        jti = jwt_id(found.token)
-        issued = None  # read only while the stored sign-outs are not loaded (the rare case)
-        if jti and not deps.signouts.loaded:
-            own = deps.issuer.issuer if deps.issuer is not None else None
-            issued = issued_here_at(found.token, own)
-        if jti and deps.signouts.ended(principal.sub, jti, issued):
-            raise Unauthenticated("this console session was signed out of")
-        conn.state.cookie_jti = jti
+    # a token cookie signed out of (POST /logout) is dead for every route, though its
+    # JWT has not expired (auth/signouts.py), and so is its JWT presented any other way
+    # (a bearer copied out of the cookie); live connections end with it
+    jti = jwt_id(found.token)
+    if jti:
+        if found.source == "cookie":
+            issued = None  # read only while the sign-outs are not loaded (the rare case)
+            if not deps.signouts.loaded:
+                own = deps.issuer.issuer if deps.issuer is not None else None
+                issued = issued_here_at(found.token, own)
+            if deps.signouts.ended(principal.sub, jti, issued):
+                raise Unauthenticated("this console session was signed out of")
+        elif deps.signouts.known(principal.sub, jti):  # (no 503 for API clients: memory
+            # until the stored sign-outs are loaded)
+            raise Unauthenticated("this token's console session was signed out of")
+        conn.state.token_jti = jti
     conn.state.principal = principal
     return principal
 

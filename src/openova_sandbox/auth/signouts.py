@@ -4,7 +4,8 @@ with at ``/login``).
 
 Such a cookie holds no server-side session to forget: the JWT stays valid until its
 ``exp``. Logging out clears the cookie, and remembers the token by its ``jti`` (and
-``sub``) until it expires, so the cookie is refused from the next request, and what was
+``sub``) until it expires, so the cookie is refused from the next request (and so is
+its JWT presented as a bearer token, copied out of the cookie), and what was
 opened *from* that sign-in ends with it: the preview grants minted from it (docs/mcp.md,
 "Previews") are refused from the next request, and a terminal or preview WebSocket under
 one is closed (:meth:`SignOuts.wait`).
@@ -207,6 +208,12 @@ class SignOuts:
         raises ``BackendUnavailable``: it may have been signed out of before."""
         if not self._loaded and (issued_at is None or issued_at < self._since):
             raise BackendUnavailable(NOT_LOADED, retry_after=int(LOAD_RETRY_SECONDS) + 1)
+        return self._known(sub, jti)
+
+    def known(self, sub: str, jti: str) -> bool:
+        """Whether this process knows the token ``jti`` of ``sub`` as signed out of (and
+        unexpired); unlike :meth:`ended`, never raises: before the stored sign-outs are
+        loaded it answers from memory (a bearer token's check, auth/security)."""
         return self._known(sub, jti)
 
     def _known(self, sub: str, jti: str) -> bool:

@@ -97,6 +97,43 @@ async def test_logout_ends_the_token_cookie_and_its_terminals_only(tmp_path: Pat
         await two.aclose()
 
 
+async def test_the_cookies_jwt_as_a_bearer_token_ends_with_the_sign_out(tmp_path: Path) -> None:
+    """The JWT inside a token cookie, copied out and presented as a bearer token, is the
+    same sign-in: refused once the console signed out, and a terminal it opened closes;
+    a bearer token of the same user's other sign-in keeps working."""
+    async with mcp_world(tmp_path, isolation="none") as world:
+        name = (await world.create(ADA)).name
+        await world.ready(ADA, name)
+        one, two = await signed_in(world, ADA), await signed_in(world, ADA)
+        secret = world.deps.cookie_secret
+        copied = verify_cookie(one.cookies["catalyst_session"], secret)
+        kept = verify_cookie(two.cookies["catalyst_session"], secret)
+        assert copied and kept and jwt_id(copied) != jwt_id(kept)
+        bearer = {"Authorization": f"Bearer {copied}"}
+        assert (await world.http.get(SESSIONS, headers=bearer)).status_code == 200
+
+        url = f"{world.url.replace('http://', 'ws://')}{SESSIONS}/{name}/attach"
+        async with asyncio.timeout(30), connect(url, additional_headers=bearer, proxy=None) as ws:
+            await ws.send(b"echo bearer-$((6*7))\n")
+            seen = b""
+            while b"bearer-42" not in seen:
+                frame = await ws.recv()
+                seen += frame if isinstance(frame, bytes) else frame.encode()
+            out = await one.post("/logout")
+            assert out.status_code == 204, out.text
+            with contextlib.suppress(ConnectionClosed):
+                async for _ in ws:
+                    pass
+        assert (ws.close_code, ws.close_reason) == (1008, "signed-out")
+
+        refused = await world.http.get(SESSIONS, headers=bearer)
+        assert refused.status_code == 401, refused.text
+        other = {"Authorization": f"Bearer {kept}"}
+        assert (await world.http.get(SESSIONS, headers=other)).status_code == 200
+        await one.aclose()
+        await two.aclose()
+
+
 async def test_a_logout_from_another_sites_page_ends_nothing(tmp_path: Path) -> None:
     async with mcp_world(tmp_path, isolation="none") as world:
         browser = await signed_in(world, ADA)

@@ -516,10 +516,10 @@ async def _attach(websocket: WebSocket, sandbox_id: str, terminal_id: str | None
         session_id = getattr(websocket.state, "oidc_session", None)
         if sessions is not None and session_id:  # a console session's sign-out (issue 11)
             ends.append((sessions.wait_ended(session_id), REASON_SIGNED_OUT))
-        cookie_jti = getattr(websocket.state, "cookie_jti", "")
-        if cookie_jti:  # a token cookie's sign-out (POST /logout; auth/signouts.py)
+        jti = getattr(websocket.state, "token_jti", "")
+        if jti:  # a token cookie's sign-out (POST /logout; auth/signouts.py)
             signouts = websocket.app.state.deps.signouts
-            ends.append((signouts.wait(caller.sub, cookie_jti), REASON_SIGNED_OUT))
+            ends.append((signouts.wait(caller.sub, jti), REASON_SIGNED_OUT))
         serve = _serve(channel, websocket, caller, sandbox_id, terminal_id)
         await _until_ended(channel, serve, ends, sub=caller.sub)
 
