@@ -63,9 +63,50 @@ def parse_time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _pop_str(data: JSON, key: str) -> str:
-    value = data.pop(key, "")
+def _str(raw: Mapping[str, Any], key: str) -> str:
+    value = raw.get(key, "")
     return value if isinstance(value, str) else ""
+
+
+def _extra(raw: Mapping[str, Any], known: frozenset[str]) -> JSON:
+    """A deep copy of the fields of ``raw`` the model does not know (an ``extra``). The
+    known ones are converted to new values by ``from_dict``, so copying them first (a
+    deep copy of the whole document) would only be thrown away."""
+    return {key: copy.deepcopy(value) for key, value in raw.items() if key not in known}
+
+
+def _copied(extra: Mapping[str, Any]) -> JSON:
+    """A deep copy of an ``extra`` for ``to_dict`` (usually empty: nothing to copy)."""
+    return copy.deepcopy(dict(extra)) if extra else {}
+
+
+_META_FIELDS = frozenset(
+    (
+        "name",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "generation",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "labels",
+        "annotations",
+        "finalizers",
+    )
+)
+_SPEC_FIELDS = frozenset(("owner", "quota", "agentCatalogue", "repos"))
+_STATUS_FIELDS = frozenset(
+    (
+        "phase",
+        "conditions",
+        "sessions",
+        "storageUsed",
+        "spend30d",
+        "previews",
+        "observedGeneration",
+        "lastActivityAt",
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -83,7 +124,7 @@ class ObjectMeta:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> JSON:
-        out: JSON = copy.deepcopy(dict(self.extra))
+        out: JSON = _copied(self.extra)
         out.update({"name": self.name, "namespace": self.namespace})
         if self.uid:
             out["uid"] = self.uid
@@ -105,23 +146,22 @@ class ObjectMeta:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> ObjectMeta:
-        data = copy.deepcopy(dict(raw))
-        generation = data.pop("generation", 0)
-        labels = data.pop("labels", None) or {}
-        annotations = data.pop("annotations", None) or {}
-        finalizers = data.pop("finalizers", None) or []
+        generation = raw.get("generation", 0)
+        labels = raw.get("labels") or {}
+        annotations = raw.get("annotations") or {}
+        finalizers = raw.get("finalizers") or []
         return cls(
-            name=_pop_str(data, "name"),
-            namespace=_pop_str(data, "namespace"),
-            uid=_pop_str(data, "uid"),
-            resource_version=_pop_str(data, "resourceVersion"),
+            name=_str(raw, "name"),
+            namespace=_str(raw, "namespace"),
+            uid=_str(raw, "uid"),
+            resource_version=_str(raw, "resourceVersion"),
             generation=generation if isinstance(generation, int) else 0,
-            creation_timestamp=parse_time(data.pop("creationTimestamp", None)),
-            deletion_timestamp=parse_time(data.pop("deletionTimestamp", None)),
+            creation_timestamp=parse_time(raw.get("creationTimestamp")),
+            deletion_timestamp=parse_time(raw.get("deletionTimestamp")),
             labels={str(k): str(v) for k, v in dict(labels).items()},
             annotations={str(k): str(v) for k, v in dict(annotations).items()},
             finalizers=tuple(str(f) for f in finalizers),
-            extra=data,
+            extra=_extra(raw, _META_FIELDS),
         )
 
 
@@ -165,7 +205,7 @@ class SandboxSpec:
         return self.agent_catalogue[0] if self.agent_catalogue else ""
 
     def to_dict(self) -> JSON:
-        out: JSON = copy.deepcopy(dict(self.extra))
+        out: JSON = _copied(self.extra)
         out["owner"] = {"email": self.owner_email, "orgRef": {"slug": self.org_slug}}
         out["quota"] = self.quota.to_dict()
         if self.agent_catalogue:
@@ -176,17 +216,16 @@ class SandboxSpec:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> SandboxSpec:
-        data = copy.deepcopy(dict(raw))
-        owner = data.pop("owner", None) or {}
+        owner = raw.get("owner") or {}
         org_ref = owner.get("orgRef") or {} if isinstance(owner, dict) else {}
-        repos = data.pop("repos", None) or []
+        repos = raw.get("repos") or []
         return cls(
             owner_email=str(owner.get("email", "")) if isinstance(owner, dict) else "",
             org_slug=str(org_ref.get("slug", "")) if isinstance(org_ref, dict) else "",
-            quota=Quota.from_dict(data.pop("quota", None) or {}),
-            agent_catalogue=tuple(str(a) for a in data.pop("agentCatalogue", None) or []),
+            quota=Quota.from_dict(raw.get("quota") or {}),
+            agent_catalogue=tuple(str(a) for a in raw.get("agentCatalogue") or []),
             repos=tuple(str(r.get("giteaRepo", "")) for r in repos if isinstance(r, dict)),
-            extra=data,
+            extra=_extra(raw, _SPEC_FIELDS),
         )
 
 
@@ -248,7 +287,7 @@ class SandboxStatus:
         return next((c for c in self.conditions if c.type == type_), None)
 
     def to_dict(self) -> JSON:
-        out: JSON = copy.deepcopy(dict(self.extra))
+        out: JSON = _copied(self.extra)
         if self.phase:
             out["phase"] = self.phase
         if self.conditions:
@@ -268,29 +307,26 @@ class SandboxStatus:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> SandboxStatus:
-        data = copy.deepcopy(dict(raw))
         previews = []
-        for p in data.pop("previews", None) or []:
+        for p in raw.get("previews") or []:
             if isinstance(p, dict) and isinstance(p.get("prNumber"), int):
                 previews.append(
                     Preview(p["prNumber"], str(p.get("url", "")), str(p.get("sha", "")))
                 )
-        sessions = data.pop("sessions", 0)
-        observed = data.pop("observedGeneration", 0)
+        sessions = raw.get("sessions", 0)
+        observed = raw.get("observedGeneration", 0)
         return cls(
-            phase=_pop_str(data, "phase"),
+            phase=_str(raw, "phase"),
             conditions=tuple(
-                Condition.from_dict(c)
-                for c in data.pop("conditions", None) or []
-                if isinstance(c, dict)
+                Condition.from_dict(c) for c in raw.get("conditions") or [] if isinstance(c, dict)
             ),
             sessions=sessions if isinstance(sessions, int) else 0,
-            storage_used=_pop_str(data, "storageUsed"),
-            spend_30d=_pop_str(data, "spend30d"),
+            storage_used=_str(raw, "storageUsed"),
+            spend_30d=_str(raw, "spend30d"),
             previews=tuple(previews),
             observed_generation=observed if isinstance(observed, int) else 0,
-            last_activity_at=parse_time(data.pop("lastActivityAt", None)),
-            extra=data,
+            last_activity_at=parse_time(raw.get("lastActivityAt")),
+            extra=_extra(raw, _STATUS_FIELDS),
         )
 
 

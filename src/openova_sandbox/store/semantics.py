@@ -118,16 +118,20 @@ def created_document(sandbox: Sandbox, *, uid: str, version: int, now: datetime)
 
 
 def updated_document(stored: JSON, sandbox: Sandbox) -> JSON | None:
-    """Replace metadata (except system fields) and spec; keep status. ``None``: no-op."""
-    incoming = sandbox.to_dict()
-    document = copy.deepcopy(stored)
-    meta = incoming["metadata"]
+    """Replace metadata (except system fields) and spec; keep status. ``None``: no-op.
+
+    Like every function here it returns a document that shares nothing with ``stored``
+    or ``sandbox``; only the fields it keeps are copied from ``stored``."""
+    meta = sandbox.metadata.to_dict()
     for key in SYSTEM_FIELDS:
         meta.pop(key, None)
         if key in stored["metadata"]:
             meta[key] = copy.deepcopy(stored["metadata"][key])
-    document["metadata"] = meta
-    document["spec"] = incoming["spec"]
+    replaced = {"metadata": meta, "spec": sandbox.spec.to_dict()}
+    document: JSON = {}
+    for key, value in stored.items():  # in the stored order, as a deep copy would be
+        document[key] = replaced.pop(key) if key in replaced else copy.deepcopy(value)
+    document.update(replaced)  # metadata or spec the stored document lacked
     if document == stored:
         return None
     if document["spec"] != stored["spec"]:
@@ -137,10 +141,12 @@ def updated_document(stored: JSON, sandbox: Sandbox) -> JSON | None:
 
 def status_document(stored: JSON, sandbox: Sandbox) -> JSON | None:
     """Replace only status. ``None``: no-op."""
-    status = sandbox.to_dict()["status"]
+    status = sandbox.status.to_dict()
     if status == stored.get("status"):
         return None
-    document = copy.deepcopy(stored)
+    document: JSON = {}
+    for key, value in stored.items():
+        document[key] = status if key == "status" else copy.deepcopy(value)
     document["status"] = status
     return document
 
@@ -153,6 +159,12 @@ def marked_document(stored: JSON, *, now: datetime) -> JSON:
 
 def stamped(document: JSON, version: int) -> JSON:
     """The document at its new resourceVersion (a copy)."""
-    out = copy.deepcopy(document)
-    out["metadata"]["resourceVersion"] = str(version)
-    return out
+    return stamp(copy.deepcopy(document), version)
+
+
+def stamp(document: JSON, version: int) -> JSON:
+    """``document`` itself at its new resourceVersion: for a document the caller owns
+    (one the functions above just made, or one a transaction just read), where
+    ``stamped`` would copy it a second time."""
+    document["metadata"]["resourceVersion"] = str(version)
+    return document

@@ -184,7 +184,7 @@ class SqlStore(EngineCalls):
             document = rules.updated_document(stored, sandbox)
             if document is None:
                 return Sandbox.from_dict(stored), False
-            document = rules.stamped(document, version)
+            document = rules.stamp(document, version)  # this write's own copy
             if rules.is_marked(document) and not rules.has_finalizers(document):
                 tx.delete_object(sandbox.namespace, sandbox.name)
                 tx.append_event("DELETED", document, version=version, retain=self._retain)
@@ -202,7 +202,7 @@ class SqlStore(EngineCalls):
             document = rules.status_document(stored, sandbox)
             if document is None:
                 return Sandbox.from_dict(stored), False
-            document = rules.stamped(document, version)
+            document = rules.stamp(document, version)  # this write's own copy
             tx.replace_object(document)
             tx.append_event("MODIFIED", document, version=version, retain=self._retain)
             return Sandbox.from_dict(document), True
@@ -218,14 +218,12 @@ class SqlStore(EngineCalls):
             stored = found[0]
             if not rules.has_finalizers(stored):
                 tx.delete_object(namespace, name)
-                gone = rules.stamped(stored, version)
+                gone = rules.stamp(stored, version)  # read for this write alone
                 tx.append_event("DELETED", gone, version=version, retain=self._retain)
                 return None, True
             if rules.is_marked(stored):
                 return Sandbox.from_dict(stored), False
-            document = rules.stamped(
-                rules.marked_document(stored, now=rules.now_seconds()), version
-            )
+            document = rules.stamp(rules.marked_document(stored, now=rules.now_seconds()), version)
             tx.replace_object(document)
             tx.append_event("MODIFIED", document, version=version, retain=self._retain)
             return Sandbox.from_dict(document), True

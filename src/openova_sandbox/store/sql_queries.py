@@ -48,7 +48,8 @@ class Tx(Protocol):
         ...
 
     def load(self, namespace: str, name: str) -> tuple[JSON, int] | None:
-        """The stored document and its create version, or ``None``."""
+        """The stored document and its create version, or ``None``. The document is
+        parsed for this call: the caller may change it."""
         ...
 
     def insert_object(self, document: JSON, *, version: int) -> None:

@@ -94,6 +94,22 @@ def test_document_round_trip_keeps_unknown_fields():
     assert Sandbox.from_dict(doc).to_dict() == doc
 
 
+def test_from_dict_and_to_dict_share_nothing_with_the_document():
+    # from_dict copies only the fields it does not know (the known ones become new
+    # values): a later change to the document must not reach the object, nor back
+    doc = sample().to_dict()
+    parsed = Sandbox.from_dict(doc)
+    doc["metadata"]["managedFields"][0]["manager"] = "changed"
+    doc["metadata"]["labels"]["a"] = "changed"
+    doc["spec"]["idleScaling"]["enabled"] = False
+    doc["status"]["conditions"][0]["status"] = "False"
+    assert parsed == sample()
+    again = parsed.to_dict()
+    again["spec"]["idleScaling"]["enabled"] = False
+    again["metadata"]["managedFields"].append({"manager": "y"})
+    assert parsed == sample()
+
+
 def test_item_shape():
     item = to_item(sample())
     assert list(item)[:6] == ["id", "name", "agent", "status", "createdAt", "repo"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -83,6 +84,29 @@ def test_marking_and_stamping_copy() -> None:
     assert rules.is_marked(marked) and rules.has_finalizers(marked)
     assert rules.version_of(rules.stamped(marked, 12)) == 12
     assert rules.version_of(marked) == 5
+
+
+def test_transitions_share_nothing_with_the_stored_document() -> None:
+    # they copy only what they keep of it; the memory store holds ``base`` itself
+    base = stored(labels={"x": "1"}, finalizers=("x/y",))
+    base["status"] = {"phase": "Ready", "conditions": [{"type": "Ready", "status": "True"}]}
+    base["kind2"] = {"nested": ["kept"]}
+    snapshot = copy.deepcopy(base)
+    current = Sandbox.from_dict(base)
+    updated = rules.updated_document(base, current.with_meta(labels={"y": "2"}))
+    status = rules.status_document(base, current.with_status(SandboxStatus(phase="Pending")))
+    marked = rules.marked_document(base, now=NOW)
+    for document in (updated, status, marked):
+        assert document is not None
+        assert list(document) == list(base)  # the stored order of the fields
+        rules.stamp(document, 99)
+        document["kind2"]["nested"].append("changed")
+        document["metadata"]["finalizers"].append("changed")
+        if "conditions" in document["status"]:
+            document["status"]["conditions"][0]["status"] = "changed"
+    assert base == snapshot
+    assert rules.version_of(rules.stamped(base, 12)) == 12
+    assert base == snapshot
 
 
 def test_check_version() -> None:
