@@ -13,7 +13,7 @@ import structlog
 from starlette.requests import HTTPConnection, Request
 
 from ..auth.claims import requested_org
-from ..auth.signouts import issued_here_at, jwt_id
+from ..auth.signouts import console_session_jti, issued_here_at, jwt_id
 from ..auth.sources import CookieRejected
 from ..domain.errors import Forbidden, Unauthenticated
 from ..domain.principal import Principal
@@ -53,20 +53,23 @@ async def principal_from(conn: HTTPConnection) -> Principal:
     with requested_org(conn.headers):
         principal: Principal = await deps.authenticator.authenticate(found.token)
     # a token cookie signed out of (POST /logout) is dead for every route, though its
-    # JWT has not expired (auth/signouts.py), and so is its JWT presented any other way
-    # (a bearer copied out of the cookie); live connections end with it
-    jti = jwt_id(found.token)
+    # JWT has not expired (auth/signouts.py); live connections end with it
+    if found.source == "cookie":
+        jti = jwt_id(found.token)
+        issued = None  # read only while the stored sign-outs are not loaded (the rare case)
+        if jti and not deps.signouts.loaded:
+            own = deps.issuer.issuer if deps.issuer is not None else None
+            issued = issued_here_at(found.token, own)
+        if jti and deps.signouts.ended(principal.sub, jti, issued):
+            raise Unauthenticated("this console session was signed out of")
+    else:
+        # so is a console session's own token copied out of the cookie (not a token the
+        # user signed in with at /login: that one may be their CLI's); from memory until
+        # the stored sign-outs are loaded (no 503 for API clients)
+        jti = console_session_jti(found.token)
+        if jti and deps.signouts.known(principal.sub, jti):
+            raise Unauthenticated("this console session was signed out of")
     if jti:
-        if found.source == "cookie":
-            issued = None  # read only while the sign-outs are not loaded (the rare case)
-            if not deps.signouts.loaded:
-                own = deps.issuer.issuer if deps.issuer is not None else None
-                issued = issued_here_at(found.token, own)
-            if deps.signouts.ended(principal.sub, jti, issued):
-                raise Unauthenticated("this console session was signed out of")
-        elif deps.signouts.known(principal.sub, jti):  # (no 503 for API clients: memory
-            # until the stored sign-outs are loaded)
-            raise Unauthenticated("this token's console session was signed out of")
         conn.state.token_jti = jti
     conn.state.principal = principal
     return principal

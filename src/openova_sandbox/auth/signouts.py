@@ -5,7 +5,9 @@ with at ``/login``).
 Such a cookie holds no server-side session to forget: the JWT stays valid until its
 ``exp``. Logging out clears the cookie, and remembers the token by its ``jti`` (and
 ``sub``) until it expires, so the cookie is refused from the next request (and so is
-its JWT presented as a bearer token, copied out of the cookie), and what was
+the session token a login link minted for it, copied out and presented as a bearer
+token; not a token the user signed in with at ``/login``, which may be their CLI's), and
+what was
 opened *from* that sign-in ends with it: the preview grants minted from it (docs/mcp.md,
 "Previews") are refused from the next request, and a terminal or preview WebSocket under
 one is closed (:meth:`SignOuts.wait`).
@@ -48,6 +50,7 @@ from typing import Protocol
 import structlog
 
 from ..domain.errors import BackendUnavailable
+from ..domain.principal import CONSOLE_PURPOSE
 
 log = structlog.get_logger(__name__)
 
@@ -88,7 +91,18 @@ def _claims(token: str) -> dict[str, object]:
 
 def jwt_id(token: str) -> str:
     """The ``jti`` of a compact JWT, ``""`` when it has none."""
-    jti = _claims(token).get("jti")
+    return _jti(_claims(token))
+
+
+def console_session_jti(token: str) -> str:
+    """The ``jti`` of a console sign-in's session token (``purpose`` ``console``: minted
+    for the token cookie when a login link was redeemed), ``""`` for any other token."""
+    claims = _claims(token)
+    return _jti(claims) if claims.get("purpose") == CONSOLE_PURPOSE else ""
+
+
+def _jti(claims: dict[str, object]) -> str:
+    jti = claims.get("jti")
     return jti if isinstance(jti, str) and 0 < len(jti) <= 256 else ""
 
 

@@ -15,6 +15,10 @@ LOGIN_PURPOSE = "login"
 # the ``purpose`` claim of a sandbox's MCP token (services.mcp_tokens): it opens the MCP
 # server for that sandbox's agents, never the API
 MCP_PURPOSE = "mcp"
+# the ``purpose`` claim of a console sign-in's session token, minted for the token cookie
+# when a login link is redeemed: it lives in that cookie only, so a sign-out ends it
+# however it is presented (auth/signouts.py); an API token like any other otherwise
+CONSOLE_PURPOSE = "console"
 _TIER_RANK = {"free": 0, "user": 0, "pro": 1, "team": 2, "admin": 3, "owner": 4, "superadmin": 5}
 
 

@@ -34,7 +34,7 @@ from urllib.parse import quote, urlsplit
 import structlog
 
 from ..domain.errors import Conflict, Forbidden, Invalid, Unauthenticated
-from ..domain.principal import LOGIN_PURPOSE, Principal, principal_from_claims
+from ..domain.principal import CONSOLE_PURPOSE, LOGIN_PURPOSE, Principal, principal_from_claims
 
 log = structlog.get_logger(__name__)
 
@@ -292,6 +292,7 @@ class LoginService:
             org=principal.org,
             roles=sorted(principal.roles),
             ttl=SESSION_TTL,
+            extra={"purpose": CONSOLE_PURPOSE},
         )
         log.info("login.link_redeemed", sub=principal.sub)
         return Redeemed(session, destination, principal)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -132,6 +133,27 @@ async def test_the_cookies_jwt_as_a_bearer_token_ends_with_the_sign_out(tmp_path
         assert (await world.http.get(SESSIONS, headers=other)).status_code == 200
         await one.aclose()
         await two.aclose()
+
+
+async def test_a_token_signed_in_with_at_login_outlives_the_consoles_sign_out(
+    tmp_path: Path,
+) -> None:
+    """A console signed in at ``/login`` with a token the user holds (their CLI's, say)
+    signs out of that cookie only: the token itself stays a valid bearer token."""
+    async with mcp_world(tmp_path, isolation="none") as world:
+        token = world.token(ADA)  # minted for the user, not for a console cookie
+        browser = httpx.AsyncClient(base_url=world.url, headers={"Origin": world.url}, timeout=15)
+        page = await browser.get("/login", params={"token": token})
+        form = dict(re.findall(r'name="(\w+)" value="([^"]*)"', page.text))
+        done = await browser.post("/login", data=form)
+        assert done.status_code == 303, done.text
+        cookie = {"Cookie": f"catalyst_session={browser.cookies['catalyst_session']}"}
+        assert (await world.http.get(SESSIONS, headers=cookie)).status_code == 200
+        assert (await browser.post("/logout")).status_code == 204
+        assert (await world.http.get(SESSIONS, headers=cookie)).status_code == 401
+        bearer = {"Authorization": f"Bearer {token}"}
+        assert (await world.http.get(SESSIONS, headers=bearer)).status_code == 200
+        await browser.aclose()
 
 
 async def test_a_logout_from_another_sites_page_ends_nothing(tmp_path: Path) -> None:
