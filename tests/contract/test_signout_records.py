@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Column, DateTime, MetaData, String, Table, Text, insert, text
 
 from openova_sandbox.auth import signouts as signouts_module
 from openova_sandbox.auth.signouts import NOT_LOADED, NOT_RECORDED, SignOuts
@@ -22,6 +24,7 @@ from openova_sandbox.store.sql_engine import create_engine, parse_url
 from openova_sandbox.store.sql_signouts import SqlSignOutBackend
 from support.migrations import tables, to
 from support.postgres import fresh_database
+from support.waiting import until
 
 SQL = [
     pytest.param("sqlite", id="sqlite"),
@@ -65,7 +68,7 @@ async def rows(database: str) -> list[tuple[Any, ...]]:
     try:
         async with engine.connect() as connection:
             found = await connection.execute(
-                text("SELECT * FROM sandbox_signed_out_tokens ORDER BY sub, jti")
+                text("SELECT sub, jti, expires_at FROM sandbox_signed_out_tokens ORDER BY sub, jti")
             )
             return [tuple(row) for row in found]
     finally:
@@ -108,8 +111,14 @@ async def test_each_write_removes_the_expired_records(database: str) -> None:
         assert [(sub, jti) for sub, jti, _ in await rows(database)] == [("bob", "live")]
         assert await backend.load(2_000, limit=10) == [("bob", "live", 3_000.0)]
         assert await backend.load(3_000, limit=10) == []  # expired: not loaded
-        assert await backend.prune(3_000) == 1
+        # the highest numbered row stays until a later write (the numbers never go
+        # back), expired or not
         assert await backend.prune(3_000) == 0
+        assert [(sub, jti) for sub, jti, _ in await rows(database)] == [("bob", "live")]
+        await backend.add("cy", "next", 4_000, now=3_000)
+        assert [(sub, jti) for sub, jti, _ in await rows(database)] == [("cy", "next")]
+        assert await backend.latest() == 4
+        assert await backend.since(2, limit=10) == [("cy", "next", 4_000.0, 4)]
     finally:
         await backend.close()
 
@@ -264,4 +273,171 @@ async def test_the_table_holds_no_token(tmp_path: Path) -> None:
     await backend.close()
     with sqlite3.connect(path) as raw:
         columns = [row[1] for row in raw.execute("PRAGMA table_info(sandbox_signed_out_tokens)")]
-    assert columns == ["sub", "jti", "expires_at"]
+    assert columns == ["sub", "jti", "expires_at", "recorded"]
+
+
+async def test_a_sign_out_through_one_process_reaches_the_running_others(
+    open_signouts: Callable[..., Awaitable[SignOuts]],
+) -> None:
+    """Two processes on one database (two API replicas), both running: a sign-out
+    through either is known to the other within the poll interval (the real one, 2 s),
+    and what waits on it there (a terminal opened with that cookie) is woken."""
+    clock = Clock(1_000.0)
+    first = await open_signouts(clock)
+    second = await open_signouts(clock)
+    assert not second.ended("ada", "j1") and not first.ended("bob", "j2")
+    waiting = asyncio.ensure_future(second.wait("ada", "j1"))
+
+    started = time.monotonic()
+    await first.end("ada", "j1", 2_000)
+    await first.end("ada", "gone", 1_000.5)  # expires before the other reads it
+    clock.now = 1_001.0
+    async with asyncio.timeout(signouts_module.POLL_SECONDS + 3):
+        await waiting
+    assert time.monotonic() - started < signouts_module.POLL_SECONDS + 3
+    assert second.ended("ada", "j1") and not second.ended("ada", "gone")
+    assert not second.ended("ada", "j3")
+
+    await second.end("bob", "j2", 2_000)  # and the other way round
+    assert await until("bob's sign-out read by the first", lambda: known(first, "bob", "j2"))
+    # signed out of again through the first: numbered anew, read again, harmlessly
+    await first.end("bob", "j2", 2_000)
+    await first.end("cy", "j4", 2_000)
+    assert await until("cy's sign-out read by the second", lambda: known(second, "cy", "j4"))
+    assert second.ended("bob", "j2") and second.ended("ada", "j1")
+
+
+async def known(signouts: SignOuts, sub: str, jti: str) -> bool:
+    return signouts.known(sub, jti)
+
+
+class Watched(SqlSignOutBackend):
+    """The real backend, counting the reads of what was recorded since (and their
+    failures)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.reads = 0
+        self.failures = 0
+
+    async def since(self, after: int, limit: int) -> list[tuple[str, str, float, int]]:
+        try:
+            found = await super().since(after, limit)
+        except Exception:
+            self.failures += 1
+            raise
+        self.reads += 1
+        return found
+
+
+async def test_a_read_that_fails_is_tried_again(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The table cannot be read for a while (renamed away): each turn's read fails and
+    the process keeps its loop; once the table is back, the next read brings what was
+    recorded meanwhile."""
+    monkeypatch.setattr(signouts_module, "POLL_SECONDS", 0.05)
+    clock = Clock(1_000.0)
+    first = SignOuts(clock, backend=SqlSignOutBackend(database))
+    backend = Watched(database)
+    second = SignOuts(clock, backend=backend)
+    await first.start()
+    await second.start()
+    try:
+        await until("a first read", lambda: answer(backend.reads > 0))
+        await rename(database, "sandbox_signed_out_tokens", "sandbox_hidden")
+        await until("two failed reads", lambda: answer(backend.failures >= 2))
+        await rename(database, "sandbox_hidden", "sandbox_signed_out_tokens")
+        waiting = asyncio.ensure_future(second.wait("ada", "j1"))
+        await first.end("ada", "j1", 2_000)
+        async with asyncio.timeout(30):
+            await waiting
+        assert second.ended("ada", "j1")
+    finally:
+        await second.stop()
+        await first.stop()
+
+
+async def answer(value: bool) -> bool:
+    return value
+
+
+async def rename(database: str, table: str, to_name: str) -> None:
+    engine = create_engine(parse_url(database), echo=False, connect_timeout=5)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text(f"ALTER TABLE {table} RENAME TO {to_name}"))
+    finally:
+        await engine.dispose()
+
+
+async def test_without_a_backend_nothing_is_read() -> None:
+    """``SANDBOX_STORE=memory``: no database, so no reads; the sign-outs are this
+    process's."""
+    signouts = SignOuts(Clock(1_000.0))
+    await signouts.start()
+    try:
+        assert signouts.loaded
+        assert not [t for t in asyncio.all_tasks() if t.get_name() == "signouts-poll"]
+        await signouts.end("ada", "j1", 2_000)
+        assert signouts.ended("ada", "j1")
+    finally:
+        await signouts.stop()
+
+
+# the table as migration 0007 left it
+at_0007 = Table(
+    "sandbox_signed_out_tokens",
+    MetaData(),
+    Column("sub", Text, primary_key=True),
+    Column("jti", String(256), primary_key=True),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+
+async def test_a_database_at_0007_with_sign_outs_is_numbered_and_followed(
+    database: str,
+) -> None:
+    """Migration 0008 on a database an older release left at 0007 with sign-outs in it:
+    they are kept (numbered 0) and loaded; a sign-out recorded after the upgrade is
+    numbered 1 and read by a running process; the downgrade keeps the rows."""
+    engine = create_engine(parse_url(database), echo=False, connect_timeout=5)
+    live, expired = datetime.fromtimestamp(2_000, UTC), datetime.fromtimestamp(900, UTC)
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(to("0007"))
+            await connection.execute(
+                insert(at_0007),
+                [
+                    {"sub": "ada", "jti": "old", "expires_at": live},
+                    {"sub": "bob", "jti": "older", "expires_at": expired},
+                ],
+            )
+        clock = Clock(1_000.0)
+        first = SignOuts(clock, backend=SqlSignOutBackend(database))
+        await first.start()  # upgrades to head
+        second = SignOuts(clock, backend=SqlSignOutBackend(database))
+        await second.start()
+        try:
+            assert first.ended("ada", "old") and second.ended("ada", "old")
+            assert not second.ended("bob", "older")
+            await first.end("cy", "new", 2_000)
+            assert await until("cy's sign-out read", lambda: known(second, "cy", "new"))
+        finally:
+            await second.stop()
+            await first.stop()
+        async with engine.connect() as connection:
+            found = await connection.execute(
+                text("SELECT sub, jti, recorded FROM sandbox_signed_out_tokens ORDER BY sub")
+            )
+            # the expired one is removed (not the highest numbered), the others kept
+            assert [tuple(row) for row in found] == [("ada", "old", 0), ("cy", "new", 1)]
+        async with engine.begin() as connection:
+            await connection.run_sync(to("0007", down=True))
+        async with engine.connect() as connection:
+            found = await connection.execute(
+                text("SELECT sub, jti FROM sandbox_signed_out_tokens ORDER BY sub")
+            )
+            assert [tuple(row) for row in found] == [("ada", "old"), ("cy", "new")]
+    finally:
+        await engine.dispose()

@@ -31,10 +31,18 @@ database (the agent catalogue) while the store is down.
 
 Without a backend (``SANDBOX_STORE=memory``, and tests that build bare deps) the
 sign-outs are this process's memory only and a restart forgets them; nothing else is
-kept across a restart there either. In Kubernetes mode every API replica reads the
-shared database at its start, but a running replica does not poll it: a token cookie
-signed out through one replica is refused by the others from their next start (that
-mode's console signs in with OIDC sessions, which every replica sees at once).
+kept across a restart there either.
+
+Other processes' sign-outs (Kubernetes mode: the API replicas on one shared database)
+are read while this one runs: once loaded, every :data:`POLL_SECONDS` (2 s, the horizon
+of the console's OIDC sessions) it reads the rows recorded since its last read (the
+backend numbers each write in the order of the commits, ``recorded``: migration 0008, so
+``since(<highest number seen>)`` misses none, whatever the replicas' clocks), remembers
+them and wakes what waits on them: a cookie signed out through replica A is refused by
+replica B within about 2 s, and a terminal opened with it there closes ``signed-out``.
+One indexed read per process every 2 s, never one per request. A read that fails is
+logged and tried again at the next turn (meanwhile this process knows the sign-outs read
+so far, and its own).
 """
 
 from __future__ import annotations
@@ -59,6 +67,11 @@ log = structlog.get_logger(__name__)
 MAX_REMEMBERED = 100_000
 # between two loads of a database that could not be read at start
 LOAD_RETRY_SECONDS = 2.0
+# between two reads of the sign-outs other processes recorded since (once loaded): the
+# horizon within which a sign-out through another API replica is known here
+POLL_SECONDS = 2.0
+# at most this many rows per read (more are read at once, in turn)
+POLL_BATCH = 1_000
 NOT_LOADED = "the signed-out sign-ins are not loaded yet; try again shortly"
 NOT_RECORDED = (
     "signed out on this server, but the sign-out could not be recorded: it would not "
@@ -74,6 +87,8 @@ class SignOutBackend(Protocol):
     async def add(self, sub: str, jti: str, expires_at: float, now: float) -> None: ...
     async def load(self, now: float, limit: int) -> list[tuple[str, str, float]]: ...
     async def prune(self, now: float) -> int: ...
+    async def latest(self) -> int: ...
+    async def since(self, after: int, limit: int) -> list[tuple[str, str, float, int]]: ...
 
 
 def _claims(token: str) -> dict[str, object]:
@@ -132,6 +147,9 @@ class SignOuts:
         # process (which remembers it) until the stored sign-outs are loaded
         self._since = clock()
         self._loading: asyncio.Task[None] | None = None
+        self._polling: asyncio.Task[None] | None = None
+        # the highest record number read from the backend: the next read is of those above
+        self._cursor = 0
         self._ended: dict[tuple[str, str], float] = {}  # (sub, jti) -> the token's exp
         # set when signed out here; kept only while a connection waits on it
         self._events: weakref.WeakValueDictionary[tuple[str, str], asyncio.Event] = (
@@ -154,12 +172,15 @@ class SignOuts:
         except BackendUnavailable as exc:
             log.warning("auth.signouts_unreachable_at_start", error=exc.detail)
             self._loading = asyncio.create_task(self._load_until_done(), name="signouts-load")
+            return
+        self._polling = asyncio.create_task(self._poll(), name="signouts-poll")
 
     async def stop(self) -> None:
-        loading, self._loading = self._loading, None
-        if loading is not None:
-            loading.cancel()
-            await asyncio.gather(loading, return_exceptions=True)
+        for task in (self._loading, self._polling):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._loading = self._polling = None
         if self._backend is not None:
             await self._backend.close()
 
@@ -168,6 +189,8 @@ class SignOuts:
         await self._backend.start()
         now = self._clock()
         removed = await self._backend.prune(now)
+        # numbered before the load: what is recorded meanwhile is read again, harmlessly
+        self._cursor = await self._backend.latest()
         rows = await self._backend.load(now, MAX_REMEMBERED)
         for sub, jti, expires_at in rows:
             self._remember(sub, jti, expires_at)
@@ -181,7 +204,41 @@ class SignOuts:
                 await self._load()
             except BackendUnavailable:
                 continue
+            self._polling = asyncio.create_task(self._poll(), name="signouts-poll")
             return
+
+    async def _poll(self) -> None:
+        """Every :data:`POLL_SECONDS`, remember the sign-outs recorded since the last
+        read (through another process: this one's are known already), waking what waits
+        on them. A read that fails is logged (once until one succeeds) and tried again
+        at the next turn; nothing ends this loop but :meth:`stop`."""
+        failing = False
+        while True:
+            await asyncio.sleep(POLL_SECONDS)
+            try:
+                read = await self._read_recorded()
+            except Exception as exc:  # any failure: the next turn reads again
+                if not failing:
+                    detail = exc.detail if isinstance(exc, BackendUnavailable) else repr(exc)
+                    log.warning("auth.signouts_poll_failed", error=detail)
+                failing = True
+                continue
+            if failing:
+                log.info("auth.signouts_poll_recovered", signed_out=read)
+            failing = False
+
+    async def _read_recorded(self) -> int:
+        """Remember what was recorded since :attr:`_cursor`; how many rows were read."""
+        assert self._backend is not None
+        read = 0
+        while True:
+            rows = await self._backend.since(self._cursor, POLL_BATCH)
+            for sub, jti, expires_at, number in rows:
+                self._remember(sub, jti, expires_at)
+                self._cursor = max(self._cursor, number)
+            read += len(rows)
+            if len(rows) < POLL_BATCH:
+                return read
 
     async def end(self, sub: str, jti: str, expires_at: float) -> None:
         """The token ``jti`` of ``sub`` was signed out of: refused here at once, and
