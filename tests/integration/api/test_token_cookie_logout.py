@@ -30,6 +30,7 @@ from openova_sandbox.auth.signouts import NOT_RECORDED, jwt_id
 from openova_sandbox.store.sql_engine import create_engine, parse_url
 from support.mcp_world import McpWorld, Person, mcp_world
 from support.postgres import fresh_database
+from support.waiting import until
 
 ADA = Person("sub-ada", "ada@acme.com", "acme")
 SESSIONS = "/api/v1/sandbox/sessions"
@@ -200,6 +201,38 @@ async def test_a_signed_out_cookie_stays_refused_by_a_restarted_server(
         claims = await world.deps.authenticator.validator.validate(token)
         assert claims["exp"] > time.time()
         assert world.deps.signouts.ended(ADA.sub, jwt_id(token))
+
+
+async def test_a_cookie_signed_out_through_one_replica_is_refused_by_another_running(
+    tmp_path: Path, database: dict[str, str]
+) -> None:
+    """Two servers running at once over one data dir and database (two API replicas): a
+    phone signed in by a login link is signed out through the first; a copy of its cookie
+    presented to the second, which was running all along, is refused within about 2 s
+    (its poll of the recorded sign-outs), not from its next start."""
+    async with (
+        mcp_world(tmp_path, isolation="none", **database) as first,
+        mcp_world(tmp_path, isolation="none", **database) as second,
+    ):
+        phone, laptop = await signed_in(first, ADA), await signed_in(first, ADA)
+        copy = {"Cookie": f"catalyst_session={phone.cookies['catalyst_session']}"}
+        other = {"Cookie": f"catalyst_session={laptop.cookies['catalyst_session']}"}
+        assert (await second.http.get(SESSIONS, headers=copy)).status_code == 200
+        out = await phone.post("/logout")
+        assert out.status_code == 204, out.text
+        signed_out = time.monotonic()
+        assert (await first.http.get(SESSIONS, headers=copy)).status_code == 401
+
+        async def refused() -> bool:
+            answer = await second.http.get(SESSIONS, headers=copy)
+            assert answer.status_code in (200, 401), answer.text
+            return answer.status_code == 401
+
+        await until("the copy refused by the other replica", refused, timeout=10)
+        assert time.monotonic() - signed_out < 2 + 2  # the poll interval, and a margin
+        assert (await second.http.get(SESSIONS, headers=other)).status_code == 200
+        await phone.aclose()
+        await laptop.aclose()
 
 
 async def refuse_inserts(url: str) -> Callable[[], Awaitable[None]]:
