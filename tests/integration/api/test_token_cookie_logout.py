@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import text
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from openova_sandbox.auth.cookie import verify_cookie
@@ -48,6 +48,23 @@ async def signed_in(world: McpWorld, who: Person) -> httpx.AsyncClient:
     return browser
 
 
+async def typed(ws: ClientConnection, command: bytes, answer: bytes) -> None:
+    """``command`` typed into a terminal, until the shell's ``answer`` came back."""
+    await ws.send(command)
+    seen = b""
+    while answer not in seen:
+        frame = await ws.recv()
+        seen += frame if isinstance(frame, bytes) else frame.encode()
+
+
+async def until_closed(ws: ClientConnection) -> tuple[int | None, str | None]:
+    """What the server closed the terminal's WebSocket with, once it did."""
+    with contextlib.suppress(ConnectionClosed):
+        async for _ in ws:
+            pass
+    return ws.close_code, ws.close_reason
+
+
 async def test_logout_ends_the_token_cookie_and_its_terminals_only(tmp_path: Path) -> None:
     async with mcp_world(tmp_path, isolation="none") as world:
         name = (await world.create(ADA)).name
@@ -64,37 +81,23 @@ async def test_logout_ends_the_token_cookie_and_its_terminals_only(tmp_path: Pat
             connect(url, additional_headers=headers, proxy=None) as ws,
             connect(url, additional_headers={**other, "Origin": world.url}, proxy=None) as kept,
         ):
-            await ws.send(b"echo live-$((4*4))\n")
-            seen = b""
-            while b"live-16" not in seen:
-                frame = await ws.recv()
-                seen += frame if isinstance(frame, bytes) else frame.encode()
+            await typed(ws, b"echo live-$((4*4))\n", b"live-16")
 
             out = await one.post("/logout")
             assert out.status_code == 204, out.text
             signed_out = time.monotonic()
-            with contextlib.suppress(ConnectionClosed):
-                async for _ in ws:
-                    pass
-            assert (ws.close_code, ws.close_reason) == (1008, "signed-out")
+            assert await until_closed(ws) == (1008, "signed-out")
             assert time.monotonic() - signed_out < 2  # at once, not at the token's expiry
 
             # a copy of the signed-out cookie opens nothing, though its JWT is unexpired
             copy = await world.http.get(SESSIONS, headers=headers)
             assert copy.status_code == 401, copy.text
             async with connect(url, additional_headers=headers, proxy=None) as copied:
-                with contextlib.suppress(ConnectionClosed):
-                    async for _ in copied:
-                        pass
-            assert (copied.close_code, copied.close_reason) == (1008, "unauthenticated")
+                assert await until_closed(copied) == (1008, "unauthenticated")
 
             # the user's other sign-in keeps its routes and its terminal
             assert (await two.get(SESSIONS)).status_code == 200
-            await kept.send(b"echo still-$((5*5))\n")
-            seen = b""
-            while b"still-25" not in seen:
-                frame = await kept.recv()
-                seen += frame if isinstance(frame, bytes) else frame.encode()
+            await typed(kept, b"echo still-$((5*5))\n", b"still-25")
         await one.aclose()
         await two.aclose()
 
@@ -116,17 +119,10 @@ async def test_the_cookies_jwt_as_a_bearer_token_ends_with_the_sign_out(tmp_path
 
         url = f"{world.url.replace('http://', 'ws://')}{SESSIONS}/{name}/attach"
         async with asyncio.timeout(30), connect(url, additional_headers=bearer, proxy=None) as ws:
-            await ws.send(b"echo bearer-$((6*7))\n")
-            seen = b""
-            while b"bearer-42" not in seen:
-                frame = await ws.recv()
-                seen += frame if isinstance(frame, bytes) else frame.encode()
+            await typed(ws, b"echo bearer-$((6*7))\n", b"bearer-42")
             out = await one.post("/logout")
             assert out.status_code == 204, out.text
-            with contextlib.suppress(ConnectionClosed):
-                async for _ in ws:
-                    pass
-        assert (ws.close_code, ws.close_reason) == (1008, "signed-out")
+            assert await until_closed(ws) == (1008, "signed-out")
 
         refused = await world.http.get(SESSIONS, headers=bearer)
         assert refused.status_code == 401, refused.text
