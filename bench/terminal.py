@@ -21,6 +21,7 @@ import contextlib
 import gc
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -369,8 +370,9 @@ class Ttyd:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = int(probe.getsockname()[1])
-        version = subprocess.run([binary, "--version"], capture_output=True, text=True)
-        self.version = version.stdout.split()[2].split("-")[0] if version.stdout else "?"
+        said = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
+        found = re.search(r"\d+\.\d+\.\d+", said)  # "ttyd version 1.7.7-unknown"
+        self.version = found.group(0) if found else "?"
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--interface", "lo", "--writable", *agent],
             stdout=subprocess.DEVNULL,
