@@ -24,6 +24,7 @@ from openova_sandbox.store.sql_engine import create_engine, parse_url
 from openova_sandbox.store.sql_signouts import SqlSignOutBackend
 from support.migrations import tables, to
 from support.postgres import fresh_database
+from support.sql_faults import refuse_signout_inserts
 from support.waiting import until
 
 SQL = [
@@ -145,7 +146,7 @@ async def test_a_failed_write_is_an_error_and_the_token_stays_refused_here(
     same, and a new one does not know of it (nothing was recorded)."""
     clock = Clock(1_000.0)
     signouts = await open_signouts(clock)
-    await refuse_inserts(database)
+    await refuse_signout_inserts(database)
     waiting = asyncio.ensure_future(signouts.wait("ada", "j1"))
     with pytest.raises(BackendUnavailable) as caught:
         await signouts.end("ada", "j1", 2_000)
@@ -155,29 +156,6 @@ async def test_a_failed_write_is_an_error_and_the_token_stays_refused_here(
         await waiting  # its live connections ended with it
     assert await rows(database) == []
     assert not (await open_signouts(clock)).ended("ada", "j1")
-
-
-async def refuse_inserts(database: str) -> None:
-    engine = create_engine(parse_url(database), echo=False, connect_timeout=5)
-    statements = (
-        [
-            "CREATE TRIGGER refuse BEFORE INSERT ON sandbox_signed_out_tokens "
-            "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
-        ]
-        if database.startswith("sqlite")
-        else [
-            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
-            "$$ BEGIN RAISE EXCEPTION 'disk full'; END $$",
-            "CREATE TRIGGER refuse BEFORE INSERT ON sandbox_signed_out_tokens "
-            "FOR EACH ROW EXECUTE FUNCTION refuse()",
-        ]
-    )
-    try:
-        async with engine.begin() as connection:
-            for statement in statements:
-                await connection.execute(text(statement))
-    finally:
-        await engine.dispose()
 
 
 async def test_a_database_unreadable_at_start_refuses_token_cookies_until_loaded(

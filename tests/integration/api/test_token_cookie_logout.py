@@ -16,20 +16,18 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import text
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from openova_sandbox.auth.cookie import verify_cookie
 from openova_sandbox.auth.signouts import NOT_RECORDED, jwt_id
-from openova_sandbox.store.sql_engine import create_engine, parse_url
 from support.mcp_world import McpWorld, Person, mcp_world
 from support.postgres import fresh_database
+from support.sql_faults import refuse_signout_inserts
 from support.waiting import until
 
 ADA = Person("sub-ada", "ada@acme.com", "acme")
@@ -231,40 +229,6 @@ async def test_a_cookie_signed_out_through_one_replica_is_refused_by_another_run
         await laptop.aclose()
 
 
-async def refuse_inserts(url: str) -> Callable[[], Awaitable[None]]:
-    """The database refuses every new sign-out record (a trigger raising, as a full disk
-    or a read-only database would); returns what lifts that again."""
-    sqlite = url.startswith("sqlite")
-    install = (
-        [
-            "CREATE TRIGGER refuse BEFORE INSERT ON sandbox_signed_out_tokens "
-            "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
-        ]
-        if sqlite
-        else [
-            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
-            "$$ BEGIN RAISE EXCEPTION 'disk full'; END $$",
-            "CREATE TRIGGER refuse BEFORE INSERT ON sandbox_signed_out_tokens "
-            "FOR EACH ROW EXECUTE FUNCTION refuse()",
-        ]
-    )
-    lift = (
-        ["DROP TRIGGER refuse"] if sqlite else ["DROP TRIGGER refuse ON sandbox_signed_out_tokens"]
-    )
-
-    async def run(statements: list[str]) -> None:
-        engine = create_engine(parse_url(url), echo=False, connect_timeout=5)
-        try:
-            async with engine.begin() as connection:
-                for statement in statements:
-                    await connection.execute(text(statement))
-        finally:
-            await engine.dispose()
-
-    await run(install)
-    return lambda: run(lift)
-
-
 async def test_a_logout_that_cannot_be_recorded_is_503_and_keeps_the_cookie(
     tmp_path: Path, database: dict[str, str]
 ) -> None:
@@ -272,7 +236,7 @@ async def test_a_logout_that_cannot_be_recorded_is_503_and_keeps_the_cookie(
         browser = await signed_in(world, ADA)
         cookie = browser.cookies["catalyst_session"]
         copy = {"Cookie": f"catalyst_session={cookie}"}
-        lift = await refuse_inserts(world.deps.settings.effective_database_url)
+        lift = await refuse_signout_inserts(world.deps.settings.effective_database_url)
 
         failed = await browser.post("/logout")
         assert failed.status_code == 503, failed.text
